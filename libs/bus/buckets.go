@@ -1,0 +1,76 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// The KV buckets of the mesh. Each has exactly one writer role (see roles.go).
+const (
+	// BucketObserved holds the normalised Kubernetes state; written by the smi-watcher.
+	BucketObserved = "mesh-observed"
+	// BucketCompiled holds compiled Envoy resources, proxy groups and the
+	// generation record; written by the policy-compiler.
+	BucketCompiled = "mesh-compiled"
+	// BucketTrust holds the trust bundle; written by the cert-authority.
+	BucketTrust = "mesh-trust"
+)
+
+// MaxValueSize is the largest value a bucket accepts. It matches NATS's
+// default max_payload: state is split per resource, never shipped as a blob.
+const MaxValueSize = 1 << 20
+
+// BucketOptions tune how buckets are declared.
+type BucketOptions struct {
+	// Replicas is the stream replication factor (1 for the embedded server,
+	// 3 in a NATS cluster).
+	Replicas int
+	// Memory keeps the bucket in memory instead of on disk. Off by default:
+	// nothing is lost on restart.
+	Memory bool
+}
+
+// Buckets lists every mesh bucket.
+func Buckets() []string { return []string{BucketObserved, BucketCompiled, BucketTrust} }
+
+func bucketConfig(name string, o BucketOptions) jetstream.KeyValueConfig {
+	cfg := jetstream.KeyValueConfig{
+		Bucket:       name,
+		Description:  "OSM " + name,
+		History:      1,
+		MaxValueSize: MaxValueSize,
+		Storage:      jetstream.FileStorage,
+		Replicas:     max(o.Replicas, 1),
+	}
+	if o.Memory {
+		cfg.Storage = jetstream.MemoryStorage
+	}
+	return cfg
+}
+
+// EnsureBucket declares bucket idempotently: it creates it when absent and
+// leaves an existing bucket with the same settings untouched.
+func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, o BucketOptions) (jetstream.KeyValue, error) {
+	cfg := bucketConfig(name, o)
+	kv, err := js.CreateKeyValue(ctx, cfg)
+	if errors.Is(err, jetstream.ErrBucketExists) {
+		kv, err = js.UpdateKeyValue(ctx, cfg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("declare bucket %s: %w", name, err)
+	}
+	return kv, nil
+}
+
+// EnsureBuckets declares every mesh bucket.
+func EnsureBuckets(ctx context.Context, js jetstream.JetStream, o BucketOptions) error {
+	for _, b := range Buckets() {
+		if _, err := EnsureBucket(ctx, js, b, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}

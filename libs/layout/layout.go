@@ -1,0 +1,119 @@
+// Package layout is the key layout of the mesh's KV buckets: which key holds
+// which protobuf message. Every writer and reader builds and parses keys only
+// through these functions, so the layout is defined once. Each key part is
+// escaped with bus.EscapeToken, so Kubernetes names with dots are safe.
+//
+// mesh-observed (writer: smi-watcher)
+//
+//	sync                          osm.mesh.v1.SyncMarker
+//	namespace.<name>              osm.mesh.v1.Namespace
+//	meshconfig.<ns>.<name>        osm.mesh.v1.MeshConfig
+//	<kind>.<ns>.<name>            one message per namespaced kind (KindService, ...)
+//
+// mesh-compiled (writer: policy-compiler)
+//
+//	generation                    osm.mesh.v1.Generation (written last)
+//	resource.<type>.<name>        osm.mesh.v1.CompiledResource (type: cluster, endpoint, listener, route, secret)
+//	group.<ns>.<serviceaccount>   osm.mesh.v1.ProxyGroup
+//
+// mesh-trust (writer: cert-authority)
+//
+//	bundle                        osm.mesh.v1.TrustBundle
+package layout
+
+import (
+	"fmt"
+
+	"github.com/openservicemesh/osm/libs/bus"
+)
+
+// Kinds of observed objects; each is the first token of its key.
+const (
+	KindNamespace      = "namespace"
+	KindService        = "service"
+	KindEndpointSlice  = "endpointslice"
+	KindPod            = "pod"
+	KindServiceAccount = "serviceaccount"
+	KindTrafficTarget  = "traffictarget"
+	KindHTTPRouteGroup = "httproutegroup"
+	KindTCPRoute       = "tcproute"
+	KindTrafficSplit   = "trafficsplit"
+	KindMeshConfig     = "meshconfig"
+)
+
+// Fixed keys.
+const (
+	SyncKey       = "sync"
+	GenerationKey = "generation"
+	BundleKey     = "bundle"
+)
+
+// Short names of Envoy resource types in compiled keys.
+const (
+	TypeCluster  = "cluster"
+	TypeEndpoint = "endpoint"
+	TypeListener = "listener"
+	TypeRoute    = "route"
+	TypeSecret   = "secret"
+)
+
+// ObservedKey is the key of a namespaced observed object.
+func ObservedKey(kind, namespace, name string) string {
+	return bus.Key(kind, namespace, name)
+}
+
+// NamespaceKey is the key of an observed Namespace.
+func NamespaceKey(name string) string { return bus.Key(KindNamespace, name) }
+
+// ResourceKey is the key of a compiled Envoy resource.
+func ResourceKey(typ, name string) string { return bus.Key("resource", typ, name) }
+
+// GroupKey is the key of the proxy group of identity namespace/serviceaccount.
+func GroupKey(namespace, serviceAccount string) string {
+	return bus.Key("group", namespace, serviceAccount)
+}
+
+// Observed is a parsed mesh-observed key.
+type Observed struct {
+	Kind, Namespace, Name string
+}
+
+// ParseObserved parses a mesh-observed key other than SyncKey.
+func ParseObserved(key string) (Observed, error) {
+	parts, err := bus.SplitKey(key)
+	if err != nil {
+		return Observed{}, err
+	}
+	switch {
+	case len(parts) == 2 && parts[0] == KindNamespace:
+		return Observed{Kind: KindNamespace, Name: parts[1]}, nil
+	case len(parts) == 3 && parts[0] != KindNamespace:
+		return Observed{Kind: parts[0], Namespace: parts[1], Name: parts[2]}, nil
+	}
+	return Observed{}, fmt.Errorf("key %q is not an observed-object key", key)
+}
+
+// Compiled is a parsed mesh-compiled key other than GenerationKey.
+type Compiled struct {
+	// Group is true for a proxy group key (Namespace, Name set); otherwise
+	// the key is a resource (Type, Name set).
+	Group                 bool
+	Type, Namespace, Name string
+}
+
+// ParseCompiled parses a mesh-compiled key other than GenerationKey.
+func ParseCompiled(key string) (Compiled, error) {
+	parts, err := bus.SplitKey(key)
+	if err != nil {
+		return Compiled{}, err
+	}
+	if len(parts) == 3 {
+		switch parts[0] {
+		case "resource":
+			return Compiled{Type: parts[1], Name: parts[2]}, nil
+		case "group":
+			return Compiled{Group: true, Namespace: parts[1], Name: parts[2]}, nil
+		}
+	}
+	return Compiled{}, fmt.Errorf("key %q is not a compiled-resource or proxy-group key", key)
+}

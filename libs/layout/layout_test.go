@@ -1,0 +1,29 @@
+package layout
+
+import "testing"
+
+func TestRoundTrip(t *testing.T) {
+	o, err := ParseObserved(ObservedKey(KindService, "bookstore", "bookstore.v1"))
+	if err != nil || o != (Observed{KindService, "bookstore", "bookstore.v1"}) {
+		t.Fatalf("observed round trip = %+v, %v", o, err)
+	}
+	if o, err := ParseObserved(NamespaceKey("book.store")); err != nil || o.Kind != KindNamespace || o.Name != "book.store" {
+		t.Fatalf("namespace round trip = %+v, %v", o, err)
+	}
+	c, err := ParseCompiled(ResourceKey(TypeCluster, "bookstore/bookstore|14001"))
+	if err != nil || c.Group || c.Type != TypeCluster || c.Name != "bookstore/bookstore|14001" {
+		t.Fatalf("resource round trip = %+v, %v", c, err)
+	}
+	g, err := ParseCompiled(GroupKey("bookbuyer", "bookbuyer"))
+	if err != nil || !g.Group || g.Namespace != "bookbuyer" || g.Name != "bookbuyer" {
+		t.Fatalf("group round trip = %+v, %v", g, err)
+	}
+	for _, bad := range []string{SyncKey, "namespace.a.b", "service.a"} {
+		if _, err := ParseObserved(bad); err == nil {
+			t.Errorf("ParseObserved(%q) accepted", bad)
+		}
+	}
+	if _, err := ParseCompiled(GenerationKey); err == nil {
+		t.Error("ParseCompiled(generation) accepted")
+	}
+}

@@ -1,0 +1,126 @@
+package kube_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+var (
+	trafficTargets  = schema.GroupVersionResource{Group: "access.smi-spec.io", Version: "v1alpha3", Resource: "traffictargets"}
+	httpRouteGroups = schema.GroupVersionResource{Group: "specs.smi-spec.io", Version: "v1alpha4", Resource: "httproutegroups"}
+	tcpRoutes       = schema.GroupVersionResource{Group: "specs.smi-spec.io", Version: "v1alpha4", Resource: "tcproutes"}
+	trafficSplits   = schema.GroupVersionResource{Group: "split.smi-spec.io", Version: "v1alpha2", Resource: "trafficsplits"}
+	meshConfigs     = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
+)
+
+func TestCRDSchemas(t *testing.T) {
+	ns := cluster.Namespace(t, "crd", nil)
+	validTarget := map[string]any{
+		"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": ns},
+		"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": ns}},
+		"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": "routes", "matches": []any{"buy"}}},
+	}
+	tests := []struct {
+		name     string
+		gvr      schema.GroupVersionResource
+		kind     string
+		spec     map[string]any
+		badField string // empty: the object is valid
+	}{
+		{name: "valid TrafficTarget", gvr: trafficTargets, kind: "TrafficTarget", spec: validTarget},
+		{name: "TrafficTarget destination is a string", gvr: trafficTargets, kind: "TrafficTarget",
+			spec: map[string]any{"destination": "bookstore"}, badField: "spec.destination"},
+		{name: "TrafficTarget without destination", gvr: trafficTargets, kind: "TrafficTarget",
+			spec: map[string]any{"sources": validTarget["sources"]}, badField: "spec.destination"},
+		{name: "TrafficTarget destination without name", gvr: trafficTargets, kind: "TrafficTarget",
+			spec: map[string]any{"destination": map[string]any{"kind": "ServiceAccount"}}, badField: "spec.destination.name"},
+		{name: "TrafficTarget rule of unknown kind", gvr: trafficTargets, kind: "TrafficTarget",
+			spec:     map[string]any{"destination": validTarget["destination"], "rules": []any{map[string]any{"kind": "GRPCRoute", "name": "r"}}},
+			badField: "spec.rules[0].kind"},
+		{name: "valid HTTPRouteGroup", gvr: httpRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+			"matches": []any{map[string]any{"name": "buy", "methods": []any{"GET", "POST"}, "pathRegex": "/buy.*",
+				"headers": []any{map[string]any{"user-agent": ".*Mozilla.*"}}}},
+		}},
+		{name: "HTTPRouteGroup header entry with two headers", gvr: httpRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+			"matches": []any{map[string]any{"name": "buy", "headers": []any{map[string]any{"a": "1", "b": "2"}}}},
+		}, badField: "spec.matches[0].headers[0]"},
+		{name: "HTTPRouteGroup unknown method", gvr: httpRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+			"matches": []any{map[string]any{"name": "buy", "methods": []any{"FETCH"}}},
+		}, badField: "spec.matches[0].methods[0]"},
+		{name: "valid TCPRoute", gvr: tcpRoutes, kind: "TCPRoute", spec: map[string]any{
+			"matches": map[string]any{"name": "db", "ports": []any{int64(5432)}},
+		}},
+		{name: "TCPRoute port out of range", gvr: tcpRoutes, kind: "TCPRoute", spec: map[string]any{
+			"matches": map[string]any{"ports": []any{int64(70000)}},
+		}, badField: "spec.matches.ports[0]"},
+		{name: "valid TrafficSplit", gvr: trafficSplits, kind: "TrafficSplit", spec: map[string]any{
+			"service":  "bookstore",
+			"backends": []any{map[string]any{"service": "bookstore-v1", "weight": int64(90)}, map[string]any{"service": "bookstore-v2", "weight": int64(10)}},
+		}},
+		{name: "TrafficSplit weight is a string", gvr: trafficSplits, kind: "TrafficSplit", spec: map[string]any{
+			"service":  "bookstore",
+			"backends": []any{map[string]any{"service": "bookstore-v1", "weight": "90"}},
+		}, badField: "spec.backends[0].weight"},
+		{name: "valid MeshConfig", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"sidecar": map[string]any{"image": "envoyproxy/envoy:v1.31", "logLevel": "error",
+				"resources": map[string]any{"limits": map[string]any{"cpu": "500m", "memory": int64(134217728)}}},
+			"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": true,
+				"outboundPortExclusionList":    []any{int64(6379)},
+				"outboundIPRangeExclusionList": []any{"10.0.0.0/8", "fd00::/8"}},
+			"certificate": map[string]any{"serviceCertValidityDuration": "24h"},
+		}},
+		{name: "MeshConfig exclusion CIDR is not a CIDR", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"traffic": map[string]any{"outboundIPRangeExclusionList": []any{"10.0.0.300/8"}},
+		}, badField: "spec.traffic.outboundIPRangeExclusionList[0]"},
+		{name: "MeshConfig permissive mode is a string", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": "yes"},
+		}, badField: "spec.traffic.enablePermissiveTrafficPolicyMode"},
+		{name: "MeshConfig validity is not a duration", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"certificate": map[string]any{"serviceCertValidityDuration": "one day"},
+		}, badField: "spec.certificate.serviceCertValidityDuration"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			obj := &unstructured.Unstructured{Object: map[string]any{
+				"apiVersion": tt.gvr.GroupVersion().String(),
+				"kind":       tt.kind,
+				"metadata":   map[string]any{"name": "obj-" + string(rune('a'+i))},
+				"spec":       tt.spec,
+			}}
+			_, err := cluster.Dynamic().Resource(tt.gvr).Namespace(ns).Create(t.Context(), obj, metav1.CreateOptions{})
+			if tt.badField == "" {
+				if err != nil {
+					t.Fatalf("valid %s rejected: %v", tt.kind, err)
+				}
+				return
+			}
+			if !apierrors.IsInvalid(err) {
+				t.Fatalf("create: got error %v, want Invalid naming %s", err, tt.badField)
+			}
+			if !invalidField(err, tt.badField) {
+				t.Errorf("Invalid error does not name field %s: %v", tt.badField, err)
+			}
+			t.Logf("rejected: %v", err)
+		})
+	}
+}
+
+// invalidField reports whether an Invalid error has a cause for field.
+func invalidField(err error, field string) bool {
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	for _, c := range status.Status().Details.Causes {
+		if c.Field == field || strings.HasPrefix(c.Field, field+".") {
+			return true
+		}
+	}
+	return false
+}

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,9 @@ type EmbeddedOptions struct {
 	Passwords map[Role]string
 	// ReadyTimeout bounds the start; default 10s.
 	ReadyTimeout time.Duration
+	// TLS, when set, makes the server speak TLS only; set ClientAuth in it
+	// to require client certificates.
+	TLS *tls.Config
 }
 
 // Embedded is a running in-process NATS server.
@@ -73,6 +77,12 @@ func (e *Embedded) start() error {
 		NoLog:      true,
 		MaxPayload: MaxValueSize,
 	}
+	if e.opts.TLS != nil {
+		so.TLSConfig = e.opts.TLS
+		so.TLS = true
+		so.TLSVerify = e.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+		so.TLSTimeout = 2
+	}
 	if e.opts.Port == 0 {
 		so.Port = server.RANDOM_PORT
 	}
@@ -116,7 +126,11 @@ func (e *Embedded) start() error {
 
 // URL is the client URL of the server.
 func (e *Embedded) URL() string {
-	return "nats://" + net.JoinHostPort(e.opts.Host, strconv.Itoa(e.opts.Port))
+	scheme := "nats://"
+	if e.opts.TLS != nil {
+		scheme = "tls://"
+	}
+	return scheme + net.JoinHostPort(e.opts.Host, strconv.Itoa(e.opts.Port))
 }
 
 // Shutdown stops the server, waits until it is gone and removes its store

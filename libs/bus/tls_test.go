@@ -1,0 +1,88 @@
+package bus
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// testPKI writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate into dir and returns the server's TLS config.
+func testPKI(t *testing.T, dir string) *tls.Config {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	issue := func(name string, serial int64, usage x509.ExtKeyUsage, ips []net.IP) (certPEM, keyPEM []byte) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kb, _ := x509.MarshalECPrivateKey(key)
+		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+	}
+	write := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ca.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}))
+	sc, sk := issue("nats", 2, x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP("127.0.0.1")})
+	cc, ck := issue("edge", 3, x509.ExtKeyUsageClientAuth, nil)
+	write("client.pem", cc)
+	write("client-key.pem", ck)
+	pair, err := tls.X509KeyPair(sc, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	return &tls.Config{Certificates: []tls.Certificate{pair}, ClientCAs: pool,
+		ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+}
+
+func TestConnectMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, EmbeddedOptions{TLS: testPKI(t, dir)})
+	ctx := t.Context()
+	c := connect(t, Options{URL: srv.URL(), CAFile: filepath.Join(dir, "ca.pem"),
+		CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")})
+	st, err := c.EnsureBucket(ctx, BucketTrust, BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, "bundle", str("roots")); err != nil {
+		t.Fatalf("put over mTLS: %v", err)
+	}
+	// Without a client certificate the server refuses the connection.
+	if _, err := Connect(ctx, Options{URL: srv.URL(), CAFile: filepath.Join(dir, "ca.pem"), ConnectTimeout: time.Second}); err == nil {
+		t.Fatal("connected without a client certificate")
+	}
+	// A bad CA file is a clear configuration error.
+	if _, err := Connect(ctx, Options{URL: srv.URL(), CAFile: filepath.Join(dir, "client-key.pem")}); err == nil {
+		t.Fatal("accepted a CA file without a certificate")
+	}
+	if err := (Options{URL: srv.URL(), CertFile: "x"}).Validate(); err == nil {
+		t.Fatal("accepted a certificate without a key")
+	}
+}

@@ -1,0 +1,46 @@
+package identity
+
+import (
+	"crypto/x509"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	id, err := Parse("spiffe://cluster.local/ns/bookstore/sa/bookstore-v1")
+	if err != nil || id != New("cluster.local", "bookstore", "bookstore-v1") {
+		t.Fatalf("Parse = %+v, %v", id, err)
+	}
+	if id.String() != "spiffe://cluster.local/ns/bookstore/sa/bookstore-v1" || id.URL().String() != id.String() {
+		t.Fatalf("String %q URL %q", id, id.URL())
+	}
+	for _, bad := range []string{
+		"", "https://cluster.local/ns/a/sa/b", "spiffe:///ns/a/sa/b", "spiffe://td/ns/a", "spiffe://td/ns/a/sa/b/c",
+		"spiffe://td/ns//sa/b", "spiffe://td/sa/a/ns/b", "spiffe://td/ns/a/sa/b?x=1", "spiffe://td:8080/ns/a/sa/b",
+	} {
+		if _, err := Parse(bad); err == nil {
+			t.Errorf("Parse(%q) accepted", bad)
+		}
+	}
+}
+
+func TestCSRCarriesIdentity(t *testing.T) {
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := New("cluster.local", "bookbuyer", "bookbuyer")
+	der, err := k.CSR(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil || csr.CheckSignature() != nil {
+		t.Fatalf("csr: %v", err)
+	}
+	if len(csr.URIs) != 1 || csr.URIs[0].String() != id.String() {
+		t.Fatalf("csr URIs %v", csr.URIs)
+	}
+	if _, err := k.PEM(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -11,7 +11,7 @@ MODULES = $(shell go list -m -f '{{.Dir}}')
 SERVICES = $(wildcard services/*)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build test vet fmt lint proto proto-check testbins run clean
+.PHONY: help build test vet fmt lint proto proto-check testbins fuzz run clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,8 +41,16 @@ proto-check: ## fail when the generated code is stale or the contract breaks com
 testbins: ## build (once, cached) the real kube-apiserver and controllers the tests run
 	@scripts/build-testbins.sh
 
-test: proto-check vet build testbins ## everything CI runs: contract checks, vet, builds and all tests against real servers
+test: proto-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...); done
+	@$(MAKE) --no-print-directory fuzz
+
+FUZZTIME ?= 60s
+fuzz: ## run the fuzz targets for FUZZTIME each (60s by default); the seed corpora live in testdata/fuzz
+	@echo "fuzz injector-webhook FuzzAdmit for $(FUZZTIME)"
+	@cd services/injector-webhook && go test -run '^$$' -fuzz '^FuzzAdmit$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	@echo "fuzz libs/bus FuzzKeyRoundTrip for $(FUZZTIME)"
+	@cd libs && go test -run '^$$' -fuzz '^FuzzKeyRoundTrip$$' -fuzztime $(FUZZTIME) ./bus/
 
 run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 	@cd tests && go run ./cmd/osm-dev $(ARGS)

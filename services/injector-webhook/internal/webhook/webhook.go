@@ -1,0 +1,212 @@
+// Package webhook is the injector's admission logic and its HTTPS handler:
+// it decides whether to inject a pod, builds the patch, issues the pod's
+// bootstrap certificate through the CA and stores the bootstrap Secret.
+package webhook
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	sigsjson "sigs.k8s.io/json"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
+)
+
+// Certificate is an issued certificate with its key and the roots to trust.
+type Certificate struct {
+	ChainPEM, KeyPEM, TrustPEM []byte
+}
+
+// Issuer issues a certificate for a workload identity.
+type Issuer interface {
+	Issue(ctx context.Context, id identity.ID) (*Certificate, error)
+}
+
+// NamespaceGetter reads a namespace (from an informer cache).
+type NamespaceGetter interface {
+	Get(ctx context.Context, name string) (*corev1.Namespace, error)
+}
+
+// SecretCreator stores a bootstrap Secret.
+type SecretCreator interface {
+	Create(ctx context.Context, s *corev1.Secret) error
+}
+
+// Options configure a Webhook.
+type Options struct {
+	Settings    inject.Settings
+	TrustDomain string
+	// XDSHost, XDSPort and XDSServerSAN locate and authenticate the edges.
+	XDSHost      string
+	XDSPort      uint32
+	XDSServerSAN string
+	Namespaces   NamespaceGetter
+	Secrets      SecretCreator
+	Issuer       Issuer
+	// NewUUID makes proxy UUIDs; nil uses random UUIDs.
+	NewUUID func() string
+	// Observe, when set, is told how long each certificate issuance took.
+	Observe func(d time.Duration, err error)
+}
+
+// Webhook admits pods.
+type Webhook struct {
+	o Options
+}
+
+// New returns a Webhook.
+func New(o Options) *Webhook {
+	if o.NewUUID == nil {
+		o.NewUUID = uuid.NewString
+	}
+	return &Webhook{o: o}
+}
+
+// Result is the outcome of one admission, for logging and metrics.
+type Result struct {
+	// Outcome is "injected", "skipped", "already-injected" or "denied".
+	Outcome string
+	// Reason explains a skip or a denial.
+	Reason string
+}
+
+func deny(uid string, msg string) (*admissionv1.AdmissionResponse, Result) {
+	return &admissionv1.AdmissionResponse{UID: types.UID(uid), Allowed: false,
+		Result: &metav1.Status{Status: metav1.StatusFailure, Message: msg, Reason: metav1.StatusReasonBadRequest, Code: 400}}, Result{"denied", msg}
+}
+
+func allow(uid string, outcome, reason string) (*admissionv1.AdmissionResponse, Result) {
+	return &admissionv1.AdmissionResponse{UID: types.UID(uid), Allowed: true}, Result{outcome, reason}
+}
+
+// Admit handles one AdmissionRequest for a pod.
+func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Result) {
+	uid := string(req.UID)
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create {
+		return allow(uid, "skipped", fmt.Sprintf("%s %s is not a pod creation", req.Operation, req.Kind.Kind))
+	}
+	var pod corev1.Pod
+	// Case-sensitive, as the JSON patch paths are: "speC" is not "spec".
+	if err := sigsjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
+		return deny(uid, fmt.Sprintf("osm injector: decode pod: %v", err))
+	}
+	nsName := req.Namespace
+	if nsName == "" {
+		nsName = pod.Namespace
+	}
+	ns, err := w.o.Namespaces.Get(ctx, nsName)
+	if err != nil {
+		return deny(uid, fmt.Sprintf("osm injector: namespace %s: %v", nsName, err))
+	}
+	d, err := inject.Decide(w.o.Settings, ns, &pod)
+	if err != nil {
+		return deny(uid, "osm injector: "+err.Error())
+	}
+	if !d.Inject {
+		return allow(uid, "skipped", d.Reason)
+	}
+	if inject.Injected(&pod) {
+		return allow(uid, "already-injected", "the pod already has the sidecar")
+	}
+	if len(pod.Spec.Containers) == 0 {
+		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: spec.containers is empty", nsName, podName(&pod)))
+	}
+	proxyUUID := w.o.NewUUID()
+	res, err := inject.Build(w.o.Settings, inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
+	if err != nil {
+		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
+	}
+	if !hasKey(req.Object.Raw, "metadata") {
+		// The patch sets labels and annotations under /metadata.
+		res.Ops = append([]inject.Op{{Op: "add", Path: "/metadata", Value: map[string]any{}}}, res.Ops...)
+	}
+	// A dry run must have no side effect: the patch is computed, no
+	// certificate is issued and no Secret is created.
+	if req.DryRun == nil || !*req.DryRun {
+		if err := w.storeBootstrap(ctx, nsName, &pod, proxyUUID, res); err != nil {
+			return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
+		}
+	}
+	patch, err := json.Marshal(res.Ops)
+	if err != nil {
+		return deny(uid, fmt.Sprintf("osm injector: encode patch: %v", err))
+	}
+	pt := admissionv1.PatchTypeJSONPatch
+	return &admissionv1.AdmissionResponse{UID: types.UID(uid), Allowed: true, Patch: patch, PatchType: &pt},
+		Result{"injected", d.Reason}
+}
+
+func podName(p *corev1.Pod) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.GenerateName + "<generated>"
+}
+
+func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) error {
+	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	id := identity.New(w.o.TrustDomain, ns, sa)
+	start := time.Now()
+	cert, err := w.o.Issuer.Issue(ctx, id)
+	if w.o.Observe != nil {
+		w.o.Observe(time.Since(start), err)
+	}
+	if err != nil {
+		return fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
+	}
+	probes := make([]bootstrap.Probe, len(res.Probes))
+	for i, p := range res.Probes {
+		probes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
+	}
+	b, err := bootstrap.Build(bootstrap.Config{
+		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,
+		XDSHost: w.o.XDSHost, XDSPort: w.o.XDSPort, XDSServerSAN: w.o.XDSServerSAN,
+		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: probes,
+	})
+	if err != nil {
+		return err
+	}
+	raw, err := bootstrap.Marshal(b)
+	if err != nil {
+		return err
+	}
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: res.BootstrapSecret, Namespace: ns,
+			Labels: map[string]string{inject.LabelProxyUUID: proxyUUID, "app.kubernetes.io/managed-by": "osm-injector"},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{
+			bootstrap.FileBootstrap: raw,
+			bootstrap.FileCert:      cert.ChainPEM,
+			bootstrap.FileKey:       cert.KeyPEM,
+			bootstrap.FileCA:        cert.TrustPEM,
+		},
+	}
+	if err := w.o.Secrets.Create(ctx, secret); err != nil {
+		return fmt.Errorf("create bootstrap secret %s: %w", res.BootstrapSecret, err)
+	}
+	return nil
+}
+
+// hasKey reports whether the JSON object raw has key at its top level.
+func hasKey(raw []byte, key string) bool {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return false
+	}
+	_, ok := top[key]
+	return ok
+}

@@ -1,0 +1,224 @@
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/encoding/protojson"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
+)
+
+// Hand-written fakes of the webhook's small interfaces.
+
+type namespaces map[string]*corev1.Namespace
+
+func (n namespaces) Get(_ context.Context, name string) (*corev1.Namespace, error) {
+	if ns, ok := n[name]; ok {
+		return ns, nil
+	}
+	return nil, errors.New("not found")
+}
+
+type secrets struct {
+	mu      sync.Mutex
+	created []*corev1.Secret
+}
+
+func (s *secrets) Create(_ context.Context, sec *corev1.Secret) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.created = append(s.created, sec)
+	return nil
+}
+
+type issuer struct{ ids []identity.ID }
+
+func (i *issuer) Issue(_ context.Context, id identity.ID) (*Certificate, error) {
+	i.ids = append(i.ids, id)
+	return &Certificate{ChainPEM: []byte("chain"), KeyPEM: []byte("key"), TrustPEM: []byte("roots")}, nil
+}
+
+func newWebhook() (*Webhook, *secrets, *issuer) {
+	s, iss := &secrets{}, &issuer{}
+	w := New(Options{
+		Settings:    inject.Settings{MeshName: "osm", SidecarImage: "envoy", InitImage: "init", LogLevel: "error", ProxyUID: 1500},
+		TrustDomain: "cluster.local", XDSHost: "osm-xds-edge.osm-system.svc", XDSPort: 15128, XDSServerSAN: "spiffe://cluster.local/osm/xds-edge",
+		Namespaces: namespaces{
+			"bookstore":   {ObjectMeta: metav1.ObjectMeta{Name: "bookstore", Labels: map[string]string{inject.LabelMonitoredBy: "osm"}}},
+			"kube-system": {ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}},
+		},
+		Secrets: s, Issuer: iss, NewUUID: func() string { return "uuid-1" },
+	})
+	return w, s, iss
+}
+
+func podJSON(ns string, annotations map[string]string) []byte {
+	pod := corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Name: "bookstore-1", Namespace: ns, Annotations: annotations},
+		Spec:       corev1.PodSpec{ServiceAccountName: "bookstore", Containers: []corev1.Container{{Name: "app", Image: "bookstore"}}},
+	}
+	b, _ := json.Marshal(pod)
+	return b
+}
+
+func request(ns string, raw []byte, dryRun bool) *admissionv1.AdmissionRequest {
+	return &admissionv1.AdmissionRequest{
+		UID: "req-1", Kind: metav1.GroupVersionKind{Version: "v1", Kind: "Pod"}, Operation: admissionv1.Create,
+		Namespace: ns, Object: runtime.RawExtension{Raw: raw}, DryRun: &dryRun,
+	}
+}
+
+func TestAdmitInjectsAndStoresBootstrap(t *testing.T) {
+	w, secs, iss := newWebhook()
+	resp, res := w.Admit(t.Context(), request("bookstore", podJSON("bookstore", nil), false))
+	if !resp.Allowed || res.Outcome != "injected" || resp.PatchType == nil || len(resp.Patch) == 0 {
+		t.Fatalf("response %+v, result %+v", resp, res)
+	}
+	if len(iss.ids) != 1 || iss.ids[0].String() != "spiffe://cluster.local/ns/bookstore/sa/bookstore" {
+		t.Fatalf("issued for %v", iss.ids)
+	}
+	if len(secs.created) != 1 {
+		t.Fatalf("%d secrets created", len(secs.created))
+	}
+	sec := secs.created[0]
+	if sec.Name != "envoy-bootstrap-uuid-1" || sec.Namespace != "bookstore" || string(sec.Data[bootstrap.FileCert]) != "chain" {
+		t.Fatalf("secret %s/%s %v", sec.Namespace, sec.Name, sec.Data)
+	}
+	var b bootstrapv3.Bootstrap
+	if err := protojson.Unmarshal(sec.Data[bootstrap.FileBootstrap], &b); err != nil || b.GetNode().GetId() != "uuid-1" {
+		t.Fatalf("bootstrap node id %q (%v)", b.GetNode().GetId(), err)
+	}
+
+	// The patched pod, admitted again, is left alone.
+	patch, err := jsonpatch.DecodePatch(resp.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	injected, err := patch.Apply(podJSON("bookstore", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, res := w.Admit(t.Context(), request("bookstore", injected, false))
+	if !again.Allowed || len(again.Patch) != 0 || res.Outcome != "already-injected" {
+		t.Fatalf("second admission: %+v %+v", again, res)
+	}
+	if len(secs.created) != 1 {
+		t.Fatal("second admission created another secret")
+	}
+}
+
+func TestAdmitDryRunHasNoSideEffect(t *testing.T) {
+	w, secs, iss := newWebhook()
+	resp, _ := w.Admit(t.Context(), request("bookstore", podJSON("bookstore", nil), true))
+	if !resp.Allowed || len(resp.Patch) == 0 {
+		t.Fatalf("dry run: %+v", resp)
+	}
+	if len(secs.created) != 0 || len(iss.ids) != 0 {
+		t.Fatalf("dry run created %d secrets and issued %d certificates", len(secs.created), len(iss.ids))
+	}
+}
+
+func TestAdmitSkipsAndDenies(t *testing.T) {
+	w, secs, _ := newWebhook()
+	cases := []struct {
+		name    string
+		req     *admissionv1.AdmissionRequest
+		allowed bool
+		outcome string
+		msg     string
+	}{
+		{"kube-system", request("kube-system", podJSON("kube-system", nil), false), true, "skipped", "not monitored"},
+		{"opted out", request("bookstore", podJSON("bookstore", map[string]string{inject.AnnotationInjection: "disabled"}), false), true, "skipped", "disabled"},
+		{"bad annotation", request("bookstore", podJSON("bookstore", map[string]string{inject.AnnotationOutboundPorts: "redis"}), false), false, "denied", inject.AnnotationOutboundPorts},
+		{"unknown namespace", request("nowhere", podJSON("nowhere", nil), false), false, "denied", "namespace nowhere"},
+		{"not json", request("bookstore", []byte("{"), false), false, "denied", "decode pod"},
+	}
+	for _, c := range cases {
+		resp, res := w.Admit(t.Context(), c.req)
+		if resp.Allowed != c.allowed || res.Outcome != c.outcome || !strings.Contains(res.Reason, c.msg) {
+			t.Errorf("%s: allowed=%v outcome=%q reason=%q", c.name, resp.Allowed, res.Outcome, res.Reason)
+		}
+		if !c.allowed && !strings.Contains(resp.Result.Message, c.msg) {
+			t.Errorf("%s: denial message %q does not say %q", c.name, resp.Result.Message, c.msg)
+		}
+	}
+	if len(secs.created) != 0 {
+		t.Fatal("a skipped or denied pod got a secret")
+	}
+}
+
+type panicky struct{}
+
+func (panicky) Admit(context.Context, *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Result) {
+	panic("boom")
+}
+
+func post(t *testing.T, h http.Handler, contentType string, body []byte) (*http.Response, *admissionv1.AdmissionReview) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	r := httptest.NewRequest(http.MethodPost, "/mutate-pod", bytes.NewReader(body))
+	r.Header.Set("Content-Type", contentType)
+	h.ServeHTTP(rec, r)
+	resp := rec.Result()
+	var review admissionv1.AdmissionReview
+	if resp.StatusCode == http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		if err := json.Unmarshal(b, &review); err != nil {
+			t.Fatalf("response is not an AdmissionReview: %v", err)
+		}
+	}
+	return resp, &review
+}
+
+func TestHandlerNegativeInputs(t *testing.T) {
+	w, _, _ := newWebhook()
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	h := &Handler{Admit: w, Log: logrus.NewEntry(log), MaxBody: 1 << 20}
+
+	big := bytes.Repeat([]byte(" "), 2<<20)
+	if resp, _ := post(t, h, "application/json", big); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversized body: %d, want 413", resp.StatusCode)
+	}
+	if resp, _ := post(t, h, "text/plain", []byte("{}")); resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("wrong content type: %d, want 415", resp.StatusCode)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/mutate-pod", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET: %d, want 405", rec.Code)
+	}
+	for name, body := range map[string]string{"malformed": `{"request":`, "nil request": `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}`} {
+		resp, review := post(t, h, "application/json", []byte(body))
+		if resp.StatusCode != http.StatusOK || review.Response == nil || review.Response.Allowed || review.Response.Result.Message == "" {
+			t.Errorf("%s: status %d response %+v, want a denial with a message", name, resp.StatusCode, review.Response)
+		}
+	}
+	// A panic below the handler becomes a denial, not a crash.
+	ph := &Handler{Admit: panicky{}, Log: logrus.NewEntry(log)}
+	review := admissionv1.AdmissionReview{Request: request("bookstore", podJSON("bookstore", nil), false)}
+	body, _ := json.Marshal(review)
+	resp, out := post(t, ph, "application/json; charset=utf-8", body)
+	if resp.StatusCode != http.StatusOK || out.Response == nil || out.Response.Allowed || out.Response.UID != "req-1" {
+		t.Fatalf("panic: status %d response %+v", resp.StatusCode, out.Response)
+	}
+}

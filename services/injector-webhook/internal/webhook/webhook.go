@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -60,7 +61,8 @@ type Options struct {
 
 // Webhook admits pods.
 type Webhook struct {
-	o Options
+	o        Options
+	settings atomic.Pointer[inject.Settings]
 }
 
 // New returns a Webhook.
@@ -68,8 +70,14 @@ func New(o Options) *Webhook {
 	if o.NewUUID == nil {
 		o.NewUUID = uuid.NewString
 	}
-	return &Webhook{o: o}
+	w := &Webhook{o: o}
+	w.SetSettings(o.Settings)
+	return w
 }
+
+// SetSettings replaces the injection settings (when the MeshConfig changes);
+// admissions already running keep the settings they started with.
+func (w *Webhook) SetSettings(s inject.Settings) { w.settings.Store(&s) }
 
 // Result is the outcome of one admission, for logging and metrics.
 type Result struct {
@@ -107,7 +115,8 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if err != nil {
 		return deny(uid, fmt.Sprintf("osm injector: namespace %s: %v", nsName, err))
 	}
-	d, err := inject.Decide(w.o.Settings, ns, &pod)
+	settings := *w.settings.Load()
+	d, err := inject.Decide(settings, ns, &pod)
 	if err != nil {
 		return deny(uid, "osm injector: "+err.Error())
 	}
@@ -121,7 +130,7 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: spec.containers is empty", nsName, podName(&pod)))
 	}
 	proxyUUID := w.o.NewUUID()
-	res, err := inject.Build(w.o.Settings, inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
+	res, err := inject.Build(settings, inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
 	if err != nil {
 		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
 	}

@@ -1,0 +1,358 @@
+// Package injector wires the injector-webhook service: Kubernetes clients
+// and informers, the CA client, the MeshConfig watch, the HTTPS admission
+// server and the MutatingWebhookConfiguration it owns.
+package injector
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/openservicemesh/osm/libs/app"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
+)
+
+// MeshConfigGVR is OSM's MeshConfig resource.
+var MeshConfigGVR = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
+
+// Config is the injector's configuration (its flags).
+type Config struct {
+	Kubeconfig            string
+	MeshName              string
+	TrustDomain           string
+	ControlPlaneNamespace string
+	MeshConfigName        string
+	ListenAddr            string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSCAFile             string
+	WebhookConfigName     string
+	WebhookServiceName    string
+	WebhookURL            string
+	CAAddr                string
+	CAServerName          string
+	CACertFile            string
+	CAKeyFile             string
+	CATrustFile           string
+	SidecarImage          string
+	InitImage             string
+	EnvoyLogLevel         string
+	ProxyUID              int
+	XDSAddr               string
+	XDSServerSAN          string
+	CertTTL               time.Duration
+	MaxBody               int
+}
+
+// Flags registers the configuration's flags.
+func (c *Config) Flags(f *app.Flags) {
+	f.String(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
+	f.String(&c.MeshName, "mesh-name", "osm", "mesh name: namespaces labelled openservicemesh.io/monitored-by=<mesh-name> are injected")
+	f.String(&c.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
+	f.String(&c.ControlPlaneNamespace, "control-plane-namespace", "osm-system", "namespace of the control plane; never injected")
+	f.String(&c.MeshConfigName, "meshconfig-name", "osm-mesh-config", "MeshConfig (in the control-plane namespace) whose sidecar and traffic settings apply")
+	f.String(&c.ListenAddr, "listen-addr", ":9443", "HTTPS address of the admission webhook")
+	f.String(&c.TLSCertFile, "tls-cert-file", "", "serving certificate of the webhook (reloaded when it changes)")
+	f.String(&c.TLSKeyFile, "tls-key-file", "", "serving key of the webhook")
+	f.String(&c.TLSCAFile, "tls-ca-file", "", "CA that signed the serving certificate; written as the caBundle of the webhook configuration")
+	f.String(&c.WebhookConfigName, "webhook-config-name", "osm-sidecar-injector", "MutatingWebhookConfiguration the injector owns; empty leaves it unmanaged")
+	f.String(&c.WebhookServiceName, "webhook-service-name", "osm-injector", "Service (in the control-plane namespace) in front of the webhook")
+	f.String(&c.WebhookURL, "webhook-url", "", "call the webhook at this URL instead of the Service (for local clusters)")
+	f.String(&c.CAAddr, "ca-addr", "osm-cert-authority.osm-system.svc:15443", "gRPC address of the cert-authority")
+	f.String(&c.CAServerName, "ca-server-name", "", "name to verify the cert-authority's certificate against; empty uses the host of --ca-addr")
+	f.String(&c.CACertFile, "ca-client-cert-file", "", "client certificate for the cert-authority (the injector's role)")
+	f.String(&c.CAKeyFile, "ca-client-key-file", "", "client key for the cert-authority")
+	f.String(&c.CATrustFile, "ca-trust-file", "", "roots that verify the cert-authority's serving certificate")
+	f.String(&c.SidecarImage, "sidecar-image", "envoyproxy/envoy:v1.36.0", "Envoy image, unless the MeshConfig sets spec.sidecar.image")
+	f.String(&c.InitImage, "init-image", "openservicemesh/init:v1.3.0", "init container image with iptables, unless the MeshConfig sets spec.sidecar.initContainerImage")
+	f.String(&c.EnvoyLogLevel, "envoy-log-level", "error", "Envoy log level, unless the MeshConfig sets spec.sidecar.logLevel")
+	f.Int(&c.ProxyUID, "proxy-uid", 1500, "user id the sidecar runs as; its traffic is not redirected")
+	f.String(&c.XDSAddr, "xds-addr", "osm-xds-edge.osm-system.svc.cluster.local:15128", "address of the xds-edge Service that sidecars connect to")
+	f.String(&c.XDSServerSAN, "xds-server-san", "", "URI SAN sidecars require of the edges; empty means spiffe://<trust-domain>/osm/xds-edge, the edges' control-plane identity")
+	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the bootstrap client certificates (the CA may shorten it)")
+	f.Int(&c.MaxBody, "max-body", webhook.DefaultMaxBody, "largest AdmissionReview body accepted, in bytes; larger ones get 413")
+}
+
+// Validate checks the configuration; errors name the flag.
+func (c *Config) Validate() error {
+	for _, f := range []struct{ name, v string }{
+		{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile},
+		{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}, {"ca-trust-file", c.CATrustFile},
+		{"mesh-name", c.MeshName}, {"trust-domain", c.TrustDomain}, {"control-plane-namespace", c.ControlPlaneNamespace},
+	} {
+		if f.v == "" {
+			return app.FlagError(f.name, "is required")
+		}
+	}
+	if c.WebhookConfigName != "" && c.TLSCAFile == "" {
+		return app.FlagError("tls-ca-file", "is required to manage the webhook configuration %s (or set --webhook-config-name to empty)", c.WebhookConfigName)
+	}
+	if c.ProxyUID <= 0 {
+		return app.FlagError("proxy-uid", "must be positive, got %d", c.ProxyUID)
+	}
+	if c.CertTTL < time.Minute {
+		return app.FlagError("cert-ttl", "must be at least 1m, got %s", c.CertTTL)
+	}
+	if c.MaxBody < 4096 {
+		return app.FlagError("max-body", "must be at least 4096 bytes, got %d", c.MaxBody)
+	}
+	if _, _, err := xdsHostPort(c.XDSAddr); err != nil {
+		return app.FlagError("xds-addr", "%v", err)
+	}
+	return nil
+}
+
+func xdsHostPort(addr string) (string, uint32, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || p == 0 {
+		return "", 0, fmt.Errorf("port %q is not 1-65535", port)
+	}
+	return host, uint32(p), nil
+}
+
+// Run serves admissions until ctx ends.
+func Run(ctx context.Context, rt *app.Runtime, c Config) error {
+	log := rt.Log
+	restCfg, err := restConfig(c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	caConn, err := dialCA(c)
+	if err != nil {
+		return err
+	}
+	rt.OnShutdown("ca-client", func(context.Context) error { return caConn.Close() })
+
+	meter := rt.Telemetry.Meter("osm/injector-webhook")
+	admissions, _ := meter.Int64Counter("osm_injector_admissions", metric.WithDescription("admission reviews handled, by outcome"))
+	latency, _ := meter.Float64Histogram("osm_injector_admission_seconds", metric.WithDescription("admission latency"), metric.WithUnit("s"))
+	issuance, _ := meter.Float64Histogram("osm_injector_cert_issuance_seconds", metric.WithDescription("bootstrap certificate issuance latency"), metric.WithUnit("s"))
+
+	host, port, _ := xdsHostPort(c.XDSAddr)
+	san := c.XDSServerSAN
+	if san == "" {
+		san = "spiffe://" + c.TrustDomain + "/osm/xds-edge"
+	}
+	base := inject.Settings{
+		MeshName: c.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,
+		LogLevel: c.EnvoyLogLevel, ProxyUID: int64(c.ProxyUID),
+	}
+	factory := informers.NewSharedInformerFactory(cs, 10*time.Minute)
+	nsInformer := factory.Core().V1().Namespaces()
+	nsLister := nsInformer.Lister()
+	wh := webhook.New(webhook.Options{
+		Settings: base, TrustDomain: c.TrustDomain,
+		XDSHost: host, XDSPort: port, XDSServerSAN: san,
+		Namespaces: namespaceGetter{nsLister},
+		Secrets:    secretCreator{cs},
+		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(caConn), TTL: c.CertTTL},
+		Observe: func(d time.Duration, err error) {
+			issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
+		},
+	})
+
+	mcFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 10*time.Minute, c.ControlPlaneNamespace, nil)
+	mcInformer := mcFactory.ForResource(MeshConfigGVR).Informer()
+	apply := func(obj any) {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok || u.GetName() != c.MeshConfigName {
+			return
+		}
+		s, err := base.WithMeshConfig(u)
+		if err != nil {
+			log.WithError(err).WithField("name", u.GetName()).Warn("meshconfig rejected; keeping the previous injection settings")
+			return
+		}
+		wh.SetSettings(s)
+		log.WithFields(logrus.Fields{"name": u.GetName(), "sidecar_image": s.SidecarImage}).Info("injection settings updated from meshconfig")
+	}
+	_, err = mcInformer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    apply,
+		UpdateFunc: func(_, obj any) { apply(obj) },
+		DeleteFunc: func(obj any) {
+			if u, ok := obj.(*unstructured.Unstructured); ok && u.GetName() == c.MeshConfigName {
+				wh.SetSettings(base)
+				log.WithField("name", u.GetName()).Info("meshconfig deleted; injection settings back to the flags")
+			}
+		},
+	})
+	if err != nil {
+		return err
+	}
+	factory.Start(ctx.Done())
+	mcFactory.Start(ctx.Done())
+	defer factory.Shutdown()
+	defer mcFactory.Shutdown()
+	var synced atomic.Bool
+	rt.Health.AddReadyCheck("informers", func(context.Context) error {
+		if !synced.Load() {
+			return errors.New("namespace and meshconfig informers not synced")
+		}
+		return nil
+	})
+	if !cache.WaitForCacheSync(ctx.Done(), nsInformer.Informer().HasSynced, mcInformer.HasSynced) {
+		return ctx.Err()
+	}
+	synced.Store(true)
+
+	certs, err := server.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return app.FlagError("tls-cert-file", "%v", err)
+	}
+	handler := &webhook.Handler{Admit: wh, Log: log, MaxBody: int64(c.MaxBody),
+		Observe: func(outcome string, d time.Duration) {
+			attrs := metric.WithAttributes(attribute.String("outcome", outcome))
+			admissions.Add(ctx, 1, attrs)
+			latency.Record(ctx, d.Seconds(), attrs)
+		}}
+	mux := http.NewServeMux()
+	mux.Handle("/mutate-pod", handler)
+	ln, err := net.Listen("tcp", c.ListenAddr)
+	if err != nil {
+		return app.FlagError("listen-addr", "cannot listen: %v", err)
+	}
+	srv := &http.Server{Handler: mux, TLSConfig: certs.TLSConfig(), ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second, MaxHeaderBytes: 64 << 10}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
+	log.WithField("listen_addr", ln.Addr().String()).Info("admission webhook serving")
+	rt.Health.AddReadyCheck("webhook", func(context.Context) error { return nil })
+
+	if c.WebhookConfigName != "" {
+		go keepWebhookConfig(ctx, log, cs, c)
+	}
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("webhook server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// keepWebhookConfig writes the webhook configuration at start and keeps its
+// caBundle current as the serving CA file changes.
+func keepWebhookConfig(ctx context.Context, log *logrus.Entry, cs kubernetes.Interface, c Config) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		ca, err := os.ReadFile(c.TLSCAFile)
+		if err == nil {
+			desired := webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
+				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
+				ServiceName: c.WebhookServiceName, ServicePort: 443, URL: c.WebhookURL, CABundle: ca}
+			cfg, derr := webhookconfig.Desired(desired)
+			if derr == nil {
+				wrote, eerr := webhookconfig.Ensure(ctx, cs, cfg)
+				err = eerr
+				if wrote {
+					log.WithField("name", c.WebhookConfigName).Info("webhook configuration written")
+				}
+			} else {
+				err = derr
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			log.WithError(err).WithField("name", c.WebhookConfigName).Warn("webhook configuration not updated")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, app.FlagError("kubeconfig", "not in a cluster and no kubeconfig given: %v", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, app.FlagError("kubeconfig", "%v", err)
+	}
+	return cfg, nil
+}
+
+func dialCA(c Config) (*grpc.ClientConn, error) {
+	pair, err := tls.LoadX509KeyPair(c.CACertFile, c.CAKeyFile)
+	if err != nil {
+		return nil, app.FlagError("ca-client-cert-file", "%v", err)
+	}
+	roots, err := os.ReadFile(c.CATrustFile)
+	if err != nil {
+		return nil, app.FlagError("ca-trust-file", "%v", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(roots) {
+		return nil, app.FlagError("ca-trust-file", "%s holds no PEM certificate", c.CATrustFile)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: c.CAServerName}
+	conn, err := grpc.NewClient(c.CAAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, app.FlagError("ca-addr", "%v", err)
+	}
+	return conn, nil
+}
+
+// namespaceGetter reads namespaces from the informer cache.
+type namespaceGetter struct{ l corelisters.NamespaceLister }
+
+func (g namespaceGetter) Get(_ context.Context, name string) (*corev1.Namespace, error) {
+	return g.l.Get(name)
+}
+
+// secretCreator creates bootstrap Secrets.
+type secretCreator struct{ cs kubernetes.Interface }
+
+func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
+	_, err := s.cs.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{})
+	return err
+}

@@ -96,7 +96,8 @@ require (
 require (
 	github.com/google/uuid v1.6.0
 	github.com/openservicemesh/osm/libs v0.0.0
-	github.com/openservicemesh/osm/proto v0.0.0-00010101000000-000000000000
+	github.com/openservicemesh/osm/proto v0.0.0
+	github.com/openservicemesh/osm/tests v0.0.0-00010101000000-000000000000
 	github.com/sirupsen/logrus v1.10.2
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/metric v1.47.0
@@ -108,4 +109,5 @@ require (
 replace (
 	github.com/openservicemesh/osm/libs => ../../libs
 	github.com/openservicemesh/osm/proto => ../../proto
+	github.com/openservicemesh/osm/tests => ../../tests
 )

@@ -13,25 +13,7 @@ import (
 // its delivery to a watcher, on the embedded server with a file store.
 // Keys rotate over 1,000 names, as a writer updating many objects would.
 func BenchmarkPutWatch(b *testing.B) {
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Shutdown()
-	c, err := Connect(b.Context(), Options{URL: srv.URL()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	st, err := c.EnsureBucket(b.Context(), BucketObserved, BucketOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	w, err := st.Watch(b.Context(), ">")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.Stop()
+	_, st, w := watched(b, BucketObserved)
 	<-w.Events() // initialized
 
 	msg := wrapperspb.Bytes(bytes.Repeat([]byte{'p'}, 1024))
@@ -57,25 +39,7 @@ func BenchmarkPutWatch(b *testing.B) {
 // wait for each delivery: puts go out back to back and the watcher drains
 // them concurrently, as the compiler writing a batch of resources would.
 func BenchmarkPutPipelined(b *testing.B) {
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: b.TempDir()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer srv.Shutdown()
-	c, err := Connect(b.Context(), Options{URL: srv.URL()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	st, err := c.EnsureBucket(b.Context(), BucketObserved, BucketOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	w, err := st.Watch(b.Context(), ">")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.Stop()
+	_, st, w := watched(b, BucketObserved)
 	<-w.Events()
 	msg := wrapperspb.Bytes(bytes.Repeat([]byte{'p'}, 1024))
 	done := make(chan struct{})

@@ -43,6 +43,32 @@ func connect(t *testing.T, o Options) *Conn {
 	return c
 }
 
+// watched starts a server, declares bucket and watches all of it; the
+// caller reads the initial events.
+func watched(t testing.TB, bucket string) (*Conn, *Store, *Watcher) {
+	t.Helper()
+	srv, err := StartEmbedded(EmbeddedOptions{})
+	if err != nil {
+		t.Fatalf("start embedded nats: %v", err)
+	}
+	t.Cleanup(srv.Shutdown)
+	c, err := Connect(context.Background(), Options{URL: srv.URL()})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(c.Close)
+	st, err := c.EnsureBucket(context.Background(), bucket, BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := st.Watch(context.Background(), ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	return c, st, w
+}
+
 // next returns the next watch event or fails after a deadline.
 func next(t *testing.T, w *Watcher) Event {
 	t.Helper()
@@ -153,18 +179,8 @@ func TestPutWatchRoundTrip(t *testing.T) {
 }
 
 func TestPrimeAndEmptyWatch(t *testing.T) {
-	srv := startServer(t, EmbeddedOptions{})
-	c := connect(t, Options{URL: srv.URL()})
+	c, st, w := watched(t, BucketCompiled)
 	ctx := t.Context()
-	st, err := c.EnsureBucket(ctx, BucketCompiled, BucketOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := st.Watch(ctx, ">")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
 	if ev := next(t, w); ev.Kind != EventInitialized {
 		t.Fatalf("empty bucket: first event %s, want initialized", ev.Kind)
 	}
@@ -337,18 +353,8 @@ func TestEdgeCannotWriteCompiled(t *testing.T) {
 }
 
 func TestTraceContextSurvivesPutAndWatch(t *testing.T) {
-	srv := startServer(t, EmbeddedOptions{})
-	c := connect(t, Options{URL: srv.URL()})
+	_, st, w := watched(t, BucketObserved)
 	ctx := t.Context()
-	st, err := c.EnsureBucket(ctx, BucketObserved, BucketOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := st.Watch(ctx, ">")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
 	next(t, w) // initialized
 
 	tid, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")

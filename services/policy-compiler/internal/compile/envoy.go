@@ -1,0 +1,337 @@
+package compile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	httpoptsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+)
+
+// Resource is one compiled Envoy resource, serialised once.
+type Resource struct {
+	// Type is the short type of the resource in compiled keys (layout.TypeCluster, ...).
+	Type string
+	// TypeURL is the xDS type URL.
+	TypeURL string
+	// Name is the xDS resource name.
+	Name string
+	// Version is the content hash of Bytes.
+	Version string
+	// Bytes is the deterministic protobuf encoding of the resource.
+	Bytes []byte
+
+	key string // layout.ResourceKey(Type, Name), computed once
+}
+
+// Key is the resource's key in KV mesh-compiled.
+func (r *Resource) Key() string {
+	if r.key == "" {
+		r.key = layout.ResourceKey(r.Type, r.Name)
+	}
+	return r.key
+}
+
+type validated interface {
+	proto.Message
+	ValidateAll() error
+}
+
+var deterministic = proto.MarshalOptions{Deterministic: true}
+
+// TypeURLs of the short resource types.
+var typeURLs = map[string]string{
+	layout.TypeCluster:  resourcev3.ClusterType,
+	layout.TypeEndpoint: resourcev3.EndpointType,
+	layout.TypeListener: resourcev3.ListenerType,
+	layout.TypeRoute:    resourcev3.RouteType,
+}
+
+// TypeURL is the xDS type URL of a short resource type.
+func TypeURL(typ string) string { return typeURLs[typ] }
+
+// newResource validates m and serialises it once.
+func newResource(typ, name string, m validated) (*Resource, error) {
+	if err := m.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("%s %s fails validation: %w", typ, name, err)
+	}
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("marshal %s %s: %w", typ, name, err)
+	}
+	return &Resource{Type: typ, TypeURL: typeURLs[typ], Name: name, Version: hashOf(b), Bytes: b, key: layout.ResourceKey(typ, name)}, nil
+}
+
+func hashOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// typed validates m and packs it into an Any, deterministically (RBAC
+// policies are a map).
+func typed(m validated) (*anypb.Any, error) {
+	if err := m.ValidateAll(); err != nil {
+		return nil, err
+	}
+	b, err := deterministic.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &anypb.Any{TypeUrl: "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName()), Value: b}, nil
+}
+
+func mustTyped(m validated) *anypb.Any {
+	a, err := typed(m)
+	if err != nil {
+		// Only constant, empty configs go through here (TestConstantFilters
+		// covers them), so this cannot happen at run time.
+		panic(fmt.Sprintf("constant filter config %T: %v", m, err))
+	}
+	return a
+}
+
+func ads() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func sdsSecret(name string) *tlsv3.SdsSecretConfig {
+	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: ads()}
+}
+
+func socketAddress(ip string, port int32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       ip,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
+// servicePort is one port of a meshed service, with what the builders need.
+type servicePort struct {
+	svc        model.NN
+	port       int32
+	name       string
+	protocol   Protocol
+	targetPort int32
+	clusterIPs []string
+	// name of the port's cluster, ClusterName(svc, port)
+	clusterName string
+}
+
+func (sp servicePort) cluster() string { return sp.clusterName }
+
+// weighted is one weighted cluster of a split.
+type weighted struct {
+	cluster string
+	weight  uint32
+}
+
+func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Resource, error) {
+	sans := make([]*tlsv3.SubjectAltNameMatcher, 0, len(ids))
+	for _, id := range ids {
+		sans = append(sans, &tlsv3.SubjectAltNameMatcher{
+			SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: SpiffeID(trustDomain, id)}},
+		})
+	}
+	tlsCtx := &tlsv3.UpstreamTlsContext{
+		Sni: sp.svc.Name + "." + sp.svc.Namespace + ".svc.cluster.local",
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(SecretIdentityCert)},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
+					ValidationContextSdsSecretConfig: sdsSecret(SecretTrustBundle),
+				},
+			},
+		},
+	}
+	tlsAny, err := typed(tlsCtx)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: upstream tls: %w", sp.cluster(), err)
+	}
+	c := &clusterv3.Cluster{
+		Name:                 sp.cluster(),
+		AltStatName:          sp.cluster(),
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
+		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: sp.cluster()},
+		ConnectTimeout:       durationpb.New(time.Second),
+		TransportSocket: &corev3.TransportSocket{
+			Name:       "envoy.transport_sockets.tls",
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsAny},
+		},
+	}
+	if sp.protocol == ProtocolGRPC {
+		opts, err := typed(&httpoptsv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &httpoptsv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &httpoptsv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &httpoptsv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+			}},
+		})
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s: protocol options: %w", sp.cluster(), err)
+		}
+		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
+	}
+	return newResource(layout.TypeCluster, c.Name, c)
+}
+
+func buildLocalCluster(sp servicePort) (*Resource, error) {
+	name := LocalClusterName(sp.svc, sp.port)
+	c := &clusterv3.Cluster{
+		Name:                 name,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(time.Second),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: name,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress("127.0.0.1", sp.targetPort)}},
+			}}}},
+		},
+	}
+	return newResource(layout.TypeCluster, name, c)
+}
+
+// endpointAddr is one ready endpoint of a service port.
+type endpointAddr struct {
+	zone string
+	ip   string
+	port int32
+}
+
+func buildCLA(sp servicePort, eps []endpointAddr) (*Resource, error) {
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: sp.cluster()}
+	var cur *endpointv3.LocalityLbEndpoints
+	curZone := ""
+	for _, ep := range eps { // sorted by zone, ip, port
+		if cur == nil || ep.zone != curZone {
+			cur = &endpointv3.LocalityLbEndpoints{}
+			if ep.zone != "" {
+				cur.Locality = &corev3.Locality{Zone: ep.zone}
+			}
+			cla.Endpoints = append(cla.Endpoints, cur)
+			curZone = ep.zone
+		}
+		cur.LbEndpoints = append(cur.LbEndpoints, &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: socketAddress(ep.ip, ep.port)}},
+			HealthStatus:   corev3.HealthStatus_HEALTHY,
+		})
+	}
+	return newResource(layout.TypeEndpoint, cla.ClusterName, cla)
+}
+
+func buildOutboundRoute(sp servicePort, split []weighted) (*Resource, error) {
+	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: sp.cluster()}}
+	if len(split) > 0 {
+		wc := &routev3.WeightedCluster{}
+		for _, w := range split {
+			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: w.cluster, Weight: wrapperspb.UInt32(w.weight)})
+		}
+		action = &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}
+	}
+	action.Timeout = durationpb.New(0) // no deadline: streaming and long polls
+	rc := &routev3.RouteConfiguration{
+		Name: sp.cluster(),
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    sp.cluster(),
+			Domains: HostNames(sp.svc, sp.port, sp.clusterIPs),
+			Routes: []*routev3.Route{{
+				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: action},
+			}},
+		}},
+		ValidateClusters: wrapperspb.Bool(false),
+	}
+	return newResource(layout.TypeRoute, rc.Name, rc)
+}
+
+func routerFilter() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustTyped(&routerv3.Router{})}}
+}
+
+// outboundChain is the filter chain of one reachable service port in an
+// outbound listener, or nil for a port clients cannot address by IP (a
+// headless service).
+func outboundChain(sp servicePort, split []weighted) (*listenerv3.FilterChain, error) {
+	var ranges []*corev3.CidrRange
+	for _, ip := range sp.clusterIPs {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			continue
+		}
+		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))})
+	}
+	if len(ranges) == 0 {
+		return nil, nil
+	}
+	stat := sp.cluster()
+	var filter *listenerv3.Filter
+	if sp.protocol.IsHTTP() {
+		h := &hcmv3.HttpConnectionManager{
+			StatPrefix: "outbound:" + stat,
+			CodecType:  hcmv3.HttpConnectionManager_AUTO,
+			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+				ConfigSource: ads(), RouteConfigName: sp.cluster(),
+			}},
+			HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		}
+		a, err := typed(h)
+		if err != nil {
+			return nil, fmt.Errorf("outbound chain %s: %w", stat, err)
+		}
+		filter = &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
+	} else {
+		t := &tcpproxyv3.TcpProxy{StatPrefix: "outbound:" + stat, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: sp.cluster()}}
+		if len(split) > 0 {
+			wc := &tcpproxyv3.TcpProxy_WeightedCluster{}
+			for _, w := range split {
+				wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: w.cluster, Weight: max(w.weight, 1)})
+			}
+			t.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+		}
+		a, err := typed(t)
+		if err != nil {
+			return nil, fmt.Errorf("outbound chain %s: %w", stat, err)
+		}
+		filter = &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
+	}
+	return &listenerv3.FilterChain{
+		Name: "outbound:" + stat,
+		FilterChainMatch: &listenerv3.FilterChainMatch{
+			PrefixRanges:    ranges,
+			DestinationPort: wrapperspb.UInt32(uint32(sp.port)),
+		},
+		Filters: []*listenerv3.Filter{filter},
+	}, nil
+}
+
+func originalDst() *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.original_dst", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustTyped(&origdstv3.OriginalDst{})}}
+}
+
+func tlsInspector() *listenerv3.ListenerFilter {
+	return &listenerv3.ListenerFilter{Name: "envoy.filters.listener.tls_inspector", ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustTyped(&tlsinspv3.TlsInspector{})}}
+}

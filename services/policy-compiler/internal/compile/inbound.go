@@ -1,0 +1,249 @@
+package compile
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httprbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	netrbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+)
+
+const httpRBACFilter = "envoy.filters.http.rbac"
+
+// inboundPort is one destination port a proxy serves: the target port of
+// one or more of the services its identity backs.
+type inboundPort struct {
+	targetPort int32
+	protocol   Protocol
+	// local is the cluster the chain forwards to (the first service, sorted).
+	local string
+}
+
+// namedTarget is an accepted TrafficTarget and its name ("ns/name").
+type namedTarget struct {
+	name string
+	t    *Target
+}
+
+func principals(trustDomain string, ids []model.Identity) []*rbacv3.Principal {
+	out := make([]*rbacv3.Principal, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, &rbacv3.Principal{Identifier: &rbacv3.Principal_Authenticated_{Authenticated: &rbacv3.Principal_Authenticated{
+			PrincipalName: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: SpiffeID(trustDomain, id)}},
+		}}})
+	}
+	return out
+}
+
+func anyPermission() []*rbacv3.Permission {
+	return []*rbacv3.Permission{{Rule: &rbacv3.Permission_Any{Any: true}}}
+}
+
+func policyFor(trustDomain string, sources []model.Identity) *rbacv3.Policy {
+	return &rbacv3.Policy{Permissions: anyPermission(), Principals: principals(trustDomain, sources)}
+}
+
+func downstreamTLS() (*corev3.TransportSocket, error) {
+	ctx := &tlsv3.DownstreamTlsContext{
+		RequireClientCertificate: wrapperspb.Bool(true),
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(SecretIdentityCert)},
+			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
+				ValidationContextSdsSecretConfig: sdsSecret(SecretTrustBundle),
+			},
+		},
+	}
+	a, err := typed(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: a}}, nil
+}
+
+// buildInboundListener builds the inbound listener of identity id: one TLS
+// filter chain per destination port, with RBAC from targets (nil targets
+// and permissive: any authenticated mesh client).
+func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*Resource, error) {
+	l := &listenerv3.Listener{
+		Name:             InboundListenerName(id),
+		Address:          socketAddress("0.0.0.0", InboundListenerPort),
+		TrafficDirection: corev3.TrafficDirection_INBOUND,
+		ListenerFilters:  []*listenerv3.ListenerFilter{originalDst(), tlsInspector()},
+	}
+	for _, p := range ports {
+		ts, err := downstreamTLS()
+		if err != nil {
+			return nil, fmt.Errorf("inbound listener %s: %w", l.Name, err)
+		}
+		chainName := fmt.Sprintf("inbound:%s|%d", id, p.targetPort)
+		var filters []*listenerv3.Filter
+		if p.protocol.IsHTTP() {
+			f, err := inboundHTTP(chainName, p, targets, permissive, trustDomain)
+			if err != nil {
+				return nil, fmt.Errorf("inbound listener %s: %w", l.Name, err)
+			}
+			filters = append(filters, f)
+		} else {
+			fs, err := inboundTCP(chainName, p, targets, permissive, trustDomain)
+			if err != nil {
+				return nil, fmt.Errorf("inbound listener %s: %w", l.Name, err)
+			}
+			filters = append(filters, fs...)
+		}
+		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
+			Name: chainName,
+			FilterChainMatch: &listenerv3.FilterChainMatch{
+				DestinationPort:   wrapperspb.UInt32(uint32(p.targetPort)),
+				TransportProtocol: "tls",
+			},
+			TransportSocket: ts,
+			Filters:         filters,
+		})
+	}
+	return newResource(layout.TypeListener, l.Name, l)
+}
+
+func inboundTCP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) ([]*listenerv3.Filter, error) {
+	var out []*listenerv3.Filter
+	if !permissive {
+		rules := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+		for _, nt := range targets {
+			if nt.t.HasHTTPRule || nt.t.AllowsTCPPort(p.targetPort) {
+				rules.Policies[nt.name] = policyFor(trustDomain, nt.t.Sources)
+			}
+		}
+		a, err := typed(&netrbacv3.RBAC{StatPrefix: stat, Rules: rules})
+		if err != nil {
+			return nil, fmt.Errorf("network rbac: %w", err)
+		}
+		out = append(out, &listenerv3.Filter{Name: "envoy.filters.network.rbac", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}})
+	}
+	a, err := typed(&tcpproxyv3.TcpProxy{StatPrefix: stat, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: p.local}})
+	if err != nil {
+		return nil, fmt.Errorf("tcp proxy: %w", err)
+	}
+	return append(out, &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}), nil
+}
+
+// inboundRoute is one merged HTTP match and the targets allowing it.
+type inboundRoute struct {
+	match   HTTPMatch
+	allowed map[string][]model.Identity // target name → sources
+}
+
+func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*listenerv3.Filter, error) {
+	wildcard := HTTPMatch{Key: "*"}
+	var routes []*inboundRoute
+	if permissive {
+		routes = []*inboundRoute{{match: wildcard}}
+	} else {
+		byKey := map[string]*inboundRoute{}
+		add := func(m HTTPMatch, nt namedTarget) {
+			r := byKey[m.Key]
+			if r == nil {
+				r = &inboundRoute{match: m, allowed: map[string][]model.Identity{}}
+				byKey[m.Key] = r
+				routes = append(routes, r)
+			}
+			r.allowed[nt.name] = nt.t.Sources
+		}
+		for _, nt := range targets {
+			for _, m := range nt.t.HTTP {
+				add(m, nt)
+			}
+			if nt.t.AllowsTCPPort(p.targetPort) {
+				add(wildcard, nt)
+			}
+		}
+		// Specific matches first, so that a wildcard does not shadow them.
+		sort.Slice(routes, func(i, j int) bool {
+			wi, wj := routes[i].match.isWildcard(), routes[j].match.isWildcard()
+			if wi != wj {
+				return wj
+			}
+			return routes[i].match.Key < routes[j].match.Key
+		})
+	}
+	vh := &routev3.VirtualHost{Name: stat, Domains: []string{"*"}}
+	for _, r := range routes {
+		rt := &routev3.Route{
+			Name:   r.match.Key,
+			Match:  r.match.routeMatch(),
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: p.local}, Timeout: durationpb.New(0)}},
+		}
+		if !permissive {
+			pol := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+			for name, srcs := range r.allowed {
+				pol.Policies[name] = policyFor(trustDomain, srcs)
+			}
+			a, err := typed(&httprbacv3.RBACPerRoute{Rbac: &httprbacv3.RBAC{Rules: pol}})
+			if err != nil {
+				return nil, fmt.Errorf("route %s rbac: %w", r.match.Key, err)
+			}
+			rt.TypedPerFilterConfig = map[string]*anypb.Any{httpRBACFilter: a}
+		}
+		vh.Routes = append(vh.Routes, rt)
+	}
+	h := &hcmv3.HttpConnectionManager{
+		StatPrefix:     stat,
+		CodecType:      hcmv3.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: stat, VirtualHosts: []*routev3.VirtualHost{vh}}},
+	}
+	if !permissive {
+		// Deny by default; each route's RBACPerRoute allows its sources.
+		base, err := typed(&httprbacv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
+		if err != nil {
+			return nil, fmt.Errorf("http rbac: %w", err)
+		}
+		h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{Name: httpRBACFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: base}})
+	}
+	h.HttpFilters = append(h.HttpFilters, routerFilter())
+	a, err := typed(h)
+	if err != nil {
+		return nil, fmt.Errorf("http connection manager: %w", err)
+	}
+	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+func (m HTTPMatch) isWildcard() bool {
+	return m.PathRegex == "" && len(m.Methods) == 0 && len(m.Headers) == 0
+}
+
+func (m HTTPMatch) routeMatch() *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	if m.PathRegex != "" {
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: m.PathRegex}}
+	}
+	if len(m.Methods) > 0 {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name: ":method",
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: strings.Join(m.Methods, "|")}},
+			}},
+		})
+	}
+	for _, h := range m.Headers {
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{
+			Name: h.Name,
+			HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+				MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Regex}},
+			}},
+		})
+	}
+	return rm
+}

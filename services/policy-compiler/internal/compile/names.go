@@ -1,0 +1,111 @@
+package compile
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+)
+
+// Names of the SDS secrets the compiled resources refer to. They are relative
+// to the proxy: the xds-edge serves, under SecretIdentityCert, the
+// certificate of the identity in the proxy's own xDS client certificate, and
+// under SecretTrustBundle the mesh's current trust bundle. That keeps every
+// cluster and listener identity-agnostic where it can be, so each is
+// serialised once and shared by every proxy that needs it.
+const (
+	SecretIdentityCert = "service-cert"
+	SecretTrustBundle  = "root-cert"
+)
+
+// Ports of the sidecar listeners (OSM's published layout).
+const (
+	OutboundListenerPort = 15001
+	InboundListenerPort  = 15003
+)
+
+// Protocol is the application protocol of a service port.
+type Protocol string
+
+// The protocols the compiler knows.
+const (
+	ProtocolTCP  Protocol = "tcp"
+	ProtocolHTTP Protocol = "http"
+	ProtocolGRPC Protocol = "grpc"
+)
+
+// IsHTTP reports whether the protocol is served through an HTTP connection
+// manager.
+func (p Protocol) IsHTTP() bool { return p == ProtocolHTTP || p == ProtocolGRPC }
+
+// ProtocolOf is the protocol of a service port: its appProtocol when that is
+// http, grpc or tcp (kubernetes.io/h2c counts as grpc), otherwise the prefix
+// of its name ("http", "http-web", "grpc-api"), otherwise tcp.
+func ProtocolOf(appProtocol, portName string) Protocol {
+	switch strings.ToLower(appProtocol) {
+	case "http":
+		return ProtocolHTTP
+	case "grpc", "kubernetes.io/h2c":
+		return ProtocolGRPC
+	case "tcp":
+		return ProtocolTCP
+	}
+	prefix, _, _ := strings.Cut(strings.ToLower(portName), "-")
+	switch prefix {
+	case "http":
+		return ProtocolHTTP
+	case "grpc":
+		return ProtocolGRPC
+	}
+	return ProtocolTCP
+}
+
+// ClusterName is the name of the cluster (and of its ClusterLoadAssignment
+// and outbound RouteConfiguration) of one service port: "ns/svc|port".
+func ClusterName(svc model.NN, port int32) string {
+	return fmt.Sprintf("%s/%s|%d", svc.Namespace, svc.Name, port)
+}
+
+// LocalClusterName is the name of the cluster an inbound filter chain
+// forwards to: the application on 127.0.0.1, "ns/svc|port|local".
+func LocalClusterName(svc model.NN, port int32) string {
+	return ClusterName(svc, port) + "|local"
+}
+
+// OutboundListenerName is the name of the outbound listener of an identity.
+func OutboundListenerName(id model.Identity) string { return "outbound-listener:" + id.String() }
+
+// PermissiveOutboundListener is the outbound listener every proxy shares in
+// permissive mode, where every identity reaches every service.
+const PermissiveOutboundListener = "outbound-listener:permissive"
+
+// InboundListenerName is the name of the inbound listener of an identity.
+func InboundListenerName(id model.Identity) string { return "inbound-listener:" + id.String() }
+
+// SpiffeID is the URI SAN of an identity.
+func SpiffeID(trustDomain string, id model.Identity) string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", trustDomain, id.Namespace, id.Name)
+}
+
+// HostNames are the names under which clients reach a service port, in the
+// order Kubernetes DNS resolves them, each also with ":port".
+func HostNames(svc model.NN, port int32, clusterIPs []string) []string {
+	bases := []string{
+		svc.Name,
+		svc.Name + "." + svc.Namespace,
+		svc.Name + "." + svc.Namespace + ".svc",
+		svc.Name + "." + svc.Namespace + ".svc.cluster",
+		svc.Name + "." + svc.Namespace + ".svc.cluster.local",
+	}
+	for _, ip := range clusterIPs {
+		if strings.Contains(ip, ":") {
+			ip = "[" + ip + "]"
+		}
+		bases = append(bases, ip)
+	}
+	out := make([]string, 0, 2*len(bases))
+	for _, b := range bases {
+		out = append(out, b, fmt.Sprintf("%s:%d", b, port))
+	}
+	return out
+}

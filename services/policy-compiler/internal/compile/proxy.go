@@ -1,0 +1,402 @@
+package compile
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+)
+
+// filterChainsField is the field number of Listener.filter_chains.
+var filterChainsField = protowire.Number((&listenerv3.Listener{}).ProtoReflect().Descriptor().Fields().ByName("filter_chains").Number())
+
+// chainBytes validates and serialises one filter chain, once per service
+// port; outbound listeners are assembled from these bytes.
+func chainBytes(fc *listenerv3.FilterChain) ([]byte, error) {
+	if err := fc.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("filter chain %s fails validation: %w", fc.GetName(), err)
+	}
+	b, err := deterministic.Marshal(fc)
+	if err != nil {
+		return nil, fmt.Errorf("marshal filter chain %s: %w", fc.GetName(), err)
+	}
+	return b, nil
+}
+
+// assembleOutbound builds an outbound listener from the serialised filter
+// chains of the services it reaches. The listener without its chains is
+// validated and serialised, and each chain's bytes (validated when built)
+// are appended as a filter_chains field: the wire encoding of the whole
+// listener, without serialising any chain again. The version hashes the
+// shell and the per-service digests of the chains.
+func assembleOutbound(name string, frags []*svcFrag) (*Resource, error) {
+	shell := &listenerv3.Listener{
+		Name:             name,
+		Address:          socketAddress("0.0.0.0", OutboundListenerPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters:  []*listenerv3.ListenerFilter{originalDst()},
+	}
+	r, err := newResource(layout.TypeListener, shell.Name, shell)
+	if err != nil {
+		return nil, err
+	}
+	size := len(r.Bytes)
+	for _, f := range frags {
+		for _, c := range f.chains {
+			size += len(c) + 8
+		}
+	}
+	b := make([]byte, 0, size)
+	b = append(b, r.Bytes...)
+	h := sha256.New()
+	h.Write(r.Bytes)
+	for _, f := range frags {
+		for _, c := range f.chains {
+			b = protowire.AppendTag(b, filterChainsField, protowire.BytesType)
+			b = protowire.AppendBytes(b, c)
+		}
+		h.Write(f.digest[:])
+	}
+	r.Bytes = b
+	r.Version = hex.EncodeToString(h.Sum(nil)[:16])
+	return r, nil
+}
+
+// svcRef is a reached service and its ordering key.
+type svcRef struct {
+	nn  model.NN
+	key string
+}
+
+func sortRefs(refs []svcRef) {
+	sort.Slice(refs, func(i, j int) bool { return refs[i].key < refs[j].key })
+}
+
+// everyService lists every compiled service, by key.
+func (e *Engine) everyService() []svcRef {
+	if e.allSvcs == nil {
+		e.allSvcs = make([]svcRef, 0, len(e.svcFrags))
+		for s, f := range e.svcFrags {
+			e.allSvcs = append(e.allSvcs, svcRef{s, f.key})
+		}
+		sortRefs(e.allSvcs)
+	}
+	return e.allSvcs
+}
+
+// reachable lists the compiled services id may reach, by key.
+func (e *Engine) reachable(id model.Identity) []svcRef {
+	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
+		return nil
+	}
+	if e.m.Permissive() {
+		return e.everyService()
+	}
+	out := set[model.NN]{}
+	for dest := range e.srcDests[id] {
+		for _, s := range e.m.IdentityServices(dest) {
+			if _, ok := e.svcFrags[s]; ok {
+				out.add(s)
+			}
+		}
+	}
+	// An apex is reachable through any reachable backend, and reaching an
+	// apex brings the clusters of all its backends.
+	for s := range out {
+		for apex := range e.backendApex[s] {
+			if _, ok := e.svcFrags[apex]; ok {
+				out.add(apex)
+			}
+		}
+	}
+	for s := range out {
+		for _, name := range e.m.SplitsForApex(s) {
+			if sp := e.goodSplit[name]; sp != nil {
+				for _, b := range sp.Backends {
+					if _, ok := e.svcFrags[b.Service]; ok {
+						out.add(b.Service)
+					}
+				}
+			}
+		}
+	}
+	refs := make([]svcRef, 0, len(out))
+	for s := range out {
+		refs = append(refs, svcRef{s, e.svcFrags[s].key})
+	}
+	sortRefs(refs)
+	return refs
+}
+
+// reachNames are the names of the clusters, endpoints and routes of the
+// services an identity reaches, each sorted. They are shared, read-only.
+type reachNames struct {
+	clusters, endpoints, routes []string
+}
+
+// reachedNames lists the names of what id reaches; in permissive mode the
+// lists are built once and shared by every group.
+func (e *Engine) reachedNames(id model.Identity) *reachNames {
+	permissive := e.m.Permissive()
+	if permissive && e.permNames != nil {
+		return e.permNames
+	}
+	reach := e.reach[id]
+	if permissive {
+		reach = e.everyService()
+	}
+	n := &reachNames{}
+	for _, s := range reach {
+		f := e.svcFrags[s.nn]
+		n.clusters = append(n.clusters, f.clusters...)
+		n.endpoints = append(n.endpoints, f.endpoints...)
+		n.routes = append(n.routes, f.routes...)
+	}
+	if permissive {
+		e.permNames = n
+	}
+	return n
+}
+
+// compileShared rebuilds the outbound listener every proxy shares in
+// permissive mode, where every identity reaches every service.
+func (e *Engine) compileShared(d *Delta) {
+	k := resKey{layout.TypeListener, PermissiveOutboundListener}
+	if !e.m.Permissive() || len(e.svcFrags) == 0 {
+		e.drop(k, d)
+		e.sharedDirty = false
+		return
+	}
+	if !e.sharedDirty && e.res[k] != nil {
+		return
+	}
+	e.sharedDirty = false
+	all := e.everyService()
+	frags := make([]*svcFrag, len(all))
+	for i, s := range all {
+		frags[i] = e.svcFrags[s.nn]
+	}
+	e.put(d, layout.TypeListener, PermissiveOutboundListener)(assembleOutbound(PermissiveOutboundListener, frags))
+}
+
+func (e *Engine) compileOutbound(id model.Identity, d *Delta) {
+	reach := e.reachable(id)
+	// The reachers index serves SMI mode only: in permissive mode every
+	// identity reaches every service, and markClients marks them all.
+	var old []svcRef
+	if e.indexed[id] {
+		old = e.reach[id]
+	}
+	if e.m.Permissive() {
+		e.updateReachers(id, old, nil)
+		delete(e.indexed, id)
+	} else {
+		e.updateReachers(id, old, reach)
+		e.indexed[id] = true
+	}
+	if len(reach) == 0 {
+		delete(e.reach, id)
+	} else {
+		e.reach[id] = reach
+	}
+	e.dirtyGroup.add(id)
+	k := resKey{layout.TypeListener, OutboundListenerName(id)}
+	if e.m.Permissive() {
+		e.drop(k, d) // the proxy uses the shared listener
+		return
+	}
+	var frags []*svcFrag
+	for _, s := range reach {
+		if f := e.svcFrags[s.nn]; len(f.chains) > 0 {
+			frags = append(frags, f)
+		}
+	}
+	if len(frags) == 0 {
+		e.drop(k, d)
+		return
+	}
+	e.put(d, k.typ, k.name)(assembleOutbound(k.name, frags))
+}
+
+// updateReachers moves id's entries in the reachers index from the old
+// reach to the new one, touching only the services that differ.
+func (e *Engine) updateReachers(id model.Identity, old, cur []svcRef) {
+	i, j := 0, 0
+	for i < len(old) || j < len(cur) {
+		switch {
+		case j == len(cur) || (i < len(old) && old[i].key < cur[j].key):
+			removeSet(e.reachers, old[i].nn, id)
+			i++
+		case i == len(old) || cur[j].key < old[i].key:
+			addSet(e.reachers, cur[j].nn, id)
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+}
+
+func (e *Engine) compileInbound(id model.Identity, d *Delta) {
+	for _, s := range e.inSvcs[id] {
+		removeSet(e.inBackers, s, id)
+	}
+	delete(e.inSvcs, id)
+	e.dirtyGroup.add(id)
+	k := resKey{layout.TypeListener, InboundListenerName(id)}
+	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
+		e.drop(k, d)
+		return
+	}
+	var svcs []model.NN
+	var ports []inboundPort
+	seen := map[int32]bool{}
+	// Apexes last: a chain forwards to the local cluster of the first
+	// service on its port, and the backend's own service reads better.
+	ordered := e.m.IdentityServices(id)
+	sort.SliceStable(ordered, func(i, j int) bool { return !e.isApex(ordered[i]) && e.isApex(ordered[j]) })
+	for _, s := range ordered {
+		sps, ok := e.svcPorts[s]
+		if !ok {
+			continue
+		}
+		svcs = append(svcs, s)
+		addSet(e.inBackers, s, id)
+		for _, sp := range sps {
+			if seen[sp.targetPort] {
+				continue
+			}
+			seen[sp.targetPort] = true
+			ports = append(ports, inboundPort{targetPort: sp.targetPort, protocol: sp.protocol, local: LocalClusterName(s, sp.port)})
+		}
+	}
+	e.inSvcs[id] = svcs
+	if len(ports) == 0 {
+		e.drop(k, d)
+		return
+	}
+	sort.Slice(ports, func(i, j int) bool { return ports[i].targetPort < ports[j].targetPort })
+	var targets []namedTarget
+	for _, nn := range sortedNN(e.destTTs[id]) {
+		targets = append(targets, namedTarget{name: nn.String(), t: e.goodTT[nn]})
+	}
+	e.put(d, k.typ, k.name)(buildInboundListener(id, ports, targets, e.m.Permissive(), e.trustDomain()))
+}
+
+func (e *Engine) compileGroup(id model.Identity, d *Delta) {
+	key := layout.GroupKey(id.Namespace, id.Name)
+	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
+		if _, ok := e.groups[id]; ok {
+			delete(e.groups, id)
+			d.DeletedGroups = append(d.DeletedGroups, key)
+		}
+		return
+	}
+	var locals []string
+	reached := e.reachedNames(id)
+	clusters, endpoints, routes := reached.clusters, reached.endpoints, reached.routes
+	own := make([]svcRef, 0, len(e.inSvcs[id]))
+	for _, s := range e.inSvcs[id] {
+		own = append(own, svcRef{s, e.svcFrags[s].key})
+	}
+	sortRefs(own)
+	for _, s := range own {
+		locals = append(locals, e.svcFrags[s.nn].locals...)
+	}
+	var listeners []string
+	for _, name := range []string{InboundListenerName(id), OutboundListenerName(id), PermissiveOutboundListener} {
+		if e.res[resKey{layout.TypeListener, name}] != nil && (name != PermissiveOutboundListener || len(e.reach[id]) > 0) {
+			listeners = append(listeners, name)
+		}
+	}
+	g := &meshv1.ProxyGroup{
+		Identity:  &meshv1.Identity{Namespace: id.Namespace, ServiceAccount: id.Name},
+		Resources: map[string]*meshv1.ResourceNames{},
+	}
+	for typ, names := range map[string][]string{
+		layout.TypeCluster:  mergeSorted(clusters, locals),
+		layout.TypeEndpoint: endpoints,
+		layout.TypeRoute:    routes,
+		layout.TypeListener: listeners,
+	} {
+		if len(names) > 0 {
+			g.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: names}
+		}
+	}
+	grp := &Group{Identity: id, Group: g, Version: GroupVersion(g)}
+	if old := e.groups[id]; old != nil && old.Version == grp.Version {
+		return
+	}
+	e.groups[id] = grp
+	d.Groups = append(d.Groups, grp)
+}
+
+// isApex reports whether svc is the apex of an accepted TrafficSplit.
+func (e *Engine) isApex(svc model.NN) bool {
+	for _, name := range e.m.SplitsForApex(svc) {
+		if e.goodSplit[name] != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// GroupVersion is the content version of a proxy group: a hash of its
+// identity and resource names (the generation takes no part).
+func GroupVersion(g *meshv1.ProxyGroup) string {
+	h := sha256.New()
+	h.Write([]byte(g.GetIdentity().GetNamespace() + "/" + g.GetIdentity().GetServiceAccount() + "\x00"))
+	types := make([]string, 0, len(g.GetResources()))
+	for t := range g.GetResources() {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	var buf []byte
+	for _, t := range types {
+		buf = append(buf[:0], t...)
+		buf = append(buf, 0)
+		for _, n := range g.GetResources()[t].GetNames() {
+			buf = append(buf, n...)
+			buf = append(buf, 0)
+		}
+		buf = append(buf, 0)
+		h.Write(buf)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// mergeSorted merges two sorted lists of distinct names.
+func mergeSorted(a, b []string) []string {
+	if len(b) == 0 {
+		return a
+	}
+	if len(a) == 0 {
+		return b
+	}
+	out := make([]string, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) && j < len(b) {
+		switch {
+		case a[i] < b[j]:
+			out = append(out, a[i])
+			i++
+		case b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i++
+			j++
+		}
+	}
+	out = append(out, a[i:]...)
+	return append(out, b[j:]...)
+}

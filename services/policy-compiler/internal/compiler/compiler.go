@@ -1,0 +1,478 @@
+// Package compiler runs the compile core against the bus. It watches KV
+// mesh-observed, feeds every change to a compile.Engine, waits for the
+// watcher's sync marker, and coalesces bursts: a lone change after a quiet
+// spell compiles at once, a burst waits for a quiet period (Debounce),
+// bounded by MaxDelay. It writes only the changed keys to KV mesh-compiled,
+// then the generation record, and publishes policy verdicts on
+// mesh.status.policy.<kind>.<ns>.<name>.
+//
+// On start it reads what mesh-compiled already holds, so a restarted (or
+// newly active) compiler rebuilds from mesh-observed and writes only the keys
+// whose content hash differs.
+package compiler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
+)
+
+// Defaults of Options.
+const (
+	DefaultDebounce = 50 * time.Millisecond
+	DefaultMaxDelay = 500 * time.Millisecond
+	retryDelay      = time.Second
+)
+
+// Watchable is a KV bucket the compiler watches (a *bus.Store).
+type Watchable interface {
+	Watch(ctx context.Context, pattern string) (*bus.Watcher, error)
+}
+
+// Writable is the KV bucket the compiler writes (a *bus.Store).
+type Writable interface {
+	Watchable
+	Put(ctx context.Context, key string, m proto.Message) (uint64, error)
+	Delete(ctx context.Context, key string) error
+}
+
+// Publisher publishes core NATS messages (a *nats.Conn).
+type Publisher interface {
+	PublishMsg(m *nats.Msg) error
+}
+
+var (
+	_ Writable  = (*bus.Store)(nil)
+	_ Publisher = (*nats.Conn)(nil)
+)
+
+// Options configure a Compiler.
+type Options struct {
+	// Engine configures the compile core.
+	Engine compile.Options
+	// Debounce is the quiet period after a change before compiling;
+	// default DefaultDebounce.
+	Debounce time.Duration
+	// MaxDelay bounds how long a burst of changes can postpone a compile;
+	// default DefaultMaxDelay.
+	MaxDelay time.Duration
+	// Log receives the compiler's logs.
+	Log *logrus.Entry
+	// Metrics records the compiler's metrics; nil records none.
+	Metrics *Metrics
+}
+
+// Stats are counters of what the compiler wrote, for tests and debugging.
+type Stats struct {
+	// Puts and Deletes count KV writes of resources and groups (not the
+	// generation record).
+	Puts, Deletes int
+	// Skipped counts compiled keys whose content was already in the bucket.
+	Skipped int
+	// Generations counts generation records written.
+	Generations int
+	// Generation is the number of the last generation written or found.
+	Generation uint64
+	// Statuses counts published policy statuses.
+	Statuses int
+}
+
+// Compiler is the policy-compiler's main loop.
+type Compiler struct {
+	observed Watchable
+	compiled Writable
+	pub      Publisher
+	o        Options
+	log      *logrus.Entry
+	engine   *compile.Engine
+
+	written  map[string]string // key → version of what mesh-compiled holds
+	resync   bool              // diff the whole output against written
+	genDirty bool              // keys were written since the last generation
+	gen      uint64
+	lastRev  uint64
+	statuses []*meshv1.PolicyStatus // verdicts waiting for a commit
+	ready    atomic.Bool
+	stats    atomic.Pointer[Stats]
+}
+
+// New returns a Compiler reading observed, writing compiled and publishing
+// statuses through pub.
+func New(observed Watchable, compiled Writable, pub Publisher, o Options) *Compiler {
+	if o.Debounce <= 0 {
+		o.Debounce = DefaultDebounce
+	}
+	if o.MaxDelay <= 0 {
+		o.MaxDelay = DefaultMaxDelay
+	}
+	if o.MaxDelay < o.Debounce {
+		o.MaxDelay = o.Debounce
+	}
+	if o.Log == nil {
+		l := logrus.New()
+		l.Out = nopWriter{}
+		o.Log = logrus.NewEntry(l)
+	}
+	c := &Compiler{observed: observed, compiled: compiled, pub: pub, o: o, log: o.Log, engine: compile.New(o.Engine)}
+	c.stats.Store(&Stats{})
+	return c
+}
+
+type nopWriter struct{}
+
+func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
+
+// Ready fails until the compiler has committed its first compile.
+func (c *Compiler) Ready(context.Context) error {
+	if !c.ready.Load() {
+		return errors.New("no compile committed yet (waiting for mesh-observed to be synced)")
+	}
+	return nil
+}
+
+// Stats returns a copy of the write counters.
+func (c *Compiler) Stats() Stats { return *c.stats.Load() }
+
+func (c *Compiler) count(f func(s *Stats)) {
+	s := *c.stats.Load()
+	f(&s)
+	c.stats.Store(&s)
+}
+
+// Start runs the compiler until ctx is cancelled.
+func (c *Compiler) Start(ctx context.Context) error {
+	if err := c.loadCompiled(ctx); err != nil {
+		return err
+	}
+	w, err := c.observed.Watch(ctx, ">")
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", bus.BucketObserved, err)
+	}
+	defer w.Stop()
+
+	quiet := time.NewTimer(time.Hour)
+	quiet.Stop()
+	maxDelay := time.NewTimer(time.Hour)
+	maxDelay.Stop()
+	maxRunning := false
+	quietRunning := false
+	initialized := false
+	var lastFlush time.Time
+	traceCtx := ctx
+	schedule := func(d time.Duration) {
+		quiet.Reset(d)
+		quietRunning = true
+		if !maxRunning {
+			maxDelay.Reset(c.o.MaxDelay)
+			maxRunning = true
+		}
+	}
+	flush := func() {
+		quiet.Stop()
+		maxDelay.Stop()
+		maxRunning, quietRunning = false, false
+		lastFlush = time.Now()
+		if retry := c.flush(traceCtx); retry {
+			schedule(retryDelay)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.Events():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("watch %s ended: %w", bus.BucketObserved, w.Err())
+			}
+			switch ev.Kind {
+			case bus.EventInitialized:
+				initialized = true
+				c.log.WithContext(ctx).WithField("revision", c.lastRev).Info("observed state loaded")
+				flush()
+				continue
+			case bus.EventPut, bus.EventDelete:
+				if err := c.engine.ApplyKey(ev.Key, ev.Value); err != nil {
+					c.log.WithContext(ev.Context).WithError(err).WithField("key", ev.Key).Warn("observed key ignored")
+				}
+				c.lastRev = ev.Revision
+				traceCtx = ev.Context
+			}
+			if !initialized {
+				continue
+			}
+			// A lone change after a quiet spell compiles at once; a burst
+			// (more events already queued, or a compile within the last
+			// debounce period) waits for a quiet period.
+			if !quietRunning && len(w.Events()) == 0 && time.Since(lastFlush) >= c.o.Debounce {
+				flush()
+				continue
+			}
+			schedule(c.o.Debounce)
+		case <-quiet.C:
+			flush()
+		case <-maxDelay.C:
+			flush()
+		}
+	}
+}
+
+// loadCompiled reads the versions of what mesh-compiled holds.
+func (c *Compiler) loadCompiled(ctx context.Context) error {
+	w, err := c.compiled.Watch(ctx, ">")
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", bus.BucketCompiled, err)
+	}
+	defer w.Stop()
+	c.written = map[string]string{}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case ev, ok := <-w.Events():
+			if !ok {
+				return fmt.Errorf("load %s: %w", bus.BucketCompiled, w.Err())
+			}
+			switch ev.Kind {
+			case bus.EventInitialized:
+				c.resync = true
+				c.count(func(s *Stats) { s.Generation = c.gen })
+				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "generation": c.gen}).Info("compiled state loaded")
+				return nil
+			case bus.EventPut:
+				if v, ok := versionOf(ev.Key, ev.Value); ok {
+					c.written[ev.Key] = v
+				} else if ev.Key == layout.GenerationKey {
+					g := &meshv1.Generation{}
+					if err := ev.Decode(g); err == nil {
+						c.gen = g.GetNumber()
+					}
+				}
+			}
+		}
+	}
+}
+
+// versionOf is the content version of a compiled resource or group value.
+func versionOf(key string, value []byte) (string, bool) {
+	k, err := layout.ParseCompiled(key)
+	if err != nil {
+		return "", false
+	}
+	if !k.Group {
+		r := &meshv1.CompiledResource{}
+		if proto.Unmarshal(value, r) != nil {
+			return "", false
+		}
+		return r.GetVersion(), true
+	}
+	g := &meshv1.ProxyGroup{}
+	if proto.Unmarshal(value, g) != nil {
+		return "", false
+	}
+	return compile.GroupVersion(g), true
+}
+
+// flush compiles what is pending and commits it. It reports whether it
+// should be retried (a write failed).
+func (c *Compiler) flush(ctx context.Context) bool {
+	m := c.engine.Model()
+	if !m.Synced() {
+		if c.engine.Pending() {
+			c.log.WithContext(ctx).Debug("waiting for the sync marker")
+		}
+		return false
+	}
+	start := time.Now()
+	d := c.engine.Compile()
+	for _, err := range d.Invalid {
+		c.log.WithContext(ctx).WithError(err).Error("compiled resource failed validation")
+	}
+	c.o.Metrics.invalid(ctx, len(d.Invalid))
+	c.statuses = append(c.statuses, d.Statuses...)
+	committed, err := c.commit(ctx, d)
+	c.o.Metrics.compiled(ctx, trigger(d.Triggers), time.Since(start), c.engine.Rejected())
+	if err != nil {
+		c.log.WithContext(ctx).WithError(err).Warn("commit failed, retrying")
+		return true
+	}
+	c.ready.Store(true)
+	var gen uint64
+	if committed {
+		gen = c.gen
+	}
+	c.publish(ctx, c.statuses, gen)
+	c.statuses = nil
+	return false
+}
+
+// trigger names what caused a compile: the one observed kind that changed,
+// "mixed", or "resync".
+func trigger(t map[string]int) string {
+	if len(t) == 0 {
+		return "resync"
+	}
+	if len(t) > 1 {
+		return "mixed"
+	}
+	for k := range t {
+		return k
+	}
+	return ""
+}
+
+// entry is one key the compiler may write.
+type entry struct {
+	key, version string
+	value        func(gen uint64) proto.Message
+}
+
+func resourceEntry(r *compile.Resource) entry {
+	return entry{r.Key(), r.Version, func(gen uint64) proto.Message {
+		return &meshv1.CompiledResource{TypeUrl: r.TypeURL, Name: r.Name, Version: r.Version, Resource: r.Bytes, Generation: gen}
+	}}
+}
+
+func groupEntry(g *compile.Group) entry {
+	return entry{g.Key(), g.Version, func(gen uint64) proto.Message {
+		pg := proto.Clone(g.Group).(*meshv1.ProxyGroup)
+		pg.Generation = gen
+		return pg
+	}}
+}
+
+// commit writes the changed keys, then the generation. It reports whether
+// it wrote a generation.
+func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
+	var puts []entry
+	var deletes []string
+	if c.resync {
+		want := map[string]bool{}
+		for _, r := range c.engine.Resources() {
+			puts = append(puts, resourceEntry(r))
+			want[r.Key()] = true
+		}
+		for _, g := range c.engine.Groups() {
+			puts = append(puts, groupEntry(g))
+			want[g.Key()] = true
+		}
+		for k := range c.written {
+			if !want[k] {
+				deletes = append(deletes, k)
+			}
+		}
+	} else {
+		for _, r := range d.Resources {
+			puts = append(puts, resourceEntry(r))
+		}
+		for _, g := range d.Groups {
+			puts = append(puts, groupEntry(g))
+		}
+		deletes = append(append(deletes, d.DeletedResources...), d.DeletedGroups...)
+	}
+	next := c.gen
+	if !c.genDirty {
+		next++
+	}
+	var nPut, nDel, nSkip int
+	defer func() {
+		c.count(func(s *Stats) { s.Puts += nPut; s.Deletes += nDel; s.Skipped += nSkip })
+		c.o.Metrics.wrote(ctx, nPut, nDel, nSkip)
+	}()
+	for _, e := range puts {
+		if c.written[e.key] == e.version {
+			nSkip++
+			continue
+		}
+		if _, err := c.compiled.Put(ctx, e.key, e.value(next)); err != nil {
+			if errors.Is(err, bus.ErrTooLarge) {
+				// A bug to fix in the compiler, not a condition to retry:
+				// the rest of the mesh goes on.
+				c.log.WithContext(ctx).WithError(err).WithField("key", e.key).Error("compiled value too large, not written")
+				c.o.Metrics.invalid(ctx, 1)
+				continue
+			}
+			c.resync = true
+			return false, err
+		}
+		c.written[e.key] = e.version
+		c.gen, c.genDirty = next, true
+		nPut++
+	}
+	for _, k := range deletes {
+		if _, ok := c.written[k]; !ok {
+			continue
+		}
+		if err := c.compiled.Delete(ctx, k); err != nil {
+			c.resync = true
+			return false, err
+		}
+		delete(c.written, k)
+		c.gen, c.genDirty = next, true
+		nDel++
+	}
+	c.resync = false
+	if !c.genDirty {
+		return false, nil
+	}
+	g := &meshv1.Generation{
+		Number:           c.gen,
+		ObservedEpoch:    c.engine.Model().Sync().GetEpoch(),
+		ObservedRevision: c.lastRev,
+		CommitTime:       timestamppb.Now(),
+		ChangedKeys:      uint32(nPut + nDel),
+	}
+	if _, err := c.compiled.Put(ctx, layout.GenerationKey, g); err != nil {
+		return false, err
+	}
+	c.genDirty = false
+	c.ready.Store(true)
+	c.count(func(s *Stats) { s.Generations++; s.Generation = c.gen })
+	c.o.Metrics.generation(ctx, c.gen)
+	c.log.WithContext(ctx).WithFields(logrus.Fields{"generation": c.gen, "changed_keys": nPut + nDel, "skipped_keys": nSkip}).Info("generation committed")
+	return true, nil
+}
+
+// publish sends policy verdicts on mesh.status.policy.<kind>.<ns>.<name>.
+// gen is the generation that reflects them, 0 for none.
+func (c *Compiler) publish(ctx context.Context, statuses []*meshv1.PolicyStatus, gen uint64) {
+	for _, st := range statuses {
+		st.Time = timestamppb.Now()
+		st.Generation = gen
+		o := st.GetObject()
+		subject := bus.SubjectPolicyStatus + "." + bus.Key(strings.ToLower(o.GetKind()), o.GetNamespace(), o.GetName())
+		data, err := proto.Marshal(st)
+		if err != nil {
+			c.log.WithContext(ctx).WithError(err).Error("marshal policy status")
+			continue
+		}
+		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+		bus.InjectTrace(ctx, msg.Header)
+		if err := c.pub.PublishMsg(msg); err != nil {
+			c.log.WithContext(ctx).WithError(err).WithField("subject", subject).Warn("publish policy status failed")
+			continue
+		}
+		c.count(func(s *Stats) { s.Statuses++ })
+		if st.GetCondition() == meshv1.PolicyCondition_POLICY_CONDITION_REJECTED {
+			c.log.WithContext(ctx).WithFields(logrus.Fields{
+				"kind": o.GetKind(), "namespace": o.GetNamespace(), "name": o.GetName(),
+				"reason": st.GetReason(), "field_path": st.GetFieldPath(),
+			}).Warn("policy rejected")
+		}
+	}
+}

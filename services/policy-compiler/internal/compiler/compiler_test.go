@@ -1,0 +1,391 @@
+package compiler
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
+)
+
+var passwords = map[bus.Role]string{bus.RoleWatcher: "w-pw", bus.RoleCompiler: "c-pw", bus.RoleEdge: "e-pw"}
+
+// harness is an embedded NATS server with the watcher's bucket.
+type harness struct {
+	t        testing.TB
+	srv      *bus.Embedded
+	observed *bus.Store
+	statuses chan *meshv1.PolicyStatus
+	compiled chan string // keys written to mesh-compiled, as an edge sees them
+}
+
+func connect(t testing.TB, srv *bus.Embedded, role bus.Role) *bus.Conn {
+	t.Helper()
+	c, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: role, User: string(role), Password: passwords[role]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: passwords})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	h := &harness{t: t, srv: srv, statuses: make(chan *meshv1.PolicyStatus, 1000), compiled: make(chan string, 100000)}
+	w := connect(t, srv, bus.RoleWatcher)
+	h.observed, err = w.EnsureBucket(t.Context(), bus.BucketObserved, bus.BucketOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := w.NATS().Subscribe(bus.SubjectPolicyStatus+".>", func(m *nats.Msg) {
+		st := &meshv1.PolicyStatus{}
+		if err := proto.Unmarshal(m.Data, st); err != nil {
+			t.Errorf("status on %s: %v", m.Subject, err)
+			return
+		}
+		want := bus.SubjectPolicyStatus + "." + bus.Key(layoutKind(st.GetObject().GetKind()), st.GetObject().GetNamespace(), st.GetObject().GetName())
+		if m.Subject != want {
+			t.Errorf("status subject %s, want %s", m.Subject, want)
+		}
+		select {
+		case h.statuses <- st:
+		default: // a benchmark publishing thousands; tests read a few
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	return h
+}
+
+func layoutKind(kind string) string {
+	switch kind {
+	case compile.KindTrafficTarget:
+		return layout.KindTrafficTarget
+	case compile.KindHTTPRouteGroup:
+		return layout.KindHTTPRouteGroup
+	case compile.KindTCPRoute:
+		return layout.KindTCPRoute
+	case compile.KindTrafficSplit:
+		return layout.KindTrafficSplit
+	}
+	return kind
+}
+
+func (h *harness) put(objs ...synth.Object) {
+	h.t.Helper()
+	for _, o := range objs {
+		if _, err := h.observed.Put(h.t.Context(), o.Key(), o.Msg); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+func (h *harness) sync(epoch uint64, state meshv1.SyncState) {
+	h.t.Helper()
+	m := synth.SyncMarker(epoch)
+	m.State = state
+	if _, err := h.observed.Put(h.t.Context(), layout.SyncKey, m); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// watchCompiled records, as the edge role, every key written to
+// mesh-compiled from now on.
+func (h *harness) watchCompiled() {
+	h.t.Helper()
+	e := connect(h.t, h.srv, bus.RoleEdge)
+	s, err := e.Bucket(h.t.Context(), bus.BucketCompiled)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	w, err := s.Watch(h.t.Context(), ">")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(w.Stop)
+	// Only writes made from now on: skip the initial values.
+	for ev := range w.Events() {
+		if ev.Kind == bus.EventInitialized {
+			break
+		}
+	}
+	go func() {
+		for ev := range w.Events() {
+			if ev.Kind == bus.EventPut || ev.Kind == bus.EventDelete {
+				select {
+				case h.compiled <- ev.Key:
+				case <-h.t.Context().Done():
+					return
+				}
+			}
+		}
+	}()
+}
+
+// running is a compiler started on the harness.
+type running struct {
+	c      *Compiler
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (h *harness) start() *running {
+	h.t.Helper()
+	conn := connect(h.t, h.srv, bus.RoleCompiler)
+	ctx := h.t.Context()
+	compiled, err := conn.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{Memory: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	observed, err := conn.Bucket(ctx, bus.BucketObserved)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c := New(observed, compiled, conn.NATS(), Options{Engine: compile.Options{
+		MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName},
+	}})
+	rctx, cancel := context.WithCancel(ctx)
+	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- c.Start(rctx) }()
+	h.t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+	r.done <- nil // later stops return at once
+}
+
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// settle waits until the compiler has been idle long enough for any pending
+// compile (debounce plus max delay) to have been committed.
+func settle() { time.Sleep(DefaultMaxDelay + 200*time.Millisecond) }
+
+func (h *harness) drainCompiled() []string {
+	var out []string
+	for {
+		select {
+		case k := <-h.compiled:
+			out = append(out, k)
+		case <-time.After(300 * time.Millisecond):
+			return out
+		}
+	}
+}
+
+func TestCompilerEndToEnd(t *testing.T) {
+	h := newHarness(t)
+	h.put(synth.Bookstore(false)...)
+	h.sync(1, meshv1.SyncState_SYNC_STATE_LISTING)
+	r := h.start()
+	h.watchCompiled()
+
+	// Nothing is compiled before the sync marker of the epoch.
+	time.Sleep(DefaultMaxDelay + 200*time.Millisecond)
+	if s := r.c.Stats(); s.Puts != 0 || s.Generations != 0 || r.c.Ready(t.Context()) == nil {
+		t.Fatalf("compiled before the sync marker: %+v", s)
+	}
+	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	waitFor(t, "the first generation", func() bool { return r.c.Stats().Generations == 1 })
+	if err := r.c.Ready(t.Context()); err != nil {
+		t.Errorf("not ready after the first generation: %v", err)
+	}
+	first := r.c.Stats()
+	keys := h.drainCompiled()
+	if len(keys) != first.Puts+1 || keys[len(keys)-1] != layout.GenerationKey {
+		t.Fatalf("edge saw %d keys ending in %q, want %d puts then the generation", len(keys), keys[len(keys)-1], first.Puts)
+	}
+	if first.Puts != 27+6 { // resources + groups of the bookstore demo
+		t.Errorf("first generation wrote %d keys, want 33", first.Puts)
+	}
+	accepted := 0
+	for len(h.statuses) > 0 {
+		st := <-h.statuses
+		if st.GetCondition() != meshv1.PolicyCondition_POLICY_CONDITION_ACCEPTED || st.GetGeneration() != 1 {
+			t.Errorf("status %v", st)
+		}
+		accepted++
+	}
+	if accepted != 8 {
+		t.Errorf("%d policy statuses, want 8 (4 TrafficTargets, 2 HTTPRouteGroups, 1 TCPRoute, 1 TrafficSplit)", accepted)
+	}
+
+	// One endpoint change: one resource key, then the generation.
+	http := synth.Port{Number: 14001, Name: "bookwarehouse-port", AppProtocol: "http"}
+	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
+		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.10"}, synth.Endpoint{Pod: "bookwarehouse-2", IP: "10.244.3.11"}))
+	waitFor(t, "the second generation", func() bool { return r.c.Stats().Generations == 2 })
+	keys = h.drainCompiled()
+	want := []string{layout.ResourceKey(layout.TypeEndpoint, "bookwarehouse/bookwarehouse|14001"), layout.GenerationKey}
+	if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
+		t.Errorf("endpoint change wrote %v, want %v", keys, want)
+	}
+	gen := &meshv1.Generation{}
+	if _, err := h.compiledStore().Get(t.Context(), layout.GenerationKey, gen); err != nil {
+		t.Fatal(err)
+	}
+	if gen.GetNumber() != 2 || gen.GetChangedKeys() != 1 || gen.GetObservedEpoch() != 1 || gen.GetObservedRevision() == 0 {
+		t.Errorf("generation = %v", gen)
+	}
+
+	// A burst of changes is coalesced into one generation.
+	for i := 0; i < 20; i++ {
+		h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
+			synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.10"}, synth.Endpoint{Pod: "bookwarehouse-2", IP: "10.244.4." + string(rune('0'+i%10))}))
+	}
+	settle()
+	if g := r.c.Stats().Generations; g < 3 || g > 4 {
+		t.Errorf("a burst of 20 changes made %d generations, want 1 or 2 more", g-2)
+	}
+
+	// A rejected policy: a status naming the field, and no write.
+	before := r.c.Stats()
+	h.put(synth.TrafficSplit("bookstore", "bookstore-split", "bookstore", synth.Backend{Service: "bookstore-v1"}, synth.Backend{Service: "bookstore-v2"}))
+	var st *meshv1.PolicyStatus
+	select {
+	case st = <-h.statuses:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no status for the rejected TrafficSplit")
+	}
+	if st.GetCondition() != meshv1.PolicyCondition_POLICY_CONDITION_REJECTED || st.GetFieldPath() != "spec.backends" || st.GetGeneration() != 0 {
+		t.Errorf("status = %v", st)
+	}
+	if after := r.c.Stats(); after.Puts != before.Puts || after.Generations != before.Generations {
+		t.Errorf("a rejected policy wrote keys: %+v → %+v", before, after)
+	}
+}
+
+func (h *harness) compiledStore() *bus.Store {
+	h.t.Helper()
+	s, err := connect(h.t, h.srv, bus.RoleEdge).Bucket(h.t.Context(), bus.BucketCompiled)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return s
+}
+
+func TestRestartWritesNothing(t *testing.T) {
+	h := newHarness(t)
+	h.put(synth.Bookstore(false)...)
+	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	r := h.start()
+	waitFor(t, "the first generation", func() bool { return r.c.Stats().Generations == 1 })
+	r.stop()
+
+	h.watchCompiled()
+	r2 := h.start()
+	waitFor(t, "readiness", func() bool { return r2.c.Ready(t.Context()) == nil })
+	settle()
+	s := r2.c.Stats()
+	if s.Puts != 0 || s.Deletes != 0 || s.Generations != 0 || s.Generation != 1 {
+		t.Errorf("restart with no change: %+v, want zero writes at generation 1", s)
+	}
+	if s.Skipped != 33 {
+		t.Errorf("restart skipped %d keys, want 33", s.Skipped)
+	}
+	if keys := h.drainCompiled(); len(keys) != 0 {
+		t.Errorf("edge saw writes after a restart: %v", keys)
+	}
+	r2.stop()
+
+	// Changes while the compiler is down: the next one writes just those.
+	h.put(synth.TrafficSplit("bookstore", "bookstore-split", "bookstore", synth.Backend{Service: "bookstore-v1", Weight: 50}, synth.Backend{Service: "bookstore-v2", Weight: 50}))
+	if err := h.observed.Delete(t.Context(), layout.ObservedKey(layout.KindPod, "bookthief", "bookthief-7f9c6d8b5-fghij")); err != nil {
+		t.Fatal(err)
+	}
+	r3 := h.start()
+	waitFor(t, "the second generation", func() bool { return r3.c.Stats().Generations == 1 })
+	keys := h.drainCompiled()
+	want := map[string]bool{
+		layout.ResourceKey(layout.TypeRoute, "bookstore/bookstore|14001"): true,
+		layout.GroupKey("bookthief", "bookthief"):                         true,
+		layout.GenerationKey: true,
+	}
+	if len(keys) != 3 || keys[2] != layout.GenerationKey {
+		t.Fatalf("restart after changes wrote %v, want the route, the group delete, then the generation", keys)
+	}
+	for _, k := range keys {
+		if !want[k] {
+			t.Errorf("unexpected write %s", k)
+		}
+	}
+	if s := r3.c.Stats(); s.Generation != 2 {
+		t.Errorf("generation = %d, want 2", s.Generation)
+	}
+}
+
+// fakeStore fails puts on demand, for the retry path.
+type fakeStore struct {
+	Writable
+	mu   sync.Mutex
+	fail bool
+}
+
+func (f *fakeStore) Put(ctx context.Context, key string, m proto.Message) (uint64, error) {
+	f.mu.Lock()
+	fail := f.fail
+	f.mu.Unlock()
+	if fail {
+		return 0, context.DeadlineExceeded
+	}
+	return f.Writable.Put(ctx, key, m)
+}
+
+func TestFailedWriteIsRetried(t *testing.T) {
+	h := newHarness(t)
+	h.put(synth.Bookstore(false)...)
+	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	conn := connect(t, h.srv, bus.RoleCompiler)
+	compiled, err := conn.EnsureBucket(t.Context(), bus.BucketCompiled, bus.BucketOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	observed, err := conn.Bucket(t.Context(), bus.BucketObserved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fs := &fakeStore{Writable: compiled, fail: true}
+	c := New(observed, fs, conn.NATS(), Options{Engine: compile.Options{MeshName: synth.MeshName}})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Start(ctx) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(300 * time.Millisecond)
+	if c.Stats().Generations != 0 || c.Ready(t.Context()) == nil {
+		t.Fatal("committed while writes fail")
+	}
+	fs.mu.Lock()
+	fs.fail = false
+	fs.mu.Unlock()
+	waitFor(t, "the retried generation", func() bool { return c.Stats().Generations == 1 })
+	if s := c.Stats(); s.Puts != 33 {
+		t.Errorf("retry wrote %d keys, want 33", s.Puts)
+	}
+}

@@ -1,0 +1,292 @@
+package model
+
+import (
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+// Kind names of route objects in TrafficTarget rules.
+const (
+	RuleKindHTTPRouteGroup = "HTTPRouteGroup"
+	RuleKindTCPRoute       = "TCPRoute"
+)
+
+func (m *Model) applyService(nn NN, value proto.Message) (proto.Message, error) {
+	old := m.services[nn]
+	if err := put(m.services, nn, value); err != nil {
+		return nil, err
+	}
+	if old != nil {
+		m.unindexService(nn, old)
+	}
+	if svc := m.services[nn]; svc != nil {
+		addTo(m.nsServices, nn.Namespace, nn.Name)
+		sel := svc.GetSelector()
+		if len(sel) > 0 {
+			lk := selectorKey(nn.Namespace, sel)
+			addTo(m.selSvcs, lk, nn.Name)
+			for pod := range m.labelPods[lk] {
+				pnn := NN{nn.Namespace, pod}
+				if selects(sel, m.pods[pnn].GetLabels()) {
+					m.link(pnn, nn, m.podIdentity[pnn])
+				}
+			}
+		}
+	}
+	return orNil(old), nil
+}
+
+// selectorKey is the label a service is indexed under: the first of its
+// selector in key order. Every pod it selects carries that label.
+func selectorKey(namespace string, sel map[string]string) labelKey {
+	first := ""
+	for k := range sel {
+		if first == "" || k < first {
+			first = k
+		}
+	}
+	return labelKey{namespace, first + "=" + sel[first]}
+}
+
+// unindexService removes a service from the namespace and identity indexes.
+func (m *Model) unindexService(nn NN, old *meshv1.Service) {
+	removeFrom(m.nsServices, nn.Namespace, nn.Name)
+	if sel := old.GetSelector(); len(sel) > 0 {
+		removeFrom(m.selSvcs, selectorKey(nn.Namespace, sel), nn.Name)
+	}
+	for id, n := range m.svcIDs[nn] {
+		dec(m.idServices, id, nn, n)
+	}
+	delete(m.svcIDs, nn)
+	for pnn := range m.svcPods[nn] {
+		svcs := m.podServices[pnn]
+		for i, s := range svcs {
+			if s == nn {
+				m.podServices[pnn] = append(svcs[:i:i], svcs[i+1:]...)
+				break
+			}
+		}
+	}
+	delete(m.svcPods, nn)
+}
+
+// link records that the counted pod (running as id) backs svc.
+func (m *Model) link(pod, svc NN, id Identity) {
+	m.podServices[pod] = append(m.podServices[pod], svc)
+	addTo(m.svcPods, svc, pod)
+	inc(m.svcIDs, svc, id)
+	inc(m.idServices, id, svc)
+}
+
+func (m *Model) applySlice(nn NN, value proto.Message) (proto.Message, error) {
+	old := m.slices[nn]
+	if err := put(m.slices, nn, value); err != nil {
+		return nil, err
+	}
+	if old != nil {
+		svc := NN{nn.Namespace, old.GetService().GetName()}
+		removeFrom(m.svcSlices, svc, nn)
+	}
+	if s := m.slices[nn]; s != nil {
+		addTo(m.svcSlices, NN{nn.Namespace, s.GetService().GetName()}, nn)
+	}
+	return orNil(old), nil
+}
+
+// SliceService is the service an endpoint slice belongs to.
+func SliceService(nn NN, s *meshv1.EndpointSlice) NN {
+	return NN{nn.Namespace, s.GetService().GetName()}
+}
+
+// counts reports whether a pod counts as a running instance of its identity.
+func counts(p *meshv1.Pod) bool {
+	if p == nil || p.GetServiceAccount() == "" {
+		return false
+	}
+	switch p.GetPhase() {
+	case meshv1.PodPhase_POD_PHASE_SUCCEEDED, meshv1.PodPhase_POD_PHASE_FAILED:
+		return false
+	}
+	return true
+}
+
+func (m *Model) applyPod(nn NN, value proto.Message) (proto.Message, error) {
+	old := m.pods[nn]
+	if err := put(m.pods, nn, value); err != nil {
+		return nil, err
+	}
+	if id, ok := m.podIdentity[nn]; ok {
+		for _, svc := range m.podServices[nn] {
+			dec(m.svcIDs, svc, id, 1)
+			dec(m.idServices, id, svc, 1)
+			removeFrom(m.svcPods, svc, nn)
+		}
+		delete(m.podServices, nn)
+		delete(m.podIdentity, nn)
+		if m.idPods[id]--; m.idPods[id] <= 0 {
+			delete(m.idPods, id)
+		}
+		for k, v := range old.GetLabels() {
+			removeFrom(m.labelPods, labelKey{nn.Namespace, k + "=" + v}, nn.Name)
+		}
+	}
+	p := m.pods[nn]
+	if !counts(p) {
+		return orNil(old), nil
+	}
+	id := Identity{nn.Namespace, p.GetServiceAccount()}
+	m.podIdentity[nn] = id
+	m.idPods[id]++
+	m.podServices[nn] = nil
+	for k, v := range p.GetLabels() {
+		lk := labelKey{nn.Namespace, k + "=" + v}
+		addTo(m.labelPods, lk, nn.Name)
+		for svcName := range m.selSvcs[lk] {
+			svc := NN{nn.Namespace, svcName}
+			if selects(m.services[svc].GetSelector(), p.GetLabels()) {
+				m.link(nn, svc, id)
+			}
+		}
+	}
+	return orNil(old), nil
+}
+
+// selects reports whether every selector label is among labels.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Model) applyTrafficTarget(nn NN, value proto.Message) (proto.Message, error) {
+	old := m.trafficTargets[nn]
+	if err := put(m.trafficTargets, nn, value); err != nil {
+		return nil, err
+	}
+	for _, r := range m.ttRoutes[nn] {
+		removeFrom(m.routeUsers, r, nn)
+	}
+	delete(m.ttRoutes, nn)
+	if tt := m.trafficTargets[nn]; tt != nil {
+		var refs []routeRef
+		for _, rule := range tt.GetRules() {
+			var kind string
+			switch rule.GetKind() {
+			case RuleKindHTTPRouteGroup:
+				kind = layout.KindHTTPRouteGroup
+			case RuleKindTCPRoute:
+				kind = layout.KindTCPRoute
+			default:
+				continue
+			}
+			r := routeRef{kind, NN{nn.Namespace, rule.GetName()}}
+			refs = append(refs, r)
+			addTo(m.routeUsers, r, nn)
+		}
+		m.ttRoutes[nn] = refs
+	}
+	return orNil(old), nil
+}
+
+func (m *Model) applySplit(nn NN, value proto.Message) (proto.Message, error) {
+	old := m.trafficSplits[nn]
+	if err := put(m.trafficSplits, nn, value); err != nil {
+		return nil, err
+	}
+	if old != nil {
+		removeFrom(m.splitsApex, ApexOf(nn.Namespace, old), nn)
+		removeFrom(m.nsSplits, nn.Namespace, nn.Name)
+	}
+	if s := m.trafficSplits[nn]; s != nil {
+		addTo(m.splitsApex, ApexOf(nn.Namespace, s), nn)
+		addTo(m.nsSplits, nn.Namespace, nn.Name)
+	}
+	return orNil(old), nil
+}
+
+// ApexOf is the apex Service of a TrafficSplit in namespace. SMI allows the
+// apex as a short name or as an FQDN ("svc.ns.svc.cluster.local"); the apex
+// is always in the split's namespace, so only the first label counts.
+func ApexOf(namespace string, s *meshv1.TrafficSplit) NN {
+	name, _, _ := strings.Cut(s.GetService(), ".")
+	return NN{namespace, name}
+}
+
+// SplitsInNamespace lists the TrafficSplits of namespace, sorted.
+func (m *Model) SplitsInNamespace(namespace string) []NN {
+	out := make([]NN, 0, len(m.nsSplits[namespace]))
+	for n := range m.nsSplits[namespace] {
+		out = append(out, NN{namespace, n})
+	}
+	sortNN(out)
+	return out
+}
+
+func addTo[K, V comparable](mp map[K]map[V]struct{}, k K, v V) {
+	set := mp[k]
+	if set == nil {
+		set = map[V]struct{}{}
+		mp[k] = set
+	}
+	set[v] = struct{}{}
+}
+
+func removeFrom[K, V comparable](mp map[K]map[V]struct{}, k K, v V) {
+	if set := mp[k]; set != nil {
+		delete(set, v)
+		if len(set) == 0 {
+			delete(mp, k)
+		}
+	}
+}
+
+func inc[K, V comparable](mp map[K]map[V]int, k K, v V) {
+	set := mp[k]
+	if set == nil {
+		set = map[V]int{}
+		mp[k] = set
+	}
+	set[v]++
+}
+
+func dec[K, V comparable](mp map[K]map[V]int, k K, v V, n int) {
+	set := mp[k]
+	if set == nil {
+		return
+	}
+	if set[v] -= n; set[v] <= 0 {
+		delete(set, v)
+	}
+	if len(set) == 0 {
+		delete(mp, k)
+	}
+}
+
+// PodBacking returns the identity a pod counts for and the services that
+// select it; ok is false when the pod does not count (absent, finished or
+// without a service account).
+func (m *Model) PodBacking(nn NN) (id Identity, services []NN, ok bool) {
+	id, ok = m.podIdentity[nn]
+	if !ok {
+		return Identity{}, nil, false
+	}
+	return id, append([]NN(nil), m.podServices[nn]...), true
+}
+
+// SliceServiceOf is the service an observed endpoint slice belongs to, or
+// nil when the slice is absent.
+func (m *Model) SliceServiceOf(nn NN) *NN {
+	s := m.slices[nn]
+	if s == nil {
+		return nil
+	}
+	svc := SliceService(nn, s)
+	return &svc
+}

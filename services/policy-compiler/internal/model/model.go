@@ -1,0 +1,401 @@
+// Package model is the policy-compiler's in-memory view of KV mesh-observed:
+// the latest value of every observed object, plus the indexes the compile
+// core needs to find what depends on a change (service → endpoint slices,
+// service ↔ backing identities, policy → referenced routes).
+//
+// The model is pure data: it does no I/O and is not safe for concurrent use.
+package model
+
+import (
+	"fmt"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+// NN is the namespace and name of a namespaced object.
+type NN struct {
+	// Namespace and Name of the object.
+	Namespace, Name string
+}
+
+// String is "namespace/name".
+func (n NN) String() string { return n.Namespace + "/" + n.Name }
+
+// Identity is a workload identity: a ServiceAccount.
+type Identity struct {
+	// Namespace and Name of the ServiceAccount.
+	Namespace, Name string
+}
+
+// String is "namespace/serviceaccount".
+func (i Identity) String() string { return i.Namespace + "/" + i.Name }
+
+// Less orders identities by namespace, then name.
+func (i Identity) Less(o Identity) bool {
+	if i.Namespace != o.Namespace {
+		return i.Namespace < o.Namespace
+	}
+	return i.Name < o.Name
+}
+
+// Less orders names by namespace, then name.
+func (n NN) Less(o NN) bool {
+	if n.Namespace != o.Namespace {
+		return n.Namespace < o.Namespace
+	}
+	return n.Name < o.Name
+}
+
+// Model holds the observed objects and their indexes.
+type Model struct {
+	// MeshName selects the namespaces of this mesh (Namespace.monitored_by).
+	meshName string
+	// meshConfigKey is the MeshConfig object of this mesh.
+	meshConfigKey NN
+
+	sync       *meshv1.SyncMarker
+	meshConfig *meshv1.MeshConfig
+
+	namespaces      map[string]*meshv1.Namespace
+	services        map[NN]*meshv1.Service
+	slices          map[NN]*meshv1.EndpointSlice
+	pods            map[NN]*meshv1.Pod
+	serviceAccounts map[Identity]*meshv1.ServiceAccount
+	trafficTargets  map[NN]*meshv1.TrafficTarget
+	httpRouteGroups map[NN]*meshv1.HTTPRouteGroup
+	tcpRoutes       map[NN]*meshv1.TCPRoute
+	trafficSplits   map[NN]*meshv1.TrafficSplit
+
+	svcSlices   map[NN]map[NN]struct{}           // service → its endpoint slices
+	nsServices  map[string]map[string]struct{}   // namespace → service names
+	labelPods   map[labelKey]map[string]struct{} // (namespace, label=value) → counted pod names
+	selSvcs     map[labelKey]map[string]struct{} // (namespace, first selector label) → service names
+	svcPods     map[NN]map[NN]struct{}           // service → counted pods it selects
+	podIdentity map[NN]Identity                  // counted pod → its identity
+	podServices map[NN][]NN                      // counted pod → services selecting it
+	svcIDs      map[NN]map[Identity]int          // service → backing identities (pod counts)
+	idServices  map[Identity]map[NN]int          // identity → services it backs (pod counts)
+	idPods      map[Identity]int                 // identity → number of counted pods
+	splitsApex  map[NN]map[NN]struct{}           // apex service → TrafficSplits naming it
+	nsSplits    map[string]map[string]struct{}   // namespace → TrafficSplit names
+	routeUsers  map[routeRef]map[NN]struct{}     // route object → TrafficTargets naming it
+	ttRoutes    map[NN][]routeRef                // TrafficTarget → route objects it names
+}
+
+// labelKey is one "label=value" pair in a namespace.
+type labelKey struct {
+	namespace, label string
+}
+
+type routeRef struct {
+	kind string
+	nn   NN
+}
+
+// New returns an empty model for the mesh named meshName, whose MeshConfig is
+// meshConfig.
+func New(meshName string, meshConfig NN) *Model {
+	return &Model{
+		meshName:        meshName,
+		meshConfigKey:   meshConfig,
+		namespaces:      map[string]*meshv1.Namespace{},
+		services:        map[NN]*meshv1.Service{},
+		slices:          map[NN]*meshv1.EndpointSlice{},
+		pods:            map[NN]*meshv1.Pod{},
+		serviceAccounts: map[Identity]*meshv1.ServiceAccount{},
+		trafficTargets:  map[NN]*meshv1.TrafficTarget{},
+		httpRouteGroups: map[NN]*meshv1.HTTPRouteGroup{},
+		tcpRoutes:       map[NN]*meshv1.TCPRoute{},
+		trafficSplits:   map[NN]*meshv1.TrafficSplit{},
+		svcSlices:       map[NN]map[NN]struct{}{},
+		nsServices:      map[string]map[string]struct{}{},
+		labelPods:       map[labelKey]map[string]struct{}{},
+		selSvcs:         map[labelKey]map[string]struct{}{},
+		svcPods:         map[NN]map[NN]struct{}{},
+		podIdentity:     map[NN]Identity{},
+		podServices:     map[NN][]NN{},
+		svcIDs:          map[NN]map[Identity]int{},
+		idServices:      map[Identity]map[NN]int{},
+		idPods:          map[Identity]int{},
+		splitsApex:      map[NN]map[NN]struct{}{},
+		nsSplits:        map[string]map[string]struct{}{},
+		routeUsers:      map[routeRef]map[NN]struct{}{},
+		ttRoutes:        map[NN][]routeRef{},
+	}
+}
+
+// NewMessage returns an empty message of the type stored under kind, or nil
+// for an unknown kind.
+func NewMessage(kind string) proto.Message {
+	switch kind {
+	case layout.KindNamespace:
+		return &meshv1.Namespace{}
+	case layout.KindService:
+		return &meshv1.Service{}
+	case layout.KindEndpointSlice:
+		return &meshv1.EndpointSlice{}
+	case layout.KindPod:
+		return &meshv1.Pod{}
+	case layout.KindServiceAccount:
+		return &meshv1.ServiceAccount{}
+	case layout.KindTrafficTarget:
+		return &meshv1.TrafficTarget{}
+	case layout.KindHTTPRouteGroup:
+		return &meshv1.HTTPRouteGroup{}
+	case layout.KindTCPRoute:
+		return &meshv1.TCPRoute{}
+	case layout.KindTrafficSplit:
+		return &meshv1.TrafficSplit{}
+	case layout.KindMeshConfig:
+		return &meshv1.MeshConfig{}
+	}
+	return nil
+}
+
+// Apply stores value (nil: deletes) under the observed key (kind, namespace,
+// name) and updates the indexes. It returns the value it replaced, nil when
+// there was none. The model keeps value; the caller must not change it.
+func (m *Model) Apply(kind, namespace, name string, value proto.Message) (proto.Message, error) {
+	nn := NN{namespace, name}
+	switch kind {
+	case layout.KindNamespace:
+		old := m.namespaces[name]
+		if v, ok := value.(*meshv1.Namespace); ok {
+			m.namespaces[name] = v
+		} else if value == nil {
+			delete(m.namespaces, name)
+		} else {
+			return nil, fmt.Errorf("kind %s: unexpected %T", kind, value)
+		}
+		return orNil(old), nil
+	case layout.KindService:
+		return m.applyService(nn, value)
+	case layout.KindEndpointSlice:
+		return m.applySlice(nn, value)
+	case layout.KindPod:
+		return m.applyPod(nn, value)
+	case layout.KindServiceAccount:
+		id := Identity{namespace, name}
+		old := m.serviceAccounts[id]
+		if err := put(m.serviceAccounts, id, value); err != nil {
+			return nil, err
+		}
+		return orNil(old), nil
+	case layout.KindTrafficTarget:
+		return m.applyTrafficTarget(nn, value)
+	case layout.KindHTTPRouteGroup:
+		old := m.httpRouteGroups[nn]
+		if err := put(m.httpRouteGroups, nn, value); err != nil {
+			return nil, err
+		}
+		return orNil(old), nil
+	case layout.KindTCPRoute:
+		old := m.tcpRoutes[nn]
+		if err := put(m.tcpRoutes, nn, value); err != nil {
+			return nil, err
+		}
+		return orNil(old), nil
+	case layout.KindTrafficSplit:
+		return m.applySplit(nn, value)
+	case layout.KindMeshConfig:
+		if nn != m.meshConfigKey {
+			return nil, nil
+		}
+		old := m.meshConfig
+		if v, ok := value.(*meshv1.MeshConfig); ok {
+			m.meshConfig = v
+		} else if value == nil {
+			m.meshConfig = nil
+		} else {
+			return nil, fmt.Errorf("kind %s: unexpected %T", kind, value)
+		}
+		return orNil(old), nil
+	}
+	return nil, fmt.Errorf("unknown observed kind %q", kind)
+}
+
+// orNil turns a typed nil pointer into an untyped nil interface.
+func orNil[T proto.Message](v T) proto.Message {
+	var zero T
+	if any(v) == any(zero) {
+		return nil
+	}
+	return v
+}
+
+func put[K comparable, V proto.Message](mp map[K]V, k K, value proto.Message) error {
+	if value == nil {
+		delete(mp, k)
+		return nil
+	}
+	v, ok := value.(V)
+	if !ok {
+		return fmt.Errorf("%v: unexpected %T", k, value)
+	}
+	mp[k] = v
+	return nil
+}
+
+// SetSync records the latest sync marker (nil when the key is deleted).
+func (m *Model) SetSync(s *meshv1.SyncMarker) { m.sync = s }
+
+// Synced reports whether the latest sync marker says the view is complete.
+func (m *Model) Synced() bool {
+	return m.sync != nil && m.sync.GetState() == meshv1.SyncState_SYNC_STATE_SYNCED
+}
+
+// Sync is the latest sync marker, or nil.
+func (m *Model) Sync() *meshv1.SyncMarker { return m.sync }
+
+// MeshConfig is this mesh's MeshConfig, or nil when not observed.
+func (m *Model) MeshConfig() *meshv1.MeshConfig { return m.meshConfig }
+
+// Permissive reports whether the MeshConfig enables permissive traffic
+// policy mode.
+func (m *Model) Permissive() bool {
+	return m.meshConfig.GetTraffic().GetEnablePermissiveTrafficPolicyMode()
+}
+
+// Meshed reports whether namespace belongs to this mesh.
+func (m *Model) Meshed(namespace string) bool {
+	ns := m.namespaces[namespace]
+	return ns != nil && ns.GetMonitoredBy() == m.meshName && !ns.GetIgnored()
+}
+
+// MeshedNamespaces lists the namespaces of this mesh, sorted.
+func (m *Model) MeshedNamespaces() []string {
+	var out []string
+	for name := range m.namespaces {
+		if m.Meshed(name) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Service returns a Service, or nil.
+func (m *Model) Service(nn NN) *meshv1.Service { return m.services[nn] }
+
+// ServiceNames lists every observed Service, sorted.
+func (m *Model) ServiceNames() []NN { return sortedKeys(m.services) }
+
+// ServicesInNamespace lists the Services of namespace, sorted.
+func (m *Model) ServicesInNamespace(namespace string) []NN {
+	var out []NN
+	for name := range m.nsServices[namespace] {
+		out = append(out, NN{namespace, name})
+	}
+	sortNN(out)
+	return out
+}
+
+// EndpointSlices returns the endpoint slices of a service, sorted by name.
+func (m *Model) EndpointSlices(svc NN) []*meshv1.EndpointSlice {
+	names := make([]NN, 0, len(m.svcSlices[svc]))
+	for n := range m.svcSlices[svc] {
+		names = append(names, n)
+	}
+	sortNN(names)
+	out := make([]*meshv1.EndpointSlice, len(names))
+	for i, n := range names {
+		out[i] = m.slices[n]
+	}
+	return out
+}
+
+// Pod returns a Pod, or nil.
+func (m *Model) Pod(nn NN) *meshv1.Pod { return m.pods[nn] }
+
+// ServiceIdentities lists the identities of the pods a service selects,
+// sorted.
+func (m *Model) ServiceIdentities(svc NN) []Identity { return sortedIDs(m.svcIDs[svc]) }
+
+// IdentityServices lists the services whose selected pods run as id, sorted.
+func (m *Model) IdentityServices(id Identity) []NN {
+	out := make([]NN, 0, len(m.idServices[id]))
+	for s := range m.idServices[id] {
+		out = append(out, s)
+	}
+	sortNN(out)
+	return out
+}
+
+// Identities lists every identity that at least one pod runs as, sorted.
+func (m *Model) Identities() []Identity { return sortedIDs(m.idPods) }
+
+// HasPods reports whether at least one pod runs as id.
+func (m *Model) HasPods(id Identity) bool { return m.idPods[id] > 0 }
+
+// ServiceAccount returns an observed ServiceAccount, or nil.
+func (m *Model) ServiceAccount(id Identity) *meshv1.ServiceAccount { return m.serviceAccounts[id] }
+
+// TrafficTarget returns a TrafficTarget, or nil.
+func (m *Model) TrafficTarget(nn NN) *meshv1.TrafficTarget { return m.trafficTargets[nn] }
+
+// TrafficTargetNames lists every TrafficTarget, sorted.
+func (m *Model) TrafficTargetNames() []NN { return sortedKeys(m.trafficTargets) }
+
+// HTTPRouteGroup returns an HTTPRouteGroup, or nil.
+func (m *Model) HTTPRouteGroup(nn NN) *meshv1.HTTPRouteGroup { return m.httpRouteGroups[nn] }
+
+// HTTPRouteGroupNames lists every HTTPRouteGroup, sorted.
+func (m *Model) HTTPRouteGroupNames() []NN { return sortedKeys(m.httpRouteGroups) }
+
+// TCPRoute returns a TCPRoute, or nil.
+func (m *Model) TCPRoute(nn NN) *meshv1.TCPRoute { return m.tcpRoutes[nn] }
+
+// TCPRouteNames lists every TCPRoute, sorted.
+func (m *Model) TCPRouteNames() []NN { return sortedKeys(m.tcpRoutes) }
+
+// TrafficSplit returns a TrafficSplit, or nil.
+func (m *Model) TrafficSplit(nn NN) *meshv1.TrafficSplit { return m.trafficSplits[nn] }
+
+// TrafficSplitNames lists every TrafficSplit, sorted.
+func (m *Model) TrafficSplitNames() []NN { return sortedKeys(m.trafficSplits) }
+
+// SplitsForApex lists the TrafficSplits whose apex is svc, sorted.
+func (m *Model) SplitsForApex(svc NN) []NN {
+	out := make([]NN, 0, len(m.splitsApex[svc]))
+	for s := range m.splitsApex[svc] {
+		out = append(out, s)
+	}
+	sortNN(out)
+	return out
+}
+
+// RouteUsers lists the TrafficTargets whose rules name the route object of
+// kind (layout.KindHTTPRouteGroup or layout.KindTCPRoute) nn, sorted.
+func (m *Model) RouteUsers(kind string, nn NN) []NN {
+	users := m.routeUsers[routeRef{kind, nn}]
+	out := make([]NN, 0, len(users))
+	for u := range users {
+		out = append(out, u)
+	}
+	sortNN(out)
+	return out
+}
+
+func sortedKeys[V any](mp map[NN]V) []NN {
+	out := make([]NN, 0, len(mp))
+	for k := range mp {
+		out = append(out, k)
+	}
+	sortNN(out)
+	return out
+}
+
+func sortNN(s []NN) { sort.Slice(s, func(i, j int) bool { return s[i].Less(s[j]) }) }
+
+func sortedIDs[V any](mp map[Identity]V) []Identity {
+	out := make([]Identity, 0, len(mp))
+	for k := range mp {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}

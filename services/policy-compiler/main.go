@@ -1,0 +1,9 @@
+// Command policy-compiler compiles the observed mesh state in KV
+// mesh-observed into Envoy xDS resources and per-identity proxy groups in KV
+// mesh-compiled, incrementally, and publishes a verdict for every policy
+// object on mesh.status.policy.>.
+package main
+
+import "github.com/openservicemesh/osm/libs/app"
+
+func main() { app.Main(spec()) }

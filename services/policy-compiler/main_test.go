@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
+)
+
+func TestFlagsAreValidated(t *testing.T) {
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--mesh-config", "no-slash"}, "--mesh-config"},
+		{[]string{"--debounce", "200ms"}, "--debounce"},
+		{[]string{"--max-delay", "2s"}, "--max-delay"},
+		{[]string{"--mesh-name", ""}, "--mesh-name"},
+		{[]string{"--kv-replicas", "0"}, "--kv-replicas"},
+	}
+	for _, c := range cases {
+		err := app.Run(t.Context(), spec(), c.args, func(string) string { return "" }, io.Discard)
+		var ce *app.ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: err = %v, want a configuration error naming %s", c.args, err, c.want)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestServiceCompilesAndBecomesReady(t *testing.T) {
+	pw := map[bus.Role]string{bus.RoleWatcher: "w", bus.RoleCompiler: "c", bus.RoleEdge: "e"}
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	w, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleWatcher, User: "watcher", Password: "w"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	observed, err := w.EnsureBucket(t.Context(), bus.BucketObserved, bus.BucketOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range synth.Bookstore(false) {
+		if _, err := observed.Put(t.Context(), o.Key(), o.Msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := observed.Put(t.Context(), layout.SyncKey, synth.SyncMarker(1)); err != nil {
+		t.Fatal(err)
+	}
+
+	env := map[string]string{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c"}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	var logs syncBuffer
+	go func() {
+		done <- app.Run(ctx, spec(), []string{"--admin-addr", "127.0.0.1:0", "--log-format", "json"}, func(k string) string { return env[k] }, &logs)
+	}()
+	edge, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleEdge, User: "edge", Password: "e"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer edge.Close()
+	var gen meshv1.Generation
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		compiled, err := edge.Bucket(t.Context(), bus.BucketCompiled)
+		if err == nil {
+			if _, err := compiled.Get(t.Context(), layout.GenerationKey, &gen); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no generation; logs:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if gen.GetNumber() != 1 || gen.GetChangedKeys() != 33 {
+		t.Errorf("generation = %v", &gen)
+	}
+	addr := ""
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"admin listener up"`) {
+			_, rest, _ := strings.Cut(line, `"admin_addr":"`)
+			addr, _, _ = strings.Cut(rest, `"`)
+		}
+	}
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("readyz = %d %s", resp.StatusCode, body)
+	}
+	resp, err = http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`osm_compiler_generation\{[^}]*\} 1\n`, `osm_compiler_compile_duration_seconds_bucket\{[^}]*trigger="mixed"`, `osm_compiler_keys_written_total\{op="put"[^}]*\} 33\n`, `osm_compiler_rejected_policies\{[^}]*\} 0\n`} {
+		if !regexp.MustCompile(want).Match(body) {
+			t.Errorf("metrics lack %s:\n%s", want, body)
+		}
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the service did not stop")
+	}
+	if !strings.Contains(logs.String(), `"msg":"generation committed"`) {
+		t.Errorf("logs lack the commit:\n%s", logs.String())
+	}
+}
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/compiler"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+)
+
+// config holds the service's own flags.
+type config struct {
+	meshName    string
+	meshConfig  string
+	trustDomain string
+	debounce    time.Duration
+	maxDelay    time.Duration
+	kvReplicas  int
+}
+
+func spec() app.Spec {
+	var c config
+	return app.Spec{
+		Name:     "policy-compiler",
+		Summary:  "policy-compiler compiles KV mesh-observed into Envoy resources and proxy groups in KV mesh-compiled, writing only what changed.",
+		UsesNATS: true,
+		Flags: func(f *app.Flags) {
+			f.String(&c.meshName, "mesh-name", "osm", "name of the mesh: namespaces whose openservicemesh.io/monitored-by label equals it are meshed")
+			f.String(&c.meshConfig, "mesh-config", "osm-system/osm-mesh-config", "namespace/name of the mesh's MeshConfig")
+			f.String(&c.trustDomain, "trust-domain", compile.DefaultTrustDomain, "SPIFFE trust domain used when the MeshConfig sets none")
+			f.Duration(&c.debounce, "debounce", compiler.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
+			f.Duration(&c.maxDelay, "max-delay", compiler.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
+			f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-compiled bucket when the compiler declares it")
+		},
+		Validate: func() error { return c.validate() },
+		Run:      func(ctx context.Context, rt *app.Runtime) error { return c.run(ctx, rt) },
+	}
+}
+
+func (c *config) validate() error {
+	if c.meshName == "" {
+		return app.FlagError("mesh-name", "is required")
+	}
+	if _, err := c.meshConfigName(); err != nil {
+		return app.FlagError("mesh-config", "%v", err)
+	}
+	if c.debounce <= 0 || c.debounce > 50*time.Millisecond {
+		return app.FlagError("debounce", "must be in (0, 50ms], got %s", c.debounce)
+	}
+	if c.maxDelay < c.debounce || c.maxDelay > 500*time.Millisecond {
+		return app.FlagError("max-delay", "must be between --debounce and 500ms, got %s", c.maxDelay)
+	}
+	if c.kvReplicas < 1 || c.kvReplicas > 5 {
+		return app.FlagError("kv-replicas", "must be 1 to 5, got %d", c.kvReplicas)
+	}
+	return nil
+}
+
+func (c *config) meshConfigName() (model.NN, error) {
+	ns, name, ok := strings.Cut(c.meshConfig, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return model.NN{}, fmt.Errorf("want namespace/name, got %q", c.meshConfig)
+	}
+	return model.NN{Namespace: ns, Name: name}, nil
+}
+
+func (c *config) run(ctx context.Context, rt *app.Runtime) error {
+	mc, _ := c.meshConfigName()
+	conn, err := rt.Bus(ctx, bus.RoleCompiler)
+	if err != nil {
+		return err
+	}
+	compiled, err := conn.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{Replicas: c.kvReplicas})
+	if err != nil {
+		return err
+	}
+	observed, err := waitBucket(ctx, conn, rt)
+	if err != nil {
+		return err
+	}
+	metrics, err := compiler.NewMetrics(rt.Telemetry.Meter("policy-compiler"))
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	comp := compiler.New(observed, compiled, conn.NATS(), compiler.Options{
+		Engine:   compile.Options{MeshName: c.meshName, MeshConfig: mc, TrustDomain: c.trustDomain},
+		Debounce: c.debounce,
+		MaxDelay: c.maxDelay,
+		Log:      rt.Log,
+		Metrics:  metrics,
+	})
+	rt.Health.AddReadyCheck("compiled", comp.Ready)
+	return comp.Start(ctx)
+}
+
+// waitBucket opens mesh-observed, waiting for the smi-watcher to declare it.
+func waitBucket(ctx context.Context, conn *bus.Conn, rt *app.Runtime) (*bus.Store, error) {
+	for logged := false; ; logged = true {
+		s, err := conn.Bucket(ctx, bus.BucketObserved)
+		if err == nil {
+			return s, nil
+		}
+		if !logged {
+			rt.Log.WithContext(ctx).WithError(err).Warn("waiting for the observed bucket")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, errors.Join(ctx.Err(), err)
+		case <-time.After(time.Second):
+		}
+	}
+}

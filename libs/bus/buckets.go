@@ -17,6 +17,10 @@ const (
 	BucketCompiled = "mesh-compiled"
 	// BucketTrust holds the trust bundle; written by the cert-authority.
 	BucketTrust = "mesh-trust"
+	// BucketLeases holds the leases that elect one active instance of a
+	// role; written by the policy-compiler. It is apart from mesh-compiled
+	// so that lease renewals wake no edge.
+	BucketLeases = "mesh-leases"
 )
 
 // MaxValueSize is the largest value a bucket accepts. It matches NATS's
@@ -34,7 +38,7 @@ type BucketOptions struct {
 }
 
 // Buckets lists every mesh bucket.
-func Buckets() []string { return []string{BucketObserved, BucketCompiled, BucketTrust} }
+func Buckets() []string { return []string{BucketObserved, BucketCompiled, BucketTrust, BucketLeases} }
 
 func bucketConfig(name string, o BucketOptions) jetstream.KeyValueConfig {
 	cfg := jetstream.KeyValueConfig{

@@ -102,10 +102,15 @@ func (s *Store) putBytes(ctx context.Context, key string, data []byte) (uint64, 
 	if err != nil {
 		return 0, fmt.Errorf("put %s/%s: %w", s.bucket, key, s.conn.explain(msg.Subject, err))
 	}
+	s.remember(key, data)
+	return ack.Sequence, nil
+}
+
+// remember records the digest of key's value as written.
+func (s *Store) remember(key string, data []byte) {
 	s.mu.Lock()
 	s.digest[key] = sha256.Sum256(data)
 	s.mu.Unlock()
-	return ack.Sequence, nil
 }
 
 func (s *Store) maxPayload() int {

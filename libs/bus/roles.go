@@ -62,7 +62,7 @@ var roleAccess = map[Role]access{
 		sub:    []string{SubjectPolicyStatus + ".>"},
 	},
 	RoleCompiler: {
-		writes: []string{BucketCompiled},
+		writes: []string{BucketCompiled, BucketLeases},
 		reads:  []string{BucketObserved},
 		pub:    []string{SubjectPolicyStatus + ".>"},
 	},

@@ -27,7 +27,7 @@ func TestPermissionsSingleWriter(t *testing.T) {
 			t.Errorf("%s cannot receive its replies", r)
 		}
 	}
-	want := map[string]Role{BucketObserved: RoleWatcher, BucketCompiled: RoleCompiler, BucketTrust: RoleCA}
+	want := map[string]Role{BucketObserved: RoleWatcher, BucketCompiled: RoleCompiler, BucketTrust: RoleCA, BucketLeases: RoleCompiler}
 	for b, r := range want {
 		if len(writers[b]) != 1 || writers[b][0] != r {
 			t.Errorf("writers of %s = %v, want only %s", b, writers[b], r)

@@ -19,6 +19,16 @@
 // mesh-trust (writer: cert-authority)
 //
 //	bundle                        osm.mesh.v1.TrustBundle
+//
+// mesh-leases (writer: policy-compiler)
+//
+//	compiler                      osm.mesh.v1.Lease (the active compiler)
+//
+// SDS secret names in compiled resources are relative to the proxy that
+// asks: SecretServiceCert is the proxy's own identity certificate and
+// SecretRootCert the trust bundle. The edge resolves them from the identity
+// of the proxy's client certificate, so clusters can be shared by all
+// clients.
 package layout
 
 import (
@@ -43,9 +53,12 @@ const (
 
 // Fixed keys.
 const (
-	SyncKey       = "sync"
-	GenerationKey = "generation"
-	BundleKey     = "bundle"
+	SyncKey           = "sync"
+	GenerationKey     = "generation"
+	BundleKey         = "bundle"
+	CompilerLeaseKey  = "compiler"
+	SecretServiceCert = "service-cert"
+	SecretRootCert    = "root-cert"
 )
 
 // Short names of Envoy resource types in compiled keys.

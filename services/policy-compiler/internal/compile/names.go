@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 )
 
@@ -14,8 +15,8 @@ import (
 // cluster and listener identity-agnostic where it can be, so each is
 // serialised once and shared by every proxy that needs it.
 const (
-	SecretIdentityCert = "service-cert"
-	SecretTrustBundle  = "root-cert"
+	SecretIdentityCert = layout.SecretServiceCert
+	SecretTrustBundle  = layout.SecretRootCert
 )
 
 // Ports of the sidecar listeners (OSM's published layout).

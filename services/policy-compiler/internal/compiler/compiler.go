@@ -46,7 +46,8 @@ type Watchable interface {
 type Writable interface {
 	Watchable
 	Put(ctx context.Context, key string, m proto.Message) (uint64, error)
-	Delete(ctx context.Context, key string) error
+	// Batch pipelines a generation's writes.
+	Batch() *bus.Batch
 }
 
 // Publisher publishes core NATS messages (a *nats.Conn).
@@ -394,12 +395,17 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		c.count(func(s *Stats) { s.Puts += nPut; s.Deletes += nDel; s.Skipped += nSkip })
 		c.o.Metrics.wrote(ctx, nPut, nDel, nSkip)
 	}()
+	// Queue the changed keys, send them pipelined, and record them only
+	// once the server has stored every one; the generation goes last.
+	batch := c.compiled.Batch()
+	type queued struct{ key, version string }
+	var done []queued
 	for _, e := range puts {
 		if c.written[e.key] == e.version {
 			nSkip++
 			continue
 		}
-		if _, err := c.compiled.Put(ctx, e.key, e.value(next)); err != nil {
+		if err := batch.Put(ctx, e.key, e.value(next)); err != nil {
 			if errors.Is(err, bus.ErrTooLarge) {
 				// A bug to fix in the compiler, not a condition to retry:
 				// the rest of the mesh goes on.
@@ -410,21 +416,32 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 			c.resync = true
 			return false, err
 		}
-		c.written[e.key] = e.version
-		c.gen, c.genDirty = next, true
-		nPut++
+		done = append(done, queued{e.key, e.version})
 	}
+	var deleted []string
 	for _, k := range deletes {
 		if _, ok := c.written[k]; !ok {
 			continue
 		}
-		if err := c.compiled.Delete(ctx, k); err != nil {
+		if err := batch.Delete(ctx, k); err != nil {
 			c.resync = true
 			return false, err
 		}
+		deleted = append(deleted, k)
+	}
+	if err := batch.Flush(ctx); err != nil {
+		c.resync = true
+		return false, err
+	}
+	for _, q := range done {
+		c.written[q.key] = q.version
+	}
+	for _, k := range deleted {
 		delete(c.written, k)
+	}
+	nPut, nDel = len(done), len(deleted)
+	if nPut+nDel > 0 {
 		c.gen, c.genDirty = next, true
-		nDel++
 	}
 	c.resync = false
 	if !c.genDirty {

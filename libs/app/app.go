@@ -67,8 +67,16 @@ type Runtime struct {
 	AdminAddr string
 
 	cfg      common
+	mux      *http.ServeMux
 	mu       sync.Mutex
 	shutdown []namedHook
+}
+
+// HandleAdmin serves h under pattern on the admin listener, for a
+// service's debug endpoints (for example "GET /debug/issuers"). The admin
+// listener is for operators: keep secrets off it.
+func (rt *Runtime) HandleAdmin(pattern string, h http.Handler) {
+	rt.mux.Handle(pattern, h)
 }
 
 type namedHook struct {
@@ -196,7 +204,8 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 		return &ConfigError{FlagError("admin-addr", "cannot listen: %v", err)}
 	}
 	rt.AdminAddr = ln.Addr().String()
-	admin := &http.Server{Handler: adminMux(rt.Health, tel.Registry, cfg.pprof), ReadHeaderTimeout: 5 * time.Second}
+	rt.mux = adminMux(rt.Health, tel.Registry, cfg.pprof)
+	admin := &http.Server{Handler: rt.mux, ReadHeaderTimeout: 5 * time.Second}
 	log.WithField("admin_addr", rt.AdminAddr).Info("admin listener up")
 
 	runCtx, cancelRun := context.WithCancel(ctx)

@@ -121,6 +121,9 @@ func TestLifecycle(t *testing.T) {
 				t.Errorf("readyz before warm-up = %d %q", code, body)
 			}
 			warm = true
+			rt.HandleAdmin("GET /debug/demo", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				_, _ = io.WriteString(w, "demo debug")
+			}))
 			rt.OnShutdown("first", func(context.Context) error { mu.Lock(); order = append(order, "first"); mu.Unlock(); return nil })
 			rt.OnShutdown("second", func(context.Context) error { mu.Lock(); order = append(order, "second"); mu.Unlock(); return nil })
 			ready <- rt.AdminAddr
@@ -142,6 +145,9 @@ func TestLifecycle(t *testing.T) {
 	}
 	if code, body := get(t, "http://"+addr+"/metrics"); code != http.StatusOK || !strings.Contains(body, "go_goroutines") {
 		t.Errorf("metrics = %d, %d bytes", code, len(body))
+	}
+	if code, body := get(t, "http://"+addr+"/debug/demo"); code != http.StatusOK || body != "demo debug" {
+		t.Errorf("service admin route = %d %q", code, body)
 	}
 	if code, _ := get(t, "http://"+addr+"/debug/pprof/"); code != http.StatusNotFound {
 		t.Errorf("pprof served without --enable-pprof: %d", code)

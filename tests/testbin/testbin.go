@@ -47,6 +47,8 @@ type Spec struct {
 	SrcEnv string
 	// ColdBuild is how long a cold build takes, for the progress message.
 	ColdBuild string
+	// Env is added to the go build environment (GOWORK=off always is).
+	Env []string
 }
 
 // Options configure Build.
@@ -121,7 +123,7 @@ func Build(ctx context.Context, s Spec, o Options) (string, error) {
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, s.Package)
 	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "GOWORK=off")
+	cmd.Env = append(append(os.Environ(), "GOWORK=off"), s.Env...)
 	cmd.Stdout = out
 	var stderr bytes.Buffer
 	cmd.Stderr = io.MultiWriter(out, &stderr)
@@ -226,7 +228,7 @@ func cacheKey(ctx context.Context, s Spec, src string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("go env: %w", err)
 	}
-	fmt.Fprintf(h, "%s-cache-v1\n%s\n", s.Name, goenv)
+	fmt.Fprintf(h, "%s-cache-v1\n%s\n", s.Module, goenv)
 	var files []string
 	err = filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

@@ -1,0 +1,228 @@
+package ca
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/server"
+	"github.com/openservicemesh/osm/tests/vaultdev"
+)
+
+// TestVaultProviderService runs the whole CA with --provider=vault against
+// a real Vault dev server: it signs over gRPC, answers Unavailable while
+// Vault is paused and recovers without a restart when Vault continues, and
+// follows a root rotation done with Vault issuers.
+func TestVaultProviderService(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	v := vaultdev.Start(t)
+	for _, s := range []struct {
+		path string
+		body map[string]any
+	}{
+		{"sys/mounts/pki", map[string]any{"type": "pki", "config": map[string]any{"max_lease_ttl": "87600h"}}},
+		{"pki/root/generate/internal", map[string]any{"common_name": "vault root 1", "key_type": "ec", "key_bits": 256, "ttl": "87600h", "issuer_name": "root-1"}},
+		{"pki/roles/mesh", map[string]any{"allowed_uri_sans": "spiffe://cluster.local/*", "allowed_domains": "ca.test", "allow_bare_domains": true,
+			"require_cn": false, "use_csr_sans": false, "use_csr_common_name": false, "key_type": "ec", "key_bits": 256, "max_ttl": "48h"}},
+		{"sys/policies/acl/osm-ca", map[string]any{"policy": `path "pki/sign/mesh" { capabilities = ["update"] }
+path "pki/issuers" { capabilities = ["list"] }
+path "pki/issuer/*" { capabilities = ["read"] }`}},
+	} {
+		v.Root(t, http.MethodPost, s.path, s.body)
+	}
+	tok := v.Root(t, http.MethodPost, "auth/token/create", map[string]any{"policies": []string{"osm-ca"}, "ttl": "1h"})["auth"].(map[string]any)["client_token"].(string)
+
+	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nats.Shutdown()
+	grpcLis := listen(t)
+	adminAddr := freeAddr(t)
+	logs := &syncBuffer{}
+	const dev = "dev-token-do-not-log"
+	args := []string{"--provider", "vault", "--vault-addr", v.URL(), "--vault-role", "mesh", "--vault-request-timeout", "700ms", "--vault-retry-budget", "2s",
+		"--nats-url", nats.URL(), "--admin-addr", adminAddr, "--kubeconfig", cluster.KubeconfigPath(), "--server-dns-names", "ca.test",
+		"--bundle-refresh", "200ms", "--log-format", "text"}
+	env := func(k string) string {
+		switch k {
+		case "OSM_VAULT_TOKEN":
+			return tok
+		case "OSM_DEV_BOOTSTRAP_TOKEN":
+			return dev
+		}
+		return ""
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(runCtx, Spec(Deps{Listener: grpcLis}), args, env, logs) }()
+	paused := false
+	defer func() {
+		if paused {
+			_ = v.Resume()
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("service stopped with %v", err)
+		}
+		if l := logs.String(); strings.Contains(l, tok) || strings.Contains(l, dev) {
+			t.Errorf("logs leak a token:\n%s", l)
+		}
+	}()
+
+	conn, err := bus.Connect(ctx, bus.Options{URL: nats.URL(), Role: bus.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	kvBundle := func() (*meshv1.TrustBundle, error) {
+		store, err := conn.Bucket(ctx, bus.BucketTrust)
+		if err != nil {
+			return nil, err
+		}
+		var b meshv1.TrustBundle
+		_, err = store.Get(ctx, layout.BundleKey, &b)
+		return &b, err
+	}
+	var bundle *meshv1.TrustBundle
+	waitFor(t, "the vault bundle in KV", func() (err error) { bundle, err = kvBundle(); return err })
+	waitFor(t, "readiness", func() error { return httpGet(ctx, "http://"+adminAddr+"/readyz", nil) })
+
+	dial := func(b *meshv1.TrustBundle, cert *tls.Certificate) cav1.CertificateAuthorityServiceClient {
+		cfg, err := server.ClientTLSConfig(b, cert, "ca.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cav1.NewCertificateAuthorityServiceClient(cc)
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	boot, err := dial(bundle, nil).Bootstrap(ctx, &cav1.BootstrapRequest{Token: dev, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED,
+		Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE, Csr: csr})
+	if err != nil {
+		t.Fatalf("bootstrap through vault: %v", err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(k)
+	edgeCert, err := tls.X509KeyPair(boot.CertificateChainPem, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := dial(bundle, &edgeCert)
+	req := &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
+	sign := func(ctx context.Context) (*x509.Certificate, error) {
+		resp, err := edge.Sign(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return pki.ParseCertificatePEM(resp.CertificateChainPem)
+	}
+	verify := func(b *meshv1.TrustBundle, c *x509.Certificate) error {
+		pool, _ := pki.BundlePool(b)
+		_, err := c.Verify(x509.VerifyOptions{Roots: pool})
+		return err
+	}
+	oldLeaf, err := sign(ctx)
+	if err != nil {
+		t.Fatalf("sign through vault: %v", err)
+	}
+	if err := verify(bundle, oldLeaf); err != nil {
+		t.Fatal(err)
+	}
+
+	// Vault stops answering: the CA says so, and stays up.
+	if err := v.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	paused = true
+	_, err = sign(ctx)
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "vault") || server.ReasonFromStatus(err) != pki.ReasonUnavailable {
+		t.Fatalf("sign while vault is paused: %v, want Unavailable naming vault", err)
+	}
+	t.Logf("while vault is paused: %v", err)
+	waitFor(t, "not ready while vault is gone", func() error {
+		if httpGet(ctx, "http://"+adminAddr+"/readyz", nil) == nil {
+			return errors.New("still ready")
+		}
+		return nil
+	})
+	if err := v.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	paused = false
+	waitFor(t, "signing after vault returned", func() error { _, err := sign(ctx); return err })
+	waitFor(t, "ready again", func() error { return httpGet(ctx, "http://"+adminAddr+"/readyz", nil) })
+
+	// Rotation with Vault issuers, picked up by the bundle refresh.
+	v.Root(t, http.MethodPost, "pki/root/generate/internal", map[string]any{"common_name": "vault root 2", "key_type": "ec", "key_bits": 256, "ttl": "87600h", "issuer_name": "root-2"})
+	waitFor(t, "both roots in KV", func() error {
+		b, err := kvBundle()
+		if err == nil && len(b.Roots) != 2 {
+			err = errors.New("one root")
+		}
+		bundle = b
+		return err
+	})
+	v.Root(t, http.MethodPost, "pki/config/issuers", map[string]any{"default": "root-2"})
+	var newLeaf *x509.Certificate
+	waitFor(t, "leaves from the new root", func() error {
+		b, err := kvBundle()
+		if err != nil {
+			return err
+		}
+		if newLeaf, err = sign(ctx); err != nil {
+			return err
+		}
+		if string(oldLeaf.RawIssuer) == string(newLeaf.RawIssuer) {
+			return errors.New("still issuing from the old root")
+		}
+		bundle = b
+		return nil
+	})
+	if err := verify(bundle, oldLeaf); err != nil {
+		t.Errorf("old leaf during the overlap: %v", err)
+	}
+	if err := verify(bundle, newLeaf); err != nil {
+		t.Errorf("new leaf: %v", err)
+	}
+	if _, err := v.Do(ctx, http.MethodDelete, "pki/issuer/root-1", vaultdev.RootToken, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the old root removed from KV", func() error {
+		b, err := kvBundle()
+		if err == nil && (len(b.Roots) != 1 || !b.Roots[0].Signing) {
+			err = errors.New("old root still there")
+		}
+		bundle = b
+		return err
+	})
+	if err := verify(bundle, newLeaf); err != nil {
+		t.Errorf("new leaf after step 3: %v", err)
+	}
+}

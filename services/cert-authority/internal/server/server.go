@@ -1,0 +1,156 @@
+// Package server is the cert-authority's gRPC service osm.ca.v1: Sign,
+// GetTrustBundle, WatchTrustBundle and Bootstrap, served over mutual TLS.
+//
+// # Roles
+//
+// Control-plane components present a client certificate whose URI SAN is
+// spiffe://<trust-domain>/osm/<role> (see package pki); they get it from
+// Bootstrap. The CA authorizes each RPC by that role:
+//
+//   - Sign: xds-edge and injector-webhook only;
+//   - GetTrustBundle, WatchTrustBundle: any control-plane role;
+//   - Bootstrap: anyone; the caller has no certificate yet and proves
+//     itself with a ServiceAccount token (checked with a TokenReview) or,
+//     in dev mode, a pre-shared token.
+//
+// Workload certificates (spiffe://<td>/ns/<ns>/sa/<sa>) carry no role, so a
+// workload cannot call the CA even though it chains to the same root.
+package server
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
+)
+
+// Signer signs validated requests: the built-in provider or Vault.
+type Signer interface {
+	Sign(ctx context.Context, r pki.SignRequest) (*pki.Leaf, error)
+}
+
+// Options configures New.
+type Options struct {
+	// Signer issues every certificate.
+	Signer Signer
+	// Hub holds the trust bundle served to callers.
+	Hub *trust.Hub
+	// Workload is the policy for Sign (trust domain, default and maximum
+	// TTL).
+	Workload pki.Policy
+	// ControlPlane is the policy for Bootstrap; its trust domain must equal
+	// Workload's.
+	ControlPlane pki.Policy
+	// Bootstrap configures how Bootstrap callers are authenticated.
+	Bootstrap BootstrapOptions
+	// Log is the component logger. Tokens and keys are never logged.
+	Log *logrus.Entry
+	// Meter records the sign metrics; nil records nothing.
+	Meter metric.Meter
+}
+
+// Server implements cav1.CertificateAuthorityServiceServer.
+type Server struct {
+	cav1.UnimplementedCertificateAuthorityServiceServer
+
+	signer  Signer
+	hub     *trust.Hub
+	wl, cp  pki.Policy
+	boot    BootstrapOptions
+	log     *logrus.Entry
+	metrics *metrics
+}
+
+var _ cav1.CertificateAuthorityServiceServer = (*Server)(nil)
+
+// New returns the service.
+func New(o Options) (*Server, error) {
+	if o.Signer == nil || o.Hub == nil {
+		return nil, errors.New("server: Signer and Hub are required")
+	}
+	if o.ControlPlane.TrustDomain != o.Workload.TrustDomain {
+		return nil, errors.New("server: the control-plane and workload policies name different trust domains")
+	}
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.New())
+	}
+	m, err := newMetrics(o.Meter)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{signer: o.Signer, hub: o.Hub, wl: o.Workload, cp: o.ControlPlane, boot: o.Bootstrap, log: o.Log, metrics: m}, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Server) Register(r grpc.ServiceRegistrar) {
+	cav1.RegisterCertificateAuthorityServiceServer(r, s)
+}
+
+// Sign signs a workload CSR.
+func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignResponse, error) {
+	start := time.Now()
+	leaf, err := s.sign(ctx, req)
+	s.metrics.record(ctx, rpcSign, start, err)
+	if err != nil {
+		s.log.WithContext(ctx).WithFields(logrus.Fields{"identity": req.GetIdentity(), "caller_role": callerRole(ctx), "reason": reasonLabel(err)}).WithError(err).Info("sign refused")
+		return nil, toStatus(err)
+	}
+	return &cav1.SignResponse{
+		CertificateChainPem: leaf.ChainPEM,
+		IssuerId:            leaf.IssuerID,
+		NotAfter:            timestamppb.New(leaf.NotAfter),
+		SerialNumber:        leaf.SerialNumber.Text(16),
+	}, nil
+}
+
+func (s *Server) sign(ctx context.Context, req *cav1.SignRequest) (*pki.Leaf, error) {
+	wr, err := s.wl.ValidateWorkload(req.GetCsr(), req.GetIdentity(), ttlOf(req.GetTtl().AsDuration(), req.GetTtl() != nil))
+	if err != nil {
+		return nil, err
+	}
+	return s.signer.Sign(ctx, pki.SignRequest{CSR: wr.CSR, URI: wr.Identity.URI(), TTL: wr.TTL})
+}
+
+// ttlOf maps an unset duration to 0 (the default) and a set zero duration
+// to an invalid one, so that "ttl: 0s" is refused rather than defaulted.
+func ttlOf(d time.Duration, set bool) time.Duration {
+	if set && d == 0 {
+		return -1
+	}
+	return d
+}
+
+// GetTrustBundle returns the current bundle.
+func (s *Server) GetTrustBundle(context.Context, *cav1.GetTrustBundleRequest) (*cav1.GetTrustBundleResponse, error) {
+	b, _ := s.hub.Current()
+	if b == nil {
+		return nil, status.Error(codes.Unavailable, "the trust bundle is not loaded yet")
+	}
+	return &cav1.GetTrustBundleResponse{TrustBundle: b}, nil
+}
+
+// WatchTrustBundle streams the bundle: the current one unless the caller
+// knows it, then each change.
+func (s *Server) WatchTrustBundle(req *cav1.WatchTrustBundleRequest, stream grpc.ServerStreamingServer[cav1.WatchTrustBundleResponse]) error {
+	known := req.GetKnownVersion()
+	for {
+		b, err := s.hub.Next(stream.Context(), known)
+		if err != nil {
+			return status.FromContextError(err).Err()
+		}
+		if err := stream.Send(&cav1.WatchTrustBundleResponse{TrustBundle: b}); err != nil {
+			return err
+		}
+		known = b.Version
+	}
+}

@@ -1,0 +1,233 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
+)
+
+// ServingCert is the CA's own TLS certificate, spiffe://<td>/osm/cert-authority
+// plus the configured DNS names, issued by the CA's signer and renewed at
+// half of its lifetime.
+type ServingCert struct {
+	signer   Signer
+	uriTD    string
+	dnsNames []string
+	ttl      time.Duration
+	retry    time.Duration
+	log      *logrus.Entry
+
+	mu       sync.RWMutex
+	cert     *tls.Certificate
+	notAfter time.Time
+	renewAt  time.Time
+}
+
+// ServingCertOptions configures NewServingCert.
+type ServingCertOptions struct {
+	// Signer issues the certificate.
+	Signer Signer
+	// TrustDomain of the certificate's URI SAN.
+	TrustDomain string
+	// DNSNames the CA is reached at, e.g. osm-cert-authority.osm-system.svc.
+	DNSNames []string
+	// TTL of the certificate; default 24h.
+	TTL time.Duration
+	// Retry is the wait after a failed renewal; default 10s.
+	Retry time.Duration
+	// Log receives renewals and failures.
+	Log *logrus.Entry
+}
+
+// NewServingCert returns the serving certificate manager; call Renew (or
+// Start) before serving.
+func NewServingCert(o ServingCertOptions) *ServingCert {
+	if o.TTL == 0 {
+		o.TTL = 24 * time.Hour
+	}
+	if o.Retry == 0 {
+		o.Retry = 10 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = logrus.NewEntry(logrus.New())
+	}
+	return &ServingCert{signer: o.Signer, uriTD: o.TrustDomain, dnsNames: o.DNSNames, ttl: o.TTL, retry: o.Retry, log: o.Log}
+}
+
+// Renew issues a fresh certificate with a new key.
+func (s *ServingCert) Renew(ctx context.Context) error {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	uri := pki.ControlPlaneURI(s.uriTD, pki.RoleCertAuthority)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return err
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return err
+	}
+	leaf, err := s.signer.Sign(ctx, pki.SignRequest{CSR: csr, URI: uri, DNSNames: s.dnsNames, TTL: s.ttl})
+	if err != nil {
+		return fmt.Errorf("issue the CA's serving certificate: %w", err)
+	}
+	keyPEM, err := pkcs8PEM(key)
+	if err != nil {
+		return err
+	}
+	c, err := tls.X509KeyPair(leaf.ChainPEM, keyPEM)
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	// Half of the remaining lifetime, counted from now: NotBefore is
+	// backdated for clock skew and would bring the renewal forward.
+	now := time.Now()
+	s.mu.Lock()
+	s.cert = &c
+	s.notAfter = leaf.NotAfter
+	s.renewAt = now.Add(leaf.NotAfter.Sub(now) / 2)
+	s.mu.Unlock()
+	s.log.WithContext(ctx).WithFields(logrus.Fields{"not_after": leaf.NotAfter.UTC(), "issuer_id": leaf.IssuerID}).Info("issued serving certificate")
+	return nil
+}
+
+// NotAfter is the expiry of the current serving certificate (zero if none).
+func (s *ServingCert) NotAfter() time.Time {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.notAfter
+}
+
+// Check is a readiness check: a valid serving certificate is held.
+func (s *ServingCert) Check(context.Context) error {
+	if na := s.NotAfter(); na.IsZero() || time.Now().After(na) {
+		return errors.New("no valid serving certificate")
+	}
+	return nil
+}
+
+// Start renews the certificate at half its lifetime until ctx ends.
+func (s *ServingCert) Start(ctx context.Context) error {
+	for {
+		s.mu.RLock()
+		wait := time.Until(s.renewAt)
+		s.mu.RUnlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(max(wait, 0)):
+		}
+		if err := s.Renew(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			s.log.WithContext(ctx).WithError(err).Warn("serving certificate renewal failed; retrying")
+			s.mu.Lock()
+			s.renewAt = time.Now().Add(s.retry)
+			s.mu.Unlock()
+		}
+	}
+}
+
+func (s *ServingCert) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.cert == nil {
+		return nil, errors.New("no serving certificate yet")
+	}
+	return s.cert, nil
+}
+
+// poolCache keeps the client CA pool of the latest bundle version.
+type poolCache struct {
+	hub     *trust.Hub
+	mu      sync.Mutex
+	version string
+	pool    *x509.CertPool
+}
+
+func (p *poolCache) get() (*x509.CertPool, error) {
+	b, _ := p.hub.Current()
+	if b == nil {
+		return nil, errors.New("no trust bundle yet")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pool != nil && p.version == b.Version {
+		return p.pool, nil
+	}
+	pool, err := pki.BundlePool(b)
+	if err != nil {
+		return nil, err
+	}
+	p.pool, p.version = pool, b.Version
+	return pool, nil
+}
+
+// TLSConfig is the server side of the CA's mTLS: TLS 1.3, the serving
+// certificate, and client certificates verified against the current trust
+// bundle when presented (Bootstrap callers have none; the Authorizer
+// requires one on every other RPC).
+func TLSConfig(cert *ServingCert, hub *trust.Hub) *tls.Config {
+	pc := &poolCache{hub: hub}
+	base := &tls.Config{
+		MinVersion:     tls.VersionTLS13,
+		GetCertificate: cert.getCertificate,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		NextProtos:     []string{"h2"},
+	}
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			pool, err := pc.get()
+			if err != nil {
+				return nil, err
+			}
+			c := base.Clone()
+			c.ClientCAs = pool
+			return c, nil
+		},
+	}
+}
+
+// ClientTLSConfig is what a control-plane client of the CA uses: its own
+// certificate (nil for Bootstrap) and the bundle's roots to verify the CA.
+func ClientTLSConfig(b *meshv1.TrustBundle, cert *tls.Certificate, serverName string) (*tls.Config, error) {
+	pool, err := pki.BundlePool(b)
+	if err != nil {
+		return nil, err
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: serverName}
+	if cert != nil {
+		c.Certificates = []tls.Certificate{*cert}
+	}
+	return c, nil
+}
+
+// NewGRPCServer returns a gRPC server with the CA's mTLS credentials and
+// role authorization; register the Server on it.
+func NewGRPCServer(cfg *tls.Config, a *Authorizer, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{
+		grpc.Creds(credentials.NewTLS(cfg)),
+		grpc.ChainUnaryInterceptor(a.Unary),
+		grpc.ChainStreamInterceptor(a.Stream),
+	}, opts...)
+	return grpc.NewServer(opts...)
+}

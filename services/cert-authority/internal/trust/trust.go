@@ -1,0 +1,168 @@
+// Package trust holds the CA's current trust bundle, lets gRPC streams wait
+// for changes to it, and publishes it to KV mesh-trust, the bucket the
+// cert-authority alone writes.
+package trust
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+// Hub is the current trust bundle with change notification. The zero value
+// is not usable; use NewHub.
+type Hub struct {
+	mu      sync.Mutex
+	current *meshv1.TrustBundle
+	changed chan struct{} // closed and replaced on every change
+	now     func() time.Time
+}
+
+// NewHub returns an empty hub.
+func NewHub() *Hub { return &Hub{changed: make(chan struct{}), now: time.Now} }
+
+// Set replaces the bundle when its version differs from the current one and
+// reports whether it did. The stored bundle gets UpdateTime now unless it
+// carries one.
+func (h *Hub) Set(b *meshv1.TrustBundle) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.current != nil && h.current.Version == b.Version {
+		return false
+	}
+	b = proto.CloneOf(b)
+	if b.UpdateTime == nil {
+		b.UpdateTime = timestamppb.New(h.now())
+	}
+	h.current = b
+	close(h.changed)
+	h.changed = make(chan struct{})
+	return true
+}
+
+// Current returns the bundle (nil before the first Set) and a channel that
+// is closed at the next change. The bundle must not be modified.
+func (h *Hub) Current() (*meshv1.TrustBundle, <-chan struct{}) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.current, h.changed
+}
+
+// Next waits until the hub holds a bundle whose version differs from known,
+// and returns it.
+func (h *Hub) Next(ctx context.Context, known string) (*meshv1.TrustBundle, error) {
+	for {
+		b, changed := h.Current()
+		if b != nil && b.Version != known {
+			return b, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// Store is the part of a KV bucket the publisher uses (bus.Store).
+type Store interface {
+	Get(ctx context.Context, key string, m proto.Message) (uint64, error)
+	Put(ctx context.Context, key string, m proto.Message) (uint64, error)
+}
+
+// Publisher copies the hub's bundle into one KV key.
+type Publisher struct {
+	hub      *Hub
+	store    Store
+	key      string
+	notFound error
+	retry    time.Duration
+	onError  func(error)
+
+	mu        sync.Mutex
+	published string
+}
+
+// PublisherOptions configures NewPublisher.
+type PublisherOptions struct {
+	// Key is the KV key (layout.BundleKey).
+	Key string
+	// NotFound is the error Get wraps for an absent key (bus.ErrNotFound).
+	NotFound error
+	// Retry is the wait after a failed write; default 2s.
+	Retry time.Duration
+	// OnError receives write failures (the publisher keeps retrying).
+	OnError func(error)
+}
+
+// NewPublisher returns a publisher of hub's bundle into store.
+func NewPublisher(hub *Hub, store Store, o PublisherOptions) *Publisher {
+	if o.Retry == 0 {
+		o.Retry = 2 * time.Second
+	}
+	if o.OnError == nil {
+		o.OnError = func(error) {}
+	}
+	return &Publisher{hub: hub, store: store, key: o.Key, notFound: o.NotFound, retry: o.Retry, onError: o.OnError}
+}
+
+// Published is the version last written or found in the bucket, "" before.
+func (p *Publisher) Published() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.published
+}
+
+// Start publishes every change of the hub until ctx ends. It writes only
+// when the bucket's bundle has another version, so a restarted CA leaves an
+// unchanged bundle (and its update_time) alone.
+func (p *Publisher) Start(ctx context.Context) error {
+	for {
+		b, changed := p.hub.Current()
+		if b != nil && b.Version != p.Published() {
+			if err := p.publish(ctx, b); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				p.onError(err)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(p.retry):
+				}
+				continue
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+		}
+	}
+}
+
+func (p *Publisher) publish(ctx context.Context, b *meshv1.TrustBundle) error {
+	var cur meshv1.TrustBundle
+	_, err := p.store.Get(ctx, p.key, &cur)
+	switch {
+	case err == nil && cur.Version == b.Version:
+		// Already there (for example, written before a restart).
+	case err == nil || (p.notFound != nil && errors.Is(err, p.notFound)):
+		if _, err := p.store.Put(ctx, p.key, b); err != nil {
+			return fmt.Errorf("publish trust bundle %s: %w", b.Version, err)
+		}
+	default:
+		return fmt.Errorf("read trust bundle: %w", err)
+	}
+	p.mu.Lock()
+	p.published = b.Version
+	p.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,125 @@
+package trust
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func bundle(version string, ids ...string) *meshv1.TrustBundle {
+	b := &meshv1.TrustBundle{Version: version}
+	for _, id := range ids {
+		b.Roots = append(b.Roots, &meshv1.TrustRoot{Id: id, CertificatePem: []byte("pem-" + id)})
+	}
+	return b
+}
+
+func TestHubNext(t *testing.T) {
+	h := NewHub()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	got := make(chan string, 2)
+	go func() {
+		b, err := h.Next(ctx, "")
+		if err == nil {
+			got <- b.Version
+		}
+		b, err = h.Next(ctx, b.GetVersion())
+		if err == nil {
+			got <- b.Version
+		}
+	}()
+	if !h.Set(bundle("v1", "a")) {
+		t.Fatal("first Set reported no change")
+	}
+	if h.Set(bundle("v1", "a")) {
+		t.Fatal("Set of the same version reported a change")
+	}
+	if v := <-got; v != "v1" {
+		t.Fatalf("first Next = %s", v)
+	}
+	h.Set(bundle("v2", "a", "b"))
+	if v := <-got; v != "v2" {
+		t.Fatalf("second Next = %s", v)
+	}
+	cur, _ := h.Current()
+	if cur.UpdateTime == nil {
+		t.Error("the hub did not stamp update_time")
+	}
+	short, cancelShort := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancelShort()
+	if _, err := h.Next(short, "v2"); err == nil {
+		t.Error("Next returned without a change")
+	}
+}
+
+// TestPublisherWritesOnlyChanges publishes to a real (embedded) NATS
+// JetStream KV bucket: the first bundle is written, a restarted publisher
+// with the same bundle leaves the key alone, and a rotation writes again.
+func TestPublisherWritesOnlyChanges(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	ctx := t.Context()
+	conn, err := bus.Connect(ctx, bus.Options{URL: srv.URL(), Role: bus.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	store, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	run := func(h *Hub) (stop func()) {
+		p := NewPublisher(h, store, PublisherOptions{Key: layout.BundleKey, NotFound: bus.ErrNotFound, OnError: func(err error) { t.Error(err) }})
+		c, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { _ = p.Start(c) })
+		return func() { cancel(); wg.Wait() }
+	}
+	waitFor := func(version string) uint64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			var b meshv1.TrustBundle
+			rev, err := store.Get(ctx, layout.BundleKey, &b)
+			if err == nil && b.Version == version {
+				return rev
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("bundle %s never appeared in %s", version, bus.BucketTrust)
+		return 0
+	}
+
+	h := NewHub()
+	h.Set(bundle("v1", "a"))
+	stop := run(h)
+	rev1 := waitFor("v1")
+	stop()
+
+	h2 := NewHub() // a restarted CA with the same roots
+	h2.Set(bundle("v1", "a"))
+	stop = run(h2)
+	time.Sleep(200 * time.Millisecond)
+	if rev := waitFor("v1"); rev != rev1 {
+		t.Errorf("an unchanged bundle was rewritten: revision %d -> %d", rev1, rev)
+	}
+	h2.Set(bundle("v2", "a", "b"))
+	if rev := waitFor("v2"); rev <= rev1 {
+		t.Errorf("rotation revision %d, want > %d", rev, rev1)
+	}
+	stop()
+}

@@ -27,7 +27,7 @@ vet: ## gofmt check and go vet in every module
 	@unformatted=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@for m in $(MODULES); do echo "vet $$m"; (cd $$m && go vet ./...); done
-	@cd tests/kubebox && GOWORK=off go vet ./...
+	@for m in tests/kubebox tests/vaultbox; do echo "vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
 
 lint: vet ## vet plus buf lint of the protobuf contract
 	@scripts/proto.sh lint
@@ -38,7 +38,7 @@ proto: ## regenerate the Go code of proto/ with the pinned buf
 proto-check: ## fail when the generated code is stale or the contract breaks compatibility with the previous commit
 	@scripts/proto.sh check
 
-testbins: ## build (once, cached) the real kube-apiserver and controllers the tests run
+testbins: ## build (once, cached) the real servers the tests run: kube-apiserver with controllers, Vault dev server
 	@scripts/build-testbins.sh
 
 test: proto-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing

@@ -54,5 +54,11 @@ require (
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20260928230214-8a89bd6388cc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc // indirect
-	google.golang.org/grpc v1.85.0 // indirect
 )
+
+require (
+	github.com/openservicemesh/osm/proto v0.0.0
+	google.golang.org/grpc v1.85.0
+)
+
+replace github.com/openservicemesh/osm/proto => ../proto

@@ -86,3 +86,13 @@ func (k *Key) CSR(id ID) ([]byte, error) {
 	}
 	return der, nil
 }
+
+// CSRDER returns a DER certificate signing request without any SAN, for a
+// CA that sets the identity itself (Bootstrap does, from the verified token).
+func (k *Key) CSRDER() ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.priv)
+	if err != nil {
+		return nil, fmt.Errorf("create csr: %w", err)
+	}
+	return der, nil
+}

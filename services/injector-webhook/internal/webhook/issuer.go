@@ -1,13 +1,11 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/types/known/durationpb"
-
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 )
@@ -25,36 +23,17 @@ var _ Issuer = (*CAIssuer)(nil)
 
 // Issue implements Issuer.
 func (c *CAIssuer) Issue(ctx context.Context, id identity.ID) (*Certificate, error) {
-	key, err := identity.NewKey()
+	signed, err := caclient.Sign(ctx, c.Client, id, c.TTL)
 	if err != nil {
 		return nil, err
-	}
-	csr, err := key.CSR(id)
-	if err != nil {
-		return nil, err
-	}
-	req := &cav1.SignRequest{Csr: csr, Identity: id.String()}
-	if c.TTL > 0 {
-		req.Ttl = durationpb.New(c.TTL)
-	}
-	signed, err := c.Client.Sign(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("sign: %w", err)
 	}
 	tb, err := c.Client.GetTrustBundle(ctx, &cav1.GetTrustBundleRequest{})
 	if err != nil {
 		return nil, fmt.Errorf("get trust bundle: %w", err)
 	}
-	var roots bytes.Buffer
-	for _, r := range tb.GetTrustBundle().GetRoots() {
-		roots.Write(r.GetCertificatePem())
-	}
-	if roots.Len() == 0 {
+	roots := caclient.RootsPEM(tb.GetTrustBundle())
+	if len(roots) == 0 {
 		return nil, fmt.Errorf("the CA returned an empty trust bundle")
 	}
-	keyPEM, err := key.PEM()
-	if err != nil {
-		return nil, err
-	}
-	return &Certificate{ChainPEM: signed.GetCertificateChainPem(), KeyPEM: keyPEM, TrustPEM: roots.Bytes()}, nil
+	return &Certificate{ChainPEM: signed.ChainPEM, KeyPEM: signed.KeyPEM, TrustPEM: roots}, nil
 }

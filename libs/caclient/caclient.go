@@ -1,0 +1,148 @@
+// Package caclient is the client side of the cert-authority for every
+// component: dialing it over TLS with the trust bundle, obtaining a
+// control-plane certificate with Bootstrap (a ServiceAccount token, or the
+// dev pre-shared token), and issuing workload certificates with Sign. The
+// private key is always generated here and never leaves the process.
+package caclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+// RootPool returns the pool of the bundle's roots.
+func RootPool(b *meshv1.TrustBundle) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	n := 0
+	for _, r := range b.GetRoots() {
+		if pool.AppendCertsFromPEM(r.GetCertificatePem()) {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, errors.New("the trust bundle holds no root certificate")
+	}
+	return pool, nil
+}
+
+// RootsPEM concatenates the bundle's roots.
+func RootsPEM(b *meshv1.TrustBundle) []byte {
+	var out []byte
+	for _, r := range b.GetRoots() {
+		out = append(out, r.GetCertificatePem()...)
+	}
+	return out
+}
+
+// Dial connects to the CA at addr, verifying it against the bundle's roots
+// and serverName, presenting cert when it is not nil.
+func Dial(addr string, b *meshv1.TrustBundle, serverName string, cert *tls.Certificate) (*grpc.ClientConn, error) {
+	pool, err := RootPool(b)
+	if err != nil {
+		return nil, err
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: serverName}
+	if cert != nil {
+		tc.Certificates = []tls.Certificate{*cert}
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, fmt.Errorf("dial cert-authority %s: %w", addr, err)
+	}
+	return conn, nil
+}
+
+// Issued is a certificate with its key, as PEM, and the parsed pair.
+type Issued struct {
+	ChainPEM, KeyPEM []byte
+	Pair             tls.Certificate
+	NotAfter         time.Time
+	// Bundle is the trust bundle the CA returned with a Bootstrap, or nil.
+	Bundle *meshv1.TrustBundle
+}
+
+func issued(chain []byte, key *identity.Key) (*Issued, error) {
+	keyPEM, err := key.PEM()
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(chain, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("the CA returned an unusable certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	pair.Leaf = leaf
+	return &Issued{ChainPEM: chain, KeyPEM: keyPEM, Pair: pair, NotAfter: leaf.NotAfter}, nil
+}
+
+// BootstrapRequest is what Bootstrap needs.
+type BootstrapRequest struct {
+	Token     string
+	TokenType cav1.TokenType
+	Role      cav1.ComponentRole
+	TTL       time.Duration
+}
+
+// Bootstrap obtains a control-plane certificate for role.
+func Bootstrap(ctx context.Context, c cav1.CertificateAuthorityServiceClient, r BootstrapRequest) (*Issued, error) {
+	key, err := identity.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := key.CSRDER()
+	if err != nil {
+		return nil, err
+	}
+	req := &cav1.BootstrapRequest{Token: r.Token, TokenType: r.TokenType, Role: r.Role,
+		Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})}
+	if r.TTL > 0 {
+		req.Ttl = durationpb.New(r.TTL)
+	}
+	resp, err := c.Bootstrap(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("bootstrap as %s: %w", r.Role, err)
+	}
+	out, err := issued(resp.GetCertificateChainPem(), key)
+	if err != nil {
+		return nil, err
+	}
+	out.Bundle = resp.GetTrustBundle()
+	return out, nil
+}
+
+// Sign issues a workload certificate for id.
+func Sign(ctx context.Context, c cav1.CertificateAuthorityServiceClient, id identity.ID, ttl time.Duration) (*Issued, error) {
+	key, err := identity.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := key.CSR(id)
+	if err != nil {
+		return nil, err
+	}
+	req := &cav1.SignRequest{Csr: csr, Identity: id.String()}
+	if ttl > 0 {
+		req.Ttl = durationpb.New(ttl)
+	}
+	resp, err := c.Sign(ctx, req)
+	if err != nil {
+		return nil, fmt.Errorf("sign %s: %w", id, err)
+	}
+	return issued(resp.GetCertificateChainPem(), key)
+}

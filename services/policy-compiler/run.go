@@ -4,11 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/lease"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/compiler"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
@@ -22,6 +28,8 @@ type config struct {
 	debounce    time.Duration
 	maxDelay    time.Duration
 	kvReplicas  int
+	holder      string
+	leaseTTL    time.Duration
 }
 
 func spec() app.Spec {
@@ -37,6 +45,8 @@ func spec() app.Spec {
 			f.Duration(&c.debounce, "debounce", compiler.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
 			f.Duration(&c.maxDelay, "max-delay", compiler.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
 			f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-compiled bucket when the compiler declares it")
+			f.String(&c.holder, "holder", defaultHolder(), "name of this instance in the compiler lease (default: the POD_NAME environment variable, else the host name)")
+			f.Duration(&c.leaseTTL, "lease-ttl", 15*time.Second, "how long the compiler lease holds without renewal; a standby takes over after it")
 		},
 		Validate: func() error { return c.validate() },
 		Run:      func(ctx context.Context, rt *app.Runtime) error { return c.run(ctx, rt) },
@@ -58,6 +68,12 @@ func (c *config) validate() error {
 	}
 	if c.kvReplicas < 1 || c.kvReplicas > 5 {
 		return app.FlagError("kv-replicas", "must be 1 to 5, got %d", c.kvReplicas)
+	}
+	if c.holder == "" {
+		return app.FlagError("holder", "is required")
+	}
+	if c.leaseTTL < 3*time.Second {
+		return app.FlagError("lease-ttl", "must be at least 3s, got %s", c.leaseTTL)
 	}
 	return nil
 }
@@ -84,6 +100,17 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return err
 	}
+	leases, err := conn.EnsureBucket(ctx, bus.BucketLeases, bus.BucketOptions{Replicas: c.kvReplicas})
+	if err != nil {
+		return err
+	}
+	elector, err := lease.New(leases, lease.Options{Key: layout.CompilerLeaseKey, Holder: c.holder, TTL: c.leaseTTL,
+		OnChange: func(leading bool, term uint64) {
+			rt.Log.WithContext(ctx).WithFields(logrus.Fields{"holder": c.holder, "leading": leading, "term": term}).Info("compiler lease changed")
+		}})
+	if err != nil {
+		return err
+	}
 	metrics, err := compiler.NewMetrics(rt.Telemetry.Meter("policy-compiler"))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
@@ -94,9 +121,22 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		MaxDelay: c.maxDelay,
 		Log:      rt.Log,
 		Metrics:  metrics,
+		Leader:   elector,
 	})
 	rt.Health.AddReadyCheck("compiled", comp.Ready)
-	return comp.Start(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return elector.Run(gctx) })
+	g.Go(func() error { return comp.Start(gctx) })
+	return g.Wait()
+}
+
+// defaultHolder names this instance: its pod name, else its host name.
+func defaultHolder() string {
+	if p := os.Getenv("POD_NAME"); p != "" {
+		return p
+	}
+	h, _ := os.Hostname()
+	return h
 }
 
 // waitBucket opens mesh-observed, waiting for the smi-watcher to declare it.

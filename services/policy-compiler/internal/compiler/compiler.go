@@ -74,6 +74,17 @@ type Options struct {
 	Log *logrus.Entry
 	// Metrics records the compiler's metrics; nil records none.
 	Metrics *Metrics
+	// Leader, when set, gates writing: a standby keeps its model warm and
+	// writes nothing; on becoming leader it re-reads mesh-compiled and writes
+	// only the keys whose content differs. Nil means always the leader.
+	Leader Leader
+}
+
+// Leader says whether this instance is the active compiler (a
+// *lease.Elector).
+type Leader interface {
+	Leading() bool
+	Changes() <-chan bool
 }
 
 // Stats are counters of what the compiler wrote, for tests and debugging.
@@ -107,6 +118,7 @@ type Compiler struct {
 	lastRev  uint64
 	statuses []*meshv1.PolicyStatus // verdicts waiting for a commit
 	ready    atomic.Bool
+	warm     atomic.Bool // observed state loaded (what a standby needs)
 	stats    atomic.Pointer[Stats]
 }
 
@@ -136,8 +148,18 @@ type nopWriter struct{}
 
 func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 
-// Ready fails until the compiler has committed its first compile.
+// leading reports whether this instance may write.
+func (c *Compiler) leading() bool { return c.o.Leader == nil || c.o.Leader.Leading() }
+
+// Ready fails until the compiler has committed its first compile, or, on a
+// standby, until its model holds the observed state.
 func (c *Compiler) Ready(context.Context) error {
+	if !c.leading() {
+		if !c.warm.Load() {
+			return errors.New("standby: observed state not loaded yet")
+		}
+		return nil
+	}
 	if !c.ready.Load() {
 		return errors.New("no compile committed yet (waiting for mesh-observed to be synced)")
 	}
@@ -173,6 +195,10 @@ func (c *Compiler) Start(ctx context.Context) error {
 	initialized := false
 	var lastFlush time.Time
 	traceCtx := ctx
+	var changes <-chan bool
+	if c.o.Leader != nil {
+		changes = c.o.Leader.Changes()
+	}
 	schedule := func(d time.Duration) {
 		quiet.Reset(d)
 		quietRunning = true
@@ -204,6 +230,7 @@ func (c *Compiler) Start(ctx context.Context) error {
 			switch ev.Kind {
 			case bus.EventInitialized:
 				initialized = true
+				c.warm.Store(true)
 				c.log.WithContext(ctx).WithField("revision", c.lastRev).Info("observed state loaded")
 				flush()
 				continue
@@ -229,6 +256,21 @@ func (c *Compiler) Start(ctx context.Context) error {
 			flush()
 		case <-maxDelay.C:
 			flush()
+		case leading := <-changes:
+			if !leading {
+				c.ready.Store(false)
+				c.log.WithContext(ctx).Warn("lost the compiler lease; standing by")
+				continue
+			}
+			// Another compiler may have written since we last looked:
+			// re-read mesh-compiled and diff the whole output against it.
+			if err := c.loadCompiled(ctx); err != nil {
+				return err
+			}
+			c.log.WithContext(ctx).WithField("generation", c.gen).Info("holding the compiler lease; taking over")
+			if initialized {
+				flush()
+			}
 		}
 	}
 }
@@ -292,6 +334,11 @@ func versionOf(key string, value []byte) (string, bool) {
 // flush compiles what is pending and commits it. It reports whether it
 // should be retried (a write failed).
 func (c *Compiler) flush(ctx context.Context) bool {
+	if !c.leading() {
+		// A standby compiles nothing: the engine keeps what changed and
+		// the new leader compiles it on takeover.
+		return false
+	}
 	m := c.engine.Model()
 	if !m.Synced() {
 		if c.engine.Pending() {

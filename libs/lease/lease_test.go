@@ -1,0 +1,161 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+// clock is a manual clock shared by the electors of a test.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func store(t *testing.T) *bus.Store {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	c, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	s, err := c.EnsureBucket(t.Context(), bus.BucketLeases, bus.BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func elector(t *testing.T, s *bus.Store, holder string, c *clock) *Elector {
+	t.Helper()
+	e, err := New(s, Options{Key: "compiler", Holder: holder, TTL: 15 * time.Second, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestOneLeaderAndTakeover(t *testing.T) {
+	s := store(t)
+	c := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := elector(t, s, "compiler-a", c), elector(t, s, "compiler-b", c)
+	ctx := t.Context()
+
+	a.tryOnce(ctx)
+	b.tryOnce(ctx)
+	if !a.Leading() || b.Leading() || a.Term() != 1 {
+		t.Fatalf("a leading=%v term=%d, b leading=%v", a.Leading(), a.Term(), b.Leading())
+	}
+	// Renewals keep the lease with a; b stays standby.
+	for range 5 {
+		c.Add(5 * time.Second)
+		a.tryOnce(ctx)
+		b.tryOnce(ctx)
+		if !a.Leading() || b.Leading() {
+			t.Fatal("the lease moved while its holder renewed it")
+		}
+	}
+	// a dies (stops renewing); once the TTL has passed, b takes over with
+	// a new term.
+	c.Add(10 * time.Second)
+	b.tryOnce(ctx)
+	if b.Leading() {
+		t.Fatal("b took over before the lease expired")
+	}
+	c.Add(6 * time.Second)
+	b.tryOnce(ctx)
+	if !b.Leading() || b.Term() != 2 {
+		t.Fatalf("b leading=%v term=%d after expiry", b.Leading(), b.Term())
+	}
+	// a comes back and learns it lost.
+	a.tryOnce(ctx)
+	if a.Leading() {
+		t.Fatal("two leaders")
+	}
+	select {
+	case v := <-a.Changes():
+		if v {
+			t.Fatal("a's last change says leading")
+		}
+	default:
+		t.Fatal("a was not told it stopped leading")
+	}
+}
+
+// failing makes every call fail, as a lost NATS connection would.
+type failing struct{}
+
+var errDown = errors.New("nats down")
+
+func (failing) getLease(context.Context, string) (*meshv1.Lease, uint64, error) {
+	return nil, 0, errDown
+}
+func (failing) create(context.Context, string, *meshv1.Lease) (uint64, error) { return 0, errDown }
+func (failing) update(context.Context, string, *meshv1.Lease, uint64) (uint64, error) {
+	return 0, errDown
+}
+
+func TestStepsDownBeforeOthersCanTakeOver(t *testing.T) {
+	s := store(t)
+	c := &clock{now: time.Unix(1_000_000, 0)}
+	a := elector(t, s, "compiler-a", c)
+	a.tryOnce(t.Context())
+	if !a.Leading() {
+		t.Fatal("a did not acquire")
+	}
+	a.store = failing{}
+	c.Add(9 * time.Second)
+	a.tryOnce(t.Context())
+	if !a.Leading() {
+		t.Fatal("a stepped down before its renew deadline")
+	}
+	c.Add(2 * time.Second) // 11s > 2/3 of 15s
+	a.tryOnce(t.Context())
+	if a.Leading() {
+		t.Fatal("a kept leading without renewing past its deadline")
+	}
+	// A standby could only take over at 15s: a stopped first.
+}
+
+func TestReleaseOnStop(t *testing.T) {
+	s := store(t)
+	c := &clock{now: time.Unix(1_000_000, 0)}
+	a, b := elector(t, s, "compiler-a", c), elector(t, s, "compiler-b", c)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case v := <-a.Changes():
+		if !v {
+			t.Fatal("first change is not leading")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a did not lead")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Without waiting for the TTL, b takes the released lease.
+	b.tryOnce(t.Context())
+	if !b.Leading() || b.Term() != 2 {
+		t.Fatalf("b leading=%v term=%d after a released", b.Leading(), b.Term())
+	}
+}

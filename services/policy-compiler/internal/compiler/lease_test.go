@@ -1,0 +1,95 @@
+package compiler
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/lease"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
+)
+
+// startElected starts a compiler that writes only while it holds the
+// compiler lease, as the service runs it.
+func (h *harness) startElected(holder string) (*running, *lease.Elector) {
+	h.t.Helper()
+	conn := connect(h.t, h.srv, bus.RoleCompiler)
+	ctx := h.t.Context()
+	compiled, err := conn.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{Memory: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	observed, err := conn.Bucket(ctx, bus.BucketObserved)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	leases, err := conn.EnsureBucket(ctx, bus.BucketLeases, bus.BucketOptions{Memory: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	el, err := lease.New(leases, lease.Options{Key: layout.CompilerLeaseKey, Holder: holder, TTL: 1500 * time.Millisecond})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c := New(observed, compiled, conn.NATS(), Options{Leader: el, Engine: compile.Options{
+		MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName},
+	}})
+	rctx, cancel := context.WithCancel(ctx)
+	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
+	elDone := make(chan struct{})
+	go func() { _ = el.Run(rctx); close(elDone) }()
+	go func() { err := c.Start(rctx); <-elDone; r.done <- err }()
+	h.t.Cleanup(r.stop)
+	return r, el
+}
+
+func TestStandbyTakesOverWritingOnlyWhatChanged(t *testing.T) {
+	h := newHarness(t)
+	h.put(synth.Bookstore(false)...)
+	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	a, elA := h.startElected("compiler-a")
+	waitFor(t, "a to lead", elA.Leading)
+	b, elB := h.startElected("compiler-b")
+	waitFor(t, "the first generation", func() bool { return a.c.Stats().Generations == 1 })
+	waitFor(t, "b to be warm", func() bool { return b.c.Ready(t.Context()) == nil })
+	settle()
+	if elB.Leading() || b.c.Stats().Puts != 0 || b.c.Stats().Generations != 0 {
+		t.Fatalf("the standby leads=%v or wrote: %+v", elB.Leading(), b.c.Stats())
+	}
+	h.watchCompiled()
+
+	// An edit while a leads: only a writes.
+	http := synth.Port{Number: 14001, Name: "bookwarehouse-port", AppProtocol: "http"}
+	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
+		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.20"}))
+	waitFor(t, "a's second generation", func() bool { return a.c.Stats().Generations == 2 })
+	settle()
+	if b.c.Stats().Puts != 0 {
+		t.Fatalf("the standby wrote: %+v", b.c.Stats())
+	}
+	h.drainCompiled()
+
+	// a stops (and releases the lease); an edit lands while b takes over.
+	a.stop()
+	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
+		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.21"}))
+	waitFor(t, "b to lead", elB.Leading)
+	waitFor(t, "b's first generation", func() bool { return b.c.Stats().Generations == 1 })
+	keys := h.drainCompiled()
+	want := []string{layout.ResourceKey(layout.TypeEndpoint, "bookwarehouse/bookwarehouse|14001"), layout.GenerationKey}
+	if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
+		t.Fatalf("takeover wrote %v, want only the changed endpoint then the generation %v", keys, want)
+	}
+	gen := &meshv1.Generation{}
+	if _, err := h.compiledStore().Get(t.Context(), layout.GenerationKey, gen); err != nil {
+		t.Fatal(err)
+	}
+	if gen.GetNumber() != 3 {
+		t.Fatalf("generation after takeover = %d, want 3 (numbers never go back)", gen.GetNumber())
+	}
+}

@@ -48,9 +48,9 @@ test: proto-check vet build testbins ## everything CI runs: contract checks, vet
 FUZZTIME ?= 60s
 fuzz: ## run the fuzz targets for FUZZTIME each (60s by default); the seed corpora live in testdata/fuzz
 	@echo "fuzz injector-webhook FuzzAdmit for $(FUZZTIME)"
-	@cd services/injector-webhook && go test -run '^$$' -fuzz '^FuzzAdmit$$' -fuzztime $(FUZZTIME) ./internal/webhook/
+	@cd services/injector-webhook && go test -run '^$$' -fuzz '^FuzzAdmit$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/webhook/
 	@echo "fuzz libs/bus FuzzKeyRoundTrip for $(FUZZTIME)"
-	@cd libs && go test -run '^$$' -fuzz '^FuzzKeyRoundTrip$$' -fuzztime $(FUZZTIME) ./bus/
+	@cd libs && go test -run '^$$' -fuzz '^FuzzKeyRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./bus/
 
 run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 	@cd tests && go run ./cmd/osm-dev $(ARGS)

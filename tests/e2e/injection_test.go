@@ -281,8 +281,8 @@ func TestInjection(t *testing.T) {
 		}
 	})
 	for _, p := range []*proc{ca, injector} {
-		if l := p.log.String(); strings.Contains(l, devToken) || strings.Contains(l, "PRIVATE KEY") || strings.Contains(l, pw[bus.RoleCA]) {
-			t.Errorf("%s logs a secret", p.name)
+		if l := p.Output(); strings.Contains(l, devToken) || strings.Contains(l, "PRIVATE KEY") || strings.Contains(l, pw[bus.RoleCA]) {
+			t.Errorf("%s logs a secret", p.Name)
 		}
 	}
 }
@@ -295,4 +295,3 @@ func secretCount(t *testing.T, ns string) int {
 	}
 	return len(l.Items)
 }
-

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/tests/kube"
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
 var cluster *kube.Cluster
@@ -26,12 +27,15 @@ func TestMain(m *testing.M) {
 		log.Fatalf("start kube cluster: %v", err)
 	}
 	cluster = c
+	binDir, err := os.MkdirTemp("", "osm-e2e-bin-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	builder = stack.NewBuilder(binDir)
 	code := m.Run()
 	if err := c.Stop(); err != nil {
 		log.Printf("stop kube cluster: %v", err)
 	}
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	os.RemoveAll(binDir)
 	os.Exit(code)
 }

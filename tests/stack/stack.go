@@ -1,0 +1,190 @@
+// Package stack builds the mesh's services from services/<name> on their
+// own (GOWORK=off, as an image build would) and runs them as processes, for
+// the end-to-end tests and the local dev stack.
+package stack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// RepoRoot is the repository root, found from this package's source.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Builder builds service binaries into Dir, each at most once.
+type Builder struct {
+	dir   string
+	mu    sync.Mutex
+	built map[string]string
+}
+
+// NewBuilder returns a builder writing binaries into dir.
+func NewBuilder(dir string) *Builder { return &Builder{dir: dir, built: map[string]string{}} }
+
+// Build builds services/<name> and returns the binary's path.
+func (b *Builder) Build(ctx context.Context, name string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bin, ok := b.built[name]; ok {
+		return bin, nil
+	}
+	if err := os.MkdirAll(b.dir, 0o755); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(b.dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Join(RepoRoot(), "services", name)
+	cmd.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, out)
+	}
+	b.built[name] = bin
+	return bin, nil
+}
+
+// Proc is a running service.
+type Proc struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *Buffer
+	done chan struct{}
+	err  error
+}
+
+// Buffer collects a process's output; safe for concurrent use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start runs bin with args and the extra environment env. Output goes to
+// the process's buffer and, when tee is not nil, to tee too. The kernel
+// kills the process if this one dies.
+func Start(name, bin string, args []string, env map[string]string, tee io.Writer) (*Proc, error) {
+	p := &Proc{Name: name, out: &Buffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Env = os.Environ()
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	var w io.Writer = p.out
+	if tee != nil {
+		w = io.MultiWriter(p.out, tee)
+	}
+	p.cmd.Stdout, p.cmd.Stderr = w, w
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// Output returns what the process printed so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Exited is closed when the process has exited.
+func (p *Proc) Exited() <-chan struct{} { return p.done }
+
+// Stop sends SIGTERM and waits for the process to exit; it reports an
+// unclean exit, and kills the process after timeout.
+func (p *Proc) Stop(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			return fmt.Errorf("%s exited with %v after SIGTERM", p.Name, p.err)
+		}
+		return nil
+	case <-time.After(timeout):
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("%s did not stop within %s of SIGTERM", p.Name, timeout)
+	}
+}
+
+// Ready asks the service's admin listener whether it is ready.
+func (p *Proc) Ready(adminAddr string) error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("%s exited: %v", p.Name, p.err)
+	default:
+	}
+	resp, err := http.Get("http://" + adminAddr + "/readyz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("not ready: %s", bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+// WaitReady waits until the service is ready, it exits, or within passes.
+func (p *Proc) WaitReady(ctx context.Context, adminAddr string, within time.Duration) error {
+	return Eventually(ctx, within, func() error { return p.Ready(adminAddr) })
+}
+
+// Eventually retries f every 100ms until it succeeds, ctx ends or within
+// passes; it returns f's last error.
+func Eventually(ctx context.Context, within time.Duration, f func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s: %w", within, err)
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// FreeAddr returns a free loopback address.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}

@@ -38,10 +38,12 @@ import (
 const usage = `Usage: osm-dev [flags]
 
 Runs OSM's local dev stack: an embedded NATS server with JetStream and the
-mesh KV buckets (mesh-observed, mesh-compiled, mesh-trust) with one user per
-role, and a real kube-apiserver with etcd and controllers, with the SMI and
-OSM CRDs and the bookstore demo namespaces. It checks that each part works,
-prints a summary, and runs until Ctrl-C (or exits at once with --once).
+mesh KV buckets with one user per role; a real kube-apiserver with etcd and
+controllers, with the SMI and OSM CRDs and the bookstore demo namespaces;
+and the mesh services built from services/ and run as processes: the
+cert-authority, the policy-compiler and the injector-webhook (which injects
+a demo pod). It checks that each part works, prints a summary, and runs
+until Ctrl-C (or exits at once with --once).
 
 The first start builds the kube-apiserver from source (8 to 15 minutes on
 two cores); the binary is cached under $OSM_TESTBIN_DIR or
@@ -56,6 +58,7 @@ type config struct {
 	noKube   bool
 	once     bool
 	mesh     string
+	verbose  bool
 }
 
 func main() {
@@ -78,6 +81,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.BoolVar(&c.noKube, "no-kube", false, "do not start the Kubernetes control plane")
 	fs.BoolVar(&c.once, "once", false, "start, check and print, then stop (a smoke test)")
 	fs.StringVar(&c.mesh, "mesh-name", "osm", "mesh name for the openservicemesh.io/monitored-by namespace label")
+	fs.BoolVar(&c.verbose, "v", false, "show the services' logs")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -122,7 +126,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	// Kubernetes.
 	var cluster *kube.Cluster
-	var kubeReport []row
+	var kubeReport, svcReport []row
 	if !c.noKube {
 		say("starting the Kubernetes control plane (the first start builds it: 8 to 15 minutes)")
 		cluster, err = kube.StartCluster(ctx, kube.Options{DataDir: filepath.Join(dir, "kube"), Logf: func(f string, a ...any) { say(f, a...) }})
@@ -138,9 +142,22 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
+		services, rows, err := startServices(ctx, dir, nats.URL(), passwords, admin, cluster, c.mesh, c.verbose, say)
+		if err != nil {
+			return err
+		}
+		defer services.stop(say)
+		for _, name := range services.order {
+			svcReport = append(svcReport, row{name, services.byName[name].state})
+		}
+		svcReport = append(svcReport, rows...)
 	}
 
-	printReport(out, nats.URL(), dir, busReport, kubeReport, cluster)
+	buckets, err := bucketRows(ctx, admin)
+	if err != nil {
+		return err
+	}
+	printReport(out, nats.URL(), dir, append(busReport, buckets...), kubeReport, svcReport, cluster)
 	if c.once {
 		return nil
 	}
@@ -250,6 +267,12 @@ func checkBus(ctx context.Context, admin *bus.Conn, url string, pw map[bus.Role]
 		return nil, errors.New("bus check: the edge role could write mesh-compiled")
 	}
 	rows = append(rows, row{"edge refused a write to mesh-compiled", "ok"})
+	return rows, nil
+}
+
+// bucketRows counts the live keys of every mesh bucket.
+func bucketRows(ctx context.Context, admin *bus.Conn) ([]row, error) {
+	var rows []row
 	for _, b := range bus.Buckets() {
 		st, err := admin.Bucket(ctx, b)
 		if err != nil {
@@ -313,7 +336,7 @@ func waitDefaultSA(ctx context.Context, c *kube.Cluster, ns string) (string, err
 	}
 }
 
-func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows []row, c *kube.Cluster) {
+func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows, svcRows []row, c *kube.Cluster) {
 	tw := tabwriter.NewWriter(out, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nCOMPONENT\tCHECK\tSTATUS")
 	fmt.Fprintf(tw, "nats\t%s\trunning\n", natsURL)
@@ -328,10 +351,13 @@ func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows []row, c 
 	} else {
 		fmt.Fprintln(tw, "kubernetes\t(--no-kube)\tnot started")
 	}
+	for _, r := range svcRows {
+		fmt.Fprintf(tw, "mesh\t%s\t%s\n", r.what, r.status)
+	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nRole credentials for NATS: %s (user = role name)\n", filepath.Join(dir, "nats-passwords.json"))
 	if c != nil {
 		fmt.Fprintf(out, "kubectl: export KUBECONFIG=%s\n", c.KubeconfigPath())
 	}
-	fmt.Fprintln(out, "The mesh services (watcher, compiler, CA, edges, injector) join this stack as they land.")
+	fmt.Fprintln(out, "Running: cert-authority, policy-compiler, injector-webhook. The smi-watcher and the xds-edge join this stack as they land.")
 }

@@ -36,6 +36,11 @@ func TestOnce(t *testing.T) {
 			"CRDs from deploy/crds":                             "established",
 			"meshed namespaces":                                 "4",
 			"SMI TrafficTarget API":                             "served",
+			"bucket mesh-trust":                                 "1 key(s)",
+			"cert-authority":                                    "ready",
+			"injector-webhook":                                  "ready",
+			"policy-compiler":                                   "running",
+			"demo pod bookstore/bookstore-demo":                 "injected: init:osm-init, bookstore, envoy",
 		}
 		for check, status := range checks {
 			if !hasRow(out.String(), check, status) {

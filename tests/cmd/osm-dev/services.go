@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/layout"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/tests/kube"
+	"github.com/openservicemesh/osm/tests/stack"
+)
+
+const controlPlaneNS = "osm-system"
+
+// service is one mesh service the dev stack runs.
+type service struct {
+	proc  *stack.Proc
+	admin string
+	// state is what the report shows: ready, or why not.
+	state string
+}
+
+// meshServices are the running services, in start order.
+type meshServices struct {
+	order  []string
+	byName map[string]*service
+}
+
+func (m *meshServices) add(name string, s *service) {
+	if m.byName == nil {
+		m.byName = map[string]*service{}
+	}
+	m.order = append(m.order, name)
+	m.byName[name] = s
+}
+
+// stop stops the services in reverse order.
+func (m *meshServices) stop(say func(string, ...any)) {
+	for i := len(m.order) - 1; i >= 0; i-- {
+		s := m.byName[m.order[i]]
+		if err := s.proc.Stop(30 * time.Second); err != nil {
+			say("%v", err)
+		}
+	}
+}
+
+// startServices builds and starts the cert-authority, the policy-compiler
+// and the injector-webhook against the dev NATS and cluster, then shows the
+// injector at work on a demo pod.
+func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.Role]string, admin *bus.Conn,
+	cluster *kube.Cluster, mesh string, verbose bool, say func(string, ...any)) (*meshServices, []row, error) {
+	cs := cluster.Clientset()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controlPlaneNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, nil, err
+	}
+	token, err := secretFile(filepath.Join(dir, "dev-bootstrap-token"))
+	if err != nil {
+		return nil, nil, err
+	}
+	say("building the services (the first build takes a few minutes)")
+	b := stack.NewBuilder(filepath.Join(dir, "bin"))
+	for _, name := range []string{"cert-authority", "policy-compiler", "injector-webhook"} {
+		if _, err := b.Build(ctx, name); err != nil {
+			return nil, nil, err
+		}
+	}
+	var tee io.Writer
+	if verbose {
+		tee = os.Stderr
+	}
+	run := &meshServices{}
+	fail := func(err error) (*meshServices, []row, error) {
+		run.stop(say)
+		return nil, nil, err
+	}
+	start := func(name string, args []string, env map[string]string) (*service, error) {
+		admin, err := stack.FreeAddr()
+		if err != nil {
+			return nil, err
+		}
+		bin, _ := b.Build(ctx, name)
+		args = append(args, "--admin-addr", admin, "--log-format", "text")
+		p, err := stack.Start(name, bin, args, env, tee)
+		if err != nil {
+			return nil, err
+		}
+		s := &service{proc: p, admin: admin}
+		run.add(name, s)
+		return s, nil
+	}
+
+	// cert-authority: built-in provider, root in a Secret of osm-system.
+	caAddr, err := stack.FreeAddr()
+	if err != nil {
+		return fail(err)
+	}
+	ca, err := start("cert-authority", []string{
+		"--namespace", controlPlaneNS, "--kubeconfig", cluster.KubeconfigPath(), "--grpc-addr", caAddr,
+		"--server-dns-names", "osm-cert-authority.osm-system.svc", "--nats-url", natsURL, "--nats-user", string(bus.RoleCA),
+	}, map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCA], "OSM_DEV_BOOTSTRAP_TOKEN": token})
+	if err != nil {
+		return fail(err)
+	}
+	if err := ca.proc.WaitReady(ctx, ca.admin, 2*time.Minute); err != nil {
+		return fail(fmt.Errorf("cert-authority: %w\n%s", err, ca.proc.Output()))
+	}
+	ca.state = "ready, gRPC on " + caAddr
+
+	// policy-compiler: waits for the smi-watcher's sync marker.
+	comp, err := start("policy-compiler", []string{
+		"--nats-url", natsURL, "--nats-user", string(bus.RoleCompiler), "--holder", "osm-dev",
+	}, map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCompiler]})
+	if err != nil {
+		return fail(err)
+	}
+
+	// injector-webhook: its control-plane certificate from Bootstrap, its
+	// serving certificate from a local CA the webhook configuration trusts.
+	certs := filepath.Join(dir, "certs")
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		return fail(err)
+	}
+	trust, err := admin.Bucket(ctx, bus.BucketTrust)
+	if err != nil {
+		return fail(err)
+	}
+	var bundle meshv1.TrustBundle
+	if _, err := trust.Get(ctx, layout.BundleKey, &bundle); err != nil {
+		return fail(fmt.Errorf("trust bundle: %w", err))
+	}
+	conn, err := caclient.Dial(caAddr, &bundle, "osm-cert-authority.osm-system.svc", nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer conn.Close()
+	boot, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(conn), caclient.BootstrapRequest{
+		Token: token, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK})
+	if err != nil {
+		return fail(err)
+	}
+	files := map[string][]byte{"injector.crt": boot.ChainPEM, "injector.key": boot.KeyPEM, "ca-roots.pem": caclient.RootsPEM(&bundle)}
+	caPEM, certPEM, keyPEM, err := servingCert()
+	if err != nil {
+		return fail(err)
+	}
+	files["webhook-ca.crt"], files["webhook.crt"], files["webhook.key"] = caPEM, certPEM, keyPEM
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(certs, name), data, 0o600); err != nil {
+			return fail(err)
+		}
+	}
+	listen, err := stack.FreeAddr()
+	if err != nil {
+		return fail(err)
+	}
+	inj, err := start("injector-webhook", []string{
+		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", mesh, "--control-plane-namespace", controlPlaneNS,
+		"--listen-addr", listen, "--webhook-config-name", "osm-dev-sidecar-injector", "--webhook-url", "https://" + listen + "/mutate-pod",
+		"--tls-cert-file", filepath.Join(certs, "webhook.crt"), "--tls-key-file", filepath.Join(certs, "webhook.key"),
+		"--tls-ca-file", filepath.Join(certs, "webhook-ca.crt"),
+		"--ca-addr", caAddr, "--ca-server-name", "osm-cert-authority.osm-system.svc",
+		"--ca-client-cert-file", filepath.Join(certs, "injector.crt"), "--ca-client-key-file", filepath.Join(certs, "injector.key"),
+		"--ca-trust-file", filepath.Join(certs, "ca-roots.pem"),
+	}, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if err := inj.proc.WaitReady(ctx, inj.admin, 2*time.Minute); err != nil {
+		return fail(fmt.Errorf("injector-webhook: %w\n%s", err, inj.proc.Output()))
+	}
+	inj.state = "ready, webhook on " + listen
+
+	demo, err := demoPod(ctx, cs)
+	if err != nil {
+		return fail(err)
+	}
+	if err := comp.proc.Ready(comp.admin); err != nil {
+		comp.state = "running; not ready until the smi-watcher publishes the mesh (" + strings.TrimSpace(lastLine(err.Error())) + ")"
+	} else {
+		comp.state = "ready"
+	}
+	rows := []row{{"demo pod bookstore/bookstore-demo", demo}}
+	return run, rows, nil
+}
+
+// demoPod creates a pod in the meshed bookstore namespace and reports what
+// the injector did to it.
+func demoPod(ctx context.Context, cs *kubernetes.Clientset) (string, error) {
+	sas := cs.CoreV1().ServiceAccounts("bookstore")
+	if _, err := sas.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bookstore"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	pods := cs.CoreV1().Pods("bookstore")
+	_ = pods.Delete(ctx, "bookstore-demo", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "bookstore-demo", Labels: map[string]string{"app": "bookstore"}},
+		Spec:       corev1.PodSpec{ServiceAccountName: "bookstore", Containers: []corev1.Container{{Name: "bookstore", Image: "openservicemesh/bookstore:v1"}}},
+	}
+	var got *corev1.Pod
+	err := stack.Eventually(ctx, 30*time.Second, func() error {
+		p, err := pods.Create(ctx, pod, metav1.CreateOptions{})
+		if apierrors.IsAlreadyExists(err) {
+			return err // the previous one is still being deleted
+		}
+		if err != nil {
+			return err
+		}
+		got = p
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("create the demo pod: %w", err)
+	}
+	var names []string
+	for _, c := range got.Spec.InitContainers {
+		names = append(names, "init:"+c.Name)
+	}
+	for _, c := range got.Spec.Containers {
+		names = append(names, c.Name)
+	}
+	if len(got.Spec.Containers) < 2 {
+		return "", fmt.Errorf("the demo pod was not injected: containers %v", names)
+	}
+	return "injected: " + strings.Join(names, ", ") + "; bootstrap Secret envoy-bootstrap-" + got.Labels["osm-proxy-uuid"], nil
+}
+
+// servingCert makes a CA and a serving certificate for 127.0.0.1, for the
+// webhook the apiserver calls.
+func servingCert() (caPEM, certPEM, keyPEM []byte, err error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "osm-dev webhook ca"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(30 * 24 * time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "osm-injector"},
+		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(30 * 24 * time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	kb, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), nil
+}
+
+// secretFile returns the random secret kept in path, creating it once.
+func secretFile(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(b)
+	return tok, os.WriteFile(path, []byte(tok), 0o600)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndex(s, "\n"); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}

@@ -11,8 +11,10 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -36,17 +38,134 @@ func (id ID) URL() *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: id.TrustDomain, Path: "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount}
 }
 
-// Parse parses a SPIFFE workload id of the mesh's form.
+var (
+	// trustDomainRE follows the SPIFFE spec: lowercase letters, digits,
+	// dots, dashes and underscores.
+	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
+	// dnsLabelRE is a Kubernetes namespace name (RFC 1123 label).
+	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	// dnsSubdomainRE is a Kubernetes ServiceAccount name (RFC 1123 subdomain).
+	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
+
+// ErrForeignTrustDomain is wrapped by ParseIn for a well-formed identity of
+// another trust domain.
+var ErrForeignTrustDomain = errors.New("identity outside the trust domain")
+
+// ValidateTrustDomain checks a SPIFFE trust domain name.
+func ValidateTrustDomain(td string) error {
+	if !trustDomainRE.MatchString(td) || strings.Trim(td, ".") != td || strings.Contains(td, "..") {
+		return fmt.Errorf("invalid trust domain %q: want lowercase letters, digits, '.', '-' or '_'", td)
+	}
+	return nil
+}
+
+// Parse parses a workload SPIFFE id,
+// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>, checking that
+// each part is well formed.
 func Parse(s string) (ID, error) {
+	bad := func(format string, args ...any) (ID, error) {
+		return ID{}, fmt.Errorf("identity %q: %s", s, fmt.Sprintf(format, args...))
+	}
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "spiffe" || u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil || u.Port() != "" {
-		return ID{}, fmt.Errorf("%q is not a SPIFFE id (spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>)", s)
+	if err != nil {
+		return bad("not a URI")
 	}
-	parts := strings.Split(strings.TrimPrefix(u.Path, "/"), "/")
-	if len(parts) != 4 || parts[0] != "ns" || parts[2] != "sa" || parts[1] == "" || parts[3] == "" {
-		return ID{}, fmt.Errorf("%q is not a workload id: the path must be /ns/<namespace>/sa/<serviceaccount>", s)
+	if u.Scheme != "spiffe" {
+		return bad("scheme must be spiffe")
 	}
-	return ID{TrustDomain: u.Host, Namespace: parts[1], ServiceAccount: parts[3]}, nil
+	if u.User != nil || u.Port() != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || u.RawPath != "" {
+		return bad("a SPIFFE ID has no user, port, query, fragment or escaped path")
+	}
+	if ValidateTrustDomain(u.Host) != nil {
+		return bad("malformed trust domain")
+	}
+	parts := strings.Split(u.Path, "/")
+	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" {
+		return bad("want spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>")
+	}
+	id := ID{TrustDomain: u.Host, Namespace: parts[2], ServiceAccount: parts[4]}
+	if len(id.Namespace) > 63 || !dnsLabelRE.MatchString(id.Namespace) {
+		return bad("namespace %q is not a valid Kubernetes namespace name", id.Namespace)
+	}
+	if len(id.ServiceAccount) > 253 || !dnsSubdomainRE.MatchString(id.ServiceAccount) {
+		return bad("service account %q is not a valid Kubernetes name", id.ServiceAccount)
+	}
+	return id, nil
+}
+
+// ParseIn parses a workload id that must belong to trustDomain; a
+// well-formed id of another domain gives an error wrapping
+// ErrForeignTrustDomain.
+func ParseIn(s, trustDomain string) (ID, error) {
+	id, err := Parse(s)
+	if err != nil {
+		return ID{}, err
+	}
+	if id.TrustDomain != trustDomain {
+		return ID{}, fmt.Errorf("identity %q is outside the trust domain %q: %w", s, trustDomain, ErrForeignTrustDomain)
+	}
+	return id, nil
+}
+
+// FromURI returns the workload identity of a certificate URI SAN in
+// trustDomain, or false when u is not one (a control-plane identity, or
+// another domain's).
+func FromURI(u *url.URL, trustDomain string) (ID, bool) {
+	if u == nil {
+		return ID{}, false
+	}
+	id, err := ParseIn(u.String(), trustDomain)
+	return id, err == nil
+}
+
+// Role is a control-plane component role, as written in its identity
+// spiffe://<trust-domain>/osm/<role>, a path no workload identity can have.
+type Role string
+
+// The control-plane roles. The names match the deployables.
+const (
+	RoleSMIWatcher      Role = "smi-watcher"
+	RolePolicyCompiler  Role = "policy-compiler"
+	RoleInjectorWebhook Role = "injector-webhook"
+	RoleXDSEdge         Role = "xds-edge"
+	RoleOperator        Role = "operator"
+	// RoleCertAuthority is the CA's own serving identity; no caller can
+	// bootstrap it.
+	RoleCertAuthority Role = "cert-authority"
+)
+
+// Roles lists the roles a caller may bootstrap.
+func Roles() []Role {
+	return []Role{RoleSMIWatcher, RolePolicyCompiler, RoleInjectorWebhook, RoleXDSEdge, RoleOperator}
+}
+
+// ControlPlaneURI is the identity of a control-plane role:
+// spiffe://<trust-domain>/osm/<role>.
+func ControlPlaneURI(trustDomain string, r Role) *url.URL {
+	return &url.URL{Scheme: "spiffe", Host: trustDomain, Path: "/osm/" + string(r)}
+}
+
+// RoleFromURI returns the control-plane role of a certificate URI SAN, or
+// false when u is not a control-plane identity of trustDomain.
+func RoleFromURI(u *url.URL, trustDomain string) (Role, bool) {
+	if u == nil || u.Scheme != "spiffe" || u.Host != trustDomain || u.RawQuery != "" || u.Fragment != "" {
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(u.Path, "/osm/")
+	if !ok {
+		return "", false
+	}
+	r := Role(rest)
+	if r == RoleCertAuthority {
+		return r, true
+	}
+	for _, k := range Roles() {
+		if k == r {
+			return r, true
+		}
+	}
+	return "", false
 }
 
 // Key is a private key generated for one certificate.

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"crypto/x509"
+	"errors"
 	"testing"
 )
 
@@ -13,7 +14,23 @@ func TestParse(t *testing.T) {
 	if id.String() != "spiffe://cluster.local/ns/bookstore/sa/bookstore-v1" || id.URL().String() != id.String() {
 		t.Fatalf("String %q URL %q", id, id.URL())
 	}
+	if _, err := ParseIn(id.String(), "other.domain"); !errors.Is(err, ErrForeignTrustDomain) {
+		t.Fatalf("ParseIn of another domain: %v", err)
+	}
+	if got, ok := FromURI(id.URL(), "cluster.local"); !ok || got != id {
+		t.Fatalf("FromURI = %+v %v", got, ok)
+	}
+	if _, ok := FromURI(ControlPlaneURI("cluster.local", RoleXDSEdge), "cluster.local"); ok {
+		t.Fatal("a control-plane identity parsed as a workload")
+	}
+	if r, ok := RoleFromURI(ControlPlaneURI("cluster.local", RoleXDSEdge), "cluster.local"); !ok || r != RoleXDSEdge {
+		t.Fatalf("RoleFromURI = %q %v", r, ok)
+	}
+	if _, ok := RoleFromURI(id.URL(), "cluster.local"); ok {
+		t.Fatal("a workload identity parsed as a role")
+	}
 	for _, bad := range []string{
+		"spiffe://cluster.local/ns/Bad_NS/sa/x", "spiffe://Upper.Domain/ns/a/sa/b",
 		"", "https://cluster.local/ns/a/sa/b", "spiffe:///ns/a/sa/b", "spiffe://td/ns/a", "spiffe://td/ns/a/sa/b/c",
 		"spiffe://td/ns//sa/b", "spiffe://td/sa/a/ns/b", "spiffe://td/ns/a/sa/b?x=1", "spiffe://td:8080/ns/a/sa/b",
 	} {

@@ -129,7 +129,7 @@ func TestRotationAcrossRestarts(t *testing.T) {
 	id := pki.Identity{TrustDomain: "cluster.local", Namespace: "bookstore", ServiceAccount: "bookbuyer"}
 	sign := func(p *Provider) *x509.Certificate {
 		t.Helper()
-		l, err := p.Sign(ctx, pki.SignRequest{CSR: csr, URI: id.URI(), TTL: time.Hour})
+		l, err := p.Sign(ctx, pki.SignRequest{CSR: csr, URI: id.URL(), TTL: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,131 +19,56 @@
 package pki
 
 import (
-	"fmt"
+	"errors"
 	"net/url"
-	"regexp"
-	"strings"
+
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
-// Identity is a workload SPIFFE identity.
-type Identity struct {
-	// TrustDomain is the SPIFFE trust domain, e.g. cluster.local.
-	TrustDomain string
-	// Namespace is the workload's Kubernetes namespace.
-	Namespace string
-	// ServiceAccount is the workload's Kubernetes ServiceAccount.
-	ServiceAccount string
-}
-
-// String is the identity's SPIFFE URI.
-func (id Identity) String() string {
-	return "spiffe://" + id.TrustDomain + "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount
-}
-
-// URI is the identity as the URI SAN written into certificates.
-func (id Identity) URI() *url.URL {
-	return &url.URL{Scheme: "spiffe", Host: id.TrustDomain, Path: "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount}
-}
-
-var (
-	// trustDomainRE follows the SPIFFE spec: lowercase letters, digits,
-	// dots, dashes and underscores.
-	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
-	// dnsLabelRE is a Kubernetes namespace name (RFC 1123 label).
-	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	// dnsSubdomainRE is a Kubernetes ServiceAccount name (RFC 1123 subdomain).
-	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-)
+// Identity is a workload SPIFFE identity (libs/identity).
+type Identity = identity.ID
 
 // ValidateTrustDomain checks a SPIFFE trust domain name.
-func ValidateTrustDomain(td string) error {
-	if !trustDomainRE.MatchString(td) || strings.Trim(td, ".") != td || strings.Contains(td, "..") {
-		return fmt.Errorf("invalid trust domain %q: want lowercase letters, digits, '.', '-' or '_'", td)
-	}
-	return nil
-}
+func ValidateTrustDomain(td string) error { return identity.ValidateTrustDomain(td) }
 
 // ParseIdentity parses a workload SPIFFE identity and checks that it belongs
 // to trustDomain. The error is a *Error with ReasonInvalidIdentity or
 // ReasonForeignTrustDomain.
 func ParseIdentity(s, trustDomain string) (Identity, error) {
-	bad := func(format string, args ...any) (Identity, error) {
-		return Identity{}, Errorf(ReasonInvalidIdentity, "identity %q: %s", s, fmt.Sprintf(format, args...))
-	}
-	u, err := url.Parse(s)
-	if err != nil {
-		return bad("not a URI")
-	}
-	if u.Scheme != "spiffe" {
-		return bad("scheme must be spiffe")
-	}
-	if u.User != nil || u.Port() != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || u.RawPath != "" {
-		return bad("a SPIFFE ID has no user, port, query, fragment or escaped path")
-	}
-	if ValidateTrustDomain(u.Host) != nil {
-		return bad("malformed trust domain")
-	}
-	if u.Host != trustDomain {
-		return Identity{}, Errorf(ReasonForeignTrustDomain, "identity %q is outside the trust domain %q", s, trustDomain)
-	}
-	parts := strings.Split(u.Path, "/")
-	if len(parts) != 5 || parts[0] != "" || parts[1] != "ns" || parts[3] != "sa" {
-		return bad("want spiffe://%s/ns/<namespace>/sa/<serviceaccount>", trustDomain)
-	}
-	id := Identity{TrustDomain: u.Host, Namespace: parts[2], ServiceAccount: parts[4]}
-	if len(id.Namespace) > 63 || !dnsLabelRE.MatchString(id.Namespace) {
-		return bad("namespace %q is not a valid Kubernetes namespace name", id.Namespace)
-	}
-	if len(id.ServiceAccount) > 253 || !dnsSubdomainRE.MatchString(id.ServiceAccount) {
-		return bad("service account %q is not a valid Kubernetes name", id.ServiceAccount)
+	id, err := identity.ParseIn(s, trustDomain)
+	switch {
+	case errors.Is(err, identity.ErrForeignTrustDomain):
+		return Identity{}, Errorf(ReasonForeignTrustDomain, "%v", err)
+	case err != nil:
+		return Identity{}, Errorf(ReasonInvalidIdentity, "%v", err)
 	}
 	return id, nil
 }
 
-// Role is a control-plane component role, as written in its identity.
-type Role string
+// Role is a control-plane component role (libs/identity).
+type Role = identity.Role
 
-// The control-plane roles. The names match the deployables.
+// The control-plane roles.
 const (
-	RoleSMIWatcher      Role = "smi-watcher"
-	RolePolicyCompiler  Role = "policy-compiler"
-	RoleInjectorWebhook Role = "injector-webhook"
-	RoleXDSEdge         Role = "xds-edge"
-	RoleOperator        Role = "operator"
-	// RoleCertAuthority is the CA's own serving identity; no caller can
-	// bootstrap it.
-	RoleCertAuthority Role = "cert-authority"
+	RoleSMIWatcher      = identity.RoleSMIWatcher
+	RolePolicyCompiler  = identity.RolePolicyCompiler
+	RoleInjectorWebhook = identity.RoleInjectorWebhook
+	RoleXDSEdge         = identity.RoleXDSEdge
+	RoleOperator        = identity.RoleOperator
+	RoleCertAuthority   = identity.RoleCertAuthority
 )
 
 // Roles lists the roles a caller may bootstrap.
-func Roles() []Role {
-	return []Role{RoleSMIWatcher, RolePolicyCompiler, RoleInjectorWebhook, RoleXDSEdge, RoleOperator}
-}
+func Roles() []Role { return identity.Roles() }
 
 // ControlPlaneURI is the identity of a control-plane role:
 // spiffe://<trust-domain>/osm/<role>.
 func ControlPlaneURI(trustDomain string, r Role) *url.URL {
-	return &url.URL{Scheme: "spiffe", Host: trustDomain, Path: "/osm/" + string(r)}
+	return identity.ControlPlaneURI(trustDomain, r)
 }
 
 // RoleFromURI returns the control-plane role of a certificate URI SAN, or
 // false when u is not a control-plane identity of trustDomain.
 func RoleFromURI(u *url.URL, trustDomain string) (Role, bool) {
-	if u == nil || u.Scheme != "spiffe" || u.Host != trustDomain || u.RawQuery != "" || u.Fragment != "" {
-		return "", false
-	}
-	rest, ok := strings.CutPrefix(u.Path, "/osm/")
-	if !ok {
-		return "", false
-	}
-	r := Role(rest)
-	if r == RoleCertAuthority {
-		return r, true
-	}
-	for _, k := range Roles() {
-		if k == r {
-			return r, true
-		}
-	}
-	return "", false
+	return identity.RoleFromURI(u, trustDomain)
 }

@@ -62,7 +62,7 @@ func policy() Policy {
 func TestParseIdentity(t *testing.T) {
 	good := "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"
 	id, err := ParseIdentity(good, td)
-	if err != nil || id.Namespace != "bookstore" || id.ServiceAccount != "bookbuyer" || id.String() != good || id.URI().String() != good {
+	if err != nil || id.Namespace != "bookstore" || id.ServiceAccount != "bookbuyer" || id.String() != good || id.URL().String() != good {
 		t.Fatalf("ParseIdentity(%q) = %+v, %v", good, id, err)
 	}
 	for _, c := range []struct{ in, reason string }{
@@ -193,7 +193,7 @@ func TestIssueChainAndSAN(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	l, err := root.Issue(LeafRequest{PublicKey: req.CSR.PublicKey, URI: req.Identity.URI(), TTL: req.TTL, Now: now})
+	l, err := root.Issue(LeafRequest{PublicKey: req.CSR.PublicKey, URI: req.Identity.URL(), TTL: req.TTL, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +321,7 @@ func BenchmarkIssue(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := root.Issue(LeafRequest{PublicKey: r.CSR.PublicKey, SPKI: r.CSR.RawSubjectPublicKeyInfo, URI: r.Identity.URI(), TTL: r.TTL}); err != nil {
+		if _, err := root.Issue(LeafRequest{PublicKey: r.CSR.PublicKey, SPKI: r.CSR.RawSubjectPublicKeyInfo, URI: r.Identity.URL(), TTL: r.TTL}); err != nil {
 			b.Fatal(err)
 		}
 	}

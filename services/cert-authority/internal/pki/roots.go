@@ -151,7 +151,7 @@ func (p Policy) ValidateWorkload(csrData []byte, identity string, ttl time.Durat
 	if err != nil {
 		return nil, err
 	}
-	if err := CheckSANs(csr, id.URI()); err != nil {
+	if err := CheckSANs(csr, id.URL()); err != nil {
 		return nil, err
 	}
 	d, err := p.TTL(ttl)

@@ -118,7 +118,7 @@ func (s *Server) sign(ctx context.Context, req *cav1.SignRequest) (*pki.Leaf, er
 	if err != nil {
 		return nil, err
 	}
-	return s.signer.Sign(ctx, pki.SignRequest{CSR: wr.CSR, URI: wr.Identity.URI(), TTL: wr.TTL})
+	return s.signer.Sign(ctx, pki.SignRequest{CSR: wr.CSR, URI: wr.Identity.URL(), TTL: wr.TTL})
 }
 
 // ttlOf maps an unset duration to 0 (the default) and a set zero duration

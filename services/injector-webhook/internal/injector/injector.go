@@ -35,6 +35,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
@@ -173,7 +174,7 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	host, port, _ := xdsHostPort(c.XDSAddr)
 	san := c.XDSServerSAN
 	if san == "" {
-		san = "spiffe://" + c.TrustDomain + "/osm/xds-edge"
+		san = identity.ControlPlaneURI(c.TrustDomain, identity.RoleXDSEdge).String()
 	}
 	base := inject.Settings{
 		MeshName: c.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,

@@ -7,9 +7,10 @@
 package iptables
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -159,10 +160,10 @@ func Rules(c Config) (string, error) {
 	for _, ports := range multiports(uniqueSorted(c.OutboundPortExclusions)) {
 		add("-A %s -p tcp -m multiport --dports %s -j RETURN", chainOutput, ports)
 	}
-	for _, cidr := range uniqueSortedStrings(excl) {
+	for _, cidr := range uniqueSorted(excl) {
 		add("-A %s -d %s -j RETURN", chainOutput, cidr)
 	}
-	if inc := uniqueSortedStrings(incl); len(inc) > 0 {
+	if inc := uniqueSorted(incl); len(inc) > 0 {
 		for _, cidr := range inc {
 			add("-A %s -d %s -j %s", chainOutput, cidr, chainRedirect)
 		}
@@ -191,28 +192,9 @@ func multiports(ports []int) []string {
 	return out
 }
 
-func uniqueSorted(in []int) []int {
-	out := append([]int(nil), in...)
-	sort.Ints(out)
-	j := 0
-	for i, p := range out {
-		if i == 0 || p != out[j-1] {
-			out[j] = p
-			j++
-		}
-	}
-	return out[:j]
-}
-
-func uniqueSortedStrings(in []string) []string {
-	out := append([]string(nil), in...)
-	sort.Strings(out)
-	j := 0
-	for i, s := range out {
-		if i == 0 || s != out[j-1] {
-			out[j] = s
-			j++
-		}
-	}
-	return out[:j]
+// uniqueSorted returns a sorted copy of in without duplicates.
+func uniqueSorted[T cmp.Ordered](in []T) []T {
+	out := slices.Clone(in)
+	slices.Sort(out)
+	return slices.Compact(out)
 }

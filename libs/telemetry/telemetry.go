@@ -160,6 +160,11 @@ func metricExporter(ctx context.Context, proto string) (sdkmetric.Exporter, erro
 	return nil, fmt.Errorf("OTLP protocol %q: supported values are grpc and http/protobuf", proto)
 }
 
+// LatencyBuckets are histogram bucket boundaries, in seconds, for request
+// and push latencies: 100µs to 10s. The OTel default boundaries suit
+// milliseconds, not seconds.
+var LatencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
 // Meter returns a meter of the component's provider.
 func (t *Telemetry) Meter(name string) metric.Meter { return t.MeterProvider.Meter(name) }
 

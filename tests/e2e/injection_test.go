@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -29,7 +30,7 @@ const devToken = "e2e-dev-bootstrap-token"
 
 // servingPKI makes a CA and a serving certificate for 127.0.0.1, for the
 // webhook the apiserver calls.
-func servingPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
+func servingPKI(t testing.TB, dir string) (caFile, certFile, keyFile string) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e webhook ca"},
@@ -51,7 +52,7 @@ func servingPKI(t *testing.T, dir string) (caFile, certFile, keyFile string) {
 		writeFile(t, dir, "webhook.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
 }
 
-func namespace(t *testing.T, name string, labels map[string]string) {
+func namespace(t testing.TB, name string, labels map[string]string) {
 	t.Helper()
 	_, err := cluster.Clientset().CoreV1().Namespaces().Create(t.Context(),
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
@@ -75,9 +76,18 @@ func pod(name string, annotations map[string]string) *corev1.Pod {
 	}
 }
 
-// TestInjection runs the cert-authority and the injector-webhook as
-// processes; the real apiserver calls the webhook for every pod created.
-func TestInjection(t *testing.T) {
+// mesh is the cert-authority and the injector-webhook running as
+// processes against the test cluster.
+type mesh struct {
+	ca, injector  *proc
+	injectorAdmin string
+	bundle        *meshv1.TrustBundle
+	secrets       []string // values that must never reach a log
+}
+
+// meshUp starts the cert-authority and the injector-webhook; the apiserver
+// calls the webhook for every pod created in a meshed namespace.
+func meshUp(t testing.TB) *mesh {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	dir := t.TempDir()
@@ -100,7 +110,7 @@ func TestInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nats.Shutdown()
+	t.Cleanup(nats.Shutdown)
 
 	// The cert-authority, built-in provider, with the dev bootstrap token.
 	caAddr, caAdmin := freeAddr(t), freeAddr(t)
@@ -117,16 +127,16 @@ func TestInjection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close()
+	t.Cleanup(admin.Close)
 	trust, err := admin.Bucket(ctx, bus.BucketTrust)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bundle meshv1.TrustBundle
-	if _, err := trust.Get(ctx, layout.BundleKey, &bundle); err != nil {
+	bundle := &meshv1.TrustBundle{}
+	if _, err := trust.Get(ctx, layout.BundleKey, bundle); err != nil {
 		t.Fatal(err)
 	}
-	anon, err := caclient.Dial(caAddr, &bundle, "ca.test", nil)
+	anon, err := caclient.Dial(caAddr, bundle, "ca.test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,25 +149,35 @@ func TestInjection(t *testing.T) {
 
 	// The injector.
 	webhookCA, webhookCert, webhookKey := servingPKI(t, dir)
-	listen, admin2 := freeAddr(t), freeAddr(t)
+	listen, injAdmin := freeAddr(t), freeAddr(t)
 	args := []string{
 		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", "osm", "--control-plane-namespace", "osm-system",
-		"--listen-addr", listen, "--admin-addr", admin2, "--log-format", "text",
+		"--listen-addr", listen, "--admin-addr", injAdmin, "--log-format", "text",
 		"--tls-cert-file", webhookCert, "--tls-key-file", webhookKey, "--tls-ca-file", webhookCA,
 		"--webhook-config-name", "osm-e2e-injector", "--webhook-url", "https://" + listen + "/mutate-pod",
 		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
 		"--ca-client-cert-file", writeFile(t, dir, "injector.crt", boot.ChainPEM),
 		"--ca-client-key-file", writeFile(t, dir, "injector.key", boot.KeyPEM),
-		"--ca-trust-file", writeFile(t, dir, "ca-roots.pem", caclient.RootsPEM(&bundle)),
+		"--ca-trust-file", writeFile(t, dir, "ca-roots.pem", caclient.RootsPEM(bundle)),
 	}
 	injector := start(t, "injector-webhook", args, nil)
-	injector.waitReady(t, admin2)
+	injector.waitReady(t, injAdmin)
 	eventually(t, "the webhook configuration", 30*time.Second, func() error {
 		_, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
 		return err
 	})
-	defer cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(ctx, "osm-e2e-injector", metav1.DeleteOptions{})
+	t.Cleanup(func() {
+		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "osm-e2e-injector", metav1.DeleteOptions{})
+	})
+	return &mesh{ca: ca, injector: injector, injectorAdmin: injAdmin, bundle: bundle, secrets: []string{devToken, pw[bus.RoleCA]}}
+}
 
+// TestInjection: the real apiserver calls the webhook for every pod.
+func TestInjection(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	m := meshUp(t)
+	injector, bundle := m.injector, m.bundle
 	pods := cs.CoreV1().Pods("bookstore")
 	var created *corev1.Pod
 	eventually(t, "an injected pod", 30*time.Second, func() error {
@@ -213,7 +233,7 @@ func TestInjection(t *testing.T) {
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			t.Fatalf("leaf does not chain to the bundle in the secret: %v", err)
 		}
-		bundleRoots, _ := caclient.RootPool(&bundle)
+		bundleRoots, _ := caclient.RootPool(bundle)
 		if _, err := leaf.Verify(x509.VerifyOptions{Roots: bundleRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			t.Fatalf("leaf does not chain to the mesh trust bundle: %v", err)
 		}
@@ -280,14 +300,16 @@ func TestInjection(t *testing.T) {
 			t.Fatalf("a pod outside the mesh was refused: %v", err)
 		}
 	})
-	for _, p := range []*proc{ca, injector} {
-		if l := p.Output(); strings.Contains(l, devToken) || strings.Contains(l, "PRIVATE KEY") || strings.Contains(l, pw[bus.RoleCA]) {
-			t.Errorf("%s logs a secret", p.Name)
+	for _, p := range []*proc{m.ca, injector} {
+		for _, secret := range append(m.secrets, "PRIVATE KEY") {
+			if strings.Contains(p.Output(), secret) {
+				t.Errorf("%s logs a secret", p.Name)
+			}
 		}
 	}
 }
 
-func secretCount(t *testing.T, ns string) int {
+func secretCount(t testing.TB, ns string) int {
 	t.Helper()
 	l, err := cluster.Clientset().CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=osm-injector"})
 	if err != nil {

@@ -36,6 +36,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/telemetry"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
@@ -73,6 +74,8 @@ type Config struct {
 	XDSServerSAN          string
 	CertTTL               time.Duration
 	MaxBody               int
+	KubeQPS               int
+	KubeBurst             int
 }
 
 // Flags registers the configuration's flags.
@@ -102,6 +105,8 @@ func (c *Config) Flags(f *app.Flags) {
 	f.String(&c.XDSServerSAN, "xds-server-san", "", "URI SAN sidecars require of the edges; empty means spiffe://<trust-domain>/osm/xds-edge, the edges' control-plane identity")
 	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the bootstrap client certificates (the CA may shorten it)")
 	f.Int(&c.MaxBody, "max-body", webhook.DefaultMaxBody, "largest AdmissionReview body accepted, in bytes; larger ones get 413")
+	f.Int(&c.KubeQPS, "kube-api-qps", 200, "Kubernetes API requests per second the injector may make (one Secret per injected pod)")
+	f.Int(&c.KubeBurst, "kube-api-burst", 400, "burst of Kubernetes API requests above --kube-api-qps")
 }
 
 // Validate checks the configuration; errors name the flag.
@@ -126,6 +131,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBody < 4096 {
 		return app.FlagError("max-body", "must be at least 4096 bytes, got %d", c.MaxBody)
+	}
+	if c.KubeQPS < 1 {
+		return app.FlagError("kube-api-qps", "must be at least 1, got %d", c.KubeQPS)
+	}
+	if c.KubeBurst < c.KubeQPS {
+		return app.FlagError("kube-api-burst", "must be at least --kube-api-qps (%d), got %d", c.KubeQPS, c.KubeBurst)
 	}
 	if _, _, err := xdsHostPort(c.XDSAddr); err != nil {
 		return app.FlagError("xds-addr", "%v", err)
@@ -152,6 +163,9 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return err
 	}
+	// client-go's default of 5 requests per second would throttle the
+	// Secret creations and time admissions out under load.
+	restCfg.QPS, restCfg.Burst = float32(c.KubeQPS), c.KubeBurst
 	cs, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
@@ -168,8 +182,10 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 
 	meter := rt.Telemetry.Meter("osm/injector-webhook")
 	admissions, _ := meter.Int64Counter("osm_injector_admissions", metric.WithDescription("admission reviews handled, by outcome"))
-	latency, _ := meter.Float64Histogram("osm_injector_admission_seconds", metric.WithDescription("admission latency"), metric.WithUnit("s"))
-	issuance, _ := meter.Float64Histogram("osm_injector_cert_issuance_seconds", metric.WithDescription("bootstrap certificate issuance latency"), metric.WithUnit("s"))
+	latency, _ := meter.Float64Histogram("osm_injector_admission_seconds", metric.WithDescription("admission latency"),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
+	issuance, _ := meter.Float64Histogram("osm_injector_cert_issuance_seconds", metric.WithDescription("bootstrap certificate issuance latency"),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 
 	host, port, _ := xdsHostPort(c.XDSAddr)
 	san := c.XDSServerSAN

@@ -1,0 +1,225 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
+)
+
+// Config is the xds-edge's configuration (its flags).
+type Config struct {
+	ListenAddr            string
+	TLSCertFile           string
+	TLSKeyFile            string
+	TLSClientCAFile       string
+	TrustDomain           string
+	EdgeID                string
+	CAAddr                string
+	CAServerName          string
+	CACertFile            string
+	CAKeyFile             string
+	CATrustFile           string
+	CertTTL               time.Duration
+	CertLinger            time.Duration
+	NATSLostThreshold     time.Duration
+	StreamRate            int
+	StreamBurst           int
+	KeepaliveTime         time.Duration
+	KeepaliveTimeout      time.Duration
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
+	MaxStreamsPerConn     int
+}
+
+// Flags registers the configuration's flags.
+func (c *Config) Flags(f *app.Flags) {
+	f.String(&c.ListenAddr, "listen-addr", ":15128", "address of the ADS (xDS and SDS) listener, served with mutual TLS")
+	f.String(&c.TLSCertFile, "tls-cert-file", "", "serving certificate of the ADS listener (the edge's control-plane identity); reloaded when it changes")
+	f.String(&c.TLSKeyFile, "tls-key-file", "", "serving key of the ADS listener")
+	f.String(&c.TLSClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")
+	f.String(&c.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; proxies of any other domain are refused")
+	f.String(&c.EdgeID, "edge-id", "", "name of this replica in proxy status reports (the pod name); empty uses the host name")
+	f.String(&c.CAAddr, "ca-addr", "osm-cert-authority.osm-system.svc:15443", "gRPC address of the cert-authority that signs service certificates")
+	f.String(&c.CAServerName, "ca-server-name", "", "name to verify the cert-authority's certificate against; empty uses the host of --ca-addr")
+	f.String(&c.CACertFile, "ca-client-cert-file", "", "client certificate for the cert-authority (URI SAN spiffe://<trust-domain>/osm/xds-edge)")
+	f.String(&c.CAKeyFile, "ca-client-key-file", "", "client key for the cert-authority")
+	f.String(&c.CATrustFile, "ca-trust-file", "", "roots that verify the cert-authority's serving certificate")
+	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
+	f.Duration(&c.CertLinger, "cert-linger", 5*time.Minute, "how long an identity's certificate is kept after its last proxy left, for reconnects")
+	f.Duration(&c.NATSLostThreshold, "nats-lost-threshold", 30*time.Second, "after NATS is lost this long the edge turns not-ready (connected proxies keep their last good state)")
+	f.Int(&c.StreamRate, "stream-rate", 200, "new xDS streams admitted per second; more are refused with UNAVAILABLE and retried by the proxy")
+	f.Int(&c.StreamBurst, "stream-burst", 400, "burst of new xDS streams admitted above --stream-rate")
+	f.Duration(&c.KeepaliveTime, "keepalive-time", 30*time.Second, "how often the edge pings an idle proxy connection")
+	f.Duration(&c.KeepaliveTimeout, "keepalive-timeout", 10*time.Second, "how long the edge waits for a keepalive answer before closing the connection")
+	f.Duration(&c.MaxConnectionAge, "max-connection-age", 30*time.Minute, "connections older than this are closed gracefully, rebalancing proxies over replicas")
+	f.Duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", time.Minute, "time given to open streams after --max-connection-age")
+	f.Int(&c.MaxStreamsPerConn, "max-streams-per-conn", 16, "concurrent streams allowed per proxy connection")
+}
+
+// Validate checks the configuration; errors name the flag.
+func (c *Config) Validate() error {
+	for _, f := range []struct{ name, v string }{
+		{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile},
+		{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}, {"ca-trust-file", c.CATrustFile},
+		{"trust-domain", c.TrustDomain}, {"ca-addr", c.CAAddr},
+	} {
+		if f.v == "" {
+			return app.FlagError(f.name, "is required")
+		}
+	}
+	for _, f := range []struct{ name, path string }{
+		{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile}, {"tls-client-ca-file", c.TLSClientCAFile},
+		{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}, {"ca-trust-file", c.CATrustFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return app.FlagError(f.name, "%v", err)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		return app.FlagError("listen-addr", "%v", err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+	}{
+		{"cert-ttl", c.CertTTL, time.Minute}, {"nats-lost-threshold", c.NATSLostThreshold, time.Second},
+		{"keepalive-time", c.KeepaliveTime, time.Second}, {"keepalive-timeout", c.KeepaliveTimeout, time.Second},
+		{"max-connection-age", c.MaxConnectionAge, time.Minute}, {"max-connection-age-grace", c.MaxConnectionAgeGrace, time.Second},
+	} {
+		if d.v < d.min {
+			return app.FlagError(d.name, "must be at least %s, got %s", d.min, d.v)
+		}
+	}
+	if c.CertLinger < 0 {
+		return app.FlagError("cert-linger", "must not be negative, got %s", c.CertLinger)
+	}
+	if c.StreamRate <= 0 {
+		return app.FlagError("stream-rate", "must be positive, got %d", c.StreamRate)
+	}
+	if c.StreamBurst < 1 {
+		return app.FlagError("stream-burst", "must be at least 1, got %d", c.StreamBurst)
+	}
+	if c.MaxStreamsPerConn < 1 {
+		return app.FlagError("max-streams-per-conn", "must be at least 1, got %d", c.MaxStreamsPerConn)
+	}
+	if c.EdgeID == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return app.FlagError("edge-id", "is required when the host name is unknown (%v)", err)
+		}
+		c.EdgeID = h
+	}
+	return nil
+}
+
+// serverTLS is the ADS listener's mTLS configuration.
+func (c *Config) serverTLS() (*tls.Config, error) {
+	cf, err := loadCertFile(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, app.FlagError("tls-cert-file", "load the serving certificate: %v", err)
+	}
+	var pool *x509.CertPool
+	if c.TLSClientCAFile != "" {
+		if pool, err = loadPool(c.TLSClientCAFile); err != nil {
+			return nil, app.FlagError("tls-client-ca-file", "%v", err)
+		}
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cf.get, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}, nil
+}
+
+// caClient dials the cert-authority with the edge's client certificate.
+func (c *Config) caClient() (*grpc.ClientConn, error) {
+	pair, err := tls.LoadX509KeyPair(c.CACertFile, c.CAKeyFile)
+	if err != nil {
+		return nil, app.FlagError("ca-client-cert-file", "load the client certificate: %v", err)
+	}
+	pool, err := loadPool(c.CATrustFile)
+	if err != nil {
+		return nil, app.FlagError("ca-trust-file", "%v", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: c.CAServerName}
+	if tc.ServerName == "" {
+		host, _, err := net.SplitHostPort(c.CAAddr)
+		if err != nil {
+			return nil, app.FlagError("ca-addr", "%v", err)
+		}
+		tc.ServerName = host
+	}
+	cc, err := grpc.NewClient(c.CAAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, app.FlagError("ca-addr", "%v", err)
+	}
+	return cc, nil
+}
+
+func loadPool(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return p, nil
+}
+
+// Run serves as the xds-edge until ctx ends.
+func Run(ctx context.Context, rt *app.Runtime, c Config) error {
+	tc, err := c.serverTLS()
+	if err != nil {
+		return err
+	}
+	caConn, err := c.caClient()
+	if err != nil {
+		return err
+	}
+	defer caConn.Close()
+	conn, err := rt.Bus(ctx, bus.RoleEdge)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.ListenAddr)
+	if err != nil {
+		return app.FlagError("listen-addr", "cannot listen: %v", err)
+	}
+	e, err := New(Deps{
+		Log: rt.Log, Conn: conn, Listener: ln, EdgeID: c.EdgeID, TrustDomain: c.TrustDomain,
+		GRPC: xds.GRPCConfig{
+			TLS: tc, KeepaliveTime: c.KeepaliveTime, KeepaliveTimeout: c.KeepaliveTimeout,
+			MaxConnectionAge: c.MaxConnectionAge, MaxConnectionAgeGrace: c.MaxConnectionAgeGrace,
+			MaxConcurrentStreams: uint32(c.MaxStreamsPerConn),
+		},
+		Signer: cav1.NewCertificateAuthorityServiceClient(caConn), Context: ctx,
+		CertTTL: c.CertTTL, CertLinger: c.CertLinger, NATSLostThreshold: c.NATSLostThreshold,
+		Admission: rate.NewLimiter(rate.Limit(c.StreamRate), c.StreamBurst),
+		Meter:     rt.Telemetry.MeterProvider.Meter("github.com/openservicemesh/osm/services/xds-edge"),
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// These replace the runner's "nats" check, which fails at the first
+	// disconnect: the edge keeps serving through a short NATS outage.
+	rt.Health.AddReadyCheck("nats", e.CheckNATS)
+	rt.Health.AddReadyCheck("mesh-compiled", e.CheckSync)
+	rt.Log.WithField("listen_addr", ln.Addr().String()).Info("ads listener up")
+	return e.Start(ctx)
+}

@@ -1,0 +1,242 @@
+// Package edge assembles the xds-edge: it feeds the xDS server from KV
+// mesh-compiled and mesh-trust, decides readiness, obtains service
+// certificates from the cert-authority, publishes proxy status to
+// mesh.status.proxy.>, and serves ADS on an mTLS listener. It makes no
+// Kubernetes API call.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
+)
+
+// Deps are what an Edge runs on; main builds them from flags, tests
+// directly.
+type Deps struct {
+	Log *logrus.Entry
+	// Conn is the NATS connection, with the edge role.
+	Conn *bus.Conn
+	// Listener is where ADS is served.
+	Listener net.Listener
+	// GRPC holds the listener's mTLS, keepalive and connection-age settings.
+	// Proxies' client certificates are verified against GRPC.TLS.ClientCAs
+	// (may be nil) plus every root of the current mesh-trust bundle, so a
+	// root rotation needs no restart.
+	GRPC xds.GRPCConfig
+	// EdgeID names this replica in proxy status.
+	EdgeID string
+	// TrustDomain is the only trust domain served.
+	TrustDomain string
+	// Signer is the cert-authority client; nil serves no service-cert.
+	Signer sds.Signer
+	// CertTTL and CertLinger tune service certificates (see sds.Options).
+	CertTTL, CertLinger time.Duration
+	// NATSLostThreshold is how long NATS may be lost before the edge turns
+	// not-ready.
+	NATSLostThreshold time.Duration
+	// Admission limits new streams; nil admits all.
+	Admission *rate.Limiter
+	// Meter makes the metrics; nil records none.
+	Meter metric.Meter
+	// StopGrace bounds the graceful stop of the gRPC server.
+	StopGrace time.Duration
+	// Context bounds the certificate renewals (with a Signer); Start waits
+	// for them once it has ended.
+	Context context.Context
+}
+
+// Edge is one xds-edge replica.
+type Edge struct {
+	d         Deps
+	clientCAs atomic.Pointer[x509.CertPool]
+	srv       *xds.Server
+	feed      *feed
+	grpc      *grpc.Server
+	issuer    *sds.Issuer
+}
+
+// New builds an edge; Start runs it.
+func New(d Deps) (*Edge, error) {
+	if d.Log == nil || d.Conn == nil || d.Listener == nil || d.GRPC.TLS == nil {
+		return nil, errors.New("edge: Log, Conn, Listener and GRPC.TLS are required")
+	}
+	if d.StopGrace <= 0 {
+		d.StopGrace = 10 * time.Second
+	}
+	if d.Signer != nil && d.Context == nil {
+		return nil, errors.New("edge: Context is required with a Signer")
+	}
+	srv, err := xds.New(xds.Options{
+		Log: d.Log, EdgeID: d.EdgeID, TrustDomain: d.TrustDomain, Meter: d.Meter, Admission: d.Admission,
+		Status: &natsStatus{nc: d.Conn.NATS(), edgeID: d.EdgeID, log: d.Log},
+	})
+	if err != nil {
+		return nil, err
+	}
+	e := &Edge{d: d, srv: srv}
+	if d.GRPC.TLS.ClientCAs != nil {
+		e.clientCAs.Store(d.GRPC.TLS.ClientCAs)
+	} else {
+		e.clientCAs.Store(x509.NewCertPool())
+	}
+	base := d.GRPC.TLS.Clone()
+	base.ClientAuth = tls.RequireAndVerifyClientCert
+	gc := d.GRPC
+	gc.TLS = &tls.Config{MinVersion: base.MinVersion, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.ClientCAs = e.clientCAs.Load()
+		return c, nil
+	}}
+	g := grpc.NewServer(xds.ServerOptions(gc)...)
+	srv.Register(g)
+	e.grpc = g
+	if d.Signer != nil {
+		e.issuer, err = sds.New(d.Context, sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger})
+		if err != nil {
+			return nil, err
+		}
+		srv.SetSecretSource(e.issuer)
+	}
+	e.feed = &feed{
+		log: d.Log.WithField("component", "feed"), target: srv, onBundle: e.trustBundle,
+		connected: func() bool { return d.Conn.NATS().Status() == nats.CONNECTED },
+		threshold: d.NATSLostThreshold, now: time.Now,
+	}
+	return e, nil
+}
+
+// Server is the edge's xDS server.
+func (e *Edge) Server() *xds.Server { return e.srv }
+
+// Start runs the edge until ctx ends: it opens the buckets (waiting for
+// them to exist), feeds the server, and serves ADS. Streams are refused with
+// UNAVAILABLE until the initial sync is complete. On return the gRPC server
+// has stopped.
+func (e *Edge) Start(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := e.grpc.Serve(e.d.Listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("serve ads on %s: %w", e.d.Listener.Addr(), err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		e.srv.SetServing(false)
+		done := make(chan struct{})
+		go func() { e.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(e.d.StopGrace):
+			e.grpc.Stop()
+			<-done
+		}
+		return nil
+	})
+	g.Go(func() error {
+		compiled, err := openBucket(gctx, e.d.Conn, bus.BucketCompiled, e.d.Log)
+		if err != nil {
+			return err
+		}
+		trust, err := openBucket(gctx, e.d.Conn, bus.BucketTrust, e.d.Log)
+		if err != nil {
+			return err
+		}
+		e.feed.compiled, e.feed.trust = compiled, trust
+		return e.feed.run(gctx)
+	})
+	err := g.Wait()
+	if e.issuer != nil && e.d.Context.Err() != nil {
+		e.issuer.Wait()
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// trustBundle makes the bundle's roots (plus the configured ones) the roots
+// that verify proxies' client certificates.
+func (e *Edge) trustBundle(b *meshv1.TrustBundle) {
+	pool := x509.NewCertPool()
+	if base := e.d.GRPC.TLS.ClientCAs; base != nil {
+		pool = base.Clone()
+	}
+	for _, r := range b.GetRoots() {
+		if !pool.AppendCertsFromPEM(r.GetCertificatePem()) {
+			e.d.Log.WithField("root_id", r.GetId()).Warn("trust bundle root is not a PEM certificate")
+		}
+	}
+	e.clientCAs.Store(pool)
+}
+
+// CheckSync is the readiness check of the initial sync.
+func (e *Edge) CheckSync(context.Context) error { return e.feed.checkSync() }
+
+// CheckNATS is the readiness check of the NATS connection, with the lost
+// threshold.
+func (e *Edge) CheckNATS(context.Context) error { return e.feed.checkNATS() }
+
+// openBucket opens a bucket, waiting for its writer to create it.
+func openBucket(ctx context.Context, c *bus.Conn, name string, log *logrus.Entry) (*bus.Store, error) {
+	for attempt := 0; ; attempt++ {
+		s, err := c.Bucket(ctx, name)
+		if err == nil {
+			return s, nil
+		}
+		if attempt%20 == 0 {
+			log.WithError(err).WithField("bucket", name).Warn("waiting for bucket")
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open bucket %s: %w", name, ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// natsStatus publishes proxy status on mesh.status.proxy.<edge>.<proxy>.
+type natsStatus struct {
+	nc     *nats.Conn
+	edgeID string
+	log    *logrus.Entry
+}
+
+// PublishStatus implements xds.StatusPublisher. Status is best effort: a
+// report lost while NATS is away is superseded by the next one.
+func (n *natsStatus) PublishStatus(ctx context.Context, s *meshv1.ProxyStatus) {
+	b, err := proto.Marshal(s)
+	if err != nil {
+		n.log.WithError(err).Error("proxy status not marshalled")
+		return
+	}
+	msg := &nats.Msg{Subject: StatusSubject(n.edgeID, s.GetProxyId()), Data: b, Header: nats.Header{}}
+	bus.InjectTrace(ctx, msg.Header)
+	if err := n.nc.PublishMsg(msg); err != nil {
+		n.log.WithError(err).WithField("node_id", s.GetNodeId()).Debug("proxy status not published")
+	}
+}
+
+// StatusSubject is the subject of a proxy's status reports.
+func StatusSubject(edgeID, proxyID string) string {
+	return bus.SubjectProxyStatus + "." + bus.EscapeToken(edgeID) + "." + bus.EscapeToken(proxyID)
+}

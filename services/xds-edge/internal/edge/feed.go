@@ -1,0 +1,210 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
+)
+
+// target is what the feed drives: the xDS server.
+type target interface {
+	Stage(key string, value []byte) error
+	Commit(g *meshv1.Generation) (*pool.Change, error)
+	SetTrustBundle(b *meshv1.TrustBundle) error
+	SetServing(ok bool)
+}
+
+// watchable is a KV bucket the feed watches.
+type watchable interface {
+	Watch(ctx context.Context, pattern string) (*bus.Watcher, error)
+}
+
+// feed applies KV mesh-compiled and mesh-trust to the server and decides
+// readiness: the initial values of both are delivered, the latest generation
+// is applied, and NATS has not been lost for longer than the threshold.
+type feed struct {
+	log       *logrus.Entry
+	target    target
+	compiled  watchable
+	trust     watchable
+	connected func() bool
+	threshold time.Duration
+	now       func() time.Time
+	// onBundle, when set, is told about every installed trust bundle.
+	onBundle func(*meshv1.TrustBundle)
+
+	mu           sync.Mutex
+	compiledInit bool
+	trustInit    bool
+	hasBundle    bool
+	latest       uint64 // newest generation number seen
+	applied      uint64
+	lostSince    time.Time // zero while connected
+}
+
+// run watches both buckets until ctx ends or a watch fails.
+func (f *feed) run(ctx context.Context) error {
+	cw, err := f.compiled.Watch(ctx, ">")
+	if err != nil {
+		return err
+	}
+	defer cw.Stop()
+	tw, err := f.trust.Watch(ctx, layout.BundleKey)
+	if err != nil {
+		return err
+	}
+	defer tw.Stop()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-cw.Events():
+			if !ok {
+				return fmt.Errorf("watch %s ended: %w", bus.BucketCompiled, cw.Err())
+			}
+			f.compiledEvent(ev)
+		case ev, ok := <-tw.Events():
+			if !ok {
+				return fmt.Errorf("watch %s ended: %w", bus.BucketTrust, tw.Err())
+			}
+			f.trustEvent(ev)
+		case <-tick.C:
+		}
+		f.update()
+	}
+}
+
+func (f *feed) compiledEvent(ev bus.Event) {
+	log := f.log.WithContext(ev.Context).WithField("key", ev.Key)
+	switch {
+	case ev.Kind == bus.EventInitialized:
+		f.mu.Lock()
+		f.compiledInit = true
+		f.mu.Unlock()
+		log.Info("mesh-compiled initial values delivered")
+	case ev.Key == layout.GenerationKey && ev.Kind == bus.EventPut:
+		var g meshv1.Generation
+		if err := ev.Decode(&g); err != nil {
+			log.WithError(err).Error("bad generation record")
+			return
+		}
+		f.mu.Lock()
+		f.latest = max(f.latest, g.GetNumber())
+		f.mu.Unlock()
+		ch, err := f.target.Commit(&g)
+		if err != nil {
+			log.WithError(err).WithField("generation", g.GetNumber()).Error("generation applied with bad keys left out")
+		}
+		if ch == nil {
+			log.WithField("generation", g.GetNumber()).Warn("ignored a generation not newer than the applied one")
+			return
+		}
+		f.mu.Lock()
+		f.applied = ch.Generation
+		f.mu.Unlock()
+		entry := log.WithFields(logrus.Fields{"generation": ch.Generation, "groups": len(ch.Groups), "resources": ch.Resources})
+		if ch.Dangling > 0 {
+			entry.WithField("dangling", ch.Dangling).Warn("generation applied with names of missing resources left out")
+		} else {
+			entry.Debug("generation applied")
+		}
+	case ev.Key == layout.GenerationKey:
+		// A deleted generation record changes nothing: the pool never goes back.
+	case ev.Kind == bus.EventPut:
+		if err := f.target.Stage(ev.Key, ev.Value); err != nil {
+			log.WithError(err).Warn("ignored a bad mesh-compiled key")
+		}
+	case ev.Kind == bus.EventDelete:
+		if err := f.target.Stage(ev.Key, nil); err != nil {
+			log.WithError(err).Warn("ignored a bad mesh-compiled key")
+		}
+	}
+}
+
+func (f *feed) trustEvent(ev bus.Event) {
+	switch ev.Kind {
+	case bus.EventInitialized:
+		f.mu.Lock()
+		f.trustInit = true
+		has := f.hasBundle
+		f.mu.Unlock()
+		if !has {
+			f.log.Warn("mesh-trust holds no trust bundle yet; root-cert is served once the cert-authority writes it")
+		}
+	case bus.EventPut:
+		var b meshv1.TrustBundle
+		if err := ev.Decode(&b); err != nil {
+			f.log.WithError(err).Error("bad trust bundle")
+			return
+		}
+		if err := f.target.SetTrustBundle(&b); err != nil {
+			f.log.WithError(err).Error("trust bundle not installed")
+			return
+		}
+		if f.onBundle != nil {
+			f.onBundle(&b)
+		}
+		f.mu.Lock()
+		f.hasBundle = true
+		f.mu.Unlock()
+		f.log.WithField("bundle_version", b.GetVersion()).Info("trust bundle installed")
+	}
+}
+
+// update tracks the NATS connection and opens or closes the server to new
+// streams.
+func (f *feed) update() {
+	f.mu.Lock()
+	switch up := f.connected(); {
+	case up:
+		f.lostSince = time.Time{}
+	case f.lostSince.IsZero():
+		f.lostSince = f.now()
+	}
+	f.mu.Unlock()
+	f.target.SetServing(f.checkSync() == nil && f.checkNATS() == nil)
+}
+
+// checkSync is the "mesh-compiled" readiness check.
+func (f *feed) checkSync() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case !f.compiledInit:
+		return errors.New("the initial values of mesh-compiled are not delivered yet")
+	case !f.trustInit:
+		return errors.New("the initial value of mesh-trust is not delivered yet")
+	case f.applied == 0:
+		// Serving an empty mesh would strip every proxy of its config.
+		return errors.New("mesh-compiled holds no generation yet: the policy-compiler has not compiled")
+	case f.applied < f.latest:
+		return fmt.Errorf("generation %d applied, %d seen", f.applied, f.latest)
+	}
+	return nil
+}
+
+// checkNATS is the "nats" readiness check: it fails only once NATS has been
+// lost for longer than the threshold, so that a blip does not take every
+// edge out of the Service at once, while a replica cut off for long stops
+// taking new proxies.
+func (f *feed) checkNATS() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.lostSince.IsZero() {
+		if lost := f.now().Sub(f.lostSince); lost > f.threshold {
+			return fmt.Errorf("nats lost for %s (threshold %s); serving the last good state to connected proxies only", lost.Round(time.Second), f.threshold)
+		}
+	}
+	return nil
+}

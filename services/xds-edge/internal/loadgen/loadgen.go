@@ -1,0 +1,383 @@
+// Package loadgen is the xds-edge's scale harness: it plays the compiler
+// (writing a synthetic mesh into KV mesh-compiled) and thousands of delta-xDS
+// proxies (each an ADS stream over mTLS), then makes policy edits and
+// measures how long each proxy takes to receive them, counted from the
+// generation's commit. It runs in its own process, apart from the edge, so
+// that the two do not share file descriptors, CPU accounting or the Go
+// scheduler.
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+)
+
+// Config says what load to make.
+type Config struct {
+	// XDSAddr is the edge's ADS address; AdminAddr its admin listener (for
+	// /readyz and the heap figure), optional.
+	XDSAddr, AdminAddr string
+	// PKI signs the proxies' client certificates; the edge must trust it.
+	PKI *xdstest.CA
+	// Bus is an admin (or compiler) connection that writes mesh-compiled.
+	Bus *bus.Conn
+	// Proxies, Groups and ClustersPerGroup shape the mesh.
+	Proxies, Groups, ClustersPerGroup int
+	// Edits is the number of policy edits to time.
+	Edits int
+	// Conns is the number of gRPC connections the proxies share (streams
+	// are multiplexed over them); 0 means one per proxy.
+	Conns int
+}
+
+// Report is what a run measured.
+type Report struct {
+	Proxies       int
+	InitialSync   time.Duration // from the first stream opened to the last initial response
+	EditLatencies []Quantiles   // per edit: commit → received, over every proxy
+	Missed        int           // proxies that did not receive an edit within the timeout
+	HeapPerProxy  float64       // bytes of edge heap per idle proxy (0 without AdminAddr)
+	// AckedWithin150ms and Acks are read from the edge's own push→ACK
+	// histogram (commit to ACK, every push a commit caused), when AdminAddr
+	// is set.
+	AckedWithin150ms, Acks float64
+	EdgeHeapBefore         float64
+	EdgeHeapAfter          float64
+}
+
+// Quantiles summarise latencies.
+type Quantiles struct {
+	P50, P99, Max time.Duration
+	N             int
+}
+
+func quantiles(d []time.Duration) Quantiles {
+	if len(d) == 0 {
+		return Quantiles{}
+	}
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	at := func(q float64) time.Duration { return d[min(len(d)-1, int(q*float64(len(d))))] }
+	return Quantiles{P50: at(0.50), P99: at(0.99), Max: d[len(d)-1], N: len(d)}
+}
+
+// Print writes the report.
+func (r Report) Print(w io.Writer) {
+	fmt.Fprintf(w, "proxies: %d\ninitial sync (all proxies): %s\n", r.Proxies, r.InitialSync.Round(time.Millisecond))
+	for i, q := range r.EditLatencies {
+		fmt.Fprintf(w, "edit %d: commit→received over %d proxies: p50 %s p99 %s max %s\n", i+1, q.N, q.P50.Round(time.Millisecond), q.P99.Round(time.Millisecond), q.Max.Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "missed: %d\n", r.Missed)
+	if r.Acks > 0 {
+		fmt.Fprintf(w, "edge push→ACK histogram: %.0f of %.0f ACKs (%.1f%%) within 150ms of the commit\n", r.AckedWithin150ms, r.Acks, 100*r.AckedWithin150ms/r.Acks)
+	}
+	if r.HeapPerProxy > 0 {
+		fmt.Fprintf(w, "edge heap: %.1f MB idle before, %.1f MB with the proxies: %.1f KB per proxy\n", r.EdgeHeapBefore/1e6, r.EdgeHeapAfter/1e6, r.HeapPerProxy/1e3)
+	}
+}
+
+const sharedEndpoints = "ep-shared"
+
+// Seed writes the synthetic mesh and its first generation: every group
+// names ClustersPerGroup clusters and load assignments of its own plus one
+// load assignment every group shares (the one the edits change).
+func Seed(ctx context.Context, c Config) error {
+	store, err := c.Bus.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{})
+	if err != nil {
+		return err
+	}
+	put := func(w xdstest.Write, err error) error {
+		if err != nil {
+			return err
+		}
+		_, err = store.Put(ctx, w.Key, w.Value)
+		return err
+	}
+	if err := put(xdstest.Resource(xdstest.Endpoints(sharedEndpoints, 1), sharedEndpoints, 1)); err != nil {
+		return err
+	}
+	for g := range c.Groups {
+		clusters, eps := []string{}, []string{sharedEndpoints}
+		for i := range c.ClustersPerGroup {
+			n := fmt.Sprintf("g%d-c%d", g, i)
+			if err := put(xdstest.Resource(xdstest.Cluster(n, time.Second), n, 1)); err != nil {
+				return err
+			}
+			if err := put(xdstest.Resource(xdstest.Endpoints(n, 80), n, 1)); err != nil {
+				return err
+			}
+			clusters, eps = append(clusters, n), append(eps, n)
+		}
+		ns := groupNS(g)
+		if err := put(xdstest.Group(ns, ns, 1, map[string][]string{resourcev3.ClusterType: clusters, resourcev3.EndpointType: eps}), nil); err != nil {
+			return err
+		}
+	}
+	return put(xdstest.Generation(1), nil)
+}
+
+func groupNS(g int) string { return "load" + strconv.Itoa(g) }
+
+// Run seeds nothing: it connects the proxies, times their initial sync,
+// makes the edits and times their delivery. Seed (or a real compiler) must
+// have written the mesh.
+func Run(ctx context.Context, c Config) (*Report, error) {
+	rep := &Report{Proxies: c.Proxies}
+	heapBefore, _ := edgeHeap(c.AdminAddr)
+	creds := make([]credentials.TransportCredentials, c.Groups)
+	for g := range c.Groups {
+		tc, err := c.PKI.ClientTLS(identity.New("cluster.local", groupNS(g), groupNS(g)).String())
+		if err != nil {
+			return nil, err
+		}
+		creds[g] = credentials.NewTLS(tc)
+	}
+	conns := map[string]*grpc.ClientConn{}
+	defer func() {
+		for _, cc := range conns {
+			cc.Close()
+		}
+	}()
+	conn := func(i int) (*grpc.ClientConn, error) {
+		g := i % c.Groups
+		slot := i
+		if c.Conns > 0 {
+			slot = i % max(c.Conns, c.Groups)
+		}
+		key := fmt.Sprintf("%d/%d", g, slot)
+		if cc := conns[key]; cc != nil {
+			return cc, nil
+		}
+		cc, err := grpc.NewClient(c.XDSAddr, grpc.WithTransportCredentials(creds[g]))
+		if err != nil {
+			return nil, err
+		}
+		conns[key] = cc
+		return cc, nil
+	}
+	start := time.Now()
+	proxies := make([]*xdsclient.Proxy, c.Proxies)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for i := range c.Proxies {
+		cc, err := conn(i)
+		if err != nil {
+			return nil, err
+		}
+		p, err := xdsclient.Start(ctx, cc, xdsclient.Options{NodeID: fmt.Sprintf("load-%d", i), Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}})
+		if err != nil {
+			return nil, fmt.Errorf("proxy %d: %w", i, err)
+		}
+		defer p.Stop()
+		proxies[i] = p
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2 {
+				if _, err := p.Next(ctx); err != nil {
+					mu.Lock()
+					firstErr = fmt.Errorf("proxy %d initial sync: %w", i, err)
+					mu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	rep.InitialSync = time.Since(start)
+	if heapAfter, err := edgeHeap(c.AdminAddr); err == nil && heapBefore > 0 {
+		rep.EdgeHeapBefore, rep.EdgeHeapAfter = heapBefore, heapAfter
+		rep.HeapPerProxy = (heapAfter - heapBefore) / float64(c.Proxies)
+	}
+
+	store, err := c.Bus.Bucket(ctx, bus.BucketCompiled)
+	if err != nil {
+		return nil, err
+	}
+	var g0 uint64
+	for e := range c.Edits {
+		w, err := xdstest.Resource(xdstest.Endpoints(sharedEndpoints, uint32(1000+e)), sharedEndpoints, uint64(e+2))
+		if err != nil {
+			return nil, err
+		}
+		lat := make([]time.Duration, 0, c.Proxies)
+		var lmu sync.Mutex
+		var ewg sync.WaitGroup
+		var commit time.Time
+		ready := make(chan struct{})
+		for _, p := range proxies {
+			ewg.Add(1)
+			go func() {
+				defer ewg.Done()
+				wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				defer cancel()
+				for {
+					r, err := p.Next(wctx)
+					if err != nil {
+						lmu.Lock()
+						rep.Missed++
+						lmu.Unlock()
+						return
+					}
+					if _, ok := r.Resources[sharedEndpoints]; ok {
+						at := time.Now()
+						<-ready
+						lmu.Lock()
+						lat = append(lat, at.Sub(commit))
+						lmu.Unlock()
+						return
+					}
+				}
+			}()
+		}
+		if _, err := store.Put(ctx, w.Key, w.Value); err != nil {
+			return nil, err
+		}
+		g0 = uint64(e + 2)
+		gen := xdstest.Generation(g0)
+		commit = time.Now()
+		if _, err := store.Put(ctx, gen.Key, gen.Value); err != nil {
+			return nil, err
+		}
+		close(ready)
+		ewg.Wait()
+		rep.EditLatencies = append(rep.EditLatencies, quantiles(lat))
+	}
+	if c.AdminAddr != "" {
+		// Give the last ACKs time to reach the edge.
+		time.Sleep(500 * time.Millisecond)
+		rep.AckedWithin150ms, rep.Acks, _ = ackHistogram(c.AdminAddr, `le="0.15"`)
+	}
+	return rep, nil
+}
+
+// ackHistogram sums the edge's push→ACK histogram over its series: the
+// count in the bucket matching le, and the total count.
+func ackHistogram(adminAddr, le string) (within, total float64, err error) {
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok {
+			continue
+		}
+		i := strings.LastIndexByte(rest, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(rest[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case name == "osm_xds_push_ack_latency_seconds_bucket" && strings.Contains(rest, le):
+			within += v
+		case name == "osm_xds_push_ack_latency_seconds_count":
+			total += v
+		}
+	}
+	return within, total, nil
+}
+
+// edgeHeap reads go_memstats_heap_alloc_bytes from the edge's /metrics.
+func edgeHeap(adminAddr string) (float64, error) {
+	if adminAddr == "" {
+		return 0, fmt.Errorf("no admin address")
+	}
+	// Let the edge's garbage settle a little before reading.
+	time.Sleep(2 * time.Second)
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("no go_memstats_heap_alloc_bytes in /metrics")
+}
+
+// Files are the PKI files an edge started by the harness uses.
+type Files struct {
+	Dir, Root, Cert, Key string
+}
+
+// WritePKI makes a throw-away mesh root and the edge's serving (and CA
+// client) certificate in dir, and writes the trust bundle into mesh-trust.
+func WritePKI(ctx context.Context, dir string, conn *bus.Conn) (*xdstest.CA, Files, error) {
+	ca, err := xdstest.NewCA("loadgen-root")
+	if err != nil {
+		return nil, Files{}, err
+	}
+	_, certPEM, keyPEM, err := ca.Leaf("spiffe://cluster.local/osm/xds-edge")
+	if err != nil {
+		return nil, Files{}, err
+	}
+	f := Files{Dir: dir, Root: filepath.Join(dir, "root.pem"), Cert: filepath.Join(dir, "edge.pem"), Key: filepath.Join(dir, "edge-key.pem")}
+	for p, b := range map[string][]byte{f.Root: ca.CertPEM, f.Cert: certPEM, f.Key: keyPEM} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			return nil, Files{}, err
+		}
+	}
+	trust, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{})
+	if err != nil {
+		return nil, Files{}, err
+	}
+	if _, err := trust.Put(ctx, layout.BundleKey, ca.Bundle()); err != nil {
+		return nil, Files{}, err
+	}
+	return ca, f, nil
+}
+
+// WaitReady polls the edge's /readyz until it answers 200.
+func WaitReady(ctx context.Context, adminAddr string) error {
+	for {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("edge at %s not ready: %w", adminAddr, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

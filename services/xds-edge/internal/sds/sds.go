@@ -1,0 +1,237 @@
+// Package sds obtains the service certificates the xds-edge serves over SDS.
+// For each identity with a proxy on this edge it generates an ECDSA P-256 key
+// locally, has a CSR signed by the cert-authority (osm.ca.v1 Sign), caches
+// the result for every proxy of that identity, and renews it at half of its
+// lifetime. The private key never leaves the edge.
+package sds
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+)
+
+// Signer is the part of the CA client the issuer uses.
+type Signer interface {
+	Sign(ctx context.Context, in *cav1.SignRequest, opts ...grpc.CallOption) (*cav1.SignResponse, error)
+}
+
+// Sink receives the certificates: the xDS server, which pushes them to the
+// streams of their identity.
+type Sink interface {
+	SetCertificate(id identity.ID, chainPEM, keyPEM []byte, serial string) error
+	DropCertificate(id identity.ID)
+}
+
+// Options configure an Issuer.
+type Options struct {
+	Signer Signer
+	Sink   Sink
+	Log    *logrus.Entry
+	// TTL is the lifetime asked of the CA (which may shorten it).
+	TTL time.Duration
+	// Linger keeps an identity's certificate (and renews it) this long after
+	// its last proxy left, so that a reconnecting proxy needs no new
+	// signature.
+	Linger time.Duration
+	// RetryMin and RetryMax bound the backoff after a failed signature.
+	RetryMin, RetryMax time.Duration
+}
+
+// Certificate is an issued service certificate.
+type Certificate struct {
+	ChainPEM, KeyPEM    []byte
+	Serial              string
+	NotBefore, NotAfter time.Time
+}
+
+// Issuer keeps one certificate per acquired identity.
+type Issuer struct {
+	ctx  context.Context
+	opts Options
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	entries map[identity.ID]*entry
+}
+
+type entry struct {
+	refs   int
+	cancel context.CancelFunc
+	linger *time.Timer
+	cert   *Certificate
+}
+
+// New returns an issuer whose renewals run until ctx ends.
+func New(ctx context.Context, o Options) (*Issuer, error) {
+	if o.Signer == nil || o.Sink == nil || o.Log == nil {
+		return nil, errors.New("sds: Signer, Sink and Log are required")
+	}
+	if o.TTL <= 0 {
+		o.TTL = 24 * time.Hour
+	}
+	if o.RetryMin <= 0 {
+		o.RetryMin = 500 * time.Millisecond
+	}
+	if o.RetryMax < o.RetryMin {
+		o.RetryMax = max(30*time.Second, o.RetryMin)
+	}
+	return &Issuer{ctx: ctx, opts: o, entries: map[identity.ID]*entry{}}, nil
+}
+
+// Acquire starts keeping a certificate for id, or counts one more user of
+// the one it keeps.
+func (i *Issuer) Acquire(id identity.ID) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if e := i.entries[id]; e != nil {
+		e.refs++
+		if e.linger != nil {
+			e.linger.Stop()
+			e.linger = nil
+		}
+		return
+	}
+	ctx, cancel := context.WithCancel(i.ctx)
+	e := &entry{refs: 1, cancel: cancel}
+	i.entries[id] = e
+	i.wg.Add(1)
+	go func() {
+		defer i.wg.Done()
+		i.maintain(ctx, id, e)
+	}()
+}
+
+// Release counts one user of id less; after the last one, and Linger, the
+// certificate is dropped and no longer renewed.
+func (i *Issuer) Release(id identity.ID) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	e := i.entries[id]
+	if e == nil || e.refs == 0 {
+		return
+	}
+	e.refs--
+	if e.refs > 0 {
+		return
+	}
+	e.linger = time.AfterFunc(i.opts.Linger, func() {
+		i.mu.Lock()
+		drop := i.entries[id] == e && e.refs == 0
+		if drop {
+			delete(i.entries, id)
+			e.cancel()
+		}
+		i.mu.Unlock()
+		if drop {
+			i.opts.Sink.DropCertificate(id)
+		}
+	})
+}
+
+// Current returns the certificate kept for id, or nil.
+func (i *Issuer) Current(id identity.ID) *Certificate {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if e := i.entries[id]; e != nil {
+		return e.cert
+	}
+	return nil
+}
+
+// Wait waits for the renewal goroutines, once the context given to New has
+// ended.
+func (i *Issuer) Wait() { i.wg.Wait() }
+
+// maintain issues the certificate of id and renews it at half-life until
+// ctx ends.
+func (i *Issuer) maintain(ctx context.Context, id identity.ID, e *entry) {
+	log := i.opts.Log.WithField("identity", id.String())
+	backoff := i.opts.RetryMin
+	for {
+		cert, err := i.issue(ctx, id)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			log.WithError(err).WithField("retry_in", backoff.String()).Warn("service certificate not signed")
+			if !sleep(ctx, backoff) {
+				return
+			}
+			backoff = min(2*backoff, i.opts.RetryMax)
+			continue
+		}
+		backoff = i.opts.RetryMin
+		i.mu.Lock()
+		e.cert = cert
+		i.mu.Unlock()
+		if err := i.opts.Sink.SetCertificate(id, cert.ChainPEM, cert.KeyPEM, cert.Serial); err != nil {
+			log.WithError(err).Error("service certificate not installed")
+		}
+		renew := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+		log.WithFields(logrus.Fields{"serial": cert.Serial, "not_after": cert.NotAfter, "renew_at": renew}).Debug("service certificate issued")
+		// A backdated or very short certificate must not make the loop spin.
+		if !sleep(ctx, max(time.Until(renew), i.opts.RetryMin)) {
+			return
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// issue generates a key and has the CA sign it for id.
+func (i *Issuer) issue(ctx context.Context, id identity.ID) (*Certificate, error) {
+	key, err := identity.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := key.CSR(id)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := i.opts.Signer.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: id.String(), Ttl: durationpb.New(i.opts.TTL)})
+	if err != nil {
+		return nil, fmt.Errorf("sign csr for %s: %w", id, err)
+	}
+	chain := resp.GetCertificateChainPem()
+	block, _ := pem.Decode(chain)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("sign csr for %s: the CA returned no PEM certificate", id)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("sign csr for %s: parse leaf: %w", id, err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != id.String() {
+		return nil, fmt.Errorf("sign csr for %s: the CA returned a certificate for %v", id, leaf.URIs)
+	}
+	if !key.Private().PublicKey.Equal(leaf.PublicKey) {
+		return nil, fmt.Errorf("sign csr for %s: the certificate is not for the key the edge generated", id)
+	}
+	keyPEM, err := key.PEM()
+	if err != nil {
+		return nil, err
+	}
+	return &Certificate{ChainPEM: chain, KeyPEM: keyPEM, Serial: hex.EncodeToString(leaf.SerialNumber.Bytes()), NotBefore: leaf.NotBefore, NotAfter: leaf.NotAfter}, nil
+}

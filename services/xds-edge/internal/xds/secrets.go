@@ -1,0 +1,175 @@
+package xds
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
+)
+
+// Names of the SDS secrets, relative to the proxy that asks (the names the
+// policy-compiler writes into clusters and listeners).
+const (
+	// SecretServiceCert is the certificate and key of the proxy's own
+	// identity.
+	SecretServiceCert = "service-cert"
+	// SecretRootCert is the mesh's trust bundle.
+	SecretRootCert = "root-cert"
+)
+
+const secretType = resourcev3.SecretType
+
+// SecretSource obtains the service certificates of the identities with
+// streams on this edge. The server acquires an identity when a stream of it
+// opens and releases it when the stream closes; the source hands
+// certificates back through Server.SetCertificate.
+type SecretSource interface {
+	Acquire(id identity.ID)
+	Release(id identity.ID)
+}
+
+// secretState holds the secret resources, each wrapped once: the trust
+// bundle shared by every stream, one service certificate per identity.
+type secretState struct {
+	root  *pool.Resource
+	certs map[string]*pool.Resource // by identity
+}
+
+func secretResource(s *tlsv3.Secret, version string) (*pool.Resource, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("marshal secret %s: %w", s.GetName(), err)
+	}
+	a := &anypb.Any{TypeUrl: secretType, Value: b}
+	return &pool.Resource{TypeURL: secretType, Name: s.GetName(), Version: version, Any: a,
+		Delta: &discovery.Resource{Name: s.GetName(), Version: version, Resource: a}}, nil
+}
+
+func inline(b []byte) *corev3.DataSource {
+	return &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: b}}
+}
+
+// SetCertificate installs (or renews) the service certificate of id and
+// pushes it to that identity's streams, and to no other.
+func (s *Server) SetCertificate(id identity.ID, chainPEM, keyPEM []byte, serial string) error {
+	r, err := secretResource(&tlsv3.Secret{Name: SecretServiceCert, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+		CertificateChain: inline(chainPEM), PrivateKey: inline(keyPEM),
+	}}}, serial)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.sec.certs == nil {
+		s.sec.certs = map[string]*pool.Resource{}
+	}
+	s.sec.certs[id.String()] = r
+	s.mu.Unlock()
+	for _, c := range s.groupConns(pool.GroupID(id.Namespace, id.ServiceAccount), func(c *conn) bool { return c.id == id }) {
+		c.secretChanged(SecretServiceCert)
+	}
+	return nil
+}
+
+// DropCertificate forgets the service certificate of id (its last proxy
+// left this edge a while ago).
+func (s *Server) DropCertificate(id identity.ID) {
+	s.mu.Lock()
+	delete(s.sec.certs, id.String())
+	s.mu.Unlock()
+}
+
+// SetTrustBundle installs the mesh's trust bundle as the root-cert secret
+// and pushes it to every stream subscribed to secrets.
+func (s *Server) SetTrustBundle(b *meshv1.TrustBundle) error {
+	var roots bytes.Buffer
+	for _, r := range b.GetRoots() {
+		roots.Write(bytes.TrimSpace(r.GetCertificatePem()))
+		roots.WriteByte('\n')
+	}
+	if roots.Len() == 0 {
+		return fmt.Errorf("trust bundle %q has no root", b.GetVersion())
+	}
+	r, err := secretResource(&tlsv3.Secret{Name: SecretRootCert, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		TrustedCa: inline(roots.Bytes()),
+	}}}, b.GetVersion())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.sec.root = r
+	s.mu.Unlock()
+	for _, c := range s.conns(func(*conn) bool { return true }) {
+		c.secretChanged(SecretRootCert)
+	}
+	return nil
+}
+
+// lookupLocked returns the resource typeURL/name as the stream's identity may
+// see it, or nil. s.mu is held.
+func (s *Server) lookupLocked(c *conn, typeURL, name string) *pool.Resource {
+	if typeURL != secretType {
+		return s.pool.Get(c.group, typeURL, name)
+	}
+	switch name {
+	case SecretServiceCert:
+		return s.sec.certs[c.id.String()]
+	case SecretRootCert:
+		return s.sec.root
+	}
+	return nil
+}
+
+// viewLocked returns the stream's resources of typeURL, limited to the
+// subscription (nil: all). s.mu is held.
+func (s *Server) viewLocked(c *conn, typeURL string, sub map[string]struct{}) []*pool.Resource {
+	if typeURL != secretType {
+		return s.pool.View(c.group, typeURL, sub)
+	}
+	var out []*pool.Resource
+	for _, n := range []string{SecretRootCert, SecretServiceCert} {
+		if _, ok := sub[n]; sub != nil && !ok {
+			continue
+		}
+		if r := s.lookupLocked(c, typeURL, n); r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// namesLocked returns every name of typeURL the stream's identity may see.
+// s.mu is held.
+func (s *Server) namesLocked(c *conn, typeURL string) []string {
+	if typeURL != secretType {
+		return s.pool.Names(c.group, typeURL)
+	}
+	var out []string
+	for _, r := range s.viewLocked(c, typeURL, nil) {
+		out = append(out, r.Name)
+	}
+	return out
+}
+
+// checkSecretNames counts and logs requests for secrets outside the
+// stream's own: another identity's certificate is never served.
+func (s *Server) checkSecretNames(ctx context.Context, c *conn, names []string) {
+	for _, n := range names {
+		if n == SecretServiceCert || n == SecretRootCert || n == "*" {
+			continue
+		}
+		s.stats.secretRefusals.Add(1)
+		s.metrics.secretRefusals.Add(ctx, 1)
+		s.log.WithContext(ctx).WithFields(logrus.Fields{"identity": c.id.String(), "secret": n}).Warn("refused a secret outside the proxy's identity")
+	}
+}

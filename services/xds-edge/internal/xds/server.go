@@ -1,0 +1,444 @@
+// Package xds is the xds-edge's Aggregated Discovery Service: state-of-the-
+// world and delta ADS, with SDS carried over the same streams, served from
+// the shared resource pool.
+//
+// # Why not go-control-plane's server and a Cache
+//
+// The message types, type URLs and wire protocol are go-control-plane's; the
+// stream handlers are our own. go-control-plane's server asks its Cache for
+// one watch per stream and type, gives the cache the client's request only
+// (so the authenticated peer identity would have to be smuggled through the
+// node, which the client controls), and builds a response by marshalling
+// each resource per watch. Here a stream's group comes from the URI SAN of
+// its client certificate, each resource is wrapped once in the pool and the
+// same Any is sent to every stream, and a commit touches only the streams
+// whose group references a changed name, doing work proportional to the
+// names that changed for that stream (delta) or to the stream's own view of
+// the changed type (state of the world).
+//
+// # Ordering
+//
+// A stream sends pending types in the order CDS, EDS, LDS, RDS, SDS. Delta
+// streams send every update first and the removals after them, so that a
+// listener never points at a cluster that was already removed.
+// State-of-the-world removals are implicit in the next full CDS or LDS set,
+// sent in the same order.
+package xds
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
+)
+
+// pushOrder is the order in which a stream sends pending types.
+var pushOrder = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
+
+// StatusPublisher publishes proxy status reports (to mesh.status.proxy.>).
+type StatusPublisher interface {
+	PublishStatus(ctx context.Context, s *meshv1.ProxyStatus)
+}
+
+// Options configure a Server.
+type Options struct {
+	// Log receives the server's logs.
+	Log *logrus.Entry
+	// EdgeID names this replica in proxy status reports.
+	EdgeID string
+	// TrustDomain, when set, is the only trust domain whose proxies are served.
+	TrustDomain string
+	// Status publishes proxy status; nil publishes nothing.
+	Status StatusPublisher
+	// Secrets issues service certificates; nil serves no service-cert.
+	Secrets SecretSource
+	// Meter makes the server's metrics; nil records none.
+	Meter metric.Meter
+	// Admission limits the rate of new streams; nil admits every stream.
+	Admission *rate.Limiter
+}
+
+// Stats are counters kept alongside the metrics, for tests and debugging.
+type Stats struct {
+	Connected      int64
+	Pushes         int64
+	Acks           int64
+	Nacks          int64
+	SecretRefusals int64
+	Refused        int64
+}
+
+// Server serves ADS from a pool. Feed it with Stage and Commit; streams are
+// refused with UNAVAILABLE until SetServing(true).
+type Server struct {
+	log     *logrus.Entry
+	opts    Options
+	serving atomic.Bool
+
+	mu   sync.RWMutex // guards pool, bundle and certs
+	pool *pool.Pool
+	sec  secretState
+
+	connsMu sync.Mutex
+	byGroup map[string]map[*conn]struct{}
+	all     map[*conn]struct{}
+	nextID  atomic.Uint64
+
+	stats   stats
+	metrics instruments
+}
+
+type stats struct {
+	connected, pushes, acks, nacks, secretRefusals, refused atomic.Int64
+}
+
+type instruments struct {
+	connected      metric.Int64UpDownCounter
+	pushes         metric.Int64Counter
+	latency        metric.Float64Histogram
+	nacks          metric.Int64Counter
+	secretRefusals metric.Int64Counter
+	refused        metric.Int64Counter
+}
+
+// New returns a server with an empty pool, not serving.
+func New(o Options) (*Server, error) {
+	if o.Log == nil {
+		return nil, errors.New("xds: Options.Log is required")
+	}
+	m := o.Meter
+	if m == nil {
+		m = noop.NewMeterProvider().Meter("xds")
+	}
+	s := &Server{
+		log: o.Log.WithField("component", "xds"), opts: o, pool: pool.New(),
+		byGroup: map[string]map[*conn]struct{}{}, all: map[*conn]struct{}{},
+	}
+	var err error
+	in := &s.metrics
+	in.connected, err = m.Int64UpDownCounter("osm_xds_connected_proxies", metric.WithDescription("xDS streams open on this edge"))
+	if err == nil {
+		in.pushes, err = m.Int64Counter("osm_xds_pushes", metric.WithDescription("xDS responses sent, by type"))
+	}
+	if err == nil {
+		in.latency, err = m.Float64Histogram("osm_xds_push_ack_latency_seconds",
+			metric.WithDescription("time from a generation's commit by the compiler to the proxy's ACK of the push it caused"),
+			metric.WithUnit("s"),
+			metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5, 10))
+	}
+	if err == nil {
+		in.nacks, err = m.Int64Counter("osm_xds_nacks", metric.WithDescription("xDS responses rejected by proxies, by type"))
+	}
+	if err == nil {
+		in.secretRefusals, err = m.Int64Counter("osm_xds_secret_refusals", metric.WithDescription("requests for a secret the proxy's identity may not have"))
+	}
+	if err == nil {
+		in.refused, err = m.Int64Counter("osm_xds_streams_refused", metric.WithDescription("new xDS streams refused, by reason"))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xds metrics: %w", err)
+	}
+	return s, nil
+}
+
+// SetSecretSource sets the source of service certificates; call it before
+// the server takes streams.
+func (s *Server) SetSecretSource(src SecretSource) { s.opts.Secrets = src }
+
+// Register adds the ADS service to g.
+func (s *Server) Register(g *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, (*adsService)(s))
+}
+
+// SetServing opens (true) or closes (false) the server to new streams.
+// Streams already open keep being served either way.
+func (s *Server) SetServing(ok bool) { s.serving.Store(ok) }
+
+// Serving reports whether new streams are admitted.
+func (s *Server) Serving() bool { return s.serving.Load() }
+
+// Stats returns a copy of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Connected: s.stats.connected.Load(), Pushes: s.stats.pushes.Load(), Acks: s.stats.acks.Load(),
+		Nacks: s.stats.nacks.Load(), SecretRefusals: s.stats.secretRefusals.Load(), Refused: s.stats.refused.Load(),
+	}
+}
+
+// Generation is the applied generation number.
+func (s *Server) Generation() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	g, _ := s.pool.Generation()
+	return g
+}
+
+// Staged is the number of mesh-compiled keys waiting for the next generation.
+func (s *Server) Staged() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.pool.Staged()
+}
+
+// Stage records a mesh-compiled write (value nil: a delete) for the next
+// generation.
+func (s *Server) Stage(key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pool.Stage(key, value)
+}
+
+// Commit applies the staged writes when g is newer than the applied
+// generation, and wakes the streams whose group sees a change. It returns
+// the change (nil when g was not newer).
+func (s *Server) Commit(g *meshv1.Generation) (*pool.Change, error) {
+	s.mu.Lock()
+	ch, err := s.pool.Commit(g)
+	s.mu.Unlock()
+	if ch == nil {
+		return nil, err
+	}
+	s.connsMu.Lock()
+	var targets []*conn
+	for gid := range ch.Groups {
+		for c := range s.byGroup[gid] {
+			targets = append(targets, c)
+		}
+	}
+	s.connsMu.Unlock()
+	for _, c := range targets {
+		c.changed(ch.Groups[c.group], ch.CommitTime)
+	}
+	return ch, err
+}
+
+// conns returns the streams matching keep.
+func (s *Server) conns(keep func(*conn) bool) []*conn {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	var out []*conn
+	for c := range s.all {
+		if keep(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// groupConns returns the streams of one group matching keep.
+func (s *Server) groupConns(group string, keep func(*conn) bool) []*conn {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	var out []*conn
+	for c := range s.byGroup[group] {
+		if keep(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (s *Server) add(c *conn) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	m := s.byGroup[c.group]
+	if m == nil {
+		m = map[*conn]struct{}{}
+		s.byGroup[c.group] = m
+	}
+	m[c] = struct{}{}
+	s.all[c] = struct{}{}
+}
+
+func (s *Server) remove(c *conn) {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	delete(s.byGroup[c.group], c)
+	if len(s.byGroup[c.group]) == 0 {
+		delete(s.byGroup, c.group)
+	}
+	delete(s.all, c)
+}
+
+// admit checks a new stream: serving, within the admission rate, and with
+// a workload identity in its client certificate.
+func (s *Server) admit(ctx context.Context) (identity.ID, error) {
+	refuse := func(reason string, code codes.Code, format string, a ...any) (identity.ID, error) {
+		s.stats.refused.Add(1)
+		s.metrics.refused.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", reason)))
+		return identity.ID{}, status.Errorf(code, format, a...)
+	}
+	if !s.serving.Load() {
+		return refuse("not_ready", codes.Unavailable, "xds-edge %s is not ready: its initial sync is not complete or it lost NATS", s.opts.EdgeID)
+	}
+	if s.opts.Admission != nil && !s.opts.Admission.Allow() {
+		return refuse("rate_limited", codes.Unavailable, "xds-edge %s is admitting new streams at its limit; retry with backoff", s.opts.EdgeID)
+	}
+	id, err := PeerIdentity(ctx)
+	if err != nil {
+		return refuse("no_identity", codes.Unauthenticated, "%v", err)
+	}
+	if s.opts.TrustDomain != "" && id.TrustDomain != s.opts.TrustDomain {
+		return refuse("trust_domain", codes.PermissionDenied, "identity %s is not in trust domain %s", id, s.opts.TrustDomain)
+	}
+	return id, nil
+}
+
+// PeerIdentity is the workload identity in the URI SAN of the verified
+// client certificate of the stream in ctx.
+func PeerIdentity(ctx context.Context) (identity.ID, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return identity.ID{}, errors.New("no peer")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return identity.ID{}, errors.New("the stream is not over TLS")
+	}
+	if len(ti.State.VerifiedChains) == 0 || len(ti.State.PeerCertificates) == 0 {
+		return identity.ID{}, errors.New("no verified client certificate")
+	}
+	return identityOf(ti.State.PeerCertificates[0])
+}
+
+func identityOf(cert *x509.Certificate) (identity.ID, error) {
+	if len(cert.URIs) != 1 {
+		return identity.ID{}, fmt.Errorf("client certificate has %d URI SANs, want exactly one SPIFFE id", len(cert.URIs))
+	}
+	return identity.Parse(cert.URIs[0].String())
+}
+
+// adsService is the gRPC face of the Server.
+type adsService Server
+
+// StreamAggregatedResources serves one state-of-the-world ADS stream.
+func (a *adsService) StreamAggregatedResources(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	return (*Server)(a).serve(st.Context(), &sotwStream{st: st})
+}
+
+// DeltaAggregatedResources serves one delta ADS stream.
+func (a *adsService) DeltaAggregatedResources(st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	return (*Server)(a).serve(st.Context(), &deltaStream{st: st})
+}
+
+// wire is the protocol-specific part of a stream.
+type wire interface {
+	// recv reads the next request and applies it to c.
+	recv(s *Server, c *conn) error
+	// flush sends what is pending on c.
+	flush(s *Server, c *conn) error
+	delta() bool
+}
+
+func (s *Server) serve(ctx context.Context, w wire) error {
+	id, err := s.admit(ctx)
+	if err != nil {
+		return err
+	}
+	c := newConn(s.nextID.Add(1), id, w.delta())
+	log := s.log.WithFields(logrus.Fields{"identity": id.String(), "stream_id": c.streamID, "delta": c.isDelta})
+	s.add(c)
+	s.stats.connected.Add(1)
+	s.metrics.connected.Add(ctx, 1)
+	if s.opts.Secrets != nil {
+		s.opts.Secrets.Acquire(id)
+	}
+	defer func() {
+		s.remove(c)
+		if s.opts.Secrets != nil {
+			s.opts.Secrets.Release(id)
+		}
+		s.stats.connected.Add(-1)
+		s.metrics.connected.Add(context.WithoutCancel(ctx), -1)
+		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_DISCONNECTED, nil)
+		log.WithField("node_id", c.nodeIDValue()).Debug("xds stream closed")
+	}()
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			if err := w.recv(s, c); err != nil {
+				recvErr <- err
+				return
+			}
+			c.wake()
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-recvErr:
+			if errors.Is(err, errClientDone) {
+				return nil
+			}
+			if _, ok := status.FromError(err); ok {
+				return err
+			}
+			return status.Errorf(codes.InvalidArgument, "%v", err)
+		case <-c.wakeCh:
+			if err := w.flush(s, c); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// errClientDone ends a stream the client closed.
+var errClientDone = errors.New("client closed the stream")
+
+// publish reports a proxy event on the status subject.
+func (s *Server) publish(ctx context.Context, c *conn, ev meshv1.ProxyEvent, nack *meshv1.Nack) {
+	if s.opts.Status == nil {
+		return
+	}
+	st := c.status(s.opts.EdgeID, ev, nack)
+	s.opts.Status.PublishStatus(context.WithoutCancel(ctx), st)
+}
+
+// recordAck books the ACK of a response: counters, and the latency from the
+// commit of the generation that caused it.
+func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent sentResponse) {
+	s.stats.acks.Add(1)
+	if !sent.commit.IsZero() {
+		s.metrics.latency.Record(ctx, time.Since(sent.commit).Seconds(), metric.WithAttributes(attribute.String("type_url", typeURL)))
+	}
+	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+}
+
+// recordNack books, logs and publishes a NACK.
+func (s *Server) recordNack(ctx context.Context, c *conn, typeURL, version, nonce, message string) {
+	s.stats.nacks.Add(1)
+	s.metrics.nacks.Add(ctx, 1, metric.WithAttributes(attribute.String("type_url", typeURL)))
+	s.log.WithContext(ctx).WithFields(logrus.Fields{
+		"identity": c.id.String(), "node_id": c.nodeIDValue(), "type_url": typeURL, "version": version, "error_message": message,
+	}).Warn("proxy rejected a response")
+	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_NACK, &meshv1.Nack{
+		TypeUrl: typeURL, Version: version, Nonce: nonce, ErrorMessage: message, Time: timestampNow(),
+	})
+}
+
+func (s *Server) recordPush(ctx context.Context, typeURL string) {
+	s.stats.pushes.Add(1)
+	s.metrics.pushes.Add(ctx, 1, metric.WithAttributes(attribute.String("type_url", typeURL)))
+}

@@ -1,0 +1,566 @@
+package xds
+
+import (
+	"context"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/openservicemesh/osm/libs/identity"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// gRPC's xDS client keeps its bootstrap's TLS file watcher in a
+		// process-wide client pool after the channel closes.
+		goleak.IgnoreTopFunction("google.golang.org/grpc/credentials/tls/certprovider/pemfile.(*watcher).run"),
+	)
+}
+
+const (
+	cds = resourcev3.ClusterType
+	eds = resourcev3.EndpointType
+	lds = resourcev3.ListenerType
+	rds = resourcev3.RouteType
+	sds = resourcev3.SecretType
+)
+
+var allTypes = []string{cds, eds, lds, rds}
+
+func spiffe(ns string) string { return identity.New("cluster.local", ns, ns).String() }
+
+// statusLog is a StatusPublisher that keeps what it is given.
+type statusLog struct {
+	mu   sync.Mutex
+	msgs []*meshv1.ProxyStatus
+}
+
+func (l *statusLog) PublishStatus(_ context.Context, s *meshv1.ProxyStatus) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, s)
+}
+
+func (l *statusLog) events(ev meshv1.ProxyEvent) []*meshv1.ProxyStatus {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*meshv1.ProxyStatus
+	for _, m := range l.msgs {
+		if m.GetEvent() == ev {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// fixture is an edge server on loopback with mTLS, fed directly.
+type fixture struct {
+	t      *testing.T
+	ca     *xdstest.CA
+	srv    *Server
+	addr   string
+	status *statusLog
+	gen    uint64
+}
+
+type fixtureOpt func(*Options)
+
+func newFixture(t *testing.T, opts ...fixtureOpt) *fixture {
+	t.Helper()
+	ca, err := xdstest.NewCA("test-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &statusLog{}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	o := Options{Log: logrus.NewEntry(log), EdgeID: "edge-0", TrustDomain: "cluster.local", Status: st}
+	for _, f := range opts {
+		f(&o)
+	}
+	srv, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := ca.ServerTLS("spiffe://cluster.local/osm/xds-edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer(ServerOptions(GRPCConfig{TLS: tc, KeepaliveTime: time.Minute, KeepaliveTimeout: 10 * time.Second, MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Minute})...)
+	srv.Register(g)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = g.Serve(ln) }()
+	t.Cleanup(g.Stop)
+	return &fixture{t: t, ca: ca, srv: srv, addr: ln.Addr().String(), status: st}
+}
+
+// write stages writes and commits a new generation.
+func (f *fixture) commit(ws ...xdstest.Write) {
+	f.t.Helper()
+	for _, w := range ws {
+		var b []byte
+		if w.Value != nil {
+			var err error
+			if b, err = proto.Marshal(w.Value); err != nil {
+				f.t.Fatal(err)
+			}
+		}
+		if err := f.srv.Stage(w.Key, b); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	f.gen++
+	if _, err := f.srv.Commit(&meshv1.Generation{Number: f.gen}); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func res(t *testing.T, m proto.Message, name string, gen uint64) xdstest.Write {
+	t.Helper()
+	w, err := xdstest.Resource(m, name, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// seed commits a mesh where a/a reaches clusters ca and shared, b/b
+// reaches shared only; both have a listener and a route.
+func (f *fixture) seed() {
+	t := f.t
+	f.commit(
+		res(t, xdstest.Cluster("ca", time.Second), "ca", 1),
+		res(t, xdstest.Cluster("shared", time.Second), "shared", 1),
+		res(t, xdstest.Endpoints("ca", 8080), "ca", 1),
+		res(t, xdstest.Endpoints("shared", 9090), "shared", 1),
+		res(t, xdstest.Listener("out-a", 15001), "out-a", 1),
+		res(t, xdstest.Listener("out-b", 15001), "out-b", 1),
+		res(t, xdstest.Route("rt-a", "ca"), "rt-a", 1),
+		res(t, xdstest.Route("rt-b", "shared"), "rt-b", 1),
+		xdstest.Group("a", "a", 1, map[string][]string{cds: {"ca", "shared"}, eds: {"ca", "shared"}, lds: {"out-a"}, rds: {"rt-a"}}),
+		xdstest.Group("b", "b", 1, map[string][]string{cds: {"shared"}, eds: {"shared"}, lds: {"out-b"}, rds: {"rt-b"}}),
+	)
+	f.srv.SetServing(true)
+}
+
+func (f *fixture) dial(uri string) *grpc.ClientConn {
+	f.t.Helper()
+	tc, err := f.ca.ClientTLS(uri)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+// refusal opens a stream expected to be refused and returns why it was.
+func (f *fixture) refusal(uri string, o xdsclient.Options) error {
+	f.t.Helper()
+	p, err := xdsclient.Start(f.t.Context(), f.dial(uri), o)
+	if err != nil {
+		return err
+	}
+	defer p.Stop()
+	select {
+	case <-p.Done():
+		return p.Err()
+	case <-time.After(5 * time.Second):
+		f.t.Fatalf("stream as %q was not refused", uri)
+		return nil
+	}
+}
+
+func (f *fixture) proxy(uri string, o xdsclient.Options) *xdsclient.Proxy {
+	f.t.Helper()
+	p, err := xdsclient.Start(f.t.Context(), f.dial(uri), o)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(p.Stop)
+	return p
+}
+
+// next returns the proxy's next response within 5s.
+func next(t *testing.T, p *xdsclient.Proxy) xdsclient.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	r, err := p.Next(ctx)
+	if err != nil {
+		t.Fatalf("waiting for a response: %v", err)
+	}
+	return r
+}
+
+// initial reads one response per type and returns their type order.
+func initial(t *testing.T, p *xdsclient.Proxy, n int) []string {
+	t.Helper()
+	var order []string
+	for range n {
+		order = append(order, next(t, p).TypeURL)
+	}
+	return order
+}
+
+func heldNames(p *xdsclient.Proxy, typeURL string) []string {
+	var out []string
+	for n := range p.Held(typeURL) {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStreamsRefusedUntilServing(t *testing.T) {
+	f := newFixture(t)
+	if err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "n1", Types: allTypes}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("stream before the initial sync ended with %v, want Unavailable", err)
+	}
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "n1", Types: allTypes})
+	if order := initial(t, p, 4); !cmp.Equal(order, allTypes) {
+		t.Errorf("push order %v, want %v", order, allTypes)
+	}
+	if got := f.srv.Stats().Refused; got != 1 {
+		t.Errorf("refused = %d, want 1", got)
+	}
+}
+
+func TestSotWInitialConfigAndAcks(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "proxy-a", Types: allTypes})
+	if order := initial(t, p, 4); !cmp.Equal(order, allTypes) {
+		t.Errorf("push order %v, want %v", order, allTypes)
+	}
+	want := map[string][]string{cds: {"ca", "shared"}, eds: {"ca", "shared"}, lds: {"out-a"}, rds: {"rt-a"}}
+	for typeURL, w := range want {
+		if got := heldNames(p, typeURL); !cmp.Equal(got, w) {
+			t.Errorf("%s: holds %v, want %v", typeURL, got, w)
+		}
+	}
+	waitFor(t, "4 acks", func() bool { return f.srv.Stats().Acks == 4 })
+	if got := f.status.events(meshv1.ProxyEvent_PROXY_EVENT_CONNECTED); len(got) != 1 || got[0].GetNodeId() != "proxy-a" || got[0].GetIdentity().GetNamespace() != "a" {
+		t.Errorf("connected reports %v", got)
+	}
+}
+
+func TestIdentityComesFromTheCertificateNotTheNode(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	// The node id claims b; the certificate says a: a's config is served.
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "b", Types: []string{lds}})
+	if r := next(t, p); !cmp.Equal(r.Names(), []string{"out-a"}) {
+		t.Errorf("served %v, want a's listener", r.Names())
+	}
+	for _, c := range []struct {
+		uri  string
+		code codes.Code
+	}{
+		{"", codes.Unavailable}, // no client certificate: the TLS handshake fails
+		{"spiffe://other.domain/ns/a/sa/a", codes.PermissionDenied},
+		{"spiffe://cluster.local/osm/xds-edge", codes.Unauthenticated},
+	} {
+		err := f.refusal(c.uri, xdsclient.Options{NodeID: "x", Types: []string{lds}})
+		if got := status.Code(err); got != c.code {
+			t.Errorf("client cert %q: %v, want %v", c.uri, err, c.code)
+		}
+	}
+}
+
+func TestEditReachesOnlyAffectedProxies(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
+			f := newFixture(t)
+			f.seed()
+			pa := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: delta, Types: allTypes})
+			pb := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b", Delta: delta, Types: allTypes})
+			initial(t, pa, 4)
+			initial(t, pb, 4)
+			// Only a names cluster ca.
+			f.commit(res(t, xdstest.Cluster("ca", 3*time.Second), "ca", 2))
+			r := next(t, pa)
+			if r.TypeURL != cds {
+				t.Fatalf("a got %s, want the cluster update", r.TypeURL)
+			}
+			wantNames := []string{"ca", "shared"} // state of the world: the whole set
+			if delta {
+				wantNames = []string{"ca"} // delta: the changed resource only
+			}
+			if !cmp.Equal(r.Names(), wantNames) {
+				t.Errorf("a got %v, want %v", r.Names(), wantNames)
+			}
+			var c clusterv3.Cluster
+			if err := r.Resources["ca"].UnmarshalTo(&c); err != nil || c.GetConnectTimeout().AsDuration() != 3*time.Second {
+				t.Errorf("a got cluster %v (%v), want the 3s timeout", &c, err)
+			}
+			// A change for b alone; b's next response must be that one, so the
+			// edit above never reached b.
+			f.commit(res(t, xdstest.Route("rt-b", "shared-v2"), "rt-b", 3))
+			if r := next(t, pb); r.TypeURL != rds {
+				t.Errorf("b's next response is %s %v, want only the route change", r.TypeURL, r.Names())
+			}
+			// A change to the shared cluster reaches both.
+			f.commit(res(t, xdstest.Cluster("shared", 5*time.Second), "shared", 4))
+			if r := next(t, pa); r.TypeURL != cds {
+				t.Errorf("a: %s", r.TypeURL)
+			}
+			if r := next(t, pb); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
+				t.Errorf("b: %s %v", r.TypeURL, r.Names())
+			}
+		})
+	}
+}
+
+func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	p := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b", Types: allTypes})
+	initial(t, p, 4)
+	w := res(t, xdstest.Cluster("shared", 7*time.Second), "shared", 2)
+	b, _ := proto.Marshal(w.Value)
+	if err := f.srv.Stage(w.Key, b); err != nil {
+		t.Fatal(err)
+	}
+	// A new stream opened now still sees generation 1.
+	p2 := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b2", Types: []string{cds}})
+	r := next(t, p2)
+	var c clusterv3.Cluster
+	if err := r.Resources["shared"].UnmarshalTo(&c); err != nil || c.GetConnectTimeout().AsDuration() != time.Second {
+		t.Fatalf("served %v before its generation", &c)
+	}
+	f.gen++
+	if _, err := f.srv.Commit(&meshv1.Generation{Number: f.gen}); err != nil {
+		t.Fatal(err)
+	}
+	if r := next(t, p); r.TypeURL != cds {
+		t.Fatalf("after the commit got %s", r.TypeURL)
+	}
+	// An older generation record changes nothing.
+	if ch, _ := f.srv.Commit(&meshv1.Generation{Number: 1}); ch != nil || f.srv.Generation() != f.gen {
+		t.Errorf("older generation applied: %v", ch)
+	}
+}
+
+func TestDeltaRemovalsComeAfterUpdates(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: allTypes})
+	initial(t, p, 4)
+	// a drops cluster ca (and its endpoints and route) and gets a new
+	// cluster and listener in the same generation.
+	f.commit(
+		res(t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
+		res(t, xdstest.Listener("out-a", 15002), "out-a", 2),
+		xdstest.Group("a", "a", 2, map[string][]string{cds: {"cnew", "shared"}, eds: {"shared"}, lds: {"out-a"}}),
+	)
+	var got []string
+	for range 5 {
+		r := next(t, p)
+		kind := "update"
+		if len(r.Removed) > 0 {
+			kind = "remove"
+		}
+		got = append(got, kind+" "+r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]+" "+strings.Join(append(r.Names(), r.Removed...), ","))
+	}
+	want := []string{
+		"update Cluster cnew",
+		"update Listener out-a",
+		"remove Cluster ca",
+		"remove ClusterLoadAssignment ca",
+		"remove RouteConfiguration rt-a",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("responses (-want +got):\n%s", diff)
+	}
+	if got := heldNames(p, cds); !cmp.Equal(got, []string{"cnew", "shared"}) {
+		t.Errorf("a holds clusters %v", got)
+	}
+}
+
+func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
+			f := newFixture(t)
+			f.seed()
+			reject := func(r xdsclient.Response) string {
+				var c clusterv3.Cluster
+				if a := r.Resources["ca"]; a != nil && a.UnmarshalTo(&c) == nil && c.GetConnectTimeout().AsDuration() == 9*time.Second {
+					return "cluster ca: connect timeout 9s is not allowed"
+				}
+				return ""
+			}
+			p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: delta, Types: allTypes, Reject: reject})
+			initial(t, p, 4)
+			f.commit(res(t, xdstest.Cluster("ca", 9*time.Second), "ca", 2))
+			if r := next(t, p); !r.Nacked {
+				t.Fatalf("the bad cluster was not nacked: %v", r.Names())
+			}
+			waitFor(t, "the nack report", func() bool { return len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_NACK)) == 1 })
+			if n := f.srv.Stats().Nacks; n != 1 {
+				t.Errorf("nacks = %d, want 1", n)
+			}
+			nacks := f.status.events(meshv1.ProxyEvent_PROXY_EVENT_NACK)
+			if len(nacks) != 1 || nacks[0].GetLastNack().GetTypeUrl() != cds || !strings.Contains(nacks[0].GetLastNack().GetErrorMessage(), "9s is not allowed") {
+				t.Fatalf("published nacks %v", nacks)
+			}
+			// Another change for a: the listener is pushed, the rejected
+			// cluster version is not sent again.
+			f.commit(res(t, xdstest.Listener("out-a", 15009), "out-a", 3))
+			if r := next(t, p); r.TypeURL != lds {
+				t.Fatalf("after the nack got %s %v, want only the listener", r.TypeURL, r.Names())
+			}
+			// A newer cluster version is sent.
+			f.commit(res(t, xdstest.Cluster("ca", 4*time.Second), "ca", 4))
+			if r := next(t, p); r.TypeURL != cds || r.Nacked {
+				t.Fatalf("the fixed cluster: %s nacked=%v", r.TypeURL, r.Nacked)
+			}
+		})
+	}
+}
+
+func TestReconnectWithNewerStateIsRefused(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: "9.0123456789abcdef"}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "older than the 9") {
+		t.Fatalf("a proxy at generation 9 on an edge at 1: %v", err)
+	}
+	// Reconnecting with the version it holds gets the same version back.
+	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}})
+	v := next(t, p1).Version
+	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: v}})
+	if r := next(t, p2); r.Version != v {
+		t.Errorf("reconnect got version %s, want %s", r.Version, v)
+	}
+}
+
+func TestAdmissionIsRateLimited(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.Admission = rate.NewLimiter(rate.Every(time.Hour), 1) })
+	f.seed()
+	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "1", Types: []string{cds}})
+	next(t, p1)
+	if err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "2", Types: []string{cds}}); status.Code(err) != codes.Unavailable {
+		t.Errorf("second stream over the limit: %v", err)
+	}
+}
+
+// sources records Acquire and Release calls.
+type sources struct {
+	mu   sync.Mutex
+	refs map[string]int
+}
+
+func (s *sources) Acquire(id identity.ID) { s.mu.Lock(); s.refs[id.String()]++; s.mu.Unlock() }
+func (s *sources) Release(id identity.ID) { s.mu.Lock(); s.refs[id.String()]--; s.mu.Unlock() }
+
+func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
+	for _, delta := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
+			src := &sources{refs: map[string]int{}}
+			f := newFixture(t, func(o *Options) { o.Secrets = src })
+			f.seed()
+			if err := f.srv.SetTrustBundle(f.ca.Bundle()); err != nil {
+				t.Fatal(err)
+			}
+			if err := f.srv.SetCertificate(identity.New("cluster.local", "b", "b"), []byte("b-chain"), []byte("b-key"), "b1"); err != nil {
+				t.Fatal(err)
+			}
+			pa := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: delta, Types: []string{sds},
+				Names: map[string][]string{sds: {SecretRootCert, SecretServiceCert, spiffe("b"), "b/b"}}})
+			// a's certificate is not issued yet: a gets the root only.
+			r := next(t, pa)
+			if !cmp.Equal(r.Names(), []string{SecretRootCert}) {
+				t.Fatalf("a got %v before its certificate, want the root only", r.Names())
+			}
+			waitFor(t, "two refusals", func() bool { return f.srv.Stats().SecretRefusals == 2 })
+			src.mu.Lock()
+			if src.refs[spiffe("a")] != 1 {
+				t.Errorf("a acquired %d times", src.refs[spiffe("a")])
+			}
+			src.mu.Unlock()
+			if err := f.srv.SetCertificate(identity.New("cluster.local", "a", "a"), []byte("a-chain"), []byte("a-key"), "a1"); err != nil {
+				t.Fatal(err)
+			}
+			r = next(t, pa)
+			var sec tlsv3.Secret
+			if err := r.Resources[SecretServiceCert].UnmarshalTo(&sec); err != nil {
+				t.Fatalf("a got %v: %v", r.Names(), err)
+			}
+			if got := string(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes()); got != "a-chain" {
+				t.Errorf("a's service-cert holds %q", got)
+			}
+			for n, a := range pa.Held(sds) {
+				var s tlsv3.Secret
+				_ = a.UnmarshalTo(&s)
+				if strings.Contains(string(s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()), "b-") {
+					t.Errorf("a holds b's certificate under %s", n)
+				}
+			}
+			// Renewing b's certificate reaches b only.
+			pb := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b", Delta: delta, Types: []string{sds}})
+			if r := next(t, pb); !cmp.Equal(r.Names(), []string{SecretRootCert, SecretServiceCert}) {
+				t.Fatalf("b got %v", r.Names())
+			}
+			if err := f.srv.SetCertificate(identity.New("cluster.local", "b", "b"), []byte("b-chain2"), []byte("b-key2"), "b2"); err != nil {
+				t.Fatal(err)
+			}
+			next(t, pb)
+			if err := f.srv.SetTrustBundle(f.ca.Bundle()); err != nil { // same version: nothing new
+				t.Fatal(err)
+			}
+			ca2, _ := xdstest.NewCA("root-2")
+			if err := f.srv.SetTrustBundle(ca2.Bundle()); err != nil {
+				t.Fatal(err)
+			}
+			if r := next(t, pa); !cmp.Equal(r.Names(), wantRootUpdate(delta)) {
+				t.Errorf("a after the bundle change got %v, want %v (b's renewal must not reach a)", r.Names(), wantRootUpdate(delta))
+			}
+		})
+	}
+}
+
+func wantRootUpdate(delta bool) []string {
+	if delta {
+		return []string{SecretRootCert}
+	}
+	return []string{SecretRootCert, SecretServiceCert}
+}

@@ -1,0 +1,296 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/edge"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+)
+
+// TestNoKubernetesClient asserts the design card's promise: the edge binary
+// links no Kubernetes package at all, so it cannot call the API.
+func TestNoKubernetesClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	cmd := exec.Command("go", "list", "-deps", ".")
+	cmd.Env = append(cmd.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("go list: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	if len(deps) < 50 {
+		t.Fatalf("go list -deps listed only %d packages; the check would prove nothing", len(deps))
+	}
+	for _, d := range deps {
+		if strings.HasPrefix(d, "k8s.io/") || strings.HasPrefix(d, "sigs.k8s.io/") {
+			t.Errorf("the xds-edge binary depends on %s", d)
+		}
+	}
+}
+
+func TestHelpExplainsTheFlags(t *testing.T) {
+	var c edge.Config
+	var out bytes.Buffer
+	if err := app.Run(t.Context(), spec(&c), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--edge-id", "no Kubernetes API call"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q", want)
+		}
+	}
+}
+
+func TestConfigErrorsNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	files := []string{
+		"--tls-cert-file", dir, "--tls-key-file", dir, "--tls-client-ca-file", dir,
+		"--ca-client-cert-file", dir, "--ca-client-key-file", dir, "--ca-trust-file", dir,
+	}
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{nil, "--tls-cert-file"},
+		{append(append([]string{}, files...), "--nats-lost-threshold", "10ms"), "--nats-lost-threshold"},
+		{append(append([]string{}, files...), "--stream-rate", "0"), "--stream-rate"},
+		{append(append([]string{}, files...), "--listen-addr", "nonsense"), "--listen-addr"},
+		{append(append([]string{}, files...), "--max-connection-age", "1s"), "--max-connection-age"},
+		{[]string{"--tls-cert-file", "/does/not/exist", "--tls-key-file", dir, "--tls-client-ca-file", dir, "--ca-client-cert-file", dir, "--ca-client-key-file", dir, "--ca-trust-file", dir}, "--tls-cert-file"},
+	}
+	for _, c := range cases {
+		var cfg edge.Config
+		err := app.Run(t.Context(), spec(&cfg), c.args, func(string) string { return "" }, io.Discard)
+		var ce *app.ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("args %v: err = %v, want a configuration error naming %s", c.args, err, c.want)
+		}
+	}
+}
+
+// TestServiceEndToEnd runs the binary's spec through the runner with real
+// flags: NATS (embedded, with role passwords), mTLS files, and a unit-test
+// fake of the CA's Sign RPC. /readyz stays 503 until the compiled state is
+// synced; then a delta proxy receives its clusters and an SDS certificate
+// for its own identity, signed through the CA.
+func TestServiceEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	root, err := xdstest.NewCA("mesh-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	_, edgeCert, edgeKey, err := root.Leaf("spiffe://cluster.local/osm/xds-edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootFile := write("root.pem", root.CertPEM)
+	certFile, keyFile := write("edge.pem", edgeCert), write("edge-key.pem", edgeKey)
+
+	fake := &xdstest.FakeCA{Root: root}
+	caTLS, err := root.ServerTLS("spiffe://cluster.local/osm/cert-authority")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(caTLS)))
+	cav1.RegisterCertificateAuthorityServiceServer(caSrv, fake)
+	caLn := listen(t)
+	go func() { _ = caSrv.Serve(caLn) }()
+	t.Cleanup(caSrv.Stop)
+
+	pw := map[bus.Role]string{bus.RoleEdge: "edge-pw", bus.RoleCompiler: "compiler-pw", bus.RoleCA: "ca-pw"}
+	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nats.Shutdown)
+
+	adminAddr, xdsAddr := freeAddr(t), freeAddr(t)
+	args := []string{
+		"--nats-url", nats.URL(), "--nats-user", "edge", "--nats-password", "edge-pw",
+		"--admin-addr", adminAddr, "--listen-addr", xdsAddr, "--log-format", "text",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-client-ca-file", rootFile,
+		"--ca-addr", caLn.Addr().String(), "--ca-server-name", "localhost",
+		"--ca-client-cert-file", certFile, "--ca-client-key-file", keyFile, "--ca-trust-file", rootFile,
+		"--edge-id", "edge-e2e", "--cert-ttl", "1h",
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var cfg edge.Config
+	runErr := make(chan error, 1)
+	go func() { runErr <- app.Run(ctx, spec(&cfg), args, func(string) string { return "" }, io.Discard) }()
+
+	readyz := func() int {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for readyz() != http.StatusServiceUnavailable {
+		if time.Now().After(deadline) {
+			t.Fatal("the admin listener never answered 503 before the sync")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// The compiler and the CA write their buckets.
+	connect := func(role bus.Role) *bus.Conn {
+		c, err := bus.Connect(t.Context(), bus.Options{URL: nats.URL(), Role: role, User: string(role), Password: pw[role]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	trust, err := connect(bus.RoleCA).EnsureBucket(t.Context(), bus.BucketTrust, bus.BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.Put(t.Context(), layout.BundleKey, root.Bundle()); err != nil {
+		t.Fatal(err)
+	}
+	compiled, err := connect(bus.RoleCompiler).EnsureBucket(t.Context(), bus.BucketCompiled, bus.BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cw, err := xdstest.Resource(xdstest.Cluster("web", time.Second), "web", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []xdstest.Write{cw, xdstest.Group("shop", "web", 1, map[string][]string{resourcev3.ClusterType: {"web"}}), xdstest.Generation(1)} {
+		if _, err := compiled.Put(t.Context(), w.Key, w.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for readyz() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("/readyz never turned 200 after the sync")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	id := identity.New("cluster.local", "shop", "web")
+	tc, err := root.ClientTLS(id.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	p, err := xdsclient.Start(t.Context(), cc, xdsclient.Options{NodeID: "uuid-1", Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.SecretType}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	deadline = time.Now().Add(10 * time.Second)
+	for len(p.Held(resourcev3.ClusterType)) != 1 || len(p.Held(resourcev3.SecretType)) != 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the proxy holds clusters %v and secrets %v (stream error %v)", p.Held(resourcev3.ClusterType), p.Held(resourcev3.SecretType), p.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	var sec tlsv3.Secret
+	if err := p.Held(resourcev3.SecretType)["service-cert"].UnmarshalTo(&sec); err != nil {
+		t.Fatal(err)
+	}
+	tlsCert := sec.GetTlsCertificate()
+	pair, err := tls.X509KeyPair(tlsCert.GetCertificateChain().GetInlineBytes(), tlsCert.GetPrivateKey().GetInlineBytes())
+	if err != nil {
+		t.Fatalf("service-cert: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != id.String() {
+		t.Errorf("service-cert is for %v, want %s", leaf.URIs, id)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: root.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("service-cert does not chain to the mesh root: %v", err)
+	}
+	if fake.Calls() != 1 {
+		t.Errorf("the CA signed %d times, want 1", fake.Calls())
+	}
+
+	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"osm_xds_connected_proxies", "osm_xds_pushes"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	p.Stop()
+	cancel()
+	select {
+	case err := <-runErr:
+		if err != nil {
+			t.Errorf("the service stopped with %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the service did not stop")
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

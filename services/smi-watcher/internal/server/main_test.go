@@ -1,0 +1,358 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/smi-watcher/internal/server"
+	"github.com/openservicemesh/osm/tests/kube"
+)
+
+// cluster is the package's real control plane (kube-apiserver, etcd and the
+// endpointslice controller), with the SMI and MeshConfig CRDs installed.
+var cluster *kube.Cluster
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	c, err := kube.StartCluster(ctx, kube.Options{Build: kube.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start kube cluster:", err)
+		return 1
+	}
+	defer func() {
+		if err := c.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop kube cluster:", err)
+		}
+	}()
+	dir, err := kube.CRDDir()
+	if err == nil {
+		err = c.ApplyCRDs(ctx, dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "install CRDs:", err)
+		return 1
+	}
+	cluster = c
+	return m.Run()
+}
+
+// env is one test's world: its own NATS server and bucket, its own mesh
+// name and control-plane namespace, on the shared cluster.
+type env struct {
+	t     testing.TB
+	nats  *bus.Embedded
+	conn  *bus.Conn
+	store *bus.Store
+	mesh  string
+	cp    string
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	conn, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	store, err := conn.EnsureBucket(t.Context(), bus.BucketObserved, bus.BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{
+		t: t, nats: srv, conn: conn, store: store,
+		mesh: "mesh-" + rand.String(6),
+		cp:   cluster.Namespace(t, "osm-system", nil),
+	}
+}
+
+// syncBuffer collects a watcher's logs for the failure report.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// instance is one running smi-watcher, started through the same runner and
+// flags as the binary.
+type instance struct {
+	id     string
+	admin  string
+	cancel context.CancelFunc
+	done   chan error
+	logs   *syncBuffer
+	once   sync.Once
+}
+
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs a watcher until the test ends or stop is called.
+func (e *env) start(id string, extra ...string) *instance {
+	e.t.Helper()
+	in := &instance{id: id, admin: freeAddr(e.t), done: make(chan error, 1), logs: &syncBuffer{}}
+	args := append([]string{
+		"--kubeconfig", cluster.KubeconfigPath(),
+		"--nats-url", e.nats.URL(),
+		"--admin-addr", in.admin,
+		"--mesh-name", e.mesh,
+		"--namespace", e.cp,
+		"--watcher-id", id,
+		"--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "250ms",
+		"--log-format", "text", "--log-level", "debug",
+	}, extra...)
+	ctx, cancel := context.WithCancel(context.Background())
+	in.cancel = cancel
+	go func() { in.done <- app.Run(ctx, server.Spec(), args, func(string) string { return "" }, in.logs) }()
+	e.t.Cleanup(func() {
+		in.stop(e.t)
+		if e.t.Failed() {
+			e.t.Logf("logs of watcher %s:\n%s", id, in.logs.String())
+		}
+	})
+	return in
+}
+
+// stop cancels the watcher and waits for it; calling it twice is harmless.
+func (in *instance) stop(t testing.TB) {
+	t.Helper()
+	in.once.Do(func() {
+		in.cancel()
+		select {
+		case err := <-in.done:
+			if err != nil {
+				t.Errorf("watcher %s: %v", in.id, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("watcher %s did not stop", in.id)
+		}
+	})
+}
+
+// marker reads the sync marker; nil when absent.
+func (e *env) marker() *meshv1.SyncMarker {
+	var m meshv1.SyncMarker
+	if _, err := e.store.Get(context.Background(), layout.SyncKey, &m); err != nil {
+		return nil
+	}
+	return &m
+}
+
+// waitSynced waits for a SYNCED marker with an epoch above after.
+func (e *env) waitSynced(after uint64, timeout time.Duration) *meshv1.SyncMarker {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if m := e.marker(); m != nil && m.Epoch > after && m.State == meshv1.SyncState_SYNC_STATE_SYNCED {
+			return m
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e.t.Fatalf("no SYNCED marker with an epoch above %d within %s (last: %v)", after, timeout, e.marker())
+	return nil
+}
+
+// lastSeq is the bucket stream's last sequence: it grows by one for every
+// put or delete anyone writes.
+func (e *env) lastSeq() uint64 {
+	e.t.Helper()
+	s, err := e.conn.JetStream().Stream(context.Background(), "KV_"+bus.BucketObserved)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.LastSeq
+}
+
+// newMessage returns an empty message of the type stored under an
+// observed key of kind.
+func newMessage(kind string) proto.Message {
+	switch kind {
+	case layout.KindNamespace:
+		return &meshv1.Namespace{}
+	case layout.KindService:
+		return &meshv1.Service{}
+	case layout.KindEndpointSlice:
+		return &meshv1.EndpointSlice{}
+	case layout.KindPod:
+		return &meshv1.Pod{}
+	case layout.KindServiceAccount:
+		return &meshv1.ServiceAccount{}
+	case layout.KindTrafficTarget:
+		return &meshv1.TrafficTarget{}
+	case layout.KindHTTPRouteGroup:
+		return &meshv1.HTTPRouteGroup{}
+	case layout.KindTCPRoute:
+		return &meshv1.TCPRoute{}
+	case layout.KindTrafficSplit:
+		return &meshv1.TrafficSplit{}
+	case layout.KindMeshConfig:
+		return &meshv1.MeshConfig{}
+	}
+	return nil
+}
+
+// contents reads every key of the bucket except the sync marker, decoded.
+func (e *env) contents() map[string]proto.Message {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	w, err := e.store.Watch(ctx, ">")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer w.Stop()
+	out := map[string]proto.Message{}
+	for ev := range w.Events() {
+		switch ev.Kind {
+		case bus.EventInitialized:
+			return out
+		case bus.EventPut:
+			if ev.Key == layout.SyncKey {
+				continue
+			}
+			o, err := layout.ParseObserved(ev.Key)
+			if err != nil {
+				e.t.Fatalf("unexpected key %q: %v", ev.Key, err)
+			}
+			m := newMessage(o.Kind)
+			if m == nil {
+				e.t.Fatalf("key %q of unknown kind", ev.Key)
+			}
+			if err := ev.Decode(m); err != nil {
+				e.t.Fatal(err)
+			}
+			out[ev.Key] = m
+		}
+	}
+	e.t.Fatalf("watch of the bucket ended: %v", w.Err())
+	return nil
+}
+
+// keysUnder lists the content's keys that mention namespace ns.
+func keysUnder(c map[string]proto.Message, ns string) []string {
+	var out []string
+	for k := range c {
+		if o, err := layout.ParseObserved(k); err == nil && (o.Namespace == ns || (o.Kind == layout.KindNamespace && o.Name == ns)) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// eventually polls cond until it returns nil or timeout passes.
+func eventually(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("condition not met within %s: %v", timeout, err)
+}
+
+var errNotYet = errors.New("not yet")
+
+// ready asks the instance's /readyz.
+func ready(addr string) error {
+	resp, err := http.Get("http://" + addr + "/readyz")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("readyz %d: %s", resp.StatusCode, body)
+	}
+	return nil
+}
+
+// quiesce waits until the bucket has seen no write for quiet.
+func (e *env) quiesce(quiet time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	last, since := e.lastSeq(), time.Now()
+	for time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		if s := e.lastSeq(); s != last {
+			last, since = s, time.Now()
+		} else if time.Since(since) >= quiet {
+			return
+		}
+	}
+	e.t.Fatal("the bucket never went quiet")
+}
+
+// metricValue reads one sample from the instance's /metrics: the first
+// line of the metric name whose labels contain match.
+func metricValue(admin, name, match string) (float64, error) {
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		if !strings.Contains(line, match) {
+			continue
+		}
+		return strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+	}
+	return 0, fmt.Errorf("no %s{%s} in /metrics", name, match)
+}

@@ -1,5 +1,15 @@
 package e2e
 
-import "k8s.io/apimachinery/pkg/util/intstr"
+import (
+	"sort"
+
+	"google.golang.org/protobuf/types/known/anypb"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
 
 func intOrName(name string) intstr.IntOrString { return intstr.FromString(name) }
+
+// anypbAny is the xDS resource envelope.
+type anypbAny = anypb.Any
+
+func sortStrings(s []string) { sort.Strings(s) }

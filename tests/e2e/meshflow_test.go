@@ -1,0 +1,341 @@
+package e2e
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	sotwclient "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+)
+
+const (
+	typeCDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	typeEDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	typeSDS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+)
+
+// TestMeshFlow runs the whole control plane as processes: Kubernetes
+// objects go through the smi-watcher, the policy-compiler and an xds-edge
+// to a real xDS client (go-control-plane's ADS client) whose certificate
+// comes from the cert-authority; an endpoint that becomes ready reaches it.
+func TestMeshFlow(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	dir := t.TempDir()
+	namespace(t, "osm-system", nil)
+	for _, ns := range []string{"flow-store", "flow-buyer"} {
+		namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": "flow"})
+	}
+	mc := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
+		"metadata": map[string]any{"name": "flow-mesh-config", "namespace": "osm-system"},
+		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": true}},
+	}}
+	gvr := schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
+	if _, err := cluster.Dynamic().Resource(gvr).Namespace("osm-system").Create(ctx, mc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	kubelet := cluster.Kubelet("flow-node", "zone-a")
+	if _, err := kubelet.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for ns, sa := range map[string]string{"flow-store": "bookstore", "flow-buyer": "bookbuyer"} {
+		eventually(t, "default service account in "+ns, 30*time.Second, func() error {
+			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+			return err
+		})
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	http := "http"
+	if _, err := cs.CoreV1().Services("flow-store").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
+			Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: &http}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	runPod := func(ns, name, sa, app, ip string) {
+		t.Helper()
+		p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": app}},
+			Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: app, Image: app,
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 14001}}}}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kubelet.MakeReady(ctx, p, ip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runPod("flow-store", "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
+	runPod("flow-buyer", "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")
+
+	pw := map[bus.Role]string{}
+	for _, r := range bus.Roles() {
+		pw[r] = string(r) + "-pw"
+	}
+	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nats.Shutdown()
+	natsArgs := func(r bus.Role) []string { return []string{"--nats-url", nats.URL(), "--nats-user", string(r)} }
+	natsEnv := func(r bus.Role, more map[string]string) map[string]string {
+		env := map[string]string{"OSM_NATS_PASSWORD": pw[r]}
+		for k, v := range more {
+			env[k] = v
+		}
+		return env
+	}
+
+	caAddr, caAdmin := freeAddr(t), freeAddr(t)
+	ca := start(t, "cert-authority", append(natsArgs(bus.RoleCA),
+		"--namespace", "osm-system", "--kubeconfig", cluster.KubeconfigPath(), "--grpc-addr", caAddr,
+		"--admin-addr", caAdmin, "--server-dns-names", "ca.test", "--log-format", "text"),
+		natsEnv(bus.RoleCA, map[string]string{"OSM_DEV_BOOTSTRAP_TOKEN": devToken}))
+	ca.waitReady(t, caAdmin)
+	watcherAdmin := freeAddr(t)
+	watcher := start(t, "smi-watcher", append(natsArgs(bus.RoleWatcher),
+		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", "flow", "--namespace", "osm-system",
+		"--admin-addr", watcherAdmin, "--log-format", "text", "--watcher-id", "flow-watcher"), natsEnv(bus.RoleWatcher, nil))
+	compilerAdmin := freeAddr(t)
+	compiler := start(t, "policy-compiler", append(natsArgs(bus.RoleCompiler),
+		"--mesh-name", "flow", "--mesh-config", "osm-system/flow-mesh-config", "--admin-addr", compilerAdmin,
+		"--log-format", "text", "--holder", "flow-compiler"), natsEnv(bus.RoleCompiler, nil))
+
+	// The edge's and the test injector's control-plane certificates.
+	admin, err := bus.Connect(ctx, bus.Options{URL: nats.URL(), Role: bus.RoleAdmin, User: "admin", Password: pw[bus.RoleAdmin]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	trust, err := admin.Bucket(ctx, bus.BucketTrust)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := &meshv1.TrustBundle{}
+	if _, err := trust.Get(ctx, layout.BundleKey, bundle); err != nil {
+		t.Fatal(err)
+	}
+	anon, err := caclient.Dial(caAddr, bundle, "ca.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	bootstrap := func(role cav1.ComponentRole) *caclient.Issued {
+		t.Helper()
+		c, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(anon), caclient.BootstrapRequest{
+			Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: role})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	edgeCert := bootstrap(cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE)
+	edgeAddr, edgeAdmin := freeAddr(t), freeAddr(t)
+	edge := start(t, "xds-edge", append(natsArgs(bus.RoleEdge),
+		"--listen-addr", edgeAddr, "--admin-addr", edgeAdmin, "--log-format", "text", "--edge-id", "flow-edge",
+		"--tls-cert-file", writeFile(t, dir, "edge.crt", edgeCert.ChainPEM), "--tls-key-file", writeFile(t, dir, "edge.key", edgeCert.KeyPEM),
+		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
+		"--ca-client-cert-file", writeFile(t, dir, "edge-ca.crt", edgeCert.ChainPEM), "--ca-client-key-file", writeFile(t, dir, "edge-ca.key", edgeCert.KeyPEM),
+		"--ca-trust-file", writeFile(t, dir, "roots.pem", caclient.RootsPEM(bundle))), natsEnv(bus.RoleEdge, nil))
+	for _, p := range []struct {
+		p     *proc
+		admin string
+	}{{watcher, watcherAdmin}, {compiler, compilerAdmin}, {edge, edgeAdmin}} {
+		p.p.waitReady(t, p.admin)
+	}
+
+	// A proxy of bookbuyer, with the certificate the injector would have
+	// put in its bootstrap Secret.
+	injectorCert := bootstrap(cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK)
+	signer, err := caclient.Dial(caAddr, bundle, "ca.test", &injectorCert.Pair)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer signer.Close()
+	buyer := identity.New("cluster.local", "flow-buyer", "bookbuyer")
+	proxyCert, err := caclient.Sign(ctx, cav1.NewCertificateAuthorityServiceClient(signer), buyer, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _ := caclient.RootPool(bundle)
+	edgeID := identity.ControlPlaneURI("cluster.local", identity.RoleXDSEdge).String()
+	tc := &tls.Config{
+		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{proxyCert.Pair},
+		// Envoy checks the edge's URI SAN, not a host name: do the same.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+				return err
+			}
+			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != edgeID {
+				return fmt.Errorf("edge identity %v, want %s", leaf.URIs, edgeID)
+			}
+			return nil
+		},
+	}
+	cc, err := grpc.NewClient(edgeAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	node := &corev3.Node{Id: "bookbuyer-1-uuid", Cluster: "bookbuyer.flow-buyer"}
+	fetch := func(typeURL string) (sotwclient.ADSClient, []any) {
+		t.Helper()
+		c := sotwclient.NewADSClient(ctx, node, typeURL)
+		if err := c.InitConnect(cc); err != nil {
+			t.Fatalf("%s: %v", typeURL, err)
+		}
+		resp, err := c.Fetch()
+		if err != nil {
+			t.Fatalf("%s: %v", typeURL, err)
+		}
+		if err := c.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		return c, unpack(t, resp.Resources)
+	}
+	const store = "flow-store/bookstore|14001"
+	_, clusters := fetch(typeCDS)
+	if !hasCluster(clusters, store) {
+		t.Fatalf("bookbuyer's clusters %v lack %s", names(clusters), store)
+	}
+	eds, cla := fetch(typeEDS)
+	if got := endpoints(cla, store); strings.Join(got, ",") != "10.244.7.10" {
+		t.Fatalf("endpoints of %s = %v", store, got)
+	}
+	// The edge gets the proxy's certificate from the CA on the proxy's
+	// first request; it may arrive in a later response than the root.
+	sds, secrets := fetch(typeSDS)
+	var leaf *x509.Certificate
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		for _, s := range secrets {
+			if sec, ok := s.(*tlsv3.Secret); ok && sec.GetName() == layout.SecretServiceCert {
+				block, _ := pem.Decode(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+				if block != nil {
+					leaf, _ = x509.ParseCertificate(block.Bytes)
+				}
+			}
+		}
+		if leaf != nil || time.Now().After(deadline) {
+			break
+		}
+		resp, err := sds.Fetch()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sds.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		secrets = unpack(t, resp.Resources)
+	}
+	if leaf == nil || len(leaf.URIs) != 1 || leaf.URIs[0].String() != buyer.String() {
+		t.Fatalf("service-cert is not bookbuyer's: %v (secrets %v)", leaf, names(secrets))
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("service-cert does not chain to the mesh trust bundle: %v", err)
+	}
+
+	// A second bookstore pod becomes ready: the new endpoint reaches the
+	// proxy through the watcher, the compiler and the edge.
+	start := time.Now()
+	runPod("flow-store", "bookstore-2", "bookstore", "bookstore", "10.244.7.11")
+	for {
+		resp, err := eds.Fetch()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := eds.Ack(); err != nil {
+			t.Fatal(err)
+		}
+		got := endpoints(unpack(t, resp.Resources), store)
+		if strings.Join(got, ",") == "10.244.7.10,10.244.7.11" {
+			t.Logf("pod ready to endpoint on the proxy: %s", time.Since(start).Round(time.Millisecond))
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("endpoints of %s = %v after 30s", store, got)
+		}
+	}
+}
+
+func unpack(t *testing.T, rs []*anypbAny) []any {
+	t.Helper()
+	var out []any
+	for _, a := range rs {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func hasCluster(rs []any, name string) bool {
+	for _, r := range rs {
+		if c, ok := r.(*clusterv3.Cluster); ok && c.GetName() == name {
+			return true
+		}
+	}
+	return false
+}
+
+func names(rs []any) []string {
+	var out []string
+	for _, r := range rs {
+		if c, ok := r.(interface{ GetName() string }); ok {
+			out = append(out, c.GetName())
+		}
+	}
+	return out
+}
+
+func endpoints(rs []any, cluster string) []string {
+	var out []string
+	for _, r := range rs {
+		cla, ok := r.(*endpointv3.ClusterLoadAssignment)
+		if !ok || cla.GetClusterName() != cluster {
+			continue
+		}
+		for _, l := range cla.GetEndpoints() {
+			for _, e := range l.GetLbEndpoints() {
+				out = append(out, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+			}
+		}
+	}
+	sortStrings(out)
+	return out
+}
+

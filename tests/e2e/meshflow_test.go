@@ -1,10 +1,8 @@
 package e2e
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +12,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	sotwclient "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -28,6 +24,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
 const (
@@ -186,26 +183,7 @@ func TestMeshFlow(t *testing.T) {
 	}
 	roots, _ := caclient.RootPool(bundle)
 	edgeID := identity.ControlPlaneURI("cluster.local", identity.RoleXDSEdge).String()
-	tc := &tls.Config{
-		MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{proxyCert.Pair},
-		// Envoy checks the edge's URI SAN, not a host name: do the same.
-		InsecureSkipVerify: true,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			leaf := cs.PeerCertificates[0]
-			inter := x509.NewCertPool()
-			for _, c := range cs.PeerCertificates[1:] {
-				inter.AddCert(c)
-			}
-			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
-				return err
-			}
-			if len(leaf.URIs) != 1 || leaf.URIs[0].String() != edgeID {
-				return fmt.Errorf("edge identity %v, want %s", leaf.URIs, edgeID)
-			}
-			return nil
-		},
-	}
-	cc, err := grpc.NewClient(edgeAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	cc, err := stack.DialEdge(edgeAddr, proxyCert.Pair, roots, edgeID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,4 +316,3 @@ func endpoints(rs []any, cluster string) []string {
 	sortStrings(out)
 	return out
 }
-

@@ -142,7 +142,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		services, rows, err := startServices(ctx, dir, nats.URL(), passwords, admin, cluster, c.mesh, c.verbose, say)
+		var changes io.Writer
+		if !c.once {
+			changes = out
+		}
+		services, rows, err := startServices(ctx, dir, nats.URL(), passwords, admin, cluster, c.mesh, c.verbose, changes, say)
 		if err != nil {
 			return err
 		}
@@ -151,6 +155,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			svcReport = append(svcReport, row{name, services.byName[name].state})
 		}
 		svcReport = append(svcReport, rows...)
+		for _, p := range services.proxies {
+			svcReport = append(svcReport, p.rows()...)
+		}
 	}
 
 	buckets, err := bucketRows(ctx, admin)
@@ -359,5 +366,5 @@ func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows, svcRows 
 	if c != nil {
 		fmt.Fprintf(out, "kubectl: export KUBECONFIG=%s\n", c.KubeconfigPath())
 	}
-	fmt.Fprintln(out, "Running: cert-authority, policy-compiler, injector-webhook. The smi-watcher and the xds-edge join this stack as they land.")
+	fmt.Fprintln(out, "Try: kubectl edit trafficsplit -n bookstore bookstore-split (change the weights): each proxy's new splits are printed as they arrive.")
 }

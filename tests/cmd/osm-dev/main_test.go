@@ -32,15 +32,18 @@ func TestOnce(t *testing.T) {
 		checks := map[string]string{
 			"watcher writes mesh-observed, compiler watches it": "ok (",
 			"edge refused a write to mesh-compiled":             "ok",
-			"bucket mesh-observed":                              "0 key(s)",
 			"CRDs from deploy/crds":                             "established",
 			"meshed namespaces":                                 "4",
 			"SMI TrafficTarget API":                             "served",
 			"bucket mesh-trust":                                 "1 key(s)",
 			"cert-authority":                                    "ready",
 			"injector-webhook":                                  "ready",
-			"policy-compiler":                                   "running",
-			"demo pod bookstore/bookstore-demo":                 "injected: init:osm-init, bookstore, envoy",
+			"smi-watcher":                                       "ready",
+			"policy-compiler":                                   "ready",
+			"xds-edge":                                          "ready",
+			"bookstore demo pods (made Ready by the kubelet stand-in)": "4 of 4 injected",
+			"proxy bookbuyer/bookbuyer":                                "splits bookstore/bookstore-v1=75 bookstore/bookstore-v2=25",
+			"proxy bookthief/bookthief":                                "reaches (none)",
 		}
 		for check, status := range checks {
 			if !hasRow(out.String(), check, status) {

@@ -16,16 +16,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"k8s.io/client-go/kubernetes"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -45,8 +48,13 @@ type service struct {
 
 // meshServices are the running services, in start order.
 type meshServices struct {
-	order  []string
-	byName map[string]*service
+	order   []string
+	byName  map[string]*service
+	proxies []*proxy
+	closers []func() error
+	// changes receives the proxies' updates after the first; nil in
+	// --once mode.
+	changes io.Writer
 }
 
 func (m *meshServices) add(name string, s *service) {
@@ -57,8 +65,11 @@ func (m *meshServices) add(name string, s *service) {
 	m.byName[name] = s
 }
 
-// stop stops the services in reverse order.
+// stop stops the proxies, then the services in reverse order.
 func (m *meshServices) stop(say func(string, ...any)) {
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		_ = m.closers[i]()
+	}
 	for i := len(m.order) - 1; i >= 0; i-- {
 		s := m.byName[m.order[i]]
 		if err := s.proc.Stop(30 * time.Second); err != nil {
@@ -71,7 +82,7 @@ func (m *meshServices) stop(say func(string, ...any)) {
 // and the injector-webhook against the dev NATS and cluster, then shows the
 // injector at work on a demo pod.
 func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.Role]string, admin *bus.Conn,
-	cluster *kube.Cluster, mesh string, verbose bool, say func(string, ...any)) (*meshServices, []row, error) {
+	cluster *kube.Cluster, mesh string, verbose bool, changes io.Writer, say func(string, ...any)) (*meshServices, []row, error) {
 	cs := cluster.Clientset()
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: controlPlaneNS}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, nil, err
@@ -82,7 +93,7 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	}
 	say("building the services (the first build takes a few minutes)")
 	b := stack.NewBuilder(filepath.Join(dir, "bin"))
-	for _, name := range []string{"cert-authority", "policy-compiler", "injector-webhook"} {
+	for _, name := range []string{"cert-authority", "injector-webhook", "smi-watcher", "policy-compiler", "xds-edge"} {
 		if _, err := b.Build(ctx, name); err != nil {
 			return nil, nil, err
 		}
@@ -91,7 +102,7 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	if verbose {
 		tee = os.Stderr
 	}
-	run := &meshServices{}
+	run := &meshServices{changes: changes}
 	fail := func(err error) (*meshServices, []row, error) {
 		run.stop(say)
 		return nil, nil, err
@@ -128,14 +139,6 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 		return fail(fmt.Errorf("cert-authority: %w\n%s", err, ca.proc.Output()))
 	}
 	ca.state = "ready, gRPC on " + caAddr
-
-	// policy-compiler: waits for the smi-watcher's sync marker.
-	comp, err := start("policy-compiler", []string{
-		"--nats-url", natsURL, "--nats-user", string(bus.RoleCompiler), "--holder", "osm-dev",
-	}, map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCompiler]})
-	if err != nil {
-		return fail(err)
-	}
 
 	// injector-webhook: its control-plane certificate from Bootstrap, its
 	// serving certificate from a local CA the webhook configuration trusts.
@@ -193,58 +196,131 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	}
 	inj.state = "ready, webhook on " + listen
 
-	demo, err := demoPod(ctx, cs)
+	// The bookstore demo; its pods go through the injector.
+	if err := applyDemo(ctx, cluster); err != nil {
+		return fail(err)
+	}
+	injected := 0
+	for _, p := range demoPods {
+		pod, err := cs.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err == nil && len(pod.Spec.Containers) == 2 {
+			injected++
+		}
+	}
+	rows := []row{{"bookstore demo pods (made Ready by the kubelet stand-in)", fmt.Sprintf("%d of %d injected", injected, len(demoPods))}}
+
+	// smi-watcher, policy-compiler, xds-edge.
+	watcher, err := start("smi-watcher", []string{"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", mesh,
+		"--namespace", controlPlaneNS, "--watcher-id", "osm-dev", "--nats-url", natsURL, "--nats-user", string(bus.RoleWatcher)},
+		map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleWatcher]})
 	if err != nil {
 		return fail(err)
 	}
-	if err := comp.proc.Ready(comp.admin); err != nil {
-		comp.state = "running; not ready until the smi-watcher publishes the mesh (" + strings.TrimSpace(lastLine(err.Error())) + ")"
-	} else {
-		comp.state = "ready"
+	comp, err := start("policy-compiler", []string{"--mesh-name", mesh, "--mesh-config", controlPlaneNS + "/osm-mesh-config",
+		"--holder", "osm-dev", "--nats-url", natsURL, "--nats-user", string(bus.RoleCompiler)},
+		map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCompiler]})
+	if err != nil {
+		return fail(err)
 	}
-	rows := []row{{"demo pod bookstore/bookstore-demo", demo}}
-	return run, rows, nil
-}
+	edgeBoot, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(conn), caclient.BootstrapRequest{
+		Token: token, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE})
+	if err != nil {
+		return fail(err)
+	}
+	for name, data := range map[string][]byte{"edge.crt": edgeBoot.ChainPEM, "edge.key": edgeBoot.KeyPEM} {
+		if err := os.WriteFile(filepath.Join(certs, name), data, 0o600); err != nil {
+			return fail(err)
+		}
+	}
+	edgeAddr, err := stack.FreeAddr()
+	if err != nil {
+		return fail(err)
+	}
+	edge, err := start("xds-edge", []string{"--listen-addr", edgeAddr, "--edge-id", "osm-dev-edge-0",
+		"--tls-cert-file", filepath.Join(certs, "edge.crt"), "--tls-key-file", filepath.Join(certs, "edge.key"),
+		"--ca-addr", caAddr, "--ca-server-name", "osm-cert-authority.osm-system.svc",
+		"--ca-client-cert-file", filepath.Join(certs, "edge.crt"), "--ca-client-key-file", filepath.Join(certs, "edge.key"),
+		"--ca-trust-file", filepath.Join(certs, "ca-roots.pem"),
+		"--nats-url", natsURL, "--nats-user", string(bus.RoleEdge)},
+		map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleEdge]})
+	if err != nil {
+		return fail(err)
+	}
+	for _, svc := range []struct {
+		s    *service
+		name string
+		ok   string
+	}{{watcher, "smi-watcher", "ready, mesh published to mesh-observed"}, {comp, "policy-compiler", "ready, compiled to mesh-compiled"},
+		{edge, "xds-edge", "ready, ADS on " + edgeAddr}} {
+		if err := svc.s.proc.WaitReady(ctx, svc.s.admin, 2*time.Minute); err != nil {
+			return fail(fmt.Errorf("%s: %w\n%s", svc.name, err, svc.s.proc.Output()))
+		}
+		svc.s.state = svc.ok
+	}
 
-// demoPod creates a pod in the meshed bookstore namespace and reports what
-// the injector did to it.
-func demoPod(ctx context.Context, cs *kubernetes.Clientset) (string, error) {
-	sas := cs.CoreV1().ServiceAccounts("bookstore")
-	if _, err := sas.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bookstore"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", err
+	// Simulated proxies: go-control-plane's ADS client with a workload
+	// certificate each, as the injector's bootstrap gives Envoy.
+	signer, err := caclient.Dial(caAddr, &bundle, "osm-cert-authority.osm-system.svc", &boot.Pair)
+	if err != nil {
+		return fail(err)
 	}
-	pods := cs.CoreV1().Pods("bookstore")
-	_ = pods.Delete(ctx, "bookstore-demo", metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "bookstore-demo", Labels: map[string]string{"app": "bookstore"}},
-		Spec:       corev1.PodSpec{ServiceAccountName: "bookstore", Containers: []corev1.Container{{Name: "bookstore", Image: "openservicemesh/bookstore:v1"}}},
+	run.closers = append(run.closers, signer.Close)
+	roots, err := caclient.RootPool(&bundle)
+	if err != nil {
+		return fail(err)
 	}
-	var got *corev1.Pod
-	err := stack.Eventually(ctx, 30*time.Second, func() error {
-		p, err := pods.Create(ctx, pod, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return err // the previous one is still being deleted
+	var ids []identity.ID
+	for _, n := range []string{"bookbuyer", "bookthief", "bookstore"} {
+		ids = append(ids, identity.New("cluster.local", n, n))
+	}
+	proxies, err := startProxies(ctx, cav1.NewCertificateAuthorityServiceClient(signer), edgeAddr, roots, ids)
+	if err != nil {
+		return fail(err)
+	}
+	run.proxies = proxies
+	byNode := map[string]*proxy{}
+	for _, p := range proxies {
+		byNode[p.nodeID()] = p
+		run.closers = append(run.closers, p.conn.Close)
+	}
+	sub, err := admin.NATS().Subscribe(bus.SubjectProxyStatus+".>", func(m *nats.Msg) {
+		st := &meshv1.ProxyStatus{}
+		if proto.Unmarshal(m.Data, st) == nil {
+			if p, ok := byNode[st.GetNodeId()]; ok && len(st.GetAckedVersions()) > 0 {
+				p.setAcked(st.GetAckedVersions())
+			}
 		}
-		if err != nil {
-			return err
-		}
-		got = p
-		return nil
 	})
 	if err != nil {
-		return "", fmt.Errorf("create the demo pod: %w", err)
+		return fail(err)
 	}
-	var names []string
-	for _, c := range got.Spec.InitContainers {
-		names = append(names, "init:"+c.Name)
+	run.closers = append(run.closers, sub.Unsubscribe)
+	pctx, cancel := context.WithCancel(ctx)
+	run.closers = append(run.closers, func() error { cancel(); return nil })
+	var first sync.WaitGroup
+	for _, p := range proxies {
+		p.run(pctx, run.changes, &first)
 	}
-	for _, c := range got.Spec.Containers {
-		names = append(names, c.Name)
+	waited := make(chan struct{})
+	go func() { first.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-time.After(30 * time.Second):
+		return fail(fmt.Errorf("the simulated proxies got no configuration within 30s\n%s", edge.proc.Output()))
 	}
-	if len(got.Spec.Containers) < 2 {
-		return "", fmt.Errorf("the demo pod was not injected: containers %v", names)
-	}
-	return "injected: " + strings.Join(names, ", ") + "; bootstrap Secret envoy-bootstrap-" + got.Labels["osm-proxy-uuid"], nil
+	// Let the edge publish the ACKs it recorded.
+	_ = stack.Eventually(ctx, 5*time.Second, func() error {
+		for _, p := range proxies {
+			p.mu.Lock()
+			n := len(p.acked)
+			p.mu.Unlock()
+			if n < len(proxyTypes) {
+				return fmt.Errorf("waiting for ACKs")
+			}
+		}
+		return nil
+	})
+	return run, rows, nil
 }
 
 // servingCert makes a CA and a serving certificate for 127.0.0.1, for the

@@ -1,0 +1,132 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openservicemesh/osm/tests/kube"
+)
+
+// demoPodSpec is one pod of the bookstore demo.
+type demoPodSpec struct {
+	ns, name, sa, ip string
+	labels           map[string]string
+}
+
+var demoPods = []demoPodSpec{
+	{"bookstore", "bookstore-v1-0", "bookstore", "10.244.1.10", map[string]string{"app": "bookstore", "version": "v1"}},
+	{"bookstore", "bookstore-v2-0", "bookstore", "10.244.1.20", map[string]string{"app": "bookstore", "version": "v2"}},
+	{"bookbuyer", "bookbuyer-0", "bookbuyer", "10.244.2.10", map[string]string{"app": "bookbuyer"}},
+	{"bookthief", "bookthief-0", "bookthief", "10.244.3.10", map[string]string{"app": "bookthief"}},
+}
+
+var (
+	gvrTrafficTarget = schema.GroupVersionResource{Group: "access.smi-spec.io", Version: "v1alpha3", Resource: "traffictargets"}
+	gvrRouteGroup    = schema.GroupVersionResource{Group: "specs.smi-spec.io", Version: "v1alpha4", Resource: "httproutegroups"}
+	gvrTrafficSplit  = schema.GroupVersionResource{Group: "split.smi-spec.io", Version: "v1alpha2", Resource: "trafficsplits"}
+	gvrMeshConfig    = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
+)
+
+// applyDemo creates the bookstore demo, idempotently: the MeshConfig, the
+// bookstore apex and its v1 and v2 backends behind a 75/25 TrafficSplit,
+// bookbuyer allowed to reach bookstore by a TrafficTarget, bookthief not;
+// the pods are made Ready by the kubelet stand-in (there is no kubelet).
+func applyDemo(ctx context.Context, c *kube.Cluster) error {
+	cs := c.Clientset()
+	dyn := c.Dynamic()
+	create := func(gvr schema.GroupVersionResource, ns string, obj map[string]any) error {
+		_, err := dyn.Resource(gvr).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create %s %s/%v: %w", gvr.Resource, ns, obj["metadata"], err)
+		}
+		return nil
+	}
+	if err := create(gvrMeshConfig, controlPlaneNS, map[string]any{
+		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
+		"metadata": map[string]any{"name": "osm-mesh-config"},
+		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}},
+	}); err != nil {
+		return err
+	}
+	for _, sa := range []struct{ ns, name string }{{"bookstore", "bookstore"}, {"bookbuyer", "bookbuyer"}, {"bookthief", "bookthief"}} {
+		_, err := cs.CoreV1().ServiceAccounts(sa.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.name}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	http := "http"
+	for name, selector := range map[string]map[string]string{
+		"bookstore":    {"app": "bookstore"},
+		"bookstore-v1": {"app": "bookstore", "version": "v1"},
+		"bookstore-v2": {"app": "bookstore", "version": "v2"},
+	} {
+		_, err := cs.CoreV1().Services("bookstore").Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.ServiceSpec{Selector: selector, Ports: []corev1.ServicePort{{
+				Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: &http}}},
+		}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	if err := create(gvrRouteGroup, "bookstore", map[string]any{
+		"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
+		"metadata": map[string]any{"name": "bookstore-service-routes"},
+		"spec": map[string]any{"matches": []any{
+			map[string]any{"name": "buy-a-book", "pathRegex": ".*a-book.*new", "methods": []any{"GET"}},
+			map[string]any{"name": "books-bought", "pathRegex": "/books-bought", "methods": []any{"GET"}},
+		}},
+	}); err != nil {
+		return err
+	}
+	if err := create(gvrTrafficTarget, "bookstore", map[string]any{
+		"apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
+		"metadata": map[string]any{"name": "bookstore"},
+		"spec": map[string]any{
+			"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "bookstore"},
+			"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"}},
+			"rules": []any{map[string]any{"kind": "HTTPRouteGroup", "name": "bookstore-service-routes",
+				"matches": []any{"buy-a-book", "books-bought"}}},
+		},
+	}); err != nil {
+		return err
+	}
+	if err := create(gvrTrafficSplit, "bookstore", map[string]any{
+		"apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+		"metadata": map[string]any{"name": "bookstore-split"},
+		"spec": map[string]any{"service": "bookstore", "backends": []any{
+			map[string]any{"service": "bookstore-v1", "weight": int64(75)},
+			map[string]any{"service": "bookstore-v2", "weight": int64(25)},
+		}},
+	}); err != nil {
+		return err
+	}
+	kubelet := c.Kubelet("osm-dev-node", "zone-a")
+	if _, err := kubelet.Register(ctx); err != nil {
+		return err
+	}
+	for _, p := range demoPods {
+		pod, err := cs.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			pod, err = cs.CoreV1().Pods(p.ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: p.labels},
+				Spec: corev1.PodSpec{ServiceAccountName: p.sa, Containers: []corev1.Container{{Name: p.labels["app"],
+					Image: "openservicemesh/" + p.labels["app"] + ":v1", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 14001}}}}},
+			}, metav1.CreateOptions{})
+		}
+		if err != nil {
+			return fmt.Errorf("demo pod %s/%s: %w", p.ns, p.name, err)
+		}
+		if _, err := kubelet.MakeReady(ctx, pod, p.ip); err != nil {
+			return fmt.Errorf("demo pod %s/%s ready: %w", p.ns, p.name, err)
+		}
+	}
+	return nil
+}

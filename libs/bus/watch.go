@@ -82,7 +82,8 @@ func (w *Watcher) Stop() {
 	<-w.done
 }
 
-// Err is the reason the watch ended, if it ended on its own.
+// Err is the reason the watch ended: an error of its own, or the context's
+// error when it was stopped.
 func (w *Watcher) Err() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -122,6 +123,13 @@ func (w *Watcher) run(ctx context.Context, s *Store, it jetstream.MessagesContex
 	defer close(w.done)
 	defer close(w.events)
 	defer it.Stop()
+	defer func() {
+		w.mu.Lock()
+		if w.err == nil && ctx.Err() != nil {
+			w.err = ctx.Err()
+		}
+		w.mu.Unlock()
+	}()
 	initialized := false
 	send := func(ev Event) bool {
 		select {

@@ -34,7 +34,10 @@ package layout
 import (
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/openservicemesh/osm/libs/bus"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
 // Kinds of observed objects; each is the first token of its key.
@@ -129,4 +132,32 @@ func ParseCompiled(key string) (Compiled, error) {
 		}
 	}
 	return Compiled{}, fmt.Errorf("key %q is not a compiled-resource or proxy-group key", key)
+}
+
+// NewObserved returns an empty message of the type stored under an
+// observed key of kind, or nil for an unknown kind.
+func NewObserved(kind string) proto.Message {
+	switch kind {
+	case KindNamespace:
+		return &meshv1.Namespace{}
+	case KindService:
+		return &meshv1.Service{}
+	case KindEndpointSlice:
+		return &meshv1.EndpointSlice{}
+	case KindPod:
+		return &meshv1.Pod{}
+	case KindServiceAccount:
+		return &meshv1.ServiceAccount{}
+	case KindTrafficTarget:
+		return &meshv1.TrafficTarget{}
+	case KindHTTPRouteGroup:
+		return &meshv1.HTTPRouteGroup{}
+	case KindTCPRoute:
+		return &meshv1.TCPRoute{}
+	case KindTrafficSplit:
+		return &meshv1.TrafficSplit{}
+	case KindMeshConfig:
+		return &meshv1.MeshConfig{}
+	}
+	return nil
 }

@@ -27,3 +27,15 @@ func TestRoundTrip(t *testing.T) {
 		t.Error("ParseCompiled(generation) accepted")
 	}
 }
+
+func TestNewObservedCoversEveryKind(t *testing.T) {
+	for _, k := range []string{KindNamespace, KindService, KindEndpointSlice, KindPod, KindServiceAccount,
+		KindTrafficTarget, KindHTTPRouteGroup, KindTCPRoute, KindTrafficSplit, KindMeshConfig} {
+		if NewObserved(k) == nil {
+			t.Errorf("no message for kind %s", k)
+		}
+	}
+	if NewObserved("udproute") != nil {
+		t.Error("a message for an unknown kind")
+	}
+}

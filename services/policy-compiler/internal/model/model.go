@@ -130,31 +130,7 @@ func New(meshName string, meshConfig NN) *Model {
 
 // NewMessage returns an empty message of the type stored under kind, or nil
 // for an unknown kind.
-func NewMessage(kind string) proto.Message {
-	switch kind {
-	case layout.KindNamespace:
-		return &meshv1.Namespace{}
-	case layout.KindService:
-		return &meshv1.Service{}
-	case layout.KindEndpointSlice:
-		return &meshv1.EndpointSlice{}
-	case layout.KindPod:
-		return &meshv1.Pod{}
-	case layout.KindServiceAccount:
-		return &meshv1.ServiceAccount{}
-	case layout.KindTrafficTarget:
-		return &meshv1.TrafficTarget{}
-	case layout.KindHTTPRouteGroup:
-		return &meshv1.HTTPRouteGroup{}
-	case layout.KindTCPRoute:
-		return &meshv1.TCPRoute{}
-	case layout.KindTrafficSplit:
-		return &meshv1.TrafficSplit{}
-	case layout.KindMeshConfig:
-		return &meshv1.MeshConfig{}
-	}
-	return nil
-}
+func NewMessage(kind string) proto.Message { return layout.NewObserved(kind) }
 
 // Apply stores value (nil: deletes) under the observed key (kind, namespace,
 // name) and updates the indexes. It returns the value it replaced, nil when

@@ -213,31 +213,7 @@ func (e *env) lastSeq() uint64 {
 
 // newMessage returns an empty message of the type stored under an
 // observed key of kind.
-func newMessage(kind string) proto.Message {
-	switch kind {
-	case layout.KindNamespace:
-		return &meshv1.Namespace{}
-	case layout.KindService:
-		return &meshv1.Service{}
-	case layout.KindEndpointSlice:
-		return &meshv1.EndpointSlice{}
-	case layout.KindPod:
-		return &meshv1.Pod{}
-	case layout.KindServiceAccount:
-		return &meshv1.ServiceAccount{}
-	case layout.KindTrafficTarget:
-		return &meshv1.TrafficTarget{}
-	case layout.KindHTTPRouteGroup:
-		return &meshv1.HTTPRouteGroup{}
-	case layout.KindTCPRoute:
-		return &meshv1.TCPRoute{}
-	case layout.KindTrafficSplit:
-		return &meshv1.TrafficSplit{}
-	case layout.KindMeshConfig:
-		return &meshv1.MeshConfig{}
-	}
-	return nil
-}
+func newMessage(kind string) proto.Message { return layout.NewObserved(kind) }
 
 // contents reads every key of the bucket except the sync marker, decoded.
 func (e *env) contents() map[string]proto.Message {

@@ -35,10 +35,10 @@ func BenchmarkPutWatch(b *testing.B) {
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 }
 
-// BenchmarkPutPipelined measures write throughput when the writer does not
-// wait for each delivery: puts go out back to back and the watcher drains
-// them concurrently, as the compiler writing a batch of resources would.
-func BenchmarkPutPipelined(b *testing.B) {
+// BenchmarkPutConcurrentWatch measures one-by-one puts (each waits for its
+// acknowledgement) while a watcher drains the deliveries concurrently; see
+// BenchmarkBatchPut for pipelined writes.
+func BenchmarkPutConcurrentWatch(b *testing.B) {
 	_, st, w := watched(b, BucketObserved)
 	<-w.Events()
 	msg := wrapperspb.Bytes(bytes.Repeat([]byte{'p'}, 1024))

@@ -46,11 +46,15 @@ func run(ctx context.Context, args []string) error {
 	edits := fs.Int("edits", 5, "policy edits to time (each changes a load assignment every proxy holds)")
 	conns := fs.Int("conns", 0, "gRPC connections the proxies share; 0 gives each proxy its own")
 	keep := fs.Bool("keep", false, "keep the work directory (PKI and the edge's log)")
+	nEdges := fs.Int("edges", 1, "edge replicas to start, each its own process; proxies are spread over them")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *edgeBin == "" {
 		return fmt.Errorf("--edge-bin is required")
+	}
+	if *nEdges < 1 {
+		return fmt.Errorf("--edges must be at least 1")
 	}
 	if *proxies < 1 || *groups < 1 || *clusters < 0 || *edits < 0 {
 		return fmt.Errorf("--proxies and --groups must be positive, --clusters-per-group and --edits not negative")
@@ -81,32 +85,40 @@ func run(ctx context.Context, args []string) error {
 	if err := loadgen.Seed(ctx, cfg); err != nil {
 		return fmt.Errorf("seed the mesh: %w", err)
 	}
-	cfg.XDSAddr, cfg.AdminAddr = freeAddr(), freeAddr()
-	logFile, err := os.Create(filepath.Join(dir, "edge.log"))
-	if err != nil {
-		return err
-	}
-	defer logFile.Close()
-	edge := exec.Command(*edgeBin,
-		"--nats-url", nats.URL(), "--nats-user", string(bus.RoleEdge),
-		"--listen-addr", cfg.XDSAddr, "--admin-addr", cfg.AdminAddr, "--log-level", "warn",
-		"--tls-cert-file", files.Cert, "--tls-key-file", files.Key, "--tls-client-ca-file", files.Root,
-		// The proxies ask for no secret, so the CA is never called.
-		"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", files.Cert, "--ca-client-key-file", files.Key, "--ca-trust-file", files.Root,
-		"--edge-id", "loadgen-edge", "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
-	edge.Env = append(os.Environ(), "OSM_NATS_PASSWORD="+pw[bus.RoleEdge])
-	edge.Stdout, edge.Stderr = logFile, logFile
-	if err := edge.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", *edgeBin, err)
-	}
-	defer func() {
-		_ = edge.Process.Signal(syscall.SIGTERM)
-		_ = edge.Wait()
-	}()
-	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	if err := loadgen.WaitReady(rctx, cfg.AdminAddr); err != nil {
-		return fmt.Errorf("%w (log: %s)", err, logFile.Name())
+	for i := range *nEdges {
+		e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
+		if i == 0 {
+			cfg.XDSAddr, cfg.AdminAddr = e.XDSAddr, e.AdminAddr
+		} else {
+			cfg.MoreEdges = append(cfg.MoreEdges, e)
+		}
+		logFile, err := os.Create(filepath.Join(dir, fmt.Sprintf("edge-%d.log", i)))
+		if err != nil {
+			return err
+		}
+		defer logFile.Close()
+		edge := exec.Command(*edgeBin,
+			"--nats-url", nats.URL(), "--nats-user", string(bus.RoleEdge),
+			"--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr, "--log-level", "warn",
+			"--tls-cert-file", files.Cert, "--tls-key-file", files.Key, "--tls-client-ca-file", files.Root,
+			// The proxies ask for no secret, so the CA is never called.
+			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", files.Cert, "--ca-client-key-file", files.Key, "--ca-trust-file", files.Root,
+			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
+		edge.Env = append(os.Environ(), "OSM_NATS_PASSWORD="+pw[bus.RoleEdge])
+		edge.Stdout, edge.Stderr = logFile, logFile
+		if err := edge.Start(); err != nil {
+			return fmt.Errorf("start %s: %w", *edgeBin, err)
+		}
+		defer func() {
+			_ = edge.Process.Signal(syscall.SIGTERM)
+			_ = edge.Wait()
+		}()
+		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		err = loadgen.WaitReady(rctx, e.AdminAddr)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w (log: %s)", err, logFile.Name())
+		}
 	}
 	rep, err := loadgen.Run(ctx, cfg)
 	if err != nil {

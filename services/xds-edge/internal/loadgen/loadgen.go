@@ -36,6 +36,9 @@ type Config struct {
 	// XDSAddr is the edge's ADS address; AdminAddr its admin listener (for
 	// /readyz and the heap figure), optional.
 	XDSAddr, AdminAddr string
+	// MoreEdges are further replicas fed from the same bus; proxies are
+	// spread over all the edges, round robin.
+	MoreEdges []Edge
 	// PKI signs the proxies' client certificates; the edge must trust it.
 	PKI *xdstest.CA
 	// Bus is an admin (or compiler) connection that writes mesh-compiled.
@@ -47,6 +50,32 @@ type Config struct {
 	// Conns is the number of gRPC connections the proxies share (streams
 	// are multiplexed over them); 0 means one per proxy.
 	Conns int
+}
+
+// Edge is one edge replica's addresses.
+type Edge struct {
+	XDSAddr, AdminAddr string
+}
+
+// edges lists every replica.
+func (c Config) edges() []Edge {
+	return append([]Edge{{c.XDSAddr, c.AdminAddr}}, c.MoreEdges...)
+}
+
+// sumOver adds f over the edges with an admin address.
+func (c Config) sumOver(f func(adminAddr string) (float64, error)) (float64, error) {
+	var total float64
+	for _, e := range c.edges() {
+		if e.AdminAddr == "" {
+			continue
+		}
+		v, err := f(e.AdminAddr)
+		if err != nil {
+			return 0, err
+		}
+		total += v
+	}
+	return total, nil
 }
 
 // Report is what a run measured.
@@ -141,7 +170,8 @@ func groupNS(g int) string { return "load" + strconv.Itoa(g) }
 // have written the mesh.
 func Run(ctx context.Context, c Config) (*Report, error) {
 	rep := &Report{Proxies: c.Proxies}
-	heapBefore, _ := edgeHeap(c.AdminAddr)
+	heapBefore, _ := c.sumOver(edgeHeap)
+	edges := c.edges()
 	creds := make([]credentials.TransportCredentials, c.Groups)
 	for g := range c.Groups {
 		tc, err := c.PKI.ClientTLS(identity.New("cluster.local", groupNS(g), groupNS(g)).String())
@@ -162,11 +192,12 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if c.Conns > 0 {
 			slot = i % max(c.Conns, c.Groups)
 		}
-		key := fmt.Sprintf("%d/%d", g, slot)
+		e := i % len(edges)
+		key := fmt.Sprintf("%d/%d/%d", e, g, slot)
 		if cc := conns[key]; cc != nil {
 			return cc, nil
 		}
-		cc, err := grpc.NewClient(c.XDSAddr, grpc.WithTransportCredentials(creds[g]))
+		cc, err := grpc.NewClient(edges[e].XDSAddr, grpc.WithTransportCredentials(creds[g]))
 		if err != nil {
 			return nil, err
 		}
@@ -207,7 +238,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		return nil, firstErr
 	}
 	rep.InitialSync = time.Since(start)
-	if heapAfter, err := edgeHeap(c.AdminAddr); err == nil && heapBefore > 0 {
+	if heapAfter, err := c.sumOver(edgeHeap); err == nil && heapBefore > 0 {
 		rep.EdgeHeapBefore, rep.EdgeHeapAfter = heapBefore, heapAfter
 		rep.HeapPerProxy = (heapAfter - heapBefore) / float64(c.Proxies)
 	}
@@ -266,9 +297,16 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		rep.EditLatencies = append(rep.EditLatencies, quantiles(lat))
 	}
 	if c.AdminAddr != "" {
-		// Give the last ACKs time to reach the edge.
+		// Give the last ACKs time to reach the edges.
 		time.Sleep(500 * time.Millisecond)
-		rep.AckedWithin150ms, rep.Acks, _ = ackHistogram(c.AdminAddr, `le="0.15"`)
+		for _, e := range edges {
+			if e.AdminAddr == "" {
+				continue
+			}
+			within, total, _ := ackHistogram(e.AdminAddr, `le="0.15"`)
+			rep.AckedWithin150ms += within
+			rep.Acks += total
+		}
 	}
 	return rep, nil
 }

@@ -178,11 +178,12 @@ func TestInjection(t *testing.T) {
 	cs := cluster.Clientset()
 	m := meshUp(t)
 	injector, bundle := m.injector, m.bundle
+	run := uniq() // names differ between runs on one cluster (-count)
 	pods := cs.CoreV1().Pods("bookstore")
 	var created *corev1.Pod
 	eventually(t, "an injected pod", 30*time.Second, func() error {
-		_ = pods.Delete(ctx, "bookstore-1", metav1.DeleteOptions{})
-		p, err := pods.Create(ctx, pod("bookstore-1", nil), metav1.CreateOptions{})
+		_ = pods.Delete(ctx, "bookstore-1"+run, metav1.DeleteOptions{})
+		p, err := pods.Create(ctx, pod("bookstore-1"+run, nil), metav1.CreateOptions{})
 		if err != nil {
 			return err
 		}
@@ -242,11 +243,11 @@ func TestInjection(t *testing.T) {
 		}
 	})
 	t.Run("opting out leaves the pod untouched", func(t *testing.T) {
-		p, err := pods.Create(ctx, pod("opted-out", map[string]string{"openservicemesh.io/sidecar-injection": "disabled"}), metav1.CreateOptions{})
+		p, err := pods.Create(ctx, pod("opted-out"+run, map[string]string{"openservicemesh.io/sidecar-injection": "disabled"}), metav1.CreateOptions{})
 		if err != nil || len(p.Spec.Containers) != 1 || len(p.Spec.InitContainers) != 0 {
 			t.Fatalf("opted-out pod: %v, %d containers", err, len(p.Spec.Containers))
 		}
-		p, err = cs.CoreV1().Pods("plain").Create(ctx, pod("plain-1", nil), metav1.CreateOptions{})
+		p, err = cs.CoreV1().Pods("plain").Create(ctx, pod("plain-1"+run, nil), metav1.CreateOptions{})
 		if err != nil || len(p.Spec.Containers) != 1 {
 			t.Fatalf("pod outside the mesh: %v", err)
 		}
@@ -260,7 +261,7 @@ func TestInjection(t *testing.T) {
 		if _, err := ks.Update(ctx, sys, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		sysPod := pod("kube-system-1", nil)
+		sysPod := pod("kube-system-1"+run, nil)
 		sysPod.Spec.ServiceAccountName = "default"
 		p, err = cs.CoreV1().Pods("kube-system").Create(ctx, sysPod, metav1.CreateOptions{})
 		if err != nil || len(p.Spec.Containers) != 1 {
@@ -269,7 +270,7 @@ func TestInjection(t *testing.T) {
 	})
 	t.Run("admitting an injected pod again changes nothing and a dry run stores nothing", func(t *testing.T) {
 		again := created.DeepCopy()
-		again.ObjectMeta = metav1.ObjectMeta{Name: "bookstore-again", Labels: created.Labels, Annotations: created.Annotations}
+		again.ObjectMeta = metav1.ObjectMeta{Name: "bookstore-again" + run, Labels: created.Labels, Annotations: created.Annotations}
 		again.Spec.NodeName = ""
 		before := secretCount(t, "bookstore")
 		p, err := pods.Create(ctx, again, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
@@ -279,7 +280,7 @@ func TestInjection(t *testing.T) {
 		if len(p.Spec.Containers) != 2 || len(p.Spec.InitContainers) != 1 {
 			t.Fatalf("re-admitted pod has %d containers and %d init containers", len(p.Spec.Containers), len(p.Spec.InitContainers))
 		}
-		fresh, err := pods.Create(ctx, pod("dry-run", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		fresh, err := pods.Create(ctx, pod("dry-run"+run, nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil || len(fresh.Spec.Containers) != 2 {
 			t.Fatalf("dry-run pod not injected: %v", err)
 		}
@@ -289,14 +290,14 @@ func TestInjection(t *testing.T) {
 	})
 	t.Run("fails closed when the injector is down", func(t *testing.T) {
 		injector.stop(t)
-		_, err := pods.Create(ctx, pod("refused", nil), metav1.CreateOptions{})
+		_, err := pods.Create(ctx, pod("refused"+run, nil), metav1.CreateOptions{})
 		if err == nil {
 			t.Fatal("a pod in a meshed namespace was created with the injector down")
 		}
 		if !strings.Contains(err.Error(), "sidecar-injector.openservicemesh.io") {
 			t.Fatalf("refusal does not name the webhook: %v", err)
 		}
-		if _, err := cs.CoreV1().Pods("plain").Create(ctx, pod("plain-2", nil), metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Pods("plain").Create(ctx, pod("plain-2"+run, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatalf("a pod outside the mesh was refused: %v", err)
 		}
 	})

@@ -41,13 +41,15 @@ func TestMeshFlow(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	dir := t.TempDir()
+	run := uniq() // names differ between runs on one cluster (-count)
+	storeNS, buyerNS, meshName, mcName := "flow-store"+run, "flow-buyer"+run, "flow"+run, "flow-mesh-config"+run
 	namespace(t, "osm-system", nil)
-	for _, ns := range []string{"flow-store", "flow-buyer"} {
-		namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": "flow"})
+	for _, ns := range []string{storeNS, buyerNS} {
+		namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": meshName})
 	}
 	mc := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
-		"metadata": map[string]any{"name": "flow-mesh-config", "namespace": "osm-system"},
+		"metadata": map[string]any{"name": mcName, "namespace": "osm-system"},
 		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": true}},
 	}}
 	gvr := schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
@@ -58,7 +60,7 @@ func TestMeshFlow(t *testing.T) {
 	if _, err := kubelet.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for ns, sa := range map[string]string{"flow-store": "bookstore", "flow-buyer": "bookbuyer"} {
+	for ns, sa := range map[string]string{storeNS: "bookstore", buyerNS: "bookbuyer"} {
 		eventually(t, "default service account in "+ns, 30*time.Second, func() error {
 			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
 			return err
@@ -68,7 +70,7 @@ func TestMeshFlow(t *testing.T) {
 		}
 	}
 	http := "http"
-	if _, err := cs.CoreV1().Services("flow-store").Create(ctx, &corev1.Service{
+	if _, err := cs.CoreV1().Services(storeNS).Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
 		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
 			Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: &http}}},
@@ -89,8 +91,8 @@ func TestMeshFlow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runPod("flow-store", "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
-	runPod("flow-buyer", "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")
+	runPod(storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
+	runPod(buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")
 
 	pw := map[bus.Role]string{}
 	for _, r := range bus.Roles() {
@@ -118,11 +120,11 @@ func TestMeshFlow(t *testing.T) {
 	ca.waitReady(t, caAdmin)
 	watcherAdmin := freeAddr(t)
 	watcher := start(t, "smi-watcher", append(natsArgs(bus.RoleWatcher),
-		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", "flow", "--namespace", "osm-system",
+		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", meshName, "--namespace", "osm-system",
 		"--admin-addr", watcherAdmin, "--log-format", "text", "--watcher-id", "flow-watcher"), natsEnv(bus.RoleWatcher, nil))
 	compilerAdmin := freeAddr(t)
 	compiler := start(t, "policy-compiler", append(natsArgs(bus.RoleCompiler),
-		"--mesh-name", "flow", "--mesh-config", "osm-system/flow-mesh-config", "--admin-addr", compilerAdmin,
+		"--mesh-name", meshName, "--mesh-config", "osm-system/"+mcName, "--admin-addr", compilerAdmin,
 		"--log-format", "text", "--holder", "flow-compiler"), natsEnv(bus.RoleCompiler, nil))
 
 	// The edge's and the test injector's control-plane certificates.
@@ -176,7 +178,7 @@ func TestMeshFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer signer.Close()
-	buyer := identity.New("cluster.local", "flow-buyer", "bookbuyer")
+	buyer := identity.New("cluster.local", buyerNS, "bookbuyer")
 	proxyCert, err := caclient.Sign(ctx, cav1.NewCertificateAuthorityServiceClient(signer), buyer, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +190,7 @@ func TestMeshFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	node := &corev3.Node{Id: "bookbuyer-1-uuid", Cluster: "bookbuyer.flow-buyer"}
+	node := &corev3.Node{Id: "bookbuyer-1-uuid", Cluster: "bookbuyer." + buyerNS}
 	fetch := func(typeURL string) (sotwclient.ADSClient, []any) {
 		t.Helper()
 		c := sotwclient.NewADSClient(ctx, node, typeURL)
@@ -204,7 +206,7 @@ func TestMeshFlow(t *testing.T) {
 		}
 		return c, unpack(t, resp.Resources)
 	}
-	const store = "flow-store/bookstore|14001"
+	store := storeNS + "/bookstore|14001"
 	_, clusters := fetch(typeCDS)
 	if !hasCluster(clusters, store) {
 		t.Fatalf("bookbuyer's clusters %v lack %s", names(clusters), store)
@@ -248,7 +250,7 @@ func TestMeshFlow(t *testing.T) {
 	// A second bookstore pod becomes ready: the new endpoint reaches the
 	// proxy through the watcher, the compiler and the edge.
 	start := time.Now()
-	runPod("flow-store", "bookstore-2", "bookstore", "bookstore", "10.244.7.11")
+	runPod(storeNS, "bookstore-2", "bookstore", "bookstore", "10.244.7.11")
 	for {
 		resp, err := eds.Fetch()
 		if err != nil {

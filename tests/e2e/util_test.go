@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"sort"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/protobuf/types/known/anypb"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -13,3 +16,8 @@ func intOrName(name string) intstr.IntOrString { return intstr.FromString(name) 
 type anypbAny = anypb.Any
 
 func sortStrings(s []string) { sort.Strings(s) }
+
+var runs atomic.Int64
+
+// uniq is a suffix that differs between test runs on one cluster.
+func uniq() string { return fmt.Sprintf("-%d-%d", time.Now().Unix()%100000, runs.Add(1)) }

@@ -35,7 +35,7 @@ import (
 // links no Kubernetes package at all, so it cannot call the API.
 func TestNoKubernetesClient(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs go list")
+		t.Skip("-short: this test runs go list, which needs the go command and the module cache; make test runs it")
 	}
 	cmd := exec.Command("go", "list", "-deps", ".")
 	cmd.Env = append(cmd.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")

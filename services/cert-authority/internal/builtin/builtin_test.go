@@ -1,13 +1,11 @@
 package builtin
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
-	"log"
 	"os"
 	"sync"
 	"testing"
@@ -25,20 +23,7 @@ import (
 // cluster is a real kube-apiserver (tests/kube), started once.
 var cluster *kube.Cluster
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	c, err := kube.StartCluster(ctx, kube.Options{Build: kube.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start kube cluster:", err)
-		return 1
-	}
-	defer c.Stop()
-	cluster = c
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, false)) }
 
 func quietLog() *logrus.Entry {
 	l := logrus.New()

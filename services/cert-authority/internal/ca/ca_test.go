@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -43,20 +42,7 @@ import (
 // cluster is a real kube-apiserver (tests/kube), started once.
 var cluster *kube.Cluster
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	c, err := kube.StartCluster(ctx, kube.Options{Build: kube.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start kube cluster:", err)
-		return 1
-	}
-	defer c.Stop()
-	cluster = c
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, false)) }
 
 func noenv(string) string { return "" }
 

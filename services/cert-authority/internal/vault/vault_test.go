@@ -38,29 +38,19 @@ var (
 
 // TestMain starts a real kube-apiserver (for Kubernetes auth) and a real
 // Vault dev server, both on loopback, for the whole package.
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	c, err := kube.StartCluster(ctx, kube.Options{Build: kube.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start kube cluster:", err)
-		return 1
-	}
-	defer c.Stop()
-	v, err := vaultdev.StartServer(ctx, vaultdev.Options{Build: vaultdev.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start vault:", err)
-		return 1
-	}
-	defer v.Stop()
-	cluster, vlt = c, v
-	if err := setupPKI(ctx, v); err != nil {
-		fmt.Fprintln(os.Stderr, "set up vault pki:", err)
-		return 1
-	}
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(kube.Main(m, &cluster, false, func(ctx context.Context, _ *kube.Cluster) (func(), error) {
+		v, err := vaultdev.StartServer(ctx, vaultdev.Options{Build: vaultdev.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
+		if err != nil {
+			return nil, fmt.Errorf("start vault: %w", err)
+		}
+		vlt = v
+		if err := setupPKI(ctx, v); err != nil {
+			v.Stop()
+			return nil, fmt.Errorf("set up vault pki: %w", err)
+		}
+		return func() { v.Stop() }, nil
+	}))
 }
 
 const policy = `

@@ -1,11 +1,8 @@
 package webhookconfig
 
 import (
-	"context"
-	"log"
 	"os"
 	"testing"
-	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,20 +13,7 @@ import (
 
 var cluster *kube.Cluster
 
-func TestMain(m *testing.M) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	c, err := kube.StartCluster(ctx, kube.Options{Logf: log.Printf})
-	cancel()
-	if err != nil {
-		log.Fatalf("start kube cluster: %v", err)
-	}
-	cluster = c
-	code := m.Run()
-	if err := c.Stop(); err != nil {
-		log.Printf("stop kube cluster: %v", err)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, false)) }
 
 func TestEnsureAgainstTheAPIServer(t *testing.T) {
 	ctx := t.Context()

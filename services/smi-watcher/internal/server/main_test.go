@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -31,32 +30,7 @@ import (
 // endpointslice controller), with the SMI and MeshConfig CRDs installed.
 var cluster *kube.Cluster
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	c, err := kube.StartCluster(ctx, kube.Options{Build: kube.BuildOptions{Output: os.Stderr}, Logf: log.Printf})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "start kube cluster:", err)
-		return 1
-	}
-	defer func() {
-		if err := c.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop kube cluster:", err)
-		}
-	}()
-	dir, err := kube.CRDDir()
-	if err == nil {
-		err = c.ApplyCRDs(ctx, dir)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "install CRDs:", err)
-		return 1
-	}
-	cluster = c
-	return m.Run()
-}
+func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, true)) }
 
 // env is one test's world: its own NATS server and bucket, its own mesh
 // name and control-plane namespace, on the shared cluster.

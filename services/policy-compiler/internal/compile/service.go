@@ -197,7 +197,8 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	if existed != (len(ports) > 0) {
 		e.allSvcs = nil
 	}
-	e.sharedDirty, e.permNames = true, nil
+	e.sharedDirty = true
+	e.dirtyShards.add(permissiveShard(nn))
 	e.markClients(nn)
 	for id := range e.inBackers[nn] {
 		e.dirtyIn.add(id)

@@ -177,12 +177,14 @@ func TestBookstoreNames(t *testing.T) {
 			t.Errorf("bookbuyer %s = %v, want %v", typ, got, want)
 		}
 	}
-	if got := groupNames(t, e, buyer, resourcev3.ListenerType); !slices.Equal(got, []string{"outbound-listener:bookbuyer/bookbuyer"}) {
-		t.Errorf("bookbuyer listeners = %v", got)
+	wantListeners := []string{OutboundListener, "outbound-listener:bookstore/bookstore-v1|14001", "outbound-listener:bookstore/bookstore-v2|14001", "outbound-listener:bookstore/bookstore|14001"}
+	if got := groupNames(t, e, buyer, resourcev3.ListenerType); !slices.Equal(got, wantListeners) {
+		t.Errorf("bookbuyer listeners = %v, want %v", got, wantListeners)
 	}
 	v1 := id("bookstore", "bookstore-v1")
-	if got := groupNames(t, e, v1, resourcev3.ListenerType); !slices.Equal(got, []string{"inbound-listener:bookstore/bookstore-v1", "outbound-listener:bookstore/bookstore-v1"}) {
-		t.Errorf("bookstore-v1 listeners = %v", got)
+	wantListeners = []string{"inbound-listener:bookstore/bookstore-v1", OutboundListener, "outbound-listener:bookwarehouse/bookwarehouse|14001"}
+	if got := groupNames(t, e, v1, resourcev3.ListenerType); !slices.Equal(got, wantListeners) {
+		t.Errorf("bookstore-v1 listeners = %v, want %v", got, wantListeners)
 	}
 	wantClusters := []string{"bookstore/bookstore-v1|14001|local", "bookstore/bookstore|14001|local", "bookwarehouse/bookwarehouse|14001"}
 	if got := groupNames(t, e, v1, resourcev3.ClusterType); !slices.Equal(got, wantClusters) {
@@ -200,8 +202,8 @@ func TestBookthiefScoping(t *testing.T) {
 	if got := groupNames(t, smi, thief, resourcev3.ClusterType); len(got) != 0 {
 		t.Errorf("SMI mode: bookthief clusters = %v, want none", got)
 	}
-	if smi.Resource(layout.TypeListener, OutboundListenerName(thief)) != nil {
-		t.Error("SMI mode: bookthief has an outbound listener")
+	if got := groupNames(t, smi, thief, resourcev3.ListenerType); len(got) != 0 {
+		t.Errorf("SMI mode: bookthief listeners = %v, want none", got)
 	}
 	perm := bookstore(t, true)
 	got := groupNames(t, perm, thief, resourcev3.ClusterType)
@@ -430,8 +432,12 @@ func TestGroupNamesSortedAndUnique(t *testing.T) {
 		}
 	}
 	perm := bookstore(t, true)
-	if got := groupNames(t, perm, id("bookthief", "bookthief"), resourcev3.ListenerType); !slices.Equal(got, []string{PermissiveOutboundListener}) {
-		t.Errorf("permissive bookthief listeners = %v", got)
+	wantListeners := []string{OutboundListener}
+	for _, s := range perm.everyService() {
+		wantListeners = append(wantListeners, perm.svcFrags[s.nn].listeners...)
+	}
+	if got := groupNames(t, perm, id("bookthief", "bookthief"), resourcev3.ListenerType); !slices.Equal(got, wantListeners) || len(got) < 5 {
+		t.Errorf("permissive bookthief listeners = %v, want %v", got, wantListeners)
 	}
 }
 

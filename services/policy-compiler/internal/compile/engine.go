@@ -17,25 +17,38 @@
 //	route     ns/svc|port            http and grpc ports: one virtual host with the
 //	                                 service's host names; weighted clusters for a split apex
 //	cluster   ns/svc|port|local      static cluster to the application on 127.0.0.1:targetPort
-//	listener  outbound-listener:ns/sa  per identity (SMI mode), on 15001, original
-//	                                 destination: a filter chain per reachable service
-//	                                 port (HCM with RDS for http/grpc, tcp_proxy for tcp)
-//	listener  outbound-listener:permissive  shared by every proxy in permissive mode
+//	listener  outbound-listener      shared by every proxy that reaches a service, both
+//	                                 modes: 0.0.0.0:15001, use_original_dst; hands each
+//	                                 connection to the listener of its original destination;
+//	                                 a default chain closes the rest
+//	listener  outbound-listener:ns/svc|port  one per service port with a cluster IP: bound
+//	                                 (bind_to_port false) to the cluster IPs; one chain:
+//	                                 HCM with RDS (http, grpc) or tcp_proxy (tcp)
 //	listener  inbound-listener:ns/sa   per identity, on 15003: a TLS chain (client
 //	                                 certificate required) per local target port, with
 //	                                 network RBAC (tcp) or per-route HTTP RBAC (http)
 //	                                 built from the TrafficTargets naming the identity
 //
 // A proxy group, one per identity with running pods, lists the names of each
-// type that the identity's proxies are served. Clusters, endpoints and routes
-// are shared by every proxy that reaches the service; SDS secret names are
-// relative to the proxy, so no cluster names a client identity.
+// type that the identity's proxies are served. Clusters, endpoints, routes
+// and listeners are shared by every proxy that reaches the service; SDS
+// secret names are relative to the proxy, so no cluster names a client
+// identity.
+//
+// Per-service listeners rather than one outbound listener with a filter
+// chain per reachable service: every resource stays small (a listener with
+// every service's chain passes NATS's 1 MB message limit at ~2,900 services
+// in permissive mode), a service change rewrites its own listener only, and
+// the listeners are shared like clusters. Sharding the chains of one
+// listener by size was the alternative; it keeps big resources that every
+// change rewrites, and tcp services (the default protocol) still need one
+// chain each.
 //
 // In permissive mode the outbound names of every service (clusters,
-// endpoints, routes) are in name sets permissive-00 … permissive-15, sharded
-// by service, and every group lists the sets that exist instead of the
-// names (see PermissiveShards): adding a service rewrites one set, not every
-// group. SMI mode has no sets.
+// endpoints, routes, listeners) are in name sets permissive-00 …
+// permissive-15, sharded by service, and every group lists the sets that
+// exist instead of the names (see PermissiveShards): adding a service
+// rewrites one set, not every group. SMI mode has no sets.
 package compile
 
 import (
@@ -147,6 +160,7 @@ type Engine struct {
 
 	// What the changes applied since the last Compile made dirty.
 	all                           bool // recompile everything (namespace or MeshConfig change)
+	allOut                        bool // a service changed in permissive mode: every identity's outbound config
 	dirtySvc, dirtyEP             set[model.NN]
 	dirtyOut, dirtyIn, dirtyGroup set[model.Identity]
 	dirtyTT, dirtyHRG, dirtyTCP   set[model.NN]
@@ -173,7 +187,6 @@ type Engine struct {
 	svcFrags    map[model.NN]*svcFrag            // service → chains and names it contributes
 	svcIDs      map[model.NN][]model.Identity    // service → identities its SANs name
 	allSvcs     []svcRef                         // every compiled service, by key; nil when stale
-	sharedDirty bool                             // a service changed: rebuild the permissive listener
 	dirtyShards set[int]                         // permissive name sets to rebuild
 	reach       map[model.Identity][]svcRef      // identity → services it reaches
 	reachers    map[model.NN]set[model.Identity] // service → identities reaching it (SMI mode)
@@ -217,7 +230,7 @@ func New(o Options) *Engine {
 }
 
 func (e *Engine) resetDirty() {
-	e.all = false
+	e.all, e.allOut = false, false
 	e.dirtySvc, e.dirtyEP = set[model.NN]{}, set[model.NN]{}
 	e.dirtyOut, e.dirtyIn, e.dirtyGroup = set[model.Identity]{}, set[model.Identity]{}, set[model.Identity]{}
 	e.dirtyTT, e.dirtyHRG, e.dirtyTCP, e.dirtySplit = set[model.NN]{}, set[model.NN]{}, set[model.NN]{}, set[model.NN]{}
@@ -388,8 +401,13 @@ func (e *Engine) Compile() *Delta {
 		}
 	}
 	e.compileShared(d)
+	if e.allOut {
+		for _, id := range e.m.Identities() {
+			e.dirtyOut.add(id)
+		}
+	}
 	for _, id := range sortedIDs(e.dirtyOut) {
-		e.compileOutbound(id, d)
+		e.compileOutbound(id)
 	}
 	for _, id := range sortedIDs(e.dirtyIn) {
 		e.compileInbound(id, d)

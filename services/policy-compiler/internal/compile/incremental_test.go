@@ -101,7 +101,6 @@ func TestTrafficTargetChange(t *testing.T) {
 	d := apply(t, e, tt)
 	want := []string{
 		"listener inbound-listener:bookstore/bookstore-v1",
-		"listener outbound-listener:bookthief/bookthief",
 		"group bookthief/bookthief",
 	}
 	if got := keys(d); !slices.Equal(got, want) {
@@ -117,8 +116,8 @@ func TestTrafficTargetChange(t *testing.T) {
 	if got := groupNames(t, e, id("bookthief", "bookthief"), resourcev3.ClusterType); len(got) != 0 {
 		t.Errorf("after delete, bookthief clusters = %v", got)
 	}
-	if !slices.Contains(keys(d), "delete "+layout.ResourceKey(layout.TypeListener, "outbound-listener:bookthief/bookthief")) {
-		t.Errorf("delete did not remove bookthief's outbound listener: %v", keys(d))
+	if got := groupNames(t, e, id("bookthief", "bookthief"), resourcev3.ListenerType); len(got) != 0 {
+		t.Errorf("after delete, bookthief listeners = %v, want none", got)
 	}
 }
 
@@ -334,7 +333,7 @@ func TestInvalidResourceIsReportedNotEmitted(t *testing.T) {
 		msgs = append(msgs, err.Error())
 	}
 	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"filter chain outbound:bookwarehouse/broken|70000 fails validation", "listener " + inbound + " fails validation"} {
+	for _, want := range []string{"listener outbound-listener:bookwarehouse/broken|70000 fails validation", "listener " + inbound + " fails validation"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("invalid resources %q lack %q", all, want)
 		}
@@ -393,8 +392,8 @@ func TestOversizedResourceIsReportedNotEmitted(t *testing.T) {
 
 // TestPermissiveBroadcastWritesOneSet adds and removes a service in a
 // permissive mesh: every proxy now reaches it, yet only the service's own
-// resources, the shared outbound listener and one name set are written,
-// and no group.
+// resources (its listener among them) and one name set are written, and no
+// group.
 func TestPermissiveBroadcastWritesOneSet(t *testing.T) {
 	cfg := synth.Config{Namespaces: 5, Services: 60, PodsPerService: 2, Permissive: true}
 	e := newEngine()
@@ -404,7 +403,7 @@ func TestPermissiveBroadcastWritesOneSet(t *testing.T) {
 	d := apply(t, e, extra)
 	want := []string{
 		"cluster ns-000/extra|8080", "cluster ns-000/extra|8080|local", "endpoint ns-000/extra|8080",
-		"listener " + PermissiveOutboundListener, "route ns-000/extra|8080", "set " + set,
+		"listener outbound-listener:ns-000/extra|8080", "route ns-000/extra|8080", "set " + set,
 	}
 	if got := keys(d); !slices.Equal(got, want) {
 		t.Errorf("adding a service wrote %v, want %v", got, want)
@@ -416,10 +415,10 @@ func TestPermissiveBroadcastWritesOneSet(t *testing.T) {
 	}
 	d = remove(t, e, layout.KindService, "ns-000", "extra")
 	want = []string{
-		"listener " + PermissiveOutboundListener,
 		"delete " + layout.ResourceKey(layout.TypeCluster, "ns-000/extra|8080"),
 		"delete " + layout.ResourceKey(layout.TypeCluster, "ns-000/extra|8080|local"),
 		"delete " + layout.ResourceKey(layout.TypeEndpoint, "ns-000/extra|8080"),
+		"delete " + layout.ResourceKey(layout.TypeListener, "outbound-listener:ns-000/extra|8080"),
 		"delete " + layout.ResourceKey(layout.TypeRoute, "ns-000/extra|8080"),
 		"set " + set,
 	}
@@ -475,5 +474,31 @@ func TestPermissiveSetsComeAndGo(t *testing.T) {
 		if len(g.Group.GetSets()) != 0 {
 			t.Errorf("SMI mode: group %s lists sets %v", g.Identity, g.Group.GetSets())
 		}
+	}
+}
+
+// TestPermissiveResourcesStaySmall compiles a permissive mesh under a
+// 4 KiB resource limit: no resource, set or group grows with the number of
+// services (a listener of every service's chains would be ~100 KB here,
+// and passed the 1 MB NATS limit at ~2,900 services).
+func TestPermissiveResourcesStaySmall(t *testing.T) {
+	const limit = 4 << 10
+	e := New(Options{MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName}, MaxResourceBytes: limit})
+	cfg := synth.Config{Namespaces: 10, Services: 300, PodsPerService: 1, Permissive: true}
+	load(t, e, synth.Generate(cfg)) // fails on any resource over the limit
+	for _, s := range e.Sets() {
+		if v, _ := proto.Marshal(s.Set); len(v) > limit {
+			t.Errorf("set %s is %d bytes", s.Set.GetName(), len(v))
+		}
+	}
+	for _, g := range e.Groups() {
+		if v, _ := proto.Marshal(g.Group); len(v) > limit {
+			t.Errorf("group %s is %d bytes", g.Identity, len(v))
+		}
+	}
+	// Every proxy still reaches every service port through a listener.
+	g := e.Groups()[0]
+	if got := len(e.GroupNames(g.Identity, resourcev3.ListenerType)); got < cfg.Services {
+		t.Errorf("group %s is served %d listeners, want one per service port (%d+)", g.Identity, got, cfg.Services)
 	}
 }

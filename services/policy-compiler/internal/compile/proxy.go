@@ -10,69 +10,10 @@ import (
 	"slices"
 	"sort"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	"google.golang.org/protobuf/encoding/protowire"
-
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 )
-
-// filterChainsField is the field number of Listener.filter_chains.
-var filterChainsField = protowire.Number((&listenerv3.Listener{}).ProtoReflect().Descriptor().Fields().ByName("filter_chains").Number())
-
-// chainBytes validates and serialises one filter chain, once per service
-// port; outbound listeners are assembled from these bytes.
-func chainBytes(fc *listenerv3.FilterChain) ([]byte, error) {
-	if err := fc.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("filter chain %s fails validation: %w", fc.GetName(), err)
-	}
-	b, err := deterministic.Marshal(fc)
-	if err != nil {
-		return nil, fmt.Errorf("marshal filter chain %s: %w", fc.GetName(), err)
-	}
-	return b, nil
-}
-
-// assembleOutbound builds an outbound listener from the serialised filter
-// chains of the services it reaches. The listener without its chains is
-// validated and serialised, and each chain's bytes (validated when built)
-// are appended as a filter_chains field: the wire encoding of the whole
-// listener, without serialising any chain again. The version hashes the
-// shell and the per-service digests of the chains.
-func assembleOutbound(name string, frags []*svcFrag) (*Resource, error) {
-	shell := &listenerv3.Listener{
-		Name:             name,
-		Address:          socketAddress("0.0.0.0", OutboundListenerPort),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		ListenerFilters:  []*listenerv3.ListenerFilter{originalDst()},
-	}
-	r, err := newResource(layout.TypeListener, shell.Name, shell)
-	if err != nil {
-		return nil, err
-	}
-	size := len(r.Bytes)
-	for _, f := range frags {
-		for _, c := range f.chains {
-			size += len(c) + 8
-		}
-	}
-	b := make([]byte, 0, size)
-	b = append(b, r.Bytes...)
-	h := sha256.New()
-	h.Write(r.Bytes)
-	for _, f := range frags {
-		for _, c := range f.chains {
-			b = protowire.AppendTag(b, filterChainsField, protowire.BytesType)
-			b = protowire.AppendBytes(b, c)
-		}
-		h.Write(f.digest[:])
-	}
-	r.Bytes = b
-	r.Version = hex.EncodeToString(h.Sum(nil)[:16])
-	return r, nil
-}
 
 // svcRef is a reached service and its ordering key.
 type svcRef struct {
@@ -140,10 +81,10 @@ func (e *Engine) reachable(id model.Identity) []svcRef {
 	return refs
 }
 
-// reachNames are the names of the clusters, endpoints and routes of the
-// services an identity reaches, each sorted.
+// reachNames are the names of the clusters, endpoints, routes and
+// listeners of the services an identity reaches, each sorted.
 type reachNames struct {
-	clusters, endpoints, routes []string
+	clusters, endpoints, routes, listeners []string
 }
 
 // names collects the names of the services in refs, in order.
@@ -154,6 +95,7 @@ func (e *Engine) names(refs []svcRef) *reachNames {
 		n.clusters = append(n.clusters, f.clusters...)
 		n.endpoints = append(n.endpoints, f.endpoints...)
 		n.routes = append(n.routes, f.routes...)
+		n.listeners = append(n.listeners, f.listeners...)
 	}
 	return n
 }
@@ -167,9 +109,9 @@ func (e *Engine) names(refs []svcRef) *reachNames {
 // groups of 3000+ names each). Instead those names live in name sets that
 // every group lists: a service change rewrites one set, and the groups stay
 // as they are. The names are sharded by a hash of the service so that one
-// set stays small (10,000 services are about 700 KB of names: one set
-// would near the 1 MB message limit, and each change would rewrite all of
-// it), and a change rewrites a sixteenth of them.
+// set stays small (10,000 services are about 1 MB of names: one set would
+// not fit a NATS message, and each change would rewrite all of it), and a
+// change rewrites a sixteenth of them (~70 KB at 10,000 services).
 //
 // SMI mode has no sets: there an identity's outbound names are those of
 // the services its TrafficTargets allow, which differ from identity to
@@ -189,14 +131,18 @@ func permissiveShard(svc model.NN) int {
 	return int(h.Sum32() % PermissiveShards)
 }
 
-// compileShared rebuilds what every proxy shares in permissive mode, where
-// every identity reaches every service: the outbound listener and the name
-// sets of the services' outbound names.
+// compileShared rebuilds what proxies share: the OutboundListener, which
+// exists while any service does, and in permissive mode the name sets of
+// the services' outbound names.
 func (e *Engine) compileShared(d *Delta) {
-	k := resKey{layout.TypeListener, PermissiveOutboundListener}
-	if !e.m.Permissive() || len(e.svcFrags) == 0 {
+	k := resKey{layout.TypeListener, OutboundListener}
+	switch {
+	case len(e.svcFrags) == 0:
 		e.drop(k, d)
-		e.sharedDirty = false
+	case e.res[k] == nil:
+		e.put(d, k.typ, k.name)(buildOutboundListener())
+	}
+	if !e.m.Permissive() || len(e.svcFrags) == 0 {
 		for i := range PermissiveShards {
 			e.dropSet(PermissiveSetName(i), d)
 		}
@@ -216,18 +162,10 @@ func (e *Engine) compileShared(d *Delta) {
 			layout.TypeCluster:  n.clusters,
 			layout.TypeEndpoint: n.endpoints,
 			layout.TypeRoute:    n.routes,
+			layout.TypeListener: n.listeners,
 		}, d)
 	}
 	e.dirtyShards = set[int]{}
-	if !e.sharedDirty && e.res[k] != nil {
-		return
-	}
-	e.sharedDirty = false
-	frags := make([]*svcFrag, len(all))
-	for i, s := range all {
-		frags[i] = e.svcFrags[s.nn]
-	}
-	e.put(d, layout.TypeListener, PermissiveOutboundListener)(assembleOutbound(PermissiveOutboundListener, frags))
 }
 
 // putSet records the name set called name (by short type; empty lists left
@@ -284,7 +222,10 @@ func (e *Engine) permissiveSets() []string {
 	return out
 }
 
-func (e *Engine) compileOutbound(id model.Identity, d *Delta) {
+// compileOutbound recomputes what id reaches. Its outbound configuration
+// is then only names in its group: the shared OutboundListener and the
+// reached services' own resources.
+func (e *Engine) compileOutbound(id model.Identity) {
 	reach := e.reachable(id)
 	// The reachers index serves SMI mode only: in permissive mode every
 	// identity reaches every service, and markClients marks them all.
@@ -305,22 +246,6 @@ func (e *Engine) compileOutbound(id model.Identity, d *Delta) {
 		e.reach[id] = reach
 	}
 	e.dirtyGroup.add(id)
-	k := resKey{layout.TypeListener, OutboundListenerName(id)}
-	if e.m.Permissive() {
-		e.drop(k, d) // the proxy uses the shared listener
-		return
-	}
-	var frags []*svcFrag
-	for _, s := range reach {
-		if f := e.svcFrags[s.nn]; len(f.chains) > 0 {
-			frags = append(frags, f)
-		}
-	}
-	if len(frags) == 0 {
-		e.drop(k, d)
-		return
-	}
-	e.put(d, k.typ, k.name)(assembleOutbound(k.name, frags))
 }
 
 // updateReachers moves id's entries in the reachers index from the old
@@ -398,7 +323,13 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 		return
 	}
 	var locals []string
-	var clusters, endpoints, routes, sets []string
+	var clusters, endpoints, routes, listeners, sets []string
+	if e.res[resKey{layout.TypeListener, InboundListenerName(id)}] != nil {
+		listeners = append(listeners, InboundListenerName(id))
+	}
+	if len(e.reach[id]) > 0 && e.res[resKey{layout.TypeListener, OutboundListener}] != nil {
+		listeners = append(listeners, OutboundListener)
+	}
 	switch {
 	case len(e.reach[id]) == 0:
 	case e.m.Permissive():
@@ -406,6 +337,7 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	default:
 		n := e.names(e.reach[id])
 		clusters, endpoints, routes = n.clusters, n.endpoints, n.routes
+		listeners = mergeSorted(listeners, n.listeners)
 	}
 	own := make([]svcRef, 0, len(e.inSvcs[id]))
 	for _, s := range e.inSvcs[id] {
@@ -414,12 +346,6 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	sortRefs(own)
 	for _, s := range own {
 		locals = append(locals, e.svcFrags[s.nn].locals...)
-	}
-	var listeners []string
-	for _, name := range []string{InboundListenerName(id), OutboundListenerName(id), PermissiveOutboundListener} {
-		if e.res[resKey{layout.TypeListener, name}] != nil && (name != PermissiveOutboundListener || len(e.reach[id]) > 0) {
-			listeners = append(listeners, name)
-		}
 	}
 	g := &meshv1.ProxyGroup{
 		Identity:  &meshv1.Identity{Namespace: id.Namespace, ServiceAccount: id.Name},

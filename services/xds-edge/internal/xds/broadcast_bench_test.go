@@ -64,15 +64,15 @@ func (m *marshalStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
 
 // permissiveMesh stages and commits what the policy-compiler writes for a
 // permissive mesh of services services, one identity each: per service a
-// cluster, its endpoints, its route and its local cluster; one shared
-// outbound listener holding a filter chain per service; an inbound listener
-// per identity; 16 name sets holding the services' outbound names; and a
-// group per identity listing its local cluster, its listeners and the sets.
+// cluster, its endpoints, its route, its outbound listener (one HTTP chain
+// on its cluster IP) and its local cluster; the shared outbound listener on
+// 15001; an inbound listener per identity; 16 name sets holding the
+// services' outbound names; and a group per identity listing its local
+// cluster, its inbound and the shared outbound listener, and the sets.
 type permissiveMesh struct {
 	s        *Server
 	services int
 	gen      uint64
-	chains   []*listenerv3.FilterChain
 }
 
 func setOf(svc int) string { return fmt.Sprintf("permissive-%02d", svc%16) }
@@ -89,6 +89,16 @@ func (m *permissiveMesh) stage(b *testing.B, w xdstest.Write) {
 	}
 }
 
+func (m *permissiveMesh) stageSet(w xdstest.Write) {
+	v, err := proto.Marshal(w.Value)
+	if err == nil {
+		err = m.s.Stage(w.Key, v)
+	}
+	if err != nil {
+		panic(err)
+	}
+}
+
 func (m *permissiveMesh) commit(b *testing.B) {
 	m.gen++
 	if _, err := m.s.Commit(&meshv1.Generation{Number: m.gen}); err != nil {
@@ -96,8 +106,9 @@ func (m *permissiveMesh) commit(b *testing.B) {
 	}
 }
 
-// chain is an outbound HTTP filter chain like the compiler's.
-func chain(b *testing.B, i int) *listenerv3.FilterChain {
+// serviceListener is the outbound listener of service i, like the
+// compiler's.
+func serviceListener(b *testing.B, i int) *listenerv3.Listener {
 	router, _ := anypb.New(&routerv3.Router{})
 	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
 		StatPrefix: "outbound:" + svcName(i),
@@ -110,15 +121,21 @@ func chain(b *testing.B, i int) *listenerv3.FilterChain {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return &listenerv3.FilterChain{
-		Name: "outbound:" + svcName(i),
-		FilterChainMatch: &listenerv3.FilterChainMatch{
-			PrefixRanges:    []*corev3.CidrRange{{AddressPrefix: fmt.Sprintf("10.96.%d.%d", i/250, i%250), PrefixLen: wrapperspb.UInt32(32)}},
-			DestinationPort: wrapperspb.UInt32(8080),
-		},
-		Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}},
+	return &listenerv3.Listener{
+		Name: listenerName(i),
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: fmt.Sprintf("10.96.%d.%d", i/250, i%250), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080},
+		}}},
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		BindToPort:       wrapperspb.Bool(false),
+		FilterChains: []*listenerv3.FilterChain{{
+			Name:    "outbound:" + svcName(i),
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}},
+		}},
 	}
 }
+
+func listenerName(i int) string { return "outbound-listener:" + svcName(i) }
 
 // service stages the resources of service i.
 func (m *permissiveMesh) service(b *testing.B, i int) {
@@ -127,28 +144,23 @@ func (m *permissiveMesh) service(b *testing.B, i int) {
 	m.stage(b, must(xdstest.Resource(xdstest.Endpoints(n, 8080, 8081), n, m.gen+1)))
 	m.stage(b, must(xdstest.Resource(xdstest.Route(n, n), n, m.gen+1)))
 	m.stage(b, must(xdstest.Resource(xdstest.Cluster(n+"|local", time.Second), n+"|local", m.gen+1)))
+	m.stage(b, must(xdstest.Resource(serviceListener(b, i), listenerName(i), m.gen+1)))
 }
 
-// shared stages the outbound listener and set shard of the first n
-// services.
-func (m *permissiveMesh) shared(b *testing.B, n int, shards ...int) {
-	l := xdstest.Listener("outbound-listener:permissive", 15001)
-	l.FilterChains = m.chains[:n]
-	m.stage(b, must(xdstest.Resource(l, l.Name, m.gen+1)))
+// sets stages the given set shards of the first n services.
+func (m *permissiveMesh) sets(n int, shards ...int) {
 	for _, shard := range shards {
-		var names []string
+		var names, listeners []string
 		for i := shard; i < n; i += 16 {
-			names = append(names, svcName(i))
+			names, listeners = append(names, svcName(i)), append(listeners, listenerName(i))
 		}
-		m.stage(b, xdstest.NameSet(setOf(shard), m.gen+1, map[string][]string{cds: names, eds: names, rds: names}))
+		m.stageSet(xdstest.NameSet(setOf(shard), m.gen+1, map[string][]string{cds: names, eds: names, rds: names, lds: listeners}))
 	}
 }
 
 func newPermissiveMesh(b *testing.B, s *Server, services int) *permissiveMesh {
 	m := &permissiveMesh{s: s, services: services}
-	for i := range services + 1 {
-		m.chains = append(m.chains, chain(b, i))
-	}
+	m.stage(b, must(xdstest.Resource(xdstest.Listener("outbound-listener", 15001), "outbound-listener", 1)))
 	var sets []string
 	for i := range 16 {
 		sets = append(sets, setOf(i))
@@ -160,14 +172,14 @@ func newPermissiveMesh(b *testing.B, s *Server, services int) *permissiveMesh {
 		ns := fmt.Sprintf("ns%d", i)
 		m.stage(b, xdstest.Group(ns, ns, 1, map[string][]string{
 			cds: {svcName(i) + "|local"},
-			lds: {in, "outbound-listener:permissive"},
+			lds: {in, "outbound-listener"},
 		}, sets...))
 	}
 	all := make([]int, 16)
 	for i := range all {
 		all[i] = i
 	}
-	m.shared(b, services, all...)
+	m.sets(services, all...)
 	m.commit(b)
 	return m
 }
@@ -184,10 +196,10 @@ func cpuNow() time.Duration {
 // broadcast: one service added to (then removed from) a mesh of 1000
 // services with 2000 connected delta streams, each subscribed to CDS, EDS,
 // LDS and RDS. The commit carries what the policy-compiler writes for it
-// (the service's four resources, the shared outbound listener with one
-// chain more or less, and one name set); the benchmark waits until every
-// stream has sent (and serialised) its responses and reports the process's
-// CPU time per broadcast and the bytes serialised.
+// (the service's five resources, its listener among them, and one name
+// set); the benchmark waits until every stream has sent (and serialised)
+// its responses and reports the process's CPU time per broadcast and the
+// bytes serialised.
 func BenchmarkBroadcast(b *testing.B) {
 	const services, proxies = 1000, 2000
 	log := logrus.New()
@@ -233,7 +245,7 @@ func BenchmarkBroadcast(b *testing.B) {
 		shard := services % 16
 		if !added {
 			m.service(b, services)
-			m.shared(b, services+1, shard)
+			m.sets(services+1, shard)
 		} else {
 			n := svcName(services)
 			for _, w := range []xdstest.Write{
@@ -241,12 +253,13 @@ func BenchmarkBroadcast(b *testing.B) {
 				must(xdstest.Resource(xdstest.Endpoints(n), n, 0)),
 				must(xdstest.Resource(xdstest.Route(n, n), n, 0)),
 				must(xdstest.Resource(xdstest.Cluster(n+"|local", time.Second), n+"|local", 0)),
+				must(xdstest.Resource(serviceListener(b, services), listenerName(services), 0)),
 			} {
 				if err := s.Stage(w.Key, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
-			m.shared(b, services, shard)
+			m.sets(services, shard)
 		}
 		m.commit(b)
 		// Every stream gets one CDS, EDS, RDS and LDS response.

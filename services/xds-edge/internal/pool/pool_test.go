@@ -3,6 +3,10 @@ package pool
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
+	"math/rand"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -10,6 +14,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -518,5 +523,100 @@ func TestSetRecordMustMatchItsKey(t *testing.T) {
 	}
 	if got := p.Names("c/c", cds); !cmp.Equal(got, []string{"c3"}) {
 		t.Errorf("c/c names = %v, want [c3] (s2 unchanged)", got)
+	}
+}
+
+// TestRandomCommitsMatchFullDiff applies random generations of resource,
+// group and set writes and checks each Change against a diff of every
+// group's full view before and after: the index-driven commit must report
+// exactly what a full recomputation would.
+func TestRandomCommitsMatchFullDiff(t *testing.T) {
+	for _, seed := range []int64{1, 2, 3} {
+		randomCommits(t, rand.New(rand.NewSource(seed)))
+	}
+}
+
+func randomCommits(t *testing.T, rng *rand.Rand) {
+	clusters := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"}
+	sets := []string{"s0", "s1", "s2"}
+	groups := []string{"g0", "g1", "g2", "g3"}
+	pick := func(from []string) []string {
+		var out []string
+		for _, n := range from {
+			if rng.Intn(3) == 0 {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	views := func(p *Pool) map[string][]string {
+		out := map[string][]string{}
+		for _, g := range groups {
+			if names := p.Names(GroupID(g, g), cds); len(names) > 0 {
+				out[GroupID(g, g)] = names
+			}
+		}
+		return out
+	}
+	p := New()
+	versions := map[string]int64{}
+	for gen := uint64(1); gen <= 300; gen++ {
+		before := views(p)
+		was := maps.Clone(versions)
+		for range 1 + rng.Intn(4) {
+			switch rng.Intn(3) {
+			case 0:
+				c := clusters[rng.Intn(len(clusters))]
+				if rng.Intn(4) == 0 {
+					stage(t, p, kv{layout.ResourceKey(layout.TypeCluster, c), nil})
+					delete(versions, c)
+				} else {
+					v := int64(rng.Intn(3) + 1)
+					stage(t, p, cluster(t, c, v, gen))
+					versions[c] = v
+				}
+			case 1:
+				s := sets[rng.Intn(len(sets))]
+				if rng.Intn(5) == 0 {
+					stage(t, p, kv{layout.SetKey(s), nil})
+				} else {
+					stage(t, p, setKV(t, s, gen, map[string][]string{cds: pick(clusters)}))
+				}
+			case 2:
+				g := groups[rng.Intn(len(groups))]
+				if rng.Intn(6) == 0 {
+					stage(t, p, kv{layout.GroupKey(g, g), nil})
+				} else {
+					stage(t, p, groupWithSets(t, g, g, gen, map[string][]string{cds: pick(clusters)}, pick(sets)...))
+				}
+			}
+		}
+		// A key written twice in one generation keeps its last value: what
+		// changed is what differs from the generation before.
+		changed := map[string]bool{}
+		for _, c := range clusters {
+			v0, ok0 := was[c]
+			v1, ok1 := versions[c]
+			changed[c] = ok0 != ok1 || v0 != v1
+		}
+		ch := commit(t, p, gen)
+		after := views(p)
+		want := map[string]map[string]*TypeChange{}
+		for _, g := range groups {
+			id := GroupID(g, g)
+			tc := diffNames(before[id], after[id])
+			for _, n := range after[id] {
+				if _, kept := slices.BinarySearch(before[id], n); kept && changed[n] {
+					tc.Updated = append(tc.Updated, n)
+				}
+			}
+			if len(tc.Updated)+len(tc.Removed) > 0 {
+				sort.Strings(tc.Updated)
+				want[id] = map[string]*TypeChange{cds: &tc}
+			}
+		}
+		if diff := cmp.Diff(want, ch.Groups, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("generation %d: change differs from the full diff (-want +got):\n%s", gen, diff)
+		}
 	}
 }

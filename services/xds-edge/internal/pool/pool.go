@@ -368,6 +368,15 @@ func (p *Pool) names(g *Group, k resKey, prev map[string]*nameSet) bool {
 	if _, found := slices.BinarySearch(g.Names[k.typeURL], k.name); found {
 		return true
 	}
+	if prev == nil {
+		// The current sets: the index holds the few that name k.
+		for name := range p.setRefs[k] {
+			if _, found := slices.BinarySearch(g.Sets, name); found {
+				return true
+			}
+		}
+		return false
+	}
 	for _, name := range g.Sets {
 		s := p.sets[name]
 		if o, ok := prev[name]; ok {

@@ -552,8 +552,20 @@ func randomCommits(t *testing.T, rng *rand.Rand) {
 	views := func(p *Pool) map[string][]string {
 		out := map[string][]string{}
 		for _, g := range groups {
-			if names := p.Names(GroupID(g, g), cds); len(names) > 0 {
-				out[GroupID(g, g)] = names
+			id := GroupID(g, g)
+			view := p.Names(id, cds)
+			if len(view) > 0 {
+				out[id] = view
+			}
+			// Get, View and Names agree.
+			if got := names(p.View(id, cds, nil)); !slices.Equal(got, view) {
+				t.Fatalf("%s: View %v, Names %v", id, got, view)
+			}
+			for _, c := range clusters {
+				_, named := slices.BinarySearch(view, c)
+				if got := p.Get(id, cds, c) != nil; got != named {
+					t.Fatalf("%s: Get(%s) = %v, Names %v", id, c, got, view)
+				}
 			}
 		}
 		return out

@@ -243,8 +243,12 @@ func (x *ProxyGroup) GetSets() []string {
 
 // NameSet is a named set of resource names, by xDS type, that several proxy
 // groups share by listing its name in ProxyGroup.sets. It is keyed by its
-// name ("set.<name>"). Example: in permissive mode one set holds the
-// outbound names of every service, and every group refers to it.
+// name ("set.<name>"). Example: in permissive mode sets hold the outbound
+// names of every service, and every group refers to them.
+//
+// An xds-edge built before NameSet existed ignores set keys, and with them
+// the names a group takes from its sets: upgrade the edges before the
+// policy-compiler.
 type NameSet struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The set's name, as proxy groups refer to it.

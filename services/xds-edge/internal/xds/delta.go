@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
 
 var zeroTime time.Time
@@ -65,6 +66,18 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 		}
 	}
 	if !st.subscribed {
+		// A proxy reconnecting with resources from a generation newer than
+		// ours must not be rolled back: send it to another replica.
+		if typeURL != secretType {
+			var seen uint64
+			for _, v := range req.GetInitialResourceVersions() {
+				seen = max(seen, pool.GenerationOfVersion(v))
+			}
+			if have := s.Generation(); seen > have {
+				c.mu.Unlock()
+				return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %d, older than the %d this proxy has seen", s.opts.EdgeID, have, seen)
+			}
+		}
 		st.subscribed = true
 		for n, v := range req.GetInitialResourceVersions() {
 			st.have[n] = v

@@ -25,6 +25,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
 )
@@ -470,6 +471,41 @@ func TestReconnectWithNewerStateIsRefused(t *testing.T) {
 	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: v}})
 	if r := next(t, p2); r.Version != v {
 		t.Errorf("reconnect got version %s, want %s", r.Version, v)
+	}
+}
+
+// TestDeltaReconnectWithNewerStateIsRefused: a delta proxy's resource
+// versions carry the generation that brought them, so one reconnecting
+// with state newer than the edge's is sent elsewhere, and one reconnecting
+// with what it holds is sent only what it lacks.
+func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds},
+		Initial: map[string]map[string]string{cds: {"c1": "9.0123456789abcdef"}}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "older than the 9") {
+		t.Fatalf("a delta proxy at generation 9 on an edge at 1: %v", err)
+	}
+	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}})
+	r := next(t, p1)
+	if len(r.Versions) < 2 {
+		t.Fatalf("initial response holds %v, want at least two clusters", r.Versions)
+	}
+	held := map[string]string{}
+	var missing string
+	for n, v := range r.Versions {
+		if pool.GenerationOfVersion(v) != 1 {
+			t.Errorf("resource %s has version %q, want generation 1 in it", n, v)
+		}
+		if missing == "" {
+			missing = n
+			continue
+		}
+		held[n] = v
+	}
+	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: held}})
+	if r2 := next(t, p2); len(r2.Resources) != 1 || r2.Versions[missing] != r.Versions[missing] {
+		t.Errorf("reconnect got %v, want only %s at %s", r2.Versions, missing, r.Versions[missing])
 	}
 }
 

@@ -50,6 +50,9 @@ type typeState struct {
 	dirty, force  bool
 	lastVersion   string
 	nackedVersion string
+	// lastSent is what the last response held (CDS and LDS only), kept so
+	// that a removal can be made before-break (see sotwStream.flush).
+	lastSent []*pool.Resource
 
 	// Delta.
 	pendingAll bool

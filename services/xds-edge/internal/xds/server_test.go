@@ -417,6 +417,41 @@ func TestDeltaRemovalsComeAfterUpdates(t *testing.T) {
 	}
 }
 
+// TestSotWRemovalsAreMadeBeforeBreak: a SotW proxy first gets the new
+// clusters together with the one leaving, then the listener that stops
+// using it, and only then the clusters without it.
+func TestSotWRemovalsAreMadeBeforeBreak(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds, lds}})
+	initial(t, p, 2)
+	f.commit(
+		res(t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
+		res(t, xdstest.Listener("out-a", 15002), "out-a", 2),
+		xdstest.Group("a", "a", 2, map[string][]string{cds: {"cnew", "shared"}, eds: {"shared"}, lds: {"out-a"}}),
+	)
+	var got []string
+	for range 3 {
+		r := next(t, p)
+		names := r.Names()
+		sort.Strings(names)
+		got = append(got, r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]+" "+strings.Join(names, ","))
+	}
+	want := []string{
+		"Cluster ca,cnew,shared",
+		"Listener out-a",
+		"Cluster cnew,shared",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("responses (-want +got):\n%s", diff)
+	}
+	// A removal with nothing else to push goes out at once, alone.
+	f.commit(xdstest.Group("a", "a", 3, map[string][]string{cds: {"shared"}, eds: {"shared"}, lds: {"out-a"}}))
+	if r := next(t, p); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
+		t.Errorf("got %s %v, want the clusters without cnew", r.TypeURL, r.Names())
+	}
+}
+
 func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
 	for _, delta := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {

@@ -14,30 +14,13 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/edge"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
 )
 
 // TestHarnessSmoke runs the harness at toy scale against an in-process
 // edge: every proxy syncs and receives every edit.
 func TestHarnessSmoke(t *testing.T) {
-	pw := map[bus.Role]string{bus.RoleAdmin: "admin-pw", bus.RoleEdge: "edge-pw"}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nats.Shutdown()
-	connect := func(r bus.Role) *bus.Conn {
-		c, err := bus.Connect(t.Context(), bus.Options{URL: nats.URL(), Role: r, User: string(r), Password: pw[r]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	admin := connect(bus.RoleAdmin)
-	pki, _, err := WritePKI(t.Context(), t.TempDir(), admin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, connect, pki, _ := newBus(t)
 	cfg := Config{PKI: pki, Bus: admin, Proxies: 20, Groups: 4, ClustersPerGroup: 3, Edits: 2, Conns: 4}
 	if err := Seed(t.Context(), cfg); err != nil {
 		t.Fatal(err)
@@ -95,25 +78,7 @@ func TestHarnessSmoke(t *testing.T) {
 // every proxy syncs and receives every edit, so the comparison is like
 // for like.
 func TestStockSmoke(t *testing.T) {
-	pw := map[bus.Role]string{bus.RoleAdmin: "admin-pw", bus.RoleEdge: "edge-pw"}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nats.Shutdown()
-	connect := func(r bus.Role) *bus.Conn {
-		c, err := bus.Connect(t.Context(), bus.Options{URL: nats.URL(), Role: r, User: string(r), Password: pw[r]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	admin := connect(bus.RoleAdmin)
-	pki, files, err := WritePKI(t.Context(), t.TempDir(), admin)
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, connect, pki, files := newBus(t)
 	cfg := Config{PKI: pki, Bus: admin, Proxies: 20, Groups: 4, ClustersPerGroup: 3, Edits: 2, Explicit: true}
 	if err := Seed(t.Context(), cfg); err != nil {
 		t.Fatal(err)
@@ -157,4 +122,31 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// newBus starts an embedded NATS with admin and edge passwords, and writes
+// the harness's PKI into it: the admin connection, a way to connect as a
+// role, the PKI and its files.
+func newBus(t *testing.T) (*bus.Conn, func(bus.Role) *bus.Conn, *xdstest.CA, Files) {
+	t.Helper()
+	pw := map[bus.Role]string{bus.RoleAdmin: "admin-pw", bus.RoleEdge: "edge-pw"}
+	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nats.Shutdown)
+	connect := func(r bus.Role) *bus.Conn {
+		c, err := bus.Connect(t.Context(), bus.Options{URL: nats.URL(), Role: r, User: string(r), Password: pw[r]})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	admin := connect(bus.RoleAdmin)
+	pki, files, err := WritePKI(t.Context(), t.TempDir(), admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return admin, connect, pki, files
 }

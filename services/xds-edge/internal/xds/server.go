@@ -30,10 +30,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/sirupsen/logrus"
@@ -402,6 +404,38 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 			}
 		}
 	}
+}
+
+// request is what state-of-the-world and delta requests share.
+type request interface {
+	GetTypeUrl() string
+	GetNode() *corev3.Node
+}
+
+// receive reads the next request: errClientDone when the client closed
+// the stream, InvalidArgument for a request without a type URL.
+func receive[R request](recv func() (R, error)) (R, error) {
+	req, err := recv()
+	if errors.Is(err, io.EOF) {
+		return req, errClientDone
+	}
+	if err != nil {
+		return req, err
+	}
+	if req.GetTypeUrl() == "" {
+		return req, status.Error(codes.InvalidArgument, "discovery request without type_url")
+	}
+	return req, nil
+}
+
+// noteNode records the node a request names; the first one makes the
+// returned function publish the CONNECTED status, to run once c.mu is
+// released. c.mu is held.
+func (s *Server) noteNode(ctx context.Context, c *conn, node *corev3.Node) []func() {
+	if !c.setNode(node) {
+		return nil
+	}
+	return []func(){func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) }}
 }
 
 // errClientDone ends a stream the client closed.

@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"errors"
-	"io"
 	"maps"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -11,7 +9,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
 
@@ -23,23 +20,14 @@ type sotwStream struct {
 func (*sotwStream) delta() bool { return false }
 
 func (w *sotwStream) recv(s *Server, c *conn) error {
-	req, err := w.st.Recv()
-	if errors.Is(err, io.EOF) {
-		return errClientDone
-	}
+	req, err := receive(w.st.Recv)
 	if err != nil {
 		return err
 	}
 	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		return status.Error(codes.InvalidArgument, "discovery request without type_url")
-	}
 	ctx := w.st.Context()
-	var after []func()
 	c.mu.Lock()
-	if c.setNode(req.GetNode()) {
-		after = append(after, func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) })
-	}
+	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		sent, ok := st.inflight[nonce]

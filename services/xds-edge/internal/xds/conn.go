@@ -33,6 +33,11 @@ type conn struct {
 	acked      map[string]string
 	lastNack   *meshv1.Nack
 	generation uint64
+	// ACK status coalescing (Options.AckStatusInterval).
+	ackPublished time.Time
+	ackPending   bool
+	ackTimer     *time.Timer
+	closed       bool
 }
 
 // typeState is a stream's state for one xDS type.

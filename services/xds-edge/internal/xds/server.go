@@ -78,6 +78,11 @@ type Options struct {
 	Meter metric.Meter
 	// Admission limits the rate of new streams; nil admits every stream.
 	Admission *rate.Limiter
+	// AckStatusInterval coalesces ACK status reports: a proxy's ACKs are
+	// published at most once per interval, the last one always (after the
+	// interval). CONNECTED, NACK and DISCONNECTED are published at once.
+	// Zero publishes every ACK.
+	AckStatusInterval time.Duration
 }
 
 // Stats are counters kept alongside the metrics, for tests and debugging.
@@ -372,6 +377,12 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 		}
 		s.stats.connected.Add(-1)
 		s.metrics.connected.Add(context.WithoutCancel(ctx), -1)
+		c.mu.Lock()
+		c.closed = true
+		if c.ackTimer != nil {
+			c.ackTimer.Stop() // the DISCONNECTED report carries the acked versions
+		}
+		c.mu.Unlock()
 		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_DISCONNECTED, nil)
 		log.WithField("node_id", c.nodeIDValue()).Debug("xds stream closed")
 	}()
@@ -457,7 +468,40 @@ func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent se
 	if !sent.commit.IsZero() {
 		s.metrics.latency.Record(ctx, time.Since(sent.commit).Seconds(), metric.WithAttributes(attribute.String("type_url", typeURL)))
 	}
-	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+	s.publishAck(ctx, c)
+}
+
+// publishAck publishes c's ACK status now, or, within AckStatusInterval of
+// the last one, once the interval has passed; one report covers every ACK
+// in between (it carries the acked versions of every type).
+func (s *Server) publishAck(ctx context.Context, c *conn) {
+	if s.opts.Status == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.ackPending || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	wait := c.ackPublished.Add(s.opts.AckStatusInterval).Sub(now)
+	if wait <= 0 {
+		c.ackPublished = now
+		c.mu.Unlock()
+		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+		return
+	}
+	c.ackPending = true
+	c.ackTimer = time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		closed := c.closed
+		c.ackPending, c.ackTimer, c.ackPublished = false, nil, time.Now()
+		c.mu.Unlock()
+		if !closed {
+			s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+		}
+	})
+	c.mu.Unlock()
 }
 
 // recordNack books, logs and publishes a NACK.

@@ -635,3 +635,40 @@ func wantRootUpdate(delta bool) []string {
 	}
 	return []string{SecretRootCert, SecretServiceCert}
 }
+
+// TestAckStatusesAreCoalesced: a proxy ACKing its four types in a burst is
+// reported once at once and once more after the interval, with every
+// type's acked version; nothing is reported after it disconnects.
+func TestAckStatusesAreCoalesced(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.AckStatusInterval = 300 * time.Millisecond })
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: allTypes})
+	initial(t, p, 4)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		acks := f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK)
+		if n := len(acks); n > 0 && len(acks[n-1].GetAckedVersions()) == 4 {
+			if n > 2 {
+				t.Errorf("%d ACK reports for one burst, want at most 2", n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ACK report with the four types: %v", acks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A burst right after a report is held back, then reported once.
+	before := len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK))
+	f.commit(res(t, xdstest.Endpoints("shared", 9), "shared", 2))
+	next(t, p)
+	p.Stop()
+	<-p.Done()
+	time.Sleep(500 * time.Millisecond)
+	if got := len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK)) - before; got > 1 {
+		t.Errorf("%d ACK reports after the edit, want at most one", got)
+	}
+	if len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_DISCONNECTED)) != 1 {
+		t.Errorf("no DISCONNECTED report")
+	}
+}

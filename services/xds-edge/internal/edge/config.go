@@ -42,6 +42,7 @@ type Config struct {
 	MaxConnectionAge      time.Duration
 	MaxConnectionAgeGrace time.Duration
 	MaxStreamsPerConn     int
+	AckStatusInterval     time.Duration
 }
 
 // Flags registers the configuration's flags.
@@ -67,6 +68,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Duration(&c.MaxConnectionAge, "max-connection-age", 30*time.Minute, "connections older than this are closed gracefully, rebalancing proxies over replicas")
 	f.Duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", time.Minute, "time given to open streams after --max-connection-age")
 	f.Int(&c.MaxStreamsPerConn, "max-streams-per-conn", 16, "concurrent streams allowed per proxy connection")
+	f.Duration(&c.AckStatusInterval, "ack-status-interval", time.Second, "each proxy's ACKs are reported on mesh.status.proxy.> at most once per interval (the last one always); connects, NACKs and disconnects are reported at once; 0 reports every ACK")
 }
 
 // Validate checks the configuration; errors name the flag.
@@ -106,6 +108,9 @@ func (c *Config) Validate() error {
 		if d.v < d.min {
 			return app.FlagError(d.name, "must be at least %s, got %s", d.min, d.v)
 		}
+	}
+	if c.AckStatusInterval < 0 {
+		return app.FlagError("ack-status-interval", "must not be negative, got %s", c.AckStatusInterval)
 	}
 	if c.CertLinger < 0 {
 		return app.FlagError("cert-linger", "must not be negative, got %s", c.CertLinger)
@@ -208,7 +213,7 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 			MaxConcurrentStreams: uint32(c.MaxStreamsPerConn),
 		},
 		Signer: cav1.NewCertificateAuthorityServiceClient(caConn), Context: ctx,
-		CertTTL: c.CertTTL, CertLinger: c.CertLinger, NATSLostThreshold: c.NATSLostThreshold,
+		CertTTL: c.CertTTL, CertLinger: c.CertLinger, NATSLostThreshold: c.NATSLostThreshold, AckStatusInterval: c.AckStatusInterval,
 		Admission: rate.NewLimiter(rate.Limit(c.StreamRate), c.StreamBurst),
 		Meter:     rt.Telemetry.MeterProvider.Meter("github.com/openservicemesh/osm/services/xds-edge"),
 	})

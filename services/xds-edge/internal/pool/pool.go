@@ -35,8 +35,15 @@ import (
 type Resource struct {
 	// TypeURL and Name identify the resource.
 	TypeURL, Name string
-	// Version is the compiler's content hash.
+	// Version is the resource's xDS version: "<generation>.<hash>", the
+	// generation that brought this content and the compiler's content
+	// hash. Every replica derives the same version from the same KV record,
+	// and a delta proxy that reconnects with it tells the edge how new its
+	// state is (see GenerationOfVersion).
 	Version string
+	// Hash is the compiler's content hash alone: equal hashes mean equal
+	// bytes.
+	Hash string
 	// Generation is the generation that last wrote the resource.
 	Generation uint64
 	// Any wraps the serialised resource for state-of-the-world responses.
@@ -430,14 +437,16 @@ func (p *Pool) applyResource(typ, name string, value []byte) (resKey, bool, erro
 	if cr.GetName() != name || cr.GetTypeUrl() != typeURL || cr.GetVersion() == "" {
 		return resKey{}, false, fmt.Errorf("resource %s/%s: record names %q of type %q version %q", typ, name, cr.GetName(), cr.GetTypeUrl(), cr.GetVersion())
 	}
-	if old := p.res[k]; old != nil && old.Version == cr.GetVersion() {
+	if old := p.res[k]; old != nil && old.Hash == cr.GetVersion() {
+		// Same bytes: the version (and what proxies hold) stays.
 		old.Generation = cr.GetGeneration()
 		return k, false, nil
 	}
 	a := &anypb.Any{TypeUrl: cr.GetTypeUrl(), Value: cr.GetResource()}
+	version := strconv.FormatUint(cr.GetGeneration(), 10) + "." + cr.GetVersion()
 	p.res[k] = &Resource{
-		TypeURL: k.typeURL, Name: name, Version: cr.GetVersion(), Generation: cr.GetGeneration(), Any: a,
-		Delta: &discovery.Resource{Name: name, Version: cr.GetVersion(), Resource: a},
+		TypeURL: k.typeURL, Name: name, Version: version, Hash: cr.GetVersion(), Generation: cr.GetGeneration(), Any: a,
+		Delta: &discovery.Resource{Name: name, Version: version, Resource: a},
 	}
 	return k, true, nil
 }
@@ -727,7 +736,7 @@ func VersionOf(rs []*Resource, extra ...string) string {
 }
 
 // GenerationOfVersion returns the generation prefix of a version made by
-// VersionOf, or 0 for any other string.
+// VersionOf, or of a resource's Version, or 0 for any other string.
 func GenerationOfVersion(v string) uint64 {
 	i := strings.IndexByte(v, '.')
 	if i <= 0 {

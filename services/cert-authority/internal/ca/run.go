@@ -144,9 +144,10 @@ func Run(ctx context.Context, rt *app.Runtime, c *Config, deps Deps) error {
 		Hub:          hub,
 		Workload:     pki.Policy{TrustDomain: c.TrustDomain, DefaultTTL: c.DefaultTTL, MaxTTL: c.MaxTTL},
 		ControlPlane: pki.Policy{TrustDomain: c.TrustDomain, DefaultTTL: c.ControlPlaneTTL, MaxTTL: c.ControlPlaneTTL},
-		Bootstrap:    server.BootstrapOptions{Reviewer: reviewer, Accounts: accounts, DevToken: c.DevBootstrapToken},
-		Log:          log,
-		Meter:        rt.Telemetry.Meter(Name),
+		Bootstrap: server.BootstrapOptions{Reviewer: reviewer, Accounts: accounts, DevToken: c.DevBootstrapToken,
+			DNS: server.DNSPolicy{Namespace: c.Namespace, ClusterDomain: c.ClusterDomain}},
+		Log:   log,
+		Meter: rt.Telemetry.Meter(Name),
 	})
 	if err != nil {
 		return err

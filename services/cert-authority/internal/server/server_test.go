@@ -88,6 +88,7 @@ type caOptions struct {
 	reviewer TokenReviewer
 	accounts map[pki.Role]ServiceAccount
 	devToken string
+	dns      DNSPolicy
 	meter    metric.Meter
 }
 
@@ -134,7 +135,7 @@ func newTestCA(ctx context.Context, o caOptions) (*testCA, *grpc.Server, error) 
 		Hub:          hub,
 		Workload:     pki.Policy{TrustDomain: td, DefaultTTL: 24 * time.Hour, MaxTTL: 48 * time.Hour},
 		ControlPlane: pki.Policy{TrustDomain: td, DefaultTTL: 12 * time.Hour, MaxTTL: 24 * time.Hour},
-		Bootstrap:    BootstrapOptions{Reviewer: o.reviewer, Accounts: o.accounts, DevToken: o.devToken},
+		Bootstrap:    BootstrapOptions{Reviewer: o.reviewer, Accounts: o.accounts, DevToken: o.devToken, DNS: o.dns},
 		Log:          log,
 		Meter:        o.meter,
 	})

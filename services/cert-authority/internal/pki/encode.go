@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/base64"
 	"errors"
 	"math/big"
 	"net/url"
@@ -70,36 +71,42 @@ func encodeLeaf(iss *Issuer, key *ecdsa.PrivateKey, f leafFields) ([]byte, error
 	extsSeqLen := tlvLen(extsLen)
 	tbsLen := len(t.version) + tlvLen(len(serial)) + len(t.algorithm) + len(iss.cert.RawSubject) +
 		tlvLen(len(v)) + len(emptySequence) + len(f.spki) + tlvLen(extsSeqLen)
-	out := make([]byte, 0, tlvLen(tbsLen))
-	out = appendHeader(out, 0x30, tbsLen)
-	out = append(out, t.version...)
-	out = appendHeader(out, 0x02, len(serial))
-	out = append(out, serial...)
-	out = append(out, t.algorithm...)
-	out = append(out, iss.cert.RawSubject...)
-	out = appendHeader(out, 0x30, len(v))
-	out = append(out, v...)
-	out = append(out, emptySequence...)
-	out = append(out, f.spki...)
-	out = appendHeader(out, 0xa3, extsSeqLen)
-	out = appendHeader(out, 0x30, extsLen)
-	out = append(out, t.exts...)
-	out = append(out, san...)
-	tbs := out
+	// One buffer for the whole certificate: room for the outer header (at
+	// most 5 bytes; its length depends on the signature's), the TBS, the
+	// algorithm and the signature (at most 72 bytes for P-256, plus its
+	// BIT STRING header and pad byte).
+	const outerRoom = 5
+	buf := make([]byte, outerRoom, outerRoom+tlvLen(tbsLen)+len(t.algorithm)+tlvLen(1+72))
+	buf = appendHeader(buf, 0x30, tbsLen)
+	buf = append(buf, t.version...)
+	buf = appendHeader(buf, 0x02, len(serial))
+	buf = append(buf, serial...)
+	buf = append(buf, t.algorithm...)
+	buf = append(buf, iss.cert.RawSubject...)
+	buf = appendHeader(buf, 0x30, len(v))
+	buf = append(buf, v...)
+	buf = append(buf, emptySequence...)
+	buf = append(buf, f.spki...)
+	buf = appendHeader(buf, 0xa3, extsSeqLen)
+	buf = appendHeader(buf, 0x30, extsLen)
+	buf = append(buf, t.exts...)
+	buf = append(buf, san...)
+	tbs := buf[outerRoom:]
 	digest := sha256.Sum256(tbs)
 	sig, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
 	if err != nil {
 		return nil, err
 	}
-	certLen := len(tbs) + len(t.algorithm) + tlvLen(1+len(sig))
-	cert := make([]byte, 0, tlvLen(certLen))
-	cert = appendHeader(cert, 0x30, certLen)
-	cert = append(cert, tbs...)
-	cert = append(cert, t.algorithm...)
-	cert = appendHeader(cert, 0x03, 1+len(sig))
-	cert = append(cert, 0)
-	cert = append(cert, sig...)
-	return cert, nil
+	buf = append(buf, t.algorithm...)
+	buf = appendHeader(buf, 0x03, 1+len(sig))
+	buf = append(buf, 0)
+	buf = append(buf, sig...)
+	// The outer header goes right before the TBS.
+	var hdr [outerRoom]byte
+	h := appendHeader(hdr[:0], 0x30, len(buf)-outerRoom)
+	start := outerRoom - len(h)
+	copy(buf[start:], h)
+	return buf[start:], nil
 }
 
 // leafTemplate holds the encoded parts of a leaf that only depend on the
@@ -144,18 +151,71 @@ func newLeafTemplate(iss *Issuer) *leafTemplate {
 // sanExtension is the SubjectAltName extension: the DNS names then the URI.
 // It is critical because the subject is empty (RFC 5280 4.2.1.6).
 func sanExtension(dnsNames []string, uri *url.URL) []byte {
-	return derOf(func(b *cryptobyte.Builder) {
-		addExtension(b, oidExtSubjectAltName, true, func(b *cryptobyte.Builder) {
-			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-				for _, d := range dnsNames {
-					b.AddASN1(cbasn1.Tag(2).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(d)) })
-				}
-				if uri != nil {
-					b.AddASN1(cbasn1.Tag(6).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(uri.String())) })
-				}
-			})
-		})
-	})
+	var u string
+	if uri != nil {
+		u = uri.String()
+	}
+	names := 0
+	for _, d := range dnsNames {
+		names += tlvLen(len(d))
+	}
+	if uri != nil {
+		names += tlvLen(len(u))
+	}
+	value := tlvLen(names)                                    // SEQUENCE OF GeneralName
+	ext := len(oidSANDER) + len(criticalTrue) + tlvLen(value) // OID, critical, OCTET STRING
+	b := make([]byte, 0, tlvLen(ext))
+	b = appendHeader(b, 0x30, ext)
+	b = append(b, oidSANDER...)
+	b = append(b, criticalTrue...)
+	b = appendHeader(b, 0x04, value)
+	b = appendHeader(b, 0x30, names)
+	for _, d := range dnsNames {
+		b = appendHeader(b, 0x82, len(d)) // [2] dNSName
+		b = append(b, d...)
+	}
+	if uri != nil {
+		b = appendHeader(b, 0x86, len(u)) // [6] uniformResourceIdentifier
+		b = append(b, u...)
+	}
+	return b
+}
+
+// criticalTrue is the DER BOOLEAN TRUE of a critical extension.
+var criticalTrue = []byte{0x01, 0x01, 0xff}
+
+// pemLen is the length of the PEM encoding of n bytes of type typ, as
+// pem.EncodeToMemory writes it.
+func pemLen(typ string, n int) int {
+	b64 := base64.StdEncoding.EncodedLen(n)
+	lines := (b64 + pemLineLength - 1) / pemLineLength
+	return len("-----BEGIN -----\n") + len(typ) + b64 + lines + len("-----END -----\n") + len(typ)
+}
+
+const pemLineLength = 64
+
+// appendPEM appends what pem.EncodeToMemory returns for a block without
+// headers, without its intermediate buffers.
+func appendPEM(dst []byte, typ string, der []byte) []byte {
+	dst = append(dst, "-----BEGIN "...)
+	dst = append(dst, typ...)
+	dst = append(dst, "-----\n"...)
+	start := len(dst)
+	dst = base64.StdEncoding.AppendEncode(dst, der)
+	// Break the base64 into lines of 64 characters, moving them right.
+	b64 := len(dst) - start
+	lines := (b64 + pemLineLength - 1) / pemLineLength
+	dst = append(dst, make([]byte, lines)...)
+	for i := lines - 1; i >= 0; i-- {
+		from := start + i*pemLineLength
+		to := min(from+pemLineLength, start+b64)
+		shift := i // newlines inserted before this line
+		copy(dst[from+shift:], dst[from:to])
+		dst[to+shift] = '\n'
+	}
+	dst = append(dst, "-----END "...)
+	dst = append(dst, typ...)
+	return append(dst, "-----\n"...)
 }
 
 // serialContent is the content octets of a positive INTEGER.

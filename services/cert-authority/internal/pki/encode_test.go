@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net/url"
 	"reflect"
@@ -122,5 +123,22 @@ func TestIssueWithRSARootUsesStdlib(t *testing.T) {
 	}
 	if _, err := lc.Verify(x509.VerifyOptions{Roots: pool}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAppendPEMMatchesStdlib: appendPEM writes what pem.EncodeToMemory
+// does, and pemLen is its exact length.
+func TestAppendPEMMatchesStdlib(t *testing.T) {
+	data := make([]byte, 400)
+	_, _ = rand.Read(data)
+	for n := range len(data) {
+		want := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: data[:n]})
+		got := appendPEM([]byte("prefix"), "CERTIFICATE", data[:n])
+		if string(got) != "prefix"+string(want) {
+			t.Fatalf("%d bytes:\n got %q\nwant %q", n, got, want)
+		}
+		if l := pemLen("CERTIFICATE", n); l != len(want) {
+			t.Fatalf("%d bytes: pemLen %d, want %d", n, l, len(want))
+		}
 	}
 }

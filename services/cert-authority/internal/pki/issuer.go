@@ -153,7 +153,8 @@ func (iss *Issuer) Issue(r LeafRequest) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	chain := make([]byte, 0, pemLen("CERTIFICATE", len(der))+len(iss.chain))
+	chain = appendPEM(chain, "CERTIFICATE", der)
 	chain = append(chain, iss.chain...)
 	// The encoded times are whole seconds.
 	return &Leaf{ChainPEM: chain, DER: der, SerialNumber: serial, NotBefore: notBefore.Truncate(time.Second), NotAfter: notAfter.Truncate(time.Second), IssuerID: iss.id}, nil

@@ -100,12 +100,13 @@ func parseCSRFast(data []byte, want *url.URL) (csr *x509.CertificateRequest, ok 
 		uris = []*url.URL{want}
 		exts = []pkix.Extension{{Id: oidExtSubjectAltName, Value: sanValue}}
 	}
-	pub, err := x509.ParsePKIXPublicKey(spki)
-	if err != nil {
+	// The SubjectPublicKeyInfo of a P-256 key is a fixed prefix and the
+	// 65-byte uncompressed point; the point is checked to be on the curve.
+	if len(spki) != len(p256SPKIPrefix)+65 || !bytes.Equal(spki[:len(p256SPKIPrefix)], p256SPKIPrefix) {
 		return nil, false, nil
 	}
-	key, isEC := pub.(*ecdsa.PublicKey)
-	if !isEC || key.Curve != elliptic.P256() {
+	key, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), spki[len(p256SPKIPrefix):])
+	if err != nil {
 		return nil, false, nil
 	}
 	digest := sha256.Sum256(tbs)
@@ -126,6 +127,14 @@ func parseCSRFast(data []byte, want *url.URL) (csr *x509.CertificateRequest, ok 
 		Extensions:               exts,
 		URIs:                     uris,
 	}, true, nil
+}
+
+// p256SPKIPrefix is the DER of a P-256 SubjectPublicKeyInfo up to its
+// point: SEQUENCE { SEQUENCE { id-ecPublicKey, prime256v1 }, BIT STRING
+// (65 bytes, no unused bits) }.
+var p256SPKIPrefix = []byte{
+	0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01,
+	0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 }
 
 var (

@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -61,6 +62,12 @@ func TestParseCSRForFallsBack(t *testing.T) {
 	want, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/sa1")
 	other, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/other")
 	withTrailing := append(mustDER(csrFor(t, k, nil)), 0)
+	offCurve := mustDER(csrFor(t, k, nil))
+	if i := bytes.Index(offCurve, p256SPKIPrefix); i < 0 {
+		t.Fatal("no P-256 SubjectPublicKeyInfo in the CSR")
+	} else {
+		offCurve[i+len(p256SPKIPrefix)+64] ^= 1 // the point's last byte: no longer on the curve
+	}
 	cases := map[string][]byte{
 		"subject":             csrFor(t, k, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}),
 		"other URI":           csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}),
@@ -71,6 +78,7 @@ func TestParseCSRForFallsBack(t *testing.T) {
 		"trailing data":       withTrailing,
 		"SHA-384 signature":   csrFor(t, k, &x509.CertificateRequest{SignatureAlgorithm: x509.ECDSAWithSHA384}),
 		"PEM with extra text": append(csrFor(t, k, nil), []byte("junk")...),
+		"point off the curve": offCurve,
 	}
 	for name, data := range cases {
 		t.Run(name, func(t *testing.T) {

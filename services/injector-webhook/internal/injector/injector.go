@@ -397,25 +397,27 @@ func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.Cli
 	if _, err := os.Stat(c.BootstrapTokenFile); err != nil {
 		return nil, app.FlagError("ca-bootstrap-token-file", "%v", err)
 	}
+	bundle := servingcert.NewBundle(client, log, 0, 0)
 	cert, err := servingcert.New(servingcert.Options{
 		Client: client, TokenType: tokenType, DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
 		Token: func() (string, error) {
 			b, err := os.ReadFile(c.BootstrapTokenFile)
 			return strings.TrimSpace(string(b)), err
 		},
+		// Renew at once if a rotation drops the root that issued it.
+		Roots: bundle.RootsPEM, BundleChanged: bundle.Subscribe(),
 	})
 	if err != nil {
 		return nil, err
 	}
 	rt.Health.AddReadyCheck("serving-certificate", cert.Check)
+	rt.Health.AddReadyCheck("trust-bundle", bundle.Check)
 	if err := cert.RenewUntilDone(ctx); err != nil {
 		return nil, err
 	}
-	bundle := servingcert.NewBundle(client, log, 0, 0)
-	rt.Health.AddReadyCheck("trust-bundle", bundle.Check)
 	go func() { _ = cert.Start(ctx) }()
 	go func() { _ = bundle.Start(ctx) }()
-	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Changed()}, nil
+	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe()}, nil
 }
 
 // keepWebhookConfig writes the webhook configuration at start and keeps its

@@ -23,7 +23,7 @@ type Bundle struct {
 	mu      sync.RWMutex
 	version string
 	roots   []byte
-	changed chan struct{}
+	subs    []chan struct{}
 }
 
 // NewBundle returns the watcher; minRetry and maxRetry bound the jittered
@@ -38,7 +38,7 @@ func NewBundle(client cav1.CertificateAuthorityServiceClient, log *logrus.Entry,
 	if log == nil {
 		log = logrus.NewEntry(logrus.New())
 	}
-	return &Bundle{client: client, log: log, minRetry: minRetry, maxRetry: maxRetry, changed: make(chan struct{}, 1)}
+	return &Bundle{client: client, log: log, minRetry: minRetry, maxRetry: maxRetry}
 }
 
 // RootsPEM is the current bundle's roots; an error until one arrived.
@@ -51,8 +51,15 @@ func (b *Bundle) RootsPEM() ([]byte, error) {
 	return b.roots, nil
 }
 
-// Changed receives a value after each new bundle version (coalesced).
-func (b *Bundle) Changed() <-chan struct{} { return b.changed }
+// Subscribe returns a channel that receives a value after each new bundle
+// version (coalesced: a slow reader sees one value for several versions).
+func (b *Bundle) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	b.mu.Lock()
+	b.subs = append(b.subs, ch)
+	b.mu.Unlock()
+	return ch
+}
 
 // Check is a readiness check: a bundle has arrived.
 func (b *Bundle) Check(context.Context) error {
@@ -105,14 +112,17 @@ func (b *Bundle) watch(ctx context.Context, bo *backoff) error {
 		b.mu.Lock()
 		same := tb.GetVersion() == b.version
 		b.version, b.roots = tb.GetVersion(), roots
+		subs := b.subs
 		b.mu.Unlock()
 		if same {
 			continue
 		}
 		b.log.WithContext(ctx).WithFields(logrus.Fields{"version": tb.GetVersion(), "roots": len(tb.GetRoots())}).Info("trust bundle updated")
-		select {
-		case b.changed <- struct{}{}:
-		default:
+		for _, ch := range subs {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

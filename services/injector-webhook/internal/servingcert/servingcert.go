@@ -11,6 +11,7 @@ package servingcert
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -39,6 +40,11 @@ type Options struct {
 	DNSNames []string
 	// TTL is the requested lifetime; zero takes the CA's default.
 	TTL time.Duration
+	// Roots and BundleChanged, when set, make Start renew at once when a new
+	// trust bundle no longer verifies the current certificate (the last
+	// step of a root rotation), instead of at half of its lifetime.
+	Roots         func() ([]byte, error)
+	BundleChanged <-chan struct{}
 	// MinRetry and MaxRetry bound the jittered exponential backoff after a
 	// failed issuance; defaults 1s and 1m.
 	MinRetry, MaxRetry time.Duration
@@ -130,6 +136,11 @@ func (c *Cert) Start(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Until(next)):
+		case <-c.o.BundleChanged:
+			if c.trusted() {
+				continue
+			}
+			c.o.Log.WithContext(ctx).Info("the trust bundle no longer verifies the serving certificate; renewing now")
 		}
 		if err := c.Renew(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -143,6 +154,31 @@ func (c *Cert) Start(ctx context.Context) error {
 		b.reset()
 		next = c.current.Load().renewAt
 	}
+}
+
+// trusted reports whether the current certificate verifies against the
+// current roots (true when either is unknown).
+func (c *Cert) trusted() bool {
+	cur := c.current.Load()
+	if cur == nil || c.o.Roots == nil || cur.pair.Leaf == nil {
+		return cur != nil
+	}
+	roots, err := c.o.Roots()
+	if err != nil {
+		return true
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(roots) {
+		return true
+	}
+	inter := x509.NewCertPool()
+	for _, der := range cur.pair.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ic)
+		}
+	}
+	_, err = cur.pair.Leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	return err == nil
 }
 
 // GetCertificate is the tls.Config callback: the current certificate.

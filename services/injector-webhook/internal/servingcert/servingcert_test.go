@@ -268,6 +268,7 @@ func TestBundleFollowsTheCA(t *testing.T) {
 	if err := b.Check(t.Context()); err == nil {
 		t.Fatal("ready without a bundle")
 	}
+	changed := b.Subscribe()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- b.Start(ctx) }()
@@ -287,7 +288,7 @@ func TestBundleFollowsTheCA(t *testing.T) {
 		}
 		ca.bundles <- tb
 		select {
-		case <-b.Changed():
+		case <-changed:
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: no change notification", step.version)
 		}
@@ -295,5 +296,47 @@ func TestBundleFollowsTheCA(t *testing.T) {
 		if err != nil || string(got) != string(want) {
 			t.Fatalf("%s: roots %q, %v; want %q", step.version, got, err, want)
 		}
+	}
+}
+
+// TestRenewsWhenTheBundleDropsItsRoot: when a new bundle no longer holds the
+// root that issued the serving certificate (the end of a root rotation),
+// the certificate is renewed at once, not at half of its lifetime.
+func TestRenewsWhenTheBundleDropsItsRoot(t *testing.T) {
+	ca, client := startFakeCA(t, time.Hour)
+	b := NewBundle(client, nil, 10*time.Millisecond, 50*time.Millisecond)
+	c, _ := New(Options{Client: client, Token: func() (string, error) { return "tok", nil }, DNSNames: names,
+		Roots: b.RootsPEM, BundleChanged: b.Subscribe()})
+	if err := c.RenewUntilDone(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := c.GetCertificate(nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = b.Start(ctx) }()
+	go func() { defer wg.Done(); _ = c.Start(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw})
+	other, _ := newRoot(t)
+	otherPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Raw})
+	// A bundle that still verifies it: no renewal.
+	ca.bundles <- &meshv1.TrustBundle{Version: "v1", Roots: []*meshv1.TrustRoot{{Id: "a", CertificatePem: rootPEM}, {Id: "b", CertificatePem: otherPEM}}}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(ca.bootstraps()); n != 1 {
+		t.Fatalf("%d Bootstrap calls after a bundle that still verifies the certificate, want 1", n)
+	}
+	// A bundle without its root: renewed at once.
+	ca.bundles <- &meshv1.TrustBundle{Version: "v2", Roots: []*meshv1.TrustRoot{{Id: "b", CertificatePem: otherPEM}}}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(ca.bootstraps()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("not renewed after the bundle dropped its root")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if cur, _ := c.GetCertificate(nil); cur == first {
+		t.Error("still serving the first certificate")
 	}
 }

@@ -174,6 +174,7 @@ func Run(ctx context.Context, rt *app.Runtime, c *Config, deps Deps) error {
 	g.Go(func() error { return gs.Serve(lis) })
 	g.Go(func() error {
 		<-gctx.Done()
+		srv.EndWatches() // else GracefulStop waits for the bundle watchers until its deadline
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {

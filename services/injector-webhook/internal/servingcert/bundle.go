@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
 
 	"github.com/openservicemesh/osm/libs/caclient"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -90,7 +91,9 @@ func (b *Bundle) watch(ctx context.Context, bo *backoff) error {
 	b.mu.RLock()
 	known := b.version
 	b.mu.RUnlock()
-	stream, err := b.client.WatchTrustBundle(ctx, &cav1.WatchTrustBundleRequest{KnownVersion: known})
+	// WaitForReady: while the CA restarts, the call waits for the
+	// connection rather than failing into a growing backoff.
+	stream, err := b.client.WatchTrustBundle(ctx, &cav1.WatchTrustBundleRequest{KnownVersion: known}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}

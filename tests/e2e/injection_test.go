@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,6 +54,11 @@ func pod(name string, annotations map[string]string) *corev1.Pod {
 // processes against the test cluster.
 type mesh struct {
 	ca, injector  *proc
+	caAddr        string
+	caAdmin       string
+	caArgs        []string
+	caEnv         map[string]string
+	injectorCert  *tls.Certificate // the injector's control-plane certificate, for calling the CA
 	injectorAddr  string
 	injectorAdmin string
 	bundle        *meshv1.TrustBundle
@@ -87,11 +94,13 @@ func meshUp(t testing.TB) *mesh {
 
 	// The cert-authority, built-in provider, with the dev bootstrap token.
 	caAddr, caAdmin := freeAddr(t), freeAddr(t)
-	ca := start(t, "cert-authority", []string{
+	caArgs := []string{
 		"--namespace", "osm-system", "--kubeconfig", cluster.KubeconfigPath(), "--trust-domain", "cluster.local",
 		"--grpc-addr", caAddr, "--admin-addr", caAdmin, "--server-dns-names", "ca.test",
 		"--nats-url", nats.URL(), "--nats-user", "ca", "--log-format", "text",
-	}, map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCA], "OSM_DEV_BOOTSTRAP_TOKEN": devToken})
+	}
+	caEnv := map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCA], "OSM_DEV_BOOTSTRAP_TOKEN": devToken}
+	ca := start(t, "cert-authority", caArgs, caEnv)
 	ca.waitReady(t, caAdmin)
 
 	// The injector's control-plane certificate, as its deployment would
@@ -147,7 +156,17 @@ func meshUp(t testing.TB) *mesh {
 	t.Cleanup(func() {
 		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "osm-e2e-injector", metav1.DeleteOptions{})
 	})
-	return &mesh{ca: ca, injector: injector, injectorAddr: listen, injectorAdmin: injAdmin, bundle: bundle, secrets: []string{devToken, pw[bus.RoleCA]}}
+	return &mesh{ca: ca, caAddr: caAddr, caAdmin: caAdmin, caArgs: caArgs, caEnv: caEnv, injectorCert: &boot.Pair,
+		injector: injector, injectorAddr: listen, injectorAdmin: injAdmin, bundle: bundle, secrets: []string{devToken, pw[bus.RoleCA]}}
+}
+
+// restartCA stops the cert-authority and starts it again on the same
+// addresses with extra flags.
+func (m *mesh) restartCA(t testing.TB, extra ...string) {
+	t.Helper()
+	m.ca.stop(t)
+	m.ca = start(t, "cert-authority", append(slices.Clone(m.caArgs), extra...), m.caEnv)
+	m.ca.waitReady(t, m.caAdmin)
 }
 
 // injectorServiceName is the injector's webhook Service in osm-system.
@@ -171,6 +190,52 @@ func injectorService(t testing.TB, host string) {
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestCABundleFollowsRootRotation: when the CA adds a second root (the
+// first step of a root rotation), the injector writes the new trust bundle
+// into the webhook configuration's caBundle, and the apiserver keeps
+// calling it.
+func TestCABundleFollowsRootRotation(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	m := meshUp(t)
+	second := "osm-ca-root-e2e" + uniq()
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Secrets("osm-system").Delete(context.Background(), second, metav1.DeleteOptions{})
+	})
+	restart := time.Now()
+	m.restartCA(t, "--trusted-root-secrets", second)
+	t.Logf("CA restarted with a second root in %s", time.Since(restart).Round(time.Millisecond))
+
+	conn, err := caclient.Dial(m.caAddr, m.bundle, "ca.test", m.injectorCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := cav1.NewCertificateAuthorityServiceClient(conn).GetTrustBundle(ctx, &cav1.GetTrustBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := resp.GetTrustBundle()
+	if len(rotated.GetRoots()) != 2 {
+		t.Fatalf("the CA's bundle holds %d roots after adding one, want 2", len(rotated.GetRoots()))
+	}
+	eventually(t, "the caBundle with both roots", 60*time.Second, func() error {
+		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if got := cfg.Webhooks[0].ClientConfig.CABundle; string(got) != string(caclient.RootsPEM(rotated)) {
+			return fmt.Errorf("caBundle holds %d certificates, not the rotated bundle's %d", strings.Count(string(got), "BEGIN CERTIFICATE"), len(rotated.GetRoots()))
+		}
+		return nil
+	})
+	t.Logf("caBundle updated %s after the restart began", time.Since(restart).Round(time.Millisecond))
+	p, err := cs.CoreV1().Pods("bookstore").Create(ctx, pod("after-rotation"+uniq(), nil), metav1.CreateOptions{})
+	if err != nil || len(p.Spec.Containers) != 2 {
+		t.Fatalf("pod after the rotation step: %v", err)
 	}
 }
 

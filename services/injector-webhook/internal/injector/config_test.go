@@ -8,8 +8,9 @@ import (
 func validConfig() Config {
 	return Config{MeshName: "osm", TrustDomain: "cluster.local", ControlPlaneNamespace: "osm-system",
 		CACertFile: "c", CAKeyFile: "k", CATrustFile: "t", WebhookConfigName: "osm-sidecar-injector",
-		WebhookServiceName: "osm-injector", WebhookServicePort: 443, ClusterDomain: "cluster.local",
-		BootstrapTokenFile: "/token", BootstrapTokenType: "service-account",
+		WebhookServiceName: "osm-injector",
+		ServingConfig: ServingConfig{WebhookServicePort: 443, ClusterDomain: "cluster.local",
+			BootstrapTokenFile: "/token", BootstrapTokenType: "service-account"},
 		ProxyUID: 1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, KubeQPS: 1, KubeBurst: 1, XDSAddr: "xds:15128"}
 }
 

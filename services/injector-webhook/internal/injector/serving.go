@@ -15,9 +15,9 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/cpcert"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
-	"github.com/openservicemesh/osm/services/injector-webhook/internal/servingcert"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
 )
 
@@ -139,8 +139,8 @@ func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.Cli
 	if _, err := os.Stat(c.BootstrapTokenFile); err != nil {
 		return nil, app.FlagError("ca-bootstrap-token-file", "%v", err)
 	}
-	bundle := servingcert.NewBundle(client, log, 0, 0)
-	cert, err := servingcert.New(servingcert.Options{
+	bundle := cpcert.NewBundle(client, log, 0, 0)
+	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
 		Client: client, TokenType: tokenType, DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
 		Token: func() (string, error) {
 			b, err := os.ReadFile(c.BootstrapTokenFile)

@@ -1,12 +1,15 @@
-// Package servingcert keeps the injector's HTTPS serving certificate and the
-// bundle that verifies it. The certificate comes from the cert-authority's
-// Bootstrap with the DNS names of the webhook Service (the kube-apiserver
-// verifies <svc>.<ns>.svc), is served through tls.Config.GetCertificate and
-// is replaced in place at half of its lifetime, so connections never see a
-// restart. The trust bundle is followed with WatchTrustBundle; the
-// MutatingWebhookConfiguration's caBundle is kept equal to its roots, also
-// through a root rotation (the bundle then holds both roots).
-package servingcert
+// Package cpcert keeps a control-plane component's own certificate, issued
+// by the cert-authority's Bootstrap (authenticated with the component's
+// ServiceAccount token, or the dev pre-shared token) for its role, with
+// optional DNS names: the injector's HTTPS serving certificate (the
+// kube-apiserver verifies <svc>.<ns>.svc), the xds-edge's ADS serving and
+// CA client certificate. It is served through tls.Config.GetCertificate or
+// GetClientCertificate and replaced in place at half of its lifetime, so
+// connections never see a restart. Bundle follows the trust bundle with
+// WatchTrustBundle, for a component that publishes it (the injector's
+// caBundle, also through a root rotation, when the bundle holds both
+// roots).
+package cpcert
 
 import (
 	"context"
@@ -36,7 +39,10 @@ type Options struct {
 	Token func() (string, error)
 	// TokenType says how the CA verifies Token.
 	TokenType cav1.TokenType
-	// DNSNames are the certificate's DNS SANs: the webhook Service's names.
+	// Role is the component's control-plane role (required).
+	Role cav1.ComponentRole
+	// DNSNames are the certificate's DNS SANs (the injector's webhook
+	// Service names); the CA allows them for some roles only.
 	DNSNames []string
 	// TTL is the requested lifetime; zero takes the CA's default.
 	TTL time.Duration
@@ -67,8 +73,8 @@ type issued struct {
 // New returns the certificate manager; call Renew before serving, then
 // Start.
 func New(o Options) (*Cert, error) {
-	if o.Client == nil || o.Token == nil {
-		return nil, errors.New("servingcert: Client and Token are required")
+	if o.Client == nil || o.Token == nil || o.Role == cav1.ComponentRole_COMPONENT_ROLE_UNSPECIFIED {
+		return nil, errors.New("cpcert: Client, Token and Role are required")
 	}
 	if o.MinRetry <= 0 {
 		o.MinRetry = time.Second
@@ -90,16 +96,16 @@ func (c *Cert) Renew(ctx context.Context) error {
 		return fmt.Errorf("read the bootstrap token: %w", err)
 	}
 	got, err := caclient.Bootstrap(ctx, c.o.Client, caclient.BootstrapRequest{Token: token, TokenType: c.o.TokenType,
-		Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK, TTL: c.o.TTL, DNSNames: c.o.DNSNames})
+		Role: c.o.Role, TTL: c.o.TTL, DNSNames: c.o.DNSNames})
 	if err != nil {
-		return fmt.Errorf("serving certificate: %w", err)
+		return fmt.Errorf("control-plane certificate: %w", err)
 	}
 	// Half of the remaining lifetime, counted from now: NotBefore is
 	// backdated for clock skew and would bring the renewal forward.
 	now := time.Now()
 	pair := got.Pair
 	c.current.Store(&issued{pair: &pair, notAfter: got.NotAfter, renewAt: now.Add(got.NotAfter.Sub(now) / 2)})
-	c.o.Log.WithContext(ctx).WithFields(logrus.Fields{"not_after": got.NotAfter.UTC(), "dns_names": c.o.DNSNames}).Info("serving certificate issued")
+	c.o.Log.WithContext(ctx).WithFields(logrus.Fields{"not_after": got.NotAfter.UTC(), "dns_names": c.o.DNSNames}).Info("control-plane certificate issued")
 	return nil
 }
 
@@ -113,7 +119,7 @@ func (c *Cert) RenewUntilDone(ctx context.Context) error {
 			return nil
 		}
 		wait := b.next()
-		c.o.Log.WithContext(ctx).WithError(err).WithField("retry_in", wait.String()).Warn("serving certificate not issued; retrying")
+		c.o.Log.WithContext(ctx).WithError(err).WithField("retry_in", wait.String()).Warn("control-plane certificate not issued; retrying")
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -147,7 +153,7 @@ func (c *Cert) Start(ctx context.Context) error {
 				return nil
 			}
 			wait := b.next()
-			c.o.Log.WithContext(ctx).WithError(err).WithField("retry_in", wait.String()).Warn("serving certificate renewal failed; retrying")
+			c.o.Log.WithContext(ctx).WithError(err).WithField("retry_in", wait.String()).Warn("control-plane certificate renewal failed; retrying")
 			next = time.Now().Add(wait)
 			continue
 		}
@@ -185,9 +191,19 @@ func (c *Cert) trusted() bool {
 func (c *Cert) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	cur := c.current.Load()
 	if cur == nil {
-		return nil, errors.New("no serving certificate yet")
+		return nil, errors.New("no control-plane certificate yet")
 	}
 	return cur.pair, nil
+}
+
+// GetClientCertificate is the tls.Config callback of a client: the
+// current certificate (an empty one before the first, which a server that
+// requires one refuses).
+func (c *Cert) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if cur := c.current.Load(); cur != nil {
+		return cur.pair, nil
+	}
+	return &tls.Certificate{}, nil
 }
 
 // NotAfter is the expiry of the current certificate (zero if none).
@@ -201,12 +217,12 @@ func (c *Cert) NotAfter() time.Time {
 // Check is a readiness check: a valid certificate is held.
 func (c *Cert) Check(context.Context) error {
 	if na := c.NotAfter(); na.IsZero() || !time.Now().Before(na) {
-		return errors.New("no valid serving certificate")
+		return errors.New("no valid control-plane certificate")
 	}
 	return nil
 }
 
-// TLSConfig is the admission server's TLS configuration.
+// TLSConfig is a server TLS configuration serving the certificate.
 func (c *Cert) TLSConfig() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: c.GetCertificate}
 }

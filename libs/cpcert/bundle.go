@@ -1,4 +1,4 @@
-package servingcert
+package cpcert
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package servingcert
+package cpcert
 
 import (
 	"context"
@@ -165,7 +165,7 @@ func serve(t *testing.T, cfg *tls.Config, root *x509.Certificate) func() (*x509.
 
 func TestServesBootstrappedCertAndRenewsAtHalfLife(t *testing.T) {
 	ca, client := startFakeCA(t, 4*time.Second)
-	c, err := New(Options{Client: client, Token: func() (string, error) { return "tok", nil },
+	c, err := New(Options{Client: client, Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK, Token: func() (string, error) { return "tok", nil },
 		TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, DNSNames: names})
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +220,7 @@ func TestServesBootstrappedCertAndRenewsAtHalfLife(t *testing.T) {
 func TestRenewRetriesWithBackoff(t *testing.T) {
 	ca, client := startFakeCA(t, time.Hour)
 	ca.failNext = 3
-	c, _ := New(Options{Client: client, Token: func() (string, error) { return "tok", nil }, DNSNames: names,
+	c, _ := New(Options{Client: client, Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK, Token: func() (string, error) { return "tok", nil }, DNSNames: names,
 		MinRetry: 20 * time.Millisecond, MaxRetry: 80 * time.Millisecond})
 	start := time.Now()
 	if err := c.RenewUntilDone(t.Context()); err != nil {
@@ -242,7 +242,7 @@ func TestRenewRetriesWithBackoff(t *testing.T) {
 
 func TestTokenReadErrorFails(t *testing.T) {
 	_, client := startFakeCA(t, time.Hour)
-	c, _ := New(Options{Client: client, Token: func() (string, error) { return "", errors.New("no such file") }})
+	c, _ := New(Options{Client: client, Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK, Token: func() (string, error) { return "", errors.New("no such file") }})
 	if err := c.Renew(t.Context()); err == nil {
 		t.Fatal("renewed without a token")
 	}
@@ -305,7 +305,7 @@ func TestBundleFollowsTheCA(t *testing.T) {
 func TestRenewsWhenTheBundleDropsItsRoot(t *testing.T) {
 	ca, client := startFakeCA(t, time.Hour)
 	b := NewBundle(client, nil, 10*time.Millisecond, 50*time.Millisecond)
-	c, _ := New(Options{Client: client, Token: func() (string, error) { return "tok", nil }, DNSNames: names,
+	c, _ := New(Options{Client: client, Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK, Token: func() (string, error) { return "tok", nil }, DNSNames: names,
 		Roots: b.RootsPEM, BundleChanged: b.Subscribe()})
 	if err := c.RenewUntilDone(t.Context()); err != nil {
 		t.Fatal(err)

@@ -221,24 +221,15 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	if err != nil {
 		return fail(err)
 	}
-	edgeBoot, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(conn), caclient.BootstrapRequest{
-		Token: token, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE})
-	if err != nil {
-		return fail(err)
-	}
-	for name, data := range map[string][]byte{"edge.crt": edgeBoot.ChainPEM, "edge.key": edgeBoot.KeyPEM} {
-		if err := os.WriteFile(filepath.Join(certs, name), data, 0o600); err != nil {
-			return fail(err)
-		}
-	}
 	edgeAddr, err := stack.FreeAddr()
 	if err != nil {
 		return fail(err)
 	}
 	edge, err := start("xds-edge", []string{"--listen-addr", edgeAddr, "--edge-id", "osm-dev-edge-0",
-		"--tls-cert-file", filepath.Join(certs, "edge.crt"), "--tls-key-file", filepath.Join(certs, "edge.key"),
+		// The edge bootstraps its own certificate (ADS serving and CA
+		// client) with the dev token, and renews it.
+		"--ca-bootstrap-token-file", filepath.Join(certs, "bootstrap-token"), "--ca-bootstrap-token-type", "pre-shared",
 		"--ca-addr", caAddr, "--ca-server-name", "osm-cert-authority.osm-system.svc",
-		"--ca-client-cert-file", filepath.Join(certs, "edge.crt"), "--ca-client-key-file", filepath.Join(certs, "edge.key"),
 		"--ca-trust-file", filepath.Join(certs, "ca-roots.pem"),
 		"--nats-url", natsURL, "--nats-user", string(bus.RoleEdge)},
 		map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleEdge]})

@@ -120,7 +120,7 @@ func run(ctx context.Context, args []string) error {
 			return err
 		}
 		c := cfg
-		c.XDSAddr, c.AdminAddr, c.MoreEdges = servers[0].XDSAddr, servers[0].AdminAddr, servers[1:]
+		c.XDSAddr, c.AdminAddr, c.PID, c.MoreEdges = servers[0].XDSAddr, servers[0].AdminAddr, servers[0].PID, servers[1:]
 		c.GenBase = uint64(len(reports) * *edits)
 		rep, err := loadgen.Run(ctx, c)
 		stop()
@@ -134,6 +134,9 @@ func run(ctx context.Context, args []string) error {
 	if len(reports) == 2 {
 		e, s := reports[0].WorstP99(), reports[1].WorstP99()
 		fmt.Printf("== comparison ==\nworst edit p99: edge %s, stock %s: edge/stock = %.2f\n", e.Round(time.Millisecond), s.Round(time.Millisecond), e.Seconds()/s.Seconds())
+		if ec, sc := reports[0].ServerCPUPerEdit, reports[1].ServerCPUPerEdit; ec > 0 && sc > 0 {
+			fmt.Printf("server CPU per edit: edge %s, stock %s: edge/stock = %.2f\n", ec.Round(time.Millisecond), sc.Round(time.Millisecond), ec.Seconds()/sc.Seconds())
+		}
 	}
 	if *keep {
 		fmt.Println("work directory:", dir)
@@ -162,7 +165,7 @@ type launcher struct {
 
 // start runs one server process, logging to dir/<name>.log, and waits for
 // its /readyz.
-func (l launcher) start(ctx context.Context, name, adminAddr string, cmd *exec.Cmd) (func(), error) {
+func (l launcher) start(ctx context.Context, name string, e *loadgen.Edge, cmd *exec.Cmd) (func(), error) {
 	logFile, err := os.Create(filepath.Join(l.dir, name+".log"))
 	if err != nil {
 		return nil, err
@@ -178,8 +181,9 @@ func (l launcher) start(ctx context.Context, name, adminAddr string, cmd *exec.C
 		_ = cmd.Wait()
 		logFile.Close()
 	}
+	e.PID = cmd.Process.Pid
 	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = loadgen.WaitReady(rctx, adminAddr)
+	err = loadgen.WaitReady(rctx, e.AdminAddr)
 	cancel()
 	if err != nil {
 		stop()
@@ -206,7 +210,7 @@ func (l launcher) edges(ctx context.Context, bin string, n int) ([]loadgen.Edge,
 			// The proxies ask for no secret, so the CA is never called.
 			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", l.files.Cert, "--ca-client-key-file", l.files.Key, "--ca-trust-file", l.files.Root,
 			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
-		stop, err := l.start(ctx, fmt.Sprintf("edge-%d", i), e.AdminAddr, cmd)
+		stop, err := l.start(ctx, fmt.Sprintf("edge-%d", i), &e, cmd)
 		if err != nil {
 			stopAll()
 			return nil, nil, err
@@ -226,7 +230,7 @@ func (l launcher) stock(ctx context.Context) ([]loadgen.Edge, func(), error) {
 	e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
 	cmd := exec.Command(self, "stock-server", "--nats-url", l.natsURL, "--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr,
 		"--tls-cert-file", l.files.Cert, "--tls-key-file", l.files.Key, "--tls-client-ca-file", l.files.Root)
-	stop, err := l.start(ctx, "stock", e.AdminAddr, cmd)
+	stop, err := l.start(ctx, "stock", &e, cmd)
 	if err != nil {
 		return nil, nil, err
 	}

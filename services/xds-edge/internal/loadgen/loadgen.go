@@ -36,6 +36,8 @@ type Config struct {
 	// XDSAddr is the edge's ADS address; AdminAddr its admin listener (for
 	// /readyz and the heap figure), optional.
 	XDSAddr, AdminAddr string
+	// PID, when set, is the edge's process (see Edge.PID).
+	PID int
 	// MoreEdges are further replicas fed from the same bus; proxies are
 	// spread over all the edges, round robin.
 	MoreEdges []Edge
@@ -63,11 +65,14 @@ type Config struct {
 // Edge is one edge replica's addresses.
 type Edge struct {
 	XDSAddr, AdminAddr string
+	// PID, when set, is the server's process, whose CPU time the report
+	// counts over the edits (Linux /proc).
+	PID int
 }
 
 // edges lists every replica.
 func (c Config) edges() []Edge {
-	return append([]Edge{{c.XDSAddr, c.AdminAddr}}, c.MoreEdges...)
+	return append([]Edge{{XDSAddr: c.XDSAddr, AdminAddr: c.AdminAddr, PID: c.PID}}, c.MoreEdges...)
 }
 
 // sumOver adds f over the edges with an admin address.
@@ -99,6 +104,9 @@ type Report struct {
 	AckedWithin150ms, Acks float64
 	EdgeHeapBefore         float64
 	EdgeHeapAfter          float64
+	// ServerCPUPerEdit is the CPU time the server processes (those with a
+	// PID) spent per edit, averaged over the edits; zero when unknown.
+	ServerCPUPerEdit time.Duration
 }
 
 // WorstP99 is the highest p99 over the edits.
@@ -134,6 +142,9 @@ func (r Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "missed: %d\n", r.Missed)
 	if r.Acks > 0 {
 		fmt.Fprintf(w, "edge push→ACK histogram: %.0f of %.0f ACKs (%.1f%%) within 150ms of the commit\n", r.AckedWithin150ms, r.Acks, 100*r.AckedWithin150ms/r.Acks)
+	}
+	if r.ServerCPUPerEdit > 0 {
+		fmt.Fprintf(w, "server CPU per edit: %s\n", r.ServerCPUPerEdit.Round(time.Millisecond))
 	}
 	if r.HeapPerProxy > 0 {
 		fmt.Fprintf(w, "edge heap: %.1f MB idle before, %.1f MB with the proxies: %.1f KB per proxy\n", r.EdgeHeapBefore/1e6, r.EdgeHeapAfter/1e6, r.HeapPerProxy/1e3)
@@ -277,6 +288,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	cpu0, cpuOK := c.serverCPU()
 	for e := range c.Edits {
 		genNum := c.GenBase + uint64(e+2)
 		w, err := xdstest.Resource(xdstest.Endpoints(sharedEndpoints, uint32(1000+genNum)), sharedEndpoints, genNum)
@@ -325,6 +337,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		ewg.Wait()
 		rep.EditLatencies = append(rep.EditLatencies, quantiles(lat))
 	}
+	if cpu1, ok := c.serverCPU(); ok && cpuOK && c.Edits > 0 {
+		rep.ServerCPUPerEdit = (cpu1 - cpu0) / time.Duration(c.Edits)
+	}
 	if c.AdminAddr != "" {
 		// Give the last ACKs time to reach the edges.
 		time.Sleep(500 * time.Millisecond)
@@ -339,6 +354,41 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	}
 	return rep, nil
 }
+
+// serverCPU sums the user and system CPU time of the servers with a PID,
+// from /proc/<pid>/stat; false when there is none or it cannot be read.
+func (c Config) serverCPU() (time.Duration, bool) {
+	var total time.Duration
+	n := 0
+	for _, e := range c.edges() {
+		if e.PID == 0 {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.PID))
+		if err != nil {
+			return 0, false
+		}
+		// Fields after the command name (which may hold spaces) start
+		// after the last ')'; utime and stime are fields 14 and 15.
+		i := strings.LastIndexByte(string(b), ')')
+		f := strings.Fields(string(b)[i+1:])
+		if len(f) < 13 {
+			return 0, false
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, false
+		}
+		total += time.Duration(ut+st) * time.Second / clockTicks
+		n++
+	}
+	return total, n > 0
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
 
 // ackHistogram sums the edge's push→ACK histogram over its series: the
 // count in the bucket matching le, and the total count.

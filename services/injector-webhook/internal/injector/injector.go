@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -76,6 +75,7 @@ type Config struct {
 	MaxBody               int
 	KubeQPS               int
 	KubeBurst             int
+	Secrets               SecretsConfig
 }
 
 // Flags registers the configuration's flags.
@@ -107,6 +107,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Int(&c.MaxBody, "max-body", webhook.DefaultMaxBody, "largest AdmissionReview body accepted, in bytes; larger ones get 413")
 	f.Int(&c.KubeQPS, "kube-api-qps", 200, "Kubernetes API requests per second the injector may make (one Secret per injected pod)")
 	f.Int(&c.KubeBurst, "kube-api-burst", 400, "burst of Kubernetes API requests above --kube-api-qps")
+	c.Secrets.Flags(f)
 }
 
 // Validate checks the configuration; errors name the flag.
@@ -141,7 +142,7 @@ func (c *Config) Validate() error {
 	if _, _, err := xdsHostPort(c.XDSAddr); err != nil {
 		return app.FlagError("xds-addr", "%v", err)
 	}
-	return nil
+	return c.Secrets.Validate()
 }
 
 func xdsHostPort(addr string) (string, uint32, error) {
@@ -187,6 +188,10 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	issuance, _ := meter.Float64Histogram("osm_injector_cert_issuance_seconds", metric.WithDescription("bootstrap certificate issuance latency"),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 
+	writer, err := newWriter(meter, cs, c.Secrets)
+	if err != nil {
+		return err
+	}
 	host, port, _ := xdsHostPort(c.XDSAddr)
 	san := c.XDSServerSAN
 	if san == "" {
@@ -203,12 +208,24 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 		Settings: base, TrustDomain: c.TrustDomain,
 		XDSHost: host, XDSPort: port, XDSServerSAN: san,
 		Namespaces: namespaceGetter{nsLister},
-		Secrets:    secretCreator{cs},
+		Secrets:    writer,
 		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(caConn), TTL: c.CertTTL},
 		Observe: func(d time.Duration, err error) {
 			issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
 		},
 	})
+	// The writer outlives ctx: it is stopped, and its queue flushed, after
+	// the admission server has stopped taking requests (the deferred calls
+	// run after srv.Shutdown, this one last).
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- writer.Start(writerCtx) }()
+	defer func() {
+		stopWriter()
+		if err := <-writerDone; err != nil {
+			log.WithError(err).Warn("bootstrap secret writer stopped with secrets unwritten")
+		}
+	}()
 
 	mcFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 10*time.Minute, c.ControlPlaneNamespace, nil)
 	mcInformer := mcFactory.ForResource(MeshConfigGVR).Informer()
@@ -364,12 +381,4 @@ type namespaceGetter struct{ l corelisters.NamespaceLister }
 
 func (g namespaceGetter) Get(_ context.Context, name string) (*corev1.Namespace, error) {
 	return g.l.Get(name)
-}
-
-// secretCreator creates bootstrap Secrets.
-type secretCreator struct{ cs kubernetes.Interface }
-
-func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
-	_, err := s.cs.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{})
-	return err
 }

@@ -1,6 +1,14 @@
 // Package webhook is the injector's admission logic and its HTTPS handler:
 // it decides whether to inject a pod, builds the patch, issues the pod's
-// bootstrap certificate through the CA and stores the bootstrap Secret.
+// bootstrap certificate through the CA and hands the bootstrap Secret to a
+// SecretStore.
+//
+// The certificate is issued inside the admission call (a pod is never
+// admitted for an identity the CA refused), but the Secret write is not
+// awaited: the injector's store (package secrets) queues it, and the
+// reconciler (package reconcile) repairs what a crash or a rejected pod
+// leaves behind. The private key is generated here for each pod; at about
+// 0.1 ms for a P-256 key and its CSR it is not worth a pre-generated pool.
 package webhook
 
 import (
@@ -37,10 +45,17 @@ type NamespaceGetter interface {
 	Get(ctx context.Context, name string) (*corev1.Namespace, error)
 }
 
-// SecretCreator stores a bootstrap Secret.
-type SecretCreator interface {
-	Create(ctx context.Context, s *corev1.Secret) error
+// SecretStore stores a bootstrap Secret. It may return before the Secret
+// exists in the apiserver.
+type SecretStore interface {
+	Store(ctx context.Context, s *corev1.Secret) error
 }
+
+// Labels of the bootstrap Secrets the injector makes.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "osm-injector"
+)
 
 // Options configure a Webhook.
 type Options struct {
@@ -51,7 +66,7 @@ type Options struct {
 	XDSPort      uint32
 	XDSServerSAN string
 	Namespaces   NamespaceGetter
-	Secrets      SecretCreator
+	Secrets      SecretStore
 	Issuer       Issuer
 	// NewUUID makes proxy UUIDs; nil uses random UUIDs.
 	NewUUID func() string
@@ -162,7 +177,18 @@ func podName(p *corev1.Pod) string {
 }
 
 func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) error {
-	sa := pod.Spec.ServiceAccountName
+	secret, err := w.BootstrapSecret(ctx, ns, pod.Spec.ServiceAccountName, proxyUUID, res.Probes)
+	if err != nil {
+		return err
+	}
+	return w.o.Secrets.Store(ctx, secret)
+}
+
+// BootstrapSecret issues a certificate for the identity of service account
+// sa in namespace ns and returns the bootstrap Secret of proxy proxyUUID,
+// whose sidecar serves probes. The reconciler calls it to replace a Secret
+// that was never written.
+func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
 	if sa == "" {
 		sa = "default"
 	}
@@ -173,28 +199,28 @@ func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod
 		w.o.Observe(time.Since(start), err)
 	}
 	if err != nil {
-		return fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
+		return nil, fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
 	}
-	probes := make([]bootstrap.Probe, len(res.Probes))
-	for i, p := range res.Probes {
-		probes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
+	bprobes := make([]bootstrap.Probe, len(probes))
+	for i, p := range probes {
+		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
 	}
 	b, err := bootstrap.Build(bootstrap.Config{
 		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,
 		XDSHost: w.o.XDSHost, XDSPort: w.o.XDSPort, XDSServerSAN: w.o.XDSServerSAN,
-		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: probes,
+		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: bprobes,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	raw, err := bootstrap.Marshal(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	secret := &corev1.Secret{
+	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: res.BootstrapSecret, Namespace: ns,
-			Labels: map[string]string{inject.LabelProxyUUID: proxyUUID, "app.kubernetes.io/managed-by": "osm-injector"},
+			Name: inject.BootstrapSecretName(proxyUUID), Namespace: ns,
+			Labels: map[string]string{inject.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{
@@ -203,11 +229,7 @@ func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod
 			bootstrap.FileKey:       cert.KeyPEM,
 			bootstrap.FileCA:        cert.TrustPEM,
 		},
-	}
-	if err := w.o.Secrets.Create(ctx, secret); err != nil {
-		return fmt.Errorf("create bootstrap secret %s: %w", res.BootstrapSecret, err)
-	}
-	return nil
+	}, nil
 }
 
 // hasKey reports whether the JSON object raw has key at its top level.

@@ -42,7 +42,7 @@ type secrets struct {
 	created []*corev1.Secret
 }
 
-func (s *secrets) Create(_ context.Context, sec *corev1.Secret) error {
+func (s *secrets) Store(_ context.Context, sec *corev1.Secret) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.created = append(s.created, sec)

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -224,6 +225,21 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 		stopWriter()
 		if err := <-writerDone; err != nil {
 			log.WithError(err).Warn("bootstrap secret writer stopped with secrets unwritten")
+		}
+	}()
+	md, err := metadata.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes metadata client: %w", err)
+	}
+	rec, err := newReconciler(meter, log, cs, md, wh, c.Secrets)
+	if err != nil {
+		return err
+	}
+	recDone := make(chan error, 1)
+	go func() { recDone <- rec.Start(ctx) }()
+	defer func() {
+		if err := <-recDone; err != nil {
+			log.WithError(err).Warn("bootstrap secret reconciler stopped")
 		}
 	}()
 

@@ -4,14 +4,17 @@ import (
 	"context"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/telemetry"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/reconcile"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/secrets"
 )
 
@@ -100,4 +103,21 @@ type secretCreator struct{ cs kubernetes.Interface }
 func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
 	_, err := s.cs.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{})
 	return err
+}
+
+// newReconciler returns the bootstrap Secret reconciler with its metric.
+func newReconciler(meter metric.Meter, log *logrus.Entry, cs kubernetes.Interface, md metadata.Interface,
+	maker reconcile.Maker, c SecretsConfig) (*reconcile.Reconciler, error) {
+	actions, err := meter.Int64Counter("osm_injector_bootstrap_reconciled",
+		metric.WithDescription("bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted"))
+	if err != nil {
+		return nil, err
+	}
+	return reconcile.New(reconcile.Options{
+		Client: cs, Metadata: md, Maker: maker, Log: log.WithField("component", "bootstrap-reconciler"),
+		MissingGrace: c.MissingGrace, OrphanGrace: c.OrphanGrace,
+		Observe: func(action string, err error) {
+			actions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("action", action), attribute.Bool("error", err != nil)))
+		},
+	}), nil
 }

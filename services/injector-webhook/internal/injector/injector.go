@@ -188,6 +188,9 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 	issuance, _ := meter.Float64Histogram("osm_injector_cert_issuance_seconds", metric.WithDescription("bootstrap certificate issuance latency"),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
+	phases, _ := meter.Float64Histogram("osm_injector_admission_phase_seconds",
+		metric.WithDescription("time of each step of an injecting admission: decide, patch, issue, bootstrap, store, encode"),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 
 	writer, err := newWriter(meter, cs, c.Secrets)
 	if err != nil {
@@ -213,6 +216,9 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(caConn), TTL: c.CertTTL},
 		Observe: func(d time.Duration, err error) {
 			issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
+		},
+		ObservePhase: func(phase string, d time.Duration) {
+			phases.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
 		},
 	})
 	// The writer outlives ctx: it is stopped, and its queue flushed, after

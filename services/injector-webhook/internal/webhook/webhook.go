@@ -72,6 +72,12 @@ type Options struct {
 	NewUUID func() string
 	// Observe, when set, is told how long each certificate issuance took.
 	Observe func(d time.Duration, err error)
+	// ObservePhase, when set, is told how long each step of an injecting
+	// admission took: "decide" (decode the pod, read its namespace,
+	// decide), "patch" (build the patch), "issue" (key, CSR and the CA
+	// call), "bootstrap" (build the Envoy bootstrap and the Secret), "store"
+	// (hand the Secret over) and "encode" (the patch as JSON).
+	ObservePhase func(phase string, d time.Duration)
 }
 
 // Webhook admits pods.
@@ -114,6 +120,7 @@ func allow(uid string, outcome, reason string) (*admissionv1.AdmissionResponse, 
 // Admit handles one AdmissionRequest for a pod.
 func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Result) {
 	uid := string(req.UID)
+	t := time.Now()
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create {
 		return allow(uid, "skipped", fmt.Sprintf("%s %s is not a pod creation", req.Operation, req.Kind.Kind))
 	}
@@ -144,6 +151,7 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if len(pod.Spec.Containers) == 0 {
 		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: spec.containers is empty", nsName, podName(&pod)))
 	}
+	t = w.phase("decide", t)
 	proxyUUID := w.o.NewUUID()
 	res, err := inject.Build(settings, inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
 	if err != nil {
@@ -153,10 +161,11 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		// The patch sets labels and annotations under /metadata.
 		res.Ops = append([]inject.Op{{Op: "add", Path: "/metadata", Value: map[string]any{}}}, res.Ops...)
 	}
+	t = w.phase("patch", t)
 	// A dry run must have no side effect: the patch is computed, no
 	// certificate is issued and no Secret is created.
 	if req.DryRun == nil || !*req.DryRun {
-		if err := w.storeBootstrap(ctx, nsName, &pod, proxyUUID, res); err != nil {
+		if t, err = w.storeBootstrap(ctx, t, nsName, &pod, proxyUUID, res); err != nil {
 			return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
 		}
 	}
@@ -164,6 +173,7 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if err != nil {
 		return deny(uid, fmt.Sprintf("osm injector: encode patch: %v", err))
 	}
+	w.phase("encode", t)
 	pt := admissionv1.PatchTypeJSONPatch
 	return &admissionv1.AdmissionResponse{UID: types.UID(uid), Allowed: true, Patch: patch, PatchType: &pt},
 		Result{"injected", d.Reason}
@@ -176,12 +186,30 @@ func podName(p *corev1.Pod) string {
 	return p.GenerateName + "<generated>"
 }
 
-func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) error {
-	secret, err := w.BootstrapSecret(ctx, ns, pod.Spec.ServiceAccountName, proxyUUID, res.Probes)
-	if err != nil {
-		return err
+// phase reports the step that started at start and returns now, the start
+// of the next.
+func (w *Webhook) phase(name string, start time.Time) time.Time {
+	now := time.Now()
+	if w.o.ObservePhase != nil {
+		w.o.ObservePhase(name, now.Sub(start))
 	}
-	return w.o.Secrets.Store(ctx, secret)
+	return now
+}
+
+func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) (time.Time, error) {
+	sa := pod.Spec.ServiceAccountName
+	cert, err := w.issue(ctx, ns, sa)
+	if err != nil {
+		return t, err
+	}
+	t = w.phase("issue", t)
+	secret, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
+	if err != nil {
+		return t, err
+	}
+	t = w.phase("bootstrap", t)
+	err = w.o.Secrets.Store(ctx, secret)
+	return w.phase("store", t), err
 }
 
 // BootstrapSecret issues a certificate for the identity of service account
@@ -189,10 +217,22 @@ func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod
 // whose sidecar serves probes. The reconciler calls it to replace a Secret
 // that was never written.
 func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
-	if sa == "" {
-		sa = "default"
+	cert, err := w.issue(ctx, ns, sa)
+	if err != nil {
+		return nil, err
 	}
-	id := identity.New(w.o.TrustDomain, ns, sa)
+	return w.secret(ns, sa, proxyUUID, probes, cert)
+}
+
+func serviceAccount(sa string) string {
+	if sa == "" {
+		return "default"
+	}
+	return sa
+}
+
+func (w *Webhook) issue(ctx context.Context, ns, sa string) (*Certificate, error) {
+	id := identity.New(w.o.TrustDomain, ns, serviceAccount(sa))
 	start := time.Now()
 	cert, err := w.o.Issuer.Issue(ctx, id)
 	if w.o.Observe != nil {
@@ -201,6 +241,11 @@ func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string,
 	if err != nil {
 		return nil, fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
 	}
+	return cert, nil
+}
+
+func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, error) {
+	sa = serviceAccount(sa)
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
 		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}

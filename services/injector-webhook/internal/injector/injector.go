@@ -1,6 +1,7 @@
 // Package injector wires the injector-webhook service: Kubernetes clients
 // and informers, the CA client, the MeshConfig watch, the HTTPS admission
-// server and the MutatingWebhookConfiguration it owns.
+// server, the MutatingWebhookConfiguration it owns, and the bootstrap
+// Secret writer and reconciler.
 package injector
 
 import (
@@ -106,7 +107,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.String(&c.XDSServerSAN, "xds-server-san", "", "URI SAN sidecars require of the edges; empty means spiffe://<trust-domain>/osm/xds-edge, the edges' control-plane identity")
 	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the bootstrap client certificates (the CA may shorten it)")
 	f.Int(&c.MaxBody, "max-body", webhook.DefaultMaxBody, "largest AdmissionReview body accepted, in bytes; larger ones get 413")
-	f.Int(&c.KubeQPS, "kube-api-qps", 200, "Kubernetes API requests per second the injector may make (one Secret per injected pod)")
+	f.Int(&c.KubeQPS, "kube-api-qps", 200, "Kubernetes API requests per second the injector may make (a Secret create and an owner patch per injected pod)")
 	f.Int(&c.KubeBurst, "kube-api-burst", 400, "burst of Kubernetes API requests above --kube-api-qps")
 	c.Secrets.Flags(f)
 }

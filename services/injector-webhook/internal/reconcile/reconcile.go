@@ -205,7 +205,9 @@ func (r *Reconciler) next(ctx context.Context) bool {
 	}
 	defer r.queue.Done(key)
 	if err := r.sync(ctx, key); err != nil {
-		if ctx.Err() == nil {
+		// A conflict is another replica (or the writer) acting on the same
+		// Secret: expected, retried quietly.
+		if ctx.Err() == nil && !apierrors.IsConflict(err) {
 			r.o.Log.WithContext(ctx).WithError(err).WithField("key", key).Warn("bootstrap secret not reconciled; retrying")
 		}
 		r.queue.AddRateLimited(key)
@@ -320,6 +322,9 @@ func (r *Reconciler) own(ctx context.Context, sec *metav1.PartialObjectMetadata,
 	if apierrors.IsNotFound(err) {
 		return nil
 	}
+	if apierrors.IsConflict(err) {
+		return err // changed meanwhile: retried from the fresh cache
+	}
 	r.observe("owned", err)
 	if err != nil {
 		return fmt.Errorf("set the owners of bootstrap secret %s/%s: %w", sec.Namespace, sec.Name, err)
@@ -353,6 +358,9 @@ func (r *Reconciler) collect(ctx context.Context, key string, sec *metav1.Partia
 		Preconditions: &metav1.Preconditions{UID: &uid, ResourceVersion: &rv}})
 	if apierrors.IsNotFound(err) {
 		return nil
+	}
+	if apierrors.IsConflict(err) {
+		return err // changed meanwhile (an owner set?): looked at again
 	}
 	r.observe("orphan-deleted", err)
 	if err != nil {

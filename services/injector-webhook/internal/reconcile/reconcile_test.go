@@ -312,3 +312,51 @@ func TestOrphanSecretIsDeletedAfterTheGrace(t *testing.T) {
 		t.Fatalf("a secret without the injector's label: %v", err)
 	}
 }
+
+func TestTwoReplicasAgree(t *testing.T) {
+	ns := cluster.Namespace(t, "replicas", nil)
+	cs := cluster.Clientset()
+	o := Options{MissingGrace: 200 * time.Millisecond, OrphanGrace: time.Hour}
+	mk1, _ := start(t, o)
+	mk2, _ := start(t, o)
+	const n = 5
+	var pods []*corev1.Pod
+	for i := range n {
+		// Odd pods have their Secret written by "admission", even ones lost it.
+		uuid := fmt.Sprintf("uuid-%d", i)
+		if i%2 == 1 {
+			if _, err := cs.CoreV1().Secrets(ns).Create(t.Context(), bootstrapSecret(ns, uuid), metav1.CreateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p, err := cs.CoreV1().Pods(ns).Create(t.Context(), injectedPod(fmt.Sprintf("pod-%d", i), uuid), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pods = append(pods, p)
+	}
+	for _, p := range pods {
+		eventually(t, "secret owned by "+p.Name, 30*time.Second, func() error {
+			sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), inject.BootstrapSecretName(p.Labels[inject.LabelProxyUUID]), metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if len(sec.OwnerReferences) != 1 {
+				return fmt.Errorf("owners %v, want exactly the pod", sec.OwnerReferences)
+			}
+			return ownedBy(sec, p)
+		})
+	}
+	l, err := cs.CoreV1().Secrets(ns).List(t.Context(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != n {
+		t.Fatalf("%d secrets for %d pods", len(l.Items), n)
+	}
+	// Each lost Secret was issued at least once, by either replica (both may
+	// issue; one create wins).
+	if made := len(mk1.made(ns)) + len(mk2.made(ns)); made < (n+1)/2 {
+		t.Fatalf("%d secrets issued for %d lost ones", made, (n+1)/2)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/openservicemesh/osm/libs/telemetry"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/reconcile"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/secrets"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 )
 
 // SecretsConfig configures how bootstrap Secrets are written and repaired.
@@ -52,6 +53,8 @@ func (c *SecretsConfig) Validate() error {
 	}
 	return nil
 }
+
+var _ webhook.SecretStore = (*secrets.Writer)(nil)
 
 // newWriter returns the asynchronous bootstrap Secret writer with its
 // metrics: queue depth, write latency (from admission to the Secret stored)

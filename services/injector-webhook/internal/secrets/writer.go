@@ -89,8 +89,9 @@ func (o *Options) defaults() {
 }
 
 type item struct {
-	secret *corev1.Secret
-	queued time.Time
+	secret   *corev1.Secret
+	complete func(*corev1.Secret) error
+	queued   time.Time
 }
 
 // Writer creates Secrets asynchronously; see the package doc.
@@ -115,23 +116,31 @@ func (w *Writer) Len() int { return len(w.queue) }
 // Cap is the size of the queue.
 func (w *Writer) Cap() int { return cap(w.queue) }
 
-// Store hands s to the workers and returns nil at once. When the queue is
-// full or the Writer has stopped, it creates s synchronously (one attempt,
-// bounded by ctx) and returns that error. An existing Secret of the same
-// name counts as written. s must not be modified afterwards.
-func (w *Writer) Store(ctx context.Context, s *corev1.Secret) error {
+// Store hands s to the workers and returns nil at once. complete, when
+// not nil, fills in the rest of s on the worker before the first attempt;
+// its error is final. When the queue is full or the Writer has stopped,
+// Store completes and creates s synchronously (one attempt, bounded by
+// ctx) and returns that error. An existing Secret of the same name counts
+// as written. s must not be modified afterwards.
+func (w *Writer) Store(ctx context.Context, s *corev1.Secret, complete func(*corev1.Secret) error) error {
 	now := time.Now()
 	w.mu.RLock()
 	if !w.stopped {
 		select {
-		case w.queue <- item{secret: s, queued: now}:
+		case w.queue <- item{secret: s, complete: complete, queued: now}:
 			w.mu.RUnlock()
 			return nil
 		default:
 		}
 	}
 	w.mu.RUnlock()
-	err := w.create(ctx, s)
+	var err error
+	if complete != nil {
+		err = complete(s)
+	}
+	if err == nil {
+		err = w.create(ctx, s)
+	}
 	w.observe(now, 1, true, err)
 	if err != nil {
 		return fmt.Errorf("create bootstrap secret %s/%s: %w", s.Namespace, s.Name, err)
@@ -199,6 +208,12 @@ func (w *Writer) Start(ctx context.Context) error {
 // write tries one queued Secret up to Attempts times and returns the last
 // error.
 func (w *Writer) write(ctx context.Context, it item) error {
+	if it.complete != nil {
+		if err := it.complete(it.secret); err != nil {
+			w.observe(it.queued, 0, false, err)
+			return err
+		}
+	}
 	var err error
 	attempt := 0
 	for attempt < w.o.Attempts {

@@ -46,9 +46,11 @@ type NamespaceGetter interface {
 }
 
 // SecretStore stores a bootstrap Secret. It may return before the Secret
-// exists in the apiserver.
+// exists in the apiserver. complete, when not nil, fills in the rest of
+// the Secret's data before it is written; the store may call it later, on
+// another goroutine, which keeps that work off the admission path.
 type SecretStore interface {
-	Store(ctx context.Context, s *corev1.Secret) error
+	Store(ctx context.Context, s *corev1.Secret, complete func(*corev1.Secret) error) error
 }
 
 // Labels of the bootstrap Secrets the injector makes.
@@ -203,12 +205,12 @@ func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, po
 		return t, err
 	}
 	t = w.phase("issue", t)
-	secret, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
+	secret, complete, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
 	if err != nil {
 		return t, err
 	}
 	t = w.phase("bootstrap", t)
-	err = w.o.Secrets.Store(ctx, secret)
+	err = w.o.Secrets.Store(ctx, secret, complete)
 	return w.phase("store", t), err
 }
 
@@ -221,7 +223,11 @@ func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string,
 	if err != nil {
 		return nil, err
 	}
-	return w.secret(ns, sa, proxyUUID, probes, cert)
+	s, complete, err := w.secret(ns, sa, proxyUUID, probes, cert)
+	if err != nil {
+		return nil, err
+	}
+	return s, complete(s)
 }
 
 func serviceAccount(sa string) string {
@@ -244,7 +250,12 @@ func (w *Webhook) issue(ctx context.Context, ns, sa string) (*Certificate, error
 	return cert, nil
 }
 
-func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, error) {
+// secret builds and validates the bootstrap, and returns the Secret without
+// the serialized bootstrap, which complete adds. Serializing is most of the
+// webhook's own CPU time, and cannot fail for a bootstrap that Build
+// validated, so admission leaves it to the Secret writer; a bootstrap that
+// fails validation still denies the pod.
+func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, func(*corev1.Secret) error, error) {
 	sa = serviceAccount(sa)
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
@@ -256,11 +267,15 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: bprobes,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	raw, err := bootstrap.Marshal(b)
-	if err != nil {
-		return nil, err
+	complete := func(s *corev1.Secret) error {
+		raw, err := bootstrap.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encode the bootstrap of proxy %s: %w", proxyUUID, err)
+		}
+		s.Data[bootstrap.FileBootstrap] = raw
+		return nil
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -269,12 +284,11 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{
-			bootstrap.FileBootstrap: raw,
-			bootstrap.FileCert:      cert.ChainPEM,
-			bootstrap.FileKey:       cert.KeyPEM,
-			bootstrap.FileCA:        cert.TrustPEM,
+			bootstrap.FileCert: cert.ChainPEM,
+			bootstrap.FileKey:  cert.KeyPEM,
+			bootstrap.FileCA:   cert.TrustPEM,
 		},
-	}, nil
+	}, complete, nil
 }
 
 // hasKey reports whether the JSON object raw has key at its top level.

@@ -43,7 +43,12 @@ type secrets struct {
 	created []*corev1.Secret
 }
 
-func (s *secrets) Store(_ context.Context, sec *corev1.Secret) error {
+func (s *secrets) Store(_ context.Context, sec *corev1.Secret, complete func(*corev1.Secret) error) error {
+	if complete != nil {
+		if err := complete(sec); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.created = append(s.created, sec)

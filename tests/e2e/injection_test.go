@@ -82,6 +82,7 @@ func pod(name string, annotations map[string]string) *corev1.Pod {
 type mesh struct {
 	ca, injector  *proc
 	injectorAdmin string
+	caAdmin       string
 	injectorArgs  []string // to restart it
 	bundle        *meshv1.TrustBundle
 	secrets       []string // values that must never reach a log
@@ -173,7 +174,7 @@ func meshUp(t testing.TB, injectorFlags ...string) *mesh {
 	t.Cleanup(func() {
 		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "osm-e2e-injector", metav1.DeleteOptions{})
 	})
-	return &mesh{ca: ca, injector: injector, injectorAdmin: injAdmin, injectorArgs: args, bundle: bundle,
+	return &mesh{ca: ca, injector: injector, injectorAdmin: injAdmin, caAdmin: caAdmin, injectorArgs: args, bundle: bundle,
 		secrets: []string{devToken, pw[bus.RoleCA]}}
 }
 

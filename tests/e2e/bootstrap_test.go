@@ -147,6 +147,26 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		}
 	})
 
+	t.Run("an injector that cannot listen exits instead of hanging", func(t *testing.T) {
+		// The same flags, so the same --listen-addr, which the running
+		// injector holds; a fresh admin address.
+		args := append([]string(nil), m.injectorArgs...)
+		for i := range args {
+			if args[i] == "--admin-addr" {
+				args[i+1] = freeAddr(t)
+			}
+		}
+		second := start(t, "injector-webhook", args, nil)
+		select {
+		case <-second.Exited():
+		case <-time.After(60 * time.Second):
+			t.Fatalf("the injector did not exit; its output:\n%s", second.Output())
+		}
+		if !strings.Contains(second.Output(), "listen-addr") {
+			t.Fatalf("the injector exited without naming --listen-addr:\n%s", second.Output())
+		}
+	})
+
 	t.Run("a secret whose pod the apiserver rejected is deleted after the grace", func(t *testing.T) {
 		if marker == nil {
 			t.Skip("no marker pod")

@@ -242,9 +242,13 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return err
 	}
+	// Its own context, so that an early return (say, --listen-addr in use)
+	// stops it too.
+	recCtx, stopRec := context.WithCancel(ctx)
 	recDone := make(chan error, 1)
-	go func() { recDone <- rec.Start(ctx) }()
+	go func() { recDone <- rec.Start(recCtx) }()
 	defer func() {
+		stopRec()
 		if err := <-recDone; err != nil {
 			log.WithError(err).Warn("bootstrap secret reconciler stopped")
 		}
@@ -278,10 +282,14 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
-	mcFactory.Start(ctx.Done())
+	// Shutdown waits for the informers, which stop with infCtx: cancel it
+	// first, or an early return (say, --listen-addr in use) hangs here.
+	infCtx, stopInformers := context.WithCancel(ctx)
+	factory.Start(infCtx.Done())
+	mcFactory.Start(infCtx.Done())
 	defer factory.Shutdown()
 	defer mcFactory.Shutdown()
+	defer stopInformers()
 	var synced atomic.Bool
 	rt.Health.AddReadyCheck("informers", func(context.Context) error {
 		if !synced.Load() {

@@ -135,6 +135,19 @@ func (r *Reconciler) HasSynced() bool { return r.synced.Load() }
 // Start runs the informers and the workers until ctx ends.
 func (r *Reconciler) Start(ctx context.Context) error {
 	defer r.queue.ShutDown()
+	// Keep only what a sync reads: the cache holds every injected pod of
+	// the cluster.
+	if err := r.pods.SetTransform(slimPod); err != nil {
+		return err
+	}
+	if err := r.secrets.SetTransform(func(obj any) (any, error) {
+		if m, ok := obj.(*metav1.PartialObjectMetadata); ok {
+			m.ManagedFields = nil
+		}
+		return obj, nil
+	}); err != nil {
+		return err
+	}
 	if err := r.pods.AddIndexers(cache.Indexers{indexProxy: func(obj any) ([]string, error) {
 		m, err := metaOf(obj)
 		if err != nil {
@@ -175,6 +188,27 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		<-done
 	}
 	return nil
+}
+
+// slimPod drops what no sync reads from a pod.
+func slimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	var annotations map[string]string
+	if v, ok := p.Annotations[inject.AnnotationProbes]; ok {
+		annotations = map[string]string{inject.AnnotationProbes: v}
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
+			Labels: map[string]string{inject.LabelProxyUUID: p.Labels[inject.LabelProxyUUID]}, Annotations: annotations,
+		},
+		Spec:   corev1.PodSpec{ServiceAccountName: p.Spec.ServiceAccountName},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
+	}, nil
 }
 
 func metaOf(obj any) (metav1.Object, error) {

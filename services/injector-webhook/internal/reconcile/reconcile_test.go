@@ -360,3 +360,29 @@ func TestTwoReplicasAgree(t *testing.T) {
 		t.Fatalf("%d secrets issued for %d lost ones", made, (n+1)/2)
 	}
 }
+
+func TestSlimPodKeepsWhatASyncReads(t *testing.T) {
+	now := metav1.Now()
+	p := injectedPod("slim", "uuid-slim")
+	p.Namespace, p.UID, p.ResourceVersion, p.CreationTimestamp, p.DeletionTimestamp = "ns", "uid-1", "7", now, &now
+	p.Labels["app"] = "bookstore"
+	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}
+	p.Status.Phase = corev1.PodRunning
+	obj, err := slimPod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := obj.(*corev1.Pod)
+	probes, err := inject.InjectedProbes(s)
+	if err != nil || len(probes) != 1 {
+		t.Fatalf("probes %v (%v)", probes, err)
+	}
+	if s.Name != "slim" || s.Namespace != "ns" || s.UID != "uid-1" || s.ResourceVersion != "7" || !s.CreationTimestamp.Equal(&now) ||
+		s.DeletionTimestamp == nil || s.Labels[inject.LabelProxyUUID] != "uuid-slim" || s.Spec.ServiceAccountName != "default" ||
+		s.Status.Phase != corev1.PodRunning {
+		t.Fatalf("slim pod lost what a sync reads: %+v", s)
+	}
+	if len(s.Spec.Containers) != 0 || len(s.ManagedFields) != 0 || len(s.Labels) != 1 || len(s.Annotations) != 1 {
+		t.Fatalf("slim pod keeps more than a sync reads: %+v", s)
+	}
+}

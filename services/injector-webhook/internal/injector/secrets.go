@@ -45,8 +45,10 @@ func (c *SecretsConfig) Validate() error {
 	if c.QueueSize < 1 {
 		return app.FlagError("bootstrap-queue-size", "must be at least 1, got %d", c.QueueSize)
 	}
-	if c.MissingGrace < 0 {
-		return app.FlagError("bootstrap-missing-grace", "must not be negative, got %s", c.MissingGrace)
+	if c.MissingGrace < time.Second {
+		// Shorter would race the writers and issue a second certificate for
+		// most pods.
+		return app.FlagError("bootstrap-missing-grace", "must be at least 1s, got %s", c.MissingGrace)
 	}
 	if c.OrphanGrace < time.Second {
 		return app.FlagError("bootstrap-orphan-grace", "must be at least 1s, got %s", c.OrphanGrace)

@@ -3,6 +3,9 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -216,4 +219,67 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 			}
 		}
 	})
+	t.Run("the writer and the reconciler report their work", func(t *testing.T) {
+		// The injector restarted above: since then it reissued the marker's
+		// Secret (owned from the start, so no owner patch), and wrote and
+		// deleted the rejected pod's.
+		metrics := scrapeMetrics(t, "http://"+m.injectorAdmin+"/metrics")
+		for _, want := range []struct {
+			name   string
+			labels []string
+			min    float64
+		}{
+			{"osm_injector_bootstrap_write_seconds_count", []string{`mode="async"`, `outcome="written"`}, 1},
+			{"osm_injector_bootstrap_reconciled_total", []string{`action="recreated"`, `error="false"`}, 1},
+			{"osm_injector_bootstrap_reconciled_total", []string{`action="orphan-deleted"`, `error="false"`}, 1},
+			{"osm_injector_bootstrap_queue_depth", nil, 0},
+		} {
+			if !hasSample(metrics, want.name, want.labels, want.min) {
+				t.Errorf("no %s%v sample of at least %v in:\n%s", want.name, want.labels, want.min, grepLines(metrics, "osm_injector_bootstrap"))
+			}
+		}
+	})
+}
+
+func scrapeMetrics(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// hasSample reports whether metrics has a sample of name, carrying all of
+// labels, of at least min.
+func hasSample(metrics, name string, labels []string, min float64) bool {
+	for _, line := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		all := true
+		for _, l := range labels {
+			all = all && strings.Contains(line, l)
+		}
+		i := strings.LastIndex(line, " ")
+		if v, err := strconv.ParseFloat(line[i+1:], 64); all && err == nil && v >= min {
+			return true
+		}
+	}
+	return false
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, line := range strings.Split(s, "\n") {
+		if strings.Contains(line, substr) && !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

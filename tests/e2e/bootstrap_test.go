@@ -145,9 +145,13 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 			t.Fatal("the secret was not reissued")
 		}
 		owned(t, marker)
-		if !strings.Contains(m.injector.Output(), "bootstrap secret missing; issued a new one") {
-			t.Fatal("the injector does not log the reissue")
-		}
+		// The Secret may be seen before the line is logged.
+		eventually(t, "the reissue logged", 10*time.Second, func() error {
+			if !strings.Contains(m.injector.Output(), "bootstrap secret missing; issued a new one") {
+				return errors.New("the injector does not log the reissue")
+			}
+			return nil
+		})
 	})
 
 	t.Run("an injector that cannot listen exits instead of hanging", func(t *testing.T) {
@@ -223,36 +227,39 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		// The injector restarted above: since then it reissued the marker's
 		// Secret (owned from the start, so no owner patch), and wrote and
 		// deleted the rejected pod's.
-		metrics := scrapeMetrics(t, "http://"+m.injectorAdmin+"/metrics")
-		for _, want := range []struct {
-			name   string
-			labels []string
-			min    float64
-		}{
-			{"osm_injector_bootstrap_write_seconds_count", []string{`mode="async"`, `outcome="written"`}, 1},
-			{"osm_injector_bootstrap_reconciled_total", []string{`action="recreated"`, `error="false"`}, 1},
-			{"osm_injector_bootstrap_reconciled_total", []string{`action="orphan-deleted"`, `error="false"`}, 1},
-			{"osm_injector_bootstrap_queue_depth", nil, 0},
-		} {
-			if !hasSample(metrics, want.name, want.labels, want.min) {
-				t.Errorf("no %s%v sample of at least %v in:\n%s", want.name, want.labels, want.min, grepLines(metrics, "osm_injector_bootstrap"))
+		// The test may see a deletion before the injector has counted it.
+		eventually(t, "the injector's metrics", 10*time.Second, func() error {
+			metrics, err := scrapeMetrics("http://" + m.injectorAdmin + "/metrics")
+			if err != nil {
+				return err
 			}
-		}
+			for _, want := range []struct {
+				name   string
+				labels []string
+				min    float64
+			}{
+				{"osm_injector_bootstrap_write_seconds_count", []string{`mode="async"`, `outcome="written"`}, 1},
+				{"osm_injector_bootstrap_reconciled_total", []string{`action="recreated"`, `error="false"`}, 1},
+				{"osm_injector_bootstrap_reconciled_total", []string{`action="orphan-deleted"`, `error="false"`}, 1},
+				{"osm_injector_bootstrap_queue_depth", nil, 0},
+			} {
+				if !hasSample(metrics, want.name, want.labels, want.min) {
+					return fmt.Errorf("no %s%v sample of at least %v in:\n%s", want.name, want.labels, want.min, grepLines(metrics, "osm_injector_bootstrap"))
+				}
+			}
+			return nil
+		})
 	})
 }
 
-func scrapeMetrics(t *testing.T, url string) string {
-	t.Helper()
+func scrapeMetrics(url string) (string, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
+	return string(b), err
 }
 
 // hasSample reports whether metrics has a sample of name, carrying all of

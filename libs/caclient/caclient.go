@@ -97,6 +97,24 @@ type BootstrapRequest struct {
 	TokenType cav1.TokenType
 	Role      cav1.ComponentRole
 	TTL       time.Duration
+	// DNSNames are added to the certificate as DNS SANs. The CA allows them
+	// only to roles that serve HTTPS by host name (the injector-webhook) and
+	// only for Services of the control-plane namespace: <svc>.<ns>,
+	// <svc>.<ns>.svc, <svc>.<ns>.svc.cluster.local. See ServiceDNSNames.
+	DNSNames []string
+}
+
+// ServiceDNSNames are the names a Service is reached at inside the cluster,
+// most specific last: <svc>.<ns>, <svc>.<ns>.svc and
+// <svc>.<ns>.svc.<clusterDomain> (clusterDomain empty means cluster.local).
+// The kube-apiserver verifies a webhook Service's certificate against
+// <svc>.<ns>.svc.
+func ServiceDNSNames(service, namespace, clusterDomain string) []string {
+	if clusterDomain == "" {
+		clusterDomain = "cluster.local"
+	}
+	base := service + "." + namespace
+	return []string{base, base + ".svc", base + ".svc." + clusterDomain}
 }
 
 // Bootstrap obtains a control-plane certificate for role.
@@ -110,7 +128,7 @@ func Bootstrap(ctx context.Context, c cav1.CertificateAuthorityServiceClient, r 
 		return nil, err
 	}
 	req := &cav1.BootstrapRequest{Token: r.Token, TokenType: r.TokenType, Role: r.Role,
-		Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})}
+		Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}), DnsNames: r.DNSNames}
 	if r.TTL > 0 {
 		req.Ttl = durationpb.New(r.TTL)
 	}

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 )
 
@@ -38,15 +37,59 @@ func (id ID) URL() *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: id.TrustDomain, Path: "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount}
 }
 
-var (
-	// trustDomainRE follows the SPIFFE spec: lowercase letters, digits,
-	// dots, dashes and underscores.
-	trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
-	// dnsLabelRE is a Kubernetes namespace name (RFC 1123 label).
-	dnsLabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-	// dnsSubdomainRE is a Kubernetes ServiceAccount name (RFC 1123 subdomain).
-	dnsSubdomainRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-)
+// The name rules, checked by hand rather than with regular expressions,
+// since Parse runs on every Sign (identity_test.go checks them against the
+// equivalent expressions):
+//   - trust domain (SPIFFE): 1-255 of lowercase letters, digits, '.', '-'
+//     and '_';
+//   - namespace: an RFC 1123 label, ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$;
+//   - ServiceAccount: an RFC 1123 subdomain, labels of the same form
+//     (without the length bound) joined by dots.
+
+func isTrustDomainChars(s string) bool {
+	if len(s) == 0 || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '.' && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerAlnum(c byte) bool { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') }
+
+// isLabel reports whether s is [a-z0-9]([-a-z0-9]*[a-z0-9])?, of any length.
+func isLabel(s string) bool {
+	if len(s) == 0 || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDNSLabel is a Kubernetes namespace name: an RFC 1123 label of at most
+// 63 characters.
+func isDNSLabel(s string) bool { return len(s) <= 63 && isLabel(s) }
+
+// isDNSSubdomain is labels joined by dots (the caller bounds the length).
+func isDNSSubdomain(s string) bool {
+	for {
+		label, rest, more := strings.Cut(s, ".")
+		if !isLabel(label) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		s = rest
+	}
+}
 
 // ErrForeignTrustDomain is wrapped by ParseIn for a well-formed identity of
 // another trust domain.
@@ -54,7 +97,7 @@ var ErrForeignTrustDomain = errors.New("identity outside the trust domain")
 
 // ValidateTrustDomain checks a SPIFFE trust domain name.
 func ValidateTrustDomain(td string) error {
-	if !trustDomainRE.MatchString(td) || strings.Trim(td, ".") != td || strings.Contains(td, "..") {
+	if !isTrustDomainChars(td) || strings.Trim(td, ".") != td || strings.Contains(td, "..") {
 		return fmt.Errorf("invalid trust domain %q: want lowercase letters, digits, '.', '-' or '_'", td)
 	}
 	return nil
@@ -85,10 +128,10 @@ func Parse(s string) (ID, error) {
 		return bad("want spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>")
 	}
 	id := ID{TrustDomain: u.Host, Namespace: parts[2], ServiceAccount: parts[4]}
-	if len(id.Namespace) > 63 || !dnsLabelRE.MatchString(id.Namespace) {
+	if len(id.Namespace) > 63 || !isDNSLabel(id.Namespace) {
 		return bad("namespace %q is not a valid Kubernetes namespace name", id.Namespace)
 	}
-	if len(id.ServiceAccount) > 253 || !dnsSubdomainRE.MatchString(id.ServiceAccount) {
+	if len(id.ServiceAccount) > 253 || !isDNSSubdomain(id.ServiceAccount) {
 		return bad("service account %q is not a valid Kubernetes name", id.ServiceAccount)
 	}
 	return id, nil

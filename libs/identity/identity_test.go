@@ -3,6 +3,8 @@ package identity
 import (
 	"crypto/x509"
 	"errors"
+	"regexp"
+	"strings"
 	"testing"
 )
 
@@ -59,5 +61,42 @@ func TestCSRCarriesIdentity(t *testing.T) {
 	}
 	if _, err := k.PEM(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestNameRulesMatchTheirExpressions checks the hand-written name checks
+// against the regular expressions they replace, on every string of up to 4
+// characters over an alphabet with each character class, and on longer
+// edge cases.
+func TestNameRulesMatchTheirExpressions(t *testing.T) {
+	trustDomainRE := regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
+	dnsLabelRE := regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+	dnsSubdomainRE := regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	check := func(s string) {
+		if got, want := isTrustDomainChars(s), trustDomainRE.MatchString(s); got != want {
+			t.Errorf("trust domain %q: %v, want %v", s, got, want)
+		}
+		if got, want := isDNSLabel(s), dnsLabelRE.MatchString(s); got != want {
+			t.Errorf("label %q: %v, want %v", s, got, want)
+		}
+		if got, want := isDNSSubdomain(s), dnsSubdomainRE.MatchString(s); got != want {
+			t.Errorf("subdomain %q: %v, want %v", s, got, want)
+		}
+	}
+	alphabet := []string{"a", "0", "-", ".", "_", "A", "/"}
+	var gen func(prefix string, n int)
+	gen = func(prefix string, n int) {
+		check(prefix)
+		if n == 0 {
+			return
+		}
+		for _, c := range alphabet {
+			gen(prefix+c, n-1)
+		}
+	}
+	gen("", 4)
+	for _, s := range []string{strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a", 255), strings.Repeat("a", 256),
+		"a" + strings.Repeat("-", 61) + "a", "a" + strings.Repeat("-", 62) + "a", "bookbuyer.v1", "ns.", ".ns", "a..b", "é"} {
+		check(s)
 	}
 }

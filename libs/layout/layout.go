@@ -15,6 +15,7 @@
 //	generation                    osm.mesh.v1.Generation (written last)
 //	resource.<type>.<name>        osm.mesh.v1.CompiledResource (type: cluster, endpoint, listener, route, secret)
 //	group.<ns>.<serviceaccount>   osm.mesh.v1.ProxyGroup
+//	set.<name>                    osm.mesh.v1.NameSet (names groups share; a group lists the sets it includes)
 //
 // mesh-trust (writer: cert-authority)
 //
@@ -89,6 +90,9 @@ func GroupKey(namespace, serviceAccount string) string {
 	return bus.Key("group", namespace, serviceAccount)
 }
 
+// SetKey is the key of the shared name set called name.
+func SetKey(name string) string { return bus.Key("set", name) }
+
 // Observed is a parsed mesh-observed key.
 type Observed struct {
 	Kind, Namespace, Name string
@@ -111,9 +115,12 @@ func ParseObserved(key string) (Observed, error) {
 
 // Compiled is a parsed mesh-compiled key other than GenerationKey.
 type Compiled struct {
-	// Group is true for a proxy group key (Namespace, Name set); otherwise
-	// the key is a resource (Type, Name set).
-	Group                 bool
+	// Group is true for a proxy group key (Namespace, Name set).
+	Group bool
+	// Set is true for a name set key (Name set).
+	Set bool
+	// When neither Group nor Set is true, the key is a resource (Type,
+	// Name set).
 	Type, Namespace, Name string
 }
 
@@ -123,6 +130,9 @@ func ParseCompiled(key string) (Compiled, error) {
 	if err != nil {
 		return Compiled{}, err
 	}
+	if len(parts) == 2 && parts[0] == "set" {
+		return Compiled{Set: true, Name: parts[1]}, nil
+	}
 	if len(parts) == 3 {
 		switch parts[0] {
 		case "resource":
@@ -131,7 +141,7 @@ func ParseCompiled(key string) (Compiled, error) {
 			return Compiled{Group: true, Namespace: parts[1], Name: parts[2]}, nil
 		}
 	}
-	return Compiled{}, fmt.Errorf("key %q is not a compiled-resource or proxy-group key", key)
+	return Compiled{}, fmt.Errorf("key %q is not a compiled-resource, proxy-group or name-set key", key)
 }
 
 // NewObserved returns an empty message of the type stored under an

@@ -18,6 +18,15 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || !g.Group || g.Namespace != "bookbuyer" || g.Name != "bookbuyer" {
 		t.Fatalf("group round trip = %+v, %v", g, err)
 	}
+	s, err := ParseCompiled(SetKey("permissive.v1"))
+	if err != nil || !s.Set || s.Group || s.Name != "permissive.v1" {
+		t.Fatalf("set round trip = %+v, %v", s, err)
+	}
+	for _, bad := range []string{"set", "set.a.b", "group.a"} {
+		if _, err := ParseCompiled(bad); err == nil {
+			t.Errorf("ParseCompiled(%q) accepted", bad)
+		}
+	}
 	for _, bad := range []string{SyncKey, "namespace.a.b", "service.a"} {
 		if _, err := ParseObserved(bad); err == nil {
 			t.Errorf("ParseObserved(%q) accepted", bad)

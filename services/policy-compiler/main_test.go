@@ -109,7 +109,7 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if gen.GetNumber() != 1 || gen.GetChangedKeys() != 33 {
+	if gen.GetNumber() != 1 || gen.GetChangedKeys() != 35 {
 		t.Errorf("generation = %v", &gen)
 	}
 	addr := ""
@@ -134,7 +134,7 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`osm_compiler_generation\{[^}]*\} 1\n`, `osm_compiler_compile_duration_seconds_bucket\{[^}]*trigger="mixed"`, `osm_compiler_keys_written_total\{op="put"[^}]*\} 33\n`, `osm_compiler_rejected_policies\{[^}]*\} 0\n`} {
+	for _, want := range []string{`osm_compiler_generation\{[^}]*\} 1\n`, `osm_compiler_compile_duration_seconds_bucket\{[^}]*trigger="mixed"`, `osm_compiler_keys_written_total\{op="put"[^}]*\} 35\n`, `osm_compiler_rejected_policies\{[^}]*\} 0\n`} {
 		if !regexp.MustCompile(want).Match(body) {
 			t.Errorf("metrics lack %s:\n%s", want, body)
 		}

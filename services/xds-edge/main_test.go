@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -64,7 +65,7 @@ func TestHelpExplainsTheFlags(t *testing.T) {
 	if err := app.Run(t.Context(), spec(&c), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--edge-id", "no Kubernetes API call"} {
+	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--edge-id", "--ca-bootstrap-token-file", "--ack-status-interval", "no Kubernetes API call"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
@@ -81,7 +82,13 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "--tls-cert-file"},
+		{nil, "--ca-trust-file"},
+		{[]string{"--ca-trust-file", dir, "--tls-cert-file", dir}, "--tls-key-file"},
+		{[]string{"--ca-trust-file", dir, "--ca-client-key-file", dir}, "--ca-client-cert-file"},
+		// Without both overrides the edge bootstraps its own certificate.
+		{[]string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", "/does/not/exist"}, "--ca-bootstrap-token-file"},
+		{[]string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", dir, "--ca-bootstrap-token-type", "password"}, "--ca-bootstrap-token-type"},
+		{[]string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", dir, "--control-plane-cert-ttl", "1s"}, "--control-plane-cert-ttl"},
 		{append(append([]string{}, files...), "--nats-lost-threshold", "10ms"), "--nats-lost-threshold"},
 		{append(append([]string{}, files...), "--stream-rate", "0"), "--stream-rate"},
 		{append(append([]string{}, files...), "--listen-addr", "nonsense"), "--listen-addr"},
@@ -104,6 +111,14 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 // synced; then a delta proxy receives its clusters and an SDS certificate
 // for its own identity, signed through the CA.
 func TestServiceEndToEnd(t *testing.T) {
+	t.Run("certificate files", func(t *testing.T) { serviceEndToEnd(t, false) })
+	t.Run("bootstrapped certificate", func(t *testing.T) { serviceEndToEnd(t, true) })
+}
+
+// serviceEndToEnd runs the service with its own certificate from files, or
+// (bootstrap) obtained from the CA's Bootstrap with the dev token, in which
+// case the CA accepts Sign only from that certificate.
+func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	dir := t.TempDir()
 	root, err := xdstest.NewCA("mesh-root")
 	if err != nil {
@@ -123,10 +138,17 @@ func TestServiceEndToEnd(t *testing.T) {
 	rootFile := write("root.pem", root.CertPEM)
 	certFile, keyFile := write("edge.pem", edgeCert), write("edge-key.pem", edgeKey)
 
+	const edgeURI = "spiffe://cluster.local/osm/xds-edge"
 	fake := &xdstest.FakeCA{Root: root}
 	caTLS, err := root.ServerTLS("spiffe://cluster.local/osm/cert-authority")
 	if err != nil {
 		t.Fatal(err)
+	}
+	ownCert := []string{"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--ca-client-cert-file", certFile, "--ca-client-key-file", keyFile}
+	if bootstrap {
+		fake.BootstrapToken, fake.SignCaller = "dev-token", edgeURI
+		caTLS.ClientAuth = tls.VerifyClientCertIfGiven // Bootstrap callers have no certificate yet
+		ownCert = []string{"--ca-bootstrap-token-file", write("token", []byte("dev-token\n")), "--ca-bootstrap-token-type", "pre-shared"}
 	}
 	caSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(caTLS)))
 	cav1.RegisterCertificateAuthorityServiceServer(caSrv, fake)
@@ -145,11 +167,11 @@ func TestServiceEndToEnd(t *testing.T) {
 	args := []string{
 		"--nats-url", nats.URL(), "--nats-user", "edge", "--nats-password", "edge-pw",
 		"--admin-addr", adminAddr, "--listen-addr", xdsAddr, "--log-format", "text",
-		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-client-ca-file", rootFile,
-		"--ca-addr", caLn.Addr().String(), "--ca-server-name", "localhost",
-		"--ca-client-cert-file", certFile, "--ca-client-key-file", keyFile, "--ca-trust-file", rootFile,
+		"--tls-client-ca-file", rootFile,
+		"--ca-addr", caLn.Addr().String(), "--ca-server-name", "localhost", "--ca-trust-file", rootFile,
 		"--edge-id", "edge-e2e", "--cert-ttl", "1h",
 	}
+	args = append(args, ownCert...)
 	ctx, cancel := context.WithCancel(t.Context())
 	var cfg edge.Config
 	runErr := make(chan error, 1)
@@ -213,6 +235,19 @@ func TestServiceEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var served *x509.Certificate
+	tc.InsecureSkipVerify = true // replaced by VerifyConnection: proxies check the edge's URI SAN
+	tc.VerifyConnection = func(cs tls.ConnectionState) error {
+		leaf := cs.PeerCertificates[0]
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: root.Pool()}); err != nil {
+			return err
+		}
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != edgeURI {
+			return fmt.Errorf("edge identity %v, want %s", leaf.URIs, edgeURI)
+		}
+		served = leaf
+		return nil
+	}
 	cc, err := grpc.NewClient(xdsAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
 		t.Fatal(err)
@@ -251,6 +286,14 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 	if fake.Calls() != 1 {
 		t.Errorf("the CA signed %d times, want 1", fake.Calls())
+	}
+	if bootstrap {
+		if fake.Bootstraps() != 1 {
+			t.Errorf("the edge bootstrapped %d times, want 1", fake.Bootstraps())
+		}
+		if served == nil || served.NotAfter.Sub(served.NotBefore) > 2*time.Hour {
+			t.Errorf("the ADS listener served %v, want the bootstrapped certificate", served)
+		}
 	}
 
 	resp, err := http.Get("http://" + adminAddr + "/metrics")

@@ -2,16 +2,13 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"math/big"
+	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -28,30 +25,6 @@ import (
 )
 
 const devToken = "e2e-dev-bootstrap-token"
-
-// servingPKI makes a CA and a serving certificate for 127.0.0.1, for the
-// webhook the apiserver calls.
-func servingPKI(t testing.TB, dir string) (caFile, certFile, keyFile string) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e webhook ca"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	ca, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "osm-injector"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalPKCS8PrivateKey(key)
-	return writeFile(t, dir, "webhook-ca.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})),
-		writeFile(t, dir, "webhook.crt", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
-		writeFile(t, dir, "webhook.key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}))
-}
 
 func namespace(t testing.TB, name string, labels map[string]string) {
 	t.Helper()
@@ -81,8 +54,13 @@ func pod(name string, annotations map[string]string) *corev1.Pod {
 // processes against the test cluster.
 type mesh struct {
 	ca, injector  *proc
-	injectorAdmin string
+	caAddr        string
 	caAdmin       string
+	caArgs        []string
+	caEnv         map[string]string
+	injectorCert  *tls.Certificate // the injector's control-plane certificate, for calling the CA
+	injectorAddr  string
+	injectorAdmin string
 	injectorArgs  []string // to restart it
 	bundle        *meshv1.TrustBundle
 	secrets       []string // values that must never reach a log
@@ -118,11 +96,13 @@ func meshUp(t testing.TB, injectorFlags ...string) *mesh {
 
 	// The cert-authority, built-in provider, with the dev bootstrap token.
 	caAddr, caAdmin := freeAddr(t), freeAddr(t)
-	ca := start(t, "cert-authority", []string{
+	caArgs := []string{
 		"--namespace", "osm-system", "--kubeconfig", cluster.KubeconfigPath(), "--trust-domain", "cluster.local",
 		"--grpc-addr", caAddr, "--admin-addr", caAdmin, "--server-dns-names", "ca.test",
 		"--nats-url", nats.URL(), "--nats-user", "ca", "--log-format", "text",
-	}, map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCA], "OSM_DEV_BOOTSTRAP_TOKEN": devToken})
+	}
+	caEnv := map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCA], "OSM_DEV_BOOTSTRAP_TOKEN": devToken}
+	ca := start(t, "cert-authority", caArgs, caEnv)
 	ca.waitReady(t, caAdmin)
 
 	// The injector's control-plane certificate, as its deployment would
@@ -151,14 +131,19 @@ func meshUp(t testing.TB, injectorFlags ...string) *mesh {
 		t.Fatal(err)
 	}
 
-	// The injector.
-	webhookCA, webhookCert, webhookKey := servingPKI(t, dir)
+	// The injector, with its serving certificate from the CA. The
+	// apiserver calls it through its Service, osm-injector.osm-system, as in
+	// a cluster; here an ExternalName Service resolves that to loopback (the
+	// apiserver dials the ExternalName and still verifies the certificate
+	// against osm-injector.osm-system.svc).
 	listen, injAdmin := freeAddr(t), freeAddr(t)
+	_, port, _ := net.SplitHostPort(listen)
+	injectorService(t, "localhost")
 	args := []string{
 		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", "osm", "--control-plane-namespace", "osm-system",
 		"--listen-addr", listen, "--admin-addr", injAdmin, "--log-format", "text",
-		"--tls-cert-file", webhookCert, "--tls-key-file", webhookKey, "--tls-ca-file", webhookCA,
-		"--webhook-config-name", "osm-e2e-injector", "--webhook-url", "https://" + listen + "/mutate-pod",
+		"--ca-bootstrap-token-file", writeFile(t, dir, "bootstrap-token", []byte(devToken)), "--ca-bootstrap-token-type", "pre-shared",
+		"--webhook-config-name", "osm-e2e-injector", "--webhook-service-name", injectorServiceName, "--webhook-service-port", port,
 		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
 		"--ca-client-cert-file", writeFile(t, dir, "injector.crt", boot.ChainPEM),
 		"--ca-client-key-file", writeFile(t, dir, "injector.key", boot.KeyPEM),
@@ -174,8 +159,88 @@ func meshUp(t testing.TB, injectorFlags ...string) *mesh {
 	t.Cleanup(func() {
 		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "osm-e2e-injector", metav1.DeleteOptions{})
 	})
-	return &mesh{ca: ca, injector: injector, injectorAdmin: injAdmin, caAdmin: caAdmin, injectorArgs: args, bundle: bundle,
+	return &mesh{ca: ca, caAddr: caAddr, caAdmin: caAdmin, caArgs: caArgs, caEnv: caEnv, injectorCert: &boot.Pair,
+		injector: injector, injectorAddr: listen, injectorAdmin: injAdmin, injectorArgs: args, bundle: bundle,
 		secrets: []string{devToken, pw[bus.RoleCA]}}
+}
+
+// restartCA stops the cert-authority and starts it again on the same
+// addresses with extra flags.
+func (m *mesh) restartCA(t testing.TB, extra ...string) {
+	t.Helper()
+	m.ca.stop(t)
+	m.ca = start(t, "cert-authority", append(slices.Clone(m.caArgs), extra...), m.caEnv)
+	m.ca.waitReady(t, m.caAdmin)
+}
+
+// injectorServiceName is the injector's webhook Service in osm-system.
+const injectorServiceName = "osm-injector"
+
+// injectorService makes osm-system/osm-injector an ExternalName Service for
+// host, so that the apiserver reaches the webhook process through the
+// Service reference.
+func injectorService(t testing.TB, host string) {
+	t.Helper()
+	svcs := cluster.Clientset().CoreV1().Services("osm-system")
+	want := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: injectorServiceName},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: host}}
+	cur, err := svcs.Get(t.Context(), injectorServiceName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = svcs.Create(t.Context(), want, metav1.CreateOptions{})
+	case err == nil && (cur.Spec.Type != want.Spec.Type || cur.Spec.ExternalName != host):
+		cur.Spec = want.Spec
+		_, err = svcs.Update(t.Context(), cur, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCABundleFollowsRootRotation: when the CA adds a second root (the
+// first step of a root rotation), the injector writes the new trust bundle
+// into the webhook configuration's caBundle, and the apiserver keeps
+// calling it.
+func TestCABundleFollowsRootRotation(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	m := meshUp(t)
+	second := "osm-ca-root-e2e" + uniq()
+	t.Cleanup(func() {
+		_ = cs.CoreV1().Secrets("osm-system").Delete(context.Background(), second, metav1.DeleteOptions{})
+	})
+	restart := time.Now()
+	m.restartCA(t, "--trusted-root-secrets", second)
+	t.Logf("CA restarted with a second root in %s", time.Since(restart).Round(time.Millisecond))
+
+	conn, err := caclient.Dial(m.caAddr, m.bundle, "ca.test", m.injectorCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := cav1.NewCertificateAuthorityServiceClient(conn).GetTrustBundle(ctx, &cav1.GetTrustBundleRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := resp.GetTrustBundle()
+	if len(rotated.GetRoots()) != 2 {
+		t.Fatalf("the CA's bundle holds %d roots after adding one, want 2", len(rotated.GetRoots()))
+	}
+	eventually(t, "the caBundle with both roots", 60*time.Second, func() error {
+		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if got := cfg.Webhooks[0].ClientConfig.CABundle; string(got) != string(caclient.RootsPEM(rotated)) {
+			return fmt.Errorf("caBundle holds %d certificates, not the rotated bundle's %d", strings.Count(string(got), "BEGIN CERTIFICATE"), len(rotated.GetRoots()))
+		}
+		return nil
+	})
+	t.Logf("caBundle updated %s after the restart began", time.Since(restart).Round(time.Millisecond))
+	p, err := cs.CoreV1().Pods("bookstore").Create(ctx, pod("after-rotation"+uniq(), nil), metav1.CreateOptions{})
+	if err != nil || len(p.Spec.Containers) != 2 {
+		t.Fatalf("pod after the rotation step: %v", err)
+	}
 }
 
 // TestInjection: the real apiserver calls the webhook for every pod.
@@ -218,6 +283,41 @@ func TestInjection(t *testing.T) {
 	})
 	t.Run("bootstrap secret carries the pod identity, chained to the trust bundle", func(t *testing.T) {
 		checkBootstrapSecret(t, created, bundle)
+	})
+	t.Run("the webhook serves a CA-issued certificate and its caBundle is the trust bundle", func(t *testing.T) {
+		roots, err := caclient.RootPool(bundle)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As the apiserver does: the Service's name, the caBundle's roots.
+		conn, err := tls.Dial("tcp", m.injectorAddr, &tls.Config{RootCAs: roots, ServerName: injectorServiceName + ".osm-system.svc"})
+		if err != nil {
+			t.Fatalf("TLS to the webhook, verified against the trust bundle: %v", err)
+		}
+		leaf := conn.ConnectionState().PeerCertificates[0]
+		conn.Close()
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://cluster.local/osm/injector-webhook" {
+			t.Errorf("serving certificate URI SANs %v, want the injector's control-plane identity", leaf.URIs)
+		}
+		wantNames := caclient.ServiceDNSNames(injectorServiceName, "osm-system", "")
+		if strings.Join(leaf.DNSNames, " ") != strings.Join(wantNames, " ") {
+			t.Errorf("serving certificate DNS SANs %v, want %v", leaf.DNSNames, wantNames)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: injectorServiceName + ".osm-system.svc",
+			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+			t.Errorf("serving certificate does not chain to the trust bundle: %v", err)
+		}
+		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc := cfg.Webhooks[0].ClientConfig
+		if string(cc.CABundle) != string(caclient.RootsPEM(bundle)) {
+			t.Errorf("caBundle is not the trust bundle's roots:\n%s", cc.CABundle)
+		}
+		if cc.URL != nil || cc.Service == nil || cc.Service.Namespace != "osm-system" || cc.Service.Name != injectorServiceName {
+			t.Errorf("webhook client config %+v, want the Service osm-system/%s", cc, injectorServiceName)
+		}
 	})
 	t.Run("opting out leaves the pod untouched", func(t *testing.T) {
 		p, err := pods.Create(ctx, pod("opted-out"+run, map[string]string{"openservicemesh.io/sidecar-injection": "disabled"}), metav1.CreateOptions{})

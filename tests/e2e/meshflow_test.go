@@ -155,13 +155,12 @@ func TestMeshFlow(t *testing.T) {
 		}
 		return c
 	}
-	edgeCert := bootstrap(cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE)
+	// The edge bootstraps its own certificate with the dev token.
 	edgeAddr, edgeAdmin := freeAddr(t), freeAddr(t)
 	edge := start(t, "xds-edge", append(natsArgs(bus.RoleEdge),
 		"--listen-addr", edgeAddr, "--admin-addr", edgeAdmin, "--log-format", "text", "--edge-id", "flow-edge",
-		"--tls-cert-file", writeFile(t, dir, "edge.crt", edgeCert.ChainPEM), "--tls-key-file", writeFile(t, dir, "edge.key", edgeCert.KeyPEM),
+		"--ca-bootstrap-token-file", writeFile(t, dir, "edge-token", []byte(devToken)), "--ca-bootstrap-token-type", "pre-shared",
 		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
-		"--ca-client-cert-file", writeFile(t, dir, "edge-ca.crt", edgeCert.ChainPEM), "--ca-client-key-file", writeFile(t, dir, "edge-ca.key", edgeCert.KeyPEM),
 		"--ca-trust-file", writeFile(t, dir, "roots.pem", caclient.RootsPEM(bundle))), natsEnv(bus.RoleEdge, nil))
 	for _, p := range []struct {
 		p     *proc

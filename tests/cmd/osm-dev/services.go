@@ -2,16 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
@@ -140,8 +135,12 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	}
 	ca.state = "ready, gRPC on " + caAddr
 
-	// injector-webhook: its control-plane certificate from Bootstrap, its
-	// serving certificate from a local CA the webhook configuration trusts.
+	// injector-webhook: its control-plane certificate from Bootstrap; it
+	// gets its serving certificate from the CA itself (Bootstrap with the
+	// dev token and the DNS names of its Service) and keeps the webhook
+	// configuration's caBundle equal to the CA's trust bundle. The
+	// apiserver calls it through the Service osm-system/osm-injector, an
+	// ExternalName for localhost here.
 	certs := filepath.Join(dir, "certs")
 	if err := os.MkdirAll(certs, 0o700); err != nil {
 		return fail(err)
@@ -164,12 +163,8 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	if err != nil {
 		return fail(err)
 	}
-	files := map[string][]byte{"injector.crt": boot.ChainPEM, "injector.key": boot.KeyPEM, "ca-roots.pem": caclient.RootsPEM(&bundle)}
-	caPEM, certPEM, keyPEM, err := servingCert()
-	if err != nil {
-		return fail(err)
-	}
-	files["webhook-ca.crt"], files["webhook.crt"], files["webhook.key"] = caPEM, certPEM, keyPEM
+	files := map[string][]byte{"injector.crt": boot.ChainPEM, "injector.key": boot.KeyPEM, "ca-roots.pem": caclient.RootsPEM(&bundle),
+		"bootstrap-token": []byte(token)}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(certs, name), data, 0o600); err != nil {
 			return fail(err)
@@ -179,11 +174,15 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	if err != nil {
 		return fail(err)
 	}
+	_, listenPort, _ := net.SplitHostPort(listen)
+	if err := injectorService(ctx, cs); err != nil {
+		return fail(err)
+	}
 	inj, err := start("injector-webhook", []string{
 		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", mesh, "--control-plane-namespace", controlPlaneNS,
-		"--listen-addr", listen, "--webhook-config-name", "osm-dev-sidecar-injector", "--webhook-url", "https://" + listen + "/mutate-pod",
-		"--tls-cert-file", filepath.Join(certs, "webhook.crt"), "--tls-key-file", filepath.Join(certs, "webhook.key"),
-		"--tls-ca-file", filepath.Join(certs, "webhook-ca.crt"),
+		"--listen-addr", listen, "--webhook-config-name", "osm-dev-sidecar-injector",
+		"--webhook-service-name", injectorServiceName, "--webhook-service-port", listenPort,
+		"--ca-bootstrap-token-file", filepath.Join(certs, "bootstrap-token"), "--ca-bootstrap-token-type", "pre-shared",
 		"--ca-addr", caAddr, "--ca-server-name", "osm-cert-authority.osm-system.svc",
 		"--ca-client-cert-file", filepath.Join(certs, "injector.crt"), "--ca-client-key-file", filepath.Join(certs, "injector.key"),
 		"--ca-trust-file", filepath.Join(certs, "ca-roots.pem"),
@@ -222,24 +221,15 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	if err != nil {
 		return fail(err)
 	}
-	edgeBoot, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(conn), caclient.BootstrapRequest{
-		Token: token, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE})
-	if err != nil {
-		return fail(err)
-	}
-	for name, data := range map[string][]byte{"edge.crt": edgeBoot.ChainPEM, "edge.key": edgeBoot.KeyPEM} {
-		if err := os.WriteFile(filepath.Join(certs, name), data, 0o600); err != nil {
-			return fail(err)
-		}
-	}
 	edgeAddr, err := stack.FreeAddr()
 	if err != nil {
 		return fail(err)
 	}
 	edge, err := start("xds-edge", []string{"--listen-addr", edgeAddr, "--edge-id", "osm-dev-edge-0",
-		"--tls-cert-file", filepath.Join(certs, "edge.crt"), "--tls-key-file", filepath.Join(certs, "edge.key"),
+		// The edge bootstraps its own certificate (ADS serving and CA
+		// client) with the dev token, and renews it.
+		"--ca-bootstrap-token-file", filepath.Join(certs, "bootstrap-token"), "--ca-bootstrap-token-type", "pre-shared",
 		"--ca-addr", caAddr, "--ca-server-name", "osm-cert-authority.osm-system.svc",
-		"--ca-client-cert-file", filepath.Join(certs, "edge.crt"), "--ca-client-key-file", filepath.Join(certs, "edge.key"),
 		"--ca-trust-file", filepath.Join(certs, "ca-roots.pem"),
 		"--nats-url", natsURL, "--nats-user", string(bus.RoleEdge)},
 		map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleEdge]})
@@ -323,40 +313,28 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	return run, rows, nil
 }
 
-// servingCert makes a CA and a serving certificate for 127.0.0.1, for the
-// webhook the apiserver calls.
-func servingCert() (caPEM, certPEM, keyPEM []byte, err error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
+// injectorServiceName is the injector's webhook Service.
+const injectorServiceName = "osm-injector"
+
+// injectorService makes osm-system/osm-injector an ExternalName Service for
+// localhost: the apiserver resolves the webhook's Service reference to it
+// and verifies the certificate against osm-injector.osm-system.svc, as in a
+// cluster.
+func injectorService(ctx context.Context, cs kubernetes.Interface) error {
+	svcs := cs.CoreV1().Services(controlPlaneNS)
+	spec := corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: "localhost"}
+	cur, err := svcs.Get(ctx, injectorServiceName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = svcs.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: injectorServiceName}, Spec: spec}, metav1.CreateOptions{})
+	case err == nil && (cur.Spec.Type != spec.Type || cur.Spec.ExternalName != spec.ExternalName):
+		cur.Spec = spec
+		_, err = svcs.Update(ctx, cur, metav1.UpdateOptions{})
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "osm-dev webhook ca"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(30 * 24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return nil, nil, nil, err
+		return fmt.Errorf("injector Service: %w", err)
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "osm-injector"},
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(30 * 24 * time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	kb, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kb}), nil
+	return nil
 }
 
 // secretFile returns the random secret kept in path, creating it once.

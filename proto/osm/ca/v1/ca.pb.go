@@ -485,7 +485,17 @@ type BootstrapRequest struct {
 	Csr []byte `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`
 	// Requested lifetime. Unset means the CA's default for control-plane
 	// certificates; the CA may shorten it.
-	Ttl           *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,5,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// DNS names to add to the certificate as DNS SANs, for a component that
+	// serves HTTPS to callers that verify a host name (the injector-webhook's
+	// admission server, called by the kube-apiserver). Only roles that serve
+	// such callers may ask (today COMPONENT_ROLE_INJECTOR_WEBHOOK), and only
+	// for Services of the CA's own (control-plane) namespace <ns>:
+	// <svc>.<ns>, <svc>.<ns>.svc or <svc>.<ns>.svc.<cluster-domain>, each
+	// lowercase, with <svc> a DNS label. At most 8 names. Any other name is
+	// refused with InvalidArgument (another role: PermissionDenied) and a
+	// message naming the field, e.g. "dns_names[1]". Empty: a URI SAN only.
+	DnsNames      []string `protobuf:"bytes,6,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -551,6 +561,13 @@ func (x *BootstrapRequest) GetCsr() []byte {
 func (x *BootstrapRequest) GetTtl() *durationpb.Duration {
 	if x != nil {
 		return x.Ttl
+	}
+	return nil
+}
+
+func (x *BootstrapRequest) GetDnsNames() []string {
+	if x != nil {
+		return x.DnsNames
 	}
 	return nil
 }
@@ -658,14 +675,15 @@ const file_osm_ca_v1_ca_proto_rawDesc = "" +
 	"\x17WatchTrustBundleRequest\x12#\n" +
 	"\rknown_version\x18\x01 \x01(\tR\fknownVersion\"W\n" +
 	"\x18WatchTrustBundleResponse\x12;\n" +
-	"\ftrust_bundle\x18\x01 \x01(\v2\x18.osm.mesh.v1.TrustBundleR\vtrustBundle\"\xca\x01\n" +
+	"\ftrust_bundle\x18\x01 \x01(\v2\x18.osm.mesh.v1.TrustBundleR\vtrustBundle\"\xe7\x01\n" +
 	"\x10BootstrapRequest\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x123\n" +
 	"\n" +
 	"token_type\x18\x02 \x01(\x0e2\x14.osm.ca.v1.TokenTypeR\ttokenType\x12,\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x18.osm.ca.v1.ComponentRoleR\x04role\x12\x10\n" +
 	"\x03csr\x18\x04 \x01(\fR\x03csr\x12+\n" +
-	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xf6\x01\n" +
+	"\x03ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1b\n" +
+	"\tdns_names\x18\x06 \x03(\tR\bdnsNames\"\xf6\x01\n" +
 	"\x11BootstrapResponse\x122\n" +
 	"\x15certificate_chain_pem\x18\x01 \x01(\fR\x13certificateChainPem\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1b\n" +

@@ -161,6 +161,11 @@ func (x *ResourceNames) GetNames() []string {
 // ProxyGroup is the configuration of every proxy that shares one workload
 // identity: the names of the resources of each xDS type those proxies are
 // served. It is keyed by identity (namespace/serviceaccount).
+//
+// The names a group's proxies are served, per type, are the union of the
+// group's own `resources` and the `resources` of every NameSet it lists in
+// `sets`. Names many identities share live in a set, so a change to them
+// rewrites one set rather than every group.
 type ProxyGroup struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workload identity the group is for.
@@ -170,7 +175,10 @@ type ProxyGroup struct {
 	Resources map[string]*ResourceNames `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Number of the generation that last wrote this group, for debugging; like
 	// CompiledResource.generation it takes no part in change detection.
-	Generation    uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// Names of the NameSets whose names the group also includes, sorted,
+	// without duplicates. A set not (yet) present contributes no names.
+	Sets          []string `protobuf:"bytes,4,rep,name=sets,proto3" json:"sets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -226,6 +234,85 @@ func (x *ProxyGroup) GetGeneration() uint64 {
 	return 0
 }
 
+func (x *ProxyGroup) GetSets() []string {
+	if x != nil {
+		return x.Sets
+	}
+	return nil
+}
+
+// NameSet is a named set of resource names, by xDS type, that several proxy
+// groups share by listing its name in ProxyGroup.sets. It is keyed by its
+// name ("set.<name>"). Example: in permissive mode sets hold the outbound
+// names of every service, and every group refers to them.
+//
+// An xds-edge built before NameSet existed ignores set keys, and with them
+// the names a group takes from its sets: upgrade the edges before the
+// policy-compiler.
+type NameSet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The set's name, as proxy groups refer to it.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Resource names by xDS type URL, like ProxyGroup.resources.
+	Resources map[string]*ResourceNames `protobuf:"bytes,2,rep,name=resources,proto3" json:"resources,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Number of the generation that last wrote this set, for debugging; it
+	// takes no part in change detection.
+	Generation    uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NameSet) Reset() {
+	*x = NameSet{}
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NameSet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NameSet) ProtoMessage() {}
+
+func (x *NameSet) ProtoReflect() protoreflect.Message {
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NameSet.ProtoReflect.Descriptor instead.
+func (*NameSet) Descriptor() ([]byte, []int) {
+	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *NameSet) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NameSet) GetResources() map[string]*ResourceNames {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *NameSet) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 // Generation is the value of the `generation` key in KV `mesh-compiled`. The
 // compiler writes it last, after every resource and group of that compile,
 // so an edge that sees it holds (or is about to receive, in KV order) every
@@ -241,8 +328,8 @@ type Generation struct {
 	ObservedRevision uint64 `protobuf:"varint,3,opt,name=observed_revision,json=observedRevision,proto3" json:"observed_revision,omitempty"`
 	// When the compiler committed this generation.
 	CommitTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
-	// Number of keys (resources and groups, including deletes) the compiler
-	// wrote for this generation.
+	// Number of keys (resources, groups and name sets, including deletes) the
+	// compiler wrote for this generation.
 	ChangedKeys   uint32 `protobuf:"varint,5,opt,name=changed_keys,json=changedKeys,proto3" json:"changed_keys,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -250,7 +337,7 @@ type Generation struct {
 
 func (x *Generation) Reset() {
 	*x = Generation{}
-	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +349,7 @@ func (x *Generation) String() string {
 func (*Generation) ProtoMessage() {}
 
 func (x *Generation) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +362,7 @@ func (x *Generation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Generation.ProtoReflect.Descriptor instead.
 func (*Generation) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{3}
+	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Generation) GetNumber() uint64 {
@@ -327,11 +414,21 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"generation\x18\x05 \x01(\x04R\n" +
 	"generation\"%\n" +
 	"\rResourceNames\x12\x14\n" +
-	"\x05names\x18\x01 \x03(\tR\x05names\"\xff\x01\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\x93\x02\n" +
 	"\n" +
 	"ProxyGroup\x121\n" +
 	"\bidentity\x18\x01 \x01(\v2\x15.osm.mesh.v1.IdentityR\bidentity\x12D\n" +
 	"\tresources\x18\x02 \x03(\v2&.osm.mesh.v1.ProxyGroup.ResourcesEntryR\tresources\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04sets\x18\x04 \x03(\tR\x04sets\x1aX\n" +
+	"\x0eResourcesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\"\xda\x01\n" +
+	"\aNameSet\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
+	"\tresources\x18\x02 \x03(\v2#.osm.mesh.v1.NameSet.ResourcesEntryR\tresources\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x1aX\n" +
@@ -359,26 +456,30 @@ func file_osm_mesh_v1_compiled_proto_rawDescGZIP() []byte {
 	return file_osm_mesh_v1_compiled_proto_rawDescData
 }
 
-var file_osm_mesh_v1_compiled_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_osm_mesh_v1_compiled_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_osm_mesh_v1_compiled_proto_goTypes = []any{
 	(*CompiledResource)(nil),      // 0: osm.mesh.v1.CompiledResource
 	(*ResourceNames)(nil),         // 1: osm.mesh.v1.ResourceNames
 	(*ProxyGroup)(nil),            // 2: osm.mesh.v1.ProxyGroup
-	(*Generation)(nil),            // 3: osm.mesh.v1.Generation
-	nil,                           // 4: osm.mesh.v1.ProxyGroup.ResourcesEntry
-	(*Identity)(nil),              // 5: osm.mesh.v1.Identity
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*NameSet)(nil),               // 3: osm.mesh.v1.NameSet
+	(*Generation)(nil),            // 4: osm.mesh.v1.Generation
+	nil,                           // 5: osm.mesh.v1.ProxyGroup.ResourcesEntry
+	nil,                           // 6: osm.mesh.v1.NameSet.ResourcesEntry
+	(*Identity)(nil),              // 7: osm.mesh.v1.Identity
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_osm_mesh_v1_compiled_proto_depIdxs = []int32{
-	5, // 0: osm.mesh.v1.ProxyGroup.identity:type_name -> osm.mesh.v1.Identity
-	4, // 1: osm.mesh.v1.ProxyGroup.resources:type_name -> osm.mesh.v1.ProxyGroup.ResourcesEntry
-	6, // 2: osm.mesh.v1.Generation.commit_time:type_name -> google.protobuf.Timestamp
-	1, // 3: osm.mesh.v1.ProxyGroup.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7, // 0: osm.mesh.v1.ProxyGroup.identity:type_name -> osm.mesh.v1.Identity
+	5, // 1: osm.mesh.v1.ProxyGroup.resources:type_name -> osm.mesh.v1.ProxyGroup.ResourcesEntry
+	6, // 2: osm.mesh.v1.NameSet.resources:type_name -> osm.mesh.v1.NameSet.ResourcesEntry
+	8, // 3: osm.mesh.v1.Generation.commit_time:type_name -> google.protobuf.Timestamp
+	1, // 4: osm.mesh.v1.ProxyGroup.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
+	1, // 5: osm.mesh.v1.NameSet.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
+	6, // [6:6] is the sub-list for method output_type
+	6, // [6:6] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_osm_mesh_v1_compiled_proto_init() }
@@ -393,7 +494,7 @@ func file_osm_mesh_v1_compiled_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_mesh_v1_compiled_proto_rawDesc), len(file_osm_mesh_v1_compiled_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -22,12 +22,13 @@ const (
 
 // Config is the cert-authority's configuration.
 type Config struct {
-	TrustDomain string
-	Namespace   string
-	Provider    string
-	GRPCAddr    string
-	DNSNames    string
-	Kubeconfig  string
+	TrustDomain   string
+	Namespace     string
+	ClusterDomain string
+	Provider      string
+	GRPCAddr      string
+	DNSNames      string
+	Kubeconfig    string
 
 	DefaultTTL, MaxTTL     time.Duration
 	ControlPlaneTTL        time.Duration
@@ -84,6 +85,7 @@ func (c *Config) Register(f *app.Flags) {
 	f.String(&c.Provider, "provider", ProviderBuiltin, `certificate provider: "builtin" or "vault"`)
 	f.String(&c.GRPCAddr, "grpc-addr", ":9443", "address of the gRPC (mutual TLS) listener")
 	f.String(&c.DNSNames, "server-dns-names", "", "comma-separated DNS names in the CA's serving certificate (default osm-cert-authority.<namespace>.svc)")
+	f.String(&c.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster: Bootstrap may certify <svc>.<namespace>.svc.<cluster-domain> for the injector-webhook")
 	f.String(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster configuration")
 	f.Duration(&c.DefaultTTL, "default-ttl", 24*time.Hour, "lifetime of a workload certificate when the request names none")
 	f.Duration(&c.MaxTTL, "max-ttl", 48*time.Hour, "longest workload certificate lifetime a request may ask for")
@@ -118,6 +120,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Namespace == "" {
 		return app.FlagError("namespace", "is required")
+	}
+	if c.ClusterDomain == "" || strings.HasPrefix(c.ClusterDomain, ".") || strings.HasSuffix(c.ClusterDomain, ".") {
+		return app.FlagError("cluster-domain", "must be a DNS domain such as cluster.local, got %q", c.ClusterDomain)
 	}
 	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 		return app.FlagError("grpc-addr", "%v", err)

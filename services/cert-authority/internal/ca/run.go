@@ -144,9 +144,10 @@ func Run(ctx context.Context, rt *app.Runtime, c *Config, deps Deps) error {
 		Hub:          hub,
 		Workload:     pki.Policy{TrustDomain: c.TrustDomain, DefaultTTL: c.DefaultTTL, MaxTTL: c.MaxTTL},
 		ControlPlane: pki.Policy{TrustDomain: c.TrustDomain, DefaultTTL: c.ControlPlaneTTL, MaxTTL: c.ControlPlaneTTL},
-		Bootstrap:    server.BootstrapOptions{Reviewer: reviewer, Accounts: accounts, DevToken: c.DevBootstrapToken},
-		Log:          log,
-		Meter:        rt.Telemetry.Meter(Name),
+		Bootstrap: server.BootstrapOptions{Reviewer: reviewer, Accounts: accounts, DevToken: c.DevBootstrapToken,
+			DNS: server.DNSPolicy{Namespace: c.Namespace, ClusterDomain: c.ClusterDomain}},
+		Log:   log,
+		Meter: rt.Telemetry.Meter(Name),
 	})
 	if err != nil {
 		return err
@@ -173,6 +174,7 @@ func Run(ctx context.Context, rt *app.Runtime, c *Config, deps Deps) error {
 	g.Go(func() error { return gs.Serve(lis) })
 	g.Go(func() error {
 		<-gctx.Done()
+		srv.EndWatches() // else GracefulStop waits for the bundle watchers until its deadline
 		stopped := make(chan struct{})
 		go func() { gs.GracefulStop(); close(stopped) }()
 		select {

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net/url"
 	"reflect"
@@ -21,7 +22,12 @@ func TestEncodedLeafMatchesStdlib(t *testing.T) {
 	uri, _ := url.Parse("spiffe://cluster.local/ns/a/sa/b")
 	serial := big.NewInt(0).Lsh(big.NewInt(1), 127)
 	nb, na := time.Now().Add(-time.Minute).Truncate(time.Second), time.Now().Add(time.Hour).Truncate(time.Second)
-	for _, dns := range [][]string{nil, {"ca.test", "osm-cert-authority.osm-system.svc"}} {
+	far := time.Date(2051, 1, 2, 3, 4, 5, 0, time.UTC) // GeneralizedTime from 2050
+	for i, dns := range [][]string{nil, {"ca.test", "osm-cert-authority.osm-system.svc"}, nil} {
+		na := na
+		if i == 2 {
+			na = far
+		}
 		key, _ := canEncodeLeaf(root)
 		spki, _ := spkiOf(&k.PublicKey)
 		fastDER, err := encodeLeaf(root, key, leafFields{serial: serial, notBefore: nb, notAfter: na, spki: spki, uri: uri, dnsNames: dns})
@@ -40,6 +46,10 @@ func TestEncodedLeafMatchesStdlib(t *testing.T) {
 			t.Fatal(err)
 		}
 		ref, _ := x509.ParseCertificate(refDER)
+		// The signed part is byte for byte what crypto/x509 produces.
+		if !bytes.Equal(fast.RawTBSCertificate, ref.RawTBSCertificate) {
+			t.Errorf("TBSCertificate differs from crypto/x509's:\n encoded %x\n  stdlib %x", fast.RawTBSCertificate, ref.RawTBSCertificate)
+		}
 		if err := fast.CheckSignatureFrom(root.cert); err != nil {
 			t.Fatalf("signature: %v", err)
 		}
@@ -113,5 +123,22 @@ func TestIssueWithRSARootUsesStdlib(t *testing.T) {
 	}
 	if _, err := lc.Verify(x509.VerifyOptions{Roots: pool}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAppendPEMMatchesStdlib: appendPEM writes what pem.EncodeToMemory
+// does, and pemLen is its exact length.
+func TestAppendPEMMatchesStdlib(t *testing.T) {
+	data := make([]byte, 400)
+	_, _ = rand.Read(data)
+	for n := range len(data) {
+		want := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: data[:n]})
+		got := appendPEM([]byte("prefix"), "CERTIFICATE", data[:n])
+		if string(got) != "prefix"+string(want) {
+			t.Fatalf("%d bytes:\n got %q\nwant %q", n, got, want)
+		}
+		if l := pemLen("CERTIFICATE", n); l != len(want) {
+			t.Fatalf("%d bytes: pemLen %d, want %d", n, l, len(want))
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/url"
+	"sync"
 	"time"
 )
 
@@ -24,6 +25,15 @@ type Issuer struct {
 	key   crypto.Signer
 	id    string
 	chain []byte // PEM of the issuer's chain up to, but not including, the root
+
+	tmplOnce sync.Once
+	tmpl     *leafTemplate
+}
+
+// template returns the issuer's leaf template, built on first use.
+func (iss *Issuer) template() *leafTemplate {
+	iss.tmplOnce.Do(func() { iss.tmpl = newLeafTemplate(iss) })
+	return iss.tmpl
 }
 
 // NewIssuer pairs a CA certificate with its private key, checking that the
@@ -143,7 +153,8 @@ func (iss *Issuer) Issue(r LeafRequest) (*Leaf, error) {
 	if err != nil {
 		return nil, err
 	}
-	chain := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	chain := make([]byte, 0, pemLen("CERTIFICATE", len(der))+len(iss.chain))
+	chain = appendPEM(chain, "CERTIFICATE", der)
 	chain = append(chain, iss.chain...)
 	// The encoded times are whole seconds.
 	return &Leaf{ChainPEM: chain, DER: der, SerialNumber: serial, NotBefore: notBefore.Truncate(time.Second), NotAfter: notAfter.Truncate(time.Second), IssuerID: iss.id}, nil

@@ -147,11 +147,8 @@ func (p Policy) ValidateWorkload(csrData []byte, identity string, ttl time.Durat
 	if err != nil {
 		return nil, err
 	}
-	csr, err := ParseCSR(csrData)
+	csr, err := ParseCSRFor(csrData, id.URL())
 	if err != nil {
-		return nil, err
-	}
-	if err := CheckSANs(csr, id.URL()); err != nil {
 		return nil, err
 	}
 	d, err := p.TTL(ttl)

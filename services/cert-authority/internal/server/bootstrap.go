@@ -45,6 +45,8 @@ type BootstrapOptions struct {
 	// DevToken, when set, is a pre-shared token that may claim any role: for
 	// the local dev stack only.
 	DevToken string
+	// DNS is the policy for BootstrapRequest.dns_names.
+	DNS DNSPolicy
 }
 
 // roleFromProto maps the wire enum to a role.
@@ -75,6 +77,11 @@ func (s *Server) Bootstrap(ctx context.Context, req *cav1.BootstrapRequest) (*ca
 		s.metrics.record(ctx, rpcBootstrap, start, err)
 		return nil, err
 	}
+	if err := s.boot.DNS.checkDNSNames(role, req.GetDnsNames()); err != nil {
+		s.metrics.record(ctx, rpcBootstrap, start, err)
+		log.WithError(err).Warn("bootstrap refused")
+		return nil, err
+	}
 	who, err := s.authenticate(ctx, req, role)
 	if err != nil {
 		s.metrics.record(ctx, rpcBootstrap, start, err)
@@ -88,7 +95,7 @@ func (s *Server) Bootstrap(ctx context.Context, req *cav1.BootstrapRequest) (*ca
 		return nil, toStatus(err)
 	}
 	bundle, _ := s.hub.Current()
-	log.WithFields(logrus.Fields{"caller": who, "serial": leaf.SerialNumber.Text(16), "not_after": leaf.NotAfter.UTC()}).Info("bootstrapped control-plane certificate")
+	log.WithFields(logrus.Fields{"caller": who, "serial": leaf.SerialNumber.Text(16), "not_after": leaf.NotAfter.UTC(), "dns_names": req.GetDnsNames()}).Info("bootstrapped control-plane certificate")
 	return &cav1.BootstrapResponse{
 		CertificateChainPem: leaf.ChainPEM,
 		Identity:            pki.ControlPlaneURI(s.cp.TrustDomain, role).String(),
@@ -146,7 +153,7 @@ func (s *Server) bootstrapSign(ctx context.Context, req *cav1.BootstrapRequest, 
 	if err != nil {
 		return nil, err
 	}
-	return s.signer.Sign(ctx, pki.SignRequest{CSR: csr, URI: uri, TTL: ttl})
+	return s.signer.Sign(ctx, pki.SignRequest{CSR: csr, URI: uri, DNSNames: req.GetDnsNames(), TTL: ttl})
 }
 
 // KubeReviewer verifies tokens with the apiserver's TokenReview API.

@@ -20,6 +20,7 @@ package server
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -69,6 +70,9 @@ type Server struct {
 	boot    BootstrapOptions
 	log     *logrus.Entry
 	metrics *metrics
+
+	stopOnce sync.Once
+	stopping chan struct{} // closed by EndWatches
 }
 
 var _ cav1.CertificateAuthorityServiceServer = (*Server)(nil)
@@ -88,7 +92,8 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{signer: o.Signer, hub: o.Hub, wl: o.Workload, cp: o.ControlPlane, boot: o.Bootstrap, log: o.Log, metrics: m}, nil
+	return &Server{signer: o.Signer, hub: o.Hub, wl: o.Workload, cp: o.ControlPlane, boot: o.Bootstrap, log: o.Log, metrics: m,
+		stopping: make(chan struct{})}, nil
 }
 
 // Register adds the service to a gRPC server.
@@ -140,12 +145,28 @@ func (s *Server) GetTrustBundle(context.Context, *cav1.GetTrustBundleRequest) (*
 }
 
 // WatchTrustBundle streams the bundle: the current one unless the caller
-// knows it, then each change.
+// knows it, then each change, until the caller cancels or EndWatches is
+// called (the stream then ends with Unavailable, and the caller reconnects,
+// for example to another replica).
 func (s *Server) WatchTrustBundle(req *cav1.WatchTrustBundleRequest, stream grpc.ServerStreamingServer[cav1.WatchTrustBundleResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopping:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	known := req.GetKnownVersion()
 	for {
-		b, err := s.hub.Next(stream.Context(), known)
+		b, err := s.hub.Next(ctx, known)
 		if err != nil {
+			select {
+			case <-s.stopping:
+				return status.Error(codes.Unavailable, "the cert-authority is shutting down; reconnect")
+			default:
+			}
 			return status.FromContextError(err).Err()
 		}
 		if err := stream.Send(&cav1.WatchTrustBundleResponse{TrustBundle: b}); err != nil {
@@ -153,4 +174,11 @@ func (s *Server) WatchTrustBundle(req *cav1.WatchTrustBundleRequest, stream grpc
 		}
 		known = b.Version
 	}
+}
+
+// EndWatches ends every WatchTrustBundle stream, now and later. Call it
+// before grpc.Server.GracefulStop, which would otherwise wait for these
+// never-ending streams until its deadline.
+func (s *Server) EndWatches() {
+	s.stopOnce.Do(func() { close(s.stopping) })
 }

@@ -10,12 +10,14 @@ import (
 	"encoding/pem"
 	"net"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/metric"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -30,7 +32,12 @@ import (
 	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(benchServerEnv) != "" {
+		os.Exit(runBenchServer())
+	}
+	goleak.VerifyTestMain(m)
+}
 
 const (
 	td       = "cluster.local"
@@ -81,14 +88,42 @@ type caOptions struct {
 	reviewer TokenReviewer
 	accounts map[pki.Role]ServiceAccount
 	devToken string
+	dns      DNSPolicy
+	meter    metric.Meter
 }
 
 func startCA(t testing.TB, o caOptions) *testCA {
 	t.Helper()
-	root := newRoot(t)
+	ca, gs, err := newTestCA(t.Context(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(lis) }()
+	t.Cleanup(func() { gs.Stop(); <-done })
+	ca.addr = lis.Addr().String()
+	return ca
+}
+
+// newTestCA builds the CA and its gRPC server, not yet serving. It returns
+// errors rather than failing a test so that the benchmark's server process
+// (see bench_test.go) can use it too.
+func newTestCA(ctx context.Context, o caOptions) (*testCA, *grpc.Server, error) {
+	c, k, err := pki.GenerateRoot(pki.RootOptions{TrustDomain: td})
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := pki.ParseIssuer(c, k)
+	if err != nil {
+		return nil, nil, err
+	}
 	prov := builtin.NewProvider(pki.NewRootSet(root))
 	hub := trust.NewHub()
-	b, _ := prov.TrustBundle(t.Context())
+	b, _ := prov.TrustBundle(ctx)
 	hub.Set(b)
 	logs := &syncBuffer{}
 	l := logrus.New()
@@ -100,26 +135,20 @@ func startCA(t testing.TB, o caOptions) *testCA {
 		Hub:          hub,
 		Workload:     pki.Policy{TrustDomain: td, DefaultTTL: 24 * time.Hour, MaxTTL: 48 * time.Hour},
 		ControlPlane: pki.Policy{TrustDomain: td, DefaultTTL: 12 * time.Hour, MaxTTL: 24 * time.Hour},
-		Bootstrap:    BootstrapOptions{Reviewer: o.reviewer, Accounts: o.accounts, DevToken: o.devToken},
+		Bootstrap:    BootstrapOptions{Reviewer: o.reviewer, Accounts: o.accounts, DevToken: o.devToken, DNS: o.dns},
 		Log:          log,
+		Meter:        o.meter,
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	cert := NewServingCert(ServingCertOptions{Signer: prov, TrustDomain: td, DNSNames: []string{caName}, Log: log})
-	if err := cert.Renew(t.Context()); err != nil {
-		t.Fatal(err)
+	if err := cert.Renew(ctx); err != nil {
+		return nil, nil, err
 	}
 	gs := NewGRPCServer(TLSConfig(cert, hub), NewAuthorizer(td))
 	srv.Register(gs)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(lis) }()
-	t.Cleanup(func() { gs.Stop(); <-done })
-	return &testCA{addr: lis.Addr().String(), hub: hub, server: srv, roots: []*pki.Issuer{root}, logs: logs}
+	return &testCA{hub: hub, server: srv, roots: []*pki.Issuer{root}, logs: logs}, gs, nil
 }
 
 func (ca *testCA) bundle() *meshv1.TrustBundle {

@@ -251,6 +251,9 @@ func leafFromSecret(s *vaultapi.Secret, r pki.SignRequest) (*pki.Leaf, error) {
 	if r.URI != nil && (len(leaf.URIs) != 1 || leaf.URIs[0].String() != r.URI.String()) {
 		return nil, pki.Errorf(pki.ReasonProvider, "vault issued URI SANs %v, want only %s (set use_csr_sans=false on the role)", leaf.URIs, r.URI)
 	}
+	if !sameNames(leaf.DNSNames, r.DNSNames) {
+		return nil, pki.Errorf(pki.ReasonProvider, "vault issued DNS SANs %v, want exactly %v", leaf.DNSNames, r.DNSNames)
+	}
 	chain := []byte(strings.TrimSpace(certPEM) + "\n")
 	var root *x509.Certificate
 	caChain, _ := s.Data["ca_chain"].([]any)
@@ -356,4 +359,22 @@ func isRoot(c *x509.Certificate) bool {
 func publicKeyEqual(a, b any) bool {
 	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ka.Equal(b)
+}
+
+// sameNames reports whether a and b hold the same names, in any order.
+func sameNames(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := make(map[string]int, len(a))
+	for _, n := range a {
+		set[n]++
+	}
+	for _, n := range b {
+		if set[n] == 0 {
+			return false
+		}
+		set[n]--
+	}
+	return true
 }

@@ -40,9 +40,7 @@ import (
 	"github.com/openservicemesh/osm/libs/telemetry"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
-	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
-	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
 )
 
 // MeshConfigGVR is OSM's MeshConfig resource.
@@ -50,15 +48,14 @@ var MeshConfigGVR = schema.GroupVersionResource{Group: "config.openservicemesh.i
 
 // Config is the injector's configuration (its flags).
 type Config struct {
+	// ServingConfig is the serving certificate's part (serving.go).
+	ServingConfig
 	Kubeconfig            string
 	MeshName              string
 	TrustDomain           string
 	ControlPlaneNamespace string
 	MeshConfigName        string
 	ListenAddr            string
-	TLSCertFile           string
-	TLSKeyFile            string
-	TLSCAFile             string
 	WebhookConfigName     string
 	WebhookServiceName    string
 	WebhookURL            string
@@ -82,18 +79,16 @@ type Config struct {
 
 // Flags registers the configuration's flags.
 func (c *Config) Flags(f *app.Flags) {
+	c.ServingConfig.flags(f)
 	f.String(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
 	f.String(&c.MeshName, "mesh-name", "osm", "mesh name: namespaces labelled openservicemesh.io/monitored-by=<mesh-name> are injected")
 	f.String(&c.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
 	f.String(&c.ControlPlaneNamespace, "control-plane-namespace", "osm-system", "namespace of the control plane; never injected")
 	f.String(&c.MeshConfigName, "meshconfig-name", "osm-mesh-config", "MeshConfig (in the control-plane namespace) whose sidecar and traffic settings apply")
 	f.String(&c.ListenAddr, "listen-addr", ":9443", "HTTPS address of the admission webhook")
-	f.String(&c.TLSCertFile, "tls-cert-file", "", "serving certificate of the webhook (reloaded when it changes)")
-	f.String(&c.TLSKeyFile, "tls-key-file", "", "serving key of the webhook")
-	f.String(&c.TLSCAFile, "tls-ca-file", "", "CA that signed the serving certificate; written as the caBundle of the webhook configuration")
 	f.String(&c.WebhookConfigName, "webhook-config-name", "osm-sidecar-injector", "MutatingWebhookConfiguration the injector owns; empty leaves it unmanaged")
-	f.String(&c.WebhookServiceName, "webhook-service-name", "osm-injector", "Service (in the control-plane namespace) in front of the webhook")
-	f.String(&c.WebhookURL, "webhook-url", "", "call the webhook at this URL instead of the Service (for local clusters)")
+	f.String(&c.WebhookServiceName, "webhook-service-name", "osm-injector", "Service (in the control-plane namespace) in front of the webhook; the CA-issued serving certificate names it: <name>.<ns>, <name>.<ns>.svc, <name>.<ns>.svc.<cluster-domain>")
+	f.String(&c.WebhookURL, "webhook-url", "", "call the webhook at this URL instead of the Service (for local clusters); with a CA-issued certificate its host must be one of the Service's names")
 	f.String(&c.CAAddr, "ca-addr", "osm-cert-authority.osm-system.svc:15443", "gRPC address of the cert-authority")
 	f.String(&c.CAServerName, "ca-server-name", "", "name to verify the cert-authority's certificate against; empty uses the host of --ca-addr")
 	f.String(&c.CACertFile, "ca-client-cert-file", "", "client certificate for the cert-authority (the injector's role)")
@@ -115,7 +110,6 @@ func (c *Config) Flags(f *app.Flags) {
 // Validate checks the configuration; errors name the flag.
 func (c *Config) Validate() error {
 	for _, f := range []struct{ name, v string }{
-		{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile},
 		{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}, {"ca-trust-file", c.CATrustFile},
 		{"mesh-name", c.MeshName}, {"trust-domain", c.TrustDomain}, {"control-plane-namespace", c.ControlPlaneNamespace},
 	} {
@@ -123,8 +117,8 @@ func (c *Config) Validate() error {
 			return app.FlagError(f.name, "is required")
 		}
 	}
-	if c.WebhookConfigName != "" && c.TLSCAFile == "" {
-		return app.FlagError("tls-ca-file", "is required to manage the webhook configuration %s (or set --webhook-config-name to empty)", c.WebhookConfigName)
+	if err := c.validateServing(); err != nil {
+		return err
 	}
 	if c.ProxyUID <= 0 {
 		return app.FlagError("proxy-uid", "must be positive, got %d", c.ProxyUID)
@@ -308,9 +302,9 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	}
 	synced.Store(true)
 
-	certs, err := server.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
+	serving, err := servingTLS(ctx, rt, c, caConn)
 	if err != nil {
-		return app.FlagError("tls-cert-file", "%v", err)
+		return err
 	}
 	handler := &webhook.Handler{Admit: wh, Log: log, MaxBody: int64(c.MaxBody),
 		Observe: func(outcome string, d time.Duration) {
@@ -324,7 +318,7 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return app.FlagError("listen-addr", "cannot listen: %v", err)
 	}
-	srv := &http.Server{Handler: mux, TLSConfig: certs.TLSConfig(), ReadHeaderTimeout: 5 * time.Second,
+	srv := &http.Server{Handler: mux, TLSConfig: serving.tls, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second, MaxHeaderBytes: 64 << 10}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.ServeTLS(ln, "", "") }()
@@ -332,7 +326,7 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	rt.Health.AddReadyCheck("webhook", func(context.Context) error { return nil })
 
 	if c.WebhookConfigName != "" {
-		go keepWebhookConfig(ctx, log, cs, c)
+		go keepWebhookConfig(ctx, log, cs, c, serving.caBundle, serving.bundleChanged)
 	}
 	select {
 	case err := <-serveErr:
@@ -342,39 +336,6 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Shutdown(sctx)
-}
-
-// keepWebhookConfig writes the webhook configuration at start and keeps its
-// caBundle current as the serving CA file changes.
-func keepWebhookConfig(ctx context.Context, log *logrus.Entry, cs kubernetes.Interface, c Config) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		ca, err := os.ReadFile(c.TLSCAFile)
-		if err == nil {
-			desired := webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
-				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
-				ServiceName: c.WebhookServiceName, ServicePort: 443, URL: c.WebhookURL, CABundle: ca}
-			cfg, derr := webhookconfig.Desired(desired)
-			if derr == nil {
-				wrote, eerr := webhookconfig.Ensure(ctx, cs, cfg)
-				err = eerr
-				if wrote {
-					log.WithField("name", c.WebhookConfigName).Info("webhook configuration written")
-				}
-			} else {
-				err = derr
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			log.WithError(err).WithField("name", c.WebhookConfigName).Warn("webhook configuration not updated")
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

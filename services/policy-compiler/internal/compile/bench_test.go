@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
@@ -24,8 +26,9 @@ func loaded(b *testing.B, cfg synth.Config) (*Engine, *Delta) {
 	return e, d
 }
 
-// checkSizes fails the benchmark when a compiled value would exceed the
-// NATS max_payload, and reports the largest and the bytes per identity.
+// checkSizes fails the benchmark when a compiled value (resource, name set
+// or group) would exceed the NATS max_payload, and reports the largest and
+// the bytes per identity.
 func checkSizes(b *testing.B, e *Engine) {
 	b.Helper()
 	largest := 0
@@ -38,11 +41,39 @@ func checkSizes(b *testing.B, e *Engine) {
 		}
 	}
 	total, groups := 0, 0
+	// A set's bytes are summed once and added to each group listing it (the
+	// compiler's sets are disjoint shards; a group's own names that a set
+	// also holds are counted once).
+	setBytes := map[string]int{}
+	inSet := map[string]bool{}
+	for _, s := range e.Sets() {
+		v, _ := proto.Marshal(s.Set)
+		largest = max(largest, len(v))
+		if len(v) > maxKVValue {
+			b.Fatalf("set %s is %d bytes, over the %d-byte NATS limit", s.Key(), len(v), maxKVValue)
+		}
+		for typeURL, names := range s.Set.GetResources() {
+			for _, n := range names.GetNames() {
+				setBytes[s.Set.GetName()] += size[shortType(typeURL)+"/"+n]
+				inSet[typeURL+" "+n] = true
+			}
+		}
+	}
 	for _, g := range e.Groups() {
 		groups++
+		v, _ := proto.Marshal(g.Group)
+		largest = max(largest, len(v))
+		if len(v) > maxKVValue {
+			b.Fatalf("group %s is %d bytes, over the %d-byte NATS limit", g.Key(), len(v), maxKVValue)
+		}
+		for _, name := range g.Group.GetSets() {
+			total += setBytes[name]
+		}
 		for typeURL, names := range g.Group.GetResources() {
 			for _, n := range names.GetNames() {
-				total += size[shortType(typeURL)+"/"+n]
+				if len(g.Group.GetSets()) == 0 || !inSet[typeURL+" "+n] {
+					total += size[shortType(typeURL)+"/"+n]
+				}
 			}
 		}
 	}
@@ -68,6 +99,9 @@ func BenchmarkColdCompile(b *testing.B) {
 	}{
 		{"1k-services", synth.Config{Namespaces: 100, Services: 1000, PodsPerService: 5, TrafficTargets: 1000, HTTPRouteGroups: 50, TrafficSplits: 20}},
 		{"paper-10k-services", synth.Paper},
+		// Permissive mode at the same scale: every proxy reaches all 10k
+		// services, and still no value may exceed the NATS limit.
+		{"paper-10k-permissive", paperPermissive()},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			objs := synth.Generate(c.cfg)
@@ -89,6 +123,12 @@ func BenchmarkColdCompile(b *testing.B) {
 			checkSizes(b, e)
 		})
 	}
+}
+
+func paperPermissive() synth.Config {
+	c := synth.Paper
+	c.Permissive = true
+	return c
 }
 
 // cpuTime is the CPU time (user and system) the process has used; with
@@ -151,7 +191,8 @@ func BenchmarkIncrementalTrafficTarget(b *testing.B) {
 }
 
 // BenchmarkBroadcast adds one service to a permissive mesh of 1000 services
-// and 2000 proxies: every identity's outbound listener and group change.
+// and 2000 proxies: what every proxy is served changes, but the compiler
+// rewrites one shared name set and no group.
 func BenchmarkBroadcast(b *testing.B) {
 	cfg := synth.Config{Namespaces: 100, Services: 1000, PodsPerService: 2, Permissive: true}
 	e, _ := loaded(b, cfg)
@@ -171,8 +212,8 @@ func BenchmarkBroadcast(b *testing.B) {
 			}
 		}
 		d := e.Compile()
-		if len(d.Groups) < cfg.Services {
-			b.Fatalf("broadcast changed %d groups", len(d.Groups))
+		if len(d.Groups) != 0 || len(d.Sets) != 1 {
+			b.Fatalf("broadcast changed %d groups and %d sets, want 0 and 1", len(d.Groups), len(d.Sets))
 		}
 		added = !added
 		cpu += cpuTime() - c0

@@ -62,11 +62,10 @@ func id(ns, sa string) model.Identity { return model.Identity{Namespace: ns, Nam
 
 func groupNames(t *testing.T, e *Engine, i model.Identity, typeURL string) []string {
 	t.Helper()
-	g := e.Group(i)
-	if g == nil {
+	if e.Group(i) == nil {
 		t.Fatalf("no group for %s", i)
 	}
-	return g.Group.GetResources()[typeURL].GetNames()
+	return e.GroupNames(i, typeURL)
 }
 
 func decode[T proto.Message](t *testing.T, e *Engine, typ, name string, m T) T {
@@ -162,6 +161,10 @@ func dump(t *testing.T, e *Engine) []byte {
 		fmt.Fprintf(&b, "=== group %s version=%s\n", g.Identity, g.Version)
 		render(g.Group)
 	}
+	for _, s := range e.Sets() {
+		fmt.Fprintf(&b, "=== set %s version=%s\n", s.Set.GetName(), s.Version)
+		render(s.Set)
+	}
 	return b.Bytes()
 }
 
@@ -174,12 +177,14 @@ func TestBookstoreNames(t *testing.T) {
 			t.Errorf("bookbuyer %s = %v, want %v", typ, got, want)
 		}
 	}
-	if got := groupNames(t, e, buyer, resourcev3.ListenerType); !slices.Equal(got, []string{"outbound-listener:bookbuyer/bookbuyer"}) {
-		t.Errorf("bookbuyer listeners = %v", got)
+	wantListeners := []string{OutboundListener, "outbound-listener:bookstore/bookstore-v1|14001", "outbound-listener:bookstore/bookstore-v2|14001", "outbound-listener:bookstore/bookstore|14001"}
+	if got := groupNames(t, e, buyer, resourcev3.ListenerType); !slices.Equal(got, wantListeners) {
+		t.Errorf("bookbuyer listeners = %v, want %v", got, wantListeners)
 	}
 	v1 := id("bookstore", "bookstore-v1")
-	if got := groupNames(t, e, v1, resourcev3.ListenerType); !slices.Equal(got, []string{"inbound-listener:bookstore/bookstore-v1", "outbound-listener:bookstore/bookstore-v1"}) {
-		t.Errorf("bookstore-v1 listeners = %v", got)
+	wantListeners = []string{"inbound-listener:bookstore/bookstore-v1", OutboundListener, "outbound-listener:bookwarehouse/bookwarehouse|14001"}
+	if got := groupNames(t, e, v1, resourcev3.ListenerType); !slices.Equal(got, wantListeners) {
+		t.Errorf("bookstore-v1 listeners = %v, want %v", got, wantListeners)
 	}
 	wantClusters := []string{"bookstore/bookstore-v1|14001|local", "bookstore/bookstore|14001|local", "bookwarehouse/bookwarehouse|14001"}
 	if got := groupNames(t, e, v1, resourcev3.ClusterType); !slices.Equal(got, wantClusters) {
@@ -197,8 +202,8 @@ func TestBookthiefScoping(t *testing.T) {
 	if got := groupNames(t, smi, thief, resourcev3.ClusterType); len(got) != 0 {
 		t.Errorf("SMI mode: bookthief clusters = %v, want none", got)
 	}
-	if smi.Resource(layout.TypeListener, OutboundListenerName(thief)) != nil {
-		t.Error("SMI mode: bookthief has an outbound listener")
+	if got := groupNames(t, smi, thief, resourcev3.ListenerType); len(got) != 0 {
+		t.Errorf("SMI mode: bookthief listeners = %v, want none", got)
 	}
 	perm := bookstore(t, true)
 	got := groupNames(t, perm, thief, resourcev3.ClusterType)
@@ -388,8 +393,12 @@ func TestGroupNamesSortedAndUnique(t *testing.T) {
 	for _, permissive := range []bool{false, true} {
 		e := bookstore(t, permissive)
 		for _, g := range e.Groups() {
-			for typ, names := range g.Group.GetResources() {
-				n := names.GetNames()
+			for typ := range typeURLSet(g) {
+				own := g.Group.GetResources()[typ].GetNames()
+				if !slices.IsSorted(own) || len(slices.Compact(slices.Clone(own))) != len(own) {
+					t.Errorf("group %s %s own names not sorted and unique: %v", g.Identity, typ, own)
+				}
+				n := e.GroupNames(g.Identity, typ)
 				if !slices.IsSorted(n) || len(slices.Compact(slices.Clone(n))) != len(n) {
 					t.Errorf("group %s %s names not sorted and unique: %v", g.Identity, typ, n)
 				}
@@ -402,11 +411,33 @@ func TestGroupNamesSortedAndUnique(t *testing.T) {
 			if GroupVersion(g.Group) != g.Version {
 				t.Errorf("group %s version is not GroupVersion of its content", g.Identity)
 			}
+			if sets := g.Group.GetSets(); !slices.IsSorted(sets) || len(slices.Compact(slices.Clone(sets))) != len(sets) {
+				t.Errorf("group %s sets not sorted and unique: %v", g.Identity, sets)
+			}
+			for _, name := range g.Group.GetSets() {
+				if e.Set(name) == nil {
+					t.Errorf("group %s lists the missing set %s", g.Identity, name)
+				}
+			}
+		}
+		for _, s := range e.Sets() {
+			if SetVersion(s.Set) != s.Version {
+				t.Errorf("set %s version is not SetVersion of its content", s.Set.GetName())
+			}
+			for typ, names := range s.Set.GetResources() {
+				if n := names.GetNames(); len(n) == 0 || !slices.IsSorted(n) || len(slices.Compact(slices.Clone(n))) != len(n) {
+					t.Errorf("set %s %s names not sorted, unique and non-empty: %v", s.Set.GetName(), typ, n)
+				}
+			}
 		}
 	}
 	perm := bookstore(t, true)
-	if got := groupNames(t, perm, id("bookthief", "bookthief"), resourcev3.ListenerType); !slices.Equal(got, []string{PermissiveOutboundListener}) {
-		t.Errorf("permissive bookthief listeners = %v", got)
+	wantListeners := []string{OutboundListener}
+	for _, s := range perm.everyService() {
+		wantListeners = append(wantListeners, perm.svcFrags[s.nn].listeners...)
+	}
+	if got := groupNames(t, perm, id("bookthief", "bookthief"), resourcev3.ListenerType); !slices.Equal(got, wantListeners) || len(got) < 5 {
+		t.Errorf("permissive bookthief listeners = %v, want %v", got, wantListeners)
 	}
 }
 
@@ -419,3 +450,18 @@ func TestConstantFilters(t *testing.T) {
 }
 
 type rbacPolicy = rbacv3.Policy
+
+// typeURLSet is every type URL a group serves names of, its own or through
+// its sets.
+func typeURLSet(g *Group) map[string]bool {
+	out := map[string]bool{}
+	for typ := range g.Group.GetResources() {
+		out[typ] = true
+	}
+	if len(g.Group.GetSets()) > 0 {
+		for _, typ := range typeURLs {
+			out[typ] = true
+		}
+	}
+	return out
+}

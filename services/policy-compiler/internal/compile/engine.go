@@ -17,19 +17,38 @@
 //	route     ns/svc|port            http and grpc ports: one virtual host with the
 //	                                 service's host names; weighted clusters for a split apex
 //	cluster   ns/svc|port|local      static cluster to the application on 127.0.0.1:targetPort
-//	listener  outbound-listener:ns/sa  per identity (SMI mode), on 15001, original
-//	                                 destination: a filter chain per reachable service
-//	                                 port (HCM with RDS for http/grpc, tcp_proxy for tcp)
-//	listener  outbound-listener:permissive  shared by every proxy in permissive mode
+//	listener  outbound-listener      shared by every proxy that reaches a service, both
+//	                                 modes: 0.0.0.0:15001, use_original_dst; hands each
+//	                                 connection to the listener of its original destination;
+//	                                 a default chain closes the rest
+//	listener  outbound-listener:ns/svc|port  one per service port with a cluster IP: bound
+//	                                 (bind_to_port false) to the cluster IPs; one chain:
+//	                                 HCM with RDS (http, grpc) or tcp_proxy (tcp)
 //	listener  inbound-listener:ns/sa   per identity, on 15003: a TLS chain (client
 //	                                 certificate required) per local target port, with
 //	                                 network RBAC (tcp) or per-route HTTP RBAC (http)
 //	                                 built from the TrafficTargets naming the identity
 //
 // A proxy group, one per identity with running pods, lists the names of each
-// type that the identity's proxies are served. Clusters, endpoints and routes
-// are shared by every proxy that reaches the service; SDS secret names are
-// relative to the proxy, so no cluster names a client identity.
+// type that the identity's proxies are served. Clusters, endpoints, routes
+// and listeners are shared by every proxy that reaches the service; SDS
+// secret names are relative to the proxy, so no cluster names a client
+// identity.
+//
+// Per-service listeners rather than one outbound listener with a filter
+// chain per reachable service: every resource stays small (a listener with
+// every service's chain passes NATS's 1 MB message limit at ~2,900 services
+// in permissive mode), a service change rewrites its own listener only, and
+// the listeners are shared like clusters. Sharding the chains of one
+// listener by size was the alternative; it keeps big resources that every
+// change rewrites, and tcp services (the default protocol) still need one
+// chain each.
+//
+// In permissive mode the outbound names of every service (clusters,
+// endpoints, routes, listeners) are in name sets permissive-00 …
+// permissive-15, sharded by service, and every group lists the sets that
+// exist instead of the names (see PermissiveShards): adding a service
+// rewrites one set, not every group. SMI mode has no sets.
 package compile
 
 import (
@@ -80,6 +99,18 @@ type Group struct {
 // Key is the group's key in KV mesh-compiled.
 func (g *Group) Key() string { return layout.GroupKey(g.Identity.Namespace, g.Identity.Name) }
 
+// Set is a compiled name set: resource names that several proxy groups
+// share by listing the set's name.
+type Set struct {
+	// Set is the names by type URL (generation unset).
+	Set *meshv1.NameSet
+	// Version is the content hash of Set.
+	Version string
+}
+
+// Key is the set's key in KV mesh-compiled.
+func (s *Set) Key() string { return layout.SetKey(s.Set.GetName()) }
+
 // Delta is what one Compile changed.
 type Delta struct {
 	// Resources are new or changed resources, sorted by key.
@@ -90,6 +121,10 @@ type Delta struct {
 	Groups []*Group
 	// DeletedGroups are keys of groups that no longer exist, sorted.
 	DeletedGroups []string
+	// Sets are new or changed name sets, sorted by key.
+	Sets []*Set
+	// DeletedSets are keys of name sets that no longer exist, sorted.
+	DeletedSets []string
 	// Statuses are policy verdicts that changed since the last Compile
 	// (time and generation unset).
 	Statuses []*meshv1.PolicyStatus
@@ -102,7 +137,8 @@ type Delta struct {
 
 // Empty reports whether the delta writes nothing.
 func (d *Delta) Empty() bool {
-	return len(d.Resources) == 0 && len(d.DeletedResources) == 0 && len(d.Groups) == 0 && len(d.DeletedGroups) == 0
+	return len(d.Resources) == 0 && len(d.DeletedResources) == 0 && len(d.Groups) == 0 && len(d.DeletedGroups) == 0 &&
+		len(d.Sets) == 0 && len(d.DeletedSets) == 0
 }
 
 type resKey struct{ typ, name string }
@@ -124,6 +160,7 @@ type Engine struct {
 
 	// What the changes applied since the last Compile made dirty.
 	all                           bool // recompile everything (namespace or MeshConfig change)
+	allOut                        bool // a service changed in permissive mode: every identity's outbound config
 	dirtySvc, dirtyEP             set[model.NN]
 	dirtyOut, dirtyIn, dirtyGroup set[model.Identity]
 	dirtyTT, dirtyHRG, dirtyTCP   set[model.NN]
@@ -150,14 +187,14 @@ type Engine struct {
 	svcFrags    map[model.NN]*svcFrag            // service → chains and names it contributes
 	svcIDs      map[model.NN][]model.Identity    // service → identities its SANs name
 	allSvcs     []svcRef                         // every compiled service, by key; nil when stale
-	sharedDirty bool                             // a service changed: rebuild the permissive listener
-	permNames   *reachNames                      // names every identity reaches in permissive mode; nil when stale
+	dirtyShards set[int]                         // permissive name sets to rebuild
 	reach       map[model.Identity][]svcRef      // identity → services it reaches
 	reachers    map[model.NN]set[model.Identity] // service → identities reaching it (SMI mode)
 	indexed     map[model.Identity]bool          // reach[id] is in reachers
 	inSvcs      map[model.Identity][]model.NN    // identity → services it serves
 	inBackers   map[model.NN]set[model.Identity] // service → identities serving it
 	groups      map[model.Identity]*Group
+	sets        map[string]*Set
 }
 
 // New returns an Engine with an empty model.
@@ -185,13 +222,15 @@ func New(o Options) *Engine {
 		inSvcs:      map[model.Identity][]model.NN{},
 		inBackers:   map[model.NN]set[model.Identity]{},
 		groups:      map[model.Identity]*Group{},
+		sets:        map[string]*Set{},
+		dirtyShards: set[int]{},
 	}
 	e.resetDirty()
 	return e
 }
 
 func (e *Engine) resetDirty() {
-	e.all = false
+	e.all, e.allOut = false, false
 	e.dirtySvc, e.dirtyEP = set[model.NN]{}, set[model.NN]{}
 	e.dirtyOut, e.dirtyIn, e.dirtyGroup = set[model.Identity]{}, set[model.Identity]{}, set[model.Identity]{}
 	e.dirtyTT, e.dirtyHRG, e.dirtyTCP, e.dirtySplit = set[model.NN]{}, set[model.NN]{}, set[model.NN]{}, set[model.NN]{}
@@ -362,8 +401,13 @@ func (e *Engine) Compile() *Delta {
 		}
 	}
 	e.compileShared(d)
+	if e.allOut {
+		for _, id := range e.m.Identities() {
+			e.dirtyOut.add(id)
+		}
+	}
 	for _, id := range sortedIDs(e.dirtyOut) {
-		e.compileOutbound(id, d)
+		e.compileOutbound(id)
 	}
 	for _, id := range sortedIDs(e.dirtyIn) {
 		e.compileInbound(id, d)
@@ -376,10 +420,15 @@ func (e *Engine) Compile() *Delta {
 	sort.Strings(d.DeletedResources)
 	sort.Slice(d.Groups, func(i, j int) bool { return d.Groups[i].Key() < d.Groups[j].Key() })
 	sort.Strings(d.DeletedGroups)
+	sort.Slice(d.Sets, func(i, j int) bool { return d.Sets[i].Key() < d.Sets[j].Key() })
+	sort.Strings(d.DeletedSets)
 	return d
 }
 
 func (e *Engine) markAll() {
+	for i := range PermissiveShards {
+		e.dirtyShards.add(i)
+	}
 	for _, s := range e.m.ServiceNames() {
 		e.dirtySvc.add(s)
 	}
@@ -464,6 +513,36 @@ func (e *Engine) Groups() []*Group {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
 	return out
+}
+
+// Sets returns every current name set, sorted by key.
+func (e *Engine) Sets() []*Set {
+	out := make([]*Set, 0, len(e.sets))
+	for _, s := range e.sets {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
+}
+
+// Set returns the current name set called name, or nil.
+func (e *Engine) Set(name string) *Set { return e.sets[name] }
+
+// GroupNames returns the names of typeURL the proxies of id are served: the
+// group's own and those of the sets it lists, sorted, without duplicates.
+func (e *Engine) GroupNames(id model.Identity, typeURL string) []string {
+	g := e.groups[id]
+	if g == nil {
+		return nil
+	}
+	names := slices.Clone(g.Group.GetResources()[typeURL].GetNames())
+	for _, name := range g.Group.GetSets() {
+		if s := e.sets[name]; s != nil {
+			names = append(names, s.Set.GetResources()[typeURL].GetNames()...)
+		}
+	}
+	sort.Strings(names)
+	return slices.Compact(names)
 }
 
 // Resource returns a current resource, or nil.

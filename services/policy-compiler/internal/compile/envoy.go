@@ -15,6 +15,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	directresponsev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/direct_response/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
@@ -272,21 +273,31 @@ func routerFilter() *hcmv3.HttpFilter {
 	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustTyped(&routerv3.Router{})}}
 }
 
-// outboundChain is the filter chain of one reachable service port in an
-// outbound listener, or nil for a port clients cannot address by IP (a
-// headless service).
-func outboundChain(sp servicePort, split []weighted) (*listenerv3.FilterChain, error) {
-	var ranges []*corev3.CidrRange
+// buildServiceListener is the outbound listener of one service port, or
+// nil for a port clients cannot address by IP (a headless service). It is
+// a "virtual" listener: bound to the port's cluster IPs without binding the
+// port, it receives the connections the OutboundListener on 15001 hands
+// over by original destination. Its one filter chain is an HTTP connection
+// manager with RDS (http, grpc) or a tcp_proxy (tcp; weighted clusters for a
+// split apex).
+//
+// One small listener per service port, rather than a filter chain per
+// service in one outbound listener, keeps every resource small (an outbound
+// listener of every service passes NATS's 1 MB message limit at ~2,900
+// services) and makes a service change touch its own listener only.
+func buildServiceListener(sp servicePort, split []weighted) (*Resource, error) {
+	var addrs []*corev3.Address
 	for _, ip := range sp.clusterIPs {
 		a, err := netip.ParseAddr(ip)
 		if err != nil {
 			continue
 		}
-		ranges = append(ranges, &corev3.CidrRange{AddressPrefix: a.String(), PrefixLen: wrapperspb.UInt32(uint32(a.BitLen()))})
+		addrs = append(addrs, socketAddress(a.String(), sp.port))
 	}
-	if len(ranges) == 0 {
+	if len(addrs) == 0 {
 		return nil, nil
 	}
+	name := ServiceListenerName(sp.svc, sp.port)
 	stat := sp.cluster()
 	var filter *listenerv3.Filter
 	if sp.protocol.IsHTTP() {
@@ -300,7 +311,7 @@ func outboundChain(sp servicePort, split []weighted) (*listenerv3.FilterChain, e
 		}
 		a, err := typed(h)
 		if err != nil {
-			return nil, fmt.Errorf("outbound chain %s: %w", stat, err)
+			return nil, fmt.Errorf("listener %s: %w", name, err)
 		}
 		filter = &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
 	} else {
@@ -314,18 +325,45 @@ func outboundChain(sp servicePort, split []weighted) (*listenerv3.FilterChain, e
 		}
 		a, err := typed(t)
 		if err != nil {
-			return nil, fmt.Errorf("outbound chain %s: %w", stat, err)
+			return nil, fmt.Errorf("listener %s: %w", name, err)
 		}
 		filter = &listenerv3.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
 	}
-	return &listenerv3.FilterChain{
-		Name: "outbound:" + stat,
-		FilterChainMatch: &listenerv3.FilterChainMatch{
-			PrefixRanges:    ranges,
-			DestinationPort: wrapperspb.UInt32(uint32(sp.port)),
+	l := &listenerv3.Listener{
+		Name:             name,
+		Address:          addrs[0],
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		BindToPort:       wrapperspb.Bool(false),
+		FilterChains:     []*listenerv3.FilterChain{{Name: "outbound:" + stat, Filters: []*listenerv3.Filter{filter}}},
+	}
+	for _, a := range addrs[1:] { // dual-stack services
+		l.AdditionalAddresses = append(l.AdditionalAddresses, &listenerv3.AdditionalAddress{Address: a})
+	}
+	return newResource(layout.TypeListener, name, l)
+}
+
+// buildOutboundListener is the OutboundListener: on 15001, it hands each
+// connection iptables redirected to the listener of its original
+// destination (use_original_dst). A connection no listener of the proxy
+// matches (a service it may not reach, or outside the mesh) falls to the
+// default chain, which closes it, as the per-identity listener's missing
+// filter chain match did.
+func buildOutboundListener() (*Resource, error) {
+	closeConn, err := typed(&directresponsev3.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("listener %s: %w", OutboundListener, err)
+	}
+	l := &listenerv3.Listener{
+		Name:             OutboundListener,
+		Address:          socketAddress("0.0.0.0", OutboundListenerPort),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		UseOriginalDst:   wrapperspb.Bool(true),
+		DefaultFilterChain: &listenerv3.FilterChain{
+			Name:    "outbound:unknown-destination",
+			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.direct_response", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: closeConn}}},
 		},
-		Filters: []*listenerv3.Filter{filter},
-	}, nil
+	}
+	return newResource(layout.TypeListener, l.Name, l)
 }
 
 func originalDst() *listenerv3.ListenerFilter {

@@ -22,6 +22,9 @@ func snapshot(e *Engine) []string {
 	for _, g := range e.Groups() {
 		out = append(out, g.Key()+"@"+g.Version)
 	}
+	for _, s := range e.Sets() {
+		out = append(out, s.Key()+"@"+s.Version)
+	}
 	return out
 }
 

@@ -32,17 +32,20 @@ func TestProtocolOf(t *testing.T) {
 	}
 }
 
-// outboundFilter returns the filter of the outbound chain for cluster.
+// outboundFilter returns the filter of the outbound listener of the
+// service port whose cluster is cluster, after checking that client is
+// served that listener.
 func outboundFilter(t *testing.T, e *Engine, client model.Identity, cluster string) *listenerv3.Filter {
 	t.Helper()
-	l := decode(t, e, layout.TypeListener, OutboundListenerName(client), &listenerv3.Listener{})
-	for _, fc := range l.GetFilterChains() {
-		if fc.GetName() == "outbound:"+cluster {
-			return fc.GetFilters()[0]
-		}
+	name := "outbound-listener:" + cluster
+	if !slices.Contains(groupNames(t, e, client, resourcev3.ListenerType), name) {
+		t.Fatalf("%s is not served %s", client, name)
 	}
-	t.Fatalf("no outbound chain for %s", cluster)
-	return nil
+	l := decode(t, e, layout.TypeListener, name, &listenerv3.Listener{})
+	if fcs := l.GetFilterChains(); len(fcs) != 1 || fcs[0].GetName() != "outbound:"+cluster {
+		t.Fatalf("listener %s chains = %v, want one named outbound:%s", name, fcs, cluster)
+	}
+	return l.GetFilterChains()[0].GetFilters()[0]
 }
 
 func TestGRPCAndTCPSplit(t *testing.T) {
@@ -92,8 +95,8 @@ func TestHeadlessExternalNameAndNamedTargetPort(t *testing.T) {
 	if !slices.Contains(groupNames(t, e, wh, resourcev3.ClusterType), "bookwarehouse/mysql|3306") {
 		t.Error("headless mysql has no cluster")
 	}
-	if e.Resource(layout.TypeListener, OutboundListenerName(wh)) != nil {
-		t.Error("an outbound listener for a headless service only")
+	if e.Resource(layout.TypeListener, ServiceListenerName(model.NN{Namespace: "bookwarehouse", Name: "mysql"}, 3306)) != nil {
+		t.Error("an outbound listener for a headless service")
 	}
 	if e.Resource(layout.TypeCluster, "bookwarehouse/payments|443") != nil {
 		t.Error("an ExternalName service was compiled")

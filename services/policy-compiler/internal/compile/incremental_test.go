@@ -12,6 +12,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
@@ -27,6 +28,12 @@ func keys(d *Delta) []string {
 		out = append(out, "group "+g.Identity.String())
 	}
 	for _, k := range d.DeletedGroups {
+		out = append(out, "delete "+k)
+	}
+	for _, s := range d.Sets {
+		out = append(out, "set "+s.Set.GetName())
+	}
+	for _, k := range d.DeletedSets {
 		out = append(out, "delete "+k)
 	}
 	return out
@@ -94,7 +101,6 @@ func TestTrafficTargetChange(t *testing.T) {
 	d := apply(t, e, tt)
 	want := []string{
 		"listener inbound-listener:bookstore/bookstore-v1",
-		"listener outbound-listener:bookthief/bookthief",
 		"group bookthief/bookthief",
 	}
 	if got := keys(d); !slices.Equal(got, want) {
@@ -110,8 +116,8 @@ func TestTrafficTargetChange(t *testing.T) {
 	if got := groupNames(t, e, id("bookthief", "bookthief"), resourcev3.ClusterType); len(got) != 0 {
 		t.Errorf("after delete, bookthief clusters = %v", got)
 	}
-	if !slices.Contains(keys(d), "delete "+layout.ResourceKey(layout.TypeListener, "outbound-listener:bookthief/bookthief")) {
-		t.Errorf("delete did not remove bookthief's outbound listener: %v", keys(d))
+	if got := groupNames(t, e, id("bookthief", "bookthief"), resourcev3.ListenerType); len(got) != 0 {
+		t.Errorf("after delete, bookthief listeners = %v, want none", got)
 	}
 }
 
@@ -327,7 +333,7 @@ func TestInvalidResourceIsReportedNotEmitted(t *testing.T) {
 		msgs = append(msgs, err.Error())
 	}
 	all := strings.Join(msgs, "\n")
-	for _, want := range []string{"filter chain outbound:bookwarehouse/broken|70000 fails validation", "listener " + inbound + " fails validation"} {
+	for _, want := range []string{"listener outbound-listener:bookwarehouse/broken|70000 fails validation", "listener " + inbound + " fails validation"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("invalid resources %q lack %q", all, want)
 		}
@@ -374,12 +380,125 @@ func TestOversizedResourceIsReportedNotEmitted(t *testing.T) {
 		}
 	}
 	for _, g := range e.Groups() {
-		for typ, names := range g.Group.GetResources() {
-			for _, n := range names.GetNames() {
+		for typ := range typeURLSet(g) {
+			for _, n := range e.GroupNames(g.Identity, typ) {
 				if e.Resource(shortType(typ), n) == nil {
 					t.Errorf("group %s lists the missing %s", g.Identity, n)
 				}
 			}
 		}
+	}
+}
+
+// TestPermissiveBroadcastWritesOneSet adds and removes a service in a
+// permissive mesh: every proxy now reaches it, yet only the service's own
+// resources (its listener among them) and one name set are written, and no
+// group.
+func TestPermissiveBroadcastWritesOneSet(t *testing.T) {
+	cfg := synth.Config{Namespaces: 5, Services: 60, PodsPerService: 2, Permissive: true}
+	e := newEngine()
+	load(t, e, synth.Generate(cfg))
+	extra := synth.Service("ns-000", "extra", "172.31.0.1", map[string]string{"app": "extra"}, synth.Port{Number: 8080, Name: "http", AppProtocol: "http"})
+	set := PermissiveSetName(permissiveShard(model.NN{Namespace: "ns-000", Name: "extra"}))
+	d := apply(t, e, extra)
+	want := []string{
+		"cluster ns-000/extra|8080", "cluster ns-000/extra|8080|local", "endpoint ns-000/extra|8080",
+		"listener outbound-listener:ns-000/extra|8080", "route ns-000/extra|8080", "set " + set,
+	}
+	if got := keys(d); !slices.Equal(got, want) {
+		t.Errorf("adding a service wrote %v, want %v", got, want)
+	}
+	for _, g := range e.Groups() {
+		if got := e.GroupNames(g.Identity, resourcev3.RouteType); !slices.Contains(got, "ns-000/extra|8080") {
+			t.Fatalf("group %s does not reach the new service: routes %v", g.Identity, got)
+		}
+	}
+	d = remove(t, e, layout.KindService, "ns-000", "extra")
+	want = []string{
+		"delete " + layout.ResourceKey(layout.TypeCluster, "ns-000/extra|8080"),
+		"delete " + layout.ResourceKey(layout.TypeCluster, "ns-000/extra|8080|local"),
+		"delete " + layout.ResourceKey(layout.TypeEndpoint, "ns-000/extra|8080"),
+		"delete " + layout.ResourceKey(layout.TypeListener, "outbound-listener:ns-000/extra|8080"),
+		"delete " + layout.ResourceKey(layout.TypeRoute, "ns-000/extra|8080"),
+		"set " + set,
+	}
+	if got := keys(d); !slices.Equal(got, want) {
+		t.Errorf("removing a service wrote %v, want %v", got, want)
+	}
+}
+
+// TestPermissiveSetsComeAndGo checks that groups list exactly the name sets
+// that exist, as services fill and empty them and the mode changes.
+func TestPermissiveSetsComeAndGo(t *testing.T) {
+	e := bookstore(t, true)
+	buyer := id("bookbuyer", "bookbuyer")
+	listed := func() []string { return e.Group(buyer).Group.GetSets() }
+	var existing []string
+	for _, s := range e.Sets() {
+		existing = append(existing, s.Set.GetName())
+	}
+	if got := listed(); len(got) == 0 || !slices.Equal(got, existing) {
+		t.Fatalf("bookbuyer lists sets %v, want the existing %v", got, existing)
+	}
+	// Remove the only service of a shard: its set goes, and every group
+	// stops listing it.
+	mysql := model.NN{Namespace: "bookwarehouse", Name: "mysql"}
+	shard := PermissiveSetName(permissiveShard(mysql))
+	alone := true
+	for _, s := range e.everyService() {
+		if s.nn != mysql && permissiveShard(s.nn) == permissiveShard(mysql) {
+			alone = false
+		}
+	}
+	if !alone {
+		t.Skip("mysql shares its shard in this layout")
+	}
+	d := remove(t, e, layout.KindService, mysql.Namespace, mysql.Name)
+	if !slices.Contains(d.DeletedSets, layout.SetKey(shard)) {
+		t.Errorf("deleted sets %v lack %s", d.DeletedSets, shard)
+	}
+	if len(d.Groups) != len(e.Groups()) {
+		t.Errorf("%d groups rewritten, want all %d", len(d.Groups), len(e.Groups()))
+	}
+	if slices.Contains(listed(), shard) {
+		t.Errorf("bookbuyer still lists %s", shard)
+	}
+	// SMI mode: no sets at all, and no group lists one.
+	smi := newEngine()
+	load(t, smi, synth.Bookstore(true))
+	load(t, smi, synth.Bookstore(false))
+	if len(smi.Sets()) != 0 {
+		t.Errorf("SMI mode kept %d sets", len(smi.Sets()))
+	}
+	for _, g := range smi.Groups() {
+		if len(g.Group.GetSets()) != 0 {
+			t.Errorf("SMI mode: group %s lists sets %v", g.Identity, g.Group.GetSets())
+		}
+	}
+}
+
+// TestPermissiveResourcesStaySmall compiles a permissive mesh under a
+// 4 KiB resource limit: no resource, set or group grows with the number of
+// services (a listener of every service's chains would be ~100 KB here,
+// and passed the 1 MB NATS limit at ~2,900 services).
+func TestPermissiveResourcesStaySmall(t *testing.T) {
+	const limit = 4 << 10
+	e := New(Options{MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName}, MaxResourceBytes: limit})
+	cfg := synth.Config{Namespaces: 10, Services: 300, PodsPerService: 1, Permissive: true}
+	load(t, e, synth.Generate(cfg)) // fails on any resource over the limit
+	for _, s := range e.Sets() {
+		if v, _ := proto.Marshal(s.Set); len(v) > limit {
+			t.Errorf("set %s is %d bytes", s.Set.GetName(), len(v))
+		}
+	}
+	for _, g := range e.Groups() {
+		if v, _ := proto.Marshal(g.Group); len(v) > limit {
+			t.Errorf("group %s is %d bytes", g.Identity, len(v))
+		}
+	}
+	// Every proxy still reaches every service port through a listener.
+	g := e.Groups()[0]
+	if got := len(e.GroupNames(g.Identity, resourcev3.ListenerType)); got < cfg.Services {
+		t.Errorf("group %s is served %d listeners, want one per service port (%d+)", g.Identity, got, cfg.Services)
 	}
 }

@@ -73,12 +73,20 @@ func LocalClusterName(svc model.NN, port int32) string {
 	return ClusterName(svc, port) + "|local"
 }
 
-// OutboundListenerName is the name of the outbound listener of an identity.
-func OutboundListenerName(id model.Identity) string { return "outbound-listener:" + id.String() }
+// OutboundListener is the outbound listener every proxy that reaches any
+// service shares, in both modes: 0.0.0.0:15001 with use_original_dst. It
+// hands each redirected connection to the service listener bound (without
+// binding the port) to the connection's original destination, and closes
+// connections to destinations the proxy has no listener for.
+const OutboundListener = "outbound-listener"
 
-// PermissiveOutboundListener is the outbound listener every proxy shares in
-// permissive mode, where every identity reaches every service.
-const PermissiveOutboundListener = "outbound-listener:permissive"
+// ServiceListenerName is the name of the outbound listener of one service
+// port, "outbound-listener:ns/svc|port": the listener on the port's cluster
+// IPs (bind_to_port false) that the OutboundListener hands connections to.
+// It is shared by every proxy that may reach the service.
+func ServiceListenerName(svc model.NN, port int32) string {
+	return "outbound-listener:" + ClusterName(svc, port)
+}
 
 // InboundListenerName is the name of the inbound listener of an identity.
 func InboundListenerName(id model.Identity) string { return "inbound-listener:" + id.String() }

@@ -4,71 +4,16 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash"
+	"hash/fnv"
+	"maps"
+	"slices"
 	"sort"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 )
-
-// filterChainsField is the field number of Listener.filter_chains.
-var filterChainsField = protowire.Number((&listenerv3.Listener{}).ProtoReflect().Descriptor().Fields().ByName("filter_chains").Number())
-
-// chainBytes validates and serialises one filter chain, once per service
-// port; outbound listeners are assembled from these bytes.
-func chainBytes(fc *listenerv3.FilterChain) ([]byte, error) {
-	if err := fc.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("filter chain %s fails validation: %w", fc.GetName(), err)
-	}
-	b, err := deterministic.Marshal(fc)
-	if err != nil {
-		return nil, fmt.Errorf("marshal filter chain %s: %w", fc.GetName(), err)
-	}
-	return b, nil
-}
-
-// assembleOutbound builds an outbound listener from the serialised filter
-// chains of the services it reaches. The listener without its chains is
-// validated and serialised, and each chain's bytes (validated when built)
-// are appended as a filter_chains field: the wire encoding of the whole
-// listener, without serialising any chain again. The version hashes the
-// shell and the per-service digests of the chains.
-func assembleOutbound(name string, frags []*svcFrag) (*Resource, error) {
-	shell := &listenerv3.Listener{
-		Name:             name,
-		Address:          socketAddress("0.0.0.0", OutboundListenerPort),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		ListenerFilters:  []*listenerv3.ListenerFilter{originalDst()},
-	}
-	r, err := newResource(layout.TypeListener, shell.Name, shell)
-	if err != nil {
-		return nil, err
-	}
-	size := len(r.Bytes)
-	for _, f := range frags {
-		for _, c := range f.chains {
-			size += len(c) + 8
-		}
-	}
-	b := make([]byte, 0, size)
-	b = append(b, r.Bytes...)
-	h := sha256.New()
-	h.Write(r.Bytes)
-	for _, f := range frags {
-		for _, c := range f.chains {
-			b = protowire.AppendTag(b, filterChainsField, protowire.BytesType)
-			b = protowire.AppendBytes(b, c)
-		}
-		h.Write(f.digest[:])
-	}
-	r.Bytes = b
-	r.Version = hex.EncodeToString(h.Sum(nil)[:16])
-	return r, nil
-}
 
 // svcRef is a reached service and its ordering key.
 type svcRef struct {
@@ -136,58 +81,151 @@ func (e *Engine) reachable(id model.Identity) []svcRef {
 	return refs
 }
 
-// reachNames are the names of the clusters, endpoints and routes of the
-// services an identity reaches, each sorted. They are shared, read-only.
+// reachNames are the names of the clusters, endpoints, routes and
+// listeners of the services an identity reaches, each sorted.
 type reachNames struct {
-	clusters, endpoints, routes []string
+	clusters, endpoints, routes, listeners []string
 }
 
-// reachedNames lists the names of what id reaches; in permissive mode the
-// lists are built once and shared by every group.
-func (e *Engine) reachedNames(id model.Identity) *reachNames {
-	permissive := e.m.Permissive()
-	if permissive && e.permNames != nil {
-		return e.permNames
-	}
-	reach := e.reach[id]
-	if permissive {
-		reach = e.everyService()
-	}
+// names collects the names of the services in refs, in order.
+func (e *Engine) names(refs []svcRef) *reachNames {
 	n := &reachNames{}
-	for _, s := range reach {
+	for _, s := range refs {
 		f := e.svcFrags[s.nn]
 		n.clusters = append(n.clusters, f.clusters...)
 		n.endpoints = append(n.endpoints, f.endpoints...)
 		n.routes = append(n.routes, f.routes...)
-	}
-	if permissive {
-		e.permNames = n
+		n.listeners = append(n.listeners, f.listeners...)
 	}
 	return n
 }
 
-// compileShared rebuilds the outbound listener every proxy shares in
-// permissive mode, where every identity reaches every service.
-func (e *Engine) compileShared(d *Delta) {
-	k := resKey{layout.TypeListener, PermissiveOutboundListener}
-	if !e.m.Permissive() || len(e.svcFrags) == 0 {
-		e.drop(k, d)
-		e.sharedDirty = false
-		return
-	}
-	if !e.sharedDirty && e.res[k] != nil {
-		return
-	}
-	e.sharedDirty = false
-	all := e.everyService()
-	frags := make([]*svcFrag, len(all))
-	for i, s := range all {
-		frags[i] = e.svcFrags[s.nn]
-	}
-	e.put(d, layout.TypeListener, PermissiveOutboundListener)(assembleOutbound(PermissiveOutboundListener, frags))
+// PermissiveShards is the number of name sets the permissive-mode names
+// are spread over.
+//
+// In permissive mode every identity reaches every service, so every group
+// would list the outbound names of every service, and adding one service
+// would rewrite every group (at 1000 services and 2000 proxies, about 1000
+// groups of 3000+ names each). Instead those names live in name sets that
+// every group lists: a service change rewrites one set, and the groups stay
+// as they are. The names are sharded by a hash of the service so that one
+// set stays small (10,000 services are about 1 MB of names: one set would
+// not fit a NATS message, and each change would rewrite all of it), and a
+// change rewrites a sixteenth of them (~70 KB at 10,000 services).
+//
+// SMI mode has no sets: there an identity's outbound names are those of
+// the services its TrafficTargets allow, which differ from identity to
+// identity, and a service change already touches only the groups of the
+// identities that may reach it. A set per service would shorten the groups
+// but not spare any group write when access changes, and would add a key
+// per service and a lookup per name at the edge.
+const PermissiveShards = 16
+
+// PermissiveSetName is the name of permissive name set shard i.
+func PermissiveSetName(i int) string { return fmt.Sprintf("permissive-%02d", i) }
+
+// permissiveShard is the permissive name set that holds svc's names.
+func permissiveShard(svc model.NN) int {
+	h := fnv.New32a()
+	h.Write([]byte(svcKey(svc)))
+	return int(h.Sum32() % PermissiveShards)
 }
 
-func (e *Engine) compileOutbound(id model.Identity, d *Delta) {
+// compileShared rebuilds what proxies share: the OutboundListener, which
+// exists while any service does, and in permissive mode the name sets of
+// the services' outbound names.
+func (e *Engine) compileShared(d *Delta) {
+	k := resKey{layout.TypeListener, OutboundListener}
+	switch {
+	case len(e.svcFrags) == 0:
+		e.drop(k, d)
+	case e.res[k] == nil:
+		e.put(d, k.typ, k.name)(buildOutboundListener())
+	}
+	if !e.m.Permissive() || len(e.svcFrags) == 0 {
+		for i := range PermissiveShards {
+			e.dropSet(PermissiveSetName(i), d)
+		}
+		e.dirtyShards = set[int]{}
+		return
+	}
+	all := e.everyService()
+	for _, i := range slices.Sorted(maps.Keys(e.dirtyShards)) {
+		var refs []svcRef
+		for _, s := range all {
+			if permissiveShard(s.nn) == i {
+				refs = append(refs, s)
+			}
+		}
+		n := e.names(refs)
+		e.putSet(PermissiveSetName(i), map[string][]string{
+			layout.TypeCluster:  n.clusters,
+			layout.TypeEndpoint: n.endpoints,
+			layout.TypeRoute:    n.routes,
+			layout.TypeListener: n.listeners,
+		}, d)
+	}
+	e.dirtyShards = set[int]{}
+}
+
+// putSet records the name set called name (by short type; empty lists left
+// out), or drops it when it has no names, and adds it to the delta when its
+// content changed. A set appearing or disappearing changes the groups that
+// list it: they are marked dirty.
+func (e *Engine) putSet(name string, byType map[string][]string, d *Delta) {
+	ns := &meshv1.NameSet{Name: name, Resources: map[string]*meshv1.ResourceNames{}}
+	for typ, names := range byType {
+		if len(names) > 0 {
+			ns.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: names}
+		}
+	}
+	if len(ns.Resources) == 0 {
+		e.dropSet(name, d)
+		return
+	}
+	s := &Set{Set: ns, Version: SetVersion(ns)}
+	old := e.sets[name]
+	if old != nil && old.Version == s.Version {
+		return
+	}
+	if old == nil {
+		e.markAllGroups()
+	}
+	e.sets[name] = s
+	d.Sets = append(d.Sets, s)
+}
+
+func (e *Engine) dropSet(name string, d *Delta) {
+	if s := e.sets[name]; s != nil {
+		delete(e.sets, name)
+		d.DeletedSets = append(d.DeletedSets, s.Key())
+		e.markAllGroups()
+	}
+}
+
+// markAllGroups marks every group dirty: a name set they may list came or
+// went.
+func (e *Engine) markAllGroups() {
+	for id := range e.groups {
+		e.dirtyGroup.add(id)
+	}
+}
+
+// permissiveSets lists the names of the permissive name sets that exist.
+func (e *Engine) permissiveSets() []string {
+	var out []string
+	for i := range PermissiveShards {
+		if name := PermissiveSetName(i); e.sets[name] != nil {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// compileOutbound recomputes what id reaches. Its outbound configuration
+// is then only names in its group: the shared OutboundListener and the
+// reached services' own resources.
+func (e *Engine) compileOutbound(id model.Identity) {
 	reach := e.reachable(id)
 	// The reachers index serves SMI mode only: in permissive mode every
 	// identity reaches every service, and markClients marks them all.
@@ -208,22 +246,6 @@ func (e *Engine) compileOutbound(id model.Identity, d *Delta) {
 		e.reach[id] = reach
 	}
 	e.dirtyGroup.add(id)
-	k := resKey{layout.TypeListener, OutboundListenerName(id)}
-	if e.m.Permissive() {
-		e.drop(k, d) // the proxy uses the shared listener
-		return
-	}
-	var frags []*svcFrag
-	for _, s := range reach {
-		if f := e.svcFrags[s.nn]; len(f.chains) > 0 {
-			frags = append(frags, f)
-		}
-	}
-	if len(frags) == 0 {
-		e.drop(k, d)
-		return
-	}
-	e.put(d, k.typ, k.name)(assembleOutbound(k.name, frags))
 }
 
 // updateReachers moves id's entries in the reachers index from the old
@@ -301,8 +323,22 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 		return
 	}
 	var locals []string
-	reached := e.reachedNames(id)
-	clusters, endpoints, routes := reached.clusters, reached.endpoints, reached.routes
+	var clusters, endpoints, routes, listeners, sets []string
+	if e.res[resKey{layout.TypeListener, InboundListenerName(id)}] != nil {
+		listeners = append(listeners, InboundListenerName(id))
+	}
+	if len(e.reach[id]) > 0 && e.res[resKey{layout.TypeListener, OutboundListener}] != nil {
+		listeners = append(listeners, OutboundListener)
+	}
+	switch {
+	case len(e.reach[id]) == 0:
+	case e.m.Permissive():
+		sets = e.permissiveSets()
+	default:
+		n := e.names(e.reach[id])
+		clusters, endpoints, routes = n.clusters, n.endpoints, n.routes
+		listeners = mergeSorted(listeners, n.listeners)
+	}
 	own := make([]svcRef, 0, len(e.inSvcs[id]))
 	for _, s := range e.inSvcs[id] {
 		own = append(own, svcRef{s, e.svcFrags[s].key})
@@ -311,15 +347,10 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	for _, s := range own {
 		locals = append(locals, e.svcFrags[s.nn].locals...)
 	}
-	var listeners []string
-	for _, name := range []string{InboundListenerName(id), OutboundListenerName(id), PermissiveOutboundListener} {
-		if e.res[resKey{layout.TypeListener, name}] != nil && (name != PermissiveOutboundListener || len(e.reach[id]) > 0) {
-			listeners = append(listeners, name)
-		}
-	}
 	g := &meshv1.ProxyGroup{
 		Identity:  &meshv1.Identity{Namespace: id.Namespace, ServiceAccount: id.Name},
 		Resources: map[string]*meshv1.ResourceNames{},
+		Sets:      sets,
 	}
 	for typ, names := range map[string][]string{
 		layout.TypeCluster:  mergeSorted(clusters, locals),
@@ -350,12 +381,35 @@ func (e *Engine) isApex(svc model.NN) bool {
 }
 
 // GroupVersion is the content version of a proxy group: a hash of its
-// identity and resource names (the generation takes no part).
+// identity, resource names and sets (the generation takes no part).
 func GroupVersion(g *meshv1.ProxyGroup) string {
 	h := sha256.New()
 	h.Write([]byte(g.GetIdentity().GetNamespace() + "/" + g.GetIdentity().GetServiceAccount() + "\x00"))
-	types := make([]string, 0, len(g.GetResources()))
-	for t := range g.GetResources() {
+	hashNames(h, g.GetResources())
+	if len(g.GetSets()) > 0 {
+		// Only groups that list sets hash them, so the version of a group
+		// without sets is what it was before sets existed.
+		h.Write([]byte("sets\x00"))
+		for _, s := range g.GetSets() {
+			h.Write([]byte(s + "\x00"))
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// SetVersion is the content version of a name set: a hash of its name and
+// resource names (the generation takes no part).
+func SetVersion(s *meshv1.NameSet) string {
+	h := sha256.New()
+	h.Write([]byte("set:" + s.GetName() + "\x00"))
+	hashNames(h, s.GetResources())
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// hashNames hashes resource names by type URL, in a fixed order.
+func hashNames(h hash.Hash, byType map[string]*meshv1.ResourceNames) {
+	types := make([]string, 0, len(byType))
+	for t := range byType {
 		types = append(types, t)
 	}
 	sort.Strings(types)
@@ -363,14 +417,13 @@ func GroupVersion(g *meshv1.ProxyGroup) string {
 	for _, t := range types {
 		buf = append(buf[:0], t...)
 		buf = append(buf, 0)
-		for _, n := range g.GetResources()[t].GetNames() {
+		for _, n := range byType[t].GetNames() {
 			buf = append(buf, n...)
 			buf = append(buf, 0)
 		}
 		buf = append(buf, 0)
 		h.Write(buf)
 	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // mergeSorted merges two sorted lists of distinct names.

@@ -1,7 +1,6 @@
 package compile
 
 import (
-	"crypto/sha256"
 	"net/netip"
 	"sort"
 
@@ -135,7 +134,6 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	td := e.trustDomain()
 	var keys []resKey
 	frag := &svcFrag{key: svcKey(nn)}
-	h := sha256.New()
 	keep := func(k resKey, ok bool) bool {
 		if ok {
 			keys = append(keys, k)
@@ -156,23 +154,18 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 		if sp.protocol.IsHTTP() && keep(e.put(d, layout.TypeRoute, sp.cluster())(buildOutboundRoute(sp, split))) {
 			frag.routes = append(frag.routes, sp.cluster())
 		}
-		fc, err := outboundChain(sp, split)
-		if err != nil {
-			d.Invalid = append(d.Invalid, err)
-			continue
-		}
-		if fc != nil {
-			b, err := chainBytes(fc)
-			if err != nil {
-				d.Invalid = append(d.Invalid, err)
-				continue
+		l, err := buildServiceListener(sp, split)
+		switch {
+		case err != nil:
+			// Reported, and the last good listener (if any) kept.
+			if keep(e.put(d, layout.TypeListener, ServiceListenerName(nn, sp.port))(nil, err)) {
+				frag.listeners = append(frag.listeners, ServiceListenerName(nn, sp.port))
 			}
-			frag.chains = append(frag.chains, b)
-			h.Write(b)
+		case l != nil && keep(e.put(d, layout.TypeListener, l.Name)(l, nil)):
+			frag.listeners = append(frag.listeners, l.Name)
 		}
 	}
-	h.Sum(frag.digest[:0])
-	for _, names := range [][]string{frag.clusters, frag.endpoints, frag.routes, frag.locals} {
+	for _, names := range [][]string{frag.clusters, frag.endpoints, frag.routes, frag.locals, frag.listeners} {
 		sort.Strings(names)
 	}
 	// Resources the service no longer has.
@@ -197,7 +190,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	if existed != (len(ports) > 0) {
 		e.allSvcs = nil
 	}
-	e.sharedDirty, e.permNames = true, nil
+	e.dirtyShards.add(permissiveShard(nn))
 	e.markClients(nn)
 	for id := range e.inBackers[nn] {
 		e.dirtyIn.add(id)
@@ -214,9 +207,7 @@ func (e *Engine) markClients(nn model.NN) {
 		e.dirtyOut.add(id)
 	}
 	if e.m.Permissive() {
-		for _, id := range e.m.Identities() {
-			e.dirtyOut.add(id)
-		}
+		e.allOut = true // once per compile, not once per service
 		return
 	}
 	svcs := []model.NN{nn}
@@ -244,15 +235,13 @@ func (e *Engine) compileEndpoints(nn model.NN, d *Delta) {
 }
 
 // svcFrag is what a compiled service contributes to the proxies that reach
-// or serve it: its outbound filter chains, serialised once, and the names
-// of its resources, each list sorted.
+// or serve it: the names of its resources, each list sorted. locals are
+// served to the proxies that serve the service, the rest to its clients.
 type svcFrag struct {
 	// key orders services so that their names concatenate in sorted order:
 	// "ns/name|" (names never contain '|').
-	key                                 string
-	chains                              [][]byte
-	digest                              [32]byte // of chains
-	clusters, endpoints, routes, locals []string
+	key                                            string
+	clusters, endpoints, routes, listeners, locals []string
 }
 
 func svcKey(nn model.NN) string { return nn.Namespace + "/" + nn.Name + "|" }

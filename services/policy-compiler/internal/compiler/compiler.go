@@ -89,8 +89,8 @@ type Leader interface {
 
 // Stats are counters of what the compiler wrote, for tests and debugging.
 type Stats struct {
-	// Puts and Deletes count KV writes of resources and groups (not the
-	// generation record).
+	// Puts and Deletes count KV writes of resources, groups and name sets
+	// (not the generation record).
 	Puts, Deletes int
 	// Skipped counts compiled keys whose content was already in the bucket.
 	Skipped int
@@ -311,11 +311,19 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 	}
 }
 
-// versionOf is the content version of a compiled resource or group value.
+// versionOf is the content version of a compiled resource, group or name
+// set value.
 func versionOf(key string, value []byte) (string, bool) {
 	k, err := layout.ParseCompiled(key)
 	if err != nil {
 		return "", false
+	}
+	if k.Set {
+		s := &meshv1.NameSet{}
+		if proto.Unmarshal(value, s) != nil {
+			return "", false
+		}
+		return compile.SetVersion(s), true
 	}
 	if !k.Group {
 		r := &meshv1.CompiledResource{}
@@ -404,6 +412,14 @@ func groupEntry(g *compile.Group) entry {
 	}}
 }
 
+func setEntry(s *compile.Set) entry {
+	return entry{s.Key(), s.Version, func(gen uint64) proto.Message {
+		ns := proto.Clone(s.Set).(*meshv1.NameSet)
+		ns.Generation = gen
+		return ns
+	}}
+}
+
 // commit writes the changed keys, then the generation. It reports whether
 // it wrote a generation.
 func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
@@ -414,6 +430,10 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		for _, r := range c.engine.Resources() {
 			puts = append(puts, resourceEntry(r))
 			want[r.Key()] = true
+		}
+		for _, s := range c.engine.Sets() {
+			puts = append(puts, setEntry(s))
+			want[s.Key()] = true
 		}
 		for _, g := range c.engine.Groups() {
 			puts = append(puts, groupEntry(g))
@@ -428,10 +448,13 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		for _, r := range d.Resources {
 			puts = append(puts, resourceEntry(r))
 		}
+		for _, s := range d.Sets {
+			puts = append(puts, setEntry(s))
+		}
 		for _, g := range d.Groups {
 			puts = append(puts, groupEntry(g))
 		}
-		deletes = append(append(deletes, d.DeletedResources...), d.DeletedGroups...)
+		deletes = append(append(append(deletes, d.DeletedResources...), d.DeletedSets...), d.DeletedGroups...)
 	}
 	next := c.gen
 	if !c.genDirty {

@@ -590,3 +590,32 @@ func apiClients(t testing.TB) watch.Clients {
 	}
 	return c
 }
+
+// TestTooLargeObjectDoesNotStallTheTakeover: an object whose normalised
+// value exceeds the NATS payload limit is reported and skipped, not retried
+// forever: the takeover still reaches SYNCED and the rest is published.
+func TestTooLargeObjectDoesNotStallTheTakeover(t *testing.T) {
+	defer recoverMust(t)
+	e := newEnv(t)
+	const ip = "10.244.12.30"
+	f := e.seed("toolarge", ip)
+	e.createMeshConfig()
+	// About 1.1 MB of path regexes: under etcd's limit, over NATS's.
+	matches := make([]specsv1alpha4.HTTPMatch, 0, 4500)
+	for i := range cap(matches) {
+		matches = append(matches, specsv1alpha4.HTTPMatch{Name: fmt.Sprintf("m%d", i), PathRegex: "/" + strings.Repeat("x", 230) + fmt.Sprint(i)})
+	}
+	must(apiClients(t).Specs.SpecsV1alpha4().HTTPRouteGroups(f.ns).Create(t.Context(), &specsv1alpha4.HTTPRouteGroup{
+		ObjectMeta: metav1.ObjectMeta{Name: "huge"},
+		Spec:       specsv1alpha4.HTTPRouteGroupSpec{Matches: matches},
+	}, metav1.CreateOptions{}))
+	w := e.start("watcher-a")
+	e.waitSynced(0, time.Minute)
+	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
+		want := f.expected()
+		return want, f.expectSlice(t, want, ip)
+	})
+	if !strings.Contains(w.logs.String(), "too large to publish") {
+		t.Errorf("no log line names the object that is too large:\n%s", w.logs.String())
+	}
+}

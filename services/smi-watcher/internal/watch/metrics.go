@@ -23,7 +23,9 @@ const (
 //	osm_watcher_leader                        1 while this instance writes
 //	osm_watcher_epoch                         sync epoch of the current term
 //	osm_watcher_takeover_seconds              takeover start to SYNCED marker
+//	osm_watcher_objects_too_large_total{kind} objects left unpublished: their value exceeds the NATS limit
 type metrics struct {
+	tooLarge     metric.Int64Counter
 	writes       metric.Int64Counter
 	skipped      metric.Int64Counter
 	latency      metric.Float64Histogram
@@ -38,6 +40,10 @@ func newMetrics(m metric.Meter, w *Watcher) (*metrics, error) {
 	var err error
 	if out.writes, err = m.Int64Counter("osm_watcher_kv_writes",
 		metric.WithDescription("KV puts and deletes the watcher wrote to mesh-observed")); err != nil {
+		return nil, err
+	}
+	if out.tooLarge, err = m.Int64Counter("osm_watcher_objects_too_large",
+		metric.WithDescription("Objects not published because their normalised value exceeds the NATS payload limit")); err != nil {
 		return nil, err
 	}
 	if out.skipped, err = m.Int64Counter("osm_watcher_kv_skipped",

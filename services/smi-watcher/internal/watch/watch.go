@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
@@ -313,6 +314,17 @@ func (w *Watcher) processNext(ctx context.Context) bool {
 	}
 	defer w.queue.Done(it)
 	if err := w.sync(ctx, it); err != nil {
+		if errors.Is(err, bus.ErrTooLarge) {
+			// Permanent: retrying cannot help, and must not hold up a
+			// takeover. The key keeps its last published value (if any),
+			// and the object is written again at its next change.
+			w.log.WithError(err).WithFields(logrus.Fields{"kind": it.Kind, "namespace": it.Namespace, "name": it.Name}).
+				Error("observed object too large to publish; the mesh keeps its last published value")
+			w.m.tooLarge.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", it.Kind)))
+			w.settle(it)
+			w.queue.Forget(it)
+			return true
+		}
 		if ctx.Err() == nil {
 			w.log.WithError(err).WithFields(logrus.Fields{"kind": it.Kind, "namespace": it.Namespace, "name": it.Name}).
 				Warn("sync of observed object failed, retrying")
@@ -411,6 +423,15 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 	} else {
 		w.present[key] = it.Kind
 	}
+	w.mu.Unlock()
+	w.settle(it)
+	return nil
+}
+
+// settle marks it done for the takeover in progress, if any.
+func (w *Watcher) settle(it Item) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if w.pending != nil {
 		delete(w.pending, it)
 		if len(w.pending) == 0 {
@@ -418,8 +439,6 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 			w.pending = nil
 		}
 	}
-	w.mu.Unlock()
-	return nil
 }
 
 // counts tallies the keys in the bucket by kind name, for the sync marker

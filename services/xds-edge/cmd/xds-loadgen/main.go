@@ -3,10 +3,14 @@
 // given by --edge-bin as a separate process, connects --proxies simulated
 // delta-xDS proxies to it over mTLS, then times --edits policy edits from the
 // generation's commit to their receipt by every proxy, and reports the
-// edge's heap per idle proxy.
+// edge's heap per idle proxy. With --server=both it then measures
+// go-control-plane's stock delta server (LinearCache behind a MuxCache, run
+// as this binary's stock-server subcommand) in the same run, on the same
+// mesh and proxies, and prints the ratio of their p99s.
 //
 //	go build -o /tmp/xds-edge ./services/xds-edge
 //	go run ./services/xds-edge/cmd/xds-loadgen --edge-bin /tmp/xds-edge --proxies 1000
+//	go run ./services/xds-edge/cmd/xds-loadgen --edge-bin /tmp/xds-edge --proxies 10000 --server both
 package main
 
 import (
@@ -20,6 +24,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,20 +43,35 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "stock-server" {
+		return runStock(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("xds-loadgen", flag.ContinueOnError)
-	edgeBin := fs.String("edge-bin", "", "path of the built xds-edge binary to start (required)")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	edgeBin := fs.String("edge-bin", "", "path of the built xds-edge binary to start (required unless --server=stock)")
+	server := fs.String("server", "edge", "what serves the proxies: edge (the xds-edge binary), stock (go-control-plane's delta server and LinearCache, in a child process), or both (edge, then stock, in one run, and their ratio)")
 	proxies := fs.Int("proxies", 1000, "simulated delta-xDS proxies")
 	groups := fs.Int("groups", 100, "proxy groups (identities); proxies are spread over them")
 	clusters := fs.Int("clusters-per-group", 20, "clusters (and load assignments) each group names")
 	edits := fs.Int("edits", 5, "policy edits to time (each changes a load assignment every proxy holds)")
 	conns := fs.Int("conns", 0, "gRPC connections the proxies share; 0 gives each proxy its own")
-	keep := fs.Bool("keep", false, "keep the work directory (PKI and the edge's log)")
-	nEdges := fs.Int("edges", 1, "edge replicas to start, each its own process; proxies are spread over them")
+	keep := fs.Bool("keep", false, "keep the work directory (PKI and the servers' logs)")
+	nEdges := fs.Int("edges", 1, "edge replicas to start, each its own process; proxies are spread over them (edge only)")
+	explicit := fs.Bool("explicit", false, "proxies subscribe to their names one by one instead of as a wildcard (always on for stock and both)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *edgeBin == "" {
-		return fmt.Errorf("--edge-bin is required")
+	switch *server {
+	case "edge", "both":
+		if *edgeBin == "" {
+			return fmt.Errorf("--edge-bin is required with --server=%s", *server)
+		}
+	case "stock":
+	default:
+		return fmt.Errorf("--server must be edge, stock or both, not %q", *server)
 	}
 	if *nEdges < 1 {
 		return fmt.Errorf("--edges must be at least 1")
@@ -81,54 +101,160 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := loadgen.Config{PKI: pki, Bus: conn, Proxies: *proxies, Groups: *groups, ClustersPerGroup: *clusters, Edits: *edits, Conns: *conns}
+	cfg := loadgen.Config{PKI: pki, Bus: conn, Proxies: *proxies, Groups: *groups, ClustersPerGroup: *clusters, Edits: *edits, Conns: *conns,
+		Explicit: *explicit || *server != "edge"}
 	if err := loadgen.Seed(ctx, cfg); err != nil {
 		return fmt.Errorf("seed the mesh: %w", err)
 	}
-	for i := range *nEdges {
-		e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
-		if i == 0 {
-			cfg.XDSAddr, cfg.AdminAddr = e.XDSAddr, e.AdminAddr
+	l := launcher{dir: dir, natsURL: nats.URL(), password: pw[bus.RoleEdge], files: files}
+	var reports []*loadgen.Report
+	for _, kind := range strings.Split(map[string]string{"edge": "edge", "stock": "stock", "both": "edge,stock"}[*server], ",") {
+		var servers []loadgen.Edge
+		var stop func()
+		if kind == "edge" {
+			servers, stop, err = l.edges(ctx, *edgeBin, *nEdges)
 		} else {
-			cfg.MoreEdges = append(cfg.MoreEdges, e)
+			servers, stop, err = l.stock(ctx)
 		}
-		logFile, err := os.Create(filepath.Join(dir, fmt.Sprintf("edge-%d.log", i)))
 		if err != nil {
 			return err
 		}
-		defer logFile.Close()
-		edge := exec.Command(*edgeBin,
-			"--nats-url", nats.URL(), "--nats-user", string(bus.RoleEdge),
-			"--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr, "--log-level", "warn",
-			"--tls-cert-file", files.Cert, "--tls-key-file", files.Key, "--tls-client-ca-file", files.Root,
-			// The proxies ask for no secret, so the CA is never called.
-			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", files.Cert, "--ca-client-key-file", files.Key, "--ca-trust-file", files.Root,
-			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
-		edge.Env = append(os.Environ(), "OSM_NATS_PASSWORD="+pw[bus.RoleEdge])
-		edge.Stdout, edge.Stderr = logFile, logFile
-		if err := edge.Start(); err != nil {
-			return fmt.Errorf("start %s: %w", *edgeBin, err)
-		}
-		defer func() {
-			_ = edge.Process.Signal(syscall.SIGTERM)
-			_ = edge.Wait()
-		}()
-		rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-		err = loadgen.WaitReady(rctx, e.AdminAddr)
-		cancel()
+		c := cfg
+		c.XDSAddr, c.AdminAddr, c.MoreEdges = servers[0].XDSAddr, servers[0].AdminAddr, servers[1:]
+		c.GenBase = uint64(len(reports) * *edits)
+		rep, err := loadgen.Run(ctx, c)
+		stop()
 		if err != nil {
-			return fmt.Errorf("%w (log: %s)", err, logFile.Name())
+			return fmt.Errorf("%s: %w", kind, err)
 		}
+		fmt.Printf("== %s ==\n", kind)
+		rep.Print(os.Stdout)
+		reports = append(reports, rep)
 	}
-	rep, err := loadgen.Run(ctx, cfg)
-	if err != nil {
-		return err
+	if len(reports) == 2 {
+		e, s := reports[0].WorstP99(), reports[1].WorstP99()
+		fmt.Printf("== comparison ==\nworst edit p99: edge %s, stock %s: edge/stock = %.2f\n", e.Round(time.Millisecond), s.Round(time.Millisecond), e.Seconds()/s.Seconds())
 	}
-	rep.Print(os.Stdout)
 	if *keep {
 		fmt.Println("work directory:", dir)
 	}
 	return nil
+}
+
+const usage = `xds-loadgen: the xds-edge's scale harness. It starts an embedded NATS, writes a
+synthetic compiled mesh into it, starts the servers as separate processes,
+connects --proxies simulated delta-xDS proxies over mTLS, then times --edits
+endpoint changes from the generation's commit to their receipt by every proxy,
+and reports the server's heap per idle proxy.
+
+With --server=both it measures the xds-edge and then go-control-plane's stock
+delta server over LinearCache (started as "xds-loadgen stock-server"), fed the
+same mesh from the same NATS, with the same proxies, and prints their ratio.
+
+Flags:
+`
+
+// launcher starts the servers the proxies connect to.
+type launcher struct {
+	dir, natsURL, password string
+	files                  loadgen.Files
+}
+
+// start runs one server process, logging to dir/<name>.log, and waits for
+// its /readyz.
+func (l launcher) start(ctx context.Context, name, adminAddr string, cmd *exec.Cmd) (func(), error) {
+	logFile, err := os.Create(filepath.Join(l.dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = append(os.Environ(), "OSM_NATS_PASSWORD="+l.password)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logFile.Close()
+	}
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = loadgen.WaitReady(rctx, adminAddr)
+	cancel()
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("%w (log: %s)", err, logFile.Name())
+	}
+	return stop, nil
+}
+
+// edges starts n xds-edge replicas.
+func (l launcher) edges(ctx context.Context, bin string, n int) ([]loadgen.Edge, func(), error) {
+	var out []loadgen.Edge
+	var stops []func()
+	stopAll := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	for i := range n {
+		e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
+		cmd := exec.Command(bin,
+			"--nats-url", l.natsURL, "--nats-user", string(bus.RoleEdge),
+			"--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr, "--log-level", "warn",
+			"--tls-cert-file", l.files.Cert, "--tls-key-file", l.files.Key, "--tls-client-ca-file", l.files.Root,
+			// The proxies ask for no secret, so the CA is never called.
+			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", l.files.Cert, "--ca-client-key-file", l.files.Key, "--ca-trust-file", l.files.Root,
+			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
+		stop, err := l.start(ctx, fmt.Sprintf("edge-%d", i), e.AdminAddr, cmd)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, stop)
+		out = append(out, e)
+	}
+	return out, stopAll, nil
+}
+
+// stock starts this binary's stock-server subcommand.
+func (l launcher) stock(ctx context.Context) ([]loadgen.Edge, func(), error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, nil, err
+	}
+	e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
+	cmd := exec.Command(self, "stock-server", "--nats-url", l.natsURL, "--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr,
+		"--tls-cert-file", l.files.Cert, "--tls-key-file", l.files.Key, "--tls-client-ca-file", l.files.Root)
+	stop, err := l.start(ctx, "stock", e.AdminAddr, cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []loadgen.Edge{e}, stop, nil
+}
+
+// runStock is the stock-server subcommand: go-control-plane's delta server
+// over LinearCache, fed from mesh-compiled. The NATS password (edge role)
+// comes from OSM_NATS_PASSWORD.
+func runStock(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("xds-loadgen stock-server", flag.ContinueOnError)
+	natsURL := fs.String("nats-url", "", "NATS URL (required)")
+	var c loadgen.StockConfig
+	fs.StringVar(&c.ListenAddr, "listen-addr", "127.0.0.1:15128", "ADS listen address (mTLS)")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:15129", "admin address: /readyz and /metrics")
+	fs.StringVar(&c.CertFile, "tls-cert-file", "", "serving certificate (PEM)")
+	fs.StringVar(&c.KeyFile, "tls-key-file", "", "serving key (PEM)")
+	fs.StringVar(&c.ClientCAFile, "tls-client-ca-file", "", "root client certificates must chain to (PEM)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	conn, err := bus.Connect(ctx, bus.Options{URL: *natsURL, Role: bus.RoleEdge, User: string(bus.RoleEdge), Password: os.Getenv("OSM_NATS_PASSWORD")})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c.Bus = conn
+	return loadgen.RunStock(ctx, c)
 }
 
 func secret() string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/cpcert"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
 )
@@ -42,20 +44,27 @@ type Config struct {
 	MaxConnectionAge      time.Duration
 	MaxConnectionAgeGrace time.Duration
 	MaxStreamsPerConn     int
+	AckStatusInterval     time.Duration
+	BootstrapTokenFile    string
+	BootstrapTokenType    string
+	ControlPlaneCertTTL   time.Duration
 }
 
 // Flags registers the configuration's flags.
 func (c *Config) Flags(f *app.Flags) {
 	f.String(&c.ListenAddr, "listen-addr", ":15128", "address of the ADS (xDS and SDS) listener, served with mutual TLS")
-	f.String(&c.TLSCertFile, "tls-cert-file", "", "serving certificate of the ADS listener (the edge's control-plane identity); reloaded when it changes")
-	f.String(&c.TLSKeyFile, "tls-key-file", "", "serving key of the ADS listener")
+	f.String(&c.TLSCertFile, "tls-cert-file", "", "override: serve the ADS listener with this certificate file (reloaded when it changes) instead of the edge's own certificate from the cert-authority's Bootstrap")
+	f.String(&c.TLSKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
 	f.String(&c.TLSClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")
 	f.String(&c.TrustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; proxies of any other domain are refused")
 	f.String(&c.EdgeID, "edge-id", "", "name of this replica in proxy status reports (the pod name); empty uses the host name")
 	f.String(&c.CAAddr, "ca-addr", "osm-cert-authority.osm-system.svc:15443", "gRPC address of the cert-authority that signs service certificates")
 	f.String(&c.CAServerName, "ca-server-name", "", "name to verify the cert-authority's certificate against; empty uses the host of --ca-addr")
-	f.String(&c.CACertFile, "ca-client-cert-file", "", "client certificate for the cert-authority (URI SAN spiffe://<trust-domain>/osm/xds-edge)")
-	f.String(&c.CAKeyFile, "ca-client-key-file", "", "client key for the cert-authority")
+	f.String(&c.CACertFile, "ca-client-cert-file", "", "override: client certificate for the cert-authority (URI SAN spiffe://<trust-domain>/osm/xds-edge) instead of the edge's own certificate from Bootstrap")
+	f.String(&c.CAKeyFile, "ca-client-key-file", "", "override: client key of --ca-client-cert-file")
+	f.String(&c.BootstrapTokenFile, "ca-bootstrap-token-file", "/var/run/secrets/openservicemesh.io/cert-authority/token", "credential for the cert-authority's Bootstrap, which issues the edge's own certificate (ADS serving and CA client, renewed at half its lifetime) unless both overrides are set: a projected ServiceAccount token with the CA's audience (re-read at every renewal), or the dev pre-shared token")
+	f.String(&c.BootstrapTokenType, "ca-bootstrap-token-type", "service-account", `how the CA verifies --ca-bootstrap-token-file: "service-account" (TokenReview) or "pre-shared" (dev stack only)`)
+	f.Duration(&c.ControlPlaneCertTTL, "control-plane-cert-ttl", 0, "lifetime asked of the CA for the edge's own certificate (renewed at half); 0 takes the CA's default")
 	f.String(&c.CATrustFile, "ca-trust-file", "", "roots that verify the cert-authority's serving certificate")
 	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
 	f.Duration(&c.CertLinger, "cert-linger", 5*time.Minute, "how long an identity's certificate is kept after its last proxy left, for reconnects")
@@ -67,17 +76,42 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Duration(&c.MaxConnectionAge, "max-connection-age", 30*time.Minute, "connections older than this are closed gracefully, rebalancing proxies over replicas")
 	f.Duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", time.Minute, "time given to open streams after --max-connection-age")
 	f.Int(&c.MaxStreamsPerConn, "max-streams-per-conn", 16, "concurrent streams allowed per proxy connection")
+	f.Duration(&c.AckStatusInterval, "ack-status-interval", time.Second, "each proxy's ACKs are reported on mesh.status.proxy.> at most once per interval (the last one always); connects, NACKs and disconnects are reported at once; 0 reports every ACK")
 }
 
 // Validate checks the configuration; errors name the flag.
 func (c *Config) Validate() error {
 	for _, f := range []struct{ name, v string }{
-		{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile},
-		{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}, {"ca-trust-file", c.CATrustFile},
-		{"trust-domain", c.TrustDomain}, {"ca-addr", c.CAAddr},
+		{"ca-trust-file", c.CATrustFile}, {"trust-domain", c.TrustDomain}, {"ca-addr", c.CAAddr},
 	} {
 		if f.v == "" {
 			return app.FlagError(f.name, "is required")
+		}
+	}
+	for _, pair := range [][2]struct{ name, v string }{
+		{{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile}},
+		{{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}},
+	} {
+		if (pair[0].v == "") != (pair[1].v == "") {
+			missing, with := pair[0], pair[1]
+			if missing.v != "" {
+				missing, with = with, missing
+			}
+			return app.FlagError(missing.name, "is required with --%s", with.name)
+		}
+	}
+	if c.bootstraps() {
+		if c.BootstrapTokenFile == "" {
+			return app.FlagError("ca-bootstrap-token-file", "is required unless --tls-cert-file and --ca-client-cert-file are both set")
+		}
+		if _, err := os.Stat(c.BootstrapTokenFile); err != nil {
+			return app.FlagError("ca-bootstrap-token-file", "%v", err)
+		}
+		if _, ok := c.bootstrapTokenType(); !ok {
+			return app.FlagError("ca-bootstrap-token-type", `must be "service-account" or "pre-shared", got %q`, c.BootstrapTokenType)
+		}
+		if c.ControlPlaneCertTTL < 0 || (c.ControlPlaneCertTTL > 0 && c.ControlPlaneCertTTL < time.Minute) {
+			return app.FlagError("control-plane-cert-ttl", "must be 0 (the CA's default) or at least 1m, got %s", c.ControlPlaneCertTTL)
 		}
 	}
 	for _, f := range []struct{ name, path string }{
@@ -107,6 +141,9 @@ func (c *Config) Validate() error {
 			return app.FlagError(d.name, "must be at least %s, got %s", d.min, d.v)
 		}
 	}
+	if c.AckStatusInterval < 0 {
+		return app.FlagError("ack-status-interval", "must not be negative, got %s", c.AckStatusInterval)
+	}
 	if c.CertLinger < 0 {
 		return app.FlagError("cert-linger", "must not be negative, got %s", c.CertLinger)
 	}
@@ -129,38 +166,113 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// serverTLS is the ADS listener's mTLS configuration.
-func (c *Config) serverTLS() (*tls.Config, error) {
-	cf, err := loadCertFile(c.TLSCertFile, c.TLSKeyFile)
-	if err != nil {
-		return nil, app.FlagError("tls-cert-file", "load the serving certificate: %v", err)
+// bootstraps says whether the edge gets its own certificate from the
+// cert-authority: unless both the serving and the CA client certificates
+// come from files.
+func (c *Config) bootstraps() bool { return c.TLSCertFile == "" || c.CACertFile == "" }
+
+// bootstrapTokenType maps --ca-bootstrap-token-type to the wire enum.
+func (c *Config) bootstrapTokenType() (cav1.TokenType, bool) {
+	switch c.BootstrapTokenType {
+	case "service-account":
+		return cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT, true
+	case "pre-shared":
+		return cav1.TokenType_TOKEN_TYPE_PRE_SHARED, true
 	}
-	var pool *x509.CertPool
-	if c.TLSClientCAFile != "" {
-		if pool, err = loadPool(c.TLSClientCAFile); err != nil {
-			return nil, app.FlagError("tls-client-ca-file", "%v", err)
-		}
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: cf.get, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}, nil
+	return 0, false
 }
 
-// caClient dials the cert-authority with the edge's client certificate.
-func (c *Config) caClient() (*grpc.ClientConn, error) {
-	pair, err := tls.LoadX509KeyPair(c.CACertFile, c.CAKeyFile)
-	if err != nil {
-		return nil, app.FlagError("ca-client-cert-file", "load the client certificate: %v", err)
-	}
+// caTLS is the TLS configuration for calls to the cert-authority, without
+// a client certificate.
+func (c *Config) caTLS() (*tls.Config, error) {
 	pool, err := loadPool(c.CATrustFile)
 	if err != nil {
 		return nil, app.FlagError("ca-trust-file", "%v", err)
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: c.CAServerName}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: c.CAServerName}
 	if tc.ServerName == "" {
 		host, _, err := net.SplitHostPort(c.CAAddr)
 		if err != nil {
 			return nil, app.FlagError("ca-addr", "%v", err)
 		}
 		tc.ServerName = host
+	}
+	return tc, nil
+}
+
+// ownCert obtains the edge's own certificate (role xds-edge) through
+// Bootstrap, over a connection of its own that presents none, and keeps
+// renewing it at half of its lifetime until ctx ends.
+func (c *Config) ownCert(ctx context.Context, rt *app.Runtime) (*cpcert.Cert, error) {
+	tc, err := c.caTLS()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(c.CAAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		return nil, app.FlagError("ca-addr", "%v", err)
+	}
+	tokenType, _ := c.bootstrapTokenType()
+	cert, err := cpcert.New(cpcert.Options{
+		Client: cav1.NewCertificateAuthorityServiceClient(conn), Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE,
+		TokenType: tokenType, TTL: c.ControlPlaneCertTTL, Log: rt.Log,
+		Token: func() (string, error) {
+			b, err := os.ReadFile(c.BootstrapTokenFile)
+			return strings.TrimSpace(string(b)), err
+		},
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if err := cert.RenewUntilDone(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	go func() {
+		defer conn.Close()
+		_ = cert.Start(ctx)
+	}()
+	rt.Health.AddReadyCheck("control-plane-certificate", cert.Check)
+	return cert, nil
+}
+
+// serverTLS is the ADS listener's mTLS configuration, serving own (the
+// edge's own certificate) unless --tls-cert-file overrides it.
+func (c *Config) serverTLS(own *cpcert.Cert) (*tls.Config, error) {
+	get := own.GetCertificate
+	if c.TLSCertFile != "" {
+		cf, err := loadCertFile(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return nil, app.FlagError("tls-cert-file", "load the serving certificate: %v", err)
+		}
+		get = cf.get
+	}
+	var err error
+	var pool *x509.CertPool
+	if c.TLSClientCAFile != "" {
+		if pool, err = loadPool(c.TLSClientCAFile); err != nil {
+			return nil, app.FlagError("tls-client-ca-file", "%v", err)
+		}
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: get, ClientCAs: pool, ClientAuth: tls.RequireAndVerifyClientCert}, nil
+}
+
+// caClient dials the cert-authority presenting own (the edge's own
+// certificate) unless --ca-client-cert-file overrides it.
+func (c *Config) caClient(own *cpcert.Cert) (*grpc.ClientConn, error) {
+	tc, err := c.caTLS()
+	if err != nil {
+		return nil, err
+	}
+	if c.CACertFile != "" {
+		pair, err := tls.LoadX509KeyPair(c.CACertFile, c.CAKeyFile)
+		if err != nil {
+			return nil, app.FlagError("ca-client-cert-file", "load the client certificate: %v", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	} else {
+		tc.GetClientCertificate = own.GetClientCertificate
 	}
 	cc, err := grpc.NewClient(c.CAAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
@@ -183,11 +295,18 @@ func loadPool(path string) (*x509.CertPool, error) {
 
 // Run serves as the xds-edge until ctx ends.
 func Run(ctx context.Context, rt *app.Runtime, c Config) error {
-	tc, err := c.serverTLS()
+	var own *cpcert.Cert
+	if c.bootstraps() {
+		var err error
+		if own, err = c.ownCert(ctx, rt); err != nil {
+			return err
+		}
+	}
+	tc, err := c.serverTLS(own)
 	if err != nil {
 		return err
 	}
-	caConn, err := c.caClient()
+	caConn, err := c.caClient(own)
 	if err != nil {
 		return err
 	}
@@ -208,7 +327,7 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 			MaxConcurrentStreams: uint32(c.MaxStreamsPerConn),
 		},
 		Signer: cav1.NewCertificateAuthorityServiceClient(caConn), Context: ctx,
-		CertTTL: c.CertTTL, CertLinger: c.CertLinger, NATSLostThreshold: c.NATSLostThreshold,
+		CertTTL: c.CertTTL, CertLinger: c.CertLinger, NATSLostThreshold: c.NATSLostThreshold, AckStatusInterval: c.AckStatusInterval,
 		Admission: rate.NewLimiter(rate.Limit(c.StreamRate), c.StreamBurst),
 		Meter:     rt.Telemetry.MeterProvider.Meter("github.com/openservicemesh/osm/services/xds-edge"),
 	})

@@ -55,6 +55,9 @@ type Deps struct {
 	NATSLostThreshold time.Duration
 	// Admission limits new streams; nil admits all.
 	Admission *rate.Limiter
+	// AckStatusInterval coalesces each proxy's ACK status reports (see
+	// xds.Options).
+	AckStatusInterval time.Duration
 	// Meter makes the metrics; nil records none.
 	Meter metric.Meter
 	// StopGrace bounds the graceful stop of the gRPC server.
@@ -87,7 +90,8 @@ func New(d Deps) (*Edge, error) {
 	}
 	srv, err := xds.New(xds.Options{
 		Log: d.Log, EdgeID: d.EdgeID, TrustDomain: d.TrustDomain, Meter: d.Meter, Admission: d.Admission,
-		Status: &natsStatus{nc: d.Conn.NATS(), edgeID: d.EdgeID, log: d.Log},
+		Status:            &natsStatus{nc: d.Conn.NATS(), edgeID: d.EdgeID, log: d.Log},
+		AckStatusInterval: d.AckStatusInterval,
 	})
 	if err != nil {
 		return nil, err

@@ -50,6 +50,14 @@ type Config struct {
 	// Conns is the number of gRPC connections the proxies share (streams
 	// are multiplexed over them); 0 means one per proxy.
 	Conns int
+	// Explicit makes each proxy subscribe to its group's names one by one
+	// instead of as a wildcard, which a stock cache (no proxy groups)
+	// needs to serve each proxy only its own resources.
+	Explicit bool
+	// GenBase offsets the generation numbers the edits write (Seed writes
+	// 1, edit e writes GenBase+e+2), so that a second run against the same
+	// bus moves forward.
+	GenBase uint64
 }
 
 // Edge is one edge replica's addresses.
@@ -91,6 +99,15 @@ type Report struct {
 	AckedWithin150ms, Acks float64
 	EdgeHeapBefore         float64
 	EdgeHeapAfter          float64
+}
+
+// WorstP99 is the highest p99 over the edits.
+func (r Report) WorstP99() time.Duration {
+	var w time.Duration
+	for _, q := range r.EditLatencies {
+		w = max(w, q.P99)
+	}
+	return w
 }
 
 // Quantiles summarise latencies.
@@ -144,19 +161,17 @@ func Seed(ctx context.Context, c Config) error {
 		return err
 	}
 	for g := range c.Groups {
-		clusters, eps := []string{}, []string{sharedEndpoints}
-		for i := range c.ClustersPerGroup {
-			n := fmt.Sprintf("g%d-c%d", g, i)
+		names := groupNames(g, c.ClustersPerGroup)
+		for _, n := range names[resourcev3.ClusterType] {
 			if err := put(xdstest.Resource(xdstest.Cluster(n, time.Second), n, 1)); err != nil {
 				return err
 			}
 			if err := put(xdstest.Resource(xdstest.Endpoints(n, 80), n, 1)); err != nil {
 				return err
 			}
-			clusters, eps = append(clusters, n), append(eps, n)
 		}
 		ns := groupNS(g)
-		if err := put(xdstest.Group(ns, ns, 1, map[string][]string{resourcev3.ClusterType: clusters, resourcev3.EndpointType: eps}), nil); err != nil {
+		if err := put(xdstest.Group(ns, ns, 1, names), nil); err != nil {
 			return err
 		}
 	}
@@ -164,6 +179,17 @@ func Seed(ctx context.Context, c Config) error {
 }
 
 func groupNS(g int) string { return "load" + strconv.Itoa(g) }
+
+// groupNames are the names group g's proxies hold, by type, as Seed
+// writes them.
+func groupNames(g, clustersPerGroup int) map[string][]string {
+	clusters, eps := []string{}, []string{sharedEndpoints}
+	for i := range clustersPerGroup {
+		n := fmt.Sprintf("g%d-c%d", g, i)
+		clusters, eps = append(clusters, n), append(eps, n)
+	}
+	return map[string][]string{resourcev3.ClusterType: clusters, resourcev3.EndpointType: eps}
+}
 
 // Run seeds nothing: it connects the proxies, times their initial sync,
 // makes the edits and times their delivery. Seed (or a real compiler) must
@@ -214,7 +240,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		p, err := xdsclient.Start(ctx, cc, xdsclient.Options{NodeID: fmt.Sprintf("load-%d", i), Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}})
+		o := xdsclient.Options{NodeID: fmt.Sprintf("load-%d", i), Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}}
+		if c.Explicit {
+			o.Names = groupNames(i%c.Groups, c.ClustersPerGroup)
+		}
+		p, err := xdsclient.Start(ctx, cc, o)
 		if err != nil {
 			return nil, fmt.Errorf("proxy %d: %w", i, err)
 		}
@@ -247,9 +277,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	var g0 uint64
 	for e := range c.Edits {
-		w, err := xdstest.Resource(xdstest.Endpoints(sharedEndpoints, uint32(1000+e)), sharedEndpoints, uint64(e+2))
+		genNum := c.GenBase + uint64(e+2)
+		w, err := xdstest.Resource(xdstest.Endpoints(sharedEndpoints, uint32(1000+genNum)), sharedEndpoints, genNum)
 		if err != nil {
 			return nil, err
 		}
@@ -286,8 +316,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if _, err := store.Put(ctx, w.Key, w.Value); err != nil {
 			return nil, err
 		}
-		g0 = uint64(e + 2)
-		gen := xdstest.Generation(g0)
+		gen := xdstest.Generation(genNum)
 		commit = time.Now()
 		if _, err := store.Put(ctx, gen.Key, gen.Value); err != nil {
 			return nil, err

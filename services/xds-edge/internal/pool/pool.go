@@ -35,8 +35,15 @@ import (
 type Resource struct {
 	// TypeURL and Name identify the resource.
 	TypeURL, Name string
-	// Version is the compiler's content hash.
+	// Version is the resource's xDS version: "<generation>.<hash>", the
+	// generation that brought this content and the compiler's content
+	// hash. Every replica derives the same version from the same KV record,
+	// and a delta proxy that reconnects with it tells the edge how new its
+	// state is (see GenerationOfVersion).
 	Version string
+	// Hash is the compiler's content hash alone: equal hashes mean equal
+	// bytes.
+	Hash string
 	// Generation is the generation that last wrote the resource.
 	Generation uint64
 	// Any wraps the serialised resource for state-of-the-world responses.
@@ -49,10 +56,27 @@ type Resource struct {
 type Group struct {
 	// ID is "namespace/serviceaccount".
 	ID string
-	// Names are the resource names by type URL, sorted.
+	// Names are the group's own resource names by type URL, sorted.
 	Names map[string][]string
+	// Sets are the names of the name sets whose names the group also
+	// includes, sorted. A set the pool does not hold contributes nothing.
+	Sets []string
 	// Generation is the generation that last wrote the group.
 	Generation uint64
+}
+
+// nameSet is an applied name set: resource names several groups share.
+type nameSet struct {
+	// names by type URL, sorted.
+	names map[string][]string
+}
+
+func (s *nameSet) has(typeURL, name string) bool {
+	if s == nil {
+		return false
+	}
+	_, found := slices.BinarySearch(s.names[typeURL], name)
+	return found
 }
 
 // GroupID is the pool's key for the group of namespace/serviceAccount.
@@ -91,12 +115,22 @@ type staged struct {
 
 // Pool is the applied compiled state plus the writes staged for the next
 // generation.
+//
+// A group's names are its own plus those of the name sets it lists. Three
+// indexes find, from a changed key, the groups concerned without walking any
+// set: refs (resource → groups naming it themselves), setRefs (resource →
+// sets naming it) and users (set → groups listing it). A commit that
+// rewrites a set therefore costs O(set size) once plus O(groups listing it ×
+// names that changed), never O(groups × set size).
 type Pool struct {
 	gen        uint64
 	commitTime time.Time
 	res        map[resKey]*Resource
 	groups     map[string]*Group
+	sets       map[string]*nameSet
 	refs       map[resKey]map[string]struct{} // resource → ids of groups naming it
+	setRefs    map[resKey]map[string]struct{} // resource → names of sets naming it
+	users      map[string]map[string]struct{} // set name → ids of groups listing it
 	staged     map[string]staged
 	order      []string // staged keys in arrival order
 }
@@ -104,10 +138,13 @@ type Pool struct {
 // New returns an empty pool at generation 0.
 func New() *Pool {
 	return &Pool{
-		res:    map[resKey]*Resource{},
-		groups: map[string]*Group{},
-		refs:   map[resKey]map[string]struct{}{},
-		staged: map[string]staged{},
+		res:     map[resKey]*Resource{},
+		groups:  map[string]*Group{},
+		sets:    map[string]*nameSet{},
+		refs:    map[resKey]map[string]struct{}{},
+		setRefs: map[resKey]map[string]struct{}{},
+		users:   map[string]map[string]struct{}{},
+		staged:  map[string]staged{},
 	}
 }
 
@@ -117,9 +154,10 @@ func (p *Pool) Generation() (uint64, time.Time) { return p.gen, p.commitTime }
 // Staged is the number of keys waiting for the next generation.
 func (p *Pool) Staged() int { return len(p.staged) }
 
-// Stage records a write to a mesh-compiled key (a resource or a group; value
-// nil means the key was deleted) for the next commit. The last write to a
-// key wins. Keys it cannot parse are refused and change nothing.
+// Stage records a write to a mesh-compiled key (a resource, a group or a
+// name set; value nil means the key was deleted) for the next commit. The
+// last write to a key wins. Keys it cannot parse are refused and change
+// nothing.
 func (p *Pool) Stage(key string, value []byte) error {
 	if key == layout.GenerationKey {
 		return fmt.Errorf("stage %s: the generation key commits, use Commit", key)
@@ -131,8 +169,11 @@ func (p *Pool) Stage(key string, value []byte) error {
 	if value != nil {
 		// Check now so that a bad value never blocks a commit.
 		var m proto.Message = &meshv1.CompiledResource{}
-		if c.Group {
+		switch {
+		case c.Group:
 			m = &meshv1.ProxyGroup{}
+		case c.Set:
+			m = &meshv1.NameSet{}
 		}
 		if err := proto.Unmarshal(value, m); err != nil {
 			return fmt.Errorf("stage %s: %w", key, err)
@@ -145,6 +186,13 @@ func (p *Pool) Stage(key string, value []byte) error {
 	return nil
 }
 
+// before is the state a commit replaced, kept only for what it touched.
+type before struct {
+	views map[string]map[string][]string // rewritten group → type → names in its view
+	sets  map[string]*nameSet            // rewritten set → its content (nil: absent)
+	had   map[resKey]bool                // changed resource → whether the pool held it
+}
+
 // Commit applies every staged write when g is newer than the applied
 // generation, and returns what changed. An older or equal generation is
 // ignored (nil, nil): the pool never goes back, and the staged writes wait
@@ -154,28 +202,41 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		return nil, nil
 	}
 	ch := &Change{Generation: g.GetNumber(), CommitTime: g.GetCommitTime().AsTime(), Groups: map[string]map[string]*TypeChange{}}
+	old := before{views: map[string]map[string][]string{}, sets: map[string]*nameSet{}, had: map[resKey]bool{}}
+	// The views of the rewritten groups, before anything is applied.
+	for _, key := range p.order {
+		if s := p.staged[key]; s.parsed.Group {
+			id := GroupID(s.parsed.Namespace, s.parsed.Name)
+			old.views[id] = p.viewNames(id)
+		}
+	}
 	changedRes := map[resKey]struct{}{}
-	oldViews := map[string]map[string][]string{} // group → type → names in view before
 	var errs []string
 	for _, key := range p.order {
 		s := p.staged[key]
-		if s.parsed.Group {
-			id := GroupID(s.parsed.Namespace, s.parsed.Name)
-			if _, seen := oldViews[id]; !seen {
-				oldViews[id] = p.viewNames(id)
-			}
-			if err := p.applyGroup(id, s.value); err != nil {
+		switch {
+		case s.parsed.Group:
+			if err := p.applyGroup(GroupID(s.parsed.Namespace, s.parsed.Name), s.value); err != nil {
 				errs = append(errs, err.Error())
 			}
-			continue
-		}
-		k, changed, err := p.applyResource(s.parsed.Type, s.parsed.Name, s.value)
-		if err != nil {
-			errs = append(errs, err.Error())
-			continue
-		}
-		if changed {
-			changedRes[k] = struct{}{}
+		case s.parsed.Set:
+			prev := p.sets[s.parsed.Name]
+			if err := p.applySet(s.parsed.Name, s.value); err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			old.sets[s.parsed.Name] = prev
+		default:
+			had := p.res[resKey{typeURLs[s.parsed.Type], s.parsed.Name}] != nil
+			k, changed, err := p.applyResource(s.parsed.Type, s.parsed.Name, s.value)
+			if err != nil {
+				errs = append(errs, err.Error())
+				continue
+			}
+			if changed {
+				changedRes[k] = struct{}{}
+				old.had[k] = had
+			}
 		}
 	}
 	ch.Resources = len(changedRes)
@@ -184,13 +245,13 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 
 	// Groups whose own record changed: diff their views per type. A resource
 	// changed in the same commit counts as updated when the group keeps it.
-	for id, before := range oldViews {
-		after := p.viewNames(id)
-		for _, typeURL := range unionKeys(before, after) {
-			tc := diffNames(before[typeURL], after[typeURL])
-			for _, n := range before[typeURL] {
+	for id, was := range old.views {
+		now := p.viewNames(id)
+		for _, typeURL := range unionKeys(was, now) {
+			tc := diffNames(was[typeURL], now[typeURL])
+			for _, n := range was[typeURL] {
 				// Kept by the group but rewritten in this commit.
-				if _, kept := slices.BinarySearch(after[typeURL], n); !kept {
+				if _, kept := slices.BinarySearch(now[typeURL], n); !kept {
 					continue
 				}
 				if _, ok := changedRes[resKey{typeURL, n}]; ok {
@@ -198,22 +259,64 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 				}
 			}
 			if len(tc.Updated)+len(tc.Removed) > 0 {
-				sort.Strings(tc.Updated)
 				ch.typeChange(id, typeURL).merge(tc)
 			}
 		}
+		// Dangling references, counted among what this commit touched
+		// only, so the cost stays proportional to the change.
+		if g := p.groups[id]; g != nil {
+			for typeURL, names := range p.named(g) {
+				for _, n := range names {
+					if _, ok := p.res[resKey{typeURL, n}]; !ok {
+						ch.Dangling++
+					}
+				}
+			}
+		}
 	}
-	// Groups that name a changed resource but whose record did not change.
+	// Groups whose record did not change: each (group, name) a changed
+	// set or resource reaches is weighed once.
+	done := map[string]map[resKey]struct{}{}
+	visit := func(id string, k resKey) {
+		if _, rewritten := old.views[id]; rewritten {
+			return
+		}
+		seen := done[id]
+		if seen == nil {
+			seen = map[resKey]struct{}{}
+			done[id] = seen
+		}
+		if _, ok := seen[k]; ok {
+			return
+		}
+		seen[k] = struct{}{}
+		p.weigh(ch, id, k, &old, changedRes)
+	}
+	for name, prev := range old.sets {
+		cur := p.sets[name]
+		for _, typeURL := range unionKeys(setTypes(prev), setTypes(cur)) {
+			var a, b []string
+			if prev != nil {
+				a = prev.names[typeURL]
+			}
+			if cur != nil {
+				b = cur.names[typeURL]
+			}
+			tc := diffNames(a, b)
+			for _, n := range append(tc.Updated, tc.Removed...) {
+				for id := range p.users[name] {
+					visit(id, resKey{typeURL, n})
+				}
+			}
+		}
+	}
 	for k := range changedRes {
 		for id := range p.refs[k] {
-			if _, done := oldViews[id]; done {
-				continue
-			}
-			tc := ch.typeChange(id, k.typeURL)
-			if _, ok := p.res[k]; ok {
-				tc.Updated = append(tc.Updated, k.name)
-			} else {
-				tc.Removed = append(tc.Removed, k.name)
+			visit(id, k)
+		}
+		for name := range p.setRefs[k] {
+			for id := range p.users[name] {
+				visit(id, k)
 			}
 		}
 	}
@@ -223,32 +326,74 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 			sort.Strings(tc.Removed)
 		}
 	}
-	// Dangling references, counted among what this commit touched only, so
-	// the cost stays proportional to the change.
-	for id := range oldViews {
-		if g := p.groups[id]; g != nil {
-			for typeURL, names := range g.Names {
-				for _, n := range names {
-					if _, ok := p.res[resKey{typeURL, n}]; !ok {
-						ch.Dangling++
-					}
-				}
-			}
-		}
-	}
-	for k := range changedRes {
-		if _, ok := p.res[k]; !ok {
-			for id := range p.refs[k] {
-				if _, counted := oldViews[id]; !counted {
-					ch.Dangling++
-				}
-			}
-		}
-	}
 	if len(errs) > 0 {
 		return ch, fmt.Errorf("generation %d: %d bad keys: %s", ch.Generation, len(errs), strings.Join(errs, "; "))
 	}
 	return ch, nil
+}
+
+func setTypes(s *nameSet) map[string][]string {
+	if s == nil {
+		return nil
+	}
+	return s.names
+}
+
+// weigh records in ch how resource k changed for group id, whose record
+// this commit left alone: whether k entered, left or changed in its view.
+// It also counts a reference to a resource the pool lacks as dangling.
+func (p *Pool) weigh(ch *Change, id string, k resKey, old *before, changedRes map[resKey]struct{}) {
+	g := p.groups[id]
+	if g == nil {
+		return
+	}
+	namedNow := p.names(g, k, nil)
+	_, present := p.res[k]
+	had, changed := old.had[k]
+	if !changed {
+		had = present
+	}
+	was := had && p.names(g, k, old.sets)
+	is := namedNow && present
+	switch {
+	case is && (!was || changed):
+		tc := ch.typeChange(id, k.typeURL)
+		tc.Updated = append(tc.Updated, k.name)
+	case was && !is:
+		tc := ch.typeChange(id, k.typeURL)
+		tc.Removed = append(tc.Removed, k.name)
+	}
+	if namedNow && !present {
+		ch.Dangling++
+	}
+}
+
+// names reports whether group g names k, itself or through a set. The
+// content of a set in prev (when prev is not nil) is taken from there: the
+// set as it was before the commit.
+func (p *Pool) names(g *Group, k resKey, prev map[string]*nameSet) bool {
+	if _, found := slices.BinarySearch(g.Names[k.typeURL], k.name); found {
+		return true
+	}
+	if prev == nil {
+		// The current sets: the index holds the few that name k.
+		for name := range p.setRefs[k] {
+			if _, found := slices.BinarySearch(g.Sets, name); found {
+				return true
+			}
+		}
+		return false
+	}
+	for _, name := range g.Sets {
+		s := p.sets[name]
+		if o, ok := prev[name]; ok {
+			s = o
+		}
+		if s.has(k.typeURL, k.name) {
+			return true
+		}
+	}
+	return false
 }
 
 func (ch *Change) typeChange(id, typeURL string) *TypeChange {
@@ -292,14 +437,16 @@ func (p *Pool) applyResource(typ, name string, value []byte) (resKey, bool, erro
 	if cr.GetName() != name || cr.GetTypeUrl() != typeURL || cr.GetVersion() == "" {
 		return resKey{}, false, fmt.Errorf("resource %s/%s: record names %q of type %q version %q", typ, name, cr.GetName(), cr.GetTypeUrl(), cr.GetVersion())
 	}
-	if old := p.res[k]; old != nil && old.Version == cr.GetVersion() {
+	if old := p.res[k]; old != nil && old.Hash == cr.GetVersion() {
+		// Same bytes: the version (and what proxies hold) stays.
 		old.Generation = cr.GetGeneration()
 		return k, false, nil
 	}
 	a := &anypb.Any{TypeUrl: cr.GetTypeUrl(), Value: cr.GetResource()}
+	version := strconv.FormatUint(cr.GetGeneration(), 10) + "." + cr.GetVersion()
 	p.res[k] = &Resource{
-		TypeURL: k.typeURL, Name: name, Version: cr.GetVersion(), Generation: cr.GetGeneration(), Any: a,
-		Delta: &discovery.Resource{Name: name, Version: cr.GetVersion(), Resource: a},
+		TypeURL: k.typeURL, Name: name, Version: version, Hash: cr.GetVersion(), Generation: cr.GetGeneration(), Any: a,
+		Delta: &discovery.Resource{Name: name, Version: version, Resource: a},
 	}
 	return k, true, nil
 }
@@ -314,17 +461,43 @@ var typeURLs = map[string]string{
 	layout.TypeSecret:   "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
 }
 
+// sortedNames returns the names by type of a ResourceNames map, each list
+// sorted and without duplicates; empty lists are left out.
+func sortedNames(byType map[string]*meshv1.ResourceNames) map[string][]string {
+	out := make(map[string][]string, len(byType))
+	for typeURL, rn := range byType {
+		names := slices.Clone(rn.GetNames())
+		sort.Strings(names)
+		if names = slices.Compact(names); len(names) > 0 {
+			out[typeURL] = names
+		}
+	}
+	return out
+}
+
+func addRef[K comparable](m map[K]map[string]struct{}, k K, v string) {
+	if m[k] == nil {
+		m[k] = map[string]struct{}{}
+	}
+	m[k][v] = struct{}{}
+}
+
+func dropRef[K comparable](m map[K]map[string]struct{}, k K, v string) {
+	delete(m[k], v)
+	if len(m[k]) == 0 {
+		delete(m, k)
+	}
+}
+
 func (p *Pool) applyGroup(id string, value []byte) error {
-	old := p.groups[id]
-	if old != nil {
+	if old := p.groups[id]; old != nil {
 		for typeURL, names := range old.Names {
 			for _, n := range names {
-				k := resKey{typeURL, n}
-				delete(p.refs[k], id)
-				if len(p.refs[k]) == 0 {
-					delete(p.refs, k)
-				}
+				dropRef(p.refs, resKey{typeURL, n}, id)
 			}
+		}
+		for _, s := range old.Sets {
+			dropRef(p.users, s, id)
 		}
 		delete(p.groups, id)
 	}
@@ -335,25 +508,107 @@ func (p *Pool) applyGroup(id string, value []byte) error {
 	if err := proto.Unmarshal(value, &pg); err != nil {
 		return fmt.Errorf("group %s: %w", id, err)
 	}
-	g := &Group{ID: id, Names: map[string][]string{}, Generation: pg.GetGeneration()}
-	for typeURL, rn := range pg.GetResources() {
-		names := slices.Clone(rn.GetNames())
-		sort.Strings(names)
-		names = slices.Compact(names)
-		if len(names) == 0 {
-			continue
-		}
-		g.Names[typeURL] = names
+	g := &Group{ID: id, Names: sortedNames(pg.GetResources()), Generation: pg.GetGeneration()}
+	for typeURL, names := range g.Names {
 		for _, n := range names {
-			k := resKey{typeURL, n}
-			if p.refs[k] == nil {
-				p.refs[k] = map[string]struct{}{}
-			}
-			p.refs[k][id] = struct{}{}
+			addRef(p.refs, resKey{typeURL, n}, id)
+		}
+	}
+	if len(pg.GetSets()) > 0 {
+		g.Sets = slices.Compact(slices.Sorted(slices.Values(pg.GetSets())))
+		for _, s := range g.Sets {
+			addRef(p.users, s, id)
 		}
 	}
 	p.groups[id] = g
 	return nil
+}
+
+// applySet writes or deletes one name set, moving only the names that
+// differ in the setRefs index.
+func (p *Pool) applySet(name string, value []byte) error {
+	var cur *nameSet
+	if value != nil {
+		var ns meshv1.NameSet
+		if err := proto.Unmarshal(value, &ns); err != nil {
+			return fmt.Errorf("set %s: %w", name, err)
+		}
+		if ns.GetName() != name {
+			return fmt.Errorf("set %s: record names %q", name, ns.GetName())
+		}
+		cur = &nameSet{names: sortedNames(ns.GetResources())}
+	}
+	prev := p.sets[name]
+	for _, typeURL := range unionKeys(setTypes(prev), setTypes(cur)) {
+		var a, b []string
+		if prev != nil {
+			a = prev.names[typeURL]
+		}
+		if cur != nil {
+			b = cur.names[typeURL]
+		}
+		tc := diffNames(a, b)
+		for _, n := range tc.Removed {
+			dropRef(p.setRefs, resKey{typeURL, n}, name)
+		}
+		for _, n := range tc.Updated {
+			addRef(p.setRefs, resKey{typeURL, n}, name)
+		}
+	}
+	if cur == nil {
+		delete(p.sets, name)
+	} else {
+		p.sets[name] = cur
+	}
+	return nil
+}
+
+// named returns the names group g names, its own and its sets', by type,
+// each sorted and without duplicates.
+func (p *Pool) named(g *Group) map[string][]string {
+	if len(g.Sets) == 0 {
+		return g.Names
+	}
+	out := make(map[string][]string, len(g.Names))
+	for typeURL := range g.Names {
+		out[typeURL] = p.namedOf(g, typeURL)
+	}
+	for _, s := range g.Sets {
+		if ns := p.sets[s]; ns != nil {
+			for typeURL := range ns.names {
+				if _, ok := out[typeURL]; !ok {
+					out[typeURL] = p.namedOf(g, typeURL)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// namedOf returns the names of typeURL group g names, its own and its
+// sets', sorted and without duplicates. Without sets it returns the group's
+// own list, which callers must not modify.
+func (p *Pool) namedOf(g *Group, typeURL string) []string {
+	lists := [][]string{g.Names[typeURL]}
+	total := len(lists[0])
+	for _, s := range g.Sets {
+		if ns := p.sets[s]; ns != nil && len(ns.names[typeURL]) > 0 {
+			lists = append(lists, ns.names[typeURL])
+			total += len(ns.names[typeURL])
+		}
+	}
+	if len(lists) == 1 {
+		return lists[0]
+	}
+	if len(lists) == 2 && len(lists[0]) == 0 {
+		return lists[1]
+	}
+	out := make([]string, 0, total)
+	for _, l := range lists {
+		out = append(out, l...)
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
 }
 
 // viewNames returns the names in a group's view (named and present) by type.
@@ -362,8 +617,9 @@ func (p *Pool) viewNames(id string) map[string][]string {
 	if g == nil {
 		return map[string][]string{}
 	}
-	out := make(map[string][]string, len(g.Names))
-	for typeURL, names := range g.Names {
+	named := p.named(g)
+	out := make(map[string][]string, len(named))
+	for typeURL, names := range named {
 		var in []string
 		for _, n := range names {
 			if _, ok := p.res[resKey{typeURL, n}]; ok {
@@ -411,14 +667,14 @@ func diffNames(before, after []string) TypeChange {
 func (p *Pool) HasGroup(id string) bool { return p.groups[id] != nil }
 
 // Names returns the names of typeURL in the group's view: named by the
-// group and held by the pool, sorted.
+// group (itself or through its sets) and held by the pool, sorted.
 func (p *Pool) Names(id, typeURL string) []string {
 	g := p.groups[id]
 	if g == nil {
 		return nil
 	}
 	var out []string
-	for _, n := range g.Names[typeURL] {
+	for _, n := range p.namedOf(g, typeURL) {
 		if _, ok := p.res[resKey{typeURL, n}]; ok {
 			out = append(out, n)
 		}
@@ -430,10 +686,7 @@ func (p *Pool) Names(id, typeURL string) []string {
 // group never gets a resource it does not name, nor one the pool lacks.
 func (p *Pool) Get(id, typeURL, name string) *Resource {
 	g := p.groups[id]
-	if g == nil {
-		return nil
-	}
-	if _, found := slices.BinarySearch(g.Names[typeURL], name); !found {
+	if g == nil || !p.names(g, resKey{typeURL, name}, nil) {
 		return nil
 	}
 	return p.res[resKey{typeURL, name}]
@@ -447,7 +700,7 @@ func (p *Pool) View(id, typeURL string, subscribed map[string]struct{}) []*Resou
 		return nil
 	}
 	var out []*Resource
-	for _, n := range g.Names[typeURL] {
+	for _, n := range p.namedOf(g, typeURL) {
 		if subscribed != nil {
 			if _, ok := subscribed[n]; !ok {
 				continue
@@ -483,7 +736,7 @@ func VersionOf(rs []*Resource, extra ...string) string {
 }
 
 // GenerationOfVersion returns the generation prefix of a version made by
-// VersionOf, or 0 for any other string.
+// VersionOf, or of a resource's Version, or 0 for any other string.
 func GenerationOfVersion(v string) uint64 {
 	i := strings.IndexByte(v, '.')
 	if i <= 0 {

@@ -3,6 +3,10 @@ package pool
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"maps"
+	"math/rand"
+	"slices"
+	"sort"
 	"testing"
 	"time"
 
@@ -10,6 +14,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -325,5 +330,305 @@ func TestSharedResourceIsWrappedOnce(t *testing.T) {
 	a, b := p.Get("a/a", cds, "c2"), p.Get("b/b", cds, "c2")
 	if a == nil || a != b || a.Any != b.Any || a.Delta.Resource != a.Any {
 		t.Error("two groups do not share one wrapped resource")
+	}
+}
+
+func groupWithSets(t *testing.T, ns, sa string, gen uint64, byType map[string][]string, sets ...string) kv {
+	t.Helper()
+	w := group(t, ns, sa, gen, byType)
+	g := &meshv1.ProxyGroup{}
+	if err := proto.Unmarshal(w.value, g); err != nil {
+		t.Fatal(err)
+	}
+	g.Sets = sets
+	v, err := proto.Marshal(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv{w.key, v}
+}
+
+func setKV(t *testing.T, name string, gen uint64, byType map[string][]string) kv {
+	t.Helper()
+	s := &meshv1.NameSet{Name: name, Resources: map[string]*meshv1.ResourceNames{}, Generation: gen}
+	for typeURL, names := range byType {
+		s.Resources[typeURL] = &meshv1.ResourceNames{Names: names}
+	}
+	v, err := proto.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv{layout.SetKey(name), v}
+}
+
+// seedSets commits generation 1: set s1 names clusters c1, c2; set s2
+// names cluster c3. a/a lists s1 and names c3 itself; b/b lists s1 and s2;
+// c/c lists s2 only.
+func seedSets(t *testing.T) *Pool {
+	t.Helper()
+	p := New()
+	for _, c := range []string{"c1", "c2", "c3"} {
+		stage(t, p, cluster(t, c, 1, 1))
+	}
+	stage(t, p, setKV(t, "s1", 1, map[string][]string{cds: {"c2", "c1"}}))
+	stage(t, p, setKV(t, "s2", 1, map[string][]string{cds: {"c3"}}))
+	stage(t, p, groupWithSets(t, "a", "a", 1, map[string][]string{cds: {"c3"}}, "s1"))
+	stage(t, p, groupWithSets(t, "b", "b", 1, nil, "s2", "s1"))
+	stage(t, p, groupWithSets(t, "c", "c", 1, nil, "s2"))
+	ch := commit(t, p, 1)
+	want := map[string]map[string]*TypeChange{
+		"a/a": {cds: {Updated: []string{"c1", "c2", "c3"}}},
+		"b/b": {cds: {Updated: []string{"c1", "c2", "c3"}}},
+		"c/c": {cds: {Updated: []string{"c3"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Fatalf("initial change (-want +got):\n%s", diff)
+	}
+	return p
+}
+
+func TestSetNamesJoinTheGroupsView(t *testing.T) {
+	p := seedSets(t)
+	if got := p.Names("b/b", cds); !cmp.Equal(got, []string{"c1", "c2", "c3"}) {
+		t.Errorf("b/b names = %v", got)
+	}
+	if got := names(p.View("a/a", cds, map[string]struct{}{"c1": {}, "c3": {}})); !cmp.Equal(got, []string{"c1", "c3"}) {
+		t.Errorf("a/a subscribed view = %v", got)
+	}
+	if p.Get("c/c", cds, "c1") == nil == (p.Get("a/a", cds, "c1") == nil) {
+		t.Error("c1 should be served to a/a (through s1) and not to c/c")
+	}
+}
+
+func TestSetEditReachesEveryGroupListingIt(t *testing.T) {
+	p := seedSets(t)
+	// s1 gains c4 (arriving in the same commit) and loses c1; c3 joins s1,
+	// which a/a and b/b already see otherwise.
+	stage(t, p, cluster(t, "c4", 1, 2))
+	stage(t, p, setKV(t, "s1", 2, map[string][]string{cds: {"c2", "c3", "c4"}}))
+	ch := commit(t, p, 2)
+	want := map[string]map[string]*TypeChange{
+		"a/a": {cds: {Updated: []string{"c4"}, Removed: []string{"c1"}}},
+		"b/b": {cds: {Updated: []string{"c4"}, Removed: []string{"c1"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+	// A resource of a set changes: every group listing the set is told once,
+	// also when it names the resource itself too.
+	stage(t, p, cluster(t, "c3", 7, 3))
+	ch = commit(t, p, 3)
+	want = map[string]map[string]*TypeChange{
+		"a/a": {cds: {Updated: []string{"c3"}}},
+		"b/b": {cds: {Updated: []string{"c3"}}},
+		"c/c": {cds: {Updated: []string{"c3"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+	// c3 leaves s1 but stays in s2 and a/a's own names: nobody loses it.
+	stage(t, p, setKV(t, "s1", 4, map[string][]string{cds: {"c2", "c4"}}))
+	if ch := commit(t, p, 4); len(ch.Groups) != 0 {
+		t.Errorf("a name still named otherwise changed %v", ch.Groups)
+	}
+	// A set naming a resource the pool lacks: left out, counted dangling,
+	// served when it arrives.
+	stage(t, p, setKV(t, "s2", 5, map[string][]string{cds: {"c3", "c5"}}))
+	ch = commit(t, p, 5)
+	if len(ch.Groups) != 0 || ch.Dangling != 2 {
+		t.Errorf("dangling set name: change %v, dangling %d, want none and 2", ch.Groups, ch.Dangling)
+	}
+	stage(t, p, cluster(t, "c5", 1, 6))
+	ch = commit(t, p, 6)
+	want = map[string]map[string]*TypeChange{
+		"b/b": {cds: {Updated: []string{"c5"}}},
+		"c/c": {cds: {Updated: []string{"c5"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+}
+
+func TestGroupSwitchesSets(t *testing.T) {
+	p := seedSets(t)
+	// c/c moves from s2 to s1, and s1 changes in the same commit: the view
+	// diff covers both.
+	stage(t, p, groupWithSets(t, "c", "c", 2, nil, "s1"))
+	stage(t, p, cluster(t, "c2", 9, 2))
+	ch := commit(t, p, 2)
+	want := map[string]map[string]*TypeChange{
+		"a/a": {cds: {Updated: []string{"c2"}}},
+		"b/b": {cds: {Updated: []string{"c2"}}},
+		"c/c": {cds: {Updated: []string{"c1", "c2"}, Removed: []string{"c3"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+	// s2 changes: c/c no longer lists it; b/b loses c3 and already sees c1
+	// through s1.
+	stage(t, p, setKV(t, "s2", 3, map[string][]string{cds: {"c1"}}))
+	ch = commit(t, p, 3)
+	want = map[string]map[string]*TypeChange{"b/b": {cds: {Removed: []string{"c3"}}}}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+	// Listing a set before it exists: nothing until it arrives.
+	stage(t, p, groupWithSets(t, "c", "c", 4, nil, "s1", "s9"))
+	if ch := commit(t, p, 4); len(ch.Groups) != 0 {
+		t.Errorf("listing an absent set changed %v", ch.Groups)
+	}
+	stage(t, p, setKV(t, "s9", 5, map[string][]string{cds: {"c3"}, eds: {"c1"}}))
+	ch = commit(t, p, 5)
+	want = map[string]map[string]*TypeChange{"c/c": {cds: {Updated: []string{"c3"}}}}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+	if ch.Dangling != 1 {
+		t.Errorf("dangling = %d, want 1 (endpoints c1)", ch.Dangling)
+	}
+}
+
+func TestSetDeleted(t *testing.T) {
+	p := seedSets(t)
+	stage(t, p, kv{layout.SetKey("s1"), nil})
+	ch := commit(t, p, 2)
+	want := map[string]map[string]*TypeChange{
+		"a/a": {cds: {Removed: []string{"c1", "c2"}}},
+		"b/b": {cds: {Removed: []string{"c1", "c2"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+	if got := p.Names("a/a", cds); !cmp.Equal(got, []string{"c3"}) {
+		t.Errorf("a/a names = %v, want [c3]", got)
+	}
+	// The set comes back: its names return to every group still listing it.
+	stage(t, p, setKV(t, "s1", 3, map[string][]string{cds: {"c1"}}))
+	ch = commit(t, p, 3)
+	want = map[string]map[string]*TypeChange{
+		"a/a": {cds: {Updated: []string{"c1"}}},
+		"b/b": {cds: {Updated: []string{"c1"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+}
+
+func TestSetRecordMustMatchItsKey(t *testing.T) {
+	p := seedSets(t)
+	w := setKV(t, "other", 2, map[string][]string{cds: {"c1"}})
+	stage(t, p, kv{layout.SetKey("s2"), w.value})
+	if _, err := p.Commit(&meshv1.Generation{Number: 2}); err == nil {
+		t.Error("a set record under another set's key was applied")
+	}
+	if got := p.Names("c/c", cds); !cmp.Equal(got, []string{"c3"}) {
+		t.Errorf("c/c names = %v, want [c3] (s2 unchanged)", got)
+	}
+}
+
+// TestRandomCommitsMatchFullDiff applies random generations of resource,
+// group and set writes and checks each Change against a diff of every
+// group's full view before and after: the index-driven commit must report
+// exactly what a full recomputation would.
+func TestRandomCommitsMatchFullDiff(t *testing.T) {
+	for _, seed := range []int64{1, 2, 3} {
+		randomCommits(t, rand.New(rand.NewSource(seed)))
+	}
+}
+
+func randomCommits(t *testing.T, rng *rand.Rand) {
+	clusters := []string{"c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"}
+	sets := []string{"s0", "s1", "s2"}
+	groups := []string{"g0", "g1", "g2", "g3"}
+	pick := func(from []string) []string {
+		var out []string
+		for _, n := range from {
+			if rng.Intn(3) == 0 {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	views := func(p *Pool) map[string][]string {
+		out := map[string][]string{}
+		for _, g := range groups {
+			id := GroupID(g, g)
+			view := p.Names(id, cds)
+			if len(view) > 0 {
+				out[id] = view
+			}
+			// Get, View and Names agree.
+			if got := names(p.View(id, cds, nil)); !slices.Equal(got, view) {
+				t.Fatalf("%s: View %v, Names %v", id, got, view)
+			}
+			for _, c := range clusters {
+				_, named := slices.BinarySearch(view, c)
+				if got := p.Get(id, cds, c) != nil; got != named {
+					t.Fatalf("%s: Get(%s) = %v, Names %v", id, c, got, view)
+				}
+			}
+		}
+		return out
+	}
+	p := New()
+	versions := map[string]int64{}
+	for gen := uint64(1); gen <= 300; gen++ {
+		before := views(p)
+		was := maps.Clone(versions)
+		for range 1 + rng.Intn(4) {
+			switch rng.Intn(3) {
+			case 0:
+				c := clusters[rng.Intn(len(clusters))]
+				if rng.Intn(4) == 0 {
+					stage(t, p, kv{layout.ResourceKey(layout.TypeCluster, c), nil})
+					delete(versions, c)
+				} else {
+					v := int64(rng.Intn(3) + 1)
+					stage(t, p, cluster(t, c, v, gen))
+					versions[c] = v
+				}
+			case 1:
+				s := sets[rng.Intn(len(sets))]
+				if rng.Intn(5) == 0 {
+					stage(t, p, kv{layout.SetKey(s), nil})
+				} else {
+					stage(t, p, setKV(t, s, gen, map[string][]string{cds: pick(clusters)}))
+				}
+			case 2:
+				g := groups[rng.Intn(len(groups))]
+				if rng.Intn(6) == 0 {
+					stage(t, p, kv{layout.GroupKey(g, g), nil})
+				} else {
+					stage(t, p, groupWithSets(t, g, g, gen, map[string][]string{cds: pick(clusters)}, pick(sets)...))
+				}
+			}
+		}
+		// A key written twice in one generation keeps its last value: what
+		// changed is what differs from the generation before.
+		changed := map[string]bool{}
+		for _, c := range clusters {
+			v0, ok0 := was[c]
+			v1, ok1 := versions[c]
+			changed[c] = ok0 != ok1 || v0 != v1
+		}
+		ch := commit(t, p, gen)
+		after := views(p)
+		want := map[string]map[string]*TypeChange{}
+		for _, g := range groups {
+			id := GroupID(g, g)
+			tc := diffNames(before[id], after[id])
+			for _, n := range after[id] {
+				if _, kept := slices.BinarySearch(before[id], n); kept && changed[n] {
+					tc.Updated = append(tc.Updated, n)
+				}
+			}
+			if len(tc.Updated)+len(tc.Removed) > 0 {
+				sort.Strings(tc.Updated)
+				want[id] = map[string]*TypeChange{cds: &tc}
+			}
+		}
+		if diff := cmp.Diff(want, ch.Groups, cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("generation %d: change differs from the full diff (-want +got):\n%s", gen, diff)
+		}
 	}
 }

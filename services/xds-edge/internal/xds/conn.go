@@ -33,6 +33,11 @@ type conn struct {
 	acked      map[string]string
 	lastNack   *meshv1.Nack
 	generation uint64
+	// ACK status coalescing (Options.AckStatusInterval).
+	ackPublished time.Time
+	ackPending   bool
+	ackTimer     *time.Timer
+	closed       bool
 }
 
 // typeState is a stream's state for one xDS type.
@@ -50,6 +55,9 @@ type typeState struct {
 	dirty, force  bool
 	lastVersion   string
 	nackedVersion string
+	// lastSent is what the last response held (CDS and LDS only), kept so
+	// that a removal can be made before-break (see sotwStream.flush).
+	lastSent []*pool.Resource
 
 	// Delta.
 	pendingAll bool

@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"errors"
-	"io"
 	"sort"
 	"strconv"
 	"time"
@@ -11,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
 
 var zeroTime time.Time
@@ -24,23 +22,14 @@ type deltaStream struct {
 func (*deltaStream) delta() bool { return true }
 
 func (w *deltaStream) recv(s *Server, c *conn) error {
-	req, err := w.st.Recv()
-	if errors.Is(err, io.EOF) {
-		return errClientDone
-	}
+	req, err := receive(w.st.Recv)
 	if err != nil {
 		return err
 	}
 	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		return status.Error(codes.InvalidArgument, "delta discovery request without type_url")
-	}
 	ctx := w.st.Context()
-	var after []func()
 	c.mu.Lock()
-	if c.setNode(req.GetNode()) {
-		after = append(after, func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) })
-	}
+	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		if sent, ok := st.inflight[nonce]; ok {
@@ -65,6 +54,18 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 		}
 	}
 	if !st.subscribed {
+		// A proxy reconnecting with resources from a generation newer than
+		// ours must not be rolled back: send it to another replica.
+		if typeURL != secretType {
+			var seen uint64
+			for _, v := range req.GetInitialResourceVersions() {
+				seen = max(seen, pool.GenerationOfVersion(v))
+			}
+			if have := s.Generation(); seen > have {
+				c.mu.Unlock()
+				return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %d, older than the %d this proxy has seen", s.opts.EdgeID, have, seen)
+			}
+		}
 		st.subscribed = true
 		for n, v := range req.GetInitialResourceVersions() {
 			st.have[n] = v

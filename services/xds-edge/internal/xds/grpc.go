@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 )
 
@@ -28,8 +29,9 @@ type GRPCConfig struct {
 	MaxConcurrentStreams uint32
 }
 
-// ServerOptions are the gRPC server options for cfg: mTLS, keepalives and
-// the maximum connection age.
+// ServerOptions are the gRPC server options for cfg: mTLS, keepalives, the
+// maximum connection age, and a buffer pool that does not clear 1 MiB for
+// every response over 32 KiB (see bufferPool).
 func ServerOptions(cfg GRPCConfig) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
 		grpc.Creds(credentials.NewTLS(cfg.TLS)),
@@ -44,6 +46,7 @@ func ServerOptions(cfg GRPCConfig) []grpc.ServerOption {
 		// of 32 KiB each per connection.
 		grpc.SharedWriteBuffer(true),
 		grpc.ReadBufferSize(readBufferSize),
+		experimental.BufferPool(newBufferPool()),
 	}
 	if cfg.MaxConcurrentStreams > 0 {
 		opts = append(opts, grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams))

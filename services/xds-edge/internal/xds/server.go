@@ -30,10 +30,12 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/sirupsen/logrus"
@@ -76,6 +78,11 @@ type Options struct {
 	Meter metric.Meter
 	// Admission limits the rate of new streams; nil admits every stream.
 	Admission *rate.Limiter
+	// AckStatusInterval coalesces ACK status reports: a proxy's ACKs are
+	// published at most once per interval, the last one always (after the
+	// interval). CONNECTED, NACK and DISCONNECTED are published at once.
+	// Zero publishes every ACK.
+	AckStatusInterval time.Duration
 }
 
 // Stats are counters kept alongside the metrics, for tests and debugging.
@@ -370,6 +377,12 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 		}
 		s.stats.connected.Add(-1)
 		s.metrics.connected.Add(context.WithoutCancel(ctx), -1)
+		c.mu.Lock()
+		c.closed = true
+		if c.ackTimer != nil {
+			c.ackTimer.Stop() // the DISCONNECTED report carries the acked versions
+		}
+		c.mu.Unlock()
 		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_DISCONNECTED, nil)
 		log.WithField("node_id", c.nodeIDValue()).Debug("xds stream closed")
 	}()
@@ -404,6 +417,38 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 	}
 }
 
+// request is what state-of-the-world and delta requests share.
+type request interface {
+	GetTypeUrl() string
+	GetNode() *corev3.Node
+}
+
+// receive reads the next request: errClientDone when the client closed
+// the stream, InvalidArgument for a request without a type URL.
+func receive[R request](recv func() (R, error)) (R, error) {
+	req, err := recv()
+	if errors.Is(err, io.EOF) {
+		return req, errClientDone
+	}
+	if err != nil {
+		return req, err
+	}
+	if req.GetTypeUrl() == "" {
+		return req, status.Error(codes.InvalidArgument, "discovery request without type_url")
+	}
+	return req, nil
+}
+
+// noteNode records the node a request names; the first one makes the
+// returned function publish the CONNECTED status, to run once c.mu is
+// released. c.mu is held.
+func (s *Server) noteNode(ctx context.Context, c *conn, node *corev3.Node) []func() {
+	if !c.setNode(node) {
+		return nil
+	}
+	return []func(){func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) }}
+}
+
 // errClientDone ends a stream the client closed.
 var errClientDone = errors.New("client closed the stream")
 
@@ -423,7 +468,40 @@ func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent se
 	if !sent.commit.IsZero() {
 		s.metrics.latency.Record(ctx, time.Since(sent.commit).Seconds(), metric.WithAttributes(attribute.String("type_url", typeURL)))
 	}
-	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+	s.publishAck(ctx, c)
+}
+
+// publishAck publishes c's ACK status now, or, within AckStatusInterval of
+// the last one, once the interval has passed; one report covers every ACK
+// in between (it carries the acked versions of every type).
+func (s *Server) publishAck(ctx context.Context, c *conn) {
+	if s.opts.Status == nil {
+		return
+	}
+	c.mu.Lock()
+	if c.ackPending || c.closed {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	wait := c.ackPublished.Add(s.opts.AckStatusInterval).Sub(now)
+	if wait <= 0 {
+		c.ackPublished = now
+		c.mu.Unlock()
+		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+		return
+	}
+	c.ackPending = true
+	c.ackTimer = time.AfterFunc(wait, func() {
+		c.mu.Lock()
+		closed := c.closed
+		c.ackPending, c.ackTimer, c.ackPublished = false, nil, time.Now()
+		c.mu.Unlock()
+		if !closed {
+			s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
+		}
+	})
+	c.mu.Unlock()
 }
 
 // recordNack books, logs and publishes a NACK.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
 )
@@ -416,6 +417,41 @@ func TestDeltaRemovalsComeAfterUpdates(t *testing.T) {
 	}
 }
 
+// TestSotWRemovalsAreMadeBeforeBreak: a SotW proxy first gets the new
+// clusters together with the one leaving, then the listener that stops
+// using it, and only then the clusters without it.
+func TestSotWRemovalsAreMadeBeforeBreak(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds, lds}})
+	initial(t, p, 2)
+	f.commit(
+		res(t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
+		res(t, xdstest.Listener("out-a", 15002), "out-a", 2),
+		xdstest.Group("a", "a", 2, map[string][]string{cds: {"cnew", "shared"}, eds: {"shared"}, lds: {"out-a"}}),
+	)
+	var got []string
+	for range 3 {
+		r := next(t, p)
+		names := r.Names()
+		sort.Strings(names)
+		got = append(got, r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]+" "+strings.Join(names, ","))
+	}
+	want := []string{
+		"Cluster ca,cnew,shared",
+		"Listener out-a",
+		"Cluster cnew,shared",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("responses (-want +got):\n%s", diff)
+	}
+	// A removal with nothing else to push goes out at once, alone.
+	f.commit(xdstest.Group("a", "a", 3, map[string][]string{cds: {"shared"}, eds: {"shared"}, lds: {"out-a"}}))
+	if r := next(t, p); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
+		t.Errorf("got %s %v, want the clusters without cnew", r.TypeURL, r.Names())
+	}
+}
+
 func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
 	for _, delta := range []bool{false, true} {
 		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
@@ -470,6 +506,41 @@ func TestReconnectWithNewerStateIsRefused(t *testing.T) {
 	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: v}})
 	if r := next(t, p2); r.Version != v {
 		t.Errorf("reconnect got version %s, want %s", r.Version, v)
+	}
+}
+
+// TestDeltaReconnectWithNewerStateIsRefused: a delta proxy's resource
+// versions carry the generation that brought them, so one reconnecting
+// with state newer than the edge's is sent elsewhere, and one reconnecting
+// with what it holds is sent only what it lacks.
+func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds},
+		Initial: map[string]map[string]string{cds: {"c1": "9.0123456789abcdef"}}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "older than the 9") {
+		t.Fatalf("a delta proxy at generation 9 on an edge at 1: %v", err)
+	}
+	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}})
+	r := next(t, p1)
+	if len(r.Versions) < 2 {
+		t.Fatalf("initial response holds %v, want at least two clusters", r.Versions)
+	}
+	held := map[string]string{}
+	var missing string
+	for n, v := range r.Versions {
+		if pool.GenerationOfVersion(v) != 1 {
+			t.Errorf("resource %s has version %q, want generation 1 in it", n, v)
+		}
+		if missing == "" {
+			missing = n
+			continue
+		}
+		held[n] = v
+	}
+	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: held}})
+	if r2 := next(t, p2); len(r2.Resources) != 1 || r2.Versions[missing] != r.Versions[missing] {
+		t.Errorf("reconnect got %v, want only %s at %s", r2.Versions, missing, r.Versions[missing])
 	}
 }
 
@@ -563,4 +634,41 @@ func wantRootUpdate(delta bool) []string {
 		return []string{SecretRootCert}
 	}
 	return []string{SecretRootCert, SecretServiceCert}
+}
+
+// TestAckStatusesAreCoalesced: a proxy ACKing its four types in a burst is
+// reported once at once and once more after the interval, with every
+// type's acked version; nothing is reported after it disconnects.
+func TestAckStatusesAreCoalesced(t *testing.T) {
+	f := newFixture(t, func(o *Options) { o.AckStatusInterval = 300 * time.Millisecond })
+	f.seed()
+	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: allTypes})
+	initial(t, p, 4)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		acks := f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK)
+		if n := len(acks); n > 0 && len(acks[n-1].GetAckedVersions()) == 4 {
+			if n > 2 {
+				t.Errorf("%d ACK reports for one burst, want at most 2", n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ACK report with the four types: %v", acks)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// A burst right after a report is held back, then reported once.
+	before := len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK))
+	f.commit(res(t, xdstest.Endpoints("shared", 9), "shared", 2))
+	next(t, p)
+	p.Stop()
+	<-p.Done()
+	time.Sleep(500 * time.Millisecond)
+	if got := len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK)) - before; got > 1 {
+		t.Errorf("%d ACK reports after the edit, want at most one", got)
+	}
+	if len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_DISCONNECTED)) != 1 {
+		t.Errorf("no DISCONNECTED report")
+	}
 }

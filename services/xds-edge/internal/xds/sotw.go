@@ -1,16 +1,14 @@
 package xds
 
 import (
-	"errors"
-	"io"
 	"maps"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
 
@@ -22,23 +20,14 @@ type sotwStream struct {
 func (*sotwStream) delta() bool { return false }
 
 func (w *sotwStream) recv(s *Server, c *conn) error {
-	req, err := w.st.Recv()
-	if errors.Is(err, io.EOF) {
-		return errClientDone
-	}
+	req, err := receive(w.st.Recv)
 	if err != nil {
 		return err
 	}
 	typeURL := req.GetTypeUrl()
-	if typeURL == "" {
-		return status.Error(codes.InvalidArgument, "discovery request without type_url")
-	}
 	ctx := w.st.Context()
-	var after []func()
 	c.mu.Lock()
-	if c.setNode(req.GetNode()) {
-		after = append(after, func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) })
-	}
+	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		sent, ok := st.inflight[nonce]
@@ -94,12 +83,20 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	return nil
 }
 
+// flush sends every dirty type, in push order. In the state of the world a
+// cluster or listener leaves the proxy by being left out of a CDS or LDS
+// response, so a removal is made before-break: when a CDS or LDS update
+// drops names and a later type (the routes and listeners that stop using
+// them) is also being pushed, the proxy first gets the new set plus the
+// dropped resources, then the later types, and the set without the dropped
+// names last. A route is never left pointing at a cluster the proxy has
+// already removed.
 func (w *sotwStream) flush(s *Server, c *conn) error {
-	var out []*discovery.DiscoveryResponse
+	var out, removals []*discovery.DiscoveryResponse
 	c.mu.Lock()
 	s.mu.RLock()
 	c.generation, _ = s.pool.Generation()
-	for _, typeURL := range pushOrder {
+	for i, typeURL := range pushOrder {
 		st := c.types[typeURL]
 		if st == nil || !st.subscribed || !st.dirty {
 			continue
@@ -111,21 +108,89 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 			st.force, st.commit = false, zeroTime
 			continue
 		}
-		anys := make([]*anypb.Any, len(rs))
-		for i, r := range rs {
-			anys[i] = r.Any
+		if keepsState(typeURL) {
+			if dropped := droppedFrom(st.lastSent, rs); len(dropped) > 0 && c.laterDirty(pushOrder[i+1:]) {
+				union := mergeByName(rs, dropped)
+				out = append(out, c.sotwResponse(st, typeURL, union, pool.VersionOf(union, "make-before-break")))
+				removals = append(removals, c.sotwResponse(st, typeURL, rs, version))
+				st.lastVersion, st.force, st.commit, st.lastSent = version, false, zeroTime, rs
+				continue
+			}
+			st.lastSent = rs
 		}
-		nonce := c.remember(st, sentResponse{version: version, commit: st.commit})
+		out = append(out, c.sotwResponse(st, typeURL, rs, version))
 		st.lastVersion, st.force, st.commit = version, false, zeroTime
-		out = append(out, &discovery.DiscoveryResponse{VersionInfo: version, Resources: anys, TypeUrl: typeURL, Nonce: nonce})
 	}
 	s.mu.RUnlock()
 	c.mu.Unlock()
-	for _, r := range out {
+	for _, r := range append(out, removals...) {
 		if err := w.st.Send(r); err != nil {
 			return err
 		}
 		s.recordPush(w.st.Context(), r.GetTypeUrl())
 	}
 	return nil
+}
+
+// sotwResponse wraps rs as a response and remembers it for its ACK. c.mu
+// is held.
+func (c *conn) sotwResponse(st *typeState, typeURL string, rs []*pool.Resource, version string) *discovery.DiscoveryResponse {
+	anys := make([]*anypb.Any, len(rs))
+	for i, r := range rs {
+		anys[i] = r.Any
+	}
+	nonce := c.remember(st, sentResponse{version: version, commit: st.commit})
+	return &discovery.DiscoveryResponse{VersionInfo: version, Resources: anys, TypeUrl: typeURL, Nonce: nonce}
+}
+
+// keepsState says whether a state-of-the-world response of typeURL
+// replaces the proxy's whole set, so that leaving a name out removes it.
+func keepsState(typeURL string) bool {
+	return typeURL == resourcev3.ClusterType || typeURL == resourcev3.ListenerType
+}
+
+// laterDirty says whether any of types has a push pending. c.mu is held.
+func (c *conn) laterDirty(types []string) bool {
+	for _, t := range types {
+		if st := c.types[t]; st != nil && st.subscribed && st.dirty {
+			return true
+		}
+	}
+	return false
+}
+
+// droppedFrom returns the resources of before whose names are not in
+// after.
+func droppedFrom(before, after []*pool.Resource) []*pool.Resource {
+	if len(before) == 0 {
+		return nil
+	}
+	kept := make(map[string]struct{}, len(after))
+	for _, r := range after {
+		kept[r.Name] = struct{}{}
+	}
+	var out []*pool.Resource
+	for _, r := range before {
+		if _, ok := kept[r.Name]; !ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// mergeByName merges two name-sorted lists without common names (lists
+// that are not sorted are merged all the same, in some order).
+func mergeByName(a, b []*pool.Resource) []*pool.Resource {
+	out := make([]*pool.Resource, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		if j == len(b) || (i < len(a) && a[i].Name < b[j].Name) {
+			out = append(out, a[i])
+			i++
+		} else {
+			out = append(out, b[j])
+			j++
+		}
+	}
+	return out
 }

@@ -69,6 +69,9 @@ type Options struct {
 	// Versions are the version_info (SotW) per type to send in the first
 	// request, as a reconnecting proxy does.
 	Versions map[string]string
+	// Initial are the initial_resource_versions (delta) per type, name →
+	// version, to send in the first request, as a reconnecting proxy does.
+	Initial map[string]map[string]string
 	// Reject, when set, is asked about every response; a non-empty answer
 	// NACKs it with that message.
 	Reject func(Response) string
@@ -104,7 +107,7 @@ func Start(ctx context.Context, cc grpc.ClientConnInterface, o Options) (*Proxy,
 			return nil, err
 		}
 		for i, t := range o.Types {
-			req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, ResourceNamesSubscribe: o.Names[t]}
+			req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, ResourceNamesSubscribe: o.Names[t], InitialResourceVersions: o.Initial[t]}
 			if i == 0 {
 				req.Node = node
 			}

@@ -191,13 +191,24 @@ func Resource(m proto.Message, name string, gen uint64) (Write, error) {
 	}}, nil
 }
 
-// Group is the mesh-compiled write of a proxy group.
-func Group(ns, sa string, gen uint64, names map[string][]string) Write {
-	g := &meshv1.ProxyGroup{Identity: &meshv1.Identity{Namespace: ns, ServiceAccount: sa}, Resources: map[string]*meshv1.ResourceNames{}, Generation: gen}
+// Group is the mesh-compiled write of a proxy group; its names are names
+// plus those of the name sets listed in sets.
+func Group(ns, sa string, gen uint64, names map[string][]string, sets ...string) Write {
+	g := &meshv1.ProxyGroup{Identity: &meshv1.Identity{Namespace: ns, ServiceAccount: sa}, Resources: map[string]*meshv1.ResourceNames{}, Generation: gen, Sets: sets}
 	for typeURL, n := range names {
 		g.Resources[typeURL] = &meshv1.ResourceNames{Names: n}
 	}
 	return Write{Key: layout.GroupKey(ns, sa), Value: g}
+}
+
+// NameSet is the mesh-compiled write of a name set that groups list in
+// their sets.
+func NameSet(name string, gen uint64, names map[string][]string) Write {
+	s := &meshv1.NameSet{Name: name, Resources: map[string]*meshv1.ResourceNames{}, Generation: gen}
+	for typeURL, n := range names {
+		s.Resources[typeURL] = &meshv1.ResourceNames{Names: n}
+	}
+	return Write{Key: layout.SetKey(name), Value: s}
 }
 
 // Generation is the generation record.

@@ -1,0 +1,198 @@
+package injector
+
+import (
+	"context"
+	"crypto/tls"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/cpcert"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
+)
+
+// ServingConfig is the configuration of the admission server's certificate
+// and of the caBundle written into the webhook configuration. By default the
+// certificate comes from the cert-authority; the files are an override.
+type ServingConfig struct {
+	TLSCertFile        string
+	TLSKeyFile         string
+	TLSCAFile          string
+	WebhookServicePort int
+	ClusterDomain      string
+	BootstrapTokenFile string
+	BootstrapTokenType string
+	ServingCertTTL     time.Duration
+}
+
+func (c *ServingConfig) flags(f *app.Flags) {
+	f.String(&c.TLSCertFile, "tls-cert-file", "", "override: serve this certificate file (reloaded when it changes) instead of one from the cert-authority; needs --tls-key-file, and --tls-ca-file when the webhook configuration is managed")
+	f.String(&c.TLSKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
+	f.String(&c.TLSCAFile, "tls-ca-file", "", "override, with --tls-cert-file only: CA that signed it, written as the caBundle of the webhook configuration")
+	f.Int(&c.WebhookServicePort, "webhook-service-port", 443, "port of --webhook-service-name the apiserver calls")
+	f.String(&c.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster, for the serving certificate's <svc>.<ns>.svc.<cluster-domain> name")
+	f.String(&c.BootstrapTokenFile, "ca-bootstrap-token-file", "/var/run/secrets/openservicemesh.io/cert-authority/token", "credential for the cert-authority's Bootstrap, which issues the serving certificate: a projected ServiceAccount token with the CA's audience (re-read at every renewal), or the dev pre-shared token")
+	f.String(&c.BootstrapTokenType, "ca-bootstrap-token-type", "service-account", `how the CA verifies --ca-bootstrap-token-file: "service-account" (TokenReview) or "pre-shared" (dev stack only)`)
+	f.Duration(&c.ServingCertTTL, "serving-cert-ttl", 0, "lifetime asked of the CA for the serving certificate (renewed at half); 0 takes the CA's --control-plane-ttl")
+}
+
+// ServesFromFiles reports whether the serving certificate comes from
+// --tls-cert-file (the override) rather than the cert-authority.
+func (c *ServingConfig) ServesFromFiles() bool { return c.TLSCertFile != "" || c.TLSKeyFile != "" }
+
+// ServingDNSNames are the DNS names of the CA-issued serving certificate.
+func (c *Config) ServingDNSNames() []string {
+	return caclient.ServiceDNSNames(c.WebhookServiceName, c.ControlPlaneNamespace, c.ClusterDomain)
+}
+
+// bootstrapTokenType maps --ca-bootstrap-token-type to the wire enum.
+func (c *ServingConfig) bootstrapTokenType() (cav1.TokenType, bool) {
+	switch c.BootstrapTokenType {
+	case "service-account":
+		return cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT, true
+	case "pre-shared":
+		return cav1.TokenType_TOKEN_TYPE_PRE_SHARED, true
+	}
+	return 0, false
+}
+
+// validateServing checks the serving-certificate flags: either both files
+// (the override), or what Bootstrap needs.
+func (c *Config) validateServing() error {
+	if c.WebhookServicePort < 1 || c.WebhookServicePort > 65535 {
+		return app.FlagError("webhook-service-port", "must be 1-65535, got %d", c.WebhookServicePort)
+	}
+	if c.ServesFromFiles() {
+		if c.TLSCertFile == "" {
+			return app.FlagError("tls-cert-file", "is required with --tls-key-file")
+		}
+		if c.TLSKeyFile == "" {
+			return app.FlagError("tls-key-file", "is required with --tls-cert-file")
+		}
+		if c.WebhookConfigName != "" && c.TLSCAFile == "" {
+			return app.FlagError("tls-ca-file", "is required with --tls-cert-file to manage the webhook configuration %s (or set --webhook-config-name to empty)", c.WebhookConfigName)
+		}
+		return nil
+	}
+	if c.TLSCAFile != "" {
+		return app.FlagError("tls-ca-file", "only applies with --tls-cert-file; the CA-issued certificate's caBundle is the CA's trust bundle")
+	}
+	if c.BootstrapTokenFile == "" {
+		return app.FlagError("ca-bootstrap-token-file", "is required unless --tls-cert-file is set")
+	}
+	if _, ok := c.bootstrapTokenType(); !ok {
+		return app.FlagError("ca-bootstrap-token-type", `must be "service-account" or "pre-shared", got %q`, c.BootstrapTokenType)
+	}
+	if c.WebhookServiceName == "" {
+		return app.FlagError("webhook-service-name", "is required: the CA-issued serving certificate names the Service")
+	}
+	if c.ServingCertTTL < 0 || (c.ServingCertTTL > 0 && c.ServingCertTTL < time.Minute) {
+		return app.FlagError("serving-cert-ttl", "must be 0 (the CA's default) or at least 1m, got %s", c.ServingCertTTL)
+	}
+	if c.WebhookURL != "" {
+		u, err := url.Parse(c.WebhookURL)
+		if err != nil {
+			return app.FlagError("webhook-url", "%v", err)
+		}
+		if !slices.Contains(c.ServingDNSNames(), u.Hostname()) {
+			return app.FlagError("webhook-url", "host %q is not in the CA-issued serving certificate (%s); call the Service, or serve --tls-cert-file",
+				u.Hostname(), strings.Join(c.ServingDNSNames(), ", "))
+		}
+	}
+	return nil
+}
+
+// serving is the admission server's certificate source and the caBundle
+// that verifies it.
+type serving struct {
+	tls           *tls.Config
+	caBundle      func() ([]byte, error)
+	bundleChanged <-chan struct{} // nil when the caBundle is a file
+}
+
+// servingTLS sets up the serving certificate. By default it comes from the
+// cert-authority's Bootstrap (with the webhook Service's DNS names) and is
+// renewed at half its lifetime; the caBundle is the CA's trust bundle,
+// followed with WatchTrustBundle. --tls-cert-file overrides both with files.
+func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.ClientConn) (*serving, error) {
+	log := rt.Log
+	if c.ServesFromFiles() {
+		certs, err := server.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
+		if err != nil {
+			return nil, app.FlagError("tls-cert-file", "%v", err)
+		}
+		log.WithField("tls_cert_file", c.TLSCertFile).Info("serving certificate from files (--tls-cert-file overrides the cert-authority)")
+		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) }}, nil
+	}
+	client := cav1.NewCertificateAuthorityServiceClient(caConn)
+	tokenType, _ := c.bootstrapTokenType()
+	if _, err := os.Stat(c.BootstrapTokenFile); err != nil {
+		return nil, app.FlagError("ca-bootstrap-token-file", "%v", err)
+	}
+	bundle := cpcert.NewBundle(client, log, 0, 0)
+	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
+		Client: client, TokenType: tokenType, DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
+		Token: func() (string, error) {
+			b, err := os.ReadFile(c.BootstrapTokenFile)
+			return strings.TrimSpace(string(b)), err
+		},
+		// Renew at once if a rotation drops the root that issued it.
+		Roots: bundle.RootsPEM, BundleChanged: bundle.Subscribe(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	rt.Health.AddReadyCheck("serving-certificate", cert.Check)
+	rt.Health.AddReadyCheck("trust-bundle", bundle.Check)
+	if err := cert.RenewUntilDone(ctx); err != nil {
+		return nil, err
+	}
+	go func() { _ = cert.Start(ctx) }()
+	go func() { _ = bundle.Start(ctx) }()
+	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe()}, nil
+}
+
+// keepWebhookConfig writes the webhook configuration at start and keeps its
+// caBundle current: at once when the trust bundle changes (changed), and
+// every 30 seconds otherwise (a caBundle file, or an edited configuration).
+func keepWebhookConfig(ctx context.Context, log *logrus.Entry, cs kubernetes.Interface, c Config, caBundle func() ([]byte, error), changed <-chan struct{}) {
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		ca, err := caBundle()
+		if err == nil {
+			desired := webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
+				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
+				ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), URL: c.WebhookURL, CABundle: ca}
+			cfg, derr := webhookconfig.Desired(desired)
+			if derr == nil {
+				wrote, eerr := webhookconfig.Ensure(ctx, cs, cfg)
+				err = eerr
+				if wrote {
+					log.WithField("name", c.WebhookConfigName).Info("webhook configuration written")
+				}
+			} else {
+				err = derr
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			log.WithError(err).WithField("name", c.WebhookConfigName).Warn("webhook configuration not updated")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-changed:
+		}
+	}
+}

@@ -9,7 +9,9 @@
 // backoff. The patch the apiserver receives names the Secret, so the pod can
 // be stored before the Secret exists: the kubelet mounts a Secret volume by
 // retrying until the Secret appears, and the sidecar cannot start before its
-// volume is mounted, so a few milliseconds of lag cost nothing.
+// volume is mounted, so a few milliseconds of lag cost nothing. Work that
+// cannot fail, such as serializing the Envoy bootstrap, can ride along as a
+// completion that the worker runs before its first attempt.
 //
 // Nothing is dropped:
 //   - when the queue is full, Store writes synchronously, as admission did

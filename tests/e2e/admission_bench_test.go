@@ -20,8 +20,11 @@ import (
 // apiserver at 100 per second, each injected by the webhook with a bootstrap
 // certificate issued by the cert-authority. It reports latency percentiles
 // measured at the webhook (from its histogram, certificate issuance
-// included) and at the client (the whole pod creation). Run it with a fixed
-// count, for example -benchtime 1000x (10 seconds of load).
+// included) and at the client (the whole pod creation), the share of
+// admissions within the 10 ms goal, and each step of the webhook. The
+// bootstrap Secrets are written, and then owned by their pods, after the
+// webhook has answered, so that apiserver load runs alongside. Run it with
+// a fixed count, for example -benchtime 1000x (10 seconds of load).
 func BenchmarkAdmission(b *testing.B) {
 	m := meshUp(b)
 	ctx := b.Context()
@@ -67,13 +70,37 @@ func BenchmarkAdmission(b *testing.B) {
 	pct := func(q float64) time.Duration { return client[int(math.Ceil(q*float64(len(client))))-1] }
 	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "create-p50-ms")
 	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "create-p99-ms")
+	metrics := "http://" + m.injectorAdmin + "/metrics"
 	for name, metric := range map[string]string{"webhook": "osm_injector_admission_seconds", "issue": "osm_injector_cert_issuance_seconds"} {
-		h, err := scrapeHistogram("http://"+m.injectorAdmin+"/metrics", metric)
+		h, err := scrapeHistogram(metrics, metric, "")
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(h.quantile(0.50)*1000, name+"-p50-ms")
 		b.ReportMetric(h.quantile(0.99)*1000, name+"-p99-ms")
+		if name == "webhook" {
+			// The goal read off a bucket boundary, without interpolation.
+			b.ReportMetric(100*h.fractionBelow(0.01), "webhook-le10ms-%")
+		}
+	}
+	// The CA's own share of an issuance: validating and signing the CSR,
+	// without the client's key and CSR, the network and the scheduling.
+	// (Its histogram has no 7.5 ms bucket, so quantiles between 5 and 10 ms
+	// are coarser than the webhook's.)
+	caSign, err := scrapeHistogram("http://"+m.caAdmin+"/metrics", "osm_ca_sign_duration_seconds", `rpc="sign"`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(caSign.quantile(0.50)*1000, "ca-sign-p50-ms")
+	b.ReportMetric(caSign.quantile(0.99)*1000, "ca-sign-p99-ms")
+	// Where the webhook's time goes, step by step.
+	for _, phase := range []string{"decide", "patch", "issue", "bootstrap", "store", "encode"} {
+		h, err := scrapeHistogram(metrics, "osm_injector_admission_phase_seconds", `phase="`+phase+`"`)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(h.quantile(0.50)*1000, "phase-"+phase+"-p50-ms")
+		b.ReportMetric(h.quantile(0.99)*1000, "phase-"+phase+"-p99-ms")
 	}
 	_ = pods.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "app=bookstore"})
 }
@@ -106,8 +133,21 @@ func (h histogram) quantile(q float64) float64 {
 	return lower
 }
 
-// scrapeHistogram reads metric's _bucket series from a /metrics endpoint.
-func scrapeHistogram(url, metric string) (histogram, error) {
+// fractionBelow is the fraction of observations at or below bound, which
+// must be one of the bucket boundaries.
+func (h histogram) fractionBelow(bound float64) float64 {
+	total := h.counts[len(h.counts)-1]
+	for i, le := range h.bounds {
+		if le == bound && total > 0 {
+			return h.counts[i] / total
+		}
+	}
+	return math.NaN()
+}
+
+// scrapeHistogram reads metric's _bucket series from a /metrics endpoint,
+// summed over the series whose labels contain match (all when empty).
+func scrapeHistogram(url, metric, match string) (histogram, error) {
 	resp, err := http.Get(url)
 	if err != nil {
 		return histogram{}, err
@@ -118,7 +158,7 @@ func scrapeHistogram(url, metric string) (histogram, error) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"_bucket{") {
+		if !strings.HasPrefix(line, metric+"_bucket{") || !strings.Contains(line, match) {
 			continue
 		}
 		i := strings.Index(line, `le="`)

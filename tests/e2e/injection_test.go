@@ -61,13 +61,15 @@ type mesh struct {
 	injectorCert  *tls.Certificate // the injector's control-plane certificate, for calling the CA
 	injectorAddr  string
 	injectorAdmin string
+	injectorArgs  []string // to restart it
 	bundle        *meshv1.TrustBundle
 	secrets       []string // values that must never reach a log
 }
 
-// meshUp starts the cert-authority and the injector-webhook; the apiserver
-// calls the webhook for every pod created in a meshed namespace.
-func meshUp(t testing.TB) *mesh {
+// meshUp starts the cert-authority and the injector-webhook, with extra
+// injector flags; the apiserver calls the webhook for every pod created in
+// a meshed namespace.
+func meshUp(t testing.TB, injectorFlags ...string) *mesh {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	dir := t.TempDir()
@@ -147,6 +149,7 @@ func meshUp(t testing.TB) *mesh {
 		"--ca-client-key-file", writeFile(t, dir, "injector.key", boot.KeyPEM),
 		"--ca-trust-file", writeFile(t, dir, "ca-roots.pem", caclient.RootsPEM(bundle)),
 	}
+	args = append(args, injectorFlags...)
 	injector := start(t, "injector-webhook", args, nil)
 	injector.waitReady(t, injAdmin)
 	eventually(t, "the webhook configuration", 30*time.Second, func() error {
@@ -157,7 +160,8 @@ func meshUp(t testing.TB) *mesh {
 		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "osm-e2e-injector", metav1.DeleteOptions{})
 	})
 	return &mesh{ca: ca, caAddr: caAddr, caAdmin: caAdmin, caArgs: caArgs, caEnv: caEnv, injectorCert: &boot.Pair,
-		injector: injector, injectorAddr: listen, injectorAdmin: injAdmin, bundle: bundle, secrets: []string{devToken, pw[bus.RoleCA]}}
+		injector: injector, injectorAddr: listen, injectorAdmin: injAdmin, injectorArgs: args, bundle: bundle,
+		secrets: []string{devToken, pw[bus.RoleCA]}}
 }
 
 // restartCA stops the cert-authority and starts it again on the same
@@ -278,36 +282,7 @@ func TestInjection(t *testing.T) {
 		}
 	})
 	t.Run("bootstrap secret carries the pod identity, chained to the trust bundle", func(t *testing.T) {
-		uuid := created.Labels["osm-proxy-uuid"]
-		sec, err := cs.CoreV1().Secrets("bookstore").Get(ctx, "envoy-bootstrap-"+uuid, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		block, _ := pem.Decode(sec.Data["tls.crt"])
-		if block == nil {
-			t.Fatal("tls.crt holds no certificate")
-		}
-		leaf, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://cluster.local/ns/bookstore/sa/bookstore" {
-			t.Fatalf("leaf URIs %v", leaf.URIs)
-		}
-		roots := x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(sec.Data["ca.crt"]) {
-			t.Fatal("ca.crt holds no root")
-		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			t.Fatalf("leaf does not chain to the bundle in the secret: %v", err)
-		}
-		bundleRoots, _ := caclient.RootPool(bundle)
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: bundleRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			t.Fatalf("leaf does not chain to the mesh trust bundle: %v", err)
-		}
-		if !strings.Contains(string(sec.Data["bootstrap.json"]), uuid) {
-			t.Fatal("bootstrap.json does not name the proxy")
-		}
+		checkBootstrapSecret(t, created, bundle)
 	})
 	t.Run("the webhook serves a CA-issued certificate and its caBundle is the trust bundle", func(t *testing.T) {
 		roots, err := caclient.RootPool(bundle)
@@ -419,4 +394,49 @@ func secretCount(t testing.TB, ns string) int {
 		t.Fatal(err)
 	}
 	return len(l.Items)
+}
+
+// checkBootstrapSecret waits for the bootstrap Secret of pod (it is written
+// after admission has answered) and checks that it carries a certificate
+// for the pod's identity, chained to the mesh trust bundle, and a bootstrap
+// naming the proxy. It returns the Secret.
+func checkBootstrapSecret(t *testing.T, pod *corev1.Pod, bundle *meshv1.TrustBundle) *corev1.Secret {
+	t.Helper()
+	uuid := pod.Labels["osm-proxy-uuid"]
+	var sec *corev1.Secret
+	eventually(t, "the bootstrap secret", 30*time.Second, func() error {
+		var err error
+		sec, err = cluster.Clientset().CoreV1().Secrets(pod.Namespace).Get(t.Context(), "envoy-bootstrap-"+uuid, metav1.GetOptions{})
+		return err
+	})
+	block, _ := pem.Decode(sec.Data["tls.crt"])
+	if block == nil {
+		t.Fatal("tls.crt holds no certificate")
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "spiffe://cluster.local/ns/" + pod.Namespace + "/sa/" + pod.Spec.ServiceAccountName
+	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
+		t.Fatalf("leaf URIs %v, want %s", leaf.URIs, want)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(sec.Data["ca.crt"]) {
+		t.Fatal("ca.crt holds no root")
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("leaf does not chain to the bundle in the secret: %v", err)
+	}
+	bundleRoots, _ := caclient.RootPool(bundle)
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: bundleRoots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("leaf does not chain to the mesh trust bundle: %v", err)
+	}
+	if _, err := tls.X509KeyPair(sec.Data["tls.crt"], sec.Data["tls.key"]); err != nil {
+		t.Fatalf("tls.key does not match tls.crt: %v", err)
+	}
+	if !strings.Contains(string(sec.Data["bootstrap.json"]), uuid) {
+		t.Fatal("bootstrap.json does not name the proxy")
+	}
+	return sec
 }

@@ -146,7 +146,7 @@ func TestBuildGoldenAndIdempotent(t *testing.T) {
 		t.Fatal("the TCP readiness probe was changed")
 	}
 	var probes []OriginalProbe
-	if err := json.Unmarshal([]byte(injected.Annotations[AnnotationProbes]), &probes); err != nil ||
+	if probes, err = InjectedProbes(injected); err != nil ||
 		len(probes) != 1 || probes[0].Port != 14001 || probes[0].Path != "/healthz" {
 		t.Fatalf("original probe annotation = %q", injected.Annotations[AnnotationProbes])
 	}

@@ -53,6 +53,21 @@ type OriginalProbe struct {
 // BootstrapSecretName is the name of a proxy's bootstrap Secret.
 func BootstrapSecretName(proxyUUID string) string { return "envoy-bootstrap-" + proxyUUID }
 
+// InjectedProbes returns the probes an injected pod's sidecar serves, as
+// Build recorded them in the pod's original-probes annotation, so that a
+// bootstrap can be rebuilt for a pod that already exists.
+func InjectedProbes(pod *corev1.Pod) ([]OriginalProbe, error) {
+	v, ok := pod.Annotations[AnnotationProbes]
+	if !ok {
+		return nil, nil
+	}
+	var probes []OriginalProbe
+	if err := json.Unmarshal([]byte(v), &probes); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", AnnotationProbes, err)
+	}
+	return probes, nil
+}
+
 // Injected reports whether the pod already carries the sidecar, so that a
 // second admission of the same pod changes nothing.
 func Injected(pod *corev1.Pod) bool {

@@ -3,6 +3,7 @@ package injector
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func validConfig() Config {
@@ -11,7 +12,8 @@ func validConfig() Config {
 		WebhookServiceName: "osm-injector",
 		ServingConfig: ServingConfig{WebhookServicePort: 443, ClusterDomain: "cluster.local",
 			BootstrapTokenFile: "/token", BootstrapTokenType: "service-account"},
-		ProxyUID: 1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, KubeQPS: 1, KubeBurst: 1, XDSAddr: "xds:15128"}
+		ProxyUID: 1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, KubeQPS: 1, KubeBurst: 1, XDSAddr: "xds:15128",
+		Secrets: SecretsConfig{Writers: 4, QueueSize: 1024, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}}
 }
 
 func TestServingCertificateFlags(t *testing.T) {

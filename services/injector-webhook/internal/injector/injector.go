@@ -1,6 +1,7 @@
 // Package injector wires the injector-webhook service: Kubernetes clients
 // and informers, the CA client, the MeshConfig watch, the HTTPS admission
-// server and the MutatingWebhookConfiguration it owns.
+// server, the MutatingWebhookConfiguration it owns, and the bootstrap
+// Secret writer and reconciler.
 package injector
 
 import (
@@ -22,7 +23,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
@@ -30,6 +30,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -73,6 +74,7 @@ type Config struct {
 	MaxBody               int
 	KubeQPS               int
 	KubeBurst             int
+	Secrets               SecretsConfig
 }
 
 // Flags registers the configuration's flags.
@@ -100,8 +102,9 @@ func (c *Config) Flags(f *app.Flags) {
 	f.String(&c.XDSServerSAN, "xds-server-san", "", "URI SAN sidecars require of the edges; empty means spiffe://<trust-domain>/osm/xds-edge, the edges' control-plane identity")
 	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the bootstrap client certificates (the CA may shorten it)")
 	f.Int(&c.MaxBody, "max-body", webhook.DefaultMaxBody, "largest AdmissionReview body accepted, in bytes; larger ones get 413")
-	f.Int(&c.KubeQPS, "kube-api-qps", 200, "Kubernetes API requests per second the injector may make (one Secret per injected pod)")
+	f.Int(&c.KubeQPS, "kube-api-qps", 200, "Kubernetes API requests per second the injector may make (a Secret create and an owner patch per injected pod)")
 	f.Int(&c.KubeBurst, "kube-api-burst", 400, "burst of Kubernetes API requests above --kube-api-qps")
+	c.Secrets.Flags(f)
 }
 
 // Validate checks the configuration; errors name the flag.
@@ -135,7 +138,7 @@ func (c *Config) Validate() error {
 	if _, _, err := xdsHostPort(c.XDSAddr); err != nil {
 		return app.FlagError("xds-addr", "%v", err)
 	}
-	return nil
+	return c.Secrets.Validate()
 }
 
 func xdsHostPort(addr string) (string, uint32, error) {
@@ -160,7 +163,13 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	// client-go's default of 5 requests per second would throttle the
 	// Secret creations and time admissions out under load.
 	restCfg.QPS, restCfg.Burst = float32(c.KubeQPS), c.KubeBurst
-	cs, err := kubernetes.NewForConfig(restCfg)
+	// Built-in types go as protobuf: the pod informer decodes every
+	// injected pod, on the cores admission runs on, and JSON costs several
+	// times as much. (Custom resources, through dyn, stay JSON.)
+	protoCfg := rest.CopyConfig(restCfg)
+	protoCfg.ContentType = "application/vnd.kubernetes.protobuf"
+	protoCfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	cs, err := kubernetes.NewForConfig(protoCfg)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -180,7 +189,14 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 	issuance, _ := meter.Float64Histogram("osm_injector_cert_issuance_seconds", metric.WithDescription("bootstrap certificate issuance latency"),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
+	phases, _ := meter.Float64Histogram("osm_injector_admission_phase_seconds",
+		metric.WithDescription("time of each step of an injecting admission: decide, patch, issue, bootstrap, store, encode"),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 
+	writer, err := newWriter(meter, cs, c.Secrets)
+	if err != nil {
+		return err
+	}
 	host, port, _ := xdsHostPort(c.XDSAddr)
 	san := c.XDSServerSAN
 	if san == "" {
@@ -197,12 +213,46 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 		Settings: base, TrustDomain: c.TrustDomain,
 		XDSHost: host, XDSPort: port, XDSServerSAN: san,
 		Namespaces: namespaceGetter{nsLister},
-		Secrets:    secretCreator{cs},
+		Secrets:    writer,
 		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(caConn), TTL: c.CertTTL},
 		Observe: func(d time.Duration, err error) {
 			issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
 		},
+		ObservePhase: func(phase string, d time.Duration) {
+			phases.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
+		},
 	})
+	// The writer outlives ctx: it is stopped, and its queue flushed, after
+	// the admission server has stopped taking requests (the deferred calls
+	// run after srv.Shutdown, this one last).
+	writerCtx, stopWriter := context.WithCancel(context.WithoutCancel(ctx))
+	writerDone := make(chan error, 1)
+	go func() { writerDone <- writer.Start(writerCtx) }()
+	defer func() {
+		stopWriter()
+		if err := <-writerDone; err != nil {
+			log.WithError(err).Warn("bootstrap secret writer stopped with secrets unwritten")
+		}
+	}()
+	md, err := metadata.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes metadata client: %w", err)
+	}
+	rec, err := newReconciler(meter, log, cs, md, wh, c.Secrets)
+	if err != nil {
+		return err
+	}
+	// Its own context, so that an early return (say, --listen-addr in use)
+	// stops it too.
+	recCtx, stopRec := context.WithCancel(ctx)
+	recDone := make(chan error, 1)
+	go func() { recDone <- rec.Start(recCtx) }()
+	defer func() {
+		stopRec()
+		if err := <-recDone; err != nil {
+			log.WithError(err).Warn("bootstrap secret reconciler stopped")
+		}
+	}()
 
 	mcFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 10*time.Minute, c.ControlPlaneNamespace, nil)
 	mcInformer := mcFactory.ForResource(MeshConfigGVR).Informer()
@@ -232,10 +282,14 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return err
 	}
-	factory.Start(ctx.Done())
-	mcFactory.Start(ctx.Done())
+	// Shutdown waits for the informers, which stop with infCtx: cancel it
+	// first, or an early return (say, --listen-addr in use) hangs here.
+	infCtx, stopInformers := context.WithCancel(ctx)
+	factory.Start(infCtx.Done())
+	mcFactory.Start(infCtx.Done())
 	defer factory.Shutdown()
 	defer mcFactory.Shutdown()
+	defer stopInformers()
 	var synced atomic.Bool
 	rt.Health.AddReadyCheck("informers", func(context.Context) error {
 		if !synced.Load() {
@@ -325,12 +379,4 @@ type namespaceGetter struct{ l corelisters.NamespaceLister }
 
 func (g namespaceGetter) Get(_ context.Context, name string) (*corev1.Namespace, error) {
 	return g.l.Get(name)
-}
-
-// secretCreator creates bootstrap Secrets.
-type secretCreator struct{ cs kubernetes.Interface }
-
-func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
-	_, err := s.cs.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{})
-	return err
 }

@@ -1,6 +1,18 @@
 // Package webhook is the injector's admission logic and its HTTPS handler:
 // it decides whether to inject a pod, builds the patch, issues the pod's
-// bootstrap certificate through the CA and stores the bootstrap Secret.
+// bootstrap certificate through the CA and hands the bootstrap Secret to a
+// SecretStore.
+//
+// The certificate is issued inside the admission call (a pod is never
+// admitted for an identity the CA refused), but the Secret write is not
+// awaited: the injector's store (package secrets) queues it, and the
+// reconciler (package reconcile) repairs what a crash or a rejected pod
+// leaves behind. The bootstrap is validated here, so an invalid one denies
+// the pod, but serialized by the store, off the admission path. The
+// private key is generated here for each pod. A pool of
+// pre-generated keys would save only the key generation, about 30 µs for
+// P-256; the CSR, which has to name the pod's identity, costs about ten
+// times as much and cannot be made ahead.
 package webhook
 
 import (
@@ -37,10 +49,19 @@ type NamespaceGetter interface {
 	Get(ctx context.Context, name string) (*corev1.Namespace, error)
 }
 
-// SecretCreator stores a bootstrap Secret.
-type SecretCreator interface {
-	Create(ctx context.Context, s *corev1.Secret) error
+// SecretStore stores a bootstrap Secret. It may return before the Secret
+// exists in the apiserver. complete, when not nil, fills in the rest of
+// the Secret's data before it is written; the store may call it later, on
+// another goroutine, which keeps that work off the admission path.
+type SecretStore interface {
+	Store(ctx context.Context, s *corev1.Secret, complete func(*corev1.Secret) error) error
 }
+
+// Labels of the bootstrap Secrets the injector makes.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	ManagedBy      = "osm-injector"
+)
 
 // Options configure a Webhook.
 type Options struct {
@@ -51,12 +72,18 @@ type Options struct {
 	XDSPort      uint32
 	XDSServerSAN string
 	Namespaces   NamespaceGetter
-	Secrets      SecretCreator
+	Secrets      SecretStore
 	Issuer       Issuer
 	// NewUUID makes proxy UUIDs; nil uses random UUIDs.
 	NewUUID func() string
 	// Observe, when set, is told how long each certificate issuance took.
 	Observe func(d time.Duration, err error)
+	// ObservePhase, when set, is told how long each step of an injecting
+	// admission took: "decide" (decode the pod, read its namespace,
+	// decide), "patch" (build the patch), "issue" (key, CSR and the CA
+	// call), "bootstrap" (build the Envoy bootstrap and the Secret), "store"
+	// (hand the Secret over) and "encode" (the patch as JSON).
+	ObservePhase func(phase string, d time.Duration)
 }
 
 // Webhook admits pods.
@@ -99,6 +126,7 @@ func allow(uid string, outcome, reason string) (*admissionv1.AdmissionResponse, 
 // Admit handles one AdmissionRequest for a pod.
 func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, Result) {
 	uid := string(req.UID)
+	t := time.Now()
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.Operation != admissionv1.Create {
 		return allow(uid, "skipped", fmt.Sprintf("%s %s is not a pod creation", req.Operation, req.Kind.Kind))
 	}
@@ -129,6 +157,7 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if len(pod.Spec.Containers) == 0 {
 		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: spec.containers is empty", nsName, podName(&pod)))
 	}
+	t = w.phase("decide", t)
 	proxyUUID := w.o.NewUUID()
 	res, err := inject.Build(settings, inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
 	if err != nil {
@@ -138,10 +167,11 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		// The patch sets labels and annotations under /metadata.
 		res.Ops = append([]inject.Op{{Op: "add", Path: "/metadata", Value: map[string]any{}}}, res.Ops...)
 	}
+	t = w.phase("patch", t)
 	// A dry run must have no side effect: the patch is computed, no
 	// certificate is issued and no Secret is created.
 	if req.DryRun == nil || !*req.DryRun {
-		if err := w.storeBootstrap(ctx, nsName, &pod, proxyUUID, res); err != nil {
+		if t, err = w.storeBootstrap(ctx, t, nsName, &pod, proxyUUID, res); err != nil {
 			return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
 		}
 	}
@@ -149,6 +179,7 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if err != nil {
 		return deny(uid, fmt.Sprintf("osm injector: encode patch: %v", err))
 	}
+	w.phase("encode", t)
 	pt := admissionv1.PatchTypeJSONPatch
 	return &admissionv1.AdmissionResponse{UID: types.UID(uid), Allowed: true, Patch: patch, PatchType: &pt},
 		Result{"injected", d.Reason}
@@ -161,53 +192,107 @@ func podName(p *corev1.Pod) string {
 	return p.GenerateName + "<generated>"
 }
 
-func (w *Webhook) storeBootstrap(ctx context.Context, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) error {
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
+// phase reports the step that started at start and returns now, the start
+// of the next.
+func (w *Webhook) phase(name string, start time.Time) time.Time {
+	now := time.Now()
+	if w.o.ObservePhase != nil {
+		w.o.ObservePhase(name, now.Sub(start))
 	}
-	id := identity.New(w.o.TrustDomain, ns, sa)
+	return now
+}
+
+func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) (time.Time, error) {
+	sa := pod.Spec.ServiceAccountName
+	cert, err := w.issue(ctx, ns, sa)
+	if err != nil {
+		return t, err
+	}
+	t = w.phase("issue", t)
+	secret, complete, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
+	if err != nil {
+		return t, err
+	}
+	t = w.phase("bootstrap", t)
+	err = w.o.Secrets.Store(ctx, secret, complete)
+	return w.phase("store", t), err
+}
+
+// BootstrapSecret issues a certificate for the identity of service account
+// sa in namespace ns and returns the bootstrap Secret of proxy proxyUUID,
+// whose sidecar serves probes. The reconciler calls it to replace a Secret
+// that was never written.
+func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
+	cert, err := w.issue(ctx, ns, sa)
+	if err != nil {
+		return nil, err
+	}
+	s, complete, err := w.secret(ns, sa, proxyUUID, probes, cert)
+	if err != nil {
+		return nil, err
+	}
+	return s, complete(s)
+}
+
+func serviceAccount(sa string) string {
+	if sa == "" {
+		return "default"
+	}
+	return sa
+}
+
+func (w *Webhook) issue(ctx context.Context, ns, sa string) (*Certificate, error) {
+	id := identity.New(w.o.TrustDomain, ns, serviceAccount(sa))
 	start := time.Now()
 	cert, err := w.o.Issuer.Issue(ctx, id)
 	if w.o.Observe != nil {
 		w.o.Observe(time.Since(start), err)
 	}
 	if err != nil {
-		return fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
+		return nil, fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
 	}
-	probes := make([]bootstrap.Probe, len(res.Probes))
-	for i, p := range res.Probes {
-		probes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
+	return cert, nil
+}
+
+// secret builds and validates the bootstrap, and returns the Secret without
+// the serialized bootstrap, which complete adds. Serializing is most of the
+// webhook's own CPU time, and cannot fail for a bootstrap that Build
+// validated, so admission leaves it to the Secret writer; a bootstrap that
+// fails validation still denies the pod.
+func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, func(*corev1.Secret) error, error) {
+	sa = serviceAccount(sa)
+	bprobes := make([]bootstrap.Probe, len(probes))
+	for i, p := range probes {
+		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
 	}
 	b, err := bootstrap.Build(bootstrap.Config{
 		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,
 		XDSHost: w.o.XDSHost, XDSPort: w.o.XDSPort, XDSServerSAN: w.o.XDSServerSAN,
-		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: probes,
+		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: bprobes,
 	})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	raw, err := bootstrap.Marshal(b)
-	if err != nil {
-		return err
+	complete := func(s *corev1.Secret) error {
+		raw, err := bootstrap.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encode the bootstrap of proxy %s: %w", proxyUUID, err)
+		}
+		s.Data[bootstrap.FileBootstrap] = raw
+		return nil
 	}
-	secret := &corev1.Secret{
+	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: res.BootstrapSecret, Namespace: ns,
-			Labels: map[string]string{inject.LabelProxyUUID: proxyUUID, "app.kubernetes.io/managed-by": "osm-injector"},
+			Name: inject.BootstrapSecretName(proxyUUID), Namespace: ns,
+			Labels: map[string]string{inject.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{
-			bootstrap.FileBootstrap: raw,
-			bootstrap.FileCert:      cert.ChainPEM,
-			bootstrap.FileKey:       cert.KeyPEM,
-			bootstrap.FileCA:        cert.TrustPEM,
+			bootstrap.FileCert: cert.ChainPEM,
+			bootstrap.FileKey:  cert.KeyPEM,
+			bootstrap.FileCA:   cert.TrustPEM,
 		},
-	}
-	if err := w.o.Secrets.Create(ctx, secret); err != nil {
-		return fmt.Errorf("create bootstrap secret %s: %w", res.BootstrapSecret, err)
-	}
-	return nil
+	}, complete, nil
 }
 
 // hasKey reports whether the JSON object raw has key at its top level.

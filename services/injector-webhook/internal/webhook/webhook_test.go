@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/sirupsen/logrus"
@@ -42,7 +43,12 @@ type secrets struct {
 	created []*corev1.Secret
 }
 
-func (s *secrets) Create(_ context.Context, sec *corev1.Secret) error {
+func (s *secrets) Store(_ context.Context, sec *corev1.Secret, complete func(*corev1.Secret) error) error {
+	if complete != nil {
+		if err := complete(sec); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.created = append(s.created, sec)
@@ -220,5 +226,28 @@ func TestHandlerNegativeInputs(t *testing.T) {
 	resp, out := post(t, ph, "application/json; charset=utf-8", body)
 	if resp.StatusCode != http.StatusOK || out.Response == nil || out.Response.Allowed || out.Response.UID != "req-1" {
 		t.Fatalf("panic: status %d response %+v", resp.StatusCode, out.Response)
+	}
+}
+
+func TestAdmitReportsItsPhases(t *testing.T) {
+	for _, dryRun := range []bool{false, true} {
+		w, _, _ := newWebhook()
+		var got []string
+		w.o.ObservePhase = func(phase string, d time.Duration) {
+			if d < 0 {
+				t.Errorf("phase %s took %s", phase, d)
+			}
+			got = append(got, phase)
+		}
+		if resp, _ := w.Admit(t.Context(), request("bookstore", podJSON("bookstore", nil), dryRun)); !resp.Allowed {
+			t.Fatal(resp.Result.Message)
+		}
+		want := []string{"decide", "patch", "issue", "bootstrap", "store", "encode"}
+		if dryRun {
+			want = []string{"decide", "patch", "encode"}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("dry run %v: phases %v, want %v", dryRun, got, want)
+		}
 	}
 }

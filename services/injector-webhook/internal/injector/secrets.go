@@ -1,0 +1,128 @@
+package injector
+
+import (
+	"context"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/telemetry"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/reconcile"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/secrets"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
+)
+
+// SecretsConfig configures how bootstrap Secrets are written and repaired.
+type SecretsConfig struct {
+	Writers      int
+	QueueSize    int
+	MissingGrace time.Duration
+	OrphanGrace  time.Duration
+}
+
+// Flags registers the bootstrap Secret flags.
+func (c *SecretsConfig) Flags(f *app.Flags) {
+	f.Int(&c.Writers, "bootstrap-writers", 4, "workers that create bootstrap Secrets after admission has answered")
+	f.Int(&c.QueueSize, "bootstrap-queue-size", 1024, "bootstrap Secrets that may wait for a writer; when full, admission writes the Secret itself")
+	f.Duration(&c.MissingGrace, "bootstrap-missing-grace", 30*time.Second,
+		"age at which an injected pod still without its bootstrap Secret (a write lost to a restart) gets a freshly issued one")
+	f.Duration(&c.OrphanGrace, "bootstrap-orphan-grace", 5*time.Minute,
+		"age at which a bootstrap Secret with no pod and no owner (the pod was rejected after admission) is deleted")
+}
+
+// Validate checks the bootstrap Secret flags.
+func (c *SecretsConfig) Validate() error {
+	if c.Writers < 1 {
+		return app.FlagError("bootstrap-writers", "must be at least 1, got %d", c.Writers)
+	}
+	if c.QueueSize < 1 {
+		return app.FlagError("bootstrap-queue-size", "must be at least 1, got %d", c.QueueSize)
+	}
+	if c.MissingGrace < time.Second {
+		// Shorter would race the writers and issue a second certificate for
+		// most pods.
+		return app.FlagError("bootstrap-missing-grace", "must be at least 1s, got %s", c.MissingGrace)
+	}
+	if c.OrphanGrace < time.Second {
+		return app.FlagError("bootstrap-orphan-grace", "must be at least 1s, got %s", c.OrphanGrace)
+	}
+	return nil
+}
+
+var _ webhook.SecretStore = (*secrets.Writer)(nil)
+
+// newWriter returns the asynchronous bootstrap Secret writer with its
+// metrics: queue depth, write latency (from admission to the Secret stored)
+// and failures.
+func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*secrets.Writer, error) {
+	latency, err := meter.Float64Histogram("osm_injector_bootstrap_write_seconds",
+		metric.WithDescription("time from admission to the bootstrap Secret stored, retries included, by mode (async or sync fallback) and outcome"),
+		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
+	if err != nil {
+		return nil, err
+	}
+	failures, err := meter.Int64Counter("osm_injector_bootstrap_write_failures",
+		metric.WithDescription("bootstrap Secrets not written after all attempts (the reconciler recreates them), by mode"))
+	if err != nil {
+		return nil, err
+	}
+	depth, err := meter.Int64ObservableGauge("osm_injector_bootstrap_queue_depth",
+		metric.WithDescription("bootstrap Secrets waiting for a writer"))
+	if err != nil {
+		return nil, err
+	}
+	w := secrets.New(secretCreator{cs}, secrets.Options{
+		Workers: c.Writers, QueueSize: c.QueueSize,
+		ObserveWrite: func(d time.Duration, attempts int, sync bool, err error) {
+			mode, outcome := "async", "written"
+			if sync {
+				mode = "sync"
+			}
+			if err != nil {
+				outcome = "failed"
+				failures.Add(context.Background(), 1, metric.WithAttributes(attribute.String("mode", mode)))
+			}
+			latency.Record(context.Background(), d.Seconds(),
+				metric.WithAttributes(attribute.String("mode", mode), attribute.String("outcome", outcome)))
+		},
+	})
+	if _, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveInt64(depth, int64(w.Len()))
+		return nil
+	}, depth); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// secretCreator creates bootstrap Secrets.
+type secretCreator struct{ cs kubernetes.Interface }
+
+func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
+	_, err := s.cs.CoreV1().Secrets(sec.Namespace).Create(ctx, sec, metav1.CreateOptions{})
+	return err
+}
+
+// newReconciler returns the bootstrap Secret reconciler with its metric.
+func newReconciler(meter metric.Meter, log *logrus.Entry, cs kubernetes.Interface, md metadata.Interface,
+	maker reconcile.Maker, c SecretsConfig) (*reconcile.Reconciler, error) {
+	actions, err := meter.Int64Counter("osm_injector_bootstrap_reconciled",
+		metric.WithDescription("bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted"))
+	if err != nil {
+		return nil, err
+	}
+	return reconcile.New(reconcile.Options{
+		Client: cs, Metadata: md, Maker: maker, Log: log.WithField("component", "bootstrap-reconciler"),
+		MissingGrace: c.MissingGrace, OrphanGrace: c.OrphanGrace,
+		Observe: func(action string, err error) {
+			actions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("action", action), attribute.Bool("error", err != nil)))
+		},
+	}), nil
+}

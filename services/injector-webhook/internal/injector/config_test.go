@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openservicemesh/osm/libs/cpcert"
 )
 
 func validConfig() Config {
@@ -11,7 +13,7 @@ func validConfig() Config {
 		CACertFile: "c", CAKeyFile: "k", CATrustFile: "t", WebhookConfigName: "osm-sidecar-injector",
 		WebhookServiceName: "osm-injector",
 		ServingConfig: ServingConfig{WebhookServicePort: 443, ClusterDomain: "cluster.local",
-			BootstrapTokenFile: "/token", BootstrapTokenType: "service-account"},
+			Bootstrap: cpcert.Credential{File: "/token", Type: "service-account"}},
 		ProxyUID: 1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, KubeQPS: 1, KubeBurst: 1, XDSAddr: "xds:15128",
 		Secrets: SecretsConfig{Writers: 4, QueueSize: 1024, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}}
 }
@@ -28,8 +30,8 @@ func TestServingCertificateFlags(t *testing.T) {
 		{"key without the file", func(c *Config) { c.TLSKeyFile = "key" }, "--tls-cert-file"},
 		{"files without a caBundle", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "crt", "key" }, "--tls-ca-file"},
 		{"caBundle file with a CA certificate", func(c *Config) { c.TLSCAFile = "ca" }, "--tls-ca-file"},
-		{"no bootstrap token", func(c *Config) { c.BootstrapTokenFile = "" }, "--ca-bootstrap-token-file"},
-		{"unknown token type", func(c *Config) { c.BootstrapTokenType = "jwt" }, "--ca-bootstrap-token-type"},
+		{"no bootstrap token", func(c *Config) { c.Bootstrap.File = "" }, "--ca-bootstrap-token-file"},
+		{"unknown token type", func(c *Config) { c.Bootstrap.Type = "jwt" }, "--ca-bootstrap-token-type"},
 		{"no Service", func(c *Config) { c.WebhookServiceName = "" }, "--webhook-service-name"},
 		{"bad port", func(c *Config) { c.WebhookServicePort = 0 }, "--webhook-service-port"},
 		{"short TTL", func(c *Config) { c.ServingCertTTL = 1e9 }, "--serving-cert-ttl"},

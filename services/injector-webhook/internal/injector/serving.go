@@ -30,8 +30,7 @@ type ServingConfig struct {
 	TLSCAFile          string
 	WebhookServicePort int
 	ClusterDomain      string
-	BootstrapTokenFile string
-	BootstrapTokenType string
+	Bootstrap          cpcert.Credential
 	ServingCertTTL     time.Duration
 }
 
@@ -41,8 +40,7 @@ func (c *ServingConfig) flags(f *app.Flags) {
 	f.String(&c.TLSCAFile, "tls-ca-file", "", "override, with --tls-cert-file only: CA that signed it, written as the caBundle of the webhook configuration")
 	f.Int(&c.WebhookServicePort, "webhook-service-port", 443, "port of --webhook-service-name the apiserver calls")
 	f.String(&c.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster, for the serving certificate's <svc>.<ns>.svc.<cluster-domain> name")
-	f.String(&c.BootstrapTokenFile, "ca-bootstrap-token-file", "/var/run/secrets/openservicemesh.io/cert-authority/token", "credential for the cert-authority's Bootstrap, which issues the serving certificate: a projected ServiceAccount token with the CA's audience (re-read at every renewal), or the dev pre-shared token")
-	f.String(&c.BootstrapTokenType, "ca-bootstrap-token-type", "service-account", `how the CA verifies --ca-bootstrap-token-file: "service-account" (TokenReview) or "pre-shared" (dev stack only)`)
+	c.Bootstrap.Flags(f, "the serving certificate")
 	f.Duration(&c.ServingCertTTL, "serving-cert-ttl", 0, "lifetime asked of the CA for the serving certificate (renewed at half); 0 takes the CA's --control-plane-ttl")
 }
 
@@ -53,17 +51,6 @@ func (c *ServingConfig) ServesFromFiles() bool { return c.TLSCertFile != "" || c
 // ServingDNSNames are the DNS names of the CA-issued serving certificate.
 func (c *Config) ServingDNSNames() []string {
 	return caclient.ServiceDNSNames(c.WebhookServiceName, c.ControlPlaneNamespace, c.ClusterDomain)
-}
-
-// bootstrapTokenType maps --ca-bootstrap-token-type to the wire enum.
-func (c *ServingConfig) bootstrapTokenType() (cav1.TokenType, bool) {
-	switch c.BootstrapTokenType {
-	case "service-account":
-		return cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT, true
-	case "pre-shared":
-		return cav1.TokenType_TOKEN_TYPE_PRE_SHARED, true
-	}
-	return 0, false
 }
 
 // validateServing checks the serving-certificate flags: either both files
@@ -87,11 +74,8 @@ func (c *Config) validateServing() error {
 	if c.TLSCAFile != "" {
 		return app.FlagError("tls-ca-file", "only applies with --tls-cert-file; the CA-issued certificate's caBundle is the CA's trust bundle")
 	}
-	if c.BootstrapTokenFile == "" {
-		return app.FlagError("ca-bootstrap-token-file", "is required unless --tls-cert-file is set")
-	}
-	if _, ok := c.bootstrapTokenType(); !ok {
-		return app.FlagError("ca-bootstrap-token-type", `must be "service-account" or "pre-shared", got %q`, c.BootstrapTokenType)
+	if err := c.Bootstrap.Validate("--tls-cert-file is set"); err != nil {
+		return err
 	}
 	if c.WebhookServiceName == "" {
 		return app.FlagError("webhook-service-name", "is required: the CA-issued serving certificate names the Service")
@@ -135,17 +119,13 @@ func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.Cli
 		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) }}, nil
 	}
 	client := cav1.NewCertificateAuthorityServiceClient(caConn)
-	tokenType, _ := c.bootstrapTokenType()
-	if _, err := os.Stat(c.BootstrapTokenFile); err != nil {
-		return nil, app.FlagError("ca-bootstrap-token-file", "%v", err)
+	if err := c.Bootstrap.CheckFile(); err != nil {
+		return nil, err
 	}
 	bundle := cpcert.NewBundle(client, log, 0, 0)
 	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
-		Client: client, TokenType: tokenType, DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
-		Token: func() (string, error) {
-			b, err := os.ReadFile(c.BootstrapTokenFile)
-			return strings.TrimSpace(string(b)), err
-		},
+		Client: client, TokenType: c.Bootstrap.TokenType(), Token: c.Bootstrap.Token,
+		DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
 		// Renew at once if a rotation drops the root that issued it.
 		Roots: bundle.RootsPEM, BundleChanged: bundle.Subscribe(),
 	})

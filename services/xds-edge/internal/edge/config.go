@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -45,8 +44,7 @@ type Config struct {
 	MaxConnectionAgeGrace time.Duration
 	MaxStreamsPerConn     int
 	AckStatusInterval     time.Duration
-	BootstrapTokenFile    string
-	BootstrapTokenType    string
+	Bootstrap             cpcert.Credential
 	ControlPlaneCertTTL   time.Duration
 }
 
@@ -62,8 +60,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.String(&c.CAServerName, "ca-server-name", "", "name to verify the cert-authority's certificate against; empty uses the host of --ca-addr")
 	f.String(&c.CACertFile, "ca-client-cert-file", "", "override: client certificate for the cert-authority (URI SAN spiffe://<trust-domain>/osm/xds-edge) instead of the edge's own certificate from Bootstrap")
 	f.String(&c.CAKeyFile, "ca-client-key-file", "", "override: client key of --ca-client-cert-file")
-	f.String(&c.BootstrapTokenFile, "ca-bootstrap-token-file", "/var/run/secrets/openservicemesh.io/cert-authority/token", "credential for the cert-authority's Bootstrap, which issues the edge's own certificate (ADS serving and CA client, renewed at half its lifetime) unless both overrides are set: a projected ServiceAccount token with the CA's audience (re-read at every renewal), or the dev pre-shared token")
-	f.String(&c.BootstrapTokenType, "ca-bootstrap-token-type", "service-account", `how the CA verifies --ca-bootstrap-token-file: "service-account" (TokenReview) or "pre-shared" (dev stack only)`)
+	c.Bootstrap.Flags(f, "the edge's own certificate (ADS serving and CA client, renewed at half its lifetime) unless both overrides are set")
 	f.Duration(&c.ControlPlaneCertTTL, "control-plane-cert-ttl", 0, "lifetime asked of the CA for the edge's own certificate (renewed at half); 0 takes the CA's default")
 	f.String(&c.CATrustFile, "ca-trust-file", "", "roots that verify the cert-authority's serving certificate")
 	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
@@ -101,14 +98,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.bootstraps() {
-		if c.BootstrapTokenFile == "" {
-			return app.FlagError("ca-bootstrap-token-file", "is required unless --tls-cert-file and --ca-client-cert-file are both set")
+		if err := c.Bootstrap.Validate("--tls-cert-file and --ca-client-cert-file are both set"); err != nil {
+			return err
 		}
-		if _, err := os.Stat(c.BootstrapTokenFile); err != nil {
-			return app.FlagError("ca-bootstrap-token-file", "%v", err)
-		}
-		if _, ok := c.bootstrapTokenType(); !ok {
-			return app.FlagError("ca-bootstrap-token-type", `must be "service-account" or "pre-shared", got %q`, c.BootstrapTokenType)
+		if err := c.Bootstrap.CheckFile(); err != nil {
+			return err
 		}
 		if c.ControlPlaneCertTTL < 0 || (c.ControlPlaneCertTTL > 0 && c.ControlPlaneCertTTL < time.Minute) {
 			return app.FlagError("control-plane-cert-ttl", "must be 0 (the CA's default) or at least 1m, got %s", c.ControlPlaneCertTTL)
@@ -171,17 +165,6 @@ func (c *Config) Validate() error {
 // come from files.
 func (c *Config) bootstraps() bool { return c.TLSCertFile == "" || c.CACertFile == "" }
 
-// bootstrapTokenType maps --ca-bootstrap-token-type to the wire enum.
-func (c *Config) bootstrapTokenType() (cav1.TokenType, bool) {
-	switch c.BootstrapTokenType {
-	case "service-account":
-		return cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT, true
-	case "pre-shared":
-		return cav1.TokenType_TOKEN_TYPE_PRE_SHARED, true
-	}
-	return 0, false
-}
-
 // caTLS is the TLS configuration for calls to the cert-authority, without
 // a client certificate.
 func (c *Config) caTLS() (*tls.Config, error) {
@@ -212,14 +195,9 @@ func (c *Config) ownCert(ctx context.Context, rt *app.Runtime) (*cpcert.Cert, er
 	if err != nil {
 		return nil, app.FlagError("ca-addr", "%v", err)
 	}
-	tokenType, _ := c.bootstrapTokenType()
 	cert, err := cpcert.New(cpcert.Options{
 		Client: cav1.NewCertificateAuthorityServiceClient(conn), Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE,
-		TokenType: tokenType, TTL: c.ControlPlaneCertTTL, Log: rt.Log,
-		Token: func() (string, error) {
-			b, err := os.ReadFile(c.BootstrapTokenFile)
-			return strings.TrimSpace(string(b)), err
-		},
+		TokenType: c.Bootstrap.TokenType(), Token: c.Bootstrap.Token, TTL: c.ControlPlaneCertTTL, Log: rt.Log,
 	})
 	if err != nil {
 		conn.Close()

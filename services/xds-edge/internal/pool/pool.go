@@ -295,14 +295,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 	for name, prev := range old.sets {
 		cur := p.sets[name]
 		for _, typeURL := range unionKeys(setTypes(prev), setTypes(cur)) {
-			var a, b []string
-			if prev != nil {
-				a = prev.names[typeURL]
-			}
-			if cur != nil {
-				b = cur.names[typeURL]
-			}
-			tc := diffNames(a, b)
+			tc := diffNames(setTypes(prev)[typeURL], setTypes(cur)[typeURL])
 			for _, n := range append(tc.Updated, tc.Removed...) {
 				for id := range p.users[name] {
 					visit(id, resKey{typeURL, n})
@@ -332,6 +325,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 	return ch, nil
 }
 
+// setTypes is s's names by type URL; nil (no names) for a nil set.
 func setTypes(s *nameSet) map[string][]string {
 	if s == nil {
 		return nil
@@ -540,14 +534,7 @@ func (p *Pool) applySet(name string, value []byte) error {
 	}
 	prev := p.sets[name]
 	for _, typeURL := range unionKeys(setTypes(prev), setTypes(cur)) {
-		var a, b []string
-		if prev != nil {
-			a = prev.names[typeURL]
-		}
-		if cur != nil {
-			b = cur.names[typeURL]
-		}
-		tc := diffNames(a, b)
+		tc := diffNames(setTypes(prev)[typeURL], setTypes(cur)[typeURL])
 		for _, n := range tc.Removed {
 			dropRef(p.setRefs, resKey{typeURL, n}, name)
 		}

@@ -145,8 +145,6 @@ func meshUp(t testing.TB, injectorFlags ...string) *mesh {
 		"--ca-bootstrap-token-file", writeFile(t, dir, "bootstrap-token", []byte(devToken)), "--ca-bootstrap-token-type", "pre-shared",
 		"--webhook-config-name", "osm-e2e-injector", "--webhook-service-name", injectorServiceName, "--webhook-service-port", port,
 		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
-		"--ca-client-cert-file", writeFile(t, dir, "injector.crt", boot.ChainPEM),
-		"--ca-client-key-file", writeFile(t, dir, "injector.key", boot.KeyPEM),
 		"--ca-trust-file", writeFile(t, dir, "ca-roots.pem", caclient.RootsPEM(bundle)),
 	}
 	args = append(args, injectorFlags...)

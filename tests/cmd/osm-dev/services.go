@@ -163,8 +163,7 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 	if err != nil {
 		return fail(err)
 	}
-	files := map[string][]byte{"injector.crt": boot.ChainPEM, "injector.key": boot.KeyPEM, "ca-roots.pem": caclient.RootsPEM(&bundle),
-		"bootstrap-token": []byte(token)}
+	files := map[string][]byte{"ca-roots.pem": caclient.RootsPEM(&bundle), "bootstrap-token": []byte(token)}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(certs, name), data, 0o600); err != nil {
 			return fail(err)
@@ -184,7 +183,6 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 		"--webhook-service-name", injectorServiceName, "--webhook-service-port", listenPort,
 		"--ca-bootstrap-token-file", filepath.Join(certs, "bootstrap-token"), "--ca-bootstrap-token-type", "pre-shared",
 		"--ca-addr", caAddr, "--ca-server-name", "osm-cert-authority.osm-system.svc",
-		"--ca-client-cert-file", filepath.Join(certs, "injector.crt"), "--ca-client-key-file", filepath.Join(certs, "injector.key"),
 		"--ca-trust-file", filepath.Join(certs, "ca-roots.pem"),
 	}, nil)
 	if err != nil {

@@ -37,6 +37,13 @@ func TestServingCertificateFlags(t *testing.T) {
 		{"short TTL", func(c *Config) { c.ServingCertTTL = 1e9 }, "--serving-cert-ttl"},
 		{"URL host not in the certificate", func(c *Config) { c.WebhookURL = "https://127.0.0.1:9443/mutate-pod" }, "--webhook-url"},
 		{"URL at the Service", func(c *Config) { c.WebhookURL = "https://osm-injector.osm-system.svc:9443/mutate-pod" }, ""},
+		// The CA client certificate: files, or the certificate from Bootstrap.
+		{"CA client certificate from Bootstrap", func(c *Config) { c.CACertFile, c.CAKeyFile = "", "" }, ""},
+		{"CA client key without its file", func(c *Config) { c.CACertFile = "" }, "--ca-client-cert-file"},
+		{"CA client file without its key", func(c *Config) { c.CAKeyFile = "" }, "--ca-client-key-file"},
+		{"serving files and no CA client files", func(c *Config) {
+			c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.CACertFile, c.CAKeyFile = "crt", "key", "ca", "", ""
+		}, "--ca-client-cert-file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

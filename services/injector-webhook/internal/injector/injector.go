@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/cpcert"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/telemetry"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -91,7 +92,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.String(&c.WebhookURL, "webhook-url", "", "call the webhook at this URL instead of the Service (for local clusters); with a CA-issued certificate its host must be one of the Service's names")
 	f.String(&c.CAAddr, "ca-addr", "osm-cert-authority.osm-system.svc:15443", "gRPC address of the cert-authority")
 	f.String(&c.CAServerName, "ca-server-name", "", "name to verify the cert-authority's certificate against; empty uses the host of --ca-addr")
-	f.String(&c.CACertFile, "ca-client-cert-file", "", "client certificate for the cert-authority (the injector's role)")
+	f.String(&c.CACertFile, "ca-client-cert-file", "", "override: client certificate for the cert-authority (the injector's role); by default the injector presents its own certificate from Bootstrap (the serving certificate, which carries the role)")
 	f.String(&c.CAKeyFile, "ca-client-key-file", "", "client key for the cert-authority")
 	f.String(&c.CATrustFile, "ca-trust-file", "", "roots that verify the cert-authority's serving certificate")
 	f.String(&c.SidecarImage, "sidecar-image", "envoyproxy/envoy:v1.36.0", "Envoy image, unless the MeshConfig sets spec.sidecar.image")
@@ -110,12 +111,21 @@ func (c *Config) Flags(f *app.Flags) {
 // Validate checks the configuration; errors name the flag.
 func (c *Config) Validate() error {
 	for _, f := range []struct{ name, v string }{
-		{"ca-client-cert-file", c.CACertFile}, {"ca-client-key-file", c.CAKeyFile}, {"ca-trust-file", c.CATrustFile},
+		{"ca-trust-file", c.CATrustFile},
 		{"mesh-name", c.MeshName}, {"trust-domain", c.TrustDomain}, {"control-plane-namespace", c.ControlPlaneNamespace},
 	} {
 		if f.v == "" {
 			return app.FlagError(f.name, "is required")
 		}
+	}
+	if (c.CACertFile == "") != (c.CAKeyFile == "") {
+		if c.CACertFile == "" {
+			return app.FlagError("ca-client-cert-file", "is required with --ca-client-key-file")
+		}
+		return app.FlagError("ca-client-key-file", "is required with --ca-client-cert-file")
+	}
+	if c.CACertFile == "" && c.ServesFromFiles() {
+		return app.FlagError("ca-client-cert-file", "is required with --tls-cert-file: without a certificate from the cert-authority, the injector has nothing else to present to it")
 	}
 	if err := c.validateServing(); err != nil {
 		return err
@@ -177,11 +187,30 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
-	caConn, err := dialCA(c)
+	// Bootstrap and the trust-bundle watch need no client certificate; the
+	// serving certificate they yield is what the injector presents to the
+	// CA for Sign (unless --ca-client-cert-file overrides it), so it is
+	// obtained before anything can sign.
+	bootConn, err := dialCA(c, false, nil)
+	if err != nil {
+		return err
+	}
+	rt.OnShutdown("ca-bootstrap-client", func(context.Context) error { return bootConn.Close() })
+	var own atomic.Pointer[cpcert.Cert] // set by servingTLS before anything uses caConn
+	caConn, err := dialCA(c, true, func(i *tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		if cert := own.Load(); cert != nil {
+			return cert.GetClientCertificate(i)
+		}
+		return &tls.Certificate{}, nil
+	})
 	if err != nil {
 		return err
 	}
 	rt.OnShutdown("ca-client", func(context.Context) error { return caConn.Close() })
+	serving, err := servingTLS(ctx, rt, c, bootConn, caConn, &own)
+	if err != nil {
+		return err
+	}
 
 	meter := rt.Telemetry.Meter("osm/injector-webhook")
 	admissions, _ := meter.Int64Counter("osm_injector_admissions", metric.WithDescription("admission reviews handled, by outcome"))
@@ -302,10 +331,6 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	}
 	synced.Store(true)
 
-	serving, err := servingTLS(ctx, rt, c, caConn)
-	if err != nil {
-		return err
-	}
 	handler := &webhook.Handler{Admit: wh, Log: log, MaxBody: int64(c.MaxBody),
 		Observe: func(outcome string, d time.Duration) {
 			attrs := metric.WithAttributes(attribute.String("outcome", outcome))
@@ -353,11 +378,10 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func dialCA(c Config) (*grpc.ClientConn, error) {
-	pair, err := tls.LoadX509KeyPair(c.CACertFile, c.CAKeyFile)
-	if err != nil {
-		return nil, app.FlagError("ca-client-cert-file", "%v", err)
-	}
+// dialCA connects to the cert-authority. For signing (and the bundle
+// watch) it presents --ca-client-cert-file when set, else the certificate
+// own returns; for Bootstrap (signing false), nothing.
+func dialCA(c Config, signing bool, own func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*grpc.ClientConn, error) {
 	roots, err := os.ReadFile(c.CATrustFile)
 	if err != nil {
 		return nil, app.FlagError("ca-trust-file", "%v", err)
@@ -366,7 +390,20 @@ func dialCA(c Config) (*grpc.ClientConn, error) {
 	if !pool.AppendCertsFromPEM(roots) {
 		return nil, app.FlagError("ca-trust-file", "%s holds no PEM certificate", c.CATrustFile)
 	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool, ServerName: c.CAServerName}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: c.CAServerName}
+	switch {
+	case !signing:
+	case c.CACertFile != "":
+		pair, err := tls.LoadX509KeyPair(c.CACertFile, c.CAKeyFile)
+		if err != nil {
+			return nil, app.FlagError("ca-client-cert-file", "%v", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	case own != nil:
+		tc.GetClientCertificate = own
+	default:
+		return nil, app.FlagError("ca-client-cert-file", "is required: the serving certificate comes from files, so there is no certificate from the cert-authority to present")
+	}
 	conn, err := grpc.NewClient(c.CAAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
 	if err != nil {
 		return nil, app.FlagError("ca-addr", "%v", err)

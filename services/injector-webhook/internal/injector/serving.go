@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -108,7 +109,12 @@ type serving struct {
 // cert-authority's Bootstrap (with the webhook Service's DNS names) and is
 // renewed at half its lifetime; the caBundle is the CA's trust bundle,
 // followed with WatchTrustBundle. --tls-cert-file overrides both with files.
-func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.ClientConn) (*serving, error) {
+//
+// Bootstrap goes over bootConn, which presents no client certificate; the
+// bundle watch over signConn, which presents the certificate own holds
+// (or --ca-client-cert-file): own is set before the watch starts, and
+// before anything else can use signConn.
+func servingTLS(ctx context.Context, rt *app.Runtime, c Config, bootConn, signConn *grpc.ClientConn, own *atomic.Pointer[cpcert.Cert]) (*serving, error) {
 	log := rt.Log
 	if c.ServesFromFiles() {
 		certs, err := server.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
@@ -118,11 +124,11 @@ func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.Cli
 		log.WithField("tls_cert_file", c.TLSCertFile).Info("serving certificate from files (--tls-cert-file overrides the cert-authority)")
 		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) }}, nil
 	}
-	client := cav1.NewCertificateAuthorityServiceClient(caConn)
+	client := cav1.NewCertificateAuthorityServiceClient(bootConn)
 	if err := c.Bootstrap.CheckFile(); err != nil {
 		return nil, err
 	}
-	bundle := cpcert.NewBundle(client, log, 0, 0)
+	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(signConn), log, 0, 0)
 	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
 		Client: client, TokenType: c.Bootstrap.TokenType(), Token: c.Bootstrap.Token,
 		DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
@@ -137,6 +143,7 @@ func servingTLS(ctx context.Context, rt *app.Runtime, c Config, caConn *grpc.Cli
 	if err := cert.RenewUntilDone(ctx); err != nil {
 		return nil, err
 	}
+	own.Store(cert)
 	go func() { _ = cert.Start(ctx) }()
 	go func() { _ = bundle.Start(ctx) }()
 	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe()}, nil

@@ -179,12 +179,30 @@ func Eventually(ctx context.Context, within time.Duration, f func() error) error
 	}
 }
 
-// FreeAddr returns a free loopback address.
+// handedOut are the addresses FreeAddr has returned in this process.
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]struct{}
+}{addrs: map[string]struct{}{}}
+
+// FreeAddr returns a free loopback address, never one it returned before in
+// this process: the kernel may hand a just-closed ephemeral port out again,
+// and two servers of one test (say the CA's gRPC and admin listeners) must
+// not be given the same one.
 func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := l.Addr().String()
+		l.Close()
+		if _, dup := handedOut.addrs[addr]; !dup {
+			handedOut.addrs[addr] = struct{}{}
+			return addr, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return "", errors.New("no loopback port that was not handed out already")
 }

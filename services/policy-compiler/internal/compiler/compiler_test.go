@@ -255,10 +255,19 @@ func TestCompilerEndToEnd(t *testing.T) {
 		t.Errorf("generation = %v", gen)
 	}
 
-	// A burst of changes is coalesced into one generation.
+	// A burst of changes is coalesced into one generation. The burst is
+	// pipelined, so that it arrives within the debounce even on a loaded
+	// machine.
+	burst := h.observed.Batch()
 	for i := 0; i < 20; i++ {
-		h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
-			synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.10"}, synth.Endpoint{Pod: "bookwarehouse-2", IP: "10.244.4." + string(rune('0'+i%10))}))
+		o := synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
+			synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.10"}, synth.Endpoint{Pod: "bookwarehouse-2", IP: "10.244.4." + string(rune('0'+i%10))})
+		if err := burst.Put(t.Context(), o.Key(), o.Msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := burst.Flush(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	settle()
 	if g := r.c.Stats().Generations; g < 3 || g > 4 {

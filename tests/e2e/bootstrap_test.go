@@ -97,35 +97,31 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		gone(t, "the garbage collector deletes the secret with its pod", sec.Name)
 	})
 
-	var marker *corev1.Pod
-	t.Run("dry runs write nothing", func(t *testing.T) {
-		for i := range 3 {
-			p, err := pods.Create(ctx, pod(fmt.Sprintf("dry-%d", i), nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-			if err != nil || len(p.Spec.Containers) != 2 {
-				t.Fatalf("dry-run pod not injected: %v", err)
-			}
+	// Dry runs write nothing. This is not a subtest: the subtests after it
+	// use its marker pod.
+	for i := range 3 {
+		p, err := pods.Create(ctx, pod(fmt.Sprintf("dry-%d", i), nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil || len(p.Spec.Containers) != 2 {
+			t.Fatalf("dry-run pod not injected: %v", err)
 		}
-		// A real pod admitted after the dry runs: once its Secret is written
-		// and owned, the writer and the reconciler have passed the dry runs.
-		marker = create(t, "marker")
-		owned(t, marker)
-		l, err := secrets.List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=osm-injector"})
-		if err != nil {
-			t.Fatal(err)
+	}
+	// A real pod admitted after the dry runs: once its Secret is written and
+	// owned, the writer and the reconciler have passed the dry runs.
+	marker := create(t, "marker")
+	owned(t, marker)
+	l, err := secrets.List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=osm-injector"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Items) != 1 || l.Items[0].Name != "envoy-bootstrap-"+marker.Labels["osm-proxy-uuid"] {
+		var names []string
+		for _, s := range l.Items {
+			names = append(names, s.Name)
 		}
-		if len(l.Items) != 1 || l.Items[0].Name != "envoy-bootstrap-"+marker.Labels["osm-proxy-uuid"] {
-			var names []string
-			for _, s := range l.Items {
-				names = append(names, s.Name)
-			}
-			t.Fatalf("secrets %v, want only the marker pod's", names)
-		}
-	})
+		t.Fatalf("dry runs: secrets %v, want only the marker pod's", names)
+	}
 
 	t.Run("a secret lost to an injector restart is reissued", func(t *testing.T) {
-		if marker == nil {
-			t.Skip("no marker pod")
-		}
 		name := "envoy-bootstrap-" + marker.Labels["osm-proxy-uuid"]
 		old, err := secrets.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -175,9 +171,6 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 	})
 
 	t.Run("a secret whose pod the apiserver rejected is deleted after the grace", func(t *testing.T) {
-		if marker == nil {
-			t.Skip("no marker pod")
-		}
 		w, err := secrets.Watch(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=osm-injector"})
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/logging"
 )
 
 func noenv(string) string { return "" }
@@ -62,24 +63,6 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink safe for the runner's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -98,7 +81,7 @@ func TestLifecycle(t *testing.T) {
 	}
 	defer srv.Shutdown()
 
-	var logs syncBuffer
+	var logs logging.Buffer
 	ready := make(chan string)
 	var mu sync.Mutex
 	var order []string

@@ -4,8 +4,10 @@
 package logging
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/trace"
@@ -60,4 +62,26 @@ func (TraceHook) Fire(e *logrus.Entry) error {
 	e.Data["trace_id"] = sc.TraceID().String()
 	e.Data["span_id"] = sc.SpanID().String()
 	return nil
+}
+
+// Buffer is an in-memory log sink that several goroutines may write at once
+// (a service run in-process, whose logs a test or a debug page reads back).
+// The zero value is ready to use.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

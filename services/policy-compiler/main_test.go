@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/logging"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
@@ -39,23 +38,6 @@ func TestFlagsAreValidated(t *testing.T) {
 			t.Errorf("%v: err = %v, want a configuration error naming %s", c.args, err, c.want)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestServiceCompilesAndBecomesReady(t *testing.T) {
@@ -86,7 +68,7 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	env := map[string]string{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c"}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	var logs syncBuffer
+	var logs logging.Buffer
 	go func() {
 		done <- app.Run(ctx, spec(), []string{"--admin-addr", "127.0.0.1:0", "--log-format", "json"}, func(k string) string { return env[k] }, &logs)
 	}()

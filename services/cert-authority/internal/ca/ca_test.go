@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
@@ -96,23 +96,6 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -157,7 +140,7 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	grpcLis := listen(t)
 	adminAddr := freeAddr(t)
-	logs := &syncBuffer{}
+	logs := &logging.Buffer{}
 	const dev = "dev-token-do-not-log"
 	args := []string{"--namespace", ns, "--nats-url", nats.URL(), "--admin-addr", adminAddr, "--kubeconfig", cluster.KubeconfigPath(),
 		"--server-dns-names", "ca.test", "--log-format", "text", "--bundle-refresh", "1h", "--nats-user", "ca"}

@@ -18,6 +18,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
@@ -61,7 +62,7 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 		}
 		runCtx, stop := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- app.Run(runCtx, Spec(Deps{Listener: lis}), args, env, &syncBuffer{}) }()
+		go func() { done <- app.Run(runCtx, Spec(Deps{Listener: lis}), args, env, &logging.Buffer{}) }()
 		defer func() {
 			stop()
 			if err := <-done; err != nil {

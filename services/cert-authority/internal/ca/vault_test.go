@@ -22,6 +22,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
@@ -60,7 +61,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	defer nats.Shutdown()
 	grpcLis := listen(t)
 	adminAddr := freeAddr(t)
-	logs := &syncBuffer{}
+	logs := &logging.Buffer{}
 	const dev = "dev-token-do-not-log"
 	args := []string{"--provider", "vault", "--vault-addr", v.URL(), "--vault-role", "mesh", "--vault-request-timeout", "700ms", "--vault-retry-budget", "2s",
 		"--nats-url", nats.URL(), "--admin-addr", adminAddr, "--kubeconfig", cluster.KubeconfigPath(), "--server-dns-names", "ca.test",

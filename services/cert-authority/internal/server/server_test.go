@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/builtin"
@@ -51,24 +51,7 @@ type testCA struct {
 	hub    *trust.Hub
 	server *Server
 	roots  []*pki.Issuer
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs   *logging.Buffer
 }
 
 func newRoot(t testing.TB) *pki.Issuer {
@@ -125,7 +108,7 @@ func newTestCA(ctx context.Context, o caOptions) (*testCA, *grpc.Server, error) 
 	hub := trust.NewHub()
 	b, _ := prov.TrustBundle(ctx)
 	hub.Set(b)
-	logs := &syncBuffer{}
+	logs := &logging.Buffer{}
 	l := logrus.New()
 	l.SetOutput(logs)
 	l.SetLevel(logrus.DebugLevel)

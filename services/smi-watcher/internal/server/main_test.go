@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/logging"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/server"
 	"github.com/openservicemesh/osm/tests/kube"
@@ -66,24 +66,6 @@ func newEnv(t testing.TB) *env {
 	}
 }
 
-// syncBuffer collects a watcher's logs for the failure report.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // instance is one running smi-watcher, started through the same runner and
 // flags as the binary.
 type instance struct {
@@ -91,7 +73,7 @@ type instance struct {
 	admin  string
 	cancel context.CancelFunc
 	done   chan error
-	logs   *syncBuffer
+	logs   *logging.Buffer
 	once   sync.Once
 }
 
@@ -108,7 +90,7 @@ func freeAddr(t testing.TB) string {
 // start runs a watcher until the test ends or stop is called.
 func (e *env) start(id string, extra ...string) *instance {
 	e.t.Helper()
-	in := &instance{id: id, admin: freeAddr(e.t), done: make(chan error, 1), logs: &syncBuffer{}}
+	in := &instance{id: id, admin: freeAddr(e.t), done: make(chan error, 1), logs: &logging.Buffer{}}
 	args := append([]string{
 		"--kubeconfig", cluster.KubeconfigPath(),
 		"--nats-url", e.nats.URL(),

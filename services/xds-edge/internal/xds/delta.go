@@ -6,8 +6,6 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
@@ -54,16 +52,14 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 		}
 	}
 	if !st.subscribed {
-		// A proxy reconnecting with resources from a generation newer than
-		// ours must not be rolled back: send it to another replica.
 		if typeURL != secretType {
 			var seen uint64
 			for _, v := range req.GetInitialResourceVersions() {
 				seen = max(seen, pool.GenerationOfVersion(v))
 			}
-			if have := s.Generation(); seen > have {
+			if err := s.refuseNewer(seen); err != nil {
 				c.mu.Unlock()
-				return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %d, older than the %d this proxy has seen", s.opts.EdgeID, have, seen)
+				return err
 			}
 		}
 		st.subscribed = true

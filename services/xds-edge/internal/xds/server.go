@@ -439,6 +439,16 @@ func receive[R request](recv func() (R, error)) (R, error) {
 	return req, nil
 }
 
+// refuseNewer refuses, with UNAVAILABLE, a proxy reconnecting with state
+// from generation seen, newer than the replica's: it must not be rolled
+// back, and retries another replica. Zero (unknown) passes.
+func (s *Server) refuseNewer(seen uint64) error {
+	if have := s.Generation(); seen > have {
+		return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %d, older than the %d this proxy has seen", s.opts.EdgeID, have, seen)
+	}
+	return nil
+}
+
 // noteNode records the node a request names; the first one makes the
 // returned function publish the CONNECTED status, to run once c.mu is
 // released. c.mu is held.

@@ -5,8 +5,6 @@ import (
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
@@ -45,13 +43,9 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 			c.acked[typeURL] = sent.version
 			after = append(after, func() { s.recordAck(ctx, c, typeURL, sent) })
 		}
-	} else if g := pool.GenerationOfVersion(req.GetVersionInfo()); g > 0 {
-		// A proxy reconnecting with state newer than ours must not be
-		// rolled back: send it to another replica.
-		if have := s.Generation(); g > have {
-			c.mu.Unlock()
-			return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %d, older than the %d this proxy has seen", s.opts.EdgeID, have, g)
-		}
+	} else if err := s.refuseNewer(pool.GenerationOfVersion(req.GetVersionInfo())); err != nil {
+		c.mu.Unlock()
+		return err
 	}
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0
@@ -160,26 +154,24 @@ func (c *conn) laterDirty(types []string) bool {
 }
 
 // droppedFrom returns the resources of before whose names are not in
-// after.
+// after. Both are views, sorted by name (Pool.View), so one walk finds them
+// without allocating unless something was dropped.
 func droppedFrom(before, after []*pool.Resource) []*pool.Resource {
-	if len(before) == 0 {
-		return nil
-	}
-	kept := make(map[string]struct{}, len(after))
-	for _, r := range after {
-		kept[r.Name] = struct{}{}
-	}
 	var out []*pool.Resource
+	j := 0
 	for _, r := range before {
-		if _, ok := kept[r.Name]; !ok {
-			out = append(out, r)
+		for j < len(after) && after[j].Name < r.Name {
+			j++
 		}
+		if j < len(after) && after[j].Name == r.Name {
+			continue
+		}
+		out = append(out, r)
 	}
 	return out
 }
 
-// mergeByName merges two name-sorted lists without common names (lists
-// that are not sorted are merged all the same, in some order).
+// mergeByName merges two name-sorted lists without common names.
 func mergeByName(a, b []*pool.Resource) []*pool.Resource {
 	out := make([]*pool.Resource, 0, len(a)+len(b))
 	i, j := 0, 0

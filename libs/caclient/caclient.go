@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -163,4 +164,29 @@ func Sign(ctx context.Context, c cav1.CertificateAuthorityServiceClient, id iden
 		return nil, fmt.Errorf("sign %s: %w", id, err)
 	}
 	return issued(resp.GetCertificateChainPem(), key)
+}
+
+// PoolFromFile reads the PEM certificates in path into a pool; a file with
+// none is an error.
+func PoolFromFile(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return p, nil
+}
+
+// TLSFromFile is a client TLS configuration for the cert-authority that
+// verifies it against the roots in trustFile and serverName (empty: the
+// host of the address dialed), presenting no certificate; callers add one.
+func TLSFromFile(trustFile, serverName string) (*tls.Config, error) {
+	pool, err := PoolFromFile(trustFile)
+	if err != nil {
+		return nil, err
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}, nil
 }

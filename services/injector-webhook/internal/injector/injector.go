@@ -7,12 +7,10 @@ package injector
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -36,6 +34,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/cpcert"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/telemetry"
@@ -382,15 +381,10 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 // watch) it presents --ca-client-cert-file when set, else the certificate
 // own returns; for Bootstrap (signing false), nothing.
 func dialCA(c Config, signing bool, own func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*grpc.ClientConn, error) {
-	roots, err := os.ReadFile(c.CATrustFile)
+	tc, err := caclient.TLSFromFile(c.CATrustFile, c.CAServerName)
 	if err != nil {
 		return nil, app.FlagError("ca-trust-file", "%v", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(roots) {
-		return nil, app.FlagError("ca-trust-file", "%s holds no PEM certificate", c.CATrustFile)
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: c.CAServerName}
 	switch {
 	case !signing:
 	case c.CACertFile != "":

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"net"
 	"os"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/cpcert"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
@@ -168,17 +168,9 @@ func (c *Config) bootstraps() bool { return c.TLSCertFile == "" || c.CACertFile 
 // caTLS is the TLS configuration for calls to the cert-authority, without
 // a client certificate.
 func (c *Config) caTLS() (*tls.Config, error) {
-	pool, err := loadPool(c.CATrustFile)
+	tc, err := caclient.TLSFromFile(c.CATrustFile, c.CAServerName)
 	if err != nil {
 		return nil, app.FlagError("ca-trust-file", "%v", err)
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: c.CAServerName}
-	if tc.ServerName == "" {
-		host, _, err := net.SplitHostPort(c.CAAddr)
-		if err != nil {
-			return nil, app.FlagError("ca-addr", "%v", err)
-		}
-		tc.ServerName = host
 	}
 	return tc, nil
 }
@@ -229,7 +221,7 @@ func (c *Config) serverTLS(own *cpcert.Cert) (*tls.Config, error) {
 	var err error
 	var pool *x509.CertPool
 	if c.TLSClientCAFile != "" {
-		if pool, err = loadPool(c.TLSClientCAFile); err != nil {
+		if pool, err = caclient.PoolFromFile(c.TLSClientCAFile); err != nil {
 			return nil, app.FlagError("tls-client-ca-file", "%v", err)
 		}
 	}
@@ -257,18 +249,6 @@ func (c *Config) caClient(own *cpcert.Cert) (*grpc.ClientConn, error) {
 		return nil, app.FlagError("ca-addr", "%v", err)
 	}
 	return cc, nil
-}
-
-func loadPool(path string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", path)
-	}
-	return p, nil
 }
 
 // Run serves as the xds-edge until ctx ends.

@@ -18,15 +18,15 @@ import (
 
 // TestBootstrapSecretLifecycle: admission answers before the bootstrap
 // Secret is written, and the injector's reconciler makes that safe. The
-// Secret appears shortly after the pod, owned by it; it goes with the pod
-// (Kubernetes' garbage collector); a Secret lost to an injector restart is
-// reissued; a Secret whose pod the apiserver rejected after admission is
-// deleted after the orphan grace; dry runs write nothing.
+// Secret appears shortly after the pod, created already owned by it; it
+// goes with the pod (Kubernetes' garbage collector); a Secret lost to an
+// injector restart is reissued; a pod the apiserver rejected after
+// admission leaves no Secret; dry runs write nothing.
 func TestBootstrapSecretLifecycle(t *testing.T) {
 	ctx := t.Context()
 	outer := t
 	cs := cluster.Clientset()
-	m := meshUp(t, "--bootstrap-missing-grace", "1s", "--bootstrap-orphan-grace", "3s")
+	m := meshUp(t, "--bootstrap-owner-wait", "1s", "--bootstrap-missing-grace", "1s", "--bootstrap-orphan-grace", "3s")
 	ns := "bootstrap" + uniq()
 	namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": "osm"})
 	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) })
@@ -87,10 +87,32 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		})
 	}
 
-	t.Run("the secret is written after admission, owned by the pod, and collected with it", func(t *testing.T) {
+	t.Run("the secret is written after admission, created owned by the pod, and collected with it", func(t *testing.T) {
+		w, err := secrets.Watch(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=osm-injector"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
 		p := create(t, "async-1")
 		checkBootstrapSecret(t, p, m.bundle)
 		sec := owned(t, p)
+		// The first version of the Secret already names the pod: one
+		// write, no ownerReference patch.
+		for first := false; !first; {
+			select {
+			case ev := <-w.ResultChan():
+				got, ok := ev.Object.(*corev1.Secret)
+				if !ok || ev.Type != watch.Added || got.Name != sec.Name {
+					continue
+				}
+				first = true
+				if len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != p.UID {
+					t.Fatalf("the secret was created with owners %v, want pod %s", got.OwnerReferences, p.UID)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("no Added event for the secret")
+			}
+		}
 		if err := pods.Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -170,7 +192,7 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		}
 	})
 
-	t.Run("a secret whose pod the apiserver rejected is deleted after the grace", func(t *testing.T) {
+	t.Run("a pod the apiserver rejected after admission leaves no secret", func(t *testing.T) {
 		w, err := secrets.Watch(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=osm-injector"})
 		if err != nil {
 			t.Fatal(err)
@@ -184,42 +206,29 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		if !apierrors.IsInvalid(err) {
 			t.Fatalf("create: %v, want invalid", err)
 		}
-		added := ""
-		timeout := time.After(60 * time.Second)
+		// The held Secret is dropped after the 1s owner wait; watch well
+		// past it.
+		deadline := time.After(4 * time.Second)
 		for {
 			select {
 			case ev, ok := <-w.ResultChan():
 				if !ok {
 					t.Fatal("watch closed")
 				}
-				sec, isSecret := ev.Object.(*corev1.Secret)
-				if !isSecret || sec.Name == "envoy-bootstrap-"+marker.Labels["osm-proxy-uuid"] {
-					continue
+				if sec, isSecret := ev.Object.(*corev1.Secret); isSecret && ev.Type == watch.Added &&
+					sec.Name != "envoy-bootstrap-"+marker.Labels["osm-proxy-uuid"] {
+					t.Fatalf("the rejected pod's secret %s was written", sec.Name)
 				}
-				switch ev.Type {
-				case watch.Added:
-					added = sec.Name
-					if len(sec.OwnerReferences) != 0 {
-						t.Fatalf("the rejected pod's secret has owners %v", sec.OwnerReferences)
-					}
-				case watch.Deleted:
-					if sec.Name != added {
-						continue
-					}
-					if age := time.Since(sec.CreationTimestamp.Time); age < 2*time.Second {
-						t.Fatalf("orphan deleted %s after its creation, before the 3s grace", age)
-					}
-					return
-				}
-			case <-timeout:
-				t.Fatalf("no orphan secret written and deleted (written: %q)", added)
+			case <-deadline:
+				return
 			}
 		}
 	})
 	t.Run("the writer and the reconciler report their work", func(t *testing.T) {
 		// The injector restarted above: since then it reissued the marker's
-		// Secret (owned from the start, so no owner patch), and wrote and
-		// deleted the rejected pod's.
+		// Secret (owned from the start, so no owner patch) and dropped the
+		// rejected pod's; one more pod gives it an asynchronous write.
+		owned(t, create(t, "after-restart"))
 		// The test may see a deletion before the injector has counted it.
 		eventually(t, "the injector's metrics", 10*time.Second, func() error {
 			metrics, err := scrapeMetrics("http://" + m.injectorAdmin + "/metrics")
@@ -233,7 +242,7 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 			}{
 				{"osm_injector_bootstrap_write_seconds_count", []string{`mode="async"`, `outcome="written"`}, 1},
 				{"osm_injector_bootstrap_reconciled_total", []string{`action="recreated"`, `error="false"`}, 1},
-				{"osm_injector_bootstrap_reconciled_total", []string{`action="orphan-deleted"`, `error="false"`}, 1},
+				{"osm_injector_bootstrap_dropped_total", nil, 1},
 				{"osm_injector_bootstrap_queue_depth", nil, 0},
 			} {
 				if !hasSample(metrics, want.name, want.labels, want.min) {

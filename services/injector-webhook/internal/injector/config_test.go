@@ -15,7 +15,7 @@ func validConfig() Config {
 		ServingConfig: ServingConfig{WebhookServicePort: 443, ClusterDomain: "cluster.local",
 			Bootstrap: cpcert.Credential{File: "/token", Type: "service-account"}},
 		ProxyUID: 1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, KubeQPS: 1, KubeBurst: 1, XDSAddr: "xds:15128",
-		Secrets: SecretsConfig{Writers: 4, QueueSize: 1024, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}}
+		Secrets: SecretsConfig{Writers: 4, QueueSize: 1024, OwnerWait: 30 * time.Second, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}}
 }
 
 func TestServingCertificateFlags(t *testing.T) {

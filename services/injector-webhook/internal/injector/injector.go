@@ -266,7 +266,7 @@ func Run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes metadata client: %w", err)
 	}
-	rec, err := newReconciler(meter, log, cs, md, wh, c.Secrets)
+	rec, err := newReconciler(meter, log, cs, md, wh, writer, c.Secrets)
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 type SecretsConfig struct {
 	Writers      int
 	QueueSize    int
+	OwnerWait    time.Duration
 	MissingGrace time.Duration
 	OrphanGrace  time.Duration
 }
@@ -31,6 +32,9 @@ type SecretsConfig struct {
 func (c *SecretsConfig) Flags(f *app.Flags) {
 	f.Int(&c.Writers, "bootstrap-writers", 4, "workers that create bootstrap Secrets after admission has answered")
 	f.Int(&c.QueueSize, "bootstrap-queue-size", 1024, "bootstrap Secrets that may wait for a writer; when full, admission writes the Secret itself")
+	f.Duration(&c.OwnerWait, "bootstrap-owner-wait", 30*time.Second,
+		"how long an admitted pod's bootstrap Secret waits, in memory, for the pod to appear, so that it is created already owned by the pod; "+
+			"a Secret whose pod never appears (rejected after admission) is dropped unwritten. 0 writes Secrets at once and sets the owner with a second write")
 	f.Duration(&c.MissingGrace, "bootstrap-missing-grace", 30*time.Second,
 		"age at which an injected pod still without its bootstrap Secret (a write lost to a restart) gets a freshly issued one")
 	f.Duration(&c.OrphanGrace, "bootstrap-orphan-grace", 5*time.Minute,
@@ -45,6 +49,13 @@ func (c *SecretsConfig) Validate() error {
 	if c.QueueSize < 1 {
 		return app.FlagError("bootstrap-queue-size", "must be at least 1, got %d", c.QueueSize)
 	}
+	if c.OwnerWait < 0 {
+		return app.FlagError("bootstrap-owner-wait", "must not be negative, got %s", c.OwnerWait)
+	}
+	if c.OwnerWait > c.MissingGrace {
+		// A pod whose Secret is still held would get a second one.
+		return app.FlagError("bootstrap-owner-wait", "must not exceed --bootstrap-missing-grace (%s), got %s", c.MissingGrace, c.OwnerWait)
+	}
 	if c.MissingGrace < time.Second {
 		// Shorter would race the writers and issue a second certificate for
 		// most pods.
@@ -56,7 +67,10 @@ func (c *SecretsConfig) Validate() error {
 	return nil
 }
 
-var _ webhook.SecretStore = (*secrets.Writer)(nil)
+var (
+	_ webhook.SecretStore = (*secrets.Writer)(nil)
+	_ reconcile.Claimer   = (*secrets.Writer)(nil)
+)
 
 // newWriter returns the asynchronous bootstrap Secret writer with its
 // metrics: queue depth, write latency (from admission to the Secret stored)
@@ -74,12 +88,18 @@ func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*s
 		return nil, err
 	}
 	depth, err := meter.Int64ObservableGauge("osm_injector_bootstrap_queue_depth",
-		metric.WithDescription("bootstrap Secrets waiting for a writer"))
+		metric.WithDescription("bootstrap Secrets waiting for their pod to appear or for a writer"))
+	if err != nil {
+		return nil, err
+	}
+	dropped, err := meter.Int64Counter("osm_injector_bootstrap_dropped",
+		metric.WithDescription("bootstrap Secrets never written because their pod did not appear within --bootstrap-owner-wait (the apiserver rejected it after admission)"))
 	if err != nil {
 		return nil, err
 	}
 	w := secrets.New(secretCreator{cs}, secrets.Options{
-		Workers: c.Writers, QueueSize: c.QueueSize,
+		Workers: c.Writers, QueueSize: c.QueueSize, OwnerWait: c.OwnerWait,
+		ObserveDrop: func() { dropped.Add(context.Background(), 1) },
 		ObserveWrite: func(d time.Duration, attempts int, sync bool, err error) {
 			mode, outcome := "async", "written"
 			if sync {
@@ -112,14 +132,14 @@ func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
 
 // newReconciler returns the bootstrap Secret reconciler with its metric.
 func newReconciler(meter metric.Meter, log *logrus.Entry, cs kubernetes.Interface, md metadata.Interface,
-	maker reconcile.Maker, c SecretsConfig) (*reconcile.Reconciler, error) {
+	maker reconcile.Maker, claimer reconcile.Claimer, c SecretsConfig) (*reconcile.Reconciler, error) {
 	actions, err := meter.Int64Counter("osm_injector_bootstrap_reconciled",
 		metric.WithDescription("bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted"))
 	if err != nil {
 		return nil, err
 	}
 	return reconcile.New(reconcile.Options{
-		Client: cs, Metadata: md, Maker: maker, Log: log.WithField("component", "bootstrap-reconciler"),
+		Client: cs, Metadata: md, Maker: maker, Claimer: claimer, Log: log.WithField("component", "bootstrap-reconciler"),
 		MissingGrace: c.MissingGrace, OrphanGrace: c.OrphanGrace,
 		Observe: func(action string, err error) {
 			actions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("action", action), attribute.Bool("error", err != nil)))

@@ -7,7 +7,7 @@ import (
 )
 
 func TestSecretsConfigErrorsNameTheFlag(t *testing.T) {
-	ok := SecretsConfig{Writers: 4, QueueSize: 1024, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}
+	ok := SecretsConfig{Writers: 4, QueueSize: 1024, OwnerWait: 30 * time.Second, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}
 	if err := ok.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -18,7 +18,14 @@ func TestSecretsConfigErrorsNameTheFlag(t *testing.T) {
 		{"--bootstrap-writers", func(c *SecretsConfig) { c.Writers = 0 }},
 		{"--bootstrap-queue-size", func(c *SecretsConfig) { c.QueueSize = 0 }},
 		{"--bootstrap-missing-grace", func(c *SecretsConfig) { c.MissingGrace = 0 }},
+		{"--bootstrap-owner-wait", func(c *SecretsConfig) { c.OwnerWait = -time.Second }},
+		{"--bootstrap-owner-wait", func(c *SecretsConfig) { c.OwnerWait = time.Minute }},
 		{"--bootstrap-orphan-grace", func(c *SecretsConfig) { c.OrphanGrace = 500 * time.Millisecond }},
+	}
+	off := ok
+	off.OwnerWait = 0
+	if err := off.Validate(); err != nil {
+		t.Fatalf("--bootstrap-owner-wait 0: %v", err)
 	}
 	for _, tc := range cases {
 		c := ok

@@ -20,7 +20,11 @@
 //  2. Pods and a Secret that does not name them all as owners: it adds an
 //     ownerReference (by UID) to each pod, so that Kubernetes' garbage
 //     collector deletes the Secret once the last pod is gone. Admission
-//     cannot set it, because a pod has no UID until after admission.
+//     cannot set it, because a pod has no UID until after admission; with
+//     a Claimer (the writer holding admission's Secrets until their pod
+//     appears) the Secret is created owned, and this step is left for
+//     Secrets written without an owner (the writer's holding area was full
+//     or it stopped) and for pods that share a proxy UUID.
 //  3. A Secret with no owner and no pod (admission succeeded but the
 //     apiserver then rejected the pod, or the pod was deleted before step
 //     2): once it is OrphanGrace old, and after the apiserver itself
@@ -58,6 +62,12 @@ import (
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 )
 
+// Claimer takes the ownerReferences of a Secret admission stored but the
+// writer holds until its pod appears (secrets.Writer.Claim).
+type Claimer interface {
+	Claim(namespace, name string, owners []metav1.OwnerReference) bool
+}
+
 // Maker issues a certificate and builds the bootstrap Secret of a proxy
 // (webhook.Webhook.BootstrapSecret).
 type Maker interface {
@@ -71,7 +81,11 @@ type Options struct {
 	Client   kubernetes.Interface
 	Metadata metadata.Interface
 	Maker    Maker
-	Log      *logrus.Entry
+	// Claimer, when set, is told of each live injected pod the pod
+	// informer sees, so that the Secret admission stored for it is created
+	// with the pod as its owner.
+	Claimer Claimer
+	Log     *logrus.Entry
 	// MissingGrace is how old a pod without its Secret must be before a new
 	// Secret is issued; default 30 s.
 	MissingGrace time.Duration
@@ -157,6 +171,14 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	}}); err != nil {
 		return err
 	}
+	if r.o.Claimer != nil {
+		if _, err := r.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    r.claim,
+			UpdateFunc: func(_, obj any) { r.claim(obj) },
+		}); err != nil {
+			return err
+		}
+	}
 	for _, inf := range []cache.SharedIndexInformer{r.pods, r.secrets} {
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    r.enqueue,
@@ -220,6 +242,17 @@ func metaOf(obj any) (metav1.Object, error) {
 		return nil, fmt.Errorf("%T is not a Kubernetes object", obj)
 	}
 	return m, nil
+}
+
+// claim hands a live pod's reference to the Claimer for its Secret.
+func (r *Reconciler) claim(obj any) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.DeletionTimestamp != nil || p.UID == "" {
+		return
+	}
+	if uuid := p.Labels[inject.LabelProxyUUID]; uuid != "" {
+		r.o.Claimer.Claim(p.Namespace, inject.BootstrapSecretName(uuid), ownerRefs(nil, []*corev1.Pod{p}))
+	}
 }
 
 func (r *Reconciler) enqueue(obj any) {

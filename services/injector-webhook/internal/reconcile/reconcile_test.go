@@ -386,3 +386,53 @@ func TestSlimPodKeepsWhatASyncReads(t *testing.T) {
 		t.Fatalf("slim pod keeps more than a sync reads: %+v", s)
 	}
 }
+
+// claimer is a hand-written fake of Claimer.
+type claimer struct {
+	mu     sync.Mutex
+	claims map[string][]metav1.OwnerReference // namespace/name -> owners of the last claim
+}
+
+func (c *claimer) Claim(ns, name string, owners []metav1.OwnerReference) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.claims[ns+"/"+name] = owners
+	return true
+}
+
+func (c *claimer) owners(ns, name string) ([]metav1.OwnerReference, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	o, ok := c.claims[ns+"/"+name]
+	return o, ok
+}
+
+func TestNewPodClaimsItsHeldSecret(t *testing.T) {
+	ns := cluster.Namespace(t, "claim", nil)
+	cl := &claimer{claims: map[string][]metav1.OwnerReference{}}
+	start(t, Options{MissingGrace: time.Hour, OrphanGrace: time.Hour, Claimer: cl})
+	pod, err := cluster.Clientset().CoreV1().Pods(ns).Create(t.Context(), injectedPod("app", "uuid-claim"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the pod's claim", 30*time.Second, func() error {
+		owners, ok := cl.owners(ns, inject.BootstrapSecretName("uuid-claim"))
+		if !ok {
+			return errors.New("no claim")
+		}
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{OwnerReferences: owners}}
+		return ownedBy(sec, pod)
+	})
+	// A terminating pod claims nothing: its Secret would be created for a
+	// pod about to go.
+	if err := cluster.Clientset().CoreV1().Pods(ns).Delete(t.Context(), pod.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	gone := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: ns, UID: "u",
+		Labels: map[string]string{inject.LabelProxyUUID: "uuid-terminating"}, DeletionTimestamp: &metav1.Time{Time: time.Now()}}}
+	r := &Reconciler{o: Options{Claimer: cl}}
+	r.claim(gone)
+	if _, ok := cl.owners(ns, inject.BootstrapSecretName("uuid-terminating")); ok {
+		t.Fatal("a terminating pod claimed its secret")
+	}
+}

@@ -37,6 +37,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Creator creates a Secret in the apiserver.
@@ -60,10 +61,18 @@ type Options struct {
 	WriteTimeout time.Duration
 	// FlushTimeout bounds the flush of the queue at shutdown; default 10 s.
 	FlushTimeout time.Duration
+	// OwnerWait, when positive, is how long a stored Secret waits for Claim
+	// before it is dropped unwritten; see the package doc. 0 writes every
+	// Secret at once, without an owner.
+	OwnerWait time.Duration
 	// ObserveWrite, when set, is told about every Secret written or given
-	// up: the time from Store to the end of the last attempt, the number of
-	// attempts, whether it was written synchronously, and the final error.
+	// up: the time from Store to the end of the last attempt (waiting for
+	// Claim included), the number of attempts, whether it was written
+	// synchronously, and the final error.
 	ObserveWrite func(d time.Duration, attempts int, sync bool, err error)
+	// ObserveDrop, when set, is told about every held Secret dropped
+	// because no pod claimed it within OwnerWait.
+	ObserveDrop func()
 }
 
 func (o *Options) defaults() {
@@ -102,18 +111,31 @@ type Writer struct {
 	o     Options
 	queue chan item
 
-	mu      sync.RWMutex // held for writing only to set stopped
+	mu      sync.RWMutex // held for writing to set stopped and to change held
 	stopped bool
+	// held are the Secrets waiting for Claim, by namespace/name.
+	held map[string]item
+	// pending counts Secrets on their way from held to the queue, and
+	// writes started outside the workers because the queue was full; a
+	// stopping Start waits for them.
+	pending sync.WaitGroup
+	wctx    context.Context // Start's write context
+	lost    atomic.Int64    // Secrets not written at shutdown
 }
 
 // New returns a Writer; call Start to run its workers.
 func New(c Creator, o Options) *Writer {
 	o.defaults()
-	return &Writer{c: c, o: o, queue: make(chan item, o.QueueSize)}
+	return &Writer{c: c, o: o, queue: make(chan item, o.QueueSize), held: map[string]item{}}
 }
 
-// Len is the number of Secrets waiting to be written.
-func (w *Writer) Len() int { return len(w.queue) }
+// Len is the number of Secrets waiting to be written: queued for a worker,
+// or held for their pod.
+func (w *Writer) Len() int {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return len(w.queue) + len(w.held)
+}
 
 // Cap is the size of the queue.
 func (w *Writer) Cap() int { return cap(w.queue) }
@@ -126,10 +148,20 @@ func (w *Writer) Cap() int { return cap(w.queue) }
 // as written. s must not be modified afterwards.
 func (w *Writer) Store(ctx context.Context, s *corev1.Secret, complete func(*corev1.Secret) error) error {
 	now := time.Now()
+	it := item{secret: s, complete: complete, queued: now}
+	if w.o.OwnerWait > 0 {
+		w.mu.Lock()
+		if !w.stopped && len(w.held) < w.o.QueueSize {
+			w.held[s.Namespace+"/"+s.Name] = it
+			w.mu.Unlock()
+			return nil
+		}
+		w.mu.Unlock()
+	}
 	w.mu.RLock()
 	if !w.stopped {
 		select {
-		case w.queue <- item{secret: s, complete: complete, queued: now}:
+		case w.queue <- it:
 			w.mu.RUnlock()
 			return nil
 		default:
@@ -150,14 +182,87 @@ func (w *Writer) Store(ctx context.Context, s *corev1.Secret, complete func(*cor
 	return nil
 }
 
+// Claim hands the held Secret namespace/name, if any, to the workers with
+// owners as its ownerReferences, and reports whether one was held. It never
+// blocks.
+func (w *Writer) Claim(namespace, name string, owners []metav1.OwnerReference) bool {
+	key := namespace + "/" + name
+	w.mu.Lock()
+	it, ok := w.held[key]
+	if ok {
+		delete(w.held, key)
+		w.pending.Add(1) // under the lock, so that a stopping Start waits for it
+	}
+	w.mu.Unlock()
+	if !ok {
+		return false
+	}
+	it.secret.OwnerReferences = owners
+	w.enqueue(it)
+	return true
+}
+
+// enqueue queues it for the workers or, when the queue is full, writes it
+// on a goroutine of its own; the caller has counted it in pending.
+func (w *Writer) enqueue(it item) {
+	select {
+	case w.queue <- it:
+		w.pending.Done()
+	default:
+		go func() {
+			defer w.pending.Done()
+			if w.write(w.writeCtx(), it) != nil && w.isStopped() {
+				w.lost.Add(1)
+			}
+		}()
+	}
+}
+
+func (w *Writer) isStopped() bool {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.stopped
+}
+
+func (w *Writer) writeCtx() context.Context {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if w.wctx == nil {
+		return context.Background()
+	}
+	return w.wctx
+}
+
+// expire drops the held Secrets that waited OwnerWait.
+func (w *Writer) expire(now time.Time) {
+	w.mu.Lock()
+	var dropped int
+	for k, it := range w.held {
+		if now.Sub(it.queued) >= w.o.OwnerWait {
+			delete(w.held, k)
+			dropped++
+		}
+	}
+	w.mu.Unlock()
+	if w.o.ObserveDrop != nil {
+		for range dropped {
+			w.o.ObserveDrop()
+		}
+	}
+}
+
 // Start runs the workers until ctx ends, then stops taking new Secrets and
-// flushes those already queued within FlushTimeout. It returns an error
-// when Secrets were left unwritten by the flush.
+// flushes those queued or held (these without an owner) within
+// FlushTimeout. It returns an error when Secrets were left unwritten by the
+// flush.
 func (w *Writer) Start(ctx context.Context) error {
 	// Writes outlive ctx: a Secret taken from the queue is written even
 	// when ctx ends meanwhile, until the flush deadline cancels wctx.
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	w.mu.Lock()
+	w.wctx = wctx
+	w.mu.Unlock()
 	stopping := make(chan struct{})
 	go func() {
 		select {
@@ -166,8 +271,14 @@ func (w *Writer) Start(ctx context.Context) error {
 			return
 		}
 		w.mu.Lock()
-		w.stopped = true // nothing enters the queue from now on
+		w.stopped = true // nothing enters the queue or held from now on
+		held := w.held
+		w.held = map[string]item{}
+		w.pending.Add(len(held))
 		w.mu.Unlock()
+		for _, it := range held {
+			w.enqueue(it)
+		}
 		close(stopping)
 		t := time.NewTimer(w.o.FlushTimeout)
 		defer t.Stop()
@@ -177,8 +288,21 @@ func (w *Writer) Start(ctx context.Context) error {
 		case <-wctx.Done():
 		}
 	}()
-	var lost atomic.Int64
 	var wg sync.WaitGroup
+	if w.o.OwnerWait > 0 {
+		wg.Go(func() {
+			t := time.NewTicker(max(w.o.OwnerWait/10, 10*time.Millisecond))
+			defer t.Stop()
+			for {
+				select {
+				case now := <-t.C:
+					w.expire(now)
+				case <-stopping:
+					return
+				}
+			}
+		})
+	}
 	for range w.o.Workers {
 		wg.Go(func() {
 			for {
@@ -190,7 +314,7 @@ func (w *Writer) Start(ctx context.Context) error {
 						select {
 						case it := <-w.queue:
 							if w.write(wctx, it) != nil {
-								lost.Add(1)
+								w.lost.Add(1)
 							}
 						default:
 							return
@@ -201,7 +325,8 @@ func (w *Writer) Start(ctx context.Context) error {
 		})
 	}
 	wg.Wait()
-	if n := lost.Load(); n > 0 {
+	w.pending.Wait()
+	if n := w.lost.Load(); n > 0 {
 		return fmt.Errorf("%d bootstrap secrets left unwritten at shutdown; the reconciler recreates them", n)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,11 +25,12 @@ type creator struct {
 	fail    map[string][]error
 	calls   map[string]int
 	created []string
+	owners  map[string][]metav1.OwnerReference
 	gate    chan struct{} // when non-nil, Create waits for it to close
 }
 
 func newCreator() *creator {
-	return &creator{fail: map[string][]error{}, calls: map[string]int{}}
+	return &creator{fail: map[string][]error{}, calls: map[string]int{}, owners: map[string][]metav1.OwnerReference{}}
 }
 
 func (c *creator) Create(ctx context.Context, s *corev1.Secret) error {
@@ -47,6 +49,7 @@ func (c *creator) Create(ctx context.Context, s *corev1.Secret) error {
 		return errs[0]
 	}
 	c.created = append(c.created, s.Name)
+	c.owners[s.Name] = s.OwnerReferences
 	return nil
 }
 
@@ -283,5 +286,149 @@ func TestCompleteRunsOnTheWorker(t *testing.T) {
 	}
 	if created, calls := c.snapshot(); len(created) != 1 || calls["broken"] != 0 {
 		t.Fatalf("created %v, calls %v", created, calls)
+	}
+}
+
+func ownerOf(name string) []metav1.OwnerReference {
+	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: name, UID: "uid-" + types.UID(name)}}
+}
+
+func TestHeldSecretIsWrittenOwnedOnceClaimed(t *testing.T) {
+	c, obs := newCreator(), newObserver()
+	w := New(c, Options{Workers: 1, OwnerWait: time.Minute, ObserveWrite: obs.observe})
+	run(t, w)
+	if err := w.Store(t.Context(), secret("a"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if w.Len() != 1 {
+		t.Fatalf("Len %d, want the held Secret counted", w.Len())
+	}
+	// Nothing is written before the pod appears.
+	time.Sleep(50 * time.Millisecond)
+	if created, _ := c.snapshot(); len(created) != 0 {
+		t.Fatalf("created %v before the claim", created)
+	}
+	if w.Claim("other", "a", ownerOf("pod-a")) {
+		t.Fatal("a claim in another namespace took the Secret")
+	}
+	if !w.Claim("bookstore", "a", ownerOf("pod-a")) {
+		t.Fatal("the held Secret was not claimed")
+	}
+	if got := obs.wait(t, 1); got[0] != (result{1, false, nil}) {
+		t.Fatalf("write: %+v", got[0])
+	}
+	c.mu.Lock()
+	owners := c.owners["a"]
+	c.mu.Unlock()
+	if len(owners) != 1 || owners[0].UID != "uid-pod-a" {
+		t.Fatalf("created with owners %v, want pod-a", owners)
+	}
+	// A second claim (the pod's update events) finds nothing.
+	if w.Claim("bookstore", "a", ownerOf("pod-a")) {
+		t.Fatal("claimed twice")
+	}
+}
+
+func TestUnclaimedSecretIsDroppedUnwritten(t *testing.T) {
+	c := newCreator()
+	dropped := make(chan struct{}, 1)
+	w := New(c, Options{Workers: 1, OwnerWait: 100 * time.Millisecond, ObserveDrop: func() { dropped <- struct{}{} }})
+	stop := run(t, w)
+	start := time.Now()
+	if err := w.Store(t.Context(), secret("rejected"), nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-dropped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unclaimed Secret was not dropped")
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Fatalf("dropped after %s, before OwnerWait", d)
+	}
+	if w.Claim("bookstore", "rejected", ownerOf("late")) {
+		t.Fatal("a dropped Secret was claimed")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if created, calls := c.snapshot(); len(created) != 0 || len(calls) != 0 {
+		t.Fatalf("created %v (calls %v): a dropped Secret was written", created, calls)
+	}
+}
+
+func TestShutdownWritesHeldSecretsWithoutOwner(t *testing.T) {
+	c := newCreator()
+	// A queue of one and a single blocked worker: the held Secrets do not
+	// all fit in the queue at shutdown.
+	c.gate = make(chan struct{})
+	w := New(c, Options{Workers: 1, QueueSize: 8, OwnerWait: time.Hour})
+	stop := run(t, w)
+	for _, n := range []string{"a", "b", "c"} {
+		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(c.gate)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	created, _ := c.snapshot()
+	if len(created) != 3 {
+		t.Fatalf("created %v, want the three held Secrets flushed", created)
+	}
+	for _, n := range created {
+		if len(c.owners[n]) != 0 {
+			t.Fatalf("%s flushed with owners %v", n, c.owners[n])
+		}
+	}
+}
+
+func TestFullHoldingAreaWritesAtOnce(t *testing.T) {
+	c, obs := newCreator(), newObserver()
+	w := New(c, Options{Workers: 1, QueueSize: 1, OwnerWait: time.Hour, ObserveWrite: obs.observe})
+	run(t, w)
+	for _, n := range []string{"held", "at-once"} {
+		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	obs.wait(t, 1)
+	if created, _ := c.snapshot(); len(created) != 1 || created[0] != "at-once" {
+		t.Fatalf("created %v, want only the Secret that found the holding area full", created)
+	}
+}
+
+func TestClaimWithAFullQueueDoesNotBlock(t *testing.T) {
+	c, obs := newCreator(), newObserver()
+	c.gate = make(chan struct{})
+	// Not started: nothing drains the queue. a and b are held; c finds the
+	// holding area full and takes one of the queue's two places.
+	w := New(c, Options{Workers: 1, QueueSize: 2, OwnerWait: time.Hour, ObserveWrite: obs.observe})
+	for _, n := range []string{"a", "b", "c"} {
+		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		w.Claim("bookstore", "a", ownerOf("a")) // fills the queue
+		w.Claim("bookstore", "b", ownerOf("b")) // writes on its own goroutine
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Claim blocked on a full queue")
+	}
+	close(c.gate)
+	if got := obs.wait(t, 1); got[0].err != nil {
+		t.Fatalf("overflow write: %+v", got[0])
+	}
+	if err := run(t, w)(); err != nil {
+		t.Fatal(err)
+	}
+	if created, _ := c.snapshot(); len(created) != 3 {
+		t.Fatalf("created %v", created)
 	}
 }

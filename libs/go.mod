@@ -47,7 +47,6 @@ require (
 	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/proto/otlp v1.11.0 // indirect
-	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
@@ -58,6 +57,7 @@ require (
 
 require (
 	github.com/openservicemesh/osm/proto v0.0.0
+	golang.org/x/crypto v0.58.0
 	google.golang.org/grpc v1.85.0
 )
 

@@ -75,20 +75,36 @@ type Issued struct {
 	Bundle *meshv1.TrustBundle
 }
 
+// issued pairs the chain the CA returned with key. It checks what
+// tls.X509KeyPair would (a chain of certificates whose leaf holds key's
+// public key) but parses the leaf once and the key not at all.
 func issued(chain []byte, key *identity.Key) (*Issued, error) {
 	keyPEM, err := key.PEM()
 	if err != nil {
 		return nil, err
 	}
-	pair, err := tls.X509KeyPair(chain, keyPEM)
+	var ders [][]byte
+	for rest := chain; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			ders = append(ders, b.Bytes)
+		}
+	}
+	if len(ders) == 0 {
+		return nil, errors.New("the CA returned an unusable certificate: no PEM certificate in the chain")
+	}
+	leaf, err := x509.ParseCertificate(ders[0])
 	if err != nil {
 		return nil, fmt.Errorf("the CA returned an unusable certificate: %w", err)
 	}
-	leaf, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, err
+	if !key.Private().PublicKey.Equal(leaf.PublicKey) {
+		return nil, errors.New("the CA returned an unusable certificate: it does not hold the requested key")
 	}
-	pair.Leaf = leaf
+	pair := tls.Certificate{Certificate: ders, PrivateKey: key.Private(), Leaf: leaf}
 	return &Issued{ChainPEM: chain, KeyPEM: keyPEM, Pair: pair, NotAfter: leaf.NotAfter}, nil
 }
 

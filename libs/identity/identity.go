@@ -237,22 +237,10 @@ func (k *Key) PEM() ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
-// CSR returns a DER certificate signing request for id, signed by k, with
-// id as its only URI SAN.
-func (k *Key) CSR(id ID) ([]byte, error) {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		URIs: []*url.URL{id.URL()},
-	}, k.priv)
-	if err != nil {
-		return nil, fmt.Errorf("create csr for %s: %w", id, err)
-	}
-	return der, nil
-}
-
 // CSRDER returns a DER certificate signing request without any SAN, for a
 // CA that sets the identity itself (Bootstrap does, from the verified token).
 func (k *Key) CSRDER() ([]byte, error) {
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k.priv)
+	der, err := csrDER(k.priv, "")
 	if err != nil {
 		return nil, fmt.Errorf("create csr: %w", err)
 	}

@@ -15,6 +15,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
 // TestParseCSRForFastPathMatchesStdlib: for the CSRs mesh clients send, the
@@ -22,9 +24,19 @@ import (
 func TestParseCSRForFastPathMatchesStdlib(t *testing.T) {
 	k := p256(t)
 	want, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/sa1")
+	// What the mesh's clients send: libs/identity builds its CSR itself.
+	meshKey, err := identity.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meshCSR, err := meshKey.CSR(identity.New("cluster.local", "ns1", "sa1"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, pemCSR := range map[string][]byte{
-		"no SAN":         csrFor(t, k, nil),
-		"the wanted SAN": csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{want}}),
+		"no SAN":           csrFor(t, k, nil),
+		"the wanted SAN":   csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{want}}),
+		"identity.Key.CSR": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: meshCSR}),
 	} {
 		for form, data := range map[string][]byte{"PEM": pemCSR, "DER": mustDER(pemCSR)} {
 			t.Run(name+"/"+form, func(t *testing.T) {

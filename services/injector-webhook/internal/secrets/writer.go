@@ -9,9 +9,7 @@
 // backoff. The patch the apiserver receives names the Secret, so the pod can
 // be stored before the Secret exists: the kubelet mounts a Secret volume by
 // retrying until the Secret appears, and the sidecar cannot start before its
-// volume is mounted, so a few milliseconds of lag cost nothing. Work that
-// cannot fail, such as serializing the Envoy bootstrap, can ride along as a
-// completion that the worker runs before its first attempt.
+// volume is mounted, so a few milliseconds of lag cost nothing.
 //
 // Nothing is dropped:
 //   - when the queue is full, Store writes synchronously, as admission did
@@ -100,9 +98,8 @@ func (o *Options) defaults() {
 }
 
 type item struct {
-	secret   *corev1.Secret
-	complete func(*corev1.Secret) error
-	queued   time.Time
+	secret *corev1.Secret
+	queued time.Time
 }
 
 // Writer creates Secrets asynchronously; see the package doc.
@@ -140,15 +137,14 @@ func (w *Writer) Len() int {
 // Cap is the size of the queue.
 func (w *Writer) Cap() int { return cap(w.queue) }
 
-// Store hands s to the workers and returns nil at once. complete, when
-// not nil, fills in the rest of s on the worker before the first attempt;
-// its error is final. When the queue is full or the Writer has stopped,
-// Store completes and creates s synchronously (one attempt, bounded by
-// ctx) and returns that error. An existing Secret of the same name counts
+// Store holds s for its pod (with OwnerWait) or hands it to the workers,
+// and returns nil at once. When both are full or the Writer has stopped,
+// Store creates s synchronously (one attempt, bounded by ctx) and returns
+// that error. An existing Secret of the same name counts
 // as written. s must not be modified afterwards.
-func (w *Writer) Store(ctx context.Context, s *corev1.Secret, complete func(*corev1.Secret) error) error {
+func (w *Writer) Store(ctx context.Context, s *corev1.Secret) error {
 	now := time.Now()
-	it := item{secret: s, complete: complete, queued: now}
+	it := item{secret: s, queued: now}
 	if w.o.OwnerWait > 0 {
 		w.mu.Lock()
 		if !w.stopped && len(w.held) < w.o.QueueSize {
@@ -168,13 +164,7 @@ func (w *Writer) Store(ctx context.Context, s *corev1.Secret, complete func(*cor
 		}
 	}
 	w.mu.RUnlock()
-	var err error
-	if complete != nil {
-		err = complete(s)
-	}
-	if err == nil {
-		err = w.create(ctx, s)
-	}
+	err := w.create(ctx, s)
 	w.observe(now, 1, true, err)
 	if err != nil {
 		return fmt.Errorf("create bootstrap secret %s/%s: %w", s.Namespace, s.Name, err)
@@ -335,12 +325,6 @@ func (w *Writer) Start(ctx context.Context) error {
 // write tries one queued Secret up to Attempts times and returns the last
 // error.
 func (w *Writer) write(ctx context.Context, it item) error {
-	if it.complete != nil {
-		if err := it.complete(it.secret); err != nil {
-			w.observe(it.queued, 0, false, err)
-			return err
-		}
-	}
 	var err error
 	attempt := 0
 	for attempt < w.o.Attempts {

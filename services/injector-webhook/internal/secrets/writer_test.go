@@ -122,7 +122,7 @@ func TestStoreReturnsBeforeTheWrite(t *testing.T) {
 	c.gate = make(chan struct{})
 	w := New(c, Options{Workers: 1, QueueSize: 4, ObserveWrite: obs.observe})
 	run(t, w)
-	if err := w.Store(t.Context(), secret("a"), nil); err != nil {
+	if err := w.Store(t.Context(), secret("a")); err != nil {
 		t.Fatal(err)
 	}
 	// The creator is blocked, so Store returned before the write.
@@ -144,11 +144,11 @@ func TestFullQueueWritesSynchronously(t *testing.T) {
 	c.gate = make(chan struct{})
 	// No workers run: the queue of one fills at once.
 	w := New(c, Options{Workers: 1, QueueSize: 1, ObserveWrite: obs.observe})
-	if err := w.Store(t.Context(), secret("queued"), nil); err != nil {
+	if err := w.Store(t.Context(), secret("queued")); err != nil {
 		t.Fatal(err)
 	}
 	close(c.gate)
-	if err := w.Store(t.Context(), secret("sync"), nil); err != nil {
+	if err := w.Store(t.Context(), secret("sync")); err != nil {
 		t.Fatal(err)
 	}
 	if got := obs.wait(t, 1); got[0] != (result{1, true, nil}) {
@@ -162,7 +162,7 @@ func TestFullQueueWritesSynchronously(t *testing.T) {
 	}
 	// The synchronous path returns its error: nothing is dropped silently.
 	c.fail["sync-bad"] = []error{errors.New("etcd down")}
-	if err := w.Store(t.Context(), secret("sync-bad"), nil); err == nil {
+	if err := w.Store(t.Context(), secret("sync-bad")); err == nil {
 		t.Fatal("a failed synchronous write returned nil")
 	}
 	// Starting and stopping flushes the queued Secret.
@@ -195,7 +195,7 @@ func TestRetriesTransientErrors(t *testing.T) {
 			w := New(c, Options{Workers: 2, Attempts: 3,
 				BaseBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, ObserveWrite: obs.observe})
 			run(t, w)
-			if err := w.Store(t.Context(), secret("s"), nil); err != nil {
+			if err := w.Store(t.Context(), secret("s")); err != nil {
 				t.Fatal(err)
 			}
 			got := obs.wait(t, 1)[0]
@@ -232,7 +232,7 @@ func TestShutdownFlushesAndThenWritesSynchronously(t *testing.T) {
 	w := New(c, Options{Workers: 2, QueueSize: 16, ObserveWrite: obs.observe})
 	stop := run(t, w)
 	for _, n := range []string{"a", "b", "c", "d", "e"} {
-		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+		if err := w.Store(t.Context(), secret(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -245,7 +245,7 @@ func TestShutdownFlushesAndThenWritesSynchronously(t *testing.T) {
 	}
 	// After the stop, Store writes synchronously rather than queueing into
 	// a queue nobody drains.
-	if err := w.Store(t.Context(), secret("late"), nil); err != nil {
+	if err := w.Store(t.Context(), secret("late")); err != nil {
 		t.Fatal(err)
 	}
 	got := obs.wait(t, 6)
@@ -257,38 +257,6 @@ func TestShutdownFlushesAndThenWritesSynchronously(t *testing.T) {
 	}
 }
 
-func TestCompleteRunsOnTheWorker(t *testing.T) {
-	c, obs := newCreator(), newObserver()
-	w := New(c, Options{Workers: 1, ObserveWrite: obs.observe})
-	run(t, w)
-	caller := make(chan struct{})
-	completed := make(chan struct{})
-	complete := func(s *corev1.Secret) error {
-		<-caller // blocks until Store has returned: it runs elsewhere
-		s.Data = map[string][]byte{"bootstrap.json": []byte("{}")}
-		close(completed)
-		return nil
-	}
-	if err := w.Store(t.Context(), secret("filled"), complete); err != nil {
-		t.Fatal(err)
-	}
-	close(caller)
-	<-completed
-	if got := obs.wait(t, 1); got[0] != (result{1, false, nil}) {
-		t.Fatalf("write: %+v", got[0])
-	}
-	// A failed completion is final: nothing is created, nothing retried.
-	if err := w.Store(t.Context(), secret("broken"), func(*corev1.Secret) error { return errors.New("bad bootstrap") }); err != nil {
-		t.Fatal(err)
-	}
-	if got := obs.wait(t, 1); got[1].err == nil || got[1].attempts != 0 {
-		t.Fatalf("failed completion: %+v", got[1])
-	}
-	if created, calls := c.snapshot(); len(created) != 1 || calls["broken"] != 0 {
-		t.Fatalf("created %v, calls %v", created, calls)
-	}
-}
-
 func ownerOf(name string) []metav1.OwnerReference {
 	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: name, UID: "uid-" + types.UID(name)}}
 }
@@ -297,7 +265,7 @@ func TestHeldSecretIsWrittenOwnedOnceClaimed(t *testing.T) {
 	c, obs := newCreator(), newObserver()
 	w := New(c, Options{Workers: 1, OwnerWait: time.Minute, ObserveWrite: obs.observe})
 	run(t, w)
-	if err := w.Store(t.Context(), secret("a"), nil); err != nil {
+	if err := w.Store(t.Context(), secret("a")); err != nil {
 		t.Fatal(err)
 	}
 	if w.Len() != 1 {
@@ -335,7 +303,7 @@ func TestUnclaimedSecretIsDroppedUnwritten(t *testing.T) {
 	w := New(c, Options{Workers: 1, OwnerWait: 100 * time.Millisecond, ObserveDrop: func() { dropped <- struct{}{} }})
 	stop := run(t, w)
 	start := time.Now()
-	if err := w.Store(t.Context(), secret("rejected"), nil); err != nil {
+	if err := w.Store(t.Context(), secret("rejected")); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -365,7 +333,7 @@ func TestShutdownWritesHeldSecretsWithoutOwner(t *testing.T) {
 	w := New(c, Options{Workers: 1, QueueSize: 8, OwnerWait: time.Hour})
 	stop := run(t, w)
 	for _, n := range []string{"a", "b", "c"} {
-		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+		if err := w.Store(t.Context(), secret(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -389,7 +357,7 @@ func TestFullHoldingAreaWritesAtOnce(t *testing.T) {
 	w := New(c, Options{Workers: 1, QueueSize: 1, OwnerWait: time.Hour, ObserveWrite: obs.observe})
 	run(t, w)
 	for _, n := range []string{"held", "at-once"} {
-		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+		if err := w.Store(t.Context(), secret(n)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -406,7 +374,7 @@ func TestClaimWithAFullQueueDoesNotBlock(t *testing.T) {
 	// holding area full and takes one of the queue's two places.
 	w := New(c, Options{Workers: 1, QueueSize: 2, OwnerWait: time.Hour, ObserveWrite: obs.observe})
 	for _, n := range []string{"a", "b", "c"} {
-		if err := w.Store(t.Context(), secret(n), nil); err != nil {
+		if err := w.Store(t.Context(), secret(n)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -7,9 +7,9 @@
 // admitted for an identity the CA refused), but the Secret write is not
 // awaited: the injector's store (package secrets) queues it, and the
 // reconciler (package reconcile) repairs what a crash or a rejected pod
-// leaves behind. The bootstrap is validated here, so an invalid one denies
-// the pod, but serialized by the store, off the admission path. The
-// private key is generated here for each pod. A pool of
+// leaves behind. The bootstrap is rendered here (bootstrap.Renderer: built,
+// validated and serialized once per workload shape), so an invalid one
+// denies the pod. The private key is generated here for each pod. A pool of
 // pre-generated keys would save only the key generation, about 15 µs for
 // P-256; the CSR, which has to name the pod's identity, costs about three
 // times as much (one ECDSA signature) and cannot be made ahead.
@@ -50,11 +50,9 @@ type NamespaceGetter interface {
 }
 
 // SecretStore stores a bootstrap Secret. It may return before the Secret
-// exists in the apiserver. complete, when not nil, fills in the rest of
-// the Secret's data before it is written; the store may call it later, on
-// another goroutine, which keeps that work off the admission path.
+// exists in the apiserver.
 type SecretStore interface {
-	Store(ctx context.Context, s *corev1.Secret, complete func(*corev1.Secret) error) error
+	Store(ctx context.Context, s *corev1.Secret) error
 }
 
 // Labels of the bootstrap Secrets the injector makes.
@@ -88,8 +86,9 @@ type Options struct {
 
 // Webhook admits pods.
 type Webhook struct {
-	o        Options
-	settings atomic.Pointer[inject.Settings]
+	o         Options
+	settings  atomic.Pointer[inject.Settings]
+	bootstrap *bootstrap.Renderer
 }
 
 // New returns a Webhook.
@@ -97,7 +96,9 @@ func New(o Options) *Webhook {
 	if o.NewUUID == nil {
 		o.NewUUID = uuid.NewString
 	}
-	w := &Webhook{o: o}
+	// One template per workload shape (namespace, service account,
+	// probes) in use; a miss costs one bootstrap build.
+	w := &Webhook{o: o, bootstrap: bootstrap.NewRenderer(4096)}
 	w.SetSettings(o.Settings)
 	return w
 }
@@ -209,12 +210,12 @@ func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, po
 		return t, err
 	}
 	t = w.phase("issue", t)
-	secret, complete, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
+	secret, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
 	if err != nil {
 		return t, err
 	}
 	t = w.phase("bootstrap", t)
-	err = w.o.Secrets.Store(ctx, secret, complete)
+	err = w.o.Secrets.Store(ctx, secret)
 	return w.phase("store", t), err
 }
 
@@ -227,11 +228,7 @@ func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string,
 	if err != nil {
 		return nil, err
 	}
-	s, complete, err := w.secret(ns, sa, proxyUUID, probes, cert)
-	if err != nil {
-		return nil, err
-	}
-	return s, complete(s)
+	return w.secret(ns, sa, proxyUUID, probes, cert)
 }
 
 func serviceAccount(sa string) string {
@@ -254,32 +251,21 @@ func (w *Webhook) issue(ctx context.Context, ns, sa string) (*Certificate, error
 	return cert, nil
 }
 
-// secret builds and validates the bootstrap, and returns the Secret without
-// the serialized bootstrap, which complete adds. Serializing is most of the
-// webhook's own CPU time, and cannot fail for a bootstrap that Build
-// validated, so admission leaves it to the Secret writer; a bootstrap that
-// fails validation still denies the pod.
-func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, func(*corev1.Secret) error, error) {
+// secret returns the bootstrap Secret of proxy proxyUUID, its bootstrap
+// rendered and validated.
+func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, error) {
 	sa = serviceAccount(sa)
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
 		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
 	}
-	b, err := bootstrap.Build(bootstrap.Config{
+	raw, err := w.bootstrap.Render(bootstrap.Config{
 		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,
 		XDSHost: w.o.XDSHost, XDSPort: w.o.XDSPort, XDSServerSAN: w.o.XDSServerSAN,
 		ConfigDir: inject.BootstrapMount, AdminPort: inject.PortAdmin, MetricsPort: inject.PortMetrics, Probes: bprobes,
 	})
 	if err != nil {
-		return nil, nil, err
-	}
-	complete := func(s *corev1.Secret) error {
-		raw, err := bootstrap.Marshal(b)
-		if err != nil {
-			return fmt.Errorf("encode the bootstrap of proxy %s: %w", proxyUUID, err)
-		}
-		s.Data[bootstrap.FileBootstrap] = raw
-		return nil
+		return nil, err
 	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
@@ -288,11 +274,12 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{
-			bootstrap.FileCert: cert.ChainPEM,
-			bootstrap.FileKey:  cert.KeyPEM,
-			bootstrap.FileCA:   cert.TrustPEM,
+			bootstrap.FileBootstrap: raw,
+			bootstrap.FileCert:      cert.ChainPEM,
+			bootstrap.FileKey:       cert.KeyPEM,
+			bootstrap.FileCA:        cert.TrustPEM,
 		},
-	}, complete, nil
+	}, nil
 }
 
 // hasKey reports whether the JSON object raw has key at its top level.

@@ -43,12 +43,7 @@ type secrets struct {
 	created []*corev1.Secret
 }
 
-func (s *secrets) Store(_ context.Context, sec *corev1.Secret, complete func(*corev1.Secret) error) error {
-	if complete != nil {
-		if err := complete(sec); err != nil {
-			return err
-		}
-	}
+func (s *secrets) Store(_ context.Context, sec *corev1.Secret) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.created = append(s.created, sec)

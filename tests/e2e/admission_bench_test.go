@@ -30,6 +30,8 @@ func BenchmarkAdmission(b *testing.B) {
 	ctx := b.Context()
 	cfg := cluster.RESTConfig()
 	cfg.QPS, cfg.Burst = 1000, 1000 // the load generator must not throttle itself
+	// As the ReplicaSet controller and the kubelet do.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		b.Fatal(err)

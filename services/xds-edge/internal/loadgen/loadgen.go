@@ -234,7 +234,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if cc := conns[key]; cc != nil {
 			return cc, nil
 		}
-		cc, err := grpc.NewClient(edges[e].XDSAddr, grpc.WithTransportCredentials(creds[g]))
+		// Fixed windows, as Envoy has (it sends no bandwidth-delay PINGs).
+		cc, err := grpc.NewClient(edges[e].XDSAddr, grpc.WithTransportCredentials(creds[g]),
+			grpc.WithStaticStreamWindowSize(16<<20), grpc.WithStaticConnWindowSize(16<<20))
 		if err != nil {
 			return nil, err
 		}

@@ -72,7 +72,14 @@ type sentResponse struct {
 	version string
 	commit  time.Time
 	// Delta: the versions sent, and what the client held before.
-	sent, prev map[string]string
+	sent []sentName
+}
+
+// sentName is one resource of a delta response: the version sent and the
+// one the client held before (had false: none).
+type sentName struct {
+	name, version, prev string
+	had                 bool
 }
 
 func newConn(streamID uint64, id identity.ID, delta bool) *conn {

@@ -35,12 +35,12 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 			if d := req.GetErrorDetail(); d != nil {
 				// The client kept what it had: remember the rejected
 				// versions so they are not sent again.
-				for n, v := range sent.sent {
-					st.nacked[n] = v
-					if p, had := sent.prev[n]; had {
-						st.have[n] = p
+				for _, r := range sent.sent {
+					st.nacked[r.name] = r.version
+					if r.had {
+						st.have[r.name] = r.prev
 					} else {
-						delete(st.have, n)
+						delete(st.have, r.name)
 					}
 				}
 				msg := d.GetMessage()
@@ -133,7 +133,7 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 		sort.Strings(names)
 		var updates []*discovery.Resource
 		var removed []string
-		sent, prev := map[string]string{}, map[string]string{}
+		var sent []sentName
 		for _, n := range names {
 			if !st.wants(n) {
 				continue
@@ -146,19 +146,23 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 					continue
 				}
 				updates = append(updates, r.Delta)
-				sent[n] = r.Version
-				if had {
-					prev[n] = old
-				}
+				sent = append(sent, sentName{name: n, version: r.Version, prev: old, had: had})
 				st.have[n] = r.Version
 			case had:
 				removed = append(removed, n)
 				delete(st.have, n)
 			}
 		}
-		st.pending, st.pendingAll = map[string]struct{}{}, false
+		// Most pushes carry a name or two: reuse the small set rather
+		// than allocate one per push, but let a large one go.
+		if len(st.pending) <= 8 && st.pending != nil {
+			clear(st.pending)
+		} else {
+			st.pending = map[string]struct{}{}
+		}
+		st.pendingAll = false
 		if len(updates) > 0 {
-			nonce := c.remember(st, sentResponse{version: sysVersion, commit: st.commit, sent: sent, prev: prev})
+			nonce := c.remember(st, sentResponse{version: sysVersion, commit: st.commit, sent: sent})
 			out = append(out, &discovery.DeltaDiscoveryResponse{SystemVersionInfo: sysVersion, Resources: updates, TypeUrl: typeURL, Nonce: nonce})
 		}
 		if len(removed) > 0 {
@@ -173,7 +177,7 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 		if err := w.st.Send(r); err != nil {
 			return err
 		}
-		s.recordPush(w.st.Context(), r.GetTypeUrl())
+		s.recordPush(r.GetTypeUrl())
 	}
 	return nil
 }

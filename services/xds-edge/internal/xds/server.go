@@ -476,7 +476,9 @@ func (s *Server) publish(ctx context.Context, c *conn, ev meshv1.ProxyEvent, nac
 func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent sentResponse) {
 	s.stats.acks.Add(1)
 	if !sent.commit.IsZero() {
-		s.metrics.latency.Record(ctx, time.Since(sent.commit).Seconds(), metric.WithAttributes(attribute.String("type_url", typeURL)))
+		// Not the stream's context: the exemplar filter would walk its
+		// long chain of values for a span on every ACK, and there is none.
+		s.metrics.latency.Record(context.Background(), time.Since(sent.commit).Seconds(), typeAttr(typeURL))
 	}
 	s.publishAck(ctx, c)
 }
@@ -517,7 +519,7 @@ func (s *Server) publishAck(ctx context.Context, c *conn) {
 // recordNack books, logs and publishes a NACK.
 func (s *Server) recordNack(ctx context.Context, c *conn, typeURL, version, nonce, message string) {
 	s.stats.nacks.Add(1)
-	s.metrics.nacks.Add(ctx, 1, metric.WithAttributes(attribute.String("type_url", typeURL)))
+	s.metrics.nacks.Add(ctx, 1, typeAttr(typeURL))
 	s.log.WithContext(ctx).WithFields(logrus.Fields{
 		"identity": c.id.String(), "node_id": c.nodeIDValue(), "type_url": typeURL, "version": version, "error_message": message,
 	}).Warn("proxy rejected a response")
@@ -526,7 +528,26 @@ func (s *Server) recordNack(ctx context.Context, c *conn, typeURL, version, nonc
 	})
 }
 
-func (s *Server) recordPush(ctx context.Context, typeURL string) {
+func (s *Server) recordPush(typeURL string) {
 	s.stats.pushes.Add(1)
-	s.metrics.pushes.Add(ctx, 1, metric.WithAttributes(attribute.String("type_url", typeURL)))
+	s.metrics.pushes.Add(context.Background(), 1, typeAttr(typeURL)) // see recordAck
+}
+
+// typeAttrs hold the type_url attribute of each type the edge serves,
+// built once: building an attribute set sorts and allocates, and the edge
+// records one per push and per ACK.
+var typeAttrs = func() map[string]metric.MeasurementOption {
+	m := map[string]metric.MeasurementOption{}
+	for _, t := range pushOrder {
+		m[t] = metric.WithAttributeSet(attribute.NewSet(attribute.String("type_url", t)))
+	}
+	return m
+}()
+
+// typeAttr is the type_url attribute of typeURL.
+func typeAttr(typeURL string) metric.MeasurementOption {
+	if o, ok := typeAttrs[typeURL]; ok {
+		return o
+	}
+	return metric.WithAttributes(attribute.String("type_url", typeURL))
 }

@@ -121,7 +121,7 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 		if err := w.st.Send(r); err != nil {
 			return err
 		}
-		s.recordPush(w.st.Context(), r.GetTypeUrl())
+		s.recordPush(r.GetTypeUrl())
 	}
 	return nil
 }

@@ -206,6 +206,8 @@ func (l launcher) edges(ctx context.Context, bin string, n int) ([]loadgen.Edge,
 		cmd := exec.Command(bin,
 			"--nats-url", l.natsURL, "--nats-user", string(bus.RoleEdge),
 			"--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr, "--log-level", "warn",
+			// pprof lets the harness force a collection before it reads the heap.
+			"--enable-pprof",
 			"--tls-cert-file", l.files.Cert, "--tls-key-file", l.files.Key, "--tls-client-ca-file", l.files.Root,
 			// The proxies ask for no secret, so the CA is never called.
 			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", l.files.Cert, "--ca-client-key-file", l.files.Key, "--ca-trust-file", l.files.Root,

@@ -669,6 +669,18 @@ func (p *Pool) Names(id, typeURL string) []string {
 	return out
 }
 
+// Intern returns the pool's own copy of name when it holds typeURL/name,
+// and name otherwise. A stream that keeps the names a proxy subscribed to
+// keeps the pool's strings instead of its own copy of each, which at a
+// thousand names per proxy was about a quarter of the edge's memory per
+// proxy.
+func (p *Pool) Intern(typeURL, name string) string {
+	if r := p.res[resKey{typeURL, name}]; r != nil {
+		return r.Name
+	}
+	return name
+}
+
 // Get returns the resource typeURL/name if the group's view holds it: a
 // group never gets a resource it does not name, nor one the pool lacks.
 func (p *Pool) Get(id, typeURL, name string) *Resource {

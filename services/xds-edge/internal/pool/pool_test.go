@@ -9,6 +9,7 @@ import (
 	"sort"
 	"testing"
 	"time"
+	"unsafe"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -630,5 +631,20 @@ func randomCommits(t *testing.T, rng *rand.Rand) {
 		if diff := cmp.Diff(want, ch.Groups, cmpopts.EquateEmpty()); diff != "" {
 			t.Fatalf("generation %d: change differs from the full diff (-want +got):\n%s", gen, diff)
 		}
+	}
+}
+
+func TestInternReturnsThePoolsName(t *testing.T) {
+	p := seed(t)
+	name := string([]byte("c1")) // a copy, as a decoded request holds
+	got := p.Intern(cds, name)
+	if got != "c1" || unsafe.StringData(got) != unsafe.StringData(p.res[resKey{cds, "c1"}].Name) {
+		t.Fatal("Intern did not return the pool's string")
+	}
+	if got := p.Intern(cds, "missing"); got != "missing" {
+		t.Fatalf("Intern of an unknown name = %q", got)
+	}
+	if got := p.Intern(eds, "c2"); got != "c2" {
+		t.Fatalf("Intern of a name held under another type = %q", got)
 	}
 }

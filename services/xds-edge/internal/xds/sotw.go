@@ -50,13 +50,15 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0
 	sub := make(map[string]struct{}, len(names))
+	s.mu.RLock() // after c.mu, as the send loop takes them
 	for _, n := range names {
 		if n == "*" {
 			wildcard = true
 			continue
 		}
-		sub[n] = struct{}{}
+		sub[s.pool.Intern(typeURL, n)] = struct{}{}
 	}
+	s.mu.RUnlock()
 	if req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !maps.Equal(sub, st.names) {
 		st.force, st.dirty = true, true
 		if typeURL == secretType {

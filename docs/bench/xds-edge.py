@@ -1,25 +1,25 @@
-"""Plots the xds-edge figures measured on 2026-11-25 (2 shared cores).
+"""Plots the xds-edge figures measured on 2026-11-26 (2 cores).
 
-Inputs are the numbers printed by services/xds-edge/cmd/xds-loadgen and by
-`go test -bench EndpointChange ./internal/xds/`; see docs/bench/README.md.
-Run: python3 docs/bench/xds-edge.py (needs matplotlib).
+Inputs are the numbers printed by services/xds-edge/cmd/xds-loadgen; see
+docs/bench/README.md.
+Run: python3 docs/bench/xds-edge.py (needs matplotlib; Debian: python3-matplotlib, /usr/bin/python3).
 """
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-# Scale harness, separate processes: commit -> received, p99 (ms). Where
-# only a range was recorded, its two ends are plotted; where each edit was
-# recorded, every edit is.
+# Scale harness, separate processes: commit -> received, p99 (ms), one
+# point per edit (2026-11-26, quiet machine).
 harness = {
-    "1k, 1 edge\npolicy edit": [60, 106],          # range over runs
-    "1k, 3 edges\npolicy edit": [109, 70, 72],     # per edit
-    "10k, 1 edge\nendpoint change": [722, 884],    # range over runs
-    "10k, 3 edges\npolicy edit": [1272, 878, 913],  # per edit
+    "1k, 1 edge\npolicy edit": [42, 40, 40, 43, 41],
+    "10k, 1 edge\nendpoint change": [643, 597, 627, 626, 576, 581, 516, 612, 511, 550,
+                                     732, 661, 643, 749, 695, 725, 650, 618, 599, 583],
+    "10k, 3 edges\npolicy edit": [1107, 992, 859],
 }
 goals = {"1k, 1 edge\npolicy edit": 150, "10k, 1 edge\nendpoint change": 1000, "10k, 3 edges\npolicy edit": 2000}
-# In-process: one endpoint change pushed to every stream (ms, range of runs).
-inproc = {"1k streams": ((9.5, 10.3), (32, 34)), "10k streams": ((106, 192), (435, 606))}
+# Same run, same proxies (10k, explicit subscriptions): worst edit p99 (ms)
+# of the edge and of go-control-plane's stock delta server (LinearCache).
+stock_cmp = {"21": (749, 1387), "301": (601, 2221), "1,001": (619, 12343)}
 
 fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
 names = list(harness)
@@ -32,14 +32,16 @@ a.set_ylabel("commit to received, p99 (ms)")
 a.set_title("xds-edge scale harness (separate processes)")
 a.legend(fontsize=8, loc="upper left")
 
-x = range(len(inproc))
-ours = [sum(v[0]) / 2 for v in inproc.values()]
-stock = [sum(v[1]) / 2 for v in inproc.values()]
+x = range(len(stock_cmp))
+ours = [v[0] for v in stock_cmp.values()]
+stock = [v[1] for v in stock_cmp.values()]
 b.bar([i - 0.2 for i in x], ours, 0.4, label="xds-edge", color="tab:blue")
 b.bar([i + 0.2 for i in x], stock, 0.4, label="go-control-plane LinearCache", color="tab:gray")
-b.set_xticks(list(x), list(inproc))
-b.set_ylabel("one endpoint change, ms (mean of range)")
-b.set_title("in-process, same benchmark run")
+b.set_xticks(list(x), list(stock_cmp))
+b.set_xlabel("resources per proxy")
+b.set_yscale("log")
+b.set_ylabel("worst edit p99, ms (log)")
+b.set_title("10k proxies, one endpoint change, same run")
 b.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig("docs/bench/xds-edge.png", dpi=110)

@@ -53,7 +53,7 @@ fuzz: ## run the fuzz targets for FUZZTIME each (60s by default); the seed corpo
 	@cd libs && go test -run '^$$' -fuzz '^FuzzKeyRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./bus/
 
 run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
-	@cd tests && go run ./cmd/osm-dev $(ARGS)
+	@cd tests && go run ./cmd/osm-dev --dir $(CURDIR)/.osm-dev $(ARGS)
 
 clean: ## remove local build outputs and dev stack state
 	@rm -rf .bin .osm-dev

@@ -112,9 +112,8 @@ type Writer struct {
 	stopped bool
 	// held are the Secrets waiting for Claim, by namespace/name.
 	held map[string]item
-	// pending counts Secrets on their way from held to the queue, and
-	// writes started outside the workers because the queue was full; a
-	// stopping Start waits for them.
+	// pending counts the writes started outside the workers because the
+	// queue was full; a stopping Start waits for them.
 	pending sync.WaitGroup
 	wctx    context.Context // Start's write context
 	lost    atomic.Int64    // Secrets not written at shutdown
@@ -178,40 +177,35 @@ func (w *Writer) Store(ctx context.Context, s *corev1.Secret) error {
 func (w *Writer) Claim(namespace, name string, owners []metav1.OwnerReference) bool {
 	key := namespace + "/" + name
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	it, ok := w.held[key]
-	if ok {
-		delete(w.held, key)
-		w.pending.Add(1) // under the lock, so that a stopping Start waits for it
-	}
-	w.mu.Unlock()
 	if !ok {
 		return false
 	}
+	delete(w.held, key)
 	it.secret.OwnerReferences = owners
-	w.enqueue(it)
+	w.enqueueLocked(it)
 	return true
 }
 
-// enqueue queues it for the workers or, when the queue is full, writes it
-// on a goroutine of its own; the caller has counted it in pending.
-func (w *Writer) enqueue(it item) {
+// enqueueLocked queues it for the workers or, when the queue is full,
+// writes it on a goroutine of its own, which a stopping Start waits for.
+// w.mu is held for writing. Start sets stopped under w.mu before it lets
+// the workers drain the queue and exit, so whatever is enqueued here is in
+// the queue before that last drain.
+func (w *Writer) enqueueLocked(it item) {
 	select {
 	case w.queue <- it:
-		w.pending.Done()
 	default:
+		w.pending.Add(1)
+		stopped := w.stopped
 		go func() {
 			defer w.pending.Done()
-			if w.write(w.writeCtx(), it) != nil && w.isStopped() {
+			if w.write(w.writeCtx(), it) != nil && stopped {
 				w.lost.Add(1)
 			}
 		}()
 	}
-}
-
-func (w *Writer) isStopped() bool {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	return w.stopped
 }
 
 func (w *Writer) writeCtx() context.Context {
@@ -262,13 +256,11 @@ func (w *Writer) Start(ctx context.Context) error {
 		}
 		w.mu.Lock()
 		w.stopped = true // nothing enters the queue or held from now on
-		held := w.held
-		w.held = map[string]item{}
-		w.pending.Add(len(held))
-		w.mu.Unlock()
-		for _, it := range held {
-			w.enqueue(it)
+		for k, it := range w.held {
+			delete(w.held, k)
+			w.enqueueLocked(it) // without an owner
 		}
+		w.mu.Unlock()
 		close(stopping)
 		t := time.NewTimer(w.o.FlushTimeout)
 		defer t.Stop()

@@ -224,6 +224,8 @@ func startServices(ctx context.Context, dir string, natsURL string, pw map[bus.R
 		return fail(err)
 	}
 	edge, err := start("xds-edge", []string{"--listen-addr", edgeAddr, "--edge-id", "osm-dev-edge-0",
+		// The table's acked versions follow edits within about a second.
+		"--ack-status-interval", "1s",
 		// The edge bootstraps its own certificate (ADS serving and CA
 		// client) with the dev token, and renews it.
 		"--ca-bootstrap-token-file", filepath.Join(certs, "bootstrap-token"), "--ca-bootstrap-token-type", "pre-shared",

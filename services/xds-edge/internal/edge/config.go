@@ -73,7 +73,9 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Duration(&c.MaxConnectionAge, "max-connection-age", 30*time.Minute, "connections older than this are closed gracefully, rebalancing proxies over replicas")
 	f.Duration(&c.MaxConnectionAgeGrace, "max-connection-age-grace", time.Minute, "time given to open streams after --max-connection-age")
 	f.Int(&c.MaxStreamsPerConn, "max-streams-per-conn", 16, "concurrent streams allowed per proxy connection")
-	f.Duration(&c.AckStatusInterval, "ack-status-interval", time.Second, "each proxy's ACKs are reported on mesh.status.proxy.> at most once per interval (the last one always); connects, NACKs and disconnects are reported at once; 0 reports every ACK")
+	f.Duration(&c.AckStatusInterval, "ack-status-interval", 5*time.Second,
+		"each proxy's ACKs are reported on mesh.status.proxy.> at most once per interval, after a random delay of up to half of it (the last one always); "+
+			"connects, NACKs and disconnects are reported at once; 0 reports every ACK. Each report is a NATS message: 10,000 proxies at 5s make 2,000 a second")
 }
 
 // Validate checks the configuration; errors name the flag.

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -483,26 +484,27 @@ func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent se
 	s.publishAck(ctx, c)
 }
 
-// publishAck publishes c's ACK status now, or, within AckStatusInterval of
-// the last one, once the interval has passed; one report covers every ACK
-// in between (it carries the acked versions of every type).
+// publishAck reports c's ACK status once AckStatusInterval has passed
+// since its last report, plus a random delay of up to half the interval;
+// one report covers every ACK in between (it carries the acked versions of
+// every type). Reports are never made on the ACK path itself, and the
+// random delay spreads the reports of proxies that ACKed one push together
+// instead of sending them in one burst, which competed with the next push.
 func (s *Server) publishAck(ctx context.Context, c *conn) {
 	if s.opts.Status == nil {
 		return
 	}
+	interval := s.opts.AckStatusInterval
+	if interval <= 0 {
+		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil) // every ACK
+		return
+	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.ackPending || c.closed {
-		c.mu.Unlock()
 		return
 	}
-	now := time.Now()
-	wait := c.ackPublished.Add(s.opts.AckStatusInterval).Sub(now)
-	if wait <= 0 {
-		c.ackPublished = now
-		c.mu.Unlock()
-		s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
-		return
-	}
+	wait := max(c.ackPublished.Add(interval).Sub(time.Now()), 0) + rand.N(interval/2+1)
 	c.ackPending = true
 	c.ackTimer = time.AfterFunc(wait, func() {
 		c.mu.Lock()
@@ -513,7 +515,6 @@ func (s *Server) publishAck(ctx context.Context, c *conn) {
 			s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_ACK, nil)
 		}
 	})
-	c.mu.Unlock()
 }
 
 // recordNack books, logs and publishes a NACK.

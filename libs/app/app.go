@@ -208,7 +208,10 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 	admin := &http.Server{Handler: rt.mux, ReadHeaderTimeout: 5 * time.Second}
 	log.WithField("admin_addr", rt.AdminAddr).Info("admin listener up")
 
-	runCtx, cancelRun := context.WithCancel(ctx)
+	// The service's context ends only after /readyz has turned false
+	// (below), never with ctx itself: a service that sees its context end
+	// is already out of rotation.
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelRun()
 	g := new(errgroup.Group)
 	g.Go(func() error {

@@ -17,13 +17,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	retry "github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/caclient"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 )
@@ -229,27 +229,23 @@ func (c *Cert) TLSConfig() *tls.Config {
 
 func (c *Cert) backoff() *backoff { return &backoff{min: c.o.MinRetry, max: c.o.MaxRetry} }
 
-// backoff is exponential from min to max with each wait drawn uniformly
-// from [d/2, d), so that replicas do not retry in step.
+// backoff counts the failures since the last success and waits
+// backoff.Wait from min to max.
 type backoff struct {
 	min, max time.Duration
 	mu       sync.Mutex
-	cur      time.Duration
+	attempt  int
 }
 
 func (b *backoff) next() time.Duration {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
+	b.attempt++
+	return retry.Wait(b.min, b.max, b.attempt)
 }
 
 func (b *backoff) reset() {
 	b.mu.Lock()
-	b.cur = 0
+	b.attempt = 0
 	b.mu.Unlock()
 }

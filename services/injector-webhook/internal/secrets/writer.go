@@ -28,7 +28,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,6 +35,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/openservicemesh/osm/libs/backoff"
 )
 
 // Creator creates a Secret in the apiserver.
@@ -353,15 +354,10 @@ func (w *Writer) create(ctx context.Context, s *corev1.Secret) error {
 	return err
 }
 
-// backoff is full jitter over an exponential ceiling: a random duration in
-// [base/2, min(max, base·2^(attempt-1))].
+// backoff is the wait after attempt (1 for the first), between
+// BaseBackoff and MaxBackoff.
 func (w *Writer) backoff(attempt int) time.Duration {
-	ceil := w.o.BaseBackoff << min(attempt-1, 20)
-	if ceil > w.o.MaxBackoff || ceil <= 0 {
-		ceil = w.o.MaxBackoff
-	}
-	lo := w.o.BaseBackoff / 2
-	return lo + rand.N(ceil-lo+1)
+	return backoff.Wait(w.o.BaseBackoff, w.o.MaxBackoff, attempt)
 }
 
 func (w *Writer) observe(start time.Time, attempts int, sync bool, err error) {

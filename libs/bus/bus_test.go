@@ -376,3 +376,23 @@ func TestTraceContextSurvivesPutAndWatch(t *testing.T) {
 		t.Fatal("trace context lost on delete")
 	}
 }
+
+// TestWatchEnded: a watch closed because its caller is stopping ends
+// without an error; one closed under a live caller names its bucket.
+func TestWatchEnded(t *testing.T) {
+	_, st, _ := watched(t, BucketCompiled)
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := st.Watch(ctx, ">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	for range w.Events() {
+	}
+	if err := w.Ended(ctx); err != nil {
+		t.Fatalf("stopping caller: %v", err)
+	}
+	if err := w.Ended(context.Background()); err == nil || !strings.Contains(err.Error(), "watch "+BucketCompiled+" ended") {
+		t.Fatalf("live caller: %v, want the bucket named", err)
+	}
+}

@@ -65,6 +65,7 @@ func (e Event) Decode(m proto.Message) error {
 // disconnects and server restarts: when its consumer is lost it recreates one
 // that resumes after the last revision it delivered.
 type Watcher struct {
+	bucket string
 	events chan Event
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -88,6 +89,16 @@ func (w *Watcher) Err() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.err
+}
+
+// Ended is what a loop reading Events returns once the channel is closed:
+// nil when ctx has ended (the caller is stopping, which closed the watch),
+// otherwise the watch's own error, naming the bucket.
+func (w *Watcher) Ended(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("watch %s ended: %w", w.bucket, w.Err())
 }
 
 // Watch starts a watch on the keys matching pattern (NATS wildcards: "*"
@@ -114,7 +125,7 @@ func (s *Store) Watch(ctx context.Context, pattern string) (*Watcher, error) {
 		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
-	w := &Watcher{events: make(chan Event, 256), cancel: cancel, done: make(chan struct{})}
+	w := &Watcher{bucket: s.bucket, events: make(chan Event, 256), cancel: cancel, done: make(chan struct{})}
 	go w.run(wctx, s, it, pending)
 	return w, nil
 }

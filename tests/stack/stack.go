@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/openservicemesh/osm/libs/logging"
 )
 
 // RepoRoot is the repository root, found from this package's source.
@@ -61,35 +63,16 @@ func (b *Builder) Build(ctx context.Context, name string) (string, error) {
 type Proc struct {
 	Name string
 	cmd  *exec.Cmd
-	out  *Buffer
+	out  *logging.Buffer
 	done chan struct{}
 	err  error
-}
-
-// Buffer collects a process's output; safe for concurrent use.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns what was written.
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start runs bin with args and the extra environment env. Output goes to
 // the process's buffer and, when tee is not nil, to tee too. The kernel
 // kills the process if this one dies.
 func Start(name, bin string, args []string, env map[string]string, tee io.Writer) (*Proc, error) {
-	p := &Proc{Name: name, out: &Buffer{}, done: make(chan struct{})}
+	p := &Proc{Name: name, out: &logging.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Env = os.Environ()
 	for k, v := range env {

@@ -222,10 +222,7 @@ func (c *Compiler) Start(ctx context.Context) error {
 			return nil
 		case ev, ok := <-w.Events():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("watch %s ended: %w", bus.BucketObserved, w.Err())
+				return w.Ended(ctx)
 			}
 			switch ev.Kind {
 			case bus.EventInitialized:

@@ -71,18 +71,12 @@ func (f *feed) run(ctx context.Context) error {
 			return nil
 		case ev, ok := <-cw.Events():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil // stopping: the watch closed because ctx did
-				}
-				return fmt.Errorf("watch %s ended: %w", bus.BucketCompiled, cw.Err())
+				return cw.Ended(ctx)
 			}
 			f.compiledEvent(ev)
 		case ev, ok := <-tw.Events():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("watch %s ended: %w", bus.BucketTrust, tw.Err())
+				return tw.Ended(ctx)
 			}
 			f.trustEvent(ev)
 		case <-tick.C:

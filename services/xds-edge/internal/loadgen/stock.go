@@ -110,10 +110,7 @@ func RunStock(ctx context.Context, c StockConfig) error {
 			return nil
 		case ev, ok := <-w.Events():
 			if !ok {
-				if ctx.Err() != nil {
-					return nil
-				}
-				return fmt.Errorf("watch %s ended: %w", bus.BucketCompiled, w.Err())
+				return w.Ended(ctx)
 			}
 			switch {
 			case ev.Kind == bus.EventInitialized:

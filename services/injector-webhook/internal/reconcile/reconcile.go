@@ -82,7 +82,7 @@ type Options struct {
 	Metadata metadata.Interface
 	Maker    Maker
 	// Claimer, when set, is told of each live injected pod the pod
-	// informer sees, so that the Secret admission stored for it is created
+	// informer adds, so that the Secret admission stored for it is created
 	// with the pod as its owner.
 	Claimer Claimer
 	Log     *logrus.Entry
@@ -172,10 +172,10 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		return err
 	}
 	if r.o.Claimer != nil {
-		if _, err := r.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    r.claim,
-			UpdateFunc: func(_, obj any) { r.claim(obj) },
-		}); err != nil {
+		// A pod is stored only after admission has stored its Secret, so
+		// its first event, an Add (also in the informer's initial list),
+		// is the one that finds the Secret held.
+		if _, err := r.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: r.claim}); err != nil {
 			return err
 		}
 	}

@@ -63,32 +63,28 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 			}
 		}
 		st.subscribed = true
-		s.mu.RLock()
 		for n, v := range req.GetInitialResourceVersions() {
-			n = s.pool.Intern(typeURL, n)
+			n = s.internName(typeURL, n)
 			st.have[n] = v
 			st.pending[n] = struct{}{}
 		}
-		s.mu.RUnlock()
 		if len(req.GetResourceNamesSubscribe()) == 0 {
 			st.wildcard, st.pendingAll = true, true
 		}
 	}
 	var added []string
-	s.mu.RLock() // after c.mu, as flush takes them
 	for _, n := range req.GetResourceNamesSubscribe() {
 		if n == "*" {
 			st.wildcard, st.pendingAll = true, true
 			continue
 		}
-		n = s.pool.Intern(typeURL, n)
+		n = s.internName(typeURL, n)
 		if _, had := st.names[n]; !had {
 			added = append(added, n)
 		}
 		st.names[n] = struct{}{}
 		st.pending[n] = struct{}{}
 	}
-	s.mu.RUnlock()
 	for _, n := range req.GetResourceNamesUnsubscribe() {
 		if n == "*" {
 			st.wildcard = false

@@ -50,15 +50,15 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0
 	sub := make(map[string]struct{}, len(names))
-	s.mu.RLock() // after c.mu, as the send loop takes them
 	for _, n := range names {
 		if n == "*" {
 			wildcard = true
 			continue
 		}
-		sub[s.pool.Intern(typeURL, n)] = struct{}{}
+		sub[n] = struct{}{}
 	}
-	s.mu.RUnlock()
+	// An ACK repeats the subscription; only a changed one is kept, with the
+	// pool's copy of each name.
 	if req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !maps.Equal(sub, st.names) {
 		st.force, st.dirty = true, true
 		if typeURL == secretType {
@@ -70,8 +70,9 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 			}
 			after = append(after, func() { s.checkSecretNames(ctx, c, added) })
 		}
+		st.names = s.internNames(typeURL, sub)
 	}
-	st.subscribed, st.wildcard, st.names = true, wildcard, sub
+	st.subscribed, st.wildcard = true, wildcard
 	c.mu.Unlock()
 	for _, f := range after {
 		f()

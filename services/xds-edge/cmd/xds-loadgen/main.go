@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 	keep := fs.Bool("keep", false, "keep the work directory (PKI and the servers' logs)")
 	nEdges := fs.Int("edges", 1, "edge replicas to start, each its own process; proxies are spread over them (edge only)")
 	explicit := fs.Bool("explicit", false, "proxies subscribe to their names one by one instead of as a wildcard (always on for stock and both)")
+	heapProfile := fs.String("heap-profile", "", "write the (first) edge's heap profile to this file once every proxy is synced, for `go tool pprof` (edge only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -122,6 +123,9 @@ func run(ctx context.Context, args []string) error {
 		c := cfg
 		c.XDSAddr, c.AdminAddr, c.PID, c.MoreEdges = servers[0].XDSAddr, servers[0].AdminAddr, servers[0].PID, servers[1:]
 		c.GenBase = uint64(len(reports) * *edits)
+		if kind == "edge" {
+			c.HeapProfile = *heapProfile
+		}
 		rep, err := loadgen.Run(ctx, c)
 		stop()
 		if err != nil {

@@ -60,6 +60,10 @@ type Config struct {
 	// 1, edit e writes GenBase+e+2), so that a second run against the same
 	// bus moves forward.
 	GenBase uint64
+	// HeapProfile, when set, is a file to write the first edge's heap
+	// profile to once every proxy is synced (after a forced collection;
+	// the edge must serve pprof).
+	HeapProfile string
 }
 
 // Edge is one edge replica's addresses.
@@ -285,6 +289,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		rep.EdgeHeapBefore, rep.EdgeHeapAfter = heapBefore, heapAfter
 		rep.HeapPerProxy = (heapAfter - heapBefore) / float64(c.Proxies)
 	}
+	if c.HeapProfile != "" {
+		if err := saveHeapProfile(c.AdminAddr, c.HeapProfile); err != nil {
+			return nil, fmt.Errorf("heap profile: %w", err)
+		}
+	}
 
 	store, err := c.Bus.Bucket(ctx, bus.BucketCompiled)
 	if err != nil {
@@ -460,6 +469,28 @@ func edgeHeap(adminAddr string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no go_memstats_heap_alloc_bytes in /metrics")
+}
+
+// saveHeapProfile writes the edge's heap profile, taken after a forced
+// collection, to file.
+func saveHeapProfile(adminAddr, file string) error {
+	resp, err := http.Get("http://" + adminAddr + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s (is the edge serving pprof?)", resp.Request.URL, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // Files are the PKI files an edge started by the harness uses.

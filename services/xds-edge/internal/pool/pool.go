@@ -9,7 +9,10 @@
 // group's view holds only the resources the pool has: a name a group refers
 // to before its resource arrives is left out rather than served dangling.
 //
-// The pool is pure (no I/O, no locking); its owner serialises access.
+// The pool does no I/O and takes no lock of its own; its owner serialises
+// access with a read-write lock. The one exception is the stream references
+// to IDs (see ID), counted atomically so that streams can take and drop
+// them under the read lock.
 package pool
 
 import (
@@ -50,6 +53,10 @@ type Resource struct {
 	Any *anypb.Any
 	// Delta is the same bytes as a delta-xDS Resource.
 	Delta *discovery.Resource
+	// ID stands for TypeURL/Name in streams' bookkeeping (see ID), and Rev
+	// for this content of it: a new content gets a new Rev.
+	ID  ID
+	Rev uint32
 }
 
 // Group is the applied configuration of one workload identity.
@@ -88,6 +95,10 @@ type TypeChange struct {
 	Updated []string
 	// Removed are names that left the group's view.
 	Removed []string
+	// IDs are the IDs of the Updated and Removed names that have one (a
+	// removed name whose ID no stream referred to has none), so that a
+	// stream can note what to look at without keeping strings.
+	IDs []ID
 }
 
 // Change is the result of a commit.
@@ -133,6 +144,7 @@ type Pool struct {
 	users      map[string]map[string]struct{} // set name → ids of groups listing it
 	staged     map[string]staged
 	order      []string // staged keys in arrival order
+	ids        ids
 }
 
 // New returns an empty pool at generation 0.
@@ -201,6 +213,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 	if g.GetNumber() <= p.gen {
 		return nil, nil
 	}
+	p.Collect()
 	ch := &Change{Generation: g.GetNumber(), CommitTime: g.GetCommitTime().AsTime(), Groups: map[string]map[string]*TypeChange{}}
 	old := before{views: map[string]map[string][]string{}, sets: map[string]*nameSet{}, had: map[resKey]bool{}}
 	// The views of the rewritten groups, before anything is applied.
@@ -211,6 +224,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		}
 	}
 	changedRes := map[resKey]struct{}{}
+	var deleted []resKey
 	var errs []string
 	for _, key := range p.order {
 		s := p.staged[key]
@@ -236,6 +250,9 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 			if changed {
 				changedRes[k] = struct{}{}
 				old.had[k] = had
+				if had && p.res[k] == nil {
+					deleted = append(deleted, k)
+				}
 			}
 		}
 	}
@@ -313,10 +330,25 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 			}
 		}
 	}
+	// Deleted resources keep their IDs while streams refer to them (the
+	// streams drop them as they push the removals).
+	for _, k := range deleted {
+		if id, ok := p.ids.byKey[k]; ok && p.res[k] == nil {
+			p.ids.release(id, false)
+		}
+	}
 	for _, types := range ch.Groups {
-		for _, tc := range types {
+		for typeURL, tc := range types {
 			sort.Strings(tc.Updated)
 			sort.Strings(tc.Removed)
+			tc.IDs = make([]ID, 0, len(tc.Updated)+len(tc.Removed))
+			for _, names := range [][]string{tc.Updated, tc.Removed} {
+				for _, n := range names {
+					if id, ok := p.ids.byKey[resKey{typeURL, n}]; ok {
+						tc.IDs = append(tc.IDs, id)
+					}
+				}
+			}
 		}
 	}
 	if len(errs) > 0 {
@@ -438,9 +470,12 @@ func (p *Pool) applyResource(typ, name string, value []byte) (resKey, bool, erro
 	}
 	a := &anypb.Any{TypeUrl: cr.GetTypeUrl(), Value: cr.GetResource()}
 	version := strconv.FormatUint(cr.GetGeneration(), 10) + "." + cr.GetVersion()
+	id := p.ids.idOf(k)
+	name = p.ids.slots[id].key.name // one copy of the name, shared with the ID table
 	p.res[k] = &Resource{
 		TypeURL: k.typeURL, Name: name, Version: version, Hash: cr.GetVersion(), Generation: cr.GetGeneration(), Any: a,
 		Delta: &discovery.Resource{Name: name, Version: version, Resource: a},
+		ID:    id, Rev: p.ids.nextRev(id),
 	}
 	return k, true, nil
 }
@@ -664,6 +699,23 @@ func (p *Pool) Names(id, typeURL string) []string {
 	for _, n := range p.namedOf(g, typeURL) {
 		if _, ok := p.res[resKey{typeURL, n}]; ok {
 			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// ViewIDs returns the IDs of the resources of typeURL in the group's view,
+// in the order of their names.
+func (p *Pool) ViewIDs(id, typeURL string) []ID {
+	g := p.groups[id]
+	if g == nil {
+		return nil
+	}
+	names := p.namedOf(g, typeURL)
+	out := make([]ID, 0, len(names))
+	for _, n := range names {
+		if r := p.res[resKey{typeURL, n}]; r != nil {
+			out = append(out, r.ID)
 		}
 	}
 	return out

@@ -80,7 +80,37 @@ func commit(t *testing.T, p *Pool, n uint64) *Change {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkIDs(t, p, ch)
 	return ch
+}
+
+// checkIDs checks that each TypeChange's IDs are those of its names that
+// have one, every updated name included, then clears them so that tests
+// compare names.
+func checkIDs(t *testing.T, p *Pool, ch *Change) {
+	t.Helper()
+	if ch == nil {
+		return
+	}
+	for gid, types := range ch.Groups {
+		for typeURL, tc := range types {
+			var want []ID
+			for _, n := range append(slices.Clone(tc.Updated), tc.Removed...) {
+				id, ok := p.ID(typeURL, n)
+				if !ok {
+					if slices.Contains(tc.Updated, n) {
+						t.Errorf("%s %s: updated %s has no ID", gid, typeURL, n)
+					}
+					continue
+				}
+				want = append(want, id)
+			}
+			if !slices.Equal(tc.IDs, want) {
+				t.Errorf("%s %s: IDs %v, want %v", gid, typeURL, tc.IDs, want)
+			}
+			tc.IDs = nil
+		}
+	}
 }
 
 func names(rs []*Resource) []string {
@@ -634,17 +664,64 @@ func randomCommits(t *testing.T, rng *rand.Rand) {
 	}
 }
 
-func TestInternReturnsThePoolsName(t *testing.T) {
+func TestIDsFollowResourcesAndReferences(t *testing.T) {
 	p := seed(t)
-	name := string([]byte("c1")) // a copy, as a decoded request holds
-	got := p.Intern(cds, name)
-	if got != "c1" || unsafe.StringData(got) != unsafe.StringData(p.res[resKey{cds, "c1"}].Name) {
-		t.Fatal("Intern did not return the pool's string")
+	r := p.res[resKey{cds, "c1"}]
+	if id, ok := p.ID(cds, "c1"); !ok || id != r.ID || p.Name(id) != "c1" {
+		t.Fatalf("ID(c1) = %v %v, resource ID %v", id, ok, r.ID)
 	}
-	if got := p.Intern(cds, "missing"); got != "missing" {
-		t.Fatalf("Intern of an unknown name = %q", got)
+	if unsafe.StringData(r.Name) != unsafe.StringData(p.Name(r.ID)) {
+		t.Error("the resource and the ID table keep separate copies of the name")
 	}
-	if got := p.Intern(eds, "c2"); got != "c2" {
-		t.Fatalf("Intern of a name held under another type = %q", got)
+	if _, ok := p.ID(eds, "c2"); ok {
+		t.Error("a name held under another type has an ID")
+	}
+	// A new content gets a new revision under the same ID.
+	stage(t, p, cluster(t, "c1", 9, 2))
+	commit(t, p, 2)
+	r2 := p.res[resKey{cds, "c1"}]
+	if r2.ID != r.ID || r2.Rev == r.Rev || r2.Rev < firstRev {
+		t.Fatalf("rewritten c1: ID %v rev %d, was ID %v rev %d", r2.ID, r2.Rev, r.ID, r.Rev)
+	}
+	// A stream's reference keeps the ID of a deleted resource.
+	p.Ref(r2.ID)
+	stage(t, p, kv{layout.ResourceKey(layout.TypeCluster, "c1"), nil})
+	ch, err := p.Commit(&meshv1.Generation{Number: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := ch.Groups["a/a"][cds].IDs; !slices.Equal(ids, []ID{r.ID}) {
+		t.Fatalf("removal IDs = %v, want [%v]", ids, r.ID)
+	}
+	if id, ok := p.ID(cds, "c1"); !ok || id != r.ID {
+		t.Fatal("a referenced ID was freed with its resource")
+	}
+	// Dropping the reference frees it at the next write, and a new name
+	// reusing the ID continues its revisions.
+	p.Unref(r.ID)
+	p.Collect()
+	if _, ok := p.ID(cds, "c1"); ok {
+		t.Fatal("an unreferenced ID of a deleted resource was kept")
+	}
+	other := p.Acquire(eds, "dangling")
+	if other != r.ID {
+		t.Fatalf("freed ID %v not reused (got %v)", r.ID, other)
+	}
+	stage(t, p, endpoints(t, "dangling", 1, 4))
+	commit(t, p, 4)
+	if r3 := p.res[resKey{eds, "dangling"}]; r3.ID != other || r3.Rev <= r2.Rev {
+		t.Fatalf("reused ID: ID %v rev %d, want ID %v and a rev above %d", r3.ID, r3.Rev, other, r2.Rev)
+	}
+	// A name a stream acquired without a resource lives as long as the
+	// reference.
+	n := p.IDs()
+	id := p.Acquire(cds, "subscribed-only")
+	if p.IDs() != n+1 || p.Name(id) != "subscribed-only" {
+		t.Fatalf("Acquire: %d IDs (was %d), name %q", p.IDs(), n, p.Name(id))
+	}
+	p.Unref(id)
+	commit(t, p, 5)
+	if p.IDs() != n {
+		t.Fatalf("%d IDs after the last reference went, want %d", p.IDs(), n)
 	}
 }

@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"cmp"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -44,7 +46,6 @@ type conn struct {
 type typeState struct {
 	subscribed bool
 	wildcard   bool
-	names      map[string]struct{} // explicit subscriptions
 	// commit is the commit time of the generation whose change is pending,
 	// for the push-to-ACK latency; zero when the pending push was not caused
 	// by a commit.
@@ -52,6 +53,7 @@ type typeState struct {
 	inflight map[string]sentResponse // by nonce
 
 	// State of the world.
+	names         map[string]struct{} // explicit subscriptions
 	dirty, force  bool
 	lastVersion   string
 	nackedVersion string
@@ -59,11 +61,83 @@ type typeState struct {
 	// that a removal can be made before-break (see sotwStream.flush).
 	lastSent []*pool.Resource
 
-	// Delta.
+	// Delta. entries are what the stream knows of each name it deals
+	// with, by ID: 8 bytes a name, where two maps of strings took about 120
+	// at a thousand names.
+	entries    []entry
 	pendingAll bool
-	pending    map[string]struct{}
-	have       map[string]string // name → version the client holds
-	nacked     map[string]string // name → version the client rejected
+	pending    []pool.ID          // names to look at on the next flush; may repeat
+	nacked     map[pool.ID]uint32 // revision the proxy rejected, by ID (nil until a NACK)
+}
+
+// entry is what a delta stream knows of one name: whether the proxy
+// subscribed to it by name, and the revision of it the proxy holds
+// (pool.RevNone, pool.RevUnknown or a Resource.Rev). Each entry holds a
+// reference to its ID (pool.Pool.Ref), so that the ID keeps its name.
+type entry struct {
+	key uint32 // ID<<1, plus 1 when subscribed by name
+	rev uint32
+}
+
+func newEntry(id pool.ID, subscribed bool, rev uint32) entry {
+	e := entry{key: uint32(id) << 1, rev: rev}
+	if subscribed {
+		e.key |= 1
+	}
+	return e
+}
+
+func (e entry) id() pool.ID      { return pool.ID(e.key >> 1) }
+func (e entry) subscribed() bool { return e.key&1 == 1 }
+
+// find returns the position of id's entry, or where it would go.
+func (st *typeState) find(id pool.ID) (int, bool) {
+	return slices.BinarySearchFunc(st.entries, id, func(e entry, id pool.ID) int { return cmp.Compare(e.id(), id) })
+}
+
+// insert puts e at position i (from find).
+func (st *typeState) insert(i int, e entry) { st.entries = slices.Insert(st.entries, i, e) }
+
+// merge adds entries for IDs that have none (each with one reference the
+// caller took), in one pass: a subscription to a thousand names inserts
+// them at once. An ID given twice keeps one entry and drops the other
+// reference.
+func (st *typeState) merge(p *pool.Pool, fresh []entry) {
+	if len(fresh) == 0 {
+		return
+	}
+	slices.SortFunc(fresh, func(a, b entry) int { return cmp.Compare(a.key, b.key) })
+	out := make([]entry, 0, len(st.entries)+len(fresh))
+	i := 0
+	for j, e := range fresh {
+		if j > 0 && fresh[j-1].id() == e.id() {
+			p.Unref(e.id())
+			continue
+		}
+		for i < len(st.entries) && st.entries[i].id() < e.id() {
+			out = append(out, st.entries[i])
+			i++
+		}
+		out = append(out, e)
+	}
+	st.entries = append(out, st.entries[i:]...)
+}
+
+// drop removes the entry at i and its reference.
+func (st *typeState) drop(p *pool.Pool, i int) {
+	p.Unref(st.entries[i].id())
+	st.entries = slices.Delete(st.entries, i, i+1)
+}
+
+// release drops every entry's reference; the stream is closing. The
+// caller holds the server's lock (a read lock will do).
+func (c *conn) release(p *pool.Pool) {
+	for _, st := range c.types {
+		for _, e := range st.entries {
+			p.Unref(e.id())
+		}
+		st.entries = nil
+	}
 }
 
 // sentResponse is a response waiting for its ACK or NACK.
@@ -75,11 +149,11 @@ type sentResponse struct {
 	sent []sentName
 }
 
-// sentName is one resource of a delta response: the version sent and the
-// one the client held before (had false: none).
+// sentName is one resource of a delta response: the revision sent and the
+// one the client held before.
 type sentName struct {
-	name, version, prev string
-	had                 bool
+	id        pool.ID
+	rev, prev uint32
 }
 
 func newConn(streamID uint64, id identity.ID, delta bool) *conn {
@@ -101,22 +175,13 @@ func (c *conn) wake() {
 func (c *conn) state(typeURL string) *typeState {
 	st := c.types[typeURL]
 	if st == nil {
-		st = &typeState{names: map[string]struct{}{}, inflight: map[string]sentResponse{}}
-		if c.isDelta {
-			st.pending, st.have, st.nacked = map[string]struct{}{}, map[string]string{}, map[string]string{}
+		st = &typeState{inflight: map[string]sentResponse{}}
+		if !c.isDelta {
+			st.names = map[string]struct{}{}
 		}
 		c.types[typeURL] = st
 	}
 	return st
-}
-
-// wants reports whether the subscription covers name.
-func (st *typeState) wants(name string) bool {
-	if st.wildcard {
-		return true
-	}
-	_, ok := st.names[name]
-	return ok
 }
 
 // subscription is the explicit names, or nil for a wildcard subscription.
@@ -172,24 +237,19 @@ func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time) {
 			st.dirty = true
 			continue
 		}
-		for _, n := range tc.Updated {
-			st.pending[n] = struct{}{}
-		}
-		for _, n := range tc.Removed {
-			st.pending[n] = struct{}{}
-		}
+		st.pending = append(st.pending, tc.IDs...)
 	}
 	c.mu.Unlock()
 	c.wake()
 }
 
-// secretChanged marks a secret name pending and wakes the stream.
-func (c *conn) secretChanged(name string) {
+// secretChanged marks a secret pending and wakes the stream.
+func (c *conn) secretChanged(id pool.ID) {
 	c.mu.Lock()
 	st := c.types[secretType]
 	if st != nil && st.subscribed {
 		if c.isDelta {
-			st.pending[name] = struct{}{}
+			st.pending = append(st.pending, id)
 		} else {
 			st.dirty = true
 		}

@@ -1,7 +1,7 @@
 package xds
 
 import (
-	"sort"
+	"slices"
 	"strconv"
 	"time"
 
@@ -33,16 +33,7 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 		if sent, ok := st.inflight[nonce]; ok {
 			delete(st.inflight, nonce)
 			if d := req.GetErrorDetail(); d != nil {
-				// The client kept what it had: remember the rejected
-				// versions so they are not sent again.
-				for _, r := range sent.sent {
-					st.nacked[r.name] = r.version
-					if r.had {
-						st.have[r.name] = r.prev
-					} else {
-						delete(st.have, r.name)
-					}
-				}
+				s.rollback(st, sent.sent)
 				msg := d.GetMessage()
 				after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
 			} else {
@@ -63,35 +54,13 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 			}
 		}
 		st.subscribed = true
-		for n, v := range req.GetInitialResourceVersions() {
-			n = s.internName(typeURL, n)
-			st.have[n] = v
-			st.pending[n] = struct{}{}
-		}
 		if len(req.GetResourceNamesSubscribe()) == 0 {
 			st.wildcard, st.pendingAll = true, true
 		}
 	}
 	var added []string
-	for _, n := range req.GetResourceNamesSubscribe() {
-		if n == "*" {
-			st.wildcard, st.pendingAll = true, true
-			continue
-		}
-		n = s.internName(typeURL, n)
-		if _, had := st.names[n]; !had {
-			added = append(added, n)
-		}
-		st.names[n] = struct{}{}
-		st.pending[n] = struct{}{}
-	}
-	for _, n := range req.GetResourceNamesUnsubscribe() {
-		if n == "*" {
-			st.wildcard = false
-			continue
-		}
-		delete(st.names, n)
-		delete(st.have, n)
+	if len(req.GetInitialResourceVersions())+len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) > 0 {
+		added = s.subscribe(c, st, typeURL, req)
 	}
 	if typeURL == secretType && len(added) > 0 {
 		after = append(after, func() { s.checkSecretNames(ctx, c, added) })
@@ -101,6 +70,88 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 		f()
 	}
 	return nil
+}
+
+// subscribe applies a request's initial versions (on the type's first
+// request only), subscriptions and unsubscriptions to st, and returns the
+// names newly subscribed. It takes the server's write lock, to give IDs to
+// names the pool has not seen; a request that only ACKs does not come
+// here. c.mu is held.
+func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discovery.DeltaDiscoveryRequest) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pool.Collect()
+	var fresh []entry
+	// entryFor returns the entry of name, if the stream has one, or
+	// makes one (in fresh, merged below).
+	entryFor := func(name string) *entry {
+		if id, ok := s.pool.ID(typeURL, name); ok {
+			if i, found := st.find(id); found {
+				return &st.entries[i]
+			}
+		}
+		fresh = append(fresh, newEntry(s.pool.Acquire(typeURL, name), false, pool.RevNone))
+		return &fresh[len(fresh)-1]
+	}
+	if len(st.entries) == 0 && len(fresh) == 0 {
+		fresh = make([]entry, 0, len(req.GetInitialResourceVersions())+len(req.GetResourceNamesSubscribe()))
+	}
+	for n, v := range req.GetInitialResourceVersions() {
+		e := entryFor(n)
+		e.rev = pool.RevUnknown
+		if r := s.lookupLocked(c, typeURL, n); r != nil && r.Version == v {
+			e.rev = r.Rev
+		}
+		st.pending = append(st.pending, e.id())
+	}
+	var added []string
+	for _, n := range req.GetResourceNamesSubscribe() {
+		if n == "*" {
+			st.wildcard, st.pendingAll = true, true
+			continue
+		}
+		e := entryFor(n)
+		if !e.subscribed() {
+			*e = newEntry(e.id(), true, e.rev)
+			added = append(added, n)
+		}
+		st.pending = append(st.pending, e.id())
+	}
+	st.merge(s.pool, fresh)
+	for _, n := range req.GetResourceNamesUnsubscribe() {
+		if n == "*" {
+			st.wildcard = false
+			continue
+		}
+		// The proxy forgets the name and what it held of it.
+		if id, ok := s.pool.ID(typeURL, n); ok {
+			if i, found := st.find(id); found {
+				st.drop(s.pool, i)
+			}
+		}
+	}
+	return added
+}
+
+// rollback undoes, on a NACK, what a delta response recorded: the proxy
+// keeps what it held, and the rejected revisions are remembered so that
+// they are not sent again. c.mu is held.
+func (s *Server) rollback(st *typeState, sent []sentName) {
+	if st.nacked == nil {
+		st.nacked = map[pool.ID]uint32{}
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, r := range sent {
+		st.nacked[r.id] = r.rev
+		// Only if nothing was sent or removed under the name since.
+		if i, found := st.find(r.id); found && st.entries[i].rev == r.rev {
+			st.entries[i].rev = r.prev
+			if r.prev == pool.RevNone && !st.entries[i].subscribed() {
+				st.drop(s.pool, i)
+			}
+		}
+	}
 }
 
 func (w *deltaStream) flush(s *Server, c *conn) error {
@@ -115,52 +166,67 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 		if st == nil || !st.subscribed || (!st.pendingAll && len(st.pending) == 0) {
 			continue
 		}
-		candidates := st.pending
+		cands := st.pending
 		if st.pendingAll {
-			candidates = map[string]struct{}{}
-			for _, n := range s.namesLocked(c, typeURL) {
-				candidates[n] = struct{}{}
-			}
-			for n := range st.have {
-				candidates[n] = struct{}{}
-			}
-			for n := range st.pending {
-				candidates[n] = struct{}{}
+			cands = append(cands, s.viewIDsLocked(c, typeURL)...)
+			for _, e := range st.entries {
+				cands = append(cands, e.id())
 			}
 		}
-		names := make([]string, 0, len(candidates))
-		for n := range candidates {
-			names = append(names, n)
-		}
-		sort.Strings(names)
+		slices.Sort(cands)
+		cands = slices.Compact(cands)
 		var updates []*discovery.Resource
 		var removed []string
 		var sent []sentName
-		for _, n := range names {
-			if !st.wants(n) {
+		for _, id := range cands {
+			if s.pool.TypeURL(id) != typeURL {
+				continue // a stale hint: the ID was freed and reused since
+			}
+			i, found := st.find(id)
+			var e entry
+			if found {
+				e = st.entries[i]
+			}
+			if !st.wildcard && !e.subscribed() {
 				continue
 			}
-			r := s.lookupLocked(c, typeURL, n)
-			old, had := st.have[n]
+			name := s.pool.Name(id)
+			r := s.lookupLocked(c, typeURL, name)
 			switch {
 			case r != nil:
-				if (had && old == r.Version) || st.nacked[n] == r.Version {
+				if e.rev == r.Rev {
 					continue
 				}
+				if rejected, ok := st.nacked[id]; ok {
+					if rejected == r.Rev {
+						continue
+					}
+					delete(st.nacked, id) // a newer revision exists
+				}
 				updates = append(updates, r.Delta)
-				sent = append(sent, sentName{name: n, version: r.Version, prev: old, had: had})
-				st.have[n] = r.Version
-			case had:
-				removed = append(removed, n)
-				delete(st.have, n)
+				sent = append(sent, sentName{id: id, rev: r.Rev, prev: e.rev})
+				if found {
+					st.entries[i].rev = r.Rev
+				} else {
+					s.pool.Ref(id)
+					st.insert(i, newEntry(id, false, r.Rev))
+				}
+			case e.rev != pool.RevNone:
+				removed = append(removed, name)
+				delete(st.nacked, id)
+				if e.subscribed() {
+					st.entries[i].rev = pool.RevNone
+				} else {
+					st.drop(s.pool, i)
+				}
 			}
 		}
 		// Most pushes carry a name or two: reuse the small set rather
 		// than allocate one per push, but let a large one go.
-		if len(st.pending) <= 8 && st.pending != nil {
-			clear(st.pending)
+		if cap(st.pending) <= 64 {
+			st.pending = st.pending[:0]
 		} else {
-			st.pending = map[string]struct{}{}
+			st.pending = nil
 		}
 		st.pendingAll = false
 		if len(updates) > 0 {

@@ -142,6 +142,10 @@ func New(o Options) (*Server, error) {
 		log: o.Log.WithField("component", "xds"), opts: o, pool: pool.New(),
 		byGroup: map[string]map[*conn]struct{}{}, all: map[*conn]struct{}{},
 	}
+	// The secrets' names keep their IDs for good: streams look them up
+	// under a read lock, which cannot make IDs.
+	s.sec.certID = s.pool.Acquire(secretType, SecretServiceCert)
+	s.sec.rootID = s.pool.Acquire(secretType, SecretRootCert)
 	var err error
 	in := &s.metrics
 	in.connected, err = m.Int64UpDownCounter("osm_xds_connected_proxies", metric.WithDescription("xDS streams open on this edge"))
@@ -379,6 +383,9 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 		s.stats.connected.Add(-1)
 		s.metrics.connected.Add(context.WithoutCancel(ctx), -1)
 		c.mu.Lock()
+		s.mu.RLock()
+		c.release(s.pool)
+		s.mu.RUnlock()
 		c.closed = true
 		if c.ackTimer != nil {
 			c.ackTimer.Stop() // the DISCONNECTED report carries the acked versions
@@ -534,16 +541,10 @@ func (s *Server) recordPush(typeURL string) {
 	s.metrics.pushes.Add(context.Background(), 1, typeAttr(typeURL)) // see recordAck
 }
 
-// internName is the pool's copy of name (pool.Intern), so that a stream
-// keeping the names its proxy subscribed to holds no copy of its own. The
-// caller holds c.mu, which is taken before s.mu.
-func (s *Server) internName(typeURL, name string) string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.pool.Intern(typeURL, name)
-}
-
-// internNames is names with the pool's copy of each (see internName).
+// internNames is names with the pool's copy of each (pool.Intern), so that
+// a state-of-the-world stream keeping the names its proxy subscribed to
+// holds no copy of its own. The caller holds c.mu, which is taken before
+// s.mu.
 func (s *Server) internNames(typeURL string, names map[string]struct{}) map[string]struct{} {
 	out := make(map[string]struct{}, len(names))
 	s.mu.RLock()

@@ -1,0 +1,220 @@
+package xds
+
+import (
+	"slices"
+	"sort"
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+)
+
+// rawDelta is a delta ADS stream driven request by request.
+type rawDelta struct {
+	t   *testing.T
+	st  discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	got chan *discovery.DeltaDiscoveryResponse
+}
+
+func (f *fixture) rawDelta(uri string) *rawDelta {
+	f.t.Helper()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(f.dial(uri)).DeltaAggregatedResources(f.t.Context())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	r := &rawDelta{t: f.t, st: st, got: make(chan *discovery.DeltaDiscoveryResponse, 16)}
+	go func() {
+		defer close(r.got)
+		for {
+			resp, err := st.Recv()
+			if err != nil {
+				return
+			}
+			r.got <- resp
+		}
+	}()
+	return r
+}
+
+func (r *rawDelta) send(req *discovery.DeltaDiscoveryRequest) {
+	r.t.Helper()
+	if err := r.st.Send(req); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// next returns the next response, ACKed, as "name..." and "-removed...".
+func (r *rawDelta) next() []string {
+	r.t.Helper()
+	select {
+	case resp, ok := <-r.got:
+		if !ok {
+			r.t.Fatal("the stream ended")
+		}
+		var out []string
+		for _, res := range resp.GetResources() {
+			out = append(out, res.GetName())
+		}
+		for _, n := range resp.GetRemovedResources() {
+			out = append(out, "-"+n)
+		}
+		sort.Strings(out)
+		r.send(&discovery.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()})
+		return out
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("no response within 5s")
+		return nil
+	}
+}
+
+// none checks that no response comes within a short while.
+func (r *rawDelta) none() {
+	r.t.Helper()
+	select {
+	case resp := <-r.got:
+		r.t.Fatalf("unexpected response: %v removed %v", resp.GetResources(), resp.GetRemovedResources())
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+// ids is the number of IDs in the pool, after freeing those no stream
+// refers to any longer.
+func (f *fixture) ids() int {
+	f.srv.mu.Lock()
+	defer f.srv.mu.Unlock()
+	f.srv.pool.Collect()
+	return f.srv.pool.IDs()
+}
+
+func TestDeltaExplicitSubscriptions(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	base := f.ids()
+	p := f.rawDelta(spiffe("a"))
+	// A name the group does not have yet, one it has, and one outside its
+	// view ("out-b" is b's listener name, not a cluster of a's).
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResourceNamesSubscribe: []string{"later", "ca", "out-b", "ca"}})
+	if got := p.next(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("first response %v, want [ca] only", got)
+	}
+	// The missing name arrives when it is compiled into a's view.
+	f.commit(
+		res(t, xdstest.Cluster("later", time.Second), "later", 2),
+		xdstest.Group("a", "a", 2, map[string][]string{cds: {"ca", "later", "shared"}, eds: {"ca", "shared"}}),
+	)
+	if got := p.next(); !cmp.Equal(got, []string{"later"}) {
+		t.Fatalf("after compiling later: %v", got)
+	}
+	// Unsubscribed, a name is neither updated nor removed. (The request
+	// also subscribes to shared, whose response says it was processed.)
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResourceNamesUnsubscribe: []string{"ca"}, ResourceNamesSubscribe: []string{"shared"}})
+	if got := p.next(); !cmp.Equal(got, []string{"shared"}) {
+		t.Fatalf("after subscribing to shared: %v", got)
+	}
+	f.commit(res(t, xdstest.Cluster("ca", 3*time.Second), "ca", 3), res(t, xdstest.Cluster("later", 3*time.Second), "later", 3))
+	if got := p.next(); !cmp.Equal(got, []string{"later"}) {
+		t.Fatalf("after unsubscribing ca: %v, want [later]", got)
+	}
+	// Subscribed again, it is sent again: the proxy dropped it.
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResourceNamesSubscribe: []string{"ca"}})
+	if got := p.next(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("after subscribing to ca again: %v", got)
+	}
+	// A name that leaves the view is removed, and comes back when it
+	// returns: the subscription outlives the resource. A new name nobody
+	// subscribed to is not sent.
+	f.commit(xdstest.Group("a", "a", 4, map[string][]string{cds: {"ca", "shared"}}))
+	if got := p.next(); !cmp.Equal(got, []string{"-later"}) {
+		t.Fatalf("after later left a's view: %v", got)
+	}
+	f.commit(
+		res(t, xdstest.Cluster("extra", time.Second), "extra", 5),
+		xdstest.Group("a", "a", 5, map[string][]string{cds: {"ca", "extra", "later", "shared"}}),
+	)
+	if got := p.next(); !cmp.Equal(got, []string{"later"}) {
+		t.Fatalf("after later came back: %v", got)
+	}
+	f.commit(res(t, xdstest.Cluster("extra", 6*time.Second), "extra", 6))
+	p.none()
+	// Adding the wildcard brings the rest of the view.
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResourceNamesSubscribe: []string{"*"}})
+	if got := p.next(); !cmp.Equal(got, []string{"extra"}) {
+		t.Fatalf("after the wildcard: %v", got)
+	}
+	if err := p.st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	// later and extra are resources now; the IDs of the names subscribed
+	// to that the pool lacks are gone.
+	if n := f.ids(); n != base+2 {
+		t.Errorf("%d IDs after the stream closed, want %d (the pool's, plus later and extra)", n, base+2)
+	}
+}
+
+func TestDeltaInitialVersions(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	first := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}})
+	r := next(t, first)
+	held := r.Versions
+	if len(held) != 2 {
+		t.Fatalf("first proxy holds %v", held)
+	}
+	first.Stop()
+	f.commit(res(t, xdstest.Cluster("ca", 7*time.Second), "ca", 2))
+	// Reconnecting with what it held, plus a cluster this edge never made:
+	// only ca (changed since) is sent, and the unknown one removed.
+	initialVersions := map[string]string{"ca": held["ca"], "shared": held["shared"], "gone": "1.0123456789abcdef"}
+	p := f.rawDelta(spiffe("a"))
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, InitialResourceVersions: initialVersions})
+	var got []string
+	for len(got) < 2 {
+		got = append(got, p.next()...)
+	}
+	slices.Sort(got)
+	if !cmp.Equal(got, []string{"-gone", "ca"}) {
+		t.Fatalf("after reconnecting: %v, want ca updated and gone removed", got)
+	}
+	p.none()
+}
+
+// TestDeltaNackOfANewResource: a proxy that rejects a resource it never
+// held keeps holding nothing under that name; the rejected revision is not
+// sent again, a newer one is.
+func TestDeltaNackOfANewResource(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	p := f.rawDelta(spiffe("a"))
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds})
+	if got := p.next(); !cmp.Equal(got, []string{"ca", "shared"}) {
+		t.Fatalf("initial: %v", got)
+	}
+	f.commit(
+		res(t, xdstest.Cluster("bad", 9*time.Second), "bad", 2),
+		xdstest.Group("a", "a", 2, map[string][]string{cds: {"bad", "ca", "shared"}}),
+	)
+	select {
+	case resp := <-p.got:
+		if len(resp.GetResources()) != 1 || resp.GetResources()[0].GetName() != "bad" {
+			t.Fatalf("got %v, want bad", resp.GetResources())
+		}
+		p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResponseNonce: resp.GetNonce(), ErrorDetail: &status.Status{Message: "bad: rejected"}})
+	case <-time.After(5 * time.Second):
+		t.Fatal("bad was not sent")
+	}
+	waitFor(t, "the NACK", func() bool { return f.srv.Stats().Nacks == 1 })
+	f.commit(res(t, xdstest.Cluster("ca", 3*time.Second), "ca", 3))
+	if got := p.next(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("after the NACK: %v, want ca only", got)
+	}
+	f.commit(res(t, xdstest.Cluster("bad", 2*time.Second), "bad", 4))
+	if got := p.next(); !cmp.Equal(got, []string{"bad"}) {
+		t.Fatalf("the fixed cluster: %v", got)
+	}
+}

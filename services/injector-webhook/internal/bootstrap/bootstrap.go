@@ -141,7 +141,11 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: c.AdminPort}}}}},
 		DynamicResources: &bootstrapv3.Bootstrap_DynamicResources{
 			AdsConfig: &corev3.ApiConfigSource{
-				ApiType:                   corev3.ApiConfigSource_GRPC,
+				// Delta (incremental) ADS: the xds-edge sends a delta proxy
+				// only the resources that changed, and keeps 8 bytes per
+				// name it subscribed to; a state-of-the-world proxy gets the
+				// whole of each changed type again.
+				ApiType:                   corev3.ApiConfigSource_DELTA_GRPC,
 				TransportApiVersion:       corev3.ApiVersion_V3,
 				SetNodeOnFirstMessageOnly: true,
 				GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{

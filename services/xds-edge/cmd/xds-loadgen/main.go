@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string) error {
 	}
 	edgeBin := fs.String("edge-bin", "", "path of the built xds-edge binary to start (required unless --server=stock)")
 	server := fs.String("server", "edge", "what serves the proxies: edge (the xds-edge binary), stock (go-control-plane's delta server and LinearCache, in a child process), or both (edge, then stock, in one run, and their ratio)")
-	proxies := fs.Int("proxies", 1000, "simulated delta-xDS proxies")
+	proxies := fs.Int("proxies", 1000, "simulated xDS proxies (delta unless --sotw)")
 	groups := fs.Int("groups", 100, "proxy groups (identities); proxies are spread over them")
 	clusters := fs.Int("clusters-per-group", 20, "clusters (and load assignments) each group names")
 	edits := fs.Int("edits", 5, "policy edits to time (each changes a load assignment every proxy holds)")
@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 	keep := fs.Bool("keep", false, "keep the work directory (PKI and the servers' logs)")
 	nEdges := fs.Int("edges", 1, "edge replicas to start, each its own process; proxies are spread over them (edge only)")
 	explicit := fs.Bool("explicit", false, "proxies subscribe to their names one by one instead of as a wildcard (always on for stock and both)")
+	sotw := fs.Bool("sotw", false, "proxies use state-of-the-world ADS instead of delta (edge only; every push of a type then carries the proxy's whole view of it)")
 	heapProfile := fs.String("heap-profile", "", "write the (first) edge's heap profile to this file once every proxy is synced, for `go tool pprof` (edge only)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -73,6 +74,9 @@ func run(ctx context.Context, args []string) error {
 	case "stock":
 	default:
 		return fmt.Errorf("--server must be edge, stock or both, not %q", *server)
+	}
+	if *sotw && *server != "edge" {
+		return fmt.Errorf("--sotw needs --server=edge: the stock baseline is a delta server")
 	}
 	if *nEdges < 1 {
 		return fmt.Errorf("--edges must be at least 1")
@@ -103,7 +107,7 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg := loadgen.Config{PKI: pki, Bus: conn, Proxies: *proxies, Groups: *groups, ClustersPerGroup: *clusters, Edits: *edits, Conns: *conns,
-		Explicit: *explicit || *server != "edge"}
+		Explicit: *explicit || *server != "edge", SotW: *sotw}
 	if err := loadgen.Seed(ctx, cfg); err != nil {
 		return fmt.Errorf("seed the mesh: %w", err)
 	}
@@ -150,7 +154,8 @@ func run(ctx context.Context, args []string) error {
 
 const usage = `xds-loadgen: the xds-edge's scale harness. It starts an embedded NATS, writes a
 synthetic compiled mesh into it, starts the servers as separate processes,
-connects --proxies simulated delta-xDS proxies over mTLS, then times --edits
+connects --proxies simulated delta-xDS (or, with --sotw, state-of-the-world)
+proxies over mTLS, then times --edits
 endpoint changes from the generation's commit to their receipt by every proxy,
 and reports the server's heap per idle proxy.
 

@@ -56,6 +56,8 @@ type Config struct {
 	// instead of as a wildcard, which a stock cache (no proxy groups)
 	// needs to serve each proxy only its own resources.
 	Explicit bool
+	// SotW makes the proxies use state-of-the-world ADS instead of delta.
+	SotW bool
 	// GenBase offsets the generation numbers the edits write (Seed writes
 	// 1, edit e writes GenBase+e+2), so that a second run against the same
 	// bus moves forward.
@@ -257,7 +259,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := xdsclient.Options{NodeID: fmt.Sprintf("load-%d", i), Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}}
+		o := xdsclient.Options{NodeID: fmt.Sprintf("load-%d", i), Delta: !c.SotW, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}}
 		if c.Explicit {
 			o.Names = groupNames(i%c.Groups, c.ClustersPerGroup)
 		}

@@ -721,18 +721,6 @@ func (p *Pool) ViewIDs(id, typeURL string) []ID {
 	return out
 }
 
-// Intern returns the pool's own copy of name when it holds typeURL/name,
-// and name otherwise. A stream that keeps the names a proxy subscribed to
-// keeps the pool's strings instead of its own copy of each, which at a
-// thousand names per proxy was about a quarter of the edge's memory per
-// proxy.
-func (p *Pool) Intern(typeURL, name string) string {
-	if r := p.res[resKey{typeURL, name}]; r != nil {
-		return r.Name
-	}
-	return name
-}
-
 // Get returns the resource typeURL/name if the group's view holds it: a
 // group never gets a resource it does not name, nor one the pool lacks.
 func (p *Pool) Get(id, typeURL, name string) *Resource {
@@ -744,24 +732,29 @@ func (p *Pool) Get(id, typeURL, name string) *Resource {
 }
 
 // View returns the group's resources of typeURL, sorted by name. When
-// subscribed is non-nil only those names are returned.
-func (p *Pool) View(id, typeURL string, subscribed map[string]struct{}) []*Resource {
+// subscribed (sorted IDs) is non-nil only those are returned.
+func (p *Pool) View(id, typeURL string, subscribed []ID) []*Resource {
 	g := p.groups[id]
 	if g == nil {
 		return nil
 	}
 	var out []*Resource
 	for _, n := range p.namedOf(g, typeURL) {
-		if subscribed != nil {
-			if _, ok := subscribed[n]; !ok {
-				continue
-			}
-		}
-		if r := p.res[resKey{typeURL, n}]; r != nil {
+		if r := p.res[resKey{typeURL, n}]; r != nil && Subscribed(subscribed, r.ID) {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// Subscribed reports whether id is in subscribed (sorted), or subscribed is
+// nil (a wildcard subscription).
+func Subscribed(subscribed []ID, id ID) bool {
+	if subscribed == nil {
+		return true
+	}
+	_, found := slices.BinarySearch(subscribed, id)
+	return found
 }
 
 // VersionOf is the state-of-the-world version_info of a set of resources:

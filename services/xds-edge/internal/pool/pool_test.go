@@ -248,9 +248,13 @@ func TestGroupOnlyGetsWhatItNames(t *testing.T) {
 	if p.Get("nobody/x", cds, "c1") != nil || p.View("nobody/x", cds, nil) != nil {
 		t.Error("an unknown group got resources")
 	}
-	sub := map[string]struct{}{"c2": {}, "c9": {}}
+	sub := []ID{p.Acquire(cds, "c2"), p.Acquire(cds, "c9")}
+	slices.Sort(sub)
 	if got := names(p.View("a/a", cds, sub)); !cmp.Equal(got, []string{"c2"}) {
 		t.Errorf("subscribed view = %v, want [c2]", got)
+	}
+	if got := p.View("a/a", cds, []ID{}); len(got) != 0 {
+		t.Errorf("an empty explicit subscription sees %v", names(got))
 	}
 	if got := p.Names("a/a", cds); !cmp.Equal(got, []string{"c1", "c2"}) {
 		t.Errorf("names = %v", got)
@@ -423,7 +427,9 @@ func TestSetNamesJoinTheGroupsView(t *testing.T) {
 	if got := p.Names("b/b", cds); !cmp.Equal(got, []string{"c1", "c2", "c3"}) {
 		t.Errorf("b/b names = %v", got)
 	}
-	if got := names(p.View("a/a", cds, map[string]struct{}{"c1": {}, "c3": {}})); !cmp.Equal(got, []string{"c1", "c3"}) {
+	sub := []ID{p.Acquire(cds, "c1"), p.Acquire(cds, "c3")}
+	slices.Sort(sub)
+	if got := names(p.View("a/a", cds, sub)); !cmp.Equal(got, []string{"c1", "c3"}) {
 		t.Errorf("a/a subscribed view = %v", got)
 	}
 	if p.Get("c/c", cds, "c1") == nil == (p.Get("a/a", cds, "c1") == nil) {

@@ -53,7 +53,7 @@ type typeState struct {
 	inflight map[string]sentResponse // by nonce
 
 	// State of the world.
-	names         map[string]struct{} // explicit subscriptions
+	subs          []pool.ID // explicit subscriptions, sorted, each with a reference
 	dirty, force  bool
 	lastVersion   string
 	nackedVersion string
@@ -136,7 +136,10 @@ func (c *conn) release(p *pool.Pool) {
 		for _, e := range st.entries {
 			p.Unref(e.id())
 		}
-		st.entries = nil
+		for _, id := range st.subs {
+			p.Unref(id)
+		}
+		st.entries, st.subs = nil, nil
 	}
 }
 
@@ -176,20 +179,21 @@ func (c *conn) state(typeURL string) *typeState {
 	st := c.types[typeURL]
 	if st == nil {
 		st = &typeState{inflight: map[string]sentResponse{}}
-		if !c.isDelta {
-			st.names = map[string]struct{}{}
-		}
 		c.types[typeURL] = st
 	}
 	return st
 }
 
-// subscription is the explicit names, or nil for a wildcard subscription.
-func (st *typeState) subscription() map[string]struct{} {
+// subscription is the explicit subscription (never nil), or nil for a
+// wildcard one.
+func (st *typeState) subscription() []pool.ID {
 	if st.wildcard {
 		return nil
 	}
-	return st.names
+	if st.subs == nil {
+		return []pool.ID{}
+	}
+	return st.subs
 }
 
 // remember records a sent response under a new nonce. c.mu is held.

@@ -143,17 +143,14 @@ func (s *Server) lookupLocked(c *conn, typeURL, name string) *pool.Resource {
 }
 
 // viewLocked returns the stream's resources of typeURL, limited to the
-// subscription (nil: all). s.mu is held.
-func (s *Server) viewLocked(c *conn, typeURL string, sub map[string]struct{}) []*pool.Resource {
+// subscription (sorted IDs; nil: all). s.mu is held.
+func (s *Server) viewLocked(c *conn, typeURL string, sub []pool.ID) []*pool.Resource {
 	if typeURL != secretType {
 		return s.pool.View(c.group, typeURL, sub)
 	}
 	var out []*pool.Resource
 	for _, n := range []string{SecretRootCert, SecretServiceCert} {
-		if _, ok := sub[n]; sub != nil && !ok {
-			continue
-		}
-		if r := s.lookupLocked(c, typeURL, n); r != nil {
+		if r := s.lookupLocked(c, typeURL, n); r != nil && pool.Subscribed(sub, r.ID) {
 			out = append(out, r)
 		}
 	}

@@ -541,20 +541,6 @@ func (s *Server) recordPush(typeURL string) {
 	s.metrics.pushes.Add(context.Background(), 1, typeAttr(typeURL)) // see recordAck
 }
 
-// internNames is names with the pool's copy of each (pool.Intern), so that
-// a state-of-the-world stream keeping the names its proxy subscribed to
-// holds no copy of its own. The caller holds c.mu, which is taken before
-// s.mu.
-func (s *Server) internNames(typeURL string, names map[string]struct{}) map[string]struct{} {
-	out := make(map[string]struct{}, len(names))
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for n := range names {
-		out[s.pool.Intern(typeURL, n)] = struct{}{}
-	}
-	return out
-}
-
 // typeAttrs hold the type_url attribute of each type the edge serves,
 // built once: building an attribute set sorts and allocates, and the edge
 // records one per push and per ACK.

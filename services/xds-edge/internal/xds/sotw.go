@@ -1,7 +1,7 @@
 package xds
 
 import (
-	"maps"
+	"slices"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -48,29 +48,15 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 		return err
 	}
 	names := req.GetResourceNames()
-	wildcard := len(names) == 0
-	sub := make(map[string]struct{}, len(names))
-	for _, n := range names {
-		if n == "*" {
-			wildcard = true
-			continue
-		}
-		sub[n] = struct{}{}
-	}
-	// An ACK repeats the subscription; only a changed one is kept, with the
-	// pool's copy of each name.
-	if req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !maps.Equal(sub, st.names) {
+	wildcard := len(names) == 0 || slices.Contains(names, "*")
+	// An ACK repeats the subscription; only a changed one is taken (under
+	// the write lock, which gives IDs to new names).
+	if req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !s.sameSubscription(st, typeURL, names) {
 		st.force, st.dirty = true, true
+		added := s.resubscribe(st, typeURL, names)
 		if typeURL == secretType {
-			var added []string
-			for n := range sub {
-				if _, had := st.names[n]; !had {
-					added = append(added, n)
-				}
-			}
 			after = append(after, func() { s.checkSecretNames(ctx, c, added) })
 		}
-		st.names = s.internNames(typeURL, sub)
 	}
 	st.subscribed, st.wildcard = true, wildcard
 	c.mu.Unlock()
@@ -78,6 +64,57 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 		f()
 	}
 	return nil
+}
+
+// sameSubscription reports whether names (a request's resource_names) are
+// the subscription st holds. c.mu is held.
+func (s *Server) sameSubscription(st *typeState, typeURL string, names []string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	ids := make([]pool.ID, 0, len(names))
+	for _, n := range names {
+		if n == "*" {
+			continue
+		}
+		id, ok := s.pool.ID(typeURL, n)
+		if !ok {
+			return false // a name the stream does not refer to
+		}
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return slices.Equal(slices.Compact(ids), st.subs)
+}
+
+// resubscribe replaces st's explicit subscription with names, and returns
+// the names it adds. c.mu is held.
+func (s *Server) resubscribe(st *typeState, typeURL string, names []string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pool.Collect()
+	subs := make([]pool.ID, 0, len(names))
+	var added []string
+	for _, n := range names {
+		if n == "*" {
+			continue
+		}
+		id := s.pool.Acquire(typeURL, n)
+		if _, had := slices.BinarySearch(st.subs, id); !had {
+			added = append(added, n)
+		}
+		subs = append(subs, id)
+	}
+	slices.Sort(subs)
+	for i, id := range subs {
+		if i > 0 && subs[i-1] == id {
+			s.pool.Unref(id) // named twice
+		}
+	}
+	for _, id := range st.subs {
+		s.pool.Unref(id)
+	}
+	st.subs = slices.Clip(slices.Compact(subs))
+	return added
 }
 
 // flush sends every dirty type, in push order. In the state of the world a

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -216,5 +217,66 @@ func TestDeltaNackOfANewResource(t *testing.T) {
 	f.commit(res(t, xdstest.Cluster("bad", 2*time.Second), "bad", 4))
 	if got := p.next(); !cmp.Equal(got, []string{"bad"}) {
 		t.Fatalf("the fixed cluster: %v", got)
+	}
+}
+
+// TestSotWExplicitSubscriptions: a state-of-the-world stream gets what it
+// names, an ACK that repeats the subscription sends nothing, a new
+// subscription replaces the old, and the stream's IDs go with it.
+func TestSotWExplicitSubscriptions(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	base := f.ids()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(f.dial(spiffe("a"))).StreamAggregatedResources(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var subscription []string
+	recv := func() []string {
+		t.Helper()
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, a := range resp.GetResources() {
+			var cla endpointv3.ClusterLoadAssignment
+			if err := a.UnmarshalTo(&cla); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, cla.GetClusterName())
+		}
+		sort.Strings(out)
+		// The ACK repeats the subscription, as Envoy's do.
+		if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: eds, ResourceNames: subscription, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	subscription = []string{"missing", "ca", "ca"}
+	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: eds, ResourceNames: subscription}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("first response %v, want [ca]", got)
+	}
+	f.commit(res(t, xdstest.Endpoints("shared", 9191), "shared", 2))
+	f.commit(res(t, xdstest.Endpoints("ca", 8181), "ca", 3))
+	if got := recv(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("after ca changed: %v (shared's change must not be sent)", got)
+	}
+	subscription = []string{"shared"}
+	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: eds, ResourceNames: subscription}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(); !cmp.Equal(got, []string{"shared"}) {
+		t.Fatalf("after resubscribing: %v, want [shared]", got)
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	if n := f.ids(); n != base {
+		t.Errorf("%d IDs after the stream closed, want %d", n, base)
 	}
 }

@@ -90,6 +90,23 @@ func newEntry(id pool.ID, subscribed bool, rev uint32) entry {
 func (e entry) id() pool.ID      { return pool.ID(e.key >> 1) }
 func (e entry) subscribed() bool { return e.key&1 == 1 }
 
+// maxPending bounds the IDs a delta stream notes between two flushes (a
+// stream stuck behind a slow proxy sees commit after commit); past it the
+// next flush looks at everything the stream may hold or want instead.
+const maxPending = 4096
+
+// notePending notes IDs to look at on the next flush.
+func (st *typeState) notePending(ids ...pool.ID) {
+	if st.pendingAll {
+		return
+	}
+	if len(st.pending)+len(ids) > maxPending {
+		st.pendingAll, st.pending = true, st.pending[:0]
+		return
+	}
+	st.pending = append(st.pending, ids...)
+}
+
 // find returns the position of id's entry, or where it would go.
 func (st *typeState) find(id pool.ID) (int, bool) {
 	return slices.BinarySearchFunc(st.entries, id, func(e entry, id pool.ID) int { return cmp.Compare(e.id(), id) })
@@ -241,7 +258,7 @@ func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time) {
 			st.dirty = true
 			continue
 		}
-		st.pending = append(st.pending, tc.IDs...)
+		st.notePending(tc.IDs...)
 	}
 	c.mu.Unlock()
 	c.wake()
@@ -253,7 +270,7 @@ func (c *conn) secretChanged(id pool.ID) {
 	st := c.types[secretType]
 	if st != nil && st.subscribed {
 		if c.isDelta {
-			st.pending = append(st.pending, id)
+			st.notePending(id)
 		} else {
 			st.dirty = true
 		}

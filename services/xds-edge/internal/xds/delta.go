@@ -27,6 +27,11 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 	typeURL := req.GetTypeUrl()
 	ctx := w.st.Context()
 	c.mu.Lock()
+	if c.closed {
+		// The stream's references are already released.
+		c.mu.Unlock()
+		return errClientDone
+	}
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
@@ -102,7 +107,7 @@ func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discover
 		if r := s.lookupLocked(c, typeURL, n); r != nil && r.Version == v {
 			e.rev = r.Rev
 		}
-		st.pending = append(st.pending, e.id())
+		st.notePending(e.id())
 	}
 	var added []string
 	for _, n := range req.GetResourceNamesSubscribe() {
@@ -115,7 +120,7 @@ func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discover
 			*e = newEntry(e.id(), true, e.rev)
 			added = append(added, n)
 		}
-		st.pending = append(st.pending, e.id())
+		st.notePending(e.id())
 	}
 	st.merge(s.pool, fresh)
 	for _, n := range req.GetResourceNamesUnsubscribe() {

@@ -25,6 +25,11 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	typeURL := req.GetTypeUrl()
 	ctx := w.st.Context()
 	c.mu.Lock()
+	if c.closed {
+		// The stream's references are already released.
+		c.mu.Unlock()
+		return errClientDone
+	}
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {

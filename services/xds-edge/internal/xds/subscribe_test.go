@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
+	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
 )
@@ -278,5 +279,27 @@ func TestSotWExplicitSubscriptions(t *testing.T) {
 	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
 	if n := f.ids(); n != base {
 		t.Errorf("%d IDs after the stream closed, want %d", n, base)
+	}
+}
+
+// TestPendingIsBounded: a stream that does not flush for a while notes at
+// most maxPending IDs, then looks at everything on its next flush.
+func TestPendingIsBounded(t *testing.T) {
+	var st typeState
+	ids := make([]pool.ID, maxPending)
+	for i := range ids {
+		ids[i] = pool.ID(i)
+	}
+	st.notePending(ids...)
+	if st.pendingAll || len(st.pending) != maxPending {
+		t.Fatalf("after %d IDs: pendingAll %v, %d noted", maxPending, st.pendingAll, len(st.pending))
+	}
+	st.notePending(1)
+	if !st.pendingAll || len(st.pending) != 0 {
+		t.Fatalf("past the bound: pendingAll %v, %d noted", st.pendingAll, len(st.pending))
+	}
+	st.notePending(2)
+	if len(st.pending) != 0 {
+		t.Fatal("IDs noted while everything is pending")
 	}
 }

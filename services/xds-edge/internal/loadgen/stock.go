@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"runtime"
 	"sync/atomic"
@@ -169,10 +170,13 @@ func stockTLS(c StockConfig) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
 }
 
-// stockAdmin answers /readyz once the first generation is applied, and
-// /metrics with go_memstats_heap_alloc_bytes, as the edge does.
+// stockAdmin answers /readyz once the first generation is applied,
+// /metrics with go_memstats_heap_alloc_bytes, as the edge does, and
+// /debug/pprof/heap, through which the harness forces a collection before
+// it reads the heap, as it does with the edge.
 func stockAdmin(ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("/debug/pprof/heap", pprof.Handler("heap"))
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "no generation applied yet", http.StatusServiceUnavailable)

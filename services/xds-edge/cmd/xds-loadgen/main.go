@@ -62,6 +62,7 @@ func run(ctx context.Context, args []string) error {
 	nEdges := fs.Int("edges", 1, "edge replicas to start, each its own process; proxies are spread over them (edge only)")
 	explicit := fs.Bool("explicit", false, "proxies subscribe to their names one by one instead of as a wildcard (always on for stock and both)")
 	sotw := fs.Bool("sotw", false, "proxies use state-of-the-world ADS instead of delta (edge only; every push of a type then carries the proxy's whole view of it)")
+	cpuProfile := fs.String("cpu-profile", "", "write the (first) edge's CPU profile over the edits to this file, for `go tool pprof` (edge only)")
 	heapProfile := fs.String("heap-profile", "", "write the (first) edge's heap profile to this file once every proxy is synced, for `go tool pprof` (edge only)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -128,7 +129,7 @@ func run(ctx context.Context, args []string) error {
 		c.XDSAddr, c.AdminAddr, c.PID, c.MoreEdges = servers[0].XDSAddr, servers[0].AdminAddr, servers[0].PID, servers[1:]
 		c.GenBase = uint64(len(reports) * *edits)
 		if kind == "edge" {
-			c.HeapProfile = *heapProfile
+			c.HeapProfile, c.CPUProfile = *heapProfile, *cpuProfile
 		}
 		rep, err := loadgen.Run(ctx, c)
 		stop()

@@ -66,6 +66,9 @@ type Config struct {
 	// profile to once every proxy is synced (after a forced collection;
 	// the edge must serve pprof).
 	HeapProfile string
+	// CPUProfile, when set, is a file to write the first edge's CPU
+	// profile to, taken over the edits (the edge must serve pprof).
+	CPUProfile string
 }
 
 // Edge is one edge replica's addresses.
@@ -292,7 +295,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		rep.HeapPerProxy = (heapAfter - heapBefore) / float64(c.Proxies)
 	}
 	if c.HeapProfile != "" {
-		if err := saveHeapProfile(c.AdminAddr, c.HeapProfile); err != nil {
+		if err := saveProfile("http://"+c.AdminAddr+"/debug/pprof/heap?gc=1", c.HeapProfile); err != nil {
 			return nil, fmt.Errorf("heap profile: %w", err)
 		}
 	}
@@ -300,6 +303,16 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	store, err := c.Bus.Bucket(ctx, bus.BucketCompiled)
 	if err != nil {
 		return nil, err
+	}
+	var profileDone chan error
+	if c.CPUProfile != "" {
+		// Each edit takes about a second at 10k proxies; the profile ends
+		// on its own, and is waited for after the edits.
+		profileDone = make(chan error, 1)
+		go func() {
+			profileDone <- saveProfile(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", c.AdminAddr, 1+c.Edits), c.CPUProfile)
+		}()
+		time.Sleep(100 * time.Millisecond) // let the profile start
 	}
 	cpu0, cpuOK := c.serverCPU()
 	for e := range c.Edits {
@@ -352,6 +365,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	}
 	if cpu1, ok := c.serverCPU(); ok && cpuOK && c.Edits > 0 {
 		rep.ServerCPUPerEdit = (cpu1 - cpu0) / time.Duration(c.Edits)
+	}
+	if profileDone != nil {
+		if err := <-profileDone; err != nil {
+			return nil, fmt.Errorf("cpu profile: %w", err)
+		}
 	}
 	if c.AdminAddr != "" {
 		// Give the last ACKs time to reach the edges.
@@ -473,10 +491,9 @@ func edgeHeap(adminAddr string) (float64, error) {
 	return 0, fmt.Errorf("no go_memstats_heap_alloc_bytes in /metrics")
 }
 
-// saveHeapProfile writes the edge's heap profile, taken after a forced
-// collection, to file.
-func saveHeapProfile(adminAddr, file string) error {
-	resp, err := http.Get("http://" + adminAddr + "/debug/pprof/heap?gc=1")
+// saveProfile writes the pprof profile at url to file.
+func saveProfile(url, file string) error {
+	resp, err := http.Get(url)
 	if err != nil {
 		return err
 	}

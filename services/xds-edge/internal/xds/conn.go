@@ -30,9 +30,9 @@ type conn struct {
 
 	mu         sync.Mutex
 	nodeID     string
-	types      map[string]*typeState
+	types      [len(pushOrderArray)]*typeState // the served types, by typeSlot
+	other      map[string]*typeState           // types the edge does not serve (never answered)
 	nonce      uint64
-	acked      map[string]string
 	lastNack   *meshv1.Nack
 	generation uint64
 	// ACK status coalescing (Options.AckStatusInterval).
@@ -50,7 +50,8 @@ type typeState struct {
 	// for the push-to-ACK latency; zero when the pending push was not caused
 	// by a commit.
 	commit   time.Time
-	inflight map[string]sentResponse // by nonce
+	inflight []sentResponse // oldest first, at most maxInflight
+	acked    string         // the version of the last response ACKed
 
 	// State of the world.
 	subs          []pool.ID // explicit subscriptions, sorted, each with a reference
@@ -150,6 +151,9 @@ func (st *typeState) drop(p *pool.Pool, i int) {
 // caller holds the server's lock (a read lock will do).
 func (c *conn) release(p *pool.Pool) {
 	for _, st := range c.types {
+		if st == nil {
+			continue
+		}
 		for _, e := range st.entries {
 			p.Unref(e.id())
 		}
@@ -179,7 +183,7 @@ type sentName struct {
 func newConn(streamID uint64, id identity.ID, delta bool) *conn {
 	return &conn{
 		streamID: streamID, id: id, group: pool.GroupID(id.Namespace, id.ServiceAccount), isDelta: delta,
-		wakeCh: make(chan struct{}, 1), types: map[string]*typeState{}, acked: map[string]string{},
+		wakeCh: make(chan struct{}, 1),
 	}
 }
 
@@ -191,12 +195,27 @@ func (c *conn) wake() {
 	}
 }
 
+// lookup returns the type's state, or nil. c.mu is held.
+func (c *conn) lookup(typeURL string) *typeState {
+	if i := typeSlot(typeURL); i >= 0 {
+		return c.types[i]
+	}
+	return c.other[typeURL]
+}
+
 // state returns the type's state, creating it. c.mu is held.
 func (c *conn) state(typeURL string) *typeState {
-	st := c.types[typeURL]
-	if st == nil {
-		st = &typeState{inflight: map[string]sentResponse{}}
-		c.types[typeURL] = st
+	if st := c.lookup(typeURL); st != nil {
+		return st
+	}
+	st := &typeState{}
+	if i := typeSlot(typeURL); i >= 0 {
+		c.types[i] = st
+	} else {
+		if c.other == nil {
+			c.other = map[string]*typeState{}
+		}
+		c.other[typeURL] = st
 	}
 	return st
 }
@@ -213,20 +232,32 @@ func (st *typeState) subscription() []pool.ID {
 	return st.subs
 }
 
-// remember records a sent response under a new nonce. c.mu is held.
+// remember records a sent response under a new nonce (the decimal
+// sequence number), forgetting the oldest beyond maxInflight. c.mu is held.
 func (c *conn) remember(st *typeState, sent sentResponse) string {
 	c.nonce++
 	sent.seq = c.nonce
-	nonce := strconv.FormatUint(c.nonce, 10)
-	st.inflight[nonce] = sent
-	if len(st.inflight) > maxInflight {
-		for n, r := range st.inflight {
-			if r.seq+maxInflight <= c.nonce {
-				delete(st.inflight, n)
-			}
+	if len(st.inflight) == maxInflight {
+		st.inflight = slices.Delete(st.inflight, 0, 1)
+	}
+	st.inflight = append(st.inflight, sent)
+	return strconv.FormatUint(c.nonce, 10)
+}
+
+// take returns and forgets the response sent under nonce; false for a
+// nonce this stream did not make or no longer tracks. c.mu is held.
+func (st *typeState) take(nonce string) (sentResponse, bool) {
+	seq, err := strconv.ParseUint(nonce, 10, 64)
+	if err != nil {
+		return sentResponse{}, false
+	}
+	for i, r := range st.inflight {
+		if r.seq == seq {
+			st.inflight = slices.Delete(st.inflight, i, i+1)
+			return r, true
 		}
 	}
-	return nonce
+	return sentResponse{}, false
 }
 
 // setNode records the node id of the first request; it reports whether it
@@ -249,7 +280,7 @@ func (c *conn) nodeIDValue() string {
 func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time) {
 	c.mu.Lock()
 	for typeURL, tc := range types {
-		st := c.types[typeURL]
+		st := c.lookup(typeURL)
 		if st == nil || !st.subscribed {
 			continue
 		}
@@ -267,7 +298,7 @@ func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time) {
 // secretChanged marks a secret pending and wakes the stream.
 func (c *conn) secretChanged(id pool.ID) {
 	c.mu.Lock()
-	st := c.types[secretType]
+	st := c.types[typeSlot(secretType)]
 	if st != nil && st.subscribed {
 		if c.isDelta {
 			st.notePending(id)
@@ -283,9 +314,11 @@ func (c *conn) secretChanged(id pool.ID) {
 func (c *conn) status(edgeID string, ev meshv1.ProxyEvent, nack *meshv1.Nack) *meshv1.ProxyStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	acked := make(map[string]string, len(c.acked))
-	for k, v := range c.acked {
-		acked[k] = v
+	acked := map[string]string{}
+	for i, st := range c.types {
+		if st != nil && st.acked != "" {
+			acked[pushOrder[i]] = st.acked
+		}
 	}
 	if nack != nil {
 		c.lastNack = nack

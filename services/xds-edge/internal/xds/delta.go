@@ -35,14 +35,13 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
-		if sent, ok := st.inflight[nonce]; ok {
-			delete(st.inflight, nonce)
+		if sent, ok := st.take(nonce); ok {
 			if d := req.GetErrorDetail(); d != nil {
 				s.rollback(st, sent.sent)
 				msg := d.GetMessage()
 				after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
 			} else {
-				c.acked[typeURL] = sent.version
+				st.acked = sent.version
 				after = append(after, func() { s.recordAck(ctx, c, typeURL, sent) })
 			}
 		}
@@ -166,8 +165,8 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 	gen, _ := s.pool.Generation()
 	c.generation = gen
 	sysVersion := strconv.FormatUint(gen, 10)
-	for _, typeURL := range pushOrder {
-		st := c.types[typeURL]
+	for i, typeURL := range pushOrder {
+		st := c.types[i]
 		if st == nil || !st.subscribed || (!st.pendingAll && len(st.pending) == 0) {
 			continue
 		}

@@ -55,8 +55,32 @@ import (
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
 
-// pushOrder is the order in which a stream sends pending types.
-var pushOrder = []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
+// pushOrderArray is the order in which a stream sends pending types: the
+// types the edge serves.
+var pushOrderArray = [...]string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType, resourcev3.SecretType}
+
+// pushOrder is pushOrderArray as a slice.
+var pushOrder = pushOrderArray[:]
+
+// typeSlot is typeURL's position in pushOrder, or -1 for a type the edge
+// does not serve. A switch, not a map: type URLs are long, and their
+// lengths differ, so this is one length test and one comparison where a
+// map hashed the whole string, several times per push and per ACK.
+func typeSlot(typeURL string) int {
+	switch typeURL {
+	case resourcev3.ClusterType:
+		return 0
+	case resourcev3.EndpointType:
+		return 1
+	case resourcev3.ListenerType:
+		return 2
+	case resourcev3.RouteType:
+		return 3
+	case resourcev3.SecretType:
+		return 4
+	}
+	return -1
+}
 
 // StatusPublisher publishes proxy status reports (to mesh.status.proxy.>).
 type StatusPublisher interface {

@@ -33,19 +33,18 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
 	if nonce := req.GetResponseNonce(); nonce != "" {
-		sent, ok := st.inflight[nonce]
+		sent, ok := st.take(nonce)
 		if !ok {
 			// A reply to a response we no longer track: stale, ignored.
 			c.mu.Unlock()
 			return nil
 		}
-		delete(st.inflight, nonce)
 		if d := req.GetErrorDetail(); d != nil {
 			st.nackedVersion = sent.version
 			msg := d.GetMessage()
 			after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
 		} else {
-			c.acked[typeURL] = sent.version
+			st.acked = sent.version
 			after = append(after, func() { s.recordAck(ctx, c, typeURL, sent) })
 		}
 	} else if err := s.refuseNewer(pool.GenerationOfVersion(req.GetVersionInfo())); err != nil {
@@ -136,7 +135,7 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 	s.mu.RLock()
 	c.generation, _ = s.pool.Generation()
 	for i, typeURL := range pushOrder {
-		st := c.types[typeURL]
+		st := c.types[i]
 		if st == nil || !st.subscribed || !st.dirty {
 			continue
 		}
@@ -148,7 +147,7 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 			continue
 		}
 		if keepsState(typeURL) {
-			if dropped := droppedFrom(st.lastSent, rs); len(dropped) > 0 && c.laterDirty(pushOrder[i+1:]) {
+			if dropped := droppedFrom(st.lastSent, rs); len(dropped) > 0 && c.laterDirty(i+1) {
 				union := mergeByName(rs, dropped)
 				out = append(out, c.sotwResponse(st, typeURL, union, pool.VersionOf(union, "make-before-break")))
 				removals = append(removals, c.sotwResponse(st, typeURL, rs, version))
@@ -188,10 +187,11 @@ func keepsState(typeURL string) bool {
 	return typeURL == resourcev3.ClusterType || typeURL == resourcev3.ListenerType
 }
 
-// laterDirty says whether any of types has a push pending. c.mu is held.
-func (c *conn) laterDirty(types []string) bool {
-	for _, t := range types {
-		if st := c.types[t]; st != nil && st.subscribed && st.dirty {
+// laterDirty says whether any type from push position from on has a push
+// pending. c.mu is held.
+func (c *conn) laterDirty(from int) bool {
+	for _, st := range c.types[from:] {
+		if st != nil && st.subscribed && st.dirty {
 			return true
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
@@ -301,5 +302,33 @@ func TestPendingIsBounded(t *testing.T) {
 	st.notePending(2)
 	if len(st.pending) != 0 {
 		t.Fatal("IDs noted while everything is pending")
+	}
+}
+
+func TestTypeSlotFollowsPushOrder(t *testing.T) {
+	for i, typeURL := range pushOrder {
+		if got := typeSlot(typeURL); got != i {
+			t.Errorf("typeSlot(%s) = %d, want %d", typeURL, got, i)
+		}
+	}
+	if typeSlot("type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig") != -1 {
+		t.Error("a type the edge does not serve has a slot")
+	}
+}
+
+func TestInflightForgetsTheOldest(t *testing.T) {
+	c := newConn(1, identity.ID{}, true)
+	st := c.state(cds)
+	var nonces []string
+	for range maxInflight + 2 {
+		nonces = append(nonces, c.remember(st, sentResponse{}))
+	}
+	for i, n := range nonces {
+		if _, ok := st.take(n); ok != (i >= 2) {
+			t.Errorf("nonce %s (response %d): tracked %v", n, i, ok)
+		}
+	}
+	if _, ok := st.take("not-a-nonce"); ok {
+		t.Error("a foreign nonce was taken")
 	}
 }

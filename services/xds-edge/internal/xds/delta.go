@@ -19,10 +19,10 @@ type deltaStream struct {
 
 func (*deltaStream) delta() bool { return true }
 
-func (w *deltaStream) recv(s *Server, c *conn) error {
+func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 	req, err := receive(w.st.Recv)
 	if err != nil {
-		return err
+		return false, err
 	}
 	typeURL := req.GetTypeUrl()
 	ctx := w.st.Context()
@@ -30,7 +30,7 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 	if c.closed {
 		// The stream's references are already released.
 		c.mu.Unlock()
-		return errClientDone
+		return false, errClientDone
 	}
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
@@ -46,6 +46,9 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 			}
 		}
 	}
+	// Only a request that subscribes or unsubscribes can make something
+	// to send; an ACK or a NACK cannot.
+	flush := !st.subscribed || len(req.GetInitialResourceVersions())+len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) > 0
 	if !st.subscribed {
 		if typeURL != secretType {
 			var seen uint64
@@ -54,7 +57,7 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 			}
 			if err := s.refuseNewer(seen); err != nil {
 				c.mu.Unlock()
-				return err
+				return false, err
 			}
 		}
 		st.subscribed = true
@@ -63,7 +66,7 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 		}
 	}
 	var added []string
-	if len(req.GetInitialResourceVersions())+len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) > 0 {
+	if flush {
 		added = s.subscribe(c, st, typeURL, req)
 	}
 	if typeURL == secretType && len(added) > 0 {
@@ -73,7 +76,7 @@ func (w *deltaStream) recv(s *Server, c *conn) error {
 	for _, f := range after {
 		f()
 	}
-	return nil
+	return flush, nil
 }
 
 // subscribe applies a request's initial versions (on the type's first

@@ -17,10 +17,10 @@ type sotwStream struct {
 
 func (*sotwStream) delta() bool { return false }
 
-func (w *sotwStream) recv(s *Server, c *conn) error {
+func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 	req, err := receive(w.st.Recv)
 	if err != nil {
-		return err
+		return false, err
 	}
 	typeURL := req.GetTypeUrl()
 	ctx := w.st.Context()
@@ -28,7 +28,7 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	if c.closed {
 		// The stream's references are already released.
 		c.mu.Unlock()
-		return errClientDone
+		return false, errClientDone
 	}
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
@@ -37,7 +37,7 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 		if !ok {
 			// A reply to a response we no longer track: stale, ignored.
 			c.mu.Unlock()
-			return nil
+			return false, nil
 		}
 		if d := req.GetErrorDetail(); d != nil {
 			st.nackedVersion = sent.version
@@ -49,13 +49,16 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 		}
 	} else if err := s.refuseNewer(pool.GenerationOfVersion(req.GetVersionInfo())); err != nil {
 		c.mu.Unlock()
-		return err
+		return false, err
 	}
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0 || slices.Contains(names, "*")
 	// An ACK repeats the subscription; only a changed one is taken (under
 	// the write lock, which gives IDs to new names).
-	if req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !s.sameSubscription(st, typeURL, names) {
+	// Only a new or changed subscription can make something to send; an
+	// ACK or a NACK that repeats the subscription cannot.
+	flush := req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !s.sameSubscription(st, typeURL, names)
+	if flush {
 		st.force, st.dirty = true, true
 		added := s.resubscribe(st, typeURL, names)
 		if typeURL == secretType {
@@ -67,7 +70,7 @@ func (w *sotwStream) recv(s *Server, c *conn) error {
 	for _, f := range after {
 		f()
 	}
-	return nil
+	return flush, nil
 }
 
 // sameSubscription reports whether names (a request's resource_names) are

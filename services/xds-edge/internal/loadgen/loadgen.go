@@ -156,7 +156,7 @@ func (r Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "server CPU per edit: %s\n", r.ServerCPUPerEdit.Round(time.Millisecond))
 	}
 	if r.HeapPerProxy > 0 {
-		fmt.Fprintf(w, "edge heap: %.1f MB idle before, %.1f MB with the proxies: %.1f KB per proxy\n", r.EdgeHeapBefore/1e6, r.EdgeHeapAfter/1e6, r.HeapPerProxy/1e3)
+		fmt.Fprintf(w, "server heap: %.1f MB idle before, %.1f MB with the proxies: %.1f KB per proxy\n", r.EdgeHeapBefore/1e6, r.EdgeHeapAfter/1e6, r.HeapPerProxy/1e3)
 	}
 }
 

@@ -11,17 +11,21 @@ import matplotlib.pyplot as plt
 # Scale harness, separate processes: commit -> received, p99 (ms), one
 # point per edit (2026-11-26, quiet machine).
 harness = {
-    "1k, 1 edge\npolicy edit": [42, 40, 40, 43, 41],
-    "10k, 1 edge\nendpoint change": [643, 597, 627, 626, 576, 581, 516, 612, 511, 550,
-                                     732, 661, 643, 749, 695, 725, 650, 618, 599, 583],
-    "10k, 3 edges\npolicy edit": [1107, 992, 859],
+    "1k, 1 edge\npolicy edit": [41, 42, 37, 36, 39],
+    "10k, 1 edge\nendpoint change": [561, 611, 589, 581, 579, 647, 581, 596, 625, 635, 671, 636, 606, 608, 614],
+    "10k, 3 edges\npolicy edit": [774, 814, 795],
 }
 goals = {"1k, 1 edge\npolicy edit": 150, "10k, 1 edge\nendpoint change": 1000, "10k, 3 edges\npolicy edit": 2000}
 # Same run, same proxies (10k, explicit subscriptions): worst edit p99 (ms)
 # of the edge and of go-control-plane's stock delta server (LinearCache).
-stock_cmp = {"21": (684, 1589), "301": (601, 2221), "1,001": (619, 12343)}
+stock_cmp = {"21": (671, 1284), "301": (758, 3566), "1,001": (1136, 10129)}
+# Live heap per idle proxy at 10k (KB), after a forced collection.
+memory = {
+    "21 resources": {"xds-edge": 29.6, "stock": 64.5},
+    "1,001 names,\nexplicit": {"xds-edge": 47.1, "xds-edge before (3k proxies)": 177.4, "stock": 247.5},
+}
 
-fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
+fig, (a, b, m) = plt.subplots(1, 3, figsize=(15, 4.2))
 names = list(harness)
 for i, n in enumerate(names):
     a.scatter([i] * len(harness[n]), harness[n], color="tab:blue", zorder=3, label="p99" if i == 0 else None)
@@ -43,5 +47,18 @@ b.set_yscale("log")
 b.set_ylabel("worst edit p99, ms (log)")
 b.set_title("10k proxies, one endpoint change, same run")
 b.legend(fontsize=8)
+
+colors = {"xds-edge": "tab:blue", "xds-edge before (3k proxies)": "lightsteelblue", "stock": "tab:gray"}
+labelled = set()
+for i, (case, vals) in enumerate(memory.items()):
+    w = 0.8 / len(vals)
+    for j, (who, kb) in enumerate(vals.items()):
+        m.bar(i - 0.4 + w * (j + 0.5), kb, w, color=colors[who], label=None if who in labelled else who)
+        labelled.add(who)
+m.axhline(60, color="tab:red", label="goal (xds-edge)")
+m.set_xticks(range(len(memory)), list(memory))
+m.set_ylabel("live heap per idle proxy, KB")
+m.set_title("memory per proxy at 10k")
+m.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig("docs/bench/xds-edge.png", dpi=110)

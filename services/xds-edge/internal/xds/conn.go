@@ -118,8 +118,10 @@ func (st *typeState) insert(i int, e entry) { st.entries = slices.Insert(st.entr
 
 // merge adds entries for IDs that have none (each with one reference the
 // caller took), in one pass: a subscription to a thousand names inserts
-// them at once. An ID given twice keeps one entry and drops the other
-// reference.
+// them at once. An ID given twice (a name both in a reconnecting proxy's
+// initial versions and in its subscription, or subscribed to twice) keeps
+// one entry, subscribed if either was, holding the revision either held,
+// and drops the other reference.
 func (st *typeState) merge(p *pool.Pool, fresh []entry) {
 	if len(fresh) == 0 {
 		return
@@ -129,6 +131,11 @@ func (st *typeState) merge(p *pool.Pool, fresh []entry) {
 	i := 0
 	for j, e := range fresh {
 		if j > 0 && fresh[j-1].id() == e.id() {
+			last := &out[len(out)-1]
+			last.key |= e.key & 1
+			if last.rev == pool.RevNone {
+				last.rev = e.rev
+			}
 			p.Unref(e.id())
 			continue
 		}

@@ -48,8 +48,9 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 	}
 	// Only a request that subscribes or unsubscribes can make something
 	// to send; an ACK or a NACK cannot.
-	flush := !st.subscribed || len(req.GetInitialResourceVersions())+len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) > 0
-	if !st.subscribed {
+	first := !st.subscribed
+	flush := first || len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) > 0
+	if first {
 		if typeURL != secretType {
 			var seen uint64
 			for _, v := range req.GetInitialResourceVersions() {
@@ -67,7 +68,7 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 	}
 	var added []string
 	if flush {
-		added = s.subscribe(c, st, typeURL, req)
+		added = s.subscribe(c, st, typeURL, req, first)
 	}
 	if typeURL == secretType && len(added) > 0 {
 		after = append(after, func() { s.checkSecretNames(ctx, c, added) })
@@ -80,11 +81,11 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 }
 
 // subscribe applies a request's initial versions (on the type's first
-// request only), subscriptions and unsubscriptions to st, and returns the
-// names newly subscribed. It takes the server's write lock, to give IDs to
-// names the pool has not seen; a request that only ACKs does not come
-// here. c.mu is held.
-func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discovery.DeltaDiscoveryRequest) []string {
+// request only: first), subscriptions and unsubscriptions to st, and
+// returns the names newly subscribed. It takes the server's write lock, to
+// give IDs to names the pool has not seen; a request that only ACKs does
+// not come here. c.mu is held.
+func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discovery.DeltaDiscoveryRequest, first bool) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.pool.Collect()
@@ -103,7 +104,11 @@ func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discover
 	if len(st.entries) == 0 && len(fresh) == 0 {
 		fresh = make([]entry, 0, len(req.GetInitialResourceVersions())+len(req.GetResourceNamesSubscribe()))
 	}
-	for n, v := range req.GetInitialResourceVersions() {
+	initial := req.GetInitialResourceVersions()
+	if !first {
+		initial = nil // only the first request of a type may carry them
+	}
+	for n, v := range initial {
 		e := entryFor(n)
 		e.rev = pool.RevUnknown
 		if r := s.lookupLocked(c, typeURL, n); r != nil && r.Version == v {

@@ -332,3 +332,53 @@ func TestInflightForgetsTheOldest(t *testing.T) {
 		t.Error("a foreign nonce was taken")
 	}
 }
+
+// TestDeltaReconnectWithVersionsAndNames: an Envoy reconnecting over delta
+// names its endpoints both as subscriptions and in its initial versions,
+// in one request. It gets only what changed since, and stays subscribed.
+func TestDeltaReconnectWithVersionsAndNames(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	base := f.ids()
+	held := map[string]string{}
+	first := f.rawDelta(spiffe("a"))
+	first.send(&discovery.DeltaDiscoveryRequest{TypeUrl: eds, ResourceNamesSubscribe: []string{"ca", "shared"}})
+	select {
+	case resp := <-first.got:
+		for _, r := range resp.GetResources() {
+			held[r.GetName()] = r.GetVersion()
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no initial response")
+	}
+	if len(held) != 2 {
+		t.Fatalf("first stream holds %v", held)
+	}
+	if err := first.st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	f.commit(res(t, xdstest.Endpoints("ca", 8181), "ca", 2))
+
+	p := f.rawDelta(spiffe("a"))
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: eds, ResourceNamesSubscribe: []string{"ca", "shared"}, InitialResourceVersions: held})
+	if got := p.next(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("after reconnecting: %v, want ca only", got)
+	}
+	p.none()
+	// Still subscribed to both.
+	f.commit(res(t, xdstest.Endpoints("shared", 9191), "shared", 3))
+	if got := p.next(); !cmp.Equal(got, []string{"shared"}) {
+		t.Fatalf("after shared changed: %v", got)
+	}
+	// Initial versions on a later request are ignored.
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: eds, InitialResourceVersions: map[string]string{"ca": "0.bogus"}})
+	p.none()
+	if err := p.st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	if n := f.ids(); n != base {
+		t.Errorf("%d IDs after the streams closed, want %d", n, base)
+	}
+}

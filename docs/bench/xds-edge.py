@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 # Scale harness, separate processes: commit -> received, p99 (ms), one
 # point per edit (2026-11-26, quiet machine).
 harness = {
-    "1k, 1 edge\npolicy edit": [41, 42, 37, 36, 39],
+    "1k, 1 edge\npolicy edit": [89, 44, 46, 49, 39],
     "10k, 1 edge\nendpoint change": [561, 611, 589, 581, 579, 647, 581, 596, 625, 635, 671, 636, 606, 608, 614],
-    "10k, 3 edges\npolicy edit": [774, 814, 795],
+    "10k, 3 edges\npolicy edit": [657, 573, 670],
 }
 goals = {"1k, 1 edge\npolicy edit": 150, "10k, 1 edge\nendpoint change": 1000, "10k, 3 edges\npolicy edit": 2000}
 # Same run, same proxies (10k, explicit subscriptions): worst edit p99 (ms)

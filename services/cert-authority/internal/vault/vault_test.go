@@ -14,7 +14,6 @@ import (
 	"os"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/openservicemesh/osm/libs/logging"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/vaultdev"
@@ -93,28 +93,10 @@ func token(t *testing.T, ttl string, extra map[string]any) string {
 	return out["auth"].(map[string]any)["client_token"].(string)
 }
 
-// lockedBuffer collects logs written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func testLog() (*logrus.Entry, *lockedBuffer) {
+func testLog() (*logrus.Entry, *logging.Buffer) {
 	l := logrus.New()
 	l.SetLevel(logrus.DebugLevel)
-	b := &lockedBuffer{}
+	b := &logging.Buffer{}
 	l.SetOutput(b)
 	return logrus.NewEntry(l), b
 }

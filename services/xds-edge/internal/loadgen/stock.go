@@ -3,13 +3,10 @@ package loadgen
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"runtime"
 	"sync/atomic"
 
@@ -23,6 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
@@ -159,13 +157,9 @@ func stockTLS(c StockConfig) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	pemBytes, err := os.ReadFile(c.ClientCAFile)
+	roots, err := caclient.PoolFromFile(c.ClientCAFile)
 	if err != nil {
 		return nil, err
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemBytes) {
-		return nil, errors.New("no certificate in " + c.ClientCAFile)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientCAs: roots, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}, nil
 }

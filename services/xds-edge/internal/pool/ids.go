@@ -104,21 +104,18 @@ func (p *Pool) ID(typeURL, name string) (ID, bool) {
 	return id, ok
 }
 
-// Name returns the name behind id.
-func (p *Pool) Name(id ID) string {
+// Key returns the type and name behind id ("", "" for a free ID).
+func (p *Pool) Key(id ID) (typeURL, name string) {
 	if int(id) >= len(p.ids.slots) {
-		return ""
+		return "", ""
 	}
-	return p.ids.slots[id].key.name
+	k := p.ids.slots[id].key
+	return k.typeURL, k.name
 }
 
-// TypeURL returns the type of id ("" for a free ID).
-func (p *Pool) TypeURL(id ID) string {
-	if int(id) >= len(p.ids.slots) {
-		return ""
-	}
-	return p.ids.slots[id].key.typeURL
-}
+// NewRev returns a new revision of id, for content its owner keeps outside
+// the pool (the edge's secrets) under an ID it acquired. Writer only.
+func (p *Pool) NewRev(id ID) uint32 { return p.ids.nextRev(id) }
 
 // Acquire returns the ID of typeURL/name with one more stream reference,
 // making the ID if needed. Writer only: the owner holds its write lock.

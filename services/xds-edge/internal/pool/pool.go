@@ -688,39 +688,6 @@ func diffNames(before, after []string) TypeChange {
 // HasGroup reports whether the group exists.
 func (p *Pool) HasGroup(id string) bool { return p.groups[id] != nil }
 
-// Names returns the names of typeURL in the group's view: named by the
-// group (itself or through its sets) and held by the pool, sorted.
-func (p *Pool) Names(id, typeURL string) []string {
-	g := p.groups[id]
-	if g == nil {
-		return nil
-	}
-	var out []string
-	for _, n := range p.namedOf(g, typeURL) {
-		if _, ok := p.res[resKey{typeURL, n}]; ok {
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
-// ViewIDs returns the IDs of the resources of typeURL in the group's view,
-// in the order of their names.
-func (p *Pool) ViewIDs(id, typeURL string) []ID {
-	g := p.groups[id]
-	if g == nil {
-		return nil
-	}
-	names := p.namedOf(g, typeURL)
-	out := make([]ID, 0, len(names))
-	for _, n := range names {
-		if r := p.res[resKey{typeURL, n}]; r != nil {
-			out = append(out, r.ID)
-		}
-	}
-	return out
-}
-
 // Get returns the resource typeURL/name if the group's view holds it: a
 // group never gets a resource it does not name, nor one the pool lacks.
 func (p *Pool) Get(id, typeURL, name string) *Resource {

@@ -256,7 +256,7 @@ func TestGroupOnlyGetsWhatItNames(t *testing.T) {
 	if got := p.View("a/a", cds, []ID{}); len(got) != 0 {
 		t.Errorf("an empty explicit subscription sees %v", names(got))
 	}
-	if got := p.Names("a/a", cds); !cmp.Equal(got, []string{"c1", "c2"}) {
+	if got := names(p.View("a/a", cds, nil)); !cmp.Equal(got, []string{"c1", "c2"}) {
 		t.Errorf("names = %v", got)
 	}
 }
@@ -424,7 +424,7 @@ func seedSets(t *testing.T) *Pool {
 
 func TestSetNamesJoinTheGroupsView(t *testing.T) {
 	p := seedSets(t)
-	if got := p.Names("b/b", cds); !cmp.Equal(got, []string{"c1", "c2", "c3"}) {
+	if got := names(p.View("b/b", cds, nil)); !cmp.Equal(got, []string{"c1", "c2", "c3"}) {
 		t.Errorf("b/b names = %v", got)
 	}
 	sub := []ID{p.Acquire(cds, "c1"), p.Acquire(cds, "c3")}
@@ -536,7 +536,7 @@ func TestSetDeleted(t *testing.T) {
 	if diff := cmp.Diff(want, ch.Groups); diff != "" {
 		t.Errorf("change (-want +got):\n%s", diff)
 	}
-	if got := p.Names("a/a", cds); !cmp.Equal(got, []string{"c3"}) {
+	if got := names(p.View("a/a", cds, nil)); !cmp.Equal(got, []string{"c3"}) {
 		t.Errorf("a/a names = %v, want [c3]", got)
 	}
 	// The set comes back: its names return to every group still listing it.
@@ -558,7 +558,7 @@ func TestSetRecordMustMatchItsKey(t *testing.T) {
 	if _, err := p.Commit(&meshv1.Generation{Number: 2}); err == nil {
 		t.Error("a set record under another set's key was applied")
 	}
-	if got := p.Names("c/c", cds); !cmp.Equal(got, []string{"c3"}) {
+	if got := names(p.View("c/c", cds, nil)); !cmp.Equal(got, []string{"c3"}) {
 		t.Errorf("c/c names = %v, want [c3] (s2 unchanged)", got)
 	}
 }
@@ -590,18 +590,15 @@ func randomCommits(t *testing.T, rng *rand.Rand) {
 		out := map[string][]string{}
 		for _, g := range groups {
 			id := GroupID(g, g)
-			view := p.Names(id, cds)
+			view := names(p.View(id, cds, nil))
 			if len(view) > 0 {
 				out[id] = view
 			}
-			// Get, View and Names agree.
-			if got := names(p.View(id, cds, nil)); !slices.Equal(got, view) {
-				t.Fatalf("%s: View %v, Names %v", id, got, view)
-			}
+			// Get and View agree.
 			for _, c := range clusters {
 				_, named := slices.BinarySearch(view, c)
 				if got := p.Get(id, cds, c) != nil; got != named {
-					t.Fatalf("%s: Get(%s) = %v, Names %v", id, c, got, view)
+					t.Fatalf("%s: Get(%s) = %v, View %v", id, c, got, view)
 				}
 			}
 		}
@@ -673,10 +670,10 @@ func randomCommits(t *testing.T, rng *rand.Rand) {
 func TestIDsFollowResourcesAndReferences(t *testing.T) {
 	p := seed(t)
 	r := p.res[resKey{cds, "c1"}]
-	if id, ok := p.ID(cds, "c1"); !ok || id != r.ID || p.Name(id) != "c1" {
+	if id, ok := p.ID(cds, "c1"); !ok || id != r.ID || !keyIs(p, id, cds, "c1") {
 		t.Fatalf("ID(c1) = %v %v, resource ID %v", id, ok, r.ID)
 	}
-	if unsafe.StringData(r.Name) != unsafe.StringData(p.Name(r.ID)) {
+	if _, name := p.Key(r.ID); unsafe.StringData(r.Name) != unsafe.StringData(name) {
 		t.Error("the resource and the ID table keep separate copies of the name")
 	}
 	if _, ok := p.ID(eds, "c2"); ok {
@@ -722,12 +719,18 @@ func TestIDsFollowResourcesAndReferences(t *testing.T) {
 	// reference.
 	n := p.IDs()
 	id := p.Acquire(cds, "subscribed-only")
-	if p.IDs() != n+1 || p.Name(id) != "subscribed-only" {
-		t.Fatalf("Acquire: %d IDs (was %d), name %q", p.IDs(), n, p.Name(id))
+	if p.IDs() != n+1 || !keyIs(p, id, cds, "subscribed-only") {
+		t.Fatalf("Acquire: %d IDs (was %d), ID %v", p.IDs(), n, id)
 	}
 	p.Unref(id)
 	commit(t, p, 5)
 	if p.IDs() != n {
 		t.Fatalf("%d IDs after the last reference went, want %d", p.IDs(), n)
 	}
+}
+
+// keyIs reports whether id stands for typeURL/name.
+func keyIs(p *Pool, id ID, typeURL, name string) bool {
+	t, n := p.Key(id)
+	return t == typeURL && n == name
 }

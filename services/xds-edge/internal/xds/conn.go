@@ -31,7 +31,6 @@ type conn struct {
 	mu         sync.Mutex
 	nodeID     string
 	types      [len(pushOrderArray)]*typeState // the served types, by typeSlot
-	other      map[string]*typeState           // types the edge does not serve (never answered)
 	nonce      uint64
 	lastNack   *meshv1.Nack
 	generation uint64
@@ -207,24 +206,21 @@ func (c *conn) lookup(typeURL string) *typeState {
 	if i := typeSlot(typeURL); i >= 0 {
 		return c.types[i]
 	}
-	return c.other[typeURL]
+	return nil
 }
 
-// state returns the type's state, creating it. c.mu is held.
+// state returns the type's state, creating it, or nil for a type the edge
+// does not serve: a request for one is never answered, so nothing is kept
+// for it. c.mu is held.
 func (c *conn) state(typeURL string) *typeState {
-	if st := c.lookup(typeURL); st != nil {
-		return st
+	i := typeSlot(typeURL)
+	if i < 0 {
+		return nil
 	}
-	st := &typeState{}
-	if i := typeSlot(typeURL); i >= 0 {
-		c.types[i] = st
-	} else {
-		if c.other == nil {
-			c.other = map[string]*typeState{}
-		}
-		c.other[typeURL] = st
+	if c.types[i] == nil {
+		c.types[i] = &typeState{}
 	}
-	return st
+	return c.types[i]
 }
 
 // subscription is the explicit subscription (never nil), or nil for a

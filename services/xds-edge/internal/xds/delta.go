@@ -34,6 +34,12 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 	}
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
+	if st == nil {
+		// A type the edge does not serve: never answered, nothing kept.
+		c.mu.Unlock()
+		runAll(after)
+		return false, nil
+	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		if sent, ok := st.take(nonce); ok {
 			if d := req.GetErrorDetail(); d != nil {
@@ -74,9 +80,7 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 		after = append(after, func() { s.checkSecretNames(ctx, c, added) })
 	}
 	c.mu.Unlock()
-	for _, f := range after {
-		f()
-	}
+	runAll(after)
 	return flush, nil
 }
 
@@ -191,7 +195,8 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 		var removed []string
 		var sent []sentName
 		for _, id := range cands {
-			if s.pool.TypeURL(id) != typeURL {
+			idType, name := s.pool.Key(id)
+			if idType != typeURL {
 				continue // a stale hint: the ID was freed and reused since
 			}
 			i, found := st.find(id)
@@ -202,7 +207,6 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 			if !st.wildcard && !e.subscribed() {
 				continue
 			}
-			name := s.pool.Name(id)
 			r := s.lookupLocked(c, typeURL, name)
 			switch {
 			case r != nil:

@@ -44,16 +44,9 @@ type SecretSource interface {
 type secretState struct {
 	root  *pool.Resource
 	certs map[string]*pool.Resource // by identity
-	// The IDs of the two names (see pool.ID), and the last revision given
-	// to a secret resource: every certificate and bundle gets its own.
+	// The IDs of the two names (see pool.ID); every certificate and
+	// bundle gets a new revision of its ID (pool.NewRev).
 	certID, rootID pool.ID
-	rev            uint32
-}
-
-// nextRev is the revision of a new secret resource. s.mu is held.
-func (s *secretState) nextRev() uint32 {
-	s.rev = max(s.rev+1, pool.RevUnknown+1)
-	return s.rev
 }
 
 func secretResource(s *tlsv3.Secret, version string) (*pool.Resource, error) {
@@ -83,7 +76,7 @@ func (s *Server) SetCertificate(id identity.ID, chainPEM, keyPEM []byte, serial 
 	if s.sec.certs == nil {
 		s.sec.certs = map[string]*pool.Resource{}
 	}
-	r.ID, r.Rev = s.sec.certID, s.sec.nextRev()
+	r.ID, r.Rev = s.sec.certID, s.pool.NewRev(s.sec.certID)
 	s.sec.certs[id.String()] = r
 	s.mu.Unlock()
 	for _, c := range s.groupConns(pool.GroupID(id.Namespace, id.ServiceAccount), func(c *conn) bool { return c.id == id }) {
@@ -118,7 +111,7 @@ func (s *Server) SetTrustBundle(b *meshv1.TrustBundle) error {
 		return err
 	}
 	s.mu.Lock()
-	r.ID, r.Rev = s.sec.rootID, s.sec.nextRev()
+	r.ID, r.Rev = s.sec.rootID, s.pool.NewRev(s.sec.rootID)
 	s.sec.root = r
 	s.mu.Unlock()
 	for _, c := range s.conns(func(*conn) bool { return true }) {
@@ -160,12 +153,10 @@ func (s *Server) viewLocked(c *conn, typeURL string, sub []pool.ID) []*pool.Reso
 // viewIDsLocked returns the IDs of every resource of typeURL the stream's
 // identity may see. s.mu is held.
 func (s *Server) viewIDsLocked(c *conn, typeURL string) []pool.ID {
-	if typeURL != secretType {
-		return s.pool.ViewIDs(c.group, typeURL)
-	}
-	var out []pool.ID
-	for _, r := range s.viewLocked(c, typeURL, nil) {
-		out = append(out, r.ID)
+	view := s.viewLocked(c, typeURL, nil)
+	out := make([]pool.ID, len(view))
+	for i, r := range view {
+		out[i] = r.ID
 	}
 	return out
 }

@@ -507,6 +507,13 @@ func (s *Server) noteNode(ctx context.Context, c *conn, node *corev3.Node) []fun
 	return []func(){func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) }}
 }
 
+// runAll runs the functions a request left to run once c.mu is released.
+func runAll(fs []func()) {
+	for _, f := range fs {
+		f()
+	}
+}
+
 // errClientDone ends a stream the client closed.
 var errClientDone = errors.New("client closed the stream")
 
@@ -581,21 +588,20 @@ func (s *Server) recordPush(typeURL string) {
 	s.metrics.pushes.Add(context.Background(), 1, typeAttr(typeURL)) // see recordAck
 }
 
-// typeAttrs hold the type_url attribute of each type the edge serves,
-// built once: building an attribute set sorts and allocates, and the edge
-// records one per push and per ACK.
-var typeAttrs = func() map[string]metric.MeasurementOption {
-	m := map[string]metric.MeasurementOption{}
-	for _, t := range pushOrder {
-		m[t] = metric.WithAttributeSet(attribute.NewSet(attribute.String("type_url", t)))
+// typeAttrs hold the type_url attribute of each type the edge serves, by
+// typeSlot, built once: building an attribute set sorts and allocates, and
+// the edge records one per push and per ACK.
+var typeAttrs = func() (a [len(pushOrderArray)]metric.MeasurementOption) {
+	for i, t := range pushOrder {
+		a[i] = metric.WithAttributeSet(attribute.NewSet(attribute.String("type_url", t)))
 	}
-	return m
+	return a
 }()
 
 // typeAttr is the type_url attribute of typeURL.
 func typeAttr(typeURL string) metric.MeasurementOption {
-	if o, ok := typeAttrs[typeURL]; ok {
-		return o
+	if i := typeSlot(typeURL); i >= 0 {
+		return typeAttrs[i]
 	}
 	return metric.WithAttributes(attribute.String("type_url", typeURL))
 }

@@ -32,6 +32,12 @@ func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 	}
 	after := s.noteNode(ctx, c, req.GetNode())
 	st := c.state(typeURL)
+	if st == nil {
+		// A type the edge does not serve: never answered, nothing kept.
+		c.mu.Unlock()
+		runAll(after)
+		return false, nil
+	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		sent, ok := st.take(nonce)
 		if !ok {
@@ -53,10 +59,9 @@ func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 	}
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0 || slices.Contains(names, "*")
-	// An ACK repeats the subscription; only a changed one is taken (under
-	// the write lock, which gives IDs to new names).
-	// Only a new or changed subscription can make something to send; an
-	// ACK or a NACK that repeats the subscription cannot.
+	// An ACK repeats the subscription: only a new or changed one is taken
+	// (under the write lock, which gives IDs to new names), and only it can
+	// make something to send.
 	flush := req.GetResponseNonce() == "" || !st.subscribed || wildcard != st.wildcard || !s.sameSubscription(st, typeURL, names)
 	if flush {
 		st.force, st.dirty = true, true
@@ -67,9 +72,7 @@ func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 	}
 	st.subscribed, st.wildcard = true, wildcard
 	c.mu.Unlock()
-	for _, f := range after {
-		f()
-	}
+	runAll(after)
 	return flush, nil
 }
 

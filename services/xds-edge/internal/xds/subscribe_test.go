@@ -382,3 +382,21 @@ func TestDeltaReconnectWithVersionsAndNames(t *testing.T) {
 		t.Errorf("%d IDs after the streams closed, want %d", n, base)
 	}
 }
+
+// TestUnservedTypeIsIgnored: a request for a type the edge does not serve
+// gets no answer and takes no IDs; the stream goes on serving the others.
+func TestUnservedTypeIsIgnored(t *testing.T) {
+	f := newFixture(t)
+	f.seed()
+	base := f.ids()
+	p := f.rawDelta(spiffe("a"))
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig", ResourceNamesSubscribe: []string{"ext-1", "ext-2"}})
+	p.none()
+	if n := f.ids(); n != base {
+		t.Errorf("%d IDs after a request for an unserved type, want %d", n, base)
+	}
+	p.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResourceNamesSubscribe: []string{"ca"}})
+	if got := p.next(); !cmp.Equal(got, []string{"ca"}) {
+		t.Fatalf("after the unserved type: %v, want [ca]", got)
+	}
+}

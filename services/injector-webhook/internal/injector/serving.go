@@ -18,7 +18,7 @@ import (
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/cpcert"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/injector-webhook/internal/server"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/certfile"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
 )
 
@@ -117,7 +117,7 @@ type serving struct {
 func servingTLS(ctx context.Context, rt *app.Runtime, c Config, bootConn, signConn *grpc.ClientConn, own *atomic.Pointer[cpcert.Cert]) (*serving, error) {
 	log := rt.Log
 	if c.ServesFromFiles() {
-		certs, err := server.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
+		certs, err := certfile.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
 		if err != nil {
 			return nil, app.FlagError("tls-cert-file", "%v", err)
 		}

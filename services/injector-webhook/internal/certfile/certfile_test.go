@@ -1,4 +1,4 @@
-package server
+package certfile
 
 import (
 	"crypto/ecdsa"

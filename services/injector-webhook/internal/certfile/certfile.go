@@ -1,7 +1,8 @@
-// Package server serves the admission handler over HTTPS with a serving
-// certificate read from files and reloaded when they change, so a rotated
-// certificate is picked up without a restart.
-package server
+// Package certfile supplies a TLS key pair read from files to a
+// tls.Config, reloading it when either file changes, so that a rotated
+// certificate is served from the next handshake without a restart. It
+// serves nothing itself.
+package certfile
 
 import (
 	"crypto/tls"

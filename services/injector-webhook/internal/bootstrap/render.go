@@ -16,12 +16,11 @@ import (
 // address), so the Renderer keeps, per shape, the JSON of a bootstrap whose
 // node id is a random placeholder, and fills in each pod's UUID by
 // replacing the placeholder. Building, validating and serializing a
-// bootstrap took about 0.7 ms of the injector's CPU per pod; a replacement
-// takes microseconds.
+// bootstrap costs about 0.7 ms of CPU; a replacement takes microseconds.
 //
 // A template is kept only when the placeholder occurs exactly once in it,
 // as the node id; otherwise (a namespace that happens to contain the
-// random placeholder) the bootstrap is built for the pod as before.
+// random placeholder) the bootstrap is built for the pod alone.
 type Renderer struct {
 	placeholder []byte
 	max         int

@@ -1,19 +1,24 @@
 // Package secrets writes the injector's bootstrap Secrets off the admission
 // path.
 //
-// Admission used to create each pod's bootstrap Secret synchronously, and
-// that one apiserver/etcd round trip was most of the webhook's latency (p99
-// 67 ms at 100 pods/s against a 10 ms goal). The Writer instead takes the
-// Secret into a bounded queue and returns at once; a small pool of workers
+// An apiserver/etcd round trip per pod would be most of the webhook's
+// latency, so admission does not wait for it: the Writer takes the Secret
+// into a bounded queue and returns at once, and a small pool of workers
 // creates the Secrets, retrying transient errors with jittered exponential
 // backoff. The patch the apiserver receives names the Secret, so the pod can
 // be stored before the Secret exists: the kubelet mounts a Secret volume by
 // retrying until the Secret appears, and the sidecar cannot start before its
 // volume is mounted, so a few milliseconds of lag cost nothing.
 //
-// Nothing is dropped:
-//   - when the queue is full, Store writes synchronously, as admission did
-//     before, and the caller sees the error;
+// With OwnerWait, Store holds the Secret in memory until Claim names its pod
+// (the reconciler's pod informer has seen the pod stored); the Secret is
+// then created with the pod as its owner, so that Kubernetes deletes it with
+// the pod. A held Secret that no pod claims within OwnerWait belongs to a
+// pod the apiserver rejected after admission, and is dropped unwritten.
+//
+// Nothing an admitted pod needs is lost:
+//   - when the queue is full, Store writes synchronously, within the
+//     admission call, and the caller sees the error;
 //   - a write that still fails after its attempts, or that was queued when
 //     the process died, leaves an injected pod without its Secret; the
 //     reconciler (package reconcile) finds such pods and issues them a fresh
@@ -133,9 +138,6 @@ func (w *Writer) Len() int {
 	defer w.mu.RUnlock()
 	return len(w.queue) + len(w.held)
 }
-
-// Cap is the size of the queue.
-func (w *Writer) Cap() int { return cap(w.queue) }
 
 // Store holds s for its pod (with OwnerWait) or hands it to the workers,
 // and returns nil at once. When both are full or the Writer has stopped,

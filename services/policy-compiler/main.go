@@ -4,6 +4,9 @@
 // object on mesh.status.policy.>.
 package main
 
-import "github.com/openservicemesh/osm/libs/app"
+import (
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/service"
+)
 
-func main() { app.Main(spec()) }
+func main() { app.Main(service.Spec(service.Options{})) }

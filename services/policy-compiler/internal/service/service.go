@@ -1,4 +1,8 @@
-package main
+// Package service is the front door of the policy-compiler service: its
+// flags, their validation, and the Run wiring that connects to NATS, opens
+// the buckets, and runs the compiler lease and the compile pipeline under one
+// errgroup.
+package service
 
 import (
 	"context"
@@ -20,6 +24,15 @@ import (
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 )
 
+// Name is the service's name: the binary, its --help, and the name of its
+// meters.
+const Name = "policy-compiler"
+
+// Options holds the test overrides of the service. The policy-compiler's
+// tests drive it through flags and environment alone, so it has no fields;
+// its zero value is production.
+type Options struct{}
+
 // config holds the service's own flags.
 type config struct {
 	meshName    string
@@ -32,10 +45,11 @@ type config struct {
 	leaseTTL    time.Duration
 }
 
-func spec() app.Spec {
+// Spec is the policy-compiler service for app.Main and app.Run.
+func Spec(Options) app.Spec {
 	var c config
 	return app.Spec{
-		Name:     "policy-compiler",
+		Name:     Name,
 		Summary:  "policy-compiler compiles KV mesh-observed into Envoy resources and proxy groups in KV mesh-compiled, writing only what changed.",
 		UsesNATS: true,
 		Flags: func(f *app.Flags) {
@@ -111,7 +125,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := compiler.NewMetrics(rt.Telemetry.Meter("policy-compiler"))
+	metrics, err := compiler.NewMetrics(rt.Telemetry.Meter(Name))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}

@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"context"
@@ -32,7 +32,7 @@ func TestFlagsAreValidated(t *testing.T) {
 		{[]string{"--kv-replicas", "0"}, "--kv-replicas"},
 	}
 	for _, c := range cases {
-		err := app.Run(t.Context(), spec(), c.args, func(string) string { return "" }, io.Discard)
+		err := app.Run(t.Context(), Spec(Options{}), c.args, func(string) string { return "" }, io.Discard)
 		var ce *app.ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: err = %v, want a configuration error naming %s", c.args, err, c.want)
@@ -70,7 +70,7 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	done := make(chan error, 1)
 	var logs logging.Buffer
 	go func() {
-		done <- app.Run(ctx, spec(), []string{"--admin-addr", "127.0.0.1:0", "--log-format", "json"}, func(k string) string { return env[k] }, &logs)
+		done <- app.Run(ctx, Spec(Options{}), []string{"--admin-addr", "127.0.0.1:0", "--log-format", "json"}, func(k string) string { return env[k] }, &logs)
 	}()
 	edge, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleEdge, User: "edge", Password: "e"})
 	if err != nil {

@@ -43,6 +43,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -188,27 +189,26 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	go r.pods.Run(ctx.Done())
-	go r.secrets.Run(ctx.Done())
+	// The informers and the workers all end with ctx; Start returns after
+	// them.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { r.pods.Run(ctx.Done()) })
+	wg.Go(func() { r.secrets.Run(ctx.Done()) })
 	if !cache.WaitForCacheSync(ctx.Done(), r.pods.HasSynced, r.secrets.HasSynced) {
 		return nil // ctx ended
 	}
 	r.synced.Store(true)
 	r.o.Log.WithContext(ctx).WithFields(logrus.Fields{"pods": len(r.pods.GetStore().ListKeys()),
 		"secrets": len(r.secrets.GetStore().ListKeys())}).Info("bootstrap secret reconciler synced")
-	done := make(chan struct{})
 	for range r.o.Workers {
-		go func() {
-			defer func() { done <- struct{}{} }()
+		wg.Go(func() {
 			for r.next(ctx) {
 			}
-		}()
+		})
 	}
 	<-ctx.Done()
 	r.queue.ShutDown()
-	for range r.o.Workers {
-		<-done
-	}
 	return nil
 }
 

@@ -246,12 +246,17 @@ func (w *Writer) Start(ctx context.Context) error {
 	// Writes outlive ctx: a Secret taken from the queue is written even
 	// when ctx ends meanwhile, until the flush deadline cancels wctx.
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancel()
+	// The stopper below ends with wctx; Start returns after it.
+	var stopper sync.WaitGroup
+	defer func() {
+		cancel()
+		stopper.Wait()
+	}()
 	w.mu.Lock()
 	w.wctx = wctx
 	w.mu.Unlock()
 	stopping := make(chan struct{})
-	go func() {
+	stopper.Go(func() {
 		select {
 		case <-ctx.Done():
 		case <-wctx.Done():
@@ -272,7 +277,7 @@ func (w *Writer) Start(ctx context.Context) error {
 			cancel()
 		case <-wctx.Done():
 		}
-	}()
+	})
 	var wg sync.WaitGroup
 	if w.o.OwnerWait > 0 {
 		wg.Go(func() {

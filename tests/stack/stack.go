@@ -1,6 +1,16 @@
-// Package stack builds the mesh's services from services/<name> on their
-// own (GOWORK=off, as an image build would) and runs them as processes, for
-// the end-to-end tests and the local dev stack.
+// Package stack boots the whole mesh for the end-to-end tests and the local
+// dev stack: an embedded NATS server with one user per role (StartNATS),
+// and the cert-authority, injector-webhook, smi-watcher, policy-compiler
+// and xds-edge, each built from services/<name> on its own (GOWORK=off, as
+// an image build would) and run as a process against a given Kubernetes
+// cluster (New, then Mesh.Start).
+//
+//	m, err := stack.New(ctx, stack.Options{Cluster: cluster, Dir: dir})
+//	defer m.Close()
+//	err = m.Start(ctx, stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge)
+//	conn, err := m.DialEdge(proxyCert)
+//
+// The services' flags are spelled in flags.go only.
 package stack
 
 import (

@@ -1,0 +1,123 @@
+package stack
+
+import (
+	"net"
+	"path/filepath"
+
+	"github.com/openservicemesh/osm/libs/bus"
+)
+
+// The services' flags and environment variables the stack sets, each
+// spelled here and nowhere else in the stack, so that renaming a service
+// flag changes one line.
+const (
+	flagAdminAddr  = "--admin-addr"
+	flagLogFormat  = "--log-format"
+	flagKubeconfig = "--kubeconfig"
+	flagMeshName   = "--mesh-name"
+	flagNATSURL    = "--nats-url"
+	flagNATSUser   = "--nats-user"
+	envNATSPass    = "OSM_NATS_PASSWORD"
+
+	// The control plane: its namespace, the pod's name, the MeshConfig.
+	flagCANamespace       = "--namespace"
+	flagWatcherNamespace  = "--namespace"
+	flagInjectorNamespace = "--control-plane-namespace"
+	flagWatcherPod        = "--watcher-id"
+	flagCompilerPod       = "--holder"
+	flagEdgePod           = "--edge-id"
+	flagCompilerMeshCfg   = "--mesh-config" // namespace/name
+	flagInjectorMeshCfg   = "--meshconfig-name"
+
+	// The CA client of the injector and the edge.
+	flagCAAddr        = "--ca-addr"
+	flagCAServerName  = "--ca-server-name"
+	flagCATrustFile   = "--ca-trust-file"
+	flagCATokenFile   = "--ca-bootstrap-token-file"
+	flagCATokenType   = "--ca-bootstrap-token-type"
+	caTokenPreShared  = "pre-shared"
+	envCABootstrapTok = "OSM_DEV_BOOTSTRAP_TOKEN"
+
+	// One component's own.
+	flagCAGRPCAddr      = "--grpc-addr"
+	flagCADNSNames      = "--server-dns-names"
+	flagListenAddr      = "--listen-addr"
+	flagWebhookConfig   = "--webhook-config-name"
+	flagWebhookService  = "--webhook-service-name"
+	flagWebhookPort     = "--webhook-service-port"
+	flagEdgeAckInterval = "--ack-status-interval"
+)
+
+// Files in Options.Dir that the injector and the edge read.
+const (
+	tokenFile = "bootstrap-token"
+	rootsFile = "ca-roots.pem"
+)
+
+// args are the flags of c's process with its admin listener at admin and,
+// for the servers, its serving listener at addr; the options' extra flags
+// for c come last.
+func (m *Mesh) args(c Component, admin, addr string) []string {
+	o := m.o
+	a := []string{flagAdminAddr, admin, flagLogFormat, "text"}
+	kube := []string{flagKubeconfig, o.Cluster.KubeconfigPath()}
+	mesh := []string{flagMeshName, o.MeshName}
+	caClient := []string{
+		flagCAAddr, m.Addr(CertAuthority), flagCAServerName, m.CAServerName(),
+		flagCATrustFile, filepath.Join(o.Dir, rootsFile),
+		flagCATokenFile, filepath.Join(o.Dir, tokenFile), flagCATokenType, caTokenPreShared,
+	}
+	if r := c.role(); r != "" {
+		a = append(a, flagNATSURL, m.nats.URL(), flagNATSUser, string(r))
+	}
+	switch c {
+	case CertAuthority:
+		a = append(a, kube...)
+		a = append(a, flagCANamespace, o.Namespace, flagCAGRPCAddr, addr, flagCADNSNames, m.CAServerName())
+	case Injector:
+		_, port, _ := net.SplitHostPort(addr)
+		a = append(append(append(a, kube...), mesh...), caClient...)
+		a = append(a, flagInjectorNamespace, o.Namespace, flagInjectorMeshCfg, o.MeshConfig, flagListenAddr, addr,
+			flagWebhookConfig, m.WebhookConfigName(), flagWebhookService, InjectorService, flagWebhookPort, port)
+	case Watcher:
+		a = append(append(a, kube...), mesh...)
+		a = append(a, flagWatcherNamespace, o.Namespace, flagWatcherPod, o.Name)
+	case Compiler:
+		a = append(a, mesh...)
+		a = append(a, flagCompilerMeshCfg, o.Namespace+"/"+o.MeshConfig, flagCompilerPod, o.Name)
+	case Edge:
+		a = append(a, caClient...)
+		a = append(a, flagListenAddr, addr, flagEdgePod, o.Name+"-edge-0")
+		if o.AckStatusInterval > 0 {
+			a = append(a, flagEdgeAckInterval, o.AckStatusInterval.String())
+		}
+	}
+	return append(a, o.Flags[c]...)
+}
+
+// env is the environment c's process gets on top of this one's.
+func (m *Mesh) env(c Component) map[string]string {
+	env := map[string]string{}
+	if r := c.role(); r != "" {
+		env[envNATSPass] = m.nats.Password(r)
+	}
+	if c == CertAuthority {
+		env[envCABootstrapTok] = m.o.BootstrapToken
+	}
+	return env
+}
+
+// role is the NATS role c connects as; empty when it does not connect.
+func (c Component) role() bus.Role {
+	switch c {
+	case CertAuthority:
+		return bus.RoleCA
+	case Watcher:
+		return bus.RoleWatcher
+	case Compiler:
+		return bus.RoleCompiler
+	case Edge:
+		return bus.RoleEdge
+	}
+	return ""
+}

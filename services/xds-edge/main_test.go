@@ -28,8 +28,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/edge"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // TestNoKubernetesClient asserts the design card's promise: the edge binary
@@ -253,7 +252,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	p, err := xdsclient.Start(t.Context(), cc, xdsclient.Options{NodeID: "uuid-1", Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.SecretType}})
+	p, err := xdstest.StartProxy(t.Context(), cc, xdstest.ProxyOptions{NodeID: "uuid-1", Delta: true, Types: []string{resourcev3.ClusterType, resourcev3.SecretType}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestServingCertificateIsReloaded(t *testing.T) {

@@ -27,8 +27,7 @@ import (
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestMain(m *testing.M) {
@@ -240,7 +239,7 @@ func (m *mesh) waitReady(rs ...*replica) {
 	}
 }
 
-func (m *mesh) proxy(r *replica, uri string, o xdsclient.Options) *xdsclient.Proxy {
+func (m *mesh) proxy(r *replica, uri string, o xdstest.ProxyOptions) *xdstest.Proxy {
 	m.t.Helper()
 	tc, err := m.pki.ClientTLS(uri)
 	if err != nil {
@@ -251,7 +250,7 @@ func (m *mesh) proxy(r *replica, uri string, o xdsclient.Options) *xdsclient.Pro
 		m.t.Fatal(err)
 	}
 	m.t.Cleanup(func() { cc.Close() })
-	p, err := xdsclient.Start(m.t.Context(), cc, o)
+	p, err := xdstest.StartProxy(m.t.Context(), cc, o)
 	if err != nil {
 		m.t.Fatal(err)
 	}
@@ -259,7 +258,7 @@ func (m *mesh) proxy(r *replica, uri string, o xdsclient.Options) *xdsclient.Pro
 	return p
 }
 
-func next(t *testing.T, p *xdsclient.Proxy) xdsclient.Response {
+func next(t *testing.T, p *xdstest.Proxy) xdstest.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -271,7 +270,7 @@ func next(t *testing.T, p *xdsclient.Proxy) xdsclient.Response {
 }
 
 // refusal waits for a stream expected to be refused and returns why.
-func refusal(t *testing.T, p *xdsclient.Proxy) error {
+func refusal(t *testing.T, p *xdstest.Proxy) error {
 	t.Helper()
 	select {
 	case <-p.Done():
@@ -282,14 +281,14 @@ func refusal(t *testing.T, p *xdsclient.Proxy) error {
 	}
 }
 
-func initial(t *testing.T, p *xdsclient.Proxy) {
+func initial(t *testing.T, p *xdstest.Proxy) {
 	t.Helper()
 	for range 4 {
 		next(t, p)
 	}
 }
 
-func timeout(t *testing.T, r xdsclient.Response, name string) time.Duration {
+func timeout(t *testing.T, r xdstest.Response, name string) time.Duration {
 	t.Helper()
 	var c clusterv3.Cluster
 	if err := r.Resources[name].UnmarshalTo(&c); err != nil {
@@ -305,12 +304,12 @@ func TestTwoReplicasServeTheSameStateAndEditsReachOnlyAffectedProxies(t *testing
 	e1, e2 := m.startEdge("edge-1", time.Minute), m.startEdge("edge-2", time.Minute)
 	m.waitReady(e1, e2)
 
-	a1 := m.proxy(e1, spiffe("a"), xdsclient.Options{NodeID: "a1", Types: allTypes})
-	a2 := m.proxy(e2, spiffe("a"), xdsclient.Options{NodeID: "a2", Types: allTypes})
-	ad := m.proxy(e2, spiffe("a"), xdsclient.Options{NodeID: "a-delta", Delta: true, Types: allTypes})
-	b1 := m.proxy(e1, spiffe("b"), xdsclient.Options{NodeID: "b1", Types: allTypes})
-	bd := m.proxy(e2, spiffe("b"), xdsclient.Options{NodeID: "b-delta", Delta: true, Types: allTypes})
-	for _, p := range []*xdsclient.Proxy{a1, a2, ad, b1, bd} {
+	a1 := m.proxy(e1, spiffe("a"), xdstest.ProxyOptions{NodeID: "a1", Types: allTypes})
+	a2 := m.proxy(e2, spiffe("a"), xdstest.ProxyOptions{NodeID: "a2", Types: allTypes})
+	ad := m.proxy(e2, spiffe("a"), xdstest.ProxyOptions{NodeID: "a-delta", Delta: true, Types: allTypes})
+	b1 := m.proxy(e1, spiffe("b"), xdstest.ProxyOptions{NodeID: "b1", Types: allTypes})
+	bd := m.proxy(e2, spiffe("b"), xdstest.ProxyOptions{NodeID: "b-delta", Delta: true, Types: allTypes})
+	for _, p := range []*xdstest.Proxy{a1, a2, ad, b1, bd} {
 		initial(t, p)
 	}
 	if diff := cmp.Diff(a1.Versions(), a2.Versions()); diff != "" {
@@ -333,7 +332,7 @@ func TestTwoReplicasServeTheSameStateAndEditsReachOnlyAffectedProxies(t *testing
 
 	// A policy edit touching cluster ca, which only a names.
 	m.commit(m.res(xdstest.Cluster("ca", 3*time.Second), "ca"))
-	for _, p := range []*xdsclient.Proxy{a1, a2, ad} {
+	for _, p := range []*xdstest.Proxy{a1, a2, ad} {
 		r := next(t, p)
 		if r.TypeURL != cds || timeout(t, r, "ca") != 3*time.Second {
 			t.Errorf("a proxy got %s %v, want the edited cluster", r.TypeURL, r.Names())
@@ -345,7 +344,7 @@ func TestTwoReplicasServeTheSameStateAndEditsReachOnlyAffectedProxies(t *testing
 	// b's next responses are for an edit of b's own route: the first edit
 	// never reached b.
 	m.commit(m.res(xdstest.Route("rt-b", "shared-2"), "rt-b"))
-	for _, p := range []*xdsclient.Proxy{b1, bd} {
+	for _, p := range []*xdstest.Proxy{b1, bd} {
 		if r := next(t, p); r.TypeURL != rds {
 			t.Errorf("b's next response is %s %v, want only its route", r.TypeURL, r.Names())
 		}
@@ -358,17 +357,17 @@ func TestKeysWithoutAGenerationAreNotServed(t *testing.T) {
 	m.seed()
 	e := m.startEdge("edge-1", time.Minute)
 	m.waitReady(e)
-	p := m.proxy(e, spiffe("b"), xdsclient.Options{NodeID: "b", Types: allTypes})
+	p := m.proxy(e, spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Types: allTypes})
 	initial(t, p)
 	m.put(m.res(xdstest.Cluster("shared", 7*time.Second), "shared"))
 	waitFor(t, "the edge to stage the key", func() bool { return e.edge.Server().Staged() == 1 })
-	late := m.proxy(e, spiffe("b"), xdsclient.Options{NodeID: "late", Types: []string{cds}})
+	late := m.proxy(e, spiffe("b"), xdstest.ProxyOptions{NodeID: "late", Types: []string{cds}})
 	if got := timeout(t, next(t, late), "shared"); got != time.Second {
 		t.Fatalf("a key without its generation was served (timeout %s)", got)
 	}
 	m.gen++
 	m.put(xdstest.Generation(m.gen))
-	for _, q := range []*xdsclient.Proxy{p, late} {
+	for _, q := range []*xdstest.Proxy{p, late} {
 		if r := next(t, q); r.TypeURL != cds || timeout(t, r, "shared") != 7*time.Second {
 			t.Errorf("after the generation: %s %v", r.TypeURL, r.Names())
 		}
@@ -383,14 +382,14 @@ func TestFreshEdgeIsNotReadyUntilItsInitialSync(t *testing.T) {
 	if err := e.ready(t.Context()); err == nil {
 		t.Fatal("ready without any compiled state")
 	}
-	p := m.proxy(e, spiffe("a"), xdsclient.Options{NodeID: "early", Types: allTypes})
+	p := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "early", Types: allTypes})
 	if err := refusal(t, p); status.Code(err) != codes.Unavailable {
 		t.Fatalf("a stream before the sync: %v, want Unavailable", err)
 	}
 	m.createBuckets()
 	m.seed()
 	m.waitReady(e)
-	q := m.proxy(e, spiffe("a"), xdsclient.Options{NodeID: "a", Types: allTypes})
+	q := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: allTypes})
 	initial(t, q)
 	if got := len(q.Held(cds)); got != 2 {
 		t.Errorf("a holds %d clusters, want 2", got)
@@ -403,9 +402,9 @@ func TestProxiesMoveToTheOtherReplicaWithoutRegressing(t *testing.T) {
 	m.seed()
 	e1, e2 := m.startEdge("edge-1", time.Minute), m.startEdge("edge-2", time.Minute)
 	m.waitReady(e1, e2)
-	var ps []*xdsclient.Proxy
+	var ps []*xdstest.Proxy
 	for _, id := range []string{"a", "b"} {
-		p := m.proxy(e1, spiffe(id), xdsclient.Options{NodeID: id, Types: allTypes})
+		p := m.proxy(e1, spiffe(id), xdstest.ProxyOptions{NodeID: id, Types: allTypes})
 		initial(t, p)
 		ps = append(ps, p)
 	}
@@ -422,7 +421,7 @@ func TestProxiesMoveToTheOtherReplicaWithoutRegressing(t *testing.T) {
 		}
 		before := p.Versions()
 		// The proxy reconnects to the surviving replica with what it holds.
-		q := m.proxy(e2, spiffe([]string{"a", "b"}[i]), xdsclient.Options{NodeID: "again", Types: allTypes, Versions: before})
+		q := m.proxy(e2, spiffe([]string{"a", "b"}[i]), xdstest.ProxyOptions{NodeID: "again", Types: allTypes, Versions: before})
 		initial(t, q)
 		if diff := cmp.Diff(before, q.Versions()); diff != "" {
 			t.Errorf("versions changed across the move (-before +after):\n%s", diff)
@@ -441,7 +440,7 @@ func TestNATSLossKeepsServingButTurnsNotReady(t *testing.T) {
 	m.seed()
 	e := m.startEdge("edge-1", 500*time.Millisecond)
 	m.waitReady(e)
-	p := m.proxy(e, spiffe("a"), xdsclient.Options{NodeID: "a", Types: allTypes})
+	p := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: allTypes})
 	initial(t, p)
 
 	m.nats.Stop()
@@ -457,7 +456,7 @@ func TestNATSLossKeepsServingButTurnsNotReady(t *testing.T) {
 	if got := len(p.Held(cds)); got != 2 {
 		t.Errorf("the proxy holds %d clusters", got)
 	}
-	late := m.proxy(e, spiffe("a"), xdsclient.Options{NodeID: "late", Types: allTypes})
+	late := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "late", Types: allTypes})
 	if err := refusal(t, late); status.Code(err) != codes.Unavailable {
 		t.Errorf("a new stream while cut off: %v, want Unavailable", err)
 	}
@@ -502,13 +501,13 @@ func TestNackIsPublishedOnTheStatusSubject(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Unsubscribe()
-	reject := func(r xdsclient.Response) string {
+	reject := func(r xdstest.Response) string {
 		if r.TypeURL == lds {
 			return "listener out-a: unknown filter"
 		}
 		return ""
 	}
-	p := m.proxy(e, spiffe("a"), xdsclient.Options{NodeID: "proxy-uuid-1", Types: allTypes, Reject: reject})
+	p := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "proxy-uuid-1", Types: allTypes, Reject: reject})
 	initial(t, p)
 	deadline := time.After(10 * time.Second)
 	for {
@@ -542,13 +541,13 @@ func TestClientRootsFollowTheTrustBundle(t *testing.T) {
 	// The edge is given no client roots of its own: only mesh-trust's.
 	e := m.startEdgeWith("edge-1", func(tc *tls.Config) { tc.ClientCAs = nil })
 	m.waitReady(e)
-	initial(t, m.proxy(e, spiffe("a"), xdsclient.Options{NodeID: "old-root", Types: allTypes}))
+	initial(t, m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "old-root", Types: allTypes}))
 
 	next, err := xdstest.NewCA("next-root")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dial := func() (*xdsclient.Proxy, error) {
+	dial := func() (*xdstest.Proxy, error) {
 		tc, err := next.ClientTLS(spiffe("b"))
 		if err != nil {
 			t.Fatal(err)
@@ -559,7 +558,7 @@ func TestClientRootsFollowTheTrustBundle(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cc.Close() })
-		p, err := xdsclient.Start(t.Context(), cc, xdsclient.Options{NodeID: "new-root", Types: allTypes})
+		p, err := xdstest.StartProxy(t.Context(), cc, xdstest.ProxyOptions{NodeID: "new-root", Types: allTypes})
 		if err != nil {
 			return nil, err
 		}

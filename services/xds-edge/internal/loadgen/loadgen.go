@@ -27,8 +27,7 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // Config says what load to make.
@@ -253,7 +252,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		return cc, nil
 	}
 	start := time.Now()
-	proxies := make([]*xdsclient.Proxy, c.Proxies)
+	proxies := make([]*xdstest.Proxy, c.Proxies)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var firstErr error
@@ -262,11 +261,11 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := xdsclient.Options{NodeID: fmt.Sprintf("load-%d", i), Delta: !c.SotW, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}}
+		o := xdstest.ProxyOptions{NodeID: fmt.Sprintf("load-%d", i), Delta: !c.SotW, Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}}
 		if c.Explicit {
 			o.Names = groupNames(i%c.Groups, c.ClustersPerGroup)
 		}
-		p, err := xdsclient.Start(ctx, cc, o)
+		p, err := xdstest.StartProxy(ctx, cc, o)
 		if err != nil {
 			return nil, fmt.Errorf("proxy %d: %w", i, err)
 		}

@@ -14,7 +14,7 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/edge"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // TestHarnessSmoke runs the harness at toy scale against an in-process

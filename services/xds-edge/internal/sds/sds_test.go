@@ -19,7 +19,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

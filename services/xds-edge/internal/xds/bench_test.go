@@ -25,7 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // benchStream is an in-memory delta stream: requests come from a channel,

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/openservicemesh/osm/libs/identity"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // TestGoControlPlaneADSClient points go-control-plane's own SotW ADS client
@@ -68,7 +68,7 @@ func resourceNames(t *testing.T, rs []*anypb.Any) []string {
 	t.Helper()
 	m := map[string]*anypb.Any{}
 	for _, a := range rs {
-		n, err := xdsclient.NameOf(a)
+		n, err := xdstest.NameOf(a)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {

@@ -26,8 +26,7 @@ import (
 	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestMain(m *testing.M) {
@@ -182,9 +181,9 @@ func (f *fixture) dial(uri string) *grpc.ClientConn {
 }
 
 // refusal opens a stream expected to be refused and returns why it was.
-func (f *fixture) refusal(uri string, o xdsclient.Options) error {
+func (f *fixture) refusal(uri string, o xdstest.ProxyOptions) error {
 	f.t.Helper()
-	p, err := xdsclient.Start(f.t.Context(), f.dial(uri), o)
+	p, err := xdstest.StartProxy(f.t.Context(), f.dial(uri), o)
 	if err != nil {
 		return err
 	}
@@ -198,9 +197,9 @@ func (f *fixture) refusal(uri string, o xdsclient.Options) error {
 	}
 }
 
-func (f *fixture) proxy(uri string, o xdsclient.Options) *xdsclient.Proxy {
+func (f *fixture) proxy(uri string, o xdstest.ProxyOptions) *xdstest.Proxy {
 	f.t.Helper()
-	p, err := xdsclient.Start(f.t.Context(), f.dial(uri), o)
+	p, err := xdstest.StartProxy(f.t.Context(), f.dial(uri), o)
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -209,7 +208,7 @@ func (f *fixture) proxy(uri string, o xdsclient.Options) *xdsclient.Proxy {
 }
 
 // next returns the proxy's next response within 5s.
-func next(t *testing.T, p *xdsclient.Proxy) xdsclient.Response {
+func next(t *testing.T, p *xdstest.Proxy) xdstest.Response {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
@@ -221,7 +220,7 @@ func next(t *testing.T, p *xdsclient.Proxy) xdsclient.Response {
 }
 
 // initial reads one response per type and returns their type order.
-func initial(t *testing.T, p *xdsclient.Proxy, n int) []string {
+func initial(t *testing.T, p *xdstest.Proxy, n int) []string {
 	t.Helper()
 	var order []string
 	for range n {
@@ -230,7 +229,7 @@ func initial(t *testing.T, p *xdsclient.Proxy, n int) []string {
 	return order
 }
 
-func heldNames(p *xdsclient.Proxy, typeURL string) []string {
+func heldNames(p *xdstest.Proxy, typeURL string) []string {
 	var out []string
 	for n := range p.Held(typeURL) {
 		out = append(out, n)
@@ -252,11 +251,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestStreamsRefusedUntilServing(t *testing.T) {
 	f := newFixture(t)
-	if err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "n1", Types: allTypes}); status.Code(err) != codes.Unavailable {
+	if err := f.refusal(spiffe("a"), xdstest.ProxyOptions{NodeID: "n1", Types: allTypes}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("stream before the initial sync ended with %v, want Unavailable", err)
 	}
 	f.seed()
-	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "n1", Types: allTypes})
+	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "n1", Types: allTypes})
 	if order := initial(t, p, 4); !cmp.Equal(order, allTypes) {
 		t.Errorf("push order %v, want %v", order, allTypes)
 	}
@@ -268,7 +267,7 @@ func TestStreamsRefusedUntilServing(t *testing.T) {
 func TestSotWInitialConfigAndAcks(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "proxy-a", Types: allTypes})
+	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "proxy-a", Types: allTypes})
 	if order := initial(t, p, 4); !cmp.Equal(order, allTypes) {
 		t.Errorf("push order %v, want %v", order, allTypes)
 	}
@@ -288,7 +287,7 @@ func TestIdentityComesFromTheCertificateNotTheNode(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
 	// The node id claims b; the certificate says a: a's config is served.
-	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "b", Types: []string{lds}})
+	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "b", Types: []string{lds}})
 	if r := next(t, p); !cmp.Equal(r.Names(), []string{"out-a"}) {
 		t.Errorf("served %v, want a's listener", r.Names())
 	}
@@ -300,7 +299,7 @@ func TestIdentityComesFromTheCertificateNotTheNode(t *testing.T) {
 		{"spiffe://other.domain/ns/a/sa/a", codes.PermissionDenied},
 		{"spiffe://cluster.local/osm/xds-edge", codes.Unauthenticated},
 	} {
-		err := f.refusal(c.uri, xdsclient.Options{NodeID: "x", Types: []string{lds}})
+		err := f.refusal(c.uri, xdstest.ProxyOptions{NodeID: "x", Types: []string{lds}})
 		if got := status.Code(err); got != c.code {
 			t.Errorf("client cert %q: %v, want %v", c.uri, err, c.code)
 		}
@@ -312,8 +311,8 @@ func TestEditReachesOnlyAffectedProxies(t *testing.T) {
 		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
 			f := newFixture(t)
 			f.seed()
-			pa := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: delta, Types: allTypes})
-			pb := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b", Delta: delta, Types: allTypes})
+			pa := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: delta, Types: allTypes})
+			pb := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Delta: delta, Types: allTypes})
 			initial(t, pa, 4)
 			initial(t, pb, 4)
 			// Only a names cluster ca.
@@ -354,7 +353,7 @@ func TestEditReachesOnlyAffectedProxies(t *testing.T) {
 func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	p := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b", Types: allTypes})
+	p := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Types: allTypes})
 	initial(t, p, 4)
 	w := res(t, xdstest.Cluster("shared", 7*time.Second), "shared", 2)
 	b, _ := proto.Marshal(w.Value)
@@ -362,7 +361,7 @@ func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A new stream opened now still sees generation 1.
-	p2 := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b2", Types: []string{cds}})
+	p2 := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b2", Types: []string{cds}})
 	r := next(t, p2)
 	var c clusterv3.Cluster
 	if err := r.Resources["shared"].UnmarshalTo(&c); err != nil || c.GetConnectTimeout().AsDuration() != time.Second {
@@ -384,7 +383,7 @@ func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 func TestDeltaRemovalsComeAfterUpdates(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: allTypes})
+	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: allTypes})
 	initial(t, p, 4)
 	// a drops cluster ca (and its endpoints and route) and gets a new
 	// cluster and listener in the same generation.
@@ -423,7 +422,7 @@ func TestDeltaRemovalsComeAfterUpdates(t *testing.T) {
 func TestSotWRemovalsAreMadeBeforeBreak(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds, lds}})
+	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds, lds}})
 	initial(t, p, 2)
 	f.commit(
 		res(t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
@@ -457,14 +456,14 @@ func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
 		t.Run(map[bool]string{false: "sotw", true: "delta"}[delta], func(t *testing.T) {
 			f := newFixture(t)
 			f.seed()
-			reject := func(r xdsclient.Response) string {
+			reject := func(r xdstest.Response) string {
 				var c clusterv3.Cluster
 				if a := r.Resources["ca"]; a != nil && a.UnmarshalTo(&c) == nil && c.GetConnectTimeout().AsDuration() == 9*time.Second {
 					return "cluster ca: connect timeout 9s is not allowed"
 				}
 				return ""
 			}
-			p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: delta, Types: allTypes, Reject: reject})
+			p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: delta, Types: allTypes, Reject: reject})
 			initial(t, p, 4)
 			f.commit(res(t, xdstest.Cluster("ca", 9*time.Second), "ca", 2))
 			if r := next(t, p); !r.Nacked {
@@ -496,14 +495,14 @@ func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
 func TestReconnectWithNewerStateIsRefused(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: "9.0123456789abcdef"}})
+	err := f.refusal(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: "9.0123456789abcdef"}})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "older than the 9") {
 		t.Fatalf("a proxy at generation 9 on an edge at 1: %v", err)
 	}
 	// Reconnecting with the version it holds gets the same version back.
-	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}})
+	p1 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds}})
 	v := next(t, p1).Version
-	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: v}})
+	p2 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: v}})
 	if r := next(t, p2); r.Version != v {
 		t.Errorf("reconnect got version %s, want %s", r.Version, v)
 	}
@@ -516,12 +515,12 @@ func TestReconnectWithNewerStateIsRefused(t *testing.T) {
 func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds},
+	err := f.refusal(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds},
 		Initial: map[string]map[string]string{cds: {"c1": "9.0123456789abcdef"}}})
 	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "older than the 9") {
 		t.Fatalf("a delta proxy at generation 9 on an edge at 1: %v", err)
 	}
-	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}})
+	p1 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}})
 	r := next(t, p1)
 	if len(r.Versions) < 2 {
 		t.Fatalf("initial response holds %v, want at least two clusters", r.Versions)
@@ -538,7 +537,7 @@ func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 		}
 		held[n] = v
 	}
-	p2 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: held}})
+	p2 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: held}})
 	if r2 := next(t, p2); len(r2.Resources) != 1 || r2.Versions[missing] != r.Versions[missing] {
 		t.Errorf("reconnect got %v, want only %s at %s", r2.Versions, missing, r.Versions[missing])
 	}
@@ -547,9 +546,9 @@ func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 func TestAdmissionIsRateLimited(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.Admission = rate.NewLimiter(rate.Every(time.Hour), 1) })
 	f.seed()
-	p1 := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "1", Types: []string{cds}})
+	p1 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "1", Types: []string{cds}})
 	next(t, p1)
-	if err := f.refusal(spiffe("a"), xdsclient.Options{NodeID: "2", Types: []string{cds}}); status.Code(err) != codes.Unavailable {
+	if err := f.refusal(spiffe("a"), xdstest.ProxyOptions{NodeID: "2", Types: []string{cds}}); status.Code(err) != codes.Unavailable {
 		t.Errorf("second stream over the limit: %v", err)
 	}
 }
@@ -575,7 +574,7 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			if err := f.srv.SetCertificate(identity.New("cluster.local", "b", "b"), []byte("b-chain"), []byte("b-key"), "b1"); err != nil {
 				t.Fatal(err)
 			}
-			pa := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: delta, Types: []string{sds},
+			pa := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: delta, Types: []string{sds},
 				Names: map[string][]string{sds: {SecretRootCert, SecretServiceCert, spiffe("b"), "b/b"}}})
 			// a's certificate is not issued yet: a gets the root only.
 			r := next(t, pa)
@@ -607,7 +606,7 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 				}
 			}
 			// Renewing b's certificate reaches b only.
-			pb := f.proxy(spiffe("b"), xdsclient.Options{NodeID: "b", Delta: delta, Types: []string{sds}})
+			pb := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Delta: delta, Types: []string{sds}})
 			if r := next(t, pb); !cmp.Equal(r.Names(), []string{SecretRootCert, SecretServiceCert}) {
 				t.Fatalf("b got %v", r.Names())
 			}
@@ -642,7 +641,7 @@ func wantRootUpdate(delta bool) []string {
 func TestAckStatusesAreCoalesced(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.AckStatusInterval = 300 * time.Millisecond })
 	f.seed()
-	p := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Types: allTypes})
+	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: allTypes})
 	initial(t, p, 4)
 	deadline := time.Now().Add(5 * time.Second)
 	for {

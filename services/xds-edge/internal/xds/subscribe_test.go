@@ -13,8 +13,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdsclient"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/xdstest"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // rawDelta is a delta ADS stream driven request by request.
@@ -163,7 +162,7 @@ func TestDeltaExplicitSubscriptions(t *testing.T) {
 func TestDeltaInitialVersions(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
-	first := f.proxy(spiffe("a"), xdsclient.Options{NodeID: "a", Delta: true, Types: []string{cds}})
+	first := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}})
 	r := next(t, first)
 	held := r.Versions
 	if len(held) != 2 {

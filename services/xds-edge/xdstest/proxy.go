@@ -1,9 +1,4 @@
-// Package xdsclient is OSM's own xDS test client: a simulated proxy that
-// opens one ADS stream (state of the world or delta) over mTLS, subscribes to
-// the types it is told, ACKs (or NACKs, when told to) every response, and
-// keeps the resources it holds. The edge's tests and the load generator use
-// it.
-package xdsclient
+package xdstest
 
 import (
 	"context"
@@ -55,8 +50,8 @@ func (r Response) Names() []string {
 	return out
 }
 
-// Options configure a Proxy.
-type Options struct {
+// ProxyOptions configure a Proxy.
+type ProxyOptions struct {
 	// NodeID is sent as the node id.
 	NodeID string
 	// Delta selects the incremental protocol.
@@ -79,7 +74,7 @@ type Options struct {
 
 // Proxy is a running simulated proxy.
 type Proxy struct {
-	opts      Options
+	opts      ProxyOptions
 	responses chan Response
 	done      chan struct{}
 	cancel    context.CancelFunc
@@ -90,10 +85,10 @@ type Proxy struct {
 	err      error
 }
 
-// Start opens the stream on cc and subscribes; a stream the server ends at
-// once (a refusal) is reported by Err once Done is closed. The proxy runs until ctx ends,
-// Stop is called, or the stream fails (see Err).
-func Start(ctx context.Context, cc grpc.ClientConnInterface, o Options) (*Proxy, error) {
+// StartProxy opens the stream on cc and subscribes; a stream the server
+// ends at once (a refusal) is reported by Err once Done is closed. The proxy
+// runs until ctx ends, Stop is called, or the stream fails (see Err).
+func StartProxy(ctx context.Context, cc grpc.ClientConnInterface, o ProxyOptions) (*Proxy, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	p := &Proxy{opts: o, responses: make(chan Response, 1024), done: make(chan struct{}), cancel: cancel,
 		held: map[string]map[string]*anypb.Any{}, versions: map[string]string{}}

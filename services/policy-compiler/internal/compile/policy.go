@@ -8,6 +8,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
 // Kinds of policy objects, as in PolicyStatus.object.kind.
@@ -127,20 +128,20 @@ func (e *Engine) setTarget(nn model.NN, t *Target) {
 		return
 	}
 	if old != nil {
-		removeSet(e.destTTs, old.Dest, nn)
+		multimap.Remove(e.destTTs, old.Dest, nn)
 		for _, src := range old.Sources {
-			decCount(e.srcDests, src, old.Dest)
-			decCount(e.destSrcs, old.Dest, src)
+			multimap.Dec(e.srcDests, src, old.Dest, 1)
+			multimap.Dec(e.destSrcs, old.Dest, src, 1)
 			e.dirtyOut.add(src)
 		}
 		e.dirtyIn.add(old.Dest)
 		delete(e.goodTT, nn)
 	}
 	if t != nil {
-		addSet(e.destTTs, t.Dest, nn)
+		multimap.Add(e.destTTs, t.Dest, nn)
 		for _, src := range t.Sources {
-			incCount(e.srcDests, src, t.Dest)
-			incCount(e.destSrcs, t.Dest, src)
+			multimap.Inc(e.srcDests, src, t.Dest)
+			multimap.Inc(e.destSrcs, t.Dest, src)
 			e.dirtyOut.add(src)
 		}
 		e.dirtyIn.add(t.Dest)
@@ -156,14 +157,14 @@ func (e *Engine) setSplit(nn model.NN, s *Split) {
 	}
 	if old != nil {
 		for _, b := range old.Backends {
-			removeSet(e.backendApex, b.Service, old.Apex)
+			multimap.Remove(e.backendApex, b.Service, old.Apex)
 		}
 		e.dirtySvc.add(old.Apex)
 		delete(e.goodSplit, nn)
 	}
 	if s != nil {
 		for _, b := range s.Backends {
-			addSet(e.backendApex, b.Service, s.Apex)
+			multimap.Add(e.backendApex, b.Service, s.Apex)
 		}
 		e.dirtySvc.add(s.Apex)
 		e.goodSplit[nn] = s
@@ -205,42 +206,4 @@ func (e *Engine) Rejected() int {
 		}
 	}
 	return n
-}
-
-func addSet[K, V comparable](mp map[K]set[V], k K, v V) {
-	s := mp[k]
-	if s == nil {
-		s = set[V]{}
-		mp[k] = s
-	}
-	s[v] = struct{}{}
-}
-
-func removeSet[K, V comparable](mp map[K]set[V], k K, v V) {
-	if s := mp[k]; s != nil {
-		delete(s, v)
-		if len(s) == 0 {
-			delete(mp, k)
-		}
-	}
-}
-
-func incCount[K, V comparable](mp map[K]map[V]int, k K, v V) {
-	s := mp[k]
-	if s == nil {
-		s = map[V]int{}
-		mp[k] = s
-	}
-	s[v]++
-}
-
-func decCount[K, V comparable](mp map[K]map[V]int, k K, v V) {
-	if s := mp[k]; s != nil {
-		if s[v]--; s[v] <= 0 {
-			delete(s, v)
-		}
-		if len(s) == 0 {
-			delete(mp, k)
-		}
-	}
 }

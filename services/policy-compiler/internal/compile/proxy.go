@@ -13,6 +13,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
 // svcRef is a reached service and its ordering key.
@@ -255,10 +256,10 @@ func (e *Engine) updateReachers(id model.Identity, old, cur []svcRef) {
 	for i < len(old) || j < len(cur) {
 		switch {
 		case j == len(cur) || (i < len(old) && old[i].key < cur[j].key):
-			removeSet(e.reachers, old[i].nn, id)
+			multimap.Remove(e.reachers, old[i].nn, id)
 			i++
 		case i == len(old) || cur[j].key < old[i].key:
-			addSet(e.reachers, cur[j].nn, id)
+			multimap.Add(e.reachers, cur[j].nn, id)
 			j++
 		default:
 			i++
@@ -269,7 +270,7 @@ func (e *Engine) updateReachers(id model.Identity, old, cur []svcRef) {
 
 func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 	for _, s := range e.inSvcs[id] {
-		removeSet(e.inBackers, s, id)
+		multimap.Remove(e.inBackers, s, id)
 	}
 	delete(e.inSvcs, id)
 	e.dirtyGroup.add(id)
@@ -291,7 +292,7 @@ func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 			continue
 		}
 		svcs = append(svcs, s)
-		addSet(e.inBackers, s, id)
+		multimap.Add(e.inBackers, s, id)
 		for _, sp := range sps {
 			if seen[sp.targetPort] {
 				continue

@@ -7,6 +7,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
 // Kind names of route objects in TrafficTarget rules.
@@ -24,11 +25,11 @@ func (m *Model) applyService(nn NN, value proto.Message) (proto.Message, error) 
 		m.unindexService(nn, old)
 	}
 	if svc := m.services[nn]; svc != nil {
-		addTo(m.nsServices, nn.Namespace, nn.Name)
+		multimap.Add(m.nsServices, nn.Namespace, nn.Name)
 		sel := svc.GetSelector()
 		if len(sel) > 0 {
 			lk := selectorKey(nn.Namespace, sel)
-			addTo(m.selSvcs, lk, nn.Name)
+			multimap.Add(m.selSvcs, lk, nn.Name)
 			for pod := range m.labelPods[lk] {
 				pnn := NN{nn.Namespace, pod}
 				if selects(sel, m.pods[pnn].GetLabels()) {
@@ -54,12 +55,12 @@ func selectorKey(namespace string, sel map[string]string) labelKey {
 
 // unindexService removes a service from the namespace and identity indexes.
 func (m *Model) unindexService(nn NN, old *meshv1.Service) {
-	removeFrom(m.nsServices, nn.Namespace, nn.Name)
+	multimap.Remove(m.nsServices, nn.Namespace, nn.Name)
 	if sel := old.GetSelector(); len(sel) > 0 {
-		removeFrom(m.selSvcs, selectorKey(nn.Namespace, sel), nn.Name)
+		multimap.Remove(m.selSvcs, selectorKey(nn.Namespace, sel), nn.Name)
 	}
 	for id, n := range m.svcIDs[nn] {
-		dec(m.idServices, id, nn, n)
+		multimap.Dec(m.idServices, id, nn, n)
 	}
 	delete(m.svcIDs, nn)
 	for pnn := range m.svcPods[nn] {
@@ -77,9 +78,9 @@ func (m *Model) unindexService(nn NN, old *meshv1.Service) {
 // link records that the counted pod (running as id) backs svc.
 func (m *Model) link(pod, svc NN, id Identity) {
 	m.podServices[pod] = append(m.podServices[pod], svc)
-	addTo(m.svcPods, svc, pod)
-	inc(m.svcIDs, svc, id)
-	inc(m.idServices, id, svc)
+	multimap.Add(m.svcPods, svc, pod)
+	multimap.Inc(m.svcIDs, svc, id)
+	multimap.Inc(m.idServices, id, svc)
 }
 
 func (m *Model) applySlice(nn NN, value proto.Message) (proto.Message, error) {
@@ -89,10 +90,10 @@ func (m *Model) applySlice(nn NN, value proto.Message) (proto.Message, error) {
 	}
 	if old != nil {
 		svc := NN{nn.Namespace, old.GetService().GetName()}
-		removeFrom(m.svcSlices, svc, nn)
+		multimap.Remove(m.svcSlices, svc, nn)
 	}
 	if s := m.slices[nn]; s != nil {
-		addTo(m.svcSlices, NN{nn.Namespace, s.GetService().GetName()}, nn)
+		multimap.Add(m.svcSlices, NN{nn.Namespace, s.GetService().GetName()}, nn)
 	}
 	return orNil(old), nil
 }
@@ -121,9 +122,9 @@ func (m *Model) applyPod(nn NN, value proto.Message) (proto.Message, error) {
 	}
 	if id, ok := m.podIdentity[nn]; ok {
 		for _, svc := range m.podServices[nn] {
-			dec(m.svcIDs, svc, id, 1)
-			dec(m.idServices, id, svc, 1)
-			removeFrom(m.svcPods, svc, nn)
+			multimap.Dec(m.svcIDs, svc, id, 1)
+			multimap.Dec(m.idServices, id, svc, 1)
+			multimap.Remove(m.svcPods, svc, nn)
 		}
 		delete(m.podServices, nn)
 		delete(m.podIdentity, nn)
@@ -131,7 +132,7 @@ func (m *Model) applyPod(nn NN, value proto.Message) (proto.Message, error) {
 			delete(m.idPods, id)
 		}
 		for k, v := range old.GetLabels() {
-			removeFrom(m.labelPods, labelKey{nn.Namespace, k + "=" + v}, nn.Name)
+			multimap.Remove(m.labelPods, labelKey{nn.Namespace, k + "=" + v}, nn.Name)
 		}
 	}
 	p := m.pods[nn]
@@ -144,7 +145,7 @@ func (m *Model) applyPod(nn NN, value proto.Message) (proto.Message, error) {
 	m.podServices[nn] = nil
 	for k, v := range p.GetLabels() {
 		lk := labelKey{nn.Namespace, k + "=" + v}
-		addTo(m.labelPods, lk, nn.Name)
+		multimap.Add(m.labelPods, lk, nn.Name)
 		for svcName := range m.selSvcs[lk] {
 			svc := NN{nn.Namespace, svcName}
 			if selects(m.services[svc].GetSelector(), p.GetLabels()) {
@@ -171,7 +172,7 @@ func (m *Model) applyTrafficTarget(nn NN, value proto.Message) (proto.Message, e
 		return nil, err
 	}
 	for _, r := range m.ttRoutes[nn] {
-		removeFrom(m.routeUsers, r, nn)
+		multimap.Remove(m.routeUsers, r, nn)
 	}
 	delete(m.ttRoutes, nn)
 	if tt := m.trafficTargets[nn]; tt != nil {
@@ -188,7 +189,7 @@ func (m *Model) applyTrafficTarget(nn NN, value proto.Message) (proto.Message, e
 			}
 			r := routeRef{kind, NN{nn.Namespace, rule.GetName()}}
 			refs = append(refs, r)
-			addTo(m.routeUsers, r, nn)
+			multimap.Add(m.routeUsers, r, nn)
 		}
 		m.ttRoutes[nn] = refs
 	}
@@ -201,12 +202,12 @@ func (m *Model) applySplit(nn NN, value proto.Message) (proto.Message, error) {
 		return nil, err
 	}
 	if old != nil {
-		removeFrom(m.splitsApex, ApexOf(nn.Namespace, old), nn)
-		removeFrom(m.nsSplits, nn.Namespace, nn.Name)
+		multimap.Remove(m.splitsApex, ApexOf(nn.Namespace, old), nn)
+		multimap.Remove(m.nsSplits, nn.Namespace, nn.Name)
 	}
 	if s := m.trafficSplits[nn]; s != nil {
-		addTo(m.splitsApex, ApexOf(nn.Namespace, s), nn)
-		addTo(m.nsSplits, nn.Namespace, nn.Name)
+		multimap.Add(m.splitsApex, ApexOf(nn.Namespace, s), nn)
+		multimap.Add(m.nsSplits, nn.Namespace, nn.Name)
 	}
 	return orNil(old), nil
 }
@@ -227,46 +228,6 @@ func (m *Model) SplitsInNamespace(namespace string) []NN {
 	}
 	sortNN(out)
 	return out
-}
-
-func addTo[K, V comparable](mp map[K]map[V]struct{}, k K, v V) {
-	set := mp[k]
-	if set == nil {
-		set = map[V]struct{}{}
-		mp[k] = set
-	}
-	set[v] = struct{}{}
-}
-
-func removeFrom[K, V comparable](mp map[K]map[V]struct{}, k K, v V) {
-	if set := mp[k]; set != nil {
-		delete(set, v)
-		if len(set) == 0 {
-			delete(mp, k)
-		}
-	}
-}
-
-func inc[K, V comparable](mp map[K]map[V]int, k K, v V) {
-	set := mp[k]
-	if set == nil {
-		set = map[V]int{}
-		mp[k] = set
-	}
-	set[v]++
-}
-
-func dec[K, V comparable](mp map[K]map[V]int, k K, v V, n int) {
-	set := mp[k]
-	if set == nil {
-		return
-	}
-	if set[v] -= n; set[v] <= 0 {
-		delete(set, v)
-	}
-	if len(set) == 0 {
-		delete(mp, k)
-	}
 }
 
 // PodBacking returns the identity a pod counts for and the services that

@@ -155,26 +155,13 @@ func (m *Model) Apply(kind, namespace, name string, value proto.Message) (proto.
 	case layout.KindPod:
 		return m.applyPod(nn, value)
 	case layout.KindServiceAccount:
-		id := Identity{namespace, name}
-		old := m.serviceAccounts[id]
-		if err := put(m.serviceAccounts, id, value); err != nil {
-			return nil, err
-		}
-		return orNil(old), nil
+		return replace(m.serviceAccounts, Identity{namespace, name}, value)
 	case layout.KindTrafficTarget:
 		return m.applyTrafficTarget(nn, value)
 	case layout.KindHTTPRouteGroup:
-		old := m.httpRouteGroups[nn]
-		if err := put(m.httpRouteGroups, nn, value); err != nil {
-			return nil, err
-		}
-		return orNil(old), nil
+		return replace(m.httpRouteGroups, nn, value)
 	case layout.KindTCPRoute:
-		old := m.tcpRoutes[nn]
-		if err := put(m.tcpRoutes, nn, value); err != nil {
-			return nil, err
-		}
-		return orNil(old), nil
+		return replace(m.tcpRoutes, nn, value)
 	case layout.KindTrafficSplit:
 		return m.applySplit(nn, value)
 	case layout.KindMeshConfig:
@@ -203,6 +190,18 @@ func orNil[T proto.Message](v T) proto.Message {
 	return v
 }
 
+// replace puts value under k in mp (nil: deletes k) and returns what it
+// replaced, nil when there was none.
+func replace[K comparable, V proto.Message](mp map[K]V, k K, value proto.Message) (proto.Message, error) {
+	old := mp[k]
+	if err := put(mp, k, value); err != nil {
+		return nil, err
+	}
+	return orNil(old), nil
+}
+
+// put puts value under k in mp (nil: deletes k), failing when value is not
+// a V.
 func put[K comparable, V proto.Message](mp map[K]V, k K, value proto.Message) error {
 	if value == nil {
 		delete(mp, k)

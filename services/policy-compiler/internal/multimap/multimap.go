@@ -1,0 +1,50 @@
+// Package multimap holds the operations on maps of sets and maps of counts
+// that the mesh model and the compile core index by: adding and removing a
+// member, and counting one up or down. An inner map that empties is removed,
+// so that the length of the outer map is the number of keys with members.
+package multimap
+
+// Add adds v to the set under k, creating the set when k has none.
+func Add[K, V comparable, S ~map[V]struct{}](mp map[K]S, k K, v V) {
+	s := mp[k]
+	if s == nil {
+		s = S{}
+		mp[k] = s
+	}
+	s[v] = struct{}{}
+}
+
+// Remove removes v from the set under k, and k when its set empties.
+func Remove[K, V comparable, S ~map[V]struct{}](mp map[K]S, k K, v V) {
+	if s := mp[k]; s != nil {
+		delete(s, v)
+		if len(s) == 0 {
+			delete(mp, k)
+		}
+	}
+}
+
+// Inc counts v under k up by one.
+func Inc[K, V comparable](mp map[K]map[V]int, k K, v V) {
+	s := mp[k]
+	if s == nil {
+		s = map[V]int{}
+		mp[k] = s
+	}
+	s[v]++
+}
+
+// Dec counts v under k down by n, removing v when its count reaches zero
+// and k when it has no counts left.
+func Dec[K, V comparable](mp map[K]map[V]int, k K, v V, n int) {
+	s := mp[k]
+	if s == nil {
+		return
+	}
+	if s[v] -= n; s[v] <= 0 {
+		delete(s, v)
+	}
+	if len(s) == 0 {
+		delete(mp, k)
+	}
+}

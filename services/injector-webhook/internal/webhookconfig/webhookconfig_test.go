@@ -1,12 +1,18 @@
 package webhookconfig
 
 import (
+	"context"
+	"errors"
 	"os"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/openservicemesh/osm/tests/kube"
 )
@@ -76,5 +82,83 @@ func TestDesiredRefusesIncompleteOptions(t *testing.T) {
 	}
 	if _, err := Desired(Options{MeshName: "osm", ControlPlaneNamespace: "osm-system", CABundle: []byte("x")}); err == nil {
 		t.Fatal("accepted an empty name")
+	}
+}
+
+func TestKeeperWritesOnceTheBundleArrivesAndRestoresEdits(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cs := cluster.Clientset()
+	api := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	var bundle atomic.Pointer[[]byte]
+	changed := make(chan struct{}, 1)
+	k := NewKeeper(KeeperOptions{Client: cs,
+		Config: Options{Name: "osm-keeper-test", MeshName: "osm", ControlPlaneNamespace: "osm-system",
+			ServiceNamespace: "osm-system", ServiceName: "osm-injector", ServicePort: 443},
+		CABundle: func() ([]byte, error) {
+			if b := bundle.Load(); b != nil {
+				return *b, nil
+			}
+			return nil, errors.New("no trust bundle yet")
+		},
+		Changed: changed, Interval: 100 * time.Millisecond})
+	done := make(chan error, 1)
+	go func() { done <- k.Start(ctx) }()
+
+	// No caBundle: nothing written, not ready.
+	time.Sleep(300 * time.Millisecond)
+	if err := k.Check(ctx); err == nil {
+		t.Fatal("ready without a caBundle")
+	}
+	if _, err := api.Get(ctx, "osm-keeper-test", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("written without a caBundle: %v", err)
+	}
+
+	// The bundle arrives: written, ready.
+	ca := []byte("ca-1")
+	bundle.Store(&ca)
+	changed <- struct{}{}
+	caBundleIs(t, "ca-1")
+	if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 10*time.Second, true,
+		func(context.Context) (bool, error) { return k.Check(ctx) == nil, nil }); err != nil {
+		t.Fatal("not ready after the configuration was written")
+	}
+
+	// Someone edits the caBundle: restored within the interval.
+	cur, err := api.Get(ctx, "osm-keeper-test", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur.Webhooks[0].ClientConfig.CABundle = []byte("edited")
+	if _, err := api.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	caBundleIs(t, "ca-1")
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Start returned %v when its context ended", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Start did not return when its context ended")
+	}
+}
+
+// caBundleIs waits until osm-keeper-test carries want as its caBundle.
+func caBundleIs(t *testing.T, want string) {
+	t.Helper()
+	api := cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations()
+	var got string
+	err := wait.PollUntilContextTimeout(t.Context(), 20*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		cur, err := api.Get(ctx, "osm-keeper-test", metav1.GetOptions{})
+		if err != nil {
+			return false, nil
+		}
+		got = string(cur.Webhooks[0].ClientConfig.CABundle)
+		return got == want, nil
+	})
+	if err != nil {
+		t.Fatalf("caBundle %q, want %q", got, want)
 	}
 }

@@ -189,6 +189,9 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 		return &ConfigError{err}
 	}
 	log := logger.WithField("component", spec.Name)
+	for _, d := range f.Deprecations() {
+		log.WithFields(logrus.Fields{"flag": "--" + d.Old, "use": "--" + d.Current}).Warn("deprecated flag name used")
+	}
 	version := buildVersion()
 	log.WithFields(logrus.Fields{"version": version, "config": f.Effective()}).Info("starting")
 

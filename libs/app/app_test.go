@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/logging"
 )
 
@@ -75,7 +76,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestLifecycle(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: map[bus.Role]string{bus.RoleEdge: "s3cret-pw"}})
+	srv, err := bustest.Start(bustest.Options{Passwords: map[bus.Role]string{bus.RoleEdge: "s3cret-pw"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,12 +16,17 @@ type Flags struct {
 	fs     *flag.FlagSet
 	secret map[string]bool
 	order  []string
+	// aliases maps each deprecated name to the flag it stands for, in
+	// aliasOrder; used lists the deprecated names a parse met.
+	aliases    map[string]string
+	aliasOrder []string
+	used       []string
 }
 
 func newFlags(name string) *Flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return &Flags{fs: fs, secret: map[string]bool{}}
+	return &Flags{fs: fs, secret: map[string]bool{}, aliases: map[string]string{}}
 }
 
 // EnvName is the environment variable twin of a flag name.
@@ -62,7 +67,37 @@ func (f *Flags) Duration(p *time.Duration, name string, value time.Duration, usa
 	f.add(name)
 }
 
+// Deprecated registers old as a deprecated name of the flag current, which
+// must be registered already: --old and its environment twin set --current.
+// A name stays deprecated for one release; the runner logs a warning
+// naming both whenever the old name is used, and --help lists it.
+func (f *Flags) Deprecated(old, current string) {
+	fl := f.fs.Lookup(current)
+	if fl == nil {
+		panic("app: deprecated flag " + old + " names an unregistered flag " + current)
+	}
+	f.fs.Var(fl.Value, old, "deprecated: use --"+current)
+	f.aliases[old] = current
+	f.aliasOrder = append(f.aliasOrder, old)
+}
+
+// Deprecation is a deprecated flag name that was used, and the name that
+// replaces it.
+type Deprecation struct{ Old, Current string }
+
+// Deprecations lists, for the runner to log, each deprecated flag name the
+// parse met, on the command line or in the environment.
+func (f *Flags) Deprecations() []Deprecation {
+	out := make([]Deprecation, 0, len(f.used))
+	for _, old := range f.used {
+		out = append(out, Deprecation{Old: old, Current: f.aliases[old]})
+	}
+	return out
+}
+
 // parse reads args, then the environment for every flag args did not set.
+// On the command line the last of a flag's names given wins; in the
+// environment the flag's own name wins over a deprecated one.
 func (f *Flags) parse(args []string, getenv func(string) string) error {
 	if err := f.fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -74,12 +109,31 @@ func (f *Flags) parse(args []string, getenv func(string) string) error {
 		return fmt.Errorf("unexpected argument %q (see --help)", f.fs.Arg(0))
 	}
 	set := map[string]bool{}
-	f.fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	f.fs.Visit(func(fl *flag.Flag) {
+		set[fl.Name] = true
+		if current, ok := f.aliases[fl.Name]; ok {
+			f.used = append(f.used, fl.Name)
+			set[current] = true
+		}
+	})
+	envOf := map[string]string{}
+	for _, name := range f.order {
+		envOf[name] = name
+	}
+	for _, old := range f.aliasOrder {
+		current := f.aliases[old]
+		if set[current] || getenv(EnvName(current)) != "" || getenv(EnvName(old)) == "" {
+			continue
+		}
+		envOf[current] = old
+		f.used = append(f.used, old)
+	}
 	for _, name := range f.order {
 		if set[name] {
 			continue
 		}
-		v := getenv(EnvName(name))
+		env := EnvName(envOf[name])
+		v := getenv(env)
 		if v == "" {
 			continue
 		}
@@ -88,7 +142,7 @@ func (f *Flags) parse(args []string, getenv func(string) string) error {
 			if f.secret[name] {
 				shown = "<redacted>"
 			}
-			return fmt.Errorf("invalid value %q for %s (flag --%s): %v", shown, EnvName(name), name, err)
+			return fmt.Errorf("invalid value %q for %s (flag --%s): %v", shown, env, name, err)
 		}
 	}
 	return nil
@@ -125,6 +179,15 @@ func (f *Flags) usage(w io.Writer) {
 			fmt.Fprintf(w, "; default %s", fl.DefValue)
 		}
 		fmt.Fprintln(w)
+	}
+	if len(f.aliasOrder) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nDeprecated names, accepted for one release (each sets the flag it names and logs a warning):\n")
+	old := append([]string{}, f.aliasOrder...)
+	sort.Strings(old)
+	for _, name := range old {
+		fmt.Fprintf(w, "  --%s, env %s: use --%s\n", name, EnvName(name), f.aliases[name])
 	}
 }
 

@@ -1,7 +1,8 @@
-package bus
+package bus_test
 
 import (
 	"bytes"
+	"github.com/openservicemesh/osm/libs/bus"
 	"strconv"
 	"testing"
 	"time"
@@ -13,13 +14,13 @@ import (
 // its delivery to a watcher, on the embedded server with a file store.
 // Keys rotate over 1,000 names, as a writer updating many objects would.
 func BenchmarkPutWatch(b *testing.B) {
-	_, st, w := watched(b, BucketObserved)
+	_, st, w := watched(b, bus.BucketObserved)
 	<-w.Events() // initialized
 
 	msg := wrapperspb.Bytes(bytes.Repeat([]byte{'p'}, 1024))
 	keys := make([]string, 1000)
 	for i := range keys {
-		keys[i] = Key("pod", "bench", "p"+strconv.Itoa(i))
+		keys[i] = bus.Key("pod", "bench", "p"+strconv.Itoa(i))
 	}
 	b.SetBytes(1024)
 	b.ResetTimer()
@@ -28,7 +29,7 @@ func BenchmarkPutWatch(b *testing.B) {
 		if _, err := st.Put(b.Context(), keys[i%len(keys)], msg); err != nil {
 			b.Fatal(err)
 		}
-		if ev := <-w.Events(); ev.Kind != EventPut {
+		if ev := <-w.Events(); ev.Kind != bus.EventPut {
 			b.Fatalf("got %s", ev.Kind)
 		}
 	}
@@ -39,7 +40,7 @@ func BenchmarkPutWatch(b *testing.B) {
 // acknowledgement) while a watcher drains the deliveries concurrently; see
 // BenchmarkBatchPut for pipelined writes.
 func BenchmarkPutConcurrentWatch(b *testing.B) {
-	_, st, w := watched(b, BucketObserved)
+	_, st, w := watched(b, bus.BucketObserved)
 	<-w.Events()
 	msg := wrapperspb.Bytes(bytes.Repeat([]byte{'p'}, 1024))
 	done := make(chan struct{})
@@ -53,7 +54,7 @@ func BenchmarkPutConcurrentWatch(b *testing.B) {
 		close(done)
 	}()
 	for i := 0; i < b.N; i++ {
-		if _, err := st.Put(b.Context(), Key("pod", "bench", "p"+strconv.Itoa(i%1000)), msg); err != nil {
+		if _, err := st.Put(b.Context(), bus.Key("pod", "bench", "p"+strconv.Itoa(i%1000)), msg); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -62,9 +63,9 @@ func BenchmarkPutConcurrentWatch(b *testing.B) {
 }
 
 // BenchmarkBatchPut measures pipelined writes of 1 KB protobufs through a
-// Batch, as the compiler writes a generation's changed keys.
+// bus.Batch, as the compiler writes a generation's changed keys.
 func BenchmarkBatchPut(b *testing.B) {
-	_, st, w := watched(b, BucketCompiled)
+	_, st, w := watched(b, bus.BucketCompiled)
 	<-w.Events()
 	w.Stop()
 	data := bytes.Repeat([]byte{'p'}, 1024)
@@ -75,7 +76,7 @@ func BenchmarkBatchPut(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		data[0] = byte(i) // every value differs from the key's last one
 		data[1] = byte(i >> 8)
-		if _, err := batch.PutIfChanged(b.Context(), Key("resource", "bench", "r"+strconv.Itoa(i%10000)), wrapperspb.Bytes(data)); err != nil {
+		if _, err := batch.PutIfChanged(b.Context(), bus.Key("resource", "bench", "r"+strconv.Itoa(i%10000)), wrapperspb.Bytes(data)); err != nil {
 			b.Fatal(err)
 		}
 		if batch.Len() == 1000 {

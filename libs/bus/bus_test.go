@@ -1,9 +1,11 @@
-package bus
+package bus_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"strings"
 	"testing"
 	"time"
@@ -23,9 +25,9 @@ func TestMain(m *testing.M) {
 }
 
 // startServer runs an embedded server for one test.
-func startServer(t *testing.T, o EmbeddedOptions) *Embedded {
+func startServer(t *testing.T, o bustest.Options) *bustest.Server {
 	t.Helper()
-	srv, err := StartEmbedded(o)
+	srv, err := bustest.Start(o)
 	if err != nil {
 		t.Fatalf("start embedded nats: %v", err)
 	}
@@ -33,9 +35,9 @@ func startServer(t *testing.T, o EmbeddedOptions) *Embedded {
 	return srv
 }
 
-func connect(t *testing.T, o Options) *Conn {
+func connect(t *testing.T, o bus.Options) *bus.Conn {
 	t.Helper()
-	c, err := Connect(t.Context(), o)
+	c, err := bus.Connect(t.Context(), o)
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
@@ -45,19 +47,19 @@ func connect(t *testing.T, o Options) *Conn {
 
 // watched starts a server, declares bucket and watches all of it; the
 // caller reads the initial events.
-func watched(t testing.TB, bucket string) (*Conn, *Store, *Watcher) {
+func watched(t testing.TB, bucket string) (*bus.Conn, *bus.Store, *bus.Watcher) {
 	t.Helper()
-	srv, err := StartEmbedded(EmbeddedOptions{})
+	srv, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatalf("start embedded nats: %v", err)
 	}
 	t.Cleanup(srv.Shutdown)
-	c, err := Connect(context.Background(), Options{URL: srv.URL()})
+	c, err := bus.Connect(context.Background(), bus.Options{URL: srv.URL()})
 	if err != nil {
 		t.Fatalf("connect: %v", err)
 	}
 	t.Cleanup(c.Close)
-	st, err := c.EnsureBucket(context.Background(), bucket, BucketOptions{})
+	st, err := c.EnsureBucket(context.Background(), bucket, bus.BucketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +72,7 @@ func watched(t testing.TB, bucket string) (*Conn, *Store, *Watcher) {
 }
 
 // next returns the next watch event or fails after a deadline.
-func next(t *testing.T, w *Watcher) Event {
+func next(t *testing.T, w *bus.Watcher) bus.Event {
 	t.Helper()
 	select {
 	case ev, ok := <-w.Events():
@@ -81,11 +83,11 @@ func next(t *testing.T, w *Watcher) Event {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no watch event within 10s")
 	}
-	return Event{}
+	return bus.Event{}
 }
 
 // expectQuiet asserts that no event arrives for a short while.
-func expectQuiet(t *testing.T, w *Watcher) {
+func expectQuiet(t *testing.T, w *bus.Watcher) {
 	t.Helper()
 	select {
 	case ev := <-w.Events():
@@ -97,25 +99,25 @@ func expectQuiet(t *testing.T, w *Watcher) {
 func str(s string) proto.Message { return wrapperspb.String(s) }
 
 func TestPutWatchRoundTrip(t *testing.T) {
-	srv := startServer(t, EmbeddedOptions{})
-	c := connect(t, Options{URL: srv.URL()})
+	srv := startServer(t, bustest.Options{})
+	c := connect(t, bus.Options{URL: srv.URL()})
 	ctx := t.Context()
-	st, err := c.EnsureBucket(ctx, BucketObserved, BucketOptions{})
+	st, err := c.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Declaring again is harmless.
-	if _, err := c.EnsureBucket(ctx, BucketObserved, BucketOptions{}); err != nil {
+	if _, err := c.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{}); err != nil {
 		t.Fatalf("second declaration: %v", err)
 	}
-	keyA := Key("service", "bookstore", "bookstore.v1")
+	keyA := bus.Key("service", "bookstore", "bookstore.v1")
 	if _, err := st.Put(ctx, keyA, str("a1")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Put(ctx, Key("service", "bookstore", "gone"), str("x")); err != nil {
+	if _, err := st.Put(ctx, bus.Key("service", "bookstore", "gone"), str("x")); err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Delete(ctx, Key("service", "bookstore", "gone")); err != nil {
+	if err := st.Delete(ctx, bus.Key("service", "bookstore", "gone")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -125,7 +127,7 @@ func TestPutWatchRoundTrip(t *testing.T) {
 	}
 	defer w.Stop()
 	ev := next(t, w)
-	if ev.Kind != EventPut || ev.Key != keyA {
+	if ev.Kind != bus.EventPut || ev.Key != keyA {
 		t.Fatalf("first event = %s %q, want put %q", ev.Kind, ev.Key, keyA)
 	}
 	var got wrapperspb.StringValue
@@ -133,7 +135,7 @@ func TestPutWatchRoundTrip(t *testing.T) {
 		t.Fatalf("decoded %q, %v; want a1", got.Value, err)
 	}
 	// The deleted key is not among the initial values.
-	if ev := next(t, w); ev.Kind != EventInitialized {
+	if ev := next(t, w); ev.Kind != bus.EventInitialized {
 		t.Fatalf("second event = %s %q, want initialized", ev.Kind, ev.Key)
 	}
 
@@ -142,7 +144,7 @@ func TestPutWatchRoundTrip(t *testing.T) {
 	if _, written, err := st.PutIfChanged(ctx, keyA, str("a1")); err != nil || written {
 		t.Fatalf("unchanged put: written=%v err=%v", written, err)
 	}
-	fresh, err := c.Bucket(ctx, BucketObserved)
+	fresh, err := c.Bucket(ctx, bus.BucketObserved)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +157,7 @@ func TestPutWatchRoundTrip(t *testing.T) {
 		t.Fatalf("changed put: written=%v err=%v", written, err)
 	}
 	ev = next(t, w)
-	if err := ev.Decode(&got); err != nil || ev.Kind != EventPut || got.Value != "a2" {
+	if err := ev.Decode(&got); err != nil || ev.Kind != bus.EventPut || got.Value != "a2" {
 		t.Fatalf("update = %s %q (%v), want put a2", ev.Kind, got.Value, err)
 	}
 	var read wrapperspb.StringValue
@@ -166,22 +168,22 @@ func TestPutWatchRoundTrip(t *testing.T) {
 	if deleted, err := st.DeleteIfPresent(ctx, keyA); err != nil || !deleted {
 		t.Fatalf("delete: %v %v", deleted, err)
 	}
-	if ev := next(t, w); ev.Kind != EventDelete || ev.Key != keyA {
+	if ev := next(t, w); ev.Kind != bus.EventDelete || ev.Key != keyA {
 		t.Fatalf("got %s %q, want delete %q", ev.Kind, ev.Key, keyA)
 	}
 	if deleted, err := st.DeleteIfPresent(ctx, keyA); err != nil || deleted {
 		t.Fatalf("second delete wrote: %v %v", deleted, err)
 	}
 	expectQuiet(t, w)
-	if _, err := fresh.Get(ctx, keyA, &read); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("Get after delete: %v, want ErrNotFound", err)
+	if _, err := fresh.Get(ctx, keyA, &read); !errors.Is(err, bus.ErrNotFound) {
+		t.Fatalf("Get after delete: %v, want bus.ErrNotFound", err)
 	}
 }
 
 func TestPrimeAndEmptyWatch(t *testing.T) {
-	c, st, w := watched(t, BucketCompiled)
+	c, st, w := watched(t, bus.BucketCompiled)
 	ctx := t.Context()
-	if ev := next(t, w); ev.Kind != EventInitialized {
+	if ev := next(t, w); ev.Kind != bus.EventInitialized {
 		t.Fatalf("empty bucket: first event %s, want initialized", ev.Kind)
 	}
 	for _, k := range []string{"a", "b", "c"} {
@@ -189,7 +191,7 @@ func TestPrimeAndEmptyWatch(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	other, err := c.Bucket(ctx, BucketCompiled)
+	other, err := c.Bucket(ctx, bus.BucketCompiled)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,10 +213,10 @@ func TestPrimeAndEmptyWatch(t *testing.T) {
 
 func TestWatchSurvivesServerRestart(t *testing.T) {
 	dir := t.TempDir()
-	srv := startServer(t, EmbeddedOptions{StoreDir: dir})
-	c := connect(t, Options{URL: srv.URL()})
+	srv := startServer(t, bustest.Options{StoreDir: dir})
+	c := connect(t, bus.Options{URL: srv.URL()})
 	ctx := t.Context()
-	st, err := c.EnsureBucket(ctx, BucketTrust, BucketOptions{})
+	st, err := c.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,10 +228,10 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	if ev := next(t, w); ev.Kind != EventPut {
+	if ev := next(t, w); ev.Kind != bus.EventPut {
 		t.Fatalf("got %s, want put", ev.Kind)
 	}
-	if ev := next(t, w); ev.Kind != EventInitialized {
+	if ev := next(t, w); ev.Kind != bus.EventInitialized {
 		t.Fatalf("got %s, want initialized", ev.Kind)
 	}
 
@@ -265,37 +267,37 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 		if v.Value == "v1" {
 			t.Fatal("watcher delivered the old value again after the restart")
 		}
-		if ev.Kind == EventPut && v.Value == "v2" {
+		if ev.Kind == bus.EventPut && v.Value == "v2" {
 			break
 		}
 	}
 }
 
 func TestOversizedValueRefused(t *testing.T) {
-	srv := startServer(t, EmbeddedOptions{})
-	c := connect(t, Options{URL: srv.URL()})
-	st, err := c.EnsureBucket(t.Context(), BucketCompiled, BucketOptions{})
+	srv := startServer(t, bustest.Options{})
+	c := connect(t, bus.Options{URL: srv.URL()})
+	st, err := c.EnsureBucket(t.Context(), bus.BucketCompiled, bus.BucketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := Key("resource", "huge")
-	big := wrapperspb.Bytes(bytes.Repeat([]byte{'x'}, MaxValueSize+1))
+	key := bus.Key("resource", "huge")
+	big := wrapperspb.Bytes(bytes.Repeat([]byte{'x'}, bus.MaxValueSize+1))
 	_, err = st.Put(t.Context(), key, big)
-	if !errors.Is(err, ErrTooLarge) {
-		t.Fatalf("err = %v, want ErrTooLarge", err)
+	if !errors.Is(err, bus.ErrTooLarge) {
+		t.Fatalf("err = %v, want bus.ErrTooLarge", err)
 	}
-	if !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), BucketCompiled) {
+	if !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), bus.BucketCompiled) {
 		t.Fatalf("error %q does not name the bucket and key", err)
 	}
 }
 
 func TestEdgeCannotWriteCompiled(t *testing.T) {
-	pw := map[Role]string{RoleAdmin: "admin-pw", RoleEdge: "edge-pw", RoleCompiler: "compiler-pw"}
-	srv := startServer(t, EmbeddedOptions{Passwords: pw})
+	pw := map[bus.Role]string{bus.RoleAdmin: "admin-pw", bus.RoleEdge: "edge-pw", bus.RoleCompiler: "compiler-pw"}
+	srv := startServer(t, bustest.Options{Passwords: pw})
 	ctx := t.Context()
 
-	compiler := connect(t, Options{URL: srv.URL(), Role: RoleCompiler, User: "compiler", Password: pw[RoleCompiler]})
-	cst, err := compiler.EnsureBucket(ctx, BucketCompiled, BucketOptions{})
+	compiler := connect(t, bus.Options{URL: srv.URL(), Role: bus.RoleCompiler, User: "compiler", Password: pw[bus.RoleCompiler]})
+	cst, err := compiler.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{})
 	if err != nil {
 		t.Fatalf("compiler declares its bucket: %v", err)
 	}
@@ -303,8 +305,8 @@ func TestEdgeCannotWriteCompiled(t *testing.T) {
 		t.Fatalf("compiler writes its bucket: %v", err)
 	}
 
-	edge := connect(t, Options{URL: srv.URL(), Role: RoleEdge, User: "edge", Password: pw[RoleEdge]})
-	est, err := edge.Bucket(ctx, BucketCompiled)
+	edge := connect(t, bus.Options{URL: srv.URL(), Role: bus.RoleEdge, User: "edge", Password: pw[bus.RoleEdge]})
+	est, err := edge.Bucket(ctx, bus.BucketCompiled)
 	if err != nil {
 		t.Fatalf("edge opens the compiled bucket: %v", err)
 	}
@@ -335,11 +337,11 @@ func TestEdgeCannotWriteCompiled(t *testing.T) {
 	if err := est.Delete(attempt(), "generation"); err == nil {
 		t.Fatal("edge deleted from mesh-compiled")
 	}
-	if _, err := edge.EnsureBucket(attempt(), BucketCompiled, BucketOptions{Memory: true}); err == nil {
+	if _, err := edge.EnsureBucket(attempt(), bus.BucketCompiled, bus.BucketOptions{Memory: true}); err == nil {
 		t.Fatal("edge redeclared mesh-compiled")
 	}
-	admin := connect(t, Options{URL: srv.URL(), Role: RoleAdmin, User: "admin", Password: pw[RoleAdmin]})
-	ast, err := admin.Bucket(ctx, BucketCompiled)
+	admin := connect(t, bus.Options{URL: srv.URL(), Role: bus.RoleAdmin, User: "admin", Password: pw[bus.RoleAdmin]})
+	ast, err := admin.Bucket(ctx, bus.BucketCompiled)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,13 +349,13 @@ func TestEdgeCannotWriteCompiled(t *testing.T) {
 		t.Fatalf("after the edge's attempts the value is %q (%v), want 1", v.Value, err)
 	}
 	// An unknown user cannot connect at all.
-	if _, err := Connect(ctx, Options{URL: srv.URL(), User: "edge", Password: "wrong", ConnectTimeout: time.Second}); err == nil {
+	if _, err := bus.Connect(ctx, bus.Options{URL: srv.URL(), User: "edge", Password: "wrong", ConnectTimeout: time.Second}); err == nil {
 		t.Fatal("connected with a wrong password")
 	}
 }
 
 func TestTraceContextSurvivesPutAndWatch(t *testing.T) {
-	_, st, w := watched(t, BucketObserved)
+	_, st, w := watched(t, bus.BucketObserved)
 	ctx := t.Context()
 	next(t, w) // initialized
 
@@ -380,7 +382,7 @@ func TestTraceContextSurvivesPutAndWatch(t *testing.T) {
 // TestWatchEnded: a watch closed because its caller is stopping ends
 // without an error; one closed under a live caller names its bucket.
 func TestWatchEnded(t *testing.T) {
-	_, st, _ := watched(t, BucketCompiled)
+	_, st, _ := watched(t, bus.BucketCompiled)
 	ctx, cancel := context.WithCancel(context.Background())
 	w, err := st.Watch(ctx, ">")
 	if err != nil {
@@ -392,7 +394,7 @@ func TestWatchEnded(t *testing.T) {
 	if err := w.Ended(ctx); err != nil {
 		t.Fatalf("stopping caller: %v", err)
 	}
-	if err := w.Ended(context.Background()); err == nil || !strings.Contains(err.Error(), "watch "+BucketCompiled+" ended") {
+	if err := w.Ended(context.Background()); err == nil || !strings.Contains(err.Error(), "watch "+bus.BucketCompiled+" ended") {
 		t.Fatalf("live caller: %v, want the bucket named", err)
 	}
 }

@@ -1,7 +1,8 @@
-package bus
+package bus_test
 
 import (
 	"errors"
+	"github.com/openservicemesh/osm/libs/bus"
 	"strconv"
 	"testing"
 
@@ -9,9 +10,9 @@ import (
 )
 
 func TestCreateUpdateConflicts(t *testing.T) {
-	c, _, _ := watched(t, BucketObserved)
+	c, _, _ := watched(t, bus.BucketObserved)
 	ctx := t.Context()
-	st, err := c.EnsureBucket(ctx, BucketLeases, BucketOptions{})
+	st, err := c.EnsureBucket(ctx, bus.BucketLeases, bus.BucketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -19,15 +20,15 @@ func TestCreateUpdateConflicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Create(ctx, "compiler", str("b")); !errors.Is(err, ErrConflict) {
-		t.Fatalf("second create: %v, want ErrConflict", err)
+	if _, err := st.Create(ctx, "compiler", str("b")); !errors.Is(err, bus.ErrConflict) {
+		t.Fatalf("second create: %v, want bus.ErrConflict", err)
 	}
 	next, err := st.Update(ctx, "compiler", str("a2"), rev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Update(ctx, "compiler", str("stale"), rev); !errors.Is(err, ErrConflict) {
-		t.Fatalf("stale update: %v, want ErrConflict", err)
+	if _, err := st.Update(ctx, "compiler", str("stale"), rev); !errors.Is(err, bus.ErrConflict) {
+		t.Fatalf("stale update: %v, want bus.ErrConflict", err)
 	}
 	var v wrapperspb.StringValue
 	if got, err := st.Get(ctx, "compiler", &v); err != nil || got != next || v.Value != "a2" {
@@ -42,7 +43,7 @@ func TestCreateUpdateConflicts(t *testing.T) {
 }
 
 func TestBatch(t *testing.T) {
-	_, st, w := watched(t, BucketCompiled)
+	_, st, w := watched(t, bus.BucketCompiled)
 	ctx := t.Context()
 	next(t, w) // initialized
 	const n = 3000
@@ -82,10 +83,10 @@ func TestBatch(t *testing.T) {
 	if err := b.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ev := next(t, w); ev.Kind != EventDelete || ev.Key != "k8" {
+	if ev := next(t, w); ev.Kind != bus.EventDelete || ev.Key != "k8" {
 		t.Fatalf("got %s %s, want delete k8", ev.Kind, ev.Key)
 	}
-	if ev := next(t, w); ev.Kind != EventPut || ev.Key != "k9" {
+	if ev := next(t, w); ev.Kind != bus.EventPut || ev.Key != "k9" {
 		t.Fatalf("got %s %s, want put k9", ev.Kind, ev.Key)
 	}
 	expectQuiet(t, w)

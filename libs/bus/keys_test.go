@@ -1,6 +1,7 @@
-package bus
+package bus_test
 
 import (
+	"github.com/openservicemesh/osm/libs/bus"
 	"regexp"
 	"strings"
 	"testing"
@@ -21,11 +22,11 @@ func TestKeyExamples(t *testing.T) {
 		{[]string{"*", ">"}, "_2A._3E"},
 	}
 	for _, c := range cases {
-		got := Key(c.parts...)
+		got := bus.Key(c.parts...)
 		if got != c.want {
 			t.Errorf("Key(%q) = %q, want %q", c.parts, got, c.want)
 		}
-		back, err := SplitKey(got)
+		back, err := bus.SplitKey(got)
 		if err != nil {
 			t.Fatalf("SplitKey(%q): %v", got, err)
 		}
@@ -37,7 +38,7 @@ func TestKeyExamples(t *testing.T) {
 
 func TestUnescapeRejects(t *testing.T) {
 	for _, tok := range []string{"", "a.b", "_", "_2", "_zz", "_41", "a*", "_2e"} {
-		if _, err := UnescapeToken(tok); err == nil {
+		if _, err := bus.UnescapeToken(tok); err == nil {
 			t.Errorf("UnescapeToken(%q) accepted a malformed token", tok)
 		}
 	}
@@ -49,11 +50,11 @@ func FuzzKeyRoundTrip(f *testing.F) {
 	f.Add("ns/svc|80", "type.googleapis.com/envoy.config.cluster.v3.Cluster")
 	f.Add("\x00\xff", "=")
 	f.Fuzz(func(t *testing.T, a, b string) {
-		key := Key(a, b)
-		if !validKey.MatchString(key) || !ValidKey(key) {
+		key := bus.Key(a, b)
+		if !validKey.MatchString(key) || !bus.ValidKey(key) {
 			t.Fatalf("Key(%q, %q) = %q is not a valid NATS KV key", a, b, key)
 		}
-		parts, err := SplitKey(key)
+		parts, err := bus.SplitKey(key)
 		if err != nil {
 			t.Fatalf("SplitKey(%q): %v", key, err)
 		}
@@ -62,8 +63,8 @@ func FuzzKeyRoundTrip(f *testing.F) {
 		}
 		// One spelling per string: unescaping then escaping a token is the identity.
 		for _, tok := range strings.Split(key, ".") {
-			s, _ := UnescapeToken(tok)
-			if EscapeToken(s) != tok {
+			s, _ := bus.UnescapeToken(tok)
+			if bus.EscapeToken(s) != tok {
 				t.Fatalf("token %q has a second spelling", tok)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -253,4 +254,26 @@ func (s *Store) Forget() {
 	s.digest = make(map[string][sha256.Size]byte)
 	s.primed = false
 	s.mu.Unlock()
+}
+
+// WaitBucket opens a bucket that another role declares, waiting until it
+// exists. waiting, when not nil, is told why the bucket cannot be opened yet
+// at the first failed attempt and then every ten seconds. It returns when
+// the bucket opens or ctx ends.
+func (c *Conn) WaitBucket(ctx context.Context, name string, waiting func(err error)) (*Store, error) {
+	const every = 500 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		s, err := c.Bucket(ctx, name)
+		if err == nil {
+			return s, nil
+		}
+		if waiting != nil && attempt%20 == 0 {
+			waiting(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open bucket %s: %w", name, errors.Join(ctx.Err(), err))
+		case <-time.After(every):
+		}
+	}
 }

@@ -1,24 +1,25 @@
-package bus
+package bus_test
 
 import (
+	"github.com/openservicemesh/osm/libs/bus"
 	"slices"
 	"testing"
 )
 
 func TestPermissionsSingleWriter(t *testing.T) {
-	writers := map[string][]Role{}
-	for _, r := range Roles() {
-		p, err := PermissionsFor(r)
+	writers := map[string][]bus.Role{}
+	for _, r := range bus.Roles() {
+		p, err := bus.PermissionsFor(r)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r == RoleAdmin {
+		if r == bus.RoleAdmin {
 			if p != nil {
 				t.Fatal("admin must be unrestricted")
 			}
 			continue
 		}
-		for _, b := range Buckets() {
+		for _, b := range bus.Buckets() {
 			if slices.Contains(p.Publish, "$KV."+b+".>") {
 				writers[b] = append(writers[b], r)
 			}
@@ -27,13 +28,13 @@ func TestPermissionsSingleWriter(t *testing.T) {
 			t.Errorf("%s cannot receive its replies", r)
 		}
 	}
-	want := map[string]Role{BucketObserved: RoleWatcher, BucketCompiled: RoleCompiler, BucketTrust: RoleCA, BucketLeases: RoleCompiler}
+	want := map[string]bus.Role{bus.BucketObserved: bus.RoleWatcher, bus.BucketCompiled: bus.RoleCompiler, bus.BucketTrust: bus.RoleCA, bus.BucketLeases: bus.RoleCompiler}
 	for b, r := range want {
 		if len(writers[b]) != 1 || writers[b][0] != r {
 			t.Errorf("writers of %s = %v, want only %s", b, writers[b], r)
 		}
 	}
-	if _, err := PermissionsFor("nobody"); err == nil {
+	if _, err := bus.PermissionsFor("nobody"); err == nil {
 		t.Error("unknown role accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package bus
+package bus_test
 
 import (
 	"crypto/ecdsa"
@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"math/big"
 	"net"
 	"os"
@@ -63,11 +65,11 @@ func testPKI(t *testing.T, dir string) *tls.Config {
 
 func TestConnectMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	srv := startServer(t, EmbeddedOptions{TLS: testPKI(t, dir)})
+	srv := startServer(t, bustest.Options{TLS: testPKI(t, dir)})
 	ctx := t.Context()
-	c := connect(t, Options{URL: srv.URL(), CAFile: filepath.Join(dir, "ca.pem"),
+	c := connect(t, bus.Options{URL: srv.URL(), CAFile: filepath.Join(dir, "ca.pem"),
 		CertFile: filepath.Join(dir, "client.pem"), KeyFile: filepath.Join(dir, "client-key.pem")})
-	st, err := c.EnsureBucket(ctx, BucketTrust, BucketOptions{})
+	st, err := c.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,14 +77,14 @@ func TestConnectMutualTLS(t *testing.T) {
 		t.Fatalf("put over mTLS: %v", err)
 	}
 	// Without a client certificate the server refuses the connection.
-	if _, err := Connect(ctx, Options{URL: srv.URL(), CAFile: filepath.Join(dir, "ca.pem"), ConnectTimeout: time.Second}); err == nil {
+	if _, err := bus.Connect(ctx, bus.Options{URL: srv.URL(), CAFile: filepath.Join(dir, "ca.pem"), ConnectTimeout: time.Second}); err == nil {
 		t.Fatal("connected without a client certificate")
 	}
 	// A bad CA file is a clear configuration error.
-	if _, err := Connect(ctx, Options{URL: srv.URL(), CAFile: filepath.Join(dir, "client-key.pem")}); err == nil {
+	if _, err := bus.Connect(ctx, bus.Options{URL: srv.URL(), CAFile: filepath.Join(dir, "client-key.pem")}); err == nil {
 		t.Fatal("accepted a CA file without a certificate")
 	}
-	if err := (Options{URL: srv.URL(), CertFile: "x"}).Validate(); err == nil {
+	if err := (bus.Options{URL: srv.URL(), CertFile: "x"}).Validate(); err == nil {
 		t.Fatal("accepted a certificate without a key")
 	}
 }

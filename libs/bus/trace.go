@@ -2,9 +2,11 @@ package bus
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/propagation"
+	"google.golang.org/protobuf/proto"
 )
 
 // HeaderCarrier adapts nats.Header to the OpenTelemetry TextMapCarrier.
@@ -51,4 +53,28 @@ func ExtractTrace(ctx context.Context, h nats.Header) context.Context {
 		return ctx
 	}
 	return propagator.Extract(ctx, HeaderCarrier(h))
+}
+
+// Publisher sends one core NATS message; *nats.Conn is one.
+type Publisher interface {
+	PublishMsg(m *nats.Msg) error
+}
+
+var _ Publisher = (*nats.Conn)(nil)
+
+// Publish marshals m and publishes it on subject with the trace context of
+// ctx in the message headers, so that the receiver's spans join the
+// sender's trace. Core NATS publishing is fire-and-forget: a nil error means
+// the message was handed to the connection, not that anyone received it.
+func Publish(ctx context.Context, p Publisher, subject string, m proto.Message) error {
+	data, err := proto.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("marshal %s for %s: %w", m.ProtoReflect().Descriptor().FullName(), subject, err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
+	InjectTrace(ctx, msg.Header)
+	if err := p.PublishMsg(msg); err != nil {
+		return fmt.Errorf("publish on %s: %w", subject, err)
+	}
+	return nil
 }

@@ -1,4 +1,4 @@
-package cpcert
+package caclient
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package server
+package kube
 
 import (
 	"fmt"
@@ -17,7 +17,7 @@ type klogSink struct {
 
 var _ logr.LogSink = klogSink{}
 
-func newKlogLogger(e *logrus.Entry) logr.Logger {
+func klogLogger(e *logrus.Entry) logr.Logger {
 	return logr.New(klogSink{e: e.WithField("source", "client-go")})
 }
 

@@ -1,4 +1,4 @@
-package server
+package kube
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ func TestKlogGoesToLogrus(t *testing.T) {
 	l.SetOutput(&out)
 	l.SetFormatter(&logrus.JSONFormatter{DisableTimestamp: true})
 	l.SetLevel(logrus.DebugLevel)
-	log := newKlogLogger(logrus.NewEntry(l)).WithName("leaderelection").WithValues("lock", "osm-system/osm-smi-watcher")
+	log := klogLogger(logrus.NewEntry(l)).WithName("leaderelection").WithValues("lock", "osm-system/osm-smi-watcher")
 	log.Info("Successfully acquired lease")
 	log.V(2).Info("renewed", "odd")
 	log.V(5).Info("trace only")

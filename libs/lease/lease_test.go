@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -26,7 +27,7 @@ func (c *clock) Add(d time.Duration) {
 
 func store(t *testing.T) *bus.Store {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	srv, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

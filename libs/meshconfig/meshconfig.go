@@ -1,7 +1,13 @@
-package normalize
+// Package meshconfig reads OSM's MeshConfig custom resource. The CRD has no
+// Go client, so components read it through the dynamic client as
+// unstructured; Parse turns that into the contract's meshv1.MeshConfig,
+// the one typed form every component uses: the smi-watcher publishes it,
+// the policy-compiler and the injector-webhook apply it.
+package meshconfig
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -10,31 +16,29 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
-// MeshConfigGVR is the resource of OSM's MeshConfig CRD. It has no Go
-// client, so the watcher reads it through the dynamic client.
-var MeshConfigGVR = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
+// GVR is the resource of OSM's MeshConfig CRD.
+var GVR = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
 
-// MeshConfigKey is the key of a MeshConfig.
-func MeshConfigKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindMeshConfig, namespace, name)
-}
-
-// MeshConfig normalises a MeshConfig read as unstructured. A value of the
-// wrong type, or one that must parse (a duration, a fraction, a quantity)
-// and does not, leaves its typed field unset and is recorded in
-// invalid_fields with its path.
-func MeshConfig(u *unstructured.Unstructured) *meshv1.MeshConfig {
+// Parse reads a MeshConfig given as unstructured. A value of the wrong type,
+// or one that must parse (a duration, a fraction, a quantity) and does not,
+// leaves its typed field unset and is recorded in invalid_fields with its
+// path, so that a consumer can name the field in its error.
+func Parse(u *unstructured.Unstructured) *meshv1.MeshConfig {
 	r := reader{}
 	out := &meshv1.MeshConfig{
-		Meta:       Meta(u),
+		Meta: &meshv1.ObjectMeta{
+			Namespace:  u.GetNamespace(),
+			Name:       u.GetName(),
+			Uid:        string(u.GetUID()),
+			Generation: u.GetGeneration(),
+		},
 		ApiVersion: u.GetAPIVersion(),
 	}
 	if out.ApiVersion == "" {
-		out.ApiVersion = MeshConfigGVR.GroupVersion().String()
+		out.ApiVersion = GVR.GroupVersion().String()
 	}
 	spec := u.Object["spec"]
 	if sc, ok := r.object(spec, "spec", "sidecar"); ok {
@@ -291,3 +295,6 @@ func (r *reader) quantities(res map[string]any, path, field string) map[string]s
 	}
 	return out
 }
+
+// clamp32 saturates v to the int32 range.
+func clamp32(v int64) int32 { return int32(max(min(v, math.MaxInt32), math.MinInt32)) }

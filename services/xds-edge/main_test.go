@@ -24,6 +24,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -156,7 +157,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	t.Cleanup(caSrv.Stop)
 
 	pw := map[bus.Role]string{bus.RoleEdge: "edge-pw", bus.RoleCompiler: "compiler-pw", bus.RoleCA: "ca-pw"}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	nats, err := bustest.Start(bustest.Options{Passwords: pw})
 	if err != nil {
 		t.Fatal(err)
 	}

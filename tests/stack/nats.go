@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 )
 
 // NATSOptions configure the mesh's embedded NATS server.
@@ -33,7 +34,7 @@ type NATSOptions struct {
 // NATS is an embedded NATS server with JetStream, one user per role with
 // the role's permissions, and the mesh buckets declared.
 type NATS struct {
-	srv   *bus.Embedded
+	srv   *bustest.Server
 	pw    map[bus.Role]string
 	admin *bus.Conn
 }
@@ -45,7 +46,7 @@ func StartNATS(ctx context.Context, o NATSOptions) (*NATS, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: o.Port, StoreDir: o.StoreDir, Passwords: pw})
+	srv, err := bustest.Start(bustest.Options{Port: o.Port, StoreDir: o.StoreDir, Passwords: pw})
 	if err != nil {
 		return nil, fmt.Errorf("start nats: %w", err)
 	}

@@ -1,4 +1,9 @@
-package bus
+// Package bustest runs an in-process NATS server with JetStream, for tests
+// and the local dev stack, as net/http/httptest runs an HTTP server. It
+// applies the role permissions of package bus, so a test sees what a
+// production NATS server enforces. Only tests and the dev stack import it,
+// which keeps nats-server out of the services' binaries.
+package bustest
 
 import (
 	"context"
@@ -11,10 +16,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/openservicemesh/osm/libs/bus"
 )
 
-// EmbeddedOptions configure an in-process NATS server with JetStream.
-type EmbeddedOptions struct {
+// Options configure an in-process NATS server with JetStream.
+type Options struct {
 	// Host to listen on; default 127.0.0.1.
 	Host string
 	// Port to listen on; 0 picks a free port, which Restart then keeps.
@@ -25,7 +32,7 @@ type EmbeddedOptions struct {
 	StoreDir string
 	// Passwords, when set, turns on authentication: one user per role, named
 	// after the role, with the role's permissions. Roles left out cannot log in.
-	Passwords map[Role]string
+	Passwords map[bus.Role]string
 	// ReadyTimeout bounds the start; default 10s.
 	ReadyTimeout time.Duration
 	// TLS, when set, makes the server speak TLS only; set ClientAuth in it
@@ -33,23 +40,22 @@ type EmbeddedOptions struct {
 	TLS *tls.Config
 }
 
-// Embedded is a running in-process NATS server.
-type Embedded struct {
-	opts    EmbeddedOptions
+// Server is a running in-process NATS server.
+type Server struct {
+	opts    Options
 	srv     *server.Server
 	tempDir string
 }
 
-// StartEmbedded starts an in-process nats-server with JetStream, for the
-// dev stack and tests.
-func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
+// Start starts an in-process nats-server with JetStream.
+func Start(o Options) (*Server, error) {
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 10 * time.Second
 	}
-	e := &Embedded{opts: o}
+	e := &Server{opts: o}
 	if o.StoreDir == "" {
 		dir, err := os.MkdirTemp("", "osm-nats-")
 		if err != nil {
@@ -66,7 +72,7 @@ func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	return e, nil
 }
 
-func (e *Embedded) start() error {
+func (e *Server) start() error {
 	so := &server.Options{
 		ServerName: "osm-embedded",
 		Host:       e.opts.Host,
@@ -75,7 +81,7 @@ func (e *Embedded) start() error {
 		StoreDir:   e.opts.StoreDir,
 		NoSigs:     true,
 		NoLog:      true,
-		MaxPayload: MaxValueSize,
+		MaxPayload: bus.MaxValueSize,
 	}
 	if e.opts.TLS != nil {
 		so.TLSConfig = e.opts.TLS
@@ -86,7 +92,7 @@ func (e *Embedded) start() error {
 	if e.opts.Port == 0 {
 		so.Port = server.RANDOM_PORT
 	}
-	for _, r := range Roles() {
+	for _, r := range bus.Roles() {
 		pw, ok := e.opts.Passwords[r]
 		if !ok {
 			continue
@@ -94,7 +100,7 @@ func (e *Embedded) start() error {
 		if pw == "" {
 			return fmt.Errorf("embedded nats: empty password for role %s", r)
 		}
-		perms, err := PermissionsFor(r)
+		perms, err := bus.PermissionsFor(r)
 		if err != nil {
 			return err
 		}
@@ -125,7 +131,7 @@ func (e *Embedded) start() error {
 }
 
 // URL is the client URL of the server.
-func (e *Embedded) URL() string {
+func (e *Server) URL() string {
 	scheme := "nats://"
 	if e.opts.TLS != nil {
 		scheme = "tls://"
@@ -135,15 +141,15 @@ func (e *Embedded) URL() string {
 
 // Shutdown stops the server, waits until it is gone and removes its store
 // directory when it was a temporary one.
-func (e *Embedded) Shutdown() {
+func (e *Server) Shutdown() {
 	e.stop()
 	e.removeTemp()
 }
 
 // Stop stops the server but keeps its store, so that Restart can bring it back.
-func (e *Embedded) Stop() { e.stop() }
+func (e *Server) Stop() { e.stop() }
 
-func (e *Embedded) stop() {
+func (e *Server) stop() {
 	if e.srv == nil {
 		return
 	}
@@ -152,7 +158,7 @@ func (e *Embedded) stop() {
 	e.srv = nil
 }
 
-func (e *Embedded) removeTemp() {
+func (e *Server) removeTemp() {
 	if e.tempDir != "" {
 		_ = os.RemoveAll(e.tempDir)
 		e.tempDir = ""
@@ -161,7 +167,7 @@ func (e *Embedded) removeTemp() {
 
 // Restart starts the server again (stopping it first if it runs) on the same
 // port and store directory, as an operator restarting NATS would.
-func (e *Embedded) Restart(ctx context.Context) error {
+func (e *Server) Restart(ctx context.Context) error {
 	e.stop()
 	var err error
 	for ctx.Err() == nil {

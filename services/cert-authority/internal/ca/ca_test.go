@@ -30,6 +30,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -132,7 +133,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 	// NATS with per-role users: the CA connects as role ca, whose
 	// permissions allow writing mesh-trust and nothing else.
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: map[bus.Role]string{bus.RoleCA: "ca-pw", bus.RoleAdmin: "admin-pw"}})
+	nats, err := bustest.Start(bustest.Options{Passwords: map[bus.Role]string{bus.RoleCA: "ca-pw", bus.RoleAdmin: "admin-pw"}})
 	if err != nil {
 		t.Fatal(err)
 	}

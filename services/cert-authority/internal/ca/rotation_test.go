@@ -17,6 +17,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -34,7 +35,7 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	ns := cluster.Namespace(t, "osm-rotate", nil)
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	nats, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -54,7 +55,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	}
 	tok := v.Root(t, http.MethodPost, "auth/token/create", map[string]any{"policies": []string{"osm-ca"}, "ttl": "1h"})["auth"].(map[string]any)["client_token"].(string)
 
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	nats, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

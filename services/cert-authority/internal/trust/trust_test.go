@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
@@ -66,7 +67,7 @@ func TestHubNext(t *testing.T) {
 // JetStream KV bucket: the first bundle is written, a restarted publisher
 // with the same bundle leaves the key alone, and a rotation writes again.
 func TestPublisherWritesOnlyChanges(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	srv, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

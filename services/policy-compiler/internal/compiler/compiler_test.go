@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
@@ -22,13 +23,13 @@ var passwords = map[bus.Role]string{bus.RoleWatcher: "w-pw", bus.RoleCompiler: "
 // harness is an embedded NATS server with the watcher's bucket.
 type harness struct {
 	t        testing.TB
-	srv      *bus.Embedded
+	srv      *bustest.Server
 	observed *bus.Store
 	statuses chan *meshv1.PolicyStatus
 	compiled chan string // keys written to mesh-compiled, as an edge sees them
 }
 
-func connect(t testing.TB, srv *bus.Embedded, role bus.Role) *bus.Conn {
+func connect(t testing.TB, srv *bustest.Server, role bus.Role) *bus.Conn {
 	t.Helper()
 	c, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: role, User: string(role), Password: passwords[role]})
 	if err != nil {
@@ -40,7 +41,7 @@ func connect(t testing.TB, srv *bus.Embedded, role bus.Role) *bus.Conn {
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: passwords})
+	srv, err := bustest.Start(bustest.Options{Passwords: passwords})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -42,7 +43,7 @@ func TestFlagsAreValidated(t *testing.T) {
 
 func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	pw := map[bus.Role]string{bus.RoleWatcher: "w", bus.RoleCompiler: "c", bus.RoleEdge: "e"}
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	srv, err := bustest.Start(bustest.Options{Passwords: pw})
 	if err != nil {
 		t.Fatal(err)
 	}

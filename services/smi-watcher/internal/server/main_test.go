@@ -19,6 +19,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -36,7 +37,7 @@ func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, true)) }
 // name and control-plane namespace, on the shared cluster.
 type env struct {
 	t     testing.TB
-	nats  *bus.Embedded
+	nats  *bustest.Server
 	conn  *bus.Conn
 	store *bus.Store
 	mesh  string
@@ -45,7 +46,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	srv, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

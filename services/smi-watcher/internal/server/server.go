@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"time"
 
 	accessclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/access/clientset/versioned"
@@ -24,17 +23,14 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/klog/v2"
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/kube"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/elect"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/status"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/watch"
 )
-
-// klogOnce guards the one process-wide klog setting.
-var klogOnce sync.Once
 
 // Name is the binary and component name.
 const Name = "smi-watcher"
@@ -198,7 +194,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 	log := rt.Log.WithField("mesh", c.MeshName)
 	// client-go logs through the process-wide klog; send it to our logger.
 	// klog's logger may only be set while nothing logs, so once per process.
-	klogOnce.Do(func() { klog.SetLogger(newKlogLogger(rt.Log)) })
+	kube.BridgeKlog(rt.Log)
 	w, err := watch.New(watch.Options{
 		Clients:               clients,
 		Store:                 store,

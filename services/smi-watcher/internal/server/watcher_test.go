@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/meshconfig"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/server"
@@ -142,7 +143,7 @@ func (e *env) createMeshConfig() *unstructured.Unstructured {
 			"certificate": map[string]any{"serviceCertValidityDuration": "12h"},
 		},
 	}}
-	return must(cluster.Dynamic().Resource(normalize.MeshConfigGVR).Namespace(e.cp).Create(e.t.Context(), u, metav1.CreateOptions{}))
+	return must(cluster.Dynamic().Resource(meshconfig.GVR).Namespace(e.cp).Create(e.t.Context(), u, metav1.CreateOptions{}))
 }
 
 // expected is the exact normalised content the fixture must produce, except

@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/meshconfig"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 )
 
@@ -187,13 +188,13 @@ func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (
 			build: func(o any) (proto.Message, bool) {
 				return normalize.TrafficSplit(o.(*splitv1alpha2.TrafficSplit)), true
 			}},
-		{kind: layout.KindMeshConfig, namespaced: true, informer: withTransform(f.dynamic.ForResource(normalize.MeshConfigGVR).Informer()),
+		{kind: layout.KindMeshConfig, namespaced: true, informer: withTransform(f.dynamic.ForResource(meshconfig.GVR).Informer()),
 			build: func(o any) (proto.Message, bool) {
 				u, ok := o.(*unstructured.Unstructured)
 				if !ok {
 					return nil, false
 				}
-				return normalize.MeshConfig(u), true
+				return meshconfig.Parse(u), true
 			}},
 	}
 	return f, srcs

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openservicemesh/osm/libs/bus"
@@ -57,6 +59,8 @@ type common struct {
 
 // Runtime is what a running service gets from the runner.
 type Runtime struct {
+	// Name is the service's name, Spec.Name.
+	Name string
 	// Log is the service's logger, with component set.
 	Log *logrus.Entry
 	// Telemetry holds the meter and tracer providers and the metrics registry.
@@ -71,6 +75,12 @@ type Runtime struct {
 	mu       sync.Mutex
 	shutdown []namedHook
 }
+
+// Meter is the service's meter, named after the service.
+func (rt *Runtime) Meter() metric.Meter { return rt.Telemetry.Meter(rt.Name) }
+
+// Tracer is the service's tracer, named after the service.
+func (rt *Runtime) Tracer() trace.Tracer { return rt.Telemetry.Tracer(rt.Name) }
 
 // HandleAdmin serves h under pattern on the admin listener, for a
 // service's debug endpoints (for example "GET /debug/issuers"). The admin
@@ -199,7 +209,7 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 	if err != nil {
 		return &ConfigError{err}
 	}
-	rt := &Runtime{Log: log, Telemetry: tel, Health: newHealth(), cfg: cfg}
+	rt := &Runtime{Name: spec.Name, Log: log, Telemetry: tel, Health: newHealth(), cfg: cfg}
 
 	ln, err := net.Listen("tcp", cfg.adminAddr)
 	if err != nil {

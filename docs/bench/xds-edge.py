@@ -1,6 +1,6 @@
 """Plots the xds-edge figures measured on 2026-11-26 (2 cores).
 
-Inputs are the numbers printed by services/xds-edge/cmd/xds-loadgen; see
+Inputs are the numbers printed by tests/xdsload/cmd/xds-loadgen; see
 docs/bench/README.md.
 Run: python3 docs/bench/xds-edge.py (needs matplotlib; Debian: python3-matplotlib, /usr/bin/python3).
 """

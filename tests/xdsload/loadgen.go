@@ -1,11 +1,15 @@
-// Package loadgen is the xds-edge's scale harness: it plays the compiler
+// Package xdsload is the xds-edge's scale harness: it plays the compiler
 // (writing a synthetic mesh into KV mesh-compiled) and thousands of delta-xDS
 // proxies (each an ADS stream over mTLS), then makes policy edits and
 // measures how long each proxy takes to receive them, counted from the
-// generation's commit. It runs in its own process, apart from the edge, so
-// that the two do not share file descriptors, CPU accounting or the Go
-// scheduler.
-package loadgen
+// generation's commit. It runs in its own process, apart from the edges it
+// starts (Launcher), so that they do not share file descriptors, CPU
+// accounting or the Go scheduler. For comparison it also runs
+// go-control-plane's stock delta server (RunStock), fed from the same KV.
+//
+// The simulated proxies, the throw-away PKI and the mesh-compiled records
+// come from the edge's test-support package xdstest.
+package xdsload
 
 import (
 	"context"
@@ -13,7 +17,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -26,7 +29,6 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/identity"
-	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
@@ -509,54 +511,4 @@ func saveProfile(url, file string) error {
 		return err
 	}
 	return f.Close()
-}
-
-// Files are the PKI files an edge started by the harness uses.
-type Files struct {
-	Dir, Root, Cert, Key string
-}
-
-// WritePKI makes a throw-away mesh root and the edge's serving (and CA
-// client) certificate in dir, and writes the trust bundle into mesh-trust.
-func WritePKI(ctx context.Context, dir string, conn *bus.Conn) (*xdstest.CA, Files, error) {
-	ca, err := xdstest.NewCA("loadgen-root")
-	if err != nil {
-		return nil, Files{}, err
-	}
-	_, certPEM, keyPEM, err := ca.Leaf("spiffe://cluster.local/osm/xds-edge")
-	if err != nil {
-		return nil, Files{}, err
-	}
-	f := Files{Dir: dir, Root: filepath.Join(dir, "root.pem"), Cert: filepath.Join(dir, "edge.pem"), Key: filepath.Join(dir, "edge-key.pem")}
-	for p, b := range map[string][]byte{f.Root: ca.CertPEM, f.Cert: certPEM, f.Key: keyPEM} {
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			return nil, Files{}, err
-		}
-	}
-	trust, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{})
-	if err != nil {
-		return nil, Files{}, err
-	}
-	if _, err := trust.Put(ctx, layout.BundleKey, ca.Bundle()); err != nil {
-		return nil, Files{}, err
-	}
-	return ca, f, nil
-}
-
-// WaitReady polls the edge's /readyz until it answers 200.
-func WaitReady(ctx context.Context, adminAddr string) error {
-	for {
-		resp, err := http.Get("http://" + adminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("edge at %s not ready: %w", adminAddr, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

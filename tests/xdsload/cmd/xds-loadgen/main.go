@@ -9,8 +9,8 @@
 // mesh and proxies, and prints the ratio of their p99s.
 //
 //	go build -o /tmp/xds-edge ./services/xds-edge
-//	go run ./services/xds-edge/cmd/xds-loadgen --edge-bin /tmp/xds-edge --proxies 1000
-//	go run ./services/xds-edge/cmd/xds-loadgen --edge-bin /tmp/xds-edge --proxies 10000 --server both
+//	go run ./tests/xdsload/cmd/xds-loadgen --edge-bin /tmp/xds-edge --proxies 1000
+//	go run ./tests/xdsload/cmd/xds-loadgen --edge-bin /tmp/xds-edge --proxies 10000 --server both
 package main
 
 import (
@@ -19,17 +19,15 @@ import (
 	"encoding/hex"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/openservicemesh/osm/libs/bus"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/loadgen"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
+	"github.com/openservicemesh/osm/tests/xdsload"
 )
 
 func main() {
@@ -93,7 +91,7 @@ func run(ctx context.Context, args []string) error {
 		defer os.RemoveAll(dir)
 	}
 	pw := map[bus.Role]string{bus.RoleAdmin: secret(), bus.RoleEdge: secret()}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
+	nats, err := bustest.Start(bustest.Options{Passwords: pw})
 	if err != nil {
 		return err
 	}
@@ -103,24 +101,24 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	pki, files, err := loadgen.WritePKI(ctx, dir, conn)
+	pki, files, err := xdsload.WritePKI(ctx, dir, conn)
 	if err != nil {
 		return err
 	}
-	cfg := loadgen.Config{PKI: pki, Bus: conn, Proxies: *proxies, Groups: *groups, ClustersPerGroup: *clusters, Edits: *edits, Conns: *conns,
+	cfg := xdsload.Config{PKI: pki, Bus: conn, Proxies: *proxies, Groups: *groups, ClustersPerGroup: *clusters, Edits: *edits, Conns: *conns,
 		Explicit: *explicit || *server != "edge", SotW: *sotw}
-	if err := loadgen.Seed(ctx, cfg); err != nil {
+	if err := xdsload.Seed(ctx, cfg); err != nil {
 		return fmt.Errorf("seed the mesh: %w", err)
 	}
-	l := launcher{dir: dir, natsURL: nats.URL(), password: pw[bus.RoleEdge], files: files}
-	var reports []*loadgen.Report
+	l := xdsload.Launcher{Dir: dir, NATSURL: nats.URL(), Password: pw[bus.RoleEdge], Files: files}
+	var reports []*xdsload.Report
 	for _, kind := range strings.Split(map[string]string{"edge": "edge", "stock": "stock", "both": "edge,stock"}[*server], ",") {
-		var servers []loadgen.Edge
+		var servers []xdsload.Edge
 		var stop func()
 		if kind == "edge" {
-			servers, stop, err = l.edges(ctx, *edgeBin, *nEdges)
+			servers, stop, err = l.Edges(ctx, *edgeBin, *nEdges)
 		} else {
-			servers, stop, err = l.stock(ctx)
+			servers, stop, err = stockServer(ctx, l)
 		}
 		if err != nil {
 			return err
@@ -131,7 +129,7 @@ func run(ctx context.Context, args []string) error {
 		if kind == "edge" {
 			c.HeapProfile, c.CPUProfile = *heapProfile, *cpuProfile
 		}
-		rep, err := loadgen.Run(ctx, c)
+		rep, err := xdsload.Run(ctx, c)
 		stop()
 		if err != nil {
 			return fmt.Errorf("%s: %w", kind, err)
@@ -167,86 +165,13 @@ same mesh from the same NATS, with the same proxies, and prints their ratio.
 Flags:
 `
 
-// launcher starts the servers the proxies connect to.
-type launcher struct {
-	dir, natsURL, password string
-	files                  loadgen.Files
-}
-
-// start runs one server process, logging to dir/<name>.log, and waits for
-// its /readyz.
-func (l launcher) start(ctx context.Context, name string, e *loadgen.Edge, cmd *exec.Cmd) (func(), error) {
-	logFile, err := os.Create(filepath.Join(l.dir, name+".log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Env = append(os.Environ(), "OSM_NATS_PASSWORD="+l.password)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
-	}
-	stop := func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		logFile.Close()
-	}
-	e.PID = cmd.Process.Pid
-	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	err = loadgen.WaitReady(rctx, e.AdminAddr)
-	cancel()
-	if err != nil {
-		stop()
-		return nil, fmt.Errorf("%w (log: %s)", err, logFile.Name())
-	}
-	return stop, nil
-}
-
-// edges starts n xds-edge replicas.
-func (l launcher) edges(ctx context.Context, bin string, n int) ([]loadgen.Edge, func(), error) {
-	var out []loadgen.Edge
-	var stops []func()
-	stopAll := func() {
-		for _, s := range stops {
-			s()
-		}
-	}
-	for i := range n {
-		e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
-		cmd := exec.Command(bin,
-			"--nats-url", l.natsURL, "--nats-user", string(bus.RoleEdge),
-			"--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr, "--log-level", "warn",
-			// pprof lets the harness force a collection before it reads the heap.
-			"--enable-pprof",
-			"--tls-cert-file", l.files.Cert, "--tls-key-file", l.files.Key, "--tls-client-ca-file", l.files.Root,
-			// The proxies ask for no secret, so the CA is never called.
-			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", l.files.Cert, "--ca-client-key-file", l.files.Key, "--ca-trust-file", l.files.Root,
-			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
-		stop, err := l.start(ctx, fmt.Sprintf("edge-%d", i), &e, cmd)
-		if err != nil {
-			stopAll()
-			return nil, nil, err
-		}
-		stops = append(stops, stop)
-		out = append(out, e)
-	}
-	return out, stopAll, nil
-}
-
-// stock starts this binary's stock-server subcommand.
-func (l launcher) stock(ctx context.Context) ([]loadgen.Edge, func(), error) {
+// stockServer starts this binary's stock-server subcommand.
+func stockServer(ctx context.Context, l xdsload.Launcher) ([]xdsload.Edge, func(), error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, nil, err
 	}
-	e := loadgen.Edge{XDSAddr: freeAddr(), AdminAddr: freeAddr()}
-	cmd := exec.Command(self, "stock-server", "--nats-url", l.natsURL, "--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr,
-		"--tls-cert-file", l.files.Cert, "--tls-key-file", l.files.Key, "--tls-client-ca-file", l.files.Root)
-	stop, err := l.start(ctx, "stock", &e, cmd)
-	if err != nil {
-		return nil, nil, err
-	}
-	return []loadgen.Edge{e}, stop, nil
+	return l.Stock(ctx, self)
 }
 
 // runStock is the stock-server subcommand: go-control-plane's delta server
@@ -255,7 +180,7 @@ func (l launcher) stock(ctx context.Context) ([]loadgen.Edge, func(), error) {
 func runStock(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("xds-loadgen stock-server", flag.ContinueOnError)
 	natsURL := fs.String("nats-url", "", "NATS URL (required)")
-	var c loadgen.StockConfig
+	var c xdsload.StockConfig
 	fs.StringVar(&c.ListenAddr, "listen-addr", "127.0.0.1:15128", "ADS listen address (mTLS)")
 	fs.StringVar(&c.AdminAddr, "admin-addr", "127.0.0.1:15129", "admin address: /readyz and /metrics")
 	fs.StringVar(&c.CertFile, "tls-cert-file", "", "serving certificate (PEM)")
@@ -270,20 +195,11 @@ func runStock(ctx context.Context, args []string) error {
 	}
 	defer conn.Close()
 	c.Bus = conn
-	return loadgen.RunStock(ctx, c)
+	return xdsload.RunStock(ctx, c)
 }
 
 func secret() string {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }

@@ -1,0 +1,164 @@
+package xdsload
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
+)
+
+// Files are the PKI files an edge started by the harness uses.
+type Files struct {
+	Dir, Root, Cert, Key string
+}
+
+// WritePKI makes a throw-away mesh root and the edge's serving (and CA
+// client) certificate in dir, and writes the trust bundle into mesh-trust.
+func WritePKI(ctx context.Context, dir string, conn *bus.Conn) (*xdstest.CA, Files, error) {
+	ca, err := xdstest.NewCA("loadgen-root")
+	if err != nil {
+		return nil, Files{}, err
+	}
+	_, certPEM, keyPEM, err := ca.Leaf("spiffe://cluster.local/osm/xds-edge")
+	if err != nil {
+		return nil, Files{}, err
+	}
+	f := Files{Dir: dir, Root: filepath.Join(dir, "root.pem"), Cert: filepath.Join(dir, "edge.pem"), Key: filepath.Join(dir, "edge-key.pem")}
+	for p, b := range map[string][]byte{f.Root: ca.CertPEM, f.Cert: certPEM, f.Key: keyPEM} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			return nil, Files{}, err
+		}
+	}
+	trust, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{})
+	if err != nil {
+		return nil, Files{}, err
+	}
+	if _, err := trust.Put(ctx, layout.BundleKey, ca.Bundle()); err != nil {
+		return nil, Files{}, err
+	}
+	return ca, f, nil
+}
+
+// WaitReady polls the edge's /readyz until it answers 200.
+func WaitReady(ctx context.Context, adminAddr string) error {
+	for {
+		resp, err := http.Get("http://" + adminAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("edge at %s not ready: %w", adminAddr, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Launcher starts the servers the proxies connect to, each as its own
+// process fed from the harness's NATS, with the harness's PKI.
+type Launcher struct {
+	// Dir receives each server's log, <name>.log.
+	Dir string
+	// NATSURL is the harness's NATS; Password is the edge role's.
+	NATSURL, Password string
+	// Files are the PKI files from WritePKI.
+	Files Files
+}
+
+// start runs one server process, logging to Dir/<name>.log, and waits for
+// its /readyz. It returns the function that stops the process.
+func (l Launcher) start(ctx context.Context, name string, e *Edge, cmd *exec.Cmd) (func(), error) {
+	logFile, err := os.Create(filepath.Join(l.Dir, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Env = append(os.Environ(), "OSM_NATS_PASSWORD="+l.Password)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	stop := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logFile.Close()
+	}
+	e.PID = cmd.Process.Pid
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	err = WaitReady(rctx, e.AdminAddr)
+	cancel()
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("%w (log: %s)", err, logFile.Name())
+	}
+	return stop, nil
+}
+
+// Edges starts n replicas of the xds-edge binary bin and waits until each
+// is ready; the function returned stops them all.
+func (l Launcher) Edges(ctx context.Context, bin string, n int) ([]Edge, func(), error) {
+	var out []Edge
+	var stops []func()
+	stopAll := func() {
+		for _, s := range stops {
+			s()
+		}
+	}
+	for i := range n {
+		e := Edge{XDSAddr: FreeAddr(), AdminAddr: FreeAddr()}
+		cmd := exec.Command(bin,
+			"--nats-url", l.NATSURL, "--nats-user", string(bus.RoleEdge),
+			"--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr, "--log-level", "warn",
+			// pprof lets the harness force a collection before it reads the heap.
+			"--enable-pprof",
+			"--tls-cert-file", l.Files.Cert, "--tls-key-file", l.Files.Key, "--tls-client-ca-file", l.Files.Root,
+			// The proxies ask for no secret, so the CA is never called.
+			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", l.Files.Cert, "--ca-client-key-file", l.Files.Key, "--ca-trust-file", l.Files.Root,
+			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
+		stop, err := l.start(ctx, fmt.Sprintf("edge-%d", i), &e, cmd)
+		if err != nil {
+			stopAll()
+			return nil, nil, err
+		}
+		stops = append(stops, stop)
+		out = append(out, e)
+	}
+	return out, stopAll, nil
+}
+
+// Stock starts the stock server as the stock-server subcommand of the
+// xds-loadgen binary bin and waits until it is ready; the function
+// returned stops it.
+func (l Launcher) Stock(ctx context.Context, bin string) ([]Edge, func(), error) {
+	e := Edge{XDSAddr: FreeAddr(), AdminAddr: FreeAddr()}
+	cmd := exec.Command(bin, "stock-server", "--nats-url", l.NATSURL, "--listen-addr", e.XDSAddr, "--admin-addr", e.AdminAddr,
+		"--tls-cert-file", l.Files.Cert, "--tls-key-file", l.Files.Key, "--tls-client-ca-file", l.Files.Root)
+	stop, err := l.start(ctx, "stock", &e, cmd)
+	if err != nil {
+		return nil, nil, err
+	}
+	return []Edge{e}, stop, nil
+}
+
+// FreeAddr returns a loopback address that was free a moment ago
+// ("127.0.0.1:0" when none could be found).
+func FreeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

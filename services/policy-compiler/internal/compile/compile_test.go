@@ -433,8 +433,8 @@ func TestGroupNamesSortedAndUnique(t *testing.T) {
 	}
 	perm := bookstore(t, true)
 	wantListeners := []string{OutboundListener}
-	for _, s := range perm.everyService() {
-		wantListeners = append(wantListeners, perm.svcFrags[s.nn].listeners...)
+	for _, s := range perm.svcs.every() {
+		wantListeners = append(wantListeners, perm.svcs.frag(s.nn).listeners...)
 	}
 	if got := groupNames(t, perm, id("bookthief", "bookthief"), resourcev3.ListenerType); !slices.Equal(got, wantListeners) || len(got) < 5 {
 		t.Errorf("permissive bookthief listeners = %v, want %v", got, wantListeners)

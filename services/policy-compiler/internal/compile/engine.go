@@ -143,105 +143,67 @@ func (d *Delta) Empty() bool {
 
 type resKey struct{ typ, name string }
 
-type policyKey struct {
-	kind string
-	nn   model.NN
+// resources holds the compiled resources by type and name.
+type resources map[resKey]*Resource
+
+// get is the resource under k, or nil.
+func (r resources) get(k resKey) *Resource { return r[k] }
+
+// record stores a valid resource and adds it to d when its version
+// changed. It reports that the resource exists.
+func (r resources) record(k resKey, res *Resource, d *Delta) bool {
+	if old := r[k]; old != nil && old.Version == res.Version {
+		return true
+	}
+	r[k] = res
+	d.Resources = append(d.Resources, res)
+	return true
 }
 
-type set[K comparable] map[K]struct{}
-
-func (s set[K]) add(k K) { s[k] = struct{}{} }
+// drop removes the resource under k, adding its key to d.
+func (r resources) drop(k resKey, d *Delta) {
+	if res := r[k]; res != nil {
+		delete(r, k)
+		d.DeletedResources = append(d.DeletedResources, res.Key())
+	}
+}
 
 // Engine compiles a mesh model incrementally. It is not safe for concurrent
-// use.
+// use. It composes parts that each own their state: the dirty set of the
+// next Compile, the accepted policies, the compiled resources and
+// services, what each identity reaches and serves, and the proxy groups
+// with their name sets.
 type Engine struct {
 	opts Options
 	m    *model.Model
 
-	// What the changes applied since the last Compile made dirty.
-	all                           bool // recompile everything (namespace or MeshConfig change)
-	allOut                        bool // a service changed in permissive mode: every identity's outbound config
-	dirtySvc, dirtyEP             set[model.NN]
-	dirtyOut, dirtyIn, dirtyGroup set[model.Identity]
-	dirtyTT, dirtyHRG, dirtyTCP   set[model.NN]
-	dirtySplit                    set[model.NN]
-	triggers                      map[string]int
-
-	// Policies: the last accepted version of each, the last verdict, and
-	// the indexes the accepted TrafficTargets and splits induce.
-	goodHRG     map[model.NN]map[string]HTTPMatch
-	goodTCP     map[model.NN]TCPMatch
-	goodTT      map[model.NN]*Target
-	goodSplit   map[model.NN]*Split
-	verdicts    map[policyKey]*meshv1.PolicyStatus
-	destTTs     map[model.Identity]set[model.NN]          // destination → its TrafficTargets
-	srcDests    map[model.Identity]map[model.Identity]int // source → destinations it may reach
-	destSrcs    map[model.Identity]map[model.Identity]int // destination → allowed sources
-	backendApex map[model.NN]set[model.NN]                // split backend → apexes
-
-	// Compiled output and what each part was built from, so a change can
-	// find what depends on it.
-	res         map[resKey]*Resource
-	svcRes      map[model.NN][]resKey            // service → its resources
-	svcPorts    map[model.NN][]servicePort       // compiled (meshed) services
-	svcFrags    map[model.NN]*svcFrag            // service → chains and names it contributes
-	svcIDs      map[model.NN][]model.Identity    // service → identities its SANs name
-	allSvcs     []svcRef                         // every compiled service, by key; nil when stale
-	dirtyShards set[int]                         // permissive name sets to rebuild
-	reach       map[model.Identity][]svcRef      // identity → services it reaches
-	reachers    map[model.NN]set[model.Identity] // service → identities reaching it (SMI mode)
-	indexed     map[model.Identity]bool          // reach[id] is in reachers
-	inSvcs      map[model.Identity][]model.NN    // identity → services it serves
-	inBackers   map[model.NN]set[model.Identity] // service → identities serving it
-	groups      map[model.Identity]*Group
-	sets        map[string]*Set
+	dirty  dirtySet
+	pol    policies
+	res    resources
+	svcs   services
+	reach  reachIndex
+	groups groups
 }
 
 // New returns an Engine with an empty model.
 func New(o Options) *Engine {
-	e := &Engine{
-		opts:        o,
-		m:           model.New(o.MeshName, o.MeshConfig),
-		goodHRG:     map[model.NN]map[string]HTTPMatch{},
-		goodTCP:     map[model.NN]TCPMatch{},
-		goodTT:      map[model.NN]*Target{},
-		goodSplit:   map[model.NN]*Split{},
-		verdicts:    map[policyKey]*meshv1.PolicyStatus{},
-		destTTs:     map[model.Identity]set[model.NN]{},
-		srcDests:    map[model.Identity]map[model.Identity]int{},
-		destSrcs:    map[model.Identity]map[model.Identity]int{},
-		backendApex: map[model.NN]set[model.NN]{},
-		res:         map[resKey]*Resource{},
-		svcRes:      map[model.NN][]resKey{},
-		svcPorts:    map[model.NN][]servicePort{},
-		svcFrags:    map[model.NN]*svcFrag{},
-		svcIDs:      map[model.NN][]model.Identity{},
-		reach:       map[model.Identity][]svcRef{},
-		reachers:    map[model.NN]set[model.Identity]{},
-		indexed:     map[model.Identity]bool{},
-		inSvcs:      map[model.Identity][]model.NN{},
-		inBackers:   map[model.NN]set[model.Identity]{},
-		groups:      map[model.Identity]*Group{},
-		sets:        map[string]*Set{},
-		dirtyShards: set[int]{},
+	return &Engine{
+		opts:   o,
+		m:      model.New(o.MeshName, o.MeshConfig),
+		dirty:  newDirtySet(),
+		pol:    newPolicies(),
+		res:    resources{},
+		svcs:   newServices(),
+		reach:  newReachIndex(),
+		groups: newGroups(),
 	}
-	e.resetDirty()
-	return e
-}
-
-func (e *Engine) resetDirty() {
-	e.all, e.allOut = false, false
-	e.dirtySvc, e.dirtyEP = set[model.NN]{}, set[model.NN]{}
-	e.dirtyOut, e.dirtyIn, e.dirtyGroup = set[model.Identity]{}, set[model.Identity]{}, set[model.Identity]{}
-	e.dirtyTT, e.dirtyHRG, e.dirtyTCP, e.dirtySplit = set[model.NN]{}, set[model.NN]{}, set[model.NN]{}, set[model.NN]{}
-	e.triggers = map[string]int{}
 }
 
 // Model is the engine's mesh model, for reading.
 func (e *Engine) Model() *model.Model { return e.m }
 
 // Pending reports whether changes were applied since the last Compile.
-func (e *Engine) Pending() bool { return len(e.triggers) > 0 }
+func (e *Engine) Pending() bool { return e.dirty.pending() }
 
 // ApplyKey applies one mesh-observed KV entry: value is its protobuf
 // encoding, or nil for a deleted key.
@@ -297,66 +259,52 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 	if _, err := e.m.Apply(kind, namespace, name, value); err != nil {
 		return err
 	}
-	e.triggers[kind]++
+	e.dirty.observed(kind)
 	switch kind {
 	case layout.KindNamespace, layout.KindMeshConfig:
-		e.all = true
+		e.dirty.everything()
 	case layout.KindService:
-		e.dirtySvc.add(nn)
+		e.dirty.service(nn)
 	case layout.KindEndpointSlice:
 		if now := e.m.SliceServiceOf(nn); now != nil {
 			beforeSvcs = append(beforeSvcs, *now)
 		}
 		for _, svc := range beforeSvcs {
-			e.dirtyEP.add(svc)
+			e.dirty.endpoints(svc)
 			// A slice also resolves named target ports.
-			if !sameTargets(e.svcPorts[svc], e.servicePorts(svc)) {
-				e.dirtySvc.add(svc)
+			if !sameTargets(e.svcs.ports(svc), e.servicePorts(svc)) {
+				e.dirty.service(svc)
 			}
 		}
 	case layout.KindPod:
 		e.podChanged(nn, beforeSvcs, beforeID)
-	case layout.KindTrafficTarget:
-		e.dirtyTT.add(nn)
-	case layout.KindHTTPRouteGroup:
-		e.dirtyHRG.add(nn)
-	case layout.KindTCPRoute:
-		e.dirtyTCP.add(nn)
-	case layout.KindTrafficSplit:
-		e.dirtySplit.add(nn)
+	default:
+		e.dirty.policy(kind, nn)
 	}
 	return nil
-}
-
-// podServices are the services a pod is counted in.
-func (e *Engine) podServices(nn model.NN) []model.NN {
-	_, svcs, _ := e.m.PodBacking(nn)
-	return svcs
 }
 
 // podChanged marks what a pod change touched: the services whose set of
 // backing identities differs from what was compiled, and the identities
 // whose group appears or disappears.
 func (e *Engine) podChanged(nn model.NN, before []model.NN, beforeID *model.Identity) {
-	after := e.podServices(nn)
+	id, after, ok := e.m.PodBacking(nn)
 	for _, svc := range append(before, after...) {
-		if !slices.Equal(e.svcIDs[svc], e.m.ServiceIdentities(svc)) {
-			e.dirtySvc.add(svc)
+		if !slices.Equal(e.svcs.ids(svc), e.m.ServiceIdentities(svc)) {
+			e.dirty.service(svc)
 		}
 	}
 	ids := []model.Identity{}
 	if beforeID != nil {
 		ids = append(ids, *beforeID)
 	}
-	if id, _, ok := e.m.PodBacking(nn); ok {
+	if ok {
 		ids = append(ids, id)
 	}
 	for _, id := range ids {
 		want := e.m.HasPods(id) && e.m.Meshed(id.Namespace)
-		if _, have := e.groups[id]; want != have {
-			e.dirtyOut.add(id)
-			e.dirtyIn.add(id)
-			e.dirtyGroup.add(id)
+		if have := e.groups.get(id) != nil; want != have {
+			e.dirty.proxy(id)
 		}
 	}
 }
@@ -381,80 +329,76 @@ func (e *Engine) trustDomain() string {
 // Compile rebuilds what the changes applied since the last Compile made
 // dirty and returns what changed.
 func (e *Engine) Compile() *Delta {
-	d := &Delta{Triggers: e.triggers}
-	if e.all {
+	d := &Delta{Triggers: e.dirty.triggers}
+	if e.dirty.all {
 		e.markAll()
 	}
 	e.compilePolicies(d)
 	// A backend's ports and existence shape its apexes' routes.
-	for s := range e.dirtySvc {
-		for apex := range e.backendApex[s] {
-			e.dirtySvc.add(apex)
+	for s := range e.dirty.svc {
+		for apex := range e.pol.apexesOf(s) {
+			e.dirty.service(apex)
 		}
 	}
-	for _, s := range sortedNN(e.dirtySvc) {
+	for _, s := range sorted(e.dirty.svc) {
 		e.compileService(s, d)
 	}
-	for _, s := range sortedNN(e.dirtyEP) {
-		if _, done := e.dirtySvc[s]; !done {
+	for _, s := range sorted(e.dirty.ep) {
+		if _, done := e.dirty.svc[s]; !done {
 			e.compileEndpoints(s, d)
 		}
 	}
 	e.compileShared(d)
-	if e.allOut {
+	if e.dirty.allOut {
 		for _, id := range e.m.Identities() {
-			e.dirtyOut.add(id)
+			e.dirty.outbound(id)
 		}
 	}
-	for _, id := range sortedIDs(e.dirtyOut) {
+	for _, id := range sorted(e.dirty.out) {
 		e.compileOutbound(id)
 	}
-	for _, id := range sortedIDs(e.dirtyIn) {
+	for _, id := range sorted(e.dirty.in) {
 		e.compileInbound(id, d)
 	}
-	for _, id := range sortedIDs(e.dirtyGroup) {
+	for _, id := range sorted(e.dirty.grp) {
 		e.compileGroup(id, d)
 	}
-	e.resetDirty()
-	sort.Slice(d.Resources, func(i, j int) bool { return d.Resources[i].Key() < d.Resources[j].Key() })
+	e.dirty.reset()
+	sortByKey(d.Resources)
 	sort.Strings(d.DeletedResources)
-	sort.Slice(d.Groups, func(i, j int) bool { return d.Groups[i].Key() < d.Groups[j].Key() })
+	sortByKey(d.Groups)
 	sort.Strings(d.DeletedGroups)
-	sort.Slice(d.Sets, func(i, j int) bool { return d.Sets[i].Key() < d.Sets[j].Key() })
+	sortByKey(d.Sets)
 	sort.Strings(d.DeletedSets)
 	return d
 }
 
+// markAll marks everything the model holds, and everything compiled, dirty.
 func (e *Engine) markAll() {
 	for i := range PermissiveShards {
-		e.dirtyShards.add(i)
+		e.dirty.shard(i)
 	}
 	for _, s := range e.m.ServiceNames() {
-		e.dirtySvc.add(s)
+		e.dirty.service(s)
 	}
-	for s := range e.svcPorts {
-		e.dirtySvc.add(s)
+	for s := range e.svcs.names() {
+		e.dirty.service(s)
 	}
-	ids := e.m.Identities()
-	for id := range e.groups {
-		ids = append(ids, id)
+	for _, id := range e.m.Identities() {
+		e.dirty.proxy(id)
 	}
-	for _, id := range ids {
-		e.dirtyOut.add(id)
-		e.dirtyIn.add(id)
-		e.dirtyGroup.add(id)
+	for id := range e.groups.identities() {
+		e.dirty.proxy(id)
 	}
-	for _, nn := range e.m.HTTPRouteGroupNames() {
-		e.dirtyHRG.add(nn)
-	}
-	for _, nn := range e.m.TCPRouteNames() {
-		e.dirtyTCP.add(nn)
-	}
-	for _, nn := range e.m.TrafficTargetNames() {
-		e.dirtyTT.add(nn)
-	}
-	for _, nn := range e.m.TrafficSplitNames() {
-		e.dirtySplit.add(nn)
+	for kind, names := range map[string][]model.NN{
+		layout.KindHTTPRouteGroup: e.m.HTTPRouteGroupNames(),
+		layout.KindTCPRoute:       e.m.TCPRouteNames(),
+		layout.KindTrafficTarget:  e.m.TrafficTargetNames(),
+		layout.KindTrafficSplit:   e.m.TrafficSplitNames(),
+	} {
+		for _, nn := range names {
+			e.dirty.policy(kind, nn)
+		}
 	}
 }
 
@@ -472,99 +416,53 @@ func (e *Engine) put(d *Delta, typ, name string) func(*Resource, error) (resKey,
 		}
 		if err != nil {
 			d.Invalid = append(d.Invalid, err)
-			return k, e.res[k] != nil
+			return k, e.res.get(k) != nil
 		}
-		return k, e.record(k, r, d)
-	}
-}
-
-// record stores a valid resource; it is in the delta if its version changed.
-func (e *Engine) record(k resKey, r *Resource, d *Delta) bool {
-	if old := e.res[k]; old != nil && old.Version == r.Version {
-		return true
-	}
-	e.res[k] = r
-	d.Resources = append(d.Resources, r)
-	return true
-}
-
-func (e *Engine) drop(k resKey, d *Delta) {
-	if r := e.res[k]; r != nil {
-		delete(e.res, k)
-		d.DeletedResources = append(d.DeletedResources, r.Key())
+		return k, e.res.record(k, r, d)
 	}
 }
 
 // Resources returns every current resource, sorted by key.
-func (e *Engine) Resources() []*Resource {
-	out := make([]*Resource, 0, len(e.res))
-	for _, r := range e.res {
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-	return out
-}
+func (e *Engine) Resources() []*Resource { return sortedValues(e.res) }
 
 // Groups returns every current proxy group, sorted by key.
-func (e *Engine) Groups() []*Group {
-	out := make([]*Group, 0, len(e.groups))
-	for _, g := range e.groups {
-		out = append(out, g)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-	return out
-}
+func (e *Engine) Groups() []*Group { return sortedValues(e.groups.byID) }
 
 // Sets returns every current name set, sorted by key.
-func (e *Engine) Sets() []*Set {
-	out := make([]*Set, 0, len(e.sets))
-	for _, s := range e.sets {
-		out = append(out, s)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
-	return out
-}
+func (e *Engine) Sets() []*Set { return sortedValues(e.groups.sets) }
 
 // Set returns the current name set called name, or nil.
-func (e *Engine) Set(name string) *Set { return e.sets[name] }
+func (e *Engine) Set(name string) *Set { return e.groups.set(name) }
 
 // GroupNames returns the names of typeURL the proxies of id are served: the
 // group's own and those of the sets it lists, sorted, without duplicates.
 func (e *Engine) GroupNames(id model.Identity, typeURL string) []string {
-	g := e.groups[id]
-	if g == nil {
-		return nil
-	}
-	names := slices.Clone(g.Group.GetResources()[typeURL].GetNames())
-	for _, name := range g.Group.GetSets() {
-		if s := e.sets[name]; s != nil {
-			names = append(names, s.Set.GetResources()[typeURL].GetNames()...)
-		}
-	}
-	sort.Strings(names)
-	return slices.Compact(names)
+	return e.groups.names(id, typeURL)
 }
 
 // Resource returns a current resource, or nil.
-func (e *Engine) Resource(typ, name string) *Resource { return e.res[resKey{typ, name}] }
+func (e *Engine) Resource(typ, name string) *Resource { return e.res.get(resKey{typ, name}) }
 
 // Group returns the current proxy group of id, or nil.
-func (e *Engine) Group(id model.Identity) *Group { return e.groups[id] }
+func (e *Engine) Group(id model.Identity) *Group { return e.groups.get(id) }
 
-func sortedNN(s set[model.NN]) []model.NN {
-	out := make([]model.NN, 0, len(s))
-	for k := range s {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
-	return out
+// Rejected counts the policy objects whose latest verdict is a rejection.
+func (e *Engine) Rejected() int { return e.pol.rejected() }
+
+// keyed is a compiled value with a key in KV mesh-compiled.
+type keyed interface{ Key() string }
+
+// sortByKey sorts compiled values by key.
+func sortByKey[V keyed](vs []V) {
+	sort.Slice(vs, func(i, j int) bool { return vs[i].Key() < vs[j].Key() })
 }
 
-func sortedIDs(s set[model.Identity]) []model.Identity {
-	out := make([]model.Identity, 0, len(s))
-	for k := range s {
-		out = append(out, k)
+// sortedValues lists the values of mp, sorted by key.
+func sortedValues[K comparable, V keyed](mp map[K]V) []V {
+	out := make([]V, 0, len(mp))
+	for _, v := range mp {
+		out = append(out, v)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	sortByKey(out)
 	return out
 }

@@ -445,7 +445,7 @@ func TestPermissiveSetsComeAndGo(t *testing.T) {
 	mysql := model.NN{Namespace: "bookwarehouse", Name: "mysql"}
 	shard := PermissiveSetName(permissiveShard(mysql))
 	var mates []model.NN
-	for _, s := range e.everyService() {
+	for _, s := range e.svcs.every() {
 		if s.nn != mysql && permissiveShard(s.nn) == permissiveShard(mysql) {
 			mates = append(mates, s.nn)
 		}

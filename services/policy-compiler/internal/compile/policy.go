@@ -19,161 +19,160 @@ const (
 	KindTrafficSplit   = "TrafficSplit"
 )
 
-// engineRoutes looks route objects up among the accepted ones.
-type engineRoutes struct{ e *Engine }
+type policyKey struct {
+	kind string
+	nn   model.NN
+}
 
-var _ RouteLookup = engineRoutes{}
+// accepted holds the last accepted version of each object of one policy
+// kind.
+type accepted[V any] map[model.NN]V
+
+// set replaces the accepted version of nn with v, or removes it when the
+// object is not present. It returns the version it replaced and whether
+// the accepted version changed.
+func (a accepted[V]) set(nn model.NN, v V, present bool) (old V, changed bool) {
+	old, had := a[nn]
+	if had == present && reflect.DeepEqual(old, v) {
+		return old, false
+	}
+	if present {
+		a[nn] = v
+	} else {
+		delete(a, nn)
+	}
+	return old, true
+}
+
+// policies holds the last accepted version of each policy object, the
+// latest verdict on each, and the indexes that the accepted TrafficTargets
+// and TrafficSplits induce. A rejected object keeps its last accepted
+// version.
+type policies struct {
+	hrg      accepted[map[string]HTTPMatch]
+	tcp      accepted[TCPMatch]
+	targets  accepted[*Target]
+	splits   accepted[*Split]
+	verdicts map[policyKey]*meshv1.PolicyStatus
+
+	destTargets map[model.Identity]set[model.NN]          // destination → its TrafficTargets
+	srcDests    map[model.Identity]map[model.Identity]int // source → destinations it may reach
+	destSrcs    map[model.Identity]map[model.Identity]int // destination → allowed sources
+	backendApex map[model.NN]set[model.NN]                // split backend → apexes
+}
+
+func newPolicies() policies {
+	return policies{
+		hrg:         accepted[map[string]HTTPMatch]{},
+		tcp:         accepted[TCPMatch]{},
+		targets:     accepted[*Target]{},
+		splits:      accepted[*Split]{},
+		verdicts:    map[policyKey]*meshv1.PolicyStatus{},
+		destTargets: map[model.Identity]set[model.NN]{},
+		srcDests:    map[model.Identity]map[model.Identity]int{},
+		destSrcs:    map[model.Identity]map[model.Identity]int{},
+		backendApex: map[model.NN]set[model.NN]{},
+	}
+}
+
+var _ RouteLookup = (*policies)(nil)
 
 // HTTPRouteGroup returns the last accepted matches of a group.
-func (r engineRoutes) HTTPRouteGroup(nn model.NN) (map[string]HTTPMatch, bool) {
-	m, ok := r.e.goodHRG[nn]
+func (p *policies) HTTPRouteGroup(nn model.NN) (map[string]HTTPMatch, bool) {
+	m, ok := p.hrg[nn]
 	return m, ok
 }
 
 // TCPRoute returns the last accepted match of a TCPRoute.
-func (r engineRoutes) TCPRoute(nn model.NN) (TCPMatch, bool) {
-	m, ok := r.e.goodTCP[nn]
+func (p *policies) TCPRoute(nn model.NN) (TCPMatch, bool) {
+	m, ok := p.tcp[nn]
 	return m, ok
 }
 
-// compilePolicies validates the dirty policy objects, updates the last good
-// version of each, and marks what their changes touch.
-func (e *Engine) compilePolicies(d *Delta) {
-	for _, nn := range sortedNN(e.dirtyHRG) {
-		g := e.m.HTTPRouteGroup(nn)
-		var good map[string]HTTPMatch
-		var rej *Rejection
-		if g != nil {
-			good, rej = ValidateHTTPRouteGroup(nn, g)
-			e.verdict(d, layout.KindHTTPRouteGroup, KindHTTPRouteGroup, nn, g.GetApiVersion(), g.GetMeta(), rej)
-		} else {
-			e.forget(layout.KindHTTPRouteGroup, nn)
-		}
-		if rej != nil {
-			continue
-		}
-		old, had := e.goodHRG[nn]
-		if g == nil {
-			delete(e.goodHRG, nn)
-		} else {
-			e.goodHRG[nn] = good
-		}
-		if had != (g != nil) || !reflect.DeepEqual(old, good) {
-			for _, tt := range e.m.RouteUsers(layout.KindHTTPRouteGroup, nn) {
-				e.dirtyTT.add(tt)
-			}
-		}
-	}
-	for _, nn := range sortedNN(e.dirtyTCP) {
-		r := e.m.TCPRoute(nn)
-		var good TCPMatch
-		var rej *Rejection
-		if r != nil {
-			good, rej = ValidateTCPRoute(r)
-			e.verdict(d, layout.KindTCPRoute, KindTCPRoute, nn, r.GetApiVersion(), r.GetMeta(), rej)
-		} else {
-			e.forget(layout.KindTCPRoute, nn)
-		}
-		if rej != nil {
-			continue
-		}
-		old, had := e.goodTCP[nn]
-		if r == nil {
-			delete(e.goodTCP, nn)
-		} else {
-			e.goodTCP[nn] = good
-		}
-		if had != (r != nil) || !reflect.DeepEqual(old, good) {
-			for _, tt := range e.m.RouteUsers(layout.KindTCPRoute, nn) {
-				e.dirtyTT.add(tt)
-			}
-		}
-	}
-	for _, nn := range sortedNN(e.dirtyTT) {
-		tt := e.m.TrafficTarget(nn)
-		var good *Target
-		if tt != nil {
-			var rej *Rejection
-			good, rej = ResolveTrafficTarget(nn, tt, engineRoutes{e})
-			e.verdict(d, layout.KindTrafficTarget, KindTrafficTarget, nn, tt.GetApiVersion(), tt.GetMeta(), rej)
-			if rej != nil {
-				continue // the last good version stays
-			}
-		} else {
-			e.forget(layout.KindTrafficTarget, nn)
-		}
-		e.setTarget(nn, good)
-	}
-	for _, nn := range sortedNN(e.dirtySplit) {
-		s := e.m.TrafficSplit(nn)
-		var good *Split
-		if s != nil {
-			var rej *Rejection
-			good, rej = ValidateTrafficSplit(nn, s)
-			e.verdict(d, layout.KindTrafficSplit, KindTrafficSplit, nn, s.GetApiVersion(), s.GetMeta(), rej)
-			if rej != nil {
-				continue
-			}
-		} else {
-			e.forget(layout.KindTrafficSplit, nn)
-		}
-		e.setSplit(nn, good)
-	}
+// target is the accepted version of a TrafficTarget, or nil.
+func (p *policies) target(nn model.NN) *Target { return p.targets[nn] }
+
+// split is the accepted version of a TrafficSplit, or nil.
+func (p *policies) split(nn model.NN) *Split { return p.splits[nn] }
+
+// targetsOf are the accepted TrafficTargets whose destination is dest.
+func (p *policies) targetsOf(dest model.Identity) set[model.NN] { return p.destTargets[dest] }
+
+// sourcesOf are the identities the accepted TrafficTargets allow to reach
+// dest (with the number of targets allowing each).
+func (p *policies) sourcesOf(dest model.Identity) map[model.Identity]int { return p.destSrcs[dest] }
+
+// destinationsOf are the identities src may reach (with the number of
+// targets allowing each).
+func (p *policies) destinationsOf(src model.Identity) map[model.Identity]int { return p.srcDests[src] }
+
+// apexesOf are the apexes of the accepted TrafficSplits that list backend.
+func (p *policies) apexesOf(backend model.NN) set[model.NN] { return p.backendApex[backend] }
+
+// setHTTPRouteGroup replaces the accepted matches of an HTTPRouteGroup
+// (present false: none) and reports whether they changed.
+func (p *policies) setHTTPRouteGroup(nn model.NN, m map[string]HTTPMatch, present bool) bool {
+	_, changed := p.hrg.set(nn, m, present)
+	return changed
 }
 
-// setTarget replaces the accepted version of a TrafficTarget (nil: none).
-func (e *Engine) setTarget(nn model.NN, t *Target) {
-	old := e.goodTT[nn]
-	if reflect.DeepEqual(old, t) {
-		return
+// setTCPRoute replaces the accepted match of a TCPRoute (present false:
+// none) and reports whether it changed.
+func (p *policies) setTCPRoute(nn model.NN, m TCPMatch, present bool) bool {
+	_, changed := p.tcp.set(nn, m, present)
+	return changed
+}
+
+// setTarget replaces the accepted version of a TrafficTarget (nil: none)
+// and updates the indexes. It returns the version it replaced and whether
+// the accepted version changed.
+func (p *policies) setTarget(nn model.NN, t *Target) (old *Target, changed bool) {
+	old, changed = p.targets.set(nn, t, t != nil)
+	if !changed {
+		return old, false
 	}
 	if old != nil {
-		multimap.Remove(e.destTTs, old.Dest, nn)
+		multimap.Remove(p.destTargets, old.Dest, nn)
 		for _, src := range old.Sources {
-			multimap.Dec(e.srcDests, src, old.Dest, 1)
-			multimap.Dec(e.destSrcs, old.Dest, src, 1)
-			e.dirtyOut.add(src)
+			multimap.Dec(p.srcDests, src, old.Dest, 1)
+			multimap.Dec(p.destSrcs, old.Dest, src, 1)
 		}
-		e.dirtyIn.add(old.Dest)
-		delete(e.goodTT, nn)
 	}
 	if t != nil {
-		multimap.Add(e.destTTs, t.Dest, nn)
+		multimap.Add(p.destTargets, t.Dest, nn)
 		for _, src := range t.Sources {
-			multimap.Inc(e.srcDests, src, t.Dest)
-			multimap.Inc(e.destSrcs, t.Dest, src)
-			e.dirtyOut.add(src)
+			multimap.Inc(p.srcDests, src, t.Dest)
+			multimap.Inc(p.destSrcs, t.Dest, src)
 		}
-		e.dirtyIn.add(t.Dest)
-		e.goodTT[nn] = t
 	}
+	return old, true
 }
 
-// setSplit replaces the accepted version of a TrafficSplit (nil: none).
-func (e *Engine) setSplit(nn model.NN, s *Split) {
-	old := e.goodSplit[nn]
-	if reflect.DeepEqual(old, s) {
-		return
+// setSplit replaces the accepted version of a TrafficSplit (nil: none) and
+// updates the backend index. It returns the version it replaced and whether
+// the accepted version changed.
+func (p *policies) setSplit(nn model.NN, s *Split) (old *Split, changed bool) {
+	old, changed = p.splits.set(nn, s, s != nil)
+	if !changed {
+		return old, false
 	}
 	if old != nil {
 		for _, b := range old.Backends {
-			multimap.Remove(e.backendApex, b.Service, old.Apex)
+			multimap.Remove(p.backendApex, b.Service, old.Apex)
 		}
-		e.dirtySvc.add(old.Apex)
-		delete(e.goodSplit, nn)
 	}
 	if s != nil {
 		for _, b := range s.Backends {
-			multimap.Add(e.backendApex, b.Service, s.Apex)
+			multimap.Add(p.backendApex, b.Service, s.Apex)
 		}
-		e.dirtySvc.add(s.Apex)
-		e.goodSplit[nn] = s
 	}
+	return old, true
 }
 
-// verdict records the verdict on a policy object and adds it to the delta
-// when it differs from the last one.
-func (e *Engine) verdict(d *Delta, layoutKind, kind string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej *Rejection) {
+// judge records the verdict on the policy object nn (observed kind key,
+// display kind) and returns it when it differs from the last one, nil
+// otherwise.
+func (p *policies) judge(key, kind string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej *Rejection) *meshv1.PolicyStatus {
 	st := &meshv1.PolicyStatus{
 		Object:             &meshv1.ObjectRef{ApiVersion: apiVersion, Kind: kind, Namespace: nn.Namespace, Name: nn.Name, Uid: meta.GetUid()},
 		ObservedGeneration: meta.GetGeneration(),
@@ -185,25 +184,111 @@ func (e *Engine) verdict(d *Delta, layoutKind, kind string, nn model.NN, apiVers
 		st.Condition = meshv1.PolicyCondition_POLICY_CONDITION_REJECTED
 		st.Reason, st.FieldPath, st.Message = rej.Reason, rej.FieldPath, kind+" "+nn.String()+" rejected: "+rej.Message
 	}
-	k := policyKey{layoutKind, nn}
-	if old := e.verdicts[k]; old != nil && proto.Equal(old, st) {
-		return
+	k := policyKey{key, nn}
+	if old := p.verdicts[k]; old != nil && proto.Equal(old, st) {
+		return nil
 	}
-	e.verdicts[k] = st
-	d.Statuses = append(d.Statuses, st)
+	p.verdicts[k] = st
+	return st
 }
 
-func (e *Engine) forget(layoutKind string, nn model.NN) {
-	delete(e.verdicts, policyKey{layoutKind, nn})
+// forget drops the verdict on a deleted policy object.
+func (p *policies) forget(key string, nn model.NN) {
+	delete(p.verdicts, policyKey{key, nn})
 }
 
-// Rejected counts the policy objects whose latest verdict is a rejection.
-func (e *Engine) Rejected() int {
+// rejected counts the policy objects whose latest verdict is a rejection.
+func (p *policies) rejected() int {
 	n := 0
-	for _, st := range e.verdicts {
+	for _, st := range p.verdicts {
 		if st.GetCondition() == meshv1.PolicyCondition_POLICY_CONDITION_REJECTED {
 			n++
 		}
 	}
 	return n
+}
+
+// policyObject is an observed policy object.
+type policyObject interface {
+	GetApiVersion() string
+	GetMeta() *meshv1.ObjectMeta
+}
+
+// review validates the policy object nn (obj; nil: deleted) of the observed
+// kind key and display kind, and adds the verdict to d when it changed. It
+// returns the accepted value (the zero value for a deleted object), and
+// false when the object is rejected: its last accepted version then stays.
+func review[P interface {
+	*O
+	policyObject
+}, O, V any](p *policies, d *Delta, key, kind string, nn model.NN, obj P, validate func(model.NN, P) (V, *Rejection)) (V, bool) {
+	if obj == nil {
+		p.forget(key, nn)
+		var none V
+		return none, true
+	}
+	v, rej := validate(nn, obj)
+	if st := p.judge(key, kind, nn, obj.GetApiVersion(), obj.GetMeta(), rej); st != nil {
+		d.Statuses = append(d.Statuses, st)
+	}
+	return v, rej == nil
+}
+
+// reviewRoutes validates the dirty route objects of one kind: get reads
+// them from the model, accept records the accepted version of one (false:
+// deleted) and reports whether it changed. It marks dirty the
+// TrafficTargets that use a route whose accepted version changed.
+func reviewRoutes[P interface {
+	*O
+	policyObject
+}, O, V any](e *Engine, d *Delta, dirty set[model.NN], key, kind string, get func(model.NN) P, validate func(model.NN, P) (V, *Rejection), accept func(model.NN, V, bool) bool) {
+	for _, nn := range sorted(dirty) {
+		obj := get(nn)
+		v, ok := review(&e.pol, d, key, kind, nn, obj, validate)
+		if !ok {
+			continue
+		}
+		if accept(nn, v, obj != nil) {
+			for _, tt := range e.m.RouteUsers(key, nn) {
+				e.dirty.policy(layout.KindTrafficTarget, tt)
+			}
+		}
+	}
+}
+
+// compilePolicies validates the dirty policy objects, updates the last
+// accepted version of each, and marks what their changes touch.
+func (e *Engine) compilePolicies(d *Delta) {
+	reviewRoutes(e, d, e.dirty.hrg, layout.KindHTTPRouteGroup, KindHTTPRouteGroup, e.m.HTTPRouteGroup, ValidateHTTPRouteGroup, e.pol.setHTTPRouteGroup)
+	reviewRoutes(e, d, e.dirty.tcp, layout.KindTCPRoute, KindTCPRoute, e.m.TCPRoute,
+		func(_ model.NN, r *meshv1.TCPRoute) (TCPMatch, *Rejection) { return ValidateTCPRoute(r) }, e.pol.setTCPRoute)
+	for _, nn := range sorted(e.dirty.tt) {
+		t, ok := review(&e.pol, d, layout.KindTrafficTarget, KindTrafficTarget, nn, e.m.TrafficTarget(nn), e.resolveTarget)
+		if !ok {
+			continue
+		}
+		if old, changed := e.pol.setTarget(nn, t); changed {
+			e.dirty.target(old)
+			e.dirty.target(t)
+		}
+	}
+	for _, nn := range sorted(e.dirty.split) {
+		s, ok := review(&e.pol, d, layout.KindTrafficSplit, KindTrafficSplit, nn, e.m.TrafficSplit(nn), ValidateTrafficSplit)
+		if !ok {
+			continue
+		}
+		if old, changed := e.pol.setSplit(nn, s); changed {
+			if old != nil {
+				e.dirty.service(old.Apex)
+			}
+			if s != nil {
+				e.dirty.service(s.Apex)
+			}
+		}
+	}
+}
+
+// resolveTarget resolves a TrafficTarget against the accepted routes.
+func (e *Engine) resolveTarget(nn model.NN, tt *meshv1.TrafficTarget) (*Target, *Rejection) {
+	return ResolveTrafficTarget(nn, tt, &e.pol)
 }

@@ -1,6 +1,8 @@
 package compile
 
 import (
+	"iter"
+	"maps"
 	"net/netip"
 	"sort"
 
@@ -105,7 +107,7 @@ func (e *Engine) endpoints(sp servicePort) []endpointAddr {
 // service is the apex of an accepted TrafficSplit; nil otherwise.
 func (e *Engine) splitFor(sp servicePort) []weighted {
 	for _, name := range e.m.SplitsForApex(sp.svc) {
-		s := e.goodSplit[name]
+		s := e.pol.split(name)
 		if s == nil || s.Apex != sp.svc {
 			continue
 		}
@@ -132,11 +134,11 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	ports := e.servicePorts(nn)
 	ids := e.m.ServiceIdentities(nn)
 	td := e.trustDomain()
-	var keys []resKey
-	frag := &svcFrag{key: svcKey(nn)}
+	cs := &compiledService{ports: ports, ids: ids, frag: svcFrag{key: svcKey(nn)}}
+	frag := &cs.frag
 	keep := func(k resKey, ok bool) bool {
 		if ok {
-			keys = append(keys, k)
+			cs.keys = append(cs.keys, k)
 		}
 		return ok
 	}
@@ -169,50 +171,41 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 		sort.Strings(names)
 	}
 	// Resources the service no longer has.
-	kept := map[resKey]bool{}
-	for _, k := range keys {
-		kept[k] = true
-	}
-	for _, k := range e.svcRes[nn] {
-		if !kept[k] {
-			e.drop(k, d)
+	if old := e.svcs.get(nn); old != nil {
+		kept := map[resKey]bool{}
+		for _, k := range cs.keys {
+			kept[k] = true
+		}
+		for _, k := range old.keys {
+			if !kept[k] {
+				e.res.drop(k, d)
+			}
 		}
 	}
-	_, existed := e.svcPorts[nn]
-	if len(ports) == 0 {
-		delete(e.svcRes, nn)
-		delete(e.svcPorts, nn)
-		delete(e.svcFrags, nn)
-		delete(e.svcIDs, nn)
-	} else {
-		e.svcRes[nn], e.svcPorts[nn], e.svcFrags[nn], e.svcIDs[nn] = keys, ports, frag, ids
-	}
-	if existed != (len(ports) > 0) {
-		e.allSvcs = nil
-	}
-	e.dirtyShards.add(permissiveShard(nn))
+	e.svcs.set(nn, cs)
+	e.dirty.shard(permissiveShard(nn))
 	e.markClients(nn)
-	for id := range e.inBackers[nn] {
-		e.dirtyIn.add(id)
+	for id := range e.reach.backersOf(nn) {
+		e.dirty.inbound(id)
 	}
 	for _, id := range ids {
-		e.dirtyIn.add(id)
+		e.dirty.inbound(id)
 	}
 }
 
 // markClients marks dirty the outbound config of every identity that
 // reached nn at the last compile or may reach it now.
 func (e *Engine) markClients(nn model.NN) {
-	for id := range e.reachers[nn] {
-		e.dirtyOut.add(id)
+	for id := range e.reach.reachersOf(nn) {
+		e.dirty.outbound(id)
 	}
 	if e.m.Permissive() {
-		e.allOut = true // once per compile, not once per service
+		e.dirty.everyOutbound() // once per compile, not once per service
 		return
 	}
 	svcs := []model.NN{nn}
 	for _, name := range e.m.SplitsForApex(nn) {
-		if s := e.goodSplit[name]; s != nil {
+		if s := e.pol.split(name); s != nil {
 			for _, b := range s.Backends {
 				svcs = append(svcs, b.Service)
 			}
@@ -220,8 +213,8 @@ func (e *Engine) markClients(nn model.NN) {
 	}
 	for _, s := range svcs {
 		for _, dest := range e.m.ServiceIdentities(s) {
-			for src := range e.destSrcs[dest] {
-				e.dirtyOut.add(src)
+			for src := range e.pol.sourcesOf(dest) {
+				e.dirty.outbound(src)
 			}
 		}
 	}
@@ -229,7 +222,7 @@ func (e *Engine) markClients(nn model.NN) {
 
 // compileEndpoints rebuilds only the ClusterLoadAssignments of a service.
 func (e *Engine) compileEndpoints(nn model.NN, d *Delta) {
-	for _, sp := range e.svcPorts[nn] {
+	for _, sp := range e.svcs.ports(nn) {
 		e.put(d, layout.TypeEndpoint, sp.cluster())(buildCLA(sp, e.endpoints(sp)))
 	}
 }
@@ -245,3 +238,92 @@ type svcFrag struct {
 }
 
 func svcKey(nn model.NN) string { return nn.Namespace + "/" + nn.Name + "|" }
+
+// svcRef is a compiled service and its ordering key.
+type svcRef struct {
+	nn  model.NN
+	key string
+}
+
+func sortRefs(refs []svcRef) {
+	sort.Slice(refs, func(i, j int) bool { return refs[i].key < refs[j].key })
+}
+
+// compiledService is what one compiled service was built from and what it
+// contributes, so that a change can find what depends on it.
+type compiledService struct {
+	keys  []resKey         // its resources
+	ports []servicePort    // its compiled ports
+	ids   []model.Identity // the identities its SANs name
+	frag  svcFrag          // the names it contributes to proxies
+}
+
+// services holds the compiled (meshed) services: those with at least one
+// compiled port.
+type services struct {
+	byName map[model.NN]*compiledService
+	all    []svcRef // every compiled service, by key; nil when stale
+}
+
+func newServices() services {
+	return services{byName: map[model.NN]*compiledService{}}
+}
+
+// get is the compiled service nn, or nil.
+func (s *services) get(nn model.NN) *compiledService { return s.byName[nn] }
+
+// has reports whether nn is compiled.
+func (s *services) has(nn model.NN) bool {
+	_, ok := s.byName[nn]
+	return ok
+}
+
+// count is the number of compiled services.
+func (s *services) count() int { return len(s.byName) }
+
+// ports are the compiled ports of nn; none when it is not compiled.
+func (s *services) ports(nn model.NN) []servicePort {
+	if cs := s.byName[nn]; cs != nil {
+		return cs.ports
+	}
+	return nil
+}
+
+// ids are the identities the SANs of nn name at its last compile.
+func (s *services) ids(nn model.NN) []model.Identity {
+	if cs := s.byName[nn]; cs != nil {
+		return cs.ids
+	}
+	return nil
+}
+
+// frag is what nn contributes to proxies; nn must be compiled.
+func (s *services) frag(nn model.NN) *svcFrag { return &s.byName[nn].frag }
+
+// set records the compile of nn; one without ports removes nn.
+func (s *services) set(nn model.NN, cs *compiledService) {
+	_, existed := s.byName[nn]
+	if len(cs.ports) == 0 {
+		delete(s.byName, nn)
+	} else {
+		s.byName[nn] = cs
+	}
+	if existed != (len(cs.ports) > 0) {
+		s.all = nil
+	}
+}
+
+// names iterates over the compiled services, in no order.
+func (s *services) names() iter.Seq[model.NN] { return maps.Keys(s.byName) }
+
+// every lists every compiled service, by key.
+func (s *services) every() []svcRef {
+	if s.all == nil {
+		s.all = make([]svcRef, 0, len(s.byName))
+		for nn, cs := range s.byName {
+			s.all = append(s.all, svcRef{nn, cs.frag.key})
+		}
+		sortRefs(s.all)
+	}
+	return s.all
+}

@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"sync/atomic"
 	"time"
@@ -21,8 +20,8 @@ import (
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
@@ -62,9 +61,6 @@ type Deps struct {
 	Meter metric.Meter
 	// StopGrace bounds the graceful stop of the gRPC server.
 	StopGrace time.Duration
-	// Context bounds the certificate renewals (with a Signer); Start waits
-	// for them once it has ended.
-	Context context.Context
 }
 
 // Edge is one xds-edge replica.
@@ -85,12 +81,9 @@ func New(d Deps) (*Edge, error) {
 	if d.StopGrace <= 0 {
 		d.StopGrace = 10 * time.Second
 	}
-	if d.Signer != nil && d.Context == nil {
-		return nil, errors.New("edge: Context is required with a Signer")
-	}
 	srv, err := xds.New(xds.Options{
 		Log: d.Log, EdgeID: d.EdgeID, TrustDomain: d.TrustDomain, Meter: d.Meter, Admission: d.Admission,
-		Status:            &natsStatus{nc: d.Conn.NATS(), edgeID: d.EdgeID, log: d.Log},
+		Status:            &natsStatus{p: d.Conn.NATS(), edgeID: d.EdgeID, log: d.Log},
 		AckStatusInterval: d.AckStatusInterval,
 	})
 	if err != nil {
@@ -114,7 +107,7 @@ func New(d Deps) (*Edge, error) {
 	srv.Register(g)
 	e.grpc = g
 	if d.Signer != nil {
-		e.issuer, err = sds.New(d.Context, sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger})
+		e.issuer, err = sds.New(sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger})
 		if err != nil {
 			return nil, err
 		}
@@ -132,46 +125,33 @@ func New(d Deps) (*Edge, error) {
 func (e *Edge) Server() *xds.Server { return e.srv }
 
 // Start runs the edge until ctx ends: it opens the buckets (waiting for
-// them to exist), feeds the server, and serves ADS. Streams are refused with
-// UNAVAILABLE until the initial sync is complete. On return the gRPC server
-// has stopped.
+// them to exist), feeds the server, renews the service certificates, and
+// serves ADS. Streams are refused with UNAVAILABLE until the initial sync is
+// complete. On return the gRPC server and the renewals have stopped.
 func (e *Edge) Start(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := e.grpc.Serve(e.d.Listener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			return fmt.Errorf("serve ads on %s: %w", e.d.Listener.Addr(), err)
-		}
-		return nil
+		return app.ServeGRPC(gctx, e.grpc, e.d.Listener, e.d.StopGrace, func() { e.srv.SetServing(false) })
 	})
 	g.Go(func() error {
-		<-gctx.Done()
-		e.srv.SetServing(false)
-		done := make(chan struct{})
-		go func() { e.grpc.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(e.d.StopGrace):
-			e.grpc.Stop()
-			<-done
+		waiting := func(name string) func(error) {
+			return func(err error) { e.d.Log.WithError(err).WithField("bucket", name).Warn("waiting for bucket") }
 		}
-		return nil
-	})
-	g.Go(func() error {
-		compiled, err := openBucket(gctx, e.d.Conn, bus.BucketCompiled, e.d.Log)
+		compiled, err := e.d.Conn.WaitBucket(gctx, bus.BucketCompiled, waiting(bus.BucketCompiled))
 		if err != nil {
 			return err
 		}
-		trust, err := openBucket(gctx, e.d.Conn, bus.BucketTrust, e.d.Log)
+		trust, err := e.d.Conn.WaitBucket(gctx, bus.BucketTrust, waiting(bus.BucketTrust))
 		if err != nil {
 			return err
 		}
 		e.feed.compiled, e.feed.trust = compiled, trust
 		return e.feed.run(gctx)
 	})
-	err := g.Wait()
-	if e.issuer != nil && e.d.Context.Err() != nil {
-		e.issuer.Wait()
+	if e.issuer != nil {
+		g.Go(func() error { return e.issuer.Start(gctx) })
 	}
+	err := g.Wait()
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
 	}
@@ -200,27 +180,9 @@ func (e *Edge) CheckSync(context.Context) error { return e.feed.checkSync() }
 // threshold.
 func (e *Edge) CheckNATS(context.Context) error { return e.feed.checkNATS() }
 
-// openBucket opens a bucket, waiting for its writer to create it.
-func openBucket(ctx context.Context, c *bus.Conn, name string, log *logrus.Entry) (*bus.Store, error) {
-	for attempt := 0; ; attempt++ {
-		s, err := c.Bucket(ctx, name)
-		if err == nil {
-			return s, nil
-		}
-		if attempt%20 == 0 {
-			log.WithError(err).WithField("bucket", name).Warn("waiting for bucket")
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("open bucket %s: %w", name, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
 // natsStatus publishes proxy status on mesh.status.proxy.<edge>.<proxy>.
 type natsStatus struct {
-	nc     *nats.Conn
+	p      bus.Publisher
 	edgeID string
 	log    *logrus.Entry
 }
@@ -228,14 +190,7 @@ type natsStatus struct {
 // PublishStatus implements xds.StatusPublisher. Status is best effort: a
 // report lost while NATS is away is superseded by the next one.
 func (n *natsStatus) PublishStatus(ctx context.Context, s *meshv1.ProxyStatus) {
-	b, err := proto.Marshal(s)
-	if err != nil {
-		n.log.WithError(err).Error("proxy status not marshalled")
-		return
-	}
-	msg := &nats.Msg{Subject: StatusSubject(n.edgeID, s.GetProxyId()), Data: b, Header: nats.Header{}}
-	bus.InjectTrace(ctx, msg.Header)
-	if err := n.nc.PublishMsg(msg); err != nil {
+	if err := bus.Publish(ctx, n.p, StatusSubject(n.edgeID, s.GetProxyId()), s); err != nil {
 		n.log.WithError(err).WithField("node_id", s.GetNodeId()).Debug("proxy status not published")
 	}
 }

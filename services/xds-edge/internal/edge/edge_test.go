@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -55,7 +56,7 @@ func spiffe(ns string) string { return identity.New("cluster.local", ns, ns).Str
 // for the edges and proxies, and the edges under test.
 type mesh struct {
 	t        *testing.T
-	nats     *bus.Embedded
+	nats     *bustest.Server
 	compiled *bus.Store
 	trust    *bus.Store
 	pki      *xdstest.CA
@@ -64,7 +65,7 @@ type mesh struct {
 
 func newMesh(t *testing.T, storeDir string) *mesh {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: passwords, StoreDir: storeDir})
+	srv, err := bustest.Start(bustest.Options{Passwords: passwords, StoreDir: storeDir})
 	if err != nil {
 		t.Fatal(err)
 	}

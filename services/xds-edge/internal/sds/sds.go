@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 )
@@ -46,7 +47,8 @@ type Options struct {
 	// its last proxy left, so that a reconnecting proxy needs no new
 	// signature.
 	Linger time.Duration
-	// RetryMin and RetryMax bound the backoff after a failed signature.
+	// RetryMin and RetryMax bound the jittered exponential backoff after a
+	// failed signature (see libs/backoff).
 	RetryMin, RetryMax time.Duration
 }
 
@@ -57,11 +59,15 @@ type Certificate struct {
 	NotBefore, NotAfter time.Time
 }
 
-// Issuer keeps one certificate per acquired identity.
+// Issuer keeps one certificate per acquired identity. Each identity's
+// signing and renewals run in a goroutine of their own, from Acquire until
+// the identity is dropped or Start returns.
 type Issuer struct {
-	ctx  context.Context
 	opts Options
-	wg   sync.WaitGroup
+	// base parents the renewals; Start cancels it when its context ends.
+	base     context.Context
+	stopBase context.CancelFunc
+	wg       sync.WaitGroup
 
 	mu      sync.Mutex
 	entries map[identity.ID]*entry
@@ -74,8 +80,8 @@ type entry struct {
 	cert   *Certificate
 }
 
-// New returns an issuer whose renewals run until ctx ends.
-func New(ctx context.Context, o Options) (*Issuer, error) {
+// New returns an issuer; Start bounds its renewals.
+func New(o Options) (*Issuer, error) {
 	if o.Signer == nil || o.Sink == nil || o.Log == nil {
 		return nil, errors.New("sds: Signer, Sink and Log are required")
 	}
@@ -88,7 +94,17 @@ func New(ctx context.Context, o Options) (*Issuer, error) {
 	if o.RetryMax < o.RetryMin {
 		o.RetryMax = max(30*time.Second, o.RetryMin)
 	}
-	return &Issuer{ctx: ctx, opts: o, entries: map[identity.ID]*entry{}}, nil
+	base, stop := context.WithCancel(context.Background())
+	return &Issuer{opts: o, base: base, stopBase: stop, entries: map[identity.ID]*entry{}}, nil
+}
+
+// Start runs until ctx ends, then stops every renewal and returns once
+// they have stopped.
+func (i *Issuer) Start(ctx context.Context) error {
+	<-ctx.Done()
+	i.stopBase()
+	i.wg.Wait()
+	return nil
 }
 
 // Acquire starts keeping a certificate for id, or counts one more user of
@@ -104,7 +120,7 @@ func (i *Issuer) Acquire(id identity.ID) {
 		}
 		return
 	}
-	ctx, cancel := context.WithCancel(i.ctx)
+	ctx, cancel := context.WithCancel(i.base)
 	e := &entry{refs: 1, cancel: cancel}
 	i.entries[id] = e
 	i.wg.Add(1)
@@ -151,29 +167,26 @@ func (i *Issuer) Current(id identity.ID) *Certificate {
 	return nil
 }
 
-// Wait waits for the renewal goroutines, once the context given to New has
-// ended.
-func (i *Issuer) Wait() { i.wg.Wait() }
-
 // maintain issues the certificate of id and renews it at half-life until
 // ctx ends.
 func (i *Issuer) maintain(ctx context.Context, id identity.ID, e *entry) {
 	log := i.opts.Log.WithField("identity", id.String())
-	backoff := i.opts.RetryMin
+	failures := 0
 	for {
 		cert, err := i.issue(ctx, id)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			log.WithError(err).WithField("retry_in", backoff.String()).Warn("service certificate not signed")
-			if !sleep(ctx, backoff) {
+			failures++
+			wait := backoff.Wait(i.opts.RetryMin, i.opts.RetryMax, failures)
+			log.WithError(err).WithField("retry_in", wait.String()).Warn("service certificate not signed")
+			if !sleep(ctx, wait) {
 				return
 			}
-			backoff = min(2*backoff, i.opts.RetryMax)
 			continue
 		}
-		backoff = i.opts.RetryMin
+		failures = 0
 		i.mu.Lock()
 		e.cert = cert
 		i.mu.Unlock()

@@ -96,11 +96,18 @@ func newIssuer(t *testing.T, signer Signer, s Sink, o Options) *Issuer {
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	o.Signer, o.Sink, o.Log = signer, s, logrus.NewEntry(log)
-	i, err := New(ctx, o)
+	i, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cancel(); i.Wait() })
+	done := make(chan error, 1)
+	go func() { done <- i.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 	return i
 }
 

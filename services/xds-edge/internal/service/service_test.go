@@ -1,4 +1,4 @@
-package main
+package service
 
 import (
 	"bytes"
@@ -28,17 +28,20 @@ import (
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/edge"
 	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
-// TestNoKubernetesClient asserts the design card's promise: the edge binary
-// links no Kubernetes package at all, so it cannot call the API.
-func TestNoKubernetesClient(t *testing.T) {
+// mainPackage is the xds-edge binary's package.
+const mainPackage = "github.com/openservicemesh/osm/services/xds-edge"
+
+// mainDeps lists the packages the xds-edge binary links, as the module
+// alone builds it.
+func mainDeps(t *testing.T) []string {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: this test runs go list, which needs the go command and the module cache; make test runs it")
 	}
-	cmd := exec.Command("go", "list", "-deps", ".")
+	cmd := exec.Command("go", "list", "-deps", mainPackage)
 	cmd.Env = append(cmd.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
 	out, err := cmd.Output()
 	if err != nil {
@@ -52,17 +55,41 @@ func TestNoKubernetesClient(t *testing.T) {
 	if len(deps) < 50 {
 		t.Fatalf("go list -deps listed only %d packages; the check would prove nothing", len(deps))
 	}
-	for _, d := range deps {
+	return deps
+}
+
+// TestNoKubernetesClient asserts the design card's promise: the edge binary
+// links no Kubernetes package at all, so it cannot call the API.
+func TestNoKubernetesClient(t *testing.T) {
+	for _, d := range mainDeps(t) {
 		if strings.HasPrefix(d, "k8s.io/") || strings.HasPrefix(d, "sigs.k8s.io/") {
 			t.Errorf("the xds-edge binary depends on %s", d)
 		}
 	}
 }
 
+// TestMainDependencies asserts that no test tooling reaches the binary:
+// not the embedded NATS server, not go-control-plane's cache and stock
+// server (the scale harness in tests/xdsload uses them), and not the
+// edge's own test-support package.
+func TestMainDependencies(t *testing.T) {
+	for _, d := range mainDeps(t) {
+		for _, banned := range []string{
+			"github.com/nats-io/nats-server/",
+			"github.com/envoyproxy/go-control-plane/pkg/cache/",
+			"github.com/envoyproxy/go-control-plane/pkg/server/",
+			mainPackage + "/xdstest",
+		} {
+			if strings.HasPrefix(d+"/", banned) {
+				t.Errorf("the xds-edge binary depends on %s", d)
+			}
+		}
+	}
+}
+
 func TestHelpExplainsTheFlags(t *testing.T) {
-	var c edge.Config
 	var out bytes.Buffer
-	if err := app.Run(t.Context(), spec(&c), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
+	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--edge-id", "--ca-bootstrap-token-file", "--ack-status-interval", "no Kubernetes API call"} {
@@ -96,8 +123,7 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--tls-cert-file", "/does/not/exist", "--tls-key-file", dir, "--tls-client-ca-file", dir, "--ca-client-cert-file", dir, "--ca-client-key-file", dir, "--ca-trust-file", dir}, "--tls-cert-file"},
 	}
 	for _, c := range cases {
-		var cfg edge.Config
-		err := app.Run(t.Context(), spec(&cfg), c.args, func(string) string { return "" }, io.Discard)
+		err := app.Run(t.Context(), Spec(Options{}), c.args, func(string) string { return "" }, io.Discard)
 		var ce *app.ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("args %v: err = %v, want a configuration error naming %s", c.args, err, c.want)
@@ -173,9 +199,8 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	}
 	args = append(args, ownCert...)
 	ctx, cancel := context.WithCancel(t.Context())
-	var cfg edge.Config
 	runErr := make(chan error, 1)
-	go func() { runErr <- app.Run(ctx, spec(&cfg), args, func(string) string { return "" }, io.Discard) }()
+	go func() { runErr <- app.Run(ctx, Spec(Options{}), args, func(string) string { return "" }, io.Discard) }()
 
 	readyz := func() int {
 		resp, err := http.Get("http://" + adminAddr + "/readyz")

@@ -1,0 +1,230 @@
+// Package service is the front door of the xds-edge service: its flags,
+// their validation, and the Run wiring that obtains the edge's own
+// certificate from the cert-authority, connects to NATS and to the CA, and
+// runs the own-certificate renewal and the edge (KV feed, SDS renewals, ADS
+// listener) under one errgroup.
+package service
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/edge"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
+)
+
+// Name is the service's name: the binary, its --help, and the name of its
+// meters.
+const Name = "xds-edge"
+
+// Options holds the test overrides of the service. The xds-edge's tests
+// drive it through flags alone, so it has no fields; its zero value is
+// production.
+type Options struct{}
+
+// config holds the service's own flags.
+type config struct {
+	listenAddr            string
+	tlsCertFile           string
+	tlsKeyFile            string
+	tlsClientCAFile       string
+	trustDomain           string
+	edgeID                string
+	ca                    caclient.Config
+	certTTL               time.Duration
+	certLinger            time.Duration
+	natsLostThreshold     time.Duration
+	streamRate            int
+	streamBurst           int
+	keepaliveTime         time.Duration
+	keepaliveTimeout      time.Duration
+	maxConnectionAge      time.Duration
+	maxConnectionAgeGrace time.Duration
+	maxStreamsPerConn     int
+	ackStatusInterval     time.Duration
+}
+
+// Spec is the xds-edge service for app.Main and app.Run.
+func Spec(Options) app.Spec {
+	var c config
+	return app.Spec{
+		Name: Name,
+		Summary: "OSM's xDS tier: serves Envoy sidecars over ADS (state of the world and delta, with SDS) on an\n" +
+			"mTLS listener, from KV mesh-compiled and mesh-trust in NATS. A proxy's identity is the URI SAN\n" +
+			"of its client certificate. /readyz stays false until the initial sync is complete. It makes\n" +
+			"no Kubernetes API call. It runs with GOGC=200 unless the GOGC environment variable is set.",
+		UsesNATS: true,
+		Flags:    c.flags,
+		Validate: c.validate,
+		Run:      c.run,
+	}
+}
+
+// flags registers the service's flags.
+func (c *config) flags(f *app.Flags) {
+	f.String(&c.listenAddr, "listen-addr", ":15128", "address of the ADS (xDS and SDS) listener, served with mutual TLS")
+	f.String(&c.tlsCertFile, "tls-cert-file", "", "override: serve the ADS listener with this certificate file (reloaded when it changes) instead of the edge's own certificate from the cert-authority's Bootstrap")
+	f.String(&c.tlsKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
+	f.String(&c.tlsClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")
+	f.String(&c.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; proxies of any other domain are refused")
+	f.String(&c.edgeID, "edge-id", "", "name of this replica in proxy status reports (the pod name); empty uses the host name")
+	c.ca.Flags(f)
+	f.Duration(&c.certTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
+	f.Duration(&c.certLinger, "cert-linger", 5*time.Minute, "how long an identity's certificate is kept after its last proxy left, for reconnects")
+	f.Duration(&c.natsLostThreshold, "nats-lost-threshold", 30*time.Second, "after NATS is lost this long the edge turns not-ready (connected proxies keep their last good state)")
+	f.Int(&c.streamRate, "stream-rate", 200, "new xDS streams admitted per second; more are refused with UNAVAILABLE and retried by the proxy")
+	f.Int(&c.streamBurst, "stream-burst", 400, "burst of new xDS streams admitted above --stream-rate")
+	f.Duration(&c.keepaliveTime, "keepalive-time", 30*time.Second, "how often the edge pings an idle proxy connection")
+	f.Duration(&c.keepaliveTimeout, "keepalive-timeout", 10*time.Second, "how long the edge waits for a keepalive answer before closing the connection")
+	f.Duration(&c.maxConnectionAge, "max-connection-age", 30*time.Minute, "connections older than this are closed gracefully, rebalancing proxies over replicas")
+	f.Duration(&c.maxConnectionAgeGrace, "max-connection-age-grace", time.Minute, "time given to open streams after --max-connection-age")
+	f.Int(&c.maxStreamsPerConn, "max-streams-per-conn", 16, "concurrent streams allowed per proxy connection")
+	f.Duration(&c.ackStatusInterval, "ack-status-interval", 5*time.Second,
+		"each proxy's ACKs are reported on mesh.status.proxy.> at most once per interval, after a random delay of up to half of it (the last one always); "+
+			"connects, NACKs and disconnects are reported at once; 0 reports every ACK. Each report is a NATS message: 10,000 proxies at 5s make 2,000 a second")
+}
+
+// validate checks the flags; errors name the flag.
+func (c *config) validate() error {
+	if err := c.ca.Validate(); err != nil {
+		return err
+	}
+	if c.trustDomain == "" {
+		return app.FlagError("trust-domain", "is required")
+	}
+	if c.tlsCertFile == "" && c.tlsKeyFile != "" {
+		return app.FlagError("tls-cert-file", "is required with --tls-key-file")
+	}
+	if c.tlsCertFile != "" && c.tlsKeyFile == "" {
+		return app.FlagError("tls-key-file", "is required with --tls-cert-file")
+	}
+	if c.bootstraps() {
+		if err := c.ca.ValidateBootstrap("--tls-cert-file and --ca-client-cert-file are both set"); err != nil {
+			return err
+		}
+	}
+	for _, f := range []struct{ name, path string }{
+		{"tls-cert-file", c.tlsCertFile}, {"tls-key-file", c.tlsKeyFile}, {"tls-client-ca-file", c.tlsClientCAFile},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return app.FlagError(f.name, "%v", err)
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.listenAddr); err != nil {
+		return app.FlagError("listen-addr", "%v", err)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+		min  time.Duration
+	}{
+		{"cert-ttl", c.certTTL, time.Minute}, {"nats-lost-threshold", c.natsLostThreshold, time.Second},
+		{"keepalive-time", c.keepaliveTime, time.Second}, {"keepalive-timeout", c.keepaliveTimeout, time.Second},
+		{"max-connection-age", c.maxConnectionAge, time.Minute}, {"max-connection-age-grace", c.maxConnectionAgeGrace, time.Second},
+	} {
+		if d.v < d.min {
+			return app.FlagError(d.name, "must be at least %s, got %s", d.min, d.v)
+		}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"ack-status-interval", c.ackStatusInterval}, {"cert-linger", c.certLinger}} {
+		if d.v < 0 {
+			return app.FlagError(d.name, "must not be negative, got %s", d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"stream-rate", c.streamRate}, {"stream-burst", c.streamBurst}, {"max-streams-per-conn", c.maxStreamsPerConn}} {
+		if n.v < 1 {
+			return app.FlagError(n.name, "must be at least 1, got %d", n.v)
+		}
+	}
+	if c.edgeID == "" {
+		h, err := os.Hostname()
+		if err != nil || h == "" {
+			return app.FlagError("edge-id", "is required when the host name is unknown (%v)", err)
+		}
+		c.edgeID = h
+	}
+	return nil
+}
+
+// bootstraps says whether the edge gets its own certificate from the
+// cert-authority: unless both the serving and the CA client certificates
+// come from files.
+func (c *config) bootstraps() bool { return c.tlsCertFile == "" || !c.ca.HasClientCertFile() }
+
+// run serves as the xds-edge until ctx ends: the renewal of the edge's own
+// certificate (when it bootstraps) and the edge run as parts of one
+// errgroup.
+func (c *config) run(ctx context.Context, rt *app.Runtime) error {
+	own, err := c.ownCert(ctx, rt)
+	if err != nil {
+		return err
+	}
+	var clientCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
+	if own != nil {
+		defer own.conn.Close()
+		clientCert = own.GetClientCertificate
+	}
+	tc, err := c.serverTLS(own)
+	if err != nil {
+		return err
+	}
+	caConn, err := c.ca.Dial(clientCert)
+	if err != nil {
+		return err
+	}
+	defer caConn.Close()
+	conn, err := rt.Bus(ctx, bus.RoleEdge)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.listenAddr)
+	if err != nil {
+		return app.FlagError("listen-addr", "cannot listen: %v", err)
+	}
+	e, err := edge.New(edge.Deps{
+		Log: rt.Log, Conn: conn, Listener: ln, EdgeID: c.edgeID, TrustDomain: c.trustDomain,
+		GRPC: xds.GRPCConfig{
+			TLS: tc, KeepaliveTime: c.keepaliveTime, KeepaliveTimeout: c.keepaliveTimeout,
+			MaxConnectionAge: c.maxConnectionAge, MaxConnectionAgeGrace: c.maxConnectionAgeGrace,
+			MaxConcurrentStreams: uint32(c.maxStreamsPerConn),
+		},
+		Signer:  cav1.NewCertificateAuthorityServiceClient(caConn),
+		CertTTL: c.certTTL, CertLinger: c.certLinger, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
+		Admission: rate.NewLimiter(rate.Limit(c.streamRate), c.streamBurst),
+		Meter:     rt.Meter(),
+	})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	// These replace the runner's "nats" check, which fails at the first
+	// disconnect: the edge keeps serving through a short NATS outage.
+	rt.Health.AddReadyCheck("nats", e.CheckNATS)
+	rt.Health.AddReadyCheck("mesh-compiled", e.CheckSync)
+	rt.Log.WithField("listen_addr", ln.Addr().String()).Info("ads listener up")
+	g, gctx := errgroup.WithContext(ctx)
+	if own != nil {
+		g.Go(func() error { return own.Start(gctx) })
+	}
+	g.Go(func() error { return e.Start(gctx) })
+	return g.Wait()
+}

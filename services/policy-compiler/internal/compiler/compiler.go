@@ -186,35 +186,13 @@ func (c *Compiler) Start(ctx context.Context) error {
 	}
 	defer w.Stop()
 
-	quiet := time.NewTimer(time.Hour)
-	quiet.Stop()
-	maxDelay := time.NewTimer(time.Hour)
-	maxDelay.Stop()
-	maxRunning := false
-	quietRunning := false
+	deb := newDebouncer(c.o.Debounce, c.o.MaxDelay, time.Now)
+	defer deb.stop()
 	initialized := false
-	var lastFlush time.Time
 	traceCtx := ctx
 	var changes <-chan bool
 	if c.o.Leader != nil {
 		changes = c.o.Leader.Changes()
-	}
-	schedule := func(d time.Duration) {
-		quiet.Reset(d)
-		quietRunning = true
-		if !maxRunning {
-			maxDelay.Reset(c.o.MaxDelay)
-			maxRunning = true
-		}
-	}
-	flush := func() {
-		quiet.Stop()
-		maxDelay.Stop()
-		maxRunning, quietRunning = false, false
-		lastFlush = time.Now()
-		if retry := c.flush(traceCtx); retry {
-			schedule(retryDelay)
-		}
 	}
 	for {
 		select {
@@ -229,7 +207,7 @@ func (c *Compiler) Start(ctx context.Context) error {
 				initialized = true
 				c.warm.Store(true)
 				c.log.WithContext(ctx).WithField("revision", c.lastRev).Info("observed state loaded")
-				flush()
+				c.flushNow(traceCtx, deb)
 				continue
 			case bus.EventPut, bus.EventDelete:
 				if err := c.engine.ApplyKey(ev.Key, ev.Value); err != nil {
@@ -238,21 +216,11 @@ func (c *Compiler) Start(ctx context.Context) error {
 				c.lastRev = ev.Revision
 				traceCtx = ev.Context
 			}
-			if !initialized {
-				continue
+			if initialized && deb.changed(len(w.Events()) > 0) {
+				c.flushNow(traceCtx, deb)
 			}
-			// A lone change after a quiet spell compiles at once; a burst
-			// (more events already queued, or a compile within the last
-			// debounce period) waits for a quiet period.
-			if !quietRunning && len(w.Events()) == 0 && time.Since(lastFlush) >= c.o.Debounce {
-				flush()
-				continue
-			}
-			schedule(c.o.Debounce)
-		case <-quiet.C:
-			flush()
-		case <-maxDelay.C:
-			flush()
+		case <-deb.C():
+			c.flushNow(traceCtx, deb)
 		case leading := <-changes:
 			if !leading {
 				c.ready.Store(false)
@@ -266,9 +234,18 @@ func (c *Compiler) Start(ctx context.Context) error {
 			}
 			c.log.WithContext(ctx).WithField("generation", c.gen).Info("holding the compiler lease; taking over")
 			if initialized {
-				flush()
+				c.flushNow(traceCtx, deb)
 			}
 		}
+	}
+}
+
+// flushNow compiles and commits what is pending, and has deb retry when a
+// write failed.
+func (c *Compiler) flushNow(ctx context.Context, deb *debouncer) {
+	deb.fired()
+	if retry := c.flush(ctx); retry {
+		deb.retry(retryDelay)
 	}
 }
 

@@ -20,8 +20,8 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/lease"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
-	"github.com/openservicemesh/osm/services/policy-compiler/internal/compiler"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/pipeline"
 )
 
 // Name is the service's name: the binary, its --help, and the name of its
@@ -56,8 +56,8 @@ func Spec(Options) app.Spec {
 			f.String(&c.meshName, "mesh-name", "osm", "name of the mesh: namespaces whose openservicemesh.io/monitored-by label equals it are meshed")
 			f.String(&c.meshConfig, "mesh-config", "osm-system/osm-mesh-config", "namespace/name of the mesh's MeshConfig")
 			f.String(&c.trustDomain, "trust-domain", compile.DefaultTrustDomain, "SPIFFE trust domain used when the MeshConfig sets none")
-			f.Duration(&c.debounce, "debounce", compiler.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
-			f.Duration(&c.maxDelay, "max-delay", compiler.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
+			f.Duration(&c.debounce, "debounce", pipeline.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
+			f.Duration(&c.maxDelay, "max-delay", pipeline.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
 			f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-compiled bucket when the compiler declares it")
 			f.String(&c.holder, "holder", defaultHolder(), "name of this instance in the compiler lease (default: the POD_NAME environment variable, else the host name)")
 			f.Duration(&c.leaseTTL, "lease-ttl", 15*time.Second, "how long the compiler lease holds without renewal; a standby takes over after it")
@@ -125,11 +125,11 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := compiler.NewMetrics(rt.Telemetry.Meter(Name))
+	metrics, err := pipeline.NewMetrics(rt.Telemetry.Meter(Name))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	comp := compiler.New(observed, compiled, conn.NATS(), compiler.Options{
+	comp := pipeline.New(observed, compiled, conn.NATS(), pipeline.Options{
 		Engine:   compile.Options{MeshName: c.meshName, MeshConfig: mc, TrustDomain: c.trustDomain},
 		Debounce: c.debounce,
 		MaxDelay: c.maxDelay,

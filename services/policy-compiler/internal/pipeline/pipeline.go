@@ -1,15 +1,17 @@
-// Package compiler runs the compile core against the bus. It watches KV
-// mesh-observed, feeds every change to a compile.Engine, waits for the
-// watcher's sync marker, and coalesces bursts: a lone change after a quiet
-// spell compiles at once, a burst waits for a quiet period (Debounce),
-// bounded by MaxDelay. It writes only the changed keys to KV mesh-compiled,
-// then the generation record, and publishes policy verdicts on
-// mesh.status.policy.<kind>.<ns>.<name>.
+// Package pipeline is the policy-compiler's loop around the pure compile
+// core. It watches KV mesh-observed, feeds every change to a
+// compile.Engine, waits for the watcher's sync marker, and coalesces bursts
+// with a debouncer: a lone change after a quiet spell compiles at once, a
+// burst waits for a quiet period (Debounce), bounded by MaxDelay. It writes
+// only the changed keys to KV mesh-compiled, then the generation record,
+// and publishes policy verdicts on mesh.status.policy.<kind>.<ns>.<name>.
+// Under a Leader (the compiler lease) only the leader writes; a standby
+// keeps its model warm.
 //
 // On start it reads what mesh-compiled already holds, so a restarted (or
 // newly active) compiler rebuilds from mesh-observed and writes only the keys
 // whose content hash differs.
-package compiler
+package pipeline
 
 import (
 	"context"

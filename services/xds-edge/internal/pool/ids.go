@@ -6,9 +6,9 @@ import (
 )
 
 // ID is a small number standing for one resource name of one type, so that
-// a stream can keep what its proxy subscribed to and holds as a few bytes
-// per name instead of strings and maps: at a thousand names per proxy and
-// ten thousand proxies, those maps were two thirds of the edge's memory.
+// a stream keeps what its proxy subscribed to and holds as a few bytes per
+// name: strings and maps per stream would dominate the edge's memory at a
+// thousand names per proxy and ten thousand proxies.
 //
 // Every resource the pool holds has an ID (Resource.ID). A stream that
 // refers to a name the pool does not hold (a subscription to a resource not

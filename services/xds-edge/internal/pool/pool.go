@@ -685,9 +685,6 @@ func diffNames(before, after []string) TypeChange {
 	return tc
 }
 
-// HasGroup reports whether the group exists.
-func (p *Pool) HasGroup(id string) bool { return p.groups[id] != nil }
-
 // Get returns the resource typeURL/name if the group's view holds it: a
 // group never gets a resource it does not name, nor one the pool lacks.
 func (p *Pool) Get(id, typeURL, name string) *Resource {

@@ -734,3 +734,6 @@ func keyIs(p *Pool, id ID, typeURL, name string) bool {
 	t, n := p.Key(id)
 	return t == typeURL && n == name
 }
+
+// HasGroup reports whether the group exists.
+func (p *Pool) HasGroup(id string) bool { return p.groups[id] != nil }

@@ -157,16 +157,6 @@ func (i *Issuer) Release(id identity.ID) {
 	})
 }
 
-// Current returns the certificate kept for id, or nil.
-func (i *Issuer) Current(id identity.ID) *Certificate {
-	i.mu.Lock()
-	defer i.mu.Unlock()
-	if e := i.entries[id]; e != nil {
-		return e.cert
-	}
-	return nil
-}
-
 // maintain issues the certificate of id and renews it at half-life until
 // ctx ends.
 func (i *Issuer) maintain(ctx context.Context, id identity.ID, e *entry) {

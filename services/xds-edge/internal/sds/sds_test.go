@@ -239,3 +239,13 @@ type signerFunc func() (*cav1.SignResponse, error)
 func (f signerFunc) Sign(context.Context, *cav1.SignRequest, ...grpc.CallOption) (*cav1.SignResponse, error) {
 	return f()
 }
+
+// Current returns the certificate kept for id, or nil.
+func (i *Issuer) Current(id identity.ID) *Certificate {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if e := i.entries[id]; e != nil {
+		return e.cert
+	}
+	return nil
+}

@@ -62,8 +62,8 @@ type typeState struct {
 	lastSent []*pool.Resource
 
 	// Delta. entries are what the stream knows of each name it deals
-	// with, by ID: 8 bytes a name, where two maps of strings took about 120
-	// at a thousand names.
+	// with, by ID: 8 bytes a name (two maps of strings would take about
+	// 120).
 	entries    []entry
 	pendingAll bool
 	pending    []pool.ID          // names to look at on the next flush; may repeat
@@ -336,8 +336,6 @@ func (c *conn) status(edgeID string, ev meshv1.ProxyEvent, nack *meshv1.Nack) *m
 		AckedVersions: acked,
 		LastNack:      c.lastNack,
 		Generation:    c.generation,
-		Time:          timestampNow(),
+		Time:          timestamppb.Now(),
 	}
 }
-
-func timestampNow() *timestamppb.Timestamp { return timestamppb.Now() }

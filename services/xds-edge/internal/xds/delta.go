@@ -10,8 +10,6 @@ import (
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
 
-var zeroTime time.Time
-
 // deltaStream is an incremental (delta) ADS stream.
 type deltaStream struct {
 	st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
@@ -253,7 +251,7 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 			nonce := c.remember(st, sentResponse{version: sysVersion, commit: st.commit})
 			removals = append(removals, &discovery.DeltaDiscoveryResponse{SystemVersionInfo: sysVersion, RemovedResources: removed, TypeUrl: typeURL, Nonce: nonce})
 		}
-		st.commit = zeroTime
+		st.commit = time.Time{}
 	}
 	s.mu.RUnlock()
 	c.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
@@ -29,7 +30,7 @@ func TestGoControlPlaneADSClient(t *testing.T) {
 	cc := f.dial(spiffe("a"))
 	want := map[string][]string{
 		cds: {"ca", "shared"}, eds: {"ca", "shared"}, lds: {"out-a"}, rds: {"rt-a"},
-		sds: {SecretRootCert, SecretServiceCert},
+		sds: {layout.SecretRootCert, layout.SecretServiceCert},
 	}
 	for _, typeURL := range []string{cds, eds, lds, rds, sds} {
 		c := sotwclient.NewADSClient(t.Context(), &corev3.Node{Id: "gcp-client"}, typeURL)
@@ -49,7 +50,7 @@ func TestGoControlPlaneADSClient(t *testing.T) {
 				if err := a.UnmarshalTo(&s); err != nil {
 					t.Fatal(err)
 				}
-				if s.GetName() == SecretServiceCert && string(s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()) != "a-chain" {
+				if s.GetName() == layout.SecretServiceCert && string(s.GetTlsCertificate().GetCertificateChain().GetInlineBytes()) != "a-chain" {
 					t.Errorf("service-cert is not a's")
 				}
 			}

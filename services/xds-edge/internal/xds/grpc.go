@@ -16,9 +16,9 @@ const readBufferSize = 4 << 10
 
 // recvWindow is the fixed HTTP/2 flow-control window for what proxies send:
 // requests and ACKs of a few hundred bytes. A fixed window turns off gRPC's
-// bandwidth-delay estimation, which answered nearly every ACK with a PING
-// of its own: one more write and one more read per push, on 10,000
-// connections.
+// bandwidth-delay estimation, which would answer nearly every ACK with a
+// PING of its own: one more write and one more read per push and
+// connection.
 const recvWindow = 64 << 10
 
 // GRPCConfig are the transport settings of the ADS listener.

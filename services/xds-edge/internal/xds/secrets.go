@@ -14,18 +14,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
-)
-
-// Names of the SDS secrets, relative to the proxy that asks (the names the
-// policy-compiler writes into clusters and listeners).
-const (
-	// SecretServiceCert is the certificate and key of the proxy's own
-	// identity.
-	SecretServiceCert = "service-cert"
-	// SecretRootCert is the mesh's trust bundle.
-	SecretRootCert = "root-cert"
 )
 
 const secretType = resourcev3.SecretType
@@ -66,7 +57,7 @@ func inline(b []byte) *corev3.DataSource {
 // SetCertificate installs (or renews) the service certificate of id and
 // pushes it to that identity's streams, and to no other.
 func (s *Server) SetCertificate(id identity.ID, chainPEM, keyPEM []byte, serial string) error {
-	r, err := secretResource(&tlsv3.Secret{Name: SecretServiceCert, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+	r, err := secretResource(&tlsv3.Secret{Name: layout.SecretServiceCert, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 		CertificateChain: inline(chainPEM), PrivateKey: inline(keyPEM),
 	}}}, serial)
 	if err != nil {
@@ -104,7 +95,7 @@ func (s *Server) SetTrustBundle(b *meshv1.TrustBundle) error {
 	if roots.Len() == 0 {
 		return fmt.Errorf("trust bundle %q has no root", b.GetVersion())
 	}
-	r, err := secretResource(&tlsv3.Secret{Name: SecretRootCert, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+	r, err := secretResource(&tlsv3.Secret{Name: layout.SecretRootCert, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
 		TrustedCa: inline(roots.Bytes()),
 	}}}, b.GetVersion())
 	if err != nil {
@@ -127,9 +118,9 @@ func (s *Server) lookupLocked(c *conn, typeURL, name string) *pool.Resource {
 		return s.pool.Get(c.group, typeURL, name)
 	}
 	switch name {
-	case SecretServiceCert:
+	case layout.SecretServiceCert:
 		return s.sec.certs[c.id.String()]
-	case SecretRootCert:
+	case layout.SecretRootCert:
 		return s.sec.root
 	}
 	return nil
@@ -142,7 +133,7 @@ func (s *Server) viewLocked(c *conn, typeURL string, sub []pool.ID) []*pool.Reso
 		return s.pool.View(c.group, typeURL, sub)
 	}
 	var out []*pool.Resource
-	for _, n := range []string{SecretRootCert, SecretServiceCert} {
+	for _, n := range []string{layout.SecretRootCert, layout.SecretServiceCert} {
 		if r := s.lookupLocked(c, typeURL, n); r != nil && pool.Subscribed(sub, r.ID) {
 			out = append(out, r)
 		}
@@ -165,7 +156,7 @@ func (s *Server) viewIDsLocked(c *conn, typeURL string) []pool.ID {
 // stream's own: another identity's certificate is never served.
 func (s *Server) checkSecretNames(ctx context.Context, c *conn, names []string) {
 	for _, n := range names {
-		if n == SecretServiceCert || n == SecretRootCert || n == "*" {
+		if n == layout.SecretServiceCert || n == layout.SecretRootCert || n == "*" {
 			continue
 		}
 		s.stats.secretRefusals.Add(1)

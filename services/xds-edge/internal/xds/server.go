@@ -61,8 +61,10 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
@@ -77,7 +79,7 @@ var pushOrder = pushOrderArray[:]
 // typeSlot is typeURL's position in pushOrder, or -1 for a type the edge
 // does not serve. A switch, not a map: type URLs are long, and their
 // lengths differ, so this is one length test and one comparison where a
-// map hashed the whole string, several times per push and per ACK.
+// map would hash the whole string, several times per push and per ACK.
 func typeSlot(typeURL string) int {
 	switch typeURL {
 	case resourcev3.ClusterType:
@@ -180,8 +182,8 @@ func New(o Options) (*Server, error) {
 	}
 	// The secrets' names keep their IDs for good: streams look them up
 	// under a read lock, which cannot make IDs.
-	s.sec.certID = s.pool.Acquire(secretType, SecretServiceCert)
-	s.sec.rootID = s.pool.Acquire(secretType, SecretRootCert)
+	s.sec.certID = s.pool.Acquire(secretType, layout.SecretServiceCert)
+	s.sec.rootID = s.pool.Acquire(secretType, layout.SecretRootCert)
 	var err error
 	in := &s.metrics
 	in.connected, err = m.Int64UpDownCounter("osm_xds_connected_proxies", metric.WithDescription("xDS streams open on this edge"))
@@ -542,8 +544,8 @@ func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent se
 // since its last report, plus a random delay of up to half the interval;
 // one report covers every ACK in between (it carries the acked versions of
 // every type). Reports are never made on the ACK path itself, and the
-// random delay spreads the reports of proxies that ACKed one push together
-// instead of sending them in one burst, which competed with the next push.
+// random delay spreads the reports of proxies that ACKed one push together,
+// so that they do not go out in one burst that competes with the next push.
 func (s *Server) publishAck(ctx context.Context, c *conn) {
 	if s.opts.Status == nil {
 		return
@@ -579,7 +581,7 @@ func (s *Server) recordNack(ctx context.Context, c *conn, typeURL, version, nonc
 		"identity": c.id.String(), "node_id": c.nodeIDValue(), "type_url": typeURL, "version": version, "error_message": message,
 	}).Warn("proxy rejected a response")
 	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_NACK, &meshv1.Nack{
-		TypeUrl: typeURL, Version: version, Nonce: nonce, ErrorMessage: message, Time: timestampNow(),
+		TypeUrl: typeURL, Version: version, Nonce: nonce, ErrorMessage: message, Time: timestamppb.Now(),
 	})
 }
 

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
@@ -575,10 +576,10 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 				t.Fatal(err)
 			}
 			pa := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: delta, Types: []string{sds},
-				Names: map[string][]string{sds: {SecretRootCert, SecretServiceCert, spiffe("b"), "b/b"}}})
+				Names: map[string][]string{sds: {layout.SecretRootCert, layout.SecretServiceCert, spiffe("b"), "b/b"}}})
 			// a's certificate is not issued yet: a gets the root only.
 			r := next(t, pa)
-			if !cmp.Equal(r.Names(), []string{SecretRootCert}) {
+			if !cmp.Equal(r.Names(), []string{layout.SecretRootCert}) {
 				t.Fatalf("a got %v before its certificate, want the root only", r.Names())
 			}
 			waitFor(t, "two refusals", func() bool { return f.srv.Stats().SecretRefusals == 2 })
@@ -592,7 +593,7 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			}
 			r = next(t, pa)
 			var sec tlsv3.Secret
-			if err := r.Resources[SecretServiceCert].UnmarshalTo(&sec); err != nil {
+			if err := r.Resources[layout.SecretServiceCert].UnmarshalTo(&sec); err != nil {
 				t.Fatalf("a got %v: %v", r.Names(), err)
 			}
 			if got := string(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes()); got != "a-chain" {
@@ -607,7 +608,7 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			}
 			// Renewing b's certificate reaches b only.
 			pb := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Delta: delta, Types: []string{sds}})
-			if r := next(t, pb); !cmp.Equal(r.Names(), []string{SecretRootCert, SecretServiceCert}) {
+			if r := next(t, pb); !cmp.Equal(r.Names(), []string{layout.SecretRootCert, layout.SecretServiceCert}) {
 				t.Fatalf("b got %v", r.Names())
 			}
 			if err := f.srv.SetCertificate(identity.New("cluster.local", "b", "b"), []byte("b-chain2"), []byte("b-key2"), "b2"); err != nil {
@@ -630,9 +631,9 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 
 func wantRootUpdate(delta bool) []string {
 	if delta {
-		return []string{SecretRootCert}
+		return []string{layout.SecretRootCert}
 	}
-	return []string{SecretRootCert, SecretServiceCert}
+	return []string{layout.SecretRootCert, layout.SecretServiceCert}
 }
 
 // TestAckStatusesAreCoalesced: a proxy ACKing its four types in a burst is

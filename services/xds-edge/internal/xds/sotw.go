@@ -2,6 +2,7 @@ package xds
 
 import (
 	"slices"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -149,7 +150,7 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 		rs := s.viewLocked(c, typeURL, st.subscription())
 		version := pool.VersionOf(rs)
 		if version == st.nackedVersion || (version == st.lastVersion && !st.force) {
-			st.force, st.commit = false, zeroTime
+			st.force, st.commit = false, time.Time{}
 			continue
 		}
 		if keepsState(typeURL) {
@@ -157,13 +158,13 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 				union := mergeByName(rs, dropped)
 				out = append(out, c.sotwResponse(st, typeURL, union, pool.VersionOf(union, "make-before-break")))
 				removals = append(removals, c.sotwResponse(st, typeURL, rs, version))
-				st.lastVersion, st.force, st.commit, st.lastSent = version, false, zeroTime, rs
+				st.lastVersion, st.force, st.commit, st.lastSent = version, false, time.Time{}, rs
 				continue
 			}
 			st.lastSent = rs
 		}
 		out = append(out, c.sotwResponse(st, typeURL, rs, version))
-		st.lastVersion, st.force, st.commit = version, false, zeroTime
+		st.lastVersion, st.force, st.commit = version, false, time.Time{}
 	}
 	s.mu.RUnlock()
 	c.mu.Unlock()

@@ -14,6 +14,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
 // BenchmarkAdmission creates b.N pods in a meshed namespace through the real
@@ -72,7 +74,7 @@ func BenchmarkAdmission(b *testing.B) {
 	pct := func(q float64) time.Duration { return client[int(math.Ceil(q*float64(len(client))))-1] }
 	b.ReportMetric(float64(pct(0.50).Microseconds())/1000, "create-p50-ms")
 	b.ReportMetric(float64(pct(0.99).Microseconds())/1000, "create-p99-ms")
-	metrics := "http://" + m.injectorAdmin + "/metrics"
+	metrics := "http://" + m.AdminAddr(stack.Injector) + "/metrics"
 	for name, metric := range map[string]string{"webhook": "osm_injector_admission_seconds", "issue": "osm_injector_cert_issuance_seconds"} {
 		h, err := scrapeHistogram(metrics, metric, "")
 		if err != nil {
@@ -89,7 +91,7 @@ func BenchmarkAdmission(b *testing.B) {
 	// without the client's key and CSR, the network and the scheduling.
 	// (Its histogram has no 7.5 ms bucket, so quantiles between 5 and 10 ms
 	// are coarser than the webhook's.)
-	caSign, err := scrapeHistogram("http://"+m.caAdmin+"/metrics", "osm_ca_sign_duration_seconds", `rpc="sign"`)
+	caSign, err := scrapeHistogram("http://"+m.AdminAddr(stack.CertAuthority)+"/metrics", "osm_ca_sign_duration_seconds", `rpc="sign"`)
 	if err != nil {
 		b.Fatal(err)
 	}

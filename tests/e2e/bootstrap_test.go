@@ -14,6 +14,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
 // TestBootstrapSecretLifecycle: admission answers before the bootstrap
@@ -24,19 +26,11 @@ import (
 // admission leaves no Secret; dry runs write nothing.
 func TestBootstrapSecretLifecycle(t *testing.T) {
 	ctx := t.Context()
-	outer := t
 	cs := cluster.Clientset()
 	m := meshUp(t, "--bootstrap-owner-wait", "1s", "--bootstrap-missing-grace", "1s", "--bootstrap-orphan-grace", "3s")
 	ns := "bootstrap" + uniq()
-	namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": "osm"})
+	namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": "osm"}, "bookstore")
 	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}) })
-	eventually(t, "default service account in "+ns, 30*time.Second, func() error {
-		_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-		return err
-	})
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bookstore"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	pods, secrets := cs.CoreV1().Pods(ns), cs.CoreV1().Secrets(ns)
 	create := func(t *testing.T, name string) *corev1.Pod {
 		t.Helper()
@@ -94,7 +88,7 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		}
 		defer w.Stop()
 		p := create(t, "async-1")
-		checkBootstrapSecret(t, p, m.bundle)
+		checkBootstrapSecret(t, p, m.Bundle())
 		sec := owned(t, p)
 		// The first version of the Secret already names the pod: one
 		// write, no ownerReference patch.
@@ -151,21 +145,22 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		}
 		// The injector dies with the write still queued: here, it stops and
 		// the Secret goes.
-		m.injector.stop(t)
+		stop(t, m, stack.Injector)
 		if err := secrets.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		// Started for the whole test, not this subtest.
-		m.injector = start(outer, "injector-webhook", m.injectorArgs, nil)
-		m.injector.waitReady(t, m.injectorAdmin)
-		sec := checkBootstrapSecret(t, marker, m.bundle)
+		// Started for the whole test (the mesh's), not this subtest.
+		if err := m.Restart(t.Context(), stack.Injector); err != nil {
+			t.Fatal(err)
+		}
+		sec := checkBootstrapSecret(t, marker, m.Bundle())
 		if sec.UID == old.UID || string(sec.Data["tls.crt"]) == string(old.Data["tls.crt"]) {
 			t.Fatal("the secret was not reissued")
 		}
 		owned(t, marker)
 		// The Secret may be seen before the line is logged.
 		eventually(t, "the reissue logged", 10*time.Second, func() error {
-			if !strings.Contains(m.injector.Output(), "bootstrap secret missing; issued a new one") {
+			if !strings.Contains(m.Proc(stack.Injector).Output(), "bootstrap secret missing; issued a new one") {
 				return errors.New("the injector does not log the reissue")
 			}
 			return nil
@@ -175,13 +170,15 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 	t.Run("an injector that cannot listen exits instead of hanging", func(t *testing.T) {
 		// The same flags, so the same --listen-addr, which the running
 		// injector holds; a fresh admin address.
-		args := append([]string(nil), m.injectorArgs...)
-		for i := range args {
-			if args[i] == "--admin-addr" {
-				args[i+1] = freeAddr(t)
-			}
+		second, err := m.StartReplica(t.Context(), stack.Injector)
+		if err != nil {
+			t.Fatal(err)
 		}
-		second := start(t, "injector-webhook", args, nil)
+		t.Cleanup(func() {
+			if err := second.Stop(30 * time.Second); err != nil {
+				t.Error(err)
+			}
+		})
 		select {
 		case <-second.Exited():
 		case <-time.After(60 * time.Second):
@@ -231,7 +228,7 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 		owned(t, create(t, "after-restart"))
 		// The test may see a deletion before the injector has counted it.
 		eventually(t, "the injector's metrics", 10*time.Second, func() error {
-			metrics, err := scrapeMetrics("http://" + m.injectorAdmin + "/metrics")
+			metrics, err := scrapeMetrics("http://" + m.AdminAddr(stack.Injector) + "/metrics")
 			if err != nil {
 				return err
 			}

@@ -7,8 +7,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,21 +15,32 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/caclient"
-	"github.com/openservicemesh/osm/libs/layout"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
-const devToken = "e2e-dev-bootstrap-token"
-
-func namespace(t testing.TB, name string, labels map[string]string) {
+// namespace creates the namespace name with labels unless it exists,
+// waits for its default ServiceAccount (without which the apiserver
+// refuses pods), and creates the ServiceAccounts sas unless they exist.
+func namespace(t testing.TB, name string, labels map[string]string, sas ...string) {
 	t.Helper()
-	_, err := cluster.Clientset().CoreV1().Namespaces().Create(t.Context(),
+	ctx, cs := t.Context(), cluster.Clientset()
+	_, err := cs.CoreV1().Namespaces().Create(ctx,
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
+	}
+	eventually(t, "default service account in "+name, 30*time.Second, func() error {
+		_, err := cs.CoreV1().ServiceAccounts(name).Get(ctx, "default", metav1.GetOptions{})
+		return err
+	})
+	for _, sa := range sas {
+		_, err := cs.CoreV1().ServiceAccounts(name).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -50,149 +59,34 @@ func pod(name string, annotations map[string]string) *corev1.Pod {
 	}
 }
 
-// mesh is the cert-authority and the injector-webhook running as
-// processes against the test cluster.
-type mesh struct {
-	ca, injector  *proc
-	caAddr        string
-	caAdmin       string
-	caArgs        []string
-	caEnv         map[string]string
-	injectorCert  *tls.Certificate // the injector's control-plane certificate, for calling the CA
-	injectorAddr  string
-	injectorAdmin string
-	injectorArgs  []string // to restart it
-	bundle        *meshv1.TrustBundle
-	secrets       []string // values that must never reach a log
-}
-
 // meshUp starts the cert-authority and the injector-webhook, with extra
 // injector flags; the apiserver calls the webhook for every pod created in
 // a meshed namespace.
-func meshUp(t testing.TB, injectorFlags ...string) *mesh {
-	ctx := t.Context()
-	cs := cluster.Clientset()
-	dir := t.TempDir()
-	namespace(t, "osm-system", nil)
-	namespace(t, "bookstore", map[string]string{"openservicemesh.io/monitored-by": "osm"})
-	namespace(t, "plain", nil)
-	for _, ns := range []string{"bookstore", "plain"} {
-		eventually(t, "default service account in "+ns, 30*time.Second, func() error {
-			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-			return err
-		})
-		_, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bookstore"}}, metav1.CreateOptions{})
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
-
-	pw := map[bus.Role]string{bus.RoleCA: "ca-pw", bus.RoleAdmin: "admin-pw"}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nats.Shutdown)
-
-	// The cert-authority, built-in provider, with the dev bootstrap token.
-	caAddr, caAdmin := freeAddr(t), freeAddr(t)
-	caArgs := []string{
-		"--namespace", "osm-system", "--kubeconfig", cluster.KubeconfigPath(), "--trust-domain", "cluster.local",
-		"--grpc-addr", caAddr, "--admin-addr", caAdmin, "--server-dns-names", "ca.test",
-		"--nats-url", nats.URL(), "--nats-user", "ca", "--log-format", "text",
-	}
-	caEnv := map[string]string{"OSM_NATS_PASSWORD": pw[bus.RoleCA], "OSM_DEV_BOOTSTRAP_TOKEN": devToken}
-	ca := start(t, "cert-authority", caArgs, caEnv)
-	ca.waitReady(t, caAdmin)
-
-	// The injector's control-plane certificate, as its deployment would
-	// obtain it: the bundle from KV mesh-trust, then Bootstrap.
-	admin, err := bus.Connect(ctx, bus.Options{URL: nats.URL(), Role: bus.RoleAdmin, User: "admin", Password: pw[bus.RoleAdmin]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
-	trust, err := admin.Bucket(ctx, bus.BucketTrust)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := &meshv1.TrustBundle{}
-	if _, err := trust.Get(ctx, layout.BundleKey, bundle); err != nil {
-		t.Fatal(err)
-	}
-	anon, err := caclient.Dial(caAddr, bundle, "ca.test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer anon.Close()
-	boot, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(anon), caclient.BootstrapRequest{
-		Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK})
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// The injector, with its serving certificate from the CA. The
-	// apiserver calls it through its Service, osm-injector.osm-system, as in
-	// a cluster; here an ExternalName Service resolves that to loopback (the
+func meshUp(t testing.TB, injectorFlags ...string) *stack.Mesh {
+	namespace(t, "bookstore", map[string]string{"openservicemesh.io/monitored-by": "osm"}, "bookstore")
+	namespace(t, "plain", nil, "bookstore")
+	// The injector gets its serving certificate from the CA. The apiserver
+	// calls it through its Service, osm-injector.osm-system, as in a
+	// cluster; here an ExternalName Service resolves that to loopback (the
 	// apiserver dials the ExternalName and still verifies the certificate
 	// against osm-injector.osm-system.svc).
-	listen, injAdmin := freeAddr(t), freeAddr(t)
-	_, port, _ := net.SplitHostPort(listen)
-	injectorService(t, "localhost")
-	args := []string{
-		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", "osm", "--control-plane-namespace", "osm-system",
-		"--listen-addr", listen, "--admin-addr", injAdmin, "--log-format", "text",
-		"--ca-bootstrap-token-file", writeFile(t, dir, "bootstrap-token", []byte(devToken)), "--ca-bootstrap-token-type", "pre-shared",
-		"--webhook-config-name", "osm-e2e-injector", "--webhook-service-name", injectorServiceName, "--webhook-service-port", port,
-		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
-		"--ca-trust-file", writeFile(t, dir, "ca-roots.pem", caclient.RootsPEM(bundle)),
-	}
-	args = append(args, injectorFlags...)
-	injector := start(t, "injector-webhook", args, nil)
-	injector.waitReady(t, injAdmin)
-	eventually(t, "the webhook configuration", 30*time.Second, func() error {
-		_, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
-		return err
-	})
+	m := startMesh(t, stack.Options{Name: "osm-e2e", Flags: map[stack.Component][]string{stack.Injector: injectorFlags}},
+		stack.CertAuthority, stack.Injector)
 	t.Cleanup(func() {
-		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), "osm-e2e-injector", metav1.DeleteOptions{})
+		_ = cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), m.WebhookConfigName(), metav1.DeleteOptions{})
 	})
-	return &mesh{ca: ca, caAddr: caAddr, caAdmin: caAdmin, caArgs: caArgs, caEnv: caEnv, injectorCert: &boot.Pair,
-		injector: injector, injectorAddr: listen, injectorAdmin: injAdmin, injectorArgs: args, bundle: bundle,
-		secrets: []string{devToken, pw[bus.RoleCA]}}
+	return m
 }
 
-// restartCA stops the cert-authority and starts it again on the same
-// addresses with extra flags.
-func (m *mesh) restartCA(t testing.TB, extra ...string) {
+// injectorCert is the injector's control-plane certificate, for calling
+// the CA, as its deployment would obtain it.
+func injectorCert(t testing.TB, m *stack.Mesh) *tls.Certificate {
 	t.Helper()
-	m.ca.stop(t)
-	m.ca = start(t, "cert-authority", append(slices.Clone(m.caArgs), extra...), m.caEnv)
-	m.ca.waitReady(t, m.caAdmin)
-}
-
-// injectorServiceName is the injector's webhook Service in osm-system.
-const injectorServiceName = "osm-injector"
-
-// injectorService makes osm-system/osm-injector an ExternalName Service for
-// host, so that the apiserver reaches the webhook process through the
-// Service reference.
-func injectorService(t testing.TB, host string) {
-	t.Helper()
-	svcs := cluster.Clientset().CoreV1().Services("osm-system")
-	want := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: injectorServiceName},
-		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeExternalName, ExternalName: host}}
-	cur, err := svcs.Get(t.Context(), injectorServiceName, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		_, err = svcs.Create(t.Context(), want, metav1.CreateOptions{})
-	case err == nil && (cur.Spec.Type != want.Spec.Type || cur.Spec.ExternalName != host):
-		cur.Spec = want.Spec
-		_, err = svcs.Update(t.Context(), cur, metav1.UpdateOptions{})
-	}
+	boot, err := m.Bootstrap(t.Context(), cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &boot.Pair
 }
 
 // TestCABundleFollowsRootRotation: when the CA adds a second root (the
@@ -203,15 +97,18 @@ func TestCABundleFollowsRootRotation(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	m := meshUp(t)
+	cert := injectorCert(t, m)
 	second := "osm-ca-root-e2e" + uniq()
 	t.Cleanup(func() {
 		_ = cs.CoreV1().Secrets("osm-system").Delete(context.Background(), second, metav1.DeleteOptions{})
 	})
 	restart := time.Now()
-	m.restartCA(t, "--trusted-root-secrets", second)
+	if err := m.Restart(ctx, stack.CertAuthority, "--trusted-root-secrets", second); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("CA restarted with a second root in %s", time.Since(restart).Round(time.Millisecond))
 
-	conn, err := caclient.Dial(m.caAddr, m.bundle, "ca.test", m.injectorCert)
+	conn, err := m.DialCA(cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +122,7 @@ func TestCABundleFollowsRootRotation(t *testing.T) {
 		t.Fatalf("the CA's bundle holds %d roots after adding one, want 2", len(rotated.GetRoots()))
 	}
 	eventually(t, "the caBundle with both roots", 60*time.Second, func() error {
-		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
+		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, m.WebhookConfigName(), metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
@@ -246,7 +143,7 @@ func TestInjection(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	m := meshUp(t)
-	injector, bundle := m.injector, m.bundle
+	bundle := m.Bundle()
 	run := uniq() // names differ between runs on one cluster (-count)
 	pods := cs.CoreV1().Pods("bookstore")
 	var created *corev1.Pod
@@ -288,7 +185,7 @@ func TestInjection(t *testing.T) {
 			t.Fatal(err)
 		}
 		// As the apiserver does: the Service's name, the caBundle's roots.
-		conn, err := tls.Dial("tcp", m.injectorAddr, &tls.Config{RootCAs: roots, ServerName: injectorServiceName + ".osm-system.svc"})
+		conn, err := tls.Dial("tcp", m.Addr(stack.Injector), &tls.Config{RootCAs: roots, ServerName: stack.InjectorService + ".osm-system.svc"})
 		if err != nil {
 			t.Fatalf("TLS to the webhook, verified against the trust bundle: %v", err)
 		}
@@ -297,15 +194,15 @@ func TestInjection(t *testing.T) {
 		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://cluster.local/osm/injector-webhook" {
 			t.Errorf("serving certificate URI SANs %v, want the injector's control-plane identity", leaf.URIs)
 		}
-		wantNames := caclient.ServiceDNSNames(injectorServiceName, "osm-system", "")
+		wantNames := caclient.ServiceDNSNames(stack.InjectorService, "osm-system", "")
 		if strings.Join(leaf.DNSNames, " ") != strings.Join(wantNames, " ") {
 			t.Errorf("serving certificate DNS SANs %v, want %v", leaf.DNSNames, wantNames)
 		}
-		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: injectorServiceName + ".osm-system.svc",
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: stack.InjectorService + ".osm-system.svc",
 			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 			t.Errorf("serving certificate does not chain to the trust bundle: %v", err)
 		}
-		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "osm-e2e-injector", metav1.GetOptions{})
+		cfg, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, m.WebhookConfigName(), metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -313,8 +210,8 @@ func TestInjection(t *testing.T) {
 		if string(cc.CABundle) != string(caclient.RootsPEM(bundle)) {
 			t.Errorf("caBundle is not the trust bundle's roots:\n%s", cc.CABundle)
 		}
-		if cc.URL != nil || cc.Service == nil || cc.Service.Namespace != "osm-system" || cc.Service.Name != injectorServiceName {
-			t.Errorf("webhook client config %+v, want the Service osm-system/%s", cc, injectorServiceName)
+		if cc.URL != nil || cc.Service == nil || cc.Service.Namespace != "osm-system" || cc.Service.Name != stack.InjectorService {
+			t.Errorf("webhook client config %+v, want the Service osm-system/%s", cc, stack.InjectorService)
 		}
 	})
 	t.Run("opting out leaves the pod untouched", func(t *testing.T) {
@@ -364,7 +261,7 @@ func TestInjection(t *testing.T) {
 		}
 	})
 	t.Run("fails closed when the injector is down", func(t *testing.T) {
-		injector.stop(t)
+		stop(t, m, stack.Injector)
 		_, err := pods.Create(ctx, pod("refused"+run, nil), metav1.CreateOptions{})
 		if err == nil {
 			t.Fatal("a pod in a meshed namespace was created with the injector down")
@@ -376,8 +273,8 @@ func TestInjection(t *testing.T) {
 			t.Fatalf("a pod outside the mesh was refused: %v", err)
 		}
 	})
-	for _, p := range []*proc{m.ca, injector} {
-		for _, secret := range append(m.secrets, "PRIVATE KEY") {
+	for _, p := range []*stack.Proc{m.Proc(stack.CertAuthority), m.Proc(stack.Injector)} {
+		for _, secret := range append(m.Secrets(), "PRIVATE KEY") {
 			if strings.Contains(p.Output(), secret) {
 				t.Errorf("%s logs a secret", p.Name)
 			}

@@ -18,12 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
-	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/tests/stack"
 )
 
@@ -40,12 +37,11 @@ const (
 func TestMeshFlow(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
-	dir := t.TempDir()
 	run := uniq() // names differ between runs on one cluster (-count)
 	storeNS, buyerNS, meshName, mcName := "flow-store"+run, "flow-buyer"+run, "flow"+run, "flow-mesh-config"+run
 	namespace(t, "osm-system", nil)
-	for _, ns := range []string{storeNS, buyerNS} {
-		namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": meshName})
+	for ns, sa := range map[string]string{storeNS: "bookstore", buyerNS: "bookbuyer"} {
+		namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": meshName}, sa)
 	}
 	mc := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
@@ -59,15 +55,6 @@ func TestMeshFlow(t *testing.T) {
 	kubelet := cluster.Kubelet("flow-node", "zone-a")
 	if _, err := kubelet.Register(ctx); err != nil {
 		t.Fatal(err)
-	}
-	for ns, sa := range map[string]string{storeNS: "bookstore", buyerNS: "bookbuyer"} {
-		eventually(t, "default service account in "+ns, 30*time.Second, func() error {
-			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
-			return err
-		})
-		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
 	}
 	http := "http"
 	if _, err := cs.CoreV1().Services(storeNS).Create(ctx, &corev1.Service{
@@ -94,97 +81,18 @@ func TestMeshFlow(t *testing.T) {
 	runPod(storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
 	runPod(buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")
 
-	pw := map[bus.Role]string{}
-	for _, r := range bus.Roles() {
-		pw[r] = string(r) + "-pw"
-	}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Passwords: pw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nats.Shutdown()
-	natsArgs := func(r bus.Role) []string { return []string{"--nats-url", nats.URL(), "--nats-user", string(r)} }
-	natsEnv := func(r bus.Role, more map[string]string) map[string]string {
-		env := map[string]string{"OSM_NATS_PASSWORD": pw[r]}
-		for k, v := range more {
-			env[k] = v
-		}
-		return env
-	}
-
-	caAddr, caAdmin := freeAddr(t), freeAddr(t)
-	ca := start(t, "cert-authority", append(natsArgs(bus.RoleCA),
-		"--namespace", "osm-system", "--kubeconfig", cluster.KubeconfigPath(), "--grpc-addr", caAddr,
-		"--admin-addr", caAdmin, "--server-dns-names", "ca.test", "--log-format", "text"),
-		natsEnv(bus.RoleCA, map[string]string{"OSM_DEV_BOOTSTRAP_TOKEN": devToken}))
-	ca.waitReady(t, caAdmin)
-	watcherAdmin := freeAddr(t)
-	watcher := start(t, "smi-watcher", append(natsArgs(bus.RoleWatcher),
-		"--kubeconfig", cluster.KubeconfigPath(), "--mesh-name", meshName, "--namespace", "osm-system",
-		"--admin-addr", watcherAdmin, "--log-format", "text", "--watcher-id", "flow-watcher"), natsEnv(bus.RoleWatcher, nil))
-	compilerAdmin := freeAddr(t)
-	compiler := start(t, "policy-compiler", append(natsArgs(bus.RoleCompiler),
-		"--mesh-name", meshName, "--mesh-config", "osm-system/"+mcName, "--admin-addr", compilerAdmin,
-		"--log-format", "text", "--holder", "flow-compiler"), natsEnv(bus.RoleCompiler, nil))
-
-	// The edge's and the test injector's control-plane certificates.
-	admin, err := bus.Connect(ctx, bus.Options{URL: nats.URL(), Role: bus.RoleAdmin, User: "admin", Password: pw[bus.RoleAdmin]})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	trust, err := admin.Bucket(ctx, bus.BucketTrust)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bundle := &meshv1.TrustBundle{}
-	if _, err := trust.Get(ctx, layout.BundleKey, bundle); err != nil {
-		t.Fatal(err)
-	}
-	anon, err := caclient.Dial(caAddr, bundle, "ca.test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer anon.Close()
-	bootstrap := func(role cav1.ComponentRole) *caclient.Issued {
-		t.Helper()
-		c, err := caclient.Bootstrap(ctx, cav1.NewCertificateAuthorityServiceClient(anon), caclient.BootstrapRequest{
-			Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: role})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	// The edge bootstraps its own certificate with the dev token.
-	edgeAddr, edgeAdmin := freeAddr(t), freeAddr(t)
-	edge := start(t, "xds-edge", append(natsArgs(bus.RoleEdge),
-		"--listen-addr", edgeAddr, "--admin-addr", edgeAdmin, "--log-format", "text", "--edge-id", "flow-edge",
-		"--ca-bootstrap-token-file", writeFile(t, dir, "edge-token", []byte(devToken)), "--ca-bootstrap-token-type", "pre-shared",
-		"--ca-addr", caAddr, "--ca-server-name", "ca.test",
-		"--ca-trust-file", writeFile(t, dir, "roots.pem", caclient.RootsPEM(bundle))), natsEnv(bus.RoleEdge, nil))
-	for _, p := range []struct {
-		p     *proc
-		admin string
-	}{{watcher, watcherAdmin}, {compiler, compilerAdmin}, {edge, edgeAdmin}} {
-		p.p.waitReady(t, p.admin)
-	}
+	m := startMesh(t, stack.Options{Name: "flow", MeshName: meshName, MeshConfig: mcName},
+		stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge)
 
 	// A proxy of bookbuyer, with the certificate the injector would have
 	// put in its bootstrap Secret.
-	injectorCert := bootstrap(cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK)
-	signer, err := caclient.Dial(caAddr, bundle, "ca.test", &injectorCert.Pair)
+	buyer := identity.New(stack.TrustDomain, buyerNS, "bookbuyer")
+	proxyCert, err := m.WorkloadCert(ctx, buyer, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer signer.Close()
-	buyer := identity.New("cluster.local", buyerNS, "bookbuyer")
-	proxyCert, err := caclient.Sign(ctx, cav1.NewCertificateAuthorityServiceClient(signer), buyer, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots, _ := caclient.RootPool(bundle)
-	edgeID := identity.ControlPlaneURI("cluster.local", identity.RoleXDSEdge).String()
-	cc, err := stack.DialEdge(edgeAddr, proxyCert.Pair, roots, edgeID)
+	roots, _ := caclient.RootPool(m.Bundle())
+	cc, err := m.DialEdge(proxyCert.Pair)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -12,45 +10,35 @@ import (
 // builder builds the services once per test binary.
 var builder *stack.Builder
 
-// proc wraps a running service for tests.
-type proc struct {
-	*stack.Proc
-}
-
-// start runs services/<name> with args and env; the test's cleanup stops
-// it and, when the test failed, prints its output.
-func start(t testing.TB, name string, args []string, env map[string]string) *proc {
+// startMesh boots a mesh against the test cluster with the components cs;
+// its processes stop when the test ends, and their output is logged when
+// the test failed.
+func startMesh(t testing.TB, o stack.Options, cs ...stack.Component) *stack.Mesh {
 	t.Helper()
-	bin, err := builder.Build(t.Context(), name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := stack.Start(name, bin, args, env, nil)
+	o.Cluster, o.Builder, o.Dir, o.ReadyTimeout = cluster, builder, t.TempDir(), 60*time.Second
+	m, err := stack.New(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := p.Stop(30 * time.Second); err != nil {
+		if err := m.Close(); err != nil {
 			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("--- %s output ---\n%s", name, p.Output())
+			t.Log(m.Logs())
 		}
 	})
-	return &proc{p}
-}
-
-func (p *proc) stop(t testing.TB) {
-	t.Helper()
-	if err := p.Stop(30 * time.Second); err != nil {
-		t.Error(err)
+	if err := m.Start(t.Context(), cs...); err != nil {
+		t.Fatal(err)
 	}
+	return m
 }
 
-func (p *proc) waitReady(t testing.TB, adminAddr string) {
+// stop stops c and reports an unclean exit.
+func stop(t testing.TB, m *stack.Mesh, c stack.Component) {
 	t.Helper()
-	if err := p.WaitReady(t.Context(), adminAddr, 60*time.Second); err != nil {
-		t.Fatalf("%s ready: %v", p.Name, err)
+	if err := m.Stop(c); err != nil {
+		t.Error(err)
 	}
 }
 
@@ -59,22 +47,4 @@ func eventually(t testing.TB, what string, within time.Duration, f func() error)
 	if err := stack.Eventually(t.Context(), within, f); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	a, err := stack.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
-func writeFile(t testing.TB, dir, name string, b []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

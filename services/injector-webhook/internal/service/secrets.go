@@ -1,7 +1,8 @@
-package injector
+package service
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -80,22 +81,22 @@ func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*s
 		metric.WithDescription("time from admission to the bootstrap Secret stored, retries included, by mode (async or sync fallback) and outcome"),
 		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metric osm_injector_bootstrap_write_seconds: %w", err)
 	}
 	failures, err := meter.Int64Counter("osm_injector_bootstrap_write_failures",
 		metric.WithDescription("bootstrap Secrets not written after all attempts (the reconciler recreates them), by mode"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metric osm_injector_bootstrap_write_failures: %w", err)
 	}
 	depth, err := meter.Int64ObservableGauge("osm_injector_bootstrap_queue_depth",
 		metric.WithDescription("bootstrap Secrets waiting for their pod to appear or for a writer"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metric osm_injector_bootstrap_queue_depth: %w", err)
 	}
 	dropped, err := meter.Int64Counter("osm_injector_bootstrap_dropped",
 		metric.WithDescription("bootstrap Secrets never written because their pod did not appear within --bootstrap-owner-wait (the apiserver rejected it after admission)"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metric osm_injector_bootstrap_dropped: %w", err)
 	}
 	w := secrets.New(secretCreator{cs}, secrets.Options{
 		Workers: c.Writers, QueueSize: c.QueueSize, OwnerWait: c.OwnerWait,
@@ -117,7 +118,7 @@ func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*s
 		o.ObserveInt64(depth, int64(w.Len()))
 		return nil
 	}, depth); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metric osm_injector_bootstrap_queue_depth callback: %w", err)
 	}
 	return w, nil
 }
@@ -136,7 +137,7 @@ func newReconciler(meter metric.Meter, log *logrus.Entry, cs kubernetes.Interfac
 	actions, err := meter.Int64Counter("osm_injector_bootstrap_reconciled",
 		metric.WithDescription("bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metric osm_injector_bootstrap_reconciled: %w", err)
 	}
 	return reconcile.New(reconcile.Options{
 		Client: cs, Metadata: md, Maker: maker, Claimer: claimer, Log: log.WithField("component", "bootstrap-reconciler"),

@@ -1,25 +1,21 @@
-package injector
+package service
 
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net/url"
 	"os"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"time"
-
-	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/cpcert"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/certfile"
-	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
 )
 
 // ServingConfig is the configuration of the admission server's certificate
@@ -97,89 +93,85 @@ func (c *Config) validateServing() error {
 	return nil
 }
 
-// serving is the admission server's certificate source and the caBundle
-// that verifies it.
+// serving is the admission server's certificate source, the caBundle that
+// verifies it, and the parts that keep both current.
 type serving struct {
 	tls           *tls.Config
 	caBundle      func() ([]byte, error)
 	bundleChanged <-chan struct{} // nil when the caBundle is a file
+	// parts renew the certificate and follow the trust bundle; none when
+	// the certificate comes from files (they are read at each handshake).
+	parts []part
 }
 
-// servingTLS sets up the serving certificate. By default it comes from the
-// cert-authority's Bootstrap (with the webhook Service's DNS names) and is
-// renewed at half its lifetime; the caBundle is the CA's trust bundle,
-// followed with WatchTrustBundle. --tls-cert-file overrides both with files.
+// servingTLS sets up the serving certificate and registers its readiness
+// checks. By default the certificate comes from the cert-authority's
+// Bootstrap (with the webhook Service's DNS names), obtained here, before
+// anything can sign, and renewed at half its lifetime by a part; the
+// caBundle is the CA's trust bundle, which another part follows with
+// WatchTrustBundle. --tls-cert-file overrides both with files.
 //
-// Bootstrap goes over bootConn, which presents no client certificate; the
-// bundle watch over signConn, which presents the certificate own holds
-// (or --ca-client-cert-file): own is set before the watch starts, and
-// before anything else can use signConn.
-func servingTLS(ctx context.Context, rt *app.Runtime, c Config, bootConn, signConn *grpc.ClientConn, own *atomic.Pointer[cpcert.Cert]) (*serving, error) {
+// Bootstrap goes over ca.boot, which presents no client certificate; the
+// bundle watch over ca.sign, which presents the certificate ca.own holds
+// (or --ca-client-cert-file): servingTLS sets ca.own before it returns.
+func servingTLS(ctx context.Context, rt *app.Runtime, c Config, ca *caConns) (*serving, error) {
 	log := rt.Log
 	if c.ServesFromFiles() {
 		certs, err := certfile.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
 		if err != nil {
 			return nil, app.FlagError("tls-cert-file", "%v", err)
 		}
+		rt.Health.AddReadyCheck("serving-certificate", certFileCheck(certs))
 		log.WithField("tls_cert_file", c.TLSCertFile).Info("serving certificate from files (--tls-cert-file overrides the cert-authority)")
 		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) }}, nil
 	}
-	client := cav1.NewCertificateAuthorityServiceClient(bootConn)
 	if err := c.Bootstrap.CheckFile(); err != nil {
 		return nil, err
 	}
-	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(signConn), log, 0, 0)
+	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(ca.sign), log, 0, 0)
 	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
-		Client: client, TokenType: c.Bootstrap.TokenType(), Token: c.Bootstrap.Token,
+		Client: cav1.NewCertificateAuthorityServiceClient(ca.boot), TokenType: c.Bootstrap.TokenType(), Token: c.Bootstrap.Token,
 		DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
 		// Renew at once if a rotation drops the root that issued it.
 		Roots: bundle.RootsPEM, BundleChanged: bundle.Subscribe(),
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
 	rt.Health.AddReadyCheck("serving-certificate", cert.Check)
 	rt.Health.AddReadyCheck("trust-bundle", bundle.Check)
 	if err := cert.RenewUntilDone(ctx); err != nil {
 		return nil, err
 	}
-	own.Store(cert)
-	go func() { _ = cert.Start(ctx) }()
-	go func() { _ = bundle.Start(ctx) }()
-	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe()}, nil
+	ca.own.Store(cert)
+	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe(),
+		parts: []part{{name: "serving certificate renewal", p: cert}, {name: "trust bundle watch", p: bundle}}}, nil
 }
 
-// keepWebhookConfig writes the webhook configuration at start and keeps its
-// caBundle current: at once when the trust bundle changes (changed), and
-// every 30 seconds otherwise (a caBundle file, or an edited configuration).
-func keepWebhookConfig(ctx context.Context, log *logrus.Entry, cs kubernetes.Interface, c Config, caBundle func() ([]byte, error), changed <-chan struct{}) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		ca, err := caBundle()
-		if err == nil {
-			desired := webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
-				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
-				ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), URL: c.WebhookURL, CABundle: ca}
-			cfg, derr := webhookconfig.Desired(desired)
-			if derr == nil {
-				wrote, eerr := webhookconfig.Ensure(ctx, cs, cfg)
-				err = eerr
-				if wrote {
-					log.WithField("name", c.WebhookConfigName).Info("webhook configuration written")
-				}
-			} else {
-				err = derr
+// certReloader is the serving certificate read from files.
+type certReloader interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+var _ certReloader = (*certfile.CertReloader)(nil)
+
+// certFileCheck is a readiness check of a certificate read from files: a
+// key pair is loaded and its certificate has not expired.
+func certFileCheck(r certReloader) app.Check {
+	return func(context.Context) error {
+		pair, err := r.GetCertificate(nil)
+		if err != nil {
+			return err
+		}
+		leaf := pair.Leaf
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+				return fmt.Errorf("serving certificate: %w", err)
 			}
 		}
-		if err != nil && ctx.Err() == nil {
-			log.WithError(err).WithField("name", c.WebhookConfigName).Warn("webhook configuration not updated")
+		if time.Now().After(leaf.NotAfter) {
+			return fmt.Errorf("serving certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-changed:
-		}
+		return nil
 	}
 }

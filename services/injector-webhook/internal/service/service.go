@@ -1,0 +1,194 @@
+// Package service is the front door of the injector-webhook service: its
+// flags and their validation, and the Run wiring that builds the Kubernetes
+// and cert-authority clients, obtains the serving certificate, and runs the
+// long-running parts under one errgroup: the namespace and MeshConfig
+// informers, the bootstrap Secret writer and reconciler, the serving
+// certificate renewal and trust bundle watch, the HTTPS admission server
+// and the webhook configuration keeper.
+package service
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/telemetry"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
+)
+
+// Name is the service's name: the binary, its --help, and the name of its
+// meters.
+const Name = "injector-webhook"
+
+// summary is the first paragraph of --help.
+const summary = "OSM's sidecar injector: a mutating admission webhook that adds the iptables init container,\n" +
+	"the Envoy sidecar and its bootstrap Secret (with a client certificate signed by the\n" +
+	"cert-authority) to pods created in namespaces labelled openservicemesh.io/monitored-by.\n\n" +
+	"Serving certificate: by default the cert-authority issues it through Bootstrap (credential\n" +
+	"--ca-bootstrap-token-file) for the webhook Service's DNS names, and the injector renews it at\n" +
+	"half its lifetime and keeps the webhook configuration's caBundle equal to the CA's trust\n" +
+	"bundle. --tls-cert-file and --tls-key-file, when set, take precedence: those files are served\n" +
+	"and --tls-ca-file becomes the caBundle; the cert-authority is then not asked.\n\n" +
+	"Bootstrap Secrets: the certificate is issued during admission; the Secret is written just after\n" +
+	"the webhook answers (the kubelet retries the volume mount until it exists). A reconciler\n" +
+	"reissues Secrets lost to a restart, makes each Secret owned by its pod so that it is deleted\n" +
+	"with it, and deletes Secrets left without a pod (see --bootstrap-*)."
+
+// Options holds the test overrides of the service. The injector's tests
+// drive it through its flags alone, so it has no fields; its zero value is
+// production.
+type Options struct{}
+
+// Spec is the service for app.Main.
+func Spec(o Options) app.Spec {
+	c := &Config{}
+	return app.Spec{
+		Name:     Name,
+		Summary:  summary,
+		Flags:    c.Flags,
+		Validate: c.Validate,
+		Run:      func(ctx context.Context, rt *app.Runtime) error { return run(ctx, rt, *c, o) },
+	}
+}
+
+// run builds the parts and runs them until ctx ends or one fails.
+// Readiness: the namespace and MeshConfig informers have listed, the
+// serving certificate is held (and, from the CA, the trust bundle), the
+// admission server listens, and the webhook configuration (when managed)
+// has been written.
+func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
+	log := rt.Log
+	kc, err := newKubeClients(c)
+	if err != nil {
+		return err
+	}
+	ca, err := dialCAs(rt, c)
+	if err != nil {
+		return err
+	}
+	serving, err := servingTLS(ctx, rt, c, ca)
+	if err != nil {
+		return err
+	}
+	meter := rt.Meter()
+	m, err := newAdmissionMetrics(meter)
+	if err != nil {
+		return err
+	}
+	writer, err := newWriter(meter, kc.typed, c.Secrets)
+	if err != nil {
+		return err
+	}
+
+	host, port, err := xdsHostPort(c.XDSAddr)
+	if err != nil {
+		return app.FlagError("xds-addr", "%v", err)
+	}
+	san := c.XDSServerSAN
+	if san == "" {
+		san = identity.ControlPlaneURI(c.TrustDomain, identity.RoleXDSEdge).String()
+	}
+	base := inject.Settings{
+		MeshName: c.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,
+		LogLevel: c.EnvoyLogLevel, ProxyUID: int64(c.ProxyUID),
+	}
+	namespaces := newNamespaceCache(kc.typed)
+	wh := webhook.New(webhook.Options{
+		Settings: base, TrustDomain: c.TrustDomain,
+		XDSHost: host, XDSPort: port, XDSServerSAN: san,
+		Namespaces: namespaces,
+		Secrets:    writer,
+		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL},
+		Observe: func(d time.Duration, err error) {
+			m.issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
+		},
+		ObservePhase: func(phase string, d time.Duration) {
+			m.phases.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
+		},
+	})
+	rec, err := newReconciler(meter, log, kc.typed, kc.metadata, wh, writer, c.Secrets)
+	if err != nil {
+		return err
+	}
+	meshConfig, err := newMeshConfigWatch(kc.dynamic, c.ControlPlaneNamespace, c.MeshConfigName, base, wh, log)
+	if err != nil {
+		return err
+	}
+	handler := &webhook.Handler{Admit: wh, Log: log, MaxBody: int64(c.MaxBody),
+		Observe: func(outcome string, d time.Duration) {
+			attrs := metric.WithAttributes(attribute.String("outcome", outcome))
+			m.admissions.Add(ctx, 1, attrs)
+			m.latency.Record(ctx, d.Seconds(), attrs)
+		}}
+	srv := newAdmissionServer(c.ListenAddr, handler, serving.tls, log)
+
+	rt.Health.AddReadyCheck("namespaces", namespaces.Check)
+	rt.Health.AddReadyCheck("meshconfig", meshConfig.Check)
+	rt.Health.AddReadyCheck("webhook", srv.Check)
+	serverDone := make(chan struct{})
+	parts := []part{
+		{name: "namespace informer", p: namespaces},
+		{name: "meshconfig watch", p: meshConfig},
+		{name: "bootstrap secret reconciler", p: rec},
+		// The writer stops only after the admission server has: the
+		// Secrets of the last admissions are flushed too.
+		{name: "bootstrap secret writer", p: stopsAfter{p: writer, after: serverDone}},
+		// It listens once what admission reads has been listed.
+		{name: "admission server", done: serverDone,
+			p: startsAfter{p: srv, after: []<-chan struct{}{namespaces.Synced(), meshConfig.Synced()}}},
+	}
+	parts = append(parts, serving.parts...)
+	if c.WebhookConfigName != "" {
+		keeper := webhookconfig.NewKeeper(webhookconfig.KeeperOptions{Client: kc.typed,
+			Config: webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
+				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
+				ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: admissionPath, URL: c.WebhookURL},
+			CABundle: serving.caBundle, Changed: serving.bundleChanged, Log: log})
+		rt.Health.AddReadyCheck("webhook-configuration", keeper.Check)
+		// The apiserver calls the webhook (failing closed) from the first
+		// write on, so the keeper starts once the server listens.
+		parts = append(parts, part{name: "webhook configuration keeper",
+			p: startsAfter{p: keeper, after: []<-chan struct{}{srv.Serving()}}})
+	}
+	return runParts(ctx, parts...)
+}
+
+// admissionMetrics are the admission path's instruments.
+type admissionMetrics struct {
+	admissions metric.Int64Counter
+	latency    metric.Float64Histogram
+	issuance   metric.Float64Histogram
+	phases     metric.Float64Histogram
+}
+
+func newAdmissionMetrics(meter metric.Meter) (*admissionMetrics, error) {
+	var m admissionMetrics
+	var err error
+	if m.admissions, err = meter.Int64Counter("osm_injector_admissions",
+		metric.WithDescription("admission reviews handled, by outcome")); err != nil {
+		return nil, fmt.Errorf("metric osm_injector_admissions: %w", err)
+	}
+	for _, h := range []struct {
+		dst        *metric.Float64Histogram
+		name, desc string
+	}{
+		{&m.latency, "osm_injector_admission_seconds", "admission latency"},
+		{&m.issuance, "osm_injector_cert_issuance_seconds", "bootstrap certificate issuance latency"},
+		{&m.phases, "osm_injector_admission_phase_seconds",
+			"time of each step of an injecting admission: decide, patch, issue, bootstrap, store, encode"},
+	} {
+		if *h.dst, err = meter.Float64Histogram(h.name, metric.WithDescription(h.desc),
+			metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...)); err != nil {
+			return nil, fmt.Errorf("metric %s: %w", h.name, err)
+		}
+	}
+	return &m, nil
+}

@@ -16,34 +16,23 @@ import (
 	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
-// Files are the PKI files an edge started by the harness uses.
-type Files struct {
-	Dir, Root, Cert, Key string
-}
-
 // WritePKI makes a throw-away mesh root and the edge's serving (and CA
 // client) certificate in dir, and writes the trust bundle into mesh-trust.
-func WritePKI(ctx context.Context, dir string, conn *bus.Conn) (*xdstest.CA, Files, error) {
+func WritePKI(ctx context.Context, dir string, conn *bus.Conn) (*xdstest.CA, xdstest.Files, error) {
 	ca, err := xdstest.NewCA("loadgen-root")
 	if err != nil {
-		return nil, Files{}, err
+		return nil, xdstest.Files{}, err
 	}
-	_, certPEM, keyPEM, err := ca.Leaf("spiffe://cluster.local/osm/xds-edge")
+	f, err := ca.WriteFiles(dir, "edge", "spiffe://cluster.local/osm/xds-edge")
 	if err != nil {
-		return nil, Files{}, err
-	}
-	f := Files{Dir: dir, Root: filepath.Join(dir, "root.pem"), Cert: filepath.Join(dir, "edge.pem"), Key: filepath.Join(dir, "edge-key.pem")}
-	for p, b := range map[string][]byte{f.Root: ca.CertPEM, f.Cert: certPEM, f.Key: keyPEM} {
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			return nil, Files{}, err
-		}
+		return nil, xdstest.Files{}, err
 	}
 	trust, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{})
 	if err != nil {
-		return nil, Files{}, err
+		return nil, xdstest.Files{}, err
 	}
 	if _, err := trust.Put(ctx, layout.BundleKey, ca.Bundle()); err != nil {
-		return nil, Files{}, err
+		return nil, xdstest.Files{}, err
 	}
 	return ca, f, nil
 }
@@ -74,7 +63,7 @@ type Launcher struct {
 	// NATSURL is the harness's NATS; Password is the edge role's.
 	NATSURL, Password string
 	// Files are the PKI files from WritePKI.
-	Files Files
+	Files xdstest.Files
 }
 
 // start runs one server process, logging to Dir/<name>.log, and waits for

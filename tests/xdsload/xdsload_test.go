@@ -112,7 +112,7 @@ type harnessBus struct {
 	url   string
 	pw    map[bus.Role]string
 	pki   *xdstest.CA
-	files Files
+	files xdstest.Files
 }
 
 // newBus starts an embedded NATS with admin and edge passwords, and writes

@@ -24,6 +24,8 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -115,6 +117,28 @@ func (ca *CA) Leaf(uri string) (tls.Certificate, []byte, []byte, error) {
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	return pair, certPEM, keyPEM, err
+}
+
+// Files are the PEM files WriteFiles wrote: the root, and a leaf's
+// certificate and key.
+type Files struct {
+	Root, Cert, Key string
+}
+
+// WriteFiles writes, in dir, the root as root.pem and a fresh leaf with the
+// URI SAN uri (see Leaf) as <name>.pem and <name>-key.pem.
+func (ca *CA) WriteFiles(dir, name, uri string) (Files, error) {
+	_, certPEM, keyPEM, err := ca.Leaf(uri)
+	if err != nil {
+		return Files{}, err
+	}
+	f := Files{Root: filepath.Join(dir, "root.pem"), Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+"-key.pem")}
+	for p, b := range map[string][]byte{f.Root: ca.CertPEM, f.Cert: certPEM, f.Key: keyPEM} {
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			return Files{}, err
+		}
+	}
+	return f, nil
 }
 
 // ServerTLS is an mTLS server configuration: a serving leaf with URI SAN

@@ -95,40 +95,27 @@ func StartProxy(ctx context.Context, cc grpc.ClientConnInterface, o ProxyOptions
 	client := discovery.NewAggregatedDiscoveryServiceClient(cc)
 	node := &corev3.Node{Id: o.NodeID}
 	var run func() error
+	var err error
 	if o.Delta {
-		st, err := client.DeltaAggregatedResources(ctx)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		for i, t := range o.Types {
-			req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, ResourceNamesSubscribe: o.Names[t], InitialResourceVersions: o.Initial[t]}
-			if i == 0 {
-				req.Node = node
-			}
-			if err := st.Send(req); err != nil && !errors.Is(err, io.EOF) {
-				cancel()
-				return nil, err
-			}
+		var st discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+		if st, err = client.DeltaAggregatedResources(ctx); err == nil {
+			err = subscribe(st.Send, o.Types, node, func(t string, n *corev3.Node) *discovery.DeltaDiscoveryRequest {
+				return &discovery.DeltaDiscoveryRequest{Node: n, TypeUrl: t, ResourceNamesSubscribe: o.Names[t], InitialResourceVersions: o.Initial[t]}
+			})
 		}
 		run = func() error { return p.runDelta(st) }
 	} else {
-		st, err := client.StreamAggregatedResources(ctx)
-		if err != nil {
-			cancel()
-			return nil, err
-		}
-		for i, t := range o.Types {
-			req := &discovery.DiscoveryRequest{TypeUrl: t, ResourceNames: o.Names[t], VersionInfo: o.Versions[t]}
-			if i == 0 {
-				req.Node = node
-			}
-			if err := st.Send(req); err != nil && !errors.Is(err, io.EOF) {
-				cancel()
-				return nil, err
-			}
+		var st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+		if st, err = client.StreamAggregatedResources(ctx); err == nil {
+			err = subscribe(st.Send, o.Types, node, func(t string, n *corev3.Node) *discovery.DiscoveryRequest {
+				return &discovery.DiscoveryRequest{Node: n, TypeUrl: t, ResourceNames: o.Names[t], VersionInfo: o.Versions[t]}
+			})
 		}
 		run = func() error { return p.runSotW(st) }
+	}
+	if err != nil {
+		cancel()
+		return nil, err
 	}
 	go func() {
 		defer close(p.done)
@@ -139,6 +126,19 @@ func StartProxy(ctx context.Context, cc grpc.ClientConnInterface, o ProxyOptions
 		p.mu.Unlock()
 	}()
 	return p, nil
+}
+
+// subscribe sends the first request of each type, in order, built by
+// req; only the first carries the node. A stream the server has already
+// ended (io.EOF) is not an error here: Err reports why it ended.
+func subscribe[R any](send func(R) error, types []string, node *corev3.Node, req func(typeURL string, node *corev3.Node) R) error {
+	for _, t := range types {
+		if err := send(req(t, node)); err != nil && !errors.Is(err, io.EOF) {
+			return err
+		}
+		node = nil
+	}
+	return nil
 }
 
 func (p *Proxy) runSotW(st discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {

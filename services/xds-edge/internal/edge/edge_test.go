@@ -78,6 +78,15 @@ func newMesh(t *testing.T, storeDir string) *mesh {
 	return m
 }
 
+// seededMesh is a mesh whose buckets exist and hold the seed.
+func seededMesh(t *testing.T, storeDir string) *mesh {
+	t.Helper()
+	m := newMesh(t, storeDir)
+	m.createBuckets()
+	m.seed()
+	return m
+}
+
 func (m *mesh) conn(role bus.Role) *bus.Conn {
 	m.t.Helper()
 	c, err := bus.Connect(m.t.Context(), bus.Options{URL: m.nats.URL(), Role: role, User: string(role), Password: passwords[role]})
@@ -222,70 +231,30 @@ func (r *replica) ready(ctx context.Context) error {
 	return r.edge.CheckNATS(ctx)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func (m *mesh) waitReady(rs ...*replica) {
 	m.t.Helper()
 	for _, r := range rs {
-		waitFor(m.t, "edge readiness", func() bool { return r.ready(m.t.Context()) == nil && r.edge.Server().Serving() })
+		xdstest.WaitFor(m.t, "edge readiness", func() bool { return r.ready(m.t.Context()) == nil && r.edge.Server().Serving() })
 	}
+}
+
+// startReady starts an edge and waits until it is ready.
+func (m *mesh) startReady(id string, threshold time.Duration) *replica {
+	m.t.Helper()
+	r := m.startEdge(id, threshold)
+	m.waitReady(r)
+	return r
 }
 
 func (m *mesh) proxy(r *replica, uri string, o xdstest.ProxyOptions) *xdstest.Proxy {
 	m.t.Helper()
-	tc, err := m.pki.ClientTLS(uri)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.t.Cleanup(func() { cc.Close() })
-	p, err := xdstest.StartProxy(m.t.Context(), cc, o)
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.t.Cleanup(p.Stop)
-	return p
-}
-
-func next(t *testing.T, p *xdstest.Proxy) xdstest.Response {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	r, err := p.Next(ctx)
-	if err != nil {
-		t.Fatalf("waiting for a response: %v", err)
-	}
-	return r
-}
-
-// refusal waits for a stream expected to be refused and returns why.
-func refusal(t *testing.T, p *xdstest.Proxy) error {
-	t.Helper()
-	select {
-	case <-p.Done():
-		return p.Err()
-	case <-time.After(10 * time.Second):
-		t.Fatal("the stream was not refused")
-		return nil
-	}
+	return xdstest.RunProxy(m.t, m.pki.Dial(m.t, r.addr, uri), o)
 }
 
 func initial(t *testing.T, p *xdstest.Proxy) {
 	t.Helper()
 	for range 4 {
-		next(t, p)
+		xdstest.Next(t, p)
 	}
 }
 
@@ -299,11 +268,8 @@ func timeout(t *testing.T, r xdstest.Response, name string) time.Duration {
 }
 
 func TestTwoReplicasServeTheSameStateAndEditsReachOnlyAffectedProxies(t *testing.T) {
-	m := newMesh(t, "")
-	m.createBuckets()
-	m.seed()
-	e1, e2 := m.startEdge("edge-1", time.Minute), m.startEdge("edge-2", time.Minute)
-	m.waitReady(e1, e2)
+	m := seededMesh(t, "")
+	e1, e2 := m.startReady("edge-1", time.Minute), m.startReady("edge-2", time.Minute)
 
 	a1 := m.proxy(e1, spiffe("a"), xdstest.ProxyOptions{NodeID: "a1", Types: allTypes})
 	a2 := m.proxy(e2, spiffe("a"), xdstest.ProxyOptions{NodeID: "a2", Types: allTypes})
@@ -334,7 +300,7 @@ func TestTwoReplicasServeTheSameStateAndEditsReachOnlyAffectedProxies(t *testing
 	// A policy edit touching cluster ca, which only a names.
 	m.commit(m.res(xdstest.Cluster("ca", 3*time.Second), "ca"))
 	for _, p := range []*xdstest.Proxy{a1, a2, ad} {
-		r := next(t, p)
+		r := xdstest.Next(t, p)
 		if r.TypeURL != cds || timeout(t, r, "ca") != 3*time.Second {
 			t.Errorf("a proxy got %s %v, want the edited cluster", r.TypeURL, r.Names())
 		}
@@ -346,30 +312,27 @@ func TestTwoReplicasServeTheSameStateAndEditsReachOnlyAffectedProxies(t *testing
 	// never reached b.
 	m.commit(m.res(xdstest.Route("rt-b", "shared-2"), "rt-b"))
 	for _, p := range []*xdstest.Proxy{b1, bd} {
-		if r := next(t, p); r.TypeURL != rds {
+		if r := xdstest.Next(t, p); r.TypeURL != rds {
 			t.Errorf("b's next response is %s %v, want only its route", r.TypeURL, r.Names())
 		}
 	}
 }
 
 func TestKeysWithoutAGenerationAreNotServed(t *testing.T) {
-	m := newMesh(t, "")
-	m.createBuckets()
-	m.seed()
-	e := m.startEdge("edge-1", time.Minute)
-	m.waitReady(e)
+	m := seededMesh(t, "")
+	e := m.startReady("edge-1", time.Minute)
 	p := m.proxy(e, spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Types: allTypes})
 	initial(t, p)
 	m.put(m.res(xdstest.Cluster("shared", 7*time.Second), "shared"))
-	waitFor(t, "the edge to stage the key", func() bool { return e.edge.Server().Staged() == 1 })
+	xdstest.WaitFor(t, "the edge to stage the key", func() bool { return e.edge.Server().Staged() == 1 })
 	late := m.proxy(e, spiffe("b"), xdstest.ProxyOptions{NodeID: "late", Types: []string{cds}})
-	if got := timeout(t, next(t, late), "shared"); got != time.Second {
+	if got := timeout(t, xdstest.Next(t, late), "shared"); got != time.Second {
 		t.Fatalf("a key without its generation was served (timeout %s)", got)
 	}
 	m.gen++
 	m.put(xdstest.Generation(m.gen))
 	for _, q := range []*xdstest.Proxy{p, late} {
-		if r := next(t, q); r.TypeURL != cds || timeout(t, r, "shared") != 7*time.Second {
+		if r := xdstest.Next(t, q); r.TypeURL != cds || timeout(t, r, "shared") != 7*time.Second {
 			t.Errorf("after the generation: %s %v", r.TypeURL, r.Names())
 		}
 	}
@@ -384,7 +347,7 @@ func TestFreshEdgeIsNotReadyUntilItsInitialSync(t *testing.T) {
 		t.Fatal("ready without any compiled state")
 	}
 	p := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "early", Types: allTypes})
-	if err := refusal(t, p); status.Code(err) != codes.Unavailable {
+	if err := xdstest.Refusal(t, p); status.Code(err) != codes.Unavailable {
 		t.Fatalf("a stream before the sync: %v, want Unavailable", err)
 	}
 	m.createBuckets()
@@ -398,11 +361,8 @@ func TestFreshEdgeIsNotReadyUntilItsInitialSync(t *testing.T) {
 }
 
 func TestProxiesMoveToTheOtherReplicaWithoutRegressing(t *testing.T) {
-	m := newMesh(t, "")
-	m.createBuckets()
-	m.seed()
-	e1, e2 := m.startEdge("edge-1", time.Minute), m.startEdge("edge-2", time.Minute)
-	m.waitReady(e1, e2)
+	m := seededMesh(t, "")
+	e1, e2 := m.startReady("edge-1", time.Minute), m.startReady("edge-2", time.Minute)
 	var ps []*xdstest.Proxy
 	for _, id := range []string{"a", "b"} {
 		p := m.proxy(e1, spiffe(id), xdstest.ProxyOptions{NodeID: id, Types: allTypes})
@@ -411,7 +371,7 @@ func TestProxiesMoveToTheOtherReplicaWithoutRegressing(t *testing.T) {
 	}
 	m.commit(m.res(xdstest.Cluster("shared", 2*time.Second), "shared"))
 	for _, p := range ps {
-		next(t, p)
+		xdstest.Next(t, p)
 	}
 	e1.stop()
 	for i, p := range ps {
@@ -436,16 +396,13 @@ func TestProxiesMoveToTheOtherReplicaWithoutRegressing(t *testing.T) {
 }
 
 func TestNATSLossKeepsServingButTurnsNotReady(t *testing.T) {
-	m := newMesh(t, t.TempDir())
-	m.createBuckets()
-	m.seed()
-	e := m.startEdge("edge-1", 500*time.Millisecond)
-	m.waitReady(e)
+	m := seededMesh(t, t.TempDir())
+	e := m.startReady("edge-1", 500*time.Millisecond)
 	p := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: allTypes})
 	initial(t, p)
 
 	m.nats.Stop()
-	waitFor(t, "not-ready after the threshold", func() bool {
+	xdstest.WaitFor(t, "not-ready after the threshold", func() bool {
 		err := e.edge.CheckNATS(t.Context())
 		return err != nil && strings.Contains(err.Error(), "nats lost") && !e.edge.Server().Serving()
 	})
@@ -458,7 +415,7 @@ func TestNATSLossKeepsServingButTurnsNotReady(t *testing.T) {
 		t.Errorf("the proxy holds %d clusters", got)
 	}
 	late := m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "late", Types: allTypes})
-	if err := refusal(t, late); status.Code(err) != codes.Unavailable {
+	if err := xdstest.Refusal(t, late); status.Code(err) != codes.Unavailable {
 		t.Errorf("a new stream while cut off: %v, want Unavailable", err)
 	}
 
@@ -485,17 +442,14 @@ func TestNATSLossKeepsServingButTurnsNotReady(t *testing.T) {
 	}
 	m.gen++
 	m.put(xdstest.Generation(m.gen))
-	if r := next(t, p); r.TypeURL != cds || timeout(t, r, "ca") != 6*time.Second {
+	if r := xdstest.Next(t, p); r.TypeURL != cds || timeout(t, r, "ca") != 6*time.Second {
 		t.Errorf("after NATS came back: %s %v", r.TypeURL, r.Names())
 	}
 }
 
 func TestNackIsPublishedOnTheStatusSubject(t *testing.T) {
-	m := newMesh(t, "")
-	m.createBuckets()
-	m.seed()
-	e := m.startEdge("edge-1", time.Minute)
-	m.waitReady(e)
+	m := seededMesh(t, "")
+	e := m.startReady("edge-1", time.Minute)
 	statuses := make(chan *nats.Msg, 64)
 	sub, err := m.conn(bus.RoleAdmin).NATS().ChanSubscribe(bus.SubjectProxyStatus+".>", statuses)
 	if err != nil {
@@ -536,9 +490,7 @@ func TestNackIsPublishedOnTheStatusSubject(t *testing.T) {
 }
 
 func TestClientRootsFollowTheTrustBundle(t *testing.T) {
-	m := newMesh(t, "")
-	m.createBuckets()
-	m.seed()
+	m := seededMesh(t, "")
 	// The edge is given no client roots of its own: only mesh-trust's.
 	e := m.startEdgeWith("edge-1", func(tc *tls.Config) { tc.ClientCAs = nil })
 	m.waitReady(e)
@@ -568,7 +520,7 @@ func TestClientRootsFollowTheTrustBundle(t *testing.T) {
 	}
 	p, err := dial()
 	if err == nil {
-		err = refusal(t, p)
+		err = xdstest.Refusal(t, p)
 	}
 	if status.Code(err) != codes.Unavailable {
 		t.Fatalf("a certificate from a root outside the bundle: %v", err)

@@ -164,9 +164,7 @@ func TestStagedWritesWaitForAGeneration(t *testing.T) {
 		t.Fatal("the commit did not apply the staged write")
 	}
 	want := map[string]map[string]*TypeChange{"a/a": {cds: {Updated: []string{"c1"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	if ch.Resources != 1 || p.Staged() != 0 {
 		t.Errorf("resources = %d staged = %d, want 1 and 0", ch.Resources, p.Staged())
 	}
@@ -186,9 +184,7 @@ func TestOlderOrEqualGenerationIsIgnored(t *testing.T) {
 	}
 	ch := commit(t, p, 5)
 	want := map[string]map[string]*TypeChange{"a/a": {cds: {Updated: []string{"c2"}}}, "b/b": {cds: {Updated: []string{"c2"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	if ch, _ := p.Commit(&meshv1.Generation{Number: 3}); ch != nil {
 		t.Error("generation 3 after 5 was applied")
 	}
@@ -225,16 +221,12 @@ func TestGroupNeverServedAResourceThePoolLacks(t *testing.T) {
 	stage(t, p, cluster(t, "c3", 3, 3))
 	ch = commit(t, p, 3)
 	want := map[string]map[string]*TypeChange{"a/a": {cds: {Updated: []string{"c3"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	// c3 is deleted while still named: it leaves the view as a removal.
 	stage(t, p, kv{layout.ResourceKey(layout.TypeCluster, "c3"), nil})
 	ch = commit(t, p, 4)
 	want = map[string]map[string]*TypeChange{"a/a": {cds: {Removed: []string{"c3"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	if ch.Dangling != 1 {
 		t.Errorf("dangling = %d, want 1", ch.Dangling)
 	}
@@ -271,9 +263,7 @@ func TestGroupEditDiffsItsView(t *testing.T) {
 		"a/a": {cds: {Updated: []string{"c2"}, Removed: []string{"c1"}}, eds: {Removed: []string{"c1"}}},
 		"b/b": {cds: {Updated: []string{"c2"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	// c1 now has no group: changing it affects nobody.
 	stage(t, p, cluster(t, "c1", 8, 3))
 	if ch := commit(t, p, 3); len(ch.Groups) != 0 {
@@ -283,9 +273,7 @@ func TestGroupEditDiffsItsView(t *testing.T) {
 	stage(t, p, kv{layout.GroupKey("b", "b"), nil})
 	ch = commit(t, p, 4)
 	want = map[string]map[string]*TypeChange{"b/b": {cds: {Removed: []string{"c2"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	if p.HasGroup("b/b") {
 		t.Error("deleted group still present")
 	}
@@ -448,9 +436,7 @@ func TestSetEditReachesEveryGroupListingIt(t *testing.T) {
 		"a/a": {cds: {Updated: []string{"c4"}, Removed: []string{"c1"}}},
 		"b/b": {cds: {Updated: []string{"c4"}, Removed: []string{"c1"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	// A resource of a set changes: every group listing the set is told once,
 	// also when it names the resource itself too.
 	stage(t, p, cluster(t, "c3", 7, 3))
@@ -460,9 +446,7 @@ func TestSetEditReachesEveryGroupListingIt(t *testing.T) {
 		"b/b": {cds: {Updated: []string{"c3"}}},
 		"c/c": {cds: {Updated: []string{"c3"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	// c3 leaves s1 but stays in s2 and a/a's own names: nobody loses it.
 	stage(t, p, setKV(t, "s1", 4, map[string][]string{cds: {"c2", "c4"}}))
 	if ch := commit(t, p, 4); len(ch.Groups) != 0 {
@@ -481,9 +465,7 @@ func TestSetEditReachesEveryGroupListingIt(t *testing.T) {
 		"b/b": {cds: {Updated: []string{"c5"}}},
 		"c/c": {cds: {Updated: []string{"c5"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 }
 
 func TestGroupSwitchesSets(t *testing.T) {
@@ -498,17 +480,13 @@ func TestGroupSwitchesSets(t *testing.T) {
 		"b/b": {cds: {Updated: []string{"c2"}}},
 		"c/c": {cds: {Updated: []string{"c1", "c2"}, Removed: []string{"c3"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	// s2 changes: c/c no longer lists it; b/b loses c3 and already sees c1
 	// through s1.
 	stage(t, p, setKV(t, "s2", 3, map[string][]string{cds: {"c1"}}))
 	ch = commit(t, p, 3)
 	want = map[string]map[string]*TypeChange{"b/b": {cds: {Removed: []string{"c3"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	// Listing a set before it exists: nothing until it arrives.
 	stage(t, p, groupWithSets(t, "c", "c", 4, nil, "s1", "s9"))
 	if ch := commit(t, p, 4); len(ch.Groups) != 0 {
@@ -517,9 +495,7 @@ func TestGroupSwitchesSets(t *testing.T) {
 	stage(t, p, setKV(t, "s9", 5, map[string][]string{cds: {"c3"}, eds: {"c1"}}))
 	ch = commit(t, p, 5)
 	want = map[string]map[string]*TypeChange{"c/c": {cds: {Updated: []string{"c3"}}}}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	if ch.Dangling != 1 {
 		t.Errorf("dangling = %d, want 1 (endpoints c1)", ch.Dangling)
 	}
@@ -533,9 +509,7 @@ func TestSetDeleted(t *testing.T) {
 		"a/a": {cds: {Removed: []string{"c1", "c2"}}},
 		"b/b": {cds: {Removed: []string{"c1", "c2"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 	if got := names(p.View("a/a", cds, nil)); !cmp.Equal(got, []string{"c3"}) {
 		t.Errorf("a/a names = %v, want [c3]", got)
 	}
@@ -546,9 +520,7 @@ func TestSetDeleted(t *testing.T) {
 		"a/a": {cds: {Updated: []string{"c1"}}},
 		"b/b": {cds: {Updated: []string{"c1"}}},
 	}
-	if diff := cmp.Diff(want, ch.Groups); diff != "" {
-		t.Errorf("change (-want +got):\n%s", diff)
-	}
+	wantChange(t, want, ch)
 }
 
 func TestSetRecordMustMatchItsKey(t *testing.T) {
@@ -737,3 +709,11 @@ func keyIs(p *Pool, id ID, typeURL, name string) bool {
 
 // HasGroup reports whether the group exists.
 func (p *Pool) HasGroup(id string) bool { return p.groups[id] != nil }
+
+// wantChange compares the groups a commit changed with want.
+func wantChange(t *testing.T, want map[string]map[string]*TypeChange, ch *Change) {
+	t.Helper()
+	if diff := cmp.Diff(want, ch.Groups); diff != "" {
+		t.Errorf("change (-want +got):\n%s", diff)
+	}
+}

@@ -111,17 +111,6 @@ func newIssuer(t *testing.T, signer Signer, s Sink, o Options) *Issuer {
 	return i
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 var idA = identity.New("cluster.local", "ns-a", "sa-a")
 
 func TestIssuesOncePerIdentityWithALocalKey(t *testing.T) {
@@ -130,7 +119,7 @@ func TestIssuesOncePerIdentityWithALocalKey(t *testing.T) {
 	i := newIssuer(t, client, s, Options{TTL: time.Hour, Linger: time.Hour})
 	i.Acquire(idA)
 	i.Acquire(idA) // a second proxy of the same identity
-	waitFor(t, "a certificate", 5*time.Second, func() bool { return len(s.serials(idA)) == 1 })
+	xdstest.WaitFor(t, "a certificate", func() bool { return len(s.serials(idA)) == 1 })
 	if n := ca.Calls(); n != 1 {
 		t.Errorf("CA called %d times for one identity, want 1", n)
 	}
@@ -155,9 +144,9 @@ func TestRenewsAtHalfLife(t *testing.T) {
 	i := newIssuer(t, client, s, Options{TTL: 2 * time.Second, Linger: time.Hour})
 	start := time.Now()
 	i.Acquire(idA)
-	waitFor(t, "the first certificate", 5*time.Second, func() bool { return len(s.serials(idA)) >= 1 })
+	xdstest.WaitFor(t, "the first certificate", func() bool { return len(s.serials(idA)) >= 1 })
 	first := time.Since(start)
-	waitFor(t, "the renewal", 5*time.Second, func() bool { return len(s.serials(idA)) >= 2 })
+	xdstest.WaitFor(t, "the renewal", func() bool { return len(s.serials(idA)) >= 2 })
 	elapsed := time.Since(start) - first
 	// Renewal is due at half of the 2s lifetime (x509 times have second
 	// precision, so between 0.5s and 1.5s); never at its end.
@@ -175,7 +164,7 @@ func TestRetriesWhenTheCAFails(t *testing.T) {
 	s := newSink()
 	i := newIssuer(t, client, s, Options{TTL: time.Hour, Linger: time.Hour, RetryMin: 10 * time.Millisecond, RetryMax: 20 * time.Millisecond})
 	i.Acquire(idA)
-	waitFor(t, "a certificate after two failures", 5*time.Second, func() bool { return len(s.serials(idA)) == 1 })
+	xdstest.WaitFor(t, "a certificate after two failures", func() bool { return len(s.serials(idA)) == 1 })
 	if n := ca.Calls(); n != 3 {
 		t.Errorf("CA called %d times, want 3", n)
 	}
@@ -187,7 +176,7 @@ func TestRefusesACertificateForAnotherIdentity(t *testing.T) {
 	s := newSink()
 	i := newIssuer(t, client, s, Options{TTL: time.Hour, Linger: time.Hour, RetryMin: 10 * time.Millisecond, RetryMax: 10 * time.Millisecond})
 	i.Acquire(idA)
-	waitFor(t, "retries", 5*time.Second, func() bool { return ca.Calls() >= 3 })
+	xdstest.WaitFor(t, "retries", func() bool { return ca.Calls() >= 3 })
 	if got := s.serials(idA); len(got) != 0 {
 		t.Errorf("a certificate for another identity was installed: %v", got)
 	}
@@ -198,7 +187,7 @@ func TestDropsAfterTheLastProxyLeaves(t *testing.T) {
 	s := newSink()
 	i := newIssuer(t, client, s, Options{TTL: time.Hour, Linger: 50 * time.Millisecond})
 	i.Acquire(idA)
-	waitFor(t, "a certificate", 5*time.Second, func() bool { return len(s.serials(idA)) == 1 })
+	xdstest.WaitFor(t, "a certificate", func() bool { return len(s.serials(idA)) == 1 })
 	i.Release(idA)
 	// Coming back within the linger reuses the certificate.
 	i.Acquire(idA)
@@ -207,7 +196,7 @@ func TestDropsAfterTheLastProxyLeaves(t *testing.T) {
 		t.Errorf("CA called %d times after a quick reconnect, want 1", n)
 	}
 	i.Release(idA)
-	waitFor(t, "the drop", 5*time.Second, func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.dropped[idA] })
+	xdstest.WaitFor(t, "the drop", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.dropped[idA] })
 	if i.Current(idA) != nil {
 		t.Error("the certificate is still kept")
 	}

@@ -150,21 +150,12 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	_, edgeCert, edgeKey, err := root.Leaf("spiffe://cluster.local/osm/xds-edge")
+	const edgeURI = "spiffe://cluster.local/osm/xds-edge"
+	files, err := root.WriteFiles(dir, "edge", edgeURI)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootFile := write("root.pem", root.CertPEM)
-	certFile, keyFile := write("edge.pem", edgeCert), write("edge-key.pem", edgeKey)
-
-	const edgeURI = "spiffe://cluster.local/osm/xds-edge"
+	rootFile, certFile, keyFile := files.Root, files.Cert, files.Key
 	fake := &xdstest.FakeCA{Root: root}
 	caTLS, err := root.ServerTLS("spiffe://cluster.local/osm/cert-authority")
 	if err != nil {
@@ -174,7 +165,11 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	if bootstrap {
 		fake.BootstrapToken, fake.SignCaller = "dev-token", edgeURI
 		caTLS.ClientAuth = tls.VerifyClientCertIfGiven // Bootstrap callers have no certificate yet
-		ownCert = []string{"--ca-bootstrap-token-file", write("token", []byte("dev-token\n")), "--ca-bootstrap-token-type", "pre-shared"}
+		token := filepath.Join(dir, "token")
+		if err := os.WriteFile(token, []byte("dev-token\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		ownCert = []string{"--ca-bootstrap-token-file", token, "--ca-bootstrap-token-type", "pre-shared"}
 	}
 	caSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(caTLS)))
 	cav1.RegisterCertificateAuthorityServiceServer(caSrv, fake)

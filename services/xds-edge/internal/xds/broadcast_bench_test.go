@@ -17,7 +17,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/sirupsen/logrus"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -25,42 +24,6 @@ import (
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
-
-// marshalStream is an in-memory delta stream that, like gRPC's codec,
-// serialises every response it sends, then counts it and ACKs it. Only the
-// network, HTTP/2 framing and TLS are left out.
-type marshalStream struct {
-	grpc.ServerStream
-	ctx   context.Context
-	reqs  chan *discovery.DeltaDiscoveryRequest
-	sent  *atomic.Int64
-	bytes *atomic.Int64
-}
-
-func (m *marshalStream) Context() context.Context { return m.ctx }
-
-func (m *marshalStream) Send(r *discovery.DeltaDiscoveryResponse) error {
-	b, err := proto.Marshal(r)
-	if err != nil {
-		return err
-	}
-	m.bytes.Add(int64(len(b)))
-	m.sent.Add(1)
-	select {
-	case m.reqs <- &discovery.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()}:
-	default:
-	}
-	return nil
-}
-
-func (m *marshalStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
-	select {
-	case r := <-m.reqs:
-		return r, nil
-	case <-m.ctx.Done():
-		return nil, io.EOF
-	}
-}
 
 // permissiveMesh stages and commits what the policy-compiler writes for a
 // permissive mesh of services services, one identity each: per service a
@@ -215,7 +178,7 @@ func BenchmarkBroadcast(b *testing.B) {
 	var sent, bytes atomic.Int64
 	var done sync.WaitGroup
 	for i := range proxies {
-		st := &marshalStream{ctx: peerContext(ctx, fmt.Sprintf("ns%d", i%services)), reqs: make(chan *discovery.DeltaDiscoveryRequest, 64), sent: &sent, bytes: &bytes}
+		st := &benchStream{ctx: peerContext(ctx, fmt.Sprintf("ns%d", i%services)), reqs: make(chan *discovery.DeltaDiscoveryRequest, 64), sent: &sent, bytes: &bytes}
 		for _, t := range []string{cds, eds, lds, rds} {
 			st.reqs <- &discovery.DeltaDiscoveryRequest{TypeUrl: t}
 		}

@@ -59,7 +59,7 @@ func TestGoControlPlaneADSClient(t *testing.T) {
 			t.Fatalf("%s: ack: %v", typeURL, err)
 		}
 	}
-	waitFor(t, "five acks", func() bool { return f.srv.Stats().Acks == 5 })
+	xdstest.WaitFor(t, "five acks", func() bool { return f.srv.Stats().Acks == 5 })
 	if n := f.srv.Stats().Nacks; n != 0 {
 		t.Errorf("nacks = %d", n)
 	}

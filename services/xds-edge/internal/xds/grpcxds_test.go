@@ -2,8 +2,6 @@ package xds
 
 import (
 	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -66,25 +64,17 @@ func TestGRPCXDSClientNacksSDSClusters(t *testing.T) {
 
 	// The gRPC client's bootstrap: the edge over mTLS, with a client
 	// certificate for identity grpc/grpc.
-	dir := t.TempDir()
-	_, certPEM, keyPEM, err := f.ca.Leaf(spiffe("grpc"))
+	files, err := f.ca.WriteFiles(t.TempDir(), "grpc", spiffe("grpc"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
 	}
 	bootstrap, err := json.Marshal(map[string]any{
 		"xds_servers": []any{map[string]any{
 			"server_uri": f.addr,
 			"channel_creds": []any{map[string]any{"type": "tls", "config": map[string]string{
-				"ca_certificate_file": write("ca.pem", f.ca.CertPEM),
-				"certificate_file":    write("cert.pem", certPEM),
-				"private_key_file":    write("key.pem", keyPEM),
+				"ca_certificate_file": files.Root,
+				"certificate_file":    files.Cert,
+				"private_key_file":    files.Key,
 			}}},
 			"server_features": []string{"xds_v3"},
 		}},
@@ -105,7 +95,7 @@ func TestGRPCXDSClientNacksSDSClusters(t *testing.T) {
 	cc.Connect()
 
 	var nack *meshv1.ProxyStatus
-	waitFor(t, "gRPC's NACK of the cluster", func() bool {
+	xdstest.WaitFor(t, "gRPC's NACK of the cluster", func() bool {
 		for _, s := range f.status.events(meshv1.ProxyEvent_PROXY_EVENT_NACK) {
 			if s.GetLastNack().GetTypeUrl() == cds {
 				nack = s
@@ -125,7 +115,7 @@ func TestGRPCXDSClientNacksSDSClusters(t *testing.T) {
 	// gRPC would have NACKed it a second time.
 	acks := f.srv.Stats().Acks
 	f.commit(res(t, xdstest.Route("rt-grpc", "c-grpc-v2"), "rt-grpc", 2))
-	waitFor(t, "gRPC's ACK of the route edit", func() bool { return f.srv.Stats().Acks > acks })
+	xdstest.WaitFor(t, "gRPC's ACK of the route edit", func() bool { return f.srv.Stats().Acks > acks })
 	if n := f.srv.Stats().Nacks; n != 1 {
 		t.Errorf("nacks = %d, want 1: the rejected version was sent again", n)
 	}

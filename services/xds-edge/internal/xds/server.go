@@ -473,20 +473,50 @@ type request interface {
 	GetNode() *corev3.Node
 }
 
-// receive reads the next request: errClientDone when the client closed
-// the stream, InvalidArgument for a request without a type URL.
-func receive[R request](recv func() (R, error)) (R, error) {
-	req, err := recv()
-	if errors.Is(err, io.EOF) {
-		return req, errClientDone
+// nextRequest reads the next request with recv and, with c.mu held, notes
+// its node and returns its type's state; the caller releases c.mu and then
+// runs after. A nil state means there is nothing more to do, with c.mu
+// released: the stream ended (err: errClientDone when the client closed
+// it, InvalidArgument for a request without a type URL), or the type is one
+// the edge does not serve, which is never answered and keeps nothing.
+func nextRequest[R request](ctx context.Context, s *Server, c *conn, recv func() (R, error)) (req R, st *typeState, after []func(), err error) {
+	req, err = recv()
+	switch {
+	case errors.Is(err, io.EOF):
+		return req, nil, nil, errClientDone
+	case err != nil:
+		return req, nil, nil, err
+	case req.GetTypeUrl() == "":
+		return req, nil, nil, status.Error(codes.InvalidArgument, "discovery request without type_url")
 	}
-	if err != nil {
-		return req, err
+	c.mu.Lock()
+	if c.closed {
+		// The stream's references are already released.
+		c.mu.Unlock()
+		return req, nil, nil, errClientDone
 	}
-	if req.GetTypeUrl() == "" {
-		return req, status.Error(codes.InvalidArgument, "discovery request without type_url")
+	after = s.noteNode(ctx, c, req.GetNode())
+	if st = c.state(req.GetTypeUrl()); st == nil {
+		c.mu.Unlock()
+		runAll(after)
 	}
-	return req, nil
+	return req, st, after, nil
+}
+
+// sender is what state-of-the-world and delta streams share for sending.
+type sender[M any] interface {
+	Send(M) error
+}
+
+// sendAll sends responses in order, counting each push.
+func sendAll[M interface{ GetTypeUrl() string }](s *Server, st sender[M], responses []M) error {
+	for _, r := range responses {
+		if err := st.Send(r); err != nil {
+			return err
+		}
+		s.recordPush(r.GetTypeUrl())
+	}
+	return nil
 }
 
 // refuseNewer refuses, with UNAVAILABLE, a proxy reconnecting with state

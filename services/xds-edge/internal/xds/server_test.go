@@ -19,7 +19,6 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -169,16 +168,7 @@ func (f *fixture) seed() {
 
 func (f *fixture) dial(uri string) *grpc.ClientConn {
 	f.t.Helper()
-	tc, err := f.ca.ClientTLS(uri)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(func() { cc.Close() })
-	return cc
+	return f.ca.Dial(f.t, f.addr, uri)
 }
 
 // refusal opens a stream expected to be refused and returns why it was.
@@ -189,35 +179,12 @@ func (f *fixture) refusal(uri string, o xdstest.ProxyOptions) error {
 		return err
 	}
 	defer p.Stop()
-	select {
-	case <-p.Done():
-		return p.Err()
-	case <-time.After(5 * time.Second):
-		f.t.Fatalf("stream as %q was not refused", uri)
-		return nil
-	}
+	return xdstest.Refusal(f.t, p)
 }
 
 func (f *fixture) proxy(uri string, o xdstest.ProxyOptions) *xdstest.Proxy {
 	f.t.Helper()
-	p, err := xdstest.StartProxy(f.t.Context(), f.dial(uri), o)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	f.t.Cleanup(p.Stop)
-	return p
-}
-
-// next returns the proxy's next response within 5s.
-func next(t *testing.T, p *xdstest.Proxy) xdstest.Response {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	r, err := p.Next(ctx)
-	if err != nil {
-		t.Fatalf("waiting for a response: %v", err)
-	}
-	return r
+	return xdstest.RunProxy(f.t, f.dial(uri), o)
 }
 
 // initial reads one response per type and returns their type order.
@@ -225,7 +192,7 @@ func initial(t *testing.T, p *xdstest.Proxy, n int) []string {
 	t.Helper()
 	var order []string
 	for range n {
-		order = append(order, next(t, p).TypeURL)
+		order = append(order, xdstest.Next(t, p).TypeURL)
 	}
 	return order
 }
@@ -237,17 +204,6 @@ func heldNames(p *xdstest.Proxy, typeURL string) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestStreamsRefusedUntilServing(t *testing.T) {
@@ -278,7 +234,7 @@ func TestSotWInitialConfigAndAcks(t *testing.T) {
 			t.Errorf("%s: holds %v, want %v", typeURL, got, w)
 		}
 	}
-	waitFor(t, "4 acks", func() bool { return f.srv.Stats().Acks == 4 })
+	xdstest.WaitFor(t, "4 acks", func() bool { return f.srv.Stats().Acks == 4 })
 	if got := f.status.events(meshv1.ProxyEvent_PROXY_EVENT_CONNECTED); len(got) != 1 || got[0].GetNodeId() != "proxy-a" || got[0].GetIdentity().GetNamespace() != "a" {
 		t.Errorf("connected reports %v", got)
 	}
@@ -289,7 +245,7 @@ func TestIdentityComesFromTheCertificateNotTheNode(t *testing.T) {
 	f.seed()
 	// The node id claims b; the certificate says a: a's config is served.
 	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "b", Types: []string{lds}})
-	if r := next(t, p); !cmp.Equal(r.Names(), []string{"out-a"}) {
+	if r := xdstest.Next(t, p); !cmp.Equal(r.Names(), []string{"out-a"}) {
 		t.Errorf("served %v, want a's listener", r.Names())
 	}
 	for _, c := range []struct {
@@ -318,7 +274,7 @@ func TestEditReachesOnlyAffectedProxies(t *testing.T) {
 			initial(t, pb, 4)
 			// Only a names cluster ca.
 			f.commit(res(t, xdstest.Cluster("ca", 3*time.Second), "ca", 2))
-			r := next(t, pa)
+			r := xdstest.Next(t, pa)
 			if r.TypeURL != cds {
 				t.Fatalf("a got %s, want the cluster update", r.TypeURL)
 			}
@@ -336,15 +292,15 @@ func TestEditReachesOnlyAffectedProxies(t *testing.T) {
 			// A change for b alone; b's next response must be that one, so the
 			// edit above never reached b.
 			f.commit(res(t, xdstest.Route("rt-b", "shared-v2"), "rt-b", 3))
-			if r := next(t, pb); r.TypeURL != rds {
+			if r := xdstest.Next(t, pb); r.TypeURL != rds {
 				t.Errorf("b's next response is %s %v, want only the route change", r.TypeURL, r.Names())
 			}
 			// A change to the shared cluster reaches both.
 			f.commit(res(t, xdstest.Cluster("shared", 5*time.Second), "shared", 4))
-			if r := next(t, pa); r.TypeURL != cds {
+			if r := xdstest.Next(t, pa); r.TypeURL != cds {
 				t.Errorf("a: %s", r.TypeURL)
 			}
-			if r := next(t, pb); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
+			if r := xdstest.Next(t, pb); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
 				t.Errorf("b: %s %v", r.TypeURL, r.Names())
 			}
 		})
@@ -363,7 +319,7 @@ func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 	}
 	// A new stream opened now still sees generation 1.
 	p2 := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b2", Types: []string{cds}})
-	r := next(t, p2)
+	r := xdstest.Next(t, p2)
 	var c clusterv3.Cluster
 	if err := r.Resources["shared"].UnmarshalTo(&c); err != nil || c.GetConnectTimeout().AsDuration() != time.Second {
 		t.Fatalf("served %v before its generation", &c)
@@ -372,7 +328,7 @@ func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 	if _, err := f.srv.Commit(&meshv1.Generation{Number: f.gen}); err != nil {
 		t.Fatal(err)
 	}
-	if r := next(t, p); r.TypeURL != cds {
+	if r := xdstest.Next(t, p); r.TypeURL != cds {
 		t.Fatalf("after the commit got %s", r.TypeURL)
 	}
 	// An older generation record changes nothing.
@@ -381,26 +337,34 @@ func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 	}
 }
 
+// replaceCA commits generation 2: a/a drops cluster ca (and its endpoints
+// and route) and gets a new cluster and listener in the same generation.
+func (f *fixture) replaceCA() {
+	f.t.Helper()
+	f.commit(
+		res(f.t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
+		res(f.t, xdstest.Listener("out-a", 15002), "out-a", 2),
+		xdstest.Group("a", "a", 2, map[string][]string{cds: {"cnew", "shared"}, eds: {"shared"}, lds: {"out-a"}}),
+	)
+}
+
+// shortType is the message name of a type URL, e.g. Cluster.
+func shortType(typeURL string) string { return typeURL[strings.LastIndex(typeURL, ".")+1:] }
+
 func TestDeltaRemovalsComeAfterUpdates(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
 	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: allTypes})
 	initial(t, p, 4)
-	// a drops cluster ca (and its endpoints and route) and gets a new
-	// cluster and listener in the same generation.
-	f.commit(
-		res(t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
-		res(t, xdstest.Listener("out-a", 15002), "out-a", 2),
-		xdstest.Group("a", "a", 2, map[string][]string{cds: {"cnew", "shared"}, eds: {"shared"}, lds: {"out-a"}}),
-	)
+	f.replaceCA()
 	var got []string
 	for range 5 {
-		r := next(t, p)
+		r := xdstest.Next(t, p)
 		kind := "update"
 		if len(r.Removed) > 0 {
 			kind = "remove"
 		}
-		got = append(got, kind+" "+r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]+" "+strings.Join(append(r.Names(), r.Removed...), ","))
+		got = append(got, kind+" "+shortType(r.TypeURL)+" "+strings.Join(append(r.Names(), r.Removed...), ","))
 	}
 	want := []string{
 		"update Cluster cnew",
@@ -425,17 +389,13 @@ func TestSotWRemovalsAreMadeBeforeBreak(t *testing.T) {
 	f.seed()
 	p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds, lds}})
 	initial(t, p, 2)
-	f.commit(
-		res(t, xdstest.Cluster("cnew", time.Second), "cnew", 2),
-		res(t, xdstest.Listener("out-a", 15002), "out-a", 2),
-		xdstest.Group("a", "a", 2, map[string][]string{cds: {"cnew", "shared"}, eds: {"shared"}, lds: {"out-a"}}),
-	)
+	f.replaceCA()
 	var got []string
 	for range 3 {
-		r := next(t, p)
+		r := xdstest.Next(t, p)
 		names := r.Names()
 		sort.Strings(names)
-		got = append(got, r.TypeURL[strings.LastIndex(r.TypeURL, ".")+1:]+" "+strings.Join(names, ","))
+		got = append(got, shortType(r.TypeURL)+" "+strings.Join(names, ","))
 	}
 	want := []string{
 		"Cluster ca,cnew,shared",
@@ -447,7 +407,7 @@ func TestSotWRemovalsAreMadeBeforeBreak(t *testing.T) {
 	}
 	// A removal with nothing else to push goes out at once, alone.
 	f.commit(xdstest.Group("a", "a", 3, map[string][]string{cds: {"shared"}, eds: {"shared"}, lds: {"out-a"}}))
-	if r := next(t, p); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
+	if r := xdstest.Next(t, p); r.TypeURL != cds || !cmp.Equal(r.Names(), []string{"shared"}) {
 		t.Errorf("got %s %v, want the clusters without cnew", r.TypeURL, r.Names())
 	}
 }
@@ -467,10 +427,10 @@ func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
 			p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: delta, Types: allTypes, Reject: reject})
 			initial(t, p, 4)
 			f.commit(res(t, xdstest.Cluster("ca", 9*time.Second), "ca", 2))
-			if r := next(t, p); !r.Nacked {
+			if r := xdstest.Next(t, p); !r.Nacked {
 				t.Fatalf("the bad cluster was not nacked: %v", r.Names())
 			}
-			waitFor(t, "the nack report", func() bool { return len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_NACK)) == 1 })
+			xdstest.WaitFor(t, "the nack report", func() bool { return len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_NACK)) == 1 })
 			if n := f.srv.Stats().Nacks; n != 1 {
 				t.Errorf("nacks = %d, want 1", n)
 			}
@@ -481,12 +441,12 @@ func TestNackIsRecordedAndTheVersionNotResent(t *testing.T) {
 			// Another change for a: the listener is pushed, the rejected
 			// cluster version is not sent again.
 			f.commit(res(t, xdstest.Listener("out-a", 15009), "out-a", 3))
-			if r := next(t, p); r.TypeURL != lds {
+			if r := xdstest.Next(t, p); r.TypeURL != lds {
 				t.Fatalf("after the nack got %s %v, want only the listener", r.TypeURL, r.Names())
 			}
 			// A newer cluster version is sent.
 			f.commit(res(t, xdstest.Cluster("ca", 4*time.Second), "ca", 4))
-			if r := next(t, p); r.TypeURL != cds || r.Nacked {
+			if r := xdstest.Next(t, p); r.TypeURL != cds || r.Nacked {
 				t.Fatalf("the fixed cluster: %s nacked=%v", r.TypeURL, r.Nacked)
 			}
 		})
@@ -502,9 +462,9 @@ func TestReconnectWithNewerStateIsRefused(t *testing.T) {
 	}
 	// Reconnecting with the version it holds gets the same version back.
 	p1 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds}})
-	v := next(t, p1).Version
+	v := xdstest.Next(t, p1).Version
 	p2 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: v}})
-	if r := next(t, p2); r.Version != v {
+	if r := xdstest.Next(t, p2); r.Version != v {
 		t.Errorf("reconnect got version %s, want %s", r.Version, v)
 	}
 }
@@ -522,7 +482,7 @@ func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 		t.Fatalf("a delta proxy at generation 9 on an edge at 1: %v", err)
 	}
 	p1 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}})
-	r := next(t, p1)
+	r := xdstest.Next(t, p1)
 	if len(r.Versions) < 2 {
 		t.Fatalf("initial response holds %v, want at least two clusters", r.Versions)
 	}
@@ -539,7 +499,7 @@ func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 		held[n] = v
 	}
 	p2 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: held}})
-	if r2 := next(t, p2); len(r2.Resources) != 1 || r2.Versions[missing] != r.Versions[missing] {
+	if r2 := xdstest.Next(t, p2); len(r2.Resources) != 1 || r2.Versions[missing] != r.Versions[missing] {
 		t.Errorf("reconnect got %v, want only %s at %s", r2.Versions, missing, r.Versions[missing])
 	}
 }
@@ -548,7 +508,7 @@ func TestAdmissionIsRateLimited(t *testing.T) {
 	f := newFixture(t, func(o *Options) { o.Admission = rate.NewLimiter(rate.Every(time.Hour), 1) })
 	f.seed()
 	p1 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "1", Types: []string{cds}})
-	next(t, p1)
+	xdstest.Next(t, p1)
 	if err := f.refusal(spiffe("a"), xdstest.ProxyOptions{NodeID: "2", Types: []string{cds}}); status.Code(err) != codes.Unavailable {
 		t.Errorf("second stream over the limit: %v", err)
 	}
@@ -578,11 +538,11 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			pa := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: delta, Types: []string{sds},
 				Names: map[string][]string{sds: {layout.SecretRootCert, layout.SecretServiceCert, spiffe("b"), "b/b"}}})
 			// a's certificate is not issued yet: a gets the root only.
-			r := next(t, pa)
+			r := xdstest.Next(t, pa)
 			if !cmp.Equal(r.Names(), []string{layout.SecretRootCert}) {
 				t.Fatalf("a got %v before its certificate, want the root only", r.Names())
 			}
-			waitFor(t, "two refusals", func() bool { return f.srv.Stats().SecretRefusals == 2 })
+			xdstest.WaitFor(t, "two refusals", func() bool { return f.srv.Stats().SecretRefusals == 2 })
 			src.mu.Lock()
 			if src.refs[spiffe("a")] != 1 {
 				t.Errorf("a acquired %d times", src.refs[spiffe("a")])
@@ -591,7 +551,7 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			if err := f.srv.SetCertificate(identity.New("cluster.local", "a", "a"), []byte("a-chain"), []byte("a-key"), "a1"); err != nil {
 				t.Fatal(err)
 			}
-			r = next(t, pa)
+			r = xdstest.Next(t, pa)
 			var sec tlsv3.Secret
 			if err := r.Resources[layout.SecretServiceCert].UnmarshalTo(&sec); err != nil {
 				t.Fatalf("a got %v: %v", r.Names(), err)
@@ -608,13 +568,13 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			}
 			// Renewing b's certificate reaches b only.
 			pb := f.proxy(spiffe("b"), xdstest.ProxyOptions{NodeID: "b", Delta: delta, Types: []string{sds}})
-			if r := next(t, pb); !cmp.Equal(r.Names(), []string{layout.SecretRootCert, layout.SecretServiceCert}) {
+			if r := xdstest.Next(t, pb); !cmp.Equal(r.Names(), []string{layout.SecretRootCert, layout.SecretServiceCert}) {
 				t.Fatalf("b got %v", r.Names())
 			}
 			if err := f.srv.SetCertificate(identity.New("cluster.local", "b", "b"), []byte("b-chain2"), []byte("b-key2"), "b2"); err != nil {
 				t.Fatal(err)
 			}
-			next(t, pb)
+			xdstest.Next(t, pb)
 			if err := f.srv.SetTrustBundle(f.ca.Bundle()); err != nil { // same version: nothing new
 				t.Fatal(err)
 			}
@@ -622,7 +582,7 @@ func TestSecretsServedOnlyToTheirIdentity(t *testing.T) {
 			if err := f.srv.SetTrustBundle(ca2.Bundle()); err != nil {
 				t.Fatal(err)
 			}
-			if r := next(t, pa); !cmp.Equal(r.Names(), wantRootUpdate(delta)) {
+			if r := xdstest.Next(t, pa); !cmp.Equal(r.Names(), wantRootUpdate(delta)) {
 				t.Errorf("a after the bundle change got %v, want %v (b's renewal must not reach a)", r.Names(), wantRootUpdate(delta))
 			}
 		})
@@ -661,7 +621,7 @@ func TestAckStatusesAreCoalesced(t *testing.T) {
 	// A burst right after a report is held back, then reported once.
 	before := len(f.status.events(meshv1.ProxyEvent_PROXY_EVENT_ACK))
 	f.commit(res(t, xdstest.Endpoints("shared", 9), "shared", 2))
-	next(t, p)
+	xdstest.Next(t, p)
 	p.Stop()
 	<-p.Done()
 	time.Sleep(500 * time.Millisecond)

@@ -19,26 +19,12 @@ type sotwStream struct {
 func (*sotwStream) delta() bool { return false }
 
 func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
-	req, err := receive(w.st.Recv)
-	if err != nil {
+	ctx := w.st.Context()
+	req, st, after, err := nextRequest(ctx, s, c, w.st.Recv)
+	if st == nil {
 		return false, err
 	}
 	typeURL := req.GetTypeUrl()
-	ctx := w.st.Context()
-	c.mu.Lock()
-	if c.closed {
-		// The stream's references are already released.
-		c.mu.Unlock()
-		return false, errClientDone
-	}
-	after := s.noteNode(ctx, c, req.GetNode())
-	st := c.state(typeURL)
-	if st == nil {
-		// A type the edge does not serve: never answered, nothing kept.
-		c.mu.Unlock()
-		runAll(after)
-		return false, nil
-	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		sent, ok := st.take(nonce)
 		if !ok {
@@ -168,13 +154,10 @@ func (w *sotwStream) flush(s *Server, c *conn) error {
 	}
 	s.mu.RUnlock()
 	c.mu.Unlock()
-	for _, r := range append(out, removals...) {
-		if err := w.st.Send(r); err != nil {
-			return err
-		}
-		s.recordPush(r.GetTypeUrl())
+	if err := sendAll(s, w.st, out); err != nil {
+		return err
 	}
-	return nil
+	return sendAll(s, w.st, removals)
 }
 
 // sotwResponse wraps rs as a response and remembers it for its ACK. c.mu

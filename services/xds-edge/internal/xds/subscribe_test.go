@@ -151,7 +151,7 @@ func TestDeltaExplicitSubscriptions(t *testing.T) {
 	if err := p.st.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	xdstest.WaitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
 	// later and extra are resources now; the IDs of the names subscribed
 	// to that the pool lacks are gone.
 	if n := f.ids(); n != base+2 {
@@ -163,7 +163,7 @@ func TestDeltaInitialVersions(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
 	first := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}})
-	r := next(t, first)
+	r := xdstest.Next(t, first)
 	held := r.Versions
 	if len(held) != 2 {
 		t.Fatalf("first proxy holds %v", held)
@@ -210,7 +210,7 @@ func TestDeltaNackOfANewResource(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("bad was not sent")
 	}
-	waitFor(t, "the NACK", func() bool { return f.srv.Stats().Nacks == 1 })
+	xdstest.WaitFor(t, "the NACK", func() bool { return f.srv.Stats().Nacks == 1 })
 	f.commit(res(t, xdstest.Cluster("ca", 3*time.Second), "ca", 3))
 	if got := p.next(); !cmp.Equal(got, []string{"ca"}) {
 		t.Fatalf("after the NACK: %v, want ca only", got)
@@ -276,7 +276,7 @@ func TestSotWExplicitSubscriptions(t *testing.T) {
 	if err := st.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	xdstest.WaitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
 	if n := f.ids(); n != base {
 		t.Errorf("%d IDs after the stream closed, want %d", n, base)
 	}
@@ -356,7 +356,7 @@ func TestDeltaReconnectWithVersionsAndNames(t *testing.T) {
 	if err := first.st.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the first stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	xdstest.WaitFor(t, "the first stream to close", func() bool { return f.srv.Stats().Connected == 0 })
 	f.commit(res(t, xdstest.Endpoints("ca", 8181), "ca", 2))
 
 	p := f.rawDelta(spiffe("a"))
@@ -376,7 +376,7 @@ func TestDeltaReconnectWithVersionsAndNames(t *testing.T) {
 	if err := p.st.CloseSend(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
+	xdstest.WaitFor(t, "the stream to close", func() bool { return f.srv.Stats().Connected == 0 })
 	if n := f.ids(); n != base {
 		t.Errorf("%d IDs after the streams closed, want %d", n, base)
 	}

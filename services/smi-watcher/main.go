@@ -4,7 +4,7 @@ package main
 
 import (
 	"github.com/openservicemesh/osm/libs/app"
-	"github.com/openservicemesh/osm/services/smi-watcher/internal/server"
+	"github.com/openservicemesh/osm/services/smi-watcher/internal/service"
 )
 
-func main() { app.Main(server.Spec()) }
+func main() { app.Main(service.Spec(service.Options{})) }

@@ -23,7 +23,7 @@ const (
 	flagCANamespace       = "--namespace"
 	flagWatcherNamespace  = "--namespace"
 	flagInjectorNamespace = "--control-plane-namespace"
-	flagWatcherPod        = "--watcher-id"
+	flagWatcherPod        = "--pod-name"
 	flagCompilerPod       = "--holder"
 	flagEdgePod           = "--edge-id"
 	flagCompilerMeshCfg   = "--mesh-config" // namespace/name

@@ -24,23 +24,8 @@ import (
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
-// Labels and annotations the mesh reads.
-const (
-	// LabelMonitoredBy on a Namespace names the mesh that monitors it.
-	LabelMonitoredBy = "openservicemesh.io/monitored-by"
-	// LabelIgnore set to "true" on a Namespace makes the mesh leave it alone.
-	LabelIgnore = "openservicemesh.io/ignore"
-	// AnnotationSidecarInjection enables or disables sidecar injection on a
-	// Namespace or Pod.
-	AnnotationSidecarInjection = "openservicemesh.io/sidecar-injection"
-	// AnnotationMetrics set to "enabled" on a Namespace turns on scraping.
-	AnnotationMetrics = "openservicemesh.io/metrics"
-	// LabelProxyUUID on a Pod is the UUID of its Envoy sidecar, set by the
-	// injector.
-	LabelProxyUUID = "osm-proxy-uuid"
-	// osmPrefix is the prefix of the labels and annotations kept verbatim.
-	osmPrefix = "openservicemesh.io/"
-)
+// osmPrefix is the prefix of the labels and annotations kept verbatim.
+const osmPrefix = "openservicemesh.io/"
 
 // Meta is the subset of metadata kept for an object. resourceVersion is left
 // out on purpose: it changes on every write to the object, including status
@@ -59,28 +44,25 @@ func Meta(o metav1.Object) *meshv1.ObjectMeta {
 // monitored by that mesh and not ignored. Only objects in such namespaces
 // are published.
 func InMesh(ns *corev1.Namespace, meshName string) bool {
-	return ns != nil && ns.Labels[LabelMonitoredBy] == meshName && !ignored(ns)
+	return ns != nil && ns.Labels[layout.LabelMonitoredBy] == meshName && !ignored(ns)
 }
 
 // Monitored reports whether a Namespace is monitored by meshName, ignored or
 // not. Such a Namespace is itself published (with ignored set), so consumers
 // see why its objects are absent.
 func Monitored(ns *corev1.Namespace, meshName string) bool {
-	return ns != nil && meshName != "" && ns.Labels[LabelMonitoredBy] == meshName
+	return ns != nil && meshName != "" && ns.Labels[layout.LabelMonitoredBy] == meshName
 }
 
-func ignored(ns *corev1.Namespace) bool { return ns.Labels[LabelIgnore] == "true" }
-
-// NamespaceKey is the key of a Namespace.
-func NamespaceKey(ns *corev1.Namespace) string { return layout.NamespaceKey(ns.Name) }
+func ignored(ns *corev1.Namespace) bool { return ns.Labels[layout.LabelIgnore] == "true" }
 
 // Namespace normalises a Namespace.
 func Namespace(ns *corev1.Namespace) *meshv1.Namespace {
 	out := &meshv1.Namespace{
 		Meta:           Meta(ns),
-		MonitoredBy:    ns.Labels[LabelMonitoredBy],
+		MonitoredBy:    ns.Labels[layout.LabelMonitoredBy],
 		Ignored:        ignored(ns),
-		MetricsEnabled: ns.Annotations[AnnotationMetrics] == "enabled",
+		MetricsEnabled: ns.Annotations[layout.AnnotationMetrics] == "enabled",
 		OsmAnnotations: osmEntries(ns.Labels, ns.Annotations),
 	}
 	inj, bad := sidecarInjection(ns.Annotations)
@@ -93,7 +75,7 @@ func Namespace(ns *corev1.Namespace) *meshv1.Namespace {
 
 // sidecarInjection parses the sidecar-injection annotation.
 func sidecarInjection(ann map[string]string) (meshv1.SidecarInjection, *meshv1.InvalidField) {
-	v, ok := ann[AnnotationSidecarInjection]
+	v, ok := ann[layout.AnnotationSidecarInjection]
 	if !ok {
 		return meshv1.SidecarInjection_SIDECAR_INJECTION_UNSPECIFIED, nil
 	}
@@ -104,7 +86,7 @@ func sidecarInjection(ann map[string]string) (meshv1.SidecarInjection, *meshv1.I
 		return meshv1.SidecarInjection_SIDECAR_INJECTION_DISABLED, nil
 	}
 	return meshv1.SidecarInjection_SIDECAR_INJECTION_INVALID, &meshv1.InvalidField{
-		FieldPath: "metadata.annotations[" + AnnotationSidecarInjection + "]",
+		FieldPath: "metadata.annotations[" + layout.AnnotationSidecarInjection + "]",
 		Value:     v,
 		Message:   `must be one of "enabled", "yes", "true", "disabled", "no" or "false"`,
 	}
@@ -126,11 +108,6 @@ func osmEntries(maps ...map[string]string) map[string]string {
 		}
 	}
 	return out
-}
-
-// ServiceKey is the key of a Service.
-func ServiceKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindService, namespace, name)
 }
 
 // Service normalises a Service.
@@ -165,11 +142,6 @@ func Service(svc *corev1.Service) *meshv1.Service {
 		out.Ports = append(out.Ports, sp)
 	}
 	return out
-}
-
-// EndpointSliceKey is the key of an EndpointSlice.
-func EndpointSliceKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindEndpointSlice, namespace, name)
 }
 
 // EndpointSlice normalises an EndpointSlice, without its generation. It
@@ -230,22 +202,15 @@ func EndpointSlice(eps *discoveryv1.EndpointSlice) (*meshv1.EndpointSlice, bool)
 	return out, true
 }
 
-func addressType(t discoveryv1.AddressType) meshv1.AddressType {
-	switch t {
-	case discoveryv1.AddressTypeIPv4:
-		return meshv1.AddressType_ADDRESS_TYPE_IPV4
-	case discoveryv1.AddressTypeIPv6:
-		return meshv1.AddressType_ADDRESS_TYPE_IPV6
-	case discoveryv1.AddressTypeFQDN:
-		return meshv1.AddressType_ADDRESS_TYPE_FQDN
-	}
-	return meshv1.AddressType_ADDRESS_TYPE_UNSPECIFIED
+// addressTypes maps EndpointSlice address types to the contract's.
+var addressTypes = map[discoveryv1.AddressType]meshv1.AddressType{
+	discoveryv1.AddressTypeIPv4: meshv1.AddressType_ADDRESS_TYPE_IPV4,
+	discoveryv1.AddressTypeIPv6: meshv1.AddressType_ADDRESS_TYPE_IPV6,
+	discoveryv1.AddressTypeFQDN: meshv1.AddressType_ADDRESS_TYPE_FQDN,
 }
 
-// PodKey is the key of a Pod.
-func PodKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindPod, namespace, name)
-}
+// addressType is the contract's address type; UNSPECIFIED for an unknown one.
+func addressType(t discoveryv1.AddressType) meshv1.AddressType { return addressTypes[t] }
 
 // Pod normalises a Pod.
 func Pod(pod *corev1.Pod) *meshv1.Pod {
@@ -254,7 +219,7 @@ func Pod(pod *corev1.Pod) *meshv1.Pod {
 		Meta:             Meta(pod),
 		Labels:           copyMap(pod.Labels),
 		ServiceAccount:   pod.Spec.ServiceAccountName,
-		ProxyUuid:        pod.Labels[LabelProxyUUID],
+		ProxyUuid:        pod.Labels[layout.LabelProxyUUID],
 		NodeName:         pod.Spec.NodeName,
 		SidecarInjection: inj,
 		OsmAnnotations:   osmEntries(pod.Annotations),
@@ -275,26 +240,17 @@ func Pod(pod *corev1.Pod) *meshv1.Pod {
 	return out
 }
 
-func podPhase(p corev1.PodPhase) meshv1.PodPhase {
-	switch p {
-	case corev1.PodPending:
-		return meshv1.PodPhase_POD_PHASE_PENDING
-	case corev1.PodRunning:
-		return meshv1.PodPhase_POD_PHASE_RUNNING
-	case corev1.PodSucceeded:
-		return meshv1.PodPhase_POD_PHASE_SUCCEEDED
-	case corev1.PodFailed:
-		return meshv1.PodPhase_POD_PHASE_FAILED
-	case corev1.PodUnknown:
-		return meshv1.PodPhase_POD_PHASE_UNKNOWN
-	}
-	return meshv1.PodPhase_POD_PHASE_UNSPECIFIED
+// podPhases maps Pod phases to the contract's.
+var podPhases = map[corev1.PodPhase]meshv1.PodPhase{
+	corev1.PodPending:   meshv1.PodPhase_POD_PHASE_PENDING,
+	corev1.PodRunning:   meshv1.PodPhase_POD_PHASE_RUNNING,
+	corev1.PodSucceeded: meshv1.PodPhase_POD_PHASE_SUCCEEDED,
+	corev1.PodFailed:    meshv1.PodPhase_POD_PHASE_FAILED,
+	corev1.PodUnknown:   meshv1.PodPhase_POD_PHASE_UNKNOWN,
 }
 
-// ServiceAccountKey is the key of a ServiceAccount.
-func ServiceAccountKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindServiceAccount, namespace, name)
-}
+// podPhase is the contract's phase; UNSPECIFIED for an unknown one.
+func podPhase(p corev1.PodPhase) meshv1.PodPhase { return podPhases[p] }
 
 // ServiceAccount normalises a ServiceAccount.
 func ServiceAccount(sa *corev1.ServiceAccount) *meshv1.ServiceAccount {

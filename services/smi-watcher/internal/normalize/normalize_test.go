@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -39,8 +40,8 @@ func TestNamespace(t *testing.T) {
 		name: "meshed with injection and metrics",
 		in: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 			Name: "bookstore", UID: "uid-bookstore",
-			Labels: map[string]string{LabelMonitoredBy: "osm", "team": "books", "openservicemesh.io/x": "label"},
-			Annotations: map[string]string{AnnotationSidecarInjection: "enabled", AnnotationMetrics: "enabled",
+			Labels: map[string]string{layout.LabelMonitoredBy: "osm", "team": "books", "openservicemesh.io/x": "label"},
+			Annotations: map[string]string{layout.AnnotationSidecarInjection: "enabled", layout.AnnotationMetrics: "enabled",
 				"openservicemesh.io/x": "annotation", "unrelated": "y"},
 		}},
 		want: &meshv1.Namespace{
@@ -48,22 +49,22 @@ func TestNamespace(t *testing.T) {
 			MonitoredBy:      "osm",
 			SidecarInjection: meshv1.SidecarInjection_SIDECAR_INJECTION_ENABLED,
 			MetricsEnabled:   true,
-			OsmAnnotations: map[string]string{LabelMonitoredBy: "osm", AnnotationSidecarInjection: "enabled",
-				AnnotationMetrics: "enabled", "openservicemesh.io/x": "annotation"},
+			OsmAnnotations: map[string]string{layout.LabelMonitoredBy: "osm", layout.AnnotationSidecarInjection: "enabled",
+				layout.AnnotationMetrics: "enabled", "openservicemesh.io/x": "annotation"},
 		},
 	}, {
 		name: "ignored with an invalid injection value",
 		in: &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
 			Name:        "legacy",
-			Labels:      map[string]string{LabelMonitoredBy: "osm", LabelIgnore: "true"},
-			Annotations: map[string]string{AnnotationSidecarInjection: "maybe"},
+			Labels:      map[string]string{layout.LabelMonitoredBy: "osm", layout.LabelIgnore: "true"},
+			Annotations: map[string]string{layout.AnnotationSidecarInjection: "maybe"},
 		}},
 		want: &meshv1.Namespace{
 			Meta:             &meshv1.ObjectMeta{Name: "legacy"},
 			MonitoredBy:      "osm",
 			Ignored:          true,
 			SidecarInjection: meshv1.SidecarInjection_SIDECAR_INJECTION_INVALID,
-			OsmAnnotations:   map[string]string{LabelMonitoredBy: "osm", LabelIgnore: "true", AnnotationSidecarInjection: "maybe"},
+			OsmAnnotations:   map[string]string{layout.LabelMonitoredBy: "osm", layout.LabelIgnore: "true", layout.AnnotationSidecarInjection: "maybe"},
 			InvalidFields: []*meshv1.InvalidField{{
 				FieldPath: "metadata.annotations[openservicemesh.io/sidecar-injection]",
 				Value:     "maybe",
@@ -89,11 +90,11 @@ func TestMembership(t *testing.T) {
 		ns                *corev1.Namespace
 		monitored, inMesh bool
 	}{
-		{"monitored by this mesh", ns(map[string]string{LabelMonitoredBy: "osm"}), true, true},
-		{"monitored by another mesh", ns(map[string]string{LabelMonitoredBy: "other"}), false, false},
+		{"monitored by this mesh", ns(map[string]string{layout.LabelMonitoredBy: "osm"}), true, true},
+		{"monitored by another mesh", ns(map[string]string{layout.LabelMonitoredBy: "other"}), false, false},
 		{"not labelled", ns(nil), false, false},
-		{"ignored", ns(map[string]string{LabelMonitoredBy: "osm", LabelIgnore: "true"}), true, false},
-		{"ignore label not true", ns(map[string]string{LabelMonitoredBy: "osm", LabelIgnore: "no"}), true, true},
+		{"ignored", ns(map[string]string{layout.LabelMonitoredBy: "osm", layout.LabelIgnore: "true"}), true, false},
+		{"ignore label not true", ns(map[string]string{layout.LabelMonitoredBy: "osm", layout.LabelIgnore: "no"}), true, true},
 		{"nil", nil, false, false},
 	}
 	for _, c := range cases {
@@ -153,7 +154,7 @@ func TestService(t *testing.T) {
 			}
 		})
 	}
-	if got := ServiceKey("bookstore", "bookstore.v1"); got != "service.bookstore.bookstore_2Ev1" {
+	if got := layout.ObservedKey(layout.KindService, "bookstore", "bookstore.v1"); got != "service.bookstore.bookstore_2Ev1" {
 		t.Errorf("ServiceKey = %q", got)
 	}
 }
@@ -218,8 +219,8 @@ func readyPod() *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: "bookstore", Name: "bookstore-0", UID: "pod-uid", Generation: 1, ResourceVersion: "42",
-			Labels:      map[string]string{"app": "bookstore", LabelProxyUUID: "5f4a"},
-			Annotations: map[string]string{AnnotationSidecarInjection: "disabled", "openservicemesh.io/outbound-port-exclusion-list": "6379", "kubectl.kubernetes.io/restartedAt": "x"},
+			Labels:      map[string]string{"app": "bookstore", layout.LabelProxyUUID: "5f4a"},
+			Annotations: map[string]string{layout.AnnotationSidecarInjection: "disabled", "openservicemesh.io/outbound-port-exclusion-list": "6379", "kubectl.kubernetes.io/restartedAt": "x"},
 		},
 		Spec: corev1.PodSpec{ServiceAccountName: "bookstore", NodeName: "node-a",
 			Containers: []corev1.Container{{Name: "app", Image: "bookstore:v1"}}},
@@ -239,13 +240,13 @@ func readyPod() *corev1.Pod {
 func TestPod(t *testing.T) {
 	want := &meshv1.Pod{
 		Meta:             &meshv1.ObjectMeta{Namespace: "bookstore", Name: "bookstore-0", Uid: "pod-uid", Generation: 1},
-		Labels:           map[string]string{"app": "bookstore", LabelProxyUUID: "5f4a"},
+		Labels:           map[string]string{"app": "bookstore", layout.LabelProxyUUID: "5f4a"},
 		ServiceAccount:   "bookstore",
 		PodIps:           []string{"10.244.0.10", "fd00::a"},
 		ProxyUuid:        "5f4a",
 		NodeName:         "node-a",
 		SidecarInjection: meshv1.SidecarInjection_SIDECAR_INJECTION_DISABLED,
-		OsmAnnotations:   map[string]string{AnnotationSidecarInjection: "disabled", "openservicemesh.io/outbound-port-exclusion-list": "6379"},
+		OsmAnnotations:   map[string]string{layout.AnnotationSidecarInjection: "disabled", "openservicemesh.io/outbound-port-exclusion-list": "6379"},
 		Phase:            meshv1.PodPhase_POD_PHASE_RUNNING,
 		Ready:            true,
 	}

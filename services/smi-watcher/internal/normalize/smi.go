@@ -7,7 +7,6 @@ import (
 	specsv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/specs/v1alpha4"
 	splitv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha2"
 
-	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -20,11 +19,6 @@ var (
 	TCPRouteAPIVersion       = specsv1alpha4.SchemeGroupVersion.String()
 	TrafficSplitAPIVersion   = splitv1alpha2.SchemeGroupVersion.String()
 )
-
-// TrafficTargetKey is the key of a TrafficTarget.
-func TrafficTargetKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindTrafficTarget, namespace, name)
-}
 
 // TrafficTarget normalises an access v1alpha3 TrafficTarget. Kinds are kept
 // as written, including kinds OSM does not support.
@@ -51,11 +45,6 @@ func subject(s accessv1alpha3.IdentityBindingSubject) *meshv1.IdentityBindingSub
 	return &meshv1.IdentityBindingSubject{Kind: s.Kind, Name: s.Name, Namespace: s.Namespace}
 }
 
-// HTTPRouteGroupKey is the key of an HTTPRouteGroup.
-func HTTPRouteGroupKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindHTTPRouteGroup, namespace, name)
-}
-
 // HTTPRouteGroup normalises a specs v1alpha4 HTTPRouteGroup. Methods and
 // regexes are kept as written.
 func HTTPRouteGroup(g *specsv1alpha4.HTTPRouteGroup) *meshv1.HTTPRouteGroup {
@@ -77,11 +66,6 @@ func HTTPRouteGroup(g *specsv1alpha4.HTTPRouteGroup) *meshv1.HTTPRouteGroup {
 	return out
 }
 
-// TCPRouteKey is the key of a TCPRoute.
-func TCPRouteKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindTCPRoute, namespace, name)
-}
-
 // TCPRoute normalises a specs v1alpha4 TCPRoute. Ports are kept as written;
 // a value beyond the int32 range is clamped, which keeps it out of range.
 func TCPRoute(r *specsv1alpha4.TCPRoute) *meshv1.TCPRoute {
@@ -94,11 +78,6 @@ func TCPRoute(r *specsv1alpha4.TCPRoute) *meshv1.TCPRoute {
 		}
 	}
 	return out
-}
-
-// TrafficSplitKey is the key of a TrafficSplit.
-func TrafficSplitKey(namespace, name string) string {
-	return layout.ObservedKey(layout.KindTrafficSplit, namespace, name)
 }
 
 // TrafficSplit normalises a split v1alpha2 TrafficSplit. Weights are kept as

@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/tools/record"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -35,11 +36,11 @@ func New(rec record.EventRecorder, active func() bool, log *logrus.Entry) *Repor
 
 // Run subscribes on nc until ctx ends.
 func (r *Reporter) Run(ctx context.Context, nc *nats.Conn) error {
-	sub, err := nc.Subscribe(bus.SubjectPolicyStatus+".>", func(m *nats.Msg) {
+	sub, err := nc.Subscribe(layout.PolicyStatusAll, func(m *nats.Msg) {
 		r.Handle(bus.ExtractTrace(ctx, m.Header), m.Data)
 	})
 	if err != nil {
-		return fmt.Errorf("subscribe to %s.>: %w", bus.SubjectPolicyStatus, err)
+		return fmt.Errorf("subscribe to %s: %w", layout.PolicyStatusAll, err)
 	}
 	<-ctx.Done()
 	// The connection may already be draining at shutdown; nothing to report.

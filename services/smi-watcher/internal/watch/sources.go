@@ -56,20 +56,6 @@ type source struct {
 	build func(obj any) (proto.Message, bool)
 }
 
-// kindNames are the kind names used in SyncMarker.object_counts.
-var kindNames = map[string]string{
-	layout.KindNamespace:      "Namespace",
-	layout.KindService:        "Service",
-	layout.KindEndpointSlice:  "EndpointSlice",
-	layout.KindPod:            "Pod",
-	layout.KindServiceAccount: "ServiceAccount",
-	layout.KindTrafficTarget:  "TrafficTarget",
-	layout.KindHTTPRouteGroup: "HTTPRouteGroup",
-	layout.KindTCPRoute:       "TCPRoute",
-	layout.KindTrafficSplit:   "TrafficSplit",
-	layout.KindMeshConfig:     "MeshConfig",
-}
-
 // stripManagedFields drops metadata.managedFields before objects enter the
 // caches: the mesh never reads them and they are a large share of an
 // object's memory.

@@ -446,11 +446,9 @@ func (w *Watcher) settle(it Item) {
 func (w *Watcher) counts() map[string]uint64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	out := make(map[string]uint64, len(kindNames))
+	out := map[string]uint64{}
 	for _, kind := range w.present {
-		if n, ok := kindNames[kind]; ok {
-			out[n]++
-		}
+		out[layout.KindName(kind)]++
 	}
 	return out
 }

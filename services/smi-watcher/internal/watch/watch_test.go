@@ -40,7 +40,7 @@ func TestEveryKindHasACountName(t *testing.T) {
 	for _, k := range []string{layout.KindNamespace, layout.KindService, layout.KindEndpointSlice, layout.KindPod,
 		layout.KindServiceAccount, layout.KindTrafficTarget, layout.KindHTTPRouteGroup, layout.KindTCPRoute,
 		layout.KindTrafficSplit, layout.KindMeshConfig} {
-		if kindNames[k] == "" {
+		if layout.KindName(k) == k {
 			t.Errorf("kind %s has no SyncMarker count name", k)
 		}
 	}
@@ -51,8 +51,8 @@ func TestTrimmedPodsNormaliseTheSame(t *testing.T) {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: "bookstore", Name: "bookstore-0", UID: "u", Generation: 2, ResourceVersion: "9",
-			Labels:            map[string]string{"app": "bookstore", normalize.LabelProxyUUID: "p"},
-			Annotations:       map[string]string{normalize.AnnotationSidecarInjection: "enabled", "openservicemesh.io/metrics": "x"},
+			Labels:            map[string]string{"app": "bookstore", layout.LabelProxyUUID: "p"},
+			Annotations:       map[string]string{layout.AnnotationSidecarInjection: "enabled", "openservicemesh.io/metrics": "x"},
 			ManagedFields:     []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
 			OwnerReferences:   []metav1.OwnerReference{{Kind: "ReplicaSet", Name: "rs"}},
 			DeletionTimestamp: &start,

@@ -1,4 +1,4 @@
-package server_test
+package service_test
 
 import (
 	"context"
@@ -23,7 +23,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/smi-watcher/internal/server"
+	"github.com/openservicemesh/osm/services/smi-watcher/internal/service"
 	"github.com/openservicemesh/osm/tests/kube"
 )
 
@@ -98,13 +98,15 @@ func (e *env) start(id string, extra ...string) *instance {
 		"--admin-addr", in.admin,
 		"--mesh-name", e.mesh,
 		"--namespace", e.cp,
-		"--watcher-id", id,
+		"--pod-name", id,
 		"--lease-duration", "3s", "--renew-deadline", "2s", "--retry-period", "250ms",
 		"--log-format", "text", "--log-level", "debug",
 	}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
-	go func() { in.done <- app.Run(ctx, server.Spec(), args, func(string) string { return "" }, in.logs) }()
+	go func() {
+		in.done <- app.Run(ctx, service.Spec(service.Options{}), args, func(string) string { return "" }, in.logs)
+	}()
 	e.t.Cleanup(func() {
 		in.stop(e.t)
 		if e.t.Failed() {
@@ -266,19 +268,25 @@ func (e *env) quiesce(quiet time.Duration) {
 	e.t.Fatal("the bucket never went quiet")
 }
 
-// metricValue reads one sample from the instance's /metrics: the first
-// line of the metric name whose labels contain match.
-func metricValue(admin, name, match string) (float64, error) {
+// metricsText fetches the exposition text of an admin listener's /metrics.
+func metricsText(admin string) (string, error) {
 	resp, err := http.Get("http://" + admin + "/metrics")
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
+	return string(body), err
+}
+
+// metricValue reads one sample from the instance's /metrics: the first
+// line of the metric name whose labels contain match.
+func metricValue(admin, name, match string) (float64, error) {
+	body, err := metricsText(admin)
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}

@@ -1,4 +1,4 @@
-package server
+package service
 
 import (
 	"bytes"
@@ -8,15 +8,16 @@ import (
 	"testing"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/kube"
 )
 
 func TestHelpExplainsTheFlags(t *testing.T) {
 	var out bytes.Buffer
-	if err := app.Run(t.Context(), Spec(), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
+	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"only OSM component that reads the Kubernetes API",
+		"publishes the mesh's Kubernetes state to NATS",
 		"--kubeconfig", "in-cluster", "env OSM_KUBECONFIG",
 		"--mesh-name", "openservicemesh.io/monitored-by=<mesh-name>", "default osm",
 		"--namespace", "default osm-system",
@@ -44,19 +45,19 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--retry-period", "0s"}, nil, "--retry-period"},
 		{[]string{"--kubeconfig", "/does/not/exist"}, nil, "--kubeconfig"},
 		{nil, map[string]string{"OSM_KV_REPLICAS": "0"}, "--kv-replicas"},
-		{[]string{"--kube-qps", "100", "--kube-burst", "10"}, nil, "--kube-burst"},
+		{[]string{"--kube-api-qps", "100", "--kube-api-burst", "10"}, nil, "--kube-api-burst"},
 		{[]string{"--resync-period", "-1s"}, nil, "--resync-period"},
 	}
 	for _, c := range cases {
-		err := app.Run(t.Context(), Spec(), append([]string{"--admin-addr", "127.0.0.1:0"}, c.args...), env(c.env), io.Discard)
+		err := app.Run(t.Context(), Spec(Options{}), append([]string{"--admin-addr", "127.0.0.1:0"}, c.args...), env(c.env), io.Discard)
 		var ce *app.ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("args %v env %v: err = %v, want a configuration error naming %s", c.args, c.env, err, c.want)
 		}
 	}
 	// Without leader election the lease timings are not checked.
-	c := Config{MeshName: "osm", Namespace: "osm-system", Workers: 1, KubeQPS: 1, KubeBurst: 1, KVReplicas: 1, WatcherID: "w"}
-	if err := c.validate(); err != nil {
+	c := Config{Kube: kube.Client{QPS: 1, Burst: 1}, Workers: 1, KVReplicas: 1}
+	if err := c.Validate(); err != nil {
 		t.Errorf("a single unelected instance: %v", err)
 	}
 }

@@ -1,10 +1,8 @@
-package server_test
+package service_test
 
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"runtime"
 	"sort"
@@ -23,7 +21,6 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 )
 
 // The scale of the benchmarks' cluster, from the environment:
@@ -72,7 +69,7 @@ func populate(b *testing.B) {
 		scaleMesh.mesh = "bench"
 		const namespaces = 10
 		for i := range namespaces {
-			ns, err := cluster.CreateNamespace(ctx, fmt.Sprintf("bench-%d-", i), map[string]string{normalize.LabelMonitoredBy: scaleMesh.mesh})
+			ns, err := cluster.CreateNamespace(ctx, fmt.Sprintf("bench-%d-", i), map[string]string{layout.LabelMonitoredBy: scaleMesh.mesh})
 			if err != nil {
 				scaleMesh.err = err
 				return
@@ -259,18 +256,13 @@ func BenchmarkPodIPChange(b *testing.B) {
 // histogramP50 reads a Prometheus histogram from the admin listener and
 // returns the upper bound of the bucket holding the median.
 func histogramP50(admin, name, match string) (float64, error) {
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
+	body, err := metricsText(admin)
 	if err != nil {
 		return 0, err
 	}
 	type bucket struct{ le, n float64 }
 	var buckets []bucket
-	for _, line := range strings.Split(string(body), "\n") {
+	for _, line := range strings.Split(body, "\n") {
 		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, match) {
 			continue
 		}

@@ -1,14 +1,13 @@
-// Package server wires the smi-watcher together: its flags, the Kubernetes
-// and NATS clients, the informers (package watch), the lease (package elect)
-// and the policy-status Events (package status). main only calls
-// app.Main(server.Spec()); tests run the same wiring through app.Run.
-package server
+// Package service is the front door of the smi-watcher service: its flags,
+// their validation, and the Run wiring of the Kubernetes and NATS clients,
+// the informers (package watch), the lease (package elect) and the
+// policy-status Events (package status), under one errgroup.
+package service
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	accessclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/access/clientset/versioned"
@@ -21,10 +20,10 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/kube"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/elect"
@@ -32,18 +31,20 @@ import (
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/watch"
 )
 
-// Name is the binary and component name.
+// Name is the service's name: the binary, its --help, the User-Agent of
+// its Kubernetes calls and the name of its meters.
 const Name = "smi-watcher"
+
+// Options holds the test overrides of the service. The smi-watcher's tests
+// drive it through flags and environment alone, so it has no fields; its
+// zero value is production.
+type Options struct{}
 
 // Config is the smi-watcher's own configuration (the runner adds logging,
 // the admin listener and the --nats-* flags).
 type Config struct {
-	Kubeconfig    string
-	KubeQPS       int
-	KubeBurst     int
-	MeshName      string
-	Namespace     string
-	WatcherID     string
+	Kube          kube.Client
+	ControlPlane  app.ControlPlane
 	LeaderElect   bool
 	LeaseName     string
 	LeaseDuration time.Duration
@@ -55,12 +56,30 @@ type Config struct {
 	KVReplicas    int
 }
 
-// Spec is the service description app.Main runs.
-func Spec() app.Spec {
+// Flags registers the configuration's flags.
+func (c *Config) Flags(f *app.Flags) {
+	c.Kube.Flags(f, 50, 100)
+	f.Deprecated("kube-qps", "kube-api-qps")
+	f.Deprecated("kube-burst", "kube-api-burst")
+	c.ControlPlane.Flags(f, app.CPNamespace|app.CPPodName|app.CPMeshName)
+	f.Deprecated("watcher-id", "pod-name")
+	f.Bool(&c.LeaderElect, "leader-elect", true, "elect a leader with a Lease; turn off only when exactly one instance runs")
+	f.String(&c.LeaseName, "lease-name", "osm-smi-watcher", "name of the coordination Lease in --namespace")
+	f.Duration(&c.LeaseDuration, "lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before it takes over")
+	f.Duration(&c.RenewDeadline, "renew-deadline", 10*time.Second, "how long the leader tries to renew before it stops writing")
+	f.Duration(&c.RetryPeriod, "retry-period", 2*time.Second, "interval between attempts to acquire or renew the Lease")
+	f.Bool(&c.ReleaseLease, "release-lease", true, "give the Lease up at shutdown so a standby takes over at once; false leaves it to expire, as a crash would")
+	f.Int(&c.Workers, "workers", 16, "goroutines writing normalised objects to the KV")
+	f.Duration(&c.Resync, "resync-period", 0, "informer resync period (replays the caches; writes nothing unless a value changed); 0 disables")
+	f.Int(&c.KVReplicas, "kv-replicas", 1, "replicas of the mesh-observed bucket when the watcher creates it (3 in a NATS cluster)")
+}
+
+// Spec is the smi-watcher service for app.Main and app.Run.
+func Spec(Options) app.Spec {
 	var c Config
 	return app.Spec{
 		Name: Name,
-		Summary: `smi-watcher is the only OSM component that reads the Kubernetes API. It watches
+		Summary: `smi-watcher publishes the mesh's Kubernetes state to NATS. It watches
 Namespaces (membership: the label openservicemesh.io/monitored-by=<mesh-name>;
 opt-out: openservicemesh.io/ignore=true), Services, EndpointSlices, Pods and
 ServiceAccounts in meshed namespaces, the SMI TrafficTarget, HTTPRouteGroup,
@@ -70,42 +89,27 @@ only when its normalised value changes. After each full list it writes the
 sync marker with a new epoch. Replicas elect a leader with a coordination Lease
 in --namespace; only the leader writes, standbys keep their caches warm. The
 leader also turns the policy-compiler's rejections (mesh.status.policy.>) into
-Kubernetes Events on the offending objects.`,
+Kubernetes Events on the offending objects. It is the only component that reads
+the mesh's policies and workloads from the Kubernetes API; the policy-compiler
+and the xds-edge read them from NATS.`,
 		UsesNATS: true,
-		Flags: func(f *app.Flags) {
-			f.String(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty uses the in-cluster service account")
-			f.Int(&c.KubeQPS, "kube-qps", 50, "queries per second allowed to the kube-apiserver (list/watch, lease, events)")
-			f.Int(&c.KubeBurst, "kube-burst", 100, "burst of queries allowed to the kube-apiserver")
-			f.String(&c.MeshName, "mesh-name", "osm", "name of the mesh: namespaces labelled openservicemesh.io/monitored-by=<mesh-name> are meshed")
-			f.String(&c.Namespace, "namespace", "osm-system", "control plane namespace: holds the MeshConfig and the leader-election Lease")
-			f.String(&c.WatcherID, "watcher-id", "", "identity of this instance in the Lease and the sync marker; default the host name (the pod name)")
-			f.Bool(&c.LeaderElect, "leader-elect", true, "elect a leader with a Lease; turn off only when exactly one instance runs")
-			f.String(&c.LeaseName, "lease-name", "osm-smi-watcher", "name of the coordination Lease in --namespace")
-			f.Duration(&c.LeaseDuration, "lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before it takes over")
-			f.Duration(&c.RenewDeadline, "renew-deadline", 10*time.Second, "how long the leader tries to renew before it stops writing")
-			f.Duration(&c.RetryPeriod, "retry-period", 2*time.Second, "interval between attempts to acquire or renew the Lease")
-			f.Bool(&c.ReleaseLease, "release-lease", true, "give the Lease up at shutdown so a standby takes over at once; false leaves it to expire, as a crash would")
-			f.Int(&c.Workers, "workers", 16, "goroutines writing normalised objects to the KV")
-			f.Duration(&c.Resync, "resync-period", 0, "informer resync period (replays the caches; writes nothing unless a value changed); 0 disables")
-			f.Int(&c.KVReplicas, "kv-replicas", 1, "replicas of the mesh-observed bucket when the watcher creates it (3 in a NATS cluster)")
-		},
-		Validate: func() error { return c.validate() },
+		Flags:    c.Flags,
+		Validate: c.Validate,
 		Run:      func(ctx context.Context, rt *app.Runtime) error { return run(ctx, rt, c) },
 	}
 }
 
-func (c *Config) validate() error {
+// Validate checks the configuration; errors name the flag.
+func (c *Config) Validate() error {
+	if err := c.Kube.Validate(); err != nil {
+		return err
+	}
+	if err := c.ControlPlane.Validate(); err != nil {
+		return err
+	}
 	switch {
-	case c.MeshName == "":
-		return app.FlagError("mesh-name", "is required")
-	case c.Namespace == "":
-		return app.FlagError("namespace", "is required")
 	case c.Workers <= 0:
 		return app.FlagError("workers", "must be positive, got %d", c.Workers)
-	case c.KubeQPS <= 0:
-		return app.FlagError("kube-qps", "must be positive, got %d", c.KubeQPS)
-	case c.KubeBurst < c.KubeQPS:
-		return app.FlagError("kube-burst", "must be at least --kube-qps (%d), got %d", c.KubeQPS, c.KubeBurst)
 	case c.Resync < 0:
 		return app.FlagError("resync-period", "must not be negative, got %s", c.Resync)
 	case c.KVReplicas < 1:
@@ -121,35 +125,7 @@ func (c *Config) validate() error {
 			return app.FlagError("lease-duration", "must exceed --renew-deadline (%s), got %s", c.RenewDeadline, c.LeaseDuration)
 		}
 	}
-	if c.WatcherID == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			return app.FlagError("watcher-id", "is required when the host name is unknown")
-		}
-		c.WatcherID = h
-	}
-	if c.Kubeconfig != "" {
-		if _, err := os.Stat(c.Kubeconfig); err != nil {
-			return app.FlagError("kubeconfig", "%v", err)
-		}
-	}
 	return nil
-}
-
-func restConfig(c Config) (*rest.Config, error) {
-	var cfg *rest.Config
-	var err error
-	if c.Kubeconfig == "" {
-		cfg, err = rest.InClusterConfig()
-	} else {
-		cfg, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client config: %w", err)
-	}
-	cfg.QPS, cfg.Burst = float32(c.KubeQPS), c.KubeBurst
-	cfg.UserAgent = Name
-	return cfg, nil
 }
 
 // Clients builds every API client the watcher needs from one rest config.
@@ -175,7 +151,7 @@ func Clients(cfg *rest.Config) (watch.Clients, error) {
 }
 
 func run(ctx context.Context, rt *app.Runtime, c Config) error {
-	cfg, err := restConfig(c)
+	cfg, err := c.Kube.RESTConfig(Name)
 	if err != nil {
 		return err
 	}
@@ -191,20 +167,19 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 	if err != nil {
 		return err
 	}
-	log := rt.Log.WithField("mesh", c.MeshName)
-	// client-go logs through the process-wide klog; send it to our logger.
-	// klog's logger may only be set while nothing logs, so once per process.
+	cp := c.ControlPlane
+	log := rt.Log.WithField("mesh", cp.MeshName)
 	kube.BridgeKlog(rt.Log)
 	w, err := watch.New(watch.Options{
 		Clients:               clients,
 		Store:                 store,
-		MeshName:              c.MeshName,
-		ControlPlaneNamespace: c.Namespace,
-		WatcherID:             c.WatcherID,
+		MeshName:              cp.MeshName,
+		ControlPlaneNamespace: cp.Namespace,
+		WatcherID:             cp.PodName,
 		Workers:               c.Workers,
 		Resync:                c.Resync,
 		Log:                   log,
-		Meter:                 rt.Telemetry.Meter("github.com/openservicemesh/osm/services/smi-watcher"),
+		Meter:                 rt.Meter(),
 	})
 	if err != nil {
 		return err
@@ -217,7 +192,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 	reporter := status.New(events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "osm-" + Name}), w.Leading, log)
 
 	lead := func(ctx context.Context) {
-		for {
+		for attempt := 1; ; attempt++ {
 			err := w.Lead(ctx)
 			if ctx.Err() != nil {
 				return
@@ -226,7 +201,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(time.Second):
+			case <-time.After(backoff.Wait(time.Second, 30*time.Second, attempt)):
 			}
 		}
 	}
@@ -240,9 +215,9 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 		}
 		return elect.Run(gctx, elect.Options{
 			Client:          clients.Kube,
-			Namespace:       c.Namespace,
+			Namespace:       cp.Namespace,
 			Name:            c.LeaseName,
-			Identity:        c.WatcherID,
+			Identity:        cp.PodName,
 			LeaseDuration:   c.LeaseDuration,
 			RenewDeadline:   c.RenewDeadline,
 			RetryPeriod:     c.RetryPeriod,

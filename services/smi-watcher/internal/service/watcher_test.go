@@ -1,4 +1,4 @@
-package server_test
+package service_test
 
 import (
 	"context"
@@ -24,8 +24,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/meshconfig"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
-	"github.com/openservicemesh/osm/services/smi-watcher/internal/server"
+	"github.com/openservicemesh/osm/services/smi-watcher/internal/service"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/watch"
 )
 
@@ -79,7 +78,7 @@ func (e *env) seed(prefix, ip string) *fixture {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	clients := apiClients(t)
-	ns := cluster.Namespace(t, prefix, map[string]string{normalize.LabelMonitoredBy: e.mesh})
+	ns := cluster.Namespace(t, prefix, map[string]string{layout.LabelMonitoredBy: e.mesh})
 	f := &fixture{ns: ns}
 	f.nsUID = string(must(cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})).UID)
 	f.defSA = must(cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{}))
@@ -92,7 +91,7 @@ func (e *env) seed(prefix, ip string) *fixture {
 		},
 	}, metav1.CreateOptions{}))
 	pod := must(cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "bookstore-0", Labels: map[string]string{"app": "bookstore", normalize.LabelProxyUUID: "uuid-0"}},
+		ObjectMeta: metav1.ObjectMeta{Name: "bookstore-0", Labels: map[string]string{"app": "bookstore", layout.LabelProxyUUID: "uuid-0"}},
 		Spec: corev1.PodSpec{ServiceAccountName: "bookstore", Containers: []corev1.Container{{
 			Name: "bookstore", Image: "example.com/bookstore:v1", Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
 		}}},
@@ -157,7 +156,7 @@ func (f *fixture) expected() map[string]proto.Message {
 		layout.NamespaceKey(ns): &meshv1.Namespace{
 			Meta:           &meshv1.ObjectMeta{Name: ns, Uid: f.nsUID},
 			MonitoredBy:    f.monitoredBy(),
-			OsmAnnotations: map[string]string{normalize.LabelMonitoredBy: f.monitoredBy()},
+			OsmAnnotations: map[string]string{layout.LabelMonitoredBy: f.monitoredBy()},
 		},
 		layout.ObservedKey(layout.KindServiceAccount, ns, "default"):   &meshv1.ServiceAccount{Meta: m(f.defSA)},
 		layout.ObservedKey(layout.KindServiceAccount, ns, "bookstore"): &meshv1.ServiceAccount{Meta: m(f.sa)},
@@ -170,7 +169,7 @@ func (f *fixture) expected() map[string]proto.Message {
 		},
 		layout.ObservedKey(layout.KindPod, ns, "bookstore-0"): &meshv1.Pod{
 			Meta:           m(f.pod),
-			Labels:         map[string]string{"app": "bookstore", normalize.LabelProxyUUID: "uuid-0"},
+			Labels:         map[string]string{"app": "bookstore", layout.LabelProxyUUID: "uuid-0"},
 			ServiceAccount: "bookstore",
 			PodIps:         []string{f.pod.Status.PodIP},
 			ProxyUuid:      "uuid-0",
@@ -209,7 +208,7 @@ func (f *fixture) expected() map[string]proto.Message {
 
 func (f *fixture) monitoredBy() string {
 	ns, _ := cluster.Clientset().CoreV1().Namespaces().Get(context.Background(), f.ns, metav1.GetOptions{})
-	return ns.Labels[normalize.LabelMonitoredBy]
+	return ns.Labels[layout.LabelMonitoredBy]
 }
 
 // expectSlice adds the EndpointSlice the controller wrote for the fixture's
@@ -273,7 +272,7 @@ func TestPublishesExactNormalisedState(t *testing.T) {
 	cs := cluster.Clientset()
 	must(cs.CoreV1().Services(plainNS).Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "outside"},
 		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, metav1.CreateOptions{}))
-	otherMesh := cluster.Namespace(t, "othermesh", map[string]string{normalize.LabelMonitoredBy: "another-mesh"})
+	otherMesh := cluster.Namespace(t, "othermesh", map[string]string{layout.LabelMonitoredBy: "another-mesh"})
 
 	e.start("watcher-a")
 	marker := e.waitSynced(0, time.Minute)
@@ -382,27 +381,27 @@ func TestFollowsUpdatesAndDeletes(t *testing.T) {
 
 	// The namespace leaves the mesh: every key of it is deleted.
 	nsObj := must(cs.CoreV1().Namespaces().Get(ctx, f.ns, metav1.GetOptions{}))
-	delete(nsObj.Labels, normalize.LabelMonitoredBy)
+	delete(nsObj.Labels, layout.LabelMonitoredBy)
 	must(cs.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}))
 	e.waitContent(f.ns, func() (map[string]proto.Message, error) { return map[string]proto.Message{}, nil })
 
 	// It joins again, marked ignored: only the Namespace itself is published.
 	nsObj = must(cs.CoreV1().Namespaces().Get(ctx, f.ns, metav1.GetOptions{}))
-	nsObj.Labels[normalize.LabelMonitoredBy] = e.mesh
-	nsObj.Labels[normalize.LabelIgnore] = "true"
+	nsObj.Labels[layout.LabelMonitoredBy] = e.mesh
+	nsObj.Labels[layout.LabelIgnore] = "true"
 	must(cs.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}))
 	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
 		return map[string]proto.Message{layout.NamespaceKey(f.ns): &meshv1.Namespace{
 			Meta:           &meshv1.ObjectMeta{Name: f.ns, Uid: f.nsUID},
 			MonitoredBy:    e.mesh,
 			Ignored:        true,
-			OsmAnnotations: map[string]string{normalize.LabelMonitoredBy: e.mesh, normalize.LabelIgnore: "true"},
+			OsmAnnotations: map[string]string{layout.LabelMonitoredBy: e.mesh, layout.LabelIgnore: "true"},
 		}}, nil
 	})
 
 	// The ignore label goes: everything comes back.
 	nsObj = must(cs.CoreV1().Namespaces().Get(ctx, f.ns, metav1.GetOptions{}))
-	delete(nsObj.Labels, normalize.LabelIgnore)
+	delete(nsObj.Labels, layout.LabelIgnore)
 	must(cs.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}))
 	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
 		want := f.expected()
@@ -585,7 +584,7 @@ func TestRejectionBecomesAnEvent(t *testing.T) {
 
 func apiClients(t testing.TB) watch.Clients {
 	t.Helper()
-	c, err := server.Clients(cluster.RESTConfig())
+	c, err := service.Clients(cluster.RESTConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,9 @@ import (
 	"github.com/openservicemesh/osm/tests/kube"
 )
 
+// meshConfigName is the demo's MeshConfig, in the control-plane namespace.
+const meshConfigName = "osm-mesh-config"
+
 // demoPodSpec is one pod of the bookstore demo.
 type demoPodSpec struct {
 	ns, name, sa, ip string
@@ -50,7 +53,7 @@ func applyDemo(ctx context.Context, c *kube.Cluster) error {
 	}
 	if err := create(gvrMeshConfig, controlPlaneNS, map[string]any{
 		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
-		"metadata": map[string]any{"name": "osm-mesh-config"},
+		"metadata": map[string]any{"name": meshConfigName},
 		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}},
 	}); err != nil {
 		return err

@@ -1,8 +1,9 @@
 // Command osm-dev runs OSM's local dev stack on one machine: an embedded
 // NATS server with JetStream and the mesh buckets, and a real Kubernetes
 // control plane (kube-apiserver, etcd and the controllers that matter
-// without a kubelet) with the SMI and OSM CRDs installed. It prints what is
-// running and checks that it works, then runs until Ctrl-C.
+// without a kubelet) with the SMI and OSM CRDs installed, and on them the
+// mesh booted by tests/stack, the bookstore demo and simulated proxies. It
+// prints what is running and checks that it works, then runs until Ctrl-C.
 //
 // State lives under --dir, so a restart finds its buckets, credentials and
 // cluster objects again.
@@ -10,9 +11,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,15 +22,16 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/openservicemesh/osm/libs/bus"
-	"github.com/openservicemesh/osm/tests/kube"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/openservicemesh/osm/libs/bus"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/tests/kube"
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
 const usage = `Usage: osm-dev [flags]
@@ -40,10 +39,11 @@ const usage = `Usage: osm-dev [flags]
 Runs OSM's local dev stack: an embedded NATS server with JetStream and the
 mesh KV buckets with one user per role; a real kube-apiserver with etcd and
 controllers, with the SMI and OSM CRDs and the bookstore demo namespaces;
-and the mesh services built from services/ and run as processes: the
-cert-authority, the policy-compiler and the injector-webhook (which injects
-a demo pod). It checks that each part works, prints a summary, and runs
-until Ctrl-C (or exits at once with --once).
+the five mesh services built from services/ and run as processes (the
+cert-authority, the injector-webhook, which injects the demo pods, the
+smi-watcher, the policy-compiler and an xds-edge); and simulated proxies
+connected to the edge. It checks that each part works, prints a summary,
+and runs until Ctrl-C (or exits at once with --once).
 
 The first start builds the kube-apiserver from source (8 to 15 minutes on
 two cores); the binary is cached under $OSM_TESTBIN_DIR or
@@ -98,28 +98,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("--dir: %w", err)
 	}
+	c.dir = dir
 	say := func(format string, a ...any) { fmt.Fprintf(out, "osm-dev: "+format+"\n", a...) }
 
 	// NATS.
-	passwords, err := rolePasswords(filepath.Join(dir, "nats-passwords.json"))
-	if err != nil {
-		return err
-	}
-	nats, err := bus.StartEmbedded(bus.EmbeddedOptions{Port: c.natsPort, StoreDir: filepath.Join(dir, "nats"), Passwords: passwords})
+	nats, err := stack.StartNATS(ctx, stack.NATSOptions{Port: c.natsPort, StoreDir: filepath.Join(dir, "nats"),
+		PasswordFile: filepath.Join(dir, "nats-passwords.json")})
 	if err != nil {
 		return fmt.Errorf("start nats on port %d (--nats-port): %w", c.natsPort, err)
 	}
-	defer nats.Shutdown()
+	defer nats.Close()
 	say("nats up at %s (JetStream store %s)", nats.URL(), filepath.Join(dir, "nats"))
-	admin, err := bus.Connect(ctx, bus.Options{URL: nats.URL(), Name: "osm-dev", Role: bus.RoleAdmin, User: string(bus.RoleAdmin), Password: passwords[bus.RoleAdmin]})
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	if err := bus.EnsureBuckets(ctx, admin.JetStream(), bus.BucketOptions{}); err != nil {
-		return err
-	}
-	busReport, err := checkBus(ctx, admin, nats.URL(), passwords)
+	busReport, err := checkBus(ctx, nats)
 	if err != nil {
 		return err
 	}
@@ -146,21 +136,15 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if !c.once {
 			changes = out
 		}
-		services, rows, err := startServices(ctx, dir, nats.URL(), passwords, admin, cluster, c.mesh, c.verbose, changes, say)
+		mesh, err := startMesh(ctx, c, nats, cluster, changes, say)
 		if err != nil {
 			return err
 		}
-		defer services.stop(say)
-		for _, name := range services.order {
-			svcReport = append(svcReport, row{name, services.byName[name].state})
-		}
-		svcReport = append(svcReport, rows...)
-		for _, p := range services.proxies {
-			svcReport = append(svcReport, p.rows()...)
-		}
+		defer mesh.stop(say)
+		svcReport = mesh.rows()
 	}
 
-	buckets, err := bucketRows(ctx, admin)
+	buckets, err := bucketRows(ctx, nats.Admin())
 	if err != nil {
 		return err
 	}
@@ -176,44 +160,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 type row struct{ what, status string }
 
-// rolePasswords loads the per-role NATS passwords, creating them on the
-// first start so that restarts keep the same credentials.
-func rolePasswords(path string) (map[bus.Role]string, error) {
-	pw := map[bus.Role]string{}
-	if b, err := os.ReadFile(path); err == nil {
-		if err := json.Unmarshal(b, &pw); err != nil {
-			return nil, fmt.Errorf("read %s: %w", path, err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	changed := false
-	for _, r := range bus.Roles() {
-		if pw[r] == "" {
-			b := make([]byte, 16)
-			if _, err := rand.Read(b); err != nil {
-				return nil, err
-			}
-			pw[r] = hex.EncodeToString(b)
-			changed = true
-		}
-	}
-	if changed {
-		b, _ := json.MarshalIndent(pw, "", "  ")
-		if err := os.WriteFile(path, b, 0o600); err != nil {
-			return nil, err
-		}
-	}
-	return pw, nil
-}
-
 // checkBus proves the contract works end to end: each writer role writes its
 // own bucket and a watcher of another role sees it, and the edge role is
 // refused when it tries to write compiled config.
-func checkBus(ctx context.Context, admin *bus.Conn, url string, pw map[bus.Role]string) ([]row, error) {
-	conn := func(r bus.Role) (*bus.Conn, error) {
-		return bus.Connect(ctx, bus.Options{URL: url, Name: "osm-dev-" + string(r), Role: r, User: string(r), Password: pw[r]})
-	}
+func checkBus(ctx context.Context, n *stack.NATS) ([]row, error) {
+	conn := func(r bus.Role) (*bus.Conn, error) { return n.Connect(ctx, r, "osm-dev-"+string(r)) }
 	watcher, err := conn(bus.RoleWatcher)
 	if err != nil {
 		return nil, err

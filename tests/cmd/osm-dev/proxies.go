@@ -17,10 +17,8 @@ import (
 	sotwclient "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
 	"google.golang.org/grpc"
 
-	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
-	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/tests/stack"
 )
 
@@ -45,17 +43,16 @@ type proxy struct {
 	certSAN  string
 }
 
-// startProxies connects one simulated proxy per identity to the edge and
-// waits for its first configuration.
-func startProxies(ctx context.Context, ca cav1.CertificateAuthorityServiceClient, edgeAddr string, roots *x509.CertPool, ids []identity.ID) ([]*proxy, error) {
-	edgeID := identity.ControlPlaneURI("cluster.local", identity.RoleXDSEdge).String()
+// startProxies connects one simulated proxy per identity to the mesh's
+// edge, each with a workload certificate from the CA.
+func startProxies(ctx context.Context, m *stack.Mesh, ids []identity.ID) ([]*proxy, error) {
 	var out []*proxy
 	for _, id := range ids {
-		cert, err := caclient.Sign(ctx, ca, id, time.Hour)
+		cert, err := m.WorkloadCert(ctx, id, time.Hour)
 		if err != nil {
 			return nil, err
 		}
-		conn, err := stack.DialEdge(edgeAddr, cert.Pair, roots, edgeID)
+		conn, err := m.DialEdge(cert.Pair)
 		if err != nil {
 			return nil, err
 		}

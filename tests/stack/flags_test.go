@@ -43,13 +43,24 @@ func TestServicesTakeTheStacksFlags(t *testing.T) {
 			if err != nil {
 				t.Fatalf("--help: %v\n%s", err, help)
 			}
-			listed := map[string]bool{}
+			// A flag's line is "  --name type" and its environment twin
+			// follows as "env NAME"; a deprecated alias is listed as
+			// "  --old, env OLD: use --new".
+			listed, deprecated := map[string]bool{}, map[string]string{}
 			for _, line := range strings.Split(string(help), "\n") {
+				var names []string
 				if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(line, "  --") {
-					listed[f[0]] = true
+					names = append(names, strings.TrimRight(f[0], ","))
 				}
 				if _, env, ok := strings.Cut(line, " env "); ok {
-					listed[strings.TrimRight(strings.Fields(env)[0], ";")] = true
+					names = append(names, strings.TrimRight(strings.Fields(env)[0], ";:"))
+				}
+				_, use, isAlias := strings.Cut(line, ": use ")
+				for _, n := range names {
+					listed[n] = true
+					if isAlias {
+						deprecated[n] = use
+					}
 				}
 			}
 			var set []string
@@ -62,8 +73,11 @@ func TestServicesTakeTheStacksFlags(t *testing.T) {
 				set = append(set, env)
 			}
 			for _, name := range set {
-				if !listed[name] {
-					t.Errorf("the stack sets %s, which %s's --help does not list:\n%s", name, c, help)
+				switch {
+				case !listed[name]:
+					t.Errorf("the stack sets %s, which %s's --help does not list (flags.go spells it):\n%s", name, c, help)
+				case deprecated[name] != "":
+					t.Errorf("the stack sets %s, which %s deprecates: use %s (in flags.go)", name, c, deprecated[name])
 				}
 			}
 		})

@@ -62,29 +62,27 @@ func (c *ControlPlane) Flags(f *Flags, use CPFlag) {
 		use |= CPNamespace
 	}
 	c.use = use
-	if use&CPNamespace != 0 {
-		f.String(&c.Namespace, "namespace", DefaultNamespace,
-			"namespace of the control plane: its Services, Secrets, Leases and MeshConfig are there, and its pods are never injected")
-	}
-	if use&CPPodName != 0 {
-		f.String(&c.PodName, "pod-name", "",
-			"name of this replica, the pod's name (set it from the downward API): it names the instance in leases, sync markers and status reports; empty uses the host name")
-	}
-	if use&CPMeshName != 0 {
-		f.String(&c.MeshName, "mesh-name", DefaultMeshName,
-			"name of the mesh: namespaces labelled openservicemesh.io/monitored-by=<mesh-name> are meshed")
-	}
-	if use&CPMeshConfig != 0 {
-		f.String(&c.MeshConfig, "mesh-config", DefaultMeshConfig,
-			"name of the mesh's MeshConfig, in --namespace")
-	}
-	if use&CPTrustDomain != 0 {
-		f.String(&c.TrustDomain, "trust-domain", DefaultTrustDomain,
-			"SPIFFE trust domain of the mesh: a workload's identity is spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>")
-	}
-	if use&CPClusterDomain != 0 {
-		f.String(&c.ClusterDomain, "cluster-domain", DefaultClusterDomain,
-			"DNS domain of the cluster, for the <service>.<namespace>.svc.<cluster-domain> names of control-plane certificates")
+	for _, fl := range []struct {
+		which            CPFlag
+		p                *string
+		name, def, usage string
+	}{
+		{CPNamespace, &c.Namespace, "namespace", DefaultNamespace,
+			"namespace of the control plane: its Services, Secrets, Leases and MeshConfig are there, and its pods are never injected"},
+		{CPPodName, &c.PodName, "pod-name", "",
+			"name of this replica, the pod's name (set it from the downward API): it names the instance in leases, sync markers and status reports; empty uses the host name"},
+		{CPMeshName, &c.MeshName, "mesh-name", DefaultMeshName,
+			"name of the mesh: namespaces labelled openservicemesh.io/monitored-by=<mesh-name> are meshed"},
+		{CPMeshConfig, &c.MeshConfig, "mesh-config", DefaultMeshConfig,
+			"name of the mesh's MeshConfig, in --namespace"},
+		{CPTrustDomain, &c.TrustDomain, "trust-domain", DefaultTrustDomain,
+			"SPIFFE trust domain of the mesh: a workload's identity is spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>"},
+		{CPClusterDomain, &c.ClusterDomain, "cluster-domain", DefaultClusterDomain,
+			"DNS domain of the cluster, for the <service>.<namespace>.svc.<cluster-domain> names of control-plane certificates"},
+	} {
+		if use&fl.which != 0 {
+			f.String(fl.p, fl.name, fl.def, fl.usage)
+		}
 	}
 }
 

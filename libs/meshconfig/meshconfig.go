@@ -124,40 +124,37 @@ func (r *reader) object(parent any, path, field string) (map[string]any, bool) {
 	return o, true
 }
 
-func (r *reader) str(m map[string]any, path, field string) string {
+// scalar reads m[field] with as; a value as refuses is recorded with what
+// it must be, and the zero value returned.
+func scalar[T any](r *reader, m map[string]any, path, field, mustBe string, as func(any) (T, bool)) T {
+	var zero T
 	v, ok := m[field]
 	if !ok || v == nil {
-		return ""
+		return zero
 	}
-	s, ok := v.(string)
+	out, ok := as(v)
 	if !ok {
-		r.bad(path+"."+field, v, "must be a string")
+		r.bad(path+"."+field, v, "must be "+mustBe)
+		return zero
 	}
-	return s
+	return out
+}
+
+func is[T any](v any) (T, bool) {
+	t, ok := v.(T)
+	return t, ok
+}
+
+func (r *reader) str(m map[string]any, path, field string) string {
+	return scalar(r, m, path, field, "a string", is[string])
 }
 
 func (r *reader) boolean(m map[string]any, path, field string) bool {
-	v, ok := m[field]
-	if !ok || v == nil {
-		return false
-	}
-	b, ok := v.(bool)
-	if !ok {
-		r.bad(path+"."+field, v, "must be a boolean")
-	}
-	return b
+	return scalar(r, m, path, field, "a boolean", is[bool])
 }
 
 func (r *reader) integer(m map[string]any, path, field string) int64 {
-	v, ok := m[field]
-	if !ok || v == nil {
-		return 0
-	}
-	n, ok := asInt(v)
-	if !ok {
-		r.bad(path+"."+field, v, "must be an integer")
-	}
-	return n
+	return scalar(r, m, path, field, "an integer", asInt)
 }
 
 func asInt(v any) (int64, bool) {

@@ -14,7 +14,6 @@ import (
 	"k8s.io/client-go/metadata"
 
 	"github.com/openservicemesh/osm/libs/app"
-	"github.com/openservicemesh/osm/libs/telemetry"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/reconcile"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/secrets"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
@@ -77,26 +76,25 @@ var (
 // metrics: queue depth, write latency (from admission to the Secret stored)
 // and failures.
 func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*secrets.Writer, error) {
-	latency, err := meter.Float64Histogram("osm_injector_bootstrap_write_seconds",
-		metric.WithDescription("time from admission to the bootstrap Secret stored, retries included, by mode (async or sync fallback) and outcome"),
-		metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...))
+	latency, err := seconds(meter, "osm_injector_bootstrap_write_seconds",
+		"time from admission to the bootstrap Secret stored, retries included, by mode (async or sync fallback) and outcome")
 	if err != nil {
-		return nil, fmt.Errorf("metric osm_injector_bootstrap_write_seconds: %w", err)
+		return nil, err
 	}
-	failures, err := meter.Int64Counter("osm_injector_bootstrap_write_failures",
-		metric.WithDescription("bootstrap Secrets not written after all attempts (the reconciler recreates them), by mode"))
+	failures, err := counter(meter, "osm_injector_bootstrap_write_failures",
+		"bootstrap Secrets not written after all attempts (the reconciler recreates them), by mode")
 	if err != nil {
-		return nil, fmt.Errorf("metric osm_injector_bootstrap_write_failures: %w", err)
+		return nil, err
+	}
+	dropped, err := counter(meter, "osm_injector_bootstrap_dropped",
+		"bootstrap Secrets never written because their pod did not appear within --bootstrap-owner-wait (the apiserver rejected it after admission)")
+	if err != nil {
+		return nil, err
 	}
 	depth, err := meter.Int64ObservableGauge("osm_injector_bootstrap_queue_depth",
 		metric.WithDescription("bootstrap Secrets waiting for their pod to appear or for a writer"))
 	if err != nil {
 		return nil, fmt.Errorf("metric osm_injector_bootstrap_queue_depth: %w", err)
-	}
-	dropped, err := meter.Int64Counter("osm_injector_bootstrap_dropped",
-		metric.WithDescription("bootstrap Secrets never written because their pod did not appear within --bootstrap-owner-wait (the apiserver rejected it after admission)"))
-	if err != nil {
-		return nil, fmt.Errorf("metric osm_injector_bootstrap_dropped: %w", err)
 	}
 	w := secrets.New(secretCreator{cs}, secrets.Options{
 		Workers: c.Writers, QueueSize: c.QueueSize, OwnerWait: c.OwnerWait,
@@ -134,10 +132,10 @@ func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
 // newReconciler returns the bootstrap Secret reconciler with its metric.
 func newReconciler(meter metric.Meter, log *logrus.Entry, cs kubernetes.Interface, md metadata.Interface,
 	maker reconcile.Maker, claimer reconcile.Claimer, c SecretsConfig) (*reconcile.Reconciler, error) {
-	actions, err := meter.Int64Counter("osm_injector_bootstrap_reconciled",
-		metric.WithDescription("bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted"))
+	actions, err := counter(meter, "osm_injector_bootstrap_reconciled",
+		"bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted")
 	if err != nil {
-		return nil, fmt.Errorf("metric osm_injector_bootstrap_reconciled: %w", err)
+		return nil, err
 	}
 	return reconcile.New(reconcile.Options{
 		Client: cs, Metadata: md, Maker: maker, Claimer: claimer, Log: log.WithField("component", "bootstrap-reconciler"),

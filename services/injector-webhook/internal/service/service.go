@@ -9,7 +9,6 @@ package service
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/identity"
-	"github.com/openservicemesh/osm/libs/telemetry"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
@@ -74,7 +72,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
-	serving, err := servingTLS(ctx, rt, c, ca)
+	serving, err := servingTLS(ctx, log, c, ca)
 	if err != nil {
 		return err
 	}
@@ -130,9 +128,10 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 		}}
 	srv := newAdmissionServer(c.ListenAddr, handler, serving.tls, log)
 
-	rt.Health.AddReadyCheck("namespaces", namespaces.Check)
-	rt.Health.AddReadyCheck("meshconfig", meshConfig.Check)
-	rt.Health.AddReadyCheck("webhook", srv.Check)
+	// The admission server's check comes first: it fails until the parts
+	// run, so /readyz cannot pass while the others are being registered.
+	checks := []check{{"webhook", srv.Check}, {"namespaces", namespaces.Check}, {"meshconfig", meshConfig.Check}}
+	checks = append(checks, serving.checks...)
 	serverDone := make(chan struct{})
 	parts := []part{
 		{name: "namespace informer", p: namespaces},
@@ -152,43 +151,20 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
 				ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: admissionPath, URL: c.WebhookURL},
 			CABundle: serving.caBundle, Changed: serving.bundleChanged, Log: log})
-		rt.Health.AddReadyCheck("webhook-configuration", keeper.Check)
+		checks = append(checks, check{"webhook-configuration", keeper.Check})
 		// The apiserver calls the webhook (failing closed) from the first
 		// write on, so the keeper starts once the server listens.
 		parts = append(parts, part{name: "webhook configuration keeper",
 			p: startsAfter{p: keeper, after: []<-chan struct{}{srv.Serving()}}})
 	}
+	for _, ch := range checks {
+		rt.Health.AddReadyCheck(ch.name, ch.fn)
+	}
 	return runParts(ctx, parts...)
 }
 
-// admissionMetrics are the admission path's instruments.
-type admissionMetrics struct {
-	admissions metric.Int64Counter
-	latency    metric.Float64Histogram
-	issuance   metric.Float64Histogram
-	phases     metric.Float64Histogram
-}
-
-func newAdmissionMetrics(meter metric.Meter) (*admissionMetrics, error) {
-	var m admissionMetrics
-	var err error
-	if m.admissions, err = meter.Int64Counter("osm_injector_admissions",
-		metric.WithDescription("admission reviews handled, by outcome")); err != nil {
-		return nil, fmt.Errorf("metric osm_injector_admissions: %w", err)
-	}
-	for _, h := range []struct {
-		dst        *metric.Float64Histogram
-		name, desc string
-	}{
-		{&m.latency, "osm_injector_admission_seconds", "admission latency"},
-		{&m.issuance, "osm_injector_cert_issuance_seconds", "bootstrap certificate issuance latency"},
-		{&m.phases, "osm_injector_admission_phase_seconds",
-			"time of each step of an injecting admission: decide, patch, issue, bootstrap, store, encode"},
-	} {
-		if *h.dst, err = meter.Float64Histogram(h.name, metric.WithDescription(h.desc),
-			metric.WithUnit("s"), metric.WithExplicitBucketBoundaries(telemetry.LatencyBuckets...)); err != nil {
-			return nil, fmt.Errorf("metric %s: %w", h.name, err)
-		}
-	}
-	return &m, nil
+// check is a named readiness check.
+type check struct {
+	name string
+	fn   app.Check
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/cpcert"
@@ -102,10 +104,12 @@ type serving struct {
 	// parts renew the certificate and follow the trust bundle; none when
 	// the certificate comes from files (they are read at each handshake).
 	parts []part
+	// checks are the readiness checks of the certificate and the bundle.
+	checks []check
 }
 
-// servingTLS sets up the serving certificate and registers its readiness
-// checks. By default the certificate comes from the cert-authority's
+// servingTLS sets up the serving certificate and its readiness checks. By
+// default the certificate comes from the cert-authority's
 // Bootstrap (with the webhook Service's DNS names), obtained here, before
 // anything can sign, and renewed at half its lifetime by a part; the
 // caBundle is the CA's trust bundle, which another part follows with
@@ -114,16 +118,15 @@ type serving struct {
 // Bootstrap goes over ca.boot, which presents no client certificate; the
 // bundle watch over ca.sign, which presents the certificate ca.own holds
 // (or --ca-client-cert-file): servingTLS sets ca.own before it returns.
-func servingTLS(ctx context.Context, rt *app.Runtime, c Config, ca *caConns) (*serving, error) {
-	log := rt.Log
+func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns) (*serving, error) {
 	if c.ServesFromFiles() {
 		certs, err := certfile.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
 		if err != nil {
 			return nil, app.FlagError("tls-cert-file", "%v", err)
 		}
-		rt.Health.AddReadyCheck("serving-certificate", certFileCheck(certs))
 		log.WithField("tls_cert_file", c.TLSCertFile).Info("serving certificate from files (--tls-cert-file overrides the cert-authority)")
-		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) }}, nil
+		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) },
+			checks: []check{{"serving-certificate", certFileCheck(certs)}}}, nil
 	}
 	if err := c.Bootstrap.CheckFile(); err != nil {
 		return nil, err
@@ -138,14 +141,13 @@ func servingTLS(ctx context.Context, rt *app.Runtime, c Config, ca *caConns) (*s
 	if err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)
 	}
-	rt.Health.AddReadyCheck("serving-certificate", cert.Check)
-	rt.Health.AddReadyCheck("trust-bundle", bundle.Check)
 	if err := cert.RenewUntilDone(ctx); err != nil {
 		return nil, err
 	}
 	ca.own.Store(cert)
 	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe(),
-		parts: []part{{name: "serving certificate renewal", p: cert}, {name: "trust bundle watch", p: bundle}}}, nil
+		parts:  []part{{name: "serving certificate renewal", p: cert}, {name: "trust bundle watch", p: bundle}},
+		checks: []check{{"serving-certificate", cert.Check}, {"trust-bundle", bundle.Check}}}, nil
 }
 
 // certReloader is the serving certificate read from files.

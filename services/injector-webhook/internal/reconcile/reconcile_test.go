@@ -87,6 +87,17 @@ func (a *actions) count(action string) int {
 	return a.got[action]
 }
 
+// observedOnce waits until action has been observed exactly once.
+func (a *actions) observedOnce(t *testing.T, action string) {
+	t.Helper()
+	eventually(t, action+" observed once", 10*time.Second, func() error {
+		if n := a.count(action); n != 1 {
+			return fmt.Errorf("%s observed %d times", action, n)
+		}
+		return nil
+	})
+}
+
 // start runs a Reconciler until the test ends.
 func start(t *testing.T, o Options) (*maker, *actions) {
 	t.Helper()
@@ -162,12 +173,7 @@ func TestMissingSecretIsRecreatedForItsPod(t *testing.T) {
 	if err := ownedBy(sec, pod); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the recreation observed", 10*time.Second, func() error {
-		if n := acts.count("recreated"); n != 1 {
-			return fmt.Errorf("%d recreations observed", n)
-		}
-		return nil
-	})
+	acts.observedOnce(t, "recreated")
 	// Deleting it again (say, by hand) brings it back.
 	if err := cs.CoreV1().Secrets(ns).Delete(t.Context(), sec.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -252,12 +258,7 @@ func TestSecretIsOwnedByItsPodAndCollectedWithIt(t *testing.T) {
 		}
 		return ownedBy(sec, pod)
 	})
-	eventually(t, "the owner patch observed", 10*time.Second, func() error {
-		if n := acts.count("owned"); n != 1 {
-			return fmt.Errorf("%d owner patches observed", n)
-		}
-		return nil
-	})
+	acts.observedOnce(t, "owned")
 	// The pod has no node, so the apiserver deletes it at once; the
 	// garbage collector then deletes the Secret.
 	if err := cs.CoreV1().Pods(ns).Delete(t.Context(), pod.Name, metav1.DeleteOptions{}); err != nil {
@@ -302,12 +303,7 @@ func TestOrphanSecretIsDeletedAfterTheGrace(t *testing.T) {
 	if age := time.Since(created); age < grace-time.Second {
 		t.Fatalf("orphan deleted after %s, before the %s grace", age, grace)
 	}
-	eventually(t, "the deletion observed", 10*time.Second, func() error {
-		if n := acts.count("orphan-deleted"); n != 1 {
-			return fmt.Errorf("%d deletions observed", n)
-		}
-		return nil
-	})
+	acts.observedOnce(t, "orphan-deleted")
 	if _, err := cs.CoreV1().Secrets(ns).Get(t.Context(), foreign.Name, metav1.GetOptions{}); err != nil {
 		t.Fatalf("a secret without the injector's label: %v", err)
 	}

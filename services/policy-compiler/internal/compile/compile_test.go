@@ -222,11 +222,11 @@ func TestBookstoreCluster(t *testing.T) {
 	}
 	tlsCtx := unpack(t, c.GetTransportSocket().GetTypedConfig(), &tlsv3.UpstreamTlsContext{})
 	common := tlsCtx.GetCommonTlsContext()
-	if n := common.GetTlsCertificateSdsSecretConfigs()[0].GetName(); n != SecretIdentityCert {
+	if n := common.GetTlsCertificateSdsSecretConfigs()[0].GetName(); n != layout.SecretServiceCert {
 		t.Errorf("client cert secret = %q", n)
 	}
 	combined := common.GetCombinedValidationContext()
-	if n := combined.GetValidationContextSdsSecretConfig().GetName(); n != SecretTrustBundle {
+	if n := combined.GetValidationContextSdsSecretConfig().GetName(); n != layout.SecretRootCert {
 		t.Errorf("CA secret = %q", n)
 	}
 	var sans []string

@@ -1,8 +1,6 @@
 package compile
 
 import (
-	"sort"
-
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 )
@@ -105,17 +103,4 @@ func (s *dirtySet) target(t *Target) {
 		s.out.add(src)
 	}
 	s.in.add(t.Dest)
-}
-
-// sorted lists the members of s in order.
-func sorted[K interface {
-	comparable
-	Less(K) bool
-}](s set[K]) []K {
-	out := make([]K, 0, len(s))
-	for k := range s {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
-	return out
 }

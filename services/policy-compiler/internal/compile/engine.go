@@ -11,7 +11,7 @@
 // # Layout of the compiled resources
 //
 //	cluster   ns/svc|port            one per service port: EDS, upstream mTLS with SDS
-//	                                 secrets SecretIdentityCert and SecretTrustBundle and
+//	                                 secrets layout.SecretServiceCert and layout.SecretRootCert and
 //	                                 a URI SAN match on the identities backing the service
 //	endpoint  ns/svc|port            its ClusterLoadAssignment (ready endpoints, by zone)
 //	route     ns/svc|port            http and grpc ports: one virtual host with the
@@ -40,9 +40,8 @@
 // every service's chain passes NATS's 1 MB message limit at ~2,900 services
 // in permissive mode), a service change rewrites its own listener only, and
 // the listeners are shared like clusters. Sharding the chains of one
-// listener by size was the alternative; it keeps big resources that every
-// change rewrites, and tcp services (the default protocol) still need one
-// chain each.
+// listener by size would keep big resources that every change rewrites,
+// and tcp services (the default protocol) would still need one chain each.
 //
 // In permissive mode the outbound names of every service (clusters,
 // endpoints, routes, listeners) are in name sets permissive-00 …
@@ -61,6 +60,7 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
 // DefaultTrustDomain is used when the MeshConfig names none.
@@ -340,10 +340,10 @@ func (e *Engine) Compile() *Delta {
 			e.dirty.service(apex)
 		}
 	}
-	for _, s := range sorted(e.dirty.svc) {
+	for _, s := range multimap.Sorted(e.dirty.svc) {
 		e.compileService(s, d)
 	}
-	for _, s := range sorted(e.dirty.ep) {
+	for _, s := range multimap.Sorted(e.dirty.ep) {
 		if _, done := e.dirty.svc[s]; !done {
 			e.compileEndpoints(s, d)
 		}
@@ -354,13 +354,13 @@ func (e *Engine) Compile() *Delta {
 			e.dirty.outbound(id)
 		}
 	}
-	for _, id := range sorted(e.dirty.out) {
+	for _, id := range multimap.Sorted(e.dirty.out) {
 		e.compileOutbound(id)
 	}
-	for _, id := range sorted(e.dirty.in) {
+	for _, id := range multimap.Sorted(e.dirty.in) {
 		e.compileInbound(id, d)
 	}
-	for _, id := range sorted(e.dirty.grp) {
+	for _, id := range multimap.Sorted(e.dirty.grp) {
 		e.compileGroup(id, d)
 	}
 	e.dirty.reset()

@@ -120,6 +120,12 @@ func ads() *corev3.ConfigSource {
 	}
 }
 
+// sdsSecret refers to the SDS secret called name over ADS. The names are
+// relative to the proxy: the xds-edge serves, under layout.SecretServiceCert,
+// the certificate of the identity in the proxy's own xDS client certificate,
+// and under layout.SecretRootCert the mesh's current trust bundle. That keeps
+// every cluster and listener identity-agnostic where it can be, so each is
+// serialised once and shared by every proxy that needs it.
 func sdsSecret(name string) *tlsv3.SdsSecretConfig {
 	return &tlsv3.SdsSecretConfig{Name: name, SdsConfig: ads()}
 }
@@ -162,11 +168,11 @@ func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Re
 	tlsCtx := &tlsv3.UpstreamTlsContext{
 		Sni: sp.svc.Name + "." + sp.svc.Namespace + ".svc.cluster.local",
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(SecretIdentityCert)},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(layout.SecretServiceCert)},
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
 					DefaultValidationContext:         &tlsv3.CertificateValidationContext{MatchTypedSubjectAltNames: sans},
-					ValidationContextSdsSecretConfig: sdsSecret(SecretTrustBundle),
+					ValidationContextSdsSecretConfig: sdsSecret(layout.SecretRootCert),
 				},
 			},
 		},
@@ -346,8 +352,7 @@ func buildServiceListener(sp servicePort, split []weighted) (*Resource, error) {
 // connection iptables redirected to the listener of its original
 // destination (use_original_dst). A connection no listener of the proxy
 // matches (a service it may not reach, or outside the mesh) falls to the
-// default chain, which closes it, as the per-identity listener's missing
-// filter chain match did.
+// default chain, which closes it.
 func buildOutboundListener() (*Resource, error) {
 	closeConn, err := typed(&directresponsev3.Config{})
 	if err != nil {

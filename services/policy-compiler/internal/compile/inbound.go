@@ -62,9 +62,9 @@ func downstreamTLS() (*corev3.TransportSocket, error) {
 	ctx := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(SecretIdentityCert)},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(layout.SecretServiceCert)},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
-				ValidationContextSdsSecretConfig: sdsSecret(SecretTrustBundle),
+				ValidationContextSdsSecretConfig: sdsSecret(layout.SecretRootCert),
 			},
 		},
 	}

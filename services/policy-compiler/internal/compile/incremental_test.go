@@ -212,7 +212,7 @@ func TestRejections(t *testing.T) {
 			obj: ttWith(func(tt *meshv1.TrafficTarget) {
 				tt.Rules = []*meshv1.TrafficTargetRule{synth.Rule("HTTPRouteGroup", "no-such-routes")}
 			}),
-			kind: KindTrafficTarget, reason: ReasonRouteNotFound, path: "spec.rules[0].name",
+			kind: "TrafficTarget", reason: ReasonRouteNotFound, path: "spec.rules[0].name",
 			message: `TrafficTarget bookstore/bookbuyer-access-bookstore-v1 rejected: spec.rules[0].name: HTTPRouteGroup "no-such-routes" not found (or rejected) in namespace "bookstore"`,
 		},
 		{
@@ -220,7 +220,7 @@ func TestRejections(t *testing.T) {
 			obj: ttWith(func(tt *meshv1.TrafficTarget) {
 				tt.Rules = append(tt.Rules, synth.Rule("UDPRoute", "x"))
 			}),
-			kind: KindTrafficTarget, reason: ReasonUnknownRuleKind, path: "spec.rules[1].kind",
+			kind: "TrafficTarget", reason: ReasonUnknownRuleKind, path: "spec.rules[1].kind",
 			message: `TrafficTarget bookstore/bookbuyer-access-bookstore-v1 rejected: spec.rules[1].kind: kind "UDPRoute" is not supported, want "HTTPRouteGroup" or "TCPRoute"`,
 		},
 		{
@@ -228,7 +228,7 @@ func TestRejections(t *testing.T) {
 			obj: ttWith(func(tt *meshv1.TrafficTarget) {
 				tt.Destination.Kind = "Group"
 			}),
-			kind: KindTrafficTarget, reason: ReasonInvalidKind, path: "spec.destination.kind",
+			kind: "TrafficTarget", reason: ReasonInvalidKind, path: "spec.destination.kind",
 			message: `TrafficTarget bookstore/bookbuyer-access-bookstore-v1 rejected: spec.destination.kind: kind "Group" is not supported, want "ServiceAccount"`,
 		},
 		{
@@ -236,7 +236,7 @@ func TestRejections(t *testing.T) {
 			obj: ttWith(func(tt *meshv1.TrafficTarget) {
 				tt.Rules[0].Matches = []string{"buy-a-book", "steal-a-book"}
 			}),
-			kind: KindTrafficTarget, reason: ReasonMatchNotFound, path: "spec.rules[0].matches[1]",
+			kind: "TrafficTarget", reason: ReasonMatchNotFound, path: "spec.rules[0].matches[1]",
 			message: `TrafficTarget bookstore/bookbuyer-access-bookstore-v1 rejected: spec.rules[0].matches[1]: HTTPRouteGroup "bookstore-service-routes" has no match named "steal-a-book"`,
 		},
 		{
@@ -244,25 +244,25 @@ func TestRejections(t *testing.T) {
 			obj: synth.HTTPRouteGroup("bookstore", "bookstore-service-routes",
 				&meshv1.HTTPMatch{Name: "books-bought", PathRegex: "/books-bought"},
 				&meshv1.HTTPMatch{Name: "buy-a-book", PathRegex: "(a-book", Methods: []string{"GET"}}),
-			kind: KindHTTPRouteGroup, reason: ReasonInvalidRegex, path: "spec.matches[1].pathRegex",
+			kind: "HTTPRouteGroup", reason: ReasonInvalidRegex, path: "spec.matches[1].pathRegex",
 			message: "HTTPRouteGroup bookstore/bookstore-service-routes rejected: spec.matches[1].pathRegex: invalid RE2 regular expression \"(a-book\": error parsing regexp: missing closing ): `(a-book`",
 		},
 		{
 			name: "split weights sum to zero",
 			obj:  synth.TrafficSplit("bookstore", "bookstore-split", "bookstore", synth.Backend{Service: "bookstore-v1"}, synth.Backend{Service: "bookstore-v2"}),
-			kind: KindTrafficSplit, reason: ReasonZeroTotalWeight, path: "spec.backends",
+			kind: "TrafficSplit", reason: ReasonZeroTotalWeight, path: "spec.backends",
 			message: "TrafficSplit bookstore/bookstore-split rejected: spec.backends: the weights of the 2 backends sum to 0",
 		},
 		{
 			name: "negative weight",
 			obj:  synth.TrafficSplit("bookstore", "bookstore-split", "bookstore", synth.Backend{Service: "bookstore-v1", Weight: -1}, synth.Backend{Service: "bookstore-v2", Weight: 5}),
-			kind: KindTrafficSplit, reason: ReasonInvalidWeight, path: "spec.backends[0].weight",
+			kind: "TrafficSplit", reason: ReasonInvalidWeight, path: "spec.backends[0].weight",
 			message: "TrafficSplit bookstore/bookstore-split rejected: spec.backends[0].weight: weight -1 is negative",
 		},
 		{
 			name: "tcp port out of range",
 			obj:  synth.TCPRoute("bookwarehouse", "mysql", 3306, 70000),
-			kind: KindTCPRoute, reason: ReasonInvalidPort, path: "spec.matches.ports[1]",
+			kind: "TCPRoute", reason: ReasonInvalidPort, path: "spec.matches.ports[1]",
 			message: "TCPRoute bookwarehouse/mysql rejected: spec.matches.ports[1]: port 70000 is outside 1-65535",
 		},
 	}

@@ -4,19 +4,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
-)
-
-// Names of the SDS secrets the compiled resources refer to. They are relative
-// to the proxy: the xds-edge serves, under SecretIdentityCert, the
-// certificate of the identity in the proxy's own xDS client certificate, and
-// under SecretTrustBundle the mesh's current trust bundle. That keeps every
-// cluster and listener identity-agnostic where it can be, so each is
-// serialised once and shared by every proxy that needs it.
-const (
-	SecretIdentityCert = layout.SecretServiceCert
-	SecretTrustBundle  = layout.SecretRootCert
 )
 
 // Ports of the sidecar listeners (OSM's published layout).

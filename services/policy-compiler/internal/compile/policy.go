@@ -11,14 +11,6 @@ import (
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
-// Kinds of policy objects, as in PolicyStatus.object.kind.
-const (
-	KindTrafficTarget  = "TrafficTarget"
-	KindHTTPRouteGroup = "HTTPRouteGroup"
-	KindTCPRoute       = "TCPRoute"
-	KindTrafficSplit   = "TrafficSplit"
-)
-
 type policyKey struct {
 	kind string
 	nn   model.NN
@@ -169,10 +161,11 @@ func (p *policies) setSplit(nn model.NN, s *Split) (old *Split, changed bool) {
 	return old, true
 }
 
-// judge records the verdict on the policy object nn (observed kind key,
-// display kind) and returns it when it differs from the last one, nil
-// otherwise.
-func (p *policies) judge(key, kind string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej *Rejection) *meshv1.PolicyStatus {
+// judge records the verdict on the policy object nn of the observed kind
+// key and returns it when it differs from the last one, nil otherwise. The
+// status names the object's kind as users write it (layout.KindName).
+func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej *Rejection) *meshv1.PolicyStatus {
+	kind := layout.KindName(key)
 	st := &meshv1.PolicyStatus{
 		Object:             &meshv1.ObjectRef{ApiVersion: apiVersion, Kind: kind, Namespace: nn.Namespace, Name: nn.Name, Uid: meta.GetUid()},
 		ObservedGeneration: meta.GetGeneration(),
@@ -215,20 +208,20 @@ type policyObject interface {
 }
 
 // review validates the policy object nn (obj; nil: deleted) of the observed
-// kind key and display kind, and adds the verdict to d when it changed. It
-// returns the accepted value (the zero value for a deleted object), and
-// false when the object is rejected: its last accepted version then stays.
+// kind key, and adds the verdict to d when it changed. It returns the
+// accepted value (the zero value for a deleted object), and false when the
+// object is rejected: its last accepted version then stays.
 func review[P interface {
 	*O
 	policyObject
-}, O, V any](p *policies, d *Delta, key, kind string, nn model.NN, obj P, validate func(model.NN, P) (V, *Rejection)) (V, bool) {
+}, O, V any](p *policies, d *Delta, key string, nn model.NN, obj P, validate func(model.NN, P) (V, *Rejection)) (V, bool) {
 	if obj == nil {
 		p.forget(key, nn)
 		var none V
 		return none, true
 	}
 	v, rej := validate(nn, obj)
-	if st := p.judge(key, kind, nn, obj.GetApiVersion(), obj.GetMeta(), rej); st != nil {
+	if st := p.judge(key, nn, obj.GetApiVersion(), obj.GetMeta(), rej); st != nil {
 		d.Statuses = append(d.Statuses, st)
 	}
 	return v, rej == nil
@@ -241,10 +234,10 @@ func review[P interface {
 func reviewRoutes[P interface {
 	*O
 	policyObject
-}, O, V any](e *Engine, d *Delta, dirty set[model.NN], key, kind string, get func(model.NN) P, validate func(model.NN, P) (V, *Rejection), accept func(model.NN, V, bool) bool) {
-	for _, nn := range sorted(dirty) {
+}, O, V any](e *Engine, d *Delta, dirty set[model.NN], key string, get func(model.NN) P, validate func(model.NN, P) (V, *Rejection), accept func(model.NN, V, bool) bool) {
+	for _, nn := range multimap.Sorted(dirty) {
 		obj := get(nn)
-		v, ok := review(&e.pol, d, key, kind, nn, obj, validate)
+		v, ok := review(&e.pol, d, key, nn, obj, validate)
 		if !ok {
 			continue
 		}
@@ -259,11 +252,11 @@ func reviewRoutes[P interface {
 // compilePolicies validates the dirty policy objects, updates the last
 // accepted version of each, and marks what their changes touch.
 func (e *Engine) compilePolicies(d *Delta) {
-	reviewRoutes(e, d, e.dirty.hrg, layout.KindHTTPRouteGroup, KindHTTPRouteGroup, e.m.HTTPRouteGroup, ValidateHTTPRouteGroup, e.pol.setHTTPRouteGroup)
-	reviewRoutes(e, d, e.dirty.tcp, layout.KindTCPRoute, KindTCPRoute, e.m.TCPRoute,
+	reviewRoutes(e, d, e.dirty.hrg, layout.KindHTTPRouteGroup, e.m.HTTPRouteGroup, ValidateHTTPRouteGroup, e.pol.setHTTPRouteGroup)
+	reviewRoutes(e, d, e.dirty.tcp, layout.KindTCPRoute, e.m.TCPRoute,
 		func(_ model.NN, r *meshv1.TCPRoute) (TCPMatch, *Rejection) { return ValidateTCPRoute(r) }, e.pol.setTCPRoute)
-	for _, nn := range sorted(e.dirty.tt) {
-		t, ok := review(&e.pol, d, layout.KindTrafficTarget, KindTrafficTarget, nn, e.m.TrafficTarget(nn), e.resolveTarget)
+	for _, nn := range multimap.Sorted(e.dirty.tt) {
+		t, ok := review(&e.pol, d, layout.KindTrafficTarget, nn, e.m.TrafficTarget(nn), e.resolveTarget)
 		if !ok {
 			continue
 		}
@@ -272,8 +265,8 @@ func (e *Engine) compilePolicies(d *Delta) {
 			e.dirty.target(t)
 		}
 	}
-	for _, nn := range sorted(e.dirty.split) {
-		s, ok := review(&e.pol, d, layout.KindTrafficSplit, KindTrafficSplit, nn, e.m.TrafficSplit(nn), ValidateTrafficSplit)
+	for _, nn := range multimap.Sorted(e.dirty.split) {
+		s, ok := review(&e.pol, d, layout.KindTrafficSplit, nn, e.m.TrafficSplit(nn), ValidateTrafficSplit)
 		if !ok {
 			continue
 		}

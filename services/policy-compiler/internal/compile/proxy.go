@@ -210,7 +210,7 @@ func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 	}
 	sort.Slice(ports, func(i, j int) bool { return ports[i].targetPort < ports[j].targetPort })
 	var targets []namedTarget
-	for _, nn := range sorted(e.pol.targetsOf(id)) {
+	for _, nn := range multimap.Sorted(e.pol.targetsOf(id)) {
 		targets = append(targets, namedTarget{name: nn.String(), t: e.pol.target(nn)})
 	}
 	e.put(d, k.typ, k.name)(buildInboundListener(id, ports, targets, e.m.Permissive(), e.trustDomain()))

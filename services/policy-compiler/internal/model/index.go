@@ -17,15 +17,14 @@ const (
 )
 
 func (m *Model) applyService(nn NN, value proto.Message) (proto.Message, error) {
-	old := m.services[nn]
-	if err := put(m.services, nn, value); err != nil {
+	old, err := put(m.services, nn, value)
+	if err != nil {
 		return nil, err
 	}
 	if old != nil {
 		m.unindexService(nn, old)
 	}
 	if svc := m.services[nn]; svc != nil {
-		multimap.Add(m.nsServices, nn.Namespace, nn.Name)
 		sel := svc.GetSelector()
 		if len(sel) > 0 {
 			lk := selectorKey(nn.Namespace, sel)
@@ -53,9 +52,8 @@ func selectorKey(namespace string, sel map[string]string) labelKey {
 	return labelKey{namespace, first + "=" + sel[first]}
 }
 
-// unindexService removes a service from the namespace and identity indexes.
+// unindexService removes a service from the selector and identity indexes.
 func (m *Model) unindexService(nn NN, old *meshv1.Service) {
-	multimap.Remove(m.nsServices, nn.Namespace, nn.Name)
 	if sel := old.GetSelector(); len(sel) > 0 {
 		multimap.Remove(m.selSvcs, selectorKey(nn.Namespace, sel), nn.Name)
 	}
@@ -84,8 +82,8 @@ func (m *Model) link(pod, svc NN, id Identity) {
 }
 
 func (m *Model) applySlice(nn NN, value proto.Message) (proto.Message, error) {
-	old := m.slices[nn]
-	if err := put(m.slices, nn, value); err != nil {
+	old, err := put(m.slices, nn, value)
+	if err != nil {
 		return nil, err
 	}
 	if old != nil {
@@ -116,8 +114,8 @@ func counts(p *meshv1.Pod) bool {
 }
 
 func (m *Model) applyPod(nn NN, value proto.Message) (proto.Message, error) {
-	old := m.pods[nn]
-	if err := put(m.pods, nn, value); err != nil {
+	old, err := put(m.pods, nn, value)
+	if err != nil {
 		return nil, err
 	}
 	if id, ok := m.podIdentity[nn]; ok {
@@ -167,8 +165,8 @@ func selects(selector, labels map[string]string) bool {
 }
 
 func (m *Model) applyTrafficTarget(nn NN, value proto.Message) (proto.Message, error) {
-	old := m.trafficTargets[nn]
-	if err := put(m.trafficTargets, nn, value); err != nil {
+	old, err := put(m.trafficTargets, nn, value)
+	if err != nil {
 		return nil, err
 	}
 	for _, r := range m.ttRoutes[nn] {
@@ -197,17 +195,15 @@ func (m *Model) applyTrafficTarget(nn NN, value proto.Message) (proto.Message, e
 }
 
 func (m *Model) applySplit(nn NN, value proto.Message) (proto.Message, error) {
-	old := m.trafficSplits[nn]
-	if err := put(m.trafficSplits, nn, value); err != nil {
+	old, err := put(m.trafficSplits, nn, value)
+	if err != nil {
 		return nil, err
 	}
 	if old != nil {
 		multimap.Remove(m.splitsApex, ApexOf(nn.Namespace, old), nn)
-		multimap.Remove(m.nsSplits, nn.Namespace, nn.Name)
 	}
 	if s := m.trafficSplits[nn]; s != nil {
 		multimap.Add(m.splitsApex, ApexOf(nn.Namespace, s), nn)
-		multimap.Add(m.nsSplits, nn.Namespace, nn.Name)
 	}
 	return orNil(old), nil
 }
@@ -218,16 +214,6 @@ func (m *Model) applySplit(nn NN, value proto.Message) (proto.Message, error) {
 func ApexOf(namespace string, s *meshv1.TrafficSplit) NN {
 	name, _, _ := strings.Cut(s.GetService(), ".")
 	return NN{namespace, name}
-}
-
-// SplitsInNamespace lists the TrafficSplits of namespace, sorted.
-func (m *Model) SplitsInNamespace(namespace string) []NN {
-	out := make([]NN, 0, len(m.nsSplits[namespace]))
-	for n := range m.nsSplits[namespace] {
-		out = append(out, NN{namespace, n})
-	}
-	sortNN(out)
-	return out
 }
 
 // PodBacking returns the identity a pod counts for and the services that

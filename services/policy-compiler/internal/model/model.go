@@ -14,6 +14,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
 // NN is the namespace and name of a namespaced object.
@@ -71,7 +72,6 @@ type Model struct {
 	trafficSplits   map[NN]*meshv1.TrafficSplit
 
 	svcSlices   map[NN]map[NN]struct{}           // service → its endpoint slices
-	nsServices  map[string]map[string]struct{}   // namespace → service names
 	labelPods   map[labelKey]map[string]struct{} // (namespace, label=value) → counted pod names
 	selSvcs     map[labelKey]map[string]struct{} // (namespace, first selector label) → service names
 	svcPods     map[NN]map[NN]struct{}           // service → counted pods it selects
@@ -81,7 +81,6 @@ type Model struct {
 	idServices  map[Identity]map[NN]int          // identity → services it backs (pod counts)
 	idPods      map[Identity]int                 // identity → number of counted pods
 	splitsApex  map[NN]map[NN]struct{}           // apex service → TrafficSplits naming it
-	nsSplits    map[string]map[string]struct{}   // namespace → TrafficSplit names
 	routeUsers  map[routeRef]map[NN]struct{}     // route object → TrafficTargets naming it
 	ttRoutes    map[NN][]routeRef                // TrafficTarget → route objects it names
 }
@@ -112,7 +111,6 @@ func New(meshName string, meshConfig NN) *Model {
 		tcpRoutes:       map[NN]*meshv1.TCPRoute{},
 		trafficSplits:   map[NN]*meshv1.TrafficSplit{},
 		svcSlices:       map[NN]map[NN]struct{}{},
-		nsServices:      map[string]map[string]struct{}{},
 		labelPods:       map[labelKey]map[string]struct{}{},
 		selSvcs:         map[labelKey]map[string]struct{}{},
 		svcPods:         map[NN]map[NN]struct{}{},
@@ -122,7 +120,6 @@ func New(meshName string, meshConfig NN) *Model {
 		idServices:      map[Identity]map[NN]int{},
 		idPods:          map[Identity]int{},
 		splitsApex:      map[NN]map[NN]struct{}{},
-		nsSplits:        map[string]map[string]struct{}{},
 		routeUsers:      map[routeRef]map[NN]struct{}{},
 		ttRoutes:        map[NN][]routeRef{},
 	}
@@ -193,26 +190,27 @@ func orNil[T proto.Message](v T) proto.Message {
 // replace puts value under k in mp (nil: deletes k) and returns what it
 // replaced, nil when there was none.
 func replace[K comparable, V proto.Message](mp map[K]V, k K, value proto.Message) (proto.Message, error) {
-	old := mp[k]
-	if err := put(mp, k, value); err != nil {
+	old, err := put(mp, k, value)
+	if err != nil {
 		return nil, err
 	}
 	return orNil(old), nil
 }
 
 // put puts value under k in mp (nil: deletes k), failing when value is not
-// a V.
-func put[K comparable, V proto.Message](mp map[K]V, k K, value proto.Message) error {
+// a V. It returns the V it replaced (nil when there was none).
+func put[K comparable, V proto.Message](mp map[K]V, k K, value proto.Message) (V, error) {
+	old := mp[k]
 	if value == nil {
 		delete(mp, k)
-		return nil
+		return old, nil
 	}
 	v, ok := value.(V)
 	if !ok {
-		return fmt.Errorf("%v: unexpected %T", k, value)
+		return old, fmt.Errorf("%v: unexpected %T", k, value)
 	}
 	mp[k] = v
-	return nil
+	return old, nil
 }
 
 // SetSync records the latest sync marker (nil when the key is deleted).
@@ -257,25 +255,11 @@ func (m *Model) MeshedNamespaces() []string {
 func (m *Model) Service(nn NN) *meshv1.Service { return m.services[nn] }
 
 // ServiceNames lists every observed Service, sorted.
-func (m *Model) ServiceNames() []NN { return sortedKeys(m.services) }
-
-// ServicesInNamespace lists the Services of namespace, sorted.
-func (m *Model) ServicesInNamespace(namespace string) []NN {
-	var out []NN
-	for name := range m.nsServices[namespace] {
-		out = append(out, NN{namespace, name})
-	}
-	sortNN(out)
-	return out
-}
+func (m *Model) ServiceNames() []NN { return multimap.Sorted(m.services) }
 
 // EndpointSlices returns the endpoint slices of a service, sorted by name.
 func (m *Model) EndpointSlices(svc NN) []*meshv1.EndpointSlice {
-	names := make([]NN, 0, len(m.svcSlices[svc]))
-	for n := range m.svcSlices[svc] {
-		names = append(names, n)
-	}
-	sortNN(names)
+	names := multimap.Sorted(m.svcSlices[svc])
 	out := make([]*meshv1.EndpointSlice, len(names))
 	for i, n := range names {
 		out[i] = m.slices[n]
@@ -283,94 +267,48 @@ func (m *Model) EndpointSlices(svc NN) []*meshv1.EndpointSlice {
 	return out
 }
 
-// Pod returns a Pod, or nil.
-func (m *Model) Pod(nn NN) *meshv1.Pod { return m.pods[nn] }
-
 // ServiceIdentities lists the identities of the pods a service selects,
 // sorted.
-func (m *Model) ServiceIdentities(svc NN) []Identity { return sortedIDs(m.svcIDs[svc]) }
+func (m *Model) ServiceIdentities(svc NN) []Identity { return multimap.Sorted(m.svcIDs[svc]) }
 
 // IdentityServices lists the services whose selected pods run as id, sorted.
-func (m *Model) IdentityServices(id Identity) []NN {
-	out := make([]NN, 0, len(m.idServices[id]))
-	for s := range m.idServices[id] {
-		out = append(out, s)
-	}
-	sortNN(out)
-	return out
-}
+func (m *Model) IdentityServices(id Identity) []NN { return multimap.Sorted(m.idServices[id]) }
 
 // Identities lists every identity that at least one pod runs as, sorted.
-func (m *Model) Identities() []Identity { return sortedIDs(m.idPods) }
+func (m *Model) Identities() []Identity { return multimap.Sorted(m.idPods) }
 
 // HasPods reports whether at least one pod runs as id.
 func (m *Model) HasPods(id Identity) bool { return m.idPods[id] > 0 }
-
-// ServiceAccount returns an observed ServiceAccount, or nil.
-func (m *Model) ServiceAccount(id Identity) *meshv1.ServiceAccount { return m.serviceAccounts[id] }
 
 // TrafficTarget returns a TrafficTarget, or nil.
 func (m *Model) TrafficTarget(nn NN) *meshv1.TrafficTarget { return m.trafficTargets[nn] }
 
 // TrafficTargetNames lists every TrafficTarget, sorted.
-func (m *Model) TrafficTargetNames() []NN { return sortedKeys(m.trafficTargets) }
+func (m *Model) TrafficTargetNames() []NN { return multimap.Sorted(m.trafficTargets) }
 
 // HTTPRouteGroup returns an HTTPRouteGroup, or nil.
 func (m *Model) HTTPRouteGroup(nn NN) *meshv1.HTTPRouteGroup { return m.httpRouteGroups[nn] }
 
 // HTTPRouteGroupNames lists every HTTPRouteGroup, sorted.
-func (m *Model) HTTPRouteGroupNames() []NN { return sortedKeys(m.httpRouteGroups) }
+func (m *Model) HTTPRouteGroupNames() []NN { return multimap.Sorted(m.httpRouteGroups) }
 
 // TCPRoute returns a TCPRoute, or nil.
 func (m *Model) TCPRoute(nn NN) *meshv1.TCPRoute { return m.tcpRoutes[nn] }
 
 // TCPRouteNames lists every TCPRoute, sorted.
-func (m *Model) TCPRouteNames() []NN { return sortedKeys(m.tcpRoutes) }
+func (m *Model) TCPRouteNames() []NN { return multimap.Sorted(m.tcpRoutes) }
 
 // TrafficSplit returns a TrafficSplit, or nil.
 func (m *Model) TrafficSplit(nn NN) *meshv1.TrafficSplit { return m.trafficSplits[nn] }
 
 // TrafficSplitNames lists every TrafficSplit, sorted.
-func (m *Model) TrafficSplitNames() []NN { return sortedKeys(m.trafficSplits) }
+func (m *Model) TrafficSplitNames() []NN { return multimap.Sorted(m.trafficSplits) }
 
 // SplitsForApex lists the TrafficSplits whose apex is svc, sorted.
-func (m *Model) SplitsForApex(svc NN) []NN {
-	out := make([]NN, 0, len(m.splitsApex[svc]))
-	for s := range m.splitsApex[svc] {
-		out = append(out, s)
-	}
-	sortNN(out)
-	return out
-}
+func (m *Model) SplitsForApex(svc NN) []NN { return multimap.Sorted(m.splitsApex[svc]) }
 
 // RouteUsers lists the TrafficTargets whose rules name the route object of
 // kind (layout.KindHTTPRouteGroup or layout.KindTCPRoute) nn, sorted.
 func (m *Model) RouteUsers(kind string, nn NN) []NN {
-	users := m.routeUsers[routeRef{kind, nn}]
-	out := make([]NN, 0, len(users))
-	for u := range users {
-		out = append(out, u)
-	}
-	sortNN(out)
-	return out
-}
-
-func sortedKeys[V any](mp map[NN]V) []NN {
-	out := make([]NN, 0, len(mp))
-	for k := range mp {
-		out = append(out, k)
-	}
-	sortNN(out)
-	return out
-}
-
-func sortNN(s []NN) { sort.Slice(s, func(i, j int) bool { return s[i].Less(s[j]) }) }
-
-func sortedIDs[V any](mp map[Identity]V) []Identity {
-	out := make([]Identity, 0, len(mp))
-	for k := range mp {
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
-	return out
+	return multimap.Sorted(m.routeUsers[routeRef{kind, nn}])
 }

@@ -1,8 +1,28 @@
 // Package multimap holds the operations on maps of sets and maps of counts
 // that the mesh model and the compile core index by: adding and removing a
-// member, and counting one up or down. An inner map that empties is removed,
-// so that the length of the outer map is the number of keys with members.
+// member, counting one up or down, and listing the members in order. An
+// inner map that empties is removed, so that the length of the outer map is
+// the number of keys with members.
 package multimap
+
+import "sort"
+
+// Ordered is a key type with its own order.
+type Ordered[K any] interface {
+	comparable
+	Less(K) bool
+}
+
+// Sorted lists the keys of m (the members of a set, or the keys counted)
+// in the order of their Less method.
+func Sorted[K Ordered[K], V any](m map[K]V) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out
+}
 
 // Add adds v to the set under k, creating the set when k has none.
 func Add[K, V comparable, S ~map[V]struct{}](mp map[K]S, k K, v V) {

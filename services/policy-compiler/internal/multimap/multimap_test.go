@@ -2,6 +2,7 @@ package multimap
 
 import (
 	"maps"
+	"slices"
 	"testing"
 )
 
@@ -19,6 +20,22 @@ func TestAddRemove(t *testing.T) {
 	Remove(mp, 3, "a") // absent key: no effect
 	if want := map[int]set{1: {"b": {}}}; !maps.EqualFunc(mp, want, func(a, b set) bool { return maps.Equal(a, b) }) {
 		t.Errorf("after removes: %v, want %v", mp, want)
+	}
+}
+
+// key is an ordered key: by b, then a.
+type key struct{ a, b int }
+
+func (k key) Less(o key) bool { return k.b < o.b || (k.b == o.b && k.a < o.a) }
+
+func TestSorted(t *testing.T) {
+	m := map[key]int{{1, 2}: 0, {2, 1}: 0, {1, 1}: 0, {0, 3}: 0}
+	want := []key{{1, 1}, {2, 1}, {1, 2}, {0, 3}}
+	if got := Sorted(m); !slices.Equal(got, want) {
+		t.Errorf("Sorted = %v, want %v", got, want)
+	}
+	if got := Sorted(map[key]struct{}(nil)); len(got) != 0 {
+		t.Errorf("Sorted(nil) = %v, want none", got)
 	}
 }
 

@@ -75,35 +75,27 @@ func TestDebouncerWaitsForQuietPeriod(t *testing.T) {
 	}
 }
 
-func TestDebouncerQueuedChangeWaits(t *testing.T) {
-	b, clock := newTestDebouncer(t)
+// burst sends a change every 40ms for twice maxDelay, each with more
+// queued behind it, so that no quiet period comes: each change pushes the
+// compile back by the quiet period, up to maxDelay after the first change.
+func burst(t *testing.T, b *debouncer, clock *fakeClock) {
+	t.Helper()
 	start := clock.now()
-	if b.changed(true) {
-		t.Fatal("a change with more queued behind it compiled at once")
+	for elapsed := time.Duration(0); elapsed < 2*testMaxDelay; elapsed += 40 * time.Millisecond {
+		if b.changed(true) {
+			t.Fatalf("a change at +%s with more queued behind it compiled at once", elapsed)
+		}
+		wantDue(t, b, start, min(elapsed+testQuiet, testMaxDelay))
+		clock.advance(40 * time.Millisecond)
 	}
-	wantDue(t, b, start, testQuiet)
 }
 
 func TestDebouncerMaxDelayBoundsABurst(t *testing.T) {
 	b, clock := newTestDebouncer(t)
-	start := clock.now()
-	// A change every 40ms, never a quiet period: the burst is due
-	// maxDelay after its first change.
-	for elapsed := time.Duration(0); elapsed < 2*testMaxDelay; elapsed += 40 * time.Millisecond {
-		if b.changed(true) {
-			t.Fatalf("a change at +%s compiled at once", elapsed)
-		}
-		want := min(elapsed+testQuiet, testMaxDelay)
-		wantDue(t, b, start, want)
-		clock.advance(40 * time.Millisecond)
-	}
+	burst(t, b, clock)
 	// After the compile, a new burst gets a new bound.
 	b.fired()
-	next := clock.now()
-	if b.changed(true) {
-		t.Fatal("a queued change compiled at once")
-	}
-	wantDue(t, b, next, testQuiet)
+	burst(t, b, clock)
 }
 
 func TestDebouncerRetry(t *testing.T) {

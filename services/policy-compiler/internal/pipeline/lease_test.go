@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -9,8 +8,6 @@ import (
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/lease"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
-	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
@@ -18,17 +15,8 @@ import (
 // compiler lease, as the service runs it.
 func (h *harness) startElected(holder string) (*running, *lease.Elector) {
 	h.t.Helper()
-	conn := connect(h.t, h.srv, bus.RoleCompiler)
-	ctx := h.t.Context()
-	compiled, err := conn.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{Memory: true})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	observed, err := conn.Bucket(ctx, bus.BucketObserved)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	leases, err := conn.EnsureBucket(ctx, bus.BucketLeases, bus.BucketOptions{Memory: true})
+	conn, observed, compiled := h.buckets()
+	leases, err := conn.EnsureBucket(h.t.Context(), bus.BucketLeases, bus.BucketOptions{Memory: true})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -36,22 +24,12 @@ func (h *harness) startElected(holder string) (*running, *lease.Elector) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	c := New(observed, compiled, conn.NATS(), Options{Leader: el, Engine: compile.Options{
-		MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName},
-	}})
-	rctx, cancel := context.WithCancel(ctx)
-	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
-	elDone := make(chan struct{})
-	go func() { _ = el.Run(rctx); close(elDone) }()
-	go func() { err := c.Start(rctx); <-elDone; r.done <- err }()
-	h.t.Cleanup(r.stop)
-	return r, el
+	c := New(observed, compiled, conn.NATS(), Options{Leader: el, Engine: bookstoreEngine()})
+	return h.run(c, el.Run), el
 }
 
 func TestStandbyTakesOverWritingOnlyWhatChanged(t *testing.T) {
-	h := newHarness(t)
-	h.put(synth.Bookstore(false)...)
-	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
 	a, elA := h.startElected("compiler-a")
 	waitFor(t, "a to lead", elA.Leading)
 	b, elB := h.startElected("compiler-b")
@@ -85,11 +63,7 @@ func TestStandbyTakesOverWritingOnlyWhatChanged(t *testing.T) {
 	if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
 		t.Fatalf("takeover wrote %v, want only the changed endpoint then the generation %v", keys, want)
 	}
-	gen := &meshv1.Generation{}
-	if _, err := h.compiledStore().Get(t.Context(), layout.GenerationKey, gen); err != nil {
-		t.Fatal(err)
-	}
-	if gen.GetNumber() != 3 {
+	if gen := h.generation(); gen.GetNumber() != 3 {
 		t.Fatalf("generation after takeover = %d, want 3 (numbers never go back)", gen.GetNumber())
 	}
 }

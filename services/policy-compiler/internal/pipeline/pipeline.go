@@ -17,11 +17,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -52,15 +50,7 @@ type Writable interface {
 	Batch() *bus.Batch
 }
 
-// Publisher publishes core NATS messages (a *nats.Conn).
-type Publisher interface {
-	PublishMsg(m *nats.Msg) error
-}
-
-var (
-	_ Writable  = (*bus.Store)(nil)
-	_ Publisher = (*nats.Conn)(nil)
-)
+var _ Writable = (*bus.Store)(nil)
 
 // Options configure a Compiler.
 type Options struct {
@@ -108,7 +98,7 @@ type Stats struct {
 type Compiler struct {
 	observed Watchable
 	compiled Writable
-	pub      Publisher
+	pub      bus.Publisher
 	o        Options
 	log      *logrus.Entry
 	engine   *compile.Engine
@@ -126,7 +116,7 @@ type Compiler struct {
 
 // New returns a Compiler reading observed, writing compiled and publishing
 // statuses through pub.
-func New(observed Watchable, compiled Writable, pub Publisher, o Options) *Compiler {
+func New(observed Watchable, compiled Writable, pub bus.Publisher, o Options) *Compiler {
 	if o.Debounce <= 0 {
 		o.Debounce = DefaultDebounce
 	}
@@ -518,15 +508,8 @@ func (c *Compiler) publish(ctx context.Context, statuses []*meshv1.PolicyStatus,
 		st.Time = timestamppb.Now()
 		st.Generation = gen
 		o := st.GetObject()
-		subject := bus.SubjectPolicyStatus + "." + bus.Key(strings.ToLower(o.GetKind()), o.GetNamespace(), o.GetName())
-		data, err := proto.Marshal(st)
-		if err != nil {
-			c.log.WithContext(ctx).WithError(err).Error("marshal policy status")
-			continue
-		}
-		msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}}
-		bus.InjectTrace(ctx, msg.Header)
-		if err := c.pub.PublishMsg(msg); err != nil {
+		subject := layout.PolicyStatusSubject(o.GetKind(), o.GetNamespace(), o.GetName())
+		if err := bus.Publish(ctx, c.pub, subject, st); err != nil {
 			c.log.WithContext(ctx).WithError(err).WithField("subject", subject).Warn("publish policy status failed")
 			continue
 		}

@@ -76,13 +76,13 @@ func newHarness(t testing.TB) *harness {
 
 func layoutKind(kind string) string {
 	switch kind {
-	case compile.KindTrafficTarget:
+	case "TrafficTarget":
 		return layout.KindTrafficTarget
-	case compile.KindHTTPRouteGroup:
+	case "HTTPRouteGroup":
 		return layout.KindHTTPRouteGroup
-	case compile.KindTCPRoute:
+	case "TCPRoute":
 		return layout.KindTCPRoute
-	case compile.KindTrafficSplit:
+	case "TrafficSplit":
 		return layout.KindTrafficSplit
 	}
 	return kind
@@ -146,24 +146,56 @@ type running struct {
 	done   chan error
 }
 
+// newBookstoreHarness is a harness whose mesh-observed holds the bookstore
+// demo and a sync marker in state.
+func newBookstoreHarness(t testing.TB, state meshv1.SyncState) *harness {
+	t.Helper()
+	h := newHarness(t)
+	h.put(synth.Bookstore(false)...)
+	h.sync(1, state)
+	return h
+}
+
+// bookstoreEngine configures the compile core for the synth meshes.
+func bookstoreEngine() compile.Options {
+	return compile.Options{MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName}}
+}
+
+// buckets connects as the compiler role and opens its buckets:
+// mesh-observed, and mesh-compiled (declared in memory).
+func (h *harness) buckets() (conn *bus.Conn, observed, compiled *bus.Store) {
+	h.t.Helper()
+	conn = connect(h.t, h.srv, bus.RoleCompiler)
+	compiled, err := conn.EnsureBucket(h.t.Context(), bus.BucketCompiled, bus.BucketOptions{Memory: true})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	observed, err = conn.Bucket(h.t.Context(), bus.BucketObserved)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return conn, observed, compiled
+}
+
+// start starts a compiler of the synth meshes that always writes.
 func (h *harness) start() *running {
 	h.t.Helper()
-	conn := connect(h.t, h.srv, bus.RoleCompiler)
-	ctx := h.t.Context()
-	compiled, err := conn.EnsureBucket(ctx, bus.BucketCompiled, bus.BucketOptions{Memory: true})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	observed, err := conn.Bucket(ctx, bus.BucketObserved)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	c := New(observed, compiled, conn.NATS(), Options{Engine: compile.Options{
-		MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName},
-	}})
-	rctx, cancel := context.WithCancel(ctx)
+	conn, observed, compiled := h.buckets()
+	return h.run(New(observed, compiled, conn.NATS(), Options{Engine: bookstoreEngine()}), nil)
+}
+
+// run starts c until the test ends or the returned compiler is stopped.
+// beside, when set, runs next to it (an elector), and a stop waits for both.
+func (h *harness) run(c *Compiler, beside func(context.Context) error) *running {
+	ctx, cancel := context.WithCancel(h.t.Context())
 	r := &running{c: c, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- c.Start(rctx) }()
+	besideDone := make(chan struct{})
+	if beside == nil {
+		close(besideDone)
+	} else {
+		go func() { _ = beside(ctx); close(besideDone) }()
+	}
+	go func() { err := c.Start(ctx); <-besideDone; r.done <- err }()
 	h.t.Cleanup(r.stop)
 	return r
 }
@@ -202,14 +234,12 @@ func (h *harness) drainCompiled() []string {
 }
 
 func TestCompilerEndToEnd(t *testing.T) {
-	h := newHarness(t)
-	h.put(synth.Bookstore(false)...)
-	h.sync(1, meshv1.SyncState_SYNC_STATE_LISTING)
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_LISTING)
 	r := h.start()
 	h.watchCompiled()
 
 	// Nothing is compiled before the sync marker of the epoch.
-	time.Sleep(DefaultMaxDelay + 200*time.Millisecond)
+	settle()
 	if s := r.c.Stats(); s.Puts != 0 || s.Generations != 0 || r.c.Ready(t.Context()) == nil {
 		t.Fatalf("compiled before the sync marker: %+v", s)
 	}
@@ -248,11 +278,7 @@ func TestCompilerEndToEnd(t *testing.T) {
 	if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
 		t.Errorf("endpoint change wrote %v, want %v", keys, want)
 	}
-	gen := &meshv1.Generation{}
-	if _, err := h.compiledStore().Get(t.Context(), layout.GenerationKey, gen); err != nil {
-		t.Fatal(err)
-	}
-	if gen.GetNumber() != 2 || gen.GetChangedKeys() != 1 || gen.GetObservedEpoch() != 1 || gen.GetObservedRevision() == 0 {
+	if gen := h.generation(); gen.GetNumber() != 2 || gen.GetChangedKeys() != 1 || gen.GetObservedEpoch() != 1 || gen.GetObservedRevision() == 0 {
 		t.Errorf("generation = %v", gen)
 	}
 
@@ -292,19 +318,23 @@ func TestCompilerEndToEnd(t *testing.T) {
 	}
 }
 
-func (h *harness) compiledStore() *bus.Store {
+// generation reads, as the edge role, the generation record of
+// mesh-compiled.
+func (h *harness) generation() *meshv1.Generation {
 	h.t.Helper()
 	s, err := connect(h.t, h.srv, bus.RoleEdge).Bucket(h.t.Context(), bus.BucketCompiled)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return s
+	gen := &meshv1.Generation{}
+	if _, err := s.Get(h.t.Context(), layout.GenerationKey, gen); err != nil {
+		h.t.Fatal(err)
+	}
+	return gen
 }
 
 func TestRestartWritesNothing(t *testing.T) {
-	h := newHarness(t)
-	h.put(synth.Bookstore(false)...)
-	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
 	r := h.start()
 	waitFor(t, "the first generation", func() bool { return r.c.Stats().Generations == 1 })
 	r.stop()
@@ -369,24 +399,10 @@ func (f *fakeStore) Put(ctx context.Context, key string, m proto.Message) (uint6
 }
 
 func TestFailedWriteIsRetried(t *testing.T) {
-	h := newHarness(t)
-	h.put(synth.Bookstore(false)...)
-	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
-	conn := connect(t, h.srv, bus.RoleCompiler)
-	compiled, err := conn.EnsureBucket(t.Context(), bus.BucketCompiled, bus.BucketOptions{Memory: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	observed, err := conn.Bucket(t.Context(), bus.BucketObserved)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
+	conn, observed, compiled := h.buckets()
 	fs := &fakeStore{Writable: compiled, fail: true}
-	c := New(observed, fs, conn.NATS(), Options{Engine: compile.Options{MeshName: synth.MeshName}})
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- c.Start(ctx) }()
-	defer func() { cancel(); <-done }()
+	c := h.run(New(observed, fs, conn.NATS(), Options{Engine: compile.Options{MeshName: synth.MeshName}}), nil).c
 	time.Sleep(300 * time.Millisecond)
 	if c.Stats().Generations != 0 || c.Ready(t.Context()) == nil {
 		t.Fatal("committed while writes fail")

@@ -6,7 +6,6 @@ package service
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -110,7 +109,9 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return err
 	}
-	observed, err := waitBucket(ctx, conn, rt)
+	observed, err := conn.WaitBucket(ctx, bus.BucketObserved, func(err error) {
+		rt.Log.WithContext(ctx).WithError(err).Warn("waiting for the observed bucket")
+	})
 	if err != nil {
 		return err
 	}
@@ -125,7 +126,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return err
 	}
-	metrics, err := pipeline.NewMetrics(rt.Telemetry.Meter(Name))
+	metrics, err := pipeline.NewMetrics(rt.Meter())
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
@@ -151,22 +152,4 @@ func defaultHolder() string {
 	}
 	h, _ := os.Hostname()
 	return h
-}
-
-// waitBucket opens mesh-observed, waiting for the smi-watcher to declare it.
-func waitBucket(ctx context.Context, conn *bus.Conn, rt *app.Runtime) (*bus.Store, error) {
-	for logged := false; ; logged = true {
-		s, err := conn.Bucket(ctx, bus.BucketObserved)
-		if err == nil {
-			return s, nil
-		}
-		if !logged {
-			rt.Log.WithContext(ctx).WithError(err).Warn("waiting for the observed bucket")
-		}
-		select {
-		case <-ctx.Done():
-			return nil, errors.Join(ctx.Err(), err)
-		case <-time.After(time.Second):
-		}
-	}
 }

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/tests/kube"
 )
@@ -111,7 +112,7 @@ func TestRotationAcrossRestarts(t *testing.T) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	csr, _ := x509.ParseCertificateRequest(csrDER)
-	id := pki.Identity{TrustDomain: "cluster.local", Namespace: "bookstore", ServiceAccount: "bookbuyer"}
+	id := identity.ID{TrustDomain: "cluster.local", Namespace: "bookstore", ServiceAccount: "bookbuyer"}
 	sign := func(p *Provider) *x509.Certificate {
 		t.Helper()
 		l, err := p.Sign(ctx, pki.SignRequest{CSR: csr, URI: id.URL(), TTL: time.Hour})

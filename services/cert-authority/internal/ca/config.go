@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/server"
 )
@@ -115,7 +116,7 @@ const defaultRoleAccounts = "smi-watcher=osm-smi-watcher,policy-compiler=osm-pol
 
 // Validate checks the configuration; errors name the flag.
 func (c *Config) Validate() error {
-	if err := pki.ValidateTrustDomain(c.TrustDomain); err != nil {
+	if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil {
 		return app.FlagError("trust-domain", "%v", err)
 	}
 	if c.Namespace == "" {
@@ -184,10 +185,10 @@ func (c *Config) ServerDNSNames() []string {
 }
 
 // RoleAccounts parses --role-service-accounts.
-func (c *Config) RoleAccounts() (map[pki.Role]server.ServiceAccount, error) {
-	out := map[pki.Role]server.ServiceAccount{}
-	valid := map[pki.Role]bool{}
-	for _, r := range pki.Roles() {
+func (c *Config) RoleAccounts() (map[identity.Role]server.ServiceAccount, error) {
+	out := map[identity.Role]server.ServiceAccount{}
+	valid := map[identity.Role]bool{}
+	for _, r := range identity.Roles() {
 		valid[r] = true
 	}
 	for _, pair := range splitList(c.RoleServiceAccounts) {
@@ -195,8 +196,8 @@ func (c *Config) RoleAccounts() (map[pki.Role]server.ServiceAccount, error) {
 		if !ok || sa == "" {
 			return nil, app.FlagError("role-service-accounts", "%q is not role=serviceaccount", pair)
 		}
-		if !valid[pki.Role(role)] {
-			return nil, app.FlagError("role-service-accounts", "unknown role %q (roles: %v)", role, pki.Roles())
+		if !valid[identity.Role(role)] {
+			return nil, app.FlagError("role-service-accounts", "unknown role %q (roles: %v)", role, identity.Roles())
 		}
 		ns, name, hasNS := strings.Cut(sa, "/")
 		if !hasNS {
@@ -205,7 +206,7 @@ func (c *Config) RoleAccounts() (map[pki.Role]server.ServiceAccount, error) {
 		if ns == "" || name == "" {
 			return nil, app.FlagError("role-service-accounts", "%q names an empty namespace or ServiceAccount", pair)
 		}
-		out[pki.Role(role)] = server.ServiceAccount{Namespace: ns, Name: name}
+		out[identity.Role(role)] = server.ServiceAccount{Namespace: ns, Name: name}
 	}
 	return out, nil
 }

@@ -12,6 +12,8 @@ import (
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
 // TestEncodedLeafMatchesStdlib builds the same leaf with the fast encoder
@@ -111,7 +113,7 @@ func TestIssueWithRSARootUsesStdlib(t *testing.T) {
 		t.Fatal("the fast path accepted an RSA key")
 	}
 	k := p256(t)
-	l, err := iss.Issue(LeafRequest{PublicKey: &k.PublicKey, URI: ControlPlaneURI(td, RoleXDSEdge), TTL: time.Hour})
+	l, err := iss.Issue(LeafRequest{PublicKey: &k.PublicKey, URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

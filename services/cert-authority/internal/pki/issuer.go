@@ -17,6 +17,8 @@ import (
 	"net/url"
 	"sync"
 	"time"
+
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
 // Issuer signs leaves with a CA certificate and its key.
@@ -209,7 +211,7 @@ type RootOptions struct {
 // GenerateRoot creates a self-signed ECDSA P-256 root and returns its
 // certificate and PKCS#8 private key, both PEM encoded.
 func GenerateRoot(o RootOptions) (certPEM, keyPEM []byte, err error) {
-	if err := ValidateTrustDomain(o.TrustDomain); err != nil {
+	if err := identity.ValidateTrustDomain(o.TrustDomain); err != nil {
 		return nil, nil, err
 	}
 	now := o.Now

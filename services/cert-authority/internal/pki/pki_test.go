@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
 const td = "cluster.local"
@@ -85,17 +87,17 @@ func TestParseIdentity(t *testing.T) {
 }
 
 func TestRoleFromURI(t *testing.T) {
-	u := ControlPlaneURI(td, RoleXDSEdge)
+	u := identity.ControlPlaneURI(td, identity.RoleXDSEdge)
 	if u.String() != "spiffe://cluster.local/osm/xds-edge" {
-		t.Fatalf("ControlPlaneURI = %s", u)
+		t.Fatalf("identity.ControlPlaneURI = %s", u)
 	}
-	if r, ok := RoleFromURI(u, td); !ok || r != RoleXDSEdge {
-		t.Fatalf("RoleFromURI(%s) = %q, %v", u, r, ok)
+	if r, ok := identity.RoleFromURI(u, td); !ok || r != identity.RoleXDSEdge {
+		t.Fatalf("identity.RoleFromURI(%s) = %q, %v", u, r, ok)
 	}
 	for _, s := range []string{"spiffe://other/osm/xds-edge", "spiffe://cluster.local/osm/root", "spiffe://cluster.local/ns/osm/sa/xds-edge"} {
 		u, _ := url.Parse(s)
-		if r, ok := RoleFromURI(u, td); ok {
-			t.Errorf("RoleFromURI(%s) = %q, want no role", s, r)
+		if r, ok := identity.RoleFromURI(u, td); ok {
+			t.Errorf("identity.RoleFromURI(%s) = %q, want no role", s, r)
 		}
 	}
 }
@@ -222,7 +224,7 @@ func TestLeafNeverOutlivesIssuer(t *testing.T) {
 	now := time.Now()
 	root := mustRoot(t, now, 3*time.Hour) // expires at now+3h
 	k := p256(t)
-	l, err := root.Issue(LeafRequest{PublicKey: &k.PublicKey, URI: ControlPlaneURI(td, RoleXDSEdge), TTL: 24 * time.Hour, Now: now})
+	l, err := root.Issue(LeafRequest{PublicKey: &k.PublicKey, URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: 24 * time.Hour, Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,7 +254,7 @@ func TestRotationOverlap(t *testing.T) {
 	oldRoot, newRoot := mustRoot(t, time.Time{}, 0), mustRoot(t, time.Time{}, 0)
 	k := p256(t)
 	issue := func(rs *RootSet) []byte {
-		l, err := rs.Signing().Issue(LeafRequest{PublicKey: &k.PublicKey, URI: ControlPlaneURI(td, RoleXDSEdge), TTL: time.Hour})
+		l, err := rs.Signing().Issue(LeafRequest{PublicKey: &k.PublicKey, URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}

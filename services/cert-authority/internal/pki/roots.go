@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/url"
 	"sort"
@@ -12,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -126,6 +128,20 @@ func (p Policy) TTL(requested time.Duration) (time.Duration, error) {
 	return requested, nil
 }
 
+// ParseIdentity parses a workload SPIFFE identity and checks that it belongs
+// to trustDomain. The error is an *Error with ReasonInvalidIdentity or
+// ReasonForeignTrustDomain.
+func ParseIdentity(s, trustDomain string) (identity.ID, error) {
+	id, err := identity.ParseIn(s, trustDomain)
+	switch {
+	case errors.Is(err, identity.ErrForeignTrustDomain):
+		return identity.ID{}, Errorf(ReasonForeignTrustDomain, "%v", err)
+	case err != nil:
+		return identity.ID{}, Errorf(ReasonInvalidIdentity, "%v", err)
+	}
+	return id, nil
+}
+
 // WorkloadRequest is a validated request for a workload certificate.
 type WorkloadRequest struct {
 	// CSR is the parsed, signature-checked request.
@@ -133,7 +149,7 @@ type WorkloadRequest struct {
 	// CSRDER is the CSR in DER form, for providers that forward it.
 	CSRDER []byte
 	// Identity is the identity to certify.
-	Identity Identity
+	Identity identity.ID
 	// TTL is the lifetime, already resolved against the policy.
 	TTL time.Duration
 }
@@ -142,8 +158,8 @@ type WorkloadRequest struct {
 // and has an ECDSA P-256 key that signed it, the identity is a workload ID of
 // the trust domain, the CSR names no other identity, and the TTL is allowed.
 // Every refusal is an *Error naming its Reason.
-func (p Policy) ValidateWorkload(csrData []byte, identity string, ttl time.Duration) (*WorkloadRequest, error) {
-	id, err := ParseIdentity(identity, p.TrustDomain)
+func (p Policy) ValidateWorkload(csrData []byte, uri string, ttl time.Duration) (*WorkloadRequest, error) {
+	id, err := ParseIdentity(uri, p.TrustDomain)
 	if err != nil {
 		return nil, err
 	}

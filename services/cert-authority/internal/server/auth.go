@@ -9,17 +9,17 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 )
 
 // access lists, per full method name, the roles allowed to call it. A nil
 // list means anyone may call (Bootstrap); a method absent from the map is
 // refused.
-func access() map[string][]pki.Role {
-	all := pki.Roles()
-	return map[string][]pki.Role{
-		cav1.CertificateAuthorityService_Sign_FullMethodName:             {pki.RoleXDSEdge, pki.RoleInjectorWebhook},
+func access() map[string][]identity.Role {
+	all := identity.Roles()
+	return map[string][]identity.Role{
+		cav1.CertificateAuthorityService_Sign_FullMethodName:             {identity.RoleXDSEdge, identity.RoleInjectorWebhook},
 		cav1.CertificateAuthorityService_GetTrustBundle_FullMethodName:   all,
 		cav1.CertificateAuthorityService_WatchTrustBundle_FullMethodName: all,
 		cav1.CertificateAuthorityService_Bootstrap_FullMethodName:        nil,
@@ -29,8 +29,8 @@ func access() map[string][]pki.Role {
 type roleKey struct{}
 
 // callerRole is the authenticated role of the caller, "" if none.
-func callerRole(ctx context.Context) pki.Role {
-	r, _ := ctx.Value(roleKey{}).(pki.Role)
+func callerRole(ctx context.Context) identity.Role {
+	r, _ := ctx.Value(roleKey{}).(identity.Role)
 	return r
 }
 
@@ -38,7 +38,7 @@ func callerRole(ctx context.Context) pki.Role {
 // allowed roles.
 type Authorizer struct {
 	trustDomain string
-	rules       map[string][]pki.Role
+	rules       map[string][]identity.Role
 }
 
 // NewAuthorizer returns the authorizer for the mesh's trust domain.
@@ -71,7 +71,7 @@ func (a *Authorizer) authorize(ctx context.Context, method string) (context.Cont
 }
 
 // peerRole reads the role from the verified client certificate.
-func (a *Authorizer) peerRole(ctx context.Context) (pki.Role, error) {
+func (a *Authorizer) peerRole(ctx context.Context) (identity.Role, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
 		return "", status.Error(codes.Unauthenticated, "no peer information")
@@ -82,7 +82,7 @@ func (a *Authorizer) peerRole(ctx context.Context) (pki.Role, error) {
 	}
 	leaf := ti.State.VerifiedChains[0][0]
 	for _, u := range leaf.URIs {
-		if r, ok := pki.RoleFromURI(u, a.trustDomain); ok {
+		if r, ok := identity.RoleFromURI(u, a.trustDomain); ok {
 			return r, nil
 		}
 	}

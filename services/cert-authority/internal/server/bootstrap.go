@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 )
@@ -41,7 +42,7 @@ type BootstrapOptions struct {
 	// Accounts maps each role to the only ServiceAccount allowed to claim it.
 	// A role absent from the map cannot be bootstrapped with a
 	// ServiceAccount token.
-	Accounts map[pki.Role]ServiceAccount
+	Accounts map[identity.Role]ServiceAccount
 	// DevToken, when set, is a pre-shared token that may claim any role: for
 	// the local dev stack only.
 	DevToken string
@@ -50,18 +51,18 @@ type BootstrapOptions struct {
 }
 
 // roleFromProto maps the wire enum to a role.
-func roleFromProto(r cav1.ComponentRole) (pki.Role, bool) {
+func roleFromProto(r cav1.ComponentRole) (identity.Role, bool) {
 	switch r {
 	case cav1.ComponentRole_COMPONENT_ROLE_SMI_WATCHER:
-		return pki.RoleSMIWatcher, true
+		return identity.RoleSMIWatcher, true
 	case cav1.ComponentRole_COMPONENT_ROLE_POLICY_COMPILER:
-		return pki.RolePolicyCompiler, true
+		return identity.RolePolicyCompiler, true
 	case cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK:
-		return pki.RoleInjectorWebhook, true
+		return identity.RoleInjectorWebhook, true
 	case cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE:
-		return pki.RoleXDSEdge, true
+		return identity.RoleXDSEdge, true
 	case cav1.ComponentRole_COMPONENT_ROLE_OPERATOR:
-		return pki.RoleOperator, true
+		return identity.RoleOperator, true
 	}
 	return "", false
 }
@@ -98,7 +99,7 @@ func (s *Server) Bootstrap(ctx context.Context, req *cav1.BootstrapRequest) (*ca
 	log.WithFields(logrus.Fields{"caller": who, "serial": leaf.SerialNumber.Text(16), "not_after": leaf.NotAfter.UTC(), "dns_names": req.GetDnsNames()}).Info("bootstrapped control-plane certificate")
 	return &cav1.BootstrapResponse{
 		CertificateChainPem: leaf.ChainPEM,
-		Identity:            pki.ControlPlaneURI(s.cp.TrustDomain, role).String(),
+		Identity:            identity.ControlPlaneURI(s.cp.TrustDomain, role).String(),
 		IssuerId:            leaf.IssuerID,
 		NotAfter:            timestamppb.New(leaf.NotAfter),
 		TrustBundle:         bundle,
@@ -106,7 +107,7 @@ func (s *Server) Bootstrap(ctx context.Context, req *cav1.BootstrapRequest) (*ca
 }
 
 // authenticate checks the token and returns who presented it (for logs).
-func (s *Server) authenticate(ctx context.Context, req *cav1.BootstrapRequest, role pki.Role) (string, error) {
+func (s *Server) authenticate(ctx context.Context, req *cav1.BootstrapRequest, role identity.Role) (string, error) {
 	if req.GetToken() == "" {
 		return "", status.Error(codes.Unauthenticated, "the bootstrap token is empty")
 	}
@@ -140,8 +141,8 @@ func (s *Server) authenticate(ctx context.Context, req *cav1.BootstrapRequest, r
 	}
 }
 
-func (s *Server) bootstrapSign(ctx context.Context, req *cav1.BootstrapRequest, role pki.Role) (*pki.Leaf, error) {
-	uri := pki.ControlPlaneURI(s.cp.TrustDomain, role)
+func (s *Server) bootstrapSign(ctx context.Context, req *cav1.BootstrapRequest, role identity.Role) (*pki.Leaf, error) {
+	uri := identity.ControlPlaneURI(s.cp.TrustDomain, role)
 	csr, err := pki.ParseCSR(req.GetCsr())
 	if err != nil {
 		return nil, err

@@ -7,17 +7,17 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
 // maxDNSNames bounds BootstrapRequest.dns_names.
 const maxDNSNames = 8
 
-// dnsRoles are the control-plane roles that may have DNS SANs: the ones that
-// serve HTTPS to callers verifying a host name. The injector-webhook is
+// mayHaveDNSNames reports whether role may have DNS SANs: only the roles
+// that serve HTTPS to callers verifying a host name. The injector-webhook is
 // called by the kube-apiserver at <svc>.<ns>.svc. Every other component is
 // reached over mTLS and verified by its URI SAN only.
-var dnsRoles = map[pki.Role]bool{pki.RoleInjectorWebhook: true}
+func mayHaveDNSNames(role identity.Role) bool { return role == identity.RoleInjectorWebhook }
 
 // DNSPolicy says which DNS names Bootstrap may certify: names of Services in
 // one namespace, the control plane's.
@@ -31,12 +31,12 @@ type DNSPolicy struct {
 
 // checkDNSNames returns nil when role may have every one of names, else a
 // gRPC status naming the offending field.
-func (p DNSPolicy) checkDNSNames(role pki.Role, names []string) error {
+func (p DNSPolicy) checkDNSNames(role identity.Role, names []string) error {
 	if len(names) == 0 {
 		return nil
 	}
-	if !dnsRoles[role] {
-		return status.Errorf(codes.PermissionDenied, "dns_names: role %s may not have DNS names in its certificate (only %s may)", role, pki.RoleInjectorWebhook)
+	if !mayHaveDNSNames(role) {
+		return status.Errorf(codes.PermissionDenied, "dns_names: role %s may not have DNS names in its certificate (only %s may)", role, identity.RoleInjectorWebhook)
 	}
 	if p.Namespace == "" {
 		return status.Error(codes.PermissionDenied, "dns_names: this CA issues no DNS names (no control-plane namespace configured)")

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -69,7 +70,7 @@ func newRoot(t testing.TB) *pki.Issuer {
 
 type caOptions struct {
 	reviewer TokenReviewer
-	accounts map[pki.Role]ServiceAccount
+	accounts map[identity.Role]ServiceAccount
 	devToken string
 	dns      DNSPolicy
 	meter    metric.Meter
@@ -272,7 +273,7 @@ func TestAuthorization(t *testing.T) {
 	}
 	// A certificate from a foreign CA is rejected in the handshake.
 	foreign := newRoot(t)
-	fl, err := builtin.NewProvider(pki.NewRootSet(foreign)).Sign(t.Context(), pki.SignRequest{CSR: mustCSR(t, k), URI: pki.ControlPlaneURI(td, pki.RoleXDSEdge), TTL: time.Hour})
+	fl, err := builtin.NewProvider(pki.NewRootSet(foreign)).Sign(t.Context(), pki.SignRequest{CSR: mustCSR(t, k), URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func rsaCSRPEM(t testing.TB) []byte {
 
 func TestBootstrapRefusals(t *testing.T) {
 	rev := fakeReviewer{"good-edge-token": "system:serviceaccount:osm-system:osm-xds-edge"}
-	accounts := map[pki.Role]ServiceAccount{pki.RoleXDSEdge: {"osm-system", "osm-xds-edge"}}
+	accounts := map[identity.Role]ServiceAccount{identity.RoleXDSEdge: {"osm-system", "osm-xds-edge"}}
 	withDev := startCA(t, caOptions{devToken: devToken, reviewer: rev, accounts: accounts})
 	noDev := startCA(t, caOptions{reviewer: rev, accounts: accounts})
 	k := genKey(t)

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
@@ -76,7 +77,7 @@ func (s *ServingCert) Renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	uri := pki.ControlPlaneURI(s.uriTD, pki.RoleCertAuthority)
+	uri := identity.ControlPlaneURI(s.uriTD, identity.RoleCertAuthority)
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
 		return err
@@ -228,7 +229,7 @@ func ClientTLSConfig(b *meshv1.TrustBundle, cert *tls.Certificate, serverName st
 // RPCs run on a pool of worker goroutines (grpc.NumStreamWorkers: 32, or 4
 // per CPU if more) rather than a new goroutine each: the ECDSA work of a
 // Sign needs a deeper stack than a new goroutine starts with, and growing
-// (copying) it on every call cost about 4% of a sign. The pool is larger
+// (copying) it on every call costs about 4% of a sign. The pool is larger
 // than the CPU count because callers keep several Signs in flight on one
 // connection; when every worker is busy gRPC still starts a goroutine, so a
 // slow call never queues behind another. Idle workers cost only their

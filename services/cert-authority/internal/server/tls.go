@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
@@ -50,7 +51,8 @@ type ServingCertOptions struct {
 	DNSNames []string
 	// TTL of the certificate; default 24h.
 	TTL time.Duration
-	// Retry is the wait after a failed renewal; default 10s.
+	// Retry caps the wait between failed renewals, which grow from a tenth
+	// of it (libs/backoff); default 10s.
 	Retry time.Duration
 	// Log receives renewals and failures.
 	Log *logrus.Entry
@@ -127,6 +129,7 @@ func (s *ServingCert) Check(context.Context) error {
 
 // Start renews the certificate at half its lifetime until ctx ends.
 func (s *ServingCert) Start(ctx context.Context) error {
+	failures := 0
 	for {
 		s.mu.RLock()
 		wait := time.Until(s.renewAt)
@@ -140,11 +143,15 @@ func (s *ServingCert) Start(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			s.log.WithContext(ctx).WithError(err).Warn("serving certificate renewal failed; retrying")
+			failures++
+			wait := backoff.Wait(s.retry/10, s.retry, failures)
+			s.log.WithContext(ctx).WithError(err).WithField("retry_in", wait.String()).Warn("serving certificate renewal failed; retrying")
 			s.mu.Lock()
-			s.renewAt = time.Now().Add(s.retry)
+			s.renewAt = time.Now().Add(wait)
 			s.mu.Unlock()
+			continue
 		}
+		failures = 0
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/sirupsen/logrus"
+
+	"github.com/openservicemesh/osm/libs/backoff"
 )
 
 // AuthOptions says how the provider logs in to Vault. Kubernetes auth is
@@ -184,8 +186,12 @@ func (a *authenticator) poke() {
 	}
 }
 
-// run renews the token before it expires until ctx ends.
+// run renews the token before it expires until ctx ends. After a failed
+// refresh (which has spent its retry budget) it tries again after a
+// jittered wait that grows from the backoff's Max up to its Budget.
 func (a *authenticator) run(ctx context.Context) error {
+	b := a.backoff.withDefaults()
+	failures := 0
 	for {
 		a.mu.Lock()
 		// A static token that cannot be renewed is left alone until it
@@ -203,10 +209,16 @@ func (a *authenticator) run(ctx context.Context) error {
 			continue
 		case <-timer:
 		}
-		if err := a.refresh(ctx); err != nil && ctx.Err() == nil {
-			a.log.WithContext(ctx).WithError(err).Warn("vault token refresh failed; retrying")
+		err := a.refresh(ctx)
+		switch {
+		case err == nil:
+			failures = 0
+		case ctx.Err() == nil:
+			failures++
+			wait := backoff.Wait(b.Max, max(b.Budget, b.Max), failures)
+			a.log.WithContext(ctx).WithError(err).WithField("retry_in", wait.String()).Warn("vault token refresh failed; retrying")
 			a.mu.Lock()
-			a.renewAt = time.Now().Add(a.backoff.withDefaults().Max)
+			a.renewAt = time.Now().Add(wait)
 			a.mu.Unlock()
 		}
 	}

@@ -3,14 +3,16 @@ package vault
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/http"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/openservicemesh/osm/libs/backoff"
 )
 
-// Backoff is a capped exponential backoff with full jitter.
+// Backoff paces the retries of one Vault call: capped, jittered exponential
+// waits (libs/backoff) within a time budget.
 type Backoff struct {
 	// Initial is the first wait's upper bound; default 100ms.
 	Initial time.Duration
@@ -33,14 +35,8 @@ func (b Backoff) withDefaults() Backoff {
 	return b
 }
 
-// wait returns the jittered wait before attempt n (n >= 1).
-func (b Backoff) wait(n int) time.Duration {
-	d := b.Initial << min(n-1, 20)
-	if d <= 0 || d > b.Max {
-		d = b.Max
-	}
-	return time.Duration(rand.Int64N(int64(d)) + 1)
-}
+// wait returns the jittered wait before retry n (n >= 1).
+func (b Backoff) wait(n int) time.Duration { return backoff.Wait(b.Initial, b.Max, n) }
 
 // retryable reports whether err is worth retrying: Vault unreachable or not
 // answering, sealed or standby (5xx), or rate limiting (429).

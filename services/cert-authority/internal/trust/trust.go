@@ -1,6 +1,6 @@
-// Package trust holds the CA's current trust bundle, lets gRPC streams wait
-// for changes to it, and publishes it to KV mesh-trust, the bucket the
-// cert-authority alone writes.
+// Package trust holds the CA's current trust bundle, keeps it equal to the
+// provider's roots, lets gRPC streams wait for changes to it, and publishes
+// it to KV mesh-trust, the bucket the cert-authority alone writes.
 package trust
 
 import (
@@ -10,9 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/openservicemesh/osm/libs/backoff"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -96,7 +98,8 @@ type PublisherOptions struct {
 	Key string
 	// NotFound is the error Get wraps for an absent key (bus.ErrNotFound).
 	NotFound error
-	// Retry is the wait after a failed write; default 2s.
+	// Retry caps the wait between failed writes, which grow from a tenth
+	// of it (libs/backoff); default 2s.
 	Retry time.Duration
 	// OnError receives write failures (the publisher keeps retrying).
 	OnError func(error)
@@ -124,6 +127,7 @@ func (p *Publisher) Published() string {
 // when the bucket's bundle has another version, so a restarted CA leaves an
 // unchanged bundle (and its update_time) alone.
 func (p *Publisher) Start(ctx context.Context) error {
+	failures := 0
 	for {
 		b, changed := p.hub.Current()
 		if b != nil && b.Version != p.Published() {
@@ -132,13 +136,15 @@ func (p *Publisher) Start(ctx context.Context) error {
 					return nil
 				}
 				p.onError(err)
+				failures++
 				select {
 				case <-ctx.Done():
 					return nil
-				case <-time.After(p.retry):
+				case <-time.After(backoff.Wait(p.retry/10, p.retry, failures)):
 				}
 				continue
 			}
+			failures = 0
 		}
 		select {
 		case <-ctx.Done():
@@ -165,4 +171,56 @@ func (p *Publisher) publish(ctx context.Context, b *meshv1.TrustBundle) error {
 	p.published = b.Version
 	p.mu.Unlock()
 	return nil
+}
+
+// Source is where the bundle comes from: the provider's roots.
+type Source interface {
+	TrustBundle(ctx context.Context) (*meshv1.TrustBundle, error)
+}
+
+// Refresher keeps the hub's bundle equal to its source's: it loads it once
+// with Load, then re-reads it every interval under Start, which picks up a
+// root rotation done at the source (Vault issuers).
+type Refresher struct {
+	src   Source
+	hub   *Hub
+	every time.Duration
+	log   *logrus.Entry
+}
+
+// NewRefresher returns a refresher of hub from src every interval; log
+// receives changes and failed reads.
+func NewRefresher(src Source, hub *Hub, every time.Duration, log *logrus.Entry) *Refresher {
+	return &Refresher{src: src, hub: hub, every: every, log: log}
+}
+
+// Load reads the bundle once into the hub and reports whether it changed.
+func (r *Refresher) Load(ctx context.Context) (bool, error) {
+	b, err := r.src.TrustBundle(ctx)
+	if err != nil {
+		return false, err
+	}
+	return r.hub.Set(b), nil
+}
+
+// Start re-reads the bundle every interval until ctx ends. A failed read
+// is logged and leaves the last bundle in place.
+func (r *Refresher) Start(ctx context.Context) error {
+	t := time.NewTicker(r.every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		changed, err := r.Load(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.WithContext(ctx).WithError(err).Warn("trust bundle refresh failed")
+		case changed:
+			b, _ := r.hub.Current()
+			r.log.WithContext(ctx).WithFields(logrus.Fields{"bundle_version": b.Version, "roots": len(b.Roots)}).Info("trust bundle changed")
+		}
+	}
 }

@@ -2,10 +2,13 @@ package trust
 
 import (
 	"context"
+	"errors"
+	"io"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
 
 	"github.com/openservicemesh/osm/libs/bus"
@@ -123,4 +126,48 @@ func TestPublisherWritesOnlyChanges(t *testing.T) {
 		t.Errorf("rotation revision %d, want > %d", rev, rev1)
 	}
 	stop()
+}
+
+// sequence is a Source that answers with its bundles in turn, then the
+// last one forever; a nil entry is a failed read.
+type sequence struct {
+	mu      sync.Mutex
+	bundles []*meshv1.TrustBundle
+}
+
+func (s *sequence) TrustBundle(context.Context) (*meshv1.TrustBundle, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := s.bundles[0]
+	if len(s.bundles) > 1 {
+		s.bundles = s.bundles[1:]
+	}
+	if b == nil {
+		return nil, errors.New("source unavailable")
+	}
+	return b, nil
+}
+
+// TestRefresherFollowsTheSource: Load fills the hub, a failed read keeps
+// the last bundle, and Start picks up the source's next bundle.
+func TestRefresherFollowsTheSource(t *testing.T) {
+	h := NewHub()
+	log := logrus.NewEntry(logrus.New())
+	log.Logger.SetOutput(io.Discard)
+	r := NewRefresher(&sequence{bundles: []*meshv1.TrustBundle{bundle("v1", "a"), nil, bundle("v2", "a", "b")}}, h, 10*time.Millisecond, log)
+	if changed, err := r.Load(t.Context()); err != nil || !changed {
+		t.Fatalf("Load = %v, %v; want a change", changed, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Start(ctx) }()
+	b, err := h.Next(ctx, "v1")
+	if err != nil || b.Version != "v2" || len(b.Roots) != 2 {
+		t.Fatalf("after refresh: %v, %v; want v2 with two roots", b, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Start returned %v", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -86,32 +87,12 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 		return err
 	}
 
-	host, port, err := xdsHostPort(c.XDSAddr)
-	if err != nil {
-		return app.FlagError("xds-addr", "%v", err)
-	}
-	san := c.XDSServerSAN
-	if san == "" {
-		san = identity.ControlPlaneURI(c.TrustDomain, identity.RoleXDSEdge).String()
-	}
-	base := inject.Settings{
-		MeshName: c.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,
-		LogLevel: c.EnvoyLogLevel, ProxyUID: int64(c.ProxyUID),
-	}
 	namespaces := newNamespaceCache(kc.typed)
-	wh := webhook.New(webhook.Options{
-		Settings: base, TrustDomain: c.TrustDomain,
-		XDSHost: host, XDSPort: port, XDSServerSAN: san,
-		Namespaces: namespaces,
-		Secrets:    writer,
-		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL},
-		Observe: func(d time.Duration, err error) {
-			m.issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
-		},
-		ObservePhase: func(phase string, d time.Duration) {
-			m.phases.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
-		},
-	})
+	base := baseSettings(c)
+	wh, err := newWebhook(ctx, c, base, m, namespaces, writer, ca)
+	if err != nil {
+		return err
+	}
 	rec, err := newReconciler(meter, log, kc.typed, kc.metadata, wh, writer, c.Secrets)
 	if err != nil {
 		return err
@@ -146,11 +127,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	}
 	parts = append(parts, serving.parts...)
 	if c.WebhookConfigName != "" {
-		keeper := webhookconfig.NewKeeper(webhookconfig.KeeperOptions{Client: kc.typed,
-			Config: webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
-				ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
-				ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: admissionPath, URL: c.WebhookURL},
-			CABundle: serving.caBundle, Changed: serving.bundleChanged, Log: log})
+		keeper := newKeeper(c, kc, serving, log)
 		checks = append(checks, check{"webhook-configuration", keeper.Check})
 		// The apiserver calls the webhook (failing closed) from the first
 		// write on, so the keeper starts once the server listens.
@@ -167,4 +144,50 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 type check struct {
 	name string
 	fn   app.Check
+}
+
+// baseSettings are the injection settings from the flags, which a
+// MeshConfig overrides field by field.
+func baseSettings(c Config) inject.Settings {
+	return inject.Settings{
+		MeshName: c.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,
+		LogLevel: c.EnvoyLogLevel, ProxyUID: int64(c.ProxyUID),
+	}
+}
+
+// newWebhook returns the admission logic: it reads namespaces from ns,
+// issues certificates over ca.sign and hands Secrets to store.
+func newWebhook(ctx context.Context, c Config, base inject.Settings, m *admissionMetrics,
+	ns webhook.NamespaceGetter, store webhook.SecretStore, ca *caConns) (*webhook.Webhook, error) {
+	host, port, err := xdsHostPort(c.XDSAddr)
+	if err != nil {
+		return nil, app.FlagError("xds-addr", "%v", err)
+	}
+	san := c.XDSServerSAN
+	if san == "" {
+		san = identity.ControlPlaneURI(c.TrustDomain, identity.RoleXDSEdge).String()
+	}
+	return webhook.New(webhook.Options{
+		Settings: base, TrustDomain: c.TrustDomain,
+		XDSHost: host, XDSPort: port, XDSServerSAN: san,
+		Namespaces: ns,
+		Secrets:    store,
+		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL},
+		Observe: func(d time.Duration, err error) {
+			m.issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
+		},
+		ObservePhase: func(phase string, d time.Duration) {
+			m.phases.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
+		},
+	}), nil
+}
+
+// newKeeper returns the keeper of --webhook-config-name, whose caBundle
+// follows the serving certificate's.
+func newKeeper(c Config, kc *kubeClients, serving *serving, log *logrus.Entry) *webhookconfig.Keeper {
+	return webhookconfig.NewKeeper(webhookconfig.KeeperOptions{Client: kc.typed,
+		Config: webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
+			ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
+			ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: admissionPath, URL: c.WebhookURL},
+		CABundle: serving.caBundle, Changed: serving.bundleChanged, Log: log})
 }

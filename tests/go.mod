@@ -102,7 +102,6 @@ require (
 	github.com/nats-io/nats.go v1.55.0
 	github.com/openservicemesh/osm/libs v0.0.0
 	github.com/openservicemesh/osm/proto v0.0.0
-	github.com/openservicemesh/osm/services/xds-edge v0.0.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
 )
@@ -111,5 +110,3 @@ replace (
 	github.com/openservicemesh/osm/libs => ../libs
 	github.com/openservicemesh/osm/proto => ../proto
 )
-
-replace github.com/openservicemesh/osm/services/xds-edge => ../services/xds-edge

@@ -13,7 +13,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
+	"github.com/openservicemesh/osm/libs/xdstest"
 )
 
 // WritePKI makes a throw-away mesh root and the edge's serving (and CA

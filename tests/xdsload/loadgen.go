@@ -29,7 +29,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/identity"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
+	"github.com/openservicemesh/osm/libs/xdstest"
 )
 
 // Config says what load to make.

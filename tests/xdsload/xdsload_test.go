@@ -11,7 +11,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
+	"github.com/openservicemesh/osm/libs/xdstest"
 )
 
 // TestHarnessSmoke runs the harness at toy scale against the xds-edge

@@ -25,10 +25,10 @@ import (
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestMain(m *testing.M) {

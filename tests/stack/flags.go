@@ -25,7 +25,7 @@ const (
 	flagInjectorNamespace = "--control-plane-namespace"
 	flagWatcherPod        = "--pod-name"
 	flagCompilerPod       = "--holder"
-	flagEdgePod           = "--edge-id"
+	flagEdgePod           = "--pod-name"
 	flagCompilerMeshCfg   = "--mesh-config" // namespace/name
 	flagInjectorMeshCfg   = "--meshconfig-name"
 

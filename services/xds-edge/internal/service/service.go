@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -38,8 +37,7 @@ type config struct {
 	tlsCertFile           string
 	tlsKeyFile            string
 	tlsClientCAFile       string
-	trustDomain           string
-	edgeID                string
+	cp                    app.ControlPlane
 	ca                    caclient.Config
 	certTTL               time.Duration
 	certLinger            time.Duration
@@ -61,8 +59,9 @@ func Spec(Options) app.Spec {
 		Name: Name,
 		Summary: "OSM's xDS tier: serves Envoy sidecars over ADS (state of the world and delta, with SDS) on an\n" +
 			"mTLS listener, from KV mesh-compiled and mesh-trust in NATS. A proxy's identity is the URI SAN\n" +
-			"of its client certificate. /readyz stays false until the initial sync is complete. It makes\n" +
-			"no Kubernetes API call. It runs with GOGC=200 unless the GOGC environment variable is set.",
+			"of its client certificate, in --trust-domain (proxies of any other domain are refused).\n" +
+			"/readyz stays false until the initial sync is complete. It makes no Kubernetes API call.\n" +
+			"It runs with GOGC=200 unless the GOGC environment variable is set.",
 		UsesNATS: true,
 		Flags:    c.flags,
 		Validate: c.validate,
@@ -76,8 +75,8 @@ func (c *config) flags(f *app.Flags) {
 	f.String(&c.tlsCertFile, "tls-cert-file", "", "override: serve the ADS listener with this certificate file (reloaded when it changes) instead of the edge's own certificate from the cert-authority's Bootstrap")
 	f.String(&c.tlsKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
 	f.String(&c.tlsClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")
-	f.String(&c.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain; proxies of any other domain are refused")
-	f.String(&c.edgeID, "edge-id", "", "name of this replica in proxy status reports (the pod name); empty uses the host name")
+	c.cp.Flags(f, app.CPPodName|app.CPTrustDomain)
+	f.Deprecated("edge-id", "pod-name")
 	c.ca.Flags(f)
 	f.Duration(&c.certTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
 	f.Duration(&c.certLinger, "cert-linger", 5*time.Minute, "how long an identity's certificate is kept after its last proxy left, for reconnects")
@@ -96,32 +95,22 @@ func (c *config) flags(f *app.Flags) {
 
 // validate checks the flags; errors name the flag.
 func (c *config) validate() error {
+	if err := c.cp.Validate(); err != nil {
+		return err
+	}
 	if err := c.ca.Validate(); err != nil {
 		return err
 	}
-	if c.trustDomain == "" {
-		return app.FlagError("trust-domain", "is required")
-	}
-	if c.tlsCertFile == "" && c.tlsKeyFile != "" {
-		return app.FlagError("tls-cert-file", "is required with --tls-key-file")
-	}
-	if c.tlsCertFile != "" && c.tlsKeyFile == "" {
-		return app.FlagError("tls-key-file", "is required with --tls-cert-file")
+	if err := app.FlagPair("tls-cert-file", c.tlsCertFile, "tls-key-file", c.tlsKeyFile); err != nil {
+		return err
 	}
 	if c.bootstraps() {
 		if err := c.ca.ValidateBootstrap("--tls-cert-file and --ca-client-cert-file are both set"); err != nil {
 			return err
 		}
 	}
-	for _, f := range []struct{ name, path string }{
-		{"tls-cert-file", c.tlsCertFile}, {"tls-key-file", c.tlsKeyFile}, {"tls-client-ca-file", c.tlsClientCAFile},
-	} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			return app.FlagError(f.name, "%v", err)
-		}
+	if err := app.FlagFiles("tls-cert-file", c.tlsCertFile, "tls-key-file", c.tlsKeyFile, "tls-client-ca-file", c.tlsClientCAFile); err != nil {
+		return err
 	}
 	if _, _, err := net.SplitHostPort(c.listenAddr); err != nil {
 		return app.FlagError("listen-addr", "%v", err)
@@ -154,13 +143,6 @@ func (c *config) validate() error {
 		if n.v < 1 {
 			return app.FlagError(n.name, "must be at least 1, got %d", n.v)
 		}
-	}
-	if c.edgeID == "" {
-		h, err := os.Hostname()
-		if err != nil || h == "" {
-			return app.FlagError("edge-id", "is required when the host name is unknown (%v)", err)
-		}
-		c.edgeID = h
 	}
 	return nil
 }
@@ -201,7 +183,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		return app.FlagError("listen-addr", "cannot listen: %v", err)
 	}
 	e, err := edge.New(edge.Deps{
-		Log: rt.Log, Conn: conn, Listener: ln, EdgeID: c.edgeID, TrustDomain: c.trustDomain,
+		Log: rt.Log, Conn: conn, Listener: ln, EdgeID: c.cp.PodName, TrustDomain: c.cp.TrustDomain,
 		GRPC: xds.GRPCConfig{
 			TLS: tc, KeepaliveTime: c.keepaliveTime, KeepaliveTimeout: c.keepaliveTimeout,
 			MaxConnectionAge: c.maxConnectionAge, MaxConnectionAgeGrace: c.maxConnectionAgeGrace,

@@ -73,7 +73,7 @@ func TestHelpExplainsTheFlags(t *testing.T) {
 	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--edge-id", "--ca-bootstrap-token-file", "--ack-status-interval", "no Kubernetes API call"} {
+	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--pod-name", "--ca-bootstrap-token-file", "--ack-status-interval", "no Kubernetes API call"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
@@ -171,7 +171,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 		"--admin-addr", adminAddr, "--listen-addr", xdsAddr, "--log-format", "text",
 		"--tls-client-ca-file", rootFile,
 		"--ca-addr", caLn.Addr().String(), "--ca-server-name", "localhost", "--ca-trust-file", rootFile,
-		"--edge-id", "edge-e2e", "--cert-ttl", "1h",
+		"--pod-name", "edge-e2e", "--cert-ttl", "1h",
 	}
 	args = append(args, ownCert...)
 	ctx, cancel := context.WithCancel(t.Context())

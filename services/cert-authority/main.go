@@ -5,7 +5,7 @@ package main
 
 import (
 	"github.com/openservicemesh/osm/libs/app"
-	"github.com/openservicemesh/osm/services/cert-authority/internal/ca"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/service"
 )
 
-func main() { app.Main(ca.Spec(ca.Deps{})) }
+func main() { app.Main(service.Spec(service.Options{})) }

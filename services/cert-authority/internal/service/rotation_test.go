@@ -1,29 +1,17 @@
-package ca
+package service
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
-	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
-	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
-	"github.com/openservicemesh/osm/services/cert-authority/internal/server"
 )
 
 // TestRotationAcrossServiceRestarts performs the documented root rotation
@@ -51,61 +39,19 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 	// signs one workload CSR, and stops it.
 	step := func(name string, flags ...string) (*meshv1.TrustBundle, uint64, *x509.Certificate) {
 		t.Helper()
-		lis := listen(t)
-		admin := freeAddr(t)
-		args := append([]string{"--namespace", ns, "--nats-url", nats.URL(), "--admin-addr", admin, "--kubeconfig", cluster.KubeconfigPath(),
-			"--server-dns-names", "ca.test", "--log-level", "warn"}, flags...)
-		env := func(k string) string {
-			if k == "OSM_DEV_BOOTSTRAP_TOKEN" {
-				return dev
-			}
-			return ""
-		}
-		runCtx, stop := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- app.Run(runCtx, Spec(Deps{Listener: lis}), args, env, &logging.Buffer{}) }()
+		svc := runService(t, nats.URL(), map[string]string{"OSM_DEV_BOOTSTRAP_TOKEN": dev}, append([]string{"--namespace", ns, "--log-level", "warn"}, flags...)...)
 		defer func() {
-			stop()
-			if err := <-done; err != nil {
+			if err := svc.stop(); err != nil {
 				t.Errorf("%s: service stopped with %v", name, err)
 			}
 		}()
-		waitFor(t, name+": ready", func() error { return httpGet(ctx, "http://"+admin+"/readyz", nil) })
-		store, err := conn.Bucket(ctx, bus.BucketTrust)
+		waitFor(t, name+": ready", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
+		b, rev, err := kvBundle(ctx, conn)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var b meshv1.TrustBundle
-		rev, err := store.Get(ctx, layout.BundleKey, &b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dial := func(cert *tls.Certificate) cav1.CertificateAuthorityServiceClient {
-			cfg, err := server.ClientTLSConfig(&b, cert, "ca.test")
-			if err != nil {
-				t.Fatal(err)
-			}
-			cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cc.Close() })
-			return cav1.NewCertificateAuthorityServiceClient(cc)
-		}
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-		csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-		boot, err := dial(nil).Bootstrap(ctx, &cav1.BootstrapRequest{Token: dev, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED,
-			Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE, Csr: csr})
-		if err != nil {
-			t.Fatalf("%s: bootstrap: %v", name, err)
-		}
-		kder, _ := x509.MarshalPKCS8PrivateKey(k)
-		cert, err := tls.X509KeyPair(boot.CertificateChainPem, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp, err := dial(&cert).Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"})
+		edge, csr := svc.devEdge(ctx, t, b, dev)
+		resp, err := edge.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"})
 		if err != nil {
 			t.Fatalf("%s: sign: %v", name, err)
 		}
@@ -113,7 +59,7 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &b, rev, leaf
+		return b, rev, leaf
 	}
 	signing := func(b *meshv1.TrustBundle) string {
 		for _, r := range b.Roots {
@@ -123,14 +69,6 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 		}
 		return ""
 	}
-	verify := func(b *meshv1.TrustBundle, c *x509.Certificate) error {
-		pool, err := pki.BundlePool(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = c.Verify(x509.VerifyOptions{Roots: pool})
-		return err
-	}
 
 	b0, _, leaf0 := step("before", "--root-secret", "root-a")
 	rootA := signing(b0)
@@ -139,7 +77,7 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 	}
 
 	b1, rev1, leaf1 := step("step 1", "--root-secret", "root-a", "--trusted-root-secrets", "root-b")
-	if len(b1.Roots) != 2 || signing(b1) != rootA || verify(b1, leaf0) != nil || verify(b1, leaf1) != nil {
+	if len(b1.Roots) != 2 || signing(b1) != rootA || verifyLeaf(b1, leaf0) != nil || verifyLeaf(b1, leaf1) != nil {
 		t.Fatalf("step 1: %d roots, signing %s (want %s)", len(b1.Roots), signing(b1), rootA)
 	}
 	b1again, rev1again, _ := step("step 1 again", "--root-secret", "root-a", "--trusted-root-secrets", "root-b")
@@ -152,13 +90,13 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 	if len(b2.Roots) != 2 || rootB == rootA || rootB == "" {
 		t.Fatalf("step 2: %d roots, signing %s", len(b2.Roots), rootB)
 	}
-	if err := verify(b2, leaf0); err != nil {
+	if err := verifyLeaf(b2, leaf0); err != nil {
 		t.Errorf("step 2: a leaf of the old root is no longer trusted during the overlap: %v", err)
 	}
-	if err := verify(b2, leaf2); err != nil {
+	if err := verifyLeaf(b2, leaf2); err != nil {
 		t.Errorf("step 2: %v", err)
 	}
-	if err := verify(&meshv1.TrustBundle{Roots: []*meshv1.TrustRoot{rootOf(b2, rootB)}}, leaf2); err != nil {
+	if err := verifyLeaf(&meshv1.TrustBundle{Roots: []*meshv1.TrustRoot{rootOf(b2, rootB)}}, leaf2); err != nil {
 		t.Errorf("step 2: the new leaf does not chain to the new root: %v", err)
 	}
 
@@ -166,13 +104,13 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 	if len(b3.Roots) != 1 || signing(b3) != rootB {
 		t.Fatalf("step 3: %v", b3.Roots)
 	}
-	if err := verify(b3, leaf2); err != nil {
+	if err := verifyLeaf(b3, leaf2); err != nil {
 		t.Errorf("step 3: %v", err)
 	}
-	if err := verify(b3, leaf3); err != nil {
+	if err := verifyLeaf(b3, leaf3); err != nil {
 		t.Errorf("step 3: %v", err)
 	}
-	if err := verify(b3, leaf0); err == nil {
+	if err := verifyLeaf(b3, leaf0); err == nil {
 		t.Error("step 3: a leaf of the removed root is still trusted")
 	} else if !errors.As(err, new(x509.UnknownAuthorityError)) {
 		t.Errorf("step 3: old leaf: %v, want unknown authority", err)

@@ -1,11 +1,8 @@
-package ca
+package service
 
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -13,16 +10,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -31,29 +23,20 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
-	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/server"
-	"github.com/openservicemesh/osm/tests/kube"
 )
-
-// cluster is a real kube-apiserver (tests/kube), started once.
-var cluster *kube.Cluster
-
-func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, false)) }
-
-func noenv(string) string { return "" }
 
 func TestHelpExplains(t *testing.T) {
 	var out bytes.Buffer
-	if err := app.Run(t.Context(), Spec(Deps{}), []string{"--help"}, noenv, &out); err != nil {
+	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, noenv, &out); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"spiffe://<trust-domain>/osm/<role>", "Root rotation", "--trusted-root-secrets", "OSM_TRUSTED_ROOT_SECRETS",
-		"--vault-auth-role", "--dev-bootstrap-token", "--max-ttl", "/debug/issuers", "--role-service-accounts"} {
+		"--vault-auth-role", "--dev-bootstrap-token", "--max-ttl", "/debug/issuers", "--role-service-accounts",
+		"--namespace", "--trust-domain", "--cluster-domain", "--kubeconfig", "--kube-api-qps", "--kube-api-burst", "OSM_KUBE_API_QPS"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--help lacks %q", want)
 		}
@@ -78,15 +61,21 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--trusted-root-secrets", "osm-ca-root"}, "--trusted-root-secrets"},
 		{[]string{"--root-validity", "24h"}, "--root-validity"},
 		{[]string{"--kv-replicas", "0"}, "--kv-replicas"},
+		{[]string{"--trust-domain", ".cluster.local"}, "--trust-domain"},
+		{[]string{"--namespace", "Osm_System"}, "--namespace"},
+		{[]string{"--cluster-domain", "cluster.local."}, "--cluster-domain"},
+		{[]string{"--kube-api-qps", "0"}, "--kube-api-qps"},
+		{[]string{"--kube-api-qps", "20", "--kube-api-burst", "10"}, "--kube-api-burst"},
+		{[]string{"--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig"},
 	}
 	for _, c := range cases {
-		err := app.Run(t.Context(), Spec(Deps{}), c.args, noenv, io.Discard)
+		err := app.Run(t.Context(), Spec(Options{}), c.args, noenv, io.Discard)
 		var ce *app.ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("args %v: %v, want a configuration error naming %s", c.args, err, c.want)
 		}
 	}
-	err := app.Run(t.Context(), Spec(Deps{}), []string{"--provider", "vault", "--vault-addr", "x:1"}, func(k string) string {
+	err := app.Run(t.Context(), Spec(Options{}), []string{"--provider", "vault", "--vault-addr", "x:1"}, func(k string) string {
 		if k == "OSM_VAULT_TOKEN" {
 			return "s.supersecret"
 		}
@@ -95,25 +84,6 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "supersecret") {
 		t.Errorf("error %v leaks the vault token or is nil", err)
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
 }
 
 // TestServiceEndToEnd runs the whole service against the real apiserver
@@ -139,37 +109,14 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 	defer nats.Shutdown()
 
-	grpcLis := listen(t)
-	adminAddr := freeAddr(t)
-	logs := &logging.Buffer{}
 	const dev = "dev-token-do-not-log"
-	args := []string{"--namespace", ns, "--nats-url", nats.URL(), "--admin-addr", adminAddr, "--kubeconfig", cluster.KubeconfigPath(),
-		"--server-dns-names", "ca.test", "--log-format", "text", "--bundle-refresh", "1h", "--nats-user", "ca"}
-	env := func(k string) string {
-		switch k {
-		case "OSM_DEV_BOOTSTRAP_TOKEN":
-			return dev
-		case "OSM_NATS_PASSWORD":
-			return "ca-pw"
-		}
-		return ""
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(runCtx, Spec(Deps{Listener: grpcLis}), args, env, logs)
-	}()
+	svc := runService(t, nats.URL(), map[string]string{"OSM_DEV_BOOTSTRAP_TOKEN": dev, "OSM_NATS_PASSWORD": "ca-pw"},
+		"--namespace", ns, "--log-format", "text", "--bundle-refresh", "1h", "--nats-user", "ca")
 	defer func() {
-		stop()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("service stopped with %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("service did not stop")
+		if err := svc.stop(); err != nil {
+			t.Errorf("service stopped with %v", err)
 		}
-		if l := logs.String(); strings.Contains(l, dev) || strings.Contains(l, "ca-pw") || strings.Contains(l, "PRIVATE KEY") || strings.Contains(l, "eyJ") {
+		if l := svc.logs.String(); strings.Contains(l, dev) || strings.Contains(l, "ca-pw") || strings.Contains(l, "PRIVATE KEY") || strings.Contains(l, "eyJ") {
 			t.Errorf("logs leak a credential:\n%s", l)
 		}
 	}()
@@ -180,15 +127,8 @@ func TestServiceEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	var bundle meshv1.TrustBundle
-	waitFor(t, "the trust bundle in KV", func() error {
-		store, err := conn.Bucket(ctx, bus.BucketTrust)
-		if err != nil {
-			return err
-		}
-		_, err = store.Get(ctx, layout.BundleKey, &bundle)
-		return err
-	})
+	var bundle *meshv1.TrustBundle
+	waitFor(t, "the trust bundle in KV", func() (err error) { bundle, _, err = kvBundle(ctx, conn); return err })
 	if len(bundle.Roots) != 1 || !bundle.Roots[0].Signing {
 		t.Fatalf("bundle roots: %v", bundle.Roots)
 	}
@@ -201,20 +141,9 @@ func TestServiceEndToEnd(t *testing.T) {
 	if pki.RootID(root) != bundle.Roots[0].Id {
 		t.Fatal("the published root is not the Secret's")
 	}
-	waitFor(t, "readiness", func() error { return httpGet(ctx, "http://"+adminAddr+"/readyz", nil) })
+	waitFor(t, "readiness", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
 
-	dial := func(cert *tls.Certificate) cav1.CertificateAuthorityServiceClient {
-		cfg, err := server.ClientTLSConfig(&bundle, cert, "ca.test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cav1.NewCertificateAuthorityServiceClient(cc)
-	}
+	dial := func(cert *tls.Certificate) cav1.CertificateAuthorityServiceClient { return svc.dial(t, bundle, cert) }
 	saToken := func(sa string, audiences ...string) string {
 		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})
 		if err != nil {
@@ -223,17 +152,9 @@ func TestServiceEndToEnd(t *testing.T) {
 		return tr.Status.Token
 	}
 	anon := dial(nil)
-	bootstrap := func(token string, tt cav1.TokenType, role cav1.ComponentRole) (*tls.Certificate, error) {
-		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-		resp, err := anon.Bootstrap(ctx, &cav1.BootstrapRequest{Token: token, TokenType: tt, Role: role,
-			Csr: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})})
-		if err != nil {
-			return nil, err
-		}
-		kder, _ := x509.MarshalPKCS8PrivateKey(k)
-		c, err := tls.X509KeyPair(resp.CertificateChainPem, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-		return &c, err
+	bootstrapAs := func(token string, tt cav1.TokenType, role cav1.ComponentRole) (*tls.Certificate, error) {
+		k, csr := newCSR(t)
+		return bootstrap(ctx, anon, token, tt, role, k, csr)
 	}
 	sa := cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT
 	edgeRole := cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE
@@ -250,32 +171,33 @@ func TestServiceEndToEnd(t *testing.T) {
 		{"a token without the CA's audience", saToken("osm-xds-edge"), edgeRole, codes.Unauthenticated},
 		{"a forged token", "eyJhbGciOiJSUzI1NiJ9.e30.c2ln", edgeRole, codes.Unauthenticated},
 	} {
-		if _, err := bootstrap(c.token, sa, c.role); status.Code(err) != c.code {
+		if _, err := bootstrapAs(c.token, sa, c.role); status.Code(err) != c.code {
 			t.Errorf("bootstrap with %s: %v, want %s", c.name, err, c.code)
 		}
 	}
 
-	edgeCert, err := bootstrap(saToken("osm-xds-edge", "osm-cert-authority"), sa, edgeRole)
+	edgeCert, err := bootstrapAs(saToken("osm-xds-edge", "osm-cert-authority"), sa, edgeRole)
 	if err != nil {
 		t.Fatalf("bootstrap the xds-edge with its ServiceAccount token: %v", err)
 	}
-	compilerCert, err := bootstrap(saToken("osm-policy-compiler", "osm-cert-authority"), sa, cav1.ComponentRole_COMPONENT_ROLE_POLICY_COMPILER)
+	compilerCert, err := bootstrapAs(saToken("osm-policy-compiler", "osm-cert-authority"), sa, cav1.ComponentRole_COMPONENT_ROLE_POLICY_COMPILER)
 	if err != nil {
 		t.Fatalf("bootstrap the policy-compiler: %v", err)
 	}
-	if _, err := bootstrap(dev, cav1.TokenType_TOKEN_TYPE_PRE_SHARED, cav1.ComponentRole_COMPONENT_ROLE_OPERATOR); err != nil {
+	if _, err := bootstrapAs(dev, cav1.TokenType_TOKEN_TYPE_PRE_SHARED, cav1.ComponentRole_COMPONENT_ROLE_OPERATOR); err != nil {
 		t.Fatalf("dev-mode bootstrap: %v", err)
 	}
 
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+	_, csrPEM := newCSR(t)
+	block, _ := pem.Decode(csrPEM)
+	der := block.Bytes // the DER form, as caclient.Sign sends it
 	req := &cav1.SignRequest{Csr: der, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
 	resp, err := dial(edgeCert).Sign(ctx, req)
 	if err != nil {
 		t.Fatalf("xds-edge sign: %v", err)
 	}
 	leaf, _ := pki.ParseCertificatePEM(resp.CertificateChainPem)
-	pool, _ := pki.BundlePool(&bundle)
+	pool, _ := pki.BundlePool(bundle)
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
 		t.Fatalf("the workload leaf does not verify against the KV bundle: %v", err)
 	}
@@ -290,7 +212,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	var metrics string
 	waitFor(t, "sign metrics", func() error {
 		var b bytes.Buffer
-		if err := httpGet(ctx, "http://"+adminAddr+"/metrics", &b); err != nil {
+		if err := httpGet(ctx, svc.admin("/metrics"), &b); err != nil {
 			return err
 		}
 		metrics = b.String()
@@ -304,7 +226,7 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	// The debug endpoint lists the issuer and its expiry.
 	var dbg bytes.Buffer
-	if err := httpGet(ctx, "http://"+adminAddr+"/debug/issuers", &dbg); err != nil {
+	if err := httpGet(ctx, svc.admin("/debug/issuers"), &dbg); err != nil {
 		t.Fatal(err)
 	}
 	var info server.DebugInfo
@@ -314,36 +236,4 @@ func TestServiceEndToEnd(t *testing.T) {
 	if len(info.Issuers) != 1 || info.Issuers[0].ID != bundle.Roots[0].Id || !info.Issuers[0].Signing || !info.Issuers[0].NotAfter.Equal(root.NotAfter) || info.ServingCertificateExpiry.IsZero() {
 		t.Errorf("debug issuers: %s", dbg.String())
 	}
-}
-
-func httpGet(ctx context.Context, url string, into io.Writer) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if into == nil {
-		into = io.Discard
-	}
-	if _, err := io.Copy(into, resp.Body); err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
-}
-
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("waiting for %s: %v", what, err)
 }

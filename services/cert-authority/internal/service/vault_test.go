@@ -1,29 +1,19 @@
-package ca
+package service
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
-	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
@@ -60,35 +50,19 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 		t.Fatal(err)
 	}
 	defer nats.Shutdown()
-	grpcLis := listen(t)
-	adminAddr := freeAddr(t)
-	logs := &logging.Buffer{}
 	const dev = "dev-token-do-not-log"
-	args := []string{"--provider", "vault", "--vault-addr", v.URL(), "--vault-role", "mesh", "--vault-request-timeout", "700ms", "--vault-retry-budget", "2s",
-		"--nats-url", nats.URL(), "--admin-addr", adminAddr, "--kubeconfig", cluster.KubeconfigPath(), "--server-dns-names", "ca.test",
-		"--bundle-refresh", "200ms", "--log-format", "text"}
-	env := func(k string) string {
-		switch k {
-		case "OSM_VAULT_TOKEN":
-			return tok
-		case "OSM_DEV_BOOTSTRAP_TOKEN":
-			return dev
-		}
-		return ""
-	}
-	runCtx, stop := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(runCtx, Spec(Deps{Listener: grpcLis}), args, env, logs) }()
+	svc := runService(t, nats.URL(), map[string]string{"OSM_VAULT_TOKEN": tok, "OSM_DEV_BOOTSTRAP_TOKEN": dev},
+		"--provider", "vault", "--vault-addr", v.URL(), "--vault-role", "mesh", "--vault-request-timeout", "700ms", "--vault-retry-budget", "2s",
+		"--bundle-refresh", "200ms", "--log-format", "text")
 	paused := false
 	defer func() {
 		if paused {
 			_ = v.Resume()
 		}
-		stop()
-		if err := <-done; err != nil {
+		if err := svc.stop(); err != nil {
 			t.Errorf("service stopped with %v", err)
 		}
-		if l := logs.String(); strings.Contains(l, tok) || strings.Contains(l, dev) {
+		if l := svc.logs.String(); strings.Contains(l, tok) || strings.Contains(l, dev) {
 			t.Errorf("logs leak a token:\n%s", l)
 		}
 	}()
@@ -98,45 +72,11 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	kvBundle := func() (*meshv1.TrustBundle, error) {
-		store, err := conn.Bucket(ctx, bus.BucketTrust)
-		if err != nil {
-			return nil, err
-		}
-		var b meshv1.TrustBundle
-		_, err = store.Get(ctx, layout.BundleKey, &b)
-		return &b, err
-	}
 	var bundle *meshv1.TrustBundle
-	waitFor(t, "the vault bundle in KV", func() (err error) { bundle, err = kvBundle(); return err })
-	waitFor(t, "readiness", func() error { return httpGet(ctx, "http://"+adminAddr+"/readyz", nil) })
+	waitFor(t, "the vault bundle in KV", func() (err error) { bundle, _, err = kvBundle(ctx, conn); return err })
+	waitFor(t, "readiness", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
 
-	dial := func(b *meshv1.TrustBundle, cert *tls.Certificate) cav1.CertificateAuthorityServiceClient {
-		cfg, err := server.ClientTLSConfig(b, cert, "ca.test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := grpc.NewClient(grpcLis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cav1.NewCertificateAuthorityServiceClient(cc)
-	}
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	csr := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-	boot, err := dial(bundle, nil).Bootstrap(ctx, &cav1.BootstrapRequest{Token: dev, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED,
-		Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE, Csr: csr})
-	if err != nil {
-		t.Fatalf("bootstrap through vault: %v", err)
-	}
-	kder, _ := x509.MarshalPKCS8PrivateKey(k)
-	edgeCert, err := tls.X509KeyPair(boot.CertificateChainPem, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	edge := dial(bundle, &edgeCert)
+	edge, csr := svc.devEdge(ctx, t, bundle, dev)
 	req := &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
 	sign := func(ctx context.Context) (*x509.Certificate, error) {
 		resp, err := edge.Sign(ctx, req)
@@ -145,16 +85,11 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 		}
 		return pki.ParseCertificatePEM(resp.CertificateChainPem)
 	}
-	verify := func(b *meshv1.TrustBundle, c *x509.Certificate) error {
-		pool, _ := pki.BundlePool(b)
-		_, err := c.Verify(x509.VerifyOptions{Roots: pool})
-		return err
-	}
 	oldLeaf, err := sign(ctx)
 	if err != nil {
 		t.Fatalf("sign through vault: %v", err)
 	}
-	if err := verify(bundle, oldLeaf); err != nil {
+	if err := verifyLeaf(bundle, oldLeaf); err != nil {
 		t.Fatal(err)
 	}
 
@@ -169,7 +104,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	}
 	t.Logf("while vault is paused: %v", err)
 	waitFor(t, "not ready while vault is gone", func() error {
-		if httpGet(ctx, "http://"+adminAddr+"/readyz", nil) == nil {
+		if httpGet(ctx, svc.admin("/readyz"), nil) == nil {
 			return errors.New("still ready")
 		}
 		return nil
@@ -179,12 +114,12 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	}
 	paused = false
 	waitFor(t, "signing after vault returned", func() error { _, err := sign(ctx); return err })
-	waitFor(t, "ready again", func() error { return httpGet(ctx, "http://"+adminAddr+"/readyz", nil) })
+	waitFor(t, "ready again", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
 
 	// Rotation with Vault issuers, picked up by the bundle refresh.
 	v.Root(t, http.MethodPost, "pki/root/generate/internal", map[string]any{"common_name": "vault root 2", "key_type": "ec", "key_bits": 256, "ttl": "87600h", "issuer_name": "root-2"})
 	waitFor(t, "both roots in KV", func() error {
-		b, err := kvBundle()
+		b, _, err := kvBundle(ctx, conn)
 		if err == nil && len(b.Roots) != 2 {
 			err = errors.New("one root")
 		}
@@ -194,7 +129,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	v.Root(t, http.MethodPost, "pki/config/issuers", map[string]any{"default": "root-2"})
 	var newLeaf *x509.Certificate
 	waitFor(t, "leaves from the new root", func() error {
-		b, err := kvBundle()
+		b, _, err := kvBundle(ctx, conn)
 		if err != nil {
 			return err
 		}
@@ -207,24 +142,24 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 		bundle = b
 		return nil
 	})
-	if err := verify(bundle, oldLeaf); err != nil {
+	if err := verifyLeaf(bundle, oldLeaf); err != nil {
 		t.Errorf("old leaf during the overlap: %v", err)
 	}
-	if err := verify(bundle, newLeaf); err != nil {
+	if err := verifyLeaf(bundle, newLeaf); err != nil {
 		t.Errorf("new leaf: %v", err)
 	}
 	if _, err := v.Do(ctx, http.MethodDelete, "pki/issuer/root-1", vaultdev.RootToken, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the old root removed from KV", func() error {
-		b, err := kvBundle()
+		b, _, err := kvBundle(ctx, conn)
 		if err == nil && (len(b.Roots) != 1 || !b.Roots[0].Signing) {
 			err = errors.New("old root still there")
 		}
 		bundle = b
 		return err
 	})
-	if err := verify(bundle, newLeaf); err != nil {
+	if err := verifyLeaf(bundle, newLeaf); err != nil {
 		t.Errorf("new leaf after step 3: %v", err)
 	}
 }

@@ -194,8 +194,14 @@ func NewRefresher(src Source, hub *Hub, every time.Duration, log *logrus.Entry) 
 	return &Refresher{src: src, hub: hub, every: every, log: log}
 }
 
-// Load reads the bundle once into the hub and reports whether it changed.
-func (r *Refresher) Load(ctx context.Context) (bool, error) {
+// Load reads the bundle once into the hub.
+func (r *Refresher) Load(ctx context.Context) error {
+	_, err := r.load(ctx)
+	return err
+}
+
+// load reads the bundle into the hub and reports whether it changed.
+func (r *Refresher) load(ctx context.Context) (bool, error) {
 	b, err := r.src.TrustBundle(ctx)
 	if err != nil {
 		return false, err
@@ -214,7 +220,7 @@ func (r *Refresher) Start(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		changed, err := r.Load(ctx)
+		changed, err := r.load(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			r.log.WithContext(ctx).WithError(err).Warn("trust bundle refresh failed")

@@ -155,8 +155,11 @@ func TestRefresherFollowsTheSource(t *testing.T) {
 	log := logrus.NewEntry(logrus.New())
 	log.Logger.SetOutput(io.Discard)
 	r := NewRefresher(&sequence{bundles: []*meshv1.TrustBundle{bundle("v1", "a"), nil, bundle("v2", "a", "b")}}, h, 10*time.Millisecond, log)
-	if changed, err := r.Load(t.Context()); err != nil || !changed {
-		t.Fatalf("Load = %v, %v; want a change", changed, err)
+	if err := r.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := h.Current(); b.GetVersion() != "v1" {
+		t.Fatalf("after Load: %v, want v1", b)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -76,7 +78,16 @@ type caOptions struct {
 	meter    metric.Meter
 }
 
+// startCA serves a CA on loopback until the test ends.
 func startCA(t testing.TB, o caOptions) *testCA {
+	t.Helper()
+	ca, _ := serveCA(t, o)
+	return ca
+}
+
+// serveCA serves a CA on loopback until the test ends and returns its gRPC
+// server too, for tests that stop it themselves.
+func serveCA(t testing.TB, o caOptions) (*testCA, *grpc.Server) {
 	t.Helper()
 	ca, gs, err := newTestCA(t.Context(), o)
 	if err != nil {
@@ -90,7 +101,7 @@ func startCA(t testing.TB, o caOptions) *testCA {
 	go func() { defer close(done); _ = gs.Serve(lis) }()
 	t.Cleanup(func() { gs.Stop(); <-done })
 	ca.addr = lis.Addr().String()
-	return ca
+	return ca, gs
 }
 
 // newTestCA builds the CA and its gRPC server, not yet serving. It returns
@@ -164,7 +175,9 @@ func genKey(t testing.TB) *ecdsa.PrivateKey {
 	return k
 }
 
-func csrPEM(t testing.TB, k *ecdsa.PrivateKey, tmpl *x509.CertificateRequest) []byte {
+// csrPEM makes a PEM CSR signed by k from tmpl (nil for one without
+// SANs).
+func csrPEM(t testing.TB, k crypto.Signer, tmpl *x509.CertificateRequest) []byte {
 	t.Helper()
 	if tmpl == nil {
 		tmpl = &x509.CertificateRequest{}
@@ -354,17 +367,14 @@ func TestSignRefusals(t *testing.T) {
 	}
 }
 
+// rsaCSRPEM makes a CSR with an RSA key, which the CA refuses.
 func rsaCSRPEM(t testing.TB) []byte {
 	t.Helper()
-	k, err := rsaKey()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	return csrPEM(t, k, nil)
 }
 
 func TestBootstrapRefusals(t *testing.T) {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"net"
 	"testing"
 	"time"
 
@@ -15,18 +14,7 @@ import (
 // Unavailable when the server stops, so GracefulStop need not wait for
 // its deadline.
 func TestEndWatchesLetsGracefulStopReturn(t *testing.T) {
-	ca, gs, err := newTestCA(t.Context(), caOptions{devToken: devToken})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { defer close(served); _ = gs.Serve(lis) }()
-	defer func() { gs.Stop(); <-served }()
-	ca.addr = lis.Addr().String()
+	ca, gs := serveCA(t, caOptions{devToken: devToken})
 	cl := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
 	stream, err := cl.WatchTrustBundle(t.Context(), &cav1.WatchTrustBundleRequest{})
 	if err != nil {

@@ -1,9 +1,6 @@
 package builtin
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -17,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/tests/kube"
 )
@@ -109,9 +107,7 @@ func TestRotationAcrossRestarts(t *testing.T) {
 		}
 		return p
 	}
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	csrDER, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
-	csr, _ := x509.ParseCertificateRequest(csrDER)
+	csr := csrtest.Parsed(t, csrtest.Key(t))
 	id := identity.ID{TrustDomain: "cluster.local", Namespace: "bookstore", ServiceAccount: "bookbuyer"}
 	sign := func(p *Provider) *x509.Certificate {
 		t.Helper()

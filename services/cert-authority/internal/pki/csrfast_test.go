@@ -17,12 +17,13 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 )
 
 // TestParseCSRForFastPathMatchesStdlib: for the CSRs mesh clients send, the
 // fast parser takes them and returns what crypto/x509 would.
 func TestParseCSRForFastPathMatchesStdlib(t *testing.T) {
-	k := p256(t)
+	k := csrtest.Key(t)
 	want, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/sa1")
 	// What the mesh's clients send: libs/identity builds its CSR itself.
 	meshKey, err := identity.NewKey()
@@ -34,8 +35,8 @@ func TestParseCSRForFastPathMatchesStdlib(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, pemCSR := range map[string][]byte{
-		"no SAN":           csrFor(t, k, nil),
-		"the wanted SAN":   csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{want}}),
+		"no SAN":           csrtest.PEM(t, k, nil),
+		"the wanted SAN":   csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{want}}),
 		"identity.Key.CSR": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: meshCSR}),
 	} {
 		for form, data := range map[string][]byte{"PEM": pemCSR, "DER": mustDER(pemCSR)} {
@@ -69,27 +70,27 @@ func TestParseCSRForFastPathMatchesStdlib(t *testing.T) {
 // TestParseCSRForFallsBack: every other shape takes the generic path and is
 // judged as ParseCSR and CheckSANs judge it.
 func TestParseCSRForFallsBack(t *testing.T) {
-	k := p256(t)
+	k := csrtest.Key(t)
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	want, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/sa1")
 	other, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/other")
-	withTrailing := append(mustDER(csrFor(t, k, nil)), 0)
-	offCurve := mustDER(csrFor(t, k, nil))
+	withTrailing := append(mustDER(csrtest.PEM(t, k, nil)), 0)
+	offCurve := mustDER(csrtest.PEM(t, k, nil))
 	if i := bytes.Index(offCurve, p256SPKIPrefix); i < 0 {
 		t.Fatal("no P-256 SubjectPublicKeyInfo in the CSR")
 	} else {
 		offCurve[i+len(p256SPKIPrefix)+64] ^= 1 // the point's last byte: no longer on the curve
 	}
 	cases := map[string][]byte{
-		"subject":             csrFor(t, k, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}),
-		"other URI":           csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}),
-		"two URIs":            csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{want, other}}),
-		"DNS SAN":             csrFor(t, k, &x509.CertificateRequest{DNSNames: []string{"a.example"}}),
-		"critical SAN":        csrFor(t, k, &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: oidExtSubjectAltName, Critical: true, Value: uriSANValue(want)}}}),
-		"P-384":               csrFor(t, p384, nil),
+		"subject":             csrtest.PEM(t, k, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "x"}}),
+		"other URI":           csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}),
+		"two URIs":            csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{want, other}}),
+		"DNS SAN":             csrtest.PEM(t, k, &x509.CertificateRequest{DNSNames: []string{"a.example"}}),
+		"critical SAN":        csrtest.PEM(t, k, &x509.CertificateRequest{ExtraExtensions: []pkix.Extension{{Id: oidExtSubjectAltName, Critical: true, Value: uriSANValue(want)}}}),
+		"P-384":               csrtest.PEM(t, p384, nil),
 		"trailing data":       withTrailing,
-		"SHA-384 signature":   csrFor(t, k, &x509.CertificateRequest{SignatureAlgorithm: x509.ECDSAWithSHA384}),
-		"PEM with extra text": append(csrFor(t, k, nil), []byte("junk")...),
+		"SHA-384 signature":   csrtest.PEM(t, k, &x509.CertificateRequest{SignatureAlgorithm: x509.ECDSAWithSHA384}),
+		"PEM with extra text": append(csrtest.PEM(t, k, nil), []byte("junk")...),
 		"point off the curve": offCurve,
 	}
 	for name, data := range cases {
@@ -112,9 +113,9 @@ func TestParseCSRForFallsBack(t *testing.T) {
 // TestParseCSRForChecksSignature: a CSR of the fast path's shape whose
 // signature is another key's is refused.
 func TestParseCSRForChecksSignature(t *testing.T) {
-	k, other := p256(t), p256(t)
+	k, other := csrtest.Key(t), csrtest.Key(t)
 	want, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/sa1")
-	in := cryptobyte.String(mustDER(csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{want}})))
+	in := cryptobyte.String(mustDER(csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{want}})))
 	var outer, tbs, algo cryptobyte.String
 	if !in.ReadASN1(&outer, cbasn1.SEQUENCE) || !outer.ReadASN1Element(&tbs, cbasn1.SEQUENCE) || !outer.ReadASN1Element(&algo, cbasn1.SEQUENCE) {
 		t.Fatal("cannot split the CSR")

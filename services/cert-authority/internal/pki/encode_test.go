@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 )
 
 // TestEncodedLeafMatchesStdlib builds the same leaf with the fast encoder
 // and with x509.CreateCertificate and compares every field a verifier uses.
 func TestEncodedLeafMatchesStdlib(t *testing.T) {
 	root := mustRoot(t, time.Time{}, 0)
-	k := p256(t)
+	k := csrtest.Key(t)
 	uri, _ := url.Parse("spiffe://cluster.local/ns/a/sa/b")
 	serial := big.NewInt(0).Lsh(big.NewInt(1), 127)
 	nb, na := time.Now().Add(-time.Minute).Truncate(time.Second), time.Now().Add(time.Hour).Truncate(time.Second)
@@ -112,7 +113,7 @@ func TestIssueWithRSARootUsesStdlib(t *testing.T) {
 	if _, ok := canEncodeLeaf(iss); ok {
 		t.Fatal("the fast path accepted an RSA key")
 	}
-	k := p256(t)
+	k := csrtest.Key(t)
 	l, err := iss.Issue(LeafRequest{PublicKey: &k.PublicKey, URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package pki
 
 import (
 	"bytes"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 )
 
 const td = "cluster.local"
@@ -33,28 +33,6 @@ func mustRoot(t testing.TB, now time.Time, validity time.Duration) *Issuer {
 		t.Fatal(err)
 	}
 	return iss
-}
-
-// csrFor makes a CSR with key k and the given template tweaks.
-func csrFor(t testing.TB, k crypto.Signer, tmpl *x509.CertificateRequest) []byte {
-	t.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-}
-
-func p256(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func policy() Policy {
@@ -105,7 +83,7 @@ func TestRoleFromURI(t *testing.T) {
 // TestValidateWorkloadRefusals has one case per bad input the CA refuses.
 func TestValidateWorkloadRefusals(t *testing.T) {
 	id := "spiffe://cluster.local/ns/ns1/sa/sa1"
-	k := p256(t)
+	k := csrtest.Key(t)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -114,9 +92,9 @@ func TestValidateWorkloadRefusals(t *testing.T) {
 	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	other, _ := url.Parse("spiffe://cluster.local/ns/ns1/sa/other")
 	same, _ := url.Parse(id)
-	good := csrFor(t, k, nil)
+	good := csrtest.PEM(t, k, nil)
 	tampered := func() []byte {
-		b, _ := pem.Decode(csrFor(t, k, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "aaaa"}}))
+		b, _ := pem.Decode(csrtest.PEM(t, k, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "aaaa"}}))
 		i := strings.Index(string(b.Bytes), "aaaa")
 		b.Bytes[i] = 'b' // change the signed content, keep the signature
 		return pem.EncodeToMemory(b)
@@ -132,14 +110,14 @@ func TestValidateWorkloadRefusals(t *testing.T) {
 		{"garbage", []byte("not a csr"), id, 0, ReasonMalformedCSR},
 		{"empty CSR", nil, id, 0, ReasonMalformedCSR},
 		{"wrong PEM type", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), id, 0, ReasonMalformedCSR},
-		{"RSA key", csrFor(t, rsaKey, nil), id, 0, ReasonUnsupportedKey},
-		{"P-384 key", csrFor(t, p384, nil), id, 0, ReasonUnsupportedKey},
-		{"Ed25519 key", csrFor(t, edKey, nil), id, 0, ReasonUnsupportedKey},
+		{"RSA key", csrtest.PEM(t, rsaKey, nil), id, 0, ReasonUnsupportedKey},
+		{"P-384 key", csrtest.PEM(t, p384, nil), id, 0, ReasonUnsupportedKey},
+		{"Ed25519 key", csrtest.PEM(t, edKey, nil), id, 0, ReasonUnsupportedKey},
 		{"signature does not match key", tampered, id, 0, ReasonBadSignature},
-		{"SAN names another identity", csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}), id, 0, ReasonSANMismatch},
-		{"two URI SANs", csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{same, other}}), id, 0, ReasonSANMismatch},
-		{"DNS SAN", csrFor(t, k, &x509.CertificateRequest{DNSNames: []string{"evil.example"}}), id, 0, ReasonSANMismatch},
-		{"IP SAN", csrFor(t, k, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}), id, 0, ReasonSANMismatch},
+		{"SAN names another identity", csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}), id, 0, ReasonSANMismatch},
+		{"two URI SANs", csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{same, other}}), id, 0, ReasonSANMismatch},
+		{"DNS SAN", csrtest.PEM(t, k, &x509.CertificateRequest{DNSNames: []string{"evil.example"}}), id, 0, ReasonSANMismatch},
+		{"IP SAN", csrtest.PEM(t, k, &x509.CertificateRequest{IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}}), id, 0, ReasonSANMismatch},
 		{"foreign trust domain", good, "spiffe://evil.example/ns/ns1/sa/sa1", 0, ReasonForeignTrustDomain},
 		{"not a workload identity", good, "spiffe://cluster.local/osm/xds-edge", 0, ReasonInvalidIdentity},
 		{"TTL over maximum", good, id, 49 * time.Hour, ReasonTTLTooLong},
@@ -157,7 +135,7 @@ func TestValidateWorkloadRefusals(t *testing.T) {
 		})
 	}
 	// The accepted forms: no SAN, or exactly the requested one; DER too.
-	for _, csr := range [][]byte{good, csrFor(t, k, &x509.CertificateRequest{URIs: []*url.URL{same}}), mustDER(good)} {
+	for _, csr := range [][]byte{good, csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{same}}), mustDER(good)} {
 		r, err := policy().ValidateWorkload(csr, id, 0)
 		if err != nil || r.TTL != 24*time.Hour || r.Identity.String() != id {
 			t.Errorf("valid CSR refused: %+v, %v", r, err)
@@ -189,8 +167,8 @@ func verify(t *testing.T, chainPEM []byte, roots ...*x509.Certificate) *x509.Cer
 
 func TestIssueChainAndSAN(t *testing.T) {
 	root := mustRoot(t, time.Time{}, 0)
-	k := p256(t)
-	req, err := policy().ValidateWorkload(csrFor(t, k, nil), "spiffe://cluster.local/ns/ns1/sa/sa1", 2*time.Hour)
+	k := csrtest.Key(t)
+	req, err := policy().ValidateWorkload(csrtest.PEM(t, k, nil), "spiffe://cluster.local/ns/ns1/sa/sa1", 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +201,7 @@ func TestIssueChainAndSAN(t *testing.T) {
 func TestLeafNeverOutlivesIssuer(t *testing.T) {
 	now := time.Now()
 	root := mustRoot(t, now, 3*time.Hour) // expires at now+3h
-	k := p256(t)
+	k := csrtest.Key(t)
 	l, err := root.Issue(LeafRequest{PublicKey: &k.PublicKey, URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: 24 * time.Hour, Now: now})
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +230,7 @@ func TestParseIssuerRejectsMismatchedKey(t *testing.T) {
 // of the old root stay valid against the bundle throughout the overlap.
 func TestRotationOverlap(t *testing.T) {
 	oldRoot, newRoot := mustRoot(t, time.Time{}, 0), mustRoot(t, time.Time{}, 0)
-	k := p256(t)
+	k := csrtest.Key(t)
 	issue := func(rs *RootSet) []byte {
 		l, err := rs.Signing().Issue(LeafRequest{PublicKey: &k.PublicKey, URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
 		if err != nil {
@@ -315,8 +293,8 @@ func TestRotationOverlap(t *testing.T) {
 
 func BenchmarkIssue(b *testing.B) {
 	root := mustRoot(b, time.Time{}, 0)
-	k := p256(b)
-	csr := csrFor(b, k, nil)
+	k := csrtest.Key(b)
+	csr := csrtest.PEM(b, k, nil)
 	b.ReportAllocs()
 	for b.Loop() {
 		r, err := policy().ValidateWorkload(csr, "spiffe://cluster.local/ns/a/sa/b", 0)

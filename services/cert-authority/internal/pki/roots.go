@@ -52,9 +52,6 @@ func NewRootSet(signing *Issuer, trusted ...*x509.Certificate) *RootSet {
 // Signing is the issuing root.
 func (rs *RootSet) Signing() *Issuer { return rs.signing }
 
-// Trusted lists the roots other than the signing one.
-func (rs *RootSet) Trusted() []*x509.Certificate { return rs.trusted }
-
 // Bundle is the trust bundle of the set: every root, the signing one marked.
 func (rs *RootSet) Bundle() *meshv1.TrustBundle {
 	roots := append([]*x509.Certificate{rs.signing.Certificate()}, rs.trusted...)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"crypto/x509"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -42,7 +41,7 @@ func DebugHandler(hub *trust.Hub, cert *ServingCert) http.Handler {
 		for _, r := range b.GetRoots() {
 			ii := IssuerInfo{ID: r.Id, Signing: r.Signing, NotBefore: r.NotBefore.AsTime(), NotAfter: r.NotAfter.AsTime(),
 				ExpiresIn: time.Until(r.NotAfter.AsTime()).Round(time.Second).String()}
-			if c, err := parseRoot(r.CertificatePem); err == nil {
+			if c, err := pki.ParseCertificatePEM(r.CertificatePem); err == nil {
 				ii.Subject = c.Subject.String()
 			}
 			info.Issuers = append(info.Issuers, ii)
@@ -54,5 +53,3 @@ func DebugHandler(hub *trust.Hub, cert *ServingCert) http.Handler {
 	})
 	return mux
 }
-
-func parseRoot(p []byte) (*x509.Certificate, error) { return pki.ParseCertificatePEM(p) }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 )
 
 // TestBootstrapDNSNames: the injector may have its webhook Service's names,
@@ -20,7 +21,7 @@ func TestBootstrapDNSNames(t *testing.T) {
 	injector := cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK
 	boot := func(role cav1.ComponentRole, names ...string) (*cav1.BootstrapResponse, error) {
 		return cl.Bootstrap(t.Context(), &cav1.BootstrapRequest{Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED,
-			Role: role, Csr: csrPEM(t, genKey(t), nil), DnsNames: names})
+			Role: role, Csr: csrtest.PEM(t, csrtest.Key(t), nil), DnsNames: names})
 	}
 
 	t.Run("the injector gets its Service names", func(t *testing.T) {
@@ -92,7 +93,7 @@ func TestBootstrapDNSNames(t *testing.T) {
 	t.Run("a CA without a namespace issues no DNS names", func(t *testing.T) {
 		bare := startCA(t, caOptions{devToken: devToken})
 		_, err := bare.dial(t, nil).Bootstrap(t.Context(), &cav1.BootstrapRequest{Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED,
-			Role: injector, Csr: csrPEM(t, genKey(t), nil), DnsNames: []string{"osm-injector.osm-system.svc"}})
+			Role: injector, Csr: csrtest.PEM(t, csrtest.Key(t), nil), DnsNames: []string{"osm-injector.osm-system.svc"}})
 		if st, _ := status.FromError(err); st.Code() != codes.PermissionDenied || !strings.Contains(st.Message(), "dns_names") {
 			t.Errorf("got %v", err)
 		}

@@ -2,14 +2,11 @@ package server
 
 import (
 	"context"
-	"crypto"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"net"
 	"net/url"
 	"os"
@@ -22,15 +19,16 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/builtin"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
 )
@@ -154,11 +152,7 @@ func (ca *testCA) bundle() *meshv1.TrustBundle {
 // dial connects with cert as the client certificate (nil for none).
 func (ca *testCA) dial(t testing.TB, cert *tls.Certificate) cav1.CertificateAuthorityServiceClient {
 	t.Helper()
-	cfg, err := ClientTLSConfig(ca.bundle(), cert, caName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(ca.addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	cc, err := caclient.Dial(ca.addr, ca.bundle(), caName, cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,35 +160,12 @@ func (ca *testCA) dial(t testing.TB, cert *tls.Certificate) cav1.CertificateAuth
 	return cav1.NewCertificateAuthorityServiceClient(cc)
 }
 
-func genKey(t testing.TB) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-// csrPEM makes a PEM CSR signed by k from tmpl (nil for one without
-// SANs).
-func csrPEM(t testing.TB, k crypto.Signer, tmpl *x509.CertificateRequest) []byte {
-	t.Helper()
-	if tmpl == nil {
-		tmpl = &x509.CertificateRequest{}
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
-}
-
 // bootstrap obtains a control-plane certificate for role with the dev token.
 func (ca *testCA) bootstrap(t testing.TB, role cav1.ComponentRole) *tls.Certificate {
 	t.Helper()
-	k := genKey(t)
+	k := csrtest.Key(t)
 	resp, err := ca.dial(t, nil).Bootstrap(t.Context(), &cav1.BootstrapRequest{
-		Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: role, Csr: csrPEM(t, k, nil)})
+		Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED, Role: role, Csr: csrtest.PEM(t, k, nil)})
 	if err != nil {
 		t.Fatalf("bootstrap %s: %v", role, err)
 	}
@@ -217,9 +188,9 @@ func parseLeaf(t testing.TB, chain []byte) *x509.Certificate {
 func TestSignOverMTLS(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken})
 	edge := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
-	k := genKey(t)
+	k := csrtest.Key(t)
 	id := "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"
-	resp, err := edge.Sign(t.Context(), &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: id, Ttl: durationpb.New(time.Hour)})
+	resp, err := edge.Sign(t.Context(), &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,17 +210,17 @@ func TestSignOverMTLS(t *testing.T) {
 	}
 	// The injector may sign too.
 	inj := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK))
-	if _, err := inj.Sign(t.Context(), &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: id}); err != nil {
+	if _, err := inj.Sign(t.Context(), &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id}); err != nil {
 		t.Errorf("injector sign: %v", err)
 	}
 }
 
 func TestBootstrapIssuesRoleIdentity(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken})
-	k := genKey(t)
+	k := csrtest.Key(t)
 	resp, err := ca.dial(t, nil).Bootstrap(t.Context(), &cav1.BootstrapRequest{
 		Token: devToken, TokenType: cav1.TokenType_TOKEN_TYPE_PRE_SHARED,
-		Role: cav1.ComponentRole_COMPONENT_ROLE_POLICY_COMPILER, Csr: csrPEM(t, k, nil)})
+		Role: cav1.ComponentRole_COMPONENT_ROLE_POLICY_COMPILER, Csr: csrtest.PEM(t, k, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,12 +242,12 @@ func TestBootstrapIssuesRoleIdentity(t *testing.T) {
 // TestAuthorization checks who may call what.
 func TestAuthorization(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken})
-	k := genKey(t)
-	req := &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: "spiffe://cluster.local/ns/a/sa/b"}
+	k := csrtest.Key(t)
+	req := &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://cluster.local/ns/a/sa/b"}
 
 	// A workload certificate from the same root carries no role.
 	prov := builtin.NewProvider(pki.NewRootSet(ca.roots[0]))
-	wl, err := prov.Sign(t.Context(), pki.SignRequest{CSR: mustCSR(t, k), URI: &url.URL{Scheme: "spiffe", Host: td, Path: "/ns/a/sa/b"}, TTL: time.Hour})
+	wl, err := prov.Sign(t.Context(), pki.SignRequest{CSR: csrtest.Parsed(t, k), URI: &url.URL{Scheme: "spiffe", Host: td, Path: "/ns/a/sa/b"}, TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,7 +257,7 @@ func TestAuthorization(t *testing.T) {
 	}
 	// A certificate from a foreign CA is rejected in the handshake.
 	foreign := newRoot(t)
-	fl, err := builtin.NewProvider(pki.NewRootSet(foreign)).Sign(t.Context(), pki.SignRequest{CSR: mustCSR(t, k), URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
+	fl, err := builtin.NewProvider(pki.NewRootSet(foreign)).Sign(t.Context(), pki.SignRequest{CSR: csrtest.Parsed(t, k), URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,22 +294,12 @@ func TestAuthorization(t *testing.T) {
 	}
 }
 
-func mustCSR(t testing.TB, k *ecdsa.PrivateKey) *x509.CertificateRequest {
-	t.Helper()
-	p, _ := pem.Decode(csrPEM(t, k, nil))
-	c, err := x509.ParseCertificateRequest(p.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
 // TestSignRefusals sends each bad input over gRPC and checks the status
 // code and the reason it names.
 func TestSignRefusals(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken})
 	edge := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
-	k := genKey(t)
+	k := csrtest.Key(t)
 	other, _ := url.Parse("spiffe://cluster.local/ns/a/sa/other")
 	rsaCSR := rsaCSRPEM(t)
 	id := "spiffe://cluster.local/ns/a/sa/b"
@@ -350,11 +311,11 @@ func TestSignRefusals(t *testing.T) {
 	}{
 		{"malformed CSR", &cav1.SignRequest{Csr: []byte("garbage"), Identity: id}, codes.InvalidArgument, pki.ReasonMalformedCSR},
 		{"key is not P-256", &cav1.SignRequest{Csr: rsaCSR, Identity: id}, codes.InvalidArgument, pki.ReasonUnsupportedKey},
-		{"SAN does not match", &cav1.SignRequest{Csr: csrPEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}), Identity: id}, codes.InvalidArgument, pki.ReasonSANMismatch},
-		{"outside the trust domain", &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: "spiffe://evil.example/ns/a/sa/b"}, codes.PermissionDenied, pki.ReasonForeignTrustDomain},
-		{"not a workload identity", &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: "spiffe://cluster.local/osm/xds-edge"}, codes.InvalidArgument, pki.ReasonInvalidIdentity},
-		{"TTL over the maximum", &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: id, Ttl: durationpb.New(72 * time.Hour)}, codes.InvalidArgument, pki.ReasonTTLTooLong},
-		{"zero TTL", &cav1.SignRequest{Csr: csrPEM(t, k, nil), Identity: id, Ttl: durationpb.New(0)}, codes.InvalidArgument, pki.ReasonInvalidTTL},
+		{"SAN does not match", &cav1.SignRequest{Csr: csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}), Identity: id}, codes.InvalidArgument, pki.ReasonSANMismatch},
+		{"outside the trust domain", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://evil.example/ns/a/sa/b"}, codes.PermissionDenied, pki.ReasonForeignTrustDomain},
+		{"not a workload identity", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://cluster.local/osm/xds-edge"}, codes.InvalidArgument, pki.ReasonInvalidIdentity},
+		{"TTL over the maximum", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(72 * time.Hour)}, codes.InvalidArgument, pki.ReasonTTLTooLong},
+		{"zero TTL", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(0)}, codes.InvalidArgument, pki.ReasonInvalidTTL},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -374,7 +335,7 @@ func rsaCSRPEM(t testing.TB) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return csrPEM(t, k, nil)
+	return csrtest.PEM(t, k, nil)
 }
 
 func TestBootstrapRefusals(t *testing.T) {
@@ -382,8 +343,8 @@ func TestBootstrapRefusals(t *testing.T) {
 	accounts := map[identity.Role]ServiceAccount{identity.RoleXDSEdge: {"osm-system", "osm-xds-edge"}}
 	withDev := startCA(t, caOptions{devToken: devToken, reviewer: rev, accounts: accounts})
 	noDev := startCA(t, caOptions{reviewer: rev, accounts: accounts})
-	k := genKey(t)
-	csr := csrPEM(t, k, nil)
+	k := csrtest.Key(t)
+	csr := csrtest.PEM(t, k, nil)
 	edge := cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE
 	sa, psk := cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT, cav1.TokenType_TOKEN_TYPE_PRE_SHARED
 	wrongSAN, _ := url.Parse("spiffe://cluster.local/osm/operator")
@@ -401,7 +362,7 @@ func TestBootstrapRefusals(t *testing.T) {
 		{"rejected SA token", noDev, &cav1.BootstrapRequest{Token: "forged", TokenType: sa, Role: edge, Csr: csr}, codes.Unauthenticated, "not authenticated"},
 		{"SA token of another role", noDev, &cav1.BootstrapRequest{Token: "good-edge-token", TokenType: sa, Role: cav1.ComponentRole_COMPONENT_ROLE_POLICY_COMPILER, Csr: csr}, codes.PermissionDenied, "policy-compiler"},
 		{"malformed CSR", noDev, &cav1.BootstrapRequest{Token: "good-edge-token", TokenType: sa, Role: edge, Csr: []byte("x")}, codes.InvalidArgument, string(pki.ReasonMalformedCSR)},
-		{"CSR names another identity", noDev, &cav1.BootstrapRequest{Token: "good-edge-token", TokenType: sa, Role: edge, Csr: csrPEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{wrongSAN}})}, codes.InvalidArgument, string(pki.ReasonSANMismatch)},
+		{"CSR names another identity", noDev, &cav1.BootstrapRequest{Token: "good-edge-token", TokenType: sa, Role: edge, Csr: csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{wrongSAN}})}, codes.InvalidArgument, string(pki.ReasonSANMismatch)},
 		{"TTL over the maximum", noDev, &cav1.BootstrapRequest{Token: "good-edge-token", TokenType: sa, Role: edge, Csr: csr, Ttl: durationpb.New(25 * time.Hour)}, codes.InvalidArgument, string(pki.ReasonTTLTooLong)},
 	}
 	for _, c := range cases {

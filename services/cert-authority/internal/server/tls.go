@@ -19,7 +19,6 @@ import (
 
 	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/identity"
-	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
 )
@@ -214,20 +213,6 @@ func TLSConfig(cert *ServingCert, hub *trust.Hub) *tls.Config {
 			return c, nil
 		},
 	}
-}
-
-// ClientTLSConfig is what a control-plane client of the CA uses: its own
-// certificate (nil for Bootstrap) and the bundle's roots to verify the CA.
-func ClientTLSConfig(b *meshv1.TrustBundle, cert *tls.Certificate, serverName string) (*tls.Config, error) {
-	pool, err := pki.BundlePool(b)
-	if err != nil {
-		return nil, err
-	}
-	c := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: serverName}
-	if cert != nil {
-		c.Certificates = []tls.Certificate{*cert}
-	}
-	return c, nil
 }
 
 // NewGRPCServer returns a gRPC server with the CA's mTLS credentials and

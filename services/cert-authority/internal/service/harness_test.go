@@ -3,8 +3,6 @@ package service
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -18,17 +16,15 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/logging"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
-	"github.com/openservicemesh/osm/services/cert-authority/internal/server"
 	"github.com/openservicemesh/osm/tests/kube"
 )
 
@@ -98,11 +94,7 @@ func (s *instance) admin(path string) string { return "http://" + s.adminAddr + 
 // for Bootstrap), verifying the CA against the roots of b.
 func (s *instance) dial(t *testing.T, b *meshv1.TrustBundle, cert *tls.Certificate) cav1.CertificateAuthorityServiceClient {
 	t.Helper()
-	cfg, err := server.ClientTLSConfig(b, cert, serverName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := grpc.NewClient(s.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	cc, err := caclient.Dial(s.grpcAddr, b, serverName, cert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,15 +105,8 @@ func (s *instance) dial(t *testing.T, b *meshv1.TrustBundle, cert *tls.Certifica
 // newCSR returns a fresh P-256 key and a PEM CSR of it without SANs.
 func newCSR(t *testing.T) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	k := csrtest.Key(t)
+	return k, csrtest.PEM(t, k, nil)
 }
 
 // bootstrap asks cl for a control-plane certificate of role for key k,

@@ -3,10 +3,7 @@ package vault
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-
 	"fmt"
 	"log"
 	"net/http"
@@ -24,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openservicemesh/osm/libs/logging"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/vaultdev"
@@ -116,13 +114,8 @@ func newProvider(t *testing.T, auth AuthOptions, b Backoff, timeout time.Duratio
 
 func signReq(t testing.TB, path string) (pki.SignRequest, *ecdsa.PrivateKey) {
 	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, _ := x509.ParseCertificateRequest(der)
-	return pki.SignRequest{CSR: csr, URI: &url.URL{Scheme: "spiffe", Host: td, Path: path}, TTL: time.Hour}, k
+	k := csrtest.Key(t)
+	return pki.SignRequest{CSR: csrtest.Parsed(t, k), URI: &url.URL{Scheme: "spiffe", Host: td, Path: path}, TTL: time.Hour}, k
 }
 
 func TestSignThroughVault(t *testing.T) {

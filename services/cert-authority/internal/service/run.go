@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -55,6 +56,15 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 	g, gctx := errgroup.WithContext(ctx)
 	defer func() { cancel(); _ = g.Wait() }()
 	start := func(p part) { g.Go(func() error { return p.Start(gctx) }) }
+	// Registered first, so that /readyz cannot pass on the checks added so
+	// far while later steps (and their checks) are still to come.
+	var serving atomic.Bool
+	rt.Health.AddReadyCheck("grpc", func(context.Context) error {
+		if !serving.Load() {
+			return errors.New("starting: the gRPC listener is not serving yet")
+		}
+		return nil
+	})
 
 	client, kubeErr := c.kubeClient()
 	prov, err := c.openProvider(ctx, log, client, kubeErr)
@@ -131,8 +141,8 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 	// The bundle watches never end by themselves; ending them first lets
 	// the graceful stop return without waiting out its grace.
 	g.Go(func() error { return app.ServeGRPC(gctx, gs, lis, grpcGrace, srv.EndWatches) })
-
 	rt.HandleAdmin("GET /debug/issuers", server.DebugHandler(hub, cert))
+	serving.Store(true)
 	return g.Wait()
 }
 

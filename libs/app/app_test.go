@@ -93,6 +93,11 @@ func TestLifecycle(t *testing.T) {
 			if _, err := rt.Bus(ctx, bus.RoleEdge); err != nil {
 				return err
 			}
+			// The NATS check passes already, but the service has more to
+			// register: not ready yet.
+			if code, body := get(t, "http://"+rt.AdminAddr+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting:") {
+				t.Errorf("readyz before Started = %d %q", code, body)
+			}
 			warm := false
 			rt.Health.AddReadyCheck("warm", func(context.Context) error {
 				if !warm {
@@ -100,6 +105,7 @@ func TestLifecycle(t *testing.T) {
 				}
 				return nil
 			})
+			rt.Health.Started()
 			code, body := get(t, "http://"+rt.AdminAddr+"/readyz")
 			if code != http.StatusServiceUnavailable || !strings.Contains(body, "warm: initial sync not done") {
 				t.Errorf("readyz before warm-up = %d %q", code, body)

@@ -4,6 +4,8 @@ import (
 	"os"
 	"regexp"
 	"strings"
+
+	"github.com/openservicemesh/osm/libs/identity"
 )
 
 // ControlPlane holds the flags that place a component in its mesh and its
@@ -92,9 +94,6 @@ var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 // dnsSubdomain is a Kubernetes object name (RFC 1123 subdomain).
 var dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 
-// trustDomain is a SPIFFE trust domain name.
-var trustDomain = regexp.MustCompile(`^[a-z0-9._-]+$`)
-
 // labelValue is a Kubernetes label value.
 var labelValue = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
 
@@ -127,7 +126,7 @@ func (c *ControlPlane) Validate() error {
 		}
 	}
 	if c.use&CPTrustDomain != 0 {
-		if len(c.TrustDomain) > 255 || !trustDomain.MatchString(c.TrustDomain) {
+		if err := identity.ValidateTrustDomain(c.TrustDomain); err != nil || len(c.TrustDomain) > 255 {
 			return FlagError("trust-domain", "must be a lowercase SPIFFE trust domain such as cluster.local, got %q", c.TrustDomain)
 		}
 	}

@@ -67,6 +67,8 @@ func TestControlPlaneDefaultsAndValidation(t *testing.T) {
 		{[]string{"--mesh-config", "osm-system/osm-mesh-config"}, "--mesh-config (OSM_MESH_CONFIG): is the MeshConfig's name in --namespace"},
 		{[]string{"--mesh-name", ""}, "--mesh-name"},
 		{[]string{"--trust-domain", "spiffe://cluster.local"}, "--trust-domain"},
+		{[]string{"--trust-domain", "cluster..local"}, "--trust-domain"},
+		{[]string{"--trust-domain", ".local"}, "--trust-domain"},
 		{[]string{"--cluster-domain", "cluster..local"}, "--cluster-domain"},
 	} {
 		err := Run(t.Context(), cpSpec(all, &ControlPlane{}), c.args, noenv, io.Discard)

@@ -19,11 +19,13 @@ import (
 type Check func(ctx context.Context) error
 
 // Health holds the readiness checks a service registers. /readyz answers 200
-// only when every check passes and the service is not shutting down; it has
-// no check of its own that always passes.
+// only when the service has said it registered every check (Started), every
+// check passes, and the service is not shutting down; it has no check of its
+// own that always passes.
 type Health struct {
 	mu       sync.Mutex
 	checks   map[string]Check
+	started  atomic.Bool
 	stopping atomic.Bool
 }
 
@@ -36,11 +38,21 @@ func (h *Health) AddReadyCheck(name string, c Check) {
 	h.mu.Unlock()
 }
 
+// Started tells the runner that the service has registered every readiness
+// check it will have. Until then /readyz fails with "starting", so that a
+// check registered early that already passes (the NATS connection, say)
+// cannot make the service look ready before the checks registered after it
+// exist. Call it once, from Run, after the last AddReadyCheck.
+func (h *Health) Started() { h.started.Store(true) }
+
 // Ready runs every check and returns the failures by name.
 func (h *Health) Ready(ctx context.Context) map[string]error {
 	failed := map[string]error{}
 	if h.stopping.Load() {
 		failed["shutdown"] = fmt.Errorf("shutting down")
+	}
+	if !h.started.Load() {
+		failed["starting"] = fmt.Errorf("the service has not registered all its readiness checks yet")
 	}
 	h.mu.Lock()
 	checks := make(map[string]Check, len(h.checks))

@@ -143,6 +143,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 	g.Go(func() error { return app.ServeGRPC(gctx, gs, lis, grpcGrace, srv.EndWatches) })
 	rt.HandleAdmin("GET /debug/issuers", server.DebugHandler(hub, cert))
 	serving.Store(true)
+	rt.Health.Started()
 	return g.Wait()
 }
 

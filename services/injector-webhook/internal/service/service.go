@@ -137,6 +137,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	for _, ch := range checks {
 		rt.Health.AddReadyCheck(ch.name, ch.fn)
 	}
+	rt.Health.Started()
 	return runParts(ctx, parts...)
 }
 

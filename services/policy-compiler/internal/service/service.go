@@ -139,6 +139,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		Leader:   elector,
 	})
 	rt.Health.AddReadyCheck("compiled", comp.Ready)
+	rt.Health.Started()
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return elector.Run(gctx) })
 	g.Go(func() error { return comp.Start(gctx) })

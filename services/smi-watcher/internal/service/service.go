@@ -185,6 +185,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 		return err
 	}
 	rt.Health.AddReadyCheck("informers", w.Check)
+	rt.Health.Started()
 
 	events := record.NewBroadcaster(record.WithContext(ctx))
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.Kube.CoreV1().Events("")})

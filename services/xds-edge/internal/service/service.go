@@ -202,6 +202,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	// disconnect: the edge keeps serving through a short NATS outage.
 	rt.Health.AddReadyCheck("nats", e.CheckNATS)
 	rt.Health.AddReadyCheck("mesh-compiled", e.CheckSync)
+	rt.Health.Started()
 	rt.Log.WithField("listen_addr", ln.Addr().String()).Info("ads listener up")
 	g, gctx := errgroup.WithContext(ctx)
 	if own != nil {

@@ -22,11 +22,12 @@ const (
 	// The control plane: its namespace, the pod's name, the MeshConfig.
 	flagCANamespace       = "--namespace"
 	flagWatcherNamespace  = "--namespace"
+	flagCompilerNamespace = "--namespace"
 	flagInjectorNamespace = "--control-plane-namespace"
 	flagWatcherPod        = "--pod-name"
-	flagCompilerPod       = "--holder"
+	flagCompilerPod       = "--pod-name"
 	flagEdgePod           = "--pod-name"
-	flagCompilerMeshCfg   = "--mesh-config" // namespace/name
+	flagCompilerMeshCfg   = "--mesh-config"
 	flagInjectorMeshCfg   = "--meshconfig-name"
 
 	// The CA client of the injector and the edge.
@@ -84,7 +85,7 @@ func (m *Mesh) args(c Component, admin, addr string) []string {
 		a = append(a, flagWatcherNamespace, o.Namespace, flagWatcherPod, o.Name)
 	case Compiler:
 		a = append(a, mesh...)
-		a = append(a, flagCompilerMeshCfg, o.Namespace+"/"+o.MeshConfig, flagCompilerPod, o.Name)
+		a = append(a, flagCompilerNamespace, o.Namespace, flagCompilerMeshCfg, o.MeshConfig, flagCompilerPod, o.Name)
 	case Edge:
 		a = append(a, caClient...)
 		a = append(a, flagListenAddr, addr, flagEdgePod, o.Name+"-edge-0")

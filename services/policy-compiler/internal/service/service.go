@@ -7,8 +7,6 @@ package service
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -32,46 +30,44 @@ const Name = "policy-compiler"
 // its zero value is production.
 type Options struct{}
 
-// config holds the service's own flags.
+// config holds the service's flags.
 type config struct {
-	meshName    string
-	meshConfig  string
-	trustDomain string
-	debounce    time.Duration
-	maxDelay    time.Duration
-	kvReplicas  int
-	holder      string
-	leaseTTL    time.Duration
+	cp         app.ControlPlane
+	debounce   time.Duration
+	maxDelay   time.Duration
+	kvReplicas int
+	leaseTTL   time.Duration
 }
 
 // Spec is the policy-compiler service for app.Main and app.Run.
 func Spec(Options) app.Spec {
 	var c config
 	return app.Spec{
-		Name:     Name,
-		Summary:  "policy-compiler compiles KV mesh-observed into Envoy resources and proxy groups in KV mesh-compiled, writing only what changed.",
+		Name: Name,
+		Summary: `policy-compiler compiles KV mesh-observed into Envoy resources and proxy groups in KV mesh-compiled,
+writing only what changed. It reads the MeshConfig --mesh-config in --namespace; --trust-domain is the
+trust domain of the compiled identities when that MeshConfig sets no spec.certificate.trustDomain.`,
 		UsesNATS: true,
-		Flags: func(f *app.Flags) {
-			f.String(&c.meshName, "mesh-name", "osm", "name of the mesh: namespaces whose openservicemesh.io/monitored-by label equals it are meshed")
-			f.String(&c.meshConfig, "mesh-config", "osm-system/osm-mesh-config", "namespace/name of the mesh's MeshConfig")
-			f.String(&c.trustDomain, "trust-domain", compile.DefaultTrustDomain, "SPIFFE trust domain used when the MeshConfig sets none")
-			f.Duration(&c.debounce, "debounce", pipeline.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
-			f.Duration(&c.maxDelay, "max-delay", pipeline.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
-			f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-compiled bucket when the compiler declares it")
-			f.String(&c.holder, "holder", defaultHolder(), "name of this instance in the compiler lease (default: the POD_NAME environment variable, else the host name)")
-			f.Duration(&c.leaseTTL, "lease-ttl", 15*time.Second, "how long the compiler lease holds without renewal; a standby takes over after it")
-		},
-		Validate: func() error { return c.validate() },
+		Flags:    c.flags,
+		Validate: c.validate,
 		Run:      func(ctx context.Context, rt *app.Runtime) error { return c.run(ctx, rt) },
 	}
 }
 
+// flags registers the service's flags.
+func (c *config) flags(f *app.Flags) {
+	c.cp.Flags(f, app.CPNamespace|app.CPMeshConfig|app.CPPodName|app.CPMeshName|app.CPTrustDomain)
+	f.Deprecated("holder", "pod-name")
+	f.Duration(&c.debounce, "debounce", pipeline.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
+	f.Duration(&c.maxDelay, "max-delay", pipeline.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
+	f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-compiled bucket when the compiler declares it")
+	f.Duration(&c.leaseTTL, "lease-ttl", 15*time.Second, "how long the compiler lease holds without renewal; a standby takes over after it")
+}
+
+// validate checks the flags; errors name the flag.
 func (c *config) validate() error {
-	if c.meshName == "" {
-		return app.FlagError("mesh-name", "is required")
-	}
-	if _, err := c.meshConfigName(); err != nil {
-		return app.FlagError("mesh-config", "%v", err)
+	if err := c.cp.Validate(); err != nil {
+		return err
 	}
 	if c.debounce <= 0 || c.debounce > 50*time.Millisecond {
 		return app.FlagError("debounce", "must be in (0, 50ms], got %s", c.debounce)
@@ -82,25 +78,13 @@ func (c *config) validate() error {
 	if c.kvReplicas < 1 || c.kvReplicas > 5 {
 		return app.FlagError("kv-replicas", "must be 1 to 5, got %d", c.kvReplicas)
 	}
-	if c.holder == "" {
-		return app.FlagError("holder", "is required")
-	}
 	if c.leaseTTL < 3*time.Second {
 		return app.FlagError("lease-ttl", "must be at least 3s, got %s", c.leaseTTL)
 	}
 	return nil
 }
 
-func (c *config) meshConfigName() (model.NN, error) {
-	ns, name, ok := strings.Cut(c.meshConfig, "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		return model.NN{}, fmt.Errorf("want namespace/name, got %q", c.meshConfig)
-	}
-	return model.NN{Namespace: ns, Name: name}, nil
-}
-
 func (c *config) run(ctx context.Context, rt *app.Runtime) error {
-	mc, _ := c.meshConfigName()
 	conn, err := rt.Bus(ctx, bus.RoleCompiler)
 	if err != nil {
 		return err
@@ -119,9 +103,9 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return err
 	}
-	elector, err := lease.New(leases, lease.Options{Key: layout.CompilerLeaseKey, Holder: c.holder, TTL: c.leaseTTL,
+	elector, err := lease.New(leases, lease.Options{Key: layout.CompilerLeaseKey, Holder: c.cp.PodName, TTL: c.leaseTTL,
 		OnChange: func(leading bool, term uint64) {
-			rt.Log.WithContext(ctx).WithFields(logrus.Fields{"holder": c.holder, "leading": leading, "term": term}).Info("compiler lease changed")
+			rt.Log.WithContext(ctx).WithFields(logrus.Fields{"holder": c.cp.PodName, "leading": leading, "term": term}).Info("compiler lease changed")
 		}})
 	if err != nil {
 		return err
@@ -131,7 +115,11 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	comp := pipeline.New(observed, compiled, conn.NATS(), pipeline.Options{
-		Engine:   compile.Options{MeshName: c.meshName, MeshConfig: mc, TrustDomain: c.trustDomain},
+		Engine: compile.Options{
+			MeshName:    c.cp.MeshName,
+			MeshConfig:  model.NN{Namespace: c.cp.Namespace, Name: c.cp.MeshConfig},
+			TrustDomain: c.cp.TrustDomain,
+		},
 		Debounce: c.debounce,
 		MaxDelay: c.maxDelay,
 		Log:      rt.Log,
@@ -144,13 +132,4 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	g.Go(func() error { return elector.Run(gctx) })
 	g.Go(func() error { return comp.Start(gctx) })
 	return g.Wait()
-}
-
-// defaultHolder names this instance: its pod name, else its host name.
-func defaultHolder() string {
-	if p := os.Getenv("POD_NAME"); p != "" {
-		return p
-	}
-	h, _ := os.Hostname()
-	return h
 }

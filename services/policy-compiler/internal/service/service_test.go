@@ -1,6 +1,7 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -26,7 +27,9 @@ func TestFlagsAreValidated(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--mesh-config", "no-slash"}, "--mesh-config"},
+		{[]string{"--mesh-config", "osm-system/osm-mesh-config"}, "--mesh-config"},
+		{[]string{"--namespace", "Not_A_Namespace"}, "--namespace"},
+		{[]string{"--trust-domain", "Cluster Local"}, "--trust-domain"},
 		{[]string{"--debounce", "200ms"}, "--debounce"},
 		{[]string{"--max-delay", "2s"}, "--max-delay"},
 		{[]string{"--mesh-name", ""}, "--mesh-name"},
@@ -37,6 +40,22 @@ func TestFlagsAreValidated(t *testing.T) {
 		var ce *app.ConfigError
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: err = %v, want a configuration error naming %s", c.args, err, c.want)
+		}
+	}
+}
+
+func TestHelpListsTheControlPlaneFlags(t *testing.T) {
+	var out bytes.Buffer
+	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"--namespace", "--mesh-config", "name of the mesh's MeshConfig, in --namespace", "default osm-mesh-config",
+		"--pod-name", "env OSM_POD_NAME", "--mesh-name", "--trust-domain", "when that MeshConfig sets no spec.certificate.trustDomain",
+		"--holder, env OSM_HOLDER: use --pod-name",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out.String())
 		}
 	}
 }
@@ -66,7 +85,8 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	env := map[string]string{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c"}
+	// The pod's name through its deprecated environment name.
+	env := map[string]string{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c", "OSM_HOLDER": "compiler-0"}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	var logs logging.Buffer
@@ -133,6 +153,11 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"generation committed"`) {
 		t.Errorf("logs lack the commit:\n%s", logs.String())
+	}
+	for _, want := range []string{`"flag":"--holder"`, `"holder":"compiler-0"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s:\n%s", want, logs.String())
+		}
 	}
 }
 

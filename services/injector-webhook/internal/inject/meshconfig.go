@@ -2,114 +2,112 @@ package inject
 
 import (
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
-// WithMeshConfig returns s with the injection fields of a MeshConfig's spec
-// (unstructured, as the dynamic client returns it) applied over it: the
-// sidecar image, init image, log level and resources, and the traffic
-// exclusion lists. A field the MeshConfig leaves unset keeps s's value.
-// Errors name the field.
-func (s Settings) WithMeshConfig(mc *unstructured.Unstructured) (Settings, error) {
+// The MeshConfig fields the injector applies, by their field paths.
+const (
+	fieldSidecarImage    = "spec.sidecar.image"
+	fieldInitImage       = "spec.sidecar.initContainerImage"
+	fieldLogLevel        = "spec.sidecar.logLevel"
+	fieldResources       = "spec.sidecar.resources"
+	fieldOutboundPorts   = "spec.traffic.outboundPortExclusionList"
+	fieldInboundPorts    = "spec.traffic.inboundPortExclusionList"
+	fieldRangeExclusions = "spec.traffic.outboundIPRangeExclusionList"
+	fieldRangeInclusions = "spec.traffic.outboundIPRangeInclusionList"
+)
+
+// WithMeshConfig returns s with the injection fields of a MeshConfig (as
+// meshconfig.Parse reads it) applied over it: the sidecar image, init
+// image, log level and resources, and the traffic exclusion lists. A field
+// the MeshConfig leaves unset keeps s's value. A value of one of these
+// fields that the MeshConfig could not read (in its InvalidFields), or a
+// port out of range, is an error that names the field.
+func (s Settings) WithMeshConfig(mc *meshv1.MeshConfig) (Settings, error) {
+	for _, f := range mc.GetInvalidFields() {
+		if used(f.GetFieldPath()) {
+			return s, fmt.Errorf("meshconfig %s: %s (got %q)", f.GetFieldPath(), f.GetMessage(), f.GetValue())
+		}
+	}
 	out := s
-	spec := mc.Object
-	str := func(dst *string, path ...string) error {
-		v, found, err := unstructured.NestedString(spec, path...)
-		if err != nil {
-			return fieldErr(path, err)
-		}
-		if found && v != "" {
-			*dst = v
-		}
-		return nil
-	}
+	sc := mc.GetSidecar()
 	for _, f := range []struct {
-		dst  *string
-		path []string
+		dst *string
+		v   string
 	}{
-		{&out.SidecarImage, []string{"spec", "sidecar", "image"}},
-		{&out.InitImage, []string{"spec", "sidecar", "initContainerImage"}},
-		{&out.LogLevel, []string{"spec", "sidecar", "logLevel"}},
+		{&out.SidecarImage, sc.GetSidecarImage()},
+		{&out.InitImage, sc.GetInitContainerImage()},
+		{&out.LogLevel, sc.GetLogLevel()},
 	} {
-		if err := str(f.dst, f.path...); err != nil {
-			return s, err
+		if f.v != "" {
+			*f.dst = f.v
 		}
 	}
 	for _, f := range []struct {
-		dst  *[]int
-		path []string
+		dst   *[]int
+		path  string
+		ports []int32
 	}{
-		{&out.OutboundPortExclusions, []string{"spec", "traffic", "outboundPortExclusionList"}},
-		{&out.InboundPortExclusions, []string{"spec", "traffic", "inboundPortExclusionList"}},
+		{&out.OutboundPortExclusions, fieldOutboundPorts, mc.GetTraffic().GetOutboundPortExclusionList()},
+		{&out.InboundPortExclusions, fieldInboundPorts, mc.GetTraffic().GetInboundPortExclusionList()},
 	} {
-		raw, found, err := unstructured.NestedSlice(spec, f.path...)
-		if err != nil {
-			return s, fieldErr(f.path, err)
-		}
-		if !found {
+		if f.ports == nil {
 			continue
 		}
-		ports := make([]int, 0, len(raw))
-		for i, v := range raw {
-			p, ok := v.(int64)
-			if !ok || p < 1 || p > 65535 {
-				return s, fieldErr(append(f.path, fmt.Sprint(i)), fmt.Errorf("%v is not a port (1-65535)", v))
+		ports := make([]int, 0, len(f.ports))
+		for i, p := range f.ports {
+			if p < 1 || p > 65535 {
+				return s, fmt.Errorf("meshconfig %s.%d: %d is not a port (1-65535)", f.path, i, p)
 			}
 			ports = append(ports, int(p))
 		}
 		*f.dst = ports
 	}
-	for _, f := range []struct {
-		dst  *[]string
-		path []string
-	}{
-		{&out.OutboundIPRangeExclusions, []string{"spec", "traffic", "outboundIPRangeExclusionList"}},
-		{&out.OutboundIPRangeInclusions, []string{"spec", "traffic", "outboundIPRangeInclusionList"}},
-	} {
-		v, found, err := unstructured.NestedStringSlice(spec, f.path...)
-		if err != nil {
-			return s, fieldErr(f.path, err)
-		}
-		if found {
-			*f.dst = v
-		}
+	if v := mc.GetTraffic().GetOutboundIpRangeExclusionList(); v != nil {
+		out.OutboundIPRangeExclusions = v
 	}
-	for _, kind := range []string{"limits", "requests"} {
-		path := []string{"spec", "sidecar", "resources", kind}
-		m, found, err := unstructured.NestedMap(spec, path...)
-		if err != nil {
-			return s, fieldErr(path, err)
-		}
-		if !found {
+	if v := mc.GetTraffic().GetOutboundIpRangeInclusionList(); v != nil {
+		out.OutboundIPRangeInclusions = v
+	}
+	res := sc.GetResources()
+	for _, r := range []struct {
+		dst  *corev1.ResourceList
+		kind string
+		from map[string]string
+	}{
+		{&out.Resources.Limits, "limits", res.GetLimits()},
+		{&out.Resources.Requests, "requests", res.GetRequests()},
+	} {
+		if r.from == nil {
 			continue
 		}
-		list := corev1.ResourceList{}
-		for name, v := range m {
-			q, err := resource.ParseQuantity(fmt.Sprint(v))
+		list := make(corev1.ResourceList, len(r.from))
+		for name, v := range r.from {
+			q, err := resource.ParseQuantity(v)
 			if err != nil {
-				return s, fieldErr(append(path, name), err)
+				return s, fmt.Errorf("meshconfig %s.%s[%s]: %w", fieldResources, r.kind, name, err)
 			}
 			list[corev1.ResourceName(name)] = q
 		}
-		if kind == "limits" {
-			out.Resources.Limits = list
-		} else {
-			out.Resources.Requests = list
-		}
+		*r.dst = list
 	}
 	return out, nil
 }
 
-func fieldErr(path []string, err error) error {
-	p := ""
-	for i, e := range path {
-		if i > 0 {
-			p += "."
+// used reports whether an invalid field's path is, contains or lies
+// inside a field WithMeshConfig reads (spec.sidecar that is not an object
+// holds spec.sidecar.image).
+func used(path string) bool {
+	for _, u := range []string{fieldSidecarImage, fieldInitImage, fieldLogLevel, fieldResources,
+		fieldOutboundPorts, fieldInboundPorts, fieldRangeExclusions, fieldRangeInclusions} {
+		if path == u || strings.HasPrefix(path, u+".") || strings.HasPrefix(path, u+"[") || strings.HasPrefix(u, path+".") {
+			return true
 		}
-		p += e
 	}
-	return fmt.Errorf("meshconfig %s: %w", p, err)
+	return false
 }

@@ -9,7 +9,6 @@ import (
 	"github.com/sirupsen/logrus"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -17,6 +16,7 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/openservicemesh/osm/libs/meshconfig"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 )
@@ -85,9 +85,6 @@ func (c *namespaceCache) Get(_ context.Context, name string) (*corev1.Namespace,
 	return c.lister.Get(name)
 }
 
-// MeshConfigGVR is OSM's MeshConfig resource.
-var MeshConfigGVR = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
-
 // settingsSetter takes the injection settings (webhook.Webhook).
 type settingsSetter interface {
 	SetSettings(s inject.Settings)
@@ -113,7 +110,7 @@ type meshConfigWatch struct {
 func newMeshConfigWatch(dyn dynamic.Interface, namespace, name string, base inject.Settings, to settingsSetter, log *logrus.Entry) (*meshConfigWatch, error) {
 	w := &meshConfigWatch{name: name, base: base, to: to, log: log}
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, resync, namespace, nil)
-	inf := f.ForResource(MeshConfigGVR).Informer()
+	inf := f.ForResource(meshconfig.GVR).Informer()
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    w.apply,
 		UpdateFunc: func(_, obj any) { w.apply(obj) },
@@ -142,7 +139,7 @@ func (w *meshConfigWatch) apply(obj any) {
 	if u == nil {
 		return
 	}
-	s, err := w.base.WithMeshConfig(u)
+	s, err := w.base.WithMeshConfig(meshconfig.Parse(u))
 	if err != nil {
 		w.log.WithError(err).WithField("name", u.GetName()).Warn("meshconfig rejected; keeping the previous injection settings")
 		return

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openservicemesh/osm/libs/layout"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -28,7 +30,7 @@ func settings() Settings {
 
 func meshNS(annotations map[string]string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bookstore",
-		Labels: map[string]string{LabelMonitoredBy: "osm"}, Annotations: annotations}}
+		Labels: map[string]string{layout.LabelMonitoredBy: "osm"}, Annotations: annotations}}
 }
 
 func bookstorePod() *corev1.Pod {
@@ -53,15 +55,15 @@ func bookstorePod() *corev1.Pod {
 func TestDecide(t *testing.T) {
 	s := settings()
 	other := meshNS(nil)
-	other.Labels[LabelMonitoredBy] = "other-mesh"
+	other.Labels[layout.LabelMonitoredBy] = "other-mesh"
 	ignored := meshNS(nil)
-	ignored.Labels[LabelIgnore] = "true"
+	ignored.Labels[layout.LabelIgnore] = "true"
 	hostNet := bookstorePod()
 	hostNet.Spec.HostNetwork = true
 	podOff := bookstorePod()
-	podOff.Annotations[AnnotationInjection] = "disabled"
+	podOff.Annotations[layout.AnnotationSidecarInjection] = "disabled"
 	podOn := bookstorePod()
-	podOn.Annotations[AnnotationInjection] = "enabled"
+	podOn.Annotations[layout.AnnotationSidecarInjection] = "enabled"
 	cases := []struct {
 		name string
 		ns   *corev1.Namespace
@@ -74,8 +76,8 @@ func TestDecide(t *testing.T) {
 		{"ignored namespace", ignored, bookstorePod(), false},
 		{"host network", meshNS(nil), hostNet, false},
 		{"pod disabled", meshNS(nil), podOff, false},
-		{"namespace disabled", meshNS(map[string]string{AnnotationInjection: "disabled"}), bookstorePod(), false},
-		{"pod enabled wins over namespace disabled", meshNS(map[string]string{AnnotationInjection: "disabled"}), podOn, true},
+		{"namespace disabled", meshNS(map[string]string{layout.AnnotationSidecarInjection: "disabled"}), bookstorePod(), false},
+		{"pod enabled wins over namespace disabled", meshNS(map[string]string{layout.AnnotationSidecarInjection: "disabled"}), podOn, true},
 	}
 	for _, c := range cases {
 		d, err := Decide(s, c.ns, c.pod)
@@ -84,8 +86,8 @@ func TestDecide(t *testing.T) {
 		}
 	}
 	bad := bookstorePod()
-	bad.Annotations[AnnotationInjection] = "maybe"
-	if _, err := Decide(s, meshNS(nil), bad); err == nil || !strings.Contains(err.Error(), AnnotationInjection) {
+	bad.Annotations[layout.AnnotationSidecarInjection] = "maybe"
+	if _, err := Decide(s, meshNS(nil), bad); err == nil || !strings.Contains(err.Error(), layout.AnnotationSidecarInjection) {
 		t.Errorf("bad annotation: %v", err)
 	}
 }
@@ -111,7 +113,7 @@ func apply(t *testing.T, pod *corev1.Pod, ops []Op) *corev1.Pod {
 
 func TestBuildGoldenAndIdempotent(t *testing.T) {
 	pod := bookstorePod()
-	res, err := Build(settings(), Request{Pod: pod, Namespace: meshNS(map[string]string{AnnotationMetrics: "enabled"}), ProxyUUID: "6f1c1d0e-uuid"})
+	res, err := Build(settings(), Request{Pod: pod, Namespace: meshNS(map[string]string{layout.AnnotationMetrics: "enabled"}), ProxyUUID: "6f1c1d0e-uuid"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +152,7 @@ func TestBuildGoldenAndIdempotent(t *testing.T) {
 		len(probes) != 1 || probes[0].Port != 14001 || probes[0].Path != "/healthz" {
 		t.Fatalf("original probe annotation = %q", injected.Annotations[AnnotationProbes])
 	}
-	if injected.Annotations["prometheus.io/scrape"] != "true" || injected.Labels[LabelProxyUUID] != "6f1c1d0e-uuid" {
+	if injected.Annotations["prometheus.io/scrape"] != "true" || injected.Labels[layout.LabelProxyUUID] != "6f1c1d0e-uuid" {
 		t.Fatalf("labels %v annotations %v", injected.Labels, injected.Annotations)
 	}
 	if !strings.Contains(injected.Spec.InitContainers[0].Args[0], "--dports 3306,6379 -j RETURN") {

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/iptables"
 )
 
@@ -148,13 +149,13 @@ func Build(s Settings, req Request) (Result, error) {
 		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: res.BootstrapSecret}},
 	})
 
-	labels := map[string]string{LabelProxyUUID: req.ProxyUUID}
+	labels := map[string]string{layout.LabelProxyUUID: req.ProxyUUID}
 	annotations := map[string]string{AnnotationInjected: "true"}
 	if len(res.Probes) > 0 {
 		b, _ := json.Marshal(res.Probes)
 		annotations[AnnotationProbes] = string(b)
 	}
-	if strings.EqualFold(req.Namespace.Annotations[AnnotationMetrics], "enabled") {
+	if strings.EqualFold(req.Namespace.Annotations[layout.AnnotationMetrics], "enabled") {
 		annotations["prometheus.io/scrape"] = "true"
 		annotations["prometheus.io/port"] = fmt.Sprint(PortMetrics)
 		annotations["prometheus.io/path"] = "/stats/prometheus"

@@ -11,16 +11,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/iptables"
 )
 
-// Labels and annotations the injector reads or writes.
+// Annotations only the injector reads or writes; the labels and
+// annotations the mesh shares (monitored-by, ignore, sidecar-injection,
+// metrics, the proxy UUID) are in libs/layout.
 const (
-	LabelMonitoredBy        = "openservicemesh.io/monitored-by"
-	LabelIgnore             = "openservicemesh.io/ignore"
-	LabelProxyUUID          = "osm-proxy-uuid"
-	AnnotationInjection     = "openservicemesh.io/sidecar-injection"
-	AnnotationMetrics       = "openservicemesh.io/metrics"
 	AnnotationOutboundPorts = "openservicemesh.io/outbound-port-exclusion-list"
 	AnnotationInboundPorts  = "openservicemesh.io/inbound-port-exclusion-list"
 	AnnotationOutboundExcl  = "openservicemesh.io/outbound-ip-range-exclusion-list"
@@ -128,19 +126,19 @@ type Decision struct {
 // (and not ignored), hostNetwork pods are skipped, and the sidecar-injection
 // annotation on the pod wins over the one on the namespace.
 func Decide(s Settings, ns *corev1.Namespace, pod *corev1.Pod) (Decision, error) {
-	if ns.Labels[LabelMonitoredBy] != s.MeshName || s.MeshName == "" {
+	if ns.Labels[layout.LabelMonitoredBy] != s.MeshName || s.MeshName == "" {
 		return Decision{false, fmt.Sprintf("namespace %s is not monitored by mesh %s", ns.Name, s.MeshName)}, nil
 	}
-	if v, ok := ns.Labels[LabelIgnore]; ok && v != "false" {
+	if v, ok := ns.Labels[layout.LabelIgnore]; ok && v != "false" {
 		return Decision{false, fmt.Sprintf("namespace %s is ignored by the mesh", ns.Name)}, nil
 	}
 	if pod.Spec.HostNetwork {
 		return Decision{false, "the pod uses the host network"}, nil
 	}
-	if v, ok := pod.Annotations[AnnotationInjection]; ok {
+	if v, ok := pod.Annotations[layout.AnnotationSidecarInjection]; ok {
 		return annotationDecision("pod", v)
 	}
-	if v, ok := ns.Annotations[AnnotationInjection]; ok {
+	if v, ok := ns.Annotations[layout.AnnotationSidecarInjection]; ok {
 		return annotationDecision("namespace "+ns.Name, v)
 	}
 	return Decision{true, fmt.Sprintf("namespace %s is in mesh %s", ns.Name, s.MeshName)}, nil
@@ -149,9 +147,9 @@ func Decide(s Settings, ns *corev1.Namespace, pod *corev1.Pod) (Decision, error)
 func annotationDecision(on, v string) (Decision, error) {
 	switch strings.ToLower(strings.TrimSpace(v)) {
 	case "enabled", "yes", "true":
-		return Decision{true, fmt.Sprintf("%s annotation %s=%s", on, AnnotationInjection, v)}, nil
+		return Decision{true, fmt.Sprintf("%s annotation %s=%s", on, layout.AnnotationSidecarInjection, v)}, nil
 	case "disabled", "no", "false":
-		return Decision{false, fmt.Sprintf("%s annotation %s=%s", on, AnnotationInjection, v)}, nil
+		return Decision{false, fmt.Sprintf("%s annotation %s=%s", on, layout.AnnotationSidecarInjection, v)}, nil
 	}
-	return Decision{}, fmt.Errorf("%s annotation %s: %q is not enabled or disabled", on, AnnotationInjection, v)
+	return Decision{}, fmt.Errorf("%s annotation %s: %q is not enabled or disabled", on, layout.AnnotationSidecarInjection, v)
 }

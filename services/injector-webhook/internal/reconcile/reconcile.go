@@ -59,6 +59,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 )
@@ -133,11 +134,11 @@ func New(o Options) *Reconciler {
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "bootstrap-secrets"})}
 	podFactory := informers.NewSharedInformerFactoryWithOptions(o.Client, o.Resync,
-		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = inject.LabelProxyUUID }))
+		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = layout.LabelProxyUUID }))
 	r.pods = podFactory.Core().V1().Pods().Informer()
 	secretFactory := metadatainformer.NewFilteredSharedInformerFactory(o.Metadata, o.Resync, metav1.NamespaceAll,
 		func(lo *metav1.ListOptions) {
-			lo.LabelSelector = webhook.LabelManagedBy + "=" + webhook.ManagedBy + "," + inject.LabelProxyUUID
+			lo.LabelSelector = webhook.LabelManagedBy + "=" + webhook.ManagedBy + "," + layout.LabelProxyUUID
 		})
 	r.secrets = secretFactory.ForResource(corev1.SchemeGroupVersion.WithResource("secrets")).Informer()
 	return r
@@ -168,7 +169,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		if err != nil {
 			return nil, err
 		}
-		return []string{m.GetNamespace() + "/" + m.GetLabels()[inject.LabelProxyUUID]}, nil
+		return []string{m.GetNamespace() + "/" + m.GetLabels()[layout.LabelProxyUUID]}, nil
 	}}); err != nil {
 		return err
 	}
@@ -226,7 +227,7 @@ func slimPod(obj any) (any, error) {
 		ObjectMeta: metav1.ObjectMeta{
 			Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 			CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
-			Labels: map[string]string{inject.LabelProxyUUID: p.Labels[inject.LabelProxyUUID]}, Annotations: annotations,
+			Labels: map[string]string{layout.LabelProxyUUID: p.Labels[layout.LabelProxyUUID]}, Annotations: annotations,
 		},
 		Spec:   corev1.PodSpec{ServiceAccountName: p.Spec.ServiceAccountName},
 		Status: corev1.PodStatus{Phase: p.Status.Phase},
@@ -250,7 +251,7 @@ func (r *Reconciler) claim(obj any) {
 	if !ok || p.DeletionTimestamp != nil || p.UID == "" {
 		return
 	}
-	if uuid := p.Labels[inject.LabelProxyUUID]; uuid != "" {
+	if uuid := p.Labels[layout.LabelProxyUUID]; uuid != "" {
 		r.o.Claimer.Claim(p.Namespace, inject.BootstrapSecretName(uuid), ownerRefs(nil, []*corev1.Pod{p}))
 	}
 }
@@ -260,7 +261,7 @@ func (r *Reconciler) enqueue(obj any) {
 	if err != nil {
 		return
 	}
-	if uuid := m.GetLabels()[inject.LabelProxyUUID]; uuid != "" {
+	if uuid := m.GetLabels()[layout.LabelProxyUUID]; uuid != "" {
 		r.queue.Add(m.GetNamespace() + "/" + uuid)
 	}
 }
@@ -411,9 +412,9 @@ func (r *Reconciler) collect(ctx context.Context, key string, sec *metav1.Partia
 	}
 	// The pod informer may lag behind a pod just created: ask the
 	// apiserver before deleting.
-	uuid := sec.Labels[inject.LabelProxyUUID]
+	uuid := sec.Labels[layout.LabelProxyUUID]
 	l, err := r.o.Client.CoreV1().Pods(sec.Namespace).List(ctx, metav1.ListOptions{
-		LabelSelector: inject.LabelProxyUUID + "=" + uuid, Limit: 1})
+		LabelSelector: layout.LabelProxyUUID + "=" + uuid, Limit: 1})
 	if err != nil {
 		return err
 	}

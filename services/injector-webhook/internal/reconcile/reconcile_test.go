@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/metadata"
 
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 	"github.com/openservicemesh/osm/tests/kube"
@@ -62,7 +63,7 @@ func (m *maker) made(ns string) []string {
 func bootstrapSecret(ns, uuid string) *corev1.Secret {
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: inject.BootstrapSecretName(uuid),
-			Labels: map[string]string{inject.LabelProxyUUID: uuid, webhook.LabelManagedBy: webhook.ManagedBy}},
+			Labels: map[string]string{layout.LabelProxyUUID: uuid, webhook.LabelManagedBy: webhook.ManagedBy}},
 		Data: map[string][]byte{"tls.crt": []byte("fake")},
 	}
 }
@@ -128,7 +129,7 @@ func start(t *testing.T, o Options) (*maker, *actions) {
 
 func injectedPod(name, uuid string) *corev1.Pod {
 	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{inject.LabelProxyUUID: uuid},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{layout.LabelProxyUUID: uuid},
 			Annotations: map[string]string{inject.AnnotationInjected: "true",
 				inject.AnnotationProbes: `[{"container":"app","kind":"readiness","port":8080,"path":"/ready","listenPort":15902,"probePath":"/osm-readiness-probe"}]`}},
 		Spec: corev1.PodSpec{ServiceAccountName: "default", Containers: []corev1.Container{{Name: "app", Image: "app"}}},
@@ -333,7 +334,7 @@ func TestTwoReplicasAgree(t *testing.T) {
 	}
 	for _, p := range pods {
 		eventually(t, "secret owned by "+p.Name, 30*time.Second, func() error {
-			sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), inject.BootstrapSecretName(p.Labels[inject.LabelProxyUUID]), metav1.GetOptions{})
+			sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), inject.BootstrapSecretName(p.Labels[layout.LabelProxyUUID]), metav1.GetOptions{})
 			if err != nil {
 				return err
 			}
@@ -374,7 +375,7 @@ func TestSlimPodKeepsWhatASyncReads(t *testing.T) {
 		t.Fatalf("probes %v (%v)", probes, err)
 	}
 	if s.Name != "slim" || s.Namespace != "ns" || s.UID != "uid-1" || s.ResourceVersion != "7" || !s.CreationTimestamp.Equal(&now) ||
-		s.DeletionTimestamp == nil || s.Labels[inject.LabelProxyUUID] != "uuid-slim" || s.Spec.ServiceAccountName != "default" ||
+		s.DeletionTimestamp == nil || s.Labels[layout.LabelProxyUUID] != "uuid-slim" || s.Spec.ServiceAccountName != "default" ||
 		s.Status.Phase != corev1.PodRunning {
 		t.Fatalf("slim pod lost what a sync reads: %+v", s)
 	}
@@ -425,7 +426,7 @@ func TestNewPodClaimsItsHeldSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "x", Namespace: ns, UID: "u",
-		Labels: map[string]string{inject.LabelProxyUUID: "uuid-terminating"}, DeletionTimestamp: &metav1.Time{Time: time.Now()}}}
+		Labels: map[string]string{layout.LabelProxyUUID: "uuid-terminating"}, DeletionTimestamp: &metav1.Time{Time: time.Now()}}}
 	r := &Reconciler{o: Options{Claimer: cl}}
 	r.claim(gone)
 	if _, ok := cl.owners(ns, inject.BootstrapSecretName("uuid-terminating")); ok {

@@ -30,6 +30,7 @@ import (
 	sigsjson "sigs.k8s.io/json"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 )
@@ -270,7 +271,7 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: inject.BootstrapSecretName(proxyUUID), Namespace: ns,
-			Labels: map[string]string{inject.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy},
+			Labels: map[string]string{layout.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{

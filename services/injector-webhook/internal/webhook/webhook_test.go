@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 )
@@ -63,7 +64,7 @@ func newWebhook() (*Webhook, *secrets, *issuer) {
 		Settings:    inject.Settings{MeshName: "osm", SidecarImage: "envoy", InitImage: "init", LogLevel: "error", ProxyUID: 1500},
 		TrustDomain: "cluster.local", XDSHost: "osm-xds-edge.osm-system.svc", XDSPort: 15128, XDSServerSAN: "spiffe://cluster.local/osm/xds-edge",
 		Namespaces: namespaces{
-			"bookstore":   {ObjectMeta: metav1.ObjectMeta{Name: "bookstore", Labels: map[string]string{inject.LabelMonitoredBy: "osm"}}},
+			"bookstore":   {ObjectMeta: metav1.ObjectMeta{Name: "bookstore", Labels: map[string]string{layout.LabelMonitoredBy: "osm"}}},
 			"kube-system": {ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}},
 		},
 		Secrets: s, Issuer: iss, NewUUID: func() string { return "uuid-1" },
@@ -148,7 +149,7 @@ func TestAdmitSkipsAndDenies(t *testing.T) {
 		msg     string
 	}{
 		{"kube-system", request("kube-system", podJSON("kube-system", nil), false), true, "skipped", "not monitored"},
-		{"opted out", request("bookstore", podJSON("bookstore", map[string]string{inject.AnnotationInjection: "disabled"}), false), true, "skipped", "disabled"},
+		{"opted out", request("bookstore", podJSON("bookstore", map[string]string{layout.AnnotationSidecarInjection: "disabled"}), false), true, "skipped", "disabled"},
 		{"bad annotation", request("bookstore", podJSON("bookstore", map[string]string{inject.AnnotationOutboundPorts: "redis"}), false), false, "denied", inject.AnnotationOutboundPorts},
 		{"unknown namespace", request("nowhere", podJSON("nowhere", nil), false), false, "denied", "namespace nowhere"},
 		{"not json", request("bookstore", []byte("{"), false), false, "denied", "decode pod"},

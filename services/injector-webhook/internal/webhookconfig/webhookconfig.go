@@ -13,6 +13,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/openservicemesh/osm/libs/layout"
 )
 
 // WebhookName is the name of the one webhook in the configuration.
@@ -77,7 +79,7 @@ func Desired(o Options) (*admissionregistrationv1.MutatingWebhookConfiguration, 
 					Resources: []string{"pods"}, Scope: &scope},
 			}},
 			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
-				{Key: "openservicemesh.io/monitored-by", Operator: metav1.LabelSelectorOpIn, Values: []string{o.MeshName}},
+				{Key: layout.LabelMonitoredBy, Operator: metav1.LabelSelectorOpIn, Values: []string{o.MeshName}},
 				{Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", o.ControlPlaneNamespace}},
 			}},
 			FailurePolicy:           &fail,

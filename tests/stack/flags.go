@@ -23,12 +23,12 @@ const (
 	flagCANamespace       = "--namespace"
 	flagWatcherNamespace  = "--namespace"
 	flagCompilerNamespace = "--namespace"
-	flagInjectorNamespace = "--control-plane-namespace"
+	flagInjectorNamespace = "--namespace"
 	flagWatcherPod        = "--pod-name"
 	flagCompilerPod       = "--pod-name"
 	flagEdgePod           = "--pod-name"
 	flagCompilerMeshCfg   = "--mesh-config"
-	flagInjectorMeshCfg   = "--meshconfig-name"
+	flagInjectorMeshCfg   = "--mesh-config"
 
 	// The CA client of the injector and the edge.
 	flagCAAddr        = "--ca-addr"

@@ -1,20 +1,37 @@
 package service
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/openservicemesh/osm/libs/cpcert"
+	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/kube"
 )
 
-func validConfig() Config {
-	return Config{MeshName: "osm", TrustDomain: "cluster.local", ControlPlaneNamespace: "osm-system",
-		CACertFile: "c", CAKeyFile: "k", CATrustFile: "t", WebhookConfigName: "osm-sidecar-injector",
+// validConfig is a valid configuration whose files (the CA's trust and
+// client files "t", "c" and "k", the Bootstrap token "token", and the
+// serving files "crt", "key" and "ca" that cases set) exist in the test's
+// working directory, a fresh one.
+func validConfig(t *testing.T) Config {
+	t.Helper()
+	t.Chdir(t.TempDir())
+	for _, f := range []string{"t", "c", "k", "token", "crt", "key", "ca"} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return Config{
+		ControlPlane: app.ControlPlane{MeshName: "osm", TrustDomain: "cluster.local", Namespace: "osm-system", ClusterDomain: "cluster.local"},
+		Kube:         kube.Client{QPS: 1, Burst: 1},
+		CA: caclient.Config{Addr: caclient.DefaultAddr, CertFile: "c", KeyFile: "k", TrustFile: "t",
+			Credential: caclient.Credential{File: "token", Type: "service-account"}},
+		WebhookConfigName:  "osm-sidecar-injector",
 		WebhookServiceName: "osm-injector",
-		ServingConfig: ServingConfig{WebhookServicePort: 443, ClusterDomain: "cluster.local",
-			Bootstrap: cpcert.Credential{File: "/token", Type: "service-account"}},
-		ProxyUID: 1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, KubeQPS: 1, KubeBurst: 1, XDSAddr: "xds:15128",
+		ServingConfig:      ServingConfig{WebhookServicePort: 443},
+		ProxyUID:           1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, XDSAddr: "xds:15128",
 		Secrets: SecretsConfig{Writers: 4, QueueSize: 1024, OwnerWait: 30 * time.Second, MissingGrace: 30 * time.Second, OrphanGrace: 5 * time.Minute}}
 }
 
@@ -30,24 +47,24 @@ func TestServingCertificateFlags(t *testing.T) {
 		{"key without the file", func(c *Config) { c.TLSKeyFile = "key" }, "--tls-cert-file"},
 		{"files without a caBundle", func(c *Config) { c.TLSCertFile, c.TLSKeyFile = "crt", "key" }, "--tls-ca-file"},
 		{"caBundle file with a CA certificate", func(c *Config) { c.TLSCAFile = "ca" }, "--tls-ca-file"},
-		{"no bootstrap token", func(c *Config) { c.Bootstrap.File = "" }, "--ca-bootstrap-token-file"},
-		{"unknown token type", func(c *Config) { c.Bootstrap.Type = "jwt" }, "--ca-bootstrap-token-type"},
+		{"no bootstrap token", func(c *Config) { c.CA.Credential.File = "" }, "--ca-bootstrap-token-file"},
+		{"unknown token type", func(c *Config) { c.CA.Credential.Type = "jwt" }, "--ca-bootstrap-token-type"},
 		{"no Service", func(c *Config) { c.WebhookServiceName = "" }, "--webhook-service-name"},
 		{"bad port", func(c *Config) { c.WebhookServicePort = 0 }, "--webhook-service-port"},
-		{"short TTL", func(c *Config) { c.ServingCertTTL = 1e9 }, "--serving-cert-ttl"},
+		{"short TTL", func(c *Config) { c.CA.OwnCertTTL = 1e9 }, "--control-plane-cert-ttl"},
 		{"URL host not in the certificate", func(c *Config) { c.WebhookURL = "https://127.0.0.1:9443/mutate-pod" }, "--webhook-url"},
 		{"URL at the Service", func(c *Config) { c.WebhookURL = "https://osm-injector.osm-system.svc:9443/mutate-pod" }, ""},
 		// The CA client certificate: files, or the certificate from Bootstrap.
-		{"CA client certificate from Bootstrap", func(c *Config) { c.CACertFile, c.CAKeyFile = "", "" }, ""},
-		{"CA client key without its file", func(c *Config) { c.CACertFile = "" }, "--ca-client-cert-file"},
-		{"CA client file without its key", func(c *Config) { c.CAKeyFile = "" }, "--ca-client-key-file"},
+		{"CA client certificate from Bootstrap", func(c *Config) { c.CA.CertFile, c.CA.KeyFile = "", "" }, ""},
+		{"CA client key without its file", func(c *Config) { c.CA.CertFile = "" }, "--ca-client-cert-file"},
+		{"CA client file without its key", func(c *Config) { c.CA.KeyFile = "" }, "--ca-client-key-file"},
 		{"serving files and no CA client files", func(c *Config) {
-			c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.CACertFile, c.CAKeyFile = "crt", "key", "ca", "", ""
+			c.TLSCertFile, c.TLSKeyFile, c.TLSCAFile, c.CA.CertFile, c.CA.KeyFile = "crt", "key", "ca", "", ""
 		}, "--ca-client-cert-file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := validConfig()
+			c := validConfig(t)
 			tc.edit(&c)
 			err := c.Validate()
 			switch {
@@ -61,7 +78,7 @@ func TestServingCertificateFlags(t *testing.T) {
 }
 
 func TestServingDNSNames(t *testing.T) {
-	c := validConfig()
+	c := validConfig(t)
 	got := strings.Join(c.ServingDNSNames(), " ")
 	if got != "osm-injector.osm-system osm-injector.osm-system.svc osm-injector.osm-system.svc.cluster.local" {
 		t.Fatalf("names %s", got)

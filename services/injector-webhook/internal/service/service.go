@@ -17,6 +17,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/kube"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
@@ -32,7 +33,8 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"the Envoy sidecar and its bootstrap Secret (with a client certificate signed by the\n" +
 	"cert-authority) to pods created in namespaces labelled openservicemesh.io/monitored-by.\n\n" +
 	"Serving certificate: by default the cert-authority issues it through Bootstrap (credential\n" +
-	"--ca-bootstrap-token-file) for the webhook Service's DNS names, and the injector renews it at\n" +
+	"--ca-bootstrap-token-file, lifetime --control-plane-cert-ttl) for the webhook Service's DNS\n" +
+	"names; it is also the injector's client certificate for the CA. The injector renews it at\n" +
 	"half its lifetime and keeps the webhook configuration's caBundle equal to the CA's trust\n" +
 	"bundle. --tls-cert-file and --tls-key-file, when set, take precedence: those files are served\n" +
 	"and --tls-ca-file becomes the caBundle; the cert-authority is then not asked.\n\n" +
@@ -65,6 +67,7 @@ func Spec(o Options) app.Spec {
 // has been written.
 func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	log := rt.Log
+	kube.BridgeKlog(log)
 	kc, err := newKubeClients(c)
 	if err != nil {
 		return err
@@ -97,7 +100,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
-	meshConfig, err := newMeshConfigWatch(kc.dynamic, c.ControlPlaneNamespace, c.MeshConfigName, base, wh, log)
+	meshConfig, err := newMeshConfigWatch(kc.dynamic, c.ControlPlane.Namespace, c.ControlPlane.MeshConfig, base, wh, log)
 	if err != nil {
 		return err
 	}
@@ -151,7 +154,7 @@ type check struct {
 // MeshConfig overrides field by field.
 func baseSettings(c Config) inject.Settings {
 	return inject.Settings{
-		MeshName: c.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,
+		MeshName: c.ControlPlane.MeshName, SidecarImage: c.SidecarImage, InitImage: c.InitImage,
 		LogLevel: c.EnvoyLogLevel, ProxyUID: int64(c.ProxyUID),
 	}
 }
@@ -166,10 +169,10 @@ func newWebhook(ctx context.Context, c Config, base inject.Settings, m *admissio
 	}
 	san := c.XDSServerSAN
 	if san == "" {
-		san = identity.ControlPlaneURI(c.TrustDomain, identity.RoleXDSEdge).String()
+		san = identity.ControlPlaneURI(c.ControlPlane.TrustDomain, identity.RoleXDSEdge).String()
 	}
 	return webhook.New(webhook.Options{
-		Settings: base, TrustDomain: c.TrustDomain,
+		Settings: base, TrustDomain: c.ControlPlane.TrustDomain,
 		XDSHost: host, XDSPort: port, XDSServerSAN: san,
 		Namespaces: ns,
 		Secrets:    store,
@@ -187,8 +190,8 @@ func newWebhook(ctx context.Context, c Config, base inject.Settings, m *admissio
 // follows the serving certificate's.
 func newKeeper(c Config, kc *kubeClients, serving *serving, log *logrus.Entry) *webhookconfig.Keeper {
 	return webhookconfig.NewKeeper(webhookconfig.KeeperOptions{Client: kc.typed,
-		Config: webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.MeshName,
-			ControlPlaneNamespace: c.ControlPlaneNamespace, ServiceNamespace: c.ControlPlaneNamespace,
+		Config: webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.ControlPlane.MeshName,
+			ControlPlaneNamespace: c.ControlPlane.Namespace, ServiceNamespace: c.ControlPlane.Namespace,
 			ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: admissionPath, URL: c.WebhookURL},
 		CABundle: serving.caBundle, Changed: serving.bundleChanged, Log: log})
 }

@@ -15,9 +15,9 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/certfile"
 	"github.com/openservicemesh/osm/libs/cpcert"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
-	"github.com/openservicemesh/osm/services/injector-webhook/internal/certfile"
 )
 
 // ServingConfig is the configuration of the admission server's certificate
@@ -28,9 +28,6 @@ type ServingConfig struct {
 	TLSKeyFile         string
 	TLSCAFile          string
 	WebhookServicePort int
-	ClusterDomain      string
-	Bootstrap          cpcert.Credential
-	ServingCertTTL     time.Duration
 }
 
 func (c *ServingConfig) flags(f *app.Flags) {
@@ -38,9 +35,6 @@ func (c *ServingConfig) flags(f *app.Flags) {
 	f.String(&c.TLSKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
 	f.String(&c.TLSCAFile, "tls-ca-file", "", "override, with --tls-cert-file only: CA that signed it, written as the caBundle of the webhook configuration")
 	f.Int(&c.WebhookServicePort, "webhook-service-port", 443, "port of --webhook-service-name the apiserver calls")
-	f.String(&c.ClusterDomain, "cluster-domain", "cluster.local", "DNS domain of the cluster, for the serving certificate's <svc>.<ns>.svc.<cluster-domain> name")
-	c.Bootstrap.Flags(f, "the serving certificate")
-	f.Duration(&c.ServingCertTTL, "serving-cert-ttl", 0, "lifetime asked of the CA for the serving certificate (renewed at half); 0 takes the CA's --control-plane-ttl")
 }
 
 // ServesFromFiles reports whether the serving certificate comes from
@@ -49,7 +43,7 @@ func (c *ServingConfig) ServesFromFiles() bool { return c.TLSCertFile != "" || c
 
 // ServingDNSNames are the DNS names of the CA-issued serving certificate.
 func (c *Config) ServingDNSNames() []string {
-	return caclient.ServiceDNSNames(c.WebhookServiceName, c.ControlPlaneNamespace, c.ClusterDomain)
+	return caclient.ServiceDNSNames(c.WebhookServiceName, c.ControlPlane.Namespace, c.ControlPlane.ClusterDomain)
 }
 
 // validateServing checks the serving-certificate flags: either both files
@@ -59,28 +53,22 @@ func (c *Config) validateServing() error {
 		return app.FlagError("webhook-service-port", "must be 1-65535, got %d", c.WebhookServicePort)
 	}
 	if c.ServesFromFiles() {
-		if c.TLSCertFile == "" {
-			return app.FlagError("tls-cert-file", "is required with --tls-key-file")
-		}
-		if c.TLSKeyFile == "" {
-			return app.FlagError("tls-key-file", "is required with --tls-cert-file")
+		if err := app.FlagPair("tls-cert-file", c.TLSCertFile, "tls-key-file", c.TLSKeyFile); err != nil {
+			return err
 		}
 		if c.WebhookConfigName != "" && c.TLSCAFile == "" {
 			return app.FlagError("tls-ca-file", "is required with --tls-cert-file to manage the webhook configuration %s (or set --webhook-config-name to empty)", c.WebhookConfigName)
 		}
-		return nil
+		return app.FlagFiles("tls-cert-file", c.TLSCertFile, "tls-key-file", c.TLSKeyFile, "tls-ca-file", c.TLSCAFile)
 	}
 	if c.TLSCAFile != "" {
 		return app.FlagError("tls-ca-file", "only applies with --tls-cert-file; the CA-issued certificate's caBundle is the CA's trust bundle")
 	}
-	if err := c.Bootstrap.Validate("--tls-cert-file is set"); err != nil {
+	if err := c.CA.ValidateBootstrap("--tls-cert-file is set"); err != nil {
 		return err
 	}
 	if c.WebhookServiceName == "" {
 		return app.FlagError("webhook-service-name", "is required: the CA-issued serving certificate names the Service")
-	}
-	if c.ServingCertTTL < 0 || (c.ServingCertTTL > 0 && c.ServingCertTTL < time.Minute) {
-		return app.FlagError("serving-cert-ttl", "must be 0 (the CA's default) or at least 1m, got %s", c.ServingCertTTL)
 	}
 	if c.WebhookURL != "" {
 		u, err := url.Parse(c.WebhookURL)
@@ -120,21 +108,19 @@ type serving struct {
 // (or --ca-client-cert-file): servingTLS sets ca.own before it returns.
 func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns) (*serving, error) {
 	if c.ServesFromFiles() {
-		certs, err := certfile.NewCertReloader(c.TLSCertFile, c.TLSKeyFile)
+		certs, err := certfile.Load(c.TLSCertFile, c.TLSKeyFile, certfile.Options{})
 		if err != nil {
 			return nil, app.FlagError("tls-cert-file", "%v", err)
 		}
 		log.WithField("tls_cert_file", c.TLSCertFile).Info("serving certificate from files (--tls-cert-file overrides the cert-authority)")
-		return &serving{tls: certs.TLSConfig(), caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) },
-			checks: []check{{"serving-certificate", certFileCheck(certs)}}}, nil
-	}
-	if err := c.Bootstrap.CheckFile(); err != nil {
-		return nil, err
+		return &serving{tls: &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate},
+			caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) },
+			checks:   []check{{"serving-certificate", certFileCheck(certs)}}}, nil
 	}
 	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(ca.sign), log, 0, 0)
 	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
-		Client: cav1.NewCertificateAuthorityServiceClient(ca.boot), TokenType: c.Bootstrap.TokenType(), Token: c.Bootstrap.Token,
-		DNSNames: c.ServingDNSNames(), TTL: c.ServingCertTTL, Log: log,
+		Client: cav1.NewCertificateAuthorityServiceClient(ca.boot), TokenType: c.CA.Credential.TokenType(), Token: c.CA.Credential.Token,
+		DNSNames: c.ServingDNSNames(), TTL: c.CA.OwnCertTTL, Log: log,
 		// Renew at once if a rotation drops the root that issued it.
 		Roots: bundle.RootsPEM, BundleChanged: bundle.Subscribe(),
 	})
@@ -155,7 +141,7 @@ type certReloader interface {
 	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 }
 
-var _ certReloader = (*certfile.CertReloader)(nil)
+var _ certReloader = (*certfile.Pair)(nil)
 
 // certFileCheck is a readiness check of a certificate read from files: a
 // key pair is loaded and its certificate has not expired.

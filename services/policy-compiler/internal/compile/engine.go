@@ -126,7 +126,7 @@ type Delta struct {
 	// DeletedSets are keys of name sets that no longer exist, sorted.
 	DeletedSets []string
 	// Statuses are policy verdicts that changed since the last Compile
-	// (time and generation unset).
+	// (time and generation unset); they are copies, the caller's to stamp.
 	Statuses []*meshv1.PolicyStatus
 	// Invalid are resources that failed validation: compiler bugs. They are
 	// not in Resources, and the last good version (if any) stays.

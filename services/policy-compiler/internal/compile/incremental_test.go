@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -66,6 +67,35 @@ func TestNoChangeWritesNothing(t *testing.T) {
 	d := apply(t, e, synth.Bookstore(false)...)
 	if !d.Empty() || len(d.Statuses) != 0 {
 		t.Errorf("re-applying the same objects changed %v and %d statuses", keys(d), len(d.Statuses))
+	}
+}
+
+// TestVerdictsAreNewsOnce: the statuses of a Compile are copies that the
+// caller stamps with a time and a generation; a MeshConfig change re-judges
+// every policy and returns no status, and neither does a new
+// metadata.generation of an object whose verdict stays the same.
+func TestVerdictsAreNewsOnce(t *testing.T) {
+	e := newEngine()
+	d := apply(t, e, synth.Bookstore(false)...)
+	if len(d.Statuses) != 8 {
+		t.Fatalf("%d statuses, want the 8 bookstore policies", len(d.Statuses))
+	}
+	for _, st := range d.Statuses {
+		st.Time, st.Generation = timestamppb.Now(), 1
+	}
+	if d := apply(t, e, synth.MeshConfig(true)); len(d.Statuses) != 0 {
+		t.Errorf("a MeshConfig change returned %d unchanged statuses", len(d.Statuses))
+	}
+	split := func(gen int64) synth.Object {
+		o := synth.TrafficSplit("bookstore", "bookstore-split", "bookstore", synth.Backend{Service: "bookstore-v1"}, synth.Backend{Service: "bookstore-v2"})
+		o.Msg.(*meshv1.TrafficSplit).Meta.Generation = gen
+		return o
+	}
+	if d := apply(t, e, split(2)); len(d.Statuses) != 1 || d.Statuses[0].GetCondition() != meshv1.PolicyCondition_POLICY_CONDITION_REJECTED {
+		t.Fatalf("statuses = %v, want the rejection", d.Statuses)
+	}
+	if d := apply(t, e, split(3)); len(d.Statuses) != 0 {
+		t.Errorf("the same rejection at a new generation returned %v", d.Statuses)
 	}
 }
 

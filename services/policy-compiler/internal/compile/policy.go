@@ -162,8 +162,9 @@ func (p *policies) setSplit(nn model.NN, s *Split) (old *Split, changed bool) {
 }
 
 // judge records the verdict on the policy object nn of the observed kind
-// key and returns it when it differs from the last one, nil otherwise. The
-// status names the object's kind as users write it (layout.KindName).
+// key and returns a copy of it, the caller's to stamp and publish, when it
+// differs from the last one (see sameVerdict), nil otherwise. The status
+// names the object's kind as users write it (layout.KindName).
 func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej *Rejection) *meshv1.PolicyStatus {
 	kind := layout.KindName(key)
 	st := &meshv1.PolicyStatus{
@@ -178,11 +179,20 @@ func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv
 		st.Reason, st.FieldPath, st.Message = rej.Reason, rej.FieldPath, kind+" "+nn.String()+" rejected: "+rej.Message
 	}
 	k := policyKey{key, nn}
-	if old := p.verdicts[k]; old != nil && proto.Equal(old, st) {
+	old := p.verdicts[k]
+	p.verdicts[k] = st
+	if old != nil && sameVerdict(old, st) {
 		return nil
 	}
-	p.verdicts[k] = st
-	return st
+	return proto.Clone(st).(*meshv1.PolicyStatus)
+}
+
+// sameVerdict reports whether two statuses of one object say the same to
+// its users: the same object (uid included), condition, reason, field and
+// message. A new metadata.generation with the same verdict is not news.
+func sameVerdict(a, b *meshv1.PolicyStatus) bool {
+	return proto.Equal(a.GetObject(), b.GetObject()) && a.GetCondition() == b.GetCondition() &&
+		a.GetReason() == b.GetReason() && a.GetFieldPath() == b.GetFieldPath() && a.GetMessage() == b.GetMessage()
 }
 
 // forget drops the verdict on a deleted policy object.

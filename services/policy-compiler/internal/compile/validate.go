@@ -38,8 +38,8 @@ type Rejection struct {
 	Message string
 }
 
-// Error is the field path and the message.
-func (r *Rejection) Error() string { return r.FieldPath + ": " + r.Message }
+// Error is the message, which names the field.
+func (r *Rejection) Error() string { return r.Message }
 
 func reject(reason, path, format string, args ...any) *Rejection {
 	return &Rejection{Reason: reason, FieldPath: path, Message: path + ": " + fmt.Sprintf(format, args...)}

@@ -7,6 +7,7 @@ package status
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/sirupsen/logrus"
@@ -82,14 +83,15 @@ func (r *Reporter) Handle(ctx context.Context, data []byte) {
 	}).Info("recorded policy rejection")
 }
 
-// Message is the Event message of a rejection: the field, then the
-// compiler's explanation.
+// Message is the Event message of a rejection: the compiler's
+// explanation, which names the field; a message that does not name it is
+// prefixed with it, so the field appears once.
 func Message(st *meshv1.PolicyStatus) string {
 	msg := st.GetMessage()
 	if msg == "" {
 		msg = "rejected by the policy compiler"
 	}
-	if f := st.GetFieldPath(); f != "" {
+	if f := st.GetFieldPath(); f != "" && !strings.Contains(msg, f) {
 		msg = f + ": " + msg
 	}
 	if g := st.GetObservedGeneration(); g != 0 {

@@ -31,6 +31,9 @@ func TestMessage(t *testing.T) {
 		{"field, message and generation", func(*meshv1.PolicyStatus) {}, "spec.backends[1].weight: weight -10 is negative (generation 4)"},
 		{"no field", func(s *meshv1.PolicyStatus) { s.FieldPath = "" }, "weight -10 is negative (generation 4)"},
 		{"no message", func(s *meshv1.PolicyStatus) { s.Message, s.ObservedGeneration = "", 0 }, "spec.backends[1].weight: rejected by the policy compiler"},
+		{"message naming the field", func(s *meshv1.PolicyStatus) {
+			s.Message = "TrafficSplit bookstore/split rejected: spec.backends[1].weight: weight -10 is negative"
+		}, "TrafficSplit bookstore/split rejected: spec.backends[1].weight: weight -10 is negative (generation 4)"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -386,8 +386,9 @@ func setEntry(s *compile.Set) entry {
 	}}
 }
 
-// commit writes the changed keys, then the generation. It reports whether
-// it wrote a generation.
+// commit writes the changed keys, then the generation: after any change,
+// and on the first commit to a mesh-compiled that holds no generation. It
+// reports whether it wrote a generation.
 func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 	var puts []entry
 	var deletes []string
@@ -476,7 +477,10 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		delete(c.written, k)
 	}
 	nPut, nDel = len(done), len(deleted)
-	if nPut+nDel > 0 {
+	// An empty mesh is a complete state too: when mesh-compiled holds no
+	// generation yet, the first compile writes one even with no key, so
+	// that the edges can turn ready on it.
+	if nPut+nDel > 0 || c.gen == 0 {
 		c.gen, c.genDirty = next, true
 	}
 	c.resync = false

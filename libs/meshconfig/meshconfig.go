@@ -41,6 +41,9 @@ func Parse(u *unstructured.Unstructured) *meshv1.MeshConfig {
 		out.ApiVersion = GVR.GroupVersion().String()
 	}
 	spec := u.Object["spec"]
+	if _, ok := spec.(map[string]any); spec != nil && !ok {
+		r.bad("spec", spec, "must be an object")
+	}
 	if sc, ok := r.object(spec, "spec", "sidecar"); ok {
 		p := "spec.sidecar"
 		out.Sidecar = &meshv1.SidecarSpec{

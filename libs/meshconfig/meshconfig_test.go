@@ -13,7 +13,7 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	obj := func(spec map[string]any) *unstructured.Unstructured {
+	obj := func(spec any) *unstructured.Unstructured {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig", "spec": spec,
 		}}
@@ -25,7 +25,7 @@ func TestParse(t *testing.T) {
 	frac := 0.25
 	cases := []struct {
 		name string
-		spec map[string]any
+		spec any
 		want *meshv1.MeshConfig
 	}{{
 		name: "full",
@@ -88,6 +88,14 @@ func TestParse(t *testing.T) {
 				{FieldPath: "spec.observability.tracing.sampledFraction", Value: "half", Message: `strconv.ParseFloat: parsing "half": invalid syntax`},
 				{FieldPath: "spec.certificate.serviceCertValidityDuration", Value: "1 day", Message: `time: unknown unit " day" in duration "1 day"`},
 			},
+		},
+	}, {
+		name: "a spec that is not an object",
+		spec: []any{"sidecar"},
+		want: &meshv1.MeshConfig{
+			Meta:          &meshv1.ObjectMeta{Namespace: "osm-system", Name: "osm-mesh-config", Generation: 2},
+			ApiVersion:    "config.openservicemesh.io/v1alpha1",
+			InvalidFields: []*meshv1.InvalidField{{FieldPath: "spec", Value: "[sidecar]", Message: "must be an object"}},
 		},
 	}, {
 		name: "empty spec",

@@ -115,7 +115,7 @@ func (l Launcher) Edges(ctx context.Context, bin string, n int) ([]Edge, func(),
 			"--tls-cert-file", l.Files.Cert, "--tls-key-file", l.Files.Key, "--tls-client-ca-file", l.Files.Root,
 			// The proxies ask for no secret, so the CA is never called.
 			"--ca-addr", "127.0.0.1:1", "--ca-client-cert-file", l.Files.Cert, "--ca-client-key-file", l.Files.Key, "--ca-trust-file", l.Files.Root,
-			"--edge-id", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
+			"--pod-name", fmt.Sprintf("loadgen-edge-%d", i), "--stream-rate", "100000", "--stream-burst", "100000", "--max-streams-per-conn", "100000")
 		stop, err := l.start(ctx, fmt.Sprintf("edge-%d", i), &e, cmd)
 		if err != nil {
 			stopAll()

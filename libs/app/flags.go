@@ -223,3 +223,17 @@ func FlagFiles(namesAndPaths ...string) error {
 	}
 	return nil
 }
+
+// KVReplicas registers --kv-replicas, the stream replicas of the KV buckets
+// the component declares as their one writer; CheckKVReplicas validates it.
+func (f *Flags) KVReplicas(p *int) {
+	f.Int(p, "kv-replicas", 1, "replicas of the KV buckets this component writes, when it declares them: 1 with one NATS server, 3 in a NATS cluster (at most 5)")
+}
+
+// CheckKVReplicas checks --kv-replicas.
+func CheckKVReplicas(n int) error {
+	if n < 1 || n > 5 {
+		return FlagError("kv-replicas", "must be 1 to 5, got %d", n)
+	}
+	return nil
+}

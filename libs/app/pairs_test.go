@@ -34,3 +34,11 @@ func TestFlagFilesNamesTheUnreadableFile(t *testing.T) {
 		t.Errorf("missing file: %v", err)
 	}
 }
+
+func TestCheckKVReplicas(t *testing.T) {
+	for n, ok := range map[int]bool{0: false, 1: true, 3: true, 5: true, 6: false} {
+		if err := CheckKVReplicas(n); (err == nil) != ok {
+			t.Errorf("%d: %v", n, err)
+		}
+	}
+}

@@ -146,7 +146,7 @@ func (c *config) flags(f *app.Flags) {
 	f.Secret(&c.vaultToken, "vault-token", "vault: static token, used when --vault-auth-role is empty (prefer the environment variable)")
 	f.Duration(&c.vaultRequestTimeout, "vault-request-timeout", 5*time.Second, "vault: timeout of one HTTP request")
 	f.Duration(&c.vaultRetryBudget, "vault-retry-budget", 10*time.Second, "vault: how long one operation retries, with jittered backoff, while Vault is unreachable")
-	f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-trust KV bucket when the CA creates it (3 in a NATS cluster)")
+	f.KVReplicas(&c.kvReplicas)
 }
 
 // validate checks the configuration; errors name the flag.
@@ -175,8 +175,8 @@ func (c *config) validate() error {
 			return app.FlagError(d.name, "must be positive, got %s", d.v)
 		}
 	}
-	if c.kvReplicas < 1 || c.kvReplicas > 5 {
-		return app.FlagError("kv-replicas", "must be 1 to 5, got %d", c.kvReplicas)
+	if err := app.CheckKVReplicas(c.kvReplicas); err != nil {
+		return err
 	}
 	if c.defaultTTL > c.maxTTL {
 		return app.FlagError("default-ttl", "%s exceeds --max-ttl %s", c.defaultTTL, c.maxTTL)

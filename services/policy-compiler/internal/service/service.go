@@ -60,7 +60,7 @@ func (c *config) flags(f *app.Flags) {
 	f.Deprecated("holder", "pod-name")
 	f.Duration(&c.debounce, "debounce", pipeline.DefaultDebounce, "quiet period after an observed change before compiling (at most 50ms)")
 	f.Duration(&c.maxDelay, "max-delay", pipeline.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
-	f.Int(&c.kvReplicas, "kv-replicas", 1, "replicas of the mesh-compiled bucket when the compiler declares it")
+	f.KVReplicas(&c.kvReplicas)
 	f.Duration(&c.leaseTTL, "lease-ttl", 15*time.Second, "how long the compiler lease holds without renewal; a standby takes over after it")
 }
 
@@ -75,8 +75,8 @@ func (c *config) validate() error {
 	if c.maxDelay < c.debounce || c.maxDelay > 500*time.Millisecond {
 		return app.FlagError("max-delay", "must be between --debounce and 500ms, got %s", c.maxDelay)
 	}
-	if c.kvReplicas < 1 || c.kvReplicas > 5 {
-		return app.FlagError("kv-replicas", "must be 1 to 5, got %d", c.kvReplicas)
+	if err := app.CheckKVReplicas(c.kvReplicas); err != nil {
+		return err
 	}
 	if c.leaseTTL < 3*time.Second {
 		return app.FlagError("lease-ttl", "must be at least 3s, got %s", c.leaseTTL)

@@ -71,7 +71,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Bool(&c.ReleaseLease, "release-lease", true, "give the Lease up at shutdown so a standby takes over at once; false leaves it to expire, as a crash would")
 	f.Int(&c.Workers, "workers", 16, "goroutines writing normalised objects to the KV")
 	f.Duration(&c.Resync, "resync-period", 0, "informer resync period (replays the caches; writes nothing unless a value changed); 0 disables")
-	f.Int(&c.KVReplicas, "kv-replicas", 1, "replicas of the mesh-observed bucket when the watcher creates it (3 in a NATS cluster)")
+	f.KVReplicas(&c.KVReplicas)
 }
 
 // Spec is the smi-watcher service for app.Main and app.Run.
@@ -112,8 +112,9 @@ func (c *Config) Validate() error {
 		return app.FlagError("workers", "must be positive, got %d", c.Workers)
 	case c.Resync < 0:
 		return app.FlagError("resync-period", "must not be negative, got %s", c.Resync)
-	case c.KVReplicas < 1:
-		return app.FlagError("kv-replicas", "must be at least 1, got %d", c.KVReplicas)
+	}
+	if err := app.CheckKVReplicas(c.KVReplicas); err != nil {
+		return err
 	}
 	if c.LeaderElect {
 		switch {

@@ -9,6 +9,7 @@ import (
 
 // TestServiceBinariesCarryNoTestTooling: no service binary links the test
 // tooling of the repository (the embedded NATS server, the xDS test client,
+// the service test helpers of apptest,
 // go-control-plane's cache and stock server), as each service's module
 // alone builds it.
 func TestServiceBinariesCarryNoTestTooling(t *testing.T) {
@@ -21,6 +22,7 @@ func TestServiceBinariesCarryNoTestTooling(t *testing.T) {
 		"github.com/envoyproxy/go-control-plane/pkg/server/",
 		"github.com/openservicemesh/osm/libs/bus/bustest/",
 		"github.com/openservicemesh/osm/libs/xdstest/",
+		"github.com/openservicemesh/osm/libs/app/apptest/",
 	}
 	for _, c := range Components() {
 		t.Run(string(c), func(t *testing.T) {

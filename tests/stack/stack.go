@@ -14,13 +14,9 @@
 package stack
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/logging"
 )
 
@@ -135,16 +132,7 @@ func (p *Proc) Ready(adminAddr string) error {
 		return fmt.Errorf("%s exited: %v", p.Name, p.err)
 	default:
 	}
-	resp, err := http.Get("http://" + adminAddr + "/readyz")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("not ready: %s", bytes.TrimSpace(body))
-	}
-	return nil
+	return apptest.Ready(adminAddr)
 }
 
 // WaitReady waits until the service is ready, it exits, or within passes.
@@ -152,50 +140,12 @@ func (p *Proc) WaitReady(ctx context.Context, adminAddr string, within time.Dura
 	return Eventually(ctx, within, func() error { return p.Ready(adminAddr) })
 }
 
-// Eventually retries f every 100ms until it succeeds, ctx ends or within
-// passes; it returns f's last error.
+// Eventually retries f until it succeeds, ctx ends or within passes; it
+// returns f's last error (see apptest.Poll).
 func Eventually(ctx context.Context, within time.Duration, f func() error) error {
-	deadline := time.Now().Add(within)
-	for {
-		err := f()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s: %w", within, err)
-		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return apptest.Poll(ctx, within, f)
 }
-
-// handedOut are the addresses FreeAddr has returned in this process.
-var handedOut = struct {
-	sync.Mutex
-	addrs map[string]struct{}
-}{addrs: map[string]struct{}{}}
 
 // FreeAddr returns a free loopback address, never one it returned before in
-// this process: the kernel may hand a just-closed ephemeral port out again,
-// and two servers of one test (say the CA's gRPC and admin listeners) must
-// not be given the same one.
-func FreeAddr() (string, error) {
-	handedOut.Lock()
-	defer handedOut.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		l.Close()
-		if _, dup := handedOut.addrs[addr]; !dup {
-			handedOut.addrs[addr] = struct{}{}
-			return addr, nil
-		}
-	}
-	return "", errors.New("no loopback port that was not handed out already")
-}
+// this process (see apptest.PickAddr).
+func FreeAddr() (string, error) { return apptest.PickAddr() }

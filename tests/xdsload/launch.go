@@ -3,14 +3,13 @@ package xdsload
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/xdstest"
@@ -37,22 +36,12 @@ func WritePKI(ctx context.Context, dir string, conn *bus.Conn) (*xdstest.CA, xds
 	return ca, f, nil
 }
 
-// WaitReady polls the edge's /readyz until it answers 200.
+// WaitReady polls the edge's /readyz until it answers 200 or ctx ends.
 func WaitReady(ctx context.Context, adminAddr string) error {
-	for {
-		resp, err := http.Get("http://" + adminAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("edge at %s not ready: %w", adminAddr, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := apptest.Poll(ctx, 24*time.Hour, func() error { return apptest.Ready(adminAddr) }); err != nil {
+		return fmt.Errorf("edge at %s not ready: %w", adminAddr, err)
 	}
+	return nil
 }
 
 // Launcher starts the servers the proxies connect to, each as its own
@@ -141,13 +130,12 @@ func (l Launcher) Stock(ctx context.Context, bin string) ([]Edge, func(), error)
 	return []Edge{e}, stop, nil
 }
 
-// FreeAddr returns a loopback address that was free a moment ago
-// ("127.0.0.1:0" when none could be found).
+// FreeAddr returns a free loopback address, never one it returned before in
+// this process ("127.0.0.1:0" when none could be found).
 func FreeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := apptest.PickAddr()
 	if err != nil {
 		return "127.0.0.1:0"
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }

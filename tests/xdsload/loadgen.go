@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/xdstest"
@@ -425,16 +426,11 @@ const clockTicks = 100
 // ackHistogram sums the edge's push→ACK histogram over its series: the
 // count in the bucket matching le, and the total count.
 func ackHistogram(adminAddr, le string) (within, total float64, err error) {
-	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	text, err := apptest.Metrics(adminAddr)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		name, rest, ok := strings.Cut(line, "{")
 		if !ok {
 			continue
@@ -475,21 +471,7 @@ func edgeHeap(adminAddr string) (float64, error) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	resp, err := http.Get("http://" + adminAddr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "go_memstats_heap_alloc_bytes "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("no go_memstats_heap_alloc_bytes in /metrics")
+	return apptest.MetricValue(adminAddr, "go_memstats_heap_alloc_bytes", "")
 }
 
 // saveProfile writes the pprof profile at url to file.

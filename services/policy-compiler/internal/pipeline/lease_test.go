@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/lease"
@@ -31,10 +32,10 @@ func (h *harness) startElected(holder string) (*running, *lease.Elector) {
 func TestStandbyTakesOverWritingOnlyWhatChanged(t *testing.T) {
 	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
 	a, elA := h.startElected("compiler-a")
-	waitFor(t, "a to lead", elA.Leading)
+	apptest.EventuallyTrue(t, "a to lead", 10*time.Second, elA.Leading)
 	b, elB := h.startElected("compiler-b")
-	waitFor(t, "the first generation", func() bool { return a.c.Stats().Generations == 1 })
-	waitFor(t, "b to be warm", func() bool { return b.c.Ready(t.Context()) == nil })
+	apptest.EventuallyTrue(t, "the first generation", 10*time.Second, func() bool { return a.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "b to be warm", 10*time.Second, func() bool { return b.c.Ready(t.Context()) == nil })
 	settle()
 	if elB.Leading() || b.c.Stats().Puts != 0 || b.c.Stats().Generations != 0 {
 		t.Fatalf("the standby leads=%v or wrote: %+v", elB.Leading(), b.c.Stats())
@@ -45,7 +46,7 @@ func TestStandbyTakesOverWritingOnlyWhatChanged(t *testing.T) {
 	http := synth.Port{Number: 14001, Name: "bookwarehouse-port", AppProtocol: "http"}
 	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
 		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.20"}))
-	waitFor(t, "a's second generation", func() bool { return a.c.Stats().Generations == 2 })
+	apptest.EventuallyTrue(t, "a's second generation", 10*time.Second, func() bool { return a.c.Stats().Generations == 2 })
 	settle()
 	if b.c.Stats().Puts != 0 {
 		t.Fatalf("the standby wrote: %+v", b.c.Stats())
@@ -56,8 +57,8 @@ func TestStandbyTakesOverWritingOnlyWhatChanged(t *testing.T) {
 	a.stop()
 	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
 		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.21"}))
-	waitFor(t, "b to lead", elB.Leading)
-	waitFor(t, "b's first generation", func() bool { return b.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "b to lead", 10*time.Second, elB.Leading)
+	apptest.EventuallyTrue(t, "b's first generation", 10*time.Second, func() bool { return b.c.Stats().Generations == 1 })
 	keys := h.drainCompiled()
 	want := []string{layout.ResourceKey(layout.TypeEndpoint, "bookwarehouse/bookwarehouse|14001"), layout.GenerationKey}
 	if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
@@ -206,17 +207,6 @@ func (r *running) stop() {
 	r.done <- nil // later stops return at once
 }
 
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // settle waits until the compiler has been idle long enough for any pending
 // compile (debounce plus max delay) to have been committed.
 func settle() { time.Sleep(DefaultMaxDelay + 200*time.Millisecond) }
@@ -244,7 +234,7 @@ func TestCompilerEndToEnd(t *testing.T) {
 		t.Fatalf("compiled before the sync marker: %+v", s)
 	}
 	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
-	waitFor(t, "the first generation", func() bool { return r.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "the first generation", 10*time.Second, func() bool { return r.c.Stats().Generations == 1 })
 	if err := r.c.Ready(t.Context()); err != nil {
 		t.Errorf("not ready after the first generation: %v", err)
 	}
@@ -272,7 +262,7 @@ func TestCompilerEndToEnd(t *testing.T) {
 	http := synth.Port{Number: 14001, Name: "bookwarehouse-port", AppProtocol: "http"}
 	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
 		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.10"}, synth.Endpoint{Pod: "bookwarehouse-2", IP: "10.244.3.11"}))
-	waitFor(t, "the second generation", func() bool { return r.c.Stats().Generations == 2 })
+	apptest.EventuallyTrue(t, "the second generation", 10*time.Second, func() bool { return r.c.Stats().Generations == 2 })
 	keys = h.drainCompiled()
 	want := []string{layout.ResourceKey(layout.TypeEndpoint, "bookwarehouse/bookwarehouse|14001"), layout.GenerationKey}
 	if len(keys) != 2 || keys[0] != want[0] || keys[1] != want[1] {
@@ -336,12 +326,12 @@ func (h *harness) generation() *meshv1.Generation {
 func TestRestartWritesNothing(t *testing.T) {
 	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
 	r := h.start()
-	waitFor(t, "the first generation", func() bool { return r.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "the first generation", 10*time.Second, func() bool { return r.c.Stats().Generations == 1 })
 	r.stop()
 
 	h.watchCompiled()
 	r2 := h.start()
-	waitFor(t, "readiness", func() bool { return r2.c.Ready(t.Context()) == nil })
+	apptest.EventuallyTrue(t, "readiness", 10*time.Second, func() bool { return r2.c.Ready(t.Context()) == nil })
 	settle()
 	s := r2.c.Stats()
 	if s.Puts != 0 || s.Deletes != 0 || s.Generations != 0 || s.Generation != 1 {
@@ -361,7 +351,7 @@ func TestRestartWritesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	r3 := h.start()
-	waitFor(t, "the second generation", func() bool { return r3.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "the second generation", 10*time.Second, func() bool { return r3.c.Stats().Generations == 1 })
 	keys := h.drainCompiled()
 	want := map[string]bool{
 		layout.ResourceKey(layout.TypeRoute, "bookstore/bookstore|14001"): true,
@@ -410,7 +400,7 @@ func TestFailedWriteIsRetried(t *testing.T) {
 	fs.mu.Lock()
 	fs.fail = false
 	fs.mu.Unlock()
-	waitFor(t, "the retried generation", func() bool { return c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "the retried generation", 10*time.Second, func() bool { return c.Stats().Generations == 1 })
 	if s := c.Stats(); s.Puts != 35 {
 		t.Errorf("retry wrote %d keys, want 35", s.Puts)
 	}

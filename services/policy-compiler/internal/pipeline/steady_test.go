@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
@@ -35,7 +36,7 @@ func TestUnrelatedChangesPublishNoStatus(t *testing.T) {
 		[]*meshv1.TrafficTargetRule{synth.Rule("HTTPRouteGroup", "no-such-routes")}, synth.Subject("bookbuyer", "bookbuyer")))
 	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
 	r := h.start()
-	waitFor(t, "the first generation", func() bool { return r.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "the first generation", 10*time.Second, func() bool { return r.c.Stats().Generations == 1 })
 	settle()
 	var rejected []*meshv1.PolicyStatus
 	sts := h.drainStatuses()
@@ -68,7 +69,7 @@ func TestUnrelatedChangesPublishNoStatus(t *testing.T) {
 	for _, c := range changes {
 		gens := r.c.Stats().Generations
 		h.put(c.objs...)
-		waitFor(t, "the generation of "+c.name, func() bool { return r.c.Stats().Generations > gens })
+		apptest.EventuallyTrue(t, "the generation of "+c.name, 10*time.Second, func() bool { return r.c.Stats().Generations > gens })
 		settle()
 		for _, st := range h.drainStatuses() {
 			o := st.GetObject()
@@ -89,7 +90,7 @@ func TestEmptyMeshCommitsAGeneration(t *testing.T) {
 	h.put(synth.MeshConfig(false))
 	h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
 	r := h.start()
-	waitFor(t, "the generation of the empty mesh", func() bool { return r.c.Stats().Generations == 1 })
+	apptest.EventuallyTrue(t, "the generation of the empty mesh", 10*time.Second, func() bool { return r.c.Stats().Generations == 1 })
 	if gen := h.generation(); gen.GetNumber() != 1 || gen.GetChangedKeys() != 0 || gen.GetObservedEpoch() != 1 {
 		t.Errorf("generation = %v, want number 1 with no changed key at epoch 1", gen)
 	}
@@ -104,7 +105,7 @@ func TestEmptyMeshCommitsAGeneration(t *testing.T) {
 	h.put(synth.ServiceAccount("bookbuyer", "bookbuyer"),
 		synth.Pod("bookbuyer", "bookbuyer-0", "bookbuyer", "10.244.1.10", map[string]string{"app": "bookbuyer"}),
 		synth.Namespace("bookbuyer"))
-	waitFor(t, "the generation of the joined namespace", func() bool { return r.c.Stats().Generations == 2 })
+	apptest.EventuallyTrue(t, "the generation of the joined namespace", 10*time.Second, func() bool { return r.c.Stats().Generations == 2 })
 	keys := h.drainCompiled()
 	group := layout.GroupKey("bookbuyer", "bookbuyer")
 	hasGroup := false

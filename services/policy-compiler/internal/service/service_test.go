@@ -1,11 +1,7 @@
 package service
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"io"
-	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,51 +9,32 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/libs/logging"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
 func TestFlagsAreValidated(t *testing.T) {
-	cases := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--mesh-config", "osm-system/osm-mesh-config"}, "--mesh-config"},
-		{[]string{"--namespace", "Not_A_Namespace"}, "--namespace"},
-		{[]string{"--trust-domain", "Cluster Local"}, "--trust-domain"},
-		{[]string{"--debounce", "200ms"}, "--debounce"},
-		{[]string{"--max-delay", "2s"}, "--max-delay"},
-		{[]string{"--mesh-name", ""}, "--mesh-name"},
-		{[]string{"--kv-replicas", "0"}, "--kv-replicas"},
-	}
-	for _, c := range cases {
-		err := app.Run(t.Context(), Spec(Options{}), c.args, func(string) string { return "" }, io.Discard)
-		var ce *app.ConfigError
-		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%v: err = %v, want a configuration error naming %s", c.args, err, c.want)
-		}
-	}
+	apptest.RefusesConfig(t, Spec,
+		apptest.BadConfig{Args: []string{"--mesh-config", "osm-system/osm-mesh-config"}, Flag: "--mesh-config"},
+		apptest.BadConfig{Args: []string{"--namespace", "Not_A_Namespace"}, Flag: "--namespace"},
+		apptest.BadConfig{Args: []string{"--trust-domain", "Cluster Local"}, Flag: "--trust-domain"},
+		apptest.BadConfig{Args: []string{"--debounce", "200ms"}, Flag: "--debounce"},
+		apptest.BadConfig{Args: []string{"--max-delay", "2s"}, Flag: "--max-delay"},
+		apptest.BadConfig{Args: []string{"--mesh-name", ""}, Flag: "--mesh-name"},
+		apptest.BadConfig{Args: []string{"--kv-replicas", "0"}, Flag: "--kv-replicas"},
+	)
 }
 
 func TestHelpListsTheControlPlaneFlags(t *testing.T) {
-	var out bytes.Buffer
-	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{
+	apptest.HelpContains(t, Spec,
 		"--namespace", "--mesh-config", "name of the mesh's MeshConfig, in --namespace", "default osm-mesh-config",
 		"--pod-name", "env OSM_POD_NAME", "--mesh-name", "--trust-domain", "when that MeshConfig sets no spec.certificate.trustDomain",
 		"--holder, env OSM_HOLDER: use --pod-name",
-	} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("--help lacks %q:\n%s", want, out.String())
-		}
-	}
+	)
 }
 
 func TestServiceCompilesAndBecomesReady(t *testing.T) {
@@ -86,59 +63,35 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	}
 
 	// The pod's name through its deprecated environment name.
-	env := map[string]string{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c", "OSM_HOLDER": "compiler-0"}
+	env := apptest.Env{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c", "OSM_HOLDER": "compiler-0"}
 	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	var logs logging.Buffer
-	go func() {
-		done <- app.Run(ctx, Spec(Options{}), []string{"--admin-addr", "127.0.0.1:0", "--log-format", "json"}, func(k string) string { return env[k] }, &logs)
-	}()
+	admin := apptest.FreeAddr(t)
+	done, logs := apptest.Start(ctx, Spec(Options{}), []string{"--admin-addr", admin, "--log-format", "json"}, env)
 	edge, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleEdge, User: "edge", Password: "e"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer edge.Close()
 	var gen meshv1.Generation
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	apptest.Eventually(t, "the first generation", 20*time.Second, func() error {
 		compiled, err := edge.Bucket(t.Context(), bus.BucketCompiled)
 		if err == nil {
-			if _, err := compiled.Get(t.Context(), layout.GenerationKey, &gen); err == nil {
-				break
-			}
+			_, err = compiled.Get(t.Context(), layout.GenerationKey, &gen)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no generation; logs:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 	if gen.GetNumber() != 1 || gen.GetChangedKeys() != 35 {
 		t.Errorf("generation = %v", &gen)
 	}
-	addr := ""
-	for _, line := range strings.Split(logs.String(), "\n") {
-		if strings.Contains(line, `"admin listener up"`) {
-			_, rest, _ := strings.Cut(line, `"admin_addr":"`)
-			addr, _, _ = strings.Cut(rest, `"`)
-		}
+	if err := apptest.Ready(admin); err != nil {
+		t.Error(err)
 	}
-	resp, err := http.Get("http://" + addr + "/readyz")
+	body, err := apptest.Metrics(admin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Errorf("readyz = %d %s", resp.StatusCode, body)
-	}
-	resp, err = http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{`osm_compiler_generation\{[^}]*\} 1\n`, `osm_compiler_compile_duration_seconds_bucket\{[^}]*trigger="mixed"`, `osm_compiler_keys_written_total\{op="put"[^}]*\} 35\n`, `osm_compiler_rejected_policies\{[^}]*\} 0\n`} {
-		if !regexp.MustCompile(want).Match(body) {
+		if !regexp.MustCompile(want).MatchString(body) {
 			t.Errorf("metrics lack %s:\n%s", want, body)
 		}
 	}

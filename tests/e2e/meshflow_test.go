@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,11 +14,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	sotwclient "github.com/envoyproxy/go-control-plane/pkg/client/sotw/v3"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/util/intstr"
+	"google.golang.org/grpc"
 
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
@@ -36,57 +34,27 @@ const (
 // comes from the cert-authority; an endpoint that becomes ready reaches it.
 func TestMeshFlow(t *testing.T) {
 	ctx := t.Context()
-	cs := cluster.Clientset()
 	run := uniq() // names differ between runs on one cluster (-count)
 	storeNS, buyerNS, meshName, mcName := "flow-store"+run, "flow-buyer"+run, "flow"+run, "flow-mesh-config"+run
 	namespace(t, "osm-system", nil)
 	for ns, sa := range map[string]string{storeNS: "bookstore", buyerNS: "bookbuyer"} {
-		namespace(t, ns, map[string]string{"openservicemesh.io/monitored-by": meshName}, sa)
+		namespace(t, ns, map[string]string{layout.LabelMonitoredBy: meshName}, sa)
 	}
-	mc := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
-		"metadata": map[string]any{"name": mcName, "namespace": "osm-system"},
-		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": true}},
-	}}
-	gvr := schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
-	if _, err := cluster.Dynamic().Resource(gvr).Namespace("osm-system").Create(ctx, mc, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	meshConfig(t, mcName, true)
 	kubelet := cluster.Kubelet("flow-node", "zone-a")
 	if _, err := kubelet.Register(ctx); err != nil {
 		t.Fatal(err)
 	}
-	http := "http"
-	if _, err := cs.CoreV1().Services(storeNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
-			Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: &http}}},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	runPod := func(ns, name, sa, app, ip string) {
-		t.Helper()
-		p, err := cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": app}},
-			Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: app, Image: app,
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 14001}}}}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kubelet.MakeReady(ctx, p, ip); err != nil {
-			t.Fatal(err)
-		}
-	}
-	runPod(storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
-	runPod(buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")
+	service(t, storeNS, "bookstore", 14001)
+	readyPod(t, kubelet, storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
+	readyPod(t, kubelet, buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")
 
 	m := startMesh(t, stack.Options{Name: "flow", MeshName: meshName, MeshConfig: mcName},
 		stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge)
 
 	// A proxy of bookbuyer, with the certificate the injector would have
 	// put in its bootstrap Secret.
-	buyer := identity.New(stack.TrustDomain, buyerNS, "bookbuyer")
+	buyer := identityOf(buyerNS, "bookbuyer")
 	proxyCert, err := m.WorkloadCert(ctx, buyer, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -97,21 +65,14 @@ func TestMeshFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	node := &corev3.Node{Id: "bookbuyer-1-uuid", Cluster: "bookbuyer." + buyerNS}
+	node := nodeOf("bookbuyer-1-uuid", "bookbuyer", buyerNS)
 	fetch := func(typeURL string) (sotwclient.ADSClient, []any) {
 		t.Helper()
-		c := sotwclient.NewADSClient(ctx, node, typeURL)
-		if err := c.InitConnect(cc); err != nil {
-			t.Fatalf("%s: %v", typeURL, err)
-		}
-		resp, err := c.Fetch()
+		c, rs, err := adsFetch(ctx, cc, node, typeURL)
 		if err != nil {
-			t.Fatalf("%s: %v", typeURL, err)
-		}
-		if err := c.Ack(); err != nil {
 			t.Fatal(err)
 		}
-		return c, unpack(t, resp.Resources)
+		return c, rs
 	}
 	store := storeNS + "/bookstore|14001"
 	_, clusters := fetch(typeCDS)
@@ -157,7 +118,7 @@ func TestMeshFlow(t *testing.T) {
 	// A second bookstore pod becomes ready: the new endpoint reaches the
 	// proxy through the watcher, the compiler and the edge.
 	start := time.Now()
-	runPod(storeNS, "bookstore-2", "bookstore", "bookstore", "10.244.7.11")
+	readyPod(t, kubelet, storeNS, "bookstore-2", "bookstore", "bookstore", "10.244.7.11")
 	for {
 		resp, err := eds.Fetch()
 		if err != nil {
@@ -177,17 +138,52 @@ func TestMeshFlow(t *testing.T) {
 	}
 }
 
+// identityOf is the SPIFFE identity of ServiceAccount sa in ns.
+func identityOf(ns, sa string) identity.ID { return identity.New(stack.TrustDomain, ns, sa) }
+
+// nodeOf is the xDS node of a sidecar of ServiceAccount sa in ns, as the
+// injector's bootstrap names it.
+func nodeOf(proxyID, sa, ns string) *corev3.Node {
+	return &corev3.Node{Id: proxyID, Cluster: sa + "." + ns}
+}
+
+// adsFetch opens an ADS stream for typeURL on cc as node, takes the first
+// response and ACKs it; the client stays open for later responses.
+func adsFetch(ctx context.Context, cc grpc.ClientConnInterface, node *corev3.Node, typeURL string) (sotwclient.ADSClient, []any, error) {
+	c := sotwclient.NewADSClient(ctx, node, typeURL)
+	if err := c.InitConnect(cc); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", typeURL, err)
+	}
+	resp, err := c.Fetch()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", typeURL, err)
+	}
+	if err := c.Ack(); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", typeURL, err)
+	}
+	rs, err := unpackAll(resp.Resources)
+	return c, rs, err
+}
+
 func unpack(t *testing.T, rs []*anypbAny) []any {
 	t.Helper()
+	out, err := unpackAll(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func unpackAll(rs []*anypbAny) ([]any, error) {
 	var out []any
 	for _, a := range rs {
 		m, err := a.UnmarshalNew()
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		out = append(out, m)
 	}
-	return out
+	return out, nil
 }
 
 func hasCluster(rs []any, name string) bool {

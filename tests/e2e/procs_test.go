@@ -15,7 +15,14 @@ var builder *stack.Builder
 // the test failed.
 func startMesh(t testing.TB, o stack.Options, cs ...stack.Component) *stack.Mesh {
 	t.Helper()
-	o.Cluster, o.Builder, o.Dir, o.ReadyTimeout = cluster, builder, t.TempDir(), 60*time.Second
+	return startMeshWithin(t, 60*time.Second, o, cs...)
+}
+
+// startMeshWithin is startMesh that fails unless each component turns
+// ready within d of its start.
+func startMeshWithin(t testing.TB, d time.Duration, o stack.Options, cs ...stack.Component) *stack.Mesh {
+	t.Helper()
+	o.Cluster, o.Builder, o.Dir, o.ReadyTimeout = cluster, builder, t.TempDir(), d
 	m, err := stack.New(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/metadata"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
@@ -91,7 +92,7 @@ func (a *actions) count(action string) int {
 // observedOnce waits until action has been observed exactly once.
 func (a *actions) observedOnce(t *testing.T, action string) {
 	t.Helper()
-	eventually(t, action+" observed once", 10*time.Second, func() error {
+	apptest.Eventually(t, action+" observed once", 10*time.Second, func() error {
 		if n := a.count(action); n != 1 {
 			return fmt.Errorf("%s observed %d times", action, n)
 		}
@@ -136,18 +137,6 @@ func injectedPod(name, uuid string) *corev1.Pod {
 	}
 }
 
-func eventually(t *testing.T, what string, within time.Duration, f func() error) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(t.Context(), 50*time.Millisecond, within, true, func(context.Context) (bool, error) {
-		last = f()
-		return last == nil, nil
-	})
-	if err != nil {
-		t.Fatalf("%s: %v (last: %v)", what, err, last)
-	}
-}
-
 func ownedBy(sec *corev1.Secret, pod *corev1.Pod) error {
 	for _, ref := range sec.OwnerReferences {
 		if ref.UID == pod.UID && ref.Kind == "Pod" && ref.Name == pod.Name {
@@ -167,7 +156,7 @@ func TestMissingSecretIsRecreatedForItsPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sec *corev1.Secret
-	eventually(t, "the bootstrap secret recreated", 30*time.Second, func() error {
+	apptest.Eventually(t, "the bootstrap secret recreated", 30*time.Second, func() error {
 		sec, err = cs.CoreV1().Secrets(ns).Get(t.Context(), "envoy-bootstrap-uuid-lost", metav1.GetOptions{})
 		return err
 	})
@@ -179,7 +168,7 @@ func TestMissingSecretIsRecreatedForItsPod(t *testing.T) {
 	if err := cs.CoreV1().Secrets(ns).Delete(t.Context(), sec.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the bootstrap secret recreated again", 30*time.Second, func() error {
+	apptest.Eventually(t, "the bootstrap secret recreated again", 30*time.Second, func() error {
 		again, err := cs.CoreV1().Secrets(ns).Get(t.Context(), sec.Name, metav1.GetOptions{})
 		if err == nil && again.UID == sec.UID {
 			return errors.New("still the deleted secret")
@@ -200,7 +189,7 @@ func TestMakerGetsThePodIdentityAndProbes(t *testing.T) {
 	if _, err := cs.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a secret made", 30*time.Second, func() error {
+	apptest.Eventually(t, "a secret made", 30*time.Second, func() error {
 		if got := mk.made(ns); len(got) != 1 || got[0] != ns+"/bookstore/uuid-maker/1" {
 			return fmt.Errorf("made %v", got)
 		}
@@ -224,7 +213,7 @@ func TestFinishedAndYoungPodsGetNoNewSecret(t *testing.T) {
 	if _, err := cs.CoreV1().Secrets(ns).Create(t.Context(), bootstrapSecret(ns, "uuid-ctl"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the control secret owned", 30*time.Second, func() error {
+	apptest.Eventually(t, "the control secret owned", 30*time.Second, func() error {
 		sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), "envoy-bootstrap-uuid-ctl", metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -252,7 +241,7 @@ func TestSecretIsOwnedByItsPodAndCollectedWithIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := inject.BootstrapSecretName("uuid-owned")
-	eventually(t, "the pod owns its secret", 30*time.Second, func() error {
+	apptest.Eventually(t, "the pod owns its secret", 30*time.Second, func() error {
 		sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if err != nil {
 			return err
@@ -265,7 +254,7 @@ func TestSecretIsOwnedByItsPodAndCollectedWithIt(t *testing.T) {
 	if err := cs.CoreV1().Pods(ns).Delete(t.Context(), pod.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the garbage collector deletes the secret", 90*time.Second, func() error {
+	apptest.Eventually(t, "the garbage collector deletes the secret", 90*time.Second, func() error {
 		_, err := cs.CoreV1().Secrets(ns).Get(t.Context(), name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -293,7 +282,7 @@ func TestOrphanSecretIsDeletedAfterTheGrace(t *testing.T) {
 	if _, err := cs.CoreV1().Secrets(ns).Create(t.Context(), foreign, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the orphan deleted", 60*time.Second, func() error {
+	apptest.Eventually(t, "the orphan deleted", 60*time.Second, func() error {
 		_, err := cs.CoreV1().Secrets(ns).Get(t.Context(), orphan.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return nil
@@ -333,7 +322,7 @@ func TestTwoReplicasAgree(t *testing.T) {
 		pods = append(pods, p)
 	}
 	for _, p := range pods {
-		eventually(t, "secret owned by "+p.Name, 30*time.Second, func() error {
+		apptest.Eventually(t, "secret owned by "+p.Name, 30*time.Second, func() error {
 			sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), inject.BootstrapSecretName(p.Labels[layout.LabelProxyUUID]), metav1.GetOptions{})
 			if err != nil {
 				return err
@@ -412,7 +401,7 @@ func TestNewPodClaimsItsHeldSecret(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the pod's claim", 30*time.Second, func() error {
+	apptest.Eventually(t, "the pod's claim", 30*time.Second, func() error {
 		owners, ok := cl.owners(ns, inject.BootstrapSecretName("uuid-claim"))
 		if !ok {
 			return errors.New("no claim")

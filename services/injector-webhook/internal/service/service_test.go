@@ -2,8 +2,6 @@ package service
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -11,10 +9,8 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 
-	"github.com/openservicemesh/osm/libs/app"
-	"github.com/openservicemesh/osm/libs/logging"
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/tests/kube"
 )
 
@@ -22,26 +18,6 @@ var cluster *kube.Cluster
 
 // The MeshConfig CRD is installed: the MeshConfig watch lists it.
 func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, true)) }
-
-// freeAddr is a loopback address no one listens on right now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// runService runs the service in-process with args and returns its result
-// channel and its log.
-func runService(ctx context.Context, args []string) (<-chan error, *logging.Buffer) {
-	out := &logging.Buffer{}
-	res := make(chan error, 1)
-	go func() { res <- app.Run(ctx, Spec(Options{}), args, func(string) string { return "" }, out) }()
-	return res, out
-}
 
 // serviceArgs are the flags of an injector that serves a certificate from
 // files, so that no cert-authority is needed until a pod is admitted.
@@ -58,31 +34,13 @@ func serviceArgs(t *testing.T, listen, admin string) []string {
 func TestServiceIsReadyWithItsWebhookConfigurationAndStopsOnCancel(t *testing.T) {
 	webhooks := cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations()
 	t.Cleanup(func() { _ = webhooks.Delete(context.Background(), "osm-service-test", metav1.DeleteOptions{}) })
-	listen, admin := freeAddr(t), freeAddr(t)
+	listen, admin := apptest.FreeAddr(t), apptest.FreeAddr(t)
 	args := serviceArgs(t, listen, admin)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	res, out := runService(ctx, args)
+	res, out := apptest.Start(ctx, Spec(Options{}), args, nil)
 
-	var readyz string
-	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 60*time.Second, true, func(context.Context) (bool, error) {
-		select {
-		case err := <-res:
-			t.Fatalf("the service stopped: %v\n%s", err, out)
-		default:
-		}
-		resp, err := http.Get("http://" + admin + "/readyz")
-		if err != nil {
-			return false, nil
-		}
-		defer resp.Body.Close()
-		b := make([]byte, 1024)
-		n, _ := resp.Body.Read(b)
-		readyz = string(b[:n])
-		return resp.StatusCode == http.StatusOK, nil
-	}); err != nil {
-		t.Fatalf("not ready: %s\n%s", readyz, out)
-	}
+	apptest.WaitReady(t, admin, 60*time.Second, res, out)
 	// Ready means the webhook configuration is written.
 	wh, err := webhooks.Get(ctx, "osm-service-test", metav1.GetOptions{})
 	if err != nil {
@@ -94,13 +52,13 @@ func TestServiceIsReadyWithItsWebhookConfigurationAndStopsOnCancel(t *testing.T)
 
 	// A second injector on the same --listen-addr ends with an error that
 	// names the part and the flag.
-	second := serviceArgs(t, listen, freeAddr(t))
+	second := serviceArgs(t, listen, apptest.FreeAddr(t))
 	for i := range second {
 		if second[i] == "--webhook-config-name" {
 			second[i+1] = ""
 		}
 	}
-	secondRes, secondOut := runService(t.Context(), second)
+	secondRes, secondOut := apptest.Start(t.Context(), Spec(Options{}), second, nil)
 	select {
 	case err := <-secondRes:
 		if err == nil || !strings.Contains(err.Error(), "admission server") || !strings.Contains(err.Error(), "--listen-addr") {
@@ -111,14 +69,7 @@ func TestServiceIsReadyWithItsWebhookConfigurationAndStopsOnCancel(t *testing.T)
 	}
 
 	cancel()
-	select {
-	case err := <-res:
-		if err != nil {
-			t.Fatalf("stopped with %v\n%s", err, out)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("did not stop\n%s", out)
-	}
+	apptest.Stopped(t, res, out)
 	if _, err := webhooks.Get(context.Background(), "osm-service-test", metav1.GetOptions{}); apierrors.IsNotFound(err) {
 		t.Fatal("the webhook configuration went with the injector; it must stay for the other replicas")
 	}

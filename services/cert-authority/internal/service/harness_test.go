@@ -7,16 +7,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/layout"
@@ -55,8 +52,8 @@ type instance struct {
 // environment from env. The test's cleanup stops it if the test has not.
 func runService(t *testing.T, natsURL string, env map[string]string, args ...string) *instance {
 	t.Helper()
-	lis := listen(t)
-	s := &instance{grpcAddr: lis.Addr().String(), adminAddr: freeAddr(t), logs: &logging.Buffer{}, done: make(chan error, 1)}
+	lis := apptest.Listen(t)
+	s := &instance{grpcAddr: lis.Addr().String(), adminAddr: apptest.FreeAddr(t), logs: &logging.Buffer{}, done: make(chan error, 1)}
 	args = append([]string{"--nats-url", natsURL, "--admin-addr", s.adminAddr, "--kubeconfig", cluster.KubeconfigPath(),
 		"--server-dns-names", serverName}, args...)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -87,8 +84,13 @@ func (s *instance) stop() error {
 	return err
 }
 
-// admin is the URL of path on the admin listener.
-func (s *instance) admin(path string) string { return "http://" + s.adminAddr + path }
+// admin fetches path from the admin listener.
+func (s *instance) admin(ctx context.Context, path string) (string, error) {
+	return apptest.Get(ctx, s.adminAddr, path)
+}
+
+// ready asks the admin listener's /readyz.
+func (s *instance) ready() error { return apptest.Ready(s.adminAddr) }
 
 // dial connects to the service with cert as the client certificate (nil
 // for Bootstrap), verifying the CA against the roots of b.
@@ -157,55 +159,4 @@ func verifyLeaf(b *meshv1.TrustBundle, c *x509.Certificate) error {
 	}
 	_, err = c.Verify(x509.VerifyOptions{Roots: pool})
 	return err
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-func httpGet(ctx context.Context, url string, into io.Writer) error {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if into == nil {
-		into = io.Discard
-	}
-	if _, err := io.Copy(into, resp.Body); err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", url, resp.Status)
-	}
-	return nil
-}
-
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("waiting for %s: %v", what, err)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -45,7 +46,7 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 				t.Errorf("%s: service stopped with %v", name, err)
 			}
 		}()
-		waitFor(t, name+": ready", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
+		apptest.Eventually(t, name+": ready", 30*time.Second, svc.ready)
 		b, rev, err := kvBundle(ctx, conn)
 		if err != nil {
 			t.Fatal(err)

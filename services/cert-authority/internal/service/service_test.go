@@ -1,13 +1,11 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -30,51 +29,33 @@ import (
 )
 
 func TestHelpExplains(t *testing.T) {
-	var out bytes.Buffer
-	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, noenv, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"spiffe://<trust-domain>/osm/<role>", "Root rotation", "--trusted-root-secrets", "OSM_TRUSTED_ROOT_SECRETS",
+	apptest.HelpContains(t, Spec, "spiffe://<trust-domain>/osm/<role>", "Root rotation", "--trusted-root-secrets", "OSM_TRUSTED_ROOT_SECRETS",
 		"--vault-auth-role", "--dev-bootstrap-token", "--max-ttl", "/debug/issuers", "--role-service-accounts",
-		"--namespace", "--trust-domain", "--cluster-domain", "--kubeconfig", "--kube-api-qps", "--kube-api-burst", "OSM_KUBE_API_QPS"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("--help lacks %q", want)
-		}
-	}
+		"--namespace", "--trust-domain", "--cluster-domain", "--kubeconfig", "--kube-api-qps", "--kube-api-burst", "OSM_KUBE_API_QPS")
 }
 
 func TestConfigErrorsNameTheFlag(t *testing.T) {
-	cases := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--trust-domain", "Bad Domain"}, "--trust-domain"},
-		{[]string{"--provider", "acme"}, "--provider"},
-		{[]string{"--provider", "vault"}, "--vault-addr"},
-		{[]string{"--provider", "vault", "--vault-addr", "http://127.0.0.1:1"}, "--vault-role"},
-		{[]string{"--provider", "vault", "--vault-addr", "http://127.0.0.1:1", "--vault-role", "r"}, "--vault-auth-role"},
-		{[]string{"--default-ttl", "72h", "--max-ttl", "48h"}, "--default-ttl"},
-		{[]string{"--max-ttl", "0s"}, "--max-ttl"},
-		{[]string{"--grpc-addr", "nonsense"}, "--grpc-addr"},
-		{[]string{"--role-service-accounts", "xds-edge"}, "--role-service-accounts"},
-		{[]string{"--role-service-accounts", "root=osm"}, "--role-service-accounts"},
-		{[]string{"--trusted-root-secrets", "osm-ca-root"}, "--trusted-root-secrets"},
-		{[]string{"--root-validity", "24h"}, "--root-validity"},
-		{[]string{"--kv-replicas", "0"}, "--kv-replicas"},
-		{[]string{"--trust-domain", ".cluster.local"}, "--trust-domain"},
-		{[]string{"--namespace", "Osm_System"}, "--namespace"},
-		{[]string{"--cluster-domain", "cluster.local."}, "--cluster-domain"},
-		{[]string{"--kube-api-qps", "0"}, "--kube-api-qps"},
-		{[]string{"--kube-api-qps", "20", "--kube-api-burst", "10"}, "--kube-api-burst"},
-		{[]string{"--kubeconfig", "/nonexistent/kubeconfig"}, "--kubeconfig"},
-	}
-	for _, c := range cases {
-		err := app.Run(t.Context(), Spec(Options{}), c.args, noenv, io.Discard)
-		var ce *app.ConfigError
-		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("args %v: %v, want a configuration error naming %s", c.args, err, c.want)
-		}
-	}
+	apptest.RefusesConfig(t, Spec,
+		apptest.BadConfig{Args: []string{"--trust-domain", "Bad Domain"}, Flag: "--trust-domain"},
+		apptest.BadConfig{Args: []string{"--provider", "acme"}, Flag: "--provider"},
+		apptest.BadConfig{Args: []string{"--provider", "vault"}, Flag: "--vault-addr"},
+		apptest.BadConfig{Args: []string{"--provider", "vault", "--vault-addr", "http://127.0.0.1:1"}, Flag: "--vault-role"},
+		apptest.BadConfig{Args: []string{"--provider", "vault", "--vault-addr", "http://127.0.0.1:1", "--vault-role", "r"}, Flag: "--vault-auth-role"},
+		apptest.BadConfig{Args: []string{"--default-ttl", "72h", "--max-ttl", "48h"}, Flag: "--default-ttl"},
+		apptest.BadConfig{Args: []string{"--max-ttl", "0s"}, Flag: "--max-ttl"},
+		apptest.BadConfig{Args: []string{"--grpc-addr", "nonsense"}, Flag: "--grpc-addr"},
+		apptest.BadConfig{Args: []string{"--role-service-accounts", "xds-edge"}, Flag: "--role-service-accounts"},
+		apptest.BadConfig{Args: []string{"--role-service-accounts", "root=osm"}, Flag: "--role-service-accounts"},
+		apptest.BadConfig{Args: []string{"--trusted-root-secrets", "osm-ca-root"}, Flag: "--trusted-root-secrets"},
+		apptest.BadConfig{Args: []string{"--root-validity", "24h"}, Flag: "--root-validity"},
+		apptest.BadConfig{Args: []string{"--kv-replicas", "0"}, Flag: "--kv-replicas"},
+		apptest.BadConfig{Args: []string{"--trust-domain", ".cluster.local"}, Flag: "--trust-domain"},
+		apptest.BadConfig{Args: []string{"--namespace", "Osm_System"}, Flag: "--namespace"},
+		apptest.BadConfig{Args: []string{"--cluster-domain", "cluster.local."}, Flag: "--cluster-domain"},
+		apptest.BadConfig{Args: []string{"--kube-api-qps", "0"}, Flag: "--kube-api-qps"},
+		apptest.BadConfig{Args: []string{"--kube-api-qps", "20", "--kube-api-burst", "10"}, Flag: "--kube-api-burst"},
+		apptest.BadConfig{Args: []string{"--kubeconfig", "/nonexistent/kubeconfig"}, Flag: "--kubeconfig"},
+	)
 	err := app.Run(t.Context(), Spec(Options{}), []string{"--provider", "vault", "--vault-addr", "x:1"}, func(k string) string {
 		if k == "OSM_VAULT_TOKEN" {
 			return "s.supersecret"
@@ -128,7 +109,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	}
 	defer conn.Close()
 	var bundle *meshv1.TrustBundle
-	waitFor(t, "the trust bundle in KV", func() (err error) { bundle, _, err = kvBundle(ctx, conn); return err })
+	apptest.Eventually(t, "the trust bundle in KV", 30*time.Second, func() (err error) { bundle, _, err = kvBundle(ctx, conn); return err })
 	if len(bundle.Roots) != 1 || !bundle.Roots[0].Signing {
 		t.Fatalf("bundle roots: %v", bundle.Roots)
 	}
@@ -141,7 +122,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if pki.RootID(root) != bundle.Roots[0].Id {
 		t.Fatal("the published root is not the Secret's")
 	}
-	waitFor(t, "readiness", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
+	apptest.Eventually(t, "readiness", 30*time.Second, svc.ready)
 
 	dial := func(cert *tls.Certificate) cav1.CertificateAuthorityServiceClient { return svc.dial(t, bundle, cert) }
 	saToken := func(sa string, audiences ...string) string {
@@ -210,12 +191,11 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	// Metrics count signs and failures by reason.
 	var metrics string
-	waitFor(t, "sign metrics", func() error {
-		var b bytes.Buffer
-		if err := httpGet(ctx, svc.admin("/metrics"), &b); err != nil {
+	apptest.Eventually(t, "sign metrics", 30*time.Second, func() error {
+		var err error
+		if metrics, err = svc.admin(ctx, "/metrics"); err != nil {
 			return err
 		}
-		metrics = b.String()
 		for _, want := range []string{`osm_ca_signs_total{`, `result="ok"`, `osm_ca_sign_failures_total{`, `reason="foreign_trust_domain"`, `osm_ca_sign_duration_seconds_bucket{`} {
 			if !strings.Contains(metrics, want) {
 				return fmt.Errorf("metrics lack %s", want)
@@ -225,15 +205,15 @@ func TestServiceEndToEnd(t *testing.T) {
 	})
 
 	// The debug endpoint lists the issuer and its expiry.
-	var dbg bytes.Buffer
-	if err := httpGet(ctx, svc.admin("/debug/issuers"), &dbg); err != nil {
+	dbg, err := svc.admin(ctx, "/debug/issuers")
+	if err != nil {
 		t.Fatal(err)
 	}
 	var info server.DebugInfo
-	if err := json.Unmarshal(dbg.Bytes(), &info); err != nil {
+	if err := json.Unmarshal([]byte(dbg), &info); err != nil {
 		t.Fatal(err)
 	}
 	if len(info.Issuers) != 1 || info.Issuers[0].ID != bundle.Roots[0].Id || !info.Issuers[0].Signing || !info.Issuers[0].NotAfter.Equal(root.NotAfter) || info.ServingCertificateExpiry.IsZero() {
-		t.Errorf("debug issuers: %s", dbg.String())
+		t.Errorf("debug issuers: %s", dbg)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -73,8 +74,8 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	}
 	defer conn.Close()
 	var bundle *meshv1.TrustBundle
-	waitFor(t, "the vault bundle in KV", func() (err error) { bundle, _, err = kvBundle(ctx, conn); return err })
-	waitFor(t, "readiness", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
+	apptest.Eventually(t, "the vault bundle in KV", 30*time.Second, func() (err error) { bundle, _, err = kvBundle(ctx, conn); return err })
+	apptest.Eventually(t, "readiness", 30*time.Second, svc.ready)
 
 	edge, csr := svc.devEdge(ctx, t, bundle, dev)
 	req := &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
@@ -103,8 +104,8 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 		t.Fatalf("sign while vault is paused: %v, want Unavailable naming vault", err)
 	}
 	t.Logf("while vault is paused: %v", err)
-	waitFor(t, "not ready while vault is gone", func() error {
-		if httpGet(ctx, svc.admin("/readyz"), nil) == nil {
+	apptest.Eventually(t, "not ready while vault is gone", 30*time.Second, func() error {
+		if svc.ready() == nil {
 			return errors.New("still ready")
 		}
 		return nil
@@ -113,12 +114,12 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 		t.Fatal(err)
 	}
 	paused = false
-	waitFor(t, "signing after vault returned", func() error { _, err := sign(ctx); return err })
-	waitFor(t, "ready again", func() error { return httpGet(ctx, svc.admin("/readyz"), nil) })
+	apptest.Eventually(t, "signing after vault returned", 30*time.Second, func() error { _, err := sign(ctx); return err })
+	apptest.Eventually(t, "ready again", 30*time.Second, svc.ready)
 
 	// Rotation with Vault issuers, picked up by the bundle refresh.
 	v.Root(t, http.MethodPost, "pki/root/generate/internal", map[string]any{"common_name": "vault root 2", "key_type": "ec", "key_bits": 256, "ttl": "87600h", "issuer_name": "root-2"})
-	waitFor(t, "both roots in KV", func() error {
+	apptest.Eventually(t, "both roots in KV", 30*time.Second, func() error {
 		b, _, err := kvBundle(ctx, conn)
 		if err == nil && len(b.Roots) != 2 {
 			err = errors.New("one root")
@@ -128,7 +129,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	})
 	v.Root(t, http.MethodPost, "pki/config/issuers", map[string]any{"default": "root-2"})
 	var newLeaf *x509.Certificate
-	waitFor(t, "leaves from the new root", func() error {
+	apptest.Eventually(t, "leaves from the new root", 30*time.Second, func() error {
 		b, _, err := kvBundle(ctx, conn)
 		if err != nil {
 			return err
@@ -151,7 +152,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	if _, err := v.Do(ctx, http.MethodDelete, "pki/issuer/root-1", vaultdev.RootToken, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the old root removed from KV", func() error {
+	apptest.Eventually(t, "the old root removed from KV", 30*time.Second, func() error {
 		b, _, err := kvBundle(ctx, conn)
 		if err == nil && (len(b.Roots) != 1 || !b.Roots[0].Signing) {
 			err = errors.New("old root still there")

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+
+	"github.com/openservicemesh/osm/libs/app/apptest"
 )
 
 // patience bounds every wait of the helpers below: long enough for a
@@ -69,11 +71,5 @@ func Refusal(t testing.TB, p *Proxy) error {
 // WaitFor polls cond until it holds, failing the test when it does not.
 func WaitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	apptest.EventuallyTrue(t, what, patience, cond)
 }

@@ -73,7 +73,7 @@ func PickAddr() (string, error) {
 }
 
 // PollInterval is how often Poll and Eventually try again.
-const PollInterval = 50 * time.Millisecond
+const PollInterval = 10 * time.Millisecond
 
 // Poll calls f every PollInterval until it returns nil, ctx ends or within
 // passes; it returns f's last error, wrapped.
@@ -190,6 +190,44 @@ func Start(ctx context.Context, spec app.Spec, args []string, env Env) (<-chan e
 	done := make(chan error, 1)
 	go func() { done <- app.Run(ctx, spec, args, env.Get, logs) }()
 	return done, logs
+}
+
+// WaitReady waits until the service started by Start answers /readyz at
+// admin, and fails the test, with the service's log, when it exits first
+// or within passes.
+func WaitReady(t testing.TB, admin string, within time.Duration, done <-chan error, logs fmt.Stringer) {
+	t.Helper()
+	var exited error
+	err := Poll(t.Context(), within, func() error {
+		select {
+		case err := <-done:
+			exited = fmt.Errorf("the service stopped: %v", err)
+			return nil
+		default:
+		}
+		return Ready(admin)
+	})
+	if err == nil {
+		err = exited
+	}
+	if err != nil {
+		t.Fatalf("%v\n%s", err, logs)
+	}
+}
+
+// Stopped waits for the result of the service started by Start, after its
+// context ended, and fails the test when it is an error or takes longer
+// than 30 s.
+func Stopped(t testing.TB, done <-chan error, logs fmt.Stringer) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the service stopped with %v\n%s", err, logs)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the service did not stop within 30s\n%s", logs)
+	}
 }
 
 // Help returns the --help text of the service that spec builds with the

@@ -1,14 +1,12 @@
 package service
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,7 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
-	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/identity"
@@ -69,15 +67,8 @@ func TestNoKubernetesClient(t *testing.T) {
 }
 
 func TestHelpExplainsTheFlags(t *testing.T) {
-	var out bytes.Buffer
-	if err := app.Run(t.Context(), Spec(Options{}), []string{"--help"}, func(string) string { return "" }, &out); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate", "--max-connection-age", "--pod-name", "--ca-bootstrap-token-file", "--ack-status-interval", "no Kubernetes API call"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("--help lacks %q", want)
-		}
-	}
+	apptest.HelpContains(t, Spec, "--listen-addr", "env OSM_LISTEN_ADDR", "--nats-lost-threshold", "--tls-client-ca-file", "--ca-addr", "--stream-rate",
+		"--max-connection-age", "--pod-name", "--ca-bootstrap-token-file", "--ack-status-interval", "no Kubernetes API call")
 }
 
 func TestConfigErrorsNameTheFlag(t *testing.T) {
@@ -86,30 +77,20 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		"--tls-cert-file", dir, "--tls-key-file", dir, "--tls-client-ca-file", dir,
 		"--ca-client-cert-file", dir, "--ca-client-key-file", dir, "--ca-trust-file", dir,
 	}
-	cases := []struct {
-		args []string
-		want string
-	}{
-		{nil, "--ca-trust-file"},
-		{[]string{"--ca-trust-file", dir, "--tls-cert-file", dir}, "--tls-key-file"},
-		{[]string{"--ca-trust-file", dir, "--ca-client-key-file", dir}, "--ca-client-cert-file"},
+	apptest.RefusesConfig(t, Spec,
+		apptest.BadConfig{Args: nil, Flag: "--ca-trust-file"},
+		apptest.BadConfig{Args: []string{"--ca-trust-file", dir, "--tls-cert-file", dir}, Flag: "--tls-key-file"},
+		apptest.BadConfig{Args: []string{"--ca-trust-file", dir, "--ca-client-key-file", dir}, Flag: "--ca-client-cert-file"},
 		// Without both overrides the edge bootstraps its own certificate.
-		{[]string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", "/does/not/exist"}, "--ca-bootstrap-token-file"},
-		{[]string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", dir, "--ca-bootstrap-token-type", "password"}, "--ca-bootstrap-token-type"},
-		{[]string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", dir, "--control-plane-cert-ttl", "1s"}, "--control-plane-cert-ttl"},
-		{append(append([]string{}, files...), "--nats-lost-threshold", "10ms"), "--nats-lost-threshold"},
-		{append(append([]string{}, files...), "--stream-rate", "0"), "--stream-rate"},
-		{append(append([]string{}, files...), "--listen-addr", "nonsense"), "--listen-addr"},
-		{append(append([]string{}, files...), "--max-connection-age", "1s"), "--max-connection-age"},
-		{[]string{"--tls-cert-file", "/does/not/exist", "--tls-key-file", dir, "--tls-client-ca-file", dir, "--ca-client-cert-file", dir, "--ca-client-key-file", dir, "--ca-trust-file", dir}, "--tls-cert-file"},
-	}
-	for _, c := range cases {
-		err := app.Run(t.Context(), Spec(Options{}), c.args, func(string) string { return "" }, io.Discard)
-		var ce *app.ConfigError
-		if !errors.As(err, &ce) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("args %v: err = %v, want a configuration error naming %s", c.args, err, c.want)
-		}
-	}
+		apptest.BadConfig{Args: []string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", "/does/not/exist"}, Flag: "--ca-bootstrap-token-file"},
+		apptest.BadConfig{Args: []string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", dir, "--ca-bootstrap-token-type", "password"}, Flag: "--ca-bootstrap-token-type"},
+		apptest.BadConfig{Args: []string{"--ca-trust-file", dir, "--ca-bootstrap-token-file", dir, "--control-plane-cert-ttl", "1s"}, Flag: "--control-plane-cert-ttl"},
+		apptest.BadConfig{Args: append(append([]string{}, files...), "--nats-lost-threshold", "10ms"), Flag: "--nats-lost-threshold"},
+		apptest.BadConfig{Args: append(append([]string{}, files...), "--stream-rate", "0"), Flag: "--stream-rate"},
+		apptest.BadConfig{Args: append(append([]string{}, files...), "--listen-addr", "nonsense"), Flag: "--listen-addr"},
+		apptest.BadConfig{Args: append(append([]string{}, files...), "--max-connection-age", "1s"), Flag: "--max-connection-age"},
+		apptest.BadConfig{Args: []string{"--tls-cert-file", "/does/not/exist", "--tls-key-file", dir, "--tls-client-ca-file", dir, "--ca-client-cert-file", dir, "--ca-client-key-file", dir, "--ca-trust-file", dir}, Flag: "--tls-cert-file"},
+	)
 }
 
 // TestServiceEndToEnd runs the binary's spec through the runner with real
@@ -154,7 +135,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	}
 	caSrv := grpc.NewServer(grpc.Creds(credentials.NewTLS(caTLS)))
 	cav1.RegisterCertificateAuthorityServiceServer(caSrv, fake)
-	caLn := listen(t)
+	caLn := apptest.Listen(t)
 	go func() { _ = caSrv.Serve(caLn) }()
 	t.Cleanup(caSrv.Stop)
 
@@ -165,7 +146,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	}
 	t.Cleanup(nats.Shutdown)
 
-	adminAddr, xdsAddr := freeAddr(t), freeAddr(t)
+	adminAddr, xdsAddr := apptest.FreeAddr(t), apptest.FreeAddr(t)
 	args := []string{
 		"--nats-url", nats.URL(), "--nats-user", "edge", "--nats-password", "edge-pw",
 		"--admin-addr", adminAddr, "--listen-addr", xdsAddr, "--log-format", "text",
@@ -175,24 +156,18 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	}
 	args = append(args, ownCert...)
 	ctx, cancel := context.WithCancel(t.Context())
-	runErr := make(chan error, 1)
-	go func() { runErr <- app.Run(ctx, Spec(Options{}), args, func(string) string { return "" }, io.Discard) }()
+	runErr, _ := apptest.Start(ctx, Spec(Options{}), args, nil)
 
-	readyz := func() int {
-		resp, err := http.Get("http://" + adminAddr + "/readyz")
-		if err != nil {
-			return 0
+	apptest.Eventually(t, "/readyz to answer 503 before the sync", 10*time.Second, func() error {
+		err := apptest.Ready(adminAddr)
+		if err == nil {
+			return errors.New("ready before the sync")
 		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for readyz() != http.StatusServiceUnavailable {
-		if time.Now().After(deadline) {
-			t.Fatal("the admin listener never answered 503 before the sync")
+		if !strings.Contains(err.Error(), "503") {
+			return err
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 
 	// The compiler and the CA write their buckets.
 	connect := func(role bus.Role) *bus.Conn {
@@ -223,13 +198,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 			t.Fatal(err)
 		}
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for readyz() != http.StatusOK {
-		if time.Now().After(deadline) {
-			t.Fatal("/readyz never turned 200 after the sync")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	apptest.Eventually(t, "/readyz to answer 200 after the sync", 10*time.Second, func() error { return apptest.Ready(adminAddr) })
 
 	id := identity.New("cluster.local", "shop", "web")
 	tc, err := root.ClientTLS(id.String())
@@ -259,13 +228,12 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 		t.Fatal(err)
 	}
 	defer p.Stop()
-	deadline = time.Now().Add(10 * time.Second)
-	for len(p.Held(resourcev3.ClusterType)) != 1 || len(p.Held(resourcev3.SecretType)) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the proxy holds clusters %v and secrets %v (stream error %v)", p.Held(resourcev3.ClusterType), p.Held(resourcev3.SecretType), p.Err())
+	apptest.Eventually(t, "the proxy's cluster and secrets", 10*time.Second, func() error {
+		if len(p.Held(resourcev3.ClusterType)) != 1 || len(p.Held(resourcev3.SecretType)) != 2 {
+			return fmt.Errorf("the proxy holds clusters %v and secrets %v (stream error %v)", p.Held(resourcev3.ClusterType), p.Held(resourcev3.SecretType), p.Err())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	var sec tlsv3.Secret
 	if err := p.Held(resourcev3.SecretType)["service-cert"].UnmarshalTo(&sec); err != nil {
 		t.Fatal(err)
@@ -319,22 +287,4 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the service did not stop")
 	}
-}
-
-func listen(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln := listen(t)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
 }

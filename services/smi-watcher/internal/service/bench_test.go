@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -256,7 +257,7 @@ func BenchmarkPodIPChange(b *testing.B) {
 // histogramP50 reads a Prometheus histogram from the admin listener and
 // returns the upper bound of the bucket holding the median.
 func histogramP50(admin, name, match string) (float64, error) {
-	body, err := metricsText(admin)
+	body, err := apptest.Metrics(admin)
 	if err != nil {
 		return 0, err
 	}

@@ -2,14 +2,7 @@ package service_test
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"k8s.io/apimachinery/pkg/util/rand"
 
-	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/layout"
@@ -73,25 +66,15 @@ type instance struct {
 	id     string
 	admin  string
 	cancel context.CancelFunc
-	done   chan error
+	done   <-chan error
 	logs   *logging.Buffer
 	once   sync.Once
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // start runs a watcher until the test ends or stop is called.
 func (e *env) start(id string, extra ...string) *instance {
 	e.t.Helper()
-	in := &instance{id: id, admin: freeAddr(e.t), done: make(chan error, 1), logs: &logging.Buffer{}}
+	in := &instance{id: id, admin: apptest.FreeAddr(e.t)}
 	args := append([]string{
 		"--kubeconfig", cluster.KubeconfigPath(),
 		"--nats-url", e.nats.URL(),
@@ -104,9 +87,7 @@ func (e *env) start(id string, extra ...string) *instance {
 	}, extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	in.cancel = cancel
-	go func() {
-		in.done <- app.Run(ctx, service.Spec(service.Options{}), args, func(string) string { return "" }, in.logs)
-	}()
+	in.done, in.logs = apptest.Start(ctx, service.Spec(service.Options{}), args, nil)
 	e.t.Cleanup(func() {
 		in.stop(e.t)
 		if e.t.Failed() {
@@ -222,36 +203,6 @@ func keysUnder(c map[string]proto.Message, ns string) []string {
 	return out
 }
 
-// eventually polls cond until it returns nil or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("condition not met within %s: %v", timeout, err)
-}
-
-var errNotYet = errors.New("not yet")
-
-// ready asks the instance's /readyz.
-func ready(addr string) error {
-	resp, err := http.Get("http://" + addr + "/readyz")
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("readyz %d: %s", resp.StatusCode, body)
-	}
-	return nil
-}
-
 // quiesce waits until the bucket has seen no write for quiet.
 func (e *env) quiesce(quiet time.Duration) {
 	e.t.Helper()
@@ -266,34 +217,4 @@ func (e *env) quiesce(quiet time.Duration) {
 		}
 	}
 	e.t.Fatal("the bucket never went quiet")
-}
-
-// metricsText fetches the exposition text of an admin listener's /metrics.
-func metricsText(admin string) (string, error) {
-	resp, err := http.Get("http://" + admin + "/metrics")
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), err
-}
-
-// metricValue reads one sample from the instance's /metrics: the first
-// line of the metric name whose labels contain match.
-func metricValue(admin, name, match string) (float64, error) {
-	body, err := metricsText(admin)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		if !strings.Contains(line, match) {
-			continue
-		}
-		return strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
-	}
-	return 0, fmt.Errorf("no %s{%s} in /metrics", name, match)
 }

@@ -2,6 +2,7 @@ package service_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/meshconfig"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -244,7 +246,7 @@ func (f *fixture) expectSlice(t *testing.T, want map[string]proto.Message, ip st
 func (e *env) waitContent(ns string, want func() (map[string]proto.Message, error)) {
 	e.t.Helper()
 	var diff string
-	eventually(e.t, 30*time.Second, func() error {
+	apptest.Eventually(e.t, "the bucket to hold the expected content", 30*time.Second, func() error {
 		w, err := want()
 		if err != nil {
 			return err
@@ -325,10 +327,10 @@ func TestFollowsUpdatesAndDeletes(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	clients := apiClients(t)
-	if n, err := metricValue(in.admin, "osm_watcher_leader", ""); err != nil || n != 1 {
+	if n, err := apptest.MetricValue(in.admin, "osm_watcher_leader", ""); err != nil || n != 1 {
 		t.Errorf("osm_watcher_leader = %v, %v; want 1", n, err)
 	}
-	if n, err := metricValue(in.admin, "osm_watcher_objects", `kind="Pod"`); err != nil || n != 1 {
+	if n, err := apptest.MetricValue(in.admin, "osm_watcher_objects", `kind="Pod"`); err != nil || n != 1 {
 		t.Errorf("osm_watcher_objects{kind=Pod} = %v, %v; want 1", n, err)
 	}
 
@@ -366,10 +368,10 @@ func TestFollowsUpdatesAndDeletes(t *testing.T) {
 	svc.Labels = map[string]string{"release": "r2"}
 	must(cs.CoreV1().Services(f.ns).Update(ctx, svc, metav1.UpdateOptions{}))
 	time.Sleep(time.Second)
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, "both no-op changes counted as skipped", 10*time.Second, func() error {
 		// Both changes reached the watcher and were skipped as no-ops.
 		for _, kind := range []string{"pod", "service"} {
-			if n, err := metricValue(in.admin, "osm_watcher_kv_skipped_total", `kind="`+kind+`"`); err != nil || n < 1 {
+			if n, err := apptest.MetricValue(in.admin, "osm_watcher_kv_skipped_total", `kind="`+kind+`"`); err != nil || n < 1 {
 				return fmt.Errorf("skipped %s writes = %v, %v", kind, n, err)
 			}
 		}
@@ -462,7 +464,7 @@ func TestStandbyTakesOverAndReconciles(t *testing.T) {
 		return want, f.expectSlice(t, want, ip)
 	})
 	b := e.start("watcher-b")
-	eventually(t, 10*time.Second, func() error { return ready(b.admin) })
+	apptest.Eventually(t, "watcher-b ready", 10*time.Second, func() error { return apptest.Ready(b.admin) })
 	seq := e.lastSeq()
 	time.Sleep(time.Second)
 	if got := e.lastSeq(); got != seq {
@@ -544,7 +546,7 @@ func TestRejectionBecomesAnEvent(t *testing.T) {
 		}
 	}
 	var got []corev1.Event
-	eventually(t, 20*time.Second, func() error {
+	apptest.Eventually(t, "the watcher's Events", 20*time.Second, func() error {
 		list, err := cluster.Clientset().CoreV1().Events(f.ns).List(t.Context(), metav1.ListOptions{})
 		if err != nil {
 			return err
@@ -556,7 +558,7 @@ func TestRejectionBecomesAnEvent(t *testing.T) {
 			}
 		}
 		if len(got) == 0 {
-			return errNotYet
+			return errors.New("not yet")
 		}
 		return nil
 	})

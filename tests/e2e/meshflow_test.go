@@ -41,10 +41,7 @@ func TestMeshFlow(t *testing.T) {
 		namespace(t, ns, map[string]string{layout.LabelMonitoredBy: meshName}, sa)
 	}
 	meshConfig(t, mcName, true)
-	kubelet := cluster.Kubelet("flow-node", "zone-a")
-	if _, err := kubelet.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	kubelet := node(t, "flow-node")
 	service(t, storeNS, "bookstore", 14001)
 	readyPod(t, kubelet, storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.7.10")
 	readyPod(t, kubelet, buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.8.10")

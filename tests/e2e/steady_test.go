@@ -24,12 +24,6 @@ import (
 	"github.com/openservicemesh/osm/tests/stack"
 )
 
-var (
-	gvrMeshConfig     = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
-	gvrTrafficTarget  = schema.GroupVersionResource{Group: "access.smi-spec.io", Version: "v1alpha3", Resource: "traffictargets"}
-	gvrHTTPRouteGroup = schema.GroupVersionResource{Group: "specs.smi-spec.io", Version: "v1alpha4", Resource: "httproutegroups"}
-)
-
 // TestUnrelatedChangesPublishNoPolicyStatus: with one rejected and several
 // accepted policies in the mesh, a MeshConfig change, a namespace joining
 // and an endpoint change each recompile the mesh but publish no policy
@@ -47,16 +41,13 @@ func TestUnrelatedChangesPublishNoPolicyStatus(t *testing.T) {
 	namespace(t, giftNS, nil, "bookgift") // joins the mesh later
 	meshConfig(t, mcName, false)
 
-	kubelet := cluster.Kubelet("steady-node"+run, "zone-a")
-	if _, err := kubelet.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	kubelet := node(t, "steady-node"+run)
 	service(t, storeNS, "bookstore", 14001)
 	readyPod(t, kubelet, storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.20.10")
 	readyPod(t, kubelet, buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.21.10")
 	readyPod(t, kubelet, giftNS, "bookgift-1", "bookgift", "bookgift", "10.244.22.10")
 
-	create(t, gvrHTTPRouteGroup, storeNS, map[string]any{
+	create(t, kube.HTTPRouteGroups, storeNS, map[string]any{
 		"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
 		"metadata": map[string]any{"name": "bookstore-routes"},
 		"spec": map[string]any{"matches": []any{
@@ -75,9 +66,9 @@ func TestUnrelatedChangesPublishNoPolicyStatus(t *testing.T) {
 			},
 		}
 	}
-	create(t, gvrTrafficTarget, storeNS, target("buyer-may-buy", "bookstore-routes"))
-	create(t, gvrTrafficTarget, storeNS, target("buyer-may-browse", "bookstore-routes"))
-	rejected := create(t, gvrTrafficTarget, storeNS, target("buyer-routes-missing", "no-such-routes"))
+	create(t, kube.TrafficTargets, storeNS, target("buyer-may-buy", "bookstore-routes"))
+	create(t, kube.TrafficTargets, storeNS, target("buyer-may-browse", "bookstore-routes"))
+	rejected := create(t, kube.TrafficTargets, storeNS, target("buyer-routes-missing", "no-such-routes"))
 
 	// The statuses are recorded from before the compiler's first compile.
 	nc, err := stack.StartNATS(ctx, stack.NATSOptions{})
@@ -129,16 +120,7 @@ func TestUnrelatedChangesPublishNoPolicyStatus(t *testing.T) {
 		apply func()
 	}{
 		{"a MeshConfig change", func() { meshConfigPermissive(t, mcName, true) }},
-		{"a namespace joining", func() {
-			ns, err := cluster.Clientset().CoreV1().Namespaces().Get(ctx, giftNS, metav1.GetOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ns.Labels = member
-			if _, err := cluster.Clientset().CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-		}},
+		{"a namespace joining", func() { joinMesh(t, giftNS, meshName) }},
 		{"an endpoint change", func() {
 			readyPod(t, kubelet, storeNS, "bookstore-2", "bookstore", "bookstore", "10.244.20.11")
 		}},
@@ -193,23 +175,12 @@ func TestEmptyMeshTurnsReady(t *testing.T) {
 		t.Fatalf("the edge is ready but the compiler wrote no generation")
 	}
 
-	kubelet := cluster.Kubelet("empty-node"+run, "zone-a")
-	if _, err := kubelet.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
+	kubelet := node(t, "empty-node"+run)
 	service(t, storeNS, "bookstore", 14001)
 	readyPod(t, kubelet, storeNS, "bookstore-1", "bookstore", "bookstore", "10.244.23.10")
 	readyPod(t, kubelet, buyerNS, "bookbuyer-1", "bookbuyer", "bookbuyer", "10.244.24.10")
-	for _, ns := range []string{storeNS, buyerNS} {
-		n, err := cluster.Clientset().CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Labels = map[string]string{layout.LabelMonitoredBy: meshName}
-		if _, err := cluster.Clientset().CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	joinMesh(t, storeNS, meshName)
+	joinMesh(t, buyerNS, meshName)
 
 	// A proxy of bookbuyer gets the bookstore cluster and its endpoint.
 	proxyCert, err := m.WorkloadCert(ctx, identityOf(buyerNS, "bookbuyer"), time.Hour)
@@ -244,10 +215,30 @@ func TestEmptyMeshTurnsReady(t *testing.T) {
 	})
 }
 
+// node registers the Node name, Ready, and returns the kubelet stand-in
+// that runs pods on it.
+func node(t testing.TB, name string) *kube.Kubelet {
+	t.Helper()
+	k := cluster.Kubelet(name, "zone-a")
+	if _, err := k.Register(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// joinMesh labels namespace ns as monitored by mesh.
+func joinMesh(t testing.TB, ns, mesh string) {
+	t.Helper()
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%q}}}`, layout.LabelMonitoredBy, mesh)
+	if _, err := cluster.Clientset().CoreV1().Namespaces().Patch(t.Context(), ns, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // meshConfig creates the MeshConfig name in osm-system.
 func meshConfig(t testing.TB, name string, permissive bool) {
 	t.Helper()
-	create(t, gvrMeshConfig, "osm-system", map[string]any{
+	create(t, kube.MeshConfigs, "osm-system", map[string]any{
 		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
 		"metadata": map[string]any{"name": name},
 		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": permissive}},
@@ -258,7 +249,7 @@ func meshConfig(t testing.TB, name string, permissive bool) {
 func meshConfigPermissive(t testing.TB, name string, permissive bool) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"spec":{"traffic":{"enablePermissiveTrafficPolicyMode":%t}}}`, permissive)
-	if _, err := cluster.Dynamic().Resource(gvrMeshConfig).Namespace("osm-system").Patch(t.Context(), name,
+	if _, err := cluster.Dynamic().Resource(kube.MeshConfigs).Namespace("osm-system").Patch(t.Context(), name,
 		types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -9,14 +9,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-)
 
-var (
-	trafficTargets  = schema.GroupVersionResource{Group: "access.smi-spec.io", Version: "v1alpha3", Resource: "traffictargets"}
-	httpRouteGroups = schema.GroupVersionResource{Group: "specs.smi-spec.io", Version: "v1alpha4", Resource: "httproutegroups"}
-	tcpRoutes       = schema.GroupVersionResource{Group: "specs.smi-spec.io", Version: "v1alpha4", Resource: "tcproutes"}
-	trafficSplits   = schema.GroupVersionResource{Group: "split.smi-spec.io", Version: "v1alpha2", Resource: "trafficsplits"}
-	meshConfigs     = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
+	"github.com/openservicemesh/osm/tests/kube"
 )
 
 func TestCRDSchemas(t *testing.T) {
@@ -33,41 +27,41 @@ func TestCRDSchemas(t *testing.T) {
 		spec     map[string]any
 		badField string // empty: the object is valid
 	}{
-		{name: "valid TrafficTarget", gvr: trafficTargets, kind: "TrafficTarget", spec: validTarget},
-		{name: "TrafficTarget destination is a string", gvr: trafficTargets, kind: "TrafficTarget",
+		{name: "valid TrafficTarget", gvr: kube.TrafficTargets, kind: "TrafficTarget", spec: validTarget},
+		{name: "TrafficTarget destination is a string", gvr: kube.TrafficTargets, kind: "TrafficTarget",
 			spec: map[string]any{"destination": "bookstore"}, badField: "spec.destination"},
-		{name: "TrafficTarget without destination", gvr: trafficTargets, kind: "TrafficTarget",
+		{name: "TrafficTarget without destination", gvr: kube.TrafficTargets, kind: "TrafficTarget",
 			spec: map[string]any{"sources": validTarget["sources"]}, badField: "spec.destination"},
-		{name: "TrafficTarget destination without name", gvr: trafficTargets, kind: "TrafficTarget",
+		{name: "TrafficTarget destination without name", gvr: kube.TrafficTargets, kind: "TrafficTarget",
 			spec: map[string]any{"destination": map[string]any{"kind": "ServiceAccount"}}, badField: "spec.destination.name"},
-		{name: "TrafficTarget rule of unknown kind", gvr: trafficTargets, kind: "TrafficTarget",
+		{name: "TrafficTarget rule of unknown kind", gvr: kube.TrafficTargets, kind: "TrafficTarget",
 			spec:     map[string]any{"destination": validTarget["destination"], "rules": []any{map[string]any{"kind": "GRPCRoute", "name": "r"}}},
 			badField: "spec.rules[0].kind"},
-		{name: "valid HTTPRouteGroup", gvr: httpRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+		{name: "valid HTTPRouteGroup", gvr: kube.HTTPRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
 			"matches": []any{map[string]any{"name": "buy", "methods": []any{"GET", "POST"}, "pathRegex": "/buy.*",
 				"headers": []any{map[string]any{"user-agent": ".*Mozilla.*"}}}},
 		}},
-		{name: "HTTPRouteGroup header entry with two headers", gvr: httpRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+		{name: "HTTPRouteGroup header entry with two headers", gvr: kube.HTTPRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
 			"matches": []any{map[string]any{"name": "buy", "headers": []any{map[string]any{"a": "1", "b": "2"}}}},
 		}, badField: "spec.matches[0].headers[0]"},
-		{name: "HTTPRouteGroup unknown method", gvr: httpRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+		{name: "HTTPRouteGroup unknown method", gvr: kube.HTTPRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
 			"matches": []any{map[string]any{"name": "buy", "methods": []any{"FETCH"}}},
 		}, badField: "spec.matches[0].methods[0]"},
-		{name: "valid TCPRoute", gvr: tcpRoutes, kind: "TCPRoute", spec: map[string]any{
+		{name: "valid TCPRoute", gvr: kube.TCPRoutes, kind: "TCPRoute", spec: map[string]any{
 			"matches": map[string]any{"name": "db", "ports": []any{int64(5432)}},
 		}},
-		{name: "TCPRoute port out of range", gvr: tcpRoutes, kind: "TCPRoute", spec: map[string]any{
+		{name: "TCPRoute port out of range", gvr: kube.TCPRoutes, kind: "TCPRoute", spec: map[string]any{
 			"matches": map[string]any{"ports": []any{int64(70000)}},
 		}, badField: "spec.matches.ports[0]"},
-		{name: "valid TrafficSplit", gvr: trafficSplits, kind: "TrafficSplit", spec: map[string]any{
+		{name: "valid TrafficSplit", gvr: kube.TrafficSplits, kind: "TrafficSplit", spec: map[string]any{
 			"service":  "bookstore",
 			"backends": []any{map[string]any{"service": "bookstore-v1", "weight": int64(90)}, map[string]any{"service": "bookstore-v2", "weight": int64(10)}},
 		}},
-		{name: "TrafficSplit weight is a string", gvr: trafficSplits, kind: "TrafficSplit", spec: map[string]any{
+		{name: "TrafficSplit weight is a string", gvr: kube.TrafficSplits, kind: "TrafficSplit", spec: map[string]any{
 			"service":  "bookstore",
 			"backends": []any{map[string]any{"service": "bookstore-v1", "weight": "90"}},
 		}, badField: "spec.backends[0].weight"},
-		{name: "valid MeshConfig", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+		{name: "valid MeshConfig", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
 			"sidecar": map[string]any{"image": "envoyproxy/envoy:v1.31", "logLevel": "error",
 				"resources": map[string]any{"limits": map[string]any{"cpu": "500m", "memory": int64(134217728)}}},
 			"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": true,
@@ -75,13 +69,13 @@ func TestCRDSchemas(t *testing.T) {
 				"outboundIPRangeExclusionList": []any{"10.0.0.0/8", "fd00::/8"}},
 			"certificate": map[string]any{"serviceCertValidityDuration": "24h"},
 		}},
-		{name: "MeshConfig exclusion CIDR is not a CIDR", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+		{name: "MeshConfig exclusion CIDR is not a CIDR", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
 			"traffic": map[string]any{"outboundIPRangeExclusionList": []any{"10.0.0.300/8"}},
 		}, badField: "spec.traffic.outboundIPRangeExclusionList[0]"},
-		{name: "MeshConfig permissive mode is a string", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+		{name: "MeshConfig permissive mode is a string", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
 			"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": "yes"},
 		}, badField: "spec.traffic.enablePermissiveTrafficPolicyMode"},
-		{name: "MeshConfig validity is not a duration", gvr: meshConfigs, kind: "MeshConfig", spec: map[string]any{
+		{name: "MeshConfig validity is not a duration", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
 			"certificate": map[string]any{"serviceCertValidityDuration": "one day"},
 		}, badField: "spec.certificate.serviceCertValidityDuration"},
 	}

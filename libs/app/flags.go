@@ -192,6 +192,18 @@ func (f *Flags) usage(w io.Writer) {
 	}
 }
 
+// SplitList splits a comma-separated list, a flag's value or an
+// annotation's, trimming spaces and dropping empty items.
+func SplitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
+}
+
 // FlagError is a configuration error that names its flag.
 func FlagError(name, format string, args ...any) error {
 	return fmt.Errorf("--%s (%s): %s", name, EnvName(name), fmt.Sprintf(format, args...))

@@ -3,6 +3,7 @@ package app
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -39,6 +40,14 @@ func TestCheckKVReplicas(t *testing.T) {
 	for n, ok := range map[int]bool{0: false, 1: true, 3: true, 5: true, 6: false} {
 		if err := CheckKVReplicas(n); (err == nil) != ok {
 			t.Errorf("%d: %v", n, err)
+		}
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	for in, want := range map[string][]string{"": nil, " , ,": nil, "a": {"a"}, " a, b ,,c ": {"a", "b", "c"}} {
+		if got := SplitList(in); !slices.Equal(got, want) {
+			t.Errorf("SplitList(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -78,7 +78,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 	}
 	var reviewer server.TokenReviewer
 	if kubeErr == nil {
-		reviewer = server.NewKubeReviewer(client, splitList(c.tokenAudiences))
+		reviewer = server.NewKubeReviewer(client, app.SplitList(c.tokenAudiences))
 	} else {
 		log.WithError(kubeErr).Warn("no apiserver access: Bootstrap with ServiceAccount tokens is disabled")
 	}

@@ -221,11 +221,11 @@ func (c *config) validateVault() error {
 }
 
 // trustedRoots lists --trusted-root-secrets.
-func (c *config) trustedRoots() []string { return splitList(c.trustedRootSecrets) }
+func (c *config) trustedRoots() []string { return app.SplitList(c.trustedRootSecrets) }
 
 // serverDNSNames lists --server-dns-names, or the default Service name.
 func (c *config) serverDNSNames() []string {
-	if n := splitList(c.dnsNames); len(n) > 0 {
+	if n := app.SplitList(c.dnsNames); len(n) > 0 {
 		return n
 	}
 	return []string{"osm-cert-authority." + c.cp.Namespace + ".svc"}
@@ -238,7 +238,7 @@ func (c *config) roleAccounts() (map[identity.Role]server.ServiceAccount, error)
 	for _, r := range identity.Roles() {
 		valid[r] = true
 	}
-	for _, pair := range splitList(c.roleServiceAccounts) {
+	for _, pair := range app.SplitList(c.roleServiceAccounts) {
 		role, sa, ok := strings.Cut(pair, "=")
 		if !ok || sa == "" {
 			return nil, app.FlagError("role-service-accounts", "%q is not role=serviceaccount", pair)
@@ -256,15 +256,4 @@ func (c *config) roleAccounts() (map[identity.Role]server.ServiceAccount, error)
 		out[identity.Role(role)] = server.ServiceAccount{Namespace: ns, Name: name}
 	}
 	return out, nil
-}
-
-// splitList splits a comma-separated flag value, dropping empty items.
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/iptables"
 )
@@ -86,27 +87,17 @@ func (s Settings) iptablesConfig(pod *corev1.Pod) (iptables.Config, error) {
 		}
 		*a.dst = append(*a.dst, ports...)
 	}
-	c.OutboundIPRangeExclusions = append(c.OutboundIPRangeExclusions, list(pod.Annotations[AnnotationOutboundExcl])...)
-	c.OutboundIPRangeInclusions = append(c.OutboundIPRangeInclusions, list(pod.Annotations[AnnotationOutboundIncl])...)
+	c.OutboundIPRangeExclusions = append(c.OutboundIPRangeExclusions, app.SplitList(pod.Annotations[AnnotationOutboundExcl])...)
+	c.OutboundIPRangeInclusions = append(c.OutboundIPRangeInclusions, app.SplitList(pod.Annotations[AnnotationOutboundIncl])...)
 	if err := c.Validate(); err != nil {
 		return c, err
 	}
 	return c, nil
 }
 
-func list(v string) []string {
-	var out []string
-	for _, f := range strings.Split(v, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 func portList(v string) ([]int, error) {
 	var out []int
-	for _, f := range list(v) {
+	for _, f := range app.SplitList(v) {
 		p, err := strconv.Atoi(f)
 		if err != nil || p < 1 || p > 65535 {
 			return nil, fmt.Errorf("%q is not a port (1-65535)", f)

@@ -215,20 +215,28 @@ func WaitReady(t testing.TB, admin string, within time.Duration, done <-chan err
 	}
 }
 
-// Stopped waits for the result of the service started by Start, after its
-// context ended, and fails the test when it is an error or takes longer
-// than 30 s.
+// Stopped waits for the result of a run whose context ended (a service
+// started by Start, or any part's Start in a goroutine) and fails the test
+// when it is an error or takes longer than 30 s; logs, when not nil, are
+// the run's log.
 func Stopped(t testing.TB, done <-chan error, logs fmt.Stringer) {
 	t.Helper()
+	if logs == nil {
+		logs = noLogs{}
+	}
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("the service stopped with %v\n%s", err, logs)
+			t.Fatalf("returned %v after its context ended\n%s", err, logs)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("the service did not stop within 30s\n%s", logs)
+		t.Fatalf("did not return within 30s of its context's end\n%s", logs)
 	}
 }
+
+type noLogs struct{}
+
+func (noLogs) String() string { return "" }
 
 // Help returns the --help text of the service that spec builds with the
 // zero options (a service's Spec(Options) function).

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/tests/kube"
 )
 
@@ -135,14 +136,7 @@ func TestKeeperWritesOnceTheBundleArrivesAndRestoresEdits(t *testing.T) {
 	caBundleIs(t, "ca-1")
 
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Start returned %v when its context ended", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Start did not return when its context ended")
-	}
+	apptest.Stopped(t, done, nil)
 }
 
 // caBundleIs waits until osm-keeper-test carries want as its caBundle.

@@ -96,14 +96,7 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 		}
 	}
 	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("run: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the service did not stop")
-	}
+	apptest.Stopped(t, done, logs)
 	if !strings.Contains(logs.String(), `"msg":"generation committed"`) {
 		t.Errorf("logs lack the commit:\n%s", logs.String())
 	}

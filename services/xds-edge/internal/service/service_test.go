@@ -6,8 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,7 +154,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	}
 	args = append(args, ownCert...)
 	ctx, cancel := context.WithCancel(t.Context())
-	runErr, _ := apptest.Start(ctx, Spec(Options{}), args, nil)
+	runErr, logs := apptest.Start(ctx, Spec(Options{}), args, nil)
 
 	apptest.Eventually(t, "/readyz to answer 503 before the sync", 10*time.Second, func() error {
 		err := apptest.Ready(adminAddr)
@@ -265,26 +263,17 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 		}
 	}
 
-	resp, err := http.Get("http://" + adminAddr + "/metrics")
+	body, err := apptest.Metrics(adminAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
 	for _, want := range []string{"osm_xds_connected_proxies", "osm_xds_pushes"} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 
 	p.Stop()
 	cancel()
-	select {
-	case err := <-runErr:
-		if err != nil {
-			t.Errorf("the service stopped with %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the service did not stop")
-	}
+	apptest.Stopped(t, runErr, logs)
 }

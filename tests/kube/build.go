@@ -2,7 +2,6 @@ package kube
 
 import (
 	"context"
-	"io"
 
 	"github.com/openservicemesh/osm/tests/testbin"
 )
@@ -29,18 +28,11 @@ var Kubebox = testbin.Spec{
 	ColdBuild: "8-15 minutes",
 }
 
-// BuildOptions configures Binary.
-type BuildOptions struct {
-	// SourceDir is the tests/kubebox module. Default: $OSM_KUBEBOX_SRC, or
-	// found from the harness's source location or the working directory.
-	SourceDir string
-	// CacheDir is where built binaries are kept. Default: $OSM_TESTBIN_DIR,
-	// or $HOME/.cache/osm-testbin.
-	CacheDir string
-	// Output receives the go build output and progress lines. Nil discards
-	// them.
-	Output io.Writer
-}
+// BuildOptions configures Binary: the tests/kubebox sources (default
+// $OSM_KUBEBOX_SRC, or found from this package), the cache directory
+// (default $OSM_TESTBIN_DIR, or $HOME/.cache/osm-testbin) and where the
+// build output goes.
+type BuildOptions = testbin.Options
 
 // Binary returns the path of a kubebox binary built from the current
 // tests/kubebox sources, building it first if the cache has none (see
@@ -50,7 +42,7 @@ type BuildOptions struct {
 // 8 to 15 minutes on two cores, longer than go test's default timeout; run
 // scripts/build-testbins.sh first.
 func Binary(ctx context.Context, o BuildOptions) (string, error) {
-	return testbin.Build(ctx, Kubebox, testbin.Options{SourceDir: o.SourceDir, CacheDir: o.CacheDir, Output: o.Output})
+	return testbin.Build(ctx, Kubebox, o)
 }
 
 // CacheDir returns the directory for cached test binaries.

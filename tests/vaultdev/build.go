@@ -10,7 +10,6 @@ package vaultdev
 
 import (
 	"context"
-	"io"
 
 	"github.com/openservicemesh/osm/tests/testbin"
 )
@@ -37,20 +36,14 @@ var Vault = testbin.Spec{
 	Env:       []string{"GOFLAGS=-mod=readonly"},
 }
 
-// BuildOptions configures Binary.
-type BuildOptions struct {
-	// SourceDir is the tests/vaultbox module; default found next to this
-	// package or above the working directory.
-	SourceDir string
-	// CacheDir keeps built binaries; default $OSM_TESTBIN_DIR or
-	// $HOME/.cache/osm-testbin.
-	CacheDir string
-	// Output receives build output and progress; nil discards it.
-	Output io.Writer
-}
+// BuildOptions configures Binary: the tests/vaultbox sources (default
+// found next to this package), the cache directory (default
+// $OSM_TESTBIN_DIR, or $HOME/.cache/osm-testbin) and where the build
+// output goes.
+type BuildOptions = testbin.Options
 
 // Binary returns the path of a vault binary built from tests/vaultbox,
 // building it first when the cache has none (see package testbin).
 func Binary(ctx context.Context, o BuildOptions) (string, error) {
-	return testbin.Build(ctx, Vault, testbin.Options{SourceDir: o.SourceDir, CacheDir: o.CacheDir, Output: o.Output})
+	return testbin.Build(ctx, Vault, o)
 }

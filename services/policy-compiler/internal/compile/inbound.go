@@ -204,6 +204,7 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: stat, VirtualHosts: []*routev3.VirtualHost{vh}}},
 	}
+	normalizePaths(h)
 	if !permissive {
 		// Deny by default; each route's RBACPerRoute allows its sources.
 		base, err := typed(&httprbacv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
@@ -218,6 +219,20 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 		return nil, fmt.Errorf("http connection manager: %w", err)
 	}
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}, nil
+}
+
+// normalizePaths makes the inbound connection manager decide and forward on
+// the normalized path, so that a route allowed for /books.* does not also
+// match /books/../admin (the CVE-2021-39156 class): %2F and %5C are
+// unescaped and the client is redirected to the result (Envoy's advice for
+// a proxy that authorizes by path), then dot segments are resolved and
+// percent-encoded unreserved characters decoded (RFC 3986), then repeated
+// slashes merged. The route matches and the RBAC filter see only the
+// result, and the application receives it.
+func normalizePaths(h *hcmv3.HttpConnectionManager) {
+	h.NormalizePath = wrapperspb.Bool(true)
+	h.MergeSlashes = true
+	h.PathWithEscapedSlashesAction = hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT
 }
 
 func (m HTTPMatch) isWildcard() bool {

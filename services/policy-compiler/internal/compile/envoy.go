@@ -157,7 +157,22 @@ type weighted struct {
 	weight  uint32
 }
 
-func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Resource, error) {
+// matchNothing is an RE2 pattern that no string fully matches: one
+// character that is neither white space nor anything else.
+const matchNothing = `[^\s\S]`
+
+// upstreamSANs are the SAN matchers of a cluster whose endpoints run as ids.
+// Envoy accepts any certificate of the mesh when the list is empty, so a
+// destination with no known identity (scaled to zero pods, no selector)
+// gets one matcher that matches nothing: its cluster accepts no
+// certificate at all until an identity appears.
+func upstreamSANs(ids []model.Identity, trustDomain string) []*tlsv3.SubjectAltNameMatcher {
+	if len(ids) == 0 {
+		return []*tlsv3.SubjectAltNameMatcher{{
+			SanType: tlsv3.SubjectAltNameMatcher_URI,
+			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: matchNothing}}},
+		}}
+	}
 	sans := make([]*tlsv3.SubjectAltNameMatcher, 0, len(ids))
 	for _, id := range ids {
 		sans = append(sans, &tlsv3.SubjectAltNameMatcher{
@@ -165,6 +180,11 @@ func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Re
 			Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: SpiffeID(trustDomain, id)}},
 		})
 	}
+	return sans
+}
+
+func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Resource, error) {
+	sans := upstreamSANs(ids, trustDomain)
 	tlsCtx := &tlsv3.UpstreamTlsContext{
 		Sni: sp.svc.Name + "." + sp.svc.Namespace + ".svc.cluster.local",
 		CommonTlsContext: &tlsv3.CommonTlsContext{

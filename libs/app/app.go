@@ -110,7 +110,7 @@ func (rt *Runtime) Bus(ctx context.Context, role bus.Role) (*bus.Conn, error) {
 	}
 	o := rt.cfg.nats
 	o.Role = role
-	log := rt.Log.WithField("nats_url", o.URL)
+	log := rt.Log.WithField("nats_url", bus.RedactURL(o.URL))
 	o.OnEvent = func(ev bus.ConnEvent) {
 		e := log.WithField("event", ev.Kind)
 		if ev.Err != nil {
@@ -166,7 +166,8 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 	f.Bool(&cfg.pprof, "enable-pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
 	f.Duration(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take after SIGTERM")
 	if spec.UsesNATS {
-		f.String(&cfg.nats.URL, "nats-url", "nats://127.0.0.1:4222", "comma-separated NATS server URLs")
+		f.Redacted(&cfg.nats.URL, "nats-url", "nats://127.0.0.1:4222",
+			"comma-separated NATS server URLs; a password or token goes only over tls:// (or with --nats-ca) unless the server is on this host", bus.RedactURL)
 		f.String(&cfg.nats.CredsFile, "nats-creds", "", "NATS credentials file (JWT and NKey seed)")
 		f.String(&cfg.nats.User, "nats-user", "", "NATS user name")
 		f.Secret(&cfg.nats.Password, "nats-password", "NATS password (prefer the environment variable over the flag)")
@@ -297,6 +298,9 @@ func validateCommon(c common, nats bool) error {
 		}
 		if (c.nats.CertFile == "") != (c.nats.KeyFile == "") {
 			return FlagError("nats-cert", "--nats-cert and --nats-key must be given together")
+		}
+		if err := c.nats.CheckTransport(); err != nil {
+			return FlagError("nats-url", "%v", err)
 		}
 		n := 0
 		for _, s := range []string{c.nats.CredsFile, c.nats.User, c.nats.Token} {

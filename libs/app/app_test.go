@@ -51,6 +51,9 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		{[]string{"--shutdown-timeout", "0s"}, nil, "--shutdown-timeout"},
 		{[]string{"stray"}, nil, `unexpected argument "stray"`},
 		{[]string{"--admin-addr", "nonsense"}, nil, "--admin-addr"},
+		{[]string{"--nats-url", "nats://nats.osm-system:4222", "--nats-user", "edge"}, map[string]string{"OSM_NATS_PASSWORD": "hunter2"}, "--nats-url"},
+		{[]string{"--nats-url", "nats://edge:hunter2@nats.osm-system:4222"}, nil, "--nats-url"},
+		{[]string{"--nats-url", "nats://edge:hunter2@nats.osm-system:4222", "--replicas", "x"}, nil, "-replicas"},
 	}
 	for _, c := range cases {
 		err := Run(t.Context(), spec, c.args, envOf(c.env), io.Discard)
@@ -187,5 +190,31 @@ func TestShutdownIsBounded(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("shutdown not bounded")
+	}
+}
+
+// TestNATSURLIsLoggedRedacted: a password inside --nats-url never reaches
+// the start log, which shows the URL with its user information replaced.
+func TestNATSURLIsLoggedRedacted(t *testing.T) {
+	srv, err := bustest.Start(bustest.Options{Passwords: map[bus.Role]string{bus.RoleEdge: "s3cret-pw"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	url := strings.Replace(srv.URL(), "nats://", "nats://edge:s3cret-pw@", 1)
+	var logs strings.Builder
+	spec := Spec{Name: "demo", UsesNATS: true, Run: func(ctx context.Context, rt *Runtime) error {
+		_, err := rt.Bus(ctx, bus.RoleEdge)
+		return err
+	}}
+	if err := Run(t.Context(), spec, []string{"--nats-url", url, "--admin-addr", "127.0.0.1:0"}, envOf(nil), &logs); err != nil {
+		t.Fatalf("run: %v\n%s", err, logs.String())
+	}
+	out := logs.String()
+	if strings.Contains(out, "s3cret-pw") {
+		t.Errorf("the password in --nats-url reached the log:\n%s", out)
+	}
+	if !strings.Contains(out, "nats://redacted@127.0.0.1:") {
+		t.Errorf("the log does not show the redacted URL:\n%s", out)
 	}
 }

@@ -16,6 +16,8 @@ import (
 type Flags struct {
 	fs     *flag.FlagSet
 	secret map[string]bool
+	// redact shows the values of flags registered with Redacted.
+	redact map[string]func(string) string
 	order  []string
 	// aliases maps each deprecated name to the flag it stands for, in
 	// aliasOrder; used lists the deprecated names a parse met.
@@ -27,7 +29,7 @@ type Flags struct {
 func newFlags(name string) *Flags {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	return &Flags{fs: fs, secret: map[string]bool{}, aliases: map[string]string{}}
+	return &Flags{fs: fs, secret: map[string]bool{}, redact: map[string]func(string) string{}, aliases: map[string]string{}}
 }
 
 // EnvName is the environment variable twin of a flag name.
@@ -48,6 +50,24 @@ func (f *Flags) Secret(p *string, name, usage string) {
 	f.fs.StringVar(p, name, "", usage)
 	f.secret[name] = true
 	f.add(name)
+}
+
+// Redacted registers a string flag that may carry a secret inside it (a URL
+// with user information): it is logged and printed only through redact.
+func (f *Flags) Redacted(p *string, name, value, usage string, redact func(string) string) {
+	f.String(p, name, value, usage)
+	f.redact[name] = redact
+}
+
+// shown is how a flag's value may appear in a log or an error.
+func (f *Flags) shown(name, v string) string {
+	switch {
+	case f.secret[name] && v != "":
+		return "<redacted>"
+	case f.redact[name] != nil:
+		return f.redact[name](v)
+	}
+	return v
 }
 
 // Bool registers a boolean flag.
@@ -139,11 +159,7 @@ func (f *Flags) parse(args []string, getenv func(string) string) error {
 			continue
 		}
 		if err := f.fs.Set(name, v); err != nil {
-			shown := v
-			if f.secret[name] {
-				shown = "<redacted>"
-			}
-			return fmt.Errorf("invalid value %q for %s (flag --%s): %v", shown, env, name, err)
+			return fmt.Errorf("invalid value %q for %s (flag --%s): %v", f.shown(name, v), env, name, err)
 		}
 	}
 	return nil
@@ -154,11 +170,7 @@ func (f *Flags) parse(args []string, getenv func(string) string) error {
 func (f *Flags) Effective() map[string]string {
 	out := make(map[string]string, len(f.order))
 	for _, name := range f.order {
-		v := f.fs.Lookup(name).Value.String()
-		if f.secret[name] && v != "" {
-			v = "<redacted>"
-		}
-		out[name] = v
+		out[name] = f.shown(name, f.fs.Lookup(name).Value.String())
 	}
 	return out
 }

@@ -62,7 +62,7 @@ func (o Options) Validate() error {
 	if o.Role != "" && !o.Role.Valid() {
 		return fmt.Errorf("unknown bus role %q", o.Role)
 	}
-	return nil
+	return o.CheckTransport()
 }
 
 // Conn is a NATS connection with its JetStream context.
@@ -128,11 +128,11 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("connect to nats %s: %w", o.URL, err)
+			return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(o.URL), err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("connect to nats %s: %w", o.URL, ctx.Err())
+			return nil, fmt.Errorf("connect to nats %s: %w", RedactURL(o.URL), ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

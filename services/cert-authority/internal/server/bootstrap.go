@@ -71,6 +71,10 @@ func roleFromProto(r cav1.ComponentRole) (identity.Role, bool) {
 // role with a token.
 func (s *Server) Bootstrap(ctx context.Context, req *cav1.BootstrapRequest) (*cav1.BootstrapResponse, error) {
 	start := time.Now()
+	if err := s.bootLimit.allow(callerAddress(ctx)); err != nil {
+		s.metrics.record(ctx, rpcBootstrap, start, err) // not logged: a flood would flood the log too
+		return nil, err
+	}
 	role, ok := roleFromProto(req.GetRole())
 	log := s.log.WithContext(ctx).WithFields(logrus.Fields{"role": string(role), "token_type": req.GetTokenType().String()})
 	if !ok {

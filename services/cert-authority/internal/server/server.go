@@ -58,6 +58,9 @@ type Options struct {
 	Log *logrus.Entry
 	// Meter records the sign metrics; nil records nothing.
 	Meter metric.Meter
+	// Limits pace Bootstrap and Sign per caller; the zero value limits
+	// nothing (the service sets DefaultLimits unless told otherwise).
+	Limits Limits
 }
 
 // Server implements cav1.CertificateAuthorityServiceServer.
@@ -70,6 +73,8 @@ type Server struct {
 	boot    BootstrapOptions
 	log     *logrus.Entry
 	metrics *metrics
+	// bootLimit and signLimit pace each caller before any work.
+	bootLimit, signLimit *callerLimiter
 
 	stopOnce sync.Once
 	stopping chan struct{} // closed by EndWatches
@@ -93,6 +98,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	return &Server{signer: o.Signer, hub: o.Hub, wl: o.Workload, cp: o.ControlPlane, boot: o.Bootstrap, log: o.Log, metrics: m,
+		bootLimit: newCallerLimiter("Bootstrap", o.Limits.Bootstrap), signLimit: newCallerLimiter("Sign", o.Limits.Sign),
 		stopping: make(chan struct{})}, nil
 }
 
@@ -104,6 +110,10 @@ func (s *Server) Register(r grpc.ServiceRegistrar) {
 // Sign signs a workload CSR.
 func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignResponse, error) {
 	start := time.Now()
+	if err := s.signLimit.allow(callerCertificate(ctx)); err != nil {
+		s.metrics.record(ctx, rpcSign, start, err) // not logged: a flood would flood the log too
+		return nil, err
+	}
 	leaf, err := s.sign(ctx, req)
 	s.metrics.record(ctx, rpcSign, start, err)
 	if err != nil {

@@ -74,6 +74,7 @@ type caOptions struct {
 	devToken string
 	dns      DNSPolicy
 	meter    metric.Meter
+	limits   Limits
 }
 
 // startCA serves a CA on loopback until the test ends.
@@ -131,6 +132,7 @@ func newTestCA(ctx context.Context, o caOptions) (*testCA, *grpc.Server, error) 
 		Bootstrap:    BootstrapOptions{Reviewer: o.reviewer, Accounts: o.accounts, DevToken: o.devToken, DNS: o.dns},
 		Log:          log,
 		Meter:        o.meter,
+		Limits:       o.limits,
 	})
 	if err != nil {
 		return nil, nil, err

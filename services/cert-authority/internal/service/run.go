@@ -115,6 +115,10 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 			DNS: server.DNSPolicy{Namespace: c.cp.Namespace, ClusterDomain: c.cp.ClusterDomain}},
 		Log:   log,
 		Meter: rt.Meter(),
+		Limits: server.Limits{
+			Bootstrap: server.Limit{Rate: float64(c.bootstrapRate), Burst: c.bootstrapBurst},
+			Sign:      server.Limit{Rate: float64(c.signRate), Burst: c.signBurst},
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("grpc service: %w", err)

@@ -64,30 +64,32 @@ type config struct {
 	cp   app.ControlPlane
 	kube kube.Client
 
-	provider            string
-	grpcAddr            string
-	dnsNames            string
-	defaultTTL, maxTTL  time.Duration
-	controlPlaneTTL     time.Duration
-	servingTTL          time.Duration
-	bundleRefresh       time.Duration
-	rootSecret          string
-	trustedRootSecrets  string
-	rootValidity        time.Duration
-	tokenAudiences      string
-	roleServiceAccounts string
-	devBootstrapToken   string
-	vaultAddr           string
-	vaultCACert         string
-	vaultPKIMount       string
-	vaultRole           string
-	vaultAuthMount      string
-	vaultAuthRole       string
-	vaultSATokenFile    string
-	vaultToken          string
-	vaultRequestTimeout time.Duration
-	vaultRetryBudget    time.Duration
-	kvReplicas          int
+	provider           string
+	grpcAddr           string
+	dnsNames           string
+	defaultTTL, maxTTL time.Duration
+	// bootstrapRate, bootstrapBurst, signRate and signBurst pace each caller.
+	bootstrapRate, bootstrapBurst, signRate, signBurst int
+	controlPlaneTTL                                    time.Duration
+	servingTTL                                         time.Duration
+	bundleRefresh                                      time.Duration
+	rootSecret                                         string
+	trustedRootSecrets                                 string
+	rootValidity                                       time.Duration
+	tokenAudiences                                     string
+	roleServiceAccounts                                string
+	devBootstrapToken                                  string
+	vaultAddr                                          string
+	vaultCACert                                        string
+	vaultPKIMount                                      string
+	vaultRole                                          string
+	vaultAuthMount                                     string
+	vaultAuthRole                                      string
+	vaultSATokenFile                                   string
+	vaultToken                                         string
+	vaultRequestTimeout                                time.Duration
+	vaultRetryBudget                                   time.Duration
+	kvReplicas                                         int
 }
 
 // summary is the first paragraph of --help.
@@ -127,6 +129,12 @@ func (c *config) flags(f *app.Flags) {
 	f.String(&c.dnsNames, "server-dns-names", "", "comma-separated DNS names in the CA's serving certificate (default osm-cert-authority.<namespace>.svc)")
 	f.Duration(&c.defaultTTL, "default-ttl", 24*time.Hour, "lifetime of a workload certificate when the request names none")
 	f.Duration(&c.maxTTL, "max-ttl", 48*time.Hour, "longest workload certificate lifetime a request may ask for")
+	f.Int(&c.bootstrapRate, "bootstrap-rate", int(server.DefaultLimits.Bootstrap.Rate),
+		"Bootstrap calls per second allowed from one client address, checked before any token review (0: no limit); more get ResourceExhausted")
+	f.Int(&c.bootstrapBurst, "bootstrap-burst", server.DefaultLimits.Bootstrap.Burst, "Bootstrap calls one client address may make at once above --bootstrap-rate")
+	f.Int(&c.signRate, "sign-rate", int(server.DefaultLimits.Sign.Rate),
+		"Sign calls per second allowed from one client certificate (0: no limit); more get ResourceExhausted")
+	f.Int(&c.signBurst, "sign-burst", server.DefaultLimits.Sign.Burst, "Sign calls one client certificate may make at once above --sign-rate")
 	f.Duration(&c.controlPlaneTTL, "control-plane-ttl", 24*time.Hour, "default and maximum lifetime of a control-plane certificate from Bootstrap")
 	f.Duration(&c.servingTTL, "serving-ttl", 24*time.Hour, "lifetime of the CA's own serving certificate (renewed at half)")
 	f.Duration(&c.bundleRefresh, "bundle-refresh", time.Minute, "how often the provider's roots are re-read (vault rotation is picked up this often)")
@@ -177,6 +185,17 @@ func (c *config) validate() error {
 	}
 	if err := app.CheckKVReplicas(c.kvReplicas); err != nil {
 		return err
+	}
+	for _, l := range []struct {
+		rate, burst string
+		r, b        int
+	}{{"bootstrap-rate", "bootstrap-burst", c.bootstrapRate, c.bootstrapBurst}, {"sign-rate", "sign-burst", c.signRate, c.signBurst}} {
+		if l.r < 0 {
+			return app.FlagError(l.rate, "must be 0 (no limit) or positive, got %d", l.r)
+		}
+		if l.r > 0 && l.b < 1 {
+			return app.FlagError(l.burst, "must be at least 1 with --%s %d, got %d", l.rate, l.r, l.b)
+		}
 	}
 	if c.defaultTTL > c.maxTTL {
 		return app.FlagError("default-ttl", "%s exceeds --max-ttl %s", c.defaultTTL, c.maxTTL)

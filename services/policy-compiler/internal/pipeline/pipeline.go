@@ -249,6 +249,10 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 	}
 	defer w.Stop()
 	c.written = map[string]string{}
+	// keysGen is the highest generation stamped into a key: above the
+	// generation key's, the last compiler died between its key writes and
+	// its generation write.
+	var keysGen uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -260,12 +264,20 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 			switch ev.Kind {
 			case bus.EventInitialized:
 				c.resync = true
+				if keysGen > c.gen {
+					// Publish what was written: the next commit writes
+					// generation keysGen even if no key changes.
+					c.log.WithContext(ctx).WithFields(logrus.Fields{"generation": c.gen, "keys_generation": keysGen}).
+						Warn("mesh-compiled holds keys of a generation that was never committed; committing it")
+					c.gen, c.genDirty = keysGen, true
+				}
 				c.count(func(s *Stats) { s.Generation = c.gen })
 				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "generation": c.gen}).Info("compiled state loaded")
 				return nil
 			case bus.EventPut:
-				if v, ok := versionOf(ev.Key, ev.Value); ok {
+				if v, gen, ok := versionOf(ev.Key, ev.Value); ok {
 					c.written[ev.Key] = v
+					keysGen = max(keysGen, gen)
 				} else if ev.Key == layout.GenerationKey {
 					g := &meshv1.Generation{}
 					if err := ev.Decode(g); err == nil {
@@ -278,31 +290,31 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 }
 
 // versionOf is the content version of a compiled resource, group or name
-// set value.
-func versionOf(key string, value []byte) (string, bool) {
+// set value, and the generation stamped into it.
+func versionOf(key string, value []byte) (version string, gen uint64, ok bool) {
 	k, err := layout.ParseCompiled(key)
 	if err != nil {
-		return "", false
+		return "", 0, false
 	}
 	if k.Set {
 		s := &meshv1.NameSet{}
 		if proto.Unmarshal(value, s) != nil {
-			return "", false
+			return "", 0, false
 		}
-		return compile.SetVersion(s), true
+		return compile.SetVersion(s), s.GetGeneration(), true
 	}
 	if !k.Group {
 		r := &meshv1.CompiledResource{}
 		if proto.Unmarshal(value, r) != nil {
-			return "", false
+			return "", 0, false
 		}
-		return r.GetVersion(), true
+		return r.GetVersion(), r.GetGeneration(), true
 	}
 	g := &meshv1.ProxyGroup{}
 	if proto.Unmarshal(value, g) != nil {
-		return "", false
+		return "", 0, false
 	}
-	return compile.GroupVersion(g), true
+	return compile.GroupVersion(g), g.GetGeneration(), true
 }
 
 // flush compiles what is pending and commits it. It reports whether it

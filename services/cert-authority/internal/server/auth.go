@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -81,6 +82,13 @@ func (a *Authorizer) peerRole(ctx context.Context) (identity.Role, error) {
 		return "", status.Error(codes.Unauthenticated, "a control-plane client certificate is required (get one with Bootstrap)")
 	}
 	leaf := ti.State.VerifiedChains[0][0]
+	// TLS checks validity once, at the handshake; a connection outlives
+	// it. A call on a connection whose certificate has since expired is
+	// refused, so a renewed certificate must be presented (the server's
+	// maximum connection age makes clients reconnect well before).
+	if now := time.Now(); now.After(leaf.NotAfter) {
+		return "", status.Errorf(codes.Unauthenticated, "the client certificate expired at %s; reconnect with the renewed one", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
 	for _, u := range leaf.URIs {
 		if r, ok := identity.RoleFromURI(u, a.trustDomain); ok {
 			return r, nil

@@ -75,6 +75,8 @@ type caOptions struct {
 	dns      DNSPolicy
 	meter    metric.Meter
 	limits   Limits
+	// grpcOpts are more options of the gRPC server.
+	grpcOpts []grpc.ServerOption
 }
 
 // startCA serves a CA on loopback until the test ends.
@@ -141,7 +143,7 @@ func newTestCA(ctx context.Context, o caOptions) (*testCA, *grpc.Server, error) 
 	if err := cert.Renew(ctx); err != nil {
 		return nil, nil, err
 	}
-	gs := NewGRPCServer(TLSConfig(cert, hub), NewAuthorizer(td))
+	gs := NewGRPCServer(TLSConfig(cert, hub), NewAuthorizer(td), o.grpcOpts...)
 	srv.Register(gs)
 	return &testCA{hub: hub, server: srv, roots: []*pki.Issuer{root}, logs: logs}, gs, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/identity"
@@ -213,6 +214,14 @@ func TLSConfig(cert *ServingCert, hub *trust.Hub) *tls.Config {
 			return c, nil
 		},
 	}
+}
+
+// ConnectionAge bounds each client connection to maxAge (then a GOAWAY makes
+// the client reconnect, presenting its current certificate) plus grace for
+// the calls in flight; a trust bundle watch still open after the grace
+// ends, and its client watches again on a new connection.
+func ConnectionAge(maxAge, grace time.Duration) grpc.ServerOption {
+	return grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxAge, MaxConnectionAgeGrace: grace})
 }
 
 // NewGRPCServer returns a gRPC server with the CA's mTLS credentials and

@@ -28,6 +28,10 @@ import (
 // open calls are cut.
 const grpcGrace = 10 * time.Second
 
+// connectionAgeGrace is how long a connection past --max-connection-age may
+// finish its calls.
+const connectionAgeGrace = 30 * time.Second
+
 // The waits between attempts of a startup step (libs/backoff).
 const (
 	startRetryBase = 500 * time.Millisecond
@@ -139,7 +143,8 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 			return app.FlagError("grpc-addr", "cannot listen: %v", err)
 		}
 	}
-	gs := server.NewGRPCServer(server.TLSConfig(cert, hub), server.NewAuthorizer(c.cp.TrustDomain))
+	gs := server.NewGRPCServer(server.TLSConfig(cert, hub), server.NewAuthorizer(c.cp.TrustDomain),
+		server.ConnectionAge(c.maxConnectionAge, connectionAgeGrace))
 	srv.Register(gs)
 	log.WithField("grpc_addr", lis.Addr().String()).Info("serving osm.ca.v1")
 	// The bundle watches never end by themselves; ending them first lets

@@ -68,6 +68,9 @@ type config struct {
 	grpcAddr           string
 	dnsNames           string
 	defaultTTL, maxTTL time.Duration
+	// maxConnectionAge bounds a client connection, so that renewed client
+	// certificates are presented within it.
+	maxConnectionAge time.Duration
 	// bootstrapRate, bootstrapBurst, signRate and signBurst pace each caller.
 	bootstrapRate, bootstrapBurst, signRate, signBurst int
 	controlPlaneTTL                                    time.Duration
@@ -129,6 +132,8 @@ func (c *config) flags(f *app.Flags) {
 	f.String(&c.dnsNames, "server-dns-names", "", "comma-separated DNS names in the CA's serving certificate (default osm-cert-authority.<namespace>.svc)")
 	f.Duration(&c.defaultTTL, "default-ttl", 24*time.Hour, "lifetime of a workload certificate when the request names none")
 	f.Duration(&c.maxTTL, "max-ttl", 48*time.Hour, "longest workload certificate lifetime a request may ask for")
+	f.Duration(&c.maxConnectionAge, "max-connection-age", 10*time.Minute,
+		"longest a client connection lives before the CA asks the client to reconnect (GOAWAY), so that a renewed client certificate is used within it; calls on a connection whose certificate expired are refused")
 	f.Int(&c.bootstrapRate, "bootstrap-rate", int(server.DefaultLimits.Bootstrap.Rate),
 		"Bootstrap calls per second allowed from one client address, checked before any token review (0: no limit); more get ResourceExhausted")
 	f.Int(&c.bootstrapBurst, "bootstrap-burst", server.DefaultLimits.Bootstrap.Burst, "Bootstrap calls one client address may make at once above --bootstrap-rate")
@@ -185,6 +190,9 @@ func (c *config) validate() error {
 	}
 	if err := app.CheckKVReplicas(c.kvReplicas); err != nil {
 		return err
+	}
+	if c.maxConnectionAge < 10*time.Second {
+		return app.FlagError("max-connection-age", "must be at least 10s, got %s", c.maxConnectionAge)
 	}
 	for _, l := range []struct {
 		rate, burst string

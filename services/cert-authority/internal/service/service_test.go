@@ -32,7 +32,7 @@ func TestHelpExplains(t *testing.T) {
 	apptest.HelpContains(t, Spec, "spiffe://<trust-domain>/osm/<role>", "Root rotation", "--trusted-root-secrets", "OSM_TRUSTED_ROOT_SECRETS",
 		"--vault-auth-role", "--dev-bootstrap-token", "--max-ttl", "/debug/issuers", "--role-service-accounts",
 		"--namespace", "--trust-domain", "--cluster-domain", "--kubeconfig", "--kube-api-qps", "--kube-api-burst", "OSM_KUBE_API_QPS",
-		"--bootstrap-rate", "before any token review", "--sign-rate", "ResourceExhausted")
+		"--bootstrap-rate", "before any token review", "--sign-rate", "ResourceExhausted", "--max-connection-age")
 }
 
 func TestConfigErrorsNameTheFlag(t *testing.T) {
@@ -57,6 +57,7 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		apptest.BadConfig{Args: []string{"--kube-api-qps", "20", "--kube-api-burst", "10"}, Flag: "--kube-api-burst"},
 		apptest.BadConfig{Args: []string{"--kubeconfig", "/nonexistent/kubeconfig"}, Flag: "--kubeconfig"},
 		apptest.BadConfig{Args: []string{"--bootstrap-rate", "-1"}, Flag: "--bootstrap-rate"},
+		apptest.BadConfig{Args: []string{"--max-connection-age", "1s"}, Flag: "--max-connection-age"},
 		apptest.BadConfig{Args: []string{"--bootstrap-burst", "0"}, Flag: "--bootstrap-burst"},
 		apptest.BadConfig{Args: []string{"--sign-rate", "-5"}, Flag: "--sign-rate"},
 		apptest.BadConfig{Args: []string{"--sign-rate", "10", "--sign-burst", "0"}, Flag: "--sign-burst"},

@@ -1,0 +1,127 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/openservicemesh/osm/libs/app/apptest"
+	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/identity"
+	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/builtin"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
+	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
+)
+
+// edgeCert signs an xds-edge control-plane certificate of ttl straight
+// from the CA's root.
+func edgeCert(t *testing.T, ca *testCA, ttl time.Duration) *tls.Certificate {
+	t.Helper()
+	k := csrtest.Key(t)
+	leaf, err := builtin.NewProvider(pki.NewRootSet(ca.roots[0])).Sign(t.Context(),
+		pki.SignRequest{CSR: csrtest.Parsed(t, k), URI: identity.ControlPlaneURI(td, identity.RoleXDSEdge), TTL: ttl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := tls.X509KeyPair(leaf.ChainPEM, keyPEM(t, k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+// TestExpiredCertificateOnAnOpenConnectionIsRefused (issue 15, item 10):
+// TLS checks a client certificate once, at the handshake, so a connection
+// outlives it; a call made after the certificate expired is refused.
+func TestExpiredCertificateOnAnOpenConnectionIsRefused(t *testing.T) {
+	ca := startCA(t, caOptions{})
+	cert := edgeCert(t, ca, 2*time.Second)
+	cl := ca.dial(t, cert)
+	if _, err := cl.GetTrustBundle(t.Context(), &cav1.GetTrustBundleRequest{}); err != nil {
+		t.Fatalf("with a valid certificate: %v", err)
+	}
+	time.Sleep(time.Until(cert.Leaf.NotAfter) + 100*time.Millisecond)
+	_, err := cl.GetTrustBundle(t.Context(), &cav1.GetTrustBundleRequest{})
+	if st, _ := status.FromError(err); st.Code() != codes.Unauthenticated || !strings.Contains(st.Message(), "expired") {
+		t.Fatalf("on the same connection after expiry: %v, want Unauthenticated naming the expiry", err)
+	}
+}
+
+// TestRenewedCertificateReachesTheCA (issue 15, item 10): a client that
+// renews its certificate in place (cpcert's GetClientCertificate) presents
+// the new one within the server's maximum connection age, on the
+// connection it already had.
+func TestRenewedCertificateReachesTheCA(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string // serials the CA saw, in order
+	record := func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if p, ok := peer.FromContext(ctx); ok {
+			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+				mu.Lock()
+				seen = append(seen, ti.State.PeerCertificates[0].SerialNumber.String())
+				mu.Unlock()
+			}
+		}
+		return h(ctx, req)
+	}
+	ca := startCA(t, caOptions{grpcOpts: []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(record),
+		ConnectionAge(time.Second, time.Second),
+	}})
+	old, renewed := edgeCert(t, ca, time.Hour), edgeCert(t, ca, time.Hour)
+	var cur struct {
+		sync.Mutex
+		c *tls.Certificate
+	}
+	cur.c = old
+	roots, err := caclient.RootPool(ca.bundle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(ca.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		RootCAs: roots, ServerName: caName, MinVersion: tls.VersionTLS13,
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			cur.Lock()
+			defer cur.Unlock()
+			return cur.c, nil
+		},
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cl := cav1.NewCertificateAuthorityServiceClient(cc)
+	call := func() error { _, err := cl.GetTrustBundle(t.Context(), &cav1.GetTrustBundleRequest{}); return err }
+	if err := call(); err != nil {
+		t.Fatal(err)
+	}
+	cur.Lock()
+	cur.c = renewed
+	cur.Unlock()
+	start := time.Now()
+	want := renewed.Leaf.SerialNumber.String()
+	apptest.Eventually(t, "the renewed certificate seen by the CA", 10*time.Second, func() error {
+		if err := call(); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if seen[len(seen)-1] != want {
+			return errNotRenewed
+		}
+		return nil
+	})
+	t.Logf("the CA saw the renewed certificate %s after the swap", time.Since(start).Round(time.Millisecond))
+}
+
+var errNotRenewed = status.Error(codes.FailedPrecondition, "the CA still sees the old certificate")

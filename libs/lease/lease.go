@@ -79,21 +79,30 @@ func New(store *bus.Store, o Options) (*Elector, error) {
 	return &Elector{store: busKV{store}, o: o, changes: make(chan bool, 1)}, nil
 }
 
-// Leading reports whether this instance holds the lease now.
+// Leading reports whether this instance holds the lease now: it won or
+// renewed it less than RenewDeadline ago, read on the clock at this call.
+// A campaign loop blocked in a NATS call cannot keep it true past the
+// deadline, so a writer that asks before each write never writes once a
+// standby may have taken over.
 func (e *Elector) Leading() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.leading
+	return e.validLocked()
 }
 
-// Term is the term of the lease this instance holds, 0 when it does not.
+// Term is the term of the lease this instance holds, 0 when it does not
+// (see Leading).
 func (e *Elector) Term() uint64 {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.leading {
+	if !e.validLocked() {
 		return 0
 	}
 	return e.term
+}
+
+func (e *Elector) validLocked() bool {
+	return e.leading && e.o.Now().Sub(e.lastRenew) < e.o.RenewDeadline
 }
 
 // Changes delivers the new leadership state after each change (only the
@@ -163,8 +172,9 @@ func (e *Elector) tryOnce(ctx context.Context) {
 		e.set(false, 0)
 		return
 	}
+	// The clock is read again: the calls above may have blocked.
 	e.mu.Lock()
-	stale := e.leading && now.Sub(e.lastRenew) >= e.o.RenewDeadline
+	stale := e.leading && !e.validLocked()
 	e.mu.Unlock()
 	if stale {
 		e.set(false, 0)

@@ -160,3 +160,50 @@ func TestReleaseOnStop(t *testing.T) {
 		t.Fatalf("b leading=%v term=%d after a released", b.Leading(), b.Term())
 	}
 }
+
+// blocking holds every call until release is closed, as a NATS call that
+// hangs on a stalled connection would.
+type blocking struct{ release chan struct{} }
+
+func (b blocking) getLease(ctx context.Context, _ string) (*meshv1.Lease, uint64, error) {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+	}
+	return nil, 0, errDown
+}
+func (b blocking) create(context.Context, string, *meshv1.Lease) (uint64, error) { return 0, errDown }
+func (b blocking) update(context.Context, string, *meshv1.Lease, uint64) (uint64, error) {
+	return 0, errDown
+}
+
+// TestLeadingEndsAtTheDeadlineWhileACallHangs (issue 15, item 4): the
+// holder's campaign hangs in a NATS call past its renew deadline; Leading,
+// asked before each write, turns false at the deadline, not when the hung
+// call returns, so the holder writes nothing once a standby may lead.
+func TestLeadingEndsAtTheDeadlineWhileACallHangs(t *testing.T) {
+	s := store(t)
+	c := &clock{now: time.Unix(1_000_000, 0)}
+	a := elector(t, s, "compiler-a", c)
+	a.tryOnce(t.Context())
+	if !a.Leading() || a.Term() != 1 {
+		t.Fatal("a did not acquire")
+	}
+	hang := blocking{release: make(chan struct{})}
+	a.store = hang
+	done := make(chan struct{})
+	go func() { a.tryOnce(t.Context()); close(done) }()
+	c.Add(9 * time.Second)
+	if !a.Leading() {
+		t.Fatal("a stopped leading before its renew deadline")
+	}
+	c.Add(2 * time.Second) // 11s > 2/3 of 15s, the renewal still hung
+	if a.Leading() || a.Term() != 0 {
+		t.Fatalf("a leads (term %d) past its deadline while its renewal hangs", a.Term())
+	}
+	close(hang.release)
+	<-done
+	if a.Leading() {
+		t.Fatal("a leads again after the hung call failed")
+	}
+}

@@ -140,8 +140,14 @@ type nopWriter struct{}
 
 func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 
-// leading reports whether this instance may write.
+// leading reports whether this instance may write: it is asked before each
+// write of a commit, not only when the commit starts, since the lease
+// answers on the clock of the call (a commit that stalls past the renew
+// deadline stops writing before a standby may take over).
 func (c *Compiler) leading() bool { return c.o.Leader == nil || c.o.Leader.Leading() }
+
+// errLeaseLost ends a commit whose lease ran out while it wrote.
+var errLeaseLost = errors.New("the compiler lease ran out during the commit; the new leader finishes it")
 
 // Ready fails until the compiler has committed its first compile, or, on a
 // standby, until its model holds the observed state.
@@ -249,6 +255,7 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 	}
 	defer w.Stop()
 	c.written = map[string]string{}
+	c.genDirty = false // what the bucket holds decides (below)
 	// keysGen is the highest generation stamped into a key: above the
 	// generation key's, the last compiler died between its key writes and
 	// its generation write.
@@ -454,6 +461,10 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 			nSkip++
 			continue
 		}
+		if !c.leading() {
+			c.resync = true
+			return false, errLeaseLost
+		}
 		if err := batch.Put(ctx, e.key, e.value(next)); err != nil {
 			if errors.Is(err, bus.ErrTooLarge) {
 				// A bug to fix in the compiler, not a condition to retry:
@@ -472,11 +483,19 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		if _, ok := c.written[k]; !ok {
 			continue
 		}
+		if !c.leading() {
+			c.resync = true
+			return false, errLeaseLost
+		}
 		if err := batch.Delete(ctx, k); err != nil {
 			c.resync = true
 			return false, err
 		}
 		deleted = append(deleted, k)
+	}
+	if batch.Len() > 0 && !c.leading() {
+		c.resync = true
+		return false, errLeaseLost
 	}
 	if err := batch.Flush(ctx); err != nil {
 		c.resync = true
@@ -498,6 +517,12 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 	c.resync = false
 	if !c.genDirty {
 		return false, nil
+	}
+	if !c.leading() {
+		// The keys are written; the next leader finds them stamped with
+		// this generation and commits it (see loadCompiled).
+		c.resync = true
+		return false, errLeaseLost
 	}
 	g := &meshv1.Generation{
 		Number:           c.gen,

@@ -161,23 +161,30 @@ func Bootstrap(ctx context.Context, c cav1.CertificateAuthorityServiceClient, r 
 	return out, nil
 }
 
-// Sign issues a workload certificate for id.
-func Sign(ctx context.Context, c cav1.CertificateAuthorityServiceClient, id identity.ID, ttl time.Duration) (*Issued, error) {
+// Usages maps a certificate usage to its name in the CA's API.
+var Usages = map[identity.Usage]cav1.CertificateUsage{
+	identity.UsageService:   cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE,
+	identity.UsageXDSClient: cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT,
+}
+
+// Sign issues a workload certificate for id, for usage u (the CA lets each
+// caller role sign one usage only).
+func Sign(ctx context.Context, c cav1.CertificateAuthorityServiceClient, id identity.ID, u identity.Usage, ttl time.Duration) (*Issued, error) {
 	key, err := identity.NewKey()
 	if err != nil {
 		return nil, err
 	}
-	csr, err := key.CSR(id)
+	csr, err := key.CSRFor(id, u)
 	if err != nil {
 		return nil, err
 	}
-	req := &cav1.SignRequest{Csr: csr, Identity: id.String()}
+	req := &cav1.SignRequest{Csr: csr, Identity: id.String(), Usage: Usages[u]}
 	if ttl > 0 {
 		req.Ttl = durationpb.New(ttl)
 	}
 	resp, err := c.Sign(ctx, req)
 	if err != nil {
-		return nil, fmt.Errorf("sign %s: %w", id, err)
+		return nil, fmt.Errorf("sign %s certificate for %s: %w", u, id, err)
 	}
 	return issued(resp.GetCertificateChainPem(), key)
 }

@@ -27,10 +27,13 @@ var (
 // test compares the two), but built directly: x509 checks each signature
 // it makes by verifying it again, which costs more than the signing, and
 // every injected pod and every identity an edge serves needs one CSR.
-func (k *Key) CSR(id ID) ([]byte, error) {
-	der, err := csrDER(k.priv, id.URL().String())
+func (k *Key) CSR(id ID) ([]byte, error) { return k.CSRFor(id, UsageService) }
+
+// CSRFor is CSR with the URI SAN of id's certificate for usage u.
+func (k *Key) CSRFor(id ID, u Usage) ([]byte, error) {
+	der, err := csrDER(k.priv, id.URLFor(u).String())
 	if err != nil {
-		return nil, fmt.Errorf("create csr for %s: %w", id, err)
+		return nil, fmt.Errorf("create %s csr for %s: %w", u, id, err)
 	}
 	return der, nil
 }

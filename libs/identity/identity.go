@@ -37,6 +37,72 @@ func (id ID) URL() *url.URL {
 	return &url.URL{Scheme: "spiffe", Host: id.TrustDomain, Path: "/ns/" + id.Namespace + "/sa/" + id.ServiceAccount}
 }
 
+// Usage is what a workload certificate is for. Each usage has its own URI
+// SAN form, so that a certificate issued for one cannot serve as the
+// other: a service certificate, which every workload's sidecar holds and
+// presents to its peers, cannot open an xDS stream, and a proxy's xDS
+// client certificate is no service identity to its peers.
+type Usage int
+
+const (
+	// UsageService is a workload's mTLS certificate towards other
+	// workloads: spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>.
+	UsageService Usage = iota + 1
+	// UsageXDSClient is a proxy's client certificate towards the xds-edge,
+	// written into its bootstrap by the injector-webhook:
+	// spiffe://<trust-domain>/osm/xds-client/ns/<namespace>/sa/<serviceaccount>.
+	UsageXDSClient
+)
+
+// xdsClientPrefix starts the path of an xDS client certificate's URI SAN.
+// It is under /osm/, which no workload identity can start with, and is no
+// control-plane role (RoleFromURI wants one segment after /osm/).
+const xdsClientPrefix = "/osm/xds-client"
+
+// String names the usage as errors and logs show it.
+func (u Usage) String() string {
+	switch u {
+	case UsageService:
+		return "service"
+	case UsageXDSClient:
+		return "xds-client"
+	}
+	return fmt.Sprintf("Usage(%d)", int(u))
+}
+
+// URLFor is the URI SAN of id's certificate for usage u (URL for
+// UsageService and any unknown usage).
+func (id ID) URLFor(u Usage) *url.URL {
+	v := id.URL()
+	if u == UsageXDSClient {
+		v.Path = xdsClientPrefix + v.Path
+	}
+	return v
+}
+
+// ParseFor parses the URI SAN of a certificate for usage u: a workload id
+// for UsageService (as Parse), its xds-client form for UsageXDSClient. An
+// id of the other usage is an error naming both.
+func ParseFor(s string, u Usage) (ID, error) {
+	if u != UsageXDSClient {
+		return Parse(s)
+	}
+	v, err := url.Parse(s)
+	if err != nil {
+		return ID{}, fmt.Errorf("identity %q: not a URI", s)
+	}
+	rest, ok := strings.CutPrefix(v.Path, xdsClientPrefix)
+	if !ok || !strings.HasPrefix(rest, "/ns/") {
+		return ID{}, fmt.Errorf("identity %q is not an xDS client identity: want spiffe://<trust-domain>%s/ns/<namespace>/sa/<serviceaccount> (a service certificate cannot open an xDS stream)", s, xdsClientPrefix)
+	}
+	v.Path = rest
+	id, err := Parse(v.String())
+	if err != nil {
+		return ID{}, fmt.Errorf("xDS client %w", err)
+	}
+	return id, nil
+}
+
 // The name rules, checked by hand rather than with regular expressions,
 // since Parse runs on every Sign (identity_test.go checks them against the
 // equivalent expressions):

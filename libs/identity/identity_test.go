@@ -100,3 +100,56 @@ func TestNameRulesMatchTheirExpressions(t *testing.T) {
 		check(s)
 	}
 }
+
+// TestUsagesDoNotMix: a certificate's URI SAN says what it is for, and
+// neither form parses as the other (a stolen service certificate is no xDS
+// client, an xDS client certificate is no service identity nor a role).
+func TestUsagesDoNotMix(t *testing.T) {
+	id := New("cluster.local", "bookstore", "bookstore-v1")
+	xds := id.URLFor(UsageXDSClient)
+	if xds.String() != "spiffe://cluster.local/osm/xds-client/ns/bookstore/sa/bookstore-v1" {
+		t.Fatalf("xds-client URI %q", xds)
+	}
+	if id.URLFor(UsageService).String() != id.String() {
+		t.Fatalf("service URI %q", id.URLFor(UsageService))
+	}
+	if got, err := ParseFor(xds.String(), UsageXDSClient); err != nil || got != id {
+		t.Fatalf("ParseFor(xds-client) = %+v, %v", got, err)
+	}
+	if got, err := ParseFor(id.String(), UsageService); err != nil || got != id {
+		t.Fatalf("ParseFor(service) = %+v, %v", got, err)
+	}
+	if _, err := ParseFor(id.String(), UsageXDSClient); err == nil || !strings.Contains(err.Error(), "service certificate cannot open an xDS stream") {
+		t.Fatalf("a service identity parsed as an xDS client: %v", err)
+	}
+	if _, err := ParseFor(xds.String(), UsageService); err == nil {
+		t.Fatal("an xDS client identity parsed as a service identity")
+	}
+	if _, ok := FromURI(xds, "cluster.local"); ok {
+		t.Fatal("an xDS client identity parsed as a workload")
+	}
+	if _, ok := RoleFromURI(xds, "cluster.local"); ok {
+		t.Fatal("an xDS client identity parsed as a control-plane role")
+	}
+	for _, bad := range []string{
+		"spiffe://cluster.local/osm/xds-client", "spiffe://cluster.local/osm/xds-client/ns/a",
+		"spiffe://cluster.local/osm/xds-clientx/ns/a/sa/b", "spiffe://cluster.local/osm/xds-client/ns/A/sa/b",
+		"spiffe://cluster.local/osm/xds-client/osm/xds-client/ns/a/sa/b",
+	} {
+		if _, err := ParseFor(bad, UsageXDSClient); err == nil {
+			t.Errorf("ParseFor(%q, xds-client) accepted", bad)
+		}
+	}
+	k, err := NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := k.CSRFor(id, UsageXDSClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil || len(csr.URIs) != 1 || csr.URIs[0].String() != xds.String() {
+		t.Fatalf("xds-client csr: %v %v", csr, err)
+	}
+}

@@ -30,6 +30,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -61,6 +62,19 @@ func NewCA(name string) (*CA, error) {
 		return nil, err
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), serial: 1}, nil
+}
+
+// ProxyURI is the URI SAN of the xDS client certificate that a proxy of the
+// workload identity workload holds (the one the injector writes into its
+// bootstrap, identity.UsageXDSClient); the xds-edge opens streams for no
+// other. A string that is no workload identity is returned unchanged, for
+// tests of what the edge refuses.
+func ProxyURI(workload string) string {
+	id, err := identity.Parse(workload)
+	if err != nil {
+		return workload
+	}
+	return id.URLFor(identity.UsageXDSClient).String()
 }
 
 // Pool is a cert pool holding the root.

@@ -423,8 +423,8 @@ func (m *Mesh) Bootstrap(ctx context.Context, role cav1.ComponentRole) (*caclien
 	return issued, nil
 }
 
-// WorkloadCert signs a certificate of ttl for the workload id as the
-// injector does for a pod's bootstrap: over a connection authenticated
+// WorkloadCert signs an xDS client certificate of ttl for the workload id
+// as the injector does for a pod's bootstrap: over a connection authenticated
 // with an injector control-plane certificate (obtained once).
 func (m *Mesh) WorkloadCert(ctx context.Context, id identity.ID, ttl time.Duration) (*caclient.Issued, error) {
 	if m.injectorCert == nil {
@@ -439,7 +439,7 @@ func (m *Mesh) WorkloadCert(ctx context.Context, id identity.ID, ttl time.Durati
 		return nil, err
 	}
 	defer conn.Close()
-	issued, err := caclient.Sign(ctx, cav1.NewCertificateAuthorityServiceClient(conn), id, ttl)
+	issued, err := caclient.Sign(ctx, cav1.NewCertificateAuthorityServiceClient(conn), id, identity.UsageXDSClient, ttl)
 	if err != nil {
 		return nil, fmt.Errorf("sign for %s: %w", id, err)
 	}

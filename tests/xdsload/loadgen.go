@@ -222,7 +222,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	edges := c.edges()
 	creds := make([]credentials.TransportCredentials, c.Groups)
 	for g := range c.Groups {
-		tc, err := c.PKI.ClientTLS(identity.New("cluster.local", groupNS(g), groupNS(g)).String())
+		tc, err := c.PKI.ClientTLS(identity.New("cluster.local", groupNS(g), groupNS(g)).URLFor(identity.UsageXDSClient).String())
 		if err != nil {
 			return nil, err
 		}

@@ -28,6 +28,64 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// CertificateUsage is what a workload certificate is for. Each usage has its
+// own URI SAN form, so that a certificate issued for one cannot serve as the
+// other.
+type CertificateUsage int32
+
+const (
+	// Not set; rejected.
+	CertificateUsage_CERTIFICATE_USAGE_UNSPECIFIED CertificateUsage = 0
+	// mTLS between workloads, served to proxies over SDS: URI SAN
+	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>.
+	CertificateUsage_CERTIFICATE_USAGE_SERVICE CertificateUsage = 1
+	// A proxy's client certificate towards the xds-edge, in its bootstrap:
+	// URI SAN spiffe://<trust-domain>/osm/xds-client/ns/<namespace>/sa/<serviceaccount>.
+	// The xds-edge accepts no other certificate on an xDS stream.
+	CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT CertificateUsage = 2
+)
+
+// Enum value maps for CertificateUsage.
+var (
+	CertificateUsage_name = map[int32]string{
+		0: "CERTIFICATE_USAGE_UNSPECIFIED",
+		1: "CERTIFICATE_USAGE_SERVICE",
+		2: "CERTIFICATE_USAGE_XDS_CLIENT",
+	}
+	CertificateUsage_value = map[string]int32{
+		"CERTIFICATE_USAGE_UNSPECIFIED": 0,
+		"CERTIFICATE_USAGE_SERVICE":     1,
+		"CERTIFICATE_USAGE_XDS_CLIENT":  2,
+	}
+)
+
+func (x CertificateUsage) Enum() *CertificateUsage {
+	p := new(CertificateUsage)
+	*p = x
+	return p
+}
+
+func (x CertificateUsage) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CertificateUsage) Descriptor() protoreflect.EnumDescriptor {
+	return file_osm_ca_v1_ca_proto_enumTypes[0].Descriptor()
+}
+
+func (CertificateUsage) Type() protoreflect.EnumType {
+	return &file_osm_ca_v1_ca_proto_enumTypes[0]
+}
+
+func (x CertificateUsage) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CertificateUsage.Descriptor instead.
+func (CertificateUsage) EnumDescriptor() ([]byte, []int) {
+	return file_osm_ca_v1_ca_proto_rawDescGZIP(), []int{0}
+}
+
 // ComponentRole is the control-plane role a Bootstrap caller claims. The CA
 // allows each role only to the ServiceAccount it is installed with.
 type ComponentRole int32
@@ -78,11 +136,11 @@ func (x ComponentRole) String() string {
 }
 
 func (ComponentRole) Descriptor() protoreflect.EnumDescriptor {
-	return file_osm_ca_v1_ca_proto_enumTypes[0].Descriptor()
+	return file_osm_ca_v1_ca_proto_enumTypes[1].Descriptor()
 }
 
 func (ComponentRole) Type() protoreflect.EnumType {
-	return &file_osm_ca_v1_ca_proto_enumTypes[0]
+	return &file_osm_ca_v1_ca_proto_enumTypes[1]
 }
 
 func (x ComponentRole) Number() protoreflect.EnumNumber {
@@ -91,7 +149,7 @@ func (x ComponentRole) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ComponentRole.Descriptor instead.
 func (ComponentRole) EnumDescriptor() ([]byte, []int) {
-	return file_osm_ca_v1_ca_proto_rawDescGZIP(), []int{0}
+	return file_osm_ca_v1_ca_proto_rawDescGZIP(), []int{1}
 }
 
 // TokenType says how a Bootstrap token is verified.
@@ -133,11 +191,11 @@ func (x TokenType) String() string {
 }
 
 func (TokenType) Descriptor() protoreflect.EnumDescriptor {
-	return file_osm_ca_v1_ca_proto_enumTypes[1].Descriptor()
+	return file_osm_ca_v1_ca_proto_enumTypes[2].Descriptor()
 }
 
 func (TokenType) Type() protoreflect.EnumType {
-	return &file_osm_ca_v1_ca_proto_enumTypes[1]
+	return &file_osm_ca_v1_ca_proto_enumTypes[2]
 }
 
 func (x TokenType) Number() protoreflect.EnumNumber {
@@ -146,15 +204,15 @@ func (x TokenType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use TokenType.Descriptor instead.
 func (TokenType) EnumDescriptor() ([]byte, []int) {
-	return file_osm_ca_v1_ca_proto_rawDescGZIP(), []int{1}
+	return file_osm_ca_v1_ca_proto_rawDescGZIP(), []int{2}
 }
 
 // SignRequest asks for a certificate for one workload identity.
 type SignRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// PKCS#10 certificate signing request, PEM or DER encoded, with an ECDSA
-	// P-256 public key. Its subject and SANs are ignored: the CA sets the URI
-	// SAN from `identity`.
+	// P-256 public key. Its subject is ignored; its one URI SAN must be
+	// the URI SAN of `identity` for `usage`, which the CA certifies.
 	Csr []byte `protobuf:"bytes,1,opt,name=csr,proto3" json:"csr,omitempty"`
 	// SPIFFE identity to certify:
 	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>. The trust
@@ -162,7 +220,11 @@ type SignRequest struct {
 	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
 	// Requested lifetime. Unset means the mesh default (24 h). The CA may
 	// shorten it: a leaf never outlives its issuer.
-	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// What the certificate is for; required. The xds-edge may ask only for
+	// CERTIFICATE_USAGE_SERVICE, the injector-webhook only for
+	// CERTIFICATE_USAGE_XDS_CLIENT.
+	Usage         CertificateUsage `protobuf:"varint,4,opt,name=usage,proto3,enum=osm.ca.v1.CertificateUsage" json:"usage,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -216,6 +278,13 @@ func (x *SignRequest) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *SignRequest) GetUsage() CertificateUsage {
+	if x != nil {
+		return x.Usage
+	}
+	return CertificateUsage_CERTIFICATE_USAGE_UNSPECIFIED
 }
 
 // SignResponse carries the signed certificate.
@@ -659,11 +728,12 @@ var File_osm_ca_v1_ca_proto protoreflect.FileDescriptor
 
 const file_osm_ca_v1_ca_proto_rawDesc = "" +
 	"\n" +
-	"\x12osm/ca/v1/ca.proto\x12\tosm.ca.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17osm/mesh/v1/trust.proto\"h\n" +
+	"\x12osm/ca/v1/ca.proto\x12\tosm.ca.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17osm/mesh/v1/trust.proto\"\x9b\x01\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12+\n" +
-	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"\xbd\x01\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x121\n" +
+	"\x05usage\x18\x04 \x01(\x0e2\x1b.osm.ca.v1.CertificateUsageR\x05usage\"\xbd\x01\n" +
 	"\fSignResponse\x122\n" +
 	"\x15certificate_chain_pem\x18\x01 \x01(\fR\x13certificateChainPem\x12\x1b\n" +
 	"\tissuer_id\x18\x02 \x01(\tR\bissuerId\x127\n" +
@@ -689,7 +759,11 @@ const file_osm_ca_v1_ca_proto_rawDesc = "" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12\x1b\n" +
 	"\tissuer_id\x18\x03 \x01(\tR\bissuerId\x127\n" +
 	"\tnot_after\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12;\n" +
-	"\ftrust_bundle\x18\x05 \x01(\v2\x18.osm.mesh.v1.TrustBundleR\vtrustBundle*\xd2\x01\n" +
+	"\ftrust_bundle\x18\x05 \x01(\v2\x18.osm.mesh.v1.TrustBundleR\vtrustBundle*v\n" +
+	"\x10CertificateUsage\x12!\n" +
+	"\x1dCERTIFICATE_USAGE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19CERTIFICATE_USAGE_SERVICE\x10\x01\x12 \n" +
+	"\x1cCERTIFICATE_USAGE_XDS_CLIENT\x10\x02*\xd2\x01\n" +
 	"\rComponentRole\x12\x1e\n" +
 	"\x1aCOMPONENT_ROLE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aCOMPONENT_ROLE_SMI_WATCHER\x10\x01\x12\"\n" +
@@ -719,46 +793,48 @@ func file_osm_ca_v1_ca_proto_rawDescGZIP() []byte {
 	return file_osm_ca_v1_ca_proto_rawDescData
 }
 
-var file_osm_ca_v1_ca_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_osm_ca_v1_ca_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_osm_ca_v1_ca_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_osm_ca_v1_ca_proto_goTypes = []any{
-	(ComponentRole)(0),               // 0: osm.ca.v1.ComponentRole
-	(TokenType)(0),                   // 1: osm.ca.v1.TokenType
-	(*SignRequest)(nil),              // 2: osm.ca.v1.SignRequest
-	(*SignResponse)(nil),             // 3: osm.ca.v1.SignResponse
-	(*GetTrustBundleRequest)(nil),    // 4: osm.ca.v1.GetTrustBundleRequest
-	(*GetTrustBundleResponse)(nil),   // 5: osm.ca.v1.GetTrustBundleResponse
-	(*WatchTrustBundleRequest)(nil),  // 6: osm.ca.v1.WatchTrustBundleRequest
-	(*WatchTrustBundleResponse)(nil), // 7: osm.ca.v1.WatchTrustBundleResponse
-	(*BootstrapRequest)(nil),         // 8: osm.ca.v1.BootstrapRequest
-	(*BootstrapResponse)(nil),        // 9: osm.ca.v1.BootstrapResponse
-	(*durationpb.Duration)(nil),      // 10: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 11: google.protobuf.Timestamp
-	(*v1.TrustBundle)(nil),           // 12: osm.mesh.v1.TrustBundle
+	(CertificateUsage)(0),            // 0: osm.ca.v1.CertificateUsage
+	(ComponentRole)(0),               // 1: osm.ca.v1.ComponentRole
+	(TokenType)(0),                   // 2: osm.ca.v1.TokenType
+	(*SignRequest)(nil),              // 3: osm.ca.v1.SignRequest
+	(*SignResponse)(nil),             // 4: osm.ca.v1.SignResponse
+	(*GetTrustBundleRequest)(nil),    // 5: osm.ca.v1.GetTrustBundleRequest
+	(*GetTrustBundleResponse)(nil),   // 6: osm.ca.v1.GetTrustBundleResponse
+	(*WatchTrustBundleRequest)(nil),  // 7: osm.ca.v1.WatchTrustBundleRequest
+	(*WatchTrustBundleResponse)(nil), // 8: osm.ca.v1.WatchTrustBundleResponse
+	(*BootstrapRequest)(nil),         // 9: osm.ca.v1.BootstrapRequest
+	(*BootstrapResponse)(nil),        // 10: osm.ca.v1.BootstrapResponse
+	(*durationpb.Duration)(nil),      // 11: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
+	(*v1.TrustBundle)(nil),           // 13: osm.mesh.v1.TrustBundle
 }
 var file_osm_ca_v1_ca_proto_depIdxs = []int32{
-	10, // 0: osm.ca.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
-	11, // 1: osm.ca.v1.SignResponse.not_after:type_name -> google.protobuf.Timestamp
-	12, // 2: osm.ca.v1.GetTrustBundleResponse.trust_bundle:type_name -> osm.mesh.v1.TrustBundle
-	12, // 3: osm.ca.v1.WatchTrustBundleResponse.trust_bundle:type_name -> osm.mesh.v1.TrustBundle
-	1,  // 4: osm.ca.v1.BootstrapRequest.token_type:type_name -> osm.ca.v1.TokenType
-	0,  // 5: osm.ca.v1.BootstrapRequest.role:type_name -> osm.ca.v1.ComponentRole
-	10, // 6: osm.ca.v1.BootstrapRequest.ttl:type_name -> google.protobuf.Duration
-	11, // 7: osm.ca.v1.BootstrapResponse.not_after:type_name -> google.protobuf.Timestamp
-	12, // 8: osm.ca.v1.BootstrapResponse.trust_bundle:type_name -> osm.mesh.v1.TrustBundle
-	2,  // 9: osm.ca.v1.CertificateAuthorityService.Sign:input_type -> osm.ca.v1.SignRequest
-	4,  // 10: osm.ca.v1.CertificateAuthorityService.GetTrustBundle:input_type -> osm.ca.v1.GetTrustBundleRequest
-	6,  // 11: osm.ca.v1.CertificateAuthorityService.WatchTrustBundle:input_type -> osm.ca.v1.WatchTrustBundleRequest
-	8,  // 12: osm.ca.v1.CertificateAuthorityService.Bootstrap:input_type -> osm.ca.v1.BootstrapRequest
-	3,  // 13: osm.ca.v1.CertificateAuthorityService.Sign:output_type -> osm.ca.v1.SignResponse
-	5,  // 14: osm.ca.v1.CertificateAuthorityService.GetTrustBundle:output_type -> osm.ca.v1.GetTrustBundleResponse
-	7,  // 15: osm.ca.v1.CertificateAuthorityService.WatchTrustBundle:output_type -> osm.ca.v1.WatchTrustBundleResponse
-	9,  // 16: osm.ca.v1.CertificateAuthorityService.Bootstrap:output_type -> osm.ca.v1.BootstrapResponse
-	13, // [13:17] is the sub-list for method output_type
-	9,  // [9:13] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	11, // 0: osm.ca.v1.SignRequest.ttl:type_name -> google.protobuf.Duration
+	0,  // 1: osm.ca.v1.SignRequest.usage:type_name -> osm.ca.v1.CertificateUsage
+	12, // 2: osm.ca.v1.SignResponse.not_after:type_name -> google.protobuf.Timestamp
+	13, // 3: osm.ca.v1.GetTrustBundleResponse.trust_bundle:type_name -> osm.mesh.v1.TrustBundle
+	13, // 4: osm.ca.v1.WatchTrustBundleResponse.trust_bundle:type_name -> osm.mesh.v1.TrustBundle
+	2,  // 5: osm.ca.v1.BootstrapRequest.token_type:type_name -> osm.ca.v1.TokenType
+	1,  // 6: osm.ca.v1.BootstrapRequest.role:type_name -> osm.ca.v1.ComponentRole
+	11, // 7: osm.ca.v1.BootstrapRequest.ttl:type_name -> google.protobuf.Duration
+	12, // 8: osm.ca.v1.BootstrapResponse.not_after:type_name -> google.protobuf.Timestamp
+	13, // 9: osm.ca.v1.BootstrapResponse.trust_bundle:type_name -> osm.mesh.v1.TrustBundle
+	3,  // 10: osm.ca.v1.CertificateAuthorityService.Sign:input_type -> osm.ca.v1.SignRequest
+	5,  // 11: osm.ca.v1.CertificateAuthorityService.GetTrustBundle:input_type -> osm.ca.v1.GetTrustBundleRequest
+	7,  // 12: osm.ca.v1.CertificateAuthorityService.WatchTrustBundle:input_type -> osm.ca.v1.WatchTrustBundleRequest
+	9,  // 13: osm.ca.v1.CertificateAuthorityService.Bootstrap:input_type -> osm.ca.v1.BootstrapRequest
+	4,  // 14: osm.ca.v1.CertificateAuthorityService.Sign:output_type -> osm.ca.v1.SignResponse
+	6,  // 15: osm.ca.v1.CertificateAuthorityService.GetTrustBundle:output_type -> osm.ca.v1.GetTrustBundleResponse
+	8,  // 16: osm.ca.v1.CertificateAuthorityService.WatchTrustBundle:output_type -> osm.ca.v1.WatchTrustBundleResponse
+	10, // 17: osm.ca.v1.CertificateAuthorityService.Bootstrap:output_type -> osm.ca.v1.BootstrapResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_osm_ca_v1_ca_proto_init() }
@@ -771,7 +847,7 @@ func file_osm_ca_v1_ca_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_ca_v1_ca_proto_rawDesc), len(file_osm_ca_v1_ca_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -41,10 +41,11 @@ const (
 // bad credential, PermissionDenied when the caller may not obtain the
 // requested identity, Unavailable when the backing provider (e.g. Vault) is.
 type CertificateAuthorityServiceClient interface {
-	// Sign signs a CSR for a workload identity. Only the xds-edge (for the
-	// proxies it serves) and the injector-webhook (for a pod's bootstrap
-	// client certificate) may call it; they generate the key pair themselves
-	// and send only the CSR.
+	// Sign signs a CSR for a workload identity. Only the xds-edge (service
+	// certificates, for the proxies it serves over SDS) and the
+	// injector-webhook (xDS client certificates, for pods' bootstraps) may
+	// call it, each for its own usage only; they generate the key pair
+	// themselves and send only the CSR.
 	Sign(ctx context.Context, in *SignRequest, opts ...grpc.CallOption) (*SignResponse, error)
 	// GetTrustBundle returns the current trust bundle.
 	GetTrustBundle(ctx context.Context, in *GetTrustBundleRequest, opts ...grpc.CallOption) (*GetTrustBundleResponse, error)
@@ -127,10 +128,11 @@ func (c *certificateAuthorityServiceClient) Bootstrap(ctx context.Context, in *B
 // bad credential, PermissionDenied when the caller may not obtain the
 // requested identity, Unavailable when the backing provider (e.g. Vault) is.
 type CertificateAuthorityServiceServer interface {
-	// Sign signs a CSR for a workload identity. Only the xds-edge (for the
-	// proxies it serves) and the injector-webhook (for a pod's bootstrap
-	// client certificate) may call it; they generate the key pair themselves
-	// and send only the CSR.
+	// Sign signs a CSR for a workload identity. Only the xds-edge (service
+	// certificates, for the proxies it serves over SDS) and the
+	// injector-webhook (xDS client certificates, for pods' bootstraps) may
+	// call it, each for its own usage only; they generate the key pair
+	// themselves and send only the CSR.
 	Sign(context.Context, *SignRequest) (*SignResponse, error)
 	// GetTrustBundle returns the current trust bundle.
 	GetTrustBundle(context.Context, *GetTrustBundleRequest) (*GetTrustBundleResponse, error)

@@ -138,7 +138,7 @@ func TestParseCSRForChecksSignature(t *testing.T) {
 	if _, err := ParseCSR(forged); ReasonOf(err) != ReasonBadSignature {
 		t.Fatalf("generic path: %v", err)
 	}
-	if _, err := policy().ValidateWorkload(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: forged}), want.String(), 0); ReasonOf(err) != ReasonBadSignature {
+	if _, err := policy().ValidateWorkload(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: forged}), want.String(), identity.UsageService, 0); ReasonOf(err) != ReasonBadSignature {
 		t.Fatalf("ValidateWorkload: %v", err)
 	}
 }

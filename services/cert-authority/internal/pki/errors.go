@@ -25,6 +25,12 @@ const (
 	// ReasonForeignTrustDomain: the identity is outside the mesh's trust
 	// domain.
 	ReasonForeignTrustDomain Reason = "foreign_trust_domain"
+	// ReasonInvalidUsage: the request names no certificate usage, or an
+	// unknown one.
+	ReasonInvalidUsage Reason = "invalid_usage"
+	// ReasonUsageNotAllowed: the caller's role may not obtain a
+	// certificate of that usage.
+	ReasonUsageNotAllowed Reason = "usage_not_allowed"
 	// ReasonTTLTooLong: the requested lifetime exceeds the maximum.
 	ReasonTTLTooLong Reason = "ttl_too_long"
 	// ReasonInvalidTTL: the requested lifetime is not positive.

@@ -125,7 +125,7 @@ func TestValidateWorkloadRefusals(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := policy().ValidateWorkload(c.csr, c.identity, c.ttl)
+			_, err := policy().ValidateWorkload(c.csr, c.identity, identity.UsageService, c.ttl)
 			if got := ReasonOf(err); got != c.want {
 				t.Fatalf("reason %q (err %v), want %q", got, err, c.want)
 			}
@@ -136,7 +136,7 @@ func TestValidateWorkloadRefusals(t *testing.T) {
 	}
 	// The accepted forms: no SAN, or exactly the requested one; DER too.
 	for _, csr := range [][]byte{good, csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{same}}), mustDER(good)} {
-		r, err := policy().ValidateWorkload(csr, id, 0)
+		r, err := policy().ValidateWorkload(csr, id, identity.UsageService, 0)
 		if err != nil || r.TTL != 24*time.Hour || r.Identity.String() != id {
 			t.Errorf("valid CSR refused: %+v, %v", r, err)
 		}
@@ -168,7 +168,7 @@ func verify(t *testing.T, chainPEM []byte, roots ...*x509.Certificate) *x509.Cer
 func TestIssueChainAndSAN(t *testing.T) {
 	root := mustRoot(t, time.Time{}, 0)
 	k := csrtest.Key(t)
-	req, err := policy().ValidateWorkload(csrtest.PEM(t, k, nil), "spiffe://cluster.local/ns/ns1/sa/sa1", 2*time.Hour)
+	req, err := policy().ValidateWorkload(csrtest.PEM(t, k, nil), "spiffe://cluster.local/ns/ns1/sa/sa1", identity.UsageService, 2*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func BenchmarkIssue(b *testing.B) {
 	csr := csrtest.PEM(b, k, nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		r, err := policy().ValidateWorkload(csr, "spiffe://cluster.local/ns/a/sa/b", 0)
+		r, err := policy().ValidateWorkload(csr, "spiffe://cluster.local/ns/a/sa/b", identity.UsageService, 0)
 		if err != nil {
 			b.Fatal(err)
 		}

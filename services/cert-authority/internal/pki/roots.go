@@ -147,20 +147,23 @@ type WorkloadRequest struct {
 	CSRDER []byte
 	// Identity is the identity to certify.
 	Identity identity.ID
+	// URI is the certificate's URI SAN: Identity's for the usage asked.
+	URI *url.URL
 	// TTL is the lifetime, already resolved against the policy.
 	TTL time.Duration
 }
 
 // ValidateWorkload checks a Sign request against the policy: the CSR parses
 // and has an ECDSA P-256 key that signed it, the identity is a workload ID of
-// the trust domain, the CSR names no other identity, and the TTL is allowed.
-// Every refusal is an *Error naming its Reason.
-func (p Policy) ValidateWorkload(csrData []byte, uri string, ttl time.Duration) (*WorkloadRequest, error) {
+// the trust domain, the CSR names no other URI than the identity's for
+// usage, and the TTL is allowed. Every refusal is an *Error naming its
+// Reason.
+func (p Policy) ValidateWorkload(csrData []byte, uri string, usage identity.Usage, ttl time.Duration) (*WorkloadRequest, error) {
 	id, err := ParseIdentity(uri, p.TrustDomain)
 	if err != nil {
 		return nil, err
 	}
-	csr, err := ParseCSRFor(csrData, id.URL())
+	csr, err := ParseCSRFor(csrData, id.URLFor(usage))
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +171,7 @@ func (p Policy) ValidateWorkload(csrData []byte, uri string, ttl time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	return &WorkloadRequest{CSR: csr, CSRDER: csr.Raw, Identity: id, TTL: d}, nil
+	return &WorkloadRequest{CSR: csr, CSRDER: csr.Raw, Identity: id, URI: id.URLFor(usage), TTL: d}, nil
 }
 
 // SignRequest is what a provider signs: a validated CSR and the identity

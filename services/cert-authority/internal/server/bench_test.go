@@ -82,7 +82,7 @@ func signRequests(b *testing.B, n int) ([]*cav1.SignRequest, *ecdsa.PrivateKey) 
 		if err != nil {
 			b.Fatal(err)
 		}
-		reqs[i] = &cav1.SignRequest{Csr: csr, Identity: id.String()}
+		reqs[i] = &cav1.SignRequest{Csr: csr, Identity: id.String(), Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}
 		last = k
 	}
 	return reqs, last.Private()

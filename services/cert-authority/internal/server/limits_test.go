@@ -91,7 +91,7 @@ func TestSignIsPacedPerCertificate(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken, limits: Limits{Sign: Limit{Rate: 1, Burst: 5}}})
 	noisy := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
 	quiet := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
-	req := &cav1.SignRequest{Csr: csrtest.PEM(t, csrtest.Key(t), nil), Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
+	req := &cav1.SignRequest{Csr: csrtest.PEM(t, csrtest.Key(t), nil), Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}
 	start := time.Now()
 	ok, exhausted := flood(t, 300, func() error { _, err := noisy.Sign(t.Context(), req); return err })
 	if allowed := 5 + int(time.Since(start).Seconds()) + 1; ok > allowed || ok < 5 || ok+exhausted != 300 {
@@ -107,7 +107,7 @@ func TestSignIsPacedPerCertificate(t *testing.T) {
 func TestNoLimitsByDefault(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken})
 	edge := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
-	req := &cav1.SignRequest{Csr: csrtest.PEM(t, csrtest.Key(t), nil), Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
+	req := &cav1.SignRequest{Csr: csrtest.PEM(t, csrtest.Key(t), nil), Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}
 	if ok, _ := flood(t, 100, func() error { _, err := edge.Sign(t.Context(), req); return err }); ok != 100 {
 		t.Fatalf("%d of 100 signed without limits", ok)
 	}

@@ -7,7 +7,8 @@
 // spiffe://<trust-domain>/osm/<role> (see package pki); they get it from
 // Bootstrap. The CA authorizes each RPC by that role:
 //
-//   - Sign: xds-edge and injector-webhook only;
+//   - Sign: xds-edge and injector-webhook only, each for one usage (see
+//     signUsages): service certificates and xDS client certificates;
 //   - GetTrustBundle, WatchTrustBundle: any control-plane role;
 //   - Bootstrap: anyone; the caller has no certificate yet and proves
 //     itself with a ServiceAccount token (checked with a TokenReview) or,
@@ -30,6 +31,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/trust"
@@ -129,11 +131,40 @@ func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRes
 }
 
 func (s *Server) sign(ctx context.Context, req *cav1.SignRequest) (*pki.Leaf, error) {
-	wr, err := s.wl.ValidateWorkload(req.GetCsr(), req.GetIdentity(), ttlOf(req.GetTtl().AsDuration(), req.GetTtl() != nil))
+	usage, err := signUsage(callerRole(ctx), req.GetUsage())
 	if err != nil {
 		return nil, err
 	}
-	return s.signer.Sign(ctx, pki.SignRequest{CSR: wr.CSR, URI: wr.Identity.URL(), TTL: wr.TTL})
+	wr, err := s.wl.ValidateWorkload(req.GetCsr(), req.GetIdentity(), usage, ttlOf(req.GetTtl().AsDuration(), req.GetTtl() != nil))
+	if err != nil {
+		return nil, err
+	}
+	return s.signer.Sign(ctx, pki.SignRequest{CSR: wr.CSR, URI: wr.URI, TTL: wr.TTL})
+}
+
+// signUsages is what each role may sign: the xds-edge service
+// certificates for the proxies it serves over SDS, the injector-webhook
+// xDS client certificates for pods' bootstraps. Neither may sign the
+// other's: a compromised edge cannot open xDS streams as any workload, and
+// a compromised injector cannot mint a workload's data-plane identity.
+var signUsages = map[identity.Role]struct {
+	usage cav1.CertificateUsage
+	id    identity.Usage
+}{
+	identity.RoleXDSEdge:         {cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, identity.UsageService},
+	identity.RoleInjectorWebhook: {cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT, identity.UsageXDSClient},
+}
+
+// signUsage checks that role may ask for u.
+func signUsage(role identity.Role, u cav1.CertificateUsage) (identity.Usage, error) {
+	if _, known := cav1.CertificateUsage_name[int32(u)]; !known || u == cav1.CertificateUsage_CERTIFICATE_USAGE_UNSPECIFIED {
+		return 0, pki.Errorf(pki.ReasonInvalidUsage, "usage: %v is not a certificate usage; want CERTIFICATE_USAGE_SERVICE or CERTIFICATE_USAGE_XDS_CLIENT", u)
+	}
+	allowed, ok := signUsages[role]
+	if !ok || allowed.usage != u {
+		return 0, pki.Errorf(pki.ReasonUsageNotAllowed, "usage: role %q may not sign %v certificates", role, u)
+	}
+	return allowed.id, nil
 }
 
 // ttlOf maps an unset duration to 0 (the default) and a set zero duration

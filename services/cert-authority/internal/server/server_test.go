@@ -194,7 +194,7 @@ func TestSignOverMTLS(t *testing.T) {
 	edge := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
 	k := csrtest.Key(t)
 	id := "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"
-	resp, err := edge.Sign(t.Context(), &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(time.Hour)})
+	resp, err := edge.Sign(t.Context(), &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(time.Hour), Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,10 +212,61 @@ func TestSignOverMTLS(t *testing.T) {
 	if d := time.Until(leaf.NotAfter); d > time.Hour || d < 59*time.Minute {
 		t.Errorf("leaf lifetime %s, want 1h", d)
 	}
-	// The injector may sign too.
+	// The injector may sign too: xDS client certificates.
 	inj := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK))
-	if _, err := inj.Sign(t.Context(), &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id}); err != nil {
-		t.Errorf("injector sign: %v", err)
+	resp, err = inj.Sign(t.Context(), &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT})
+	if err != nil {
+		t.Fatalf("injector sign: %v", err)
+	}
+	if leaf := parseLeaf(t, resp.CertificateChainPem); len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://cluster.local/osm/xds-client/ns/bookstore/sa/bookbuyer" {
+		t.Errorf("xDS client leaf URIs %v", leaf.URIs)
+	}
+}
+
+// TestSignIsNarrowedByRole (issue 15, item 6): each role signs only the
+// usage it needs, and a request must say which; the CSR's URI SAN must be
+// the identity's for that usage.
+func TestSignIsNarrowedByRole(t *testing.T) {
+	ca := startCA(t, caOptions{devToken: devToken})
+	edge := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE))
+	inj := ca.dial(t, ca.bootstrap(t, cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK))
+	k := csrtest.Key(t)
+	id := "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"
+	xdsURI, _ := url.Parse("spiffe://cluster.local/osm/xds-client/ns/bookstore/sa/bookbuyer")
+	svcURI, _ := url.Parse(id)
+	req := func(u cav1.CertificateUsage, san *url.URL) *cav1.SignRequest {
+		tmpl := &x509.CertificateRequest{}
+		if san != nil {
+			tmpl.URIs = []*url.URL{san}
+		}
+		return &cav1.SignRequest{Csr: csrtest.PEM(t, k, tmpl), Identity: id, Usage: u}
+	}
+	cases := []struct {
+		name   string
+		cl     cav1.CertificateAuthorityServiceClient
+		req    *cav1.SignRequest
+		code   codes.Code
+		reason pki.Reason
+	}{
+		{"edge, no usage", edge, req(cav1.CertificateUsage_CERTIFICATE_USAGE_UNSPECIFIED, nil), codes.InvalidArgument, pki.ReasonInvalidUsage},
+		{"edge, unknown usage", edge, req(7, nil), codes.InvalidArgument, pki.ReasonInvalidUsage},
+		{"edge asks for an xDS client certificate", edge, req(cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT, xdsURI), codes.PermissionDenied, pki.ReasonUsageNotAllowed},
+		{"injector asks for a service certificate", inj, req(cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, svcURI), codes.PermissionDenied, pki.ReasonUsageNotAllowed},
+		{"injector, CSR names the service form", inj, req(cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT, svcURI), codes.InvalidArgument, pki.ReasonSANMismatch},
+		{"edge, CSR names the xDS client form", edge, req(cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, xdsURI), codes.InvalidArgument, pki.ReasonSANMismatch},
+		{"edge, service", edge, req(cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, svcURI), codes.OK, ""},
+		{"injector, xDS client", inj, req(cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT, xdsURI), codes.OK, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := c.cl.Sign(t.Context(), c.req)
+			if status.Code(err) != c.code || ReasonFromStatus(err) != c.reason {
+				t.Errorf("got %v (reason %q), want %s %s", err, ReasonFromStatus(err), c.code, c.reason)
+			}
+			if c.code != codes.OK && !strings.Contains(status.Convert(err).Message(), "usage") && c.reason != pki.ReasonSANMismatch {
+				t.Errorf("message %q does not name the field usage", status.Convert(err).Message())
+			}
+		})
 	}
 }
 
@@ -247,7 +298,7 @@ func TestBootstrapIssuesRoleIdentity(t *testing.T) {
 func TestAuthorization(t *testing.T) {
 	ca := startCA(t, caOptions{devToken: devToken})
 	k := csrtest.Key(t)
-	req := &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://cluster.local/ns/a/sa/b"}
+	req := &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://cluster.local/ns/a/sa/b", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}
 
 	// A workload certificate from the same root carries no role.
 	prov := builtin.NewProvider(pki.NewRootSet(ca.roots[0]))
@@ -313,13 +364,13 @@ func TestSignRefusals(t *testing.T) {
 		code   codes.Code
 		reason pki.Reason
 	}{
-		{"malformed CSR", &cav1.SignRequest{Csr: []byte("garbage"), Identity: id}, codes.InvalidArgument, pki.ReasonMalformedCSR},
-		{"key is not P-256", &cav1.SignRequest{Csr: rsaCSR, Identity: id}, codes.InvalidArgument, pki.ReasonUnsupportedKey},
-		{"SAN does not match", &cav1.SignRequest{Csr: csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}), Identity: id}, codes.InvalidArgument, pki.ReasonSANMismatch},
-		{"outside the trust domain", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://evil.example/ns/a/sa/b"}, codes.PermissionDenied, pki.ReasonForeignTrustDomain},
-		{"not a workload identity", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://cluster.local/osm/xds-edge"}, codes.InvalidArgument, pki.ReasonInvalidIdentity},
-		{"TTL over the maximum", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(72 * time.Hour)}, codes.InvalidArgument, pki.ReasonTTLTooLong},
-		{"zero TTL", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(0)}, codes.InvalidArgument, pki.ReasonInvalidTTL},
+		{"malformed CSR", &cav1.SignRequest{Csr: []byte("garbage"), Identity: id, Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.InvalidArgument, pki.ReasonMalformedCSR},
+		{"key is not P-256", &cav1.SignRequest{Csr: rsaCSR, Identity: id, Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.InvalidArgument, pki.ReasonUnsupportedKey},
+		{"SAN does not match", &cav1.SignRequest{Csr: csrtest.PEM(t, k, &x509.CertificateRequest{URIs: []*url.URL{other}}), Identity: id, Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.InvalidArgument, pki.ReasonSANMismatch},
+		{"outside the trust domain", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://evil.example/ns/a/sa/b", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.PermissionDenied, pki.ReasonForeignTrustDomain},
+		{"not a workload identity", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: "spiffe://cluster.local/osm/xds-edge", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.InvalidArgument, pki.ReasonInvalidIdentity},
+		{"TTL over the maximum", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(72 * time.Hour), Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.InvalidArgument, pki.ReasonTTLTooLong},
+		{"zero TTL", &cav1.SignRequest{Csr: csrtest.PEM(t, k, nil), Identity: id, Ttl: durationpb.New(0), Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}, codes.InvalidArgument, pki.ReasonInvalidTTL},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

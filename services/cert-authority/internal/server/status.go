@@ -18,7 +18,7 @@ const ErrorDomain = "ca.openservicemesh.io"
 // codeOf maps a refusal reason to its gRPC code.
 func codeOf(r pki.Reason) codes.Code {
 	switch r {
-	case pki.ReasonForeignTrustDomain:
+	case pki.ReasonForeignTrustDomain, pki.ReasonUsageNotAllowed:
 		return codes.PermissionDenied
 	case pki.ReasonIssuerExpired:
 		return codes.FailedPrecondition

@@ -52,7 +52,7 @@ func TestRotationAcrossServiceRestarts(t *testing.T) {
 			t.Fatal(err)
 		}
 		edge, csr := svc.devEdge(ctx, t, b, dev)
-		resp, err := edge.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"})
+		resp, err := edge.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE})
 		if err != nil {
 			t.Fatalf("%s: sign: %v", name, err)
 		}

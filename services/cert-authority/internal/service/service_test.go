@@ -178,7 +178,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	_, csrPEM := newCSR(t)
 	block, _ := pem.Decode(csrPEM)
 	der := block.Bytes // the DER form, as caclient.Sign sends it
-	req := &cav1.SignRequest{Csr: der, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
+	req := &cav1.SignRequest{Csr: der, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}
 	resp, err := dial(edgeCert).Sign(ctx, req)
 	if err != nil {
 		t.Fatalf("xds-edge sign: %v", err)
@@ -191,7 +191,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	if _, err := dial(compilerCert).Sign(ctx, req); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("policy-compiler sign: %v, want PermissionDenied", err)
 	}
-	if _, err := dial(edgeCert).Sign(ctx, &cav1.SignRequest{Csr: der, Identity: "spiffe://elsewhere/ns/a/sa/b"}); status.Code(err) != codes.PermissionDenied {
+	if _, err := dial(edgeCert).Sign(ctx, &cav1.SignRequest{Csr: der, Identity: "spiffe://elsewhere/ns/a/sa/b", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("foreign identity: %v", err)
 	}
 

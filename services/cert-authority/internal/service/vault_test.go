@@ -78,7 +78,7 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	apptest.Eventually(t, "readiness", 30*time.Second, svc.ready)
 
 	edge, csr := svc.devEdge(ctx, t, bundle, dev)
-	req := &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer"}
+	req := &cav1.SignRequest{Csr: csr, Identity: "spiffe://cluster.local/ns/bookstore/sa/bookbuyer", Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE}
 	sign := func(ctx context.Context) (*x509.Certificate, error) {
 		resp, err := edge.Sign(ctx, req)
 		if err != nil {

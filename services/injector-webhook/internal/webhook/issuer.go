@@ -39,7 +39,7 @@ var _ Issuer = (*CAIssuer)(nil)
 
 // Issue implements Issuer.
 func (c *CAIssuer) Issue(ctx context.Context, id identity.ID) (*Certificate, error) {
-	signed, err := caclient.Sign(ctx, c.Client, id, c.TTL)
+	signed, err := caclient.Sign(ctx, c.Client, id, identity.UsageXDSClient, c.TTL)
 	if err != nil {
 		return nil, err
 	}

@@ -248,7 +248,7 @@ func (m *mesh) startReady(id string, threshold time.Duration) *replica {
 
 func (m *mesh) proxy(r *replica, uri string, o xdstest.ProxyOptions) *xdstest.Proxy {
 	m.t.Helper()
-	return xdstest.RunProxy(m.t, m.pki.Dial(m.t, r.addr, uri), o)
+	return xdstest.RunProxy(m.t, m.pki.Dial(m.t, r.addr, xdstest.ProxyURI(uri)), o)
 }
 
 func initial(t *testing.T, p *xdstest.Proxy) {
@@ -501,7 +501,7 @@ func TestClientRootsFollowTheTrustBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	dial := func() (*xdstest.Proxy, error) {
-		tc, err := next.ClientTLS(spiffe("b"))
+		tc, err := next.ClientTLS(xdstest.ProxyURI(spiffe("b")))
 		if err != nil {
 			t.Fatal(err)
 		}

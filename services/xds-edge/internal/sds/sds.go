@@ -213,7 +213,7 @@ func (i *Issuer) issue(ctx context.Context, id identity.ID) (*Certificate, error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := i.opts.Signer.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: id.String(), Ttl: durationpb.New(i.opts.TTL)})
+	resp, err := i.opts.Signer.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: id.String(), Ttl: durationpb.New(i.opts.TTL), Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE})
 	if err != nil {
 		return nil, fmt.Errorf("sign csr for %s: %w", id, err)
 	}

@@ -199,7 +199,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	apptest.Eventually(t, "/readyz to answer 200 after the sync", 10*time.Second, func() error { return apptest.Ready(adminAddr) })
 
 	id := identity.New("cluster.local", "shop", "web")
-	tc, err := root.ClientTLS(id.String())
+	tc, err := root.ClientTLS(id.URLFor(identity.UsageXDSClient).String())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -77,7 +77,7 @@ func (b *benchStream) Recv() (*discovery.DeltaDiscoveryRequest, error) {
 
 // peerContext carries a verified client certificate for ns/ns.
 func peerContext(ctx context.Context, ns string) context.Context {
-	u, _ := url.Parse(spiffe(ns))
+	u, _ := url.Parse(xdstest.ProxyURI(spiffe(ns)))
 	cert := &x509.Certificate{URIs: []*url.URL{u}}
 	return peer.NewContext(ctx, &peer.Peer{AuthInfo: credentials.TLSInfo{State: tls.ConnectionState{
 		PeerCertificates: []*x509.Certificate{cert}, VerifiedChains: [][]*x509.Certificate{{cert}},

@@ -64,7 +64,7 @@ func TestGRPCXDSClientNacksSDSClusters(t *testing.T) {
 
 	// The gRPC client's bootstrap: the edge over mTLS, with a client
 	// certificate for identity grpc/grpc.
-	files, err := f.ca.WriteFiles(t.TempDir(), "grpc", spiffe("grpc"))
+	files, err := f.ca.WriteFiles(t.TempDir(), "grpc", xdstest.ProxyURI(spiffe("grpc")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -345,6 +345,9 @@ func (s *Server) admit(ctx context.Context) (identity.ID, error) {
 		return refuse("rate_limited", codes.Unavailable, "xds-edge %s is admitting new streams at its limit; retry with backoff", s.opts.EdgeID)
 	}
 	id, err := PeerIdentity(ctx)
+	if errors.Is(err, errNotXDSClient) {
+		return refuse("service_certificate", codes.PermissionDenied, "%v", err)
+	}
 	if err != nil {
 		return refuse("no_identity", codes.Unauthenticated, "%v", err)
 	}
@@ -354,8 +357,16 @@ func (s *Server) admit(ctx context.Context) (identity.ID, error) {
 	return id, nil
 }
 
+// errNotXDSClient: the client certificate is a workload's service
+// certificate, which every peer of the workload has seen, not the xDS
+// client certificate of its bootstrap.
+var errNotXDSClient = errors.New("not an xDS client certificate")
+
 // PeerIdentity is the workload identity in the URI SAN of the verified
-// client certificate of the stream in ctx.
+// client certificate of the stream in ctx. Only an xDS client certificate
+// (identity.UsageXDSClient, the one the injector writes into a pod's
+// bootstrap) names one: a service certificate, which the edge serves over
+// SDS and the workload presents to every peer, does not open a stream.
 func PeerIdentity(ctx context.Context) (identity.ID, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
@@ -375,7 +386,15 @@ func identityOf(cert *x509.Certificate) (identity.ID, error) {
 	if len(cert.URIs) != 1 {
 		return identity.ID{}, fmt.Errorf("client certificate has %d URI SANs, want exactly one SPIFFE id", len(cert.URIs))
 	}
-	return identity.Parse(cert.URIs[0].String())
+	uri := cert.URIs[0].String()
+	id, err := identity.ParseFor(uri, identity.UsageXDSClient)
+	if err != nil {
+		if _, svc := identity.Parse(uri); svc == nil {
+			return identity.ID{}, fmt.Errorf("%w: %w", errNotXDSClient, err)
+		}
+		return identity.ID{}, err
+	}
+	return id, nil
 }
 
 // adsService is the gRPC face of the Server.

@@ -166,9 +166,11 @@ func (f *fixture) seed() {
 	f.srv.SetServing(true)
 }
 
+// dial connects as a proxy of the workload identity uri, with the xDS
+// client certificate of its bootstrap.
 func (f *fixture) dial(uri string) *grpc.ClientConn {
 	f.t.Helper()
-	return f.ca.Dial(f.t, f.addr, uri)
+	return f.ca.Dial(f.t, f.addr, xdstest.ProxyURI(uri))
 }
 
 // refusal opens a stream expected to be refused and returns why it was.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -27,6 +28,23 @@ const (
 // default max_payload: state is split per resource, never shipped as a blob.
 const MaxValueSize = 1 << 20
 
+// The consumer limits of every bucket's stream. Readers may create
+// consumers on the buckets they read (a KV watch is an ordered consumer),
+// and NATS permissions cannot tell one consumer from another, so the
+// stream bounds them for every role alike:
+//   - at most MaxConsumers at once (DefaultMaxConsumers: two watches per
+//     edge replica for hundreds of replicas, with room for consumers that
+//     linger after a reconnect);
+//   - none lives on inactive for longer than ConsumerInactiveLimit (a
+//     durable consumer left behind by a reader is deleted, and a request
+//     for a longer threshold is refused);
+//   - none holds more than ConsumerMaxAckPending unacknowledged messages.
+const (
+	DefaultMaxConsumers   = 2048
+	ConsumerInactiveLimit = 5 * time.Minute
+	ConsumerMaxAckPending = 1000
+)
+
 // BucketOptions tune how buckets are declared.
 type BucketOptions struct {
 	// Replicas is the stream replication factor (1 for the embedded server,
@@ -35,6 +53,9 @@ type BucketOptions struct {
 	// Memory keeps the bucket in memory instead of on disk. Off by default:
 	// nothing is lost on restart.
 	Memory bool
+	// MaxConsumers bounds the consumers of the bucket's stream; 0 means
+	// DefaultMaxConsumers.
+	MaxConsumers int
 }
 
 // Buckets lists every mesh bucket.
@@ -66,7 +87,31 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, o Bu
 	if err != nil {
 		return nil, fmt.Errorf("declare bucket %s: %w", name, err)
 	}
+	if err := limitConsumers(ctx, js, name, o); err != nil {
+		return nil, fmt.Errorf("declare bucket %s: consumer limits: %w", name, err)
+	}
 	return kv, nil
+}
+
+// limitConsumers sets the consumer limits (see DefaultMaxConsumers) on the
+// bucket's stream, which the KV API does not expose.
+func limitConsumers(ctx context.Context, js jetstream.JetStream, name string, o BucketOptions) error {
+	st, err := js.Stream(ctx, "KV_"+name)
+	if err != nil {
+		return err
+	}
+	cfg := st.CachedInfo().Config
+	limits := jetstream.StreamConsumerLimits{InactiveThreshold: ConsumerInactiveLimit, MaxAckPending: ConsumerMaxAckPending}
+	maxConsumers := o.MaxConsumers
+	if maxConsumers <= 0 {
+		maxConsumers = DefaultMaxConsumers
+	}
+	if cfg.MaxConsumers == maxConsumers && cfg.ConsumerLimits == limits {
+		return nil
+	}
+	cfg.MaxConsumers, cfg.ConsumerLimits = maxConsumers, limits
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }
 
 // EnsureBuckets declares every mesh bucket.

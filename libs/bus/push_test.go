@@ -51,7 +51,7 @@ func TestReaderPushDeliveryReachesNoStatusSubscriber(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, deliver := range []string{bus.SubjectPolicyStatus + ".TrafficTarget.ns.forged", inbox} {
-		if _, err := js.AddConsumer("KV_"+bus.BucketCompiled, &nats.ConsumerConfig{DeliverSubject: deliver, AckPolicy: nats.AckNonePolicy}); err != nil {
+		if _, err := js.AddConsumer("KV_"+bus.BucketCompiled, &nats.ConsumerConfig{DeliverSubject: deliver, AckPolicy: nats.AckExplicitPolicy}); err != nil {
 			t.Logf("push consumer onto %s refused: %v", deliver, err)
 		}
 	}

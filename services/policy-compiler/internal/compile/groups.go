@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
@@ -47,15 +48,79 @@ func permissiveShard(svc model.NN) int {
 	return int(h.Sum32() % PermissiveShards)
 }
 
+// MaxGroupBytes bounds the names a proxy group carries itself. NATS takes
+// no value over bus.MaxValueSize (1 MB); an identity that may reach
+// thousands of services in SMI mode has more names than that (about 100
+// bytes for each service's cluster, endpoints and route), so the names of
+// a group above this bound go into name sets of its own instead (see
+// spillSetName), each within the bound, and the group lists them. The edge
+// serves a group the names of its sets as its own, so nothing changes for
+// the proxies, and no group is ever left out for being too large.
+const MaxGroupBytes = bus.MaxValueSize / 2
+
+// spillSetName is the name of identity id's i-th own name set. "/" cannot
+// appear in a namespace or ServiceAccount name, so no two identities share
+// one, and none is a permissive set's.
+func spillSetName(id model.Identity, i int) string {
+	return fmt.Sprintf("group/%s/%s/%02d", id.Namespace, id.Name, i)
+}
+
 // groups holds the compiled proxy groups, one per identity with running
 // pods in a meshed namespace, and the name sets they share.
 type groups struct {
 	byID map[model.Identity]*Group
 	sets map[string]*Set
+	// spilled is how many name sets of its own each spilled group has.
+	spilled map[model.Identity]int
 }
 
 func newGroups() groups {
-	return groups{byID: map[model.Identity]*Group{}, sets: map[string]*Set{}}
+	return groups{byID: map[model.Identity]*Group{}, sets: map[string]*Set{}, spilled: map[model.Identity]int{}}
+}
+
+// namesSize is about the encoded size of names: each name with its tag and
+// length bytes.
+func namesSize(byType map[string][]string) int {
+	n := 0
+	for _, names := range byType {
+		for _, name := range names {
+			n += len(name) + 3
+		}
+	}
+	return n
+}
+
+// spill puts the names of id's group into name sets of its own, each
+// within MaxGroupBytes, drops the ones it no longer needs, and returns
+// their names. n == 0 names (byType nil) drops them all.
+func (g *groups) spill(id model.Identity, byType map[string][]string, d *Delta) []string {
+	var chunks []map[string][]string
+	var cur map[string][]string
+	size := 0
+	for _, typ := range slices.Sorted(maps.Keys(byType)) {
+		for _, name := range byType[typ] {
+			if cur == nil || size+len(name)+3 > MaxGroupBytes {
+				cur, size = map[string][]string{}, 0
+				chunks = append(chunks, cur)
+			}
+			cur[typ] = append(cur[typ], name)
+			size += len(name) + 3
+		}
+	}
+	names := make([]string, len(chunks))
+	for i, c := range chunks {
+		names[i] = spillSetName(id, i)
+		g.putSet(names[i], c, d)
+	}
+	for i := len(chunks); i < g.spilled[id]; i++ {
+		g.dropSet(spillSetName(id, i), d)
+	}
+	if len(chunks) == 0 {
+		delete(g.spilled, id)
+	} else {
+		g.spilled[id] = len(chunks)
+	}
+	return names
 }
 
 // get is the group of id, or nil.
@@ -200,6 +265,7 @@ func (e *Engine) markAllGroups() {
 func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
 		e.groups.drop(id, d)
+		e.groups.spill(id, nil, d)
 		return
 	}
 	var locals []string
@@ -221,25 +287,32 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 		listeners = mergeSorted(listeners, n.listeners)
 	}
 	served := e.reach.served(id)
-	own := make([]svcRef, 0, len(served))
+	servedRefs := make([]svcRef, 0, len(served))
 	for _, s := range served {
-		own = append(own, svcRef{s, e.svcs.frag(s).key})
+		servedRefs = append(servedRefs, svcRef{s, e.svcs.frag(s).key})
 	}
-	sortRefs(own)
-	for _, s := range own {
+	sortRefs(servedRefs)
+	for _, s := range servedRefs {
 		locals = append(locals, e.svcs.frag(s.nn).locals...)
+	}
+	own := map[string][]string{
+		layout.TypeCluster:  mergeSorted(clusters, locals),
+		layout.TypeEndpoint: endpoints,
+		layout.TypeRoute:    routes,
+		layout.TypeListener: listeners,
+	}
+	if namesSize(own) > MaxGroupBytes {
+		sets = append(slices.Clone(sets), e.groups.spill(id, own, d)...)
+		own = nil
+	} else {
+		e.groups.spill(id, nil, d)
 	}
 	g := &meshv1.ProxyGroup{
 		Identity:  &meshv1.Identity{Namespace: id.Namespace, ServiceAccount: id.Name},
 		Resources: map[string]*meshv1.ResourceNames{},
 		Sets:      sets,
 	}
-	for typ, names := range map[string][]string{
-		layout.TypeCluster:  mergeSorted(clusters, locals),
-		layout.TypeEndpoint: endpoints,
-		layout.TypeRoute:    routes,
-		layout.TypeListener: listeners,
-	} {
+	for typ, names := range own {
 		if len(names) > 0 {
 			g.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: names}
 		}

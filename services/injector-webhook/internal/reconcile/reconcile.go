@@ -23,8 +23,8 @@
 //     cannot set it, because a pod has no UID until after admission; with
 //     a Claimer (the writer holding admission's Secrets until their pod
 //     appears) the Secret is created owned, and this step is left for
-//     Secrets written without an owner (the writer's holding area was full
-//     or it stopped) and for pods that share a proxy UUID.
+//     Secrets written by older injectors without an owner and for pods
+//     that share a proxy UUID.
 //  3. A Secret with no owner and no pod (admission succeeded but the
 //     apiserver then rejected the pod, or the pod was deleted before step
 //     2): once it is OrphanGrace old, and after the apiserver itself

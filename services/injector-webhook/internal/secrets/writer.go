@@ -1,30 +1,33 @@
-// Package secrets writes the injector's bootstrap Secrets off the admission
-// path.
+// Package secrets issues and writes the injector's bootstrap Secrets off the
+// admission path, once their pod exists.
 //
-// An apiserver/etcd round trip per pod would be most of the webhook's
-// latency, so admission does not wait for it: the Writer takes the Secret
-// into a bounded queue and returns at once, and a small pool of workers
-// creates the Secrets, retrying transient errors with jittered exponential
-// backoff. The patch the apiserver receives names the Secret, so the pod can
-// be stored before the Secret exists: the kubelet mounts a Secret volume by
-// retrying until the Secret appears, and the sidecar cannot start before its
-// volume is mounted, so a few milliseconds of lag cost nothing.
+// Admission hands Store a Secret that holds the rendered bootstrap but no
+// certificate, and returns at once: the Writer holds it in memory until
+// Claim names its pod (the reconciler's pod informer has seen the pod
+// stored). Only then does a worker have the Certifier issue the pod's
+// certificate (a key here, a signature from the cert-authority) and create
+// the Secret, owned by the pod so that Kubernetes deletes it with the pod.
+// A held Secret that no pod claims within OwnerWait was made for a pod that
+// never appeared (rejected after admission, or a forged AdmissionReview sent
+// straight to the webhook's listener): it is dropped, and it cost no key,
+// no signature and no apiserver write. Transient errors are retried with
+// jittered exponential backoff.
 //
-// With OwnerWait, Store holds the Secret in memory until Claim names its pod
-// (the reconciler's pod informer has seen the pod stored); the Secret is
-// then created with the pod as its owner, so that Kubernetes deletes it with
-// the pod. A held Secret that no pod claims within OwnerWait belongs to a
-// pod the apiserver rejected after admission, and is dropped unwritten.
+// The patch the apiserver receives names the Secret, so the pod is stored
+// before the Secret exists: the kubelet mounts a Secret volume by retrying
+// until it appears, and the sidecar cannot start before its volume is
+// mounted, so a few milliseconds of lag cost nothing.
 //
-// Nothing an admitted pod needs is lost:
-//   - when the queue is full, Store writes synchronously, within the
-//     admission call, and the caller sees the error;
-//   - a write that still fails after its attempts, or that was queued when
-//     the process died, leaves an injected pod without its Secret; the
-//     reconciler (package reconcile) finds such pods and issues them a fresh
+// Nothing an admitted pod needs is lost for good; what the Writer cannot do
+// the reconciler (package reconcile) does, after its grace period, for the
+// pods that exist:
+//   - when more Secrets wait than QueueSize, Store drops the new one
+//     (counted) rather than write it before its pod exists;
+//   - a write that still fails after its attempts, or that was held or
+//     queued when the process died, leaves an injected pod without its
 //     Secret;
-//   - on shutdown, Start stops taking new items (later ones are written
-//     synchronously) and flushes the queue within FlushTimeout.
+//   - on shutdown, Start stops taking Secrets, drops those still waiting
+//     for their pod, and flushes the claimed ones within FlushTimeout.
 //
 // The Writer reports through callbacks, not logs or a metrics registry.
 package secrets
@@ -49,14 +52,34 @@ type Creator interface {
 	Create(ctx context.Context, s *corev1.Secret) error
 }
 
+// Certifier issues the certificate of a bootstrap Secret, for service
+// account sa of the Secret's namespace, and puts it into the Secret
+// (webhook.Certifier).
+type Certifier interface {
+	Certify(ctx context.Context, s *corev1.Secret, sa string) error
+}
+
+// Reasons a Secret is dropped unwritten, for ObserveDrop.
+const (
+	// DropUnclaimed: no pod claimed it within OwnerWait.
+	DropUnclaimed = "unclaimed"
+	// DropFull: QueueSize Secrets were already waiting.
+	DropFull = "full"
+	// DropStopped: the Writer was stopping.
+	DropStopped = "stopped"
+)
+
 // Options configure a Writer. Zero values take the defaults.
 type Options struct {
 	// Workers is the number of concurrent writers; default 4.
 	Workers int
 	// QueueSize bounds the Secrets waiting to be written; default 1024.
 	QueueSize int
-	// Attempts is how often one Secret is tried before it is given up to
-	// the reconciler; default 6.
+	// Certifier issues each Secret's certificate once its pod has claimed
+	// it; required.
+	Certifier Certifier
+	// Attempts is how often one Secret is tried (certificate and create)
+	// before it is given up to the reconciler; default 6.
 	Attempts int
 	// BaseBackoff and MaxBackoff bound the jittered exponential backoff
 	// between attempts; defaults 50 ms and 2 s.
@@ -65,18 +88,17 @@ type Options struct {
 	WriteTimeout time.Duration
 	// FlushTimeout bounds the flush of the queue at shutdown; default 10 s.
 	FlushTimeout time.Duration
-	// OwnerWait, when positive, is how long a stored Secret waits for Claim
-	// before it is dropped unwritten; see the package doc. 0 writes every
-	// Secret at once, without an owner.
+	// OwnerWait is how long a stored Secret waits for Claim before it is
+	// dropped unwritten; default 30 s.
 	OwnerWait time.Duration
 	// ObserveWrite, when set, is told about every Secret written or given
 	// up: the time from Store to the end of the last attempt (waiting for
-	// Claim included), the number of attempts, whether it was written
-	// synchronously, and the final error.
-	ObserveWrite func(d time.Duration, attempts int, sync bool, err error)
-	// ObserveDrop, when set, is told about every held Secret dropped
-	// because no pod claimed it within OwnerWait.
-	ObserveDrop func()
+	// Claim and the certificate included), the number of attempts and the
+	// final error.
+	ObserveWrite func(d time.Duration, attempts int, err error)
+	// ObserveDrop, when set, is told about every Secret dropped unwritten,
+	// with the reason: DropUnclaimed, DropFull or DropStopped.
+	ObserveDrop func(reason string)
 }
 
 func (o *Options) defaults() {
@@ -101,11 +123,17 @@ func (o *Options) defaults() {
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = 10 * time.Second
 	}
+	if o.OwnerWait <= 0 {
+		o.OwnerWait = 30 * time.Second
+	}
 }
 
 type item struct {
 	secret *corev1.Secret
+	sa     string // the pod's service account, the certificate's identity
 	queued time.Time
+	// certified is set once the certificate is in secret.
+	certified bool
 }
 
 // Writer creates Secrets asynchronously; see the package doc.
@@ -139,39 +167,36 @@ func (w *Writer) Len() int {
 	return len(w.queue) + len(w.held)
 }
 
-// Store holds s for its pod (with OwnerWait) or hands it to the workers,
-// and returns nil at once. When both are full or the Writer has stopped,
-// Store creates s synchronously (one attempt, bounded by ctx) and returns
-// that error. An existing Secret of the same name counts
-// as written. s must not be modified afterwards.
-func (w *Writer) Store(ctx context.Context, s *corev1.Secret) error {
-	now := time.Now()
-	it := item{secret: s, queued: now}
-	if w.o.OwnerWait > 0 {
-		w.mu.Lock()
-		if !w.stopped && len(w.held) < w.o.QueueSize {
-			w.held[s.Namespace+"/"+s.Name] = it
-			w.mu.Unlock()
-			return nil
-		}
-		w.mu.Unlock()
+// Store holds s, a bootstrap Secret without a certificate, until its pod
+// claims it, for at most OwnerWait, and returns nil at once; sa is the
+// pod's service account. It never issues nor writes anything itself. When
+// QueueSize Secrets already wait, or the Writer has stopped, s is dropped
+// (ObserveDrop) and the reconciler issues the pod's Secret if the pod
+// exists. s must not be modified afterwards.
+func (w *Writer) Store(_ context.Context, s *corev1.Secret, sa string) error {
+	w.mu.Lock()
+	reason := ""
+	switch {
+	case w.stopped:
+		reason = DropStopped
+	case len(w.held) >= w.o.QueueSize:
+		reason = DropFull
+	default:
+		w.held[s.Namespace+"/"+s.Name] = item{secret: s, sa: sa, queued: time.Now()}
 	}
-	w.mu.RLock()
-	if !w.stopped {
-		select {
-		case w.queue <- it:
-			w.mu.RUnlock()
-			return nil
-		default:
-		}
-	}
-	w.mu.RUnlock()
-	err := w.create(ctx, s)
-	w.observe(now, 1, true, err)
-	if err != nil {
-		return fmt.Errorf("create bootstrap secret %s/%s: %w", s.Namespace, s.Name, err)
+	w.mu.Unlock()
+	if reason != "" {
+		w.drop(reason, 1)
 	}
 	return nil
+}
+
+func (w *Writer) drop(reason string, n int) {
+	if w.o.ObserveDrop != nil {
+		for range n {
+			w.o.ObserveDrop(reason)
+		}
+	}
 }
 
 // Claim hands the held Secret namespace/name, if any, to the workers with
@@ -231,17 +256,13 @@ func (w *Writer) expire(now time.Time) {
 		}
 	}
 	w.mu.Unlock()
-	if w.o.ObserveDrop != nil {
-		for range dropped {
-			w.o.ObserveDrop()
-		}
-	}
+	w.drop(DropUnclaimed, dropped)
 }
 
-// Start runs the workers until ctx ends, then stops taking new Secrets and
-// flushes those queued or held (these without an owner) within
-// FlushTimeout. It returns an error when Secrets were left unwritten by the
-// flush.
+// Start runs the workers until ctx ends, then stops taking new Secrets,
+// drops those still waiting for their pod, and flushes the claimed ones
+// within FlushTimeout. It returns an error when claimed Secrets were left
+// unwritten by the flush.
 func (w *Writer) Start(ctx context.Context) error {
 	// Writes outlive ctx: a Secret taken from the queue is written even
 	// when ctx ends meanwhile, until the flush deadline cancels wctx.
@@ -264,11 +285,12 @@ func (w *Writer) Start(ctx context.Context) error {
 		}
 		w.mu.Lock()
 		w.stopped = true // nothing enters the queue or held from now on
-		for k, it := range w.held {
-			delete(w.held, k)
-			w.enqueueLocked(it) // without an owner
-		}
+		// Their pods, if they exist, get a Secret from the reconciler: a
+		// Secret is never signed before its pod exists.
+		unclaimed := len(w.held)
+		clear(w.held)
 		w.mu.Unlock()
+		w.drop(DropStopped, unclaimed)
 		close(stopping)
 		t := time.NewTimer(w.o.FlushTimeout)
 		defer t.Stop()
@@ -279,20 +301,18 @@ func (w *Writer) Start(ctx context.Context) error {
 		}
 	})
 	var wg sync.WaitGroup
-	if w.o.OwnerWait > 0 {
-		wg.Go(func() {
-			t := time.NewTicker(max(w.o.OwnerWait/10, 10*time.Millisecond))
-			defer t.Stop()
-			for {
-				select {
-				case now := <-t.C:
-					w.expire(now)
-				case <-stopping:
-					return
-				}
+	wg.Go(func() {
+		t := time.NewTicker(max(w.o.OwnerWait/10, 10*time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case now := <-t.C:
+				w.expire(now)
+			case <-stopping:
+				return
 			}
-		})
-	}
+		}
+	})
 	for range w.o.Workers {
 		wg.Go(func() {
 			for {
@@ -322,14 +342,15 @@ func (w *Writer) Start(ctx context.Context) error {
 	return nil
 }
 
-// write tries one queued Secret up to Attempts times and returns the last
-// error.
+// write issues the certificate of one claimed Secret and creates it,
+// trying up to Attempts times, and returns the last error.
 func (w *Writer) write(ctx context.Context, it item) error {
 	var err error
 	attempt := 0
 	for attempt < w.o.Attempts {
 		attempt++
-		if err = w.create(ctx, it.secret); err == nil || !retryable(err) {
+		var again bool
+		if again, err = w.attempt(ctx, &it); !again {
 			break
 		}
 		if attempt == w.o.Attempts {
@@ -340,13 +361,27 @@ func (w *Writer) write(ctx context.Context, it item) error {
 		case <-ctx.Done():
 			t.Stop()
 			err = errors.Join(err, ctx.Err())
-			w.observe(it.queued, attempt, false, err)
+			w.observe(it.queued, attempt, err)
 			return err
 		case <-t.C:
 		}
 	}
-	w.observe(it.queued, attempt, false, err)
+	w.observe(it.queued, attempt, err)
 	return err
+}
+
+// attempt issues the certificate, unless an earlier attempt did, and
+// creates the Secret; it reports whether a failure may be retried.
+func (w *Writer) attempt(ctx context.Context, it *item) (again bool, err error) {
+	if !it.certified {
+		// The CA may be restarting: retried like a create.
+		if err := w.o.Certifier.Certify(ctx, it.secret, it.sa); err != nil {
+			return ctx.Err() == nil, err
+		}
+		it.certified = true
+	}
+	err = w.create(ctx, it.secret)
+	return err != nil && retryable(err), err
 }
 
 func (w *Writer) create(ctx context.Context, s *corev1.Secret) error {
@@ -367,9 +402,9 @@ func (w *Writer) backoff(attempt int) time.Duration {
 	return backoff.Wait(w.o.BaseBackoff, w.o.MaxBackoff, attempt)
 }
 
-func (w *Writer) observe(start time.Time, attempts int, sync bool, err error) {
+func (w *Writer) observe(start time.Time, attempts int, err error) {
 	if w.o.ObserveWrite != nil {
-		w.o.ObserveWrite(time.Since(start), attempts, sync, err)
+		w.o.ObserveWrite(time.Since(start), attempts, err)
 	}
 }
 

@@ -3,6 +3,7 @@ package secrets
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -26,11 +27,12 @@ type creator struct {
 	calls   map[string]int
 	created []string
 	owners  map[string][]metav1.OwnerReference
+	data    map[string]map[string][]byte
 	gate    chan struct{} // when non-nil, Create waits for it to close
 }
 
 func newCreator() *creator {
-	return &creator{fail: map[string][]error{}, calls: map[string]int{}, owners: map[string][]metav1.OwnerReference{}}
+	return &creator{fail: map[string][]error{}, calls: map[string]int{}, owners: map[string][]metav1.OwnerReference{}, data: map[string]map[string][]byte{}}
 }
 
 func (c *creator) Create(ctx context.Context, s *corev1.Secret) error {
@@ -50,6 +52,7 @@ func (c *creator) Create(ctx context.Context, s *corev1.Secret) error {
 	}
 	c.created = append(c.created, s.Name)
 	c.owners[s.Name] = s.OwnerReferences
+	c.data[s.Name] = s.Data
 	return nil
 }
 
@@ -67,9 +70,38 @@ func secret(name string) *corev1.Secret {
 	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "bookstore", Name: name}}
 }
 
+// certifier is a hand-written fake of Certifier: it counts its calls,
+// fails with the errors queued, and puts a fake certificate in.
+type certifier struct {
+	mu    sync.Mutex
+	calls []string // namespace/name/sa
+	fail  []error
+}
+
+func (c *certifier) Certify(_ context.Context, s *corev1.Secret, sa string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.calls = append(c.calls, s.Namespace+"/"+s.Name+"/"+sa)
+	if len(c.fail) > 0 {
+		err := c.fail[0]
+		c.fail = c.fail[1:]
+		return err
+	}
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	s.Data["tls.crt"] = []byte("cert for " + sa)
+	return nil
+}
+
+func (c *certifier) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.calls)
+}
+
 type result struct {
 	attempts int
-	sync     bool
 	err      error
 }
 
@@ -82,9 +114,9 @@ type observer struct {
 
 func newObserver() *observer { return &observer{done: make(chan struct{}, 100)} }
 
-func (o *observer) observe(_ time.Duration, attempts int, sync bool, err error) {
+func (o *observer) observe(_ time.Duration, attempts int, err error) {
 	o.mu.Lock()
-	o.got = append(o.got, result{attempts, sync, err})
+	o.got = append(o.got, result{attempts, err})
 	o.mu.Unlock()
 	o.done <- struct{}{}
 }
@@ -103,6 +135,27 @@ func (o *observer) wait(t *testing.T, n int) []result {
 	return append([]result(nil), o.got...)
 }
 
+// drops counts ObserveDrop calls by reason.
+type drops struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (d *drops) observe(reason string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.n == nil {
+		d.n = map[string]int{}
+	}
+	d.n[reason]++
+}
+
+func (d *drops) count(reason string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n[reason]
+}
+
 func run(t *testing.T, w *Writer) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -117,94 +170,130 @@ func run(t *testing.T, w *Writer) (stop func() error) {
 	return stop
 }
 
-func TestStoreReturnsBeforeTheWrite(t *testing.T) {
-	c, obs := newCreator(), newObserver()
-	c.gate = make(chan struct{})
-	w := New(c, Options{Workers: 1, QueueSize: 4, ObserveWrite: obs.observe})
-	run(t, w)
-	if err := w.Store(t.Context(), secret("a")); err != nil {
+func ownerOf(name string) []metav1.OwnerReference {
+	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: name, UID: "uid-" + types.UID(name)}}
+}
+
+// TestUnclaimedSecretsCostNothing is the amplifier of issue 15 (item 7):
+// Secrets stored for pods that never appear (forged AdmissionReviews) get
+// no certificate and no write, whether they wait out OwnerWait or find the
+// holding area full.
+func TestUnclaimedSecretsCostNothing(t *testing.T) {
+	c, cert, dr := newCreator(), &certifier{}, &drops{}
+	const forged, room = 1000, 600
+	w := New(c, Options{Workers: 2, QueueSize: room, OwnerWait: 200 * time.Millisecond, Certifier: cert, ObserveDrop: dr.observe})
+	stop := run(t, w)
+	for i := range forged {
+		if err := w.Store(t.Context(), secret(fmt.Sprintf("forged-%d", i)), "default"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := dr.count(DropFull); n != forged-room {
+		t.Fatalf("%d dropped as full, want %d", n, forged-room)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for dr.count(DropUnclaimed) < room {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d held Secrets dropped after OwnerWait", dr.count(DropUnclaimed), room)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	// The creator is blocked, so Store returned before the write.
-	if created, _ := c.snapshot(); len(created) != 0 {
-		t.Fatalf("created %v before the gate opened", created)
+	if created, calls := c.snapshot(); len(created) != 0 || len(calls) != 0 || cert.count() != 0 {
+		t.Fatalf("%d certificates issued and %d creates for pods that never appeared", cert.count(), len(calls))
 	}
-	close(c.gate)
-	got := obs.wait(t, 1)
-	if got[0] != (result{1, false, nil}) {
-		t.Fatalf("write: %+v", got[0])
-	}
-	if created, _ := c.snapshot(); len(created) != 1 || created[0] != "a" {
-		t.Fatalf("created %v", created)
+	if w.Len() != 0 {
+		t.Fatalf("%d Secrets still waiting", w.Len())
 	}
 }
 
-func TestFullQueueWritesSynchronously(t *testing.T) {
-	c, obs := newCreator(), newObserver()
+func TestClaimedSecretIsCertifiedAndWrittenOwned(t *testing.T) {
+	c, cert, obs := newCreator(), &certifier{}, newObserver()
 	c.gate = make(chan struct{})
-	// No workers run: the queue of one fills at once.
-	w := New(c, Options{Workers: 1, QueueSize: 1, ObserveWrite: obs.observe})
-	if err := w.Store(t.Context(), secret("queued")); err != nil {
+	w := New(c, Options{Workers: 1, OwnerWait: time.Minute, Certifier: cert, ObserveWrite: obs.observe})
+	run(t, w)
+	if err := w.Store(t.Context(), secret("a"), "bookstore"); err != nil {
 		t.Fatal(err)
-	}
-	close(c.gate)
-	if err := w.Store(t.Context(), secret("sync")); err != nil {
-		t.Fatal(err)
-	}
-	if got := obs.wait(t, 1); got[0] != (result{1, true, nil}) {
-		t.Fatalf("fallback write: %+v", got[0])
-	}
-	if created, _ := c.snapshot(); len(created) != 1 || created[0] != "sync" {
-		t.Fatalf("created %v, want the second Secret written synchronously", created)
 	}
 	if w.Len() != 1 {
-		t.Fatalf("queue length %d, want 1", w.Len())
+		t.Fatalf("Len %d, want the held Secret counted", w.Len())
 	}
-	// The synchronous path returns its error: nothing is dropped silently.
-	c.fail["sync-bad"] = []error{errors.New("etcd down")}
-	if err := w.Store(t.Context(), secret("sync-bad")); err == nil {
-		t.Fatal("a failed synchronous write returned nil")
+	// Nothing is issued nor written before the pod appears.
+	time.Sleep(50 * time.Millisecond)
+	if created, _ := c.snapshot(); len(created) != 0 || cert.count() != 0 {
+		t.Fatalf("created %v, %d certificates, before the claim", created, cert.count())
 	}
-	// Starting and stopping flushes the queued Secret.
-	if err := run(t, w)(); err != nil {
-		t.Fatal(err)
+	if w.Claim("other", "a", ownerOf("pod-a")) {
+		t.Fatal("a claim in another namespace took the Secret")
 	}
-	if created, _ := c.snapshot(); len(created) != 2 {
-		t.Fatalf("created %v after the flush", created)
+	if !w.Claim("bookstore", "a", ownerOf("pod-a")) {
+		t.Fatal("the held Secret was not claimed")
+	}
+	// Claim returned before the write: the creator is still blocked.
+	close(c.gate)
+	if got := obs.wait(t, 1); got[0] != (result{1, nil}) {
+		t.Fatalf("write: %+v", got[0])
+	}
+	if cert.calls[0] != "bookstore/a/bookstore" {
+		t.Fatalf("certified %v, want the Secret for service account bookstore", cert.calls)
+	}
+	c.mu.Lock()
+	owners, data := c.owners["a"], c.data["a"]
+	c.mu.Unlock()
+	if len(owners) != 1 || owners[0].UID != "uid-pod-a" {
+		t.Fatalf("created with owners %v, want pod-a", owners)
+	}
+	if string(data["tls.crt"]) != "cert for bookstore" {
+		t.Fatalf("created without its certificate: %q", data["tls.crt"])
+	}
+	// A second claim (the pod's update events) finds nothing.
+	if w.Claim("bookstore", "a", ownerOf("pod-a")) {
+		t.Fatal("claimed twice")
 	}
 }
 
 func TestRetriesTransientErrors(t *testing.T) {
 	gr := schema.GroupResource{Resource: "secrets"}
 	cases := []struct {
-		name     string
-		errs     []error
-		attempts int // the writer's Options.Attempts is 3
-		written  bool
-		wantErr  bool
+		name      string
+		errs      []error
+		certErrs  []error
+		attempts  int // the writer's Options.Attempts is 3
+		certCalls int
+		written   bool
+		wantErr   bool
 	}{
-		{"transient then ok", []error{apierrors.NewServerTimeout(gr, "create", 1), apierrors.NewTooManyRequests("slow down", 1)}, 3, true, false},
-		{"already exists is written", []error{apierrors.NewAlreadyExists(gr, "x")}, 1, false, false},
-		{"forbidden is final", []error{apierrors.NewForbidden(gr, "x", errors.New("namespace terminating"))}, 1, false, true},
-		{"gives up after the attempts", []error{errors.New("1"), errors.New("connection reset"), errors.New("3"), errors.New("4")}, 3, false, true},
+		{"transient then ok", []error{apierrors.NewServerTimeout(gr, "create", 1), apierrors.NewTooManyRequests("slow down", 1)}, nil, 3, 1, true, false},
+		{"already exists is written", []error{apierrors.NewAlreadyExists(gr, "x")}, nil, 1, 1, false, false},
+		{"forbidden is final", []error{apierrors.NewForbidden(gr, "x", errors.New("namespace terminating"))}, nil, 1, 1, false, true},
+		{"gives up after the attempts", []error{errors.New("1"), errors.New("connection reset"), errors.New("3"), errors.New("4")}, nil, 3, 1, false, true},
+		{"the CA fails, then signs", nil, []error{errors.New("ca unavailable")}, 2, 2, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, obs := newCreator(), newObserver()
+			cert := &certifier{fail: tc.certErrs}
 			c.fail["s"] = tc.errs
-			w := New(c, Options{Workers: 2, Attempts: 3,
+			w := New(c, Options{Workers: 2, Attempts: 3, Certifier: cert,
 				BaseBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, ObserveWrite: obs.observe})
 			run(t, w)
-			if err := w.Store(t.Context(), secret("s")); err != nil {
+			if err := w.Store(t.Context(), secret("s"), "default"); err != nil {
 				t.Fatal(err)
 			}
+			w.Claim("bookstore", "s", ownerOf("s"))
 			got := obs.wait(t, 1)[0]
-			if got.attempts != tc.attempts || got.sync || (got.err != nil) != tc.wantErr {
+			if got.attempts != tc.attempts || (got.err != nil) != tc.wantErr {
 				t.Fatalf("got %+v, want %d attempts, error %v", got, tc.attempts, tc.wantErr)
 			}
 			created, calls := c.snapshot()
-			if (len(created) == 1) != tc.written || calls["s"] != tc.attempts {
+			if (len(created) == 1) != tc.written || calls["s"] != tc.attempts-len(tc.certErrs) {
 				t.Fatalf("created %v after %d calls", created, calls["s"])
+			}
+			// One certificate per Secret, however often the create is tried.
+			if cert.count() != tc.certCalls {
+				t.Fatalf("%d certificates issued, want %d", cert.count(), tc.certCalls)
 			}
 		})
 	}
@@ -226,162 +315,52 @@ func TestBackoffIsJitteredAndBounded(t *testing.T) {
 	}
 }
 
-func TestShutdownFlushesAndThenWritesSynchronously(t *testing.T) {
-	c, obs := newCreator(), newObserver()
+func TestShutdownFlushesClaimedAndDropsUnclaimed(t *testing.T) {
+	c, cert, dr := newCreator(), &certifier{}, &drops{}
 	c.gate = make(chan struct{})
-	w := New(c, Options{Workers: 2, QueueSize: 16, ObserveWrite: obs.observe})
+	w := New(c, Options{Workers: 2, QueueSize: 16, OwnerWait: time.Hour, Certifier: cert, ObserveDrop: dr.observe})
 	stop := run(t, w)
+	for _, n := range []string{"a", "b", "c", "d", "e", "unclaimed"} {
+		if err := w.Store(t.Context(), secret(n), "default"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, n := range []string{"a", "b", "c", "d", "e"} {
-		if err := w.Store(t.Context(), secret(n)); err != nil {
-			t.Fatal(err)
-		}
+		w.Claim("bookstore", n, ownerOf(n))
 	}
 	close(c.gate)
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
-	if created, _ := c.snapshot(); len(created) != 5 {
-		t.Fatalf("created %v, want all five flushed", created)
+	if created, _ := c.snapshot(); len(created) != 5 || cert.count() != 5 {
+		t.Fatalf("created %v with %d certificates, want the five claimed flushed", created, cert.count())
 	}
-	// After the stop, Store writes synchronously rather than queueing into
-	// a queue nobody drains.
-	if err := w.Store(t.Context(), secret("late")); err != nil {
+	if dr.count(DropStopped) != 1 {
+		t.Fatalf("dropped %v, want the unclaimed Secret dropped at shutdown", dr.n)
+	}
+	// After the stop, Store takes nothing.
+	if err := w.Store(t.Context(), secret("late"), "default"); err != nil {
 		t.Fatal(err)
 	}
-	got := obs.wait(t, 6)
-	if last := got[len(got)-1]; !last.sync {
-		t.Fatalf("late write %+v, want synchronous", last)
-	}
-	if w.Len() != 0 {
-		t.Fatalf("%d left in the queue", w.Len())
-	}
-}
-
-func ownerOf(name string) []metav1.OwnerReference {
-	return []metav1.OwnerReference{{APIVersion: "v1", Kind: "Pod", Name: name, UID: "uid-" + types.UID(name)}}
-}
-
-func TestHeldSecretIsWrittenOwnedOnceClaimed(t *testing.T) {
-	c, obs := newCreator(), newObserver()
-	w := New(c, Options{Workers: 1, OwnerWait: time.Minute, ObserveWrite: obs.observe})
-	run(t, w)
-	if err := w.Store(t.Context(), secret("a")); err != nil {
-		t.Fatal(err)
-	}
-	if w.Len() != 1 {
-		t.Fatalf("Len %d, want the held Secret counted", w.Len())
-	}
-	// Nothing is written before the pod appears.
-	time.Sleep(50 * time.Millisecond)
-	if created, _ := c.snapshot(); len(created) != 0 {
-		t.Fatalf("created %v before the claim", created)
-	}
-	if w.Claim("other", "a", ownerOf("pod-a")) {
-		t.Fatal("a claim in another namespace took the Secret")
-	}
-	if !w.Claim("bookstore", "a", ownerOf("pod-a")) {
-		t.Fatal("the held Secret was not claimed")
-	}
-	if got := obs.wait(t, 1); got[0] != (result{1, false, nil}) {
-		t.Fatalf("write: %+v", got[0])
-	}
-	c.mu.Lock()
-	owners := c.owners["a"]
-	c.mu.Unlock()
-	if len(owners) != 1 || owners[0].UID != "uid-pod-a" {
-		t.Fatalf("created with owners %v, want pod-a", owners)
-	}
-	// A second claim (the pod's update events) finds nothing.
-	if w.Claim("bookstore", "a", ownerOf("pod-a")) {
-		t.Fatal("claimed twice")
-	}
-}
-
-func TestUnclaimedSecretIsDroppedUnwritten(t *testing.T) {
-	c := newCreator()
-	dropped := make(chan struct{}, 1)
-	w := New(c, Options{Workers: 1, OwnerWait: 100 * time.Millisecond, ObserveDrop: func() { dropped <- struct{}{} }})
-	stop := run(t, w)
-	start := time.Now()
-	if err := w.Store(t.Context(), secret("rejected")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-dropped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the unclaimed Secret was not dropped")
-	}
-	if d := time.Since(start); d < 100*time.Millisecond {
-		t.Fatalf("dropped after %s, before OwnerWait", d)
-	}
-	if w.Claim("bookstore", "rejected", ownerOf("late")) {
-		t.Fatal("a dropped Secret was claimed")
-	}
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	if created, calls := c.snapshot(); len(created) != 0 || len(calls) != 0 {
-		t.Fatalf("created %v (calls %v): a dropped Secret was written", created, calls)
-	}
-}
-
-func TestShutdownWritesHeldSecretsWithoutOwner(t *testing.T) {
-	c := newCreator()
-	// A queue of one and a single blocked worker: the held Secrets do not
-	// all fit in the queue at shutdown.
-	c.gate = make(chan struct{})
-	w := New(c, Options{Workers: 1, QueueSize: 8, OwnerWait: time.Hour})
-	stop := run(t, w)
-	for _, n := range []string{"a", "b", "c"} {
-		if err := w.Store(t.Context(), secret(n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	close(c.gate)
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
-	created, _ := c.snapshot()
-	if len(created) != 3 {
-		t.Fatalf("created %v, want the three held Secrets flushed", created)
-	}
-	for _, n := range created {
-		if len(c.owners[n]) != 0 {
-			t.Fatalf("%s flushed with owners %v", n, c.owners[n])
-		}
-	}
-}
-
-func TestFullHoldingAreaWritesAtOnce(t *testing.T) {
-	c, obs := newCreator(), newObserver()
-	w := New(c, Options{Workers: 1, QueueSize: 1, OwnerWait: time.Hour, ObserveWrite: obs.observe})
-	run(t, w)
-	for _, n := range []string{"held", "at-once"} {
-		if err := w.Store(t.Context(), secret(n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	obs.wait(t, 1)
-	if created, _ := c.snapshot(); len(created) != 1 || created[0] != "at-once" {
-		t.Fatalf("created %v, want only the Secret that found the holding area full", created)
+	if w.Len() != 0 || dr.count(DropStopped) != 2 || cert.count() != 5 {
+		t.Fatalf("late Store: Len %d, dropped %v, %d certificates", w.Len(), dr.n, cert.count())
 	}
 }
 
 func TestClaimWithAFullQueueDoesNotBlock(t *testing.T) {
 	c, obs := newCreator(), newObserver()
 	c.gate = make(chan struct{})
-	// Not started: nothing drains the queue. a and b are held; c finds the
-	// holding area full and takes one of the queue's two places.
-	w := New(c, Options{Workers: 1, QueueSize: 2, OwnerWait: time.Hour, ObserveWrite: obs.observe})
-	for _, n := range []string{"a", "b", "c"} {
-		if err := w.Store(t.Context(), secret(n)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Not started: nothing drains the queue of one.
+	w := New(c, Options{Workers: 1, QueueSize: 1, OwnerWait: time.Hour, Certifier: &certifier{}, ObserveWrite: obs.observe})
 	done := make(chan struct{})
 	go func() {
-		w.Claim("bookstore", "a", ownerOf("a")) // fills the queue
-		w.Claim("bookstore", "b", ownerOf("b")) // writes on its own goroutine
+		for _, n := range []string{"a", "b"} {
+			if err := w.Store(t.Context(), secret(n), "default"); err != nil {
+				t.Error(err)
+			}
+			// a fills the queue; b is written on a goroutine of its own.
+			w.Claim("bookstore", n, ownerOf(n))
+		}
 		close(done)
 	}()
 	select {
@@ -396,7 +375,7 @@ func TestClaimWithAFullQueueDoesNotBlock(t *testing.T) {
 	if err := run(t, w)(); err != nil {
 		t.Fatal(err)
 	}
-	if created, _ := c.snapshot(); len(created) != 3 {
+	if created, _ := c.snapshot(); len(created) != 2 {
 		t.Fatalf("created %v", created)
 	}
 }

@@ -31,10 +31,11 @@ type SecretsConfig struct {
 // Flags registers the bootstrap Secret flags.
 func (c *SecretsConfig) Flags(f *app.Flags) {
 	f.Int(&c.Writers, "bootstrap-writers", 4, "workers that create bootstrap Secrets after admission has answered")
-	f.Int(&c.QueueSize, "bootstrap-queue-size", 1024, "bootstrap Secrets that may wait for a writer; when full, admission writes the Secret itself")
+	f.Int(&c.QueueSize, "bootstrap-queue-size", 1024,
+		"bootstrap Secrets that may wait for their pod to appear, and for a writer; when full, a newly admitted pod's Secret is left to the reconciler (--bootstrap-missing-grace)")
 	f.Duration(&c.OwnerWait, "bootstrap-owner-wait", 30*time.Second,
-		"how long an admitted pod's bootstrap Secret waits, in memory, for the pod to appear, so that it is created already owned by the pod; "+
-			"a Secret whose pod never appears (rejected after admission) is dropped unwritten. 0 writes Secrets at once and sets the owner with a second write")
+		"how long an admitted pod's bootstrap Secret waits, in memory and without a certificate, for the pod to appear; only then is its certificate issued "+
+			"and the Secret created, owned by the pod. A Secret whose pod never appears (rejected after admission, or a forged request) is dropped, unsigned and unwritten")
 	f.Duration(&c.MissingGrace, "bootstrap-missing-grace", 30*time.Second,
 		"age at which an injected pod still without its bootstrap Secret (a write lost to a restart) gets a freshly issued one")
 	f.Duration(&c.OrphanGrace, "bootstrap-orphan-grace", 5*time.Minute,
@@ -49,8 +50,9 @@ func (c *SecretsConfig) Validate() error {
 	if c.QueueSize < 1 {
 		return app.FlagError("bootstrap-queue-size", "must be at least 1, got %d", c.QueueSize)
 	}
-	if c.OwnerWait < 0 {
-		return app.FlagError("bootstrap-owner-wait", "must not be negative, got %s", c.OwnerWait)
+	if c.OwnerWait <= 0 {
+		// Writing before the pod exists would sign for forged requests.
+		return app.FlagError("bootstrap-owner-wait", "must be positive (a certificate is issued only once its pod exists), got %s", c.OwnerWait)
 	}
 	if c.OwnerWait > c.MissingGrace {
 		// A pod whose Secret is still held would get a second one.
@@ -70,24 +72,27 @@ func (c *SecretsConfig) Validate() error {
 var (
 	_ webhook.SecretStore = (*secrets.Writer)(nil)
 	_ reconcile.Claimer   = (*secrets.Writer)(nil)
+	_ secrets.Certifier   = (*webhook.Certifier)(nil)
 )
 
 // newWriter returns the asynchronous bootstrap Secret writer with its
 // metrics: queue depth, write latency (from admission to the Secret stored)
-// and failures.
-func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*secrets.Writer, error) {
+// and failures. It issues each Secret's certificate through cert once the
+// pod exists.
+func newWriter(meter metric.Meter, cs kubernetes.Interface, cert secrets.Certifier, c SecretsConfig) (*secrets.Writer, error) {
 	latency, err := seconds(meter, "osm_injector_bootstrap_write_seconds",
-		"time from admission to the bootstrap Secret stored, retries included, by mode (async or sync fallback) and outcome")
+		"time from admission to the bootstrap Secret stored, the wait for the pod, the certificate and retries included, by outcome")
 	if err != nil {
 		return nil, err
 	}
 	failures, err := counter(meter, "osm_injector_bootstrap_write_failures",
-		"bootstrap Secrets not written after all attempts (the reconciler recreates them), by mode")
+		"bootstrap Secrets not written after all attempts (the reconciler recreates them)")
 	if err != nil {
 		return nil, err
 	}
 	dropped, err := counter(meter, "osm_injector_bootstrap_dropped",
-		"bootstrap Secrets never written because their pod did not appear within --bootstrap-owner-wait (the apiserver rejected it after admission)")
+		"bootstrap Secrets dropped unsigned and unwritten, by reason: unclaimed (the pod did not appear within --bootstrap-owner-wait: "+
+			"rejected after admission, or a forged request), full (--bootstrap-queue-size Secrets waiting), stopped (shutdown)")
 	if err != nil {
 		return nil, err
 	}
@@ -97,19 +102,17 @@ func newWriter(meter metric.Meter, cs kubernetes.Interface, c SecretsConfig) (*s
 		return nil, fmt.Errorf("metric osm_injector_bootstrap_queue_depth: %w", err)
 	}
 	w := secrets.New(secretCreator{cs}, secrets.Options{
-		Workers: c.Writers, QueueSize: c.QueueSize, OwnerWait: c.OwnerWait,
-		ObserveDrop: func() { dropped.Add(context.Background(), 1) },
-		ObserveWrite: func(d time.Duration, attempts int, sync bool, err error) {
-			mode, outcome := "async", "written"
-			if sync {
-				mode = "sync"
-			}
+		Workers: c.Writers, QueueSize: c.QueueSize, OwnerWait: c.OwnerWait, Certifier: cert,
+		ObserveDrop: func(reason string) {
+			dropped.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+		},
+		ObserveWrite: func(d time.Duration, _ int, err error) {
+			outcome := "written"
 			if err != nil {
 				outcome = "failed"
-				failures.Add(context.Background(), 1, metric.WithAttributes(attribute.String("mode", mode)))
+				failures.Add(context.Background(), 1)
 			}
-			latency.Record(context.Background(), d.Seconds(),
-				metric.WithAttributes(attribute.String("mode", mode), attribute.String("outcome", outcome)))
+			latency.Record(context.Background(), d.Seconds(), metric.WithAttributes(attribute.String("outcome", outcome)))
 		},
 	})
 	if _, err := meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {

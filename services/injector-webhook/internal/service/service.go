@@ -38,8 +38,9 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"half its lifetime and keeps the webhook configuration's caBundle equal to the CA's trust\n" +
 	"bundle. --tls-cert-file and --tls-key-file, when set, take precedence: those files are served\n" +
 	"and --tls-ca-file becomes the caBundle; the cert-authority is then not asked.\n\n" +
-	"Bootstrap Secrets: the certificate is issued during admission; the Secret is written just after\n" +
-	"the webhook answers (the kubelet retries the volume mount until it exists). A reconciler\n" +
+	"Bootstrap Secrets: admission signs and writes nothing. The Secret waits in memory until its pod\n" +
+	"exists; its certificate is issued and the Secret written then (the kubelet retries the volume\n" +
+	"mount until it exists), so a request for a pod that never appears costs no signature. A reconciler\n" +
 	"reissues Secrets lost to a restart, makes each Secret owned by its pod so that it is deleted\n" +
 	"with it, and deletes Secrets left without a pod (see --bootstrap-*)."
 
@@ -85,14 +86,15 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
-	writer, err := newWriter(meter, kc.typed, c.Secrets)
+	cert := newCertifier(ctx, c, m, ca)
+	writer, err := newWriter(meter, kc.typed, cert, c.Secrets)
 	if err != nil {
 		return err
 	}
 
 	namespaces := newNamespaceCache(kc.typed)
 	base := baseSettings(c)
-	wh, err := newWebhook(ctx, c, base, m, namespaces, writer, ca)
+	wh, err := newWebhook(c, base, m, namespaces, writer, cert)
 	if err != nil {
 		return err
 	}
@@ -159,10 +161,23 @@ func baseSettings(c Config) inject.Settings {
 	}
 }
 
-// newWebhook returns the admission logic: it reads namespaces from ns,
-// issues certificates over ca.sign and hands Secrets to store.
-func newWebhook(ctx context.Context, c Config, base inject.Settings, m *admissionMetrics,
-	ns webhook.NamespaceGetter, store webhook.SecretStore, ca *caConns) (*webhook.Webhook, error) {
+// newCertifier returns what issues the bootstrap certificates, over
+// ca.sign.
+func newCertifier(ctx context.Context, c Config, m *admissionMetrics, ca *caConns) *webhook.Certifier {
+	return &webhook.Certifier{
+		Issuer:      &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL},
+		TrustDomain: c.ControlPlane.TrustDomain,
+		Observe: func(d time.Duration, err error) {
+			m.issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
+		},
+	}
+}
+
+// newWebhook returns the admission logic: it reads namespaces from ns and
+// hands Secrets, without certificates, to store; cert issues the
+// certificates of the Secrets the reconciler recreates.
+func newWebhook(c Config, base inject.Settings, m *admissionMetrics,
+	ns webhook.NamespaceGetter, store webhook.SecretStore, cert *webhook.Certifier) (*webhook.Webhook, error) {
 	host, port, err := xdsHostPort(c.XDSAddr)
 	if err != nil {
 		return nil, app.FlagError("xds-addr", "%v", err)
@@ -172,16 +187,13 @@ func newWebhook(ctx context.Context, c Config, base inject.Settings, m *admissio
 		san = identity.ControlPlaneURI(c.ControlPlane.TrustDomain, identity.RoleXDSEdge).String()
 	}
 	return webhook.New(webhook.Options{
-		Settings: base, TrustDomain: c.ControlPlane.TrustDomain,
-		XDSHost: host, XDSPort: port, XDSServerSAN: san,
+		Settings: base,
+		XDSHost:  host, XDSPort: port, XDSServerSAN: san,
 		Namespaces: ns,
 		Secrets:    store,
-		Issuer:     &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL},
-		Observe: func(d time.Duration, err error) {
-			m.issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))
-		},
+		Certifier:  cert,
 		ObservePhase: func(phase string, d time.Duration) {
-			m.phases.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
+			m.phases.Record(context.Background(), d.Seconds(), metric.WithAttributes(attribute.String("phase", phase)))
 		},
 	}), nil
 }

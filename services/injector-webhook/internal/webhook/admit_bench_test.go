@@ -19,10 +19,10 @@ import (
 // the benchmarks measure the admission path only.
 type queued struct{}
 
-func (queued) Store(context.Context, *corev1.Secret) error { return nil }
+func (queued) Store(context.Context, *corev1.Secret, string) error { return nil }
 
 // BenchmarkAdmit is the webhook's own CPU cost per pod: decode, decide,
-// patch, bootstrap build and Secret hand-over, with a fake issuer (no I/O).
+// patch, bootstrap render and Secret hand-over (admission issues nothing).
 func BenchmarkAdmit(b *testing.B) {
 	w, _, _ := newWebhook()
 	w.o.Secrets = queued{}

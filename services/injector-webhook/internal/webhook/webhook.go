@@ -1,18 +1,17 @@
 // Package webhook is the injector's admission logic and its HTTPS handler:
-// it decides whether to inject a pod, builds the patch, issues the pod's
-// bootstrap certificate through the CA and hands the bootstrap Secret to a
-// SecretStore.
+// it decides whether to inject a pod, builds the patch and hands the pod's
+// bootstrap Secret, without a certificate yet, to a SecretStore.
 //
-// The certificate is issued inside the admission call (a pod is never
-// admitted for an identity the CA refused), but the Secret write is not
-// awaited: the injector's store (package secrets) queues it, and the
-// reconciler (package reconcile) repairs what a crash or a rejected pod
-// leaves behind. The bootstrap is rendered here (bootstrap.Renderer: built,
-// validated and serialized once per workload shape), so an invalid one
-// denies the pod. The private key is generated here for each pod. A pool of
-// pre-generated keys would save only the key generation, about 15 µs for
-// P-256; the CSR, which has to name the pod's identity, costs about three
-// times as much (one ECDSA signature) and cannot be made ahead.
+// Admission signs nothing and writes nothing. The kube-apiserver is not the
+// only client that can reach the webhook's listener, and a forged
+// AdmissionReview must cost no key, no CA signature and no Secret: the
+// store (package secrets) holds the Secret in memory until the pod it was
+// made for has been stored, and only then has a Certifier issue its
+// certificate and writes it. A Secret whose pod never appears is dropped,
+// unsigned. The reconciler (package reconcile) repairs what a crash leaves
+// behind and renews the certificates. The bootstrap is still rendered here
+// (bootstrap.Renderer: built, validated and serialized once per workload
+// shape), so an invalid one denies the pod.
 package webhook
 
 import (
@@ -29,7 +28,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	sigsjson "sigs.k8s.io/json"
 
-	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
@@ -40,20 +38,16 @@ type Certificate struct {
 	ChainPEM, KeyPEM, TrustPEM []byte
 }
 
-// Issuer issues a certificate for a workload identity.
-type Issuer interface {
-	Issue(ctx context.Context, id identity.ID) (*Certificate, error)
-}
-
 // NamespaceGetter reads a namespace (from an informer cache).
 type NamespaceGetter interface {
 	Get(ctx context.Context, name string) (*corev1.Namespace, error)
 }
 
-// SecretStore stores a bootstrap Secret. It may return before the Secret
-// exists in the apiserver.
+// SecretStore takes a bootstrap Secret that has no certificate yet, for a
+// pod running as service account sa. It returns before the Secret exists:
+// the certificate is issued, and the Secret written, once the pod does.
 type SecretStore interface {
-	Store(ctx context.Context, s *corev1.Secret) error
+	Store(ctx context.Context, s *corev1.Secret, sa string) error
 }
 
 // Labels of the bootstrap Secrets the injector makes.
@@ -64,24 +58,23 @@ const (
 
 // Options configure a Webhook.
 type Options struct {
-	Settings    inject.Settings
-	TrustDomain string
+	Settings inject.Settings
 	// XDSHost, XDSPort and XDSServerSAN locate and authenticate the edges.
 	XDSHost      string
 	XDSPort      uint32
 	XDSServerSAN string
 	Namespaces   NamespaceGetter
 	Secrets      SecretStore
-	Issuer       Issuer
+	// Certifier issues the certificates of the Secrets BootstrapSecret
+	// makes (the reconciler's); admission issues none.
+	Certifier *Certifier
 	// NewUUID makes proxy UUIDs; nil uses random UUIDs.
 	NewUUID func() string
-	// Observe, when set, is told how long each certificate issuance took.
-	Observe func(d time.Duration, err error)
 	// ObservePhase, when set, is told how long each step of an injecting
 	// admission took: "decide" (decode the pod, read its namespace,
-	// decide), "patch" (build the patch), "issue" (key, CSR and the CA
-	// call), "bootstrap" (build the Envoy bootstrap and the Secret), "store"
-	// (hand the Secret over) and "encode" (the patch as JSON).
+	// decide), "patch" (build the patch), "bootstrap" (render the Envoy
+	// bootstrap and the Secret), "store" (hand the Secret over) and
+	// "encode" (the patch as JSON).
 	ObservePhase func(phase string, d time.Duration)
 }
 
@@ -170,8 +163,8 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 		res.Ops = append([]inject.Op{{Op: "add", Path: "/metadata", Value: map[string]any{}}}, res.Ops...)
 	}
 	t = w.phase("patch", t)
-	// A dry run must have no side effect: the patch is computed, no
-	// certificate is issued and no Secret is created.
+	// A dry run must have no side effect: the patch is computed and no
+	// Secret is stored.
 	if req.DryRun == nil || !*req.DryRun {
 		if t, err = w.storeBootstrap(ctx, t, nsName, &pod, proxyUUID, res); err != nil {
 			return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
@@ -204,32 +197,33 @@ func (w *Webhook) phase(name string, start time.Time) time.Time {
 	return now
 }
 
+// storeBootstrap renders the pod's bootstrap Secret, without a
+// certificate, and hands it to the store.
 func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) (time.Time, error) {
-	sa := pod.Spec.ServiceAccountName
-	cert, err := w.issue(ctx, ns, sa)
-	if err != nil {
-		return t, err
-	}
-	t = w.phase("issue", t)
-	secret, err := w.secret(ns, sa, proxyUUID, res.Probes, cert)
+	sa := serviceAccount(pod.Spec.ServiceAccountName)
+	secret, err := w.secret(ns, sa, proxyUUID, res.Probes)
 	if err != nil {
 		return t, err
 	}
 	t = w.phase("bootstrap", t)
-	err = w.o.Secrets.Store(ctx, secret)
+	err = w.o.Secrets.Store(ctx, secret, sa)
 	return w.phase("store", t), err
 }
 
 // BootstrapSecret issues a certificate for the identity of service account
 // sa in namespace ns and returns the bootstrap Secret of proxy proxyUUID,
 // whose sidecar serves probes. The reconciler calls it to replace a Secret
-// that was never written.
+// that was never written, for a pod that exists.
 func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
-	cert, err := w.issue(ctx, ns, sa)
+	sa = serviceAccount(sa)
+	secret, err := w.secret(ns, sa, proxyUUID, probes)
 	if err != nil {
 		return nil, err
 	}
-	return w.secret(ns, sa, proxyUUID, probes, cert)
+	if err := w.o.Certifier.Certify(ctx, secret, sa); err != nil {
+		return nil, err
+	}
+	return secret, nil
 }
 
 func serviceAccount(sa string) string {
@@ -239,23 +233,9 @@ func serviceAccount(sa string) string {
 	return sa
 }
 
-func (w *Webhook) issue(ctx context.Context, ns, sa string) (*Certificate, error) {
-	id := identity.New(w.o.TrustDomain, ns, serviceAccount(sa))
-	start := time.Now()
-	cert, err := w.o.Issuer.Issue(ctx, id)
-	if w.o.Observe != nil {
-		w.o.Observe(time.Since(start), err)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("issue the bootstrap certificate for %s: %w", id, err)
-	}
-	return cert, nil
-}
-
 // secret returns the bootstrap Secret of proxy proxyUUID, its bootstrap
-// rendered and validated.
-func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe, cert *Certificate) (*corev1.Secret, error) {
-	sa = serviceAccount(sa)
+// rendered and validated, without a certificate.
+func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
 		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
@@ -274,12 +254,7 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 			Labels: map[string]string{layout.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy},
 		},
 		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{
-			bootstrap.FileBootstrap: raw,
-			bootstrap.FileCert:      cert.ChainPEM,
-			bootstrap.FileKey:       cert.KeyPEM,
-			bootstrap.FileCA:        cert.TrustPEM,
-		},
+		Data: map[string][]byte{bootstrap.FileBootstrap: raw},
 	}, nil
 }
 

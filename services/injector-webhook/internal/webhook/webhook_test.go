@@ -42,12 +42,14 @@ func (n namespaces) Get(_ context.Context, name string) (*corev1.Namespace, erro
 type secrets struct {
 	mu      sync.Mutex
 	created []*corev1.Secret
+	sas     []string
 }
 
-func (s *secrets) Store(_ context.Context, sec *corev1.Secret) error {
+func (s *secrets) Store(_ context.Context, sec *corev1.Secret, sa string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.created = append(s.created, sec)
+	s.sas = append(s.sas, sa)
 	return nil
 }
 
@@ -61,13 +63,13 @@ func (i *issuer) Issue(_ context.Context, id identity.ID) (*Certificate, error) 
 func newWebhook() (*Webhook, *secrets, *issuer) {
 	s, iss := &secrets{}, &issuer{}
 	w := New(Options{
-		Settings:    inject.Settings{MeshName: "osm", SidecarImage: "envoy", InitImage: "init", LogLevel: "error", ProxyUID: 1500},
-		TrustDomain: "cluster.local", XDSHost: "osm-xds-edge.osm-system.svc", XDSPort: 15128, XDSServerSAN: "spiffe://cluster.local/osm/xds-edge",
+		Settings: inject.Settings{MeshName: "osm", SidecarImage: "envoy", InitImage: "init", LogLevel: "error", ProxyUID: 1500},
+		XDSHost:  "osm-xds-edge.osm-system.svc", XDSPort: 15128, XDSServerSAN: "spiffe://cluster.local/osm/xds-edge",
 		Namespaces: namespaces{
 			"bookstore":   {ObjectMeta: metav1.ObjectMeta{Name: "bookstore", Labels: map[string]string{layout.LabelMonitoredBy: "osm"}}},
 			"kube-system": {ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}},
 		},
-		Secrets: s, Issuer: iss, NewUUID: func() string { return "uuid-1" },
+		Secrets: s, Certifier: &Certifier{Issuer: iss, TrustDomain: "cluster.local"}, NewUUID: func() string { return "uuid-1" },
 	})
 	return w, s, iss
 }
@@ -95,15 +97,22 @@ func TestAdmitInjectsAndStoresBootstrap(t *testing.T) {
 	if !resp.Allowed || res.Outcome != "injected" || resp.PatchType == nil || len(resp.Patch) == 0 {
 		t.Fatalf("response %+v, result %+v", resp, res)
 	}
-	if len(iss.ids) != 1 || iss.ids[0].String() != "spiffe://cluster.local/ns/bookstore/sa/bookstore" {
-		t.Fatalf("issued for %v", iss.ids)
+	// Admission issues nothing (issue 15, item 7): the store has the
+	// certificate issued once the pod exists.
+	if len(iss.ids) != 0 {
+		t.Fatalf("admission issued certificates for %v", iss.ids)
 	}
-	if len(secs.created) != 1 {
-		t.Fatalf("%d secrets created", len(secs.created))
+	if len(secs.created) != 1 || secs.sas[0] != "bookstore" {
+		t.Fatalf("%d secrets stored (service accounts %v)", len(secs.created), secs.sas)
 	}
 	sec := secs.created[0]
-	if sec.Name != "envoy-bootstrap-uuid-1" || sec.Namespace != "bookstore" || string(sec.Data[bootstrap.FileCert]) != "chain" {
-		t.Fatalf("secret %s/%s %v", sec.Namespace, sec.Name, sec.Data)
+	if sec.Name != "envoy-bootstrap-uuid-1" || sec.Namespace != "bookstore" {
+		t.Fatalf("secret %s/%s", sec.Namespace, sec.Name)
+	}
+	for _, f := range []string{bootstrap.FileCert, bootstrap.FileKey, bootstrap.FileCA} {
+		if _, ok := sec.Data[f]; ok {
+			t.Fatalf("admission put %s into the secret", f)
+		}
 	}
 	var b bootstrapv3.Bootstrap
 	if err := protojson.Unmarshal(sec.Data[bootstrap.FileBootstrap], &b); err != nil || b.GetNode().GetId() != "uuid-1" {
@@ -238,12 +247,27 @@ func TestAdmitReportsItsPhases(t *testing.T) {
 		if resp, _ := w.Admit(t.Context(), request("bookstore", podJSON("bookstore", nil), dryRun)); !resp.Allowed {
 			t.Fatal(resp.Result.Message)
 		}
-		want := []string{"decide", "patch", "issue", "bootstrap", "store", "encode"}
+		want := []string{"decide", "patch", "bootstrap", "store", "encode"}
 		if dryRun {
 			want = []string{"decide", "patch", "encode"}
 		}
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Errorf("dry run %v: phases %v, want %v", dryRun, got, want)
 		}
+	}
+}
+
+func TestBootstrapSecretAndCertifyIssueForThePodIdentity(t *testing.T) {
+	w, _, iss := newWebhook()
+	sec, err := w.BootstrapSecret(t.Context(), "bookstore", "", "uuid-9", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(iss.ids) != 1 || iss.ids[0].String() != "spiffe://cluster.local/ns/bookstore/sa/default" {
+		t.Fatalf("issued for %v", iss.ids)
+	}
+	if string(sec.Data[bootstrap.FileCert]) != "chain" || string(sec.Data[bootstrap.FileKey]) != "key" ||
+		string(sec.Data[bootstrap.FileCA]) != "roots" || len(sec.Data[bootstrap.FileBootstrap]) == 0 {
+		t.Fatalf("secret data %v", sec.Data)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -278,10 +279,15 @@ func service(t testing.TB, ns, name string, port int32) {
 	}
 }
 
-// readyPod creates a pod of app with ServiceAccount sa and makes it Ready
-// at ip, as the kubelet would.
+// readyPod creates a pod of app with ServiceAccount sa (created too, if
+// missing: an identity is in the mesh only while its ServiceAccount exists)
+// and makes it Ready at ip, as the kubelet would.
 func readyPod(t testing.TB, k *kube.Kubelet, ns, name, sa, app, ip string) {
 	t.Helper()
+	if _, err := cluster.Clientset().CoreV1().ServiceAccounts(ns).Create(t.Context(), &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 	p, err := cluster.Clientset().CoreV1().Pods(ns).Create(t.Context(), &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": app}},
 		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: app, Image: app,

@@ -116,6 +116,11 @@ func applyDemo(ctx context.Context, c *kube.Cluster) error {
 		return err
 	}
 	for _, p := range demoPods {
+		// An identity is in the mesh only while its ServiceAccount exists.
+		if _, err := cs.CoreV1().ServiceAccounts(p.ns).Create(ctx, &corev1.ServiceAccount{
+			ObjectMeta: metav1.ObjectMeta{Name: p.sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("demo ServiceAccount %s/%s: %w", p.ns, p.sa, err)
+		}
 		pod, err := cs.CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			pod, err = cs.CoreV1().Pods(p.ns).Create(ctx, &corev1.Pod{

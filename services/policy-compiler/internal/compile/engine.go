@@ -278,6 +278,11 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		}
 	case layout.KindPod:
 		e.podChanged(nn, beforeSvcs, beforeID)
+	case layout.KindServiceAccount:
+		// A group exists only while its ServiceAccount does: the edge
+		// serves no certificate, and keeps no stream, for an identity the
+		// compiled mesh no longer holds.
+		e.dirty.proxy(model.Identity{Namespace: namespace, Name: name})
 	default:
 		e.dirty.policy(kind, nn)
 	}
@@ -302,7 +307,7 @@ func (e *Engine) podChanged(nn model.NN, before []model.NN, beforeID *model.Iden
 		ids = append(ids, id)
 	}
 	for _, id := range ids {
-		want := e.m.HasPods(id) && e.m.Meshed(id.Namespace)
+		want := e.m.HasPods(id) && e.m.Meshed(id.Namespace) && e.m.HasServiceAccount(id)
 		if have := e.groups.get(id) != nil; want != have {
 			e.dirty.proxy(id)
 		}

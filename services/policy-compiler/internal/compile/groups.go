@@ -263,7 +263,7 @@ func (e *Engine) markAllGroups() {
 // compileGroup rebuilds the proxy group of id from what it reaches and
 // serves.
 func (e *Engine) compileGroup(id model.Identity, d *Delta) {
-	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
+	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) || !e.m.HasServiceAccount(id) {
 		e.groups.drop(id, d)
 		e.groups.spill(id, nil, d)
 		return

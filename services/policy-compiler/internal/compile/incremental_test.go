@@ -171,7 +171,10 @@ func TestPodAndServiceLifecycle(t *testing.T) {
 	if !d.Empty() {
 		t.Errorf("second pod wrote %v", keys(d))
 	}
-	// A new identity gets a group.
+	// A new identity gets a group (once its ServiceAccount and a pod exist).
+	if d := apply(t, e, synth.ServiceAccount("bookbuyer", "reader")); !d.Empty() {
+		t.Errorf("a ServiceAccount without pods wrote %v", keys(d))
+	}
 	d = apply(t, e, synth.Pod("bookbuyer", "reader-0", "reader", "10.244.1.12", map[string]string{"app": "reader"}))
 	if got := keys(d); !slices.Equal(got, []string{"group bookbuyer/reader"}) {
 		t.Errorf("new identity wrote %v", got)
@@ -532,5 +535,21 @@ func TestPermissiveResourcesStaySmall(t *testing.T) {
 	g := e.Groups()[0]
 	if got := len(e.GroupNames(g.Identity, resourcev3.ListenerType)); got < cfg.Services {
 		t.Errorf("group %s is served %d listeners, want one per service port (%d+)", g.Identity, got, cfg.Services)
+	}
+}
+
+// TestServiceAccountDeletedDropsItsGroup (issue 15, item 6): an identity
+// leaves the compiled mesh with its ServiceAccount, even while its pods
+// run, so that the edge stops serving it certificates and closes its
+// streams; it comes back with the ServiceAccount.
+func TestServiceAccountDeletedDropsItsGroup(t *testing.T) {
+	e := bookstore(t, false)
+	d := remove(t, e, layout.KindServiceAccount, "bookbuyer", "bookbuyer")
+	if got := keys(d); !slices.Contains(got, "delete "+layout.GroupKey("bookbuyer", "bookbuyer")) {
+		t.Errorf("ServiceAccount deleted wrote %v, want its group deleted", got)
+	}
+	d = apply(t, e, synth.ServiceAccount("bookbuyer", "bookbuyer"))
+	if got := keys(d); !slices.Contains(got, "group bookbuyer/bookbuyer") {
+		t.Errorf("ServiceAccount back wrote %v, want its group", got)
 	}
 }

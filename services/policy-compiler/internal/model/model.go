@@ -280,6 +280,9 @@ func (m *Model) Identities() []Identity { return multimap.Sorted(m.idPods) }
 // HasPods reports whether at least one pod runs as id.
 func (m *Model) HasPods(id Identity) bool { return m.idPods[id] > 0 }
 
+// HasServiceAccount reports whether the ServiceAccount of id exists.
+func (m *Model) HasServiceAccount(id Identity) bool { return m.serviceAccounts[id] != nil }
+
 // TrafficTarget returns a TrafficTarget, or nil.
 func (m *Model) TrafficTarget(nn NN) *meshv1.TrafficTarget { return m.trafficTargets[nn] }
 

@@ -170,7 +170,7 @@ func (p *Proxy) runSotW(st discovery.AggregatedDiscoveryService_StreamAggregated
 			req.VersionInfo = r.Version
 		}
 		if err := st.Send(req); err != nil {
-			return err
+			return sendErr(err, func() error { _, err := st.Recv(); return err })
 		}
 		p.deliver(r)
 	}
@@ -207,9 +207,23 @@ func (p *Proxy) runDelta(st discovery.AggregatedDiscoveryService_DeltaAggregated
 			p.mu.Unlock()
 		}
 		if err := st.Send(req); err != nil {
-			return err
+			return sendErr(err, func() error { _, err := st.Recv(); return err })
 		}
 		p.deliver(r)
+	}
+}
+
+// sendErr is why a Send failed: gRPC reports a stream the server ended
+// as io.EOF on Send, and its status on the receive after any responses
+// still in flight.
+func sendErr(err error, recv func() error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if rerr := recv(); rerr != nil {
+			return rerr // responses still in flight are skipped
+		}
 	}
 }
 

@@ -163,6 +163,13 @@ func New() *Pool {
 // Generation is the applied generation number and its commit time.
 func (p *Pool) Generation() (uint64, time.Time) { return p.gen, p.commitTime }
 
+// HasGroup reports whether the applied generation holds the group gid (see
+// GroupID): whether its identity is in the compiled mesh.
+func (p *Pool) HasGroup(gid string) bool {
+	_, ok := p.groups[gid]
+	return ok
+}
+
 // Staged is the number of keys waiting for the next generation.
 func (p *Pool) Staged() int { return len(p.staged) }
 

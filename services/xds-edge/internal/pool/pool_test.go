@@ -707,9 +707,6 @@ func keyIs(p *Pool, id ID, typeURL, name string) bool {
 	return t == typeURL && n == name
 }
 
-// HasGroup reports whether the group exists.
-func (p *Pool) HasGroup(id string) bool { return p.groups[id] != nil }
-
 // wantChange compares the groups a commit changed with want.
 func wantChange(t *testing.T, want map[string]map[string]*TypeChange, ch *Change) {
 	t.Helper()

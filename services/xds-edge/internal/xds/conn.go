@@ -27,6 +27,8 @@ type conn struct {
 	group    string
 	isDelta  bool
 	wakeCh   chan struct{}
+	// evictCh ends the stream with its error (see evict).
+	evictCh chan error
 
 	mu         sync.Mutex
 	nodeID     string
@@ -189,7 +191,15 @@ type sentName struct {
 func newConn(streamID uint64, id identity.ID, delta bool) *conn {
 	return &conn{
 		streamID: streamID, id: id, group: pool.GroupID(id.Namespace, id.ServiceAccount), isDelta: delta,
-		wakeCh: make(chan struct{}, 1),
+		wakeCh: make(chan struct{}, 1), evictCh: make(chan error, 1),
+	}
+}
+
+// evict ends the stream with err (the first call wins); it never blocks.
+func (c *conn) evict(err error) {
+	select {
+	case c.evictCh <- err:
+	default:
 	}
 }
 

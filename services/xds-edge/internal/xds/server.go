@@ -132,6 +132,8 @@ type Stats struct {
 	Nacks          int64
 	SecretRefusals int64
 	Refused        int64
+	// Evicted counts streams closed because their identity left the mesh.
+	Evicted int64
 }
 
 // Server serves ADS from a pool. Feed it with Stage and Commit; streams are
@@ -155,7 +157,7 @@ type Server struct {
 }
 
 type stats struct {
-	connected, pushes, acks, nacks, secretRefusals, refused atomic.Int64
+	connected, pushes, acks, nacks, secretRefusals, refused, evicted atomic.Int64
 }
 
 type instruments struct {
@@ -231,7 +233,7 @@ func (s *Server) Serving() bool { return s.serving.Load() }
 func (s *Server) Stats() Stats {
 	return Stats{
 		Connected: s.stats.connected.Load(), Pushes: s.stats.pushes.Load(), Acks: s.stats.acks.Load(),
-		Nacks: s.stats.nacks.Load(), SecretRefusals: s.stats.secretRefusals.Load(), Refused: s.stats.refused.Load(),
+		Nacks: s.stats.nacks.Load(), SecretRefusals: s.stats.secretRefusals.Load(), Refused: s.stats.refused.Load(), Evicted: s.stats.evicted.Load(),
 	}
 }
 
@@ -268,6 +270,14 @@ func (s *Server) Commit(g *meshv1.Generation) (*pool.Change, error) {
 	if ch == nil {
 		return nil, err
 	}
+	s.mu.RLock()
+	var gone []string
+	for gid := range ch.Groups {
+		if !s.pool.HasGroup(gid) {
+			gone = append(gone, gid)
+		}
+	}
+	s.mu.RUnlock()
 	s.connsMu.Lock()
 	var targets []*conn
 	for gid := range ch.Groups {
@@ -279,7 +289,24 @@ func (s *Server) Commit(g *meshv1.Generation) (*pool.Change, error) {
 	for _, c := range targets {
 		c.changed(ch.Groups[c.group], ch.CommitTime)
 	}
+	for _, gid := range gone {
+		s.evictGroup(gid, ch.Generation)
+	}
 	return ch, err
+}
+
+// evictGroup ends the streams of a group the compiled mesh no longer holds
+// (its ServiceAccount was deleted, or its last pod or its namespace left
+// the mesh): the edge keeps no stream, and renews no certificate, for an
+// identity outside the mesh. The proxy's reconnection is refused until the
+// identity returns (see admit).
+func (s *Server) evictGroup(gid string, gen uint64) {
+	for _, c := range s.groupConns(gid, func(*conn) bool { return true }) {
+		s.stats.evicted.Add(1)
+		s.metrics.refused.Add(context.Background(), 1, metric.WithAttributes(attribute.String("reason", "left_mesh")))
+		s.log.WithFields(logrus.Fields{"identity": c.id.String(), "stream_id": c.streamID, "generation": gen}).Info("closed the stream of an identity that left the mesh")
+		c.evict(status.Errorf(codes.PermissionDenied, "identity %s left the mesh at generation %d (its ServiceAccount, pods or namespace are gone)", c.id, gen))
+	}
 }
 
 // conns returns the streams matching keep.
@@ -353,6 +380,15 @@ func (s *Server) admit(ctx context.Context) (identity.ID, error) {
 	}
 	if s.opts.TrustDomain != "" && id.TrustDomain != s.opts.TrustDomain {
 		return refuse("trust_domain", codes.PermissionDenied, "identity %s is not in trust domain %s", id, s.opts.TrustDomain)
+	}
+	s.mu.RLock()
+	inMesh := s.pool.HasGroup(pool.GroupID(id.Namespace, id.ServiceAccount))
+	gen, _ := s.pool.Generation()
+	s.mu.RUnlock()
+	if !inMesh {
+		// Retryable: a new pod's proxy may connect before the compiler
+		// has added its identity.
+		return refuse("not_in_mesh", codes.Unavailable, "identity %s is not in the mesh at generation %d: no ServiceAccount with running pods in a meshed namespace", id, gen)
 	}
 	return id, nil
 }
@@ -478,6 +514,8 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 				return err
 			}
 			return status.Errorf(codes.InvalidArgument, "%v", err)
+		case err := <-c.evictCh:
+			return err
 		case <-c.wakeCh:
 			if err := w.flush(s, c); err != nil {
 				return err

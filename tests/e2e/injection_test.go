@@ -312,7 +312,9 @@ func checkBootstrapSecret(t *testing.T, pod *corev1.Pod, bundle *meshv1.TrustBun
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "spiffe://cluster.local/ns/" + pod.Namespace + "/sa/" + pod.Spec.ServiceAccountName
+	// The xDS client certificate of the pod's identity (not its service
+	// certificate: the edge opens no stream for that one).
+	want := "spiffe://cluster.local/osm/xds-client/ns/" + pod.Namespace + "/sa/" + pod.Spec.ServiceAccountName
 	if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
 		t.Fatalf("leaf URIs %v, want %s", leaf.URIs, want)
 	}

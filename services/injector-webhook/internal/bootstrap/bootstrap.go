@@ -3,6 +3,16 @@
 // listener on localhost only, the Prometheus listener, and one listener per
 // health probe the injector sent through the sidecar. Every built bootstrap
 // passes ValidateAll.
+//
+// The ADS connection's client certificate and the roots that verify the
+// edges are read through file-based SDS (a ConfigSource with
+// path_config_source and watched_directory), not as static files: the
+// injector renews the certificate in the bootstrap Secret, the kubelet
+// swaps the Secret volume's files by moving its ..data symlink, and Envoy,
+// watching the directory for that move, reloads the SDS files and the
+// certificate files they name. The sidecar thus picks up a renewed
+// certificate, or a new trust bundle, without a restart. SDSFiles returns
+// the two SDS files the Secret carries.
 package bootstrap
 
 import (
@@ -20,6 +30,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -33,6 +44,18 @@ const (
 	FileCert      = "tls.crt"
 	FileKey       = "tls.key"
 	FileCA        = "ca.crt"
+	// FileSDSCert is the SDS resource of the ADS client certificate
+	// (FileCert and FileKey).
+	FileSDSCert = "sds-xds-client.json"
+	// FileSDSCA is the SDS resource of the roots that verify the edges
+	// (FileCA).
+	FileSDSCA = "sds-xds-trust.json"
+)
+
+// Names of the SDS secrets the bootstrap reads from files.
+const (
+	SecretXDSClient = "osm-xds-client"
+	SecretXDSTrust  = "osm-xds-trust"
 )
 
 // Cluster names of the static resources.
@@ -77,21 +100,24 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	if c.ProxyUUID == "" || c.Namespace == "" || c.ServiceAccount == "" || c.XDSHost == "" || c.XDSPort == 0 {
 		return nil, fmt.Errorf("bootstrap needs the proxy UUID, namespace, service account and xDS address")
 	}
-	file := func(name string) *corev3.DataSource {
-		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path.Join(c.ConfigDir, name)}}
-	}
 	xdsTLS := &tlsv3.UpstreamTlsContext{
 		Sni: c.XDSHost,
 		CommonTlsContext: &tlsv3.CommonTlsContext{
-			TlsParams:       &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
-			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: file(FileCert), PrivateKey: file(FileKey)}},
-			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-				TrustedCa: file(FileCA),
-				MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
-					SanType: tlsv3.SubjectAltNameMatcher_URI,
-					Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: c.XDSServerSAN}},
+			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_2},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{
+				Name: SecretXDSClient, SdsConfig: fileSDS(c.ConfigDir, FileSDSCert)}},
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
+				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+					// The SAN matcher stays here; the roots come from SDS.
+					DefaultValidationContext: &tlsv3.CertificateValidationContext{
+						MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+							SanType: tlsv3.SubjectAltNameMatcher_URI,
+							Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: c.XDSServerSAN}},
+						}},
+					},
+					ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{
+						Name: SecretXDSTrust, SdsConfig: fileSDS(c.ConfigDir, FileSDSCA)},
 				}},
-			}},
 		},
 	}
 	h2, err := anypb.New(&httpv3.HttpProtocolOptions{
@@ -160,6 +186,54 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		return nil, fmt.Errorf("bootstrap for %s is invalid: %w", c.ProxyUUID, err)
 	}
 	return b, nil
+}
+
+// fileSDS is the ConfigSource of an SDS resource in file name of dir,
+// reloaded when the kubelet swaps the directory's files.
+func fileSDS(dir, name string) *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ResourceApiVersion: corev3.ApiVersion_V3,
+		ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{
+			Path: path.Join(dir, name), WatchedDirectory: &corev3.WatchedDirectory{Path: dir}}},
+	}
+}
+
+// SDSFiles returns the contents of FileSDSCert and FileSDSCA for a Secret
+// mounted at configDir: DiscoveryResponses holding one TLS Secret each,
+// whose files are reloaded when the directory's ..data link is moved.
+func SDSFiles(configDir string) (map[string][]byte, error) {
+	if configDir == "" {
+		return nil, fmt.Errorf("sds files need the config directory")
+	}
+	file := func(name string) *corev3.DataSource {
+		return &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: path.Join(configDir, name)}}
+	}
+	watched := &corev3.WatchedDirectory{Path: configDir}
+	out := map[string][]byte{}
+	for name, secret := range map[string]*tlsv3.Secret{
+		FileSDSCert: {Name: SecretXDSClient, Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
+			CertificateChain: file(FileCert), PrivateKey: file(FileKey), WatchedDirectory: watched}}},
+		FileSDSCA: {Name: SecretXDSTrust, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: file(FileCA), WatchedDirectory: watched}}},
+	} {
+		if err := secret.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("sds secret %s: %w", secret.GetName(), err)
+		}
+		res, err := anypb.New(secret)
+		if err != nil {
+			return nil, err
+		}
+		dr := &discoveryv3.DiscoveryResponse{Resources: []*anypb.Any{res}}
+		if err := dr.ValidateAll(); err != nil {
+			return nil, fmt.Errorf("sds file %s: %w", name, err)
+		}
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dr)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = b
+	}
+	return out, nil
 }
 
 // Marshal renders the bootstrap as the JSON Envoy reads, deterministically.

@@ -30,6 +30,15 @@
 //     2): once it is OrphanGrace old, and after the apiserver itself
 //     confirms no such pod exists, the Secret is deleted with UID and
 //     resourceVersion preconditions.
+//  4. Live pods and their Secret: the certificate is renewed (renew.go).
+//     Each Secret's certificate is reissued at half of its lifetime
+//     (webhook.RenewAt, well before two thirds), for the identity of the
+//     pod that mounts it, and at once when the trust bundle changes: ca.crt
+//     is rewritten, and the certificate reissued too if the bundle no
+//     longer verifies it. The lifetime is read from the Secret (annotations
+//     that mirror its certificate, or the certificate itself), so a restart
+//     loses no schedule. The sidecar reads the files through file-based
+//     SDS and picks them up without a restart.
 //
 // Every step is idempotent, so several injector replicas may run it at
 // once: a create that finds the Secret, a patch that loses a
@@ -76,7 +85,16 @@ type Maker interface {
 	BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error)
 }
 
-var _ Maker = (*webhook.Webhook)(nil)
+// Issuer issues a bootstrap certificate for service account sa of
+// namespace ns (webhook.Certifier).
+type Issuer interface {
+	Issue(ctx context.Context, ns, sa string) (*webhook.Certificate, error)
+}
+
+var (
+	_ Maker  = (*webhook.Webhook)(nil)
+	_ Issuer = (*webhook.Certifier)(nil)
+)
 
 // Options configure a Reconciler.
 type Options struct {
@@ -98,8 +116,15 @@ type Options struct {
 	Workers int
 	// Resync is the informers' resync period; default 10 min.
 	Resync time.Duration
-	// Observe, when set, is told each action taken: "recreated", "owned"
-	// or "orphan-deleted", with its error.
+	// Issuer, when set, renews the certificates of the Secrets (step 4).
+	Issuer Issuer
+	// Roots, when set, is the current trust bundle, an error while none
+	// is known; RootsChanged receives a value after each change.
+	Roots        func() ([]byte, error)
+	RootsChanged <-chan struct{}
+	// Observe, when set, is told each action taken: "recreated", "owned",
+	// "orphan-deleted", "renewed" (a new certificate) or "trust-updated"
+	// (ca.crt rewritten), with its error.
 	Observe func(action string, err error)
 }
 
@@ -208,6 +233,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			}
 		})
 	}
+	wg.Go(func() { r.watchRoots(ctx) })
 	<-ctx.Done()
 	r.queue.ShutDown()
 	return nil
@@ -320,7 +346,13 @@ func (r *Reconciler) sync(ctx context.Context, key string) error {
 		return nil
 	}
 	if len(pods) > 0 {
-		return r.own(ctx, sec, pods)
+		if err := r.own(ctx, sec, pods); err != nil {
+			return err
+		}
+		if len(live) > 0 {
+			return r.renew(ctx, key, sec, oldest(live))
+		}
+		return nil
 	}
 	return r.collect(ctx, key, sec)
 }
@@ -330,12 +362,7 @@ func (r *Reconciler) recreate(ctx context.Context, key, ns, uuid string, live []
 	if len(live) == 0 {
 		return nil
 	}
-	oldest := live[0]
-	for _, p := range live[1:] {
-		if p.CreationTimestamp.Before(&oldest.CreationTimestamp) {
-			oldest = p
-		}
-	}
+	oldest := oldest(live)
 	if wait := r.o.MissingGrace - r.now().Sub(oldest.CreationTimestamp.Time); wait > 0 {
 		r.queue.AddAfter(key, wait)
 		return nil
@@ -370,6 +397,17 @@ func (r *Reconciler) recreate(ctx context.Context, key, ns, uuid string, live []
 	r.o.Log.WithContext(ctx).WithFields(logrus.Fields{"namespace": ns, "name": name, "pod": oldest.Name}).
 		Info("bootstrap secret missing; issued a new one")
 	return nil
+}
+
+// oldest is the pod of pods created first.
+func oldest(pods []*corev1.Pod) *corev1.Pod {
+	o := pods[0]
+	for _, p := range pods[1:] {
+		if p.CreationTimestamp.Before(&o.CreationTimestamp) {
+			o = p
+		}
+	}
+	return o
 }
 
 // own makes every pod that mounts sec an owner of it.

@@ -36,6 +36,9 @@ type fakeCA struct {
 	addr      string
 	trustFile string // verifies the CA's serving certificate
 	signs     atomic.Int64
+	// maxTTL, when positive, shortens the lifetimes asked for, as a CA
+	// may (the injector's --cert-ttl is at least a minute).
+	maxTTL atomic.Int64
 
 	mu      sync.Mutex
 	signer  *root   // signs
@@ -132,6 +135,9 @@ func (ca *fakeCA) Sign(_ context.Context, req *cav1.SignRequest) (*cav1.SignResp
 	ttl := time.Hour
 	if req.GetTtl() != nil {
 		ttl = req.GetTtl().AsDuration()
+	}
+	if m := time.Duration(ca.maxTTL.Load()); m > 0 {
+		ttl = min(ttl, m)
 	}
 	ca.mu.Lock()
 	signer := ca.signer

@@ -67,6 +67,67 @@ func forgedReview(t *testing.T, ns, name string) []byte {
 	return b
 }
 
+// startInjector runs an injector until ctx ends: the serving certificate
+// from files, the fake CA, the webhook configuration whName (deleted after
+// the test) calling listen, the admin listener on admin, and extra flags.
+func startInjector(ctx context.Context, t *testing.T, ca *fakeCA, whName, listen, admin string, extra ...string) ([]string, <-chan error, fmt.Stringer) {
+	t.Helper()
+	if whName != "" {
+		webhooks := cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations()
+		t.Cleanup(func() { _ = webhooks.Delete(context.Background(), whName, metav1.DeleteOptions{}) })
+	}
+	args := serviceArgs(t, listen, admin)
+	args = setArg(args, "--webhook-config-name", whName)
+	args = append(args, ca.args()...)
+	args = append(args, extra...)
+	res, out := apptest.Start(ctx, Spec(Options{}), args, nil)
+	apptest.WaitReady(t, admin, 60*time.Second, res, out)
+	return args, res, out
+}
+
+// createInjectedPod creates a pod in ns through the apiserver, retrying
+// until the webhook configuration is in use and the pod has the sidecar.
+func createInjectedPod(ctx context.Context, t *testing.T, ns string) *corev1.Pod {
+	t.Helper()
+	pods := cluster.Clientset().CoreV1().Pods(ns)
+	var pod *corev1.Pod
+	apptest.Eventually(t, "an injected pod", 30*time.Second, func() error {
+		p, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "real-"},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}, metav1.CreateOptions{})
+		if err != nil {
+			return err
+		}
+		if len(p.Spec.Containers) != 2 {
+			_ = pods.Delete(ctx, p.Name, metav1.DeleteOptions{})
+			return errors.New("created without the sidecar (the webhook configuration not yet in use?)")
+		}
+		pod = p
+		return nil
+	})
+	return pod
+}
+
+// bootstrapSecretOf waits for the bootstrap Secret of pod and returns it
+// with its certificate.
+func bootstrapSecretOf(ctx context.Context, t *testing.T, pod *corev1.Pod) (*corev1.Secret, *x509.Certificate) {
+	t.Helper()
+	var sec *corev1.Secret
+	apptest.Eventually(t, "the pod's bootstrap Secret", 30*time.Second, func() error {
+		var err error
+		sec, err = cluster.Clientset().CoreV1().Secrets(pod.Namespace).Get(ctx, "envoy-bootstrap-"+pod.Labels[layout.LabelProxyUUID], metav1.GetOptions{})
+		return err
+	})
+	block, _ := pem.Decode(sec.Data["tls.crt"])
+	if block == nil {
+		t.Fatalf("the Secret has no certificate: %v", sec.Data)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sec, leaf
+}
+
 // TestForgedAdmissionsCostNoSignatureAndNoSecret is the webhook amplifier of
 // issue 15 (item 7): anyone who reaches the HTTPS listener can send
 // AdmissionReviews. 1,000 of them, for pods that are never created, must
@@ -76,18 +137,10 @@ func TestForgedAdmissionsCostNoSignatureAndNoSecret(t *testing.T) {
 	const forged, workers = 1000, 8
 	ca := startFakeCA(t)
 	ns := cluster.Namespace(t, "forged", map[string]string{layout.LabelMonitoredBy: "osm"})
-	webhooks := cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations()
-	const whName = "osm-forged-test"
-	t.Cleanup(func() { _ = webhooks.Delete(context.Background(), whName, metav1.DeleteOptions{}) })
-	listen, admin := apptest.FreeAddr(t), apptest.FreeAddr(t)
-	args := serviceArgs(t, listen, admin)
-	args = setArg(args, "--webhook-config-name", whName)
-	args = append(args, ca.args()...)
-	args = append(args, "--bootstrap-owner-wait", "2s")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	res, out := apptest.Start(ctx, Spec(Options{}), args, nil)
-	apptest.WaitReady(t, admin, 60*time.Second, res, out)
+	listen, admin := apptest.FreeAddr(t), apptest.FreeAddr(t)
+	args, res, out := startInjector(ctx, t, ca, "osm-forged-test", listen, admin, "--bootstrap-owner-wait", "2s")
 
 	servingPEM, err := os.ReadFile(argValue(t, args, "--tls-cert-file"))
 	if err != nil {
@@ -156,34 +209,8 @@ func TestForgedAdmissionsCostNoSignatureAndNoSecret(t *testing.T) {
 	}
 
 	// A pod the apiserver creates gets its Secret, signed once.
-	pods := cluster.Clientset().CoreV1().Pods(ns)
-	var pod *corev1.Pod
-	apptest.Eventually(t, "an injected pod", 30*time.Second, func() error {
-		p, err := pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{GenerateName: "real-"},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}}}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		if len(p.Spec.Containers) != 2 {
-			_ = pods.Delete(ctx, p.Name, metav1.DeleteOptions{})
-			return errors.New("created without the sidecar (the webhook configuration not yet in use?)")
-		}
-		pod = p
-		return nil
-	})
-	var sec *corev1.Secret
-	apptest.Eventually(t, "the real pod's Secret", 30*time.Second, func() error {
-		sec, err = secrets.Get(ctx, "envoy-bootstrap-"+pod.Labels[layout.LabelProxyUUID], metav1.GetOptions{})
-		return err
-	})
-	block, _ := pem.Decode(sec.Data["tls.crt"])
-	if block == nil {
-		t.Fatalf("the Secret has no certificate: %v", sec.Data)
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pod := createInjectedPod(ctx, t, ns)
+	sec, leaf := bootstrapSecretOf(ctx, t, pod)
 	if want := "spiffe://cluster.local/osm/xds-client/ns/" + ns + "/sa/default"; len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
 		t.Fatalf("certificate for %v, want %s", leaf.URIs, want)
 	}

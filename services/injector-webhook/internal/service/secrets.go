@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/metadata"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/cpcert"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/reconcile"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/secrets"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
@@ -132,16 +133,20 @@ func (s secretCreator) Create(ctx context.Context, sec *corev1.Secret) error {
 	return err
 }
 
-// newReconciler returns the bootstrap Secret reconciler with its metric.
+// newReconciler returns the bootstrap Secret reconciler with its metric:
+// it repairs the Secrets and renews their certificates through iss, and
+// their ca.crt from bundle.
 func newReconciler(meter metric.Meter, log *logrus.Entry, cs kubernetes.Interface, md metadata.Interface,
-	maker reconcile.Maker, claimer reconcile.Claimer, c SecretsConfig) (*reconcile.Reconciler, error) {
+	maker reconcile.Maker, claimer reconcile.Claimer, iss reconcile.Issuer, bundle *cpcert.Bundle, c SecretsConfig) (*reconcile.Reconciler, error) {
 	actions, err := counter(meter, "osm_injector_bootstrap_reconciled",
-		"bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted")
+		"bootstrap Secret repairs: recreated (write lost), owned (ownerReference to the pod set), orphan-deleted, "+
+			"renewed (certificate reissued: half its lifetime passed, or its issuer left the trust bundle), trust-updated (ca.crt rewritten)")
 	if err != nil {
 		return nil, err
 	}
 	return reconcile.New(reconcile.Options{
 		Client: cs, Metadata: md, Maker: maker, Claimer: claimer, Log: log.WithField("component", "bootstrap-reconciler"),
+		Issuer: iss, Roots: bundle.RootsPEM, RootsChanged: bundle.Subscribe(),
 		MissingGrace: c.MissingGrace, OrphanGrace: c.OrphanGrace,
 		Observe: func(action string, err error) {
 			actions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("action", action), attribute.Bool("error", err != nil)))

@@ -16,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/openservicemesh/osm/libs/app"
+	"github.com/openservicemesh/osm/libs/cpcert"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/kube"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -41,8 +42,10 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"Bootstrap Secrets: admission signs and writes nothing. The Secret waits in memory until its pod\n" +
 	"exists; its certificate is issued and the Secret written then (the kubelet retries the volume\n" +
 	"mount until it exists), so a request for a pod that never appears costs no signature. A reconciler\n" +
-	"reissues Secrets lost to a restart, makes each Secret owned by its pod so that it is deleted\n" +
-	"with it, and deletes Secrets left without a pod (see --bootstrap-*)."
+	"reissues Secrets lost to a restart, renews each Secret's certificate at half its lifetime and\n" +
+	"its ca.crt when the trust bundle changes (the sidecar reloads them through file-based SDS),\n" +
+	"makes each Secret owned by its pod so that it is deleted with it, and deletes Secrets left\n" +
+	"without a pod (see --bootstrap-*)."
 
 // Options holds the test overrides of the service. The injector's tests
 // drive it through its flags alone, so it has no fields; its zero value is
@@ -77,7 +80,10 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
-	serving, err := servingTLS(ctx, log, c, ca)
+	// The trust bundle: the webhook configuration's caBundle (with a
+	// CA-issued serving certificate) and the bootstrap Secrets' ca.crt.
+	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(ca.sign), log, 0, 0)
+	serving, err := servingTLS(ctx, log, c, ca, bundle)
 	if err != nil {
 		return err
 	}
@@ -86,7 +92,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
-	cert := newCertifier(ctx, c, m, ca)
+	cert := newCertifier(ctx, c, m, ca, bundle)
 	writer, err := newWriter(meter, kc.typed, cert, c.Secrets)
 	if err != nil {
 		return err
@@ -98,7 +104,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
-	rec, err := newReconciler(meter, log, kc.typed, kc.metadata, wh, writer, c.Secrets)
+	rec, err := newReconciler(meter, log, kc.typed, kc.metadata, wh, writer, cert, bundle, c.Secrets)
 	if err != nil {
 		return err
 	}
@@ -131,6 +137,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 			p: startsAfter{p: srv, after: []<-chan struct{}{namespaces.Synced(), meshConfig.Synced()}}},
 	}
 	parts = append(parts, serving.parts...)
+	parts = append(parts, part{name: "trust bundle watch", p: bundle})
 	if c.WebhookConfigName != "" {
 		keeper := newKeeper(c, kc, serving, log)
 		checks = append(checks, check{"webhook-configuration", keeper.Check})
@@ -162,10 +169,10 @@ func baseSettings(c Config) inject.Settings {
 }
 
 // newCertifier returns what issues the bootstrap certificates, over
-// ca.sign.
-func newCertifier(ctx context.Context, c Config, m *admissionMetrics, ca *caConns) *webhook.Certifier {
+// ca.sign, with the roots of bundle.
+func newCertifier(ctx context.Context, c Config, m *admissionMetrics, ca *caConns, bundle *cpcert.Bundle) *webhook.Certifier {
 	return &webhook.Certifier{
-		Issuer:      &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL},
+		Issuer:      &webhook.CAIssuer{Client: cav1.NewCertificateAuthorityServiceClient(ca.sign), TTL: c.CertTTL, Roots: bundle.RootsPEM},
 		TrustDomain: c.ControlPlane.TrustDomain,
 		Observe: func(d time.Duration, err error) {
 			m.issuance.Record(ctx, d.Seconds(), metric.WithAttributes(attribute.Bool("error", err != nil)))

@@ -106,7 +106,9 @@ type serving struct {
 // Bootstrap goes over ca.boot, which presents no client certificate; the
 // bundle watch over ca.sign, which presents the certificate ca.own holds
 // (or --ca-client-cert-file): servingTLS sets ca.own before it returns.
-func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns) (*serving, error) {
+// bundle is the trust bundle watch, which run starts in both cases (the
+// bootstrap Secrets' ca.crt follows it).
+func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns, bundle *cpcert.Bundle) (*serving, error) {
 	if c.ServesFromFiles() {
 		certs, err := certfile.Load(c.TLSCertFile, c.TLSKeyFile, certfile.Options{})
 		if err != nil {
@@ -117,7 +119,6 @@ func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns) (
 			caBundle: func() ([]byte, error) { return os.ReadFile(c.TLSCAFile) },
 			checks:   []check{{"serving-certificate", certFileCheck(certs)}}}, nil
 	}
-	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(ca.sign), log, 0, 0)
 	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
 		Client: cav1.NewCertificateAuthorityServiceClient(ca.boot), TokenType: c.CA.Credential.TokenType(), Token: c.CA.Credential.Token,
 		DNSNames: c.ServingDNSNames(), TTL: c.CA.OwnCertTTL, Log: log,
@@ -132,7 +133,7 @@ func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns) (
 	}
 	ca.own.Store(cert)
 	return &serving{tls: cert.TLSConfig(), caBundle: bundle.RootsPEM, bundleChanged: bundle.Subscribe(),
-		parts:  []part{{name: "serving certificate renewal", p: cert}, {name: "trust bundle watch", p: bundle}},
+		parts:  []part{{name: "serving certificate renewal", p: cert}},
 		checks: []check{{"serving-certificate", cert.Check}, {"trust-bundle", bundle.Check}}}, nil
 }
 

@@ -2,6 +2,11 @@ package webhook
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"time"
 
@@ -48,17 +53,74 @@ func (c *Certifier) Certify(ctx context.Context, s *corev1.Secret, sa string) er
 	if err != nil {
 		return err
 	}
-	SetCertificate(s, cert)
-	return nil
+	return SetCertificate(s, cert)
 }
 
+// Annotations of a bootstrap Secret that mirror its certificate and roots,
+// so that the reconciler, which caches the Secrets' metadata only, knows
+// when each certificate is due without reading the Secrets; when they are
+// missing it reads the certificate itself.
+const (
+	// AnnotationCertNotBefore and AnnotationCertNotAfter are the
+	// certificate's validity, RFC 3339.
+	AnnotationCertNotBefore = "openservicemesh.io/bootstrap-cert-not-before"
+	AnnotationCertNotAfter  = "openservicemesh.io/bootstrap-cert-not-after"
+	// AnnotationTrust is the SHA-256 of ca.crt, hex.
+	AnnotationTrust = "openservicemesh.io/bootstrap-trust-sha256"
+)
+
 // SetCertificate puts cert into the bootstrap Secret s: the chain, the key
-// and the roots.
-func SetCertificate(s *corev1.Secret, cert *Certificate) {
+// and the roots, and the annotations that mirror them.
+func SetCertificate(s *corev1.Secret, cert *Certificate) error {
+	leaf, err := Leaf(cert.ChainPEM)
+	if err != nil {
+		return fmt.Errorf("bootstrap secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
 	if s.Data == nil {
 		s.Data = map[string][]byte{}
 	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
 	s.Data[bootstrap.FileCert] = cert.ChainPEM
 	s.Data[bootstrap.FileKey] = cert.KeyPEM
-	s.Data[bootstrap.FileCA] = cert.TrustPEM
+	s.Annotations[AnnotationCertNotBefore] = leaf.NotBefore.UTC().Format(time.RFC3339)
+	s.Annotations[AnnotationCertNotAfter] = leaf.NotAfter.UTC().Format(time.RFC3339)
+	SetTrust(s, cert.TrustPEM)
+	return nil
+}
+
+// SetTrust puts roots into the bootstrap Secret s as ca.crt.
+func SetTrust(s *corev1.Secret, roots []byte) {
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
+	}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Data[bootstrap.FileCA] = roots
+	s.Annotations[AnnotationTrust] = TrustHash(roots)
+}
+
+// TrustHash is the AnnotationTrust value of roots.
+func TrustHash(roots []byte) string {
+	sum := sha256.Sum256(roots)
+	return hex.EncodeToString(sum[:])
+}
+
+// Leaf parses the first certificate of a PEM chain.
+func Leaf(chainPEM []byte) (*x509.Certificate, error) {
+	block, _ := pem.Decode(chainPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, errors.New("no PEM certificate in the chain")
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+// RenewAt is when a bootstrap certificate valid from notBefore to notAfter
+// is renewed: at half of its lifetime, which leaves the kubelet time to
+// swap the Secret volume's files (it syncs them about once a minute) well
+// before two thirds of it.
+func RenewAt(notBefore, notAfter time.Time) time.Time {
+	return notBefore.Add(notAfter.Sub(notBefore) / 2)
 }

@@ -28,6 +28,11 @@ type CAIssuer struct {
 	// refreshed; 0 means 5 seconds. A root rotation reaches new pods within
 	// it plus one call to the CA.
 	BundleMaxAge time.Duration
+	// Roots, when set, is the current trust bundle as the injector's
+	// bundle watch holds it, so that the roots a certificate is issued
+	// with are those the renewal compares with; while it returns an error,
+	// Issue fetches the bundle as above.
+	Roots func() ([]byte, error)
 
 	mu         sync.Mutex
 	roots      []byte
@@ -43,9 +48,14 @@ func (c *CAIssuer) Issue(ctx context.Context, id identity.ID) (*Certificate, err
 	if err != nil {
 		return nil, err
 	}
-	roots, err := c.trust(ctx)
-	if err != nil {
-		return nil, err
+	var roots []byte
+	if c.Roots != nil {
+		roots, err = c.Roots()
+	}
+	if c.Roots == nil || err != nil {
+		if roots, err = c.trust(ctx); err != nil {
+			return nil, err
+		}
 	}
 	return &Certificate{ChainPEM: signed.ChainPEM, KeyPEM: signed.KeyPEM, TrustPEM: roots}, nil
 }

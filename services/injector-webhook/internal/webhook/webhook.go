@@ -83,6 +83,9 @@ type Webhook struct {
 	o         Options
 	settings  atomic.Pointer[inject.Settings]
 	bootstrap *bootstrap.Renderer
+	// sds are the SDS files every bootstrap Secret carries, or sdsErr.
+	sds    map[string][]byte
+	sdsErr error
 }
 
 // New returns a Webhook.
@@ -93,6 +96,7 @@ func New(o Options) *Webhook {
 	// One template per workload shape (namespace, service account,
 	// probes) in use; a miss costs one bootstrap build.
 	w := &Webhook{o: o, bootstrap: bootstrap.NewRenderer(4096)}
+	w.sds, w.sdsErr = bootstrap.SDSFiles(inject.BootstrapMount)
 	w.SetSettings(o.Settings)
 	return w
 }
@@ -248,13 +252,20 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 	if err != nil {
 		return nil, err
 	}
+	if w.sdsErr != nil {
+		return nil, w.sdsErr
+	}
+	data := map[string][]byte{bootstrap.FileBootstrap: raw}
+	for name, b := range w.sds {
+		data[name] = b // shared and never modified
+	}
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: inject.BootstrapSecretName(proxyUUID), Namespace: ns,
 			Labels: map[string]string{layout.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy},
 		},
 		Type: corev1.SecretTypeOpaque,
-		Data: map[string][]byte{bootstrap.FileBootstrap: raw},
+		Data: data,
 	}, nil
 }
 

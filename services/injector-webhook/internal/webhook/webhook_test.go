@@ -3,9 +3,15 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -55,9 +61,18 @@ func (s *secrets) Store(_ context.Context, sec *corev1.Secret, sa string) error 
 
 type issuer struct{ ids []identity.ID }
 
+// testChain is a throwaway certificate valid from an hour ago for two
+// hours.
+var testChain = func() []byte {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}()
+
 func (i *issuer) Issue(_ context.Context, id identity.ID) (*Certificate, error) {
 	i.ids = append(i.ids, id)
-	return &Certificate{ChainPEM: []byte("chain"), KeyPEM: []byte("key"), TrustPEM: []byte("roots")}, nil
+	return &Certificate{ChainPEM: testChain, KeyPEM: []byte("key"), TrustPEM: []byte("roots")}, nil
 }
 
 func newWebhook() (*Webhook, *secrets, *issuer) {
@@ -112,6 +127,12 @@ func TestAdmitInjectsAndStoresBootstrap(t *testing.T) {
 	for _, f := range []string{bootstrap.FileCert, bootstrap.FileKey, bootstrap.FileCA} {
 		if _, ok := sec.Data[f]; ok {
 			t.Fatalf("admission put %s into the secret", f)
+		}
+	}
+	// The SDS files the bootstrap reads the certificate through.
+	for _, f := range []string{bootstrap.FileSDSCert, bootstrap.FileSDSCA} {
+		if len(sec.Data[f]) == 0 {
+			t.Fatalf("the secret has no %s", f)
 		}
 	}
 	var b bootstrapv3.Bootstrap
@@ -266,8 +287,15 @@ func TestBootstrapSecretAndCertifyIssueForThePodIdentity(t *testing.T) {
 	if len(iss.ids) != 1 || iss.ids[0].String() != "spiffe://cluster.local/ns/bookstore/sa/default" {
 		t.Fatalf("issued for %v", iss.ids)
 	}
-	if string(sec.Data[bootstrap.FileCert]) != "chain" || string(sec.Data[bootstrap.FileKey]) != "key" ||
+	if string(sec.Data[bootstrap.FileCert]) != string(testChain) || string(sec.Data[bootstrap.FileKey]) != "key" ||
 		string(sec.Data[bootstrap.FileCA]) != "roots" || len(sec.Data[bootstrap.FileBootstrap]) == 0 {
 		t.Fatalf("secret data %v", sec.Data)
+	}
+	// The annotations mirror the certificate, for the renewal.
+	leaf, _ := Leaf(testChain)
+	if sec.Annotations[AnnotationCertNotAfter] != leaf.NotAfter.UTC().Format(time.RFC3339) ||
+		sec.Annotations[AnnotationCertNotBefore] != leaf.NotBefore.UTC().Format(time.RFC3339) ||
+		sec.Annotations[AnnotationTrust] != TrustHash([]byte("roots")) {
+		t.Fatalf("annotations %v", sec.Annotations)
 	}
 }

@@ -77,6 +77,7 @@ func (b *Batch) encode(key string, m proto.Message) ([]byte, [sha256.Size]byte, 
 func (b *Batch) queuePut(ctx context.Context, key string, data []byte, sum [sha256.Size]byte) error {
 	msg := &nats.Msg{Subject: b.s.prefix + key, Data: data, Header: nats.Header{}}
 	InjectTrace(ctx, msg.Header)
+	b.s.fenceHeader(msg.Header) // set again at Flush; here for its size
 	if limit := b.s.maxPayload(); len(data)+headerSize(msg.Header) > limit {
 		return fmt.Errorf("put %s/%s: %w: %d bytes, the limit is %d", b.s.bucket, key, ErrTooLarge, len(data), limit)
 	}
@@ -120,9 +121,10 @@ func (b *Batch) Flush(ctx context.Context) error {
 		futures := make([]jetstream.PubAckFuture, len(window))
 		var firstErr error
 		for i, m := range window {
+			b.s.fenceHeader(m.msg.Header)
 			f, err := b.s.conn.js.PublishMsgAsync(m.msg)
 			if err != nil {
-				firstErr = fmt.Errorf("put %s/%s: %w", b.s.bucket, m.key, b.s.conn.explain(m.msg.Subject, err))
+				firstErr = fmt.Errorf("put %s/%s: %w", b.s.bucket, m.key, fencedErr(b.s.conn.explain(m.msg.Subject, err)))
 				window = window[:i]
 				break
 			}
@@ -141,7 +143,7 @@ func (b *Batch) Flush(ctx context.Context) error {
 			case err := <-futures[i].Err():
 				b.s.forgetKey(m.key)
 				if firstErr == nil {
-					firstErr = fmt.Errorf("put %s/%s: %w", b.s.bucket, m.key, b.s.conn.explain(m.msg.Subject, err))
+					firstErr = fmt.Errorf("put %s/%s: %w", b.s.bucket, m.key, fencedErr(b.s.conn.explain(m.msg.Subject, err)))
 				}
 			case <-ctx.Done():
 				for _, rest := range window[i:] {

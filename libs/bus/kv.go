@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -46,6 +47,8 @@ type Store struct {
 	mu     sync.Mutex
 	digest map[string][sha256.Size]byte
 	primed bool // digest holds every key of the bucket
+
+	fence atomic.Pointer[fence] // the claimed term, nil for none (see Claim)
 }
 
 // Bucket opens an existing bucket.
@@ -96,12 +99,13 @@ func (s *Store) putBytes(ctx context.Context, key string, data []byte) (uint64, 
 	}
 	msg := &nats.Msg{Subject: s.prefix + key, Data: data, Header: nats.Header{}}
 	InjectTrace(ctx, msg.Header)
+	s.fenceHeader(msg.Header)
 	if limit := s.maxPayload(); len(data)+headerSize(msg.Header) > limit {
 		return 0, fmt.Errorf("put %s/%s: %w: %d bytes, the limit is %d", s.bucket, key, ErrTooLarge, len(data), limit)
 	}
 	ack, err := s.conn.js.PublishMsg(ctx, msg)
 	if err != nil {
-		return 0, fmt.Errorf("put %s/%s: %w", s.bucket, key, s.conn.explain(msg.Subject, err))
+		return 0, fmt.Errorf("put %s/%s: %w", s.bucket, key, fencedErr(s.conn.explain(msg.Subject, err)))
 	}
 	s.remember(key, data)
 	return ack.Sequence, nil
@@ -182,8 +186,9 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	msg := &nats.Msg{Subject: s.prefix + key, Header: nats.Header{}}
 	msg.Header.Set(hdrOperation, opDelete)
 	InjectTrace(ctx, msg.Header)
+	s.fenceHeader(msg.Header)
 	if _, err := s.conn.js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("delete %s/%s: %w", s.bucket, key, s.conn.explain(msg.Subject, err))
+		return fmt.Errorf("delete %s/%s: %w", s.bucket, key, fencedErr(s.conn.explain(msg.Subject, err)))
 	}
 	s.mu.Lock()
 	delete(s.digest, key)

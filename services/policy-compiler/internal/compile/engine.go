@@ -57,6 +57,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
@@ -208,6 +209,9 @@ func (e *Engine) Pending() bool { return e.dirty.pending() }
 // ApplyKey applies one mesh-observed KV entry: value is its protobuf
 // encoding, or nil for a deleted key.
 func (e *Engine) ApplyKey(key string, value []byte) error {
+	if key == bus.FenceKey {
+		return nil // the writer's term, no part of the mesh
+	}
 	if key == layout.SyncKey {
 		if value == nil {
 			e.m.SetSync(nil)

@@ -155,7 +155,8 @@ func (e *env) lastSeq() uint64 {
 // observed key of kind.
 func newMessage(kind string) proto.Message { return layout.NewObserved(kind) }
 
-// contents reads every key of the bucket except the sync marker, decoded.
+// contents reads every key of the bucket except the sync marker and the
+// writer's fence, decoded.
 func (e *env) contents() map[string]proto.Message {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -171,7 +172,7 @@ func (e *env) contents() map[string]proto.Message {
 		case bus.EventInitialized:
 			return out
 		case bus.EventPut:
-			if ev.Key == layout.SyncKey {
+			if ev.Key == layout.SyncKey || ev.Key == bus.FenceKey {
 				continue
 			}
 			o, err := layout.ParseObserved(ev.Key)

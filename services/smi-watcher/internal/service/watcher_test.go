@@ -435,9 +435,10 @@ func TestRestartWritesNothingButANewEpoch(t *testing.T) {
 	if second.Epoch != first.Epoch+1 {
 		t.Errorf("epoch after restart = %d, want %d", second.Epoch, first.Epoch+1)
 	}
-	// The new epoch's two markers (LISTING, then SYNCED) are the only writes.
-	if got := e.lastSeq() - before; got != 2 {
-		t.Errorf("restart wrote %d KV entries, want 2 (the LISTING and SYNCED markers)", got)
+	// The new epoch's claim of the bucket and its two markers (LISTING,
+	// then SYNCED) are the only writes.
+	if got := e.lastSeq() - before; got != 3 {
+		t.Errorf("restart wrote %d KV entries, want 3 (the claim, the LISTING and SYNCED markers)", got)
 	}
 	if d := cmp.Diff(content, e.contents(), protocmp.Transform()); d != "" {
 		t.Errorf("content changed across the restart (-before +after):\n%s", d)
@@ -507,10 +508,10 @@ func TestStandbyTakesOverAndReconciles(t *testing.T) {
 		}
 		return want, f.expectSlice(t, want, ip)
 	})
-	// Only the two changes and the two markers were written: the takeover
-	// did not rewrite what was already right.
-	if got := e.lastSeq() - seq; got != 4 {
-		t.Errorf("takeover wrote %d KV entries, want 4 (LISTING, one put, one delete, SYNCED)", got)
+	// Only the claim, the two changes and the two markers were written: the
+	// takeover did not rewrite what was already right.
+	if got := e.lastSeq() - seq; got != 5 {
+		t.Errorf("takeover wrote %d KV entries, want 5 (the claim, LISTING, one put, one delete, SYNCED)", got)
 	}
 }
 

@@ -21,8 +21,10 @@ import (
 //
 //  1. it forgets what it knew about the bucket and primes the digests of
 //     every current key (another writer may have written in between);
-//  2. it starts a new epoch, the previous marker's epoch plus one, and
-//     writes the sync marker in state LISTING;
+//  2. it starts a new epoch, the previous marker's epoch plus one, claims
+//     it as the bucket's fence (bus.Store.Claim: from then on the server
+//     refuses the writes of any older epoch), and writes the sync marker
+//     in state LISTING;
 //  3. it reconciles every published object of its caches and every key in
 //     the bucket through the workqueue: missing or changed keys are written,
 //     stale keys deleted, and unchanged keys cost nothing;
@@ -47,6 +49,12 @@ func (w *Watcher) Lead(ctx context.Context) error {
 		return fmt.Errorf("lead: read the previous sync marker: %w", err)
 	}
 	epoch := prev.GetEpoch() + 1
+	// The epoch is this term's fence: once a newer watcher claims its own,
+	// the server refuses every write of this one (bus.ErrFenced), so a
+	// deposed watcher that stalled past its lease writes nothing.
+	if err := st.Claim(ctx, epoch, w.o.WatcherID); err != nil {
+		return fmt.Errorf("lead: claim epoch %d: %w", epoch, err)
+	}
 	if _, err := st.Put(ctx, layout.SyncKey, w.marker(epoch, meshv1.SyncState_SYNC_STATE_LISTING, nil)); err != nil {
 		return fmt.Errorf("lead: write the sync marker: %w", err)
 	}
@@ -136,6 +144,7 @@ func (w *Watcher) stopLeading() {
 	w.pending, w.pendingOK = nil, nil
 	w.eventTimes = map[Item]time.Time{}
 	w.mu.Unlock()
+	w.o.Store.Unclaim()
 	w.o.Store.Forget()
 }
 

@@ -35,6 +35,14 @@ import (
 type Store interface {
 	kvWriter
 	kvReconciler
+	kvFence
+}
+
+// kvFence claims the bucket for a term: the server then refuses the writes
+// of any older one (see bus.Store.Claim).
+type kvFence interface {
+	Claim(ctx context.Context, term uint64, holder string) error
+	Unclaim()
 }
 
 // kvWriter writes keys, skipping writes that change nothing.
@@ -402,6 +410,13 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 		wrote, err = w.o.Store.DeleteIfPresent(ctx, key)
 	} else {
 		_, wrote, err = w.o.Store.PutIfChanged(ctx, key, msg)
+	}
+	if errors.Is(err, bus.ErrFenced) {
+		// A newer watcher claimed the bucket: this one is deposed, and the
+		// server refused the write. Nothing to retry; the election ends
+		// this term.
+		w.log.WithFields(logrus.Fields{"kind": it.Kind, "namespace": it.Namespace, "name": it.Name}).Warn("write refused: a newer watcher leads the bucket")
+		return nil
 	}
 	if err != nil {
 		if timed {

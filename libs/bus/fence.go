@@ -1,0 +1,103 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// FenceKey is the key in which a bucket's writer claims its term (see
+// Store.Claim). Readers skip it: it is no part of the bucket's content.
+const FenceKey = "writer-term"
+
+// ErrFenced is returned for a write the server refused because another
+// writer claimed a newer term of the bucket since: this writer is deposed
+// and must stop writing.
+var ErrFenced = errors.New("fenced: another writer claimed a newer term of the bucket")
+
+// The JetStream headers of the fence: a write lands only while the last
+// message on the fence key is the one this writer's claim wrote.
+const (
+	hdrExpectedLastSubjSeq     = "Nats-Expected-Last-Subject-Sequence"
+	hdrExpectedLastSubjSeqSubj = "Nats-Expected-Last-Subject-Sequence-Subject"
+)
+
+// fence is a claimed term: every write carries the sequence of the claim.
+type fence struct {
+	term    uint64
+	seq     uint64
+	subject string
+}
+
+// Claim makes this store the bucket's writer for term, a number that grows
+// with every new leader (a lease term, or the watcher's sync epoch). It
+// writes FenceKey, and from then on every write of the store (Put, Delete,
+// and a Batch's) carries the claim's sequence as the expected last
+// sequence of FenceKey, so the server refuses it, with ErrFenced, once a
+// newer term is claimed: a deposed leader's late writes never land,
+// however long it stalled, without readers having to tell them apart.
+//
+// A claim fails with ErrFenced when the bucket's term is already term or
+// newer, or when another writer claims at the same time (compare and set).
+func (s *Store) Claim(ctx context.Context, term uint64, holder string) error {
+	var expected uint64
+	e, err := s.kv.Get(ctx, FenceKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err != nil:
+		return fmt.Errorf("claim term %d of %s: %w", term, s.bucket, err)
+	default:
+		if cur, _ := parseTerm(e.Value()); cur >= term {
+			return fmt.Errorf("claim term %d of %s: %w (the bucket is at term %d)", term, s.bucket, ErrFenced, cur)
+		}
+		expected = e.Revision()
+	}
+	msg := &nats.Msg{Subject: s.prefix + FenceKey, Data: []byte(strconv.FormatUint(term, 10) + " " + holder), Header: nats.Header{}}
+	msg.Header.Set(hdrExpectedLastSubjSeq, strconv.FormatUint(expected, 10))
+	ack, err := s.conn.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("claim term %d of %s: %w", term, s.bucket, fencedErr(s.conn.explain(msg.Subject, err)))
+	}
+	s.fence.Store(&fence{term: term, seq: ack.Sequence, subject: msg.Subject})
+	return nil
+}
+
+// Unclaim stops fencing this store's writes (the term ended).
+func (s *Store) Unclaim() { s.fence.Store(nil) }
+
+// Term is the term this store claimed, 0 for none.
+func (s *Store) Term() uint64 {
+	if f := s.fence.Load(); f != nil {
+		return f.term
+	}
+	return 0
+}
+
+// fenceHeader adds the claim's headers to a write.
+func (s *Store) fenceHeader(h nats.Header) {
+	if f := s.fence.Load(); f != nil {
+		h.Set(hdrExpectedLastSubjSeq, strconv.FormatUint(f.seq, 10))
+		h.Set(hdrExpectedLastSubjSeqSubj, f.subject)
+	}
+}
+
+// fencedErr wraps ErrFenced around the server's refusal of a fenced write.
+func fencedErr(err error) error {
+	var api *jetstream.APIError
+	if errors.As(err, &api) && (api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return err
+}
+
+// parseTerm reads a FenceKey value, "<term> <holder>".
+func parseTerm(v []byte) (uint64, string) {
+	t, holder, _ := strings.Cut(string(v), " ")
+	n, _ := strconv.ParseUint(t, 10, 64)
+	return n, holder
+}

@@ -1,0 +1,84 @@
+package bus_test
+
+import (
+	"errors"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/bus/bustest"
+)
+
+// TestDeposedWriterWritesNothing (issue 15, item 4): once a newer writer
+// claims the bucket, nothing the older one sends lands — a put, a delete,
+// a pipelined batch — however long it stalled; the refusal is ErrFenced.
+// Claims themselves are compare-and-set: no term is claimed twice, and no
+// older term after a newer one.
+func TestDeposedWriterWritesNothing(t *testing.T) {
+	srv := startServer(t, bustest.Options{})
+	ctx := t.Context()
+	open := func() *bus.Store {
+		c := connect(t, bus.Options{URL: srv.URL(), Role: bus.RoleAdmin})
+		st, err := c.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{Memory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	old, next := open(), open()
+	if err := old.Claim(ctx, 1, "watcher-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Put(ctx, "k1", str("old-1")); err != nil {
+		t.Fatalf("the writer of term 1 cannot write: %v", err)
+	}
+	if _, err := old.Put(ctx, "k2", str("old-2")); err != nil {
+		t.Fatal(err)
+	}
+
+	// A standby takes over (term 2) while the old writer is stalled.
+	if err := next.Claim(ctx, 1, "watcher-b"); !errors.Is(err, bus.ErrFenced) {
+		t.Fatalf("a second claim of term 1: %v, want ErrFenced", err)
+	}
+	if err := next.Claim(ctx, 2, "watcher-b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.Put(ctx, "k1", str("new-1")); err != nil {
+		t.Fatalf("the writer of term 2 cannot write: %v", err)
+	}
+
+	// The old writer wakes up and writes: nothing lands.
+	if _, err := old.Put(ctx, "k1", str("old-late")); !errors.Is(err, bus.ErrFenced) {
+		t.Errorf("late put: %v, want ErrFenced", err)
+	}
+	if err := old.Delete(ctx, "k2"); !errors.Is(err, bus.ErrFenced) {
+		t.Errorf("late delete: %v, want ErrFenced", err)
+	}
+	b := old.Batch()
+	for _, k := range []string{"k1", "k3", "k4"} {
+		if err := b.Put(ctx, k, str("old-batch")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(ctx); !errors.Is(err, bus.ErrFenced) {
+		t.Errorf("late batch: %v, want ErrFenced", err)
+	}
+	if err := old.Claim(ctx, 1, "watcher-a"); !errors.Is(err, bus.ErrFenced) {
+		t.Errorf("reclaiming an older term: %v, want ErrFenced", err)
+	}
+	want := map[string]string{"k1": "new-1", "k2": "old-2"}
+	for _, k := range []string{"k1", "k2", "k3", "k4"} {
+		got := &wrapperspb.StringValue{}
+		_, err := next.Get(ctx, k, got)
+		switch {
+		case want[k] == "" && !errors.Is(err, bus.ErrNotFound):
+			t.Errorf("%s = %q (%v), want absent: a deposed write landed", k, got.GetValue(), err)
+		case want[k] != "" && got.GetValue() != want[k]:
+			t.Errorf("%s = %q (%v), want %q", k, got.GetValue(), err, want[k])
+		}
+	}
+	if next.Term() != 2 || old.Term() != 1 {
+		t.Errorf("terms %d and %d", old.Term(), next.Term())
+	}
+}

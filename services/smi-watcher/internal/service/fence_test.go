@@ -1,0 +1,58 @@
+package service_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/openservicemesh/osm/libs/app/apptest"
+	"github.com/openservicemesh/osm/libs/layout"
+)
+
+// TestDeposedWatcherWritesNothing (issue 15, item 4): a leading watcher
+// that stalls past its lease while a newer one claims the bucket (here the
+// newer claim is made directly, as the standby's takeover does first) keeps
+// running and keeps trying to write; the server refuses every write of its
+// epoch: zero writes of the old term land after the new term starts.
+func TestDeposedWatcherWritesNothing(t *testing.T) {
+	defer recoverMust(t)
+	e := newEnv(t)
+	const ip = "10.244.14.10"
+	f := e.seed("fence", ip)
+	e.createMeshConfig()
+	a := e.start("watcher-a")
+	first := e.waitSynced(0, time.Minute)
+	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
+		want := f.expected()
+		return want, f.expectSlice(t, want, ip)
+	})
+
+	// The standby's takeover claims the next epoch; watcher-a does not know.
+	if err := e.store.Claim(t.Context(), first.Epoch+1, "watcher-b"); err != nil {
+		t.Fatal(err)
+	}
+	claimed := e.lastSeq()
+
+	// A change watcher-a would write.
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	svc := must(cs.CoreV1().Services(f.ns).Get(ctx, "bookstore", metav1.GetOptions{}))
+	svc.Labels = map[string]string{"edited": "after-the-claim"}
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "extra", Port: 9999})
+	must(cs.CoreV1().Services(f.ns).Update(ctx, svc, metav1.UpdateOptions{}))
+	apptest.EventuallyTrue(t, "watcher-a to try the write and be refused", 20*time.Second, func() bool {
+		return strings.Contains(a.logs.String(), "write refused: a newer watcher leads the bucket")
+	})
+	if got := e.lastSeq(); got != claimed {
+		t.Errorf("the deposed watcher's writes landed: the bucket went from sequence %d to %d", claimed, got)
+	}
+	key := layout.ObservedKey(layout.KindService, f.ns, "bookstore")
+	if got := e.contents()[key]; strings.Contains(prototext.Format(got), "9999") {
+		t.Errorf("the bucket holds the deposed watcher's %s: %v", key, got)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
 // pausedLeader leads for its first limit answers, then no more: a leader
@@ -46,5 +47,47 @@ func TestLeaseLostMidCommitStopsTheWrites(t *testing.T) {
 	apptest.EventuallyTrue(t, "the new leader's generation", 10*time.Second, func() bool { return r2.c.Stats().Generations == 1 })
 	if g := h.generation(); g.GetNumber() != 1 || g.GetChangedKeys() == 0 {
 		t.Errorf("generation = %v, want number 1 with the rest of the keys", g)
+	}
+}
+
+// stalledLeader believes it leads at term, whatever happened since: a
+// compiler paused past its lease that has not yet noticed.
+type stalledLeader struct {
+	term    uint64
+	changes chan bool
+}
+
+func (s *stalledLeader) Leading() bool        { return true }
+func (s *stalledLeader) Term() uint64         { return s.term }
+func (s *stalledLeader) Changes() <-chan bool { return s.changes }
+
+// TestDeposedCompilerLandsNothing (issue 15, item 4): a compiler paused
+// past its lease, and still believing it leads, commits an edit after its
+// successor claimed mesh-compiled for the next term: the server refuses
+// every write of the old term (the claim fences the bucket), so zero writes
+// of the old term land after the new term starts.
+func TestDeposedCompilerLandsNothing(t *testing.T) {
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
+	conn, observed, compiled := h.buckets()
+	old := h.run(New(observed, compiled, conn.NATS(), Options{Engine: bookstoreEngine(), Leader: &stalledLeader{term: 1, changes: make(chan bool, 1)}}), nil)
+	apptest.EventuallyTrue(t, "the old leader's first generation", 10*time.Second, func() bool { return old.c.Stats().Generations == 1 })
+	settle()
+
+	// The successor (term 2) claims the bucket; the old leader does not know.
+	_, _, next := h.buckets()
+	if err := next.Claim(t.Context(), 2, "compiler-b"); err != nil {
+		t.Fatal(err)
+	}
+	h.watchCompiled()
+	http := synth.Port{Number: 14001, Name: "bookwarehouse-port", AppProtocol: "http"}
+	h.put(synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{http},
+		synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "10.244.3.99"}))
+	settle()
+	settle()
+	if landed := h.drainCompiled(); len(landed) != 0 {
+		t.Fatalf("the deposed compiler's writes landed after the new term: %v", landed)
+	}
+	if g := h.generation(); g.GetNumber() != 1 {
+		t.Errorf("generation = %d, want 1 (the deposed compiler's generation must not land)", g.GetNumber())
 	}
 }

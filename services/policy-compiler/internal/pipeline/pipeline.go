@@ -48,6 +48,10 @@ type Writable interface {
 	Put(ctx context.Context, key string, m proto.Message) (uint64, error)
 	// Batch pipelines a generation's writes.
 	Batch() *bus.Batch
+	// Claim fences the bucket with a lease term (bus.Store.Claim); Term
+	// is the term claimed.
+	Claim(ctx context.Context, term uint64, holder string) error
+	Term() uint64
 }
 
 var _ Writable = (*bus.Store)(nil)
@@ -145,6 +149,33 @@ func (nopWriter) Write(p []byte) (int, error) { return len(p), nil }
 // answers on the clock of the call (a commit that stalls past the renew
 // deadline stops writing before a standby may take over).
 func (c *Compiler) leading() bool { return c.o.Leader == nil || c.o.Leader.Leading() }
+
+// termed is a Leader that names the term it holds (a *lease.Elector).
+type termed interface{ Term() uint64 }
+
+// claim fences mesh-compiled with the lease's term before the first write
+// of each term: from then on the server refuses the writes of any older
+// term (bus.ErrFenced), so a compiler that stalled past its lease, and still
+// believes it leads, lands nothing once its successor has written. Without
+// a lease (a single compiler) there is nothing to fence.
+func (c *Compiler) claim(ctx context.Context) error {
+	t, ok := c.o.Leader.(termed)
+	if !ok {
+		return nil
+	}
+	term := t.Term()
+	if term == 0 {
+		return errLeaseLost
+	}
+	if c.compiled.Term() == term {
+		return nil
+	}
+	if err := c.compiled.Claim(ctx, term, "policy-compiler"); err != nil {
+		return fmt.Errorf("fence mesh-compiled for lease term %d: %w", term, err)
+	}
+	c.log.WithContext(ctx).WithField("term", term).Info("claimed mesh-compiled for the lease term")
+	return nil
+}
 
 // errLeaseLost ends a commit whose lease ran out while it wrote.
 var errLeaseLost = errors.New("the compiler lease ran out during the commit; the new leader finishes it")
@@ -451,6 +482,10 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		c.count(func(s *Stats) { s.Puts += nPut; s.Deletes += nDel; s.Skipped += nSkip })
 		c.o.Metrics.wrote(ctx, nPut, nDel, nSkip)
 	}()
+	if err := c.claim(ctx); err != nil {
+		c.resync = true
+		return false, err
+	}
 	// Queue the changed keys, send them pipelined, and record them only
 	// once the server has stored every one; the generation goes last.
 	batch := c.compiled.Batch()

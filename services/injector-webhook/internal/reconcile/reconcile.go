@@ -40,11 +40,16 @@
 //     loses no schedule. The sidecar reads the files through file-based
 //     SDS and picks them up without a restart.
 //
-// Every step is idempotent, so several injector replicas may run it at
-// once: a create that finds the Secret, a patch that loses a
+// Start runs the informers on every replica: they feed the Claimer, and a
+// standby that takes over has its caches warm. The workers that act run
+// only under Lead, which the injector calls on the one replica holding its
+// Lease (package elect): renewing on every replica would issue one
+// certificate per replica. Every step is still idempotent, so a former
+// leader's last call, or two leaders for the moment of a takeover, do no
+// harm: a create that finds the Secret, an update or patch that loses a
 // resourceVersion race or a delete whose precondition fails is retried or
 // dropped. The Reconciler needs pods list/watch and secrets list, watch,
-// get, create, patch and delete.
+// get, create, update, patch and delete.
 package reconcile
 
 import (
@@ -134,9 +139,16 @@ type Reconciler struct {
 	o       Options
 	pods    cache.SharedIndexInformer
 	secrets cache.SharedIndexInformer
-	queue   workqueue.TypedRateLimitingInterface[string]
+	// term is the workqueue of the current lead; nil while standing by.
+	term    atomic.Pointer[term]
 	synced  atomic.Bool
+	leading atomic.Bool
 	now     func() time.Time
+}
+
+// term is one lead's workqueue.
+type term struct {
+	q workqueue.TypedRateLimitingInterface[string]
 }
 
 const indexProxy = "proxy"
@@ -155,9 +167,7 @@ func New(o Options) *Reconciler {
 	if o.Resync <= 0 {
 		o.Resync = 10 * time.Minute
 	}
-	r := &Reconciler{o: o, now: time.Now,
-		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-			workqueue.TypedRateLimitingQueueConfig[string]{Name: "bootstrap-secrets"})}
+	r := &Reconciler{o: o, now: time.Now}
 	podFactory := informers.NewSharedInformerFactoryWithOptions(o.Client, o.Resync,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = layout.LabelProxyUUID }))
 	r.pods = podFactory.Core().V1().Pods().Informer()
@@ -173,9 +183,11 @@ func New(o Options) *Reconciler {
 // the Reconciler takes no action.
 func (r *Reconciler) HasSynced() bool { return r.synced.Load() }
 
-// Start runs the informers and the workers until ctx ends.
+// Leading reports whether Lead runs.
+func (r *Reconciler) Leading() bool { return r.leading.Load() }
+
+// Start runs the informers until ctx ends; Lead runs the workers.
 func (r *Reconciler) Start(ctx context.Context) error {
-	defer r.queue.ShutDown()
 	// Keep only what a sync reads: the cache holds every injected pod of
 	// the cluster.
 	if err := r.pods.SetTransform(slimPod); err != nil {
@@ -215,8 +227,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	// The informers and the workers all end with ctx; Start returns after
-	// them.
+	// The informers end with ctx; Start returns after them.
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { r.pods.Run(ctx.Done()) })
@@ -227,16 +238,50 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	r.synced.Store(true)
 	r.o.Log.WithContext(ctx).WithFields(logrus.Fields{"pods": len(r.pods.GetStore().ListKeys()),
 		"secrets": len(r.secrets.GetStore().ListKeys())}).Info("bootstrap secret reconciler synced")
+	<-ctx.Done()
+	return nil
+}
+
+// Lead runs the workers, which act on the Secrets, until ctx ends: while
+// this replica leads. It waits for Start's informers to sync, then looks
+// at every proxy once; the events of the standby time are not needed.
+// Lead may be called again after it returned (a lead regained).
+func (r *Reconciler) Lead(ctx context.Context) error {
+	if !cache.WaitForCacheSync(ctx.Done(), r.HasSynced) {
+		return nil // ctx ended
+	}
+	t := &term{q: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
+		workqueue.TypedRateLimitingQueueConfig[string]{Name: "bootstrap-secrets"})}
+	r.term.Store(t)
+	for _, inf := range []cache.SharedIndexInformer{r.secrets, r.pods} {
+		for _, obj := range inf.GetStore().List() {
+			r.enqueue(obj)
+		}
+	}
+	r.leading.Store(true)
+	r.o.Log.WithContext(ctx).Info("leading: reconciling and renewing bootstrap secrets")
+	var wg sync.WaitGroup
 	for range r.o.Workers {
 		wg.Go(func() {
-			for r.next(ctx) {
+			for r.next(ctx, t.q) {
 			}
 		})
 	}
 	wg.Go(func() { r.watchRoots(ctx) })
 	<-ctx.Done()
-	r.queue.ShutDown()
+	r.term.CompareAndSwap(t, nil)
+	t.q.ShutDown()
+	wg.Wait()
+	r.leading.Store(false)
+	r.o.Log.WithContext(ctx).Info("no longer leading: bootstrap secrets left to the leader")
 	return nil
+}
+
+// later looks at key again after d, while this lead lasts.
+func (r *Reconciler) later(key string, d time.Duration) {
+	if t := r.term.Load(); t != nil {
+		t.q.AddAfter(key, d)
+	}
 }
 
 // slimPod drops what no sync reads from a pod.
@@ -287,27 +332,34 @@ func (r *Reconciler) enqueue(obj any) {
 	if err != nil {
 		return
 	}
+	t := r.term.Load()
+	if t == nil {
+		return // standing by: Lead looks at everything when it starts
+	}
 	if uuid := m.GetLabels()[layout.LabelProxyUUID]; uuid != "" {
-		r.queue.Add(m.GetNamespace() + "/" + uuid)
+		t.q.Add(m.GetNamespace() + "/" + uuid)
 	}
 }
 
-func (r *Reconciler) next(ctx context.Context) bool {
-	key, quit := r.queue.Get()
+func (r *Reconciler) next(ctx context.Context, q workqueue.TypedRateLimitingInterface[string]) bool {
+	key, quit := q.Get()
 	if quit {
 		return false
 	}
-	defer r.queue.Done(key)
+	defer q.Done(key)
+	if ctx.Err() != nil {
+		return false // the lead ended: what is left in q is not acted on
+	}
 	if err := r.sync(ctx, key); err != nil {
 		// A conflict is another replica (or the writer) acting on the same
 		// Secret: expected, retried quietly.
 		if ctx.Err() == nil && !apierrors.IsConflict(err) {
 			r.o.Log.WithContext(ctx).WithError(err).WithField("key", key).Warn("bootstrap secret not reconciled; retrying")
 		}
-		r.queue.AddRateLimited(key)
+		q.AddRateLimited(key)
 		return true
 	}
-	r.queue.Forget(key)
+	q.Forget(key)
 	return true
 }
 
@@ -364,7 +416,7 @@ func (r *Reconciler) recreate(ctx context.Context, key, ns, uuid string, live []
 	}
 	oldest := oldest(live)
 	if wait := r.o.MissingGrace - r.now().Sub(oldest.CreationTimestamp.Time); wait > 0 {
-		r.queue.AddAfter(key, wait)
+		r.later(key, wait)
 		return nil
 	}
 	name := inject.BootstrapSecretName(uuid)
@@ -445,7 +497,7 @@ func (r *Reconciler) collect(ctx context.Context, key string, sec *metav1.Partia
 		return nil // the garbage collector deletes it after its owners
 	}
 	if wait := r.o.OrphanGrace - r.now().Sub(sec.CreationTimestamp.Time); wait > 0 {
-		r.queue.AddAfter(key, wait)
+		r.later(key, wait)
 		return nil
 	}
 	// The pod informer may lag behind a pod just created: ask the

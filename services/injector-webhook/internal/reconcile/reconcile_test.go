@@ -100,8 +100,25 @@ func (a *actions) observedOnce(t *testing.T, action string) {
 	})
 }
 
-// start runs a Reconciler until the test ends.
+// start runs a Reconciler, leading, until the test ends.
 func start(t *testing.T, o Options) (*maker, *actions) {
+	t.Helper()
+	mk, acts, r := startStandby(t, o)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Lead(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return mk, acts
+}
+
+// startStandby runs a Reconciler's informers, not leading, until the test
+// ends.
+func startStandby(t *testing.T, o Options) (*maker, *actions, *Reconciler) {
 	t.Helper()
 	mk, acts := &maker{}, &actions{got: map[string]int{}}
 	md, err := metadata.NewForConfig(cluster.RESTConfig())
@@ -125,7 +142,7 @@ func start(t *testing.T, o Options) (*maker, *actions) {
 		func(context.Context) (bool, error) { return r.HasSynced(), nil }); err != nil {
 		t.Fatal("reconciler not synced")
 	}
-	return mk, acts
+	return mk, acts, r
 }
 
 func injectedPod(name, uuid string) *corev1.Pod {
@@ -420,5 +437,57 @@ func TestNewPodClaimsItsHeldSecret(t *testing.T) {
 	r.claim(gone)
 	if _, ok := cl.owners(ns, inject.BootstrapSecretName("uuid-terminating")); ok {
 		t.Fatal("a terminating pod claimed its secret")
+	}
+}
+
+// TestOnlyTheLeaderActs: issue 15, item 10. Every injector replica runs the
+// informers (the writer's claims need them), but only under Lead does the
+// Reconciler act; a lead that ends stops it acting.
+func TestOnlyTheLeaderActs(t *testing.T) {
+	ns := cluster.Namespace(t, "standby", nil)
+	cs := cluster.Clientset()
+	_, acts, r := startStandby(t, Options{MissingGrace: time.Hour, OrphanGrace: time.Hour})
+	unowned := func(uuid string) *corev1.Pod {
+		t.Helper()
+		if _, err := cs.CoreV1().Secrets(ns).Create(t.Context(), bootstrapSecret(ns, uuid), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		p, err := cs.CoreV1().Pods(ns).Create(t.Context(), injectedPod("pod-"+uuid, uuid), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	owned := func(p *corev1.Pod) error {
+		sec, err := cs.CoreV1().Secrets(ns).Get(t.Context(), inject.BootstrapSecretName(p.Labels[layout.LabelProxyUUID]), metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		return ownedBy(sec, p)
+	}
+	first := unowned("uuid-first")
+	time.Sleep(time.Second)
+	if owned(first) == nil || acts.count("owned") != 0 || r.Leading() {
+		t.Fatal("a standby acted")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- r.Lead(ctx) }()
+	// What arrived while standing by is looked at when the lead starts.
+	apptest.Eventually(t, "the leader owns the first secret", 30*time.Second, func() error { return owned(first) })
+	if !r.Leading() {
+		t.Fatal("acting, but not Leading")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if r.Leading() {
+		t.Fatal("Leading after the lead ended")
+	}
+	second := unowned("uuid-second")
+	time.Sleep(time.Second)
+	if owned(second) == nil {
+		t.Fatal("a former leader acted")
 	}
 }

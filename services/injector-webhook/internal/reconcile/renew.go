@@ -53,7 +53,7 @@ func (r *Reconciler) renew(ctx context.Context, key string, sec *metav1.PartialO
 	roots := r.roots()
 	at, ok := due(sec)
 	if ok && now.Before(at) && (roots == nil || sec.Annotations[webhook.AnnotationTrust] == webhook.TrustHash(roots)) {
-		r.queue.AddAfter(key, at.Sub(now))
+		r.later(key, at.Sub(now))
 		return nil
 	}
 	secrets := r.o.Client.CoreV1().Secrets(sec.Namespace)
@@ -100,7 +100,7 @@ func (r *Reconciler) renew(ctx context.Context, key string, sec *metav1.PartialO
 		mirror(full, leaf)
 		if before == full.Annotations[webhook.AnnotationCertNotAfter]+full.Annotations[webhook.AnnotationCertNotBefore]+
 			full.Annotations[webhook.AnnotationTrust] {
-			r.queue.AddAfter(key, webhook.RenewAt(leaf.NotBefore, leaf.NotAfter).Sub(now))
+			r.later(key, webhook.RenewAt(leaf.NotBefore, leaf.NotAfter).Sub(now))
 			return nil
 		}
 	}
@@ -122,7 +122,7 @@ func (r *Reconciler) renew(ctx context.Context, key string, sec *metav1.PartialO
 			"proxy_uuid": sec.Labels[layout.LabelProxyUUID], "action": action, "reason": reason,
 			"not_after": leaf.NotAfter.UTC().Format(time.RFC3339)}).Info("bootstrap certificate renewed")
 	}
-	r.queue.AddAfter(key, webhook.RenewAt(leaf.NotBefore, leaf.NotAfter).Sub(now))
+	r.later(key, webhook.RenewAt(leaf.NotBefore, leaf.NotAfter).Sub(now))
 	return nil
 }
 

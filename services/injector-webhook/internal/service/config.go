@@ -49,7 +49,7 @@ type Config struct {
 
 // Flags registers the configuration's flags.
 func (c *Config) Flags(f *app.Flags) {
-	c.ControlPlane.Flags(f, app.CPNamespace|app.CPMeshName|app.CPMeshConfig|app.CPTrustDomain|app.CPClusterDomain)
+	c.ControlPlane.Flags(f, app.CPNamespace|app.CPPodName|app.CPMeshName|app.CPMeshConfig|app.CPTrustDomain|app.CPClusterDomain)
 	f.Deprecated("control-plane-namespace", "namespace")
 	f.Deprecated("meshconfig-name", "mesh-config")
 	c.Kube.Flags(f, defaultKubeQPS, defaultKubeBurst)

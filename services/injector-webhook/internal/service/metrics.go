@@ -29,7 +29,7 @@ func newAdmissionMetrics(meter metric.Meter) (*admissionMetrics, error) {
 		return nil, err
 	}
 	if m.phases, err = seconds(meter, "osm_injector_admission_phase_seconds",
-		"time of each step of an injecting admission: decide, patch, issue, bootstrap, store, encode"); err != nil {
+		"time of each step of an injecting admission: decide, patch, bootstrap, store, encode"); err != nil {
 		return nil, err
 	}
 	return &m, nil

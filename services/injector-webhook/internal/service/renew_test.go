@@ -23,7 +23,10 @@ func TestBootstrapCertificatesAreRenewed(t *testing.T) {
 	ns := cluster.Namespace(t, "renewed", map[string]string{layout.LabelMonitoredBy: "osm"})
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	_, res, out := startInjector(ctx, t, ca, "osm-renew-test", apptest.FreeAddr(t), apptest.FreeAddr(t))
+	// The reconciler renews on the replica that holds the Lease in
+	// --namespace.
+	cp := cluster.Namespace(t, "osm-cp", nil)
+	_, res, out := startInjector(ctx, t, ca, "osm-renew-test", apptest.FreeAddr(t), apptest.FreeAddr(t), "--namespace", cp)
 	pod := createInjectedPod(ctx, t, ns)
 	_, cur := bootstrapSecretOf(ctx, t, pod)
 

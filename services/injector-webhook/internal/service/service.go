@@ -45,7 +45,8 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"reissues Secrets lost to a restart, renews each Secret's certificate at half its lifetime and\n" +
 	"its ca.crt when the trust bundle changes (the sidecar reloads them through file-based SDS),\n" +
 	"makes each Secret owned by its pod so that it is deleted with it, and deletes Secrets left\n" +
-	"without a pod (see --bootstrap-*)."
+	"without a pod (see --bootstrap-*). It acts on one replica only, elected with a Lease\n" +
+	"(--leader-elect, --lease-*); the others stand by and take over when the leader stops."
 
 // Options holds the test overrides of the service. The injector's tests
 // drive it through its flags alone, so it has no fields; its zero value is
@@ -108,6 +109,10 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
+	lead, err := newLeader(meter, c.Secrets.Election, kc.typed, c.ControlPlane.Namespace, c.ControlPlane.PodName, rec, log)
+	if err != nil {
+		return err
+	}
 	meshConfig, err := newMeshConfigWatch(kc.dynamic, c.ControlPlane.Namespace, c.ControlPlane.MeshConfig, base, wh, log)
 	if err != nil {
 		return err
@@ -129,6 +134,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 		{name: "namespace informer", p: namespaces},
 		{name: "meshconfig watch", p: meshConfig},
 		{name: "bootstrap secret reconciler", p: rec},
+		{name: "bootstrap secret leader election", p: lead},
 		// The writer stops only after the admission server has: the
 		// Secrets of the last admissions are flushed too.
 		{name: "bootstrap secret writer", p: stopsAfter{p: writer, after: serverDone}},

@@ -67,6 +67,44 @@ func (s *Store) Claim(ctx context.Context, term uint64, holder string) error {
 	return nil
 }
 
+// Superseded reports whether the bucket's fence holds a newer term than
+// the one this store claimed: after ErrFenced, true means another writer
+// leads, false that the claim itself is gone (the bucket was deleted and
+// recreated, or JetStream lost its store), and the writer may claim again.
+func (s *Store) Superseded(ctx context.Context) (bool, error) {
+	e, err := s.kv.Get(ctx, FenceKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read the fence of %s: %w", s.bucket, err)
+	}
+	cur, _ := parseTerm(e.Value())
+	f := s.fence.Load()
+	return f == nil || cur > f.term || (cur == f.term && e.Revision() != f.seq), nil
+}
+
+// ClaimLost reports whether this store's claim is gone from the bucket
+// without a newer writer having claimed it: the key or the whole bucket
+// was deleted (and maybe recreated), or JetStream lost its store. A writer
+// that polls it notices the loss even when it has nothing to write.
+func (s *Store) ClaimLost(ctx context.Context) (bool, error) {
+	f := s.fence.Load()
+	if f == nil {
+		return false, nil
+	}
+	e, err := s.kv.Get(ctx, FenceKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrStreamNotFound):
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("read the fence of %s: %w", s.bucket, err)
+	}
+	cur, _ := parseTerm(e.Value())
+	return cur < f.term || (cur == f.term && e.Revision() != f.seq), nil
+}
+
 // Unclaim stops fencing this store's writes (the term ended).
 func (s *Store) Unclaim() { s.fence.Store(nil) }
 

@@ -81,4 +81,56 @@ func TestDeposedWriterWritesNothing(t *testing.T) {
 	if next.Term() != 2 || old.Term() != 1 {
 		t.Errorf("terms %d and %d", old.Term(), next.Term())
 	}
+	if sup, err := old.Superseded(ctx); err != nil || !sup {
+		t.Errorf("the deposed writer is superseded = %v (%v), want true", sup, err)
+	}
+	if sup, err := next.Superseded(ctx); err != nil || sup {
+		t.Errorf("the current writer is superseded = %v (%v), want false", sup, err)
+	}
+	if lost, err := old.ClaimLost(ctx); err != nil || lost {
+		t.Errorf("the deposed writer's claim lost = %v (%v), want false: it was superseded", lost, err)
+	}
+}
+
+// TestFenceLostWithTheBucket: when the bucket is deleted and recreated, a
+// writer's claim is gone with it; its writes are refused (the fence no
+// longer matches), it is not superseded, and it may claim again.
+func TestFenceLostWithTheBucket(t *testing.T) {
+	srv := startServer(t, bustest.Options{})
+	ctx := t.Context()
+	c := connect(t, bus.Options{URL: srv.URL(), Role: bus.RoleAdmin})
+	st, err := c.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{Memory: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Claim(ctx, 3, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.JetStream().DeleteKeyValue(ctx, bus.BucketObserved); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Put(ctx, "k", str("v")); !errors.Is(err, bus.ErrFenced) {
+		t.Fatalf("a write after the bucket was recreated: %v, want ErrFenced", err)
+	}
+	if sup, err := st.Superseded(ctx); err != nil || sup {
+		t.Errorf("superseded = %v (%v), want false: the claim went with the bucket", sup, err)
+	}
+	if lost, err := st.ClaimLost(ctx); err != nil || !lost {
+		t.Errorf("claim lost = %v (%v), want true", lost, err)
+	}
+	if err := st.Claim(ctx, 3, "a"); err != nil {
+		t.Fatalf("claiming again in a recreated bucket: %v", err)
+	}
+	if _, err := st.Put(ctx, "k", str("v")); err != nil {
+		t.Fatal(err)
+	}
+	if sup, err := st.Superseded(ctx); err != nil || sup {
+		t.Errorf("superseded = %v (%v), want false", sup, err)
+	}
+	if lost, err := st.ClaimLost(ctx); err != nil || lost {
+		t.Errorf("claim lost = %v (%v) after claiming again, want false", lost, err)
+	}
 }

@@ -52,6 +52,7 @@ type Writable interface {
 	// is the term claimed.
 	Claim(ctx context.Context, term uint64, holder string) error
 	Term() uint64
+	Unclaim()
 }
 
 var _ Writable = (*bus.Store)(nil)
@@ -380,6 +381,12 @@ func (c *Compiler) flush(ctx context.Context) bool {
 	committed, err := c.commit(ctx, d)
 	c.o.Metrics.compiled(ctx, trigger(d.Triggers), time.Since(start), c.engine.Rejected())
 	if err != nil {
+		if errors.Is(err, bus.ErrFenced) {
+			// Either a newer compiler claimed mesh-compiled (the next
+			// claim fails too, until the lease ends this term) or the
+			// claim went with the bucket (the next claim succeeds).
+			c.compiled.Unclaim()
+		}
 		c.log.WithContext(ctx).WithError(err).Warn("commit failed, retrying")
 		return true
 	}

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
+	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 )
 
@@ -55,4 +56,37 @@ func TestDeposedWatcherWritesNothing(t *testing.T) {
 	if got := e.contents()[key]; strings.Contains(prototext.Format(got), "9999") {
 		t.Errorf("the bucket holds the deposed watcher's %s: %v", key, got)
 	}
+}
+
+// TestWatcherRewritesALostBucket (issue 15, item 2, the watcher's side):
+// mesh-observed is deleted while a watcher leads (an operator's mistake, or
+// a JetStream volume lost), with nothing changing in the cluster. Within
+// its claim check (2 s) the watcher ends its term, declares the bucket
+// again and starts a new epoch that writes everything, so the compiler can
+// rebuild the whole mesh.
+func TestWatcherRewritesALostBucket(t *testing.T) {
+	defer recoverMust(t)
+	e := newEnv(t)
+	const ip = "10.244.15.10"
+	f := e.seed("lost", ip)
+	e.createMeshConfig()
+	e.start("watcher-a")
+	e.waitSynced(0, time.Minute)
+	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
+		want := f.expected()
+		return want, f.expectSlice(t, want, ip)
+	})
+
+	ctx := t.Context()
+	if err := e.conn.JetStream().DeleteKeyValue(ctx, bus.BucketObserved); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	// Nothing changes in the cluster: the watcher notices on its own.
+	e.waitSynced(0, time.Minute)
+	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
+		want := f.expected()
+		return want, f.expectSlice(t, want, ip)
+	})
+	t.Logf("the bucket was whole again %s after it was deleted", time.Since(lost).Round(time.Millisecond))
 }

@@ -200,6 +200,11 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 				return
 			}
 			log.WithError(err).Error("takeover failed, retrying")
+			// The bucket may be gone (deleted, or JetStream lost its
+			// store): declare it again before the next term.
+			if _, err := conn.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{Replicas: c.KVReplicas}); err != nil {
+				log.WithError(err).Warn("declare the bucket again")
+			}
 			select {
 			case <-ctx.Done():
 				return

@@ -67,6 +67,8 @@ func (w *Watcher) Lead(ctx context.Context) error {
 	done := make(chan struct{})
 	w.mu.Lock()
 	w.active, w.epoch = true, epoch
+	lost := make(chan struct{})
+	w.fenceLost = lost
 	w.present = make(map[string]string, len(keys))
 	for _, k := range keys {
 		if k == layout.SyncKey {
@@ -105,6 +107,8 @@ func (w *Watcher) Lead(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		return nil
+	case <-lost:
+		return errClaimLost
 	}
 	counts := w.counts()
 	if _, err := st.Put(ctx, layout.SyncKey, w.marker(epoch, meshv1.SyncState_SYNC_STATE_SYNCED, counts)); err != nil {
@@ -112,9 +116,31 @@ func (w *Watcher) Lead(ctx context.Context) error {
 	}
 	w.m.syncDuration.Record(ctx, time.Since(start).Seconds())
 	log.WithFields(logrus.Fields{"object_counts": counts, "duration": time.Since(start).String()}).Info("leading: bucket synced")
-	<-ctx.Done()
-	return nil
+	// Check the claim now and then: a watcher with nothing to write would
+	// otherwise never notice that the bucket was lost.
+	tick := time.NewTicker(claimCheckInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-lost:
+			return errClaimLost
+		case <-tick.C:
+			if gone, err := st.ClaimLost(ctx); err == nil && gone {
+				log.Warn("the bucket lost this term's claim (deleted, recreated or JetStream's store lost): starting a new epoch")
+				return errClaimLost
+			}
+		}
+	}
 }
+
+// claimCheckInterval is how often a leading watcher checks that its claim
+// of the bucket is still there.
+const claimCheckInterval = 2 * time.Second
+
+// errClaimLost ends a term whose claim of the bucket is gone.
+var errClaimLost = errors.New("the bucket lost this term's claim (deleted and recreated?); a new epoch starts")
 
 // itemOf is the item of a cached object when the object is published; the
 // takeover reconciles only those (and the keys already in the bucket).
@@ -141,6 +167,7 @@ func (w *Watcher) itemOf(s *source, obj any) (Item, bool) {
 func (w *Watcher) stopLeading() {
 	w.mu.Lock()
 	w.active = false
+	w.fenceLost = nil
 	w.pending, w.pendingOK = nil, nil
 	w.eventTimes = map[Item]time.Time{}
 	w.mu.Unlock()

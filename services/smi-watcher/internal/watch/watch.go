@@ -17,6 +17,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -43,6 +45,8 @@ type Store interface {
 type kvFence interface {
 	Claim(ctx context.Context, term uint64, holder string) error
 	Unclaim()
+	Superseded(ctx context.Context) (bool, error)
+	ClaimLost(ctx context.Context) (bool, error)
 }
 
 // kvWriter writes keys, skipping writes that change nothing.
@@ -119,6 +123,7 @@ type Watcher struct {
 	synced     bool
 	active     bool
 	epoch      uint64
+	fenceLost  chan struct{}      // closed when the term's claim of the bucket is gone (see sync)
 	eventTimes map[Item]time.Time // first unprocessed informer event per item
 	present    map[string]string  // keys in the bucket (as far as the leader knows) -> kind
 	pending    map[Item]struct{}  // items the takeover still has to reconcile
@@ -411,12 +416,30 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 	} else {
 		_, wrote, err = w.o.Store.PutIfChanged(ctx, key, msg)
 	}
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		// The bucket is gone (deleted, or JetStream lost its store): end
+		// the term; the next one declares the bucket again and rewrites
+		// everything under a new epoch.
+		w.loseClaim("the bucket is gone")
+		return err
+	}
 	if errors.Is(err, bus.ErrFenced) {
-		// A newer watcher claimed the bucket: this one is deposed, and the
-		// server refused the write. Nothing to retry; the election ends
-		// this term.
-		w.log.WithFields(logrus.Fields{"kind": it.Kind, "namespace": it.Namespace, "name": it.Name}).Warn("write refused: a newer watcher leads the bucket")
-		return nil
+		superseded, serr := w.o.Store.Superseded(ctx)
+		if serr != nil {
+			return serr // retried
+		}
+		if superseded {
+			// A newer watcher claimed the bucket: this one is deposed, and
+			// the server refused the write. Nothing to retry; the election
+			// ends this term.
+			w.log.WithFields(logrus.Fields{"kind": it.Kind, "namespace": it.Namespace, "name": it.Name}).Warn("write refused: a newer watcher leads the bucket")
+			return nil
+		}
+		// The claim went with the bucket (deleted and recreated, or
+		// JetStream lost its store): end the term, so that Lead starts a
+		// new epoch that rewrites everything.
+		w.loseClaim("the bucket lost this term's claim (recreated?)")
+		return err
 	}
 	if err != nil {
 		if timed {
@@ -441,6 +464,17 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 	w.mu.Unlock()
 	w.settle(it)
 	return nil
+}
+
+// loseClaim ends the current term (see Lead) once.
+func (w *Watcher) loseClaim(why string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fenceLost != nil {
+		w.log.WithField("reason", why).Warn("ending the term: a new epoch will rewrite the bucket")
+		close(w.fenceLost)
+		w.fenceLost = nil
+	}
 }
 
 // settle marks it done for the takeover in progress, if any.

@@ -1,9 +1,9 @@
 // Package elect runs a function only while this instance holds a
 // coordination.k8s.io Lease (client-go leaderelection), so that exactly one
 // replica of a component does some work while the others stay warm and
-// take over within the lease duration. The injector-webhook elects the
-// replica that reconciles and renews bootstrap Secrets with it; the
-// smi-watcher still carries the same code as its internal/elect.
+// take over within the lease duration. The smi-watcher elects the replica
+// that writes KV mesh-observed with it, the injector-webhook the replica
+// that reconciles and renews bootstrap Secrets.
 package elect
 
 import (

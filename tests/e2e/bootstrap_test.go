@@ -237,7 +237,7 @@ func TestBootstrapSecretLifecycle(t *testing.T) {
 				labels []string
 				min    float64
 			}{
-				{"osm_injector_bootstrap_write_seconds_count", []string{`mode="async"`, `outcome="written"`}, 1},
+				{"osm_injector_bootstrap_write_seconds_count", []string{`outcome="written"`}, 1},
 				{"osm_injector_bootstrap_reconciled_total", []string{`action="recreated"`, `error="false"`}, 1},
 				{"osm_injector_bootstrap_dropped_total", nil, 1},
 				{"osm_injector_bootstrap_queue_depth", nil, 0},

@@ -25,8 +25,8 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/elect"
 	"github.com/openservicemesh/osm/libs/kube"
-	"github.com/openservicemesh/osm/services/smi-watcher/internal/elect"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/status"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/watch"
 )

@@ -14,6 +14,11 @@ type GRPCServer interface {
 	Stop()
 }
 
+// MaxConnectionAgeHelp explains --max-connection-age, which every gRPC
+// server of the mesh (the xds-edge, the cert-authority) takes, in the same
+// words.
+const MaxConnectionAgeHelp = "longest a client connection lives before the server asks the client to reconnect (GOAWAY, then a grace period): clients rebalance over replicas, and a renewed client certificate takes effect"
+
 // ServeGRPC serves s on lis until ctx ends, then stops it: beforeStop (when
 // not nil) runs first, for example to end long-lived streams that would
 // hold GracefulStop; GracefulStop then lets in-flight calls finish, and Stop

@@ -133,7 +133,7 @@ func (c *config) flags(f *app.Flags) {
 	f.Duration(&c.defaultTTL, "default-ttl", 24*time.Hour, "lifetime of a workload certificate when the request names none")
 	f.Duration(&c.maxTTL, "max-ttl", 48*time.Hour, "longest workload certificate lifetime a request may ask for")
 	f.Duration(&c.maxConnectionAge, "max-connection-age", 10*time.Minute,
-		"longest a client connection lives before the CA asks the client to reconnect (GOAWAY), so that a renewed client certificate is used within it; calls on a connection whose certificate expired are refused")
+		app.MaxConnectionAgeHelp)
 	f.Int(&c.bootstrapRate, "bootstrap-rate", int(server.DefaultLimits.Bootstrap.Rate),
 		"Bootstrap calls per second allowed from one client address, checked before any token review (0: no limit); more get ResourceExhausted")
 	f.Int(&c.bootstrapBurst, "bootstrap-burst", server.DefaultLimits.Bootstrap.Burst, "Bootstrap calls one client address may make at once above --bootstrap-rate")

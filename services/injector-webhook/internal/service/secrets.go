@@ -29,47 +29,7 @@ type SecretsConfig struct {
 	MissingGrace time.Duration
 	OrphanGrace  time.Duration
 	// Election elects the replica that reconciles and renews.
-	Election ElectionConfig
-}
-
-// ElectionConfig is the election of the one replica that runs the
-// reconciler and the renewal: the same flags as the smi-watcher's.
-type ElectionConfig struct {
-	LeaderElect   bool
-	LeaseName     string
-	LeaseDuration time.Duration
-	RenewDeadline time.Duration
-	RetryPeriod   time.Duration
-	ReleaseLease  bool
-}
-
-// Flags registers the election flags.
-func (c *ElectionConfig) Flags(f *app.Flags) {
-	f.Bool(&c.LeaderElect, "leader-elect", true,
-		"elect, with a coordination Lease in --namespace, the one replica that reconciles and renews bootstrap Secrets; turn off only when exactly one instance runs")
-	f.String(&c.LeaseName, "lease-name", "osm-injector-webhook", "name of the coordination Lease in --namespace")
-	f.Duration(&c.LeaseDuration, "lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before it takes over")
-	f.Duration(&c.RenewDeadline, "renew-deadline", 10*time.Second, "how long the leader tries to renew before it stops reconciling")
-	f.Duration(&c.RetryPeriod, "retry-period", 2*time.Second, "interval between attempts to acquire or renew the Lease")
-	f.Bool(&c.ReleaseLease, "release-lease", true, "give the Lease up at shutdown so a standby takes over at once; false leaves it to expire, as a crash would")
-}
-
-// Validate checks the election flags; errors name the flag.
-func (c *ElectionConfig) Validate() error {
-	if !c.LeaderElect {
-		return nil
-	}
-	switch {
-	case c.LeaseName == "":
-		return app.FlagError("lease-name", "is required with --leader-elect")
-	case c.RetryPeriod <= 0:
-		return app.FlagError("retry-period", "must be positive, got %s", c.RetryPeriod)
-	case c.RenewDeadline <= c.RetryPeriod*6/5:
-		return app.FlagError("renew-deadline", "must exceed 1.2 times --retry-period (%s), got %s", c.RetryPeriod, c.RenewDeadline)
-	case c.LeaseDuration <= c.RenewDeadline:
-		return app.FlagError("lease-duration", "must exceed --renew-deadline (%s), got %s", c.RenewDeadline, c.LeaseDuration)
-	}
-	return nil
+	Election elect.Config
 }
 
 // Flags registers the bootstrap Secret flags.
@@ -84,7 +44,7 @@ func (c *SecretsConfig) Flags(f *app.Flags) {
 		"age at which an injected pod still without its bootstrap Secret (a write lost to a restart) gets a freshly issued one")
 	f.Duration(&c.OrphanGrace, "bootstrap-orphan-grace", 5*time.Minute,
 		"age at which a bootstrap Secret with no pod and no owner (the pod was rejected after admission) is deleted")
-	c.Election.Flags(f)
+	c.Election.Flags(f, "osm-injector-webhook")
 }
 
 // Validate checks the bootstrap Secret flags.
@@ -118,14 +78,14 @@ func (c *SecretsConfig) Validate() error {
 // replica that holds the Lease, or here when --leader-elect is off. The
 // gauge osm_injector_leader says whether this replica leads.
 type leader struct {
-	c        ElectionConfig
+	c        elect.Config
 	cs       kubernetes.Interface
 	ns, name string // the Lease's namespace; this replica's identity
 	rec      *reconcile.Reconciler
 	log      *logrus.Entry
 }
 
-func newLeader(meter metric.Meter, c ElectionConfig, cs kubernetes.Interface, ns, podName string,
+func newLeader(meter metric.Meter, c elect.Config, cs kubernetes.Interface, ns, podName string,
 	rec *reconcile.Reconciler, log *logrus.Entry) (*leader, error) {
 	g, err := meter.Int64ObservableGauge("osm_injector_leader",
 		metric.WithDescription("1 on the replica that reconciles and renews bootstrap Secrets (the holder of --lease-name), 0 on a standby"))
@@ -156,9 +116,7 @@ func (l *leader) Start(ctx context.Context) error {
 		lead(ctx)
 		return nil
 	}
-	return elect.Run(ctx, elect.Options{Client: l.cs, Namespace: l.ns, Name: l.c.LeaseName, Identity: l.name,
-		LeaseDuration: l.c.LeaseDuration, RenewDeadline: l.c.RenewDeadline, RetryPeriod: l.c.RetryPeriod,
-		KeepLeaseOnStop: !l.c.ReleaseLease, Log: l.log}, lead)
+	return elect.Run(ctx, l.c.Options(l.cs, l.ns, l.name, l.log), lead)
 }
 
 var (

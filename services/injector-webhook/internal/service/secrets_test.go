@@ -32,27 +32,3 @@ func TestSecretsConfigErrorsNameTheFlag(t *testing.T) {
 		}
 	}
 }
-
-func TestElectionConfigErrorsNameTheFlag(t *testing.T) {
-	ok := ElectionConfig{LeaderElect: true, LeaseName: "osm-injector-webhook", LeaseDuration: 15 * time.Second,
-		RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second, ReleaseLease: true}
-	if err := ok.Validate(); err != nil {
-		t.Fatalf("defaults: %v", err)
-	}
-	off := ElectionConfig{}
-	if err := off.Validate(); err != nil {
-		t.Fatalf("--leader-elect=false: %v", err)
-	}
-	for flag, edit := range map[string]func(*ElectionConfig){
-		"--lease-name":     func(c *ElectionConfig) { c.LeaseName = "" },
-		"--retry-period":   func(c *ElectionConfig) { c.RetryPeriod = 0 },
-		"--renew-deadline": func(c *ElectionConfig) { c.RenewDeadline = c.RetryPeriod },
-		"--lease-duration": func(c *ElectionConfig) { c.LeaseDuration = c.RenewDeadline },
-	} {
-		c := ok
-		edit(&c)
-		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), flag) {
-			t.Errorf("%s: error %v does not name the flag", flag, err)
-		}
-	}
-}

@@ -43,17 +43,13 @@ type Options struct{}
 // Config is the smi-watcher's own configuration (the runner adds logging,
 // the admin listener and the --nats-* flags).
 type Config struct {
-	Kube          kube.Client
-	ControlPlane  app.ControlPlane
-	LeaderElect   bool
-	LeaseName     string
-	LeaseDuration time.Duration
-	RenewDeadline time.Duration
-	RetryPeriod   time.Duration
-	ReleaseLease  bool
-	Workers       int
-	Resync        time.Duration
-	KVReplicas    int
+	Kube         kube.Client
+	ControlPlane app.ControlPlane
+	// Election elects the replica that writes mesh-observed.
+	Election   elect.Config
+	Workers    int
+	Resync     time.Duration
+	KVReplicas int
 }
 
 // Flags registers the configuration's flags.
@@ -63,12 +59,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Deprecated("kube-burst", "kube-api-burst")
 	c.ControlPlane.Flags(f, app.CPNamespace|app.CPPodName|app.CPMeshName)
 	f.Deprecated("watcher-id", "pod-name")
-	f.Bool(&c.LeaderElect, "leader-elect", true, "elect a leader with a Lease; turn off only when exactly one instance runs")
-	f.String(&c.LeaseName, "lease-name", "osm-smi-watcher", "name of the coordination Lease in --namespace")
-	f.Duration(&c.LeaseDuration, "lease-duration", 15*time.Second, "how long a standby waits after the leader's last renewal before it takes over")
-	f.Duration(&c.RenewDeadline, "renew-deadline", 10*time.Second, "how long the leader tries to renew before it stops writing")
-	f.Duration(&c.RetryPeriod, "retry-period", 2*time.Second, "interval between attempts to acquire or renew the Lease")
-	f.Bool(&c.ReleaseLease, "release-lease", true, "give the Lease up at shutdown so a standby takes over at once; false leaves it to expire, as a crash would")
+	c.Election.Flags(f, "osm-smi-watcher")
 	f.Int(&c.Workers, "workers", 16, "goroutines writing normalised objects to the KV")
 	f.Duration(&c.Resync, "resync-period", 0, "informer resync period (replays the caches; writes nothing unless a value changed); 0 disables")
 	f.KVReplicas(&c.KVReplicas)
@@ -116,15 +107,8 @@ func (c *Config) Validate() error {
 	if err := app.CheckKVReplicas(c.KVReplicas); err != nil {
 		return err
 	}
-	if c.LeaderElect {
-		switch {
-		case c.RetryPeriod <= 0:
-			return app.FlagError("retry-period", "must be positive, got %s", c.RetryPeriod)
-		case c.RenewDeadline <= c.RetryPeriod*6/5:
-			return app.FlagError("renew-deadline", "must exceed 1.2 times --retry-period (%s), got %s", c.RetryPeriod, c.RenewDeadline)
-		case c.LeaseDuration <= c.RenewDeadline:
-			return app.FlagError("lease-duration", "must exceed --renew-deadline (%s), got %s", c.RenewDeadline, c.LeaseDuration)
-		}
+	if err := c.Election.Validate(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -216,21 +200,11 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return reporter.Run(gctx, conn.NATS()) })
 	g.Go(func() error {
-		if !c.LeaderElect {
+		if !c.Election.LeaderElect {
 			lead(gctx)
 			return nil
 		}
-		return elect.Run(gctx, elect.Options{
-			Client:          clients.Kube,
-			Namespace:       cp.Namespace,
-			Name:            c.LeaseName,
-			Identity:        cp.PodName,
-			LeaseDuration:   c.LeaseDuration,
-			RenewDeadline:   c.RenewDeadline,
-			RetryPeriod:     c.RetryPeriod,
-			KeepLeaseOnStop: !c.ReleaseLease,
-			Log:             log,
-		}, lead)
+		return elect.Run(gctx, c.Election.Options(clients.Kube, cp.Namespace, cp.PodName, log), lead)
 	})
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) {

@@ -85,7 +85,7 @@ func (c *config) flags(f *app.Flags) {
 	f.Int(&c.streamBurst, "stream-burst", 400, "burst of new xDS streams admitted above --stream-rate")
 	f.Duration(&c.keepaliveTime, "keepalive-time", 30*time.Second, "how often the edge pings an idle proxy connection")
 	f.Duration(&c.keepaliveTimeout, "keepalive-timeout", 10*time.Second, "how long the edge waits for a keepalive answer before closing the connection")
-	f.Duration(&c.maxConnectionAge, "max-connection-age", 30*time.Minute, "connections older than this are closed gracefully, rebalancing proxies over replicas")
+	f.Duration(&c.maxConnectionAge, "max-connection-age", 30*time.Minute, app.MaxConnectionAgeHelp)
 	f.Duration(&c.maxConnectionAgeGrace, "max-connection-age-grace", time.Minute, "time given to open streams after --max-connection-age")
 	f.Int(&c.maxStreamsPerConn, "max-streams-per-conn", 16, "concurrent streams allowed per proxy connection")
 	f.Duration(&c.ackStatusInterval, "ack-status-interval", 5*time.Second,

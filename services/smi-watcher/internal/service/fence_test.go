@@ -13,6 +13,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
 // TestDeposedWatcherWritesNothing (issue 15, item 4): a leading watcher
@@ -22,16 +23,7 @@ import (
 // epoch: zero writes of the old term land after the new term starts.
 func TestDeposedWatcherWritesNothing(t *testing.T) {
 	defer recoverMust(t)
-	e := newEnv(t)
-	const ip = "10.244.14.10"
-	f := e.seed("fence", ip)
-	e.createMeshConfig()
-	a := e.start("watcher-a")
-	first := e.waitSynced(0, time.Minute)
-	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
-		want := f.expected()
-		return want, f.expectSlice(t, want, ip)
-	})
+	e, f, a, first := leadingWatcher(t, "fence", "10.244.14.10")
 
 	// The standby's takeover claims the next epoch; watcher-a does not know.
 	if err := e.store.Claim(t.Context(), first.Epoch+1, "watcher-b"); err != nil {
@@ -66,16 +58,8 @@ func TestDeposedWatcherWritesNothing(t *testing.T) {
 // rebuild the whole mesh.
 func TestWatcherRewritesALostBucket(t *testing.T) {
 	defer recoverMust(t)
-	e := newEnv(t)
 	const ip = "10.244.15.10"
-	f := e.seed("lost", ip)
-	e.createMeshConfig()
-	e.start("watcher-a")
-	e.waitSynced(0, time.Minute)
-	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
-		want := f.expected()
-		return want, f.expectSlice(t, want, ip)
-	})
+	e, f, _, _ := leadingWatcher(t, "lost", ip)
 
 	ctx := t.Context()
 	if err := e.conn.JetStream().DeleteKeyValue(ctx, bus.BucketObserved); err != nil {
@@ -89,4 +73,20 @@ func TestWatcherRewritesALostBucket(t *testing.T) {
 		return want, f.expectSlice(t, want, ip)
 	})
 	t.Logf("the bucket was whole again %s after it was deleted", time.Since(lost).Round(time.Millisecond))
+}
+
+// leadingWatcher seeds a meshed namespace (prefix, a pod at ip) and starts
+// watcher-a, returning once it leads and the bucket holds the namespace.
+func leadingWatcher(t *testing.T, prefix, ip string) (*env, *fixture, *instance, *meshv1.SyncMarker) {
+	t.Helper()
+	e := newEnv(t)
+	f := e.seed(prefix, ip)
+	e.createMeshConfig()
+	a := e.start("watcher-a")
+	first := e.waitSynced(0, time.Minute)
+	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
+		want := f.expected()
+		return want, f.expectSlice(t, want, ip)
+	})
+	return e, f, a, first
 }

@@ -48,7 +48,8 @@ type Store struct {
 	digest map[string][sha256.Size]byte
 	primed bool // digest holds every key of the bucket
 
-	fence atomic.Pointer[fence] // the claimed term, nil for none (see Claim)
+	fence    atomic.Pointer[fence] // the claimed term, nil for none (see Claim)
+	declared *BucketOptions        // how the writer declared the bucket (see Redeclare)
 }
 
 // Bucket opens an existing bucket.
@@ -67,7 +68,26 @@ func (c *Conn) EnsureBucket(ctx context.Context, name string, o BucketOptions) (
 	if err != nil {
 		return nil, err
 	}
-	return c.newStore(name, kv), nil
+	s := c.newStore(name, kv)
+	s.declared = &o
+	return s, nil
+}
+
+// Redeclare declares the store's bucket again, with the options it was
+// declared with, after it was lost (deleted, or JetStream lost its store).
+// Only the bucket's writer, which declared it, may.
+func (s *Store) Redeclare(ctx context.Context) error {
+	if s.declared == nil {
+		return fmt.Errorf("redeclare %s: this store opened the bucket; only its writer declares it", s.bucket)
+	}
+	_, err := EnsureBucket(ctx, s.conn.js, s.bucket, *s.declared)
+	return err
+}
+
+// IsBucketGone reports whether err says the bucket's stream does not exist.
+func IsBucketGone(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound)
 }
 
 func (c *Conn) newStore(name string, kv jetstream.KeyValue) *Store {

@@ -53,6 +53,9 @@ type Writable interface {
 	Claim(ctx context.Context, term uint64, holder string) error
 	Term() uint64
 	Unclaim()
+	ClaimLost(ctx context.Context) (bool, error)
+	// Redeclare declares the bucket again after it was lost.
+	Redeclare(ctx context.Context) error
 }
 
 var _ Writable = (*bus.Store)(nil)
@@ -176,6 +179,34 @@ func (c *Compiler) claim(ctx context.Context) error {
 	}
 	c.log.WithContext(ctx).WithField("term", term).Info("claimed mesh-compiled for the lease term")
 	return nil
+}
+
+// afterFailedCommit handles the failures that need more than a retry.
+//   - Fenced by a newer compiler: drop the claim; the next claim fails too
+//     until the lease ends this term.
+//   - The bucket, or this term's claim in it, is gone (deleted, perhaps
+//     recreated, or JetStream lost its store): declare the bucket again,
+//     forget what it held, and let the next commit write every key and a
+//     generation numbered after the last one, which the running edges
+//     accept as newer.
+func (c *Compiler) afterFailedCommit(ctx context.Context, err error) {
+	lost := bus.IsBucketGone(err)
+	if errors.Is(err, bus.ErrFenced) {
+		if gone, cerr := c.compiled.ClaimLost(ctx); cerr == nil && gone {
+			lost = true
+		}
+		c.compiled.Unclaim()
+	}
+	if !lost {
+		return
+	}
+	c.log.WithContext(ctx).WithError(err).Warn("mesh-compiled was lost: declaring it again and rewriting every key")
+	if err := c.compiled.Redeclare(ctx); err != nil {
+		c.log.WithContext(ctx).WithError(err).Warn("declare mesh-compiled again")
+	}
+	c.compiled.Unclaim()
+	c.written = map[string]string{}
+	c.resync = true
 }
 
 // errLeaseLost ends a commit whose lease ran out while it wrote.
@@ -381,12 +412,7 @@ func (c *Compiler) flush(ctx context.Context) bool {
 	committed, err := c.commit(ctx, d)
 	c.o.Metrics.compiled(ctx, trigger(d.Triggers), time.Since(start), c.engine.Rejected())
 	if err != nil {
-		if errors.Is(err, bus.ErrFenced) {
-			// Either a newer compiler claimed mesh-compiled (the next
-			// claim fails too, until the lease ends this term) or the
-			// claim went with the bucket (the next claim succeeds).
-			c.compiled.Unclaim()
-		}
+		c.afterFailedCommit(ctx, err)
 		c.log.WithContext(ctx).WithError(err).Warn("commit failed, retrying")
 		return true
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
-var passwords = map[bus.Role]string{bus.RoleWatcher: "w-pw", bus.RoleCompiler: "c-pw", bus.RoleEdge: "e-pw"}
+var passwords = map[bus.Role]string{bus.RoleWatcher: "w-pw", bus.RoleCompiler: "c-pw", bus.RoleEdge: "e-pw", bus.RoleAdmin: "a-pw"}
 
 // harness is an embedded NATS server with the watcher's bucket.
 type harness struct {

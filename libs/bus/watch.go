@@ -120,17 +120,37 @@ func (s *Store) Watch(ctx context.Context, pattern string) (*Watcher, error) {
 		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
 	}
 	pending := cons.CachedInfo().NumPending
+	created := s.created(ctx)
 	it, err := cons.Messages(jetstream.PullHeartbeat(time.Second), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	w := &Watcher{bucket: s.bucket, events: make(chan Event, 256), cancel: cancel, done: make(chan struct{})}
-	go w.run(wctx, s, it, pending)
+	go w.run(wctx, s, it, pending, created)
 	return w, nil
 }
 
-func (w *Watcher) run(ctx context.Context, s *Store, it jetstream.MessagesContext, pending uint64) {
+// ErrBucketRecreated ends a watch whose bucket was deleted and declared
+// again (or whose JetStream lost its store): its revisions started over, so
+// the watch cannot resume where it was. Watch again to get the bucket's
+// whole content.
+var ErrBucketRecreated = errors.New("the bucket was recreated; watch it again")
+
+// recreatedCheck is how often an idle watch checks that its bucket is the
+// one it started on.
+const recreatedCheck = 2 * time.Second
+
+// created is when the bucket's stream was created, zero if unknown.
+func (s *Store) created(ctx context.Context) time.Time {
+	st, err := s.conn.js.Stream(ctx, "KV_"+s.bucket)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.CachedInfo().Created
+}
+
+func (w *Watcher) run(ctx context.Context, s *Store, it jetstream.MessagesContext, pending uint64, created time.Time) {
 	defer close(w.done)
 	defer close(w.events)
 	defer it.Stop()
@@ -156,11 +176,28 @@ func (w *Watcher) run(ctx context.Context, s *Store, it jetstream.MessagesContex
 			return
 		}
 	}
+	lastCheck := time.Now()
 	for {
-		msg, err := it.Next(jetstream.NextContext(ctx))
+		nctx, cancel := context.WithTimeout(ctx, recreatedCheck)
+		msg, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if time.Since(lastCheck) >= recreatedCheck && !created.IsZero() {
+			// A recreated bucket starts its revisions over; the ordered
+			// consumer would wait past the old ones and miss everything.
+			lastCheck = time.Now()
+			if now := s.created(ctx); !now.IsZero() && !now.Equal(created) {
+				w.mu.Lock()
+				w.err = fmt.Errorf("watch %s: %w", s.bucket, ErrBucketRecreated)
+				w.mu.Unlock()
+				return
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
+			}
+			if errors.Is(err, context.DeadlineExceeded) {
+				continue // the check above ran
 			}
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				w.mu.Lock()

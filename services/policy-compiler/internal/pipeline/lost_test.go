@@ -9,6 +9,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
@@ -64,4 +65,47 @@ func TestLostCompiledBucketIsRewritten(t *testing.T) {
 		t.Errorf("generation after the loss = %d, want above 1: running edges ignore one not newer than theirs", g.GetNumber())
 	}
 	t.Logf("mesh-compiled whole again %s after it was deleted", time.Since(lost).Round(time.Millisecond))
+}
+
+// TestRecreatedObservedBucketRebuildsTheModel (issue 15, item 2): the
+// watcher rewrites a lost mesh-observed under a new epoch (see the
+// smi-watcher's TestWatcherRewritesALostBucket). The compiler's watch, whose
+// revisions started over, notices the new bucket, and the compiler rebuilds
+// its model from it alone: an object the new bucket lacks (here bookthief's
+// pod, gone while the bucket was lost) does not linger, so bookthief's
+// group is deleted.
+func TestRecreatedObservedBucketRebuildsTheModel(t *testing.T) {
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
+	r := h.start()
+	apptest.EventuallyTrue(t, "the first generation", 10*time.Second, func() bool { return r.c.Stats().Generations == 1 })
+	thief := layout.GroupKey("bookthief", "bookthief")
+	if !slices.Contains(h.compiledKeys(), thief) {
+		t.Fatalf("no %s to begin with", thief)
+	}
+	// Revisions of the old bucket run past what the new one will hold.
+	for range 100 {
+		h.sync(1, meshv1.SyncState_SYNC_STATE_SYNCED)
+	}
+
+	admin := connect(t, h.srv, bus.RoleAdmin)
+	if err := admin.JetStream().DeleteKeyValue(context.Background(), bus.BucketObserved); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	if _, err := connect(t, h.srv, bus.RoleWatcher).EnsureBucket(t.Context(), bus.BucketObserved, bus.BucketOptions{Memory: true}); err != nil {
+		t.Fatal(err)
+	}
+	h.sync(2, meshv1.SyncState_SYNC_STATE_LISTING)
+	for _, o := range synth.Bookstore(false) {
+		if o.Kind == layout.KindPod && o.Namespace == "bookthief" {
+			continue
+		}
+		h.put(o)
+	}
+	h.sync(2, meshv1.SyncState_SYNC_STATE_SYNCED)
+	apptest.EventuallyTrue(t, "bookthief's group deleted", 20*time.Second, func() bool {
+		keys := h.compiledKeys()
+		return len(keys) > 10 && !slices.Contains(keys, thief)
+	})
+	t.Logf("the compiler followed the new mesh-observed %s after it was deleted", time.Since(lost).Round(time.Millisecond))
 }

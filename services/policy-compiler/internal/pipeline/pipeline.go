@@ -245,7 +245,7 @@ func (c *Compiler) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("watch %s: %w", bus.BucketObserved, err)
 	}
-	defer w.Stop()
+	defer func() { w.Stop() }()
 
 	deb := newDebouncer(c.o.Debounce, c.o.MaxDelay, time.Now)
 	defer deb.stop()
@@ -261,7 +261,23 @@ func (c *Compiler) Start(ctx context.Context) error {
 			return nil
 		case ev, ok := <-w.Events():
 			if !ok {
-				return w.Ended(ctx)
+				if !errors.Is(w.Err(), bus.ErrBucketRecreated) {
+					return w.Ended(ctx)
+				}
+				// mesh-observed was lost and the watcher wrote it anew
+				// under a new epoch: rebuild the model from it alone (keys
+				// of the old bucket must not linger), then diff the whole
+				// output against what mesh-compiled holds.
+				c.log.WithContext(ctx).Warn("mesh-observed was recreated: rebuilding the model from it")
+				w.Stop()
+				c.engine = compile.New(c.o.Engine)
+				c.resync = true
+				initialized = false
+				c.warm.Store(false)
+				if w, err = c.observed.Watch(ctx, ">"); err != nil {
+					return fmt.Errorf("watch %s: %w", bus.BucketObserved, err)
+				}
+				continue
 			}
 			switch ev.Kind {
 			case bus.EventInitialized:

@@ -57,12 +57,12 @@ func (f *feed) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer cw.Stop()
+	defer func() { cw.Stop() }()
 	tw, err := f.trust.Watch(ctx, layout.BundleKey)
 	if err != nil {
 		return err
 	}
-	defer tw.Stop()
+	defer func() { tw.Stop() }()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -71,12 +71,32 @@ func (f *feed) run(ctx context.Context) error {
 			return nil
 		case ev, ok := <-cw.Events():
 			if !ok {
-				return cw.Ended(ctx)
+				if !errors.Is(cw.Err(), bus.ErrBucketRecreated) {
+					return cw.Ended(ctx)
+				}
+				// mesh-compiled was lost and declared again: watch it
+				// anew. The pool keeps serving what it holds until the
+				// compiler's next generation, numbered after the last,
+				// arrives with every key.
+				f.log.Warn("mesh-compiled was recreated: watching it again")
+				cw.Stop()
+				if cw, err = f.compiled.Watch(ctx, ">"); err != nil {
+					return err
+				}
+				continue
 			}
 			f.compiledEvent(ev)
 		case ev, ok := <-tw.Events():
 			if !ok {
-				return tw.Ended(ctx)
+				if !errors.Is(tw.Err(), bus.ErrBucketRecreated) {
+					return tw.Ended(ctx)
+				}
+				f.log.Warn("mesh-trust was recreated: watching it again")
+				tw.Stop()
+				if tw, err = f.trust.Watch(ctx, layout.BundleKey); err != nil {
+					return err
+				}
+				continue
 			}
 			f.trustEvent(ev)
 		case <-tick.C:

@@ -39,7 +39,8 @@ type CompiledResource struct {
 	// An edge sends it as google.protobuf.Any{type_url, value: resource}
 	// without decoding it.
 	Resource []byte `protobuf:"bytes,4,opt,name=resource,proto3" json:"resource,omitempty"`
-	// Number of the generation that last wrote this resource, for debugging.
+	// Number of the generation that last wrote this resource, within that
+	// generation's epoch; edges put it into the resource's xDS version.
 	// To decide whether a resource changed, compare `version`, never this
 	// field (a restarted compiler must not rewrite unchanged resources).
 	Generation    uint64 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
@@ -317,9 +318,19 @@ func (x *NameSet) GetGeneration() uint64 {
 // compiler writes it last, after every resource and group of that compile,
 // so an edge that sees it holds (or is about to receive, in KV order) every
 // key it refers to.
+//
+// Generations are ordered by (epoch, number). An epoch is one unbroken
+// history of mesh-compiled: a compiler that finds the bucket without a
+// generation (a first install, a bucket deleted and recreated, a JetStream
+// store lost) starts a new epoch, greater than any it knows, and rewrites
+// every key under it. An edge takes a generation of a newer epoch as a full
+// replacement: what the new epoch did not write is dropped, never mixed in.
+// Within an epoch the number grows by one per compile; across epochs it
+// starts again at 1.
 type Generation struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Generation number; grows by one per compile that changed something.
+	// Generation number within the epoch; grows by one per compile that
+	// changed something.
 	Number uint64 `protobuf:"varint,1,opt,name=number,proto3" json:"number,omitempty"`
 	// Watcher epoch of the observed view this generation was compiled from.
 	ObservedEpoch uint64 `protobuf:"varint,2,opt,name=observed_epoch,json=observedEpoch,proto3" json:"observed_epoch,omitempty"`
@@ -330,7 +341,14 @@ type Generation struct {
 	CommitTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=commit_time,json=commitTime,proto3" json:"commit_time,omitempty"`
 	// Number of keys (resources, groups and name sets, including deletes) the
 	// compiler wrote for this generation.
-	ChangedKeys   uint32 `protobuf:"varint,5,opt,name=changed_keys,json=changedKeys,proto3" json:"changed_keys,omitempty"`
+	ChangedKeys uint32 `protobuf:"varint,5,opt,name=changed_keys,json=changedKeys,proto3" json:"changed_keys,omitempty"`
+	// Mesh epoch: max(the last epoch the compiler knows + 1, its wall clock
+	// in Unix milliseconds) when it started the epoch. 0 is the epoch of a
+	// mesh-compiled written before epochs existed. Edges put it into every
+	// xDS version they serve ("<epoch>:<number>.<hash>", or
+	// "<number>.<hash>" in epoch 0), so a proxy that holds state from before
+	// a loss is never taken for one that has seen newer state.
+	Epoch         uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -400,6 +418,13 @@ func (x *Generation) GetChangedKeys() uint32 {
 	return 0
 }
 
+func (x *Generation) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 var File_osm_mesh_v1_compiled_proto protoreflect.FileDescriptor
 
 const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
@@ -434,7 +459,7 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"generation\x1aX\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\"\xd8\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\"\xee\x01\n" +
 	"\n" +
 	"Generation\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x04R\x06number\x12%\n" +
@@ -442,7 +467,8 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"\x11observed_revision\x18\x03 \x01(\x04R\x10observedRevision\x12;\n" +
 	"\vcommit_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x12!\n" +
-	"\fchanged_keys\x18\x05 \x01(\rR\vchangedKeysB9Z7github.com/openservicemesh/osm/proto/osm/mesh/v1;meshv1b\x06proto3"
+	"\fchanged_keys\x18\x05 \x01(\rR\vchangedKeys\x12\x14\n" +
+	"\x05epoch\x18\x06 \x01(\x04R\x05epochB9Z7github.com/openservicemesh/osm/proto/osm/mesh/v1;meshv1b\x06proto3"
 
 var (
 	file_osm_mesh_v1_compiled_proto_rawDescOnce sync.Once

@@ -388,7 +388,7 @@ func TestProxiesMoveToTheOtherReplicaWithoutRegressing(t *testing.T) {
 			t.Errorf("versions changed across the move (-before +after):\n%s", diff)
 		}
 		for typeURL, v := range q.Versions() {
-			if pool.GenerationOfVersion(v) < pool.GenerationOfVersion(before[typeURL]) {
+			if pool.GenerationOfVersion(v).Less(pool.GenerationOfVersion(before[typeURL])) {
 				t.Errorf("%s regressed from %s to %s", typeURL, before[typeURL], v)
 			}
 		}

@@ -3,7 +3,10 @@
 // groups that name them.
 //
 // Writes are staged as they arrive and applied together, atomically, only
-// when a Generation record newer than the applied one commits them. A commit
+// when a Generation record newer than the applied one commits them.
+// Generations are ordered by (epoch, number) (see Gen): a generation of a
+// newer epoch replaces the whole applied state with its staged writes, since
+// the compiler rewrote every key after mesh-compiled was lost. A commit
 // returns exactly which groups see which resource names change, so the
 // server pushes only to the proxies concerned, and only what changed. A
 // group's view holds only the resources the pool has: a name a group refers
@@ -39,16 +42,18 @@ type Resource struct {
 	// TypeURL and Name identify the resource.
 	TypeURL, Name string
 	// Version is the resource's xDS version: "<generation>.<hash>", the
-	// generation that brought this content and the compiler's content
-	// hash. Every replica derives the same version from the same KV record,
-	// and a delta proxy that reconnects with it tells the edge how new its
-	// state is (see GenerationOfVersion).
+	// generation that brought this content (Gen.String: "<epoch>:<number>",
+	// or "<number>" in epoch 0) and the compiler's content hash. Every
+	// replica derives the same version from the same KV record, and a delta
+	// proxy that reconnects with it tells the edge how new its state is
+	// (see GenerationOfVersion).
 	Version string
 	// Hash is the compiler's content hash alone: equal hashes mean equal
 	// bytes.
 	Hash string
-	// Generation is the generation that last wrote the resource.
-	Generation uint64
+	// Epoch and Generation are the epoch of the generation that brought
+	// this content and the number of the generation that last wrote it.
+	Epoch, Generation uint64
 	// Any wraps the serialised resource for state-of-the-world responses.
 	Any *anypb.Any
 	// Delta is the same bytes as a delta-xDS Resource.
@@ -103,8 +108,11 @@ type TypeChange struct {
 
 // Change is the result of a commit.
 type Change struct {
-	// Generation is the number just applied.
-	Generation uint64
+	// Epoch and Generation are the epoch and number just applied.
+	Epoch, Generation uint64
+	// Replaced says the commit started a new epoch: it replaced the whole
+	// applied state, and every resource got a new version.
+	Replaced bool
 	// CommitTime is when the compiler committed it.
 	CommitTime time.Time
 	// Groups maps each affected group to its changed types.
@@ -134,17 +142,19 @@ type staged struct {
 // rewrites a set therefore costs O(set size) once plus O(groups listing it ×
 // names that changed), never O(groups × set size).
 type Pool struct {
-	gen        uint64
-	commitTime time.Time
-	res        map[resKey]*Resource
-	groups     map[string]*Group
-	sets       map[string]*nameSet
-	refs       map[resKey]map[string]struct{} // resource → ids of groups naming it
-	setRefs    map[resKey]map[string]struct{} // resource → names of sets naming it
-	users      map[string]map[string]struct{} // set name → ids of groups listing it
-	staged     map[string]staged
-	order      []string // staged keys in arrival order
-	ids        ids
+	epoch          uint64
+	gen            uint64
+	appliedVersion string // Applied().String()
+	commitTime     time.Time
+	res            map[resKey]*Resource
+	groups         map[string]*Group
+	sets           map[string]*nameSet
+	refs           map[resKey]map[string]struct{} // resource → ids of groups naming it
+	setRefs        map[resKey]map[string]struct{} // resource → names of sets naming it
+	users          map[string]map[string]struct{} // set name → ids of groups listing it
+	staged         map[string]staged
+	order          []string // staged keys in arrival order
+	ids            ids
 }
 
 // New returns an empty pool at generation 0.
@@ -157,11 +167,65 @@ func New() *Pool {
 		setRefs: map[resKey]map[string]struct{}{},
 		users:   map[string]map[string]struct{}{},
 		staged:  map[string]staged{},
+
+		appliedVersion: "0",
 	}
 }
 
 // Generation is the applied generation number and its commit time.
 func (p *Pool) Generation() (uint64, time.Time) { return p.gen, p.commitTime }
+
+// Applied is the applied generation's place in the order.
+func (p *Pool) Applied() Gen { return Gen{p.epoch, p.gen} }
+
+// AppliedVersion is Applied().String(), made once per commit: the delta
+// system_version_info of every response.
+func (p *Pool) AppliedVersion() string { return p.appliedVersion }
+
+// Gen is a generation's place in the order of generations: by epoch, then
+// by number within the epoch (see meshv1.Generation).
+type Gen struct{ Epoch, Number uint64 }
+
+// GenOf is g's place in the order.
+func GenOf(g *meshv1.Generation) Gen { return Gen{g.GetEpoch(), g.GetNumber()} }
+
+// Less reports whether g comes before o: an older epoch, or the same epoch
+// and a lower number.
+func (g Gen) Less(o Gen) bool {
+	return g.Epoch < o.Epoch || (g.Epoch == o.Epoch && g.Number < o.Number)
+}
+
+// Max is the later of g and o.
+func (g Gen) Max(o Gen) Gen {
+	if g.Less(o) {
+		return o
+	}
+	return g
+}
+
+// String is the generation as xDS versions carry it: "<epoch>:<number>",
+// or "<number>" in epoch 0 (a mesh-compiled written before epochs).
+func (g Gen) String() string {
+	if g.Epoch == 0 {
+		return strconv.FormatUint(g.Number, 10)
+	}
+	var buf [48]byte
+	return string(g.appendTo(buf[:0]))
+}
+
+func (g Gen) appendTo(b []byte) []byte {
+	if g.Epoch != 0 {
+		b = strconv.AppendUint(b, g.Epoch, 10)
+		b = append(b, ':')
+	}
+	return strconv.AppendUint(b, g.Number, 10)
+}
+
+// DropStaged forgets the writes staged for the next generation, for a
+// feed that watches mesh-compiled again from the start (the bucket was
+// recreated): the new watch delivers every key anew, and a write staged
+// from the old bucket must not be mixed into the new one's generation.
+func (p *Pool) DropStaged() { p.staged, p.order = map[string]staged{}, nil }
 
 // HasGroup reports whether the applied generation holds the group gid (see
 // GroupID): whether its identity is in the compiled mesh.
@@ -216,12 +280,23 @@ type before struct {
 // generation, and returns what changed. An older or equal generation is
 // ignored (nil, nil): the pool never goes back, and the staged writes wait
 // for the next generation.
+//
+// A generation of a newer epoch replaces the applied state: every applied
+// resource, group and set its staged writes do not rewrite is deleted, and
+// every resource gets a version of the new epoch, even with the same bytes,
+// so that no proxy is left holding, or is served, a version of the old
+// epoch as if it were current.
 func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
-	if g.GetNumber() <= p.gen {
+	next := GenOf(g)
+	if !p.Applied().Less(next) {
 		return nil, nil
 	}
 	p.Collect()
-	ch := &Change{Generation: g.GetNumber(), CommitTime: g.GetCommitTime().AsTime(), Groups: map[string]map[string]*TypeChange{}}
+	ch := &Change{Epoch: next.Epoch, Generation: next.Number, CommitTime: g.GetCommitTime().AsTime(), Groups: map[string]map[string]*TypeChange{}}
+	if next.Epoch != p.epoch {
+		ch.Replaced = true
+		p.stageReplacement()
+	}
 	old := before{views: map[string]map[string][]string{}, sets: map[string]*nameSet{}, had: map[resKey]bool{}}
 	// The views of the rewritten groups, before anything is applied.
 	for _, key := range p.order {
@@ -249,7 +324,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 			old.sets[s.parsed.Name] = prev
 		default:
 			had := p.res[resKey{typeURLs[s.parsed.Type], s.parsed.Name}] != nil
-			k, changed, err := p.applyResource(s.parsed.Type, s.parsed.Name, s.value)
+			k, changed, err := p.applyResource(s.parsed.Type, s.parsed.Name, s.value, next.Epoch)
 			if err != nil {
 				errs = append(errs, err.Error())
 				continue
@@ -265,7 +340,8 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 	}
 	ch.Resources = len(changedRes)
 	p.staged, p.order = map[string]staged{}, nil
-	p.gen, p.commitTime = ch.Generation, ch.CommitTime
+	p.epoch, p.gen, p.commitTime = next.Epoch, next.Number, ch.CommitTime
+	p.appliedVersion = next.String()
 
 	// Groups whose own record changed: diff their views per type. A resource
 	// changed in the same commit counts as updated when the group keeps it.
@@ -359,9 +435,31 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		}
 	}
 	if len(errs) > 0 {
-		return ch, fmt.Errorf("generation %d: %d bad keys: %s", ch.Generation, len(errs), strings.Join(errs, "; "))
+		return ch, fmt.Errorf("generation %s: %d bad keys: %s", next, len(errs), strings.Join(errs, "; "))
 	}
 	return ch, nil
+}
+
+// stageReplacement stages the delete of every applied resource, group and
+// set that the staged writes of a new epoch do not rewrite.
+func (p *Pool) stageReplacement() {
+	var keys []string
+	for k := range p.res {
+		keys = append(keys, layout.ResourceKey(shortTypes[k.typeURL], k.name))
+	}
+	for id := range p.groups {
+		ns, sa, _ := strings.Cut(id, "/")
+		keys = append(keys, layout.GroupKey(ns, sa))
+	}
+	for name := range p.sets {
+		keys = append(keys, layout.SetKey(name))
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		if _, ok := p.staged[key]; !ok {
+			_ = p.Stage(key, nil) // keys made from parsed ones parse
+		}
+	}
 }
 
 // setTypes is s's names by type URL; nil (no names) for a nil set.
@@ -448,9 +546,9 @@ func (tc *TypeChange) merge(o TypeChange) {
 	tc.Removed = append(tc.Removed, o.Removed...)
 }
 
-// applyResource writes or deletes one resource and reports whether its
-// content changed.
-func (p *Pool) applyResource(typ, name string, value []byte) (resKey, bool, error) {
+// applyResource writes or deletes one resource, as of a generation of
+// epoch, and reports whether its content (or its epoch) changed.
+func (p *Pool) applyResource(typ, name string, value []byte, epoch uint64) (resKey, bool, error) {
 	typeURL, known := typeURLs[typ]
 	if !known {
 		return resKey{}, false, fmt.Errorf("resource %s/%s: unknown resource type %q", typ, name, typ)
@@ -470,17 +568,18 @@ func (p *Pool) applyResource(typ, name string, value []byte) (resKey, bool, erro
 	if cr.GetName() != name || cr.GetTypeUrl() != typeURL || cr.GetVersion() == "" {
 		return resKey{}, false, fmt.Errorf("resource %s/%s: record names %q of type %q version %q", typ, name, cr.GetName(), cr.GetTypeUrl(), cr.GetVersion())
 	}
-	if old := p.res[k]; old != nil && old.Hash == cr.GetVersion() {
+	if old := p.res[k]; old != nil && old.Hash == cr.GetVersion() && old.Epoch == epoch {
 		// Same bytes: the version (and what proxies hold) stays.
 		old.Generation = cr.GetGeneration()
 		return k, false, nil
 	}
 	a := &anypb.Any{TypeUrl: cr.GetTypeUrl(), Value: cr.GetResource()}
-	version := strconv.FormatUint(cr.GetGeneration(), 10) + "." + cr.GetVersion()
+	vb := append(Gen{epoch, cr.GetGeneration()}.appendTo(make([]byte, 0, 42+len(cr.GetVersion()))), '.')
+	version := string(append(vb, cr.GetVersion()...))
 	id := p.ids.idOf(k)
 	name = p.ids.slots[id].key.name // one copy of the name, shared with the ID table
 	p.res[k] = &Resource{
-		TypeURL: k.typeURL, Name: name, Version: version, Hash: cr.GetVersion(), Generation: cr.GetGeneration(), Any: a,
+		TypeURL: k.typeURL, Name: name, Version: version, Hash: cr.GetVersion(), Epoch: epoch, Generation: cr.GetGeneration(), Any: a,
 		Delta: &discovery.Resource{Name: name, Version: version, Resource: a},
 		ID:    id, Rev: p.ids.nextRev(id),
 	}
@@ -496,6 +595,15 @@ var typeURLs = map[string]string{
 	layout.TypeRoute:    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
 	layout.TypeSecret:   "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
 }
+
+// shortTypes maps xDS type URLs back to the short types of keys.
+var shortTypes = func() map[string]string {
+	out := make(map[string]string, len(typeURLs))
+	for short, typeURL := range typeURLs {
+		out[typeURL] = short
+	}
+	return out
+}()
 
 // sortedNames returns the names by type of a ResourceNames map, each list
 // sorted and without duplicates; empty lists are left out.
@@ -730,14 +838,15 @@ func Subscribed(subscribed []ID, id ID) bool {
 
 // VersionOf is the state-of-the-world version_info of a set of resources:
 // "<generation>.<hash>", where generation is the newest generation that
-// wrote any of them and hash covers their names and versions. Replicas
-// holding the same state compute the same version, and the generation
-// prefix lets a replica tell that a proxy has seen newer state than it has.
+// wrote any of them (Gen.String) and hash covers their names and versions.
+// Replicas holding the same state compute the same version, and the
+// generation prefix lets a replica tell that a proxy has seen newer state
+// than it has.
 func VersionOf(rs []*Resource, extra ...string) string {
 	h := sha256.New()
-	var gen uint64
+	var gen Gen
 	for _, r := range rs {
-		gen = max(gen, r.Generation)
+		gen = gen.Max(Gen{r.Epoch, r.Generation})
 		h.Write([]byte(r.Name))
 		h.Write([]byte{0})
 		h.Write([]byte(r.Version))
@@ -747,19 +856,30 @@ func VersionOf(rs []*Resource, extra ...string) string {
 		h.Write([]byte(e))
 		h.Write([]byte{0})
 	}
-	return strconv.FormatUint(gen, 10) + "." + hex.EncodeToString(h.Sum(nil)[:8])
+	var buf [64]byte
+	b := append(gen.appendTo(buf[:0]), '.')
+	return string(hex.AppendEncode(b, h.Sum(nil)[:8]))
 }
 
 // GenerationOfVersion returns the generation prefix of a version made by
-// VersionOf, or of a resource's Version, or 0 for any other string.
-func GenerationOfVersion(v string) uint64 {
+// VersionOf, or of a resource's Version: "<epoch>:<number>", or "<number>"
+// for epoch 0 (the versions edges served before epochs existed). It
+// returns the zero Gen, before every generation, for any other string.
+func GenerationOfVersion(v string) Gen {
 	i := strings.IndexByte(v, '.')
 	if i <= 0 {
-		return 0
+		return Gen{}
 	}
-	n, err := strconv.ParseUint(v[:i], 10, 64)
-	if err != nil {
-		return 0
+	var g Gen
+	head, err := v[:i], error(nil)
+	if e, n, ok := strings.Cut(head, ":"); ok {
+		if g.Epoch, err = strconv.ParseUint(e, 10, 64); err != nil || g.Epoch == 0 {
+			return Gen{}
+		}
+		head = n
 	}
-	return n
+	if g.Number, err = strconv.ParseUint(head, 10, 64); err != nil {
+		return Gen{}
+	}
+	return g
 }

@@ -332,19 +332,124 @@ func TestVersionOf(t *testing.T) {
 	if v1 != VersionOf(p.View("a/a", cds, nil)) {
 		t.Error("version is not deterministic")
 	}
-	if GenerationOfVersion(v1) != 1 {
-		t.Errorf("generation of %q = %d, want 1", v1, GenerationOfVersion(v1))
+	if g := GenerationOfVersion(v1); g != (Gen{0, 1}) {
+		t.Errorf("generation of %q = %v, want 1", v1, g)
 	}
 	stage(t, p, cluster(t, "c1", 3, 7))
 	commit(t, p, 7)
 	v2 := VersionOf(p.View("a/a", cds, nil))
-	if v2 == v1 || GenerationOfVersion(v2) != 7 {
+	if v2 == v1 || GenerationOfVersion(v2) != (Gen{0, 7}) {
 		t.Errorf("after a change: %q (was %q), want a new version at generation 7", v2, v1)
 	}
-	for _, s := range []string{"", "x", ".1", "abc.def"} {
-		if GenerationOfVersion(s) != 0 {
-			t.Errorf("GenerationOfVersion(%q) != 0", s)
+	for _, s := range []string{"", "x", ".1", "abc.def", ":3.abc", "0:3.abc", "x:3.abc", "3:.abc"} {
+		if g := GenerationOfVersion(s); g != (Gen{}) {
+			t.Errorf("GenerationOfVersion(%q) = %v, want the zero Gen", s, g)
 		}
+	}
+	for v, want := range map[string]Gen{"12.ab": {0, 12}, "1733000000000:4.ab": {1733000000000, 4}, "5:4.ab.make-before-break": {5, 4}} {
+		if g := GenerationOfVersion(v); g != want {
+			t.Errorf("GenerationOfVersion(%q) = %v, want %v", v, g, want)
+		}
+	}
+}
+
+func TestGenOrder(t *testing.T) {
+	ordered := []Gen{{}, {0, 1}, {0, 900}, {5, 1}, {5, 2}, {6, 1}}
+	for i, a := range ordered {
+		for j, b := range ordered {
+			if a.Less(b) != (i < j) {
+				t.Errorf("%v.Less(%v) = %v", a, b, a.Less(b))
+			}
+		}
+	}
+	if s := (Gen{0, 7}).String(); s != "7" {
+		t.Errorf("epoch 0 prints %q, want the version prefix edges served before epochs: 7", s)
+	}
+	if s := (Gen{1733000000000, 7}).String(); s != "1733000000000:7" {
+		t.Errorf("Gen prints %q", s)
+	}
+}
+
+// commitEpoch commits generation n of epoch e.
+func commitEpoch(t *testing.T, p *Pool, e, n uint64) *Change {
+	t.Helper()
+	ch, err := p.Commit(&meshv1.Generation{Epoch: e, Number: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkIDs(t, p, ch)
+	return ch
+}
+
+// TestNewEpochReplacesEverything (issue 15, item 2): mesh-compiled was lost
+// and the compiler rewrote it under a new epoch, numbering from 1 again. The
+// pool takes generation 1 of the new epoch as newer than generation 9 of
+// the old one, and as a full replacement: a group, a set and a resource the
+// new epoch did not write are gone; every resource, even one with the same
+// bytes, gets a version of the new epoch, so each group is told of every
+// name in its view; and a later generation of the old epoch is ignored.
+func TestNewEpochReplacesEverything(t *testing.T) {
+	p := seed(t)
+	stage(t, p, groupWithSets(t, "b", "b", 2, map[string][]string{cds: {"c2"}}, "s1"))
+	stage(t, p, setKV(t, "s1", 2, map[string][]string{eds: {"c1"}}))
+	commitEpoch(t, p, 0, 9)
+	before := p.Get("a/a", cds, "c2")
+
+	// The new epoch holds a/a with c2 (same bytes) and a new c3; b/b, c1,
+	// endpoints c1 and set s1 were not written again.
+	stage(t, p, cluster(t, "c2", 2, 1))
+	stage(t, p, cluster(t, "c3", 3, 1))
+	stage(t, p, group(t, "a", "a", 1, map[string][]string{cds: {"c2", "c3"}}))
+	const epoch = 1733000000000
+	ch := commitEpoch(t, p, epoch, 1)
+	if ch == nil || !ch.Replaced || ch.Epoch != epoch || ch.Generation != 1 {
+		t.Fatalf("change = %+v, want epoch %d generation 1 applied as a replacement", ch, epoch)
+	}
+	if got := p.Applied(); got != (Gen{epoch, 1}) {
+		t.Errorf("applied %v", got)
+	}
+	if p.HasGroup("b/b") || p.sets["s1"] != nil || p.res[resKey{cds, "c1"}] != nil || p.res[resKey{eds, "c1"}] != nil {
+		t.Error("the new epoch kept a group, set or resource it did not write")
+	}
+	after := p.Get("a/a", cds, "c2")
+	if after == nil {
+		t.Fatal("c2 missing from a/a")
+	}
+	if after.Version == before.Version || GenerationOfVersion(after.Version) != (Gen{epoch, 1}) {
+		t.Errorf("c2 version %q (was %q), want one of generation %d:1", after.Version, before.Version, epoch)
+	}
+	want := map[string]map[string]*TypeChange{
+		"a/a": {cds: {Updated: []string{"c2", "c3"}, Removed: []string{"c1"}}, eds: {Removed: []string{"c1"}}},
+		"b/b": {cds: {Removed: []string{"c2"}}, eds: {Removed: []string{"c1"}}},
+	}
+	if diff := cmp.Diff(want, ch.Groups, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("changes (-want +got):\n%s", diff)
+	}
+	if v := VersionOf(p.View("a/a", cds, nil)); !(Gen{0, 9}).Less(GenerationOfVersion(v)) {
+		t.Errorf("state-of-the-world version %q is not after the old epoch's", v)
+	}
+
+	// A late generation of the old epoch changes nothing.
+	stage(t, p, cluster(t, "c2", 9, 10))
+	if ch := commitEpoch(t, p, 0, 10); ch != nil {
+		t.Errorf("a generation of the old epoch was applied: %+v", ch)
+	}
+	// The next generation of the new epoch is an ordinary commit.
+	if ch := commitEpoch(t, p, epoch, 2); ch == nil || ch.Replaced {
+		t.Errorf("the next generation of the epoch: %+v", ch)
+	}
+}
+
+func TestDropStaged(t *testing.T) {
+	p := seed(t)
+	stage(t, p, cluster(t, "c9", 1, 2))
+	p.DropStaged()
+	if p.Staged() != 0 {
+		t.Fatalf("%d staged after DropStaged", p.Staged())
+	}
+	commit(t, p, 2)
+	if _, ok := p.ID(cds, "c9"); ok {
+		t.Error("a dropped write was applied")
 	}
 }
 

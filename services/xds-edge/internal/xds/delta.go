@@ -2,7 +2,6 @@ package xds
 
 import (
 	"slices"
-	"strconv"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -42,9 +41,9 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 	flush := first || len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) > 0
 	if first {
 		if typeURL != secretType {
-			var seen uint64
+			var seen pool.Gen
 			for _, v := range req.GetInitialResourceVersions() {
-				seen = max(seen, pool.GenerationOfVersion(v))
+				seen = seen.Max(pool.GenerationOfVersion(v))
 			}
 			if err := s.refuseNewer(seen); err != nil {
 				c.mu.Unlock()
@@ -158,9 +157,8 @@ func (w *deltaStream) flush(s *Server, c *conn) error {
 	var out, removals []*discovery.DeltaDiscoveryResponse
 	c.mu.Lock()
 	s.mu.RLock()
-	gen, _ := s.pool.Generation()
-	c.generation = gen
-	sysVersion := strconv.FormatUint(gen, 10)
+	c.generation, _ = s.pool.Generation()
+	sysVersion := s.pool.AppliedVersion()
 	for i, typeURL := range pushOrder {
 		st := c.types[i]
 		if st == nil || !st.subscribed || (!st.pendingAll && len(st.pending) == 0) {

@@ -245,6 +245,21 @@ func (s *Server) Generation() uint64 {
 	return g
 }
 
+// Applied is the applied generation's epoch and number.
+func (s *Server) Applied() pool.Gen {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.pool.Applied()
+}
+
+// DropStaged forgets the mesh-compiled writes staged for the next
+// generation (see pool.Pool.DropStaged).
+func (s *Server) DropStaged() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pool.DropStaged()
+}
+
 // Staged is the number of mesh-compiled keys waiting for the next generation.
 func (s *Server) Staged() int {
 	s.mu.RLock()
@@ -578,10 +593,12 @@ func sendAll[M interface{ GetTypeUrl() string }](s *Server, st sender[M], respon
 
 // refuseNewer refuses, with UNAVAILABLE, a proxy reconnecting with state
 // from generation seen, newer than the replica's: it must not be rolled
-// back, and retries another replica. Zero (unknown) passes.
-func (s *Server) refuseNewer(seen uint64) error {
-	if have := s.Generation(); seen > have {
-		return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %d, older than the %d this proxy has seen", s.opts.EdgeID, have, seen)
+// back, and retries another replica. Zero (unknown) passes, and so does
+// state of an older epoch, whatever its number: mesh-compiled was lost and
+// rewritten since, and the replica's epoch replaces it.
+func (s *Server) refuseNewer(seen pool.Gen) error {
+	if have := s.Applied(); have.Less(seen) {
+		return status.Errorf(codes.Unavailable, "xds-edge %s holds generation %s, older than the %s this proxy has seen", s.opts.EdgeID, have, seen)
 	}
 	return nil
 }

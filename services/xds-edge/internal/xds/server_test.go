@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sort"
@@ -80,6 +81,7 @@ type fixture struct {
 	srv    *Server
 	addr   string
 	status *statusLog
+	epoch  uint64 // of the generations commit makes
 	gen    uint64
 }
 
@@ -133,7 +135,7 @@ func (f *fixture) commit(ws ...xdstest.Write) {
 		}
 	}
 	f.gen++
-	if _, err := f.srv.Commit(&meshv1.Generation{Number: f.gen}); err != nil {
+	if _, err := f.srv.Commit(&meshv1.Generation{Epoch: f.epoch, Number: f.gen}); err != nil {
 		f.t.Fatal(err)
 	}
 }
@@ -327,7 +329,7 @@ func TestStagedWritesAreNotServedBeforeTheirGeneration(t *testing.T) {
 		t.Fatalf("served %v before its generation", &c)
 	}
 	f.gen++
-	if _, err := f.srv.Commit(&meshv1.Generation{Number: f.gen}); err != nil {
+	if _, err := f.srv.Commit(&meshv1.Generation{Epoch: f.epoch, Number: f.gen}); err != nil {
 		t.Fatal(err)
 	}
 	if r := xdstest.Next(t, p); r.TypeURL != cds {
@@ -491,7 +493,7 @@ func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 	held := map[string]string{}
 	var missing string
 	for n, v := range r.Versions {
-		if pool.GenerationOfVersion(v) != 1 {
+		if pool.GenerationOfVersion(v) != (pool.Gen{Number: 1}) {
 			t.Errorf("resource %s has version %q, want generation 1 in it", n, v)
 		}
 		if missing == "" {
@@ -503,6 +505,38 @@ func TestDeltaReconnectWithNewerStateIsRefused(t *testing.T) {
 	p2 := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: held}})
 	if r2 := xdstest.Next(t, p2); len(r2.Resources) != 1 || r2.Versions[missing] != r.Versions[missing] {
 		t.Errorf("reconnect got %v, want only %s at %s", r2.Versions, missing, r.Versions[missing])
+	}
+}
+
+// TestReconnectFromAnOlderEpochIsServed (issue 15, item 2): mesh-compiled
+// was lost and the compiler started a new epoch, numbering from 1 again. A
+// proxy that holds state from before the loss, of a higher number, is of
+// an older epoch: it is served the new epoch, not refused as if it had seen
+// newer state (today's edges refused it until the new epoch's numbers caught
+// up). A proxy that has seen a newer epoch than the edge's is still refused.
+func TestReconnectFromAnOlderEpochIsServed(t *testing.T) {
+	f := newFixture(t)
+	const epoch = 1733000000000
+	f.epoch = epoch
+	f.seed()
+	now := pool.Gen{Epoch: epoch, Number: 1}
+	for _, old := range []string{"57.0123456789abcdef", "1732000000000:57.0123456789abcdef"} {
+		t.Run(old, func(t *testing.T) {
+			p := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "sotw", Types: []string{cds}, Versions: map[string]string{cds: old}})
+			if r := xdstest.Next(t, p); pool.GenerationOfVersion(r.Version) != now {
+				t.Errorf("state-of-the-world proxy got version %s, want one of generation %s", r.Version, now)
+			}
+			d := f.proxy(spiffe("a"), xdstest.ProxyOptions{NodeID: "delta", Delta: true, Types: []string{cds}, Initial: map[string]map[string]string{cds: {"ca": old}}})
+			r := xdstest.Next(t, d)
+			if v := r.Versions["ca"]; pool.GenerationOfVersion(v) != now {
+				t.Errorf("delta proxy got ca at %q, want a version of generation %s", v, now)
+			}
+		})
+	}
+	newer := fmt.Sprintf("%d:1.0123456789abcdef", epoch+1)
+	err := f.refusal(spiffe("a"), xdstest.ProxyOptions{NodeID: "a", Types: []string{cds}, Versions: map[string]string{cds: newer}})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "older than the") {
+		t.Errorf("a proxy of a newer epoch than the edge's: %v, want UNAVAILABLE", err)
 	}
 }
 

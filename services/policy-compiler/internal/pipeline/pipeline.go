@@ -11,6 +11,14 @@
 // On start it reads what mesh-compiled already holds, so a restarted (or
 // newly active) compiler rebuilds from mesh-observed and writes only the keys
 // whose content hash differs.
+//
+// Generations are ordered by (epoch, number) (see meshv1.Generation). The
+// compiler continues the epoch it finds in mesh-compiled; when it finds no
+// generation there (a first install, a bucket deleted and recreated, a lost
+// JetStream store), or loses the bucket while running, it starts a new epoch
+// and writes every key under it, which edges take as a full replacement.
+// While leading it checks every LostCheck that the bucket still holds its
+// generation, so a loss is repaired even when nothing changes in the mesh.
 package pipeline
 
 import (
@@ -35,6 +43,9 @@ const (
 	DefaultDebounce = 50 * time.Millisecond
 	DefaultMaxDelay = 500 * time.Millisecond
 	retryDelay      = time.Second
+	// DefaultLostCheck is how often a leading compiler checks that
+	// mesh-compiled still holds its generation.
+	DefaultLostCheck = 2 * time.Second
 )
 
 // Watchable is a KV bucket the compiler watches (a *bus.Store).
@@ -56,6 +67,8 @@ type Writable interface {
 	ClaimLost(ctx context.Context) (bool, error)
 	// Redeclare declares the bucket again after it was lost.
 	Redeclare(ctx context.Context) error
+	// Get reads a key (bus.ErrNotFound when absent).
+	Get(ctx context.Context, key string, m proto.Message) (uint64, error)
 }
 
 var _ Writable = (*bus.Store)(nil)
@@ -78,6 +91,11 @@ type Options struct {
 	// writes nothing; on becoming leader it re-reads mesh-compiled and writes
 	// only the keys whose content differs. Nil means always the leader.
 	Leader Leader
+	// LostCheck is how often a leading compiler checks that mesh-compiled
+	// still holds its generation; default DefaultLostCheck.
+	LostCheck time.Duration
+	// Now is the clock a new epoch is read from; default time.Now.
+	Now func() time.Time
 }
 
 // Leader says whether this instance is the active compiler (a
@@ -96,8 +114,11 @@ type Stats struct {
 	Skipped int
 	// Generations counts generation records written.
 	Generations int
-	// Generation is the number of the last generation written or found.
-	Generation uint64
+	// Epoch and Generation are the epoch and number of the last
+	// generation written or found.
+	Epoch, Generation uint64
+	// Epochs counts the epochs this compiler started.
+	Epochs int
 	// Statuses counts published policy statuses.
 	Statuses int
 }
@@ -114,6 +135,7 @@ type Compiler struct {
 	written  map[string]string // key → version of what mesh-compiled holds
 	resync   bool              // diff the whole output against written
 	genDirty bool              // keys were written since the last generation
+	epoch    uint64            // of the generations written (see newEpoch)
 	gen      uint64
 	lastRev  uint64
 	statuses []*meshv1.PolicyStatus // verdicts waiting for a commit
@@ -133,6 +155,12 @@ func New(observed Watchable, compiled Writable, pub bus.Publisher, o Options) *C
 	}
 	if o.MaxDelay < o.Debounce {
 		o.MaxDelay = o.Debounce
+	}
+	if o.LostCheck <= 0 {
+		o.LostCheck = DefaultLostCheck
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.Log == nil {
 		l := logrus.New()
@@ -204,9 +232,56 @@ func (c *Compiler) afterFailedCommit(ctx context.Context, err error) {
 	if err := c.compiled.Redeclare(ctx); err != nil {
 		c.log.WithContext(ctx).WithError(err).Warn("declare mesh-compiled again")
 	}
+	c.rewriteAll(ctx)
+}
+
+// rewriteAll forgets what mesh-compiled held and starts a new epoch: the
+// next commit writes every key, and the generation, under it.
+func (c *Compiler) rewriteAll(ctx context.Context) {
 	c.compiled.Unclaim()
 	c.written = map[string]string{}
 	c.resync = true
+	c.newEpoch(ctx)
+}
+
+// newEpoch starts an epoch after every one this compiler knows: its wall
+// clock in Unix milliseconds, or the last epoch plus one when the clock is
+// behind it. Numbers start again at 1. A compiler that starts on an empty
+// bucket knows no earlier epoch; its clock must not lag the clock of the
+// compiler that started the lost epoch by more than that epoch's age (see
+// docs/ARCHITECTURE.md, "Generations and epochs").
+func (c *Compiler) newEpoch(ctx context.Context) {
+	prev := c.epoch
+	c.epoch = max(prev+1, uint64(c.o.Now().UnixMilli()))
+	c.gen, c.genDirty = 0, false
+	c.count(func(s *Stats) { s.Epochs++; s.Epoch, s.Generation = c.epoch, 0 })
+	c.log.WithContext(ctx).WithFields(logrus.Fields{"epoch": c.epoch, "previous_epoch": prev}).Warn("mesh-compiled holds no generation: starting a new epoch")
+}
+
+// checkLost reports whether mesh-compiled lost the generation this compiler
+// last committed: the key, or the whole bucket, is gone (deleted, maybe
+// recreated, or JetStream lost its store). A missing bucket is declared
+// again first, so that a bucket merely unreachable (JetStream restarting)
+// is not taken for lost: the check fails and runs again later.
+func (c *Compiler) checkLost(ctx context.Context) (bool, error) {
+	var g meshv1.Generation
+	_, err := c.compiled.Get(ctx, layout.GenerationKey, &g)
+	if err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, bus.ErrNotFound) && !bus.IsBucketGone(err) {
+		return false, err
+	}
+	if err := c.compiled.Redeclare(ctx); err != nil {
+		return false, err
+	}
+	if _, err = c.compiled.Get(ctx, layout.GenerationKey, &g); err == nil {
+		return false, nil
+	}
+	if !errors.Is(err, bus.ErrNotFound) {
+		return false, err
+	}
+	return true, nil
 }
 
 // errLeaseLost ends a commit whose lease ran out while it wrote.
@@ -249,6 +324,8 @@ func (c *Compiler) Start(ctx context.Context) error {
 
 	deb := newDebouncer(c.o.Debounce, c.o.MaxDelay, time.Now)
 	defer deb.stop()
+	lostTick := time.NewTicker(c.o.LostCheck)
+	defer lostTick.Stop()
 	initialized := false
 	traceCtx := ctx
 	var changes <-chan bool
@@ -298,6 +375,23 @@ func (c *Compiler) Start(ctx context.Context) error {
 			}
 		case <-deb.C():
 			c.flushNow(traceCtx, deb)
+		case <-lostTick.C:
+			if !c.leading() || c.gen == 0 || c.genDirty {
+				continue // nothing committed to lose yet, or a retry pending
+			}
+			lost, err := c.checkLost(ctx)
+			if err != nil {
+				c.log.WithContext(ctx).WithError(err).Debug("could not check mesh-compiled for its generation")
+				continue
+			}
+			if lost {
+				c.log.WithContext(ctx).WithFields(logrus.Fields{"epoch": c.epoch, "generation": c.gen}).
+					Warn("mesh-compiled lost its generation (bucket deleted or JetStream store lost): rewriting every key")
+				c.rewriteAll(ctx)
+				if initialized {
+					c.flushNow(traceCtx, deb)
+				}
+			}
 		case leading := <-changes:
 			if !leading {
 				c.ready.Store(false)
@@ -335,6 +429,7 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 	defer w.Stop()
 	c.written = map[string]string{}
 	c.genDirty = false // what the bucket holds decides (below)
+	found := false     // a generation record
 	// keysGen is the highest generation stamped into a key: above the
 	// generation key's, the last compiler died between its key writes and
 	// its generation write.
@@ -350,6 +445,9 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 			switch ev.Kind {
 			case bus.EventInitialized:
 				c.resync = true
+				if !found {
+					c.newEpoch(ctx)
+				}
 				if keysGen > c.gen {
 					// Publish what was written: the next commit writes
 					// generation keysGen even if no key changes.
@@ -357,8 +455,8 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 						Warn("mesh-compiled holds keys of a generation that was never committed; committing it")
 					c.gen, c.genDirty = keysGen, true
 				}
-				c.count(func(s *Stats) { s.Generation = c.gen })
-				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "generation": c.gen}).Info("compiled state loaded")
+				c.count(func(s *Stats) { s.Epoch, s.Generation = c.epoch, c.gen })
+				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "epoch": c.epoch, "generation": c.gen}).Info("compiled state loaded")
 				return nil
 			case bus.EventPut:
 				if v, gen, ok := versionOf(ev.Key, ev.Value); ok {
@@ -367,7 +465,7 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 				} else if ev.Key == layout.GenerationKey {
 					g := &meshv1.Generation{}
 					if err := ev.Decode(g); err == nil {
-						c.gen = g.GetNumber()
+						c.epoch, c.gen, found = g.GetEpoch(), g.GetNumber(), true
 					}
 				}
 			}
@@ -609,6 +707,7 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		return false, errLeaseLost
 	}
 	g := &meshv1.Generation{
+		Epoch:            c.epoch,
 		Number:           c.gen,
 		ObservedEpoch:    c.engine.Model().Sync().GetEpoch(),
 		ObservedRevision: c.lastRev,
@@ -620,9 +719,9 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 	}
 	c.genDirty = false
 	c.ready.Store(true)
-	c.count(func(s *Stats) { s.Generations++; s.Generation = c.gen })
+	c.count(func(s *Stats) { s.Generations++; s.Epoch, s.Generation = c.epoch, c.gen })
 	c.o.Metrics.generation(ctx, c.gen)
-	c.log.WithContext(ctx).WithFields(logrus.Fields{"generation": c.gen, "changed_keys": nPut + nDel, "skipped_keys": nSkip}).Info("generation committed")
+	c.log.WithContext(ctx).WithFields(logrus.Fields{"epoch": c.epoch, "generation": c.gen, "changed_keys": nPut + nDel, "skipped_keys": nSkip}).Info("generation committed")
 	return true, nil
 }
 

@@ -60,6 +60,7 @@ type mesh struct {
 	compiled *bus.Store
 	trust    *bus.Store
 	pki      *xdstest.CA
+	epoch    uint64 // of the generations commit writes
 	gen      uint64
 }
 
@@ -135,7 +136,9 @@ func (m *mesh) commit(ws ...xdstest.Write) {
 	m.t.Helper()
 	m.put(ws...)
 	m.gen++
-	m.put(xdstest.Generation(m.gen))
+	g := xdstest.Generation(m.gen)
+	g.Value.(*meshv1.Generation).Epoch = m.epoch
+	m.put(g)
 }
 
 func (m *mesh) res(msg proto.Message, name string) xdstest.Write {

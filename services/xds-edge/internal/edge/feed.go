@@ -19,6 +19,7 @@ import (
 type target interface {
 	Stage(key string, value []byte) error
 	Commit(g *meshv1.Generation) (*pool.Change, error)
+	DropStaged()
 	SetTrustBundle(b *meshv1.TrustBundle) error
 	SetServing(ok bool)
 }
@@ -31,6 +32,15 @@ type watchable interface {
 // feed applies KV mesh-compiled and mesh-trust to the server and decides
 // readiness: the initial values of both are delivered, the latest generation
 // is applied, and NATS has not been lost for longer than the threshold.
+//
+// A generation of a newer epoch (the compiler rewrote a lost mesh-compiled)
+// replaces the whole applied state, so it is applied only from a watch that
+// delivered the bucket from its start: one seen on a watch that already
+// delivered a generation (which may have resumed, past the old revisions, in
+// a recreated bucket, delivering only part of it) makes the feed watch the
+// bucket again. From a recreated bucket until its generation is applied, and
+// while the bucket holds a generation older than the applied one, the edge
+// holds no current generation and is not ready.
 type feed struct {
 	log       *logrus.Entry
 	target    target
@@ -46,9 +56,17 @@ type feed struct {
 	compiledInit bool
 	trustInit    bool
 	hasBundle    bool
-	latest       uint64 // newest generation number seen
-	applied      uint64
+	latest       pool.Gen // newest generation seen
+	applied      pool.Gen
 	lostSince    time.Time // zero while connected
+	// watchGen: the current watch of mesh-compiled delivered a generation.
+	watchGen bool
+	// rewatched, when set, says why mesh-compiled is being watched again
+	// from the start; cleared once its current generation is applied.
+	rewatched string
+	// older is a generation of an older epoch than the applied one that
+	// mesh-compiled holds as its current one; zero for none.
+	older pool.Gen
 }
 
 // run watches both buckets until ctx ends or a watch fails.
@@ -75,17 +93,20 @@ func (f *feed) run(ctx context.Context) error {
 					return cw.Ended(ctx)
 				}
 				// mesh-compiled was lost and declared again: watch it
-				// anew. The pool keeps serving what it holds until the
-				// compiler's next generation, numbered after the last,
-				// arrives with every key.
+				// anew. The pool keeps serving what it holds to connected
+				// proxies until the compiler's new epoch arrives with
+				// every key, and replaces it.
 				f.log.Warn("mesh-compiled was recreated: watching it again")
-				cw.Stop()
-				if cw, err = f.compiled.Watch(ctx, ">"); err != nil {
+				if cw, err = f.rewatch(ctx, cw, "mesh-compiled was recreated"); err != nil {
 					return err
 				}
 				continue
 			}
-			f.compiledEvent(ev)
+			if f.compiledEvent(ev) {
+				if cw, err = f.rewatch(ctx, cw, "mesh-compiled started a new epoch"); err != nil {
+					return err
+				}
+			}
 		case ev, ok := <-tw.Events():
 			if !ok {
 				if !errors.Is(tw.Err(), bus.ErrBucketRecreated) {
@@ -105,7 +126,21 @@ func (f *feed) run(ctx context.Context) error {
 	}
 }
 
-func (f *feed) compiledEvent(ev bus.Event) {
+// rewatch watches mesh-compiled again from the start, dropping the writes
+// staged from the old watch: the new one delivers every key anew.
+func (f *feed) rewatch(ctx context.Context, cw *bus.Watcher, why string) (*bus.Watcher, error) {
+	cw.Stop()
+	f.target.DropStaged()
+	f.mu.Lock()
+	f.watchGen, f.rewatched = false, why
+	f.mu.Unlock()
+	return f.compiled.Watch(ctx, ">")
+}
+
+// compiledEvent applies one mesh-compiled event. It reports whether the
+// feed must watch mesh-compiled again from the start (a new epoch arrived
+// on a watch that already delivered a generation).
+func (f *feed) compiledEvent(ev bus.Event) (rewatch bool) {
 	log := f.log.WithContext(ev.Context).WithField("key", ev.Key)
 	switch {
 	case ev.Kind == bus.EventInitialized:
@@ -117,23 +152,54 @@ func (f *feed) compiledEvent(ev bus.Event) {
 		var g meshv1.Generation
 		if err := ev.Decode(&g); err != nil {
 			log.WithError(err).Error("bad generation record")
-			return
+			return false
+		}
+		next := pool.GenOf(&g)
+		log = log.WithFields(logrus.Fields{"epoch": next.Epoch, "generation": next.Number})
+		f.mu.Lock()
+		applied, resumed := f.applied, f.watchGen
+		f.watchGen = true
+		f.mu.Unlock()
+		switch {
+		case applied != (pool.Gen{}) && applied.Epoch < next.Epoch && resumed:
+			log.WithField("applied_epoch", applied.Epoch).Warn("mesh-compiled started a new epoch: watching it again from the start")
+			return true
+		case next.Epoch < applied.Epoch:
+			// Only a compiler whose clock lags the one that started the
+			// applied epoch writes this (see docs/ARCHITECTURE.md).
+			f.mu.Lock()
+			f.older = next
+			f.mu.Unlock()
+			log.WithField("applied_epoch", applied.Epoch).Error("mesh-compiled holds a generation of an older epoch than the applied one (a policy-compiler clock behind?): not ready")
+			return false
+		case !applied.Less(next):
+			f.mu.Lock()
+			if next == applied {
+				f.rewatched = "" // the bucket's current generation is the applied one
+			}
+			f.mu.Unlock()
+			log.Warn("ignored a generation not newer than the applied one")
+			return false
 		}
 		f.mu.Lock()
-		f.latest = max(f.latest, g.GetNumber())
+		f.latest = f.latest.Max(next)
 		f.mu.Unlock()
 		ch, err := f.target.Commit(&g)
 		if err != nil {
-			log.WithError(err).WithField("generation", g.GetNumber()).Error("generation applied with bad keys left out")
+			log.WithError(err).Error("generation applied with bad keys left out")
 		}
 		if ch == nil {
-			log.WithField("generation", g.GetNumber()).Warn("ignored a generation not newer than the applied one")
-			return
+			log.Warn("ignored a generation not newer than the applied one")
+			return false
 		}
 		f.mu.Lock()
-		f.applied = ch.Generation
+		f.applied = pool.Gen{Epoch: ch.Epoch, Number: ch.Generation}
+		f.rewatched, f.older = "", pool.Gen{}
 		f.mu.Unlock()
-		entry := log.WithFields(logrus.Fields{"generation": ch.Generation, "groups": len(ch.Groups), "resources": ch.Resources})
+		entry := log.WithFields(logrus.Fields{"groups": len(ch.Groups), "resources": ch.Resources})
+		if ch.Replaced {
+			entry.WithField("previous_epoch", applied.Epoch).Warn("new epoch applied: it replaced the whole mesh-compiled state")
+		}
 		if ch.Dangling > 0 {
 			entry.WithField("dangling", ch.Dangling).Warn("generation applied with names of missing resources left out")
 		} else {
@@ -152,6 +218,7 @@ func (f *feed) compiledEvent(ev bus.Event) {
 			log.WithError(err).Warn("ignored a bad mesh-compiled key")
 		}
 	}
+	return false
 }
 
 func (f *feed) trustEvent(ev bus.Event) {
@@ -207,11 +274,15 @@ func (f *feed) checkSync() error {
 		return errors.New("the initial values of mesh-compiled are not delivered yet")
 	case !f.trustInit:
 		return errors.New("the initial value of mesh-trust is not delivered yet")
-	case f.applied == 0:
+	case f.applied == pool.Gen{}:
 		// Serving an empty mesh would strip every proxy of its config.
 		return errors.New("mesh-compiled holds no generation yet: the policy-compiler has not compiled")
-	case f.applied < f.latest:
-		return fmt.Errorf("generation %d applied, %d seen", f.applied, f.latest)
+	case f.rewatched != "":
+		return fmt.Errorf("%s: waiting for its current generation; generation %s is served to connected proxies only", f.rewatched, f.applied)
+	case f.older != pool.Gen{}:
+		return fmt.Errorf("mesh-compiled holds generation %s, of an older epoch than the applied %s (a policy-compiler whose clock is behind the one that started epoch %d?); connected proxies keep %s", f.older, f.applied, f.applied.Epoch, f.applied)
+	case f.applied.Less(f.latest):
+		return fmt.Errorf("generation %s applied, %s seen", f.applied, f.latest)
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ func (f *fakeTarget) Stage(k string, v []byte) error { return f.pool.Stage(k, v)
 func (f *fakeTarget) Commit(g *meshv1.Generation) (*pool.Change, error) {
 	return f.pool.Commit(g)
 }
+func (f *fakeTarget) DropStaged()                              { f.pool.DropStaged() }
 func (f *fakeTarget) SetTrustBundle(*meshv1.TrustBundle) error { f.bundles++; return nil }
 func (f *fakeTarget) SetServing(ok bool)                       { f.serving = ok }
 
@@ -96,5 +97,91 @@ func TestReadinessFollowsTheSync(t *testing.T) {
 	}
 	if g, _ := target.pool.Generation(); g != 1 {
 		t.Errorf("applied generation %d", g)
+	}
+}
+
+// TestFeedFollowsEpochs (issue 15, item 2): a generation of a newer epoch
+// seen on a watch that already delivered one makes the feed watch again
+// from the start, and is applied from that watch; until then, and while
+// mesh-compiled holds a generation of an older epoch than the applied one,
+// the edge is not ready and says why.
+func TestFeedFollowsEpochs(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	target := &fakeTarget{pool: pool.New()}
+	f := &feed{log: logrus.NewEntry(log), target: target, connected: func() bool { return true }, threshold: time.Minute, now: time.Now}
+	initialized := bus.Event{Kind: bus.EventInitialized, Context: context.Background()}
+	gen := func(epoch, n uint64) bus.Event {
+		return put(t, xdstest.Write{Key: layout.GenerationKey, Value: &meshv1.Generation{Epoch: epoch, Number: n}})
+	}
+	cluster := func(timeout time.Duration, n uint64) bus.Event {
+		w, err := xdstest.Resource(xdstest.Cluster("c", timeout), "c", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return put(t, w)
+	}
+	const e1, e2 = 1_700_000_000_000, 1_700_000_500_000
+	ca, _ := xdstest.NewCA("r")
+	f.trustEvent(put(t, xdstest.Write{Key: layout.BundleKey, Value: ca.Bundle()}))
+	f.trustEvent(initialized)
+	f.compiledEvent(cluster(time.Second, 1))
+	f.compiledEvent(initialized)
+	f.compiledEvent(gen(e1, 4))
+	f.update()
+	if err := f.checkSync(); err != nil || !target.serving {
+		t.Fatalf("after the first generation: %v", err)
+	}
+
+	// The bucket was recreated and the watch resumed in it: part of the
+	// new epoch's keys and its generation arrive on the old watch.
+	f.compiledEvent(cluster(2*time.Second, 1))
+	if !f.compiledEvent(gen(e2, 1)) {
+		t.Fatal("a new epoch on a resumed watch was applied, not watched again")
+	}
+	if got := target.pool.Applied(); got != (pool.Gen{Epoch: e1, Number: 4}) {
+		t.Fatalf("applied %v", got)
+	}
+	// What run does on that answer: watch again from the start.
+	target.DropStaged()
+	f.mu.Lock()
+	f.watchGen, f.rewatched = false, "mesh-compiled started a new epoch"
+	f.mu.Unlock()
+	f.update()
+	if err := f.checkSync(); err == nil || !strings.Contains(err.Error(), "started a new epoch") || target.serving {
+		t.Errorf("while watching again: ready=%v serving=%v, want not ready saying why", err, target.serving)
+	}
+	f.compiledEvent(cluster(3*time.Second, 1))
+	if f.compiledEvent(gen(e2, 1)) {
+		t.Fatal("the new epoch on a fresh watch was not applied")
+	}
+	f.compiledEvent(initialized)
+	f.update()
+	if err := f.checkSync(); err != nil || !target.serving {
+		t.Errorf("after the new epoch: %v", err)
+	}
+	if got := target.pool.Applied(); got != (pool.Gen{Epoch: e2, Number: 1}) {
+		t.Errorf("applied %v, want %d:1", got, uint64(e2))
+	}
+
+	// A compiler with a lagging clock writes an older epoch: ignored, and
+	// the edge says it holds no current generation.
+	f.compiledEvent(gen(e1, 9))
+	f.update()
+	if err := f.checkSync(); err == nil || !strings.Contains(err.Error(), "older epoch") || target.serving {
+		t.Errorf("an older epoch in the bucket: ready=%v serving=%v", err, target.serving)
+	}
+	if got := target.pool.Applied(); got != (pool.Gen{Epoch: e2, Number: 1}) {
+		t.Errorf("applied %v after an older epoch", got)
+	}
+	f.compiledEvent(gen(e2, 2))
+	f.update()
+	if err := f.checkSync(); err != nil {
+		t.Errorf("after the next generation of the applied epoch: %v", err)
+	}
+	// Within an epoch, a stale generation is ignored as before: still ready.
+	f.compiledEvent(gen(e2, 1))
+	if err := f.checkSync(); err != nil {
+		t.Errorf("after a stale generation of the epoch: %v", err)
 	}
 }

@@ -11,7 +11,7 @@ MODULES = $(shell go list -m -f '{{.Dir}}')
 SERVICES = $(wildcard services/*)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 
-.PHONY: help build test vet fmt lint proto proto-check testbins fuzz run clean
+.PHONY: help build test vet fmt lint proto proto-check testbins fuzz run soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ fuzz: ## run the fuzz targets for FUZZTIME each (60s by default); the seed corpo
 
 run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 	@cd tests && go run ./cmd/osm-dev --dir $(CURDIR)/.osm-dev $(ARGS)
+
+soak: testbins ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md)
+	@cd tests && go run ./soak/cmd/soak $(ARGS)
 
 clean: ## remove local build outputs and dev stack state
 	@rm -rf .bin .osm-dev

@@ -55,7 +55,7 @@ fuzz: ## run the fuzz targets for FUZZTIME each (60s by default); the seed corpo
 run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 	@cd tests && go run ./cmd/osm-dev --dir $(CURDIR)/.osm-dev $(ARGS)
 
-soak: testbins ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md)
+soak: ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md); the kube-apiserver harness is built on first use, as by testbins
 	@cd tests && go run ./soak/cmd/soak $(ARGS)
 
 clean: ## remove local build outputs and dev stack state

@@ -202,14 +202,3 @@ func PoolFromFile(path string) (*x509.CertPool, error) {
 	}
 	return p, nil
 }
-
-// TLSFromFile is a client TLS configuration for the cert-authority that
-// verifies it against the roots in trustFile and serverName (empty: the
-// host of the address dialed), presenting no certificate; callers add one.
-func TLSFromFile(trustFile, serverName string) (*tls.Config, error) {
-	pool, err := PoolFromFile(trustFile)
-	if err != nil {
-		return nil, err
-	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: serverName}, nil
-}

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/certfile"
@@ -33,6 +32,12 @@ type Config struct {
 	Credential Credential
 	// OwnCertTTL is --control-plane-cert-ttl; zero takes the CA's default.
 	OwnCertTTL time.Duration
+	// ExtraRoots, when set, returns PEM roots that verify the CA besides
+	// those of TrustFile: the trust bundle the component follows. Both are
+	// read at each handshake with the CA, so a root rotation's switch step
+	// (the CA serving under the new root, which step 1 added to the
+	// bundle) needs no restart and no rewritten file.
+	ExtraRoots func() []byte
 }
 
 // Flags registers the cert-authority client flags.
@@ -81,17 +86,17 @@ func (c *Config) ValidateBootstrap(requiredUnless string) error {
 // component's own certificate for calls to the CA.
 func (c *Config) HasClientCertFile() bool { return c.CertFile != "" }
 
-// tlsConfig verifies the CA against --ca-trust-file and presents nothing.
-func (c *Config) tlsConfig() (*tls.Config, error) {
-	tc, err := TLSFromFile(c.TrustFile, c.ServerName)
-	if err != nil {
+// creds verify the CA against --ca-trust-file and ExtraRoots, both read
+// at each handshake, and present nothing; the file must hold roots now.
+func (c *Config) creds() (*trustCreds, error) {
+	if _, err := PoolFromFile(c.TrustFile); err != nil {
 		return nil, app.FlagError("ca-trust-file", "%v", err)
 	}
-	return tc, nil
+	return &trustCreds{file: c.TrustFile, serverName: c.ServerName, extra: c.ExtraRoots}, nil
 }
 
-func (c *Config) dial(tc *tls.Config) (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+func (c *Config) dial(tc *trustCreds) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(c.Addr, grpc.WithTransportCredentials(tc))
 	if err != nil {
 		return nil, app.FlagError("ca-addr", "%v", err)
 	}
@@ -101,7 +106,7 @@ func (c *Config) dial(tc *tls.Config) (*grpc.ClientConn, error) {
 // DialBootstrap connects to the CA presenting no client certificate, as
 // Bootstrap needs.
 func (c *Config) DialBootstrap() (*grpc.ClientConn, error) {
-	tc, err := c.tlsConfig()
+	tc, err := c.creds()
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +117,7 @@ func (c *Config) DialBootstrap() (*grpc.ClientConn, error) {
 // else the certificate own returns (the component's own, from Bootstrap).
 // own may be nil only with --ca-client-cert-file.
 func (c *Config) Dial(own func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*grpc.ClientConn, error) {
-	tc, err := c.tlsConfig()
+	tc, err := c.creds()
 	if err != nil {
 		return nil, err
 	}
@@ -122,9 +127,9 @@ func (c *Config) Dial(own func(*tls.CertificateRequestInfo) (*tls.Certificate, e
 		if err != nil {
 			return nil, app.FlagError("ca-client-cert-file", "%v", err)
 		}
-		tc.GetClientCertificate = pair.GetClientCertificate
+		tc.clientCert = pair.GetClientCertificate
 	case own != nil:
-		tc.GetClientCertificate = own
+		tc.clientCert = own
 	default:
 		return nil, app.FlagError("ca-client-cert-file", "is required: this component has no certificate of its own from Bootstrap to present")
 	}

@@ -9,6 +9,7 @@ package service
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -77,6 +78,17 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
+	// The CA is verified against --ca-trust-file and the trust bundle
+	// watched last, both read at each connection, so the injector reaches
+	// a CA that a root rotation switched to the new root.
+	var watched atomic.Pointer[cpcert.Bundle]
+	c.CA.ExtraRoots = func() []byte {
+		if b := watched.Load(); b != nil {
+			roots, _ := b.RootsPEM()
+			return roots
+		}
+		return nil
+	}
 	ca, err := dialCAs(rt, c)
 	if err != nil {
 		return err
@@ -84,6 +96,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	// The trust bundle: the webhook configuration's caBundle (with a
 	// CA-issued serving certificate) and the bootstrap Secrets' ca.crt.
 	bundle := cpcert.NewBundle(cav1.NewCertificateAuthorityServiceClient(ca.sign), log, 0, 0)
+	watched.Store(bundle)
 	serving, err := servingTLS(ctx, log, c, ca, bundle)
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
@@ -67,10 +68,12 @@ type Deps struct {
 type Edge struct {
 	d         Deps
 	clientCAs atomic.Pointer[x509.CertPool]
-	srv       *xds.Server
-	feed      *feed
-	grpc      *grpc.Server
-	issuer    *sds.Issuer
+	// bundleRoots are the current mesh-trust bundle's roots, PEM.
+	bundleRoots atomic.Pointer[[]byte]
+	srv         *xds.Server
+	feed        *feed
+	grpc        *grpc.Server
+	issuer      *sds.Issuer
 }
 
 // New builds an edge; Start runs it.
@@ -171,6 +174,19 @@ func (e *Edge) trustBundle(b *meshv1.TrustBundle) {
 		}
 	}
 	e.clientCAs.Store(pool)
+	roots := caclient.RootsPEM(b)
+	e.bundleRoots.Store(&roots)
+}
+
+// BundleRoots are the roots of the mesh-trust bundle the edge applied last,
+// PEM; nil before the first. They verify the cert-authority too
+// (caclient.Config.ExtraRoots), so the edge reaches it after a root
+// rotation's switch step.
+func (e *Edge) BundleRoots() []byte {
+	if r := e.bundleRoots.Load(); r != nil {
+		return *r
+	}
+	return nil
 }
 
 // CheckSync is the readiness check of the initial sync.

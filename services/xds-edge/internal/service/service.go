@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -156,6 +157,16 @@ func (c *config) bootstraps() bool { return c.tlsCertFile == "" || !c.ca.HasClie
 // certificate (when it bootstraps) and the edge run as parts of one
 // errgroup.
 func (c *config) run(ctx context.Context, rt *app.Runtime) error {
+	// The CA is verified against --ca-trust-file and the mesh-trust
+	// bundle the edge applied last, both read at each connection, so the
+	// edge reaches a CA that a root rotation switched to the new root.
+	var applied atomic.Pointer[edge.Edge]
+	c.ca.ExtraRoots = func() []byte {
+		if e := applied.Load(); e != nil {
+			return e.BundleRoots()
+		}
+		return nil
+	}
 	own, err := c.ownCert(ctx, rt)
 	if err != nil {
 		return err
@@ -198,6 +209,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		ln.Close()
 		return err
 	}
+	applied.Store(e)
 	// These replace the runner's "nats" check, which fails at the first
 	// disconnect: the edge keeps serving through a short NATS outage.
 	rt.Health.AddReadyCheck("nats", e.CheckNATS)

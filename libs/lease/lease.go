@@ -8,7 +8,8 @@
 // (2/3 of TTL by default) steps down on its own, before any standby may
 // take over, so two instances never both believe they lead (given clocks
 // that agree within TTL/3). On a clean stop the holder releases the lease so
-// a standby takes over at once.
+// a standby takes over at once. An instance restarted under the same holder
+// name (the same pod) takes its old lease over at once, with a new term.
 package lease
 
 import (
@@ -60,6 +61,11 @@ type Elector struct {
 	rev       uint64
 	lastRenew time.Time
 	changes   chan bool
+	// seen is set once the lease was read: an elector may take over a
+	// lease held under its own name (an earlier process of the same pod)
+	// only before that, so two live processes misconfigured with one name
+	// do not take it from each other in turn.
+	seen bool
 }
 
 // New returns an elector for the lease o.Key in store.
@@ -146,6 +152,9 @@ func (e *Elector) Run(ctx context.Context) error {
 func (e *Elector) tryOnce(ctx context.Context) {
 	now := e.o.Now()
 	cur, rev, err := e.store.getLease(ctx, e.o.Key)
+	if err == nil || errors.Is(err, bus.ErrNotFound) {
+		defer e.markSeen()
+	}
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
 		next := &meshv1.Lease{Holder: e.o.Holder, Term: 1, RenewTime: timestamppb.New(now), Ttl: durationpb.New(e.o.TTL)}
@@ -161,7 +170,13 @@ func (e *Elector) tryOnce(ctx context.Context) {
 			e.won(next, rev, now)
 			return
 		}
-	case expired(cur, now):
+	case expired(cur, now) || (cur.GetHolder() == e.o.Holder && !e.seenOnce()):
+		// Expired, or, at this instance's first look, held under its name
+		// by an earlier process (a restart of the same pod): taken over at
+		// once with a new term rather than after the old process's TTL.
+		// Should another live process carry the same name, its next
+		// renewal finds the term changed and it steps down, and the
+		// bucket's writer-term fence refuses its writes.
 		next := &meshv1.Lease{Holder: e.o.Holder, Term: cur.GetTerm() + 1, RenewTime: timestamppb.New(now), Ttl: durationpb.New(e.o.TTL)}
 		if rev, err := e.store.update(ctx, e.o.Key, next, rev); err == nil {
 			e.won(next, rev, now)
@@ -179,6 +194,18 @@ func (e *Elector) tryOnce(ctx context.Context) {
 	if stale {
 		e.set(false, 0)
 	}
+}
+
+func (e *Elector) seenOnce() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.seen
+}
+
+func (e *Elector) markSeen() {
+	e.mu.Lock()
+	e.seen = true
+	e.mu.Unlock()
 }
 
 func (e *Elector) currentTerm() uint64 {

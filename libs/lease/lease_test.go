@@ -207,3 +207,40 @@ func TestLeadingEndsAtTheDeadlineWhileACallHangs(t *testing.T) {
 		t.Fatal("a leads again after the hung call failed")
 	}
 }
+
+// TestRestartedHolderTakesOverAtOnce: a process restarted under the same
+// holder name (the same pod) takes over the lease its predecessor held at
+// its first look, with a new term, instead of waiting out the TTL; the
+// predecessor, were it alive, steps down and does not take it back.
+func TestRestartedHolderTakesOverAtOnce(t *testing.T) {
+	s := store(t)
+	c := &clock{now: time.Unix(1_000_000, 0)}
+	ctx := t.Context()
+	old := elector(t, s, "compiler-a", c)
+	standby := elector(t, s, "compiler-b", c)
+	old.tryOnce(ctx)
+	standby.tryOnce(ctx)
+	if !old.Leading() || old.Term() != 1 {
+		t.Fatalf("old leading=%v term=%d", old.Leading(), old.Term())
+	}
+	c.Add(time.Second)
+	restarted := elector(t, s, "compiler-a", c)
+	restarted.tryOnce(ctx)
+	if !restarted.Leading() || restarted.Term() != 2 {
+		t.Fatalf("the restarted holder: leading=%v term=%d, want leading with term 2 at once (1 s into a 15 s lease)", restarted.Leading(), restarted.Term())
+	}
+	standby.tryOnce(ctx)
+	if standby.Leading() {
+		t.Fatal("the standby took a lease its holder just renewed")
+	}
+	// The predecessor, still alive (two processes with one name): it
+	// steps down, and neither takes the lease from the other afterwards.
+	for range 6 {
+		c.Add(5 * time.Second)
+		old.tryOnce(ctx)
+		restarted.tryOnce(ctx)
+		if old.Leading() || !restarted.Leading() || restarted.Term() != 2 {
+			t.Fatalf("old leading=%v, restarted leading=%v term=%d: the lease changed hands again", old.Leading(), restarted.Leading(), restarted.Term())
+		}
+	}
+}

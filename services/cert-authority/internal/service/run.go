@@ -210,8 +210,11 @@ func (c *config) publisher(ctx context.Context, rt *app.Runtime, hub *trust.Hub)
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", bus.BucketTrust, err)
 	}
-	return trust.NewPublisher(hub, store, trust.PublisherOptions{Key: layout.BundleKey, NotFound: bus.ErrNotFound,
-		OnError: func(err error) { rt.Log.WithError(err).Warn("trust bundle publish failed; retrying") }}), nil
+	return trust.NewPublisher(hub, store, trust.PublisherOptions{Key: layout.BundleKey, NotFound: bus.ErrNotFound, Gone: bus.IsBucketGone,
+		OnError: func(err error) { rt.Log.WithError(err).Warn("trust bundle publish failed; retrying") },
+		OnRestore: func(v string) {
+			rt.Log.WithField("version", v).Warn("the trust bundle was lost from " + bus.BucketTrust + " (key or bucket deleted); written again")
+		}}), nil
 }
 
 // retryUntil runs op until it succeeds or ctx ends, logging each failure

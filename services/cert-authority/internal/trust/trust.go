@@ -77,16 +77,21 @@ func (h *Hub) Next(ctx context.Context, known string) (*meshv1.TrustBundle, erro
 type Store interface {
 	Get(ctx context.Context, key string, m proto.Message) (uint64, error)
 	Put(ctx context.Context, key string, m proto.Message) (uint64, error)
+	// Redeclare declares the bucket again after it was lost.
+	Redeclare(ctx context.Context) error
 }
 
 // Publisher copies the hub's bundle into one KV key.
 type Publisher struct {
-	hub      *Hub
-	store    Store
-	key      string
-	notFound error
-	retry    time.Duration
-	onError  func(error)
+	hub       *Hub
+	store     Store
+	key       string
+	notFound  error
+	gone      func(error) bool
+	retry     time.Duration
+	check     time.Duration
+	onError   func(error)
+	onRestore func(version string)
 
 	mu        sync.Mutex
 	published string
@@ -98,11 +103,21 @@ type PublisherOptions struct {
 	Key string
 	// NotFound is the error Get wraps for an absent key (bus.ErrNotFound).
 	NotFound error
+	// Gone reports whether an error says the bucket itself is lost
+	// (bus.IsBucketGone); the publisher then declares it again.
+	Gone func(error) bool
 	// Retry caps the wait between failed writes, which grow from a tenth
 	// of it (libs/backoff); default 2s.
 	Retry time.Duration
+	// Check is how often the publisher looks whether the bucket still
+	// holds a bundle, and writes the current one again when the key or
+	// the bucket was lost (an operator's delete, a JetStream volume lost);
+	// default 2s.
+	Check time.Duration
 	// OnError receives write failures (the publisher keeps retrying).
 	OnError func(error)
+	// OnRestore is told each bundle written again after a loss.
+	OnRestore func(version string)
 }
 
 // NewPublisher returns a publisher of hub's bundle into store.
@@ -110,10 +125,17 @@ func NewPublisher(hub *Hub, store Store, o PublisherOptions) *Publisher {
 	if o.Retry == 0 {
 		o.Retry = 2 * time.Second
 	}
+	if o.Check == 0 {
+		o.Check = 2 * time.Second
+	}
 	if o.OnError == nil {
 		o.OnError = func(error) {}
 	}
-	return &Publisher{hub: hub, store: store, key: o.Key, notFound: o.NotFound, retry: o.Retry, onError: o.OnError}
+	if o.OnRestore == nil {
+		o.OnRestore = func(string) {}
+	}
+	return &Publisher{hub: hub, store: store, key: o.Key, notFound: o.NotFound, gone: o.Gone, retry: o.Retry, check: o.Check,
+		onError: o.OnError, onRestore: o.OnRestore}
 }
 
 // Published is the version last written or found in the bucket, "" before.
@@ -125,13 +147,23 @@ func (p *Publisher) Published() string {
 
 // Start publishes every change of the hub until ctx ends. It writes only
 // when the bucket's bundle has another version, so a restarted CA leaves an
-// unchanged bundle (and its update_time) alone.
+// unchanged bundle (and its update_time) alone. Every Check it also writes
+// the bundle again if the bucket lost it (the key absent, or the bucket
+// gone: declared again first); a bundle of another version found there is
+// left alone, as another CA instance (a rolling update) wrote it.
 func (p *Publisher) Start(ctx context.Context) error {
 	failures := 0
+	tick := time.NewTicker(p.check)
+	defer tick.Stop()
+	due := false // a Check is due
 	for {
 		b, changed := p.hub.Current()
-		if b != nil && b.Version != p.Published() {
-			if err := p.publish(ctx, b); err != nil {
+		if b != nil && (due || b.Version != p.Published()) {
+			publish := p.publish
+			if b.Version == p.Published() {
+				publish = p.restore
+			}
+			if err := publish(ctx, b); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
@@ -146,12 +178,41 @@ func (p *Publisher) Start(ctx context.Context) error {
 			}
 			failures = 0
 		}
+		due = false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-tick.C:
+			due = true
 		}
 	}
+}
+
+// restore writes b again when the bucket no longer holds a bundle: the key
+// is absent, or the bucket is gone and is declared again first.
+func (p *Publisher) restore(ctx context.Context, b *meshv1.TrustBundle) error {
+	var cur meshv1.TrustBundle
+	_, err := p.store.Get(ctx, p.key, &cur)
+	switch {
+	case err == nil:
+		return nil
+	case p.gone != nil && p.gone(err):
+		if err := p.store.Redeclare(ctx); err != nil {
+			return fmt.Errorf("declare the trust bundle's bucket again: %w", err)
+		}
+	case p.notFound != nil && errors.Is(err, p.notFound):
+	default:
+		return fmt.Errorf("read trust bundle: %w", err)
+	}
+	if _, err := p.store.Put(ctx, p.key, b); err != nil {
+		return fmt.Errorf("publish trust bundle %s again: %w", b.Version, err)
+	}
+	p.mu.Lock()
+	p.published = b.Version
+	p.mu.Unlock()
+	p.onRestore(b.Version)
+	return nil
 }
 
 func (p *Publisher) publish(ctx context.Context, b *meshv1.TrustBundle) error {

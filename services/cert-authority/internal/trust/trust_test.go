@@ -174,3 +174,74 @@ func TestRefresherFollowsTheSource(t *testing.T) {
 		t.Errorf("Start returned %v", err)
 	}
 }
+
+// TestPublisherRestoresALostBundle: with a real JetStream KV bucket, the
+// bundle's key deleted, then the whole bucket deleted, are written again
+// within a few checks (the bucket declared again first); a bundle of
+// another version written by someone else (another CA instance) is left
+// alone. Before, the publisher wrote only on a change of the hub, and
+// mesh-trust stayed empty until the next rotation.
+func TestPublisherRestoresALostBundle(t *testing.T) {
+	srv, err := bustest.Start(bustest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	ctx := t.Context()
+	conn, err := bus.Connect(ctx, bus.Options{URL: srv.URL(), Role: bus.RoleAdmin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	store, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{Replicas: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewHub()
+	h.Set(bundle("v1", "a"))
+	var restored sync.Map
+	p := NewPublisher(h, store, PublisherOptions{Key: layout.BundleKey, NotFound: bus.ErrNotFound, Gone: bus.IsBucketGone,
+		Check: 100 * time.Millisecond, OnRestore: func(v string) { restored.Store(v, true) }})
+	c, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = p.Start(c) })
+	defer func() { cancel(); wg.Wait() }()
+
+	holds := func(version string, within time.Duration) bool {
+		t.Helper()
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			var b meshv1.TrustBundle
+			if _, err := store.Get(ctx, layout.BundleKey, &b); err == nil && b.Version == version {
+				return true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return false
+	}
+	if !holds("v1", 5*time.Second) {
+		t.Fatal("v1 never published")
+	}
+	if err := store.Delete(ctx, layout.BundleKey); err != nil {
+		t.Fatal(err)
+	}
+	if !holds("v1", 5*time.Second) {
+		t.Fatal("the deleted key was not written again")
+	}
+	if err := conn.JetStream().DeleteKeyValue(ctx, bus.BucketTrust); err != nil {
+		t.Fatal(err)
+	}
+	if !holds("v1", 5*time.Second) {
+		t.Fatal("the deleted bucket was not declared and written again")
+	}
+	if _, ok := restored.Load("v1"); !ok {
+		t.Error("OnRestore was not told")
+	}
+	if _, err := store.Put(ctx, layout.BundleKey, bundle("v9", "z")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if !holds("v9", time.Second) {
+		t.Error("a bundle of another version, written by another instance, was overwritten")
+	}
+}

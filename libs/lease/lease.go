@@ -31,6 +31,8 @@ type kv interface {
 	getLease(ctx context.Context, key string) (*meshv1.Lease, uint64, error)
 	create(ctx context.Context, key string, l *meshv1.Lease) (uint64, error)
 	update(ctx context.Context, key string, l *meshv1.Lease, rev uint64) (uint64, error)
+	// redeclare declares the bucket again after it was lost.
+	redeclare(ctx context.Context) error
 }
 
 // Options configure an Elector.
@@ -66,6 +68,8 @@ type Elector struct {
 	// only before that, so two live processes misconfigured with one name
 	// do not take it from each other in turn.
 	seen bool
+	// lastTerm is the newest term this elector saw in the bucket.
+	lastTerm uint64
 }
 
 // New returns an elector for the lease o.Key in store.
@@ -155,13 +159,24 @@ func (e *Elector) tryOnce(ctx context.Context) {
 	if err == nil || errors.Is(err, bus.ErrNotFound) {
 		defer e.markSeen()
 	}
+	if err == nil {
+		e.sawTerm(cur.GetTerm())
+	}
 	switch {
 	case errors.Is(err, bus.ErrNotFound):
-		next := &meshv1.Lease{Holder: e.o.Holder, Term: 1, RenewTime: timestamppb.New(now), Ttl: durationpb.New(e.o.TTL)}
+		// A new lease key (the first, or the bucket lost its state) starts
+		// its term at the wall clock in ms, so terms keep growing across a
+		// lost bucket: the buckets the leader fences (bus.Store.Claim)
+		// still hold the old terms.
+		next := &meshv1.Lease{Holder: e.o.Holder, Term: e.firstTerm(now), RenewTime: timestamppb.New(now), Ttl: durationpb.New(e.o.TTL)}
 		if rev, err := e.store.create(ctx, e.o.Key, next); err == nil {
 			e.won(next, rev, now)
 			return
 		}
+	case bus.IsBucketGone(err):
+		// The bucket was deleted or JetStream lost its store: declare it
+		// again; the next look finds no lease and creates one.
+		_ = e.store.redeclare(ctx)
 	case err != nil:
 		// Cannot see the lease: keep leading only within the deadline.
 	case cur.GetHolder() == e.o.Holder && cur.GetTerm() == e.currentTerm():
@@ -194,6 +209,20 @@ func (e *Elector) tryOnce(ctx context.Context) {
 	if stale {
 		e.set(false, 0)
 	}
+}
+
+func (e *Elector) sawTerm(t uint64) {
+	e.mu.Lock()
+	e.lastTerm = max(e.lastTerm, t)
+	e.mu.Unlock()
+}
+
+// firstTerm is the term of a new lease key: after every term this elector
+// saw, and at least the wall clock in ms.
+func (e *Elector) firstTerm(now time.Time) uint64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return max(e.lastTerm+1, e.term+1, uint64(max(now.UnixMilli(), 1)))
 }
 
 func (e *Elector) seenOnce() bool {
@@ -256,6 +285,8 @@ func (b busKV) getLease(ctx context.Context, key string) (*meshv1.Lease, uint64,
 func (b busKV) create(ctx context.Context, key string, l *meshv1.Lease) (uint64, error) {
 	return b.s.Create(ctx, key, l)
 }
+
+func (b busKV) redeclare(ctx context.Context) error { return b.s.Redeclare(ctx) }
 
 func (b busKV) update(ctx context.Context, key string, l *meshv1.Lease, rev uint64) (uint64, error) {
 	return b.s.Update(ctx, key, l, rev)

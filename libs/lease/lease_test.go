@@ -12,6 +12,10 @@ import (
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
+// first is the term of a new lease key created at the tests' clock start,
+// time.Unix(1_000_000, 0): the wall clock in ms.
+const first = 1_000_000_000
+
 // clock is a manual clock shared by the electors of a test.
 type clock struct {
 	mu  sync.Mutex
@@ -27,6 +31,12 @@ func (c *clock) Add(d time.Duration) {
 
 func store(t *testing.T) *bus.Store {
 	t.Helper()
+	s, _ := storeConn(t)
+	return s
+}
+
+func storeConn(t *testing.T) (*bus.Store, *bus.Conn) {
+	t.Helper()
 	srv, err := bustest.Start(bustest.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -41,7 +51,7 @@ func store(t *testing.T) *bus.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return s
+	return s, c
 }
 
 func elector(t *testing.T, s *bus.Store, holder string, c *clock) *Elector {
@@ -61,7 +71,7 @@ func TestOneLeaderAndTakeover(t *testing.T) {
 
 	a.tryOnce(ctx)
 	b.tryOnce(ctx)
-	if !a.Leading() || b.Leading() || a.Term() != 1 {
+	if !a.Leading() || b.Leading() || a.Term() != first {
 		t.Fatalf("a leading=%v term=%d, b leading=%v", a.Leading(), a.Term(), b.Leading())
 	}
 	// Renewals keep the lease with a; b stays standby.
@@ -82,7 +92,7 @@ func TestOneLeaderAndTakeover(t *testing.T) {
 	}
 	c.Add(6 * time.Second)
 	b.tryOnce(ctx)
-	if !b.Leading() || b.Term() != 2 {
+	if !b.Leading() || b.Term() != first+1 {
 		t.Fatalf("b leading=%v term=%d after expiry", b.Leading(), b.Term())
 	}
 	// a comes back and learns it lost.
@@ -112,6 +122,7 @@ func (failing) create(context.Context, string, *meshv1.Lease) (uint64, error) { 
 func (failing) update(context.Context, string, *meshv1.Lease, uint64) (uint64, error) {
 	return 0, errDown
 }
+func (failing) redeclare(context.Context) error { return errDown }
 
 func TestStepsDownBeforeOthersCanTakeOver(t *testing.T) {
 	s := store(t)
@@ -156,7 +167,7 @@ func TestReleaseOnStop(t *testing.T) {
 	}
 	// Without waiting for the TTL, b takes the released lease.
 	b.tryOnce(t.Context())
-	if !b.Leading() || b.Term() != 2 {
+	if !b.Leading() || b.Term() != first+1 {
 		t.Fatalf("b leading=%v term=%d after a released", b.Leading(), b.Term())
 	}
 }
@@ -173,6 +184,7 @@ func (b blocking) getLease(ctx context.Context, _ string) (*meshv1.Lease, uint64
 	return nil, 0, errDown
 }
 func (b blocking) create(context.Context, string, *meshv1.Lease) (uint64, error) { return 0, errDown }
+func (b blocking) redeclare(context.Context) error                               { return errDown }
 func (b blocking) update(context.Context, string, *meshv1.Lease, uint64) (uint64, error) {
 	return 0, errDown
 }
@@ -186,7 +198,7 @@ func TestLeadingEndsAtTheDeadlineWhileACallHangs(t *testing.T) {
 	c := &clock{now: time.Unix(1_000_000, 0)}
 	a := elector(t, s, "compiler-a", c)
 	a.tryOnce(t.Context())
-	if !a.Leading() || a.Term() != 1 {
+	if !a.Leading() || a.Term() != first {
 		t.Fatal("a did not acquire")
 	}
 	hang := blocking{release: make(chan struct{})}
@@ -220,14 +232,14 @@ func TestRestartedHolderTakesOverAtOnce(t *testing.T) {
 	standby := elector(t, s, "compiler-b", c)
 	old.tryOnce(ctx)
 	standby.tryOnce(ctx)
-	if !old.Leading() || old.Term() != 1 {
+	if !old.Leading() || old.Term() != first {
 		t.Fatalf("old leading=%v term=%d", old.Leading(), old.Term())
 	}
 	c.Add(time.Second)
 	restarted := elector(t, s, "compiler-a", c)
 	restarted.tryOnce(ctx)
-	if !restarted.Leading() || restarted.Term() != 2 {
-		t.Fatalf("the restarted holder: leading=%v term=%d, want leading with term 2 at once (1 s into a 15 s lease)", restarted.Leading(), restarted.Term())
+	if !restarted.Leading() || restarted.Term() != first+1 {
+		t.Fatalf("the restarted holder: leading=%v term=%d, want leading with the next term at once (1 s into a 15 s lease)", restarted.Leading(), restarted.Term())
 	}
 	standby.tryOnce(ctx)
 	if standby.Leading() {
@@ -239,8 +251,54 @@ func TestRestartedHolderTakesOverAtOnce(t *testing.T) {
 		c.Add(5 * time.Second)
 		old.tryOnce(ctx)
 		restarted.tryOnce(ctx)
-		if old.Leading() || !restarted.Leading() || restarted.Term() != 2 {
+		if old.Leading() || !restarted.Leading() || restarted.Term() != first+1 {
 			t.Fatalf("old leading=%v, restarted leading=%v term=%d: the lease changed hands again", old.Leading(), restarted.Leading(), restarted.Term())
 		}
+	}
+}
+
+// TestLostBucketIsDeclaredAgainWithAGreaterTerm: the lease bucket deleted
+// under its holder (an operator, or JetStream lost its store) is declared
+// again at the next look, and the lease created in it has a term greater
+// than every term before, so the holder can claim the buckets it fences
+// (bus.Store.Claim refuses a term not above the one they hold). Before, the
+// holder could no longer read its lease, stepped down at its deadline, and
+// nobody led again.
+func TestLostBucketIsDeclaredAgainWithAGreaterTerm(t *testing.T) {
+	s, conn := storeConn(t)
+	c := &clock{now: time.Unix(1_000_000, 0)}
+	ctx := t.Context()
+	a, b := elector(t, s, "compiler-a", c), elector(t, s, "compiler-b", c)
+	a.tryOnce(ctx)
+	b.tryOnce(ctx)
+	// Takeovers raise the term past the first.
+	for range 3 {
+		c.Add(16 * time.Second)
+		b.tryOnce(ctx)
+		a, b = b, a
+	}
+	before := a.Term()
+	if before != first+3 {
+		t.Fatalf("term %d after three takeovers, want %d", before, first+3)
+	}
+	if err := conn.JetStream().DeleteKeyValue(ctx, bus.BucketLeases); err != nil {
+		t.Fatal(err)
+	}
+	// The clock stands still: the new term must come from the terms seen.
+	for range 3 {
+		a.tryOnce(ctx)
+		b.tryOnce(ctx)
+	}
+	var leader *Elector
+	switch {
+	case b.Leading() && !a.Leading():
+		leader = b
+	case a.Leading() && !b.Leading():
+		leader = a
+	default:
+		t.Fatalf("after the bucket was lost: a leading=%v, b leading=%v; want exactly one", a.Leading(), b.Leading())
+	}
+	if leader.Term() <= before {
+		t.Fatalf("the new lease's term %d is not above the lost one's %d: the fenced buckets would refuse it", leader.Term(), before)
 	}
 }

@@ -32,7 +32,8 @@ type Report struct {
 	// EndedBy counts the ends of streams by gRPC code.
 	EndedBy map[string]int
 
-	// Regressions and WrongIdentity must be 0.
+	// Regressions and WrongIdentity must be 0, as must ExpiredCertProxies
+	// and the faults' errors (Phases).
 	Regressions, WrongIdentity int
 	// ViewBack counts responses from an edge behind one the proxy was
 	// served by earlier, for content the proxy holds unchanged; Unparsed
@@ -64,6 +65,14 @@ func (r *Report) Failures() []string {
 	}
 	if r.WrongIdentity > 0 {
 		out = append(out, fmt.Sprintf("%d wrong-identity secrets", r.WrongIdentity))
+	}
+	if r.ExpiredCertProxies > 0 {
+		out = append(out, fmt.Sprintf("%d proxies held an expired service-cert (longest %s past expiry)", r.ExpiredCertProxies, ms(r.LongestExpired)))
+	}
+	for _, p := range r.Phases {
+		if p.err != nil {
+			out = append(out, fmt.Sprintf("fault %s: %v", p.name, p.err))
+		}
 	}
 	return out
 }
@@ -137,7 +146,7 @@ func (r *Report) Print(w io.Writer) {
 	if e.failed > 0 {
 		fmt.Fprintf(tw, "edit writes that failed (not counted)\t%d\t\n", e.failed)
 	}
-	fmt.Fprintf(tw, "proxies seen holding an expired service-cert\t%d (longest %s past expiry)\tshould be 0\n", r.ExpiredCertProxies, ms(r.LongestExpired))
+	fmt.Fprintf(tw, "proxies seen holding an expired service-cert\t%d (longest %s past expiry)\t0\n", r.ExpiredCertProxies, ms(r.LongestExpired))
 	fmt.Fprintf(tw, "edge certificates the proxies refused (TLS)\t%d\t\n", r.TLSErrors)
 	fmt.Fprintf(tw, "xDS client certificate renewals failed (retried)\t%d\t\n", r.ClientCertFailures)
 	fmt.Fprintf(tw, "responses from an edge behind an earlier one, content unchanged\t%d\t\n", r.ViewBack)

@@ -65,6 +65,19 @@ func (o Options) Validate() error {
 	return o.CheckTransport()
 }
 
+// The client's pings: a connection whose server has not answered
+// MaxPingsOut pings sent every PingInterval is stale and reconnects. A
+// partition (a link that drops everything, with no RST or FIN to close
+// the socket) is noticed only this way; nats.go's defaults (every 2
+// minutes, 2 outstanding) took 4 to 6 minutes, during which an edge cut
+// off from NATS stayed ready while it fell behind. StaleAfter bounds the
+// time to notice.
+const (
+	PingInterval = 5 * time.Second
+	MaxPingsOut  = 2
+	StaleAfter   = (MaxPingsOut + 1) * PingInterval
+)
+
 // Conn is a NATS connection with its JetStream context.
 type Conn struct {
 	nc *nats.Conn
@@ -87,6 +100,8 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(false),
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.emit(o, ConnEvent{Kind: "disconnected", Err: err}) }),
 		nats.ReconnectHandler(func(*nats.Conn) { c.emit(o, ConnEvent{Kind: "reconnected"}) }),
 		nats.ClosedHandler(func(*nats.Conn) { c.emit(o, ConnEvent{Kind: "closed"}) }),

@@ -10,8 +10,13 @@ MODULES = $(shell go list -m -f '{{.Dir}}')
 # per-component images and canary upgrades need.
 SERVICES = $(wildcard services/*)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
+# Modules kept out of go.work so that their dependencies do not shift the
+# workspace's versions: the test servers' builds.
+OFFWORK_MODULES = tests/kubebox tests/vaultbox
+# The NATS users of the Helm chart, generated from libs/bus/roles.go.
+NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
 
-.PHONY: help build test vet fmt lint proto proto-check testbins fuzz run soak clean
+.PHONY: help build test vet fmt lint proto proto-check nats-roles nats-roles-check testbins fuzz run soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,7 +32,7 @@ vet: ## gofmt check and go vet in every module
 	@unformatted=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@for m in $(MODULES); do echo "vet $$m"; (cd $$m && go vet ./...); done
-	@for m in tests/kubebox tests/vaultbox; do echo "vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
+	@for m in $(OFFWORK_MODULES); do echo "vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
 
 lint: vet ## vet plus buf lint of the protobuf contract
 	@scripts/proto.sh lint
@@ -38,10 +43,16 @@ proto: ## regenerate the Go code of proto/ with the pinned buf
 proto-check: ## fail when the generated code is stale or the contract breaks compatibility with the previous commit
 	@scripts/proto.sh check
 
+nats-roles: ## regenerate the Helm chart's NATS users and permissions from libs/bus/roles.go
+	@cd libs && go run ./bus/cmd/nats-roles -o $(CURDIR)/$(NATS_ROLES)
+
+nats-roles-check: ## fail when the chart's NATS users are stale against libs/bus/roles.go
+	@cd libs && go run ./bus/cmd/nats-roles -o $(CURDIR)/$(NATS_ROLES) -check
+
 testbins: ## build (once, cached) the real servers the tests run: kube-apiserver with controllers, Vault dev server
 	@scripts/build-testbins.sh
 
-test: proto-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
+test: proto-check nats-roles-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...); done
 	@$(MAKE) --no-print-directory fuzz
 

@@ -22,14 +22,15 @@ import (
 // crdResource is the CustomResourceDefinition API.
 var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
-// CRDDir returns the repository's deploy/crds directory, found next to the
-// kubebox module (see SourceDir).
+// CRDDir returns the repository's deploy/charts/osm/crds directory (the
+// CRDs' one home, the umbrella chart's crds/), found next to the kubebox
+// module (see SourceDir).
 func CRDDir() (string, error) {
 	src, err := SourceDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(src, "..", "..", "deploy", "crds")
+	dir := filepath.Join(src, "..", "..", "deploy", "charts", "osm", "crds")
 	if _, err := os.Stat(dir); err != nil {
 		return "", fmt.Errorf("crd dir: %w", err)
 	}

@@ -14,8 +14,8 @@ import (
 //	func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, true)) }
 //
 // It starts the cluster (building kubebox first if needed), installs the
-// CRDs of deploy/crds when withCRDs is set, stores the cluster in *into,
-// runs each setup (whose cleanup runs after the tests, in reverse order),
+// CRDs of deploy/charts/osm/crds when withCRDs is set, stores the cluster
+// in *into, runs each setup (whose cleanup runs after the tests, in reverse order),
 // runs the tests and stops the cluster. It returns the exit code.
 func Main(m *testing.M, into **Cluster, withCRDs bool, setup ...func(context.Context, *Cluster) (func(), error)) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)

@@ -254,7 +254,7 @@ func setupKube(ctx context.Context, c *kube.Cluster, mesh string) ([]row, error)
 	if err := c.ApplyCRDs(ctx, dir); err != nil {
 		return nil, err
 	}
-	rows := []row{{"CRDs from deploy/crds", "established"}}
+	rows := []row{{"CRDs from the chart", "established"}}
 	cs := c.Clientset()
 	for _, ns := range []string{"bookbuyer", "bookthief", "bookstore", "bookwarehouse"} {
 		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: map[string]string{"openservicemesh.io/monitored-by": mesh}}}

@@ -32,7 +32,7 @@ func TestOnce(t *testing.T) {
 		checks := map[string]string{
 			"watcher writes mesh-observed, compiler watches it": "ok (",
 			"edge refused a write to mesh-compiled":             "ok",
-			"CRDs from deploy/crds":                             "established",
+			"CRDs from the chart":                               "established",
 			"meshed namespaces":                                 "4",
 			"SMI TrafficTarget API":                             "served",
 			"bucket mesh-trust":                                 "1 key(s)",

@@ -3,6 +3,7 @@ package stack
 import (
 	"net"
 	"path/filepath"
+	"strconv"
 
 	"github.com/openservicemesh/osm/libs/bus"
 )
@@ -47,6 +48,8 @@ const (
 	flagWebhookService  = "--webhook-service-name"
 	flagWebhookPort     = "--webhook-service-port"
 	flagEdgeAckInterval = "--ack-status-interval"
+	// The bucket writers' (the CA, the watcher, the compiler).
+	flagKVReplicas = "--kv-replicas"
 )
 
 // Files in Options.Dir that the injector and the edge read.
@@ -70,6 +73,9 @@ func (m *Mesh) args(c Component, admin, addr string) []string {
 	}
 	if r := c.role(); r != "" {
 		a = append(a, flagNATSURL, m.nats.URL(), flagNATSUser, string(r))
+		if n := m.nats.Replicas(); n > 1 && c != Edge {
+			a = append(a, flagKVReplicas, strconv.Itoa(n))
+		}
 	}
 	switch c {
 	case CertAuthority:

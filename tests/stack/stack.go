@@ -125,6 +125,20 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	}
 }
 
+// Kill kills the process with SIGKILL and waits until it has exited.
+func (p *Proc) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("kill %s: %w", p.Name, err)
+	}
+	<-p.done
+	return nil
+}
+
 // Ready asks the service's admin listener whether it is ready.
 func (p *Proc) Ready(adminAddr string) error {
 	select {

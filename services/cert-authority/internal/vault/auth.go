@@ -57,6 +57,10 @@ type authenticator struct {
 	backoff Backoff
 	log     *logrus.Entry
 
+	// loginMu serializes logins, so that callers denied together log in
+	// once (see reloginAfter).
+	loginMu sync.Mutex
+
 	mu        sync.Mutex
 	token     string
 	lease     time.Duration // lease of the current token, 0 if it never expires
@@ -96,9 +100,37 @@ func (a *authenticator) stats() (int, int) {
 	return a.logins, a.renewals
 }
 
+// loginCount is the number of logins so far: a call that Vault denies
+// passes the count it read before it started to reloginAfter.
+func (a *authenticator) loginCount() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.logins
+}
+
+// reloginAfter logs in again after a call that started when seen logins
+// had happened was denied, unless another caller has logged in since:
+// many calls denied at once (a revoked or expired token under load) make
+// one login, not one each, and so one TokenReview at the apiserver.
+func (a *authenticator) reloginAfter(ctx context.Context, seen int) error {
+	a.loginMu.Lock()
+	defer a.loginMu.Unlock()
+	if a.loginCount() != seen {
+		return nil
+	}
+	return a.loginLocked(ctx)
+}
+
 // login gets a token: a Kubernetes auth login, or a lookup of the static
 // token to learn its lease.
 func (a *authenticator) login(ctx context.Context) error {
+	a.loginMu.Lock()
+	defer a.loginMu.Unlock()
+	return a.loginLocked(ctx)
+}
+
+// loginLocked is login; a.loginMu is held.
+func (a *authenticator) loginLocked(ctx context.Context) error {
 	var auth *vaultapi.SecretAuth
 	var what string
 	var increment time.Duration

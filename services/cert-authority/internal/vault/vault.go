@@ -162,11 +162,12 @@ func (p *Provider) call(ctx context.Context, what string, op func(ctx context.Co
 		out = s
 		return err
 	}
+	seen := p.auth.loginCount()
 	attempts, err := p.o.Backoff.retry(ctx, do)
 	var re *vaultapi.ResponseError
 	if errors.As(err, &re) && re.StatusCode == http.StatusForbidden && p.auth.canLogin() {
 		p.log.WithContext(ctx).WithField("operation", what).Warn("vault denied the token; logging in again")
-		if lerr := p.auth.login(ctx); lerr == nil {
+		if lerr := p.auth.reloginAfter(ctx, seen); lerr == nil {
 			n, rerr := p.o.Backoff.retry(ctx, do)
 			attempts, err = attempts+n, rerr
 		}

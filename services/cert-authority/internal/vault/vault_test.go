@@ -245,57 +245,7 @@ func TestTokenRenewedBeforeExpiry(t *testing.T) {
 // mount is revoked, the next sign logs in again by itself.
 func TestKubernetesAuth(t *testing.T) {
 	ctx := t.Context()
-	ns := cluster.Namespace(t, "vault-auth", nil)
-	cs := cluster.Clientset()
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "osm-cert-authority"}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// The reviewer ServiceAccount may create TokenReviews.
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: ns + "-auth-delegator"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:auth-delegator"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "osm-cert-authority", Namespace: ns}},
-	}
-	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), crb.Name, metav1.DeleteOptions{})
-	})
-
-	rc := cluster.RESTConfig()
-	caPEM := rc.CAData
-	if len(caPEM) == 0 && rc.CAFile != "" {
-		var err error
-		if caPEM, err = os.ReadFile(rc.CAFile); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := vlt.Do(ctx, http.MethodPost, "sys/auth/kubernetes", vaultdev.RootToken, map[string]any{"type": "kubernetes"}); err != nil && !strings.Contains(err.Error(), "path is already in use") {
-		t.Fatal(err)
-	}
-	// Vault calls the TokenReview API with a token of the apiserver's own
-	// audience, held by a ServiceAccount bound to system:auth-delegator.
-	reviewer, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "osm-cert-authority",
-		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vlt.Root(t, http.MethodPost, "auth/kubernetes/config", map[string]any{
-		"kubernetes_host": rc.Host, "kubernetes_ca_cert": string(caPEM), "disable_local_ca_jwt": true,
-		"token_reviewer_jwt": reviewer.Status.Token})
-	vlt.Root(t, http.MethodPost, "auth/kubernetes/role/osm-ca", map[string]any{
-		"bound_service_account_names": []string{"osm-cert-authority"}, "bound_service_account_namespaces": []string{ns},
-		"token_policies": []string{"osm-ca"}, "token_ttl": "3s", "token_max_ttl": "6s", "audience": "vault"})
-
-	saToken := func() (string, error) {
-		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), "osm-cert-authority",
-			&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{"vault"}}}, metav1.CreateOptions{})
-		if err != nil {
-			return "", err
-		}
-		return tr.Status.Token, nil
-	}
+	saToken := kubernetesAuth(t, "vault-auth", "osm-ca", map[string]any{"token_ttl": "3s", "token_max_ttl": "6s"})
 	lg, logs := testLog()
 	p, err := New(Options{Address: vlt.URL(), Role: "mesh", Log: lg,
 		Auth: AuthOptions{KubernetesRole: "osm-ca", ServiceAccountToken: saToken}})
@@ -338,6 +288,72 @@ func TestKubernetesAuth(t *testing.T) {
 		if strings.Contains(logs.String(), secret) {
 			t.Errorf("the provider logged a token (%s...)", secret)
 		}
+	}
+}
+
+// kubernetesAuth sets up Vault's Kubernetes auth method for real against
+// the harness apiserver: a namespace named after prefix with the CA's
+// ServiceAccount, a reviewer token bound to system:auth-delegator, the
+// mount's config, and role (the CA's policy, audience "vault", plus
+// roleOpts such as token_ttl). It returns what the provider reads as its
+// ServiceAccount token: a fresh token of audience "vault" at each call.
+func kubernetesAuth(t *testing.T, prefix, role string, roleOpts map[string]any) func() (string, error) {
+	t.Helper()
+	ctx := t.Context()
+	ns := cluster.Namespace(t, prefix, nil)
+	cs := cluster.Clientset()
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "osm-cert-authority"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The reviewer ServiceAccount may create TokenReviews.
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: ns + "-auth-delegator"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:auth-delegator"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "osm-cert-authority", Namespace: ns}},
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cs.RbacV1().ClusterRoleBindings().Delete(context.Background(), crb.Name, metav1.DeleteOptions{})
+	})
+
+	rc := cluster.RESTConfig()
+	caPEM := rc.CAData
+	if len(caPEM) == 0 && rc.CAFile != "" {
+		var err error
+		if caPEM, err = os.ReadFile(rc.CAFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := vlt.Do(ctx, http.MethodPost, "sys/auth/kubernetes", vaultdev.RootToken, map[string]any{"type": "kubernetes"}); err != nil && !strings.Contains(err.Error(), "path is already in use") {
+		t.Fatal(err)
+	}
+	// Vault calls the TokenReview API with a token of the apiserver's own
+	// audience, held by a ServiceAccount bound to system:auth-delegator.
+	reviewer, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, "osm-cert-authority",
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vlt.Root(t, http.MethodPost, "auth/kubernetes/config", map[string]any{
+		"kubernetes_host": rc.Host, "kubernetes_ca_cert": string(caPEM), "disable_local_ca_jwt": true,
+		"token_reviewer_jwt": reviewer.Status.Token})
+	body := map[string]any{
+		"bound_service_account_names": []string{"osm-cert-authority"}, "bound_service_account_namespaces": []string{ns},
+		"token_policies": []string{"osm-ca"}, "audience": "vault"}
+	for k, v := range roleOpts {
+		body[k] = v
+	}
+	vlt.Root(t, http.MethodPost, "auth/kubernetes/role/"+role, body)
+
+	return func() (string, error) {
+		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), "osm-cert-authority",
+			&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{"vault"}}}, metav1.CreateOptions{})
+		if err != nil {
+			return "", err
+		}
+		return tr.Status.Token, nil
 	}
 }
 

@@ -50,6 +50,9 @@ type Deps struct {
 	Signer sds.Signer
 	// CertTTL and CertLinger tune service certificates (see sds.Options).
 	CertTTL, CertLinger time.Duration
+	// CertRetryMax caps the wait between attempts to sign a service
+	// certificate while the CA fails (sds.Options.RetryMax); 0 is 30s.
+	CertRetryMax time.Duration
 	// NATSLostThreshold is how long NATS may be lost before the edge turns
 	// not-ready.
 	NATSLostThreshold time.Duration
@@ -110,7 +113,8 @@ func New(d Deps) (*Edge, error) {
 	srv.Register(g)
 	e.grpc = g
 	if d.Signer != nil {
-		e.issuer, err = sds.New(sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger})
+		e.issuer, err = sds.New(sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger,
+			RetryMax: d.CertRetryMax, Meter: d.Meter})
 		if err != nil {
 			return nil, err
 		}

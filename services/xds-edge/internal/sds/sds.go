@@ -3,6 +3,14 @@
 // locally, has a CSR signed by the cert-authority (osm.ca.v1 Sign), caches
 // the result for every proxy of that identity, and renews it at half of its
 // lifetime. The private key never leaves the edge.
+//
+// While the CA cannot sign (Vault unreachable, say), the certificates age
+// past their renewal point. Two gauges show it, so an alert fires before
+// any expires: osm_xds_service_cert_lifetime_remaining_min_ratio, the
+// smallest fraction of its lifetime any held certificate has left, and
+// osm_xds_service_certs_low_lifetime, how many have less than
+// LowLifetime of it left (none while renewals succeed: they happen at
+// half of the lifetime).
 package sds
 
 import (
@@ -16,6 +24,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -50,7 +59,15 @@ type Options struct {
 	// RetryMin and RetryMax bound the jittered exponential backoff after a
 	// failed signature (see libs/backoff).
 	RetryMin, RetryMax time.Duration
+	// Meter makes the lifetime gauges; nil records none.
+	Meter metric.Meter
 }
+
+// LowLifetime is the fraction of its lifetime under which a held
+// certificate counts in osm_xds_service_certs_low_lifetime: the fault
+// plan's alert threshold (F6), half of what a certificate has left when
+// it is renewed.
+const LowLifetime = 0.25
 
 // Certificate is an issued service certificate.
 type Certificate struct {
@@ -95,7 +112,62 @@ func New(o Options) (*Issuer, error) {
 		o.RetryMax = max(30*time.Second, o.RetryMin)
 	}
 	base, stop := context.WithCancel(context.Background())
-	return &Issuer{opts: o, base: base, stopBase: stop, entries: map[identity.ID]*entry{}}, nil
+	i := &Issuer{opts: o, base: base, stopBase: stop, entries: map[identity.ID]*entry{}}
+	if o.Meter != nil {
+		if err := i.gauges(o.Meter); err != nil {
+			stop()
+			return nil, fmt.Errorf("sds metrics: %w", err)
+		}
+	}
+	return i, nil
+}
+
+// gauges registers the lifetime gauges, observed at each collection.
+func (i *Issuer) gauges(m metric.Meter) error {
+	minRatio, err := m.Float64ObservableGauge("osm_xds_service_cert_lifetime_remaining_min_ratio",
+		metric.WithDescription("smallest fraction of its lifetime that any service certificate this edge holds has left (1 just issued, 0 expired; renewal is at 0.5); absent while it holds none"))
+	if err != nil {
+		return err
+	}
+	low, err := m.Int64ObservableGauge("osm_xds_service_certs_low_lifetime",
+		metric.WithDescription("service certificates this edge holds with less than a quarter of their lifetime left (expired ones included): renewals are failing; alert when above 0"))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		ratio, n, held := i.Lifetimes(time.Now())
+		if held > 0 {
+			o.ObserveFloat64(minRatio, ratio)
+		}
+		o.ObserveInt64(low, int64(n))
+		return nil
+	}, minRatio, low)
+	return err
+}
+
+// Lifetimes reports, at now, the smallest fraction of its lifetime any
+// held certificate has left (0 once expired), how many have less than
+// LowLifetime left, and how many are held.
+func (i *Issuer) Lifetimes(now time.Time) (minRatio float64, low, held int) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	minRatio = 1
+	for _, e := range i.entries {
+		c := e.cert
+		if c == nil {
+			continue
+		}
+		held++
+		r := 0.0
+		if life := c.NotAfter.Sub(c.NotBefore); life > 0 {
+			r = min(max(float64(c.NotAfter.Sub(now))/float64(life), 0), 1)
+		}
+		minRatio = min(minRatio, r)
+		if r < LowLifetime {
+			low++
+		}
+	}
+	return minRatio, low, held
 }
 
 // Start runs until ctx ends, then stops every renewal and returns once

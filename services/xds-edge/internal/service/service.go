@@ -42,6 +42,7 @@ type config struct {
 	ca                    caclient.Config
 	certTTL               time.Duration
 	certLinger            time.Duration
+	certRetryMax          time.Duration
 	natsLostThreshold     time.Duration
 	streamRate            int
 	streamBurst           int
@@ -80,6 +81,7 @@ func (c *config) flags(f *app.Flags) {
 	f.Deprecated("edge-id", "pod-name")
 	c.ca.Flags(f)
 	f.Duration(&c.certTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
+	f.Duration(&c.certRetryMax, "cert-retry-max", 30*time.Second, "longest wait between attempts to have a service certificate signed while the cert-authority fails (jittered exponential backoff from 500ms)")
 	f.Duration(&c.certLinger, "cert-linger", 5*time.Minute, "how long an identity's certificate is kept after its last proxy left, for reconnects")
 	f.Duration(&c.natsLostThreshold, "nats-lost-threshold", 30*time.Second, "after NATS is lost this long the edge turns not-ready (connected proxies keep their last good state)")
 	f.Int(&c.streamRate, "stream-rate", 200, "new xDS streams admitted per second; more are refused with UNAVAILABLE and retried by the proxy")
@@ -121,7 +123,7 @@ func (c *config) validate() error {
 		v    time.Duration
 		min  time.Duration
 	}{
-		{"cert-ttl", c.certTTL, time.Minute}, {"nats-lost-threshold", c.natsLostThreshold, time.Second},
+		{"cert-ttl", c.certTTL, time.Minute}, {"cert-retry-max", c.certRetryMax, 500 * time.Millisecond}, {"nats-lost-threshold", c.natsLostThreshold, time.Second},
 		{"keepalive-time", c.keepaliveTime, time.Second}, {"keepalive-timeout", c.keepaliveTimeout, time.Second},
 		{"max-connection-age", c.maxConnectionAge, time.Minute}, {"max-connection-age-grace", c.maxConnectionAgeGrace, time.Second},
 	} {
@@ -201,7 +203,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 			MaxConcurrentStreams: uint32(c.maxStreamsPerConn),
 		},
 		Signer:  cav1.NewCertificateAuthorityServiceClient(caConn),
-		CertTTL: c.certTTL, CertLinger: c.certLinger, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
+		CertTTL: c.certTTL, CertLinger: c.certLinger, CertRetryMax: c.certRetryMax, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
 		Admission: rate.NewLimiter(rate.Limit(c.streamRate), c.streamBurst),
 		Meter:     rt.Meter(),
 	})

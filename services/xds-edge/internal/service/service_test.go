@@ -267,7 +267,7 @@ func serviceEndToEnd(t *testing.T, bootstrap bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"osm_xds_connected_proxies", "osm_xds_pushes"} {
+	for _, want := range []string{"osm_xds_connected_proxies", "osm_xds_pushes", "osm_xds_service_cert_lifetime_remaining_min_ratio", "osm_xds_service_certs_low_lifetime"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

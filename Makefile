@@ -16,7 +16,7 @@ OFFWORK_MODULES = tests/kubebox tests/vaultbox
 # The NATS users of the Helm chart, generated from libs/bus/roles.go.
 NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
 
-.PHONY: help build test vet fmt lint proto proto-check nats-roles nats-roles-check testbins fuzz run soak clean
+.PHONY: help build test vet fmt lint proto proto-check nats-roles nats-roles-check testbins fuzz run soak images push clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,6 +33,7 @@ vet: ## gofmt check and go vet in every module
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	@for m in $(MODULES); do echo "vet $$m"; (cd $$m && go vet ./...); done
 	@for m in $(OFFWORK_MODULES); do echo "vet $$m (GOWORK=off)"; (cd $$m && GOWORK=off go vet ./...); done
+	@echo "vet scripts/tools (GOWORK=off)"; cd scripts/tools && GOWORK=off go vet ./...
 
 lint: vet ## vet plus buf lint of the protobuf contract
 	@scripts/proto.sh lint
@@ -54,6 +55,7 @@ testbins: ## build (once, cached) the real servers the tests run: kube-apiserver
 
 test: proto-check nats-roles-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...); done
+	@echo "test scripts/tools (GOWORK=off)"; cd scripts/tools && GOWORK=off go test $(GOTEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
 
 FUZZTIME ?= 60s
@@ -68,6 +70,13 @@ run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 
 soak: ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md); the kube-apiserver harness is built on first use, as by testbins
 	@cd tests && go run ./soak/cmd/soak $(ARGS)
+
+images: ## build one OCI image per service, without Docker, into .bin/images/<service> (docs/images.md); TAG=… sets the tag, PLATFORMS=linux/amd64,linux/arm64 adds arm64
+	@cd scripts/tools && GOWORK=off go run ./cmd/images build --repo $(CURDIR) --out $(CURDIR)/.bin/images $(if $(TAG),--tag '$(TAG)') $(if $(PLATFORMS),--platforms '$(PLATFORMS)')
+
+push: ## push the images of make images to REGISTRY/osm-<service>:TAG: make push REGISTRY=host/path [TAG=…]
+	@if [ -z '$(REGISTRY)' ]; then echo "make push: REGISTRY is not set; name the registry and path to push to: make push REGISTRY=host/path [TAG=…], e.g. REGISTRY=ghcr.io/openservicemesh" >&2; exit 2; fi
+	@cd scripts/tools && GOWORK=off go run ./cmd/images push --in $(CURDIR)/.bin/images --registry '$(REGISTRY)' $(if $(TAG),--tag '$(TAG)')
 
 clean: ## remove local build outputs and dev stack state
 	@rm -rf .bin .osm-dev

@@ -11,8 +11,8 @@ MODULES = $(shell go list -m -f '{{.Dir}}')
 SERVICES = $(wildcard services/*)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 # Modules kept out of go.work so that their dependencies do not shift the
-# workspace's versions: the test servers' builds.
-OFFWORK_MODULES = tests/kubebox tests/vaultbox
+# workspace's versions: the test servers' builds and the chart tests (Helm).
+OFFWORK_MODULES = tests/kubebox tests/vaultbox tests/chart
 # The NATS users of the Helm chart, generated from libs/bus/roles.go.
 NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
 
@@ -56,6 +56,7 @@ testbins: ## build (once, cached) the real servers the tests run: kube-apiserver
 test: proto-check nats-roles-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...); done
 	@echo "test scripts/tools (GOWORK=off)"; cd scripts/tools && GOWORK=off go test $(GOTEST_FLAGS) ./...
+	@echo "test tests/chart (GOWORK=off)"; cd tests/chart && GOWORK=off go test $(GOTEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
 
 FUZZTIME ?= 60s

@@ -1,0 +1,125 @@
+package chart
+
+import (
+	"strings"
+	"testing"
+)
+
+// set returns the default values with the dotted path set to v, like
+// `--set path=v`.
+func set(t testing.TB, vals map[string]any, path string, v any) map[string]any {
+	t.Helper()
+	m := vals
+	parts := strings.Split(path, ".")
+	for _, p := range parts[:len(parts)-1] {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[p] = next
+		}
+		m = next
+	}
+	m[parts[len(parts)-1]] = v
+	return vals
+}
+
+// TestBadValuesNameTheValue: each bad value fails the install with a
+// schema error that names it.
+func TestBadValuesNameTheValue(t *testing.T) {
+	cases := []struct {
+		name  string
+		file  string
+		path  string
+		value any
+		want  string
+	}{
+		{"negative replicas", "", "xdsEdge.replicas", -1, "/xdsEdge/replicas"},
+		{"negative compiler replicas", "", "policyCompiler.replicas", -2, "/policyCompiler/replicas"},
+		{"unknown CA provider", "", "certAuthority.provider", "acme", "/certAuthority/provider"},
+		{"vault without address", "values-vault.yaml", "certAuthority.vault.address", "", "/certAuthority/vault/address"},
+		{"vault without the CA's roots", "values-vault.yaml", "global.caRoots.pem", "", "/global/caRoots/pem"},
+		{"two NATS servers", "", "global.nats.replicas", 2, "/global/nats/replicas"},
+		{"misspelt value", "", "xdsEdge.replica", 3, "replica"},
+		{"bad duration", "", "xdsEdge.limits.maxConnectionAge", "30 minutes", "/xdsEdge/limits/maxConnectionAge"},
+		{"bad digest", "", "injector.image.digest", "latest", "/injector/image/digest"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			vals := set(t, valuesFile(t, c.file), c.path, c.value)
+			_, err := render(t, vals)
+			if err == nil {
+				t.Fatalf("%s=%v rendered; want a schema error", c.path, c.value)
+			}
+			if !strings.Contains(err.Error(), "schema") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("%s=%v: error %q does not name %q", c.path, c.value, err, c.want)
+			}
+			if testing.Verbose() {
+				t.Logf("%s=%v: %v", c.path, c.value, err)
+			}
+		})
+	}
+}
+
+// TestOneTagChangesOneComponent: changing one component's image tag
+// changes that component's objects and nothing else, for every component.
+func TestOneTagChangesOneComponent(t *testing.T) {
+	base, err := render(t, valuesFile(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := byKey(t, objects(t, golden(t, base.Manifest)))
+	for alias, component := range map[string]string{
+		"smiWatcher": "smi-watcher", "policyCompiler": "policy-compiler", "certAuthority": "cert-authority",
+		"injector": "injector-webhook", "xdsEdge": "xds-edge", "nats": "nats",
+	} {
+		t.Run(alias, func(t *testing.T) {
+			r, err := render(t, set(t, valuesFile(t, ""), alias+".image.tag", "v9.9.9-canary"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := byKey(t, objects(t, golden(t, r.Manifest)))
+			changed := changedObjects(t, before, after)
+			workload := false
+			for _, key := range changed {
+				o := after[key]
+				if got := componentOf(o); got != component {
+					t.Errorf("%s changed though it belongs to %q", key, got)
+				}
+				if k := o.Body["kind"]; k == "Deployment" || k == "StatefulSet" {
+					workload = true
+					if !strings.Contains(o.YAML, ":v9.9.9-canary") {
+						t.Errorf("%s changed but does not run the new tag", key)
+					}
+				}
+			}
+			if !workload {
+				t.Errorf("no workload of %s changed; changed: %v", component, changed)
+			}
+		})
+	}
+}
+
+// changedObjects lists the keys added, removed or changed between two renders.
+func changedObjects(t testing.TB, before, after map[string]object) []string {
+	t.Helper()
+	var out []string
+	for k, a := range after {
+		if b, ok := before[k]; !ok || b.YAML != a.YAML {
+			out = append(out, k)
+		}
+	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// componentOf is the app.kubernetes.io/component label of o.
+func componentOf(o object) string {
+	md, _ := o.Body["metadata"].(map[string]any)
+	labels, _ := md["labels"].(map[string]any)
+	c, _ := labels["app.kubernetes.io/component"].(string)
+	return c
+}

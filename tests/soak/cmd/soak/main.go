@@ -54,10 +54,12 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		cfg.Duration = *duration
 	}
 	if *dir == "" {
-		d, err := os.MkdirTemp("", "osm-soak-")
-		if err != nil {
-			return err
+		d, mkErr := os.MkdirTemp("", "osm-soak-")
+		if mkErr != nil {
+			return mkErr
 		}
+		// err is the run's result (not shadowed here), so a failed soak
+		// keeps its state.
 		defer func() {
 			if err == nil {
 				os.RemoveAll(d)

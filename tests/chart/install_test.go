@@ -73,8 +73,9 @@ func (l *live) get(ctx context.Context, o object) (*unstructured.Unstructured, e
 // TestInstallUpgradeRollbackUninstall installs the chart into the harness
 // cluster, where the apiserver accepts every object; upgrades it with the
 // xds-edge's tag changed, which changes the xds-edge's objects only, keeps
-// the generated credentials and the caBundle the injector wrote; rolls it
-// back; and uninstalls it, which leaves nothing but the CRDs.
+// the generated credentials and the caBundle the injector wrote; adds an
+// edge canary without rewriting the stable edges; rolls back to the first
+// revision; and uninstalls, which leaves nothing but the CRDs.
 func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 	ctx := t.Context()
 	cfg := helmConfig(t)
@@ -144,6 +145,24 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 		t.Errorf("the upgrade lost the caBundle the injector wrote (err %v)", err)
 	}
 
+	// Upgrade: an edge canary at another tag; the stable edges are not
+	// rewritten.
+	stableRV := rvAfter["Deployment/osm-system/osm-xds-edge"]
+	r, err = up.RunWithContext(ctx, releaseName, chrt, set(t, canaryValues(t, "v0.2.0-rc1"), "xdsEdge.image.tag", "v9.9.9-canary"))
+	if err != nil {
+		t.Fatalf("upgrade with a canary: %v", err)
+	}
+	objs3 := byKey(t, objects(t, r.(*releasev1.Release).Manifest))
+	if changed := changedObjects(t, objs2, objs3); !slices.Equal(changed, []string{"Deployment/osm-system/osm-xds-edge-canary"}) {
+		t.Errorf("the canary upgrade changed %v", changed)
+	}
+	if img := deploymentImage(t, "osm-xds-edge-canary"); !strings.HasSuffix(img, ":v0.2.0-rc1") {
+		t.Errorf("the canary runs %s", img)
+	}
+	if got := resourceVersions(ctx, t, l, objs3)["Deployment/osm-system/osm-xds-edge"]; got != stableRV {
+		t.Errorf("the canary upgrade rewrote the stable edges (resourceVersion %s -> %s)", stableRV, got)
+	}
+
 	// Rollback to the first revision.
 	rb := action.NewRollback(cfg)
 	rb.Version = 1
@@ -153,6 +172,9 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 	}
 	if img := deploymentImage(t, "osm-xds-edge"); strings.HasSuffix(img, ":v9.9.9-canary") {
 		t.Errorf("xds-edge still runs %s after the rollback", img)
+	}
+	if _, err := cluster.Clientset().AppsV1().Deployments(namespace).Get(ctx, "osm-xds-edge-canary", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the canary is still there after the rollback (%v)", err)
 	}
 	if got := generatedSecrets(t); !reflect.DeepEqual(got, secretsBefore) {
 		t.Error("the rollback changed the generated NATS credentials")

@@ -33,9 +33,13 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 helm.sh/chart: {{ .ctx.Chart.Name }}-{{ .ctx.Chart.Version | replace "+" "_" }}
 {{- end }}
 
-{{/* osm.tag: the component's image tag: its own, else the global one, else the chart's appVersion. */}}
+{{/*
+osm.tag: the component's image tag: its own, else the global one, else the
+chart's appVersion. An "image" in the dict (the edge canary's) replaces the
+component's image values.
+*/}}
 {{- define "osm.tag" -}}
-{{- $img := .ctx.Values.image | default dict -}}
+{{- $img := .image | default .ctx.Values.image | default dict -}}
 {{- $img.tag | default .ctx.Values.global.image.tag | default .ctx.Chart.AppVersion -}}
 {{- end }}
 
@@ -45,7 +49,7 @@ osm.image: the component's image, <registry>/osm-<component> (the names
 pins it (repository@digest) and the tag is then ignored.
 */}}
 {{- define "osm.image" -}}
-{{- $img := .ctx.Values.image | default dict -}}
+{{- $img := .image | default .ctx.Values.image | default dict -}}
 {{- $repo := $img.repository | default (printf "%s/osm-%s" .ctx.Values.global.image.registry .component) -}}
 {{- if $img.digest -}}
 {{ $repo }}@{{ $img.digest }}

@@ -20,6 +20,7 @@ type target interface {
 	Stage(key string, value []byte) error
 	Commit(g *meshv1.Generation) (*pool.Change, error)
 	DropStaged()
+	Dangling() int
 	SetTrustBundle(b *meshv1.TrustBundle) error
 	SetServing(ok bool)
 }
@@ -67,6 +68,13 @@ type feed struct {
 	// older is a generation of an older epoch than the applied one that
 	// mesh-compiled holds as its current one; zero for none.
 	older pool.Gen
+	// dangling is the number of names the applied groups refer to whose
+	// resource the edge lacks: the applied generation is not whole. An
+	// edge that starts while the compiler writes the next generation's keys
+	// gets the current generation's record before those keys, whose values
+	// of that generation the bucket no longer holds: it cannot serve that
+	// generation whole, and waits, not ready, for the next one.
+	dangling int
 }
 
 // run watches both buckets until ctx ends or a watch fails.
@@ -195,6 +203,16 @@ func (f *feed) compiledEvent(ev bus.Event) (rewatch bool) {
 		f.mu.Lock()
 		f.applied = pool.Gen{Epoch: ch.Epoch, Number: ch.Generation}
 		f.rewatched, f.older = "", pool.Gen{}
+		wasWhole := f.dangling == 0
+		f.mu.Unlock()
+		// The commit counted the dangling names it touched; once any, the
+		// whole pool is counted after each commit until it is whole again.
+		dangling := 0
+		if ch.Dangling > 0 || !wasWhole {
+			dangling = f.target.Dangling()
+		}
+		f.mu.Lock()
+		f.dangling = dangling
 		f.mu.Unlock()
 		entry := log.WithFields(logrus.Fields{"groups": len(ch.Groups), "resources": ch.Resources})
 		if ch.Replaced {
@@ -283,6 +301,8 @@ func (f *feed) checkSync() error {
 		return fmt.Errorf("mesh-compiled holds generation %s, of an older epoch than the applied %s (a policy-compiler whose clock is behind the one that started epoch %d?); connected proxies keep %s", f.older, f.applied, f.applied.Epoch, f.applied)
 	case f.applied.Less(f.latest):
 		return fmt.Errorf("generation %s applied, %s seen", f.applied, f.latest)
+	case f.dangling > 0:
+		return fmt.Errorf("generation %s applied without %d names of resources the bucket holds only in a later version (the policy-compiler is writing the next generation?): waiting for a whole generation", f.applied, f.dangling)
 	}
 	return nil
 }

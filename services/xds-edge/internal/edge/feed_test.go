@@ -29,6 +29,7 @@ func (f *fakeTarget) Commit(g *meshv1.Generation) (*pool.Change, error) {
 	return f.pool.Commit(g)
 }
 func (f *fakeTarget) DropStaged()                              { f.pool.DropStaged() }
+func (f *fakeTarget) Dangling() int                            { return f.pool.DanglingNames() }
 func (f *fakeTarget) SetTrustBundle(*meshv1.TrustBundle) error { f.bundles++; return nil }
 func (f *fakeTarget) SetServing(ok bool)                       { f.serving = ok }
 

@@ -234,6 +234,24 @@ func (p *Pool) HasGroup(gid string) bool {
 	return ok
 }
 
+// DanglingNames counts, over every group, the names whose resource the
+// pool lacks: zero when the applied state is a whole generation. A commit
+// counts only the dangling names it touched (Change.Dangling); this walks
+// the whole pool, for an owner that must know when it is whole again.
+func (p *Pool) DanglingNames() int {
+	n := 0
+	for _, g := range p.groups {
+		for typeURL, names := range p.named(g) {
+			for _, name := range names {
+				if _, ok := p.res[resKey{typeURL, name}]; !ok {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
 // Staged is the number of keys waiting for the next generation.
 func (p *Pool) Staged() int { return len(p.staged) }
 

@@ -229,6 +229,15 @@ func (s *Server) SetServing(ok bool) { s.serving.Store(ok) }
 // Serving reports whether new streams are admitted.
 func (s *Server) Serving() bool { return s.serving.Load() }
 
+// Dangling is the number of names the applied groups refer to whose
+// resource the pool lacks (pool.DanglingNames): zero when the applied state
+// is a whole generation.
+func (s *Server) Dangling() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.pool.DanglingNames()
+}
+
 // Stats returns a copy of the counters.
 func (s *Server) Stats() Stats {
 	return Stats{

@@ -13,6 +13,7 @@ import (
 	"helm.sh/helm/v4/pkg/kube"
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,6 +24,8 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+
+	osmkube "github.com/openservicemesh/osm/tests/kube"
 )
 
 // helmConfig is a Helm action configuration against the harness cluster,
@@ -51,19 +54,26 @@ func newLive(t *testing.T) *live {
 	return &live{mapper: restmapper.NewDeferredDiscoveryRESTMapper(dc), dyn: cluster.Dynamic()}
 }
 
-// get reads the live object of a rendered one; nil when it is not found.
-func (l *live) get(ctx context.Context, o object) (*unstructured.Unstructured, error) {
-	u := &unstructured.Unstructured{Object: o.Body}
-	gvk := u.GroupVersionKind()
+// resource is the dynamic client of a rendered object's type.
+func (l *live) resource(o object) (dynamic.ResourceInterface, error) {
+	gvk := (&unstructured.Unstructured{Object: o.Body}).GroupVersionKind()
 	m, err := l.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.Key, err)
 	}
-	var r dynamic.ResourceInterface = l.dyn.Resource(m.Resource)
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
-		r = l.dyn.Resource(m.Resource).Namespace(namespace)
+		return l.dyn.Resource(m.Resource).Namespace(namespace), nil
 	}
-	got, err := r.Get(ctx, u.GetName(), metav1.GetOptions{})
+	return l.dyn.Resource(m.Resource), nil
+}
+
+// get reads the live object of a rendered one; nil when it is not found.
+func (l *live) get(ctx context.Context, o object) (*unstructured.Unstructured, error) {
+	r, err := l.resource(o)
+	if err != nil {
+		return nil, err
+	}
+	got, err := r.Get(ctx, (&unstructured.Unstructured{Object: o.Body}).GetName(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -318,4 +328,42 @@ func crdName(t *testing.T, data []byte) string {
 	md, _ := objs[0].Body["metadata"].(map[string]any)
 	name, _ := md["name"].(string)
 	return name
+}
+
+// TestServerAcceptsEveryValuesFile: the apiserver accepts every object the
+// dev, large and Vault values render: each is applied with a server-side
+// dry run, which validates and admits it without storing it. (Helm's own
+// server dry run stops before sending the objects.)
+func TestServerAcceptsEveryValuesFile(t *testing.T) {
+	ctx := t.Context()
+	dir, err := osmkube.CRDDir()
+	if err == nil {
+		err = cluster.ApplyCRDs(ctx, dir)
+	}
+	if err != nil {
+		t.Fatalf("the chart's CRDs: %v", err)
+	}
+	nss := cluster.Clientset().CoreV1().Namespaces()
+	if _, err := nss.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	l := newLive(t)
+	for _, vf := range valuesFiles[1:] {
+		t.Run(name(vf), func(t *testing.T) {
+			r, err := render(t, valuesFile(t, vf))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objects(t, r.Manifest) {
+				res, err := l.resource(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				u := &unstructured.Unstructured{Object: o.Body}
+				if _, err := res.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: "osm-chart-test", Force: true, DryRun: []string{metav1.DryRunAll}}); err != nil {
+					t.Errorf("%s of %s refused: %v", o.Key, vf, err)
+				}
+			}
+		})
+	}
 }

@@ -66,24 +66,16 @@ func golden(t testing.TB, manifest string) string {
 	return b.String()
 }
 
-// diff lists the lines of want and got that differ, at most 40.
+// diff shows where want and got first differ, with a few lines of each.
 func diff(want, got string) string {
 	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var out []string
-	for i := 0; i < len(w) || i < len(g); i++ {
-		var a, b string
-		if i < len(w) {
-			a = w[i]
-		}
-		if i < len(g) {
-			b = g[i]
-		}
-		if a != b {
-			out = append(out, "line "+strconv.Itoa(i+1)+":\n  - "+a+"\n  + "+b)
-			if len(out) == 40 {
-				break
-			}
-		}
+	i := 0
+	for i < len(w) && i < len(g) && w[i] == g[i] {
+		i++
 	}
-	return strings.Join(out, "\n")
+	from := max(i-3, 0)
+	excerpt := func(lines []string) string {
+		return strings.Join(lines[min(from, len(lines)):min(i+6, len(lines))], "\n")
+	}
+	return "first difference at line " + strconv.Itoa(i+1) + "\n--- want\n" + excerpt(w) + "\n--- got\n" + excerpt(g)
 }

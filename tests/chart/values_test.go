@@ -1,6 +1,8 @@
 package chart
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -57,6 +59,28 @@ func TestBadValuesNameTheValue(t *testing.T) {
 				t.Logf("%s=%v: %v", c.path, c.value, err)
 			}
 		})
+	}
+}
+
+// TestRootRotationValues: the builtin CA's trusted roots reach its flag
+// and its Role, which may read those Secrets by name and no other.
+func TestRootRotationValues(t *testing.T) {
+	vals := set(t, valuesFile(t, ""), "certAuthority.trustedRootSecrets", []any{"osm-ca-root-2"})
+	r, err := render(t, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := byKey(t, objects(t, r.Manifest))
+	ca := container(t, objs["Deployment/osm-system/osm-cert-authority"])
+	if !slices.Contains(ca.Args, "--trusted-root-secrets=osm-ca-root-2") {
+		t.Errorf("cert-authority args %v lack the trusted root", ca.Args)
+	}
+	role := objs["Role/osm-system/osm-cert-authority"]
+	rules, _ := role.Body["rules"].([]any)
+	get, _ := rules[0].(map[string]any)
+	names := fmt.Sprint(get["resourceNames"])
+	if fmt.Sprint(get["verbs"]) != "[get]" || names != "[osm-ca-root osm-ca-root-2]" {
+		t.Errorf("the CA's first rule: verbs %v on %s, want get on [osm-ca-root osm-ca-root-2]", get["verbs"], names)
 	}
 }
 

@@ -84,8 +84,9 @@ func (a *Authorizer) peerRole(ctx context.Context) (identity.Role, error) {
 	leaf := ti.State.VerifiedChains[0][0]
 	// TLS checks validity once, at the handshake; a connection outlives
 	// it. A call on a connection whose certificate has since expired is
-	// refused, so a renewed certificate must be presented (the server's
-	// maximum connection age makes clients reconnect well before).
+	// refused, so a renewed certificate must be presented (the server ends
+	// each connection at 90% of its certificate's lifetime, certBoundCreds,
+	// and at its maximum connection age, so clients reconnect before).
 	if now := time.Now(); now.After(leaf.NotAfter) {
 		return "", status.Errorf(codes.Unauthenticated, "the client certificate expired at %s; reconnect with the renewed one", leaf.NotAfter.UTC().Format(time.RFC3339))
 	}

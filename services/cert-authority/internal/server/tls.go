@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"sync"
 	"time"
@@ -224,6 +225,53 @@ func ConnectionAge(maxAge, grace time.Duration) grpc.ServerOption {
 	return grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: maxAge, MaxConnectionAgeGrace: grace})
 }
 
+// certBoundCreds end each connection before the client certificate that
+// authenticated it expires, at 90% of its lifetime (at its expiry if that
+// has passed already), whatever the maximum connection age: the client
+// reconnects and presents its current certificate (renewed in place at
+// half-life by cpcert). TLS checks a client certificate once, at the
+// handshake, and the calls of an older connection would be refused once it
+// expired.
+type certBoundCreds struct{ credentials.TransportCredentials }
+
+func (c certBoundCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, info, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		return conn, info, err
+	}
+	ti, ok := info.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return conn, info, nil // Bootstrap: no client certificate
+	}
+	return boundTo(conn, ti.State.PeerCertificates[0]), info, nil
+}
+
+func (c certBoundCreds) Clone() credentials.TransportCredentials {
+	return certBoundCreds{c.TransportCredentials.Clone()}
+}
+
+// boundConn is a connection closed when its client certificate is about to
+// expire.
+type boundConn struct {
+	net.Conn
+	timer *time.Timer
+}
+
+func boundTo(conn net.Conn, leaf *x509.Certificate) *boundConn {
+	end := leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 10)
+	if time.Now().After(end) {
+		end = leaf.NotAfter
+	}
+	b := &boundConn{Conn: conn}
+	b.timer = time.AfterFunc(time.Until(end), func() { _ = conn.Close() })
+	return b
+}
+
+func (b *boundConn) Close() error {
+	b.timer.Stop()
+	return b.Conn.Close()
+}
+
 // NewGRPCServer returns a gRPC server with the CA's mTLS credentials and
 // role authorization; register the Server on it.
 //
@@ -237,7 +285,7 @@ func ConnectionAge(maxAge, grace time.Duration) grpc.ServerOption {
 // stacks.
 func NewGRPCServer(cfg *tls.Config, a *Authorizer, opts ...grpc.ServerOption) *grpc.Server {
 	opts = append([]grpc.ServerOption{
-		grpc.Creds(credentials.NewTLS(cfg)),
+		grpc.Creds(certBoundCreds{credentials.NewTLS(cfg)}),
 		grpc.ChainUnaryInterceptor(a.Unary),
 		grpc.ChainStreamInterceptor(a.Stream),
 		grpc.NumStreamWorkers(uint32(max(32, 4*runtime.GOMAXPROCS(0)))),

@@ -232,7 +232,9 @@ func ConnectionAge(maxAge, grace time.Duration) grpc.ServerOption {
 // half-life by cpcert). TLS checks a client certificate once, at the
 // handshake, and the calls of an older connection would be refused once it
 // expired.
-type certBoundCreds struct{ credentials.TransportCredentials }
+type certBoundCreds struct {
+	credentials.TransportCredentials
+}
 
 func (c certBoundCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, info, err := c.TransportCredentials.ServerHandshake(raw)

@@ -39,7 +39,7 @@ spec:
       automountServiceAccountToken: false
       securityContext:
         {{- include "osm.podSecurityContext" $c | nindent 8 }}
-      {{- include "osm.scheduling" $c | nindent 6 }}
+      {{- with include "osm.scheduling" $c | trim }}{{ . | nindent 6 }}{{ end }}
       {{- if $ctx.Values.topologySpread.enabled }}
       topologySpreadConstraints:
         {{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
@@ -57,8 +57,8 @@ spec:
           imagePullPolicy: {{ $g.image.pullPolicy }}
           args:
             {{- include "osm.adminArgs" $c | nindent 12 }}
-            {{- include "osm.meshArgs" (dict "ctx" $ctx "flags" (list "trust-domain")) | nindent 12 }}
-            {{- include "osm.natsArgs" (dict "ctx" $ctx "role" "edge") | nindent 12 }}
+            {{- include "osm.meshArgs" (dict "ctx" $ctx "flags" (list "trust-domain")) | trim | nindent 12 }}
+            {{- include "osm.natsArgs" (dict "ctx" $ctx "role" "edge") | trim | nindent 12 }}
             {{- include "osm.caClientArgs" $c | nindent 12 }}
             - --listen-addr=:15128
             - --max-streams-per-conn={{ $l.maxStreamsPerConn }}
@@ -72,7 +72,7 @@ spec:
             - --cert-ttl={{ $ctx.Values.certTTL }}
           env:
             {{- include "osm.podNameEnv" $c | nindent 12 }}
-            {{- include "osm.natsEnv" (dict "ctx" $ctx "role" "edge") | nindent 12 }}
+            {{- include "osm.natsEnv" (dict "ctx" $ctx "role" "edge") | trim | nindent 12 }}
           ports:
             {{- include "osm.adminPort" $c | nindent 12 }}
             - name: ads

@@ -81,7 +81,8 @@ func (l *live) get(ctx context.Context, o object) (*unstructured.Unstructured, e
 }
 
 // TestInstallUpgradeRollbackUninstall installs the chart into the harness
-// cluster, where the apiserver accepts every object; upgrades it with the
+// cluster, where the apiserver accepts every object and each
+// ServiceAccount gets exactly its component's rights; upgrades it with the
 // xds-edge's tag changed, which changes the xds-edge's objects only, keeps
 // the generated credentials and the caBundle the injector wrote; adds an
 // edge canary without rewriting the stable edges; rolls back to the first
@@ -109,6 +110,10 @@ func TestInstallUpgradeRollbackUninstall(t *testing.T) {
 			t.Fatalf("%s not in the cluster after install: %v", o.Key, err)
 		}
 	}
+
+	// Each ServiceAccount may make the calls of its component, and not
+	// those nearby.
+	checkRBAC(ctx, t)
 
 	// The injector sets the webhook's caBundle with an Update.
 	mwcs := cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations()

@@ -30,10 +30,14 @@ import (
 // the proxies reject (a 9 s connect timeout). Each proxy NACKs and keeps
 // its last good cluster; the edge publishes the NACK with its error_detail
 // on mesh.status.proxy.>, counts it in osm_xds_nacks_total on /metrics
-// (within 60 s: the figure is logged), and sends the rejected version
-// again to nobody (resends = 0) through two further generations, one of
-// which touches the same proxies' endpoints; a new version of the cluster
-// is sent and accepted.
+// (within 60 s: the figure is logged), and never sends a rejected version
+// again (resends = 0: a SotW version_info, or a delta resource version, the
+// proxy has rejected) through three further generations: one that leaves
+// the proxies' group alone, one that changes their endpoints (no cluster
+// response at all), and one that adds a second cluster to their group
+// (delta: the new cluster only; SotW: a new version of the whole list,
+// which still carries the bad cluster and is rejected in turn). A new
+// version of the cluster is sent and accepted.
 func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	dir := t.TempDir()
 	root, err := xdstest.NewCA("mesh-root")
@@ -127,13 +131,15 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 
-	// Each proxy rejects a cluster with a 9 s connect timeout, and counts
-	// every cluster response it is sent.
+	// Each proxy rejects a cluster with a 9 s connect timeout, and records
+	// what it rejected and every cluster response it is sent.
 	const badDetail = "cluster web: connect_timeout 9s is not allowed"
 	type counts struct {
-		mu             sync.Mutex
-		cds, badCDS    int
-		cdsAfterReject int
+		mu       sync.Mutex
+		cds      int             // cluster responses
+		nacks    int             // of them rejected
+		rejected map[string]bool // SotW version_info, or delta name@version, rejected
+		resends  int             // responses carrying a rejected version again
 	}
 	id := identity.New("cluster.local", "shop", "web")
 	tc, err := root.ClientTLS(id.URLFor(identity.UsageXDSClient).String())
@@ -152,7 +158,7 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	}
 	var proxies []proxy
 	for _, delta := range []bool{false, true} {
-		c := &counts{}
+		c := &counts{rejected: map[string]bool{}}
 		name := map[bool]string{false: "sotw", true: "delta"}[delta]
 		reject := func(r xdstest.Response) string {
 			if r.TypeURL != resourcev3.ClusterType {
@@ -161,14 +167,28 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			c.cds++
-			if c.badCDS > 0 {
-				c.cdsAfterReject++
+			carried := []string{r.Version}
+			if delta {
+				carried = carried[:0]
+				for n, v := range r.Versions {
+					carried = append(carried, n+"@"+v)
+				}
 			}
-			if connectTimeout(r, "web") == 9*time.Second {
-				c.badCDS++
-				return badDetail
+			for _, v := range carried {
+				if c.rejected[v] {
+					c.resends++
+				}
 			}
-			return ""
+			if connectTimeout(r, "web") != 9*time.Second {
+				return ""
+			}
+			c.nacks++
+			if delta {
+				c.rejected["web@"+r.Versions["web"]] = true
+			} else {
+				c.rejected[r.Version] = true
+			}
+			return badDetail
 		}
 		p, err := xdstest.StartProxy(t.Context(), cc, xdstest.ProxyOptions{NodeID: "f12-" + name, Delta: delta,
 			Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}, Reject: reject})
@@ -192,7 +212,7 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 		apptest.EventuallyTrue(t, x.name+" NACKs the bad cluster", 10*time.Second, func() bool {
 			x.c.mu.Lock()
 			defer x.c.mu.Unlock()
-			return x.c.badCDS == 1
+			return x.c.nacks == 1
 		})
 	}
 	var metricAfter time.Duration
@@ -231,14 +251,18 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	}
 
 	// Two more generations: one that leaves the proxies' group alone, one
-	// that changes their endpoints. Neither sends the rejected cluster.
+	// that changes their endpoints. Neither sends a cluster response.
+	cdsBefore := map[string]int{}
+	edsBefore := map[string]string{}
+	for _, x := range proxies {
+		x.c.mu.Lock()
+		cdsBefore[x.name] = x.c.cds
+		x.c.mu.Unlock()
+		edsBefore[x.name] = x.p.Version(resourcev3.EndpointType)
+	}
 	commit(func(g uint64) (xdstest.Write, error) {
 		return xdstest.Resource(xdstest.Cluster("other", time.Second), "other", g)
 	})
-	edsBefore := map[string]string{}
-	for _, x := range proxies {
-		edsBefore[x.name] = x.p.Version(resourcev3.EndpointType)
-	}
 	commit(endpoints(8081))
 	for _, x := range proxies {
 		apptest.EventuallyTrue(t, x.name+" gets the endpoint edit", 10*time.Second, func() bool {
@@ -246,29 +270,59 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 		})
 	}
 	time.Sleep(300 * time.Millisecond) // a resend would follow the endpoint push at once
-	resends := 0
 	for _, x := range proxies {
 		x.c.mu.Lock()
-		resends += x.c.cdsAfterReject
+		if n := x.c.cds - cdsBefore[x.name]; n != 0 {
+			t.Errorf("%s was sent %d cluster responses by generations that change none of its clusters", x.name, n)
+		}
+		x.c.mu.Unlock()
+	}
+	// A generation that adds a cluster to the group, the rejected one
+	// unchanged.
+	commit(func(g uint64) (xdstest.Write, error) {
+		return xdstest.Resource(xdstest.Cluster("web2", time.Second), "web2", g)
+	}, func(g uint64) (xdstest.Write, error) {
+		return xdstest.Group("shop", "web", g, map[string][]string{resourcev3.ClusterType: {"web", "web2"}, resourcev3.EndpointType: {"web"}}), nil
+	})
+	for _, x := range proxies {
+		if x.name == "delta" {
+			apptest.EventuallyTrue(t, "delta holds web2", 10*time.Second, func() bool { return x.p.Held(resourcev3.ClusterType)["web2"] != nil })
+		} else {
+			apptest.EventuallyTrue(t, "sotw rejects the new list, which carries the bad cluster", 10*time.Second, func() bool {
+				x.c.mu.Lock()
+				defer x.c.mu.Unlock()
+				return x.c.nacks == 2
+			})
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	resends, nacks := 0, 0
+	for _, x := range proxies {
+		x.c.mu.Lock()
+		resends += x.c.resends
+		nacks += x.c.nacks
 		x.c.mu.Unlock()
 		if d := heldTimeout(x.p); d != time.Second {
 			t.Errorf("%s holds a cluster with connect timeout %s, want its last good one (1s)", x.name, d)
 		}
 	}
 	if resends != 0 {
-		t.Errorf("the rejected cluster was sent again %d times before a new version", resends)
+		t.Errorf("a rejected version was sent again %d times", resends)
 	}
+	apptest.Eventually(t, "osm_xds_nacks_total counting every NACK", 10*time.Second, func() error {
+		if v, err := apptest.MetricValue(adminAddr, "osm_xds_nacks_total", resourcev3.ClusterType); err != nil || int(v) != nacks {
+			return fmt.Errorf("osm_xds_nacks_total{type_url=cds} = %v (%v), want %d", v, err, nacks)
+		}
+		return nil
+	})
 
 	// A new version of the cluster is sent, and accepted.
 	commit(cluster(2 * time.Second))
 	for _, x := range proxies {
 		apptest.EventuallyTrue(t, x.name+" accepts the fixed cluster", 10*time.Second, func() bool { return heldTimeout(x.p) == 2*time.Second })
 	}
-	if v, err := apptest.MetricValue(adminAddr, "osm_xds_nacks_total", resourcev3.ClusterType); err != nil || v != 2 {
-		t.Errorf("osm_xds_nacks_total{type_url=cds} after the fix = %v (%v), want still 2", v, err)
-	}
-	t.Logf("F12: %d proxies NACKed; resends of the rejected version = %d; osm_xds_nacks_total on /metrics %s after the bad generation (limit 60s)",
-		len(proxies), resends, metricAfter.Round(time.Millisecond))
+	t.Logf("F12: %d proxies NACKed (%d NACKs in all, the SotW proxy's second of a new version); resends of a rejected version = %d; osm_xds_nacks_total on /metrics %s after the bad generation (limit 60s)",
+		len(proxies), nacks, resends, metricAfter.Round(time.Millisecond))
 }
 
 // connectTimeout is the connect timeout of cluster name in r, 0 if absent.

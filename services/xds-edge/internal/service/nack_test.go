@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -136,10 +137,11 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	const badDetail = "cluster web: connect_timeout 9s is not allowed"
 	type counts struct {
 		mu       sync.Mutex
-		cds      int             // cluster responses
-		nacks    int             // of them rejected
-		rejected map[string]bool // SotW version_info, or delta name@version, rejected
-		resends  int             // responses carrying a rejected version again
+		cds      int               // cluster responses
+		nacks    int               // of them rejected
+		rejected map[string]bool   // SotW version_info, or delta name@version, rejected
+		resends  int               // responses carrying a rejected version again
+		held     map[string]string // delta: the cluster versions accepted, by name
 	}
 	id := identity.New("cluster.local", "shop", "web")
 	tc, err := root.ClientTLS(id.URLFor(identity.UsageXDSClient).String())
@@ -152,13 +154,14 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	}
 	defer cc.Close()
 	type proxy struct {
-		name string
-		p    *xdstest.Proxy
-		c    *counts
+		name  string
+		p     *xdstest.Proxy
+		c     *counts
+		start func(o xdstest.ProxyOptions) *xdstest.Proxy
 	}
-	var proxies []proxy
+	var proxies []*proxy
 	for _, delta := range []bool{false, true} {
-		c := &counts{rejected: map[string]bool{}}
+		c := &counts{rejected: map[string]bool{}, held: map[string]string{}}
 		name := map[bool]string{false: "sotw", true: "delta"}[delta]
 		reject := func(r xdstest.Response) string {
 			if r.TypeURL != resourcev3.ClusterType {
@@ -180,6 +183,12 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 				}
 			}
 			if connectTimeout(r, "web") != 9*time.Second {
+				for n, v := range r.Versions {
+					c.held[n] = v
+				}
+				for _, n := range r.Removed {
+					delete(c.held, n)
+				}
 				return ""
 			}
 			c.nacks++
@@ -190,13 +199,17 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 			}
 			return badDetail
 		}
-		p, err := xdstest.StartProxy(t.Context(), cc, xdstest.ProxyOptions{NodeID: "f12-" + name, Delta: delta,
-			Types: []string{resourcev3.ClusterType, resourcev3.EndpointType}, Reject: reject})
-		if err != nil {
-			t.Fatal(err)
+		start := func(o xdstest.ProxyOptions) *xdstest.Proxy {
+			o.NodeID, o.Delta, o.Reject = "f12-"+name, delta, reject
+			o.Types = []string{resourcev3.ClusterType, resourcev3.EndpointType}
+			p, err := xdstest.StartProxy(t.Context(), cc, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Stop)
+			return p
 		}
-		defer p.Stop()
-		proxies = append(proxies, proxy{name, p, c})
+		proxies = append(proxies, &proxy{name: name, p: start(xdstest.ProxyOptions{}), c: c, start: start})
 	}
 	heldTimeout := func(p *xdstest.Proxy) time.Duration {
 		return connectTimeout(xdstest.Response{Resources: p.Held(resourcev3.ClusterType)}, "web")
@@ -308,6 +321,30 @@ func TestRejectedResourceIsNackedAndNotResent(t *testing.T) {
 	}
 	if resends != 0 {
 		t.Errorf("a rejected version was sent again %d times", resends)
+	}
+
+	// Each proxy reconnects (a new stream, as at --max-connection-age)
+	// with what it holds: the rejected versions are not sent again.
+	for _, x := range proxies {
+		o := xdstest.ProxyOptions{}
+		if x.name == "delta" {
+			x.c.mu.Lock()
+			o.Initial = map[string]map[string]string{resourcev3.ClusterType: maps.Clone(x.c.held)}
+			x.c.mu.Unlock()
+		} else {
+			o.Versions = x.p.Versions()
+		}
+		x.p.Stop()
+		x.p = x.start(o)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, x := range proxies {
+		x.c.mu.Lock()
+		resends += x.c.resends
+		x.c.mu.Unlock()
+	}
+	if resends != 0 {
+		t.Errorf("after a reconnect, a rejected version was sent again %d times", resends)
 	}
 	apptest.Eventually(t, "osm_xds_nacks_total counting every NACK", 10*time.Second, func() error {
 		if v, err := apptest.MetricValue(adminAddr, "osm_xds_nacks_total", resourcev3.ClusterType); err != nil || int(v) != nacks {

@@ -26,7 +26,7 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		if sent, ok := st.take(nonce); ok {
 			if d := req.GetErrorDetail(); d != nil {
-				s.rollback(st, sent.sent)
+				s.rollback(c, st, typeURL, sent.sent)
 				msg := d.GetMessage()
 				after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
 			} else {
@@ -103,6 +103,21 @@ func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discover
 		}
 		st.notePending(e.id())
 	}
+	if first {
+		// What the proxy rejected on an earlier stream, and the pool still
+		// holds, is not sent again on this one.
+		s.nacks.resources(nackKeyOf(c, typeURL), func(name, version string) {
+			r := s.lookupLocked(c, typeURL, name)
+			id, ok := s.pool.ID(typeURL, name)
+			if r == nil || r.Version != version || !ok {
+				return
+			}
+			if st.nacked == nil {
+				st.nacked = map[pool.ID]uint32{}
+			}
+			st.nacked[id] = r.Rev
+		})
+	}
 	var added []string
 	for _, n := range req.GetResourceNamesSubscribe() {
 		if n == "*" {
@@ -133,16 +148,23 @@ func (s *Server) subscribe(c *conn, st *typeState, typeURL string, req *discover
 }
 
 // rollback undoes, on a NACK, what a delta response recorded: the proxy
-// keeps what it held, and the rejected revisions are remembered so that
+// keeps what it held, and the rejected revisions are remembered, by the
+// stream and by the server's memo for the proxy's later streams, so that
 // they are not sent again. c.mu is held.
-func (s *Server) rollback(st *typeState, sent []sentName) {
+func (s *Server) rollback(c *conn, st *typeState, typeURL string, sent []sentName) {
 	if st.nacked == nil {
 		st.nacked = map[pool.ID]uint32{}
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	key := nackKeyOf(c, typeURL)
 	for _, r := range sent {
 		st.nacked[r.id] = r.rev
+		if _, name := s.pool.Key(r.id); name != "" {
+			if res := s.lookupLocked(c, typeURL, name); res != nil && res.Rev == r.rev {
+				s.nacks.rememberResource(key, name, res.Version)
+			}
+		}
 		// Only if nothing was sent or removed under the name since.
 		if i, found := st.find(r.id); found && st.entries[i].rev == r.rev {
 			st.entries[i].rev = r.prev

@@ -154,6 +154,8 @@ type Server struct {
 
 	stats   stats
 	metrics instruments
+	// nacks remembers what proxies rejected across their streams.
+	nacks nackMemo
 }
 
 type stats struct {

@@ -34,15 +34,23 @@ func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 		}
 		if d := req.GetErrorDetail(); d != nil {
 			st.nackedVersion = sent.version
+			s.nacks.rememberVersion(nackKeyOf(c, typeURL), sent.version)
 			msg := d.GetMessage()
 			after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
 		} else {
 			st.acked = sent.version
+			if st.nackedVersion != "" && sent.version != st.nackedVersion {
+				s.nacks.forgetVersion(nackKeyOf(c, typeURL))
+			}
 			after = append(after, func() { s.recordAck(ctx, c, typeURL, sent) })
 		}
 	} else if err := s.refuseNewer(pool.GenerationOfVersion(req.GetVersionInfo())); err != nil {
 		c.mu.Unlock()
 		return false, err
+	} else if !st.subscribed {
+		// A proxy that rejected a version on an earlier stream is not
+		// sent it again on this one.
+		st.nackedVersion = s.nacks.version(nackKeyOf(c, typeURL))
 	}
 	names := req.GetResourceNames()
 	wildcard := len(names) == 0 || slices.Contains(names, "*")

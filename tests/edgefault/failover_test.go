@@ -254,6 +254,9 @@ func (p *f4Proxy) state() (servedOn int, served []time.Time, gen uint64) {
 // runs 200 proxies (limit 40/s, burst 80); OSM_FAULTS_FULL=1 runs 1,000
 // (the edge's default limit, 200/s, burst 400).
 func TestEdgeKilledAndRestartedWithNoState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: this test builds and runs the services as processes")
+	}
 	cfg := f4Size()
 	ctx := t.Context()
 	nats := startNATS(t)

@@ -131,6 +131,9 @@ func handshake(client, server *heldCert) error {
 // expire before Vault returns, and handshakes with them fail, as they
 // must) and the other through the same 25 min as above.
 func TestVaultUnreachable(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: this test builds and runs the services as processes")
+	}
 	outage := 25 * planMinute
 	sets := []string{"short"}
 	if full() {

@@ -91,8 +91,9 @@ func Desired(o Options) (*admissionregistrationv1.MutatingWebhookConfiguration, 
 	}, nil
 }
 
-// Ensure creates the configuration or brings an existing one to desired,
-// keeping what the apiserver defaulted. It reports whether it wrote.
+// Ensure creates the configuration or brings an existing one's webhooks to
+// desired, keeping what the apiserver defaulted and the existing labels. It
+// reports whether it wrote.
 func Ensure(ctx context.Context, cs kubernetes.Interface, desired *admissionregistrationv1.MutatingWebhookConfiguration) (bool, error) {
 	api := cs.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	cur, err := api.Get(ctx, desired.Name, metav1.GetOptions{})
@@ -108,8 +109,10 @@ func Ensure(ctx context.Context, cs kubernetes.Interface, desired *admissionregi
 	if upToDate(cur, desired) {
 		return false, nil
 	}
+	// The labels of an existing configuration are left alone: Helm (or
+	// another installer) owns them, and a label rewritten here would make
+	// its next server-side apply conflict.
 	next := cur.DeepCopy()
-	next.Labels = desired.Labels
 	next.Webhooks = desired.Webhooks
 	if _, err := api.Update(ctx, next, metav1.UpdateOptions{}); err != nil {
 		return false, fmt.Errorf("update mutatingwebhookconfiguration %s: %w", desired.Name, err)

@@ -2,6 +2,7 @@ package webhookconfig
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
@@ -154,5 +156,60 @@ func caBundleIs(t *testing.T, want string) {
 	})
 	if err != nil {
 		t.Fatalf("caBundle %q, want %q", got, want)
+	}
+}
+
+// TestEnsureLeavesAnInstallersLabelsAlone: the chart creates the
+// configuration with server-side apply (field manager "helm", label
+// managed-by=Helm); the injector then rotates its caBundle; Helm's next
+// apply, carrying the current caBundle as the chart's lookup does, succeeds
+// without a conflict and the labels stay Helm's. Before, Ensure replaced the
+// labels with managed-by=osm-injector, and every helm upgrade after the
+// injector's first write failed with a field-manager conflict.
+func TestEnsureLeavesAnInstallersLabelsAlone(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	o := Options{Name: "osm-sidecar-injector-helm", MeshName: "osm", ControlPlaneNamespace: "osm-system",
+		ServiceNamespace: "osm-system", ServiceName: "osm-injector", ServicePort: 443, CABundle: []byte("ca-1")}
+	helmLabels := map[string]string{"app.kubernetes.io/managed-by": "Helm", "app.kubernetes.io/name": "osm"}
+	apply := func(bundle string) error {
+		o.CABundle = []byte(bundle)
+		d, err := Desired(o)
+		if err != nil {
+			return err
+		}
+		d.Labels = helmLabels
+		d.TypeMeta = metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"}
+		body, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		_, err = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Patch(ctx, o.Name, types.ApplyPatchType, body,
+			metav1.PatchOptions{FieldManager: "helm"})
+		return err
+	}
+	if err := apply("ca-1"); err != nil {
+		t.Fatalf("install: %v", err)
+	}
+	o.CABundle = []byte("ca-2")
+	want, err := Desired(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wrote, err := Ensure(ctx, cs, want); err != nil || !wrote {
+		t.Fatalf("the injector's rotation: wrote=%v err=%v", wrote, err)
+	}
+	if err := apply("ca-2"); err != nil {
+		t.Fatalf("helm upgrade after the injector wrote: %v", err)
+	}
+	got, err := cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, o.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Labels["app.kubernetes.io/managed-by"] != "Helm" || got.Labels["app.kubernetes.io/name"] != "osm" {
+		t.Errorf("labels = %v, want Helm's kept", got.Labels)
+	}
+	if string(got.Webhooks[0].ClientConfig.CABundle) != "ca-2" {
+		t.Errorf("caBundle = %q, want the injector's ca-2", got.Webhooks[0].ClientConfig.CABundle)
 	}
 }

@@ -125,6 +125,9 @@ func (p *Proc) Stop(timeout time.Duration) error {
 	}
 }
 
+// Pid is the process's id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Kill kills the process with SIGKILL and waits until it has exited.
 func (p *Proc) Kill() error {
 	select {

@@ -1,0 +1,288 @@
+package compile
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/xds"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/xdstest"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
+)
+
+// backend is a plain gRPC server with mTLS (client certificate required)
+// that answers every method with its name and the caller's URI SAN.
+type backend struct {
+	name string
+	addr *net.TCPAddr
+	mu   sync.Mutex
+	// callers counts calls by the caller's URI SAN.
+	callers map[string]int
+}
+
+func startBackend(t *testing.T, ca *xdstest.CA, name, uri string) *backend {
+	t.Helper()
+	cfg, err := ca.ServerTLS(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &backend{name: name, addr: lis.Addr().(*net.TCPAddr), callers: map[string]int{}}
+	srv := grpc.NewServer(grpc.Creds(credentials.NewTLS(cfg)), grpc.UnknownServiceHandler(func(_ any, stream grpc.ServerStream) error {
+		caller := "none"
+		if p, ok := peer.FromContext(stream.Context()); ok {
+			if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 && len(ti.State.PeerCertificates[0].URIs) > 0 {
+				caller = ti.State.PeerCertificates[0].URIs[0].String()
+			}
+		}
+		in := &wrapperspb.StringValue{}
+		if err := stream.RecvMsg(in); err != nil {
+			return err
+		}
+		b.mu.Lock()
+		b.callers[caller]++
+		b.mu.Unlock()
+		return stream.SendMsg(wrapperspb.String(b.name + " " + caller))
+	}))
+	go srv.Serve(lis)
+	t.Cleanup(srv.Stop)
+	return b
+}
+
+func (b *backend) calls(caller string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.callers[caller]
+}
+
+// nackCounter counts the NACKs (requests with an error detail) an xDS
+// server receives, by type, with gRPC's error message.
+type nackCounter struct {
+	serverv3.CallbackFuncs
+	mu    sync.Mutex
+	acks  map[string]int
+	nacks []string
+}
+
+func (n *nackCounter) OnStreamRequest(_ int64, r *discoveryv3.DiscoveryRequest) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if r.GetErrorDetail() != nil {
+		n.nacks = append(n.nacks, r.GetTypeUrl()+": "+r.GetErrorDetail().GetMessage())
+	} else if r.GetVersionInfo() != "" {
+		n.acks[r.GetTypeUrl()]++
+	}
+	return nil
+}
+
+// serveGRPC serves res to node nodeID over ADS from a go-control-plane
+// server on loopback, and returns its address.
+func serveGRPC(t *testing.T, nodeID string, res []*Resource, cb *nackCounter) string {
+	t.Helper()
+	byType := map[string][]types.Resource{}
+	for _, r := range res {
+		m := newMessage(r.TypeURL)
+		if err := proto.Unmarshal(r.Bytes, m); err != nil {
+			t.Fatal(err)
+		}
+		byType[r.TypeURL] = append(byType[r.TypeURL], m)
+	}
+	snap, err := cachev3.NewSnapshot("1", byType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No snap.Consistent(): it looks for route names in listeners'
+	// filter chains only, not in API listeners.
+	// ads false: in ADS mode the cache answers only requests that name
+	// every resource of the type in the snapshot, and gRPC names one
+	// listener.
+	cache := cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)
+	if err := cache.SetSnapshot(t.Context(), nodeID, snap); err != nil {
+		t.Fatal(err)
+	}
+	srv := serverv3.NewServer(context.Background(), cache, cb)
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	return lis.Addr().String()
+}
+
+// TestGRPCXDSClientCallsThroughTheSplit is the gRPC flavour in front of a
+// real data plane: gRPC-Go's xDS client, given bookbuyer's compiled
+// client-side resources, ACKs every one of them, resolves
+// xds:///bookstore.bookstore.svc.cluster.local:14001 (and the short forms),
+// splits the calls 75/25 between bookstore-v1 and bookstore-v2, and reaches
+// each over mTLS with the certificates of its file_watcher certificate
+// provider: each backend sees bookbuyer's SPIFFE id. A backend whose
+// certificate is of another identity than the cluster's SANs name is never
+// reached.
+func TestGRPCXDSClientCallsThroughTheSplit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gRPC servers and an xDS client")
+	}
+	ca, err := xdstest.NewCA("osm-test-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const buyer = "spiffe://cluster.local/ns/bookbuyer/sa/bookbuyer"
+	v1 := startBackend(t, ca, "v1", "spiffe://cluster.local/ns/bookstore/sa/bookstore-v1")
+	v2 := startBackend(t, ca, "v2", "spiffe://cluster.local/ns/bookstore/sa/bookstore-v2")
+	// An impostor: serves bookwarehouse's endpoints with bookthief's
+	// certificate.
+	impostor := startBackend(t, ca, "impostor", "spiffe://cluster.local/ns/bookthief/sa/bookthief")
+
+	// The bookstore mesh, with the endpoints moved to the loopback servers.
+	e := bookstore(t, false)
+	port := func(b *backend) synth.Port {
+		return synth.Port{Number: int32(b.addr.Port), Name: "bookstore-port", AppProtocol: "http"}
+	}
+	load(t, e, []synth.Object{
+		synth.EndpointSlice("bookstore", "bookstore-v1", "bookstore-v1-fghij", []synth.Port{port(v1)}, synth.Endpoint{Pod: "bookstore-v1-6b7f8c9d4-klmno", IP: "127.0.0.1"}),
+		synth.EndpointSlice("bookstore", "bookstore-v2", "bookstore-v2-klmno", []synth.Port{port(v2)}, synth.Endpoint{Pod: "bookstore-v2-8d9e7f6c5-pqrst", IP: "127.0.0.1"}),
+		synth.EndpointSlice("bookwarehouse", "bookwarehouse", "bookwarehouse-pqrst", []synth.Port{{Number: int32(impostor.addr.Port), Name: "bookwarehouse-port", AppProtocol: "http"}},
+			synth.Endpoint{Pod: "bookwarehouse-9e8d7c6b5-uvwxy", IP: "127.0.0.1"}),
+	})
+	// bookstore-v1 reaches bookwarehouse; its flavour is served too, to
+	// check the impostor.
+	res, err := e.GRPCClient(id("bookbuyer", "bookbuyer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := e.GRPCClient(id("bookstore", "bookstore-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb := &nackCounter{acks: map[string]int{}}
+	xdsAddr := serveGRPC(t, "bookbuyer-1", res, cb)
+	storeAddr := serveGRPC(t, "bookstore-v1-1", store, cb)
+
+	dial := func(t *testing.T, xdsAddr, nodeID, identity, target string) *grpc.ClientConn {
+		t.Helper()
+		files, err := ca.WriteFiles(t.TempDir(), "workload", identity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bootstrap, err := json.Marshal(map[string]any{
+			"xds_servers": []any{map[string]any{
+				"server_uri":      xdsAddr,
+				"channel_creds":   []any{map[string]any{"type": "insecure"}},
+				"server_features": []string{"xds_v3"},
+			}},
+			"node": map[string]any{"id": nodeID, "metadata": map[string]any{layout.NodeMetadataProxyless: layout.ProxylessGRPC}},
+			"certificate_providers": map[string]any{layout.CertProviderInstance: map[string]any{
+				"plugin_name": "file_watcher",
+				"config": map[string]any{
+					"certificate_file":    files.Cert,
+					"private_key_file":    files.Key,
+					"ca_certificate_file": files.Root,
+					"refresh_interval":    "1s",
+				},
+			}},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc, err := grpc.NewClient(target, grpc.WithResolvers(r), grpc.WithTransportCredentials(creds))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return cc
+	}
+	call := func(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+		out := &wrapperspb.StringValue{}
+		err := cc.Invoke(ctx, "/bookstore.Books/Buy", wrapperspb.String("a book"), out)
+		return out.GetValue(), err
+	}
+
+	for _, target := range []string{"bookstore.bookstore.svc.cluster.local:14001", "bookstore.bookstore.svc:14001", "bookstore.bookstore:14001"} {
+		t.Run(target, func(t *testing.T) {
+			cc := dial(t, xdsAddr, "bookbuyer-1", buyer, "xds:///"+target)
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			if _, err := call(ctx, cc); err != nil {
+				t.Fatalf("first call: %v", err)
+			}
+		})
+	}
+
+	cc := dial(t, xdsAddr, "bookbuyer-1", buyer, "xds:///bookstore.bookstore.svc.cluster.local:14001")
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	b1, b2 := v1.calls(buyer), v2.calls(buyer)
+	const n = 1000
+	for i := range n {
+		got, err := call(ctx, cc)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if !strings.HasSuffix(got, " "+buyer) {
+			t.Fatalf("call %d: backend answered %q: it saw no SPIFFE id of bookbuyer", i, got)
+		}
+	}
+	c1, c2 := v1.calls(buyer)-b1, v2.calls(buyer)-b2
+	share := 100 * float64(c1) / float64(n)
+	t.Logf("%d calls: bookstore-v1 %d (%.1f%%), bookstore-v2 %d", n, c1, share, c2)
+	if c1+c2 != n || share < 70 || share > 80 {
+		t.Errorf("split 75/25: v1 %d, v2 %d of %d calls", c1, c2, n)
+	}
+
+	// bookstore-v1 calls bookwarehouse, whose endpoint presents bookthief's
+	// certificate: the cluster's SAN check refuses the handshake.
+	wh := dial(t, storeAddr, "bookstore-v1-1", "spiffe://cluster.local/ns/bookstore/sa/bookstore-v1", "xds:///bookwarehouse.bookwarehouse:14001")
+	ctx2, cancel2 := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel2()
+	if got, err := call(ctx2, wh); err == nil {
+		t.Errorf("call to an endpoint of the wrong identity succeeded: %q", got)
+	} else {
+		t.Logf("call to the impostor: %v", err)
+	}
+	if n := impostor.calls("spiffe://cluster.local/ns/bookstore/sa/bookstore-v1"); n != 0 {
+		t.Errorf("the impostor served %d calls", n)
+	}
+
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	if len(cb.nacks) > 0 {
+		t.Errorf("gRPC NACKed: %s", fmt.Sprint(cb.nacks))
+	}
+	for _, typ := range []string{TypeURL(layout.TypeListener), TypeURL(layout.TypeRoute), TypeURL(layout.TypeCluster), TypeURL(layout.TypeEndpoint)} {
+		if cb.acks[typ] == 0 {
+			t.Errorf("no ACK of %s", typ)
+		}
+	}
+}

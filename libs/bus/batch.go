@@ -116,6 +116,9 @@ func (b *Batch) DeleteIfPresent(ctx context.Context, key string) (bool, error) {
 func (b *Batch) Flush(ctx context.Context) error {
 	queued := b.pending
 	b.pending = nil
+	if b.s.serialFence() {
+		return b.flushInOrder(ctx, queued)
+	}
 	for start := 0; start < len(queued); start += maxInFlight {
 		window := queued[start:min(start+maxInFlight, len(queued))]
 		futures := make([]jetstream.PubAckFuture, len(window))
@@ -173,4 +176,35 @@ func (s *Store) forgetKey(key string) {
 		s.primed = false
 	}
 	s.mu.Unlock()
+}
+
+// serialFence reports whether the store's writes are fenced in a
+// replicated bucket: its leader takes one fenced write at a time (every
+// one expects the fence key's sequence, see Store.publish), so pipelined
+// writes would be refused, and retrying them one by one could reorder
+// them (a generation record landing before a key it covers).
+func (s *Store) serialFence() bool {
+	return s.fence.Load() != nil && s.declared != nil && s.declared.Replicas > 1
+}
+
+// flushInOrder sends the queued writes one at a time, each once the
+// previous one is stored (see serialFence).
+func (b *Batch) flushInOrder(ctx context.Context, queued []batchMsg) error {
+	for i, m := range queued {
+		b.s.fenceHeader(m.msg.Header)
+		if _, err := b.s.publish(ctx, m.msg); err != nil {
+			for _, rest := range queued[i:] {
+				b.s.forgetKey(rest.key)
+			}
+			return fmt.Errorf("put %s/%s: %w", b.s.bucket, m.key, fencedErr(b.s.conn.explain(m.msg.Subject, err)))
+		}
+		b.s.mu.Lock()
+		if m.delete {
+			delete(b.s.digest, m.key)
+		} else {
+			b.s.digest[m.key] = m.digest
+		}
+		b.s.mu.Unlock()
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -59,7 +60,7 @@ func (s *Store) Claim(ctx context.Context, term uint64, holder string) error {
 	}
 	msg := &nats.Msg{Subject: s.prefix + FenceKey, Data: []byte(strconv.FormatUint(term, 10) + " " + holder), Header: nats.Header{}}
 	msg.Header.Set(hdrExpectedLastSubjSeq, strconv.FormatUint(expected, 10))
-	ack, err := s.conn.js.PublishMsg(ctx, msg)
+	ack, err := s.publish(ctx, msg)
 	if err != nil {
 		return fmt.Errorf("claim term %d of %s: %w", term, s.bucket, fencedErr(s.conn.explain(msg.Subject, err)))
 	}
@@ -138,4 +139,43 @@ func parseTerm(v []byte) (uint64, string) {
 	t, holder, _ := strings.Cut(string(v), " ")
 	n, _ := strconv.ParseUint(t, 10, 64)
 	return n, holder
+}
+
+// inFlightRetry bounds how long a fenced write is retried while another
+// one of the bucket is in flight.
+const inFlightRetry = 10 * time.Second
+
+// inFlight reports a refusal of a replicated stream's leader that only
+// says another write expecting the same subject's sequence (the fence key)
+// is still being replicated: it answers JSErrCodeStreamWrongLastSequenceConstant
+// without looking at the sequence (a real mismatch is
+// JSErrCodeStreamWrongLastSequence, with the sequence). A single server
+// applies writes one by one and never answers it.
+func inFlight(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && api.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}
+
+// publish publishes a write of the store. A fenced write that the leader
+// of a replicated bucket refuses because another fenced write is in flight
+// (every fenced write names the fence key: on a NATS cluster they go one
+// at a time) is sent again until it is decided, for up to inFlightRetry.
+// Before, the writer took the refusal for ErrFenced: on a 3-server
+// cluster the smi-watcher, writing with 16 workers, found its claim intact
+// after each such refusal, took it for lost, and started a new epoch again
+// and again without ever syncing mesh-observed (issue 15, F2).
+func (s *Store) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	delay, deadline := time.Millisecond, time.Now().Add(inFlightRetry)
+	for {
+		ack, err := s.conn.js.PublishMsg(ctx, msg)
+		if err == nil || !inFlight(err) || time.Now().After(deadline) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
 }

@@ -123,7 +123,7 @@ func (s *Store) putBytes(ctx context.Context, key string, data []byte) (uint64, 
 	if limit := s.maxPayload(); len(data)+headerSize(msg.Header) > limit {
 		return 0, fmt.Errorf("put %s/%s: %w: %d bytes, the limit is %d", s.bucket, key, ErrTooLarge, len(data), limit)
 	}
-	ack, err := s.conn.js.PublishMsg(ctx, msg)
+	ack, err := s.publish(ctx, msg)
 	if err != nil {
 		return 0, fmt.Errorf("put %s/%s: %w", s.bucket, key, fencedErr(s.conn.explain(msg.Subject, err)))
 	}
@@ -207,7 +207,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	msg.Header.Set(hdrOperation, opDelete)
 	InjectTrace(ctx, msg.Header)
 	s.fenceHeader(msg.Header)
-	if _, err := s.conn.js.PublishMsg(ctx, msg); err != nil {
+	if _, err := s.publish(ctx, msg); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", s.bucket, key, fencedErr(s.conn.explain(msg.Subject, err)))
 	}
 	s.mu.Lock()

@@ -105,6 +105,14 @@ func (n *NATS) Servers() int { return len(n.nodes) }
 // ServerURL is the client URL of server i of Servers.
 func (n *NATS) ServerURL(i int) string { return n.nodes[i].url() }
 
+// MonitorURL is the monitoring endpoint of server i of Servers
+// (/healthz, /jsz: what that server itself holds).
+func (n *NATS) MonitorURL(i int) string { return "http://" + n.nodes[i].monitor }
+
+// ServerName is the server_name of server i of Servers, as JetStream's
+// cluster info names it.
+func (n *NATS) ServerName(i int) string { return n.nodes[i].name }
+
 // Kill kills server i of Servers with SIGKILL and waits until it is gone;
 // its store stays for StartServer.
 func (n *NATS) Kill(i int) error {

@@ -2,6 +2,8 @@ package stack
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +72,70 @@ func TestNATSServers(t *testing.T) {
 			t.Errorf("%d servers: revision %d after the restart, want %d (a revision lost)", servers, rev, want)
 		}
 	}
+}
+
+// TestFencedWritesOnAReplicatedBucket: a writer's fenced writes to a
+// bucket with three replicas land, from many goroutines at once and in a
+// batch, and its claim holds (issue 15, F2). The leader of a replicated
+// stream takes one write expecting the fence key's sequence at a time and
+// refuses the others while one is in flight ("wrong last sequence", code
+// 10164); the store took that for ErrFenced, and the smi-watcher, finding
+// its claim intact, took it for lost and started a new epoch again and
+// again: it never synced mesh-observed on a NATS cluster.
+func TestFencedWritesOnAReplicatedBucket(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs nats-server")
+	}
+	n, err := StartNATS(t.Context(), NATSOptions{Servers: 3, StoreDir: t.TempDir(), Builder: NewBuilder(t.TempDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	c, err := n.Connect(t.Context(), bus.RoleWatcher, "fenced")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.EnsureBucket(t.Context(), bus.BucketObserved, bus.BucketOptions{Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Claim(t.Context(), 1, "fenced"); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16*10)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				if _, err := st.Put(t.Context(), fmt.Sprintf("w%d.k%d", w, i), &meshv1.TrustBundle{Version: "v"}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if failed++; failed <= 3 {
+			t.Error(err)
+		}
+	}
+	b := st.Batch()
+	for i := range 50 {
+		if err := b.Put(t.Context(), fmt.Sprintf("batch.k%d", i), &meshv1.TrustBundle{Version: "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(t.Context()); err != nil {
+		t.Errorf("batch of 50 fenced writes: %v", err)
+	}
+	lost, err := st.ClaimLost(t.Context())
+	if err != nil || lost {
+		t.Errorf("claim lost %v, %v", lost, err)
+	}
+	t.Logf("%d of 160 concurrent fenced writes failed", failed)
 }

@@ -15,6 +15,10 @@ GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 OFFWORK_MODULES = tests/kubebox tests/vaultbox tests/chart
 # The NATS users of the Helm chart, generated from libs/bus/roles.go.
 NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
+# The tag make images gives the images by default: the chart's appVersion,
+# the tag its default values pull (global.image.tag empty), so that make
+# images, make push and helm install agree. TAG=… overrides it.
+CHART_APP_VERSION = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' deploy/charts/osm/Chart.yaml)
 
 .PHONY: help build test vet fmt lint proto proto-check nats-roles nats-roles-check testbins fuzz run soak images push clean
 
@@ -72,10 +76,11 @@ run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 soak: ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md); the kube-apiserver harness is built on first use, as by testbins
 	@cd tests && go run ./soak/cmd/soak $(ARGS)
 
-images: ## build one OCI image per service, without Docker, into .bin/images/<service> (docs/images.md); TAG=… sets the tag, PLATFORMS=linux/amd64,linux/arm64 adds arm64
-	@cd scripts/tools && GOWORK=off go run ./cmd/images build --repo $(CURDIR) --out $(CURDIR)/.bin/images $(if $(TAG),--tag '$(TAG)') $(if $(PLATFORMS),--platforms '$(PLATFORMS)')
+images: ## build one OCI image per service, without Docker, into .bin/images/<service> (docs/images.md), tagged with the chart's appVersion; TAG=… sets another tag, PLATFORMS=linux/amd64,linux/arm64 adds arm64
+	@if [ -z '$(or $(TAG),$(CHART_APP_VERSION))' ]; then echo "make images: no appVersion in deploy/charts/osm/Chart.yaml; set TAG=…" >&2; exit 2; fi
+	@cd scripts/tools && GOWORK=off go run ./cmd/images build --repo $(CURDIR) --out $(CURDIR)/.bin/images --tag '$(or $(TAG),$(CHART_APP_VERSION))' $(if $(PLATFORMS),--platforms '$(PLATFORMS)')
 
-push: ## push the images of make images to REGISTRY/osm-<service>:TAG: make push REGISTRY=host/path [TAG=…]
+push: ## push the images of make images to REGISTRY/osm-<service>:TAG: make push REGISTRY=host/path [TAG=…, default the tag make images gave them]
 	@if [ -z '$(REGISTRY)' ]; then echo "make push: REGISTRY is not set; name the registry and path to push to: make push REGISTRY=host/path [TAG=…], e.g. REGISTRY=ghcr.io/openservicemesh" >&2; exit 2; fi
 	@cd scripts/tools && GOWORK=off go run ./cmd/images push --in $(CURDIR)/.bin/images --registry '$(REGISTRY)' $(if $(TAG),--tag '$(TAG)')
 

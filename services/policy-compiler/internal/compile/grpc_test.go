@@ -34,51 +34,67 @@ func newMessage(typeURL string) proto.Message {
 	panic("unknown type " + typeURL)
 }
 
-// TestGRPCClientGolden pins the client side of bookbuyer's gRPC flavour:
-// three API listeners and one route per reached http port (the apex with
-// the 75/25 split, and its backends), clusters with certificate-provider
-// TLS, and the shared endpoints. Every resource passes ValidateAll.
-func TestGRPCClientGolden(t *testing.T) {
+// TestGRPCGolden pins the gRPC flavour of the bookstore mesh: the client
+// side of bookbuyer (three API listeners and one route per reached http
+// port: the apex with the 75/25 split, and its backends; clusters with
+// certificate-provider TLS; weighted assignments) and the server side of
+// bookstore-v1 (a listener per pod IP and target port, mTLS required, RBAC
+// by route). Every resource passes ValidateAll.
+func TestGRPCGolden(t *testing.T) {
 	for _, mode := range []string{"smi", "permissive"} {
 		t.Run(mode, func(t *testing.T) {
 			e := bookstore(t, mode == "permissive")
-			res, err := e.GRPCClient(id("bookbuyer", "bookbuyer"))
+			client, err := e.GRPCClient(id("bookbuyer", "bookbuyer"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			var b bytes.Buffer
-			for _, r := range res {
-				m := newMessage(r.TypeURL)
-				if err := proto.Unmarshal(r.Bytes, m); err != nil {
-					t.Fatalf("decode %s: %v", r.Key(), err)
-				}
-				if err := m.(validated).ValidateAll(); err != nil {
-					t.Errorf("%s: %v", r.Key(), err)
-				}
-				raw, err := protojson.Marshal(m)
-				if err != nil {
-					t.Fatal(err)
-				}
-				var out bytes.Buffer
-				if err := json.Indent(&out, raw, "", "  "); err != nil {
-					t.Fatal(err)
-				}
-				fmt.Fprintf(&b, "=== %s %s version=%s\n%s\n", r.Type, r.Name, r.Version, out.Bytes())
-			}
-			path := filepath.Join("testdata", "bookstore_grpc_"+mode+".golden")
-			if *update {
-				if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
+			checkGolden(t, filepath.Join("testdata", "bookstore_grpc_"+mode+".golden"), client)
+			server, err := e.GRPCServer(id("bookstore", "bookstore-v1"))
 			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
+				t.Fatal(err)
 			}
-			if !bytes.Equal(b.Bytes(), want) {
-				t.Errorf("gRPC flavour differs from %s (run with -update after checking the change):\n%s", path, firstDiff(string(want), b.String()))
+			if len(server) != 1 {
+				t.Errorf("bookstore-v1 has %d server listeners, want 1 (one pod IP, one http port)", len(server))
 			}
+			checkGolden(t, filepath.Join("testdata", "bookstore_grpc_server_"+mode+".golden"), server)
 		})
+	}
+}
+
+// checkGolden validates and renders res, and compares them with the
+// golden file path (rewritten with -update).
+func checkGolden(t *testing.T, path string, res []*Resource) {
+	t.Helper()
+	var b bytes.Buffer
+	for _, r := range res {
+		m := newMessage(r.TypeURL)
+		if err := proto.Unmarshal(r.Bytes, m); err != nil {
+			t.Fatalf("decode %s: %v", r.Key(), err)
+		}
+		if err := m.(validated).ValidateAll(); err != nil {
+			t.Errorf("%s: %v", r.Key(), err)
+		}
+		raw, err := protojson.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := json.Indent(&out, raw, "", "  "); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "=== %s %s version=%s\n%s\n", r.Type, r.Name, r.Version, out.Bytes())
+	}
+	if *update {
+		if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(b.Bytes(), want) {
+		t.Errorf("gRPC flavour differs from %s (run with -update after checking the change):\n%s", path, firstDiff(string(want), b.String()))
 	}
 }
 

@@ -146,7 +146,11 @@ type inboundRoute struct {
 	allowed map[string][]model.Identity // target name → sources
 }
 
-func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*listenerv3.Filter, error) {
+// inboundRoutes are the routes of an http port: one per distinct match of
+// the TrafficTargets' HTTPRouteGroups (a wildcard for a target that allows
+// the port over TCP), each with the sources each target allows, specific
+// matches first; one wildcard route allowing anyone in permissive mode.
+func inboundRoutes(p inboundPort, targets []namedTarget, permissive bool) []*inboundRoute {
 	wildcard := HTTPMatch{Key: "*"}
 	var routes []*inboundRoute
 	if permissive {
@@ -179,6 +183,33 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 			return routes[i].match.Key < routes[j].match.Key
 		})
 	}
+	return routes
+}
+
+// rbacPerRoute is the RBAC override of route r: its allowed sources.
+func rbacPerRoute(r *inboundRoute, trustDomain string) (*anypb.Any, error) {
+	pol := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
+	for name, srcs := range r.allowed {
+		pol.Policies[name] = policyFor(trustDomain, srcs)
+	}
+	a, err := typed(&httprbacv3.RBACPerRoute{Rbac: &httprbacv3.RBAC{Rules: pol}})
+	if err != nil {
+		return nil, fmt.Errorf("route %s rbac: %w", r.match.Key, err)
+	}
+	return a, nil
+}
+
+// denyAll is the RBAC filter that, without a route's override, denies.
+func denyAll() (*hcmv3.HttpFilter, error) {
+	base, err := typed(&httprbacv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
+	if err != nil {
+		return nil, fmt.Errorf("http rbac: %w", err)
+	}
+	return &hcmv3.HttpFilter{Name: httpRBACFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: base}}, nil
+}
+
+func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*listenerv3.Filter, error) {
+	routes := inboundRoutes(p, targets, permissive)
 	vh := &routev3.VirtualHost{Name: stat, Domains: []string{"*"}}
 	for _, r := range routes {
 		rt := &routev3.Route{
@@ -187,13 +218,9 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: p.local}, Timeout: durationpb.New(0)}},
 		}
 		if !permissive {
-			pol := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
-			for name, srcs := range r.allowed {
-				pol.Policies[name] = policyFor(trustDomain, srcs)
-			}
-			a, err := typed(&httprbacv3.RBACPerRoute{Rbac: &httprbacv3.RBAC{Rules: pol}})
+			a, err := rbacPerRoute(r, trustDomain)
 			if err != nil {
-				return nil, fmt.Errorf("route %s rbac: %w", r.match.Key, err)
+				return nil, err
 			}
 			rt.TypedPerFilterConfig = map[string]*anypb.Any{httpRBACFilter: a}
 		}
@@ -207,11 +234,11 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 	normalizePaths(h)
 	if !permissive {
 		// Deny by default; each route's RBACPerRoute allows its sources.
-		base, err := typed(&httprbacv3.RBAC{Rules: &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW}})
+		base, err := denyAll()
 		if err != nil {
-			return nil, fmt.Errorf("http rbac: %w", err)
+			return nil, err
 		}
-		h.HttpFilters = append(h.HttpFilters, &hcmv3.HttpFilter{Name: httpRBACFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: base}})
+		h.HttpFilters = append(h.HttpFilters, base)
 	}
 	h.HttpFilters = append(h.HttpFilters, routerFilter())
 	a, err := typed(h)

@@ -8,6 +8,8 @@ package model
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 
 	"google.golang.org/protobuf/proto"
@@ -276,6 +278,21 @@ func (m *Model) IdentityServices(id Identity) []NN { return multimap.Sorted(m.id
 
 // Identities lists every identity that at least one pod runs as, sorted.
 func (m *Model) Identities() []Identity { return multimap.Sorted(m.idPods) }
+
+// PodIPs lists the IPs of the counted pods that run as id, sorted and
+// without duplicates. It walks every counted pod.
+func (m *Model) PodIPs(id Identity) []string {
+	seen := map[string]bool{}
+	for nn, pid := range m.podIdentity {
+		if pid != id {
+			continue
+		}
+		for _, ip := range m.pods[nn].GetPodIps() {
+			seen[ip] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
 
 // HasPods reports whether at least one pod runs as id.
 func (m *Model) HasPods(id Identity) bool { return m.idPods[id] > 0 }

@@ -21,3 +21,11 @@ const (
 	// take the identity certificate and the root certificates from.
 	CertProviderInstance = "osm-certs"
 )
+
+// GRPCGroupKey is the key of the gRPC-flavour proxy group of identity
+// namespace/serviceaccount: the group key of the name "<sa>@grpc", which
+// no ServiceAccount has ('@' is not allowed in Kubernetes names), so an
+// edge holds it as one more group.
+func GRPCGroupKey(namespace, serviceAccount string) string {
+	return GroupKey(namespace, serviceAccount+"@"+ProxylessGRPC)
+}

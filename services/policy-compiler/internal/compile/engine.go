@@ -81,6 +81,11 @@ type Options struct {
 	// DefaultMaxResourceBytes. A larger resource is reported in
 	// Delta.Invalid and not emitted.
 	MaxResourceBytes int
+	// ProxylessGRPC also emits the gRPC flavour (see grpc.go): its shared
+	// resources per http and grpc service port, its server listeners, and
+	// a gRPC group per identity (GRPCGroupKey) beside the Envoy one, which
+	// stays as it is.
+	ProxylessGRPC bool
 }
 
 // DefaultMaxResourceBytes leaves room, under NATS's default 1 MiB
@@ -95,10 +100,18 @@ type Group struct {
 	Group *meshv1.ProxyGroup
 	// Version is the content hash of Group.
 	Version string
+	// Flavour is empty for the Envoy group, layout.ProxylessGRPC for the
+	// gRPC one.
+	Flavour string
 }
 
 // Key is the group's key in KV mesh-compiled.
-func (g *Group) Key() string { return layout.GroupKey(g.Identity.Namespace, g.Identity.Name) }
+func (g *Group) Key() string {
+	if g.Flavour == layout.ProxylessGRPC {
+		return layout.GRPCGroupKey(g.Identity.Namespace, g.Identity.Name)
+	}
+	return layout.GroupKey(g.Identity.Namespace, g.Identity.Name)
+}
 
 // Set is a compiled name set: resource names that several proxy groups
 // share by listing the set's name.
@@ -311,6 +324,9 @@ func (e *Engine) podChanged(nn model.NN, before []model.NN, beforeID *model.Iden
 		ids = append(ids, id)
 	}
 	for _, id := range ids {
+		if e.opts.ProxylessGRPC {
+			e.dirty.inbound(id) // its pod IPs name its gRPC server listeners
+		}
 		want := e.m.HasPods(id) && e.m.Meshed(id.Namespace) && e.m.HasServiceAccount(id)
 		if have := e.groups.get(id) != nil; want != have {
 			e.dirty.proxy(id)
@@ -435,7 +451,11 @@ func (e *Engine) put(d *Delta, typ, name string) func(*Resource, error) (resKey,
 func (e *Engine) Resources() []*Resource { return sortedValues(e.res) }
 
 // Groups returns every current proxy group, sorted by key.
-func (e *Engine) Groups() []*Group { return sortedValues(e.groups.byID) }
+func (e *Engine) Groups() []*Group {
+	out := append(sortedValues(e.groups.byID), sortedValues(e.groups.grpc)...)
+	sortByKey(out)
+	return out
+}
 
 // Sets returns every current name set, sorted by key.
 func (e *Engine) Sets() []*Set { return sortedValues(e.groups.sets) }

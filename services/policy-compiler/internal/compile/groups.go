@@ -72,10 +72,15 @@ type groups struct {
 	sets map[string]*Set
 	// spilled is how many name sets of its own each spilled group has.
 	spilled map[model.Identity]int
+	// grpc are the gRPC-flavour groups (Options.ProxylessGRPC).
+	grpc map[model.Identity]*Group
+	// grpcServers are the gRPC server listeners of each identity.
+	grpcServers map[model.Identity][]string
 }
 
 func newGroups() groups {
-	return groups{byID: map[model.Identity]*Group{}, sets: map[string]*Set{}, spilled: map[model.Identity]int{}}
+	return groups{byID: map[model.Identity]*Group{}, sets: map[string]*Set{}, spilled: map[model.Identity]int{},
+		grpc: map[model.Identity]*Group{}, grpcServers: map[model.Identity][]string{}}
 }
 
 // namesSize is about the encoded size of names: each name with its tag and
@@ -266,7 +271,11 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) || !e.m.HasServiceAccount(id) {
 		e.groups.drop(id, d)
 		e.groups.spill(id, nil, d)
+		e.dropGRPCGroup(id, d)
 		return
+	}
+	if e.opts.ProxylessGRPC {
+		e.compileGRPCGroup(id, d)
 	}
 	var locals []string
 	var clusters, endpoints, routes, listeners, sets []string

@@ -152,6 +152,15 @@ func (e *Engine) GRPCServer(id model.Identity) ([]*Resource, error) {
 	if e.groups.get(id) == nil {
 		return nil, nil
 	}
+	return e.grpcServers(id)
+}
+
+// grpcServers builds the server listeners of id from the compiled services
+// and policies, whether or not its group is compiled yet.
+func (e *Engine) grpcServers(id model.Identity) ([]*Resource, error) {
+	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
+		return nil, nil
+	}
 	var ports []inboundPort
 	seen := map[int32]bool{}
 	for _, s := range e.m.IdentityServices(id) {

@@ -180,6 +180,7 @@ func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 	k := resKey{layout.TypeListener, InboundListenerName(id)}
 	if !e.m.HasPods(id) || !e.m.Meshed(id.Namespace) {
 		e.res.drop(k, d)
+		e.dropGRPCServers(id, d)
 		return
 	}
 	var svcs []model.NN
@@ -204,6 +205,9 @@ func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 		}
 	}
 	e.reach.setServed(id, svcs)
+	if e.opts.ProxylessGRPC {
+		defer e.compileGRPCServers(id, d)
+	}
 	if len(ports) == 0 {
 		e.res.drop(k, d)
 		return

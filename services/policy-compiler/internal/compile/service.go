@@ -156,6 +156,9 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 		if sp.protocol.IsHTTP() && keep(e.put(d, layout.TypeRoute, sp.cluster())(buildOutboundRoute(sp, split))) {
 			frag.routes = append(frag.routes, sp.cluster())
 		}
+		if e.opts.ProxylessGRPC && sp.protocol.IsHTTP() {
+			e.compileGRPCPort(sp, ids, split, d, keep, &frag.grpc)
+		}
 		l, err := buildServiceListener(sp, split)
 		switch {
 		case err != nil:
@@ -167,7 +170,8 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 			frag.listeners = append(frag.listeners, l.Name)
 		}
 	}
-	for _, names := range [][]string{frag.clusters, frag.endpoints, frag.routes, frag.locals, frag.listeners} {
+	for _, names := range [][]string{frag.clusters, frag.endpoints, frag.routes, frag.locals, frag.listeners,
+		frag.grpc.clusters, frag.grpc.endpoints, frag.grpc.routes, frag.grpc.listeners} {
 		sort.Strings(names)
 	}
 	// Resources the service no longer has.
@@ -224,6 +228,9 @@ func (e *Engine) markClients(nn model.NN) {
 func (e *Engine) compileEndpoints(nn model.NN, d *Delta) {
 	for _, sp := range e.svcs.ports(nn) {
 		e.put(d, layout.TypeEndpoint, sp.cluster())(buildCLA(sp, e.endpoints(sp)))
+		if e.opts.ProxylessGRPC && sp.protocol.IsHTTP() {
+			e.put(d, layout.TypeEndpoint, GRPCClusterName(sp.svc, sp.port))(buildGRPCCLA(sp, e.endpoints(sp)))
+		}
 	}
 }
 
@@ -235,6 +242,8 @@ type svcFrag struct {
 	// "ns/name|" (names never contain '|').
 	key                                            string
 	clusters, endpoints, routes, listeners, locals []string
+	// grpc are the names of its gRPC flavour (Options.ProxylessGRPC).
+	grpc reachNames
 }
 
 func svcKey(nn model.NN) string { return nn.Namespace + "/" + nn.Name + "|" }

@@ -1,0 +1,123 @@
+package compile
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+)
+
+// The gRPC flavour in the incremental compile (Options.ProxylessGRPC): a
+// service port's gRPC resources are rebuilt with its Envoy ones, an
+// identity's server listeners with its inbound listener, and its gRPC group
+// with its Envoy group, from the same dirty marks. The gRPC group lists its
+// names itself, in both modes (no name sets).
+
+// compileGRPCPort builds the gRPC cluster, assignment, route and API
+// listeners of sp, recording the names that exist in n.
+func (e *Engine) compileGRPCPort(sp servicePort, ids []model.Identity, split []weighted, d *Delta, keep func(resKey, bool) bool, n *reachNames) {
+	name := GRPCClusterName(sp.svc, sp.port)
+	if keep(e.put(d, layout.TypeCluster, name)(buildGRPCCluster(sp, ids, e.trustDomain()))) {
+		n.clusters = append(n.clusters, name)
+	}
+	if keep(e.put(d, layout.TypeEndpoint, name)(buildGRPCCLA(sp, e.endpoints(sp)))) {
+		n.endpoints = append(n.endpoints, name)
+	}
+	if keep(e.put(d, layout.TypeRoute, name)(buildGRPCRoute(sp, split))) {
+		n.routes = append(n.routes, name)
+	}
+	for _, l := range GRPCListenerNames(sp.svc, sp.port) {
+		if keep(e.put(d, layout.TypeListener, l)(buildGRPCListener(l, name))) {
+			n.listeners = append(n.listeners, l)
+		}
+	}
+}
+
+// compileGRPCServers rebuilds the gRPC server listeners of id and drops
+// those it no longer has.
+func (e *Engine) compileGRPCServers(id model.Identity, d *Delta) {
+	res, err := e.grpcServers(id)
+	if err != nil {
+		d.Invalid = append(d.Invalid, err)
+		return // the last good listeners stay
+	}
+	var names []string
+	for _, r := range res {
+		if _, ok := e.put(d, r.Type, r.Name)(r, nil); ok {
+			names = append(names, r.Name)
+		}
+	}
+	for _, old := range e.groups.grpcServers[id] {
+		if !slices.Contains(names, old) {
+			e.res.drop(resKey{layout.TypeListener, old}, d)
+		}
+	}
+	if len(names) == 0 {
+		delete(e.groups.grpcServers, id)
+	} else {
+		e.groups.grpcServers[id] = names
+	}
+}
+
+// dropGRPCServers drops every gRPC server listener of id.
+func (e *Engine) dropGRPCServers(id model.Identity, d *Delta) {
+	for _, old := range e.groups.grpcServers[id] {
+		e.res.drop(resKey{layout.TypeListener, old}, d)
+	}
+	delete(e.groups.grpcServers, id)
+}
+
+// compileGRPCGroup rebuilds the gRPC group of id: the gRPC names of the
+// services it reaches and its server listeners. A group over MaxGroupBytes
+// is reported in d.Invalid, and the last good one stays.
+func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
+	var n reachNames
+	for _, s := range e.reach.reached(id) {
+		g := &e.svcs.frag(s.nn).grpc
+		n.clusters = append(n.clusters, g.clusters...)
+		n.endpoints = append(n.endpoints, g.endpoints...)
+		n.routes = append(n.routes, g.routes...)
+		n.listeners = append(n.listeners, g.listeners...)
+	}
+	n.listeners = append(n.listeners, e.groups.grpcServers[id]...)
+	own := map[string][]string{
+		layout.TypeCluster:  n.clusters,
+		layout.TypeEndpoint: n.endpoints,
+		layout.TypeRoute:    n.routes,
+		layout.TypeListener: n.listeners,
+	}
+	if namesSize(own) > MaxGroupBytes {
+		d.Invalid = append(d.Invalid, fmt.Errorf("gRPC group of %s lists %d bytes of names, over the %d-byte limit", id, namesSize(own), MaxGroupBytes))
+		return
+	}
+	g := &meshv1.ProxyGroup{
+		Identity:  &meshv1.Identity{Namespace: id.Namespace, ServiceAccount: id.Name},
+		Resources: map[string]*meshv1.ResourceNames{},
+	}
+	for typ, names := range own {
+		if len(names) > 0 {
+			sort.Strings(names)
+			g.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: slices.Compact(names)}
+		}
+	}
+	grp := &Group{Identity: id, Group: g, Version: GroupVersion(g), Flavour: layout.ProxylessGRPC}
+	if old := e.groups.grpc[id]; old != nil && old.Version == grp.Version {
+		return
+	}
+	e.groups.grpc[id] = grp
+	d.Groups = append(d.Groups, grp)
+}
+
+// dropGRPCGroup removes the gRPC group of id, adding its key to d.
+func (e *Engine) dropGRPCGroup(id model.Identity, d *Delta) {
+	if grp := e.groups.grpc[id]; grp != nil {
+		delete(e.groups.grpc, id)
+		d.DeletedGroups = append(d.DeletedGroups, grp.Key())
+	}
+}
+
+// GRPCGroup returns the gRPC-flavour group of id, or nil.
+func (e *Engine) GRPCGroup(id model.Identity) *Group { return e.groups.grpc[id] }

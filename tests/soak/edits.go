@@ -21,6 +21,7 @@ import (
 // affected proxy, at the response (ACKed before it is read) that makes
 // check true.
 type edit struct {
+	obj        string // the object edited (edits.run)
 	kind, what string
 	typeURL    string // the type whose responses can complete it
 	at         time.Time
@@ -116,7 +117,7 @@ func (t *edits) run(ctx context.Context, obj string, build func() spec) error {
 	t.mu.Unlock()
 	sp := build()
 	timeout := cmp.Or(sp.timeout, t.timeout)
-	e := &edit{kind: sp.kind, what: sp.what, typeURL: sp.typeURL, affects: make([]bool, len(t.s.proxies)), check: sp.check,
+	e := &edit{obj: obj, kind: sp.kind, what: sp.what, typeURL: sp.typeURL, affects: make([]bool, len(t.s.proxies)), check: sp.check,
 		got: map[int]time.Duration{}, remaining: len(sp.affected), finished: make(chan struct{}), at: time.Now()}
 	if !sp.since.IsZero() {
 		e.at = sp.since

@@ -55,7 +55,11 @@ func (s *soak) startEdges(ctx context.Context) error {
 	if e1.admin, err = stack.FreeAddr(); err != nil {
 		return err
 	}
-	e1.args = replaceFlags(args, map[string]string{"--listen-addr": e1.addr, "--admin-addr": e1.admin, "--pod-name": "soak-edge-1"})
+	set := map[string]string{"--listen-addr": e1.addr, "--admin-addr": e1.admin, "--pod-name": "soak-edge-1"}
+	if s.partition != nil {
+		set["--nats-url"] = s.partition.URL()
+	}
+	e1.args = replaceFlags(args, set)
 	s.edges = []*edgeProc{e0, e1}
 	s.edgeAddrs = []string{e0.addr, e1.addr}
 	return s.startEdge1(ctx)

@@ -3,6 +3,7 @@ package soak
 import (
 	"context"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -126,6 +127,33 @@ func createMesh(ctx context.Context, c *kube.Cluster, apps []*app) error {
 		}
 	}
 	return nil
+}
+
+// removeMesh deletes what createMesh wrote in the apps' namespaces, so
+// that another run on the same cluster starts from nothing: the pods are
+// deleted at once (no kubelet confirms a graceful deletion), then the
+// namespaces, and it waits until they are gone.
+func removeMesh(ctx context.Context, c *kube.Cluster) error {
+	cs := c.Clientset()
+	zero := int64(0)
+	nss := []string{"soak-a", "soak-b"}
+	for _, ns := range nss {
+		err := cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete the pods of %s: %w", ns, err)
+		}
+		if err := cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete namespace %s: %w", ns, err)
+		}
+	}
+	return stack.Eventually(ctx, 2*time.Minute, func() error {
+		for _, ns := range nss {
+			if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("namespace %s still there (%v)", ns, err)
+			}
+		}
+		return nil
+	})
 }
 
 // trafficTarget lets sources call a.

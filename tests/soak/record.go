@@ -17,6 +17,7 @@ type recorder struct {
 	start          time.Time
 	gaps           []gap
 	regressions    int
+	sameBack       int
 	wrongIDs       int
 	viewBack       int
 	unparsedVers   int
@@ -82,6 +83,16 @@ func (r *recorder) regression(what string) {
 	defer r.mu.Unlock()
 	r.regressions++
 	r.example("version regressions", what)
+}
+
+// sameContentBack counts a resource served under an older generation than
+// the one held with the same content hash: not a rollback of config, but
+// two edges that give one record different versions.
+func (r *recorder) sameContentBack(what string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sameBack++
+	r.example("same content under an older version", what)
 }
 
 func (r *recorder) wrongIdentity(what string) {

@@ -35,6 +35,10 @@ type Report struct {
 	// Regressions and WrongIdentity must be 0, as must ExpiredCertProxies
 	// and the faults' errors (Phases).
 	Regressions, WrongIdentity int
+	// SameContentBack counts resources served under an older version than
+	// the one held but with the same content hash (edges that disagree on
+	// a record's version; not a rollback).
+	SameContentBack int
 	// ViewBack counts responses from an edge behind one the proxy was
 	// served by earlier, for content the proxy holds unchanged; Unparsed
 	// versions that carry no generation.
@@ -133,6 +137,7 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(tw, "proxies without a control plane at the end\t%d\t\n", r.DownAtEnd)
 	fmt.Fprintf(tw, "version regressions\t%d\t0\n", r.Regressions)
 	fmt.Fprintf(tw, "wrong-identity secrets\t%d\t0\n", r.WrongIdentity)
+	fmt.Fprintf(tw, "resources served under an older version, same content\t%d\t\n", r.SameContentBack)
 	e := r.Edits
 	var kinds []string
 	for k, n := range e.byKind {

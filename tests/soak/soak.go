@@ -29,11 +29,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
+	"github.com/openservicemesh/osm/libs/bus/bustest"
 	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/stack"
@@ -105,6 +107,16 @@ type Config struct {
 	EdgeDown, NATSDown time.Duration
 	// Faults is the schedule.
 	Faults []Fault
+	// NATSServers, when above 0, runs NATS as that many nats-server
+	// processes (stack.NATSOptions.Servers): one that a fault can SIGKILL,
+	// or a JetStream cluster. 0 runs it in-process, which NATSRestart
+	// needs.
+	NATSServers int
+	// PartitionEdge1 connects edge 1 to NATS through a bustest.Partition
+	// (soak.partition), which a fault cuts and heals.
+	PartitionEdge1 bool
+	// EdgeFlags are more flags for both edges.
+	EdgeFlags []string
 
 	// Dir holds the run's state: the NATS store, certificates, logs.
 	Dir string
@@ -177,6 +189,12 @@ type soak struct {
 	natsMu   sync.Mutex
 	nats     *stack.NATS
 	natsOpts stack.NATSOptions
+	// partition is between edge 1 and NATS, with Config.PartitionEdge1.
+	partition *bustest.Partition
+
+	wall            time.Time // the start
+	initialSyncTook time.Duration
+	defers          []func() // run by close, the last first
 }
 
 // currentNATS is the NATS server now (a restart replaces it).
@@ -198,91 +216,14 @@ func (s *soak) progress(format string, a ...any) {
 // Run runs the soak against cluster, whose CRDs must be installed, and
 // returns its report; an error means the soak could not run.
 func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error) {
-	if cfg.Proxies < cfg.Identities || cfg.Identities < 4 {
-		return nil, fmt.Errorf("soak: want at least 4 identities and a proxy for each, have %d proxies over %d", cfg.Proxies, cfg.Identities)
-	}
-	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
-		return nil, err
-	}
-	wall := time.Now()
-	s := &soak{cfg: cfg, cluster: cluster, apps: newApps(cfg.Identities), byApp: map[*app][]*proxy{}, rec: newRecorder()}
-	s.rec.start = wall
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-
-	s.natsOpts = stack.NATSOptions{StoreDir: filepath.Join(cfg.Dir, "nats"), PasswordFile: filepath.Join(cfg.Dir, "nats-passwords.json")}
-	nc, err := stack.StartNATS(ctx, s.natsOpts)
+	s, err := start(ctx, cluster, cfg)
+	defer s.close()
 	if err != nil {
 		return nil, err
 	}
-	u, _ := url.Parse(nc.URL())
-	s.natsOpts.Port, _ = strconv.Atoi(u.Port())
-	s.nats = nc
-	defer func() { s.currentNATS().Close() }()
-
-	if err := createMesh(ctx, cluster, s.apps); err != nil {
-		return nil, err
-	}
-	s.kubelet = cluster.Kubelet("soak-node", "zone-a")
-	ttl := cfg.CertTTL.String()
-	s.m, err = stack.New(ctx, stack.Options{
-		Cluster: cluster, Dir: filepath.Join(cfg.Dir, "stack"), Builder: cfg.Builder, NATS: nc,
-		Name: "soak", MeshName: meshName, Namespace: controlNS, MeshConfig: meshConfig, Log: cfg.Log,
-		Flags: map[stack.Component][]string{
-			stack.CertAuthority: {"--default-ttl", ttl, "--max-ttl", ttl, "--serving-ttl", ttl},
-			stack.Edge: {"--cert-ttl", ttl, "--control-plane-cert-ttl", ttl,
-				"--max-connection-age", cfg.MaxConnectionAge.String(), "--max-connection-age-grace", "10s"},
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer s.m.Close()
-	if err := s.m.Start(ctx, stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge); err != nil {
-		return nil, err
-	}
-	defer s.stopEdge1()
-	if err := s.startEdges(ctx); err != nil {
-		return nil, err
-	}
-
-	s.certs = newCerts(s.m, cfg.CertTTL, appIDs(s.apps))
-	if err := s.certs.readBundle(ctx, nc); err != nil {
-		return nil, fmt.Errorf("trust bundle: %w", err)
-	}
-	if err := s.certs.renewAll(ctx); err != nil {
-		return nil, err
-	}
-	go func() {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(cfg.CertTTL / 2):
-		}
-		s.certs.keepRenewed(ctx)
-	}()
-	go s.certs.keepBundle(ctx, s.currentNATS)
-	s.edits = newEdits(s, cfg.EditTimeout)
-
-	// The proxies, and their initial sync.
-	pctx, stopProxies := context.WithCancel(ctx)
-	var running sync.WaitGroup
-	defer func() { stopProxies(); running.Wait() }()
-	for i := range cfg.Proxies {
-		a := s.apps[i%len(s.apps)]
-		p := newProxy(s, i, a.id)
-		s.proxies = append(s.proxies, p)
-		s.byApp[a] = append(s.byApp[a], p)
-	}
-	for _, p := range s.proxies {
-		running.Add(1)
-		go func() { defer running.Done(); p.run(pctx) }()
-	}
-	syncStart := time.Now()
-	if err := s.initialSync(ctx, 3*time.Minute); err != nil {
-		return nil, err
-	}
-	rep := &Report{Config: cfg, InitialSync: time.Since(syncStart), Setup: time.Since(wall)}
+	rep := &Report{Config: cfg, InitialSync: s.initialSyncTook, Setup: time.Since(s.wall)}
 	s.rec.setStart(time.Now())
 	s.progress("%d proxies synced over %d edges in %s (setup %s)", cfg.Proxies, len(s.edgeAddrs), rep.InitialSync.Round(time.Millisecond), rep.Setup.Round(time.Second))
 
@@ -303,8 +244,119 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 	s.edits.wait(wctx)
 	cancelWait()
 	s.finish(rep)
-	rep.Wall = time.Since(wall)
+	rep.Wall = time.Since(s.wall)
 	return rep, nil
+}
+
+// start boots the soak's mesh (NATS, the services, two edges), starts the
+// proxies and waits for their initial sync. The soak it returns, even
+// with an error, must be closed.
+func start(ctx context.Context, cluster *kube.Cluster, cfg Config) (*soak, error) {
+	s := &soak{cfg: cfg, cluster: cluster, apps: newApps(max(cfg.Identities, 1)), byApp: map[*app][]*proxy{}, rec: newRecorder(), wall: time.Now()}
+	s.rec.start = s.wall
+	if cfg.Proxies < cfg.Identities || cfg.Identities < 4 {
+		return s, fmt.Errorf("soak: want at least 4 identities and a proxy for each, have %d proxies over %d", cfg.Proxies, cfg.Identities)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return s, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	s.defers = append(s.defers, cancel)
+
+	s.natsOpts = stack.NATSOptions{StoreDir: filepath.Join(cfg.Dir, "nats"), PasswordFile: filepath.Join(cfg.Dir, "nats-passwords.json"),
+		Servers: cfg.NATSServers, Builder: cfg.Builder, Log: cfg.Log}
+	nc, err := stack.StartNATS(ctx, s.natsOpts)
+	if err != nil {
+		return s, err
+	}
+	if cfg.NATSServers == 0 {
+		u, _ := url.Parse(nc.URL())
+		s.natsOpts.Port, _ = strconv.Atoi(u.Port())
+	}
+	s.nats = nc
+	s.defers = append(s.defers, func() { s.currentNATS().Close() })
+
+	if err := createMesh(ctx, cluster, s.apps); err != nil {
+		return s, err
+	}
+	s.kubelet = cluster.Kubelet("soak-node", "zone-a")
+	ttl := cfg.CertTTL.String()
+	s.m, err = stack.New(ctx, stack.Options{
+		Cluster: cluster, Dir: filepath.Join(cfg.Dir, "stack"), Builder: cfg.Builder, NATS: nc,
+		Name: "soak", MeshName: meshName, Namespace: controlNS, MeshConfig: meshConfig, Log: cfg.Log,
+		Flags: map[stack.Component][]string{
+			stack.CertAuthority: {"--default-ttl", ttl, "--max-ttl", ttl, "--serving-ttl", ttl},
+			stack.Edge: append([]string{"--cert-ttl", ttl, "--control-plane-cert-ttl", ttl,
+				"--max-connection-age", cfg.MaxConnectionAge.String(), "--max-connection-age-grace", "10s"}, cfg.EdgeFlags...),
+		},
+	})
+	if err != nil {
+		return s, err
+	}
+	s.defers = append(s.defers, func() { s.m.Close() })
+	if err := s.m.Start(ctx, stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge); err != nil {
+		return s, err
+	}
+	s.defers = append(s.defers, s.stopEdge1)
+	if cfg.PartitionEdge1 {
+		// A partition proxy to the first server; the client finds the
+		// others from the server's INFO only with routes advertised, so
+		// one URL is the edge's whole view of NATS.
+		if s.partition, err = bustest.NewPartition(strings.Split(nc.URL(), ",")[0]); err != nil {
+			return s, err
+		}
+		s.defers = append(s.defers, s.partition.Close)
+	}
+	if err := s.startEdges(ctx); err != nil {
+		return s, err
+	}
+
+	s.certs = newCerts(s.m, cfg.CertTTL, appIDs(s.apps))
+	if err := s.certs.readBundle(ctx, nc); err != nil {
+		return s, fmt.Errorf("trust bundle: %w", err)
+	}
+	if err := s.certs.renewAll(ctx); err != nil {
+		return s, err
+	}
+	go func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.CertTTL / 2):
+		}
+		s.certs.keepRenewed(ctx)
+	}()
+	go s.certs.keepBundle(ctx, s.currentNATS)
+	s.edits = newEdits(s, cfg.EditTimeout)
+
+	// The proxies, and their initial sync.
+	pctx, stopProxies := context.WithCancel(ctx)
+	var running sync.WaitGroup
+	s.defers = append(s.defers, func() { stopProxies(); running.Wait() })
+	for i := range cfg.Proxies {
+		a := s.apps[i%len(s.apps)]
+		p := newProxy(s, i, a.id)
+		s.proxies = append(s.proxies, p)
+		s.byApp[a] = append(s.byApp[a], p)
+	}
+	for _, p := range s.proxies {
+		running.Add(1)
+		go func() { defer running.Done(); p.run(pctx) }()
+	}
+	syncStart := time.Now()
+	if err := s.initialSync(ctx, 3*time.Minute); err != nil {
+		return s, err
+	}
+	s.initialSyncTook = time.Since(syncStart)
+	return s, nil
+}
+
+// close stops what start started, the last first.
+func (s *soak) close() {
+	for i := len(s.defers) - 1; i >= 0; i-- {
+		s.defers[i]()
+	}
+	s.defers = nil
 }
 
 func appIDs(apps []*app) []identity.ID {
@@ -450,6 +502,7 @@ func (s *soak) finish(rep *Report) {
 	}
 	r.mu.Lock()
 	rep.Regressions, rep.WrongIdentity, rep.ViewBack, rep.Unparsed, rep.TLSErrors = r.regressions, r.wrongIDs, r.viewBack, r.unparsedVers, r.tlsErrors
+	rep.SameContentBack = r.sameBack
 	rep.ExpiredCertProxies, rep.LongestExpired = len(r.expiredProxies), r.maxExpired
 	rep.Examples = r.examples
 	rep.EndedBy = r.endedBy

@@ -21,6 +21,10 @@ func TestSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the soak takes 2 minutes")
 	}
+	// The fault tests of this package share the cluster.
+	if err := removeMesh(t.Context(), cluster); err != nil {
+		t.Fatal(err)
+	}
 	cfg := Short()
 	cfg.Dir = t.TempDir()
 	// Every service's output, written by many goroutines at once.

@@ -37,6 +37,7 @@ type config struct {
 	maxDelay   time.Duration
 	kvReplicas int
 	leaseTTL   time.Duration
+	grpc       bool
 }
 
 // Spec is the policy-compiler service for app.Main and app.Run.
@@ -62,6 +63,7 @@ func (c *config) flags(f *app.Flags) {
 	f.Duration(&c.maxDelay, "max-delay", pipeline.DefaultMaxDelay, "longest a burst of changes may postpone a compile (at most 500ms)")
 	f.KVReplicas(&c.kvReplicas)
 	f.Duration(&c.leaseTTL, "lease-ttl", 15*time.Second, "how long the compiler lease holds without renewal; a standby takes over after it")
+	f.Bool(&c.grpc, "proxyless-grpc", false, "also compile the gRPC flavour for proxyless gRPC workloads: their resources and a group per identity (key group.<ns>.<sa>@grpc) beside the Envoy one")
 }
 
 // validate checks the flags; errors name the flag.
@@ -116,9 +118,10 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	}
 	comp := pipeline.New(observed, compiled, conn.NATS(), pipeline.Options{
 		Engine: compile.Options{
-			MeshName:    c.cp.MeshName,
-			MeshConfig:  model.NN{Namespace: c.cp.Namespace, Name: c.cp.MeshConfig},
-			TrustDomain: c.cp.TrustDomain,
+			MeshName:      c.cp.MeshName,
+			MeshConfig:    model.NN{Namespace: c.cp.Namespace, Name: c.cp.MeshConfig},
+			TrustDomain:   c.cp.TrustDomain,
+			ProxylessGRPC: c.grpc,
 		},
 		Debounce: c.debounce,
 		MaxDelay: c.maxDelay,

@@ -2,7 +2,9 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,7 +36,73 @@ func TestHelpListsTheControlPlaneFlags(t *testing.T) {
 		"--namespace", "--mesh-config", "name of the mesh's MeshConfig, in --namespace", "default osm-mesh-config",
 		"--pod-name", "env OSM_POD_NAME", "--mesh-name", "--trust-domain", "when that MeshConfig sets no spec.certificate.trustDomain",
 		"--holder, env OSM_HOLDER: use --pod-name",
+		"--proxyless-grpc", "env OSM_PROXYLESS_GRPC",
 	)
+}
+
+// TestProxylessGRPCWritesGRPCGroups: with OSM_PROXYLESS_GRPC (the env twin
+// of --proxyless-grpc) the compiler writes, beside each Envoy group, the
+// identity's gRPC group, which lists the API listener of the bookstore
+// apex; without it, no gRPC group is written.
+func TestProxylessGRPCWritesGRPCGroups(t *testing.T) {
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprint("proxyless-grpc=", on), func(t *testing.T) {
+			pw := map[bus.Role]string{bus.RoleWatcher: "w", bus.RoleCompiler: "c", bus.RoleEdge: "e"}
+			srv, err := bustest.Start(bustest.Options{Passwords: pw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Shutdown()
+			w, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleWatcher, User: "watcher", Password: "w"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			observed, err := w.EnsureBucket(t.Context(), bus.BucketObserved, bus.BucketOptions{Memory: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range synth.Bookstore(false) {
+				if _, err := observed.Put(t.Context(), o.Key(), o.Msg); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := observed.Put(t.Context(), layout.SyncKey, synth.SyncMarker(1)); err != nil {
+				t.Fatal(err)
+			}
+			env := apptest.Env{"OSM_NATS_URL": srv.URL(), "OSM_NATS_USER": "compiler", "OSM_NATS_PASSWORD": "c", "OSM_POD_NAME": "compiler-0", "OSM_PROXYLESS_GRPC": fmt.Sprint(on)}
+			ctx, cancel := context.WithCancel(t.Context())
+			done, logs := apptest.Start(ctx, Spec(Options{}), []string{"--admin-addr", apptest.FreeAddr(t)}, env)
+			edge, err := bus.Connect(t.Context(), bus.Options{URL: srv.URL(), Role: bus.RoleEdge, User: "edge", Password: "e"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer edge.Close()
+			var compiled *bus.Store
+			apptest.Eventually(t, "the first generation", 20*time.Second, func() error {
+				var err error
+				if compiled, err = edge.Bucket(t.Context(), bus.BucketCompiled); err == nil {
+					_, err = compiled.Get(t.Context(), layout.GenerationKey, &meshv1.Generation{})
+				}
+				return err
+			})
+			var g meshv1.ProxyGroup
+			_, err = compiled.Get(t.Context(), layout.GRPCGroupKey("bookbuyer", "bookbuyer"), &g)
+			switch {
+			case on && err != nil:
+				t.Errorf("gRPC group of bookbuyer: %v", err)
+			case on && !slices.Contains(g.GetResources()["type.googleapis.com/envoy.config.listener.v3.Listener"].GetNames(), "bookstore.bookstore.svc.cluster.local:14001"):
+				t.Errorf("bookbuyer's gRPC group lacks the apex's API listener: %v", &g)
+			case !on && err == nil:
+				t.Errorf("a gRPC group was written without --proxyless-grpc: %v", &g)
+			}
+			if _, err := compiled.Get(t.Context(), layout.GroupKey("bookbuyer", "bookbuyer"), &meshv1.ProxyGroup{}); err != nil {
+				t.Errorf("Envoy group of bookbuyer: %v", err)
+			}
+			cancel()
+			apptest.Stopped(t, done, logs)
+		})
+	}
 }
 
 func TestServiceCompilesAndBecomesReady(t *testing.T) {

@@ -39,10 +39,18 @@ func renderNATS(t *testing.T, vals map[string]any) natsFiles {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return natsLayout(t, r.Manifest)
+}
+
+// natsLayout lays out the NATS server's files of a release manifest (a
+// render, or an installed release's, whose Secrets hold what was
+// installed) in a temporary directory.
+func natsLayout(t *testing.T, manifest string) natsFiles {
+	t.Helper()
 	dir := t.TempDir()
 	f := natsFiles{secrets: map[string][]byte{}, serverTLS: "osm-nats." + namespace + ".svc"}
 	var conf string
-	for _, o := range objects(t, r.Manifest) {
+	for _, o := range objects(t, manifest) {
 		md, _ := o.Body["metadata"].(map[string]any)
 		switch {
 		case o.Body["kind"] == "ConfigMap" && md["name"] == "osm-nats":

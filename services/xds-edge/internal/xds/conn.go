@@ -5,12 +5,14 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/pool"
 )
@@ -24,9 +26,15 @@ const maxInflight = 16
 type conn struct {
 	streamID uint64
 	id       identity.ID
-	group    string
-	isDelta  bool
-	wakeCh   chan struct{}
+	// group is the ID of the proxy group the stream is served from: its
+	// identity's, or the identity's gRPC group once its node asks for it
+	// (see flavourGroup). Read it with groupID.
+	group atomic.Pointer[string]
+	// indexed is the group the server's byGroup index holds the stream
+	// under; guarded by the server's connsMu.
+	indexed string
+	isDelta bool
+	wakeCh  chan struct{}
 	// evictCh ends the stream with its error (see evict).
 	evictCh chan error
 
@@ -189,10 +197,39 @@ type sentName struct {
 }
 
 func newConn(streamID uint64, id identity.ID, delta bool) *conn {
-	return &conn{
-		streamID: streamID, id: id, group: pool.GroupID(id.Namespace, id.ServiceAccount), isDelta: delta,
+	c := &conn{
+		streamID: streamID, id: id, isDelta: delta,
 		wakeCh: make(chan struct{}, 1), evictCh: make(chan error, 1),
 	}
+	g := pool.GroupID(id.Namespace, id.ServiceAccount)
+	c.group.Store(&g)
+	return c
+}
+
+// groupID is the ID of the group the stream is served from.
+func (c *conn) groupID() string { return *c.group.Load() }
+
+// GRPCGroupID is the pool's ID of the gRPC-flavour group of an identity,
+// the group the compiler writes under layout.GRPCGroupKey.
+func GRPCGroupID(namespace, serviceAccount string) string {
+	return pool.GroupID(namespace, serviceAccount+"@"+layout.ProxylessGRPC)
+}
+
+// flavourGroup is the group a stream whose first node is n is served from
+// instead of its identity's, or "": the identity's gRPC group when the
+// node's metadata has layout.NodeMetadataProxyless set to
+// layout.ProxylessGRPC. Only before the stream has subscribed to anything
+// (the node comes with the first request). c.mu is held.
+func (c *conn) flavourGroup(n *corev3.Node) string {
+	if n.GetMetadata().GetFields()[layout.NodeMetadataProxyless].GetStringValue() != layout.ProxylessGRPC {
+		return ""
+	}
+	for _, st := range c.types {
+		if st != nil {
+			return ""
+		}
+	}
+	return GRPCGroupID(c.id.Namespace, c.id.ServiceAccount)
 }
 
 // evict ends the stream with err (the first call wins); it never blocks.

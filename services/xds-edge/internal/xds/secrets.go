@@ -115,7 +115,7 @@ func (s *Server) SetTrustBundle(b *meshv1.TrustBundle) error {
 // see it, or nil. s.mu is held.
 func (s *Server) lookupLocked(c *conn, typeURL, name string) *pool.Resource {
 	if typeURL != secretType {
-		return s.pool.Get(c.group, typeURL, name)
+		return s.pool.Get(c.groupID(), typeURL, name)
 	}
 	switch name {
 	case layout.SecretServiceCert:
@@ -130,7 +130,7 @@ func (s *Server) lookupLocked(c *conn, typeURL, name string) *pool.Resource {
 // subscription (sorted IDs; nil: all). s.mu is held.
 func (s *Server) viewLocked(c *conn, typeURL string, sub []pool.ID) []*pool.Resource {
 	if typeURL != secretType {
-		return s.pool.View(c.group, typeURL, sub)
+		return s.pool.View(c.groupID(), typeURL, sub)
 	}
 	var out []*pool.Resource
 	for _, n := range []string{layout.SecretRootCert, layout.SecretServiceCert} {

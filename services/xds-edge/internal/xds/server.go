@@ -313,7 +313,7 @@ func (s *Server) Commit(g *meshv1.Generation) (*pool.Change, error) {
 	}
 	s.connsMu.Unlock()
 	for _, c := range targets {
-		c.changed(ch.Groups[c.group], ch.CommitTime)
+		c.changed(ch.Groups[c.groupID()], ch.CommitTime)
 	}
 	for _, gid := range gone {
 		s.evictGroup(gid, ch.Generation)
@@ -364,22 +364,54 @@ func (s *Server) groupConns(group string, keep func(*conn) bool) []*conn {
 func (s *Server) add(c *conn) {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
-	m := s.byGroup[c.group]
+	s.index(c, c.groupID())
+	s.all[c] = struct{}{}
+}
+
+// index puts c in the byGroup index under group. s.connsMu is held.
+func (s *Server) index(c *conn, group string) {
+	m := s.byGroup[group]
 	if m == nil {
 		m = map[*conn]struct{}{}
-		s.byGroup[c.group] = m
+		s.byGroup[group] = m
 	}
 	m[c] = struct{}{}
-	s.all[c] = struct{}{}
+	c.indexed = group
+}
+
+// unindex takes c out of the byGroup index. s.connsMu is held.
+func (s *Server) unindex(c *conn) {
+	delete(s.byGroup[c.indexed], c)
+	if len(s.byGroup[c.indexed]) == 0 {
+		delete(s.byGroup, c.indexed)
+	}
+}
+
+// reindex moves c in the byGroup index to the group it is now served
+// from, unless it is gone, and evicts it, retryably, when that group does
+// not exist (the identity has no gRPC group: a compiler without
+// --proxyless-grpc).
+func (s *Server) reindex(c *conn) {
+	group := c.groupID()
+	s.connsMu.Lock()
+	if _, ok := s.all[c]; ok && c.indexed != group {
+		s.unindex(c)
+		s.index(c, group)
+	}
+	s.connsMu.Unlock()
+	s.mu.RLock()
+	has := s.pool.HasGroup(group)
+	gen, _ := s.pool.Generation()
+	s.mu.RUnlock()
+	if !has {
+		c.evict(status.Errorf(codes.Unavailable, "identity %s has no group %s at generation %d: the policy-compiler compiles the gRPC flavour with --proxyless-grpc", c.id, group, gen))
+	}
 }
 
 func (s *Server) remove(c *conn) {
 	s.connsMu.Lock()
 	defer s.connsMu.Unlock()
-	delete(s.byGroup[c.group], c)
-	if len(s.byGroup[c.group]) == 0 {
-		delete(s.byGroup, c.group)
-	}
+	s.unindex(c)
 	delete(s.all, c)
 }
 
@@ -621,7 +653,13 @@ func (s *Server) noteNode(ctx context.Context, c *conn, node *corev3.Node) []fun
 	if !c.setNode(node) {
 		return nil
 	}
-	return []func(){func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) }}
+	var after []func()
+	if g := c.flavourGroup(node); g != "" {
+		// Served from g from this request on; the index follows.
+		c.group.Store(&g)
+		after = append(after, func() { s.reindex(c) })
+	}
+	return append(after, func() { s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_CONNECTED, nil) })
 }
 
 // runAll runs the functions a request left to run once c.mu is released.

@@ -43,6 +43,12 @@
 // listener by size would keep big resources that every change rewrites,
 // and tcp services (the default protocol) would still need one chain each.
 //
+// With Options.ProxylessGRPC the engine also compiles the gRPC flavour for
+// proxyless gRPC workloads (grpc.go, grpcserver.go, grpcflavour.go): its
+// own resources per http and grpc service port, server listeners per pod
+// IP, and a gRPC group per identity under layout.GRPCGroupKey. The Envoy
+// resources and groups are the same with it or without it.
+//
 // In permissive mode the outbound names of every service (clusters,
 // endpoints, routes, listeners) are in name sets permissive-00 …
 // permissive-15, sharded by service, and every group lists the sets that

@@ -109,15 +109,15 @@ func TestProxylessGRPCNodeIsServedItsGRPCGroup(t *testing.T) {
 	envoyCluster.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, &tlsv3.UpstreamTlsContext{
 		CommonTlsContext: &tlsv3.CommonTlsContext{TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{Name: layout.SecretServiceCert}}},
 	})}}
+	// As the compiler writes it: the identity's group, under the gRPC key.
+	grpcGroup := xdstest.Group("grpc", "grpc", 1, map[string][]string{lds: {"shop.shop:50051"}, rds: {"grpc:route"}, cds: {"grpc:cluster"}, eds: {"grpc:cluster"}})
+	grpcGroup.Key = layout.GRPCGroupKey("grpc", "grpc")
 	ws = append(ws,
 		res(t, envoyCluster, "c-envoy", 1),
 		xdstest.Group("grpc", "grpc", 1, map[string][]string{lds: {"shop.shop:50051"}, rds: {"grpc:route"}, cds: {"c-envoy"}, eds: {"grpc:cluster"}}),
-		xdstest.Group("grpc", "grpc@"+layout.ProxylessGRPC, 1, map[string][]string{lds: {"shop.shop:50051"}, rds: {"grpc:route"}, cds: {"grpc:cluster"}, eds: {"grpc:cluster"}}),
+		grpcGroup,
 		xdstest.Group("plain", "plain", 1, map[string][]string{lds: {"shop.shop:50051"}, rds: {"grpc:route"}, cds: {"grpc:cluster"}, eds: {"grpc:cluster"}}),
 	)
-	if ws[len(ws)-2].Key != layout.GRPCGroupKey("grpc", "grpc") {
-		t.Fatalf("gRPC group key %s, want %s", ws[len(ws)-2].Key, layout.GRPCGroupKey("grpc", "grpc"))
-	}
 	f.commit(ws...)
 	f.srv.SetServing(true)
 

@@ -31,6 +31,7 @@ import (
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -273,7 +274,7 @@ func natsCert(t *testing.T) {
 			Annotations: map[string]string{"meta.helm.sh/release-name": releaseName, "meta.helm.sh/release-namespace": namespace}}
 	}
 	cs := cluster.Clientset().CoreV1()
-	if _, err := cs.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
 	for _, s := range []*corev1.Secret{
@@ -318,7 +319,11 @@ func startChartMesh(t *testing.T) *chartMesh {
 		if _, err := un.Run(releaseName); err != nil {
 			t.Errorf("uninstall: %v", err)
 		}
-		_ = cluster.Clientset().CoreV1().Namespaces().Delete(context.Background(), namespace, metav1.DeleteOptions{})
+		// What the components created and the chart does not own: the
+		// CA's root (kept by design on a real uninstall) and the leases.
+		ctx := context.Background()
+		_ = cluster.Clientset().CoreV1().Secrets(namespace).Delete(ctx, "osm-ca-root", metav1.DeleteOptions{})
+		_ = cluster.Clientset().CoordinationV1().Leases(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	})
 	objs := byKey(t, objects(t, rel.Manifest))
 

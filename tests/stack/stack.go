@@ -38,14 +38,31 @@ func RepoRoot() string {
 // Builder builds service binaries into Dir, each at most once.
 type Builder struct {
 	dir   string
+	root  string
 	mu    sync.Mutex
 	built map[string]string
 }
 
-// NewBuilder returns a builder writing binaries into dir.
-func NewBuilder(dir string) *Builder { return &Builder{dir: dir, built: map[string]string{}} }
+// NewBuilder returns a builder of this checkout's services writing
+// binaries into dir.
+func NewBuilder(dir string) *Builder { return NewBuilderAt(dir, RepoRoot()) }
 
-// Build builds services/<name> and returns the binary's path.
+// NewBuilderAt returns a builder of the services of the source tree at
+// root (another commit's tree, say) writing binaries into dir.
+func NewBuilderAt(dir, root string) *Builder {
+	return &Builder{dir: dir, root: root, built: map[string]string{}}
+}
+
+// Use makes Build return bin for name instead of building it: a mesh whose
+// components come from different builds (a version-skew test).
+func (b *Builder) Use(name, bin string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.built[name] = bin
+}
+
+// Build builds services/<name> of the builder's source tree and returns
+// the binary's path.
 func (b *Builder) Build(ctx context.Context, name string) (string, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -57,7 +74,7 @@ func (b *Builder) Build(ctx context.Context, name string) (string, error) {
 	}
 	bin := filepath.Join(b.dir, name)
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
-	cmd.Dir = filepath.Join(RepoRoot(), "services", name)
+	cmd.Dir = filepath.Join(b.root, "services", name)
 	cmd.Env = append(os.Environ(), "GOWORK=off")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("build %s: %w\n%s", name, err, out)

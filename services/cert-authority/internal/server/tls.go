@@ -226,8 +226,8 @@ func ConnectionAge(maxAge, grace time.Duration) grpc.ServerOption {
 }
 
 // certBoundCreds end each connection before the client certificate that
-// authenticated it expires, at 90% of its lifetime (at its expiry if that
-// has passed already), whatever the maximum connection age: the client
+// authenticated it expires, at 90% of its lifetime (halfway to its expiry
+// if that has passed already), whatever the maximum connection age: the client
 // reconnects and presents its current certificate (renewed in place at
 // half-life by cpcert). TLS checks a client certificate once, at the
 // handshake, and the calls of an older connection would be refused once it
@@ -261,8 +261,10 @@ type boundConn struct {
 
 func boundTo(conn net.Conn, leaf *x509.Certificate) *boundConn {
 	end := leaf.NotAfter.Add(-leaf.NotAfter.Sub(leaf.NotBefore) / 10)
-	if time.Now().After(end) {
-		end = leaf.NotAfter
+	if now := time.Now(); now.After(end) {
+		// Past 90% already (a backdated or short certificate): halfway to
+		// its expiry, so the client reconnects before it.
+		end = now.Add(leaf.NotAfter.Sub(now) / 2)
 	}
 	b := &boundConn{Conn: conn}
 	b.timer = time.AfterFunc(time.Until(end), func() { _ = conn.Close() })

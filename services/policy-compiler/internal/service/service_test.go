@@ -151,9 +151,9 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 	if gen.GetNumber() != 1 || gen.GetChangedKeys() != 35 {
 		t.Errorf("generation = %v", &gen)
 	}
-	if err := apptest.Ready(admin); err != nil {
-		t.Error(err)
-	}
+	// Readiness follows the commit, which the edge can see a moment
+	// before the compiler has recorded it.
+	apptest.WaitReady(t, admin, 5*time.Second, done, logs)
 	body, err := apptest.Metrics(admin)
 	if err != nil {
 		t.Fatal(err)

@@ -173,6 +173,7 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 		f.Secret(&cfg.nats.Password, "nats-password", "NATS password (prefer the environment variable over the flag)")
 		f.Secret(&cfg.nats.Token, "nats-token", "NATS authentication token")
 		f.String(&cfg.nats.CAFile, "nats-ca", "", "CA certificate file that verifies the NATS server")
+		f.String(&cfg.nats.TLSServerName, "nats-tls-server-name", "", "name the NATS servers' certificates are verified against; empty verifies each --nats-url host (set it when the URLs are addresses and the certificates name a Service)")
 		f.String(&cfg.nats.CertFile, "nats-cert", "", "client certificate file for NATS mutual TLS")
 		f.String(&cfg.nats.KeyFile, "nats-key", "", "client key file for NATS mutual TLS")
 	}

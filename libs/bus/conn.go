@@ -36,6 +36,11 @@ type Options struct {
 	// CAFile verifies the server's certificate; CertFile and KeyFile present a
 	// client certificate.
 	CAFile, CertFile, KeyFile string
+	// TLSServerName, when set, is the name the servers' certificates are
+	// verified against instead of each URL's host (servers dialed by
+	// address, or through a port-forward, whose certificates name their
+	// Service).
+	TLSServerName string
 	// ConnectTimeout bounds the first connection; 0 means 10s.
 	ConnectTimeout time.Duration
 	// OnEvent, when set, is told about disconnects, reconnects and async
@@ -123,7 +128,7 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 	case o.Token != "":
 		opts = append(opts, nats.Token(o.Token))
 	}
-	if o.CAFile != "" || o.CertFile != "" {
+	if o.CAFile != "" || o.CertFile != "" || o.TLSServerName != "" {
 		tc, err := tlsConfig(o)
 		if err != nil {
 			return nil, err
@@ -167,7 +172,7 @@ func (c *Conn) emit(o Options, ev ConnEvent) {
 }
 
 func tlsConfig(o Options) (*tls.Config, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: o.TLSServerName}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {

@@ -2,16 +2,11 @@ package chart
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +26,6 @@ import (
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -57,7 +51,7 @@ import (
 //	--grpc-addr=:9443 (CA)                         --grpc-addr=127.0.0.1:<ca>
 //	--listen-addr=:<port> (injector, edge)         --listen-addr=127.0.0.1:<free>
 //	--webhook-service-port=443 (injector)          the injector's port; the Service osm-injector an ExternalName for localhost
-//	--nats-url=tls://osm-nats.<ns>.svc...:4222     tls://127.0.0.1:<nats>
+//	--nats-url=tls://osm-nats.<ns>.svc...:4222     tls://127.0.0.1:<nats> and --nats-tls-server-name=osm-nats.<ns>.svc... (the rendered host)
 //	--nats-ca=/etc/osm/nats-ca/ca.crt              <dir>/nats-ca.crt: Secret osm-nats-ca, key ca.crt
 //	--ca-addr=osm-cert-authority.<ns>.svc:15443    127.0.0.1:<ca> and --ca-server-name=osm-cert-authority.<ns>.svc (the rendered host)
 //	--ca-trust-file=/etc/osm/ca-roots/ca.crt       <dir>/ca-roots.crt: Secret osm-ca-root, key ca.crt, once the CA created it
@@ -67,13 +61,6 @@ import (
 //	                                               a TokenRequest for the pod's ServiceAccount (only where the pod mounts one)
 //	env from secretKeyRef                          the live Secret's key; env from fieldRef metadata.name: <deployment>-0
 //	nats.conf /etc/nats/tls/, /data/, 0.0.0.0:*    <dir>/, <dir>/data/, 127.0.0.1:<free>
-//
-// One input is not the chart's own: the NATS server certificate. The
-// services dial NATS by the loopback address and have no flag naming the
-// TLS server name to verify (libs/bus), so the test creates the Secrets
-// osm-nats-ca and osm-nats-tls before the install, with the chart's SANs
-// plus IP 127.0.0.1, and the chart keeps them as it keeps any existing
-// ones (lookup), as it would for a platform team's own certificate.
 var podPaths = map[string]string{
 	"--nats-ca":                 "nats-ca.crt",
 	"--ca-trust-file":           "ca-roots.crt",
@@ -185,7 +172,13 @@ func (e *procEnv) process(p pod) ([]string, map[string]string) {
 		case e.addrs[flag] != "":
 			a = flag + "=" + e.addrs[flag]
 		case flag == "--nats-url":
+			// The rendered host is what the chart's NATS certificate names.
+			u, err := url.Parse(strings.Split(val, ",")[0])
+			if err != nil {
+				t.Fatalf("%s %s: %v", p.Name, a, err)
+			}
 			a = flag + "=tls://" + e.nats
+			args = append(args, "--nats-tls-server-name="+u.Hostname())
 		case flag == "--ca-addr":
 			host, _, err := net.SplitHostPort(val)
 			if err != nil {
@@ -241,54 +234,6 @@ func (e *procEnv) process(p pod) ([]string, map[string]string) {
 	return args, env
 }
 
-// natsCert creates the Secrets osm-nats-ca and osm-nats-tls as a platform
-// team would for its own NATS certificate, with the chart's SANs plus
-// 127.0.0.1, labelled for Helm to adopt.
-func natsCert(t *testing.T) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "osm-nats-ca." + namespace},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true,
-		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	svc := "osm-nats." + namespace + ".svc"
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: svc},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames:    []string{"osm-nats", "osm-nats." + namespace, svc, svc + ".cluster.local", "*.osm-nats-headless." + namespace + ".svc"},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	meta := func(name string) metav1.ObjectMeta {
-		return metav1.ObjectMeta{Name: name, Namespace: namespace,
-			Labels:      map[string]string{"app.kubernetes.io/managed-by": "Helm"},
-			Annotations: map[string]string{"meta.helm.sh/release-name": releaseName, "meta.helm.sh/release-namespace": namespace}}
-	}
-	cs := cluster.Clientset().CoreV1()
-	if _, err := cs.Namespaces().Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
-	for _, s := range []*corev1.Secret{
-		{ObjectMeta: meta("osm-nats-ca"), Data: map[string][]byte{"ca.crt": caPEM}},
-		{ObjectMeta: meta("osm-nats-tls"), Type: corev1.SecretTypeTLS, Data: map[string][]byte{"ca.crt": caPEM,
-			"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})}},
-	} {
-		if _, err := cs.Secrets(namespace).Create(t.Context(), s, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // chartMesh is the chart installed with the dev values and every
 // component running as a process under its chart identity.
 type chartMesh struct {
@@ -304,9 +249,9 @@ func startChartMesh(t *testing.T) *chartMesh {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	natsCert(t)
 	in := action.NewInstall(helmConfig(t))
 	in.ReleaseName, in.Namespace = releaseName, namespace
+	in.CreateNamespace = true
 	in.WaitStrategy = kube.HookOnlyStrategy
 	r, err := in.RunWithContext(ctx, loadChart(t), valuesFile(t, "values-dev.yaml"))
 	if err != nil {

@@ -20,6 +20,7 @@ type dirtySet struct {
 	out, in, grp        set[model.Identity] // identities whose reach, inbound listener, group to rebuild
 	tt, hrg, tcp, split set[model.NN]       // policy objects to validate again
 	shards              set[int]            // permissive name sets to rebuild
+	grpcRoute           set[model.NN]       // services whose gRPC routes' matches to rebuild
 
 	triggers map[string]int // observed changes, by kind
 }
@@ -37,6 +38,7 @@ func (s *dirtySet) reset() {
 	s.out, s.in, s.grp = set[model.Identity]{}, set[model.Identity]{}, set[model.Identity]{}
 	s.tt, s.hrg, s.tcp, s.split = set[model.NN]{}, set[model.NN]{}, set[model.NN]{}, set[model.NN]{}
 	s.shards = set[int]{}
+	s.grpcRoute = set[model.NN]{}
 	s.triggers = map[string]int{}
 }
 

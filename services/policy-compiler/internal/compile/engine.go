@@ -379,6 +379,11 @@ func (e *Engine) Compile() *Delta {
 			e.compileEndpoints(s, d)
 		}
 	}
+	for _, s := range multimap.Sorted(e.dirty.grpcRoute) {
+		if _, done := e.dirty.svc[s]; !done && e.svcs.has(s) {
+			e.compileGRPCRoutes(s, d)
+		}
+	}
 	e.compileShared(d)
 	if e.dirty.allOut {
 		for _, id := range e.m.Identities() {

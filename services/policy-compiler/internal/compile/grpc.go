@@ -2,16 +2,23 @@ package compile
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/openservicemesh/osm/libs/layout"
@@ -29,7 +36,10 @@ import (
 //	                        target's host:port: xds:///bookstore.bookstore:14001
 //	                        asks for the listener "bookstore.bookstore:14001"
 //	route     grpc:ns/svc|port  one virtual host whose domains are those
-//	                        names; weighted clusters for a split apex
+//	                        names; weighted clusters for a split apex; in
+//	                        SMI mode a route per gRPC match the service's
+//	                        TrafficTargets allow, then one refusing the
+//	                        rest at the client (PermissionDenied)
 //	cluster   grpc:ns/svc|port  EDS, round robin, UpstreamTlsContext with
 //	                        certificate-provider instances (A29) and the
 //	                        destination's SPIFFE ids as SAN matchers
@@ -123,30 +133,140 @@ func buildGRPCCLA(sp servicePort, eps []endpointAddr) (*Resource, error) {
 	return newResource(layout.TypeEndpoint, name, cla)
 }
 
-// buildGRPCRoute is the route configuration of one service port: every
-// call to the port's cluster, or to the split's backends by weight (split
-// names the Envoy flavour's clusters).
-func buildGRPCRoute(sp servicePort, split []weighted) (*Resource, error) {
+// faultFilter is the HTTP filter gRPC's client runs before its router; a
+// route's override of it refuses the calls no TrafficTarget allows.
+const faultFilter = "envoy.filters.http.fault"
+
+// grpcClientMatches are the matches a gRPC client's route of sp forwards:
+// those of the TrafficTargets whose destinations serve sp (ids, the
+// service's identities) or, for a split apex, its weighted backends, as
+// gRPC matches them (grpcMatch, clientMatch), sorted by key. all is true
+// when every call is forwarded: in permissive mode, or when a target
+// allows the port over TCP or has a match of every call. The server
+// decides which caller a match is for (its RBAC): a route configuration is
+// shared by every client, so it holds every source's matches.
+func (e *Engine) grpcClientMatches(sp servicePort, ids []model.Identity) (matches []HTTPMatch, all bool) {
+	if e.m.Permissive() {
+		return nil, true
+	}
+	type dest struct {
+		id   model.Identity
+		port int32
+	}
+	var dests []dest
+	for _, id := range ids {
+		dests = append(dests, dest{id, sp.targetPort})
+	}
+	for _, name := range e.m.SplitsForApex(sp.svc) {
+		s := e.pol.split(name)
+		if s == nil || s.Apex != sp.svc {
+			continue
+		}
+		for _, b := range s.Backends {
+			if b.Weight == 0 {
+				continue
+			}
+			for _, bp := range e.servicePorts(b.Service) {
+				if bp.port == sp.port {
+					for _, id := range e.m.ServiceIdentities(b.Service) {
+						dests = append(dests, dest{id, bp.targetPort})
+					}
+				}
+			}
+		}
+		break
+	}
+	byKey := map[string]HTTPMatch{}
+	for _, d := range dests {
+		for nn := range e.pol.targetsOf(d.id) {
+			t := e.pol.target(nn)
+			if t.AllowsTCPPort(d.port) {
+				return nil, true
+			}
+			for _, m := range t.HTTP {
+				g, ok := grpcMatch(m)
+				if !ok {
+					continue
+				}
+				if g = clientMatch(g); g.isWildcard() {
+					return nil, true
+				}
+				byKey[g.Key] = g
+			}
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		matches = append(matches, byKey[k])
+	}
+	return matches, false
+}
+
+// clientMatch is m as gRPC's client matches it: it sees the call's
+// metadata without binary ("-bin") headers and without pseudo-headers, so
+// a condition on one of those is left to the server.
+func clientMatch(m HTTPMatch) HTTPMatch {
+	var hs []HeaderMatch
+	for _, h := range m.Headers {
+		if !strings.HasPrefix(h.Name, ":") && !strings.HasSuffix(h.Name, "-bin") {
+			hs = append(hs, h)
+		}
+	}
+	m.Headers = hs
+	return m
+}
+
+// denyOverride is the fault filter's override of the route that catches the
+// calls no match allows: every one fails at the client with
+// PermissionDenied, as the server's RBAC would fail it.
+func denyOverride() (*anypb.Any, error) {
+	return typed(&faultv3.HTTPFault{Abort: &faultv3.FaultAbort{
+		ErrorType:  &faultv3.FaultAbort_GrpcStatus{GrpcStatus: uint32(codes.PermissionDenied)},
+		Percentage: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED},
+	}})
+}
+
+// buildGRPCRoute is the route configuration of one service port: the calls
+// matches allows (all: every call) to the port's cluster, or to the split's
+// backends by weight (split names the Envoy flavour's clusters); every
+// other call is refused at the client with PermissionDenied by the fault
+// filter. gRPC (A28) reads path prefix, exact and safe_regex (RE2, whole
+// path) matchers and header matchers, which are all a match needs.
+func buildGRPCRoute(sp servicePort, split []weighted, matches []HTTPMatch, all bool) (*Resource, error) {
 	name := GRPCClusterName(sp.svc, sp.port)
-	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}
-	if len(split) > 0 {
+	action := func() *routev3.Route_Route {
+		if len(split) == 0 {
+			return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: name}}}
+		}
 		wc := &routev3.WeightedCluster{}
 		for _, w := range split {
 			wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: "grpc:" + w.cluster, Weight: wrapperspb.UInt32(w.weight)})
 		}
-		action = &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}
+		return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}}
 	}
-	rc := &routev3.RouteConfiguration{
-		Name: name,
-		VirtualHosts: []*routev3.VirtualHost{{
-			Name:    name,
-			Domains: GRPCListenerNames(sp.svc, sp.port),
-			Routes: []*routev3.Route{{
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: action},
-			}},
-		}},
+	vh := &routev3.VirtualHost{Name: name, Domains: GRPCListenerNames(sp.svc, sp.port)}
+	if all {
+		vh.Routes = []*routev3.Route{{
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: action(),
+		}}
+	} else {
+		for _, m := range matches {
+			vh.Routes = append(vh.Routes, &routev3.Route{Name: m.Key, Match: m.routeMatch(), Action: action()})
+		}
+		deny, err := denyOverride()
+		if err != nil {
+			return nil, fmt.Errorf("route %s: deny: %w", name, err)
+		}
+		// The call needs a cluster to reach the filters: the route's action
+		// forwards, and its override aborts every call before it is sent.
+		vh.Routes = append(vh.Routes, &routev3.Route{
+			Name:                 "deny",
+			Match:                &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action:               action(),
+			TypedPerFilterConfig: map[string]*anypb.Any{faultFilter: deny},
+		})
 	}
+	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
 	return newResource(layout.TypeRoute, name, rc)
 }
 
@@ -158,7 +278,11 @@ func buildGRPCListener(name, route string) (*Resource, error) {
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			ConfigSource: ads(), RouteConfigName: route,
 		}},
-		HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+		// No fault is injected but by a route's override (denyOverride).
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: faultFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustTyped(&faultv3.HTTPFault{})}},
+			routerFilter(),
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", name, err)
@@ -194,7 +318,8 @@ func (e *Engine) GRPCClient(id model.Identity) ([]*Resource, error) {
 				return nil, err
 			}
 			route := GRPCClusterName(sp.svc, sp.port)
-			if err := add(buildGRPCRoute(sp, e.splitFor(sp))); err != nil {
+			matches, all := e.grpcClientMatches(sp, e.svcs.ids(ref.nn))
+			if err := add(buildGRPCRoute(sp, e.splitFor(sp), matches, all)); err != nil {
 				return nil, err
 			}
 			for _, l := range GRPCListenerNames(sp.svc, sp.port) {

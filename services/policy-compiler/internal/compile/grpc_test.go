@@ -18,6 +18,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
 func newMessage(typeURL string) proto.Message {
@@ -36,7 +38,9 @@ func newMessage(typeURL string) proto.Message {
 
 // TestGRPCGolden pins the gRPC flavour of the bookstore mesh: the client
 // side of bookbuyer (three API listeners and one route per reached http
-// port: the apex with the 75/25 split, and its backends; clusters with
+// port: the apex with the 75/25 split, and its backends; in SMI mode each
+// route forwards the gRPC calls the route group's matches allow and
+// refuses the others with PermissionDenied; clusters with
 // certificate-provider TLS; weighted assignments) and the server side of
 // bookstore-v1 (a listener per pod IP and target port, mTLS required, RBAC
 // by route). Every resource passes ValidateAll.
@@ -44,6 +48,12 @@ func TestGRPCGolden(t *testing.T) {
 	for _, mode := range []string{"smi", "permissive"} {
 		t.Run(mode, func(t *testing.T) {
 			e := bookstore(t, mode == "permissive")
+			// Matches as gRPC calls are made: a POST of a method path, one
+			// with a header; the GET match matches no gRPC call.
+			load(t, e, []synth.Object{synth.HTTPRouteGroup("bookstore", "bookstore-service-routes",
+				&meshv1.HTTPMatch{Name: "buy-a-book", PathRegex: "/bookstore.Books/Buy", Methods: []string{"POST"}},
+				&meshv1.HTTPMatch{Name: "books-bought", PathRegex: "/bookstore.Books/Bought", Headers: map[string]string{"x-shop": "main"}},
+				&meshv1.HTTPMatch{Name: "browse", PathRegex: "/books", Methods: []string{"GET"}})})
 			client, err := e.GRPCClient(id("bookbuyer", "bookbuyer"))
 			if err != nil {
 				t.Fatal(err)

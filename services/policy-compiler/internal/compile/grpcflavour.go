@@ -26,12 +26,40 @@ func (e *Engine) compileGRPCPort(sp servicePort, ids []model.Identity, split []w
 	if keep(e.put(d, layout.TypeEndpoint, name)(buildGRPCCLA(sp, e.endpoints(sp)))) {
 		n.endpoints = append(n.endpoints, name)
 	}
-	if keep(e.put(d, layout.TypeRoute, name)(buildGRPCRoute(sp, split))) {
+	matches, all := e.grpcClientMatches(sp, ids)
+	if keep(e.put(d, layout.TypeRoute, name)(buildGRPCRoute(sp, split, matches, all))) {
 		n.routes = append(n.routes, name)
 	}
 	for _, l := range GRPCListenerNames(sp.svc, sp.port) {
 		if keep(e.put(d, layout.TypeListener, l)(buildGRPCListener(l, name))) {
 			n.listeners = append(n.listeners, l)
+		}
+	}
+}
+
+// compileGRPCRoutes rebuilds the gRPC routes of nn, whose matches come
+// from the TrafficTargets of its identities (and, for a split apex, of its
+// backends'): a target change marks them (markGRPCRoutes).
+func (e *Engine) compileGRPCRoutes(nn model.NN, d *Delta) {
+	for _, sp := range e.svcs.ports(nn) {
+		if sp.protocol.IsHTTP() {
+			matches, all := e.grpcClientMatches(sp, e.svcs.ids(nn))
+			e.put(d, layout.TypeRoute, GRPCClusterName(sp.svc, sp.port))(buildGRPCRoute(sp, e.splitFor(sp), matches, all))
+		}
+	}
+}
+
+// markGRPCRoutes marks the gRPC routes that carry the matches of the
+// TrafficTargets naming dest: those of the services dest serves and of
+// their apexes.
+func (e *Engine) markGRPCRoutes(dest model.Identity) {
+	if !e.opts.ProxylessGRPC {
+		return
+	}
+	for _, s := range e.m.IdentityServices(dest) {
+		e.dirty.grpcRoute.add(s)
+		for apex := range e.pol.apexesOf(s) {
+			e.dirty.grpcRoute.add(apex)
 		}
 	}
 }

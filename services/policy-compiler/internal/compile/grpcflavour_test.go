@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
@@ -87,9 +88,10 @@ func checkGRPCIncremental(t *testing.T, step string, e, plain *Engine, ids []mod
 
 // TestGRPCFlavourIncremental: with Options.ProxylessGRPC the engine keeps a
 // gRPC group per identity beside its unchanged Envoy group, and edits (a
-// split's weights, endpoints, a pod's IP, route matches, a TrafficTarget
-// deleted, a pod gone) leave it and its resources as a compile from scratch
-// has them, with no stale server listener left.
+// split's weights, endpoints, a pod's IP, matches that change the gRPC
+// client routes, route matches removed, a TrafficTarget deleted, a pod
+// gone) leave it and its resources as a compile from scratch has them, with
+// no stale server listener left.
 func TestGRPCFlavourIncremental(t *testing.T) {
 	for _, mode := range []string{"smi", "permissive"} {
 		t.Run(mode, func(t *testing.T) {
@@ -117,6 +119,9 @@ func TestGRPCFlavourIncremental(t *testing.T) {
 				{"endpoints", []synth.Object{synth.EndpointSlice("bookstore", "bookstore-v2", "bookstore-v2-klmno", []synth.Port{http},
 					synth.Endpoint{Pod: "bookstore-v2-8d9e7f6c5-pqrst", IP: "10.244.2.20"}, synth.Endpoint{Pod: "bookstore-v2-8d9e7f6c5-other", IP: "10.244.2.21"})}},
 				{"pod IP", []synth.Object{synth.Pod("bookstore", "bookstore-v1-6b7f8c9d4-klmno", "bookstore-v1", "10.244.9.10", map[string]string{"app": "bookstore", "version": "v1"})}},
+				{"gRPC route matches", []synth.Object{synth.HTTPRouteGroup("bookstore", "bookstore-service-routes",
+					&meshv1.HTTPMatch{Name: "buy-a-book", PathRegex: "/bookstore.Books/Buy", Methods: []string{"POST"}},
+					&meshv1.HTTPMatch{Name: "books-bought", PathRegex: "/bookstore.Books/Bought", Headers: map[string]string{"x-shop": "main"}})}},
 				{"route matches", []synth.Object{synth.HTTPRouteGroup("bookstore", "bookstore-service-routes")}},
 				{"target deleted", []synth.Object{{Kind: layout.KindTrafficTarget, Namespace: "bookstore", Name: "bookbuyer-access-bookstore-v1"}}},
 				{"pod gone", []synth.Object{{Kind: layout.KindPod, Namespace: "bookbuyer", Name: "bookbuyer-5d8c7b9f4-abcde"}}},

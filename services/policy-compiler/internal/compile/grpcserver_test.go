@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -30,7 +32,10 @@ import (
 // call to the one method its HTTPRouteGroup match allows
 // (/bookstore.Books/Buy), seeing bookbuyer's SPIFFE id; another method, and
 // the same method from bookthief's certificate, are PermissionDenied; a
-// client without a certificate fails the handshake.
+// client without a certificate fails the handshake. bookbuyer's client
+// refuses Steal itself (its route has no match of it), so Steal never
+// reaches the server; bookthief's Buy, which a match allows to bookbuyer,
+// does, and the server's RBAC refuses it.
 func TestGRPCXDSServerAuthorizesByRoute(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts gRPC servers and xDS clients")
@@ -79,8 +84,10 @@ func TestGRPCXDSServerAuthorizesByRoute(t *testing.T) {
 
 	serving := make(chan struct{})
 	servingOnce := false
+	seen := &methodCounter{n: map[string]int{}}
 	srv, err := xds.NewGRPCServer(
 		grpc.Creds(mustServerCreds(t)),
+		grpc.StatsHandler(seen),
 		xds.BootstrapContentsForTesting(grpcBootstrap(t, ca, srvXDS, "bookstore-v1-1", store, GRPCServerListenerPrefix+"%s")),
 		xds.ServingModeCallback(func(_ net.Addr, a xds.ServingModeChangeArgs) {
 			if a.Mode == connectivity.ServingModeServing && !servingOnce {
@@ -135,6 +142,12 @@ func TestGRPCXDSServerAuthorizesByRoute(t *testing.T) {
 	if _, err := call(bt, "/bookstore.Books/Buy"); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("bookthief's Buy: %v, want PermissionDenied", err)
 	}
+	if n := seen.count("/bookstore.Books/Steal"); n != 0 {
+		t.Errorf("bookbuyer's Steal reached the server %d times; its client's route should refuse it", n)
+	}
+	if n := seen.count("/bookstore.Books/Buy"); n != 2 {
+		t.Errorf("Buy reached the server %d times, want 2 (bookbuyer's, and bookthief's that RBAC refuses)", n)
+	}
 	// A client without a mesh certificate.
 	tlsNoCert, err := ca.ClientTLS("")
 	if err != nil {
@@ -164,6 +177,34 @@ func TestGRPCXDSServerAuthorizesByRoute(t *testing.T) {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		t.Error("calls ran out of time")
 	}
+}
+
+// methodCounter is a server stats handler that counts the calls that reach
+// the server, by method, before any interceptor or filter runs.
+type methodCounter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (m *methodCounter) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	m.mu.Lock()
+	m.n[info.FullMethodName]++
+	m.mu.Unlock()
+	return ctx
+}
+
+func (m *methodCounter) HandleRPC(context.Context, stats.RPCStats) {}
+
+func (m *methodCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context {
+	return ctx
+}
+
+func (m *methodCounter) HandleConn(context.Context, stats.ConnStats) {}
+
+func (m *methodCounter) count(method string) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n[method]
 }
 
 func mustServerCreds(t *testing.T) credentials.TransportCredentials {

@@ -15,16 +15,19 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/xdstest"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/synth"
 )
 
@@ -215,8 +218,15 @@ func TestGRPCXDSClientCallsThroughTheSplit(t *testing.T) {
 	// certificate.
 	impostor := startBackend(t, ca, "impostor", "spiffe://cluster.local/ns/bookthief/sa/bookthief")
 
-	// The bookstore mesh, with the endpoints moved to the loopback servers.
+	// The bookstore mesh, with the endpoints moved to the loopback servers
+	// and a route group whose matches allow Buy as gRPC calls it (a POST):
+	// the client forwards only the calls a TrafficTarget allows.
 	e := bookstore(t, false)
+	load(t, e, []synth.Object{synth.HTTPRouteGroup("bookstore", "bookstore-service-routes",
+		&meshv1.HTTPMatch{Name: "buy-a-book", PathRegex: "/bookstore.Books/Buy", Methods: []string{"POST"}},
+		&meshv1.HTTPMatch{Name: "books-bought", PathRegex: "/bookstore.Books/Bought", Methods: []string{"POST"}}),
+		synth.HTTPRouteGroup("bookwarehouse", "bookwarehouse-service-routes",
+			&meshv1.HTTPMatch{Name: "restock-books", PathRegex: "/bookstore.Books/Buy", Methods: []string{"POST"}})})
 	port := func(b *backend) synth.Port {
 		return synth.Port{Number: int32(b.addr.Port), Name: "bookstore-port", AppProtocol: "http"}
 	}
@@ -288,6 +298,8 @@ func TestGRPCXDSClientCallsThroughTheSplit(t *testing.T) {
 	defer cancel2()
 	if got, err := call(ctx2, wh); err == nil {
 		t.Errorf("call to an endpoint of the wrong identity succeeded: %q", got)
+	} else if status.Code(err) == codes.PermissionDenied {
+		t.Errorf("call to the impostor: %v; want it refused by the handshake, not by the route", err)
 	} else {
 		t.Logf("call to the impostor: %v", err)
 	}

@@ -273,6 +273,11 @@ func (e *Engine) compilePolicies(d *Delta) {
 		if old, changed := e.pol.setTarget(nn, t); changed {
 			e.dirty.target(old)
 			e.dirty.target(t)
+			for _, x := range []*Target{old, t} {
+				if x != nil {
+					e.markGRPCRoutes(x.Dest)
+				}
+			}
 		}
 	}
 	for _, nn := range multimap.Sorted(e.dirty.split) {

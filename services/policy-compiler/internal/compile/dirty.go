@@ -21,6 +21,7 @@ type dirtySet struct {
 	tt, hrg, tcp, split set[model.NN]       // policy objects to validate again
 	shards              set[int]            // permissive name sets to rebuild
 	grpcRoute           set[model.NN]       // services whose gRPC routes' matches to rebuild
+	bare                set[string]         // bare gRPC target names whose claimants changed
 
 	triggers map[string]int // observed changes, by kind
 }
@@ -39,6 +40,7 @@ func (s *dirtySet) reset() {
 	s.tt, s.hrg, s.tcp, s.split = set[model.NN]{}, set[model.NN]{}, set[model.NN]{}, set[model.NN]{}
 	s.shards = set[int]{}
 	s.grpcRoute = set[model.NN]{}
+	s.bare = set[string]{}
 	s.triggers = map[string]int{}
 }
 

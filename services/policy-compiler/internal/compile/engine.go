@@ -203,6 +203,8 @@ type Engine struct {
 	svcs   services
 	reach  reachIndex
 	groups groups
+	// bare are the services that claim each bare gRPC target name.
+	bare bareNames
 }
 
 // New returns an Engine with an empty model.
@@ -216,6 +218,7 @@ func New(o Options) *Engine {
 		svcs:   newServices(),
 		reach:  newReachIndex(),
 		groups: newGroups(),
+		bare:   bareNames{},
 	}
 }
 
@@ -379,6 +382,7 @@ func (e *Engine) Compile() *Delta {
 			e.compileEndpoints(s, d)
 		}
 	}
+	e.compileBareListeners(d)
 	for _, s := range multimap.Sorted(e.dirty.grpcRoute) {
 		if _, done := e.dirty.svc[s]; !done && e.svcs.has(s) {
 			e.compileGRPCRoutes(s, d)

@@ -49,9 +49,14 @@ import (
 //	                        and Envoy's shared assignment has none
 //
 // Only http and grpc ports have a gRPC flavour. The bare "<svc>:<port>"
-// form, which a client resolves relative to its own namespace, has none:
-// resources are shared by name across namespaces, so that name would need
-// one resource per client namespace.
+// form, which a client resolves relative to its own namespace, is one more
+// API listener of the port while exactly one meshed service of that name
+// has that http or grpc port, and only clients in the service's own
+// namespace list it: resources are shared by name across namespaces, so
+// when two namespaces each have the name, the one listener cannot route
+// each namespace's clients to its own service, and neither gets it (their
+// calls to the bare target fail with "resource not found"; the qualified
+// forms work).
 
 // GRPCClusterName is the name of the gRPC-flavour cluster (and route
 // configuration) of one service port: "grpc:ns/svc|port".
@@ -66,6 +71,17 @@ func GRPCListenerNames(svc model.NN, port int32) []string {
 		fmt.Sprintf("%s.svc:%d", base, port),
 		fmt.Sprintf("%s.svc.cluster.local:%d", base, port),
 	}
+}
+
+// GRPCBareName is the bare dial-target name of one service port,
+// "<svc>:<port>", which resolves only in the service's namespace.
+func GRPCBareName(svc model.NN, port int32) string { return fmt.Sprintf("%s:%d", svc.Name, port) }
+
+// GRPCRouteDomains are the virtual host domains of a port's gRPC route:
+// its listener names and its bare name (gRPC matches the virtual host
+// against the dial target's host:port).
+func GRPCRouteDomains(svc model.NN, port int32) []string {
+	return append([]string{GRPCBareName(svc, port)}, GRPCListenerNames(svc, port)...)
 }
 
 // certProvider is the bootstrap's certificate-provider instance.
@@ -243,7 +259,7 @@ func buildGRPCRoute(sp servicePort, split []weighted, matches []HTTPMatch, all b
 		}
 		return &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}}
 	}
-	vh := &routev3.VirtualHost{Name: name, Domains: GRPCListenerNames(sp.svc, sp.port)}
+	vh := &routev3.VirtualHost{Name: name, Domains: GRPCRouteDomains(sp.svc, sp.port)}
 	if all {
 		vh.Routes = []*routev3.Route{{
 			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
@@ -322,7 +338,11 @@ func (e *Engine) GRPCClient(id model.Identity) ([]*Resource, error) {
 			if err := add(buildGRPCRoute(sp, e.splitFor(sp), matches, all)); err != nil {
 				return nil, err
 			}
-			for _, l := range GRPCListenerNames(sp.svc, sp.port) {
+			names := GRPCListenerNames(sp.svc, sp.port)
+			if ref.nn.Namespace == id.Namespace && e.bare.owner(GRPCBareName(sp.svc, sp.port)) == sp.svc {
+				names = append(names, GRPCBareName(sp.svc, sp.port))
+			}
+			for _, l := range names {
 				if err := add(buildGRPCListener(l, route)); err != nil {
 					return nil, err
 				}

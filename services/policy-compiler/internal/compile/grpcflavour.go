@@ -2,12 +2,16 @@ package compile
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
 )
 
 // The gRPC flavour in the incremental compile (Options.ProxylessGRPC): a
@@ -35,6 +39,89 @@ func (e *Engine) compileGRPCPort(sp servicePort, ids []model.Identity, split []w
 			n.listeners = append(n.listeners, l)
 		}
 	}
+}
+
+// bareNames holds, per bare gRPC target name ("<svc>:<port>"), the
+// services with an http or grpc port that claim it.
+type bareNames map[string]set[model.NN]
+
+// owner is the one service that claims name, or the zero NN when none or
+// several do.
+func (b bareNames) owner(name string) model.NN {
+	if len(b[name]) != 1 {
+		return model.NN{}
+	}
+	for nn := range b[name] {
+		return nn
+	}
+	return model.NN{}
+}
+
+// claimBare moves nn's claims from its old ports to its new ones, marking
+// the names whose claimants change. The claims are kept with the flavour
+// off too, for GRPCClient.
+func (e *Engine) claimBare(nn model.NN, old, cur []servicePort) {
+	names := func(ps []servicePort) map[string]bool {
+		out := map[string]bool{}
+		for _, sp := range ps {
+			if sp.protocol.IsHTTP() {
+				out[GRPCBareName(nn, sp.port)] = true
+			}
+		}
+		return out
+	}
+	was, is := names(old), names(cur)
+	for name := range was {
+		if !is[name] {
+			multimap.Remove(e.bare, name, nn)
+			e.dirty.bare.add(name)
+		}
+	}
+	for name := range is {
+		if !was[name] {
+			multimap.Add(e.bare, name, nn)
+			e.dirty.bare.add(name)
+		}
+	}
+}
+
+// compileBareListeners rebuilds the bare-name API listeners whose
+// claimants changed: one exists while exactly one service claims its
+// name. The clients of every claimant are marked, since their groups list
+// it only while it is their service's.
+func (e *Engine) compileBareListeners(d *Delta) {
+	if !e.opts.ProxylessGRPC {
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(e.dirty.bare)) {
+		k := resKey{layout.TypeListener, name}
+		owner := e.bare.owner(name)
+		if owner == (model.NN{}) {
+			e.res.drop(k, d)
+		} else {
+			_, port, _ := strings.Cut(name, ":")
+			p, _ := strconv.ParseInt(port, 10, 32)
+			e.put(d, k.typ, k.name)(buildGRPCListener(name, GRPCClusterName(owner, int32(p))))
+		}
+		// A service that left the name marked its own clients when it
+		// was compiled.
+		for nn := range e.bare[name] {
+			e.markClients(nn)
+		}
+	}
+}
+
+// bareListeners are the bare-name API listeners of nn's ports that exist
+// (nn is their one claimant).
+func (e *Engine) bareListeners(nn model.NN) []string {
+	var out []string
+	for _, sp := range e.svcs.ports(nn) {
+		name := GRPCBareName(nn, sp.port)
+		if sp.protocol.IsHTTP() && e.bare.owner(name) == nn && e.res.get(resKey{layout.TypeListener, name}) != nil {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 // compileGRPCRoutes rebuilds the gRPC routes of nn, whose matches come
@@ -109,6 +196,9 @@ func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
 		n.endpoints = append(n.endpoints, g.endpoints...)
 		n.routes = append(n.routes, g.routes...)
 		n.listeners = append(n.listeners, g.listeners...)
+		if s.nn.Namespace == id.Namespace {
+			n.listeners = append(n.listeners, e.bareListeners(s.nn)...)
+		}
 	}
 	n.listeners = append(n.listeners, e.groups.grpcServers[id]...)
 	own := map[string][]string{

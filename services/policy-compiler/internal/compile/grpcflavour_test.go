@@ -131,6 +131,33 @@ func TestGRPCFlavourIncremental(t *testing.T) {
 				load(t, plain, s.objs)
 				checkGRPCIncremental(t, s.name, e, plain, ids)
 			}
+			// The bare name bookstore:14001 is bookstore's while no other
+			// namespace has a service bookstore with an http port 14001.
+			store := id("bookstore", "bookstore-v2")
+			bare := func() bool {
+				return slices.Contains(e.GRPCGroup(store).Group.GetResources()[TypeURL(layout.TypeListener)].GetNames(), "bookstore:14001")
+			}
+			if want := mode == "permissive"; bare() != want {
+				t.Errorf("bookstore-v2's gRPC group lists bookstore:14001: %v, want %v (it reaches the bookstore service: %v)", bare(), want, want)
+			}
+			for _, s := range []struct {
+				name string
+				objs []synth.Object
+				want bool
+			}{
+				{"a second bookstore", []synth.Object{synth.Service("bookbuyer", "bookstore", "10.96.30.1", map[string]string{"app": "bookbuyer"}, http)}, false},
+				{"the second bookstore gone", []synth.Object{{Kind: layout.KindService, Namespace: "bookbuyer", Name: "bookstore"}}, true},
+			} {
+				load(t, e, s.objs)
+				load(t, plain, s.objs)
+				checkGRPCIncremental(t, s.name, e, plain, ids)
+				if want := s.want && mode == "permissive"; bare() != want {
+					t.Errorf("%s: bookstore-v2's gRPC group lists bookstore:14001: %v, want %v", s.name, bare(), want)
+				}
+				if got := e.Resource(layout.TypeListener, "bookstore:14001") != nil; got != s.want {
+					t.Errorf("%s: listener bookstore:14001 exists: %v, want %v", s.name, got, s.want)
+				}
+			}
 			if e.Resource(layout.TypeListener, oldServer) != nil {
 				t.Errorf("server listener %s of bookstore-v1's old pod IP is left", oldServer)
 			}

@@ -318,3 +318,59 @@ func TestGRPCXDSClientCallsThroughTheSplit(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPCXDSClientResolvesTheBareTarget: in permissive mode bookstore-v1,
+// in the bookstore namespace, dials the bare target xds:///bookstore:14001
+// as it would dial bookstore:14001 through Kubernetes DNS: gRPC-Go's xDS
+// client gets the API listener of that name and reaches a bookstore
+// backend. bookbuyer, in another namespace, is not given that name.
+func TestGRPCXDSClientResolvesTheBareTarget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts gRPC servers and an xDS client")
+	}
+	ca, err := xdstest.NewCA("osm-test-root")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const storeID = "spiffe://cluster.local/ns/bookstore/sa/bookstore-v1"
+	v1 := startBackend(t, ca, "v1", "spiffe://cluster.local/ns/bookstore/sa/bookstore-v1")
+	v2 := startBackend(t, ca, "v2", "spiffe://cluster.local/ns/bookstore/sa/bookstore-v2")
+	e := bookstore(t, true)
+	port := func(b *backend) synth.Port {
+		return synth.Port{Number: int32(b.addr.Port), Name: "bookstore-port", AppProtocol: "http"}
+	}
+	load(t, e, []synth.Object{
+		synth.EndpointSlice("bookstore", "bookstore-v1", "bookstore-v1-fghij", []synth.Port{port(v1)}, synth.Endpoint{Pod: "bookstore-v1-6b7f8c9d4-klmno", IP: "127.0.0.1"}),
+		synth.EndpointSlice("bookstore", "bookstore-v2", "bookstore-v2-klmno", []synth.Port{port(v2)}, synth.Endpoint{Pod: "bookstore-v2-8d9e7f6c5-pqrst", IP: "127.0.0.1"}),
+	})
+	res, err := e.GRPCClient(id("bookstore", "bookstore-v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	buyer, err := e.GRPCClient(id("bookbuyer", "bookbuyer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range buyer {
+		if r.Type == layout.TypeListener && r.Name == "bookstore:14001" {
+			t.Error("bookbuyer, in another namespace, is given the bare name bookstore:14001")
+		}
+	}
+	cb := &nackCounter{acks: map[string]int{}}
+	xdsAddr := serveGRPC(t, "bookstore-v1-1", res, cb)
+	cc := dialXDS(t, ca, xdsAddr, "bookstore-v1-1", storeID, "xds:///bookstore:14001")
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out := &wrapperspb.StringValue{}
+	if err := cc.Invoke(ctx, "/bookstore.Books/Buy", wrapperspb.String("a book"), out); err != nil {
+		t.Fatalf("call to xds:///bookstore:14001: %v", err)
+	}
+	if v1.calls(storeID)+v2.calls(storeID) != 1 {
+		t.Errorf("the call reached no bookstore backend: %q", out.GetValue())
+	}
+	cb.mu.Lock()
+	defer cb.mu.Unlock()
+	if len(cb.nacks) > 0 {
+		t.Errorf("gRPC NACKed: %v", cb.nacks)
+	}
+}

@@ -186,6 +186,11 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 			}
 		}
 	}
+	var oldPorts []servicePort
+	if old := e.svcs.get(nn); old != nil {
+		oldPorts = old.ports
+	}
+	e.claimBare(nn, oldPorts, ports)
 	e.svcs.set(nn, cs)
 	e.dirty.shard(permissiveShard(nn))
 	e.markClients(nn)

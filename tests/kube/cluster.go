@@ -49,6 +49,11 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Args are extra kubebox flags, e.g. "--apiserver-arg=--v=2".
 	Args []string
+	// AuditPolicy, when set, turns on the apiserver's audit log: it is an
+	// audit.k8s.io/v1 Policy (YAML), e.g. AuditMetadata. The apiserver
+	// writes one JSON event a line to AuditLogPath; AuditEvents reads
+	// them. Empty (the default) leaves auditing off.
+	AuditPolicy string
 	// Logf receives progress messages. Nil discards them.
 	Logf func(format string, args ...any)
 }
@@ -60,6 +65,7 @@ type Cluster struct {
 	dynamic    *dynamic.DynamicClient
 	kubeconfig string
 	dataDir    string
+	auditLog   string
 	removeData bool
 	logf       func(string, ...any)
 
@@ -130,6 +136,14 @@ func StartCluster(ctx context.Context, o Options) (_ *Cluster, err error) {
 		timeout = 3 * time.Minute
 	}
 	args := append([]string{"--data-dir=" + c.dataDir, "--ready-timeout=" + timeout.String()}, o.Args...)
+	if o.AuditPolicy != "" {
+		auditArgs, err := c.auditArgs(o.AuditPolicy)
+		if err != nil {
+			logFile.Close()
+			return nil, err
+		}
+		args = append(args, auditArgs...)
+	}
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Stderr = logFile
 	c.cmd.SysProcAttr = childSysProcAttr()

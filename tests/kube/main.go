@@ -18,9 +18,22 @@ import (
 // in *into, runs each setup (whose cleanup runs after the tests, in reverse order),
 // runs the tests and stops the cluster. It returns the exit code.
 func Main(m *testing.M, into **Cluster, withCRDs bool, setup ...func(context.Context, *Cluster) (func(), error)) int {
+	return MainOptions(m, Options{}, into, withCRDs, setup...)
+}
+
+// MainOptions is Main with the cluster's Options, e.g. an AuditPolicy.
+// The build output goes to stderr and progress to the log package unless
+// o sets them.
+func MainOptions(m *testing.M, o Options, into **Cluster, withCRDs bool, setup ...func(context.Context, *Cluster) (func(), error)) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
-	c, err := StartCluster(ctx, Options{Build: BuildOptions{Output: os.Stderr}, Logf: log.Printf})
+	if o.Build.Output == nil {
+		o.Build.Output = os.Stderr
+	}
+	if o.Logf == nil {
+		o.Logf = log.Printf
+	}
+	c, err := StartCluster(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start kube cluster:", err)
 		return 1

@@ -239,7 +239,28 @@ func (e *procEnv) process(p pod) ([]string, map[string]string) {
 type chartMesh struct {
 	caAddr, edgeAddr string
 	procs            map[string]*stack.Proc
+	// manifest is the installed release's.
+	manifest string
+	// restart stops a component's process and starts it again with the
+	// same args and env, as a rollout would, and waits until it is ready.
+	restart func(c stack.Component)
 }
+
+// testOnlyArgs are flags the test adds to a rendered pod's: each makes a
+// code path that needs a rule of the chart's RBAC happen within the test
+// instead of minutes later (audit_test.go checks that every rule is used).
+var testOnlyArgs = map[stack.Component][]string{
+	// The injector deletes a bootstrap Secret without owner and pod once
+	// it is this old (default 5m): a pods list and a secrets delete.
+	stack.Injector: {"--bootstrap-orphan-grace=1s"},
+}
+
+// testOnlyEnv is environment the test adds to every process. client-go
+// streams an informer's initial list over a watch (WatchListClient) where
+// the apiserver supports it, as kubebox's does, and falls back to a list
+// where it does not; the chart grants list and watch for the second case,
+// so the processes run as there (the streamed list needs watch alone).
+var testOnlyEnv = map[string]string{"KUBE_FEATURE_WatchListClient": "false"}
 
 // startChartMesh installs the chart with the dev values, runs the rendered
 // nats.conf in a nats-server and every component's rendered Deployment as
@@ -294,7 +315,7 @@ func startChartMesh(t *testing.T) *chartMesh {
 
 	caAddr, _ := stack.FreeAddr()
 	edgeAddr, _ := stack.FreeAddr()
-	m := &chartMesh{caAddr: caAddr, edgeAddr: edgeAddr, procs: map[string]*stack.Proc{}}
+	m := &chartMesh{caAddr: caAddr, edgeAddr: edgeAddr, procs: map[string]*stack.Proc{}, manifest: rel.Manifest}
 	b := stack.NewBuilder(filepath.Join(dir, "bin"))
 	start := func(c stack.Component, addrs map[string]string) (*stack.Proc, string) {
 		t.Helper()
@@ -308,6 +329,10 @@ func startChartMesh(t *testing.T) *chartMesh {
 		addrs["--admin-addr"] = admin
 		e := &procEnv{t: t, dir: dir, nats: fmt.Sprintf("127.0.0.1:%d", nf.client), addrs: addrs, ca: caAddr}
 		args, env := e.process(renderedPod(t, objs, "osm-"+string(c)))
+		args = append(args, testOnlyArgs[c]...)
+		for k, v := range testOnlyEnv {
+			env[k] = v
+		}
 		p, err := stack.Start(string(c), bin, args, env, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -362,17 +387,26 @@ func startChartMesh(t *testing.T) *chartMesh {
 		admin string
 	}
 	var all []started
-	for c, addrs := range map[stack.Component]map[string]string{
+	addrsOf := map[stack.Component]map[string]string{
 		stack.Watcher:  {},
 		stack.Compiler: {},
 		stack.Edge:     {"--listen-addr": edgeAddr},
 		stack.Injector: {"--listen-addr": webhook, "--webhook-service-port": port},
-	} {
+	}
+	for c, addrs := range addrsOf {
 		p, admin := start(c, addrs)
 		all = append(all, started{c, p, admin})
 	}
 	for _, s := range all {
 		wait(s.c, s.p, s.admin)
+	}
+	m.restart = func(c stack.Component) {
+		t.Helper()
+		if err := m.procs[string(c)].Stop(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		p, admin := start(c, addrsOf[c])
+		wait(c, p, admin)
 	}
 	return m
 }
@@ -399,14 +433,26 @@ func caTLS(t *testing.T) *tls.Config {
 // namespace goes through the injector's webhook, the kubelet stand-in
 // makes it ready, and a bookbuyer proxy whose certificate the CA signed
 // for the injector's identity gets the bookstore's cluster and endpoint
-// from the edge.
+// from the edge. Every rule of the chart's RBAC is then used by the
+// component it is granted to, and no request of a chart identity is
+// refused, as the apiserver's audit log records them (audit_test.go).
 func TestComponentsRunUnderTheirChartIdentities(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the services")
 	}
 	ctx := t.Context()
 	start := time.Now()
+	auditFrom, err := cluster.AuditOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Least privilege (audit_test.go), once the components have stopped,
+	// so that their requests at shutdown count too, and also when the
+	// test failed on the way, to name a refused request.
+	var manifest string
+	t.Cleanup(func() { checkLeastPrivilege(t, manifest, auditFrom) })
 	m := startChartMesh(t)
+	manifest = m.manifest
 	t.Logf("chart installed and every component ready in %s", time.Since(start).Round(time.Millisecond))
 
 	// The bookstore demo, in namespaces the chart's mesh (osm) monitors.
@@ -503,6 +549,9 @@ func TestComponentsRunUnderTheirChartIdentities(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("bookstore's cluster and endpoint on the bookbuyer proxy %s after the start", time.Since(start).Round(time.Millisecond))
+
+	// The rules of the chart's RBAC the demo does not use.
+	exerciseGrants(t, m)
 }
 
 const (

@@ -53,7 +53,10 @@
 // endpoints, routes, listeners) are in name sets permissive-00 …
 // permissive-15, sharded by service, and every group lists the sets that
 // exist instead of the names (see PermissiveShards): adding a service
-// rewrites one set, not every group. SMI mode has no sets.
+// rewrites one set, not every group. SMI mode has no shared sets. gRPC
+// groups do the same with the sets grpc-permissive-00 … grpc-permissive-15
+// (GRPCPermissiveSetName), and any group whose own names pass
+// MaxGroupBytes keeps them in sets of its own.
 package compile
 
 import (

@@ -76,11 +76,14 @@ type groups struct {
 	grpc map[model.Identity]*Group
 	// grpcServers are the gRPC server listeners of each identity.
 	grpcServers map[model.Identity][]string
+	// grpcSpilled is how many name sets of its own each spilled gRPC
+	// group has.
+	grpcSpilled map[model.Identity]int
 }
 
 func newGroups() groups {
 	return groups{byID: map[model.Identity]*Group{}, sets: map[string]*Set{}, spilled: map[model.Identity]int{},
-		grpc: map[model.Identity]*Group{}, grpcServers: map[model.Identity][]string{}}
+		grpc: map[model.Identity]*Group{}, grpcServers: map[model.Identity][]string{}, grpcSpilled: map[model.Identity]int{}}
 }
 
 // namesSize is about the encoded size of names: each name with its tag and
@@ -99,6 +102,11 @@ func namesSize(byType map[string][]string) int {
 // within MaxGroupBytes, drops the ones it no longer needs, and returns
 // their names. n == 0 names (byType nil) drops them all.
 func (g *groups) spill(id model.Identity, byType map[string][]string, d *Delta) []string {
+	return g.spillAs(func(i int) string { return spillSetName(id, i) }, g.spilled, id, byType, d)
+}
+
+// spillAs is spill with the sets named by name and counted in spilled.
+func (g *groups) spillAs(name func(int) string, spilled map[model.Identity]int, id model.Identity, byType map[string][]string, d *Delta) []string {
 	var chunks []map[string][]string
 	var cur map[string][]string
 	size := 0
@@ -114,16 +122,16 @@ func (g *groups) spill(id model.Identity, byType map[string][]string, d *Delta) 
 	}
 	names := make([]string, len(chunks))
 	for i, c := range chunks {
-		names[i] = spillSetName(id, i)
+		names[i] = name(i)
 		g.putSet(names[i], c, d)
 	}
-	for i := len(chunks); i < g.spilled[id]; i++ {
-		g.dropSet(spillSetName(id, i), d)
+	for i := len(chunks); i < spilled[id]; i++ {
+		g.dropSet(name(i), d)
 	}
 	if len(chunks) == 0 {
-		delete(g.spilled, id)
+		delete(spilled, id)
 	} else {
-		g.spilled[id] = len(chunks)
+		spilled[id] = len(chunks)
 	}
 	return names
 }
@@ -191,10 +199,13 @@ func (g *groups) dropSet(name string, d *Delta) bool {
 }
 
 // permissiveSets lists the names of the permissive name sets that exist.
-func (g *groups) permissiveSets() []string {
+func (g *groups) permissiveSets() []string { return g.existing(PermissiveSetName) }
+
+// existing lists the names of the shards of a sharded name set that exist.
+func (g *groups) existing(setName func(int) string) []string {
 	var out []string
 	for i := range PermissiveShards {
-		if name := PermissiveSetName(i); g.sets[name] != nil {
+		if name := setName(i); g.sets[name] != nil {
 			out = append(out, name)
 		}
 	}
@@ -204,7 +215,12 @@ func (g *groups) permissiveSets() []string {
 // names lists the names of typeURL the proxies of id are served: the
 // group's own and those of the sets it lists, sorted, without duplicates.
 func (g *groups) names(id model.Identity, typeURL string) []string {
-	grp := g.byID[id]
+	return g.namesOf(g.byID[id], typeURL)
+}
+
+// namesOf lists the names of typeURL grp's proxies are served: its own
+// and those of the sets it lists, sorted, without duplicates.
+func (g *groups) namesOf(grp *Group, typeURL string) []string {
 	if grp == nil {
 		return nil
 	}
@@ -234,6 +250,9 @@ func (e *Engine) compileShared(d *Delta) {
 			if e.groups.dropSet(PermissiveSetName(i), d) {
 				e.markAllGroups()
 			}
+			if e.groups.dropSet(GRPCPermissiveSetName(i), d) {
+				e.markAllGroups()
+			}
 		}
 		return
 	}
@@ -253,6 +272,17 @@ func (e *Engine) compileShared(d *Delta) {
 			layout.TypeListener: n.listeners,
 		}, d) {
 			e.markAllGroups()
+		}
+		if e.opts.ProxylessGRPC {
+			g := e.grpcNames(refs)
+			if e.groups.putSet(GRPCPermissiveSetName(i), map[string][]string{
+				layout.TypeCluster:  g.clusters,
+				layout.TypeEndpoint: g.endpoints,
+				layout.TypeRoute:    g.routes,
+				layout.TypeListener: g.listeners,
+			}, d) {
+				e.markAllGroups()
+			}
 		}
 	}
 }

@@ -17,8 +17,10 @@ import (
 // The gRPC flavour in the incremental compile (Options.ProxylessGRPC): a
 // service port's gRPC resources are rebuilt with its Envoy ones, an
 // identity's server listeners with its inbound listener, and its gRPC group
-// with its Envoy group, from the same dirty marks. The gRPC group lists its
-// names itself, in both modes (no name sets).
+// with its Envoy group, from the same dirty marks. Its names are shared
+// the way an Envoy group's are: in permissive mode through the gRPC
+// permissive name sets, and a group too large keeps its names in sets of
+// its own.
 
 // compileGRPCPort builds the gRPC cluster, assignment, route and API
 // listeners of sp, recording the names that exist in n.
@@ -185,17 +187,50 @@ func (e *Engine) dropGRPCServers(id model.Identity, d *Delta) {
 	delete(e.groups.grpcServers, id)
 }
 
-// compileGRPCGroup rebuilds the gRPC group of id: the gRPC names of the
-// services it reaches and its server listeners. A group over MaxGroupBytes
-// is reported in d.Invalid, and the last good one stays.
-func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
-	var n reachNames
-	for _, s := range e.reach.reached(id) {
+// GRPCPermissiveSetName is the name of gRPC permissive name set shard i:
+// in permissive mode the gRPC names of every service (clusters,
+// assignments, routes, qualified API listeners) are in these sets, sharded
+// as the Envoy names are (permissiveShard), and every gRPC group lists
+// them instead of copying the names, so a group's size does not grow with
+// the mesh.
+func GRPCPermissiveSetName(i int) string { return fmt.Sprintf("grpc-permissive-%02d", i) }
+
+// grpcSpillSetName is the name of the i-th own name set of id's gRPC
+// group; '@' is in no ServiceAccount name, so it is no Envoy group's.
+func grpcSpillSetName(id model.Identity, i int) string {
+	return fmt.Sprintf("group/%s/%s@%s/%02d", id.Namespace, id.Name, layout.ProxylessGRPC, i)
+}
+
+// grpcNames collects the gRPC names of the services in refs.
+func (e *Engine) grpcNames(refs []svcRef) *reachNames {
+	n := &reachNames{}
+	for _, s := range refs {
 		g := &e.svcs.frag(s.nn).grpc
 		n.clusters = append(n.clusters, g.clusters...)
 		n.endpoints = append(n.endpoints, g.endpoints...)
 		n.routes = append(n.routes, g.routes...)
 		n.listeners = append(n.listeners, g.listeners...)
+	}
+	return n
+}
+
+// compileGRPCGroup rebuilds the gRPC group of id: the gRPC names of the
+// services it reaches (in permissive mode, the gRPC permissive sets), the
+// bare-name listeners of those in its namespace, and its server
+// listeners. A group whose own names pass MaxGroupBytes keeps them in name
+// sets of its own, as an Envoy group does.
+func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
+	var n reachNames
+	var sets []string
+	reach := e.reach.reached(id)
+	if e.m.Permissive() {
+		if len(reach) > 0 {
+			sets = e.groups.existing(GRPCPermissiveSetName)
+		}
+	} else {
+		n = *e.grpcNames(reach)
+	}
+	for _, s := range reach {
 		if s.nn.Namespace == id.Namespace {
 			n.listeners = append(n.listeners, e.bareListeners(s.nn)...)
 		}
@@ -207,18 +242,27 @@ func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
 		layout.TypeRoute:    n.routes,
 		layout.TypeListener: n.listeners,
 	}
+	for typ, names := range own {
+		sort.Strings(names)
+		own[typ] = slices.Compact(names)
+	}
+	spill := func(byType map[string][]string) []string {
+		return e.groups.spillAs(func(i int) string { return grpcSpillSetName(id, i) }, e.groups.grpcSpilled, id, byType, d)
+	}
 	if namesSize(own) > MaxGroupBytes {
-		d.Invalid = append(d.Invalid, fmt.Errorf("gRPC group of %s lists %d bytes of names, over the %d-byte limit", id, namesSize(own), MaxGroupBytes))
-		return
+		sets = append(slices.Clone(sets), spill(own)...)
+		own = nil
+	} else {
+		spill(nil)
 	}
 	g := &meshv1.ProxyGroup{
 		Identity:  &meshv1.Identity{Namespace: id.Namespace, ServiceAccount: id.Name},
 		Resources: map[string]*meshv1.ResourceNames{},
+		Sets:      sets,
 	}
 	for typ, names := range own {
 		if len(names) > 0 {
-			sort.Strings(names)
-			g.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: slices.Compact(names)}
+			g.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: names}
 		}
 	}
 	grp := &Group{Identity: id, Group: g, Version: GroupVersion(g), Flavour: layout.ProxylessGRPC}
@@ -229,8 +273,15 @@ func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
 	d.Groups = append(d.Groups, grp)
 }
 
+// GRPCGroupNames lists the names of typeURL the gRPC group of id serves:
+// its own and those of the sets it lists, sorted.
+func (e *Engine) GRPCGroupNames(id model.Identity, typeURL string) []string {
+	return e.groups.namesOf(e.groups.grpc[id], typeURL)
+}
+
 // dropGRPCGroup removes the gRPC group of id, adding its key to d.
 func (e *Engine) dropGRPCGroup(id model.Identity, d *Delta) {
+	e.groups.spillAs(func(i int) string { return grpcSpillSetName(id, i) }, e.groups.grpcSpilled, id, nil, d)
 	if grp := e.groups.grpc[id]; grp != nil {
 		delete(e.groups.grpc, id)
 		d.DeletedGroups = append(d.DeletedGroups, grp.Key())

@@ -55,9 +55,12 @@ func checkGRPCIncremental(t *testing.T, step string, e, plain *Engine, ids []mod
 			}
 			continue
 		}
+		// The names it is served: its own and its sets'.
 		got := map[string][]string{}
-		for typ, names := range g.Group.GetResources() {
-			got[typ] = names.GetNames()
+		for _, typ := range []string{layout.TypeCluster, layout.TypeEndpoint, layout.TypeListener, layout.TypeRoute} {
+			if names := e.GRPCGroupNames(i, TypeURL(typ)); len(names) > 0 {
+				got[TypeURL(typ)] = names
+			}
 		}
 		if diff := cmp.Diff(namesByType(want), got); diff != "" {
 			t.Errorf("%s: gRPC group of %s (-from scratch +incremental):\n%s", step, i, diff)
@@ -135,7 +138,7 @@ func TestGRPCFlavourIncremental(t *testing.T) {
 			// namespace has a service bookstore with an http port 14001.
 			store := id("bookstore", "bookstore-v2")
 			bare := func() bool {
-				return slices.Contains(e.GRPCGroup(store).Group.GetResources()[TypeURL(layout.TypeListener)].GetNames(), "bookstore:14001")
+				return slices.Contains(e.GRPCGroupNames(store, TypeURL(layout.TypeListener)), "bookstore:14001")
 			}
 			if want := mode == "permissive"; bare() != want {
 				t.Errorf("bookstore-v2's gRPC group lists bookstore:14001: %v, want %v (it reaches the bookstore service: %v)", bare(), want, want)
@@ -161,7 +164,7 @@ func TestGRPCFlavourIncremental(t *testing.T) {
 			if e.Resource(layout.TypeListener, oldServer) != nil {
 				t.Errorf("server listener %s of bookstore-v1's old pod IP is left", oldServer)
 			}
-			if !slices.Contains(e.GRPCGroup(id("bookstore", "bookstore-v1")).Group.GetResources()[TypeURL(layout.TypeListener)].GetNames(), GRPCServerListenerName("10.244.9.10", 14001)) {
+			if !slices.Contains(e.GRPCGroupNames(id("bookstore", "bookstore-v1"), TypeURL(layout.TypeListener)), GRPCServerListenerName("10.244.9.10", 14001)) {
 				t.Error("bookstore-v1's gRPC group does not list the server listener of its new pod IP")
 			}
 		})

@@ -96,3 +96,63 @@ func TestOversizedGroupSpillsIntoItsOwnSets(t *testing.T) {
 		t.Error("the group no longer reaches the one service still allowed")
 	}
 }
+
+// TestPermissiveGRPCGroupsShareNameSets (issue 17, section 1): in a
+// permissive mesh every identity reaches every service, and a gRPC group
+// that copied every service's gRPC names passed MaxGroupBytes at about
+// 2,000 services and was left out (invalid), its proxies kept on old
+// config. gRPC groups now list the gRPC permissive name sets, as Envoy
+// groups list theirs: at 4,000 services (3,200 http ports) every gRPC group stays far under
+// the bound and still serves every name of a compile from scratch.
+func TestPermissiveGRPCGroupsShareNameSets(t *testing.T) {
+	cfg := synth.Config{Namespaces: 10, Services: 4000, PodsPerService: 1, Permissive: true}
+	e := New(Options{MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName}, ProxylessGRPC: true})
+	load(t, e, synth.Generate(cfg))
+
+	largest := 0
+	for _, g := range e.groups.grpc {
+		v, err := proto.Marshal(g.Group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		largest = max(largest, len(v))
+	}
+	// The names one identity is served (every group's but for its bare
+	// names and server listeners).
+	one := model.Identity{Namespace: cfg.SvcNamespace(3), Name: synth.SvcName(3)}
+	byType := map[string][]string{}
+	for _, typ := range []string{layout.TypeCluster, layout.TypeEndpoint, layout.TypeListener, layout.TypeRoute} {
+		byType[typ] = e.GRPCGroupNames(one, TypeURL(typ))
+	}
+	names := namesSize(byType)
+	if len(e.groups.grpc) < cfg.Services {
+		t.Fatalf("%d gRPC groups, want one per service identity (%d)", len(e.groups.grpc), cfg.Services)
+	}
+	t.Logf("%d services, permissive: largest gRPC group %d bytes; the names it serves (what a group without sets carried) %d bytes; MaxGroupBytes %d",
+		cfg.Services, largest, names, MaxGroupBytes)
+	if names <= MaxGroupBytes {
+		t.Errorf("the names served (%d bytes) fit MaxGroupBytes: the mesh is too small to test the bound", names)
+	}
+	if largest > MaxGroupBytes/16 {
+		t.Errorf("largest gRPC group %d bytes: it grows with the mesh (MaxGroupBytes %d)", largest, MaxGroupBytes)
+	}
+	// It is served every name a compile from scratch gives it.
+	client, err := e.GRPCClient(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := e.GRPCServer(one)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for typ, want := range namesByType(append(client, server...)) {
+		if got := e.GRPCGroupNames(one, typ); !slices.Equal(got, want) {
+			t.Errorf("%s of %s: %d names served, %d compiled from scratch", typ, one, len(got), len(want))
+		}
+	}
+	for _, name := range e.GRPCGroup(one).Group.GetSets() {
+		if !strings.HasPrefix(name, "grpc-permissive-") {
+			t.Errorf("gRPC group of %s lists set %s", one, name)
+		}
+	}
+}

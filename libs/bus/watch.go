@@ -108,27 +108,46 @@ func (s *Store) Watch(ctx context.Context, pattern string) (*Watcher, error) {
 	if pattern == "" {
 		pattern = ">"
 	}
+	it, pending, err := s.consume(ctx, pattern, 0)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
+	}
+	created := s.created(ctx)
+	wctx, cancel := context.WithCancel(ctx)
+	w := &Watcher{bucket: s.bucket, events: make(chan Event, 256), cancel: cancel, done: make(chan struct{})}
+	go w.run(wctx, s, pattern, it, pending, created)
+	return w, nil
+}
+
+// watchHeartbeat is how often the server sends an idle watch a heartbeat.
+// A watch that hears nothing for twice as long (its consumer lost with the
+// server that held it, say) has the ordered consumer recreate it.
+const watchHeartbeat = time.Second
+
+// consume starts an ordered consumer on the keys matching pattern: the
+// last value of each key when from is 0, otherwise every write from stream
+// sequence from on. It returns the iterator and the number of messages
+// pending when it started.
+func (s *Store) consume(ctx context.Context, pattern string, from uint64) (jetstream.MessagesContext, uint64, error) {
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{s.prefix + pattern},
 		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
 		// Recover without limit: a watcher must outlive a server restart.
 		MaxResetAttempts: -1,
 	}
-	stream := "KV_" + s.bucket
-	cons, err := s.conn.js.OrderedConsumer(ctx, stream, cfg)
+	if from > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
+	}
+	cons, err := s.conn.js.OrderedConsumer(ctx, "KV_"+s.bucket, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
+		return nil, 0, err
 	}
 	pending := cons.CachedInfo().NumPending
-	created := s.created(ctx)
-	it, err := cons.Messages(jetstream.PullHeartbeat(time.Second), jetstream.PullExpiry(5*time.Second))
+	it, err := cons.Messages(jetstream.PullHeartbeat(watchHeartbeat), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
-		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
+		return nil, 0, err
 	}
-	wctx, cancel := context.WithCancel(ctx)
-	w := &Watcher{bucket: s.bucket, events: make(chan Event, 256), cancel: cancel, done: make(chan struct{})}
-	go w.run(wctx, s, it, pending, created)
-	return w, nil
+	return it, pending, nil
 }
 
 // ErrBucketRecreated ends a watch whose bucket was deleted and declared
@@ -137,9 +156,13 @@ func (s *Store) Watch(ctx context.Context, pattern string) (*Watcher, error) {
 // whole content.
 var ErrBucketRecreated = errors.New("the bucket was recreated; watch it again")
 
-// recreatedCheck is how often an idle watch checks that its bucket is the
-// one it started on.
+// recreatedCheck is how often a watch checks that its bucket is the one it
+// started on.
 const recreatedCheck = 2 * time.Second
+
+// stuckAfter is how long a watch lets its consumer fail before it replaces
+// the consumer with a new one resuming after the last revision delivered.
+const stuckAfter = 5 * time.Second
 
 // created is when the bucket's stream was created, zero if unknown.
 func (s *Store) created(ctx context.Context) time.Time {
@@ -150,23 +173,69 @@ func (s *Store) created(ctx context.Context) time.Time {
 	return st.CachedInfo().Created
 }
 
-func (w *Watcher) run(ctx context.Context, s *Store, it jetstream.MessagesContext, pending uint64, created time.Time) {
+// checkRecreated cancels the watch with ErrBucketRecreated once the
+// bucket's stream is not the one created at created. A recreated bucket
+// starts its revisions over; the ordered consumer would wait past the old
+// ones and miss everything.
+func (s *Store) checkRecreated(ctx context.Context, cancel context.CancelCauseFunc, created time.Time) {
+	t := time.NewTicker(recreatedCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := s.created(ctx); !now.IsZero() && !now.Equal(created) {
+			cancel(fmt.Errorf("watch %s: %w", s.bucket, ErrBucketRecreated))
+			return
+		}
+	}
+}
+
+func (w *Watcher) run(ctx context.Context, s *Store, pattern string, it jetstream.MessagesContext, pending uint64, created time.Time) {
 	defer close(w.done)
 	defer close(w.events)
-	defer it.Stop()
+	rctx, recreated := context.WithCancelCause(ctx)
+	defer recreated(nil)
+	if !created.IsZero() {
+		go s.checkRecreated(rctx, recreated, created)
+	}
+	// Stopping the iterator is what ends a Next stuck in the ordered
+	// consumer's resets (they retry while NATS is unreachable).
+	var itMu sync.Mutex
+	stopIt := func() {
+		itMu.Lock()
+		cur := it
+		itMu.Unlock()
+		cur.Stop()
+	}
+	context.AfterFunc(rctx, stopIt)
+	defer stopIt()
+	fail := func(err error) {
+		w.mu.Lock()
+		w.err = err
+		w.mu.Unlock()
+	}
 	defer func() {
 		w.mu.Lock()
-		if w.err == nil && ctx.Err() != nil {
+		switch {
+		case w.err != nil:
+		case ctx.Err() != nil:
 			w.err = ctx.Err()
+		case rctx.Err() != nil:
+			w.err = context.Cause(rctx)
 		}
 		w.mu.Unlock()
 	}()
 	initialized := false
+	var last uint64       // the stream sequence of the last write delivered
+	var failing time.Time // since when Next has failed, zero while it works
 	send := func(ev Event) bool {
 		select {
 		case w.events <- ev:
 			return true
-		case <-ctx.Done():
+		case <-rctx.Done():
 			return false
 		}
 	}
@@ -176,48 +245,59 @@ func (w *Watcher) run(ctx context.Context, s *Store, it jetstream.MessagesContex
 			return
 		}
 	}
-	lastCheck := time.Now()
 	for {
-		nctx, cancel := context.WithTimeout(ctx, recreatedCheck)
-		msg, err := it.Next(jetstream.NextContext(nctx))
-		cancel()
-		if time.Since(lastCheck) >= recreatedCheck && !created.IsZero() {
-			// A recreated bucket starts its revisions over; the ordered
-			// consumer would wait past the old ones and miss everything.
-			lastCheck = time.Now()
-			if now := s.created(ctx); !now.IsZero() && !now.Equal(created) {
-				w.mu.Lock()
-				w.err = fmt.Errorf("watch %s: %w", s.bucket, ErrBucketRecreated)
-				w.mu.Unlock()
-				return
-			}
-		}
+		// No deadline of our own: the ordered consumer notices a lost
+		// consumer only while Next waits past two missed heartbeats.
+		msg, err := it.Next(jetstream.NextContext(rctx))
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, context.DeadlineExceeded) {
-				continue // the check above ran
+			if rctx.Err() != nil {
+				return // recreated: the deferred check says so
 			}
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				w.mu.Lock()
-				w.err = fmt.Errorf("watch %s: %w", s.bucket, err)
-				w.mu.Unlock()
+			if errors.Is(err, jetstream.ErrConnectionClosed) || s.conn.nc.IsClosed() {
+				fail(fmt.Errorf("watch %s: %w", s.bucket, err))
 				return
 			}
-			// Timeouts and transient errors: the ordered consumer resets
-			// itself; wait a little and ask again.
+			if failing.IsZero() {
+				failing = time.Now()
+			}
+			// The ordered consumer recreates its consumer on lost
+			// heartbeats, reconnects and leader changes. One that keeps
+			// failing (its iterator closed, its resets refused) is
+			// replaced: the new one resumes after the last write
+			// delivered, or starts over before the first values are in.
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || time.Since(failing) >= stuckAfter {
+				from := uint64(0)
+				if initialized {
+					from = last + 1
+				}
+				next, _, rerr := s.consume(rctx, pattern, from)
+				if rerr == nil {
+					it.Stop()
+					itMu.Lock()
+					it = next
+					itMu.Unlock()
+					failing = time.Time{}
+					if rctx.Err() != nil {
+						next.Stop()
+					}
+					continue
+				}
+			}
 			select {
-			case <-ctx.Done():
-				return
+			case <-rctx.Done():
 			case <-time.After(100 * time.Millisecond):
 			}
 			continue
 		}
+		failing = time.Time{}
 		meta, err := msg.Metadata()
 		if err != nil {
 			continue
 		}
+		last = meta.Sequence.Stream
 		ev := Event{
 			Key:      msg.Subject()[len(s.prefix):],
 			Revision: meta.Sequence.Stream,

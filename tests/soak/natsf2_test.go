@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -107,21 +106,15 @@ func heldBy(n *stack.NATS, i int) (map[string][2]uint64, error) {
 // three hold the same messages. No proxy loses its config, 0 version
 // regressions, 0 wrong-identity secrets.
 //
-// It is skipped in make test while the bug it found is open (see the skip
-// and docs/faults.md); run it with
+// It runs in make test; alone, run
 //
-//	OSM_FAULTS_F2=1 go test -race -run TestF2NATSNodeKilled -v ./soak/
+//	go test -race -run TestF2NATSNodeKilled -v ./soak/
 //
-// in tests/.
+// in tests/. It found that a watch whose consumer died with its server
+// heard of it never (libs/bus: Watcher).
 func TestF2NATSNodeKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the control plane on a three-server NATS cluster")
-	}
-	if !fullFaults() && os.Getenv("OSM_FAULTS_F2") != "1" {
-		// An open bug, not a flaky test: it failed 2 of 3 runs under -race (0 of 3 without).
-		t.Skip("F2 finds an open bug: after the kill, an edge may apply no further generation of mesh-compiled " +
-			"(5 of 16 edits never reach the proxies although the compiler commits them; docs/faults.md); " +
-			"run it with OSM_FAULTS_F2=1")
 	}
 	s, _ := faultMesh(t, 8, func(c *Config) { c.NATSServers = 3 })
 	ctx := t.Context()

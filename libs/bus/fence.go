@@ -85,6 +85,21 @@ func (s *Store) Superseded(ctx context.Context) (bool, error) {
 	return f == nil || cur > f.term || (cur == f.term && e.Revision() != f.seq), nil
 }
 
+// Gone reports whether the bucket's stream no longer exists (deleted, or
+// JetStream lost its store). A call that got no responders may mean that,
+// or only that the stream is electing a leader after a NATS node died;
+// this tells them apart, and errs when it cannot tell.
+func (s *Store) Gone(ctx context.Context) (bool, error) {
+	_, err := s.conn.js.Stream(ctx, "KV_"+s.bucket)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("look up the bucket %s: %w", s.bucket, err)
+	}
+	return false, nil
+}
+
 // ClaimLost reports whether this store's claim is gone from the bucket
 // without a newer writer having claimed it: the key or the whole bucket
 // was deleted (and maybe recreated), or JetStream lost its store. A writer
@@ -96,9 +111,11 @@ func (s *Store) ClaimLost(ctx context.Context) (bool, error) {
 	}
 	e, err := s.kv.Get(ctx, FenceKey)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrStreamNotFound):
+	case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrStreamNotFound):
 		return true, nil
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		// Gone, or only electing a leader after a NATS node died.
+		return s.Gone(ctx)
 	case err != nil:
 		return false, fmt.Errorf("read the fence of %s: %w", s.bucket, err)
 	}

@@ -1,11 +1,15 @@
 package bus_test
 
 import (
+	"context"
 	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
 )
@@ -132,5 +136,42 @@ func TestFenceLostWithTheBucket(t *testing.T) {
 	}
 	if lost, err := st.ClaimLost(ctx); err != nil || lost {
 		t.Errorf("claim lost = %v (%v) after claiming again, want false", lost, err)
+	}
+}
+
+// TestGoneOnlyWhenTheBucketIs: Gone is true once the bucket's stream is
+// deleted, false while it exists, and an error, not true, while NATS does
+// not answer (what a writer sees while a replicated bucket elects a leader
+// must not make it start a new epoch).
+func TestGoneOnlyWhenTheBucketIs(t *testing.T) {
+	srv := startServer(t, bustest.Options{StoreDir: t.TempDir()})
+	ctx := t.Context()
+	c := connect(t, bus.Options{URL: srv.URL(), Role: bus.RoleAdmin})
+	st, err := c.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := st.Gone(ctx); err != nil || gone {
+		t.Fatalf("gone = %v (%v) for a bucket that exists", gone, err)
+	}
+	srv.Stop()
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	gone, err := st.Gone(sctx)
+	cancel()
+	if gone || err == nil || !strings.Contains(err.Error(), bus.BucketObserved) {
+		t.Fatalf("gone = %v (%v) while NATS is down, want an error naming the bucket", gone, err)
+	}
+	if err := srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	apptest.EventuallyTrue(t, "the bucket found after the restart", 20*time.Second, func() bool {
+		g, err := st.Gone(ctx)
+		return err == nil && !g
+	})
+	if err := c.JetStream().DeleteKeyValue(ctx, bus.BucketObserved); err != nil {
+		t.Fatal(err)
+	}
+	if gone, err := st.Gone(ctx); err != nil || !gone {
+		t.Fatalf("gone = %v (%v) for a deleted bucket", gone, err)
 	}
 }

@@ -47,6 +47,7 @@ type kvFence interface {
 	Unclaim()
 	Superseded(ctx context.Context) (bool, error)
 	ClaimLost(ctx context.Context) (bool, error)
+	Gone(ctx context.Context) (bool, error)
 }
 
 // kvWriter writes keys, skipping writes that change nothing.
@@ -419,8 +420,12 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		// The bucket is gone (deleted, or JetStream lost its store): end
 		// the term; the next one declares the bucket again and rewrites
-		// everything under a new epoch.
-		w.loseClaim("the bucket is gone")
+		// everything under a new epoch. No responders also comes while
+		// a replicated bucket elects a leader (a NATS node died): then
+		// the bucket is there, and the write is only retried.
+		if gone, gerr := w.o.Store.Gone(ctx); gerr == nil && gone {
+			w.loseClaim("the bucket is gone")
+		}
 		return err
 	}
 	if errors.Is(err, bus.ErrFenced) {

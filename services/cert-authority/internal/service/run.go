@@ -71,7 +71,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 	})
 
 	client, kubeErr := c.kubeClient()
-	prov, err := c.openProvider(ctx, log, client, kubeErr)
+	prov, err := c.openProvider(ctx, log, rt.Health, client, kubeErr)
 	if err != nil {
 		return err
 	}
@@ -171,7 +171,7 @@ func (c *config) kubeClient() (kubernetes.Interface, error) {
 
 // openProvider opens the configured provider: the built-in one loads (or
 // creates) its root Secrets and needs the apiserver; the Vault one logs in.
-func (c *config) openProvider(ctx context.Context, log *logrus.Entry, client kubernetes.Interface, kubeErr error) (provider, error) {
+func (c *config) openProvider(ctx context.Context, log *logrus.Entry, health *app.Health, client kubernetes.Interface, kubeErr error) (provider, error) {
 	if c.provider == providerBuiltin {
 		if kubeErr != nil {
 			return nil, fmt.Errorf("the builtin provider keeps its root in a Secret and needs the apiserver: %w", kubeErr)
@@ -193,10 +193,40 @@ func (c *config) openProvider(ctx context.Context, log *logrus.Entry, client kub
 	if err != nil {
 		return nil, fmt.Errorf("vault provider: %w", err)
 	}
-	if err := retryUntil(ctx, log, "vault login", vp.Login); err != nil {
+	// Until the login succeeds, /readyz says why it fails (the check is
+	// replaced by Vault's own once logged in).
+	var last atomic.Pointer[error]
+	health.AddReadyCheck("vault", func(context.Context) error {
+		if e := last.Load(); e != nil {
+			return *e
+		}
+		return errors.New("logging in to vault")
+	})
+	login := func(ctx context.Context) error {
+		err := c.explainLogin(vp.Login(ctx))
+		if err != nil {
+			last.Store(&err)
+		}
+		return err
+	}
+	if err := retryUntil(ctx, log, "vault login", login); err != nil {
 		return nil, err
 	}
 	return vp, nil
+}
+
+// explainLogin adds to a login Vault refused the flags that decide it.
+func (c *config) explainLogin(err error) error {
+	if err == nil || pki.ReasonOf(err) != pki.ReasonProvider {
+		return err
+	}
+	if c.vaultAuthRole != "" {
+		return fmt.Errorf("%w (check --vault-auth-role %q and --vault-auth-mount %q against Vault's role, "+
+			"and that the token in --vault-sa-token-file %s is of a ServiceAccount the role is bound to, with the audience the role expects)",
+			err, c.vaultAuthRole, c.vaultAuthMount, c.vaultSATokenFile)
+	}
+	return fmt.Errorf("%w (check --vault-token: a valid token with the policy to sign at --vault-pki-mount %q role --vault-role %q)",
+		err, c.vaultPKIMount, c.vaultRole)
 }
 
 // publisher connects to NATS as the CA and returns the publisher of hub's
@@ -226,12 +256,13 @@ func retryUntil(ctx context.Context, log *logrus.Entry, what string, op func(con
 			return nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%s: %w", what, err)
+			// Stopped while starting: a clean stop, not a failure.
+			return fmt.Errorf("%s stopped: %w (last error: %v)", what, ctx.Err(), err)
 		}
 		log.WithError(err).WithField("operation", what).Warn("startup step failed; retrying")
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", what, err)
+			return fmt.Errorf("%s stopped: %w (last error: %v)", what, ctx.Err(), err)
 		case <-time.After(backoff.Wait(startRetryBase, startRetryMax, attempt)):
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -162,5 +163,41 @@ path "pki/issuer/*" { capabilities = ["read"] }`}},
 	})
 	if err := verifyLeaf(bundle, newLeaf); err != nil {
 		t.Errorf("new leaf after step 3: %v", err)
+	}
+}
+
+// TestVaultLoginRefusedSaysWhyAndStopsCleanly: while Vault refuses the
+// login, /readyz names the vault check and the flags that decide the login
+// (not only "the gRPC listener is not serving yet"), the token is in no log,
+// and a stop during the login retries is a clean stop, not a failure.
+func TestVaultLoginRefusedSaysWhyAndStopsCleanly(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	v := vaultdev.Start(t)
+	nats, err := bustest.Start(bustest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nats.Shutdown()
+	const bogus = "hvs.not-a-token-do-not-log"
+	svc := runService(t, nats.URL(), map[string]string{"OSM_VAULT_TOKEN": bogus},
+		"--provider", "vault", "--vault-addr", v.URL(), "--vault-role", "mesh", "--vault-request-timeout", "700ms", "--vault-retry-budget", "1s")
+	apptest.Eventually(t, "readyz naming the refused login", 30*time.Second, func() error {
+		body, _ := svc.admin(ctx, "/readyz")
+		if !strings.Contains(body, "vault") || !strings.Contains(body, "refused") || !strings.Contains(body, "--vault-token") {
+			return fmt.Errorf("readyz: %q", body)
+		}
+		return nil
+	})
+	if err := svc.ready(); err == nil {
+		t.Fatal("ready although Vault refused the login")
+	}
+	if err := svc.stop(); err != nil {
+		t.Errorf("a stop during the login retries returned %v, want a clean stop", err)
+	}
+	if l := svc.logs.String(); strings.Contains(l, bogus) {
+		t.Errorf("logs leak the token:\n%s", l)
+	} else if !strings.Contains(l, "--vault-token") {
+		t.Errorf("the logged login failure does not name --vault-token:\n%s", l)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	accessclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/access/clientset/versioned"
 	specsclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/specs/clientset/versioned"
 	splitclient "github.com/servicemeshinterface/smi-sdk-go/pkg/gen/client/split/clientset/versioned"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/dynamic"
@@ -178,23 +179,13 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 	reporter := status.New(events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "osm-" + Name}), w.Leading, log)
 
 	lead := func(ctx context.Context) {
-		for attempt := 1; ; attempt++ {
-			err := w.Lead(ctx)
-			if ctx.Err() != nil {
-				return
-			}
-			log.WithError(err).Error("takeover failed, retrying")
+		leadLoop(ctx, w.Lead, func(ctx context.Context) {
 			// The bucket may be gone (deleted, or JetStream lost its
 			// store): declare it again before the next term.
 			if _, err := conn.EnsureBucket(ctx, bus.BucketObserved, bus.BucketOptions{Replicas: c.KVReplicas}); err != nil {
 				log.WithError(err).Warn("declare the bucket again")
 			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff.Wait(time.Second, 30*time.Second, attempt)):
-			}
-		}
+		}, defaultLeadPacing, log)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
@@ -211,4 +202,36 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 		return nil
 	}
 	return err
+}
+
+// leadPacing bounds the wait between terms that end: from base, doubling
+// to max; a term that lasted settled counts as a success, so the wait
+// after it starts again from base rather than from where the failures
+// before it left it.
+type leadPacing struct{ base, max, settled time.Duration }
+
+var defaultLeadPacing = leadPacing{base: time.Second, max: 30 * time.Second, settled: time.Minute}
+
+// leadLoop runs terms (lead) until ctx ends, calling redeclare and waiting
+// a growing time after each one that ends.
+func leadLoop(ctx context.Context, lead func(context.Context) error, redeclare func(context.Context), p leadPacing, log *logrus.Entry) {
+	attempt := 0
+	for {
+		start := time.Now()
+		err := lead(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) >= p.settled {
+			attempt = 0
+		}
+		attempt++
+		log.WithError(err).WithField("attempt", attempt).Error("takeover failed, retrying")
+		redeclare(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff.Wait(p.base, p.max, attempt)):
+		}
+	}
 }

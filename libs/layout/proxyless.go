@@ -20,6 +20,11 @@ const (
 	// gRPC bootstrap's certificate_providers, that gRPC-flavour resources
 	// take the identity certificate and the root certificates from.
 	CertProviderInstance = "osm-certs"
+	// GRPCServerListenerTemplate is the gRPC bootstrap's
+	// server_listener_resource_name_template: an xDS-enabled gRPC server
+	// listening on <ip>:<port> asks for the listener named by it, the
+	// name the compiler gives a server listener (gRFC A36).
+	GRPCServerListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
 )
 
 // GRPCGroupKey is the key of the gRPC-flavour proxy group of identity

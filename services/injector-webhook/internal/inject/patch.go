@@ -69,9 +69,15 @@ func InjectedProbes(pod *corev1.Pod) ([]OriginalProbe, error) {
 	return probes, nil
 }
 
-// Injected reports whether the pod already carries the sidecar, so that a
-// second admission of the same pod changes nothing.
+// Injected reports whether the pod already carries the sidecar, or the
+// proxyless gRPC volume, so that a second admission of the same pod
+// changes nothing.
 func Injected(pod *corev1.Pod) bool {
+	for _, v := range pod.Spec.Volumes {
+		if v.Name == ProxylessVolume {
+			return true
+		}
+	}
 	for _, c := range pod.Spec.InitContainers {
 		if c.Name == InitContainerName {
 			return true

@@ -84,16 +84,18 @@ type Claimer interface {
 	Claim(namespace, name string, owners []metav1.OwnerReference) bool
 }
 
-// Maker issues a certificate and builds the bootstrap Secret of a proxy
-// (webhook.Webhook.BootstrapSecret).
+// Maker issues the certificates and builds the bootstrap Secret of a proxy,
+// or of a proxyless gRPC pod (webhook.Webhook.BootstrapSecret).
 type Maker interface {
-	BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error)
+	BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, proxyless bool, probes []inject.OriginalProbe) (*corev1.Secret, error)
 }
 
-// Issuer issues a bootstrap certificate for service account sa of
-// namespace ns (webhook.Certifier).
+// Issuer issues the certificates a bootstrap Secret holds, for service
+// account sa of its namespace, and puts them into it (webhook.Certifier):
+// the xDS client certificate, and for a proxyless gRPC pod's Secret also
+// the service certificate.
 type Issuer interface {
-	Issue(ctx context.Context, ns, sa string) (*webhook.Certificate, error)
+	Certify(ctx context.Context, s *corev1.Secret, sa string) error
 }
 
 var (
@@ -432,7 +434,10 @@ func (r *Reconciler) recreate(ctx context.Context, key, ns, uuid string, live []
 		r.o.Log.WithContext(ctx).WithError(err).WithFields(logrus.Fields{"namespace": ns, "name": oldest.Name}).
 			Warn("probes of the injected pod unreadable; bootstrap rebuilt without them")
 	}
-	sec, err := r.o.Maker.BootstrapSecret(ctx, ns, oldest.Spec.ServiceAccountName, uuid, probes)
+	// A pod admitted as proxyless has a valid annotation: admission
+	// refuses others.
+	proxyless, _ := inject.Proxyless(oldest)
+	sec, err := r.o.Maker.BootstrapSecret(ctx, ns, oldest.Spec.ServiceAccountName, uuid, proxyless, probes)
 	if err != nil {
 		r.observe("recreated", err)
 		return err

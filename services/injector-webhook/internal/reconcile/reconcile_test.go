@@ -37,12 +37,16 @@ func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, false)) }
 // maker is a hand-written fake of Maker.
 type maker struct {
 	mu    sync.Mutex
-	calls []string // namespace/sa/uuid/probe count
+	calls []string // namespace/sa/uuid/probe count[/proxyless]
 }
 
-func (m *maker) BootstrapSecret(_ context.Context, ns, sa, uuid string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
+func (m *maker) BootstrapSecret(_ context.Context, ns, sa, uuid string, proxyless bool, probes []inject.OriginalProbe) (*corev1.Secret, error) {
 	m.mu.Lock()
-	m.calls = append(m.calls, fmt.Sprintf("%s/%s/%s/%d", ns, sa, uuid, len(probes)))
+	call := fmt.Sprintf("%s/%s/%s/%d", ns, sa, uuid, len(probes))
+	if proxyless {
+		call += "/proxyless"
+	}
+	m.calls = append(m.calls, call)
 	m.mu.Unlock()
 	return bootstrapSecret(ns, uuid), nil
 }

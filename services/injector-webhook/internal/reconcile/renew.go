@@ -64,31 +64,39 @@ func (r *Reconciler) renew(ctx context.Context, key string, sec *metav1.PartialO
 	if err != nil {
 		return err
 	}
-	leaf, err := webhook.Leaf(full.Data[bootstrap.FileCert])
-	reissue := err != nil || !now.Before(webhook.RenewAt(leaf.NotBefore, leaf.NotAfter))
-	reason := "due"
-	if err != nil {
-		reason = "unreadable"
-	} else if !reissue && roots != nil && !verifies(full.Data[bootstrap.FileCert], leaf, roots, now) {
-		reissue, reason = true, "issuer left the trust bundle"
+	// The certificates the Secret holds (the xDS client certificate, and a
+	// proxyless pod's service certificate) are issued together: all are
+	// reissued when one is due, unreadable or no longer verified.
+	certs, err := webhook.Certs(full)
+	var leaf *x509.Certificate
+	reissue, reason := err != nil, "unreadable"
+	if err == nil {
+		first, _ := webhook.FirstDue(full)
+		leaf = first.Leaf
+		reissue, reason = !now.Before(webhook.RenewAt(leaf.NotBefore, leaf.NotAfter)), "due"
+		for _, c := range certs {
+			if !reissue && roots != nil && !verifies(c.ChainPEM, c.Leaf, roots, now) {
+				reissue, reason = true, "issuer left the trust bundle"
+			}
+		}
 	}
 	action := "trust-updated"
 	switch {
 	case reissue:
 		action = "renewed"
-		cert, err := r.o.Issuer.Issue(ctx, sec.Namespace, pod.Spec.ServiceAccountName)
-		if err != nil {
-			r.observe(action, err)
-			return err
-		}
-		if err := webhook.SetCertificate(full, cert); err != nil {
+		if err := r.o.Issuer.Certify(ctx, full, pod.Spec.ServiceAccountName); err != nil {
 			r.observe(action, err)
 			return err
 		}
 		if roots != nil {
 			webhook.SetTrust(full, roots)
 		}
-		leaf, _ = webhook.Leaf(full.Data[bootstrap.FileCert])
+		first, err := webhook.FirstDue(full)
+		if err != nil {
+			r.observe(action, err)
+			return err
+		}
+		leaf = first.Leaf
 	case roots != nil && !bytes.Equal(full.Data[bootstrap.FileCA], roots):
 		webhook.SetTrust(full, roots)
 	default:

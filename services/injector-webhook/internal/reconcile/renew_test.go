@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
+	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 )
@@ -47,15 +49,23 @@ func newTestRoot(t *testing.T, name string) *testRoot {
 	return &testRoot{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// issuer is a hand-written fake of Issuer and of the trust bundle: it signs
-// certificates of ttl with its signing root and serves its bundle.
+// issuer is a hand-written fake of webhook.Issuer and of the trust bundle:
+// it signs certificates of ttl, with the identity's URI SAN for the usage,
+// with its signing root and serves its bundle. The reconciler gets it
+// through a real webhook.Certifier (certifier).
 type issuer struct {
 	ttl     time.Duration
 	mu      sync.Mutex
 	signer  *testRoot
 	bundle  []byte
-	calls   []string // namespace/sa
+	calls   []string // namespace/sa, of the xDS client certificates
+	usages  []identity.Usage
 	changed chan struct{}
+}
+
+// certifier is the Certifier that issues with i.
+func (i *issuer) certifier() *webhook.Certifier {
+	return &webhook.Certifier{Issuer: i, TrustDomain: "cluster.local"}
 }
 
 func newIssuer(t *testing.T, ttl time.Duration) (*issuer, *testRoot) {
@@ -63,17 +73,20 @@ func newIssuer(t *testing.T, ttl time.Duration) (*issuer, *testRoot) {
 	return &issuer{ttl: ttl, signer: r, bundle: r.pem, changed: make(chan struct{}, 1)}, r
 }
 
-func (i *issuer) Issue(_ context.Context, ns, sa string) (*webhook.Certificate, error) {
+func (i *issuer) Issue(_ context.Context, id identity.ID, u identity.Usage) (*webhook.Certificate, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	i.calls = append(i.calls, ns+"/"+sa)
+	if u == identity.UsageXDSClient {
+		i.calls = append(i.calls, id.Namespace+"/"+id.ServiceAccount)
+	}
+	i.usages = append(i.usages, u)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), NotBefore: now, NotAfter: now.Add(i.ttl),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{id.URLFor(u)}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, i.signer.cert, &key.PublicKey, i.signer.key)
 	if err != nil {
 		return nil, err
@@ -123,11 +136,7 @@ func podWithSecret(t *testing.T, ns, uuid string, iss *issuer) *corev1.Pod {
 		t.Fatal(err)
 	}
 	sec := bootstrapSecret(ns, uuid)
-	cert, err := iss.Issue(t.Context(), ns, "default")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := webhook.SetCertificate(sec, cert); err != nil {
+	if err := iss.certifier().Certify(t.Context(), sec, "default"); err != nil {
 		t.Fatal(err)
 	}
 	sec.OwnerReferences = ownerRefs(nil, []*corev1.Pod{pod})
@@ -157,7 +166,7 @@ func TestCertificateIsRenewedBeforeTwoThirdsOfItsLifetime(t *testing.T) {
 	ns := cluster.Namespace(t, "renew", nil)
 	iss, _ := newIssuer(t, ttl)
 	pod := podWithSecret(t, ns, "uuid-renew", iss)
-	start(t, Options{MissingGrace: time.Hour, OrphanGrace: time.Hour, Issuer: iss, Roots: iss.roots, RootsChanged: iss.changed})
+	start(t, Options{MissingGrace: time.Hour, OrphanGrace: time.Hour, Issuer: iss.certifier(), Roots: iss.roots, RootsChanged: iss.changed})
 
 	name := "envoy-bootstrap-uuid-renew"
 	cur, _, err := secretLeaf(t.Context(), ns, name)
@@ -211,7 +220,7 @@ func TestTrustBundleChangeRewritesTheSecrets(t *testing.T) {
 	ns := cluster.Namespace(t, "trust", nil)
 	iss, rootA := newIssuer(t, time.Hour)
 	podWithSecret(t, ns, "uuid-trust", iss)
-	_, acts := start(t, Options{MissingGrace: time.Hour, OrphanGrace: time.Hour, Issuer: iss, Roots: iss.roots, RootsChanged: iss.changed})
+	_, acts := start(t, Options{MissingGrace: time.Hour, OrphanGrace: time.Hour, Issuer: iss.certifier(), Roots: iss.roots, RootsChanged: iss.changed})
 	name := "envoy-bootstrap-uuid-trust"
 	first, _, err := secretLeaf(t.Context(), ns, name)
 	if err != nil {

@@ -2,8 +2,10 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,13 +13,28 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
 	"github.com/openservicemesh/osm/tests/kube"
 )
 
 var cluster *kube.Cluster
 
 // The MeshConfig CRD is installed: the MeshConfig watch lists it.
-func TestMain(m *testing.M) { os.Exit(kube.Main(m, &cluster, true)) }
+//
+// The tests run with the environment of a proxyless gRPC pod's
+// containers, bootstrap.EnvGRPCSPIFFE, which gRPC-Go reads once at
+// start: the test binary runs itself again with it.
+func TestMain(m *testing.M) {
+	if os.Getenv(bootstrap.EnvGRPCSPIFFE) != "true" {
+		self, err := os.Executable()
+		if err == nil {
+			err = syscall.Exec(self, os.Args, append(os.Environ(), bootstrap.EnvGRPCSPIFFE+"=true"))
+		}
+		fmt.Fprintf(os.Stderr, "run the tests with %s=true: %v\n", bootstrap.EnvGRPCSPIFFE, err)
+		os.Exit(1)
+	}
+	os.Exit(kube.Main(m, &cluster, true))
+}
 
 // serviceArgs are the flags of an injector that serves a certificate from
 // files, so that no cert-authority is needed until a pod is admitted.

@@ -43,8 +43,8 @@ type CAIssuer struct {
 var _ Issuer = (*CAIssuer)(nil)
 
 // Issue implements Issuer.
-func (c *CAIssuer) Issue(ctx context.Context, id identity.ID) (*Certificate, error) {
-	signed, err := caclient.Sign(ctx, c.Client, id, identity.UsageXDSClient, c.TTL)
+func (c *CAIssuer) Issue(ctx context.Context, id identity.ID, u identity.Usage) (*Certificate, error) {
+	signed, err := caclient.Sign(ctx, c.Client, id, u, c.TTL)
 	if err != nil {
 		return nil, err
 	}

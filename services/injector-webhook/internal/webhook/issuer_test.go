@@ -76,7 +76,7 @@ func TestCAIssuerRefreshesTheBundleInTheBackground(t *testing.T) {
 		t.Helper()
 		done := make(chan *Certificate, 1)
 		go func() {
-			c, err := iss.Issue(t.Context(), id)
+			c, err := iss.Issue(t.Context(), id, identity.UsageXDSClient)
 			if err != nil {
 				t.Error(err)
 			}

@@ -156,9 +156,17 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if len(pod.Spec.Containers) == 0 {
 		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: spec.containers is empty", nsName, podName(&pod)))
 	}
+	proxyless, err := inject.Proxyless(&pod)
+	if err != nil {
+		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
+	}
 	t = w.phase("decide", t)
 	proxyUUID := w.o.NewUUID()
-	res, err := inject.Build(settings, inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
+	build := func(r inject.Request) (inject.Result, error) { return inject.Build(settings, r) }
+	if proxyless {
+		build = inject.BuildProxyless
+	}
+	res, err := build(inject.Request{Pod: &pod, Namespace: ns, ProxyUUID: proxyUUID})
 	if err != nil {
 		return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
 	}
@@ -170,7 +178,7 @@ func (w *Webhook) Admit(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	// A dry run must have no side effect: the patch is computed and no
 	// Secret is stored.
 	if req.DryRun == nil || !*req.DryRun {
-		if t, err = w.storeBootstrap(ctx, t, nsName, &pod, proxyUUID, res); err != nil {
+		if t, err = w.storeBootstrap(ctx, t, nsName, &pod, proxyUUID, proxyless, res); err != nil {
 			return deny(uid, fmt.Sprintf("osm injector: pod %s/%s: %v", nsName, podName(&pod), err))
 		}
 	}
@@ -203,9 +211,9 @@ func (w *Webhook) phase(name string, start time.Time) time.Time {
 
 // storeBootstrap renders the pod's bootstrap Secret, without a
 // certificate, and hands it to the store.
-func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, pod *corev1.Pod, proxyUUID string, res inject.Result) (time.Time, error) {
+func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, pod *corev1.Pod, proxyUUID string, proxyless bool, res inject.Result) (time.Time, error) {
 	sa := serviceAccount(pod.Spec.ServiceAccountName)
-	secret, err := w.secret(ns, sa, proxyUUID, res.Probes)
+	secret, err := w.secret(ns, sa, proxyUUID, proxyless, res.Probes)
 	if err != nil {
 		return t, err
 	}
@@ -214,13 +222,14 @@ func (w *Webhook) storeBootstrap(ctx context.Context, t time.Time, ns string, po
 	return w.phase("store", t), err
 }
 
-// BootstrapSecret issues a certificate for the identity of service account
-// sa in namespace ns and returns the bootstrap Secret of proxy proxyUUID,
-// whose sidecar serves probes. The reconciler calls it to replace a Secret
-// that was never written, for a pod that exists.
-func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
+// BootstrapSecret issues the certificates for the identity of service
+// account sa in namespace ns and returns the bootstrap Secret of proxy
+// proxyUUID, whose sidecar serves probes, or, when proxyless, of a
+// proxyless gRPC pod. The reconciler calls it to replace a Secret that was
+// never written, for a pod that exists.
+func (w *Webhook) BootstrapSecret(ctx context.Context, ns, sa, proxyUUID string, proxyless bool, probes []inject.OriginalProbe) (*corev1.Secret, error) {
 	sa = serviceAccount(sa)
-	secret, err := w.secret(ns, sa, proxyUUID, probes)
+	secret, err := w.secret(ns, sa, proxyUUID, proxyless, probes)
 	if err != nil {
 		return nil, err
 	}
@@ -239,7 +248,10 @@ func serviceAccount(sa string) string {
 
 // secret returns the bootstrap Secret of proxy proxyUUID, its bootstrap
 // rendered and validated, without a certificate.
-func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe) (*corev1.Secret, error) {
+func (w *Webhook) secret(ns, sa, proxyUUID string, proxyless bool, probes []inject.OriginalProbe) (*corev1.Secret, error) {
+	if proxyless {
+		return w.grpcSecret(ns, sa, proxyUUID)
+	}
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
 		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
@@ -266,6 +278,27 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, probes []inject.OriginalProbe
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: data,
+	}, nil
+}
+
+// grpcSecret returns the bootstrap Secret of a proxyless gRPC pod, with
+// gRPC's bootstrap and without certificates: those come from Certify, and
+// the SPIFFE bundle with them.
+func (w *Webhook) grpcSecret(ns, sa, proxyUUID string) (*corev1.Secret, error) {
+	raw, err := bootstrap.GRPC(bootstrap.GRPCConfig{
+		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,
+		XDSHost: w.o.XDSHost, XDSPort: w.o.XDSPort, ConfigDir: inject.ProxylessMount,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: inject.BootstrapSecretName(proxyUUID), Namespace: ns,
+			Labels: map[string]string{layout.LabelProxyUUID: proxyUUID, LabelManagedBy: ManagedBy, LabelProxyless: layout.ProxylessGRPC},
+		},
+		Type: corev1.SecretTypeOpaque,
+		Data: map[string][]byte{bootstrap.FileBootstrap: raw},
 	}, nil
 }
 

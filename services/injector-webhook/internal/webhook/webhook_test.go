@@ -21,6 +21,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/sirupsen/logrus"
+	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/encoding/protojson"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
@@ -59,7 +60,10 @@ func (s *secrets) Store(_ context.Context, sec *corev1.Secret, sa string) error 
 	return nil
 }
 
-type issuer struct{ ids []identity.ID }
+type issuer struct {
+	ids    []identity.ID
+	usages []identity.Usage
+}
 
 // testChain is a throwaway certificate valid from an hour ago for two
 // hours.
@@ -70,8 +74,9 @@ var testChain = func() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }()
 
-func (i *issuer) Issue(_ context.Context, id identity.ID) (*Certificate, error) {
+func (i *issuer) Issue(_ context.Context, id identity.ID, u identity.Usage) (*Certificate, error) {
 	i.ids = append(i.ids, id)
+	i.usages = append(i.usages, u)
 	return &Certificate{ChainPEM: testChain, KeyPEM: []byte("key"), TrustPEM: []byte("roots")}, nil
 }
 
@@ -280,7 +285,7 @@ func TestAdmitReportsItsPhases(t *testing.T) {
 
 func TestBootstrapSecretAndCertifyIssueForThePodIdentity(t *testing.T) {
 	w, _, iss := newWebhook()
-	sec, err := w.BootstrapSecret(t.Context(), "bookstore", "", "uuid-9", nil)
+	sec, err := w.BootstrapSecret(t.Context(), "bookstore", "", "uuid-9", false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,5 +302,72 @@ func TestBootstrapSecretAndCertifyIssueForThePodIdentity(t *testing.T) {
 		sec.Annotations[AnnotationCertNotBefore] != leaf.NotBefore.UTC().Format(time.RFC3339) ||
 		sec.Annotations[AnnotationTrust] != TrustHash([]byte("roots")) {
 		t.Fatalf("annotations %v", sec.Annotations)
+	}
+}
+
+// TestAdmitProxyless: a pod annotated openservicemesh.io/proxyless: grpc
+// gets the proxyless patch and a Secret marked proxyless holding gRPC's
+// bootstrap, which gRPC-Go's xDS bootstrap parser takes; another value is
+// refused with a message naming the pod and the annotation.
+func TestAdmitProxyless(t *testing.T) {
+	w, secs, _ := newWebhook()
+	pod := podJSON("bookstore", map[string]string{layout.NodeMetadataProxyless: "grpc"})
+	resp, res := w.Admit(t.Context(), request("bookstore", pod, false))
+	if !resp.Allowed || res.Outcome != "injected" || len(resp.Patch) == 0 {
+		t.Fatalf("response %+v, result %+v", resp, res)
+	}
+	if strings.Contains(string(resp.Patch), `"name":"`+inject.SidecarName+`"`) || strings.Contains(string(resp.Patch), "initContainers") {
+		t.Fatalf("proxyless patch has the sidecar or the init container: %s", resp.Patch)
+	}
+	if len(secs.created) != 1 || !Proxyless(secs.created[0]) {
+		t.Fatalf("secrets stored: %+v", secs.created)
+	}
+	raw := secs.created[0].Data[bootstrap.FileBootstrap]
+	if _, err := xds.NewXDSResolverWithConfigForTesting(raw); err != nil {
+		t.Fatalf("gRPC refuses the bootstrap: %v\n%s", err, raw)
+	}
+	var b struct {
+		Node struct {
+			ID       string            `json:"id"`
+			Metadata map[string]string `json:"metadata"`
+		} `json:"node"`
+		Providers map[string]struct {
+			Plugin string `json:"plugin_name"`
+		} `json:"certificate_providers"`
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		t.Fatal(err)
+	}
+	if b.Node.ID != "uuid-1" || b.Node.Metadata[layout.NodeMetadataProxyless] != "grpc" || b.Providers[layout.CertProviderInstance].Plugin != "file_watcher" {
+		t.Fatalf("bootstrap %s", raw)
+	}
+
+	bad := podJSON("bookstore", map[string]string{layout.NodeMetadataProxyless: "envoy"})
+	resp, res = w.Admit(t.Context(), request("bookstore", bad, false))
+	if resp.Allowed || resp.Result == nil || res.Outcome != "denied" || !strings.Contains(resp.Result.Message, "bookstore/bookstore-1") ||
+		!strings.Contains(resp.Result.Message, "openservicemesh.io/proxyless") || !strings.Contains(resp.Result.Message, `"envoy"`) {
+		t.Fatalf("proxyless: envoy: allowed=%v result %+v", resp.Allowed, res)
+	}
+	if len(secs.created) != 1 {
+		t.Fatal("a refused pod stored a Secret")
+	}
+}
+
+// TestCertifyProxylessIssuesBothCertificates: a proxyless Secret gets the
+// xDS client certificate and the service certificate, and the SPIFFE
+// bundle of its roots.
+func TestCertifyProxylessIssuesBothCertificates(t *testing.T) {
+	w, _, iss := newWebhook()
+	sec, err := w.BootstrapSecret(t.Context(), "bookstore", "bookstore", "uuid-7", true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(iss.usages) != 2 || iss.usages[0] != identity.UsageXDSClient || iss.usages[1] != identity.UsageService {
+		t.Fatalf("usages issued %v", iss.usages)
+	}
+	for _, f := range []string{bootstrap.FileCert, bootstrap.FileKey, bootstrap.FileServiceCert, bootstrap.FileServiceKey, bootstrap.FileCA} {
+		if len(sec.Data[f]) == 0 {
+			t.Fatalf("no %s in the secret", f)
+		}
 	}
 }

@@ -11,8 +11,12 @@ MODULES = $(shell go list -m -f '{{.Dir}}')
 SERVICES = $(wildcard services/*)
 GOTEST_FLAGS ?= -race -count=1 -timeout 30m
 # Modules kept out of go.work so that their dependencies do not shift the
-# workspace's versions: the test servers' builds and the chart tests (Helm).
-OFFWORK_MODULES = tests/kubebox tests/vaultbox tests/chart
+# workspace's versions: the test servers' builds, the chart tests and the
+# osm CLI (Helm: in go.work it moves golang.org/x/net and gnostic-models
+# under every service).
+OFFWORK_MODULES = tests/kubebox tests/vaultbox tests/chart cli/osm
+# The osm CLI's embedded copy of the chart, packed by osm-chart.
+OSM_CHART = cli/osm/internal/chart/osm.tgz
 # The NATS users of the Helm chart, generated from libs/bus/roles.go.
 NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
 # The tag make images gives the images by default: the chart's appVersion,
@@ -20,7 +24,7 @@ NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
 # images, make push and helm install agree. TAG=… overrides it.
 CHART_APP_VERSION = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' deploy/charts/osm/Chart.yaml)
 
-.PHONY: help build test vet fmt lint proto proto-check nats-roles nats-roles-check testbins fuzz run soak images push clean
+.PHONY: help build osm test vet fmt lint proto proto-check nats-roles nats-roles-check osm-chart osm-chart-check testbins fuzz run soak images push clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -28,6 +32,10 @@ help: ## list the targets
 build: ## build every module, and each service on its own with GOWORK=off
 	@for m in $(MODULES); do echo "build $$m"; (cd $$m && go build ./...); done
 	@for s in $(SERVICES); do echo "build $$s (GOWORK=off)"; (cd $$s && GOWORK=off go build ./...); done
+	@echo "build cli/osm (GOWORK=off)"; cd cli/osm && GOWORK=off go build ./...
+
+osm: ## build the osm CLI (cli/osm, chart embedded) into .bin/osm
+	@cd cli/osm && GOWORK=off go build -o $(CURDIR)/.bin/osm .
 
 fmt: ## gofmt every Go file
 	@gofmt -l -w $$(git ls-files '*.go')
@@ -54,13 +62,20 @@ nats-roles: ## regenerate the Helm chart's NATS users and permissions from libs/
 nats-roles-check: ## fail when the chart's NATS users are stale against libs/bus/roles.go
 	@cd libs && go run ./bus/cmd/nats-roles -o $(CURDIR)/$(NATS_ROLES) -check
 
+osm-chart: ## pack deploy/charts/osm into the osm CLI's embedded copy (cli/osm/internal/chart/osm.tgz)
+	@cd cli/osm/internal/chart && GOWORK=off go run ./pack -src $(CURDIR)/deploy/charts/osm -o $(CURDIR)/$(OSM_CHART)
+
+osm-chart-check: ## fail when the osm CLI's embedded chart is stale against deploy/charts/osm
+	@cd cli/osm/internal/chart && GOWORK=off go run ./pack -src $(CURDIR)/deploy/charts/osm -o $(CURDIR)/$(OSM_CHART) -check
+
 testbins: ## build (once, cached) the real servers the tests run: kube-apiserver with controllers, Vault dev server
 	@scripts/build-testbins.sh
 
-test: proto-check nats-roles-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
+test: proto-check nats-roles-check osm-chart-check vet build testbins ## everything CI runs: contract checks, vet, builds, all tests against real servers, fuzzing
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GOTEST_FLAGS) ./...); done
 	@echo "test scripts/tools (GOWORK=off)"; cd scripts/tools && GOWORK=off go test $(GOTEST_FLAGS) ./...
 	@echo "test tests/chart (GOWORK=off)"; cd tests/chart && GOWORK=off go test $(GOTEST_FLAGS) ./...
+	@echo "test cli/osm (GOWORK=off)"; cd cli/osm && GOWORK=off go test $(GOTEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz
 
 FUZZTIME ?= 60s

@@ -1,0 +1,464 @@
+package proxyless
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/openservicemesh/osm/libs/app/apptest"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/tests/kube"
+	"github.com/openservicemesh/osm/tests/netns"
+	"github.com/openservicemesh/osm/tests/stack"
+)
+
+const (
+	meshName   = "osm"
+	meshConfig = "osm-mesh-config"
+	storePort  = 14001
+	target     = "xds:///bookstore.bookstore:14001"
+)
+
+// create creates obj in namespace ns.
+func create(t *testing.T, gvr schema.GroupVersionResource, ns string, obj map[string]any) {
+	t.Helper()
+	if _, err := cluster.Dynamic().Resource(gvr).Namespace(ns).Create(t.Context(), &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create %s %s/%v: %v", gvr.Resource, ns, obj["metadata"], err)
+	}
+}
+
+// patch merge-patches the object name of gvr in ns.
+func patch(t *testing.T, gvr schema.GroupVersionResource, ns, name, p string) {
+	t.Helper()
+	if _, err := cluster.Dynamic().Resource(gvr).Namespace(ns).Patch(t.Context(), name, types.MergePatchType, []byte(p), metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patch %s %s/%s: %v", gvr.Resource, ns, name, err)
+	}
+}
+
+// service creates a Service with a gRPC port selecting labels.
+func service(t *testing.T, ns, name string, labels map[string]string) {
+	t.Helper()
+	grpc := "grpc"
+	if _, err := cluster.Clientset().CoreV1().Services(ns).Create(t.Context(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{
+			Name: "grpc", Port: storePort, TargetPort: intstr.FromInt32(storePort), AppProtocol: &grpc}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readyPod creates pod name of ServiceAccount sa (created too) with labels
+// and makes it Ready at ip, as the kubelet would.
+func readyPod(t *testing.T, k *kube.Kubelet, ns, name, sa, ip string, labels map[string]string) {
+	t.Helper()
+	if _, err := cluster.Clientset().CoreV1().ServiceAccounts(ns).Create(t.Context(), &corev1.ServiceAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	p, err := cluster.Clientset().CoreV1().Pods(ns).Create(t.Context(), &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
+			Annotations: map[string]string{layout.NodeMetadataProxyless: layout.ProxylessGRPC}},
+		Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: appName,
+			Ports: []corev1.ContainerPort{{Name: "grpc", ContainerPort: storePort}}}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.MakeReady(t.Context(), p, ip); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// trafficTarget lets bookbuyer call bookstore's identity sa with the
+// matches of the route group bookstore-routes.
+func trafficTarget(sa string, matches ...any) map[string]any {
+	return map[string]any{
+		"apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
+		"metadata": map[string]any{"name": "bookbuyer-access-" + sa},
+		"spec": map[string]any{
+			"destination": map[string]any{"kind": "ServiceAccount", "name": sa, "namespace": "bookstore"},
+			"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": "bookstore-routes", "matches": matches}},
+			"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"}},
+		},
+	}
+}
+
+// splitPatch sets the bookstore split's weights.
+func splitPatch(v1, v2 int) string {
+	return fmt.Sprintf(`{"spec":{"backends":[{"service":"bookstore-v1","weight":%d},{"service":"bookstore-v2","weight":%d}]}}`, v1, v2)
+}
+
+// bookstoreMesh creates the demo's objects: the bookstore, bookbuyer and
+// bookthief namespaces in the mesh, the Services bookstore (the split's
+// apex), bookstore-v1 and bookstore-v2 on a gRPC port, their pods Ready on
+// the pod IPs, an HTTPRouteGroup matching the two methods of
+// bookstore.Books as gRPC calls them (POST), TrafficTargets letting
+// bookbuyer call both versions, and the split 75/25.
+func bookstoreMesh(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := cluster.CreateNamespace(ctx, "osm-system", nil); err != nil {
+		t.Fatal(err)
+	}
+	create(t, kube.MeshConfigs, "osm-system", map[string]any{
+		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
+		"metadata": map[string]any{"name": meshConfig},
+		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}},
+	})
+	for _, ns := range []string{"bookstore", "bookbuyer", "bookthief"} {
+		if _, err := cluster.CreateNamespace(ctx, ns, map[string]string{layout.LabelMonitoredBy: meshName}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	k := cluster.Kubelet("proxyless-node", "zone-a")
+	service(t, "bookstore", "bookstore", map[string]string{"app": "bookstore"})
+	service(t, "bookstore", "bookstore-v1", map[string]string{"app": "bookstore", "version": "v1"})
+	service(t, "bookstore", "bookstore-v2", map[string]string{"app": "bookstore", "version": "v2"})
+	readyPod(t, k, "bookstore", "bookstore-v1-0", "bookstore-v1", ipStoreV1, map[string]string{"app": "bookstore", "version": "v1"})
+	readyPod(t, k, "bookstore", "bookstore-v2-0", "bookstore-v2", ipStoreV2, map[string]string{"app": "bookstore", "version": "v2"})
+	readyPod(t, k, "bookbuyer", "bookbuyer-0", "bookbuyer", ipBuyer, map[string]string{"app": "bookbuyer"})
+	readyPod(t, k, "bookthief", "bookthief-0", "bookthief", ipThief, map[string]string{"app": "bookthief"})
+	create(t, kube.HTTPRouteGroups, "bookstore", map[string]any{
+		"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
+		"metadata": map[string]any{"name": "bookstore-routes"},
+		"spec": map[string]any{"matches": []any{
+			map[string]any{"name": "get", "pathRegex": "/bookstore.Books/Get", "methods": []any{"POST"}},
+			map[string]any{"name": "buy", "pathRegex": "/bookstore.Books/Buy", "methods": []any{"POST"}},
+		}},
+	})
+	for _, sa := range []string{"bookstore-v1", "bookstore-v2"} {
+		create(t, kube.TrafficTargets, "bookstore", trafficTarget(sa, "get", "buy"))
+	}
+	create(t, kube.TrafficSplits, "bookstore", map[string]any{
+		"apiVersion": "split.smi-spec.io/v1alpha2", "kind": "TrafficSplit",
+		"metadata": map[string]any{"name": "bookstore-split"},
+		"spec": map[string]any{"service": "bookstore", "backends": []any{
+			map[string]any{"service": "bookstore-v1", "weight": 75},
+			map[string]any{"service": "bookstore-v2", "weight": 25},
+		}},
+	})
+}
+
+// startMesh starts the control plane with the compiler's gRPC flavour; it
+// stops when the test ends, and its logs are logged when the test failed.
+func startMesh(t *testing.T) *stack.Mesh {
+	t.Helper()
+	m, err := stack.New(t.Context(), stack.Options{Cluster: cluster, Builder: builder, Dir: t.TempDir(),
+		MeshName: meshName, MeshConfig: meshConfig, ReadyTimeout: 60 * time.Second,
+		Flags: map[stack.Component][]string{stack.Compiler: {"--proxyless-grpc"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+		if t.Failed() {
+			t.Log(m.Logs())
+		}
+	})
+	if err := m.Start(t.Context(), components...); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestProxylessGRPCBookstore: gRPC-Go clients and servers (bookstore-grpc),
+// configured only by the control plane through the edge, carry real calls
+// between pod IPs, and the SMI policies decide their fate: the servers see
+// bookbuyer's SPIFFE id; 2,000 calls split 75/25 within 4 points; an edit
+// of the split shows in the calls (the time from the apply to the first
+// call on the new weights is logged, p50 and p99 over repeated edits);
+// bookthief, with no TrafficTarget, is refused through the mesh and, with
+// its mesh certificate, by the server's RBAC; a client without a mesh
+// certificate fails the handshake; a TrafficTarget allowing only Get lets
+// Get through and refuses Buy with PermissionDenied. The proxies NACK
+// nothing.
+func TestProxylessGRPCBookstore(t *testing.T) {
+	netns.Require(t)
+	bookstoreMesh(t)
+	m := startMesh(t)
+
+	v1 := newWorkload(t, m, "bookstore", "bookstore-v1", "bookstore-v1-0")
+	v2 := newWorkload(t, m, "bookstore", "bookstore-v2", "bookstore-v2-0")
+	buyer := newWorkload(t, m, "bookbuyer", "bookbuyer", "bookbuyer-0")
+	thief := newWorkload(t, m, "bookthief", "bookthief", "bookthief-0")
+	v1Addr := fmt.Sprintf("%s:%d", ipStoreV1, storePort)
+	v1.serve(t, v1Addr, "v1")
+	v2.serve(t, fmt.Sprintf("%s:%d", ipStoreV2, storePort), "v2")
+
+	calls := &callLog{}
+	buyer.run(t, calls, "call", "--target", target, "--methods", "Buy", "--rate", "500", "--json", "--report", "0")
+	// The first calls may fail while the client gets its configuration.
+	firstOK := waitCalls(t, calls, 0, 30*time.Second, "a successful call", func(cs []call) int {
+		for i, c := range cs {
+			if c.Code == "OK" {
+				return i + 1
+			}
+		}
+		return -1
+	})
+	t.Logf("first successful call: #%d; before it %v", firstOK-1, count(calls.from(0)[:firstOK-1]))
+
+	// mTLS and the split: 2,000 calls, all served, each seen by the server
+	// as bookbuyer's, 75/25 within 4 points.
+	const n = 2000
+	start := calls.len()
+	waitCalls(t, calls, start, 30*time.Second, fmt.Sprintf("%d calls", n), atLeast(n))
+	split := calls.from(start)[:n]
+	for _, c := range split {
+		if c.Code != "OK" {
+			t.Fatalf("a call failed: %+v (of %v)", c, count(split))
+		}
+		if c.Caller != buyer.id.String() {
+			t.Fatalf("the server saw caller %q, want bookbuyer's %s", c.Caller, buyer.id)
+		}
+	}
+	shares := count(split)
+	share1 := 100 * float64(shares["Buy v1 OK"]) / n
+	t.Logf("split 75/25: %d calls, v1 %d (%.1f%%), v2 %d", n, shares["Buy v1 OK"], share1, shares["Buy v2 OK"])
+	if share1 < 71 || share1 > 79 {
+		t.Errorf("split 75/25: v1 has %.1f%% of %d calls, want 75 ± 4", share1, n)
+	}
+
+	// The edit to 10/90 shows in the calls: 1,000 calls after the change
+	// point split 10/90 within 4 points.
+	lat := []time.Duration{edit(t, calls, [2]int{75, 25}, [2]int{10, 90})}
+	t.Logf("edit to 10/90: the calls follow the new weights %s after the apply", lat[0].Round(time.Millisecond))
+	after := calls.len()
+	waitCalls(t, calls, after, 30*time.Second, "1,000 calls at 10/90", atLeast(1000))
+	shares = count(calls.from(after)[:1000])
+	share2 := 100 * float64(shares["Buy v2 OK"]) / 1000
+	t.Logf("split 10/90: 1000 calls, v1 %d, v2 %d (%.1f%%)", shares["Buy v1 OK"], shares["Buy v2 OK"], share2)
+	if share2 < 86 || share2 > 94 || shares["Buy v1 OK"]+shares["Buy v2 OK"] != 1000 {
+		t.Errorf("split 10/90: %v, want v2 at 90 ± 4%% and every call served", shares)
+	}
+	// More edits, back and forth, for the figures.
+	from, to := [2]int{10, 90}, [2]int{75, 25}
+	for range 11 {
+		lat = append(lat, edit(t, calls, from, to))
+		from, to = to, from
+	}
+	t.Logf("apply to the first call on the new weights, %d edits between 75/25 and 10/90: p50 %s, p99 %s, max %s",
+		len(lat), quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 1))
+	if p50 := quantile(lat, 0.5); p50 > time.Second {
+		t.Errorf("an edit of the split shows in the calls after %s (p50), want within 1s", p50)
+	}
+
+	// bookthief has no TrafficTarget: through the mesh no call is served
+	// (its group has no listener for the bookstore, so its client waits for
+	// one until each call's deadline), and dialing a bookstore pod
+	// with its mesh certificate the server's RBAC refuses it. A client
+	// without a mesh certificate fails the handshake.
+	thiefCalls := &callLog{}
+	thief.run(t, thiefCalls, "call", "--target", target, "--methods", "Get,Buy", "--rate", "50", "--count", "10", "--timeout", "1s", "--json", "--report", "0")
+	waitCalls(t, thiefCalls, 0, 30*time.Second, "10 calls of bookthief", atLeast(10))
+	errs := map[string]int{}
+	for _, c := range thiefCalls.from(0) {
+		if c.Code == "OK" {
+			t.Errorf("bookthief's call through the mesh was served: %+v", c)
+		}
+		errs[c.Code+": "+c.Error]++
+	}
+	t.Logf("bookthief through the mesh: %v", errs)
+	for _, method := range []string{"Get", "Buy"} {
+		if code, msg := direct(t, m, thief, v1Addr, method); code != codes.PermissionDenied {
+			t.Errorf("bookthief's %s dialing %s with its mesh certificate: %v %s, want PermissionDenied", method, v1Addr, code, msg)
+		}
+	}
+	if code, msg := direct(t, m, nil, v1Addr, "Get"); code == codes.OK || code == codes.PermissionDenied {
+		t.Errorf("a client without a mesh certificate: %v %s, want a failed handshake", code, msg)
+	} else {
+		t.Logf("a client without a mesh certificate: %v %s", code, msg)
+	}
+
+	// A TrafficTarget that allows only Get: Get is served, Buy refused with
+	// PermissionDenied.
+	both := &callLog{}
+	buyer.run(t, both, "call", "--target", target, "--methods", "Get,Buy", "--rate", "200", "--json", "--report", "0")
+	waitCalls(t, both, 0, 30*time.Second, "Get and Buy served", func(cs []call) int {
+		if c := count(cs); c["Get v1 OK"]+c["Get v2 OK"] > 0 && c["Buy v1 OK"]+c["Buy v2 OK"] > 0 {
+			return len(cs)
+		}
+		return -1
+	})
+	t0, mark := time.Now(), both.len()
+	for _, sa := range []string{"bookstore-v1", "bookstore-v2"} {
+		patch(t, kube.TrafficTargets, "bookstore", "bookbuyer-access-"+sa, `{"spec":{"rules":[{"kind":"HTTPRouteGroup","name":"bookstore-routes","matches":["get"]}]}}`)
+	}
+	denied := waitCalls(t, both, mark, 10*time.Second, "Buy refused", func(cs []call) int {
+		for i, c := range cs {
+			if c.Method == "Buy" && c.Code == "PermissionDenied" {
+				return i + 1
+			}
+		}
+		return -1
+	})
+	t.Logf("Get-only TrafficTarget: the first Buy refused %s after the apply", calls0(both, mark, denied).at().Sub(t0).Round(time.Millisecond))
+	// Both TrafficTargets were edited; give the second edit time to land,
+	// then every call must follow the new rules.
+	time.Sleep(time.Second)
+	settled := both.len()
+	waitCalls(t, both, settled, 30*time.Second, "200 calls under the Get-only target", atLeast(200))
+	got := count(both.from(settled)[:200])
+	if got["Get v1 OK"]+got["Get v2 OK"] != 100 || got["Buy - PermissionDenied"] != 100 {
+		t.Errorf("under the Get-only TrafficTarget: %v, want every Get served and every Buy PermissionDenied", got)
+	}
+	t.Logf("under the Get-only TrafficTarget: %v", got)
+
+	if n := nacks(t, m); n != 0 {
+		t.Errorf("the edge counted %v NACKs", n)
+	}
+	if acks, err := apptest.MetricValue(m.AdminAddr(stack.Edge), "osm_xds_push_ack_latency_seconds_count", ""); err != nil || acks == 0 {
+		t.Errorf("the edge counted no ACK (%v, %v): the NACK count says nothing", acks, err)
+	}
+
+	// Last, as it leaves the client stuck: a split backend whose weight
+	// goes to 0 and back. gRPC drops the cluster, then asks for it again
+	// in a CDS request that carries the nonce it already ACKed; the edge
+	// ignores that request as stale (xds-edge sotw.go, recv), so the
+	// cluster never comes and the client keeps the old routes.
+	t.Run("split backend back from weight 0", func(t *testing.T) {
+		if os.Getenv(envKnownBugs) == "" {
+			t.Skipf("known edge bug: a SotW request that changes the subscription with an already-ACKed nonce is ignored; set %s=1 to run", envKnownBugs)
+		}
+		for _, sa := range []string{"bookstore-v1", "bookstore-v2"} {
+			patch(t, kube.TrafficTargets, "bookstore", "bookbuyer-access-"+sa, `{"spec":{"rules":[{"kind":"HTTPRouteGroup","name":"bookstore-routes","matches":["get","buy"]}]}}`)
+		}
+		waitCalls(t, calls, calls.len(), 10*time.Second, "Buy served again", func(cs []call) int {
+			if k := len(cs); k >= 50 && count(cs[k-50:])["Buy - PermissionDenied"] == 0 {
+				return k
+			}
+			return -1
+		})
+		reAdd(t, calls)
+	})
+}
+
+// envKnownBugs runs the subtests that show known bugs.
+const envKnownBugs = "OSM_PROXYLESS_KNOWN_BUGS"
+
+// calls0 is the i-th call (1-based) from mark.
+func calls0(l *callLog, mark, i int) call { return l.from(mark)[i-1] }
+
+// atLeast is a waitCalls condition: n calls.
+func atLeast(n int) func([]call) int {
+	return func(cs []call) int {
+		if len(cs) >= n {
+			return n
+		}
+		return -1
+	}
+}
+
+// waitCalls waits until cond, given the calls from mark on, returns a
+// positive number, and returns it; it fails the test after within.
+func waitCalls(t *testing.T, l *callLog, mark int, within time.Duration, what string, cond func([]call) int) int {
+	t.Helper()
+	var got int
+	err := stack.Eventually(t.Context(), within, func() error {
+		if got = cond(l.from(mark)); got > 0 {
+			return nil
+		}
+		return fmt.Errorf("%d calls so far: %v", l.len()-mark, count(l.from(mark)))
+	})
+	if err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
+	}
+	return got
+}
+
+// edit changes the split from the weights from (v1, v2) to to and
+// returns the time from the apply to the first call on the new weights:
+// the change point of the calls that follow, the call before which the
+// answering versions are likeliest under the old weights and from which on
+// under the new ones (a call every 2 ms puts it within a few calls). Every
+// call must be served.
+func edit(t *testing.T, calls *callLog, from, to [2]int) time.Duration {
+	t.Helper()
+	mark := calls.len()
+	t0 := time.Now()
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(to[0], to[1]))
+	const window = 500 // 1 s of calls at 500 per second
+	waitCalls(t, calls, mark, 30*time.Second, fmt.Sprintf("%d calls after the edit to %d/%d", window, to[0], to[1]), atLeast(window))
+	cs := calls.from(mark)[:window]
+	for _, c := range cs {
+		if c.Code != "OK" {
+			t.Fatalf("a call failed during the edit to %d/%d: %+v", to[0], to[1], c)
+		}
+	}
+	k := changePoint(cs, from, to)
+	if k == len(cs) {
+		t.Fatalf("the calls never followed the edit from %v to %v: %v", from, to, count(cs))
+	}
+	return max(0, cs[k].at().Sub(t0))
+}
+
+// changePoint is the index of the first call of cs answered under the
+// weights to rather than from: the k that minimises the sum, over the
+// calls before k, of log(P(backend | to) / P(backend | from)).
+func changePoint(cs []call, from, to [2]int) int {
+	p := func(w [2]int, backend string) float64 {
+		if backend == "v1" {
+			return float64(w[0]) / float64(w[0]+w[1])
+		}
+		return float64(w[1]) / float64(w[0]+w[1])
+	}
+	best, bestK, sum := 0.0, 0, 0.0
+	for i, c := range cs {
+		sum += math.Log(p(to, c.Backend) / p(from, c.Backend))
+		if sum < best {
+			best, bestK = sum, i+1
+		}
+	}
+	return bestK
+}
+
+// reAdd flips the split to 0/100 and then to 100/0, so that the client's
+// gRPC drops the cluster of v1 and subscribes to it again, and waits for a
+// call answered by v1.
+func reAdd(t *testing.T, calls *callLog) {
+	t.Helper()
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(0, 100))
+	waitCalls(t, calls, calls.len(), 10*time.Second, "100 calls to v2 alone", func(cs []call) int {
+		if k := len(cs); k >= 100 && count(cs[k-100:])["Buy v2 OK"] == 100 {
+			return k
+		}
+		return -1
+	})
+	mark := calls.len()
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(100, 0))
+	waitCalls(t, calls, mark, 10*time.Second, "a call to v1 after 0/100 then 100/0", func(cs []call) int {
+		for i, c := range cs {
+			if c.Backend == "v1" {
+				return i + 1
+			}
+		}
+		return -1
+	})
+}
+
+// quantile is the q-quantile of ds (nearest rank).
+func quantile(ds []time.Duration, q float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))].Round(time.Millisecond)
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -30,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
@@ -550,8 +553,78 @@ func TestComponentsRunUnderTheirChartIdentities(t *testing.T) {
 	}
 	t.Logf("bookstore's cluster and endpoint on the bookbuyer proxy %s after the start", time.Since(start).Round(time.Millisecond))
 
+	// A proxyless gRPC pod: its bootstrap Secret carries its workload
+	// certificate, signed by the real CA for the injector's chart identity.
+	checkProxylessPod(t, cs, kubelet, pool)
+
 	// The rules of the chart's RBAC the demo does not use.
 	exerciseGrants(t, m)
+}
+
+// checkProxylessPod creates a pod annotated openservicemesh.io/proxyless:
+// grpc and waits for its bootstrap Secret to hold a service certificate for
+// its identity that chains to the mesh's roots.
+func checkProxylessPod(t *testing.T, cs kubernetes.Interface, kubelet *osmkube.Kubelet, roots *x509.CertPool) {
+	t.Helper()
+	ctx := t.Context()
+	pod, err := cs.CoreV1().Pods("bookbuyer").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "bookbuyer-grpc-1", Labels: map[string]string{"app": "bookbuyer-grpc"},
+			Annotations: map[string]string{"openservicemesh.io/proxyless": "grpc"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "bookbuyer", Containers: []corev1.Container{{Name: "app", Image: "bookbuyer-grpc"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create the proxyless pod: %v", err)
+	}
+	if hasContainer(pod, "envoy") || len(pod.Spec.InitContainers) > 0 {
+		t.Errorf("the proxyless pod got a sidecar or an init container: %v, %d init", containerNames(pod), len(pod.Spec.InitContainers))
+	}
+	secret := ""
+	for _, v := range pod.Spec.Volumes {
+		if v.Secret != nil && v.Name == "osm-grpc-bootstrap" {
+			secret = v.Secret.SecretName
+		}
+	}
+	if secret == "" {
+		t.Fatalf("the proxyless pod has no osm-grpc-bootstrap Secret volume: %+v", pod.Spec.Volumes)
+	}
+	if _, err := kubelet.MakeReady(ctx, pod, "10.244.8.11"); err != nil {
+		t.Fatal(err)
+	}
+	want := identity.New(stack.TrustDomain, "bookbuyer", "bookbuyer").String()
+	err = stack.Eventually(ctx, 30*time.Second, func() error {
+		s, err := cs.CoreV1().Secrets("bookbuyer").Get(ctx, secret, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		block, _ := pem.Decode(s.Data["svc.crt"])
+		if block == nil {
+			return fmt.Errorf("Secret %s has no svc.crt yet (keys %v)", secret, slices.Sorted(maps.Keys(s.Data)))
+		}
+		leaf, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return err
+		}
+		if len(leaf.URIs) != 1 || leaf.URIs[0].String() != want {
+			return fmt.Errorf("svc.crt names %v, want %s", leaf.URIs, want)
+		}
+		inter := x509.NewCertPool()
+		for rest := s.Data["svc.crt"]; ; {
+			var b *pem.Block
+			if b, rest = pem.Decode(rest); b == nil {
+				break
+			}
+			if c, err := x509.ParseCertificate(b.Bytes); err == nil {
+				inter.AddCert(c)
+			}
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("svc.crt does not chain to the mesh's roots: %v", err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("the proxyless pod's service certificate: %v", err)
+	}
 }
 
 const (

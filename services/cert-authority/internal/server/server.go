@@ -7,8 +7,9 @@
 // spiffe://<trust-domain>/osm/<role> (see package pki); they get it from
 // Bootstrap. The CA authorizes each RPC by that role:
 //
-//   - Sign: xds-edge and injector-webhook only, each for one usage (see
-//     signUsages): service certificates and xDS client certificates;
+//   - Sign: xds-edge and injector-webhook only, each for its usages (see
+//     signUsages): the edge service certificates; the injector xDS client
+//     certificates, and service certificates for proxyless gRPC pods;
 //   - GetTrustBundle, WatchTrustBundle: any control-plane role;
 //   - Bootstrap: anyone; the caller has no certificate yet and proves
 //     itself with a ServiceAccount token (checked with a TokenReview) or,
@@ -143,16 +144,23 @@ func (s *Server) sign(ctx context.Context, req *cav1.SignRequest) (*pki.Leaf, er
 }
 
 // signUsages is what each role may sign: the xds-edge service
-// certificates for the proxies it serves over SDS, the injector-webhook
-// xDS client certificates for pods' bootstraps. Neither may sign the
-// other's: a compromised edge cannot open xDS streams as any workload, and
-// a compromised injector cannot mint a workload's data-plane identity.
-var signUsages = map[identity.Role]struct {
+// certificates for the proxies it serves over SDS; the injector-webhook xDS
+// client certificates for pods' bootstraps, and service certificates for
+// proxyless gRPC pods, whose bootstrap Secret carries their workload
+// certificate files (gRPC has no SDS). The edge may not sign xDS client
+// certificates: a compromised edge cannot open xDS streams as any
+// workload. The injector's service certificates give it no power it lacks:
+// an xDS client certificate it signs already gets that identity's service
+// certificate from the edge over SDS.
+var signUsages = map[identity.Role][]struct {
 	usage cav1.CertificateUsage
 	id    identity.Usage
 }{
-	identity.RoleXDSEdge:         {cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, identity.UsageService},
-	identity.RoleInjectorWebhook: {cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT, identity.UsageXDSClient},
+	identity.RoleXDSEdge: {{cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, identity.UsageService}},
+	identity.RoleInjectorWebhook: {
+		{cav1.CertificateUsage_CERTIFICATE_USAGE_XDS_CLIENT, identity.UsageXDSClient},
+		{cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE, identity.UsageService},
+	},
 }
 
 // signUsage checks that role may ask for u.
@@ -160,11 +168,12 @@ func signUsage(role identity.Role, u cav1.CertificateUsage) (identity.Usage, err
 	if _, known := cav1.CertificateUsage_name[int32(u)]; !known || u == cav1.CertificateUsage_CERTIFICATE_USAGE_UNSPECIFIED {
 		return 0, pki.Errorf(pki.ReasonInvalidUsage, "usage: %v is not a certificate usage; want CERTIFICATE_USAGE_SERVICE or CERTIFICATE_USAGE_XDS_CLIENT", u)
 	}
-	allowed, ok := signUsages[role]
-	if !ok || allowed.usage != u {
-		return 0, pki.Errorf(pki.ReasonUsageNotAllowed, "usage: role %q may not sign %v certificates", role, u)
+	for _, allowed := range signUsages[role] {
+		if allowed.usage == u {
+			return allowed.id, nil
+		}
 	}
-	return allowed.id, nil
+	return 0, pki.Errorf(pki.ReasonUsageNotAllowed, "usage: role %q may not sign %v certificates", role, u)
 }
 
 // ttlOf maps an unset duration to 0 (the default) and a set zero duration

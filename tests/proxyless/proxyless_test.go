@@ -186,8 +186,8 @@ func startMesh(t *testing.T) *stack.Mesh {
 // bookthief, with no TrafficTarget, is refused through the mesh and, with
 // its mesh certificate, by the server's RBAC; a client without a mesh
 // certificate fails the handshake; a TrafficTarget allowing only Get lets
-// Get through and refuses Buy with PermissionDenied. The proxies NACK
-// nothing.
+// Get through and refuses Buy with PermissionDenied; with the
+// TrafficTargets deleted no call is served. The proxies NACK nothing.
 func TestProxylessGRPCBookstore(t *testing.T) {
 	netns.Require(t)
 	bookstoreMesh(t)
@@ -320,6 +320,32 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	}
 	t.Logf("under the Get-only TrafficTarget: %v", got)
 
+	// Deleting the TrafficTargets denies every call.
+	t0, mark = time.Now(), both.len()
+	for _, sa := range []string{"bookstore-v1", "bookstore-v2"} {
+		if err := cluster.Dynamic().Resource(kube.TrafficTargets).Namespace("bookstore").Delete(t.Context(), "bookbuyer-access-"+sa, metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	denied = waitCalls(t, both, mark, 10*time.Second, "Get refused", func(cs []call) int {
+		for i, c := range cs {
+			if c.Method == "Get" && c.Code != "OK" {
+				return i + 1
+			}
+		}
+		return -1
+	})
+	first := calls0(both, mark, denied)
+	t.Logf("TrafficTargets deleted: the first Get refused %s after the delete (%s)", first.at().Sub(t0).Round(time.Millisecond), first.Code)
+	time.Sleep(time.Second)
+	settled = both.len()
+	waitCalls(t, both, settled, 30*time.Second, "200 calls without TrafficTargets", atLeast(200))
+	got = count(both.from(settled)[:200])
+	if served := got["Get v1 OK"] + got["Get v2 OK"] + got["Buy v1 OK"] + got["Buy v2 OK"]; served != 0 {
+		t.Errorf("without TrafficTargets %d of 200 calls were served: %v", served, got)
+	}
+	t.Logf("without TrafficTargets: %v; e.g. %s", got, both.from(settled)[0].Error)
+
 	if n := nacks(t, m); n != 0 {
 		t.Errorf("the edge counted %v NACKs", n)
 	}
@@ -337,7 +363,7 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 			t.Skipf("known edge bug: a SotW request that changes the subscription with an already-ACKed nonce is ignored; set %s=1 to run", envKnownBugs)
 		}
 		for _, sa := range []string{"bookstore-v1", "bookstore-v2"} {
-			patch(t, kube.TrafficTargets, "bookstore", "bookbuyer-access-"+sa, `{"spec":{"rules":[{"kind":"HTTPRouteGroup","name":"bookstore-routes","matches":["get","buy"]}]}}`)
+			create(t, kube.TrafficTargets, "bookstore", trafficTarget(sa, "get", "buy"))
 		}
 		waitCalls(t, calls, calls.len(), 10*time.Second, "Buy served again", func(cs []call) int {
 			if k := len(cs); k >= 50 && count(cs[k-50:])["Buy - PermissionDenied"] == 0 {

@@ -139,3 +139,21 @@ func FreeAddr() string {
 	}
 	return addr
 }
+
+// BucketSize is what the NATS server stores for a KV bucket: its stream's
+// messages (records, with history) and bytes.
+func BucketSize(ctx context.Context, conn *bus.Conn, bucket string) (msgs, bytes uint64, err error) {
+	st, err := conn.JetStream().Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bucket %s: %w", bucket, err)
+	}
+	return info.State.Msgs, info.State.Bytes, nil
+}
+
+// SelfRSS is this process's resident set (VmRSS) in bytes; with the
+// embedded NATS server, it holds that server.
+func SelfRSS() (float64, error) { return procStatusKB(0, "VmRSS:") }

@@ -71,6 +71,10 @@ type Config struct {
 	// CPUProfile, when set, is a file to write the first edge's CPU
 	// profile to, taken over the edits (the edge must serve pprof).
 	CPUProfile string
+	// Steady, when positive, is a window after the initial sync, with
+	// every proxy connected and no edit, over which the servers' CPU time
+	// is measured (Report.SteadyCPU).
+	Steady time.Duration
 }
 
 // Edge is one edge replica's addresses.
@@ -118,6 +122,15 @@ type Report struct {
 	// ServerCPUPerEdit is the CPU time the server processes (those with a
 	// PID) spent per edit, averaged over the edits; zero when unknown.
 	ServerCPUPerEdit time.Duration
+	// SteadyCPU is the servers' CPU time over Config.Steady, with every
+	// proxy connected and no edit; SteadyWindow the window measured.
+	SteadyCPU, SteadyWindow time.Duration
+	// RSSSynced is the servers' resident set (VmRSS, summed) once every
+	// proxy is synced; RSSPeak their peak resident sets (VmHWM, summed) at
+	// the end of the run. Zero when unknown.
+	RSSSynced, RSSPeak float64
+	// RSSIdle is the servers' resident set before the proxies connect.
+	RSSIdle float64
 }
 
 // WorstP99 is the highest p99 over the edits.
@@ -156,6 +169,15 @@ func (r Report) Print(w io.Writer) {
 	}
 	if r.ServerCPUPerEdit > 0 {
 		fmt.Fprintf(w, "server CPU per edit: %s\n", r.ServerCPUPerEdit.Round(time.Millisecond))
+	}
+	if r.SteadyWindow > 0 {
+		cores := r.SteadyCPU.Seconds() / r.SteadyWindow.Seconds()
+		fmt.Fprintf(w, "server CPU, steady (connected, no edit) over %s: %s = %.1f millicores, %.1f millicores per 1k proxies\n",
+			r.SteadyWindow.Round(100*time.Millisecond), r.SteadyCPU.Round(time.Millisecond), 1000*cores, 1000*cores*1000/float64(r.Proxies))
+	}
+	if r.RSSSynced > 0 {
+		fmt.Fprintf(w, "server RSS: %.1f MB idle, %.1f MB once synced, peak %.1f MB: %.1f MB per 1k proxies over idle, at the peak\n",
+			r.RSSIdle/1e6, r.RSSSynced/1e6, r.RSSPeak/1e6, (r.RSSPeak-r.RSSIdle)/1e6*1000/float64(r.Proxies))
 	}
 	if r.HeapPerProxy > 0 {
 		fmt.Fprintf(w, "server heap: %.1f MB idle before, %.1f MB with the proxies: %.1f KB per proxy\n", r.EdgeHeapBefore/1e6, r.EdgeHeapAfter/1e6, r.HeapPerProxy/1e3)
@@ -219,6 +241,7 @@ func groupNames(g, clustersPerGroup int) map[string][]string {
 func Run(ctx context.Context, c Config) (*Report, error) {
 	rep := &Report{Proxies: c.Proxies}
 	heapBefore, _ := c.sumOver(edgeHeap)
+	rep.RSSIdle, _ = c.serverRSS("VmRSS:")
 	edges := c.edges()
 	creds := make([]credentials.TransportCredentials, c.Groups)
 	for g := range c.Groups {
@@ -296,6 +319,19 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		rep.EdgeHeapBefore, rep.EdgeHeapAfter = heapBefore, heapAfter
 		rep.HeapPerProxy = (heapAfter - heapBefore) / float64(c.Proxies)
 	}
+	rep.RSSSynced, _ = c.serverRSS("VmRSS:")
+	if c.Steady > 0 {
+		cpu0, ok0 := c.serverCPU()
+		t0 := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(c.Steady):
+		}
+		if cpu1, ok1 := c.serverCPU(); ok0 && ok1 {
+			rep.SteadyCPU, rep.SteadyWindow = cpu1-cpu0, time.Since(t0)
+		}
+	}
 	if c.HeapProfile != "" {
 		if err := saveProfile("http://"+c.AdminAddr+"/debug/pprof/heap?gc=1", c.HeapProfile); err != nil {
 			return nil, fmt.Errorf("heap profile: %w", err)
@@ -368,6 +404,7 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	if cpu1, ok := c.serverCPU(); ok && cpuOK && c.Edits > 0 {
 		rep.ServerCPUPerEdit = (cpu1 - cpu0) / time.Duration(c.Edits)
 	}
+	rep.RSSPeak, _ = c.serverRSS("VmHWM:")
 	if profileDone != nil {
 		if err := <-profileDone; err != nil {
 			return nil, fmt.Errorf("cpu profile: %w", err)
@@ -417,6 +454,52 @@ func (c Config) serverCPU() (time.Duration, bool) {
 		n++
 	}
 	return total, n > 0
+}
+
+// serverRSS sums a /proc/<pid>/status field given in kB (VmRSS:, VmHWM:)
+// over the servers with a PID, in bytes; false when none could be read.
+func (c Config) serverRSS(field string) (float64, bool) {
+	var total float64
+	n := 0
+	for _, e := range c.edges() {
+		if e.PID == 0 {
+			continue
+		}
+		v, err := procStatusKB(e.PID, field)
+		if err != nil {
+			return 0, false
+		}
+		total += v
+		n++
+	}
+	return total, n > 0
+}
+
+// procStatusKB reads a field in kB of /proc/<pid>/status (pid 0: this
+// process), in bytes.
+func procStatusKB(pid int, field string) (float64, error) {
+	path := "/proc/self/status"
+	if pid != 0 {
+		path = fmt.Sprintf("/proc/%d/status", pid)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				break
+			}
+			kb, err := strconv.ParseFloat(f[0], 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s %s: %w", path, field, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: no %s", path, field)
 }
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat times; 100 on every

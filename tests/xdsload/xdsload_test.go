@@ -17,15 +17,21 @@ import (
 // TestHarnessSmoke runs the harness at toy scale against the xds-edge
 // binary, built from services/xds-edge and started as its own process by
 // the Launcher, as the xds-loadgen command does: every proxy syncs and
-// receives every edit.
+// receives every edit; the steady window, the edge's resident set and the
+// bucket's size are measured.
 func TestHarnessSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: this test builds the xds-edge binary")
 	}
 	b := newBus(t)
-	cfg := Config{PKI: b.pki, Bus: b.admin, Proxies: 20, Groups: 4, ClustersPerGroup: 3, Edits: 2, Conns: 4}
+	cfg := Config{PKI: b.pki, Bus: b.admin, Proxies: 20, Groups: 4, ClustersPerGroup: 3, Edits: 2, Conns: 4, Steady: 300 * time.Millisecond}
 	if err := Seed(t.Context(), cfg); err != nil {
 		t.Fatal(err)
+	}
+	// Seed writes a cluster and a load assignment per cluster name, the
+	// shared load assignment, a record per group and the generation.
+	if msgs, size, err := BucketSize(t.Context(), b.admin, bus.BucketCompiled); err != nil || msgs != 4*3*2+1+4+1 || size == 0 {
+		t.Errorf("BucketSize = %d messages, %d bytes, %v; want %d messages and some bytes", msgs, size, err, 4*3*2+1+4+1)
 	}
 	l := Launcher{Dir: t.TempDir(), NATSURL: b.url, Password: b.pw[bus.RoleEdge], Files: b.files}
 	edges, stop, err := l.Edges(t.Context(), buildEdge(t), 1)
@@ -41,8 +47,18 @@ func TestHarnessSmoke(t *testing.T) {
 	everyEditReachedAll(t, rep, 2, 20)
 	var out bytes.Buffer
 	rep.Print(&out)
-	if !strings.Contains(out.String(), "edit 2: commit→received over 20 proxies") {
+	if !strings.Contains(out.String(), "edit 2: commit→received over 20 proxies") ||
+		!strings.Contains(out.String(), "server CPU, steady (connected, no edit) over ") ||
+		!strings.Contains(out.String(), "server RSS: ") {
 		t.Errorf("report:\n%s", out.String())
+	}
+	if rep.SteadyWindow < cfg.Steady {
+		t.Errorf("steady window %s, want at least %s", rep.SteadyWindow, cfg.Steady)
+	}
+	// The edge is a Go binary serving gRPC: megabytes resident, and its
+	// peak at least what it held once synced.
+	if rep.RSSIdle < 1e6 || rep.RSSSynced < 1e6 || rep.RSSPeak < rep.RSSSynced {
+		t.Errorf("RSS idle %.0f, synced %.0f, peak %.0f bytes: want megabytes, peak ≥ synced", rep.RSSIdle, rep.RSSSynced, rep.RSSPeak)
 	}
 }
 

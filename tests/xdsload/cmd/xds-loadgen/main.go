@@ -61,6 +61,7 @@ func run(ctx context.Context, args []string) error {
 	explicit := fs.Bool("explicit", false, "proxies subscribe to their names one by one instead of as a wildcard (always on for stock and both)")
 	sotw := fs.Bool("sotw", false, "proxies use state-of-the-world ADS instead of delta (edge only; every push of a type then carries the proxy's whole view of it)")
 	cpuProfile := fs.String("cpu-profile", "", "write the (first) edge's CPU profile over the edits to this file, for `go tool pprof` (edge only)")
+	steady := fs.Duration("steady", 0, "after the initial sync, measure the servers' CPU over this window with every proxy connected and no edit (e.g. 60s)")
 	heapProfile := fs.String("heap-profile", "", "write the (first) edge's heap profile to this file once every proxy is synced, for `go tool pprof` (edge only)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -107,9 +108,18 @@ func run(ctx context.Context, args []string) error {
 	}
 	cfg := xdsload.Config{PKI: pki, Bus: conn, Proxies: *proxies, Groups: *groups, ClustersPerGroup: *clusters, Edits: *edits, Conns: *conns,
 		Explicit: *explicit || *server != "edge", SotW: *sotw}
+	rss0, _ := xdsload.SelfRSS()
 	if err := xdsload.Seed(ctx, cfg); err != nil {
 		return fmt.Errorf("seed the mesh: %w", err)
 	}
+	msgs, bytes, err := xdsload.BucketSize(ctx, conn, bus.BucketCompiled)
+	if err != nil {
+		return err
+	}
+	rss1, _ := xdsload.SelfRSS()
+	fmt.Printf("== nats ==\nmesh: %d clusters (and as many load assignments) in %d groups\n", *groups**clusters, *groups)
+	fmt.Printf("bucket %s: %d messages, %.2f MB stored (%.1f KB per cluster)\n", bus.BucketCompiled, msgs, float64(bytes)/1e6, float64(bytes)/1e3/float64(max(1, *groups**clusters)))
+	fmt.Printf("loadgen RSS (embedded nats-server and the writer): %.1f MB before stocking, %.1f MB after\n", rss0/1e6, rss1/1e6)
 	l := xdsload.Launcher{Dir: dir, NATSURL: nats.URL(), Password: pw[bus.RoleEdge], Files: files}
 	var reports []*xdsload.Report
 	for _, kind := range strings.Split(map[string]string{"edge": "edge", "stock": "stock", "both": "edge,stock"}[*server], ",") {
@@ -126,6 +136,7 @@ func run(ctx context.Context, args []string) error {
 		c := cfg
 		c.XDSAddr, c.AdminAddr, c.PID, c.MoreEdges = servers[0].XDSAddr, servers[0].AdminAddr, servers[0].PID, servers[1:]
 		c.GenBase = uint64(len(reports) * *edits)
+		c.Steady = *steady
 		if kind == "edge" {
 			c.HeapProfile, c.CPUProfile = *heapProfile, *cpuProfile
 		}

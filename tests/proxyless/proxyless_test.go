@@ -3,7 +3,6 @@ package proxyless
 import (
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -353,15 +352,12 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 		t.Errorf("the edge counted no ACK (%v, %v): the NACK count says nothing", acks, err)
 	}
 
-	// Last, as it leaves the client stuck: a split backend whose weight
-	// goes to 0 and back. gRPC drops the cluster, then asks for it again
-	// in a CDS request that carries the nonce it already ACKed; the edge
-	// ignores that request as stale (xds-edge sotw.go, recv), so the
-	// cluster never comes and the client keeps the old routes.
+	// A split backend whose weight goes to 0 and back. gRPC drops the
+	// cluster, then asks for it again in a CDS request that carries the
+	// nonce it already ACKed; the edge took that request as stale and
+	// ignored it (the cluster never came, the client kept the old routes)
+	// until it told the newest nonce from older ones (xds-edge sotw.go).
 	t.Run("split backend back from weight 0", func(t *testing.T) {
-		if os.Getenv(envKnownBugs) == "" {
-			t.Skipf("known edge bug: a SotW request that changes the subscription with an already-ACKed nonce is ignored; set %s=1 to run", envKnownBugs)
-		}
 		for _, sa := range []string{"bookstore-v1", "bookstore-v2"} {
 			create(t, kube.TrafficTargets, "bookstore", trafficTarget(sa, "get", "buy"))
 		}
@@ -374,9 +370,6 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 		reAdd(t, calls)
 	})
 }
-
-// envKnownBugs runs the subtests that show known bugs.
-const envKnownBugs = "OSM_PROXYLESS_KNOWN_BUGS"
 
 // calls0 is the i-th call (1-based) from mark.
 func calls0(l *callLog, mark, i int) call { return l.from(mark)[i-1] }

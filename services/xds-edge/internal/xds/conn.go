@@ -61,6 +61,7 @@ type typeState struct {
 	commit   time.Time
 	inflight []sentResponse // oldest first, at most maxInflight
 	acked    string         // the version of the last response ACKed
+	newest   uint64         // the nonce (sequence) of the newest response sent
 
 	// State of the world.
 	subs          []pool.ID // explicit subscriptions, sorted, each with a reference
@@ -291,7 +292,16 @@ func (c *conn) remember(st *typeState, sent sentResponse) string {
 		st.inflight = slices.Delete(st.inflight, 0, 1)
 	}
 	st.inflight = append(st.inflight, sent)
+	st.newest = c.nonce
 	return strconv.FormatUint(c.nonce, 10)
+}
+
+// isNewest reports whether nonce is that of the newest response of st's
+// type: a request carrying it after its ACK is current, not stale (gRPC
+// changes a subscription that way). c.mu is held.
+func (st *typeState) isNewest(nonce string) bool {
+	seq, err := strconv.ParseUint(nonce, 10, 64)
+	return err == nil && seq != 0 && seq == st.newest
 }
 
 // take returns and forgets the response sent under nonce; false for a

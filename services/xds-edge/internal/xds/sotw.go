@@ -27,17 +27,20 @@ func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 	typeURL := req.GetTypeUrl()
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		sent, ok := st.take(nonce)
-		if !ok {
-			// A reply to a response we no longer track: stale, ignored.
+		switch {
+		case !ok && st.isNewest(nonce):
+			// The newest response, already answered: a request that
+			// only changes the subscription (gRPC's way), taken below.
+		case !ok:
+			// A reply to an older response: stale, ignored.
 			c.mu.Unlock()
 			return false, nil
-		}
-		if d := req.GetErrorDetail(); d != nil {
+		case req.GetErrorDetail() != nil:
 			st.nackedVersion = sent.version
 			s.nacks.rememberVersion(nackKeyOf(c, typeURL), sent.version)
-			msg := d.GetMessage()
+			msg := req.GetErrorDetail().GetMessage()
 			after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
-		} else {
+		default:
 			st.acked = sent.version
 			if st.nackedVersion != "" && sent.version != st.nackedVersion {
 				s.nacks.forgetVersion(nackKeyOf(c, typeURL))

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"context"
 	"slices"
 	"sort"
 	"testing"
@@ -228,7 +229,10 @@ func TestSotWExplicitSubscriptions(t *testing.T) {
 	f := newFixture(t)
 	f.seed()
 	base := f.ids()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(f.dial(spiffe("a"))).StreamAggregatedResources(t.Context())
+	// A response that never comes fails the test rather than hanging it.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(f.dial(spiffe("a"))).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,6 +276,31 @@ func TestSotWExplicitSubscriptions(t *testing.T) {
 	}
 	if got := recv(); !cmp.Equal(got, []string{"shared"}) {
 		t.Fatalf("after resubscribing: %v, want [shared]", got)
+	}
+	// gRPC changes a subscription with the nonce of the newest response,
+	// which it has already ACKed: current, not stale.
+	f.commit(res(t, xdstest.Endpoints("shared", 9192), "shared", 4))
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: eds, ResourceNames: subscription, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	subscription = []string{"shared", "ca"}
+	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: eds, ResourceNames: subscription, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(); !cmp.Equal(got, []string{"ca", "shared"}) {
+		t.Fatalf("after resubscribing with the ACKed newest nonce: %v, want [ca shared]", got)
+	}
+	// A request carrying an older nonce is stale: its names are ignored.
+	if err := st.Send(&discovery.DiscoveryRequest{TypeUrl: eds, ResourceNames: []string{"missing"}, ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	f.commit(res(t, xdstest.Endpoints("ca", 8182), "ca", 5))
+	if got := recv(); !cmp.Equal(got, []string{"ca", "shared"}) {
+		t.Fatalf("after a stale request and a change of ca: %v, want [ca shared] (the stale names ignored)", got)
 	}
 	if err := st.CloseSend(); err != nil {
 		t.Fatal(err)

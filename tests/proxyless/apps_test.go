@@ -93,10 +93,10 @@ type workload struct {
 // newWorkload issues pod's certificates through the mesh's CA (the xDS
 // client certificate as the injector gets it, the service certificate as
 // the edge gets it) and writes its bootstrap: the edge as xDS server over
-// mTLS with the xDS client certificate, the node's proxyless metadata, and
+// mTLS with the xDS client certificate (at xdsAddr, the edge's Service), the node's proxyless metadata, and
 // the file_watcher provider layout.CertProviderInstance with the service
 // certificate.
-func newWorkload(t *testing.T, m *stack.Mesh, ns, sa, pod string) *workload {
+func newWorkload(t *testing.T, m *stack.Mesh, xdsAddr, ns, sa, pod string) *workload {
 	t.Helper()
 	w := &workload{id: identity.New(stack.TrustDomain, ns, sa), pod: pod, dir: t.TempDir()}
 	xdsCert, err := m.WorkloadCert(t.Context(), w.id, time.Hour)
@@ -120,7 +120,7 @@ func newWorkload(t *testing.T, m *stack.Mesh, ns, sa, pod string) *workload {
 	}
 	b, err := json.MarshalIndent(map[string]any{
 		"xds_servers": []any{map[string]any{
-			"server_uri": m.Addr(stack.Edge),
+			"server_uri": xdsAddr,
 			"channel_creds": []any{map[string]any{"type": "tls", "config": map[string]string{
 				"spiffe_trust_bundle_map_file": w.path("spiffe-bundle.json"), "certificate_file": w.path("xds.crt"), "private_key_file": w.path("xds.key"),
 			}}},

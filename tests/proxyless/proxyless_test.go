@@ -191,11 +191,13 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	netns.Require(t)
 	bookstoreMesh(t)
 	m := startMesh(t)
+	// Every bootstrap names the edge's Service, as the injector's does.
+	edges := newEdgeService(t, m.Addr(stack.Edge))
 
-	v1 := newWorkload(t, m, "bookstore", "bookstore-v1", "bookstore-v1-0")
-	v2 := newWorkload(t, m, "bookstore", "bookstore-v2", "bookstore-v2-0")
-	buyer := newWorkload(t, m, "bookbuyer", "bookbuyer", "bookbuyer-0")
-	thief := newWorkload(t, m, "bookthief", "bookthief", "bookthief-0")
+	v1 := newWorkload(t, m, edges.Addr(), "bookstore", "bookstore-v1", "bookstore-v1-0")
+	v2 := newWorkload(t, m, edges.Addr(), "bookstore", "bookstore-v2", "bookstore-v2-0")
+	buyer := newWorkload(t, m, edges.Addr(), "bookbuyer", "bookbuyer", "bookbuyer-0")
+	thief := newWorkload(t, m, edges.Addr(), "bookthief", "bookthief", "bookthief-0")
 	v1Addr := fmt.Sprintf("%s:%d", ipStoreV1, storePort)
 	v1.serve(t, v1Addr, "v1")
 	v2.serve(t, fmt.Sprintf("%s:%d", ipStoreV2, storePort), "v2")
@@ -369,6 +371,81 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 		})
 		reAdd(t, calls)
 	})
+
+	// Edge failover: a second edge joins the Service; the first, which
+	// every client is connected to, is killed (SIGKILL). A bookbuyer
+	// client at 50 calls per second fails none, and the next split edit
+	// still reaches it, through the second edge.
+	t.Run("edge failover", func(t *testing.T) {
+		edgeFailover(t, m, edges, buyer)
+	})
+}
+
+// edgeFailover: see the subtest. Each call is one attempt: the client
+// sets neither gRPC retries nor wait-for-ready, so nothing hides a failed
+// call. The calls need no edge while it is away (gRPC keeps the resources
+// it has), which is the point: the edge's crash must not reach the data
+// path, and the client must find the other edge for the next edit.
+func edgeFailover(t *testing.T, m *stack.Mesh, edges *edgeService, buyer *workload) {
+	a := m.Addr(stack.Edge)
+	b, err := m.StartInstance(t.Context(), stack.Edge, "--pod-name", meshName+"-edge-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edges.setEndpoints(a, b.Addr)
+	fo := &callLog{}
+	buyer.run(t, fo, "call", "--target", target, "--methods", "Buy", "--rate", "50", "--json", "--report", "0")
+	waitCalls(t, fo, 0, 30*time.Second, "25 calls served in a row at 50/s", func(cs []call) int {
+		if k := len(cs); k >= 25 && count(cs[k-25:])["Buy v1 OK"] == 25 {
+			return k
+		}
+		return -1
+	})
+	if n := edges.count(b.Addr); n != 0 {
+		t.Fatalf("%d connections went to the second edge before the first was killed", n)
+	}
+	connected := func(admin string) float64 {
+		v, _ := apptest.MetricValue(admin, "osm_xds_connected_proxies", "")
+		return v
+	}
+	onA := connected(m.AdminAddr(stack.Edge))
+	t.Logf("the first edge holds %v xDS streams (every client's, the new one's included)", onA)
+
+	mark := fo.len()
+	t0 := time.Now()
+	if err := m.Proc(stack.Edge).Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stack.Eventually(t.Context(), 30*time.Second, func() error {
+		if got := connected(b.Admin); got < onA {
+			return fmt.Errorf("the second edge holds %v xDS streams, want %v", got, onA)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("edge killed: every client back on the second edge %s later", time.Since(t0).Round(time.Millisecond))
+
+	t1 := time.Now()
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(0, 100))
+	got := waitCalls(t, fo, mark, 10*time.Second, "the edit to 0/100 after the failover", func(cs []call) int {
+		for i, c := range cs {
+			if c.Backend == "v2" {
+				return i + 1
+			}
+		}
+		return -1
+	})
+	t.Logf("edit to 0/100 after the failover: the first call to v2 %s after the apply", fo.from(mark)[got-1].at().Sub(t1).Round(time.Millisecond))
+	// One more second of calls, then none may have failed since the kill.
+	waitCalls(t, fo, mark, 30*time.Second, "a second of calls after the edit", atLeast(got+50))
+	cs := fo.from(mark)
+	for _, c := range cs {
+		if c.Code != "OK" {
+			t.Errorf("a call failed after the first edge was killed: %+v", c)
+		}
+	}
+	t.Logf("%d calls at 50/s from the kill on: %v", len(cs), count(cs))
 }
 
 // calls0 is the i-th call (1-based) from mark.

@@ -18,8 +18,11 @@ import (
 const (
 	ipStoreV1 = "10.244.2.10"
 	ipStoreV2 = "10.244.2.20"
-	ipBuyer   = "10.244.1.10"
-	ipThief   = "10.244.1.20"
+	// Two more pods of bookstore v1, for the endpoint churn.
+	ipStoreV1b = "10.244.2.11"
+	ipStoreV1c = "10.244.2.12"
+	ipBuyer    = "10.244.1.10"
+	ipThief    = "10.244.1.20"
 )
 
 // Environment the outer process gives the tests in the namespace: where
@@ -45,7 +48,7 @@ var (
 
 func TestMain(m *testing.M) {
 	var addrs []netip.Prefix
-	for _, ip := range []string{ipStoreV1, ipStoreV2, ipBuyer, ipThief} {
+	for _, ip := range []string{ipStoreV1, ipStoreV1b, ipStoreV1c, ipStoreV2, ipBuyer, ipThief} {
 		addrs = append(addrs, netip.PrefixFrom(netip.MustParseAddr(ip), 32))
 	}
 	os.Exit(netns.Main(m, netns.Options{Addrs: addrs, Prepare: prepare, Run: func() int {

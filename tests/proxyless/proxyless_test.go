@@ -379,6 +379,70 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	t.Run("edge failover", func(t *testing.T) {
 		edgeFailover(t, m, edges, buyer)
 	})
+
+	// Endpoint churn: bookstore v1 runs 3 pods, the split sends it every
+	// call, and 2 of the pods are made not ready (the scale-down's first
+	// step): the calls stop going to them within 1 s, and none fails.
+	t.Run("endpoint churn", func(t *testing.T) {
+		endpointChurn(t, m, edges, calls)
+	})
+}
+
+// endpointChurn: see the subtest. The two extra pods' servers answer
+// with versions v1.b and v1.c, so that the calls tell the pods apart;
+// they keep serving after they are made not ready, as a terminating pod
+// does during its grace period.
+func endpointChurn(t *testing.T, m *stack.Mesh, edges *edgeService, calls *callLog) {
+	k := cluster.Kubelet("proxyless-node", "zone-a")
+	extra := map[string]string{"bookstore-v1-1": ipStoreV1b, "bookstore-v1-2": ipStoreV1c}
+	versions := map[string]string{"bookstore-v1-1": "v1.b", "bookstore-v1-2": "v1.c"}
+	for _, pod := range []string{"bookstore-v1-1", "bookstore-v1-2"} {
+		// The pod first: the server's listener is its pod IP's.
+		readyPod(t, k, "bookstore", pod, "bookstore-v1", extra[pod], map[string]string{"app": "bookstore", "version": "v1"})
+		w := newWorkload(t, m, edges.Addr(), "bookstore", "bookstore-v1", pod)
+		w.serve(t, fmt.Sprintf("%s:%d", extra[pod], storePort), versions[pod])
+	}
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(100, 0))
+	waitCalls(t, calls, calls.len(), 30*time.Second, "calls answered by the 3 pods of v1", func(cs []call) int {
+		if k := len(cs); k >= 300 {
+			c := count(cs[k-300:])
+			if c["Buy v1 OK"] > 0 && c["Buy v1.b OK"] > 0 && c["Buy v1.c OK"] > 0 && c["Buy v1 OK"]+c["Buy v1.b OK"]+c["Buy v1.c OK"] == 300 {
+				return k
+			}
+		}
+		return -1
+	})
+	mark := calls.len()
+	t0 := time.Now()
+	for pod, ip := range extra {
+		p, err := cluster.Clientset().CoreV1().Pods("bookstore").Get(t.Context(), pod, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.MakeNotReady(t.Context(), p, ip); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two seconds of calls at 500/s: the last one answered by a removed
+	// pod must have started within 1 s of the change.
+	waitCalls(t, calls, mark, 30*time.Second, "1,000 calls after the scale-down", atLeast(1000))
+	cs := calls.from(mark)[:1000]
+	var last time.Duration
+	for _, c := range cs {
+		if c.Code != "OK" {
+			t.Errorf("a call failed during the scale-down: %+v", c)
+		}
+		if c.Backend == "v1.b" || c.Backend == "v1.c" {
+			last = max(last, c.at().Sub(t0))
+		}
+	}
+	t.Logf("v1 scaled from 3 pods to 1: the last call to a removed pod %s after the change; %d calls: %v", last.Round(time.Millisecond), len(cs), count(cs))
+	if last > time.Second {
+		t.Errorf("calls went to the removed pods until %s after the change, want within 1s", last.Round(time.Millisecond))
+	}
+	if tail := count(cs[len(cs)-250:]); tail["Buy v1 OK"] != 250 {
+		t.Errorf("the last 250 calls after the scale-down: %v, want all answered by the remaining pod", tail)
+	}
 }
 
 // edgeFailover: see the subtest. Each call is one attempt: the client
@@ -393,11 +457,15 @@ func edgeFailover(t *testing.T, m *stack.Mesh, edges *edgeService, buyer *worklo
 		t.Fatal(err)
 	}
 	edges.setEndpoints(a, b.Addr)
+	// Both versions in use before and after the edit: the edit must not
+	// add a cluster gRPC dropped, whose first calls can fail on their own
+	// (see "unknown cluster" in the report), whatever the edges do.
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(50, 50))
 	fo := &callLog{}
 	buyer.run(t, fo, "call", "--target", target, "--methods", "Buy", "--rate", "50", "--json", "--report", "0")
-	waitCalls(t, fo, 0, 30*time.Second, "25 calls served in a row at 50/s", func(cs []call) int {
-		if k := len(cs); k >= 25 && count(cs[k-25:])["Buy v1 OK"] == 25 {
-			return k
+	waitCalls(t, fo, 0, 30*time.Second, "50 calls served in a row at 50/s by both versions", func(cs []call) int {
+		if c := count(cs[max(0, len(cs)-50):]); c["Buy v1 OK"] > 0 && c["Buy v2 OK"] > 0 && c["Buy v1 OK"]+c["Buy v2 OK"] == 50 {
+			return len(cs)
 		}
 		return -1
 	})
@@ -427,18 +495,19 @@ func edgeFailover(t *testing.T, m *stack.Mesh, edges *edgeService, buyer *worklo
 	t.Logf("edge killed: every client back on the second edge %s later", time.Since(t0).Round(time.Millisecond))
 
 	t1 := time.Now()
-	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(0, 100))
-	got := waitCalls(t, fo, mark, 10*time.Second, "the edit to 0/100 after the failover", func(cs []call) int {
-		for i, c := range cs {
-			if c.Backend == "v2" {
-				return i + 1
+	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(1, 99))
+	got := waitCalls(t, fo, mark, 10*time.Second, "the edit to 1/99 after the failover", func(cs []call) int {
+		// 40 calls to v2 in a row: 1 in 3e4 under 50/50, 2 in 3 under 1/99.
+		for i := range cs {
+			if i >= 40 && count(cs[i-40 : i])["Buy v2 OK"] == 40 {
+				return i - 39 // the run's first call, 1-based
 			}
 		}
 		return -1
 	})
-	t.Logf("edit to 0/100 after the failover: the first call to v2 %s after the apply", fo.from(mark)[got-1].at().Sub(t1).Round(time.Millisecond))
+	t.Logf("edit to 1/99 after the failover: the calls on the new weights from %s after the apply", fo.from(mark)[got-1].at().Sub(t1).Round(time.Millisecond))
 	// One more second of calls, then none may have failed since the kill.
-	waitCalls(t, fo, mark, 30*time.Second, "a second of calls after the edit", atLeast(got+50))
+	waitCalls(t, fo, mark, 30*time.Second, "a second of calls after the edit", atLeast(got+90))
 	cs := fo.from(mark)
 	for _, c := range cs {
 		if c.Code != "OK" {

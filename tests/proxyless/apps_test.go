@@ -174,11 +174,12 @@ func (w *workload) run(t *testing.T, out *callLog, args ...string) *stack.Proc {
 	return p
 }
 
-// serve starts w's bookstore server of version on addr and waits until it
+// serve starts w's bookstore server of version on addr, with flags more,
+// and waits until it
 // serves (it has its listener from the edge).
-func (w *workload) serve(t *testing.T, addr, version string) *stack.Proc {
+func (w *workload) serve(t *testing.T, addr, version string, flags ...string) *stack.Proc {
 	t.Helper()
-	p := w.run(t, nil, "serve", "--addr", addr, "--version", version)
+	p := w.run(t, nil, append([]string{"serve", "--addr", addr, "--version", version}, flags...)...)
 	err := stack.Eventually(t.Context(), 60*time.Second, func() error {
 		if strings.Contains(p.Output(), "serving "+addr) && !strings.Contains(p.Output(), "not-serving "+addr) {
 			return nil
@@ -203,8 +204,10 @@ type call struct {
 	Method   string `json:"method"`
 	Backend  string `json:"backend"`
 	Caller   string `json:"caller"`
-	Code     string `json:"code"`
-	Error    string `json:"error"`
+	// CallerSerial is the serial of the client certificate the server saw.
+	CallerSerial string `json:"caller_serial"`
+	Code         string `json:"code"`
+	Error        string `json:"error"`
 }
 
 func (c call) at() time.Time { return time.Unix(0, c.UnixNano) }
@@ -289,6 +292,30 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// serverSerial is the serial (hex) of the certificate the server at addr
+// presents in a new handshake with w's service certificate.
+func serverSerial(t *testing.T, m *stack.Mesh, w *workload, addr string) string {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(w.path("svc.crt"), w.path("svc.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &tls.Dialer{Config: &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		Certificates:       []tls.Certificate{pair},
+		NextProtos:         []string{"h2"},
+		InsecureSkipVerify: true, // only the serial is read; the chain was verified by the calls
+	}}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "handshake: " + err.Error()
+	}
+	defer c.Close()
+	return c.(*tls.Conn).ConnectionState().PeerCertificates[0].SerialNumber.Text(16)
 }
 
 // direct calls method of bookstore.Books on addr without xDS, presenting

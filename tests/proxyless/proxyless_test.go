@@ -1,8 +1,11 @@
 package proxyless
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -199,8 +202,11 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	buyer := newWorkload(t, m, edges.Addr(), "bookbuyer", "bookbuyer", "bookbuyer-0")
 	thief := newWorkload(t, m, edges.Addr(), "bookthief", "bookthief", "bookthief-0")
 	v1Addr := fmt.Sprintf("%s:%d", ipStoreV1, storePort)
-	v1.serve(t, v1Addr, "v1")
-	v2.serve(t, fmt.Sprintf("%s:%d", ipStoreV2, storePort), "v2")
+	// The servers close each connection gracefully after 3 s, so that
+	// clients reconnect with their current certificates (the certificate
+	// rotation below); every call must survive that too.
+	v1.serve(t, v1Addr, "v1", "--max-connection-age", "3s")
+	v2.serve(t, fmt.Sprintf("%s:%d", ipStoreV2, storePort), "v2", "--max-connection-age", "3s")
 
 	calls := &callLog{}
 	buyer.run(t, calls, "call", "--target", target, "--methods", "Buy", "--rate", "500", "--json", "--report", "0")
@@ -386,6 +392,113 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	t.Run("endpoint churn", func(t *testing.T) {
 		endpointChurn(t, m, edges, calls)
 	})
+
+	// Certificate rotation: the service certificates of bookbuyer and of
+	// the bookstore pods are replaced by new ones from the mesh's CA, with
+	// calls at 50/s: none fails, the server sees the client's new
+	// certificate, and a new handshake gets the server's new one.
+	t.Run("certificate rotation", func(t *testing.T) {
+		certRotation(t, m, buyer, []*workload{v1, v2}, v1Addr)
+	})
+}
+
+// rotate replaces w's service certificate files (the file_watcher
+// provider's) with a new certificate from the mesh's CA, each file by a
+// rename, and returns the new certificate's serial in hex.
+func rotate(t *testing.T, m *stack.Mesh, w *workload) string {
+	t.Helper()
+	is, err := m.ServiceCert(t.Context(), w.id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"svc.key": is.KeyPEM, "svc.crt": is.ChainPEM} {
+		if err := os.WriteFile(w.path(name+".new"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(w.path(name+".new"), w.path(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return leafSerial(t, is.ChainPEM)
+}
+
+// leafSerial is the serial (hex) of the first certificate of a PEM chain.
+func leafSerial(t *testing.T, chain []byte) string {
+	t.Helper()
+	b, _ := pem.Decode(chain)
+	if b == nil {
+		t.Fatal("no PEM block in the chain")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.SerialNumber.Text(16)
+}
+
+// certRotation: see the subtest.
+func certRotation(t *testing.T, m *stack.Mesh, buyer *workload, stores []*workload, storeAddr string) {
+	old := leafSerial(t, must(os.ReadFile(buyer.path("svc.crt"))))
+	oldStore := leafSerial(t, must(os.ReadFile(stores[0].path("svc.crt"))))
+	rot := &callLog{}
+	buyer.run(t, rot, "call", "--target", target, "--methods", "Buy", "--rate", "50", "--json", "--report", "0")
+	waitCalls(t, rot, 0, 30*time.Second, "25 calls served in a row at 50/s", func(cs []call) int {
+		if k := len(cs); k >= 25 && count(cs[k-25:])["Buy v1 OK"] == 25 {
+			return k
+		}
+		return -1
+	})
+	if got := rot.from(0); got[len(got)-1].CallerSerial != old {
+		t.Fatalf("before the rotation the server saw the client's serial %q, want %s", got[len(got)-1].CallerSerial, old)
+	}
+	mark := rot.len()
+	t0 := time.Now()
+	newSerial := rotate(t, m, buyer)
+	var newStore string
+	for i, w := range stores {
+		if s := rotate(t, m, w); i == 0 {
+			newStore = s
+		}
+	}
+	seen := waitCalls(t, rot, mark, 20*time.Second, "a call made with the client's new certificate", func(cs []call) int {
+		for i, c := range cs {
+			if c.CallerSerial == newSerial {
+				return i + 1
+			}
+		}
+		return -1
+	})
+	t.Logf("certificates rotated: the server saw the client's new certificate (serial %s, was %s) %s later",
+		newSerial, old, rot.from(mark)[seen-1].at().Sub(t0).Round(time.Millisecond))
+	// The server's side: a new handshake gets its new certificate.
+	if err := stack.Eventually(t.Context(), 10*time.Second, func() error {
+		if got := serverSerial(t, m, buyer, storeAddr); got != newStore {
+			return fmt.Errorf("the server presents serial %s (old %s), want the new %s", got, oldStore, newStore)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Three more seconds of calls (past the servers' connection age), then
+	// none may have failed since the rotation.
+	waitCalls(t, rot, mark, 30*time.Second, "3 s of calls after the rotation", atLeast(seen+150))
+	cs := rot.from(mark)
+	for _, c := range cs {
+		if c.Code != "OK" {
+			t.Errorf("a call failed during the certificate rotation: %+v", c)
+		}
+	}
+	if last := cs[len(cs)-1]; last.CallerSerial != newSerial {
+		t.Errorf("the last call was made with the client's certificate %s, want the new %s", last.CallerSerial, newSerial)
+	}
+	t.Logf("%d calls at 50/s from the rotation on: %v", len(cs), count(cs))
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
 
 // endpointChurn: see the subtest. The two extra pods' servers answer

@@ -30,6 +30,9 @@ type Call struct {
 	Backend string `json:"backend"`
 	// Caller is the SPIFFE id the server saw.
 	Caller string `json:"caller,omitempty"`
+	// CallerSerial is the serial number (hex) of the client certificate
+	// the server saw.
+	CallerSerial string `json:"caller_serial,omitempty"`
 	// Code is the gRPC status code, e.g. OK or PermissionDenied.
 	Code  string `json:"code"`
 	Error string `json:"error,omitempty"`
@@ -176,6 +179,8 @@ func invoke(ctx context.Context, cc *grpc.ClientConn, method, book string, timeo
 		c.Error = status.Convert(err).Message()
 		return c
 	}
-	c.Backend, c.Caller, _ = strings.Cut(out.GetValue(), " ")
+	var rest string
+	c.Backend, rest, _ = strings.Cut(out.GetValue(), " ")
+	c.Caller, c.CallerSerial, _ = strings.Cut(rest, " ")
 	return c
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -51,11 +52,24 @@ func booksDesc() *grpc.ServiceDesc {
 	return d
 }
 
-// store answers with its version and the caller's SPIFFE id.
+// store answers with its version, the caller's SPIFFE id and its
+// certificate's serial number.
 type store struct{ version string }
 
 func (s store) reply(ctx context.Context, _ string, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-	return wrapperspb.String(s.version + " " + callerID(ctx)), nil
+	return wrapperspb.String(s.version + " " + callerID(ctx) + " " + callerSerial(ctx)), nil
+}
+
+// callerSerial is the serial number of the caller's certificate in hex,
+// "none" without one: it shows which certificate a connection was made
+// with, e.g. after a rotation.
+func callerSerial(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok {
+		if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+			return ti.State.PeerCertificates[0].SerialNumber.Text(16)
+		}
+	}
+	return "none"
 }
 
 // callerID is the first URI SAN of the caller's certificate, "none"
@@ -78,6 +92,7 @@ starts serving and "not-serving <addr> <reason>" when it stops.`, stderr)
 	addr := fs.String("addr", "", "the pod's `ip:port` to listen on (required): the mesh's listener is named by it")
 	version := fs.String("version", "v1", "the version this server answers with (v1, v2, ...)")
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "how long calls in flight may finish after SIGTERM")
+	maxAge := fs.Duration("max-connection-age", 0, "close each client connection gracefully (GOAWAY) after this long, so that clients reconnect with their current certificate; 0 keeps connections")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
@@ -90,17 +105,24 @@ starts serving and "not-serving <addr> <reason>" when it stops.`, stderr)
 	if *version == "" {
 		return errors.New("--version must not be empty")
 	}
+	if *maxAge < 0 {
+		return errors.New("--max-connection-age must not be negative")
+	}
+	opts := []grpc.ServerOption{}
+	if *maxAge > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: *maxAge, MaxConnectionAgeGrace: *grace}))
+	}
 	creds, err := xdscreds.NewServerCredentials(xdscreds.ServerOptions{FallbackCreds: insecure.NewCredentials()})
 	if err != nil {
 		return fmt.Errorf("xds server credentials: %w", err)
 	}
-	srv, err := xds.NewGRPCServer(grpc.Creds(creds), xds.ServingModeCallback(func(a net.Addr, args xds.ServingModeChangeArgs) {
+	srv, err := xds.NewGRPCServer(append(opts, grpc.Creds(creds), xds.ServingModeCallback(func(a net.Addr, args xds.ServingModeChangeArgs) {
 		if args.Mode == connectivity.ServingModeServing {
 			fmt.Fprintf(stdout, "serving %s\n", a)
 		} else {
 			fmt.Fprintf(stdout, "not-serving %s %v\n", a, args.Err)
 		}
-	}))
+	}))...)
 	if err != nil {
 		return fmt.Errorf("xds server (is $GRPC_XDS_BOOTSTRAP set?): %w", err)
 	}

@@ -1,6 +1,7 @@
 package proxyless
 
 import (
+	"bytes"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
+	"github.com/openservicemesh/osm/libs/caclient"
 
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/tests/kube"
@@ -400,6 +402,123 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	t.Run("certificate rotation", func(t *testing.T) {
 		certRotation(t, m, buyer, []*workload{v1, v2}, v1Addr)
 	})
+
+	// Root rotation, in the three steps the soak takes (the CA restarted
+	// with new flags each time): a new root is added to the bundle and the
+	// workloads' trust files; the CA signs with it and every workload gets
+	// certificates from it; the old root is removed. Calls at 50/s: none
+	// fails.
+	t.Run("root rotation", func(t *testing.T) {
+		rootRotation(t, m, buyer, []*workload{buyer, v1, v2})
+	})
+}
+
+// writeAtomic writes the files of w, each by a rename.
+func writeAtomic(t *testing.T, w *workload, files map[string][]byte) {
+	t.Helper()
+	for name, b := range files {
+		if err := os.WriteFile(w.path(name+".new"), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(w.path(name+".new"), w.path(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// rootRotation: see the subtest.
+func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) {
+	const oldRoot, newRoot = "osm-ca-root", "osm-ca-root-proxyless"
+	rr := &callLog{}
+	buyer.run(t, rr, "call", "--target", target, "--methods", "Buy", "--rate", "50", "--json", "--report", "0")
+	waitCalls(t, rr, 0, 30*time.Second, "25 calls served in a row at 50/s", func(cs []call) int {
+		if k := len(cs); k >= 25 && count(cs[k-25:])["Buy v1 OK"] == 25 {
+			return k
+		}
+		return -1
+	})
+	before := caclient.RootsPEM(m.Bundle())
+	mark := rr.len()
+	t0 := time.Now()
+	step := func(name string, roots int, flags ...string) {
+		t.Helper()
+		if err := m.Restart(t.Context(), stack.CertAuthority, flags...); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if n := len(m.Bundle().GetRoots()); n != roots {
+			t.Fatalf("%s: the bundle holds %d roots, want %d", name, n, roots)
+		}
+	}
+	trust := func() {
+		t.Helper()
+		for _, w := range ws {
+			writeAtomic(t, w, map[string][]byte{"roots.pem": caclient.RootsPEM(m.Bundle()), "spiffe-bundle.json": spiffeBundleMap(t, m)})
+		}
+	}
+	// 1: add the new root; every workload trusts both.
+	step("add a root", 2, "--trusted-root-secrets", newRoot)
+	trust()
+	time.Sleep(2 * time.Second) // the file watchers' refresh (1 s)
+	// 2: sign with the new root; every workload gets certificates from it.
+	step("sign with the new root", 2, "--root-secret", newRoot, "--trusted-root-secrets", oldRoot)
+	var newBuyer string
+	for _, w := range ws {
+		svc, err := m.ServiceCert(t.Context(), w.id, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		xds, err := m.WorkloadCert(t.Context(), w.id, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeAtomic(t, w, map[string][]byte{"svc.key": svc.KeyPEM, "svc.crt": svc.ChainPEM, "xds.key": xds.KeyPEM, "xds.crt": xds.ChainPEM})
+		if w == buyer {
+			newBuyer = leafSerial(t, svc.ChainPEM)
+		}
+	}
+	seen := waitCalls(t, rr, mark, 20*time.Second, "a call made with the client's certificate from the new root", func(cs []call) int {
+		for i, c := range cs {
+			if c.CallerSerial == newBuyer {
+				return i + 1
+			}
+		}
+		return -1
+	})
+	t.Logf("root rotation: the server saw the client's certificate from the new root %s after the first step", rr.from(mark)[seen-1].at().Sub(t0).Round(time.Millisecond))
+	time.Sleep(4 * time.Second) // every connection past the servers' 3 s age
+	// 3: remove the old root; every workload trusts the new one only.
+	step("remove the old root", 1, "--root-secret", newRoot, "--trusted-root-secrets", "")
+	trust()
+	// The remaining root is the new one, and every workload's certificates
+	// chain to it.
+	if r := m.Bundle().GetRoots()[0].GetCertificatePem(); bytes.Contains(before, bytes.TrimSpace(r)) {
+		t.Fatal("the root left after the rotation is the old one")
+	}
+	pool, err := caclient.RootPool(m.Bundle())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range ws {
+		for _, f := range []string{"svc.crt", "xds.crt"} {
+			if err := verifyChain(must(os.ReadFile(w.path(f))), pool); err != nil {
+				t.Fatalf("%s's %s does not chain to the new root: %v", w.pod, f, err)
+			}
+		}
+	}
+	// Five more seconds of calls: new handshakes trusting the new root
+	// alone.
+	after := rr.len()
+	waitCalls(t, rr, after, 30*time.Second, "5 s of calls after the old root's removal", atLeast(250))
+	cs := rr.from(mark)
+	for _, c := range cs {
+		if c.Code != "OK" {
+			t.Errorf("a call failed during the root rotation: %+v", c)
+		}
+	}
+	if last := cs[len(cs)-1]; last.CallerSerial != newBuyer {
+		t.Errorf("the last call was made with the client's certificate %s, want the new root's %s", last.CallerSerial, newBuyer)
+	}
+	t.Logf("root rotation: %d calls at 50/s over %s: %v", len(cs), time.Since(t0).Round(time.Millisecond), count(cs))
 }
 
 // rotate replaces w's service certificate files (the file_watcher
@@ -420,6 +539,31 @@ func rotate(t *testing.T, m *stack.Mesh, w *workload) string {
 		}
 	}
 	return leafSerial(t, is.ChainPEM)
+}
+
+// verifyChain verifies a PEM chain's leaf against roots.
+func verifyChain(chain []byte, roots *x509.CertPool) error {
+	var certs []*x509.Certificate
+	for rest := chain; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return err
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return fmt.Errorf("no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 // leafSerial is the serial (hex) of the first certificate of a PEM chain.

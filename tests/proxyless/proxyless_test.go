@@ -192,6 +192,11 @@ func startMesh(t *testing.T) *stack.Mesh {
 // certificate fails the handshake; a TrafficTarget allowing only Get lets
 // Get through and refuses Buy with PermissionDenied; with the
 // TrafficTargets deleted no call is served. The proxies NACK nothing.
+// Then, each a subtest with calls in flight and 0 failed calls asserted:
+// a split backend back from weight 0; edge failover (the edge every
+// client is on killed, the next edit through the other); endpoint churn
+// (v1 from 3 pods to 1); a certificate rotation and a root rotation.
+// Every bootstrap names the edge's Service (edgeService).
 func TestProxylessGRPCBookstore(t *testing.T) {
 	netns.Require(t)
 	bookstoreMesh(t)

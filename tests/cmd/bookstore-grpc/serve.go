@@ -106,7 +106,7 @@ starts serving and "not-serving <addr> <reason>" when it stops.`, stderr)
 		return errors.New("--version must not be empty")
 	}
 	if *maxAge < 0 {
-		return errors.New("--max-connection-age must not be negative")
+		return fmt.Errorf("--max-connection-age %s (OSM_MAX_CONNECTION_AGE): must not be negative", *maxAge)
 	}
 	opts := []grpc.ServerOption{}
 	if *maxAge > 0 {

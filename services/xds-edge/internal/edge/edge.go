@@ -10,7 +10,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
+	"log"
 	"net"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +29,7 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/caclient"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/debug"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
 )
@@ -65,6 +70,10 @@ type Deps struct {
 	Meter metric.Meter
 	// StopGrace bounds the graceful stop of the gRPC server.
 	StopGrace time.Duration
+	// Debug, when set, is where the debug API (package debug) is served,
+	// with the ADS listener's mutual TLS (the same serving certificate and
+	// client roots), to the operator's certificate only.
+	Debug net.Listener
 }
 
 // Edge is one xds-edge replica.
@@ -77,6 +86,8 @@ type Edge struct {
 	feed        *feed
 	grpc        *grpc.Server
 	issuer      *sds.Issuer
+	// debug serves the debug API on Deps.Debug; nil without it.
+	debug *http.Server
 }
 
 // New builds an edge; Start runs it.
@@ -112,6 +123,15 @@ func New(d Deps) (*Edge, error) {
 	g := grpc.NewServer(xds.ServerOptions(gc)...)
 	srv.Register(g)
 	e.grpc = g
+	if d.Debug != nil {
+		e.debug = &http.Server{
+			Handler:           debug.Handler(debug.Options{Source: srv, EdgeID: d.EdgeID, TrustDomain: d.TrustDomain, Log: d.Log.WithField("component", "debug")}),
+			ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog:          log.New(debugLogWriter{d.Log.WithField("component", "debug")}, "", 0),
+		}
+		d.Debug = tls.NewListener(d.Debug, gc.TLS)
+		e.d.Debug = d.Debug
+	}
 	if d.Signer != nil {
 		e.issuer, err = sds.New(sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger,
 			RetryMax: d.CertRetryMax, Meter: d.Meter})
@@ -158,11 +178,42 @@ func (e *Edge) Start(ctx context.Context) error {
 	if e.issuer != nil {
 		g.Go(func() error { return e.issuer.Start(gctx) })
 	}
+	if e.debug != nil {
+		g.Go(func() error { return serveDebug(gctx, e.debug, e.d.Debug, e.d.StopGrace) })
+	}
 	err := g.Wait()
 	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// debugLogWriter logs the debug server's own errors (failed handshakes:
+// callers without a certificate of the mesh) at debug level.
+type debugLogWriter struct{ log *logrus.Entry }
+
+func (w debugLogWriter) Write(b []byte) (int, error) {
+	w.log.WithField("error", strings.TrimSpace(string(b))).Debug("debug api connection failed")
+	return len(b), nil
+}
+
+// serveDebug serves the debug API on ln until ctx ends, then shuts it
+// down within grace.
+func serveDebug(ctx context.Context, srv *http.Server, ln net.Listener, grace time.Duration) error {
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("debug api: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), grace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
 }
 
 // trustBundle makes the bundle's roots (plus the configured ones) the roots

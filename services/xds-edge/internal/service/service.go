@@ -35,6 +35,7 @@ type Options struct{}
 // config holds the service's own flags.
 type config struct {
 	listenAddr            string
+	debugAddr             string
 	tlsCertFile           string
 	tlsKeyFile            string
 	tlsClientCAFile       string
@@ -63,6 +64,7 @@ func Spec(Options) app.Spec {
 			"mTLS listener, from KV mesh-compiled and mesh-trust in NATS. A proxy's identity is the URI SAN\n" +
 			"of its client certificate, in --trust-domain (proxies of any other domain are refused).\n" +
 			"/readyz stays false until the initial sync is complete. It makes no Kubernetes API call.\n" +
+			"With --debug-addr it serves the debug API that osm proxy reads, to the operator's certificate only.\n" +
 			"It runs with GOGC=200 unless the GOGC environment variable is set.",
 		UsesNATS: true,
 		Flags:    c.flags,
@@ -74,6 +76,8 @@ func Spec(Options) app.Spec {
 // flags registers the service's flags.
 func (c *config) flags(f *app.Flags) {
 	f.String(&c.listenAddr, "listen-addr", ":15128", "address of the ADS (xDS and SDS) listener, served with mutual TLS")
+	f.String(&c.debugAddr, "debug-addr", "", "address of the debug API (HTTPS with mutual TLS, the ADS listener's certificate and client roots), which answers only the operator's control-plane certificate "+
+		"(role operator from the cert-authority's Bootstrap, as osm proxy gets one): each connected proxy's ACKed generation, lag, last NACK, served resources and certificates, never a private key; empty: off")
 	f.String(&c.tlsCertFile, "tls-cert-file", "", "override: serve the ADS listener with this certificate file (reloaded when it changes) instead of the edge's own certificate from the cert-authority's Bootstrap")
 	f.String(&c.tlsKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
 	f.String(&c.tlsClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")
@@ -117,6 +121,11 @@ func (c *config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.listenAddr); err != nil {
 		return app.FlagError("listen-addr", "%v", err)
+	}
+	if c.debugAddr != "" {
+		if _, _, err := net.SplitHostPort(c.debugAddr); err != nil {
+			return app.FlagError("debug-addr", "%v", err)
+		}
 	}
 	for _, d := range []struct {
 		name string
@@ -195,8 +204,16 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	if err != nil {
 		return app.FlagError("listen-addr", "cannot listen: %v", err)
 	}
+	var debugLn net.Listener
+	if c.debugAddr != "" {
+		if debugLn, err = net.Listen("tcp", c.debugAddr); err != nil {
+			ln.Close()
+			return app.FlagError("debug-addr", "cannot listen: %v", err)
+		}
+		rt.Log.WithField("debug_addr", debugLn.Addr().String()).Info("debug api listener up")
+	}
 	e, err := edge.New(edge.Deps{
-		Log: rt.Log, Conn: conn, Listener: ln, EdgeID: c.cp.PodName, TrustDomain: c.cp.TrustDomain,
+		Log: rt.Log, Conn: conn, Listener: ln, Debug: debugLn, EdgeID: c.cp.PodName, TrustDomain: c.cp.TrustDomain,
 		GRPC: xds.GRPCConfig{
 			TLS: tc, KeepaliveTime: c.keepaliveTime, KeepaliveTimeout: c.keepaliveTimeout,
 			MaxConnectionAge: c.maxConnectionAge, MaxConnectionAgeGrace: c.maxConnectionAgeGrace,
@@ -209,6 +226,9 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	})
 	if err != nil {
 		ln.Close()
+		if debugLn != nil {
+			debugLn.Close()
+		}
 		return err
 	}
 	applied.Store(e)

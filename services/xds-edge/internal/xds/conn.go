@@ -34,7 +34,9 @@ type conn struct {
 	// under; guarded by the server's connsMu.
 	indexed string
 	isDelta bool
-	wakeCh  chan struct{}
+	// since is when the stream opened.
+	since  time.Time
+	wakeCh chan struct{}
 	// evictCh ends the stream with its error (see evict).
 	evictCh chan error
 
@@ -199,7 +201,7 @@ type sentName struct {
 
 func newConn(streamID uint64, id identity.ID, delta bool) *conn {
 	c := &conn{
-		streamID: streamID, id: id, isDelta: delta,
+		streamID: streamID, id: id, isDelta: delta, since: time.Now(),
 		wakeCh: make(chan struct{}, 1), evictCh: make(chan error, 1),
 	}
 	g := pool.GroupID(id.Namespace, id.ServiceAccount)

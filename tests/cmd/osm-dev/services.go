@@ -115,6 +115,9 @@ func startMesh(ctx context.Context, c config, nc *stack.NATS, cluster *kube.Clus
 	if err := m.Start(ctx, stack.Watcher, stack.Compiler, stack.Edge); err != nil {
 		return fail(err)
 	}
+	if err := writeOSMContext(ctx, c.dir, m, cluster, say); err != nil {
+		return fail(err)
+	}
 	if err := d.connectProxies(ctx, changes); err != nil {
 		return fail(err)
 	}

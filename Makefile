@@ -24,7 +24,7 @@ NATS_ROLES = deploy/charts/osm/charts/nats/files/roles.json
 # images, make push and helm install agree. TAG=… overrides it.
 CHART_APP_VERSION = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\} *$$/\1/p' deploy/charts/osm/Chart.yaml)
 
-.PHONY: help build osm test vet fmt lint proto proto-check nats-roles nats-roles-check osm-chart osm-chart-check testbins fuzz run soak images push clean
+.PHONY: help build osm test vet fmt lint proto proto-check nats-roles nats-roles-check osm-chart osm-chart-check testbins fuzz run soak scale images push clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
 
 soak: ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md); the kube-apiserver harness is built on first use, as by testbins
 	@cd tests && go run ./soak/cmd/soak $(ARGS)
+
+scale: ## the whole pipeline at scale: 10k Services, 50k pods, 10k proxies; p50/p99/max from each edit's apply to the last proxy's ACK, per stage, with CPU and peak RSS per process (docs/bench/README.md); ARGS='--help' lists the flags
+	@cd tests && go run ./scale/cmd/scale $(ARGS)
 
 images: ## build one OCI image per service, without Docker, into .bin/images/<service> (docs/images.md), tagged with the chart's appVersion; TAG=… sets another tag, PLATFORMS=linux/amd64,linux/arm64 adds arm64
 	@if [ -z '$(or $(TAG),$(CHART_APP_VERSION))' ]; then echo "make images: no appVersion in deploy/charts/osm/Chart.yaml; set TAG=…" >&2; exit 2; fi

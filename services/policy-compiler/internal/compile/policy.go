@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/policy"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
@@ -172,11 +173,11 @@ func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv
 		ObservedGeneration: meta.GetGeneration(),
 		Condition:          meshv1.PolicyCondition_POLICY_CONDITION_ACCEPTED,
 		Reason:             ReasonAccepted,
-		Message:            kind + " " + nn.String() + " is valid",
+		Message:            policy.Verdict(kind, nn.Namespace, nn.Name, nil),
 	}
 	if rej != nil {
 		st.Condition = meshv1.PolicyCondition_POLICY_CONDITION_REJECTED
-		st.Reason, st.FieldPath, st.Message = rej.Reason, rej.FieldPath, kind+" "+nn.String()+" rejected: "+rej.Message
+		st.Reason, st.FieldPath, st.Message = rej.Reason, rej.FieldPath, policy.Verdict(kind, nn.Namespace, nn.Name, rej)
 	}
 	k := policyKey{key, nn}
 	old := p.verdicts[k]

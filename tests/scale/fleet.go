@@ -80,8 +80,9 @@ type fleetRequest struct {
 	Proxies []ProxySpec   `json:"proxies,omitempty"`
 	Wait    bool          `json:"wait,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
-	// reconnect: every proxy moves to edge (index mod Edges), keeping what
-	// it holds, and the reply waits for each one's first responses.
+	// reconnect: every proxy moves to edge (index mod Edges), as a
+	// restarted proxy (holding nothing), and the reply waits for each
+	// one's first responses.
 	// watch: the conditions, answered when all are met or Timeout passes.
 	Conds []Cond `json:"conds,omitempty"`
 	// holders: the proxies holding resource Name of Type now.
@@ -249,6 +250,12 @@ func (f *fleet) reconnect(req fleetRequest) fleetReply {
 	f.mu.Unlock()
 	for _, p := range ps {
 		p.stop()
+		// As a restarted Envoy: nothing held, so that the new edge sends
+		// every type (a delta stream that resumes with up-to-date
+		// versions may get no response at all).
+		p.mu.Lock()
+		p.held = map[string]map[string]heldRes{}
+		p.mu.Unlock()
 		cert, err := f.cert(p.spec.Namespace, p.spec.ServiceAccount)
 		if err != nil {
 			return fleetReply{ID: req.ID, Err: err.Error()}

@@ -375,7 +375,7 @@ func createMesh(ctx context.Context, k *clients, kubelet *kube.Kubelet, s shape,
 		if err := k.setReady(ctx, pod, podIP(p), true); err != nil {
 			return err
 		}
-		if n := ready.Add(1); n%10000 == 0 {
+		if n := ready.Add(1); n%10000 == 0 && int(n) < s.pods {
 			progress("%d pods Ready", n)
 		}
 		return nil

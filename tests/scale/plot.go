@@ -3,6 +3,7 @@ package scale
 import (
 	"fmt"
 	"image/color"
+	"slices"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -11,36 +12,59 @@ import (
 )
 
 // Plot writes the stage timeline as a PNG to file: one horizontal bar per
-// edit, stacked from the apiserver's answer through the median of each
-// stage (the EndpointSlice update for edits of pods and Services, the
-// watcher's write, the compiler's generation, the last edge's commit, the
-// proxies' p50 ACK) to the p99 ACK, in milliseconds.
+// edit (and per edge count, with Then), stacked from the apiserver's
+// answer through the median of each stage (the EndpointSlice update for
+// edits of pods and Services, the watcher's write, the compiler's
+// generation, the last edge's commit, the proxies' p50 ACK) to the p99
+// ACK, in milliseconds.
 func (r *Report) Plot(file string) error {
-	kinds := r.Kinds()
+	type row struct {
+		name string
+		rep  *Report
+		kind EditKind
+	}
+	var rows []row
+	for rep := r; rep != nil; rep = rep.Then {
+		for _, k := range rep.Kinds() {
+			name := string(k)
+			if r.Then != nil {
+				name = fmt.Sprintf("%s, %d edge(s)", k, rep.Config.Edges)
+			}
+			rows = append(rows, row{name, rep, k})
+		}
+	}
+	// The first edit on top.
+	slices.Reverse(rows)
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("kubectl apply → proxies ACKed: %d Services, %d proxies, %d edge(s) (medians; last segment to the ACK p99)",
-		r.Config.Services, r.Config.Proxies, r.Config.Edges)
+	p.Title.Text = fmt.Sprintf("kubectl apply → affected proxies ACKed: %d Services, %d pods, %d proxies (medians; the last segment ends at the ACK p99)",
+		r.Config.Services, r.Config.Pods, r.Config.Proxies)
+	p.Title.TextStyle.Font.Size = vg.Points(11)
 	p.X.Label.Text = "milliseconds after the apiserver's answer"
 	p.X.Min = 0
 	segments := []struct {
 		name  string
 		color color.RGBA
-		end   func(k EditKind) time.Duration
+		stage string
 	}{
-		{"EndpointSlice update (kube)", color.RGBA{0xba, 0xb0, 0xac, 255}, func(k EditKind) time.Duration { return r.Stage(k, StageSlice).P50 }},
-		{"smi-watcher KV write", color.RGBA{0x4e, 0x79, 0xa7, 255}, func(k EditKind) time.Duration { return r.Stage(k, StageWatcher).P50 }},
-		{"policy-compiler generation", color.RGBA{0xf2, 0x8e, 0x2b, 255}, func(k EditKind) time.Duration { return r.Stage(k, StageCompiler).P50 }},
-		{"xds-edge commit (last edge)", color.RGBA{0x59, 0xa1, 0x4f, 255}, func(k EditKind) time.Duration { return r.Stage(k, StageEdge).P50 }},
-		{"proxy ACK p50", color.RGBA{0xe1, 0x57, 0x59, 255}, func(k EditKind) time.Duration { return r.Stage(k, StageAck).P50 }},
-		{"proxy ACK p99", color.RGBA{0xb0, 0x7a, 0xa1, 255}, func(k EditKind) time.Duration { return r.Stage(k, StageAck).P99 }},
+		{"EndpointSlice update (kube)", color.RGBA{0xba, 0xb0, 0xac, 255}, StageSlice},
+		{"smi-watcher KV write", color.RGBA{0x4e, 0x79, 0xa7, 255}, StageWatcher},
+		{"policy-compiler generation", color.RGBA{0xf2, 0x8e, 0x2b, 255}, StageCompiler},
+		{"xds-edge commit (last edge)", color.RGBA{0x59, 0xa1, 0x4f, 255}, StageEdge},
+		{"proxy ACK p50", color.RGBA{0xe1, 0x57, 0x59, 255}, StageAck},
+		{"proxy ACK p99", color.RGBA{0xb0, 0x7a, 0xa1, 255}, StageAck},
 	}
-	w := vg.Points(18)
+	w := vg.Points(14)
 	var prev *plotter.BarChart
-	reached := make([]time.Duration, len(kinds))
-	for _, s := range segments {
-		vals := make(plotter.Values, len(kinds))
-		for i, k := range kinds {
-			end := max(s.end(k), reached[i]) // a stage never ends before the one before it
+	reached := make([]time.Duration, len(rows))
+	for si, s := range segments {
+		vals := make(plotter.Values, len(rows))
+		for i, rw := range rows {
+			q := rw.rep.Stage(rw.kind, s.stage)
+			end := q.P50
+			if si == len(segments)-1 {
+				end = q.P99
+			}
+			end = max(end, reached[i]) // a stage never ends before the one before it
 			vals[i] = float64(end-reached[i]) / float64(time.Millisecond)
 			reached[i] = end
 		}
@@ -58,13 +82,16 @@ func (r *Report) Plot(file string) error {
 		p.Legend.Add(s.name, b)
 		prev = b
 	}
-	names := make([]string, len(kinds))
-	for i, k := range kinds {
-		names[i] = string(k)
+	// Room on the right for the legend.
+	p.X.Max = float64(slices.Max(reached)) / float64(time.Millisecond) * 1.45
+	names := make([]string, len(rows))
+	for i, rw := range rows {
+		names[i] = rw.name
 	}
 	p.NominalY(names...)
 	p.Legend.Top = true
 	p.Legend.Left = false
-	p.Title.TextStyle.Font.Size = vg.Points(10)
-	return p.Save(10*vg.Inch, vg.Length(2+0.6*float64(len(kinds)))*vg.Inch, file)
+	p.Legend.TextStyle.Font.Size = vg.Points(9)
+	p.Add(plotter.NewGrid())
+	return p.Save(11*vg.Inch, vg.Length(1.5+0.35*float64(len(rows)))*vg.Inch, file)
 }

@@ -93,11 +93,14 @@ func procName(pid int) string {
 	case base == "kubebox":
 		return "kubebox (etcd)"
 	case base == "xds-edge":
+		// The last --pod-name wins, as in the edge's flag parsing.
+		name := base
 		for i, a := range args {
 			if a == "--pod-name" && i+1 < len(args) {
-				return "xds-edge " + args[i+1]
+				name = "xds-edge " + args[i+1]
 			}
 		}
+		return name
 	case pid != os.Getpid() && hasEnv(pid, EnvFleet):
 		return "proxies (simulated)"
 	}

@@ -61,7 +61,7 @@ type Config struct {
 	Edges int
 	// ThenEdges, when above Edges, makes the edits a second time on the
 	// same mesh after starting more edges, up to ThenEdges, and moving the
-	// proxies over all of them (Report.Then).
+	// proxies over all of them, each as a restarted proxy (Report.Then).
 	ThenEdges int
 	// Repeat is how many times each edit is made.
 	Repeat int
@@ -137,6 +137,7 @@ type run struct {
 	edgeAddrs    []string
 	rootsFile    string
 	nextProxy    int
+	round        int
 	used         map[int]bool
 	splitFlipped map[int]bool
 	progress     func(string, ...any)
@@ -252,7 +253,7 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 	}
 	if cfg.ThenEdges > cfg.Edges {
 		// The same mesh again over more edges: the new ones start, every
-		// proxy moves to edge (index mod edges), keeping what it holds.
+		// proxy moves to edge (index mod edges) as a restarted proxy.
 		then := &Report{Config: cfg, shape: r.s}
 		then.Config.Edges = cfg.ThenEdges
 		t := time.Now()
@@ -284,7 +285,11 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 // process's peak RSS at the end.
 func (r *run) edits(ctx context.Context, rep *Report) error {
 	ps := procs()
-	for rp := range r.cfg.Repeat {
+	for range r.cfg.Repeat {
+		// Rounds count across Run's phases: each gets objects and
+		// namespaces of its own.
+		rp := r.round
+		r.round++
 		for _, kind := range r.cfg.Kinds {
 			res, err := r.edit(ctx, kind, rp, ps)
 			if err != nil {

@@ -78,7 +78,7 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	fs.IntVar(&cfg.RouteGroups, "route-groups", cfg.RouteGroups, "HTTPRouteGroups, spread over the namespaces")
 	fs.IntVar(&cfg.Splits, "splits", cfg.Splits, "TrafficSplits, each an apex Service split 90/10 over two others")
 	fs.IntVar(&cfg.Edges, "edges", cfg.Edges, "xds-edge processes; the proxies are spread over them")
-	fs.IntVar(&cfg.ThenEdges, "then-edges", 0, "when above --edges: after the edits, start more edges up to this many, move the proxies over all of them and make the edits again on the same mesh")
+	fs.IntVar(&cfg.ThenEdges, "then-edges", 0, "when above --edges: after the edits, start more edges up to this many, move the proxies over all of them (each as a restarted proxy) and make the edits again on the same mesh")
 	fs.IntVar(&cfg.Repeat, "repeat", cfg.Repeat, "times each edit is made")
 	fs.DurationVar(&cfg.EditTimeout, "edit-timeout", cfg.EditTimeout, "longest an edit may take to reach its last proxy")
 	edits := fs.String("edits", "", "comma-separated edits to make (pod,split,target,port,namespace); default all")

@@ -27,6 +27,11 @@ func rbacExpectations() []access {
 		{"osm-xds-edge", "get", "", "secrets", ns, "osm-ca-root", false},
 		{"osm-xds-edge", "list", "", "services", other, "", false},
 		{"osm-nats", "get", "", "secrets", ns, "osm-nats-tls", false},
+		// The operator ServiceAccount (the osm CLI's, through its token):
+		// nothing in Kubernetes; its token only gets the CA's operator role.
+		{"osm-operator", "list", "", "pods", other, "", false},
+		{"osm-operator", "get", "", "secrets", ns, "osm-ca-root", false},
+		{"osm-operator", "create", "", "serviceaccounts", ns, "", false},
 		// The watcher: informers cluster-wide, events, its own Lease; no Secrets.
 		{"osm-smi-watcher", "watch", "", "pods", other, "", true},
 		{"osm-smi-watcher", "list", "discovery.k8s.io", "endpointslices", other, "", true},

@@ -70,6 +70,9 @@ spec:
             - --keepalive-timeout={{ $l.keepaliveTimeout }}
             - --ack-status-interval={{ $ctx.Values.ackStatusInterval }}
             - --cert-ttl={{ $ctx.Values.certTTL }}
+            {{- if $ctx.Values.debug.enabled }}
+            - --debug-addr=:{{ $ctx.Values.debug.port }}
+            {{- end }}
           env:
             {{- include "osm.podNameEnv" $c | nindent 12 }}
             {{- include "osm.natsEnv" (dict "ctx" $ctx "role" "edge") | trim | nindent 12 }}
@@ -78,6 +81,13 @@ spec:
             - name: ads
               containerPort: 15128
               protocol: TCP
+            {{- if $ctx.Values.debug.enabled }}
+            # The debug API osm proxy reads over a port-forward: mutual
+            # TLS, the operator's certificate only.
+            - name: debug
+              containerPort: {{ $ctx.Values.debug.port }}
+              protocol: TCP
+            {{- end }}
           {{- include "osm.probes" $c | nindent 10 }}
           resources:
             {{- toYaml .resources | nindent 12 }}

@@ -71,6 +71,11 @@ type Config struct {
 	Pause time.Duration
 	// Workers are the goroutines writing the mesh to the apiserver.
 	Workers int
+	// ProfileDir, when set, receives CPU profiles of the watcher, the
+	// compiler and each edge over the first ProfileSeconds of the edits
+	// (the services then run with --enable-pprof).
+	ProfileDir     string
+	ProfileSeconds int
 	// Kinds are the edits to make; nil makes every kind (EditKinds).
 	Kinds []EditKind
 	// FleetCommand starts the proxies' process: a program that runs
@@ -190,17 +195,23 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 	}
 	defer r.fleet.stop()
 	t = time.Now()
+	flags := map[stack.Component][]string{
+		// JSON logs at debug for the "generation applied" lines; the
+		// fleet's CA for the proxies' client certificates; streams
+		// admitted as fast as they come, so that the initial sync is not
+		// paced (the edits are not affected either way).
+		stack.Edge: {"--log-format", "json", "--log-level", "debug", "--tls-client-ca-file", r.fleet.root,
+			"--stream-rate", "100000", "--stream-burst", "100000", "--pod-name", "scale-edge-0"},
+	}
+	if cfg.ProfileDir != "" {
+		for _, c := range []stack.Component{stack.Watcher, stack.Compiler, stack.Edge} {
+			flags[c] = append(flags[c], "--enable-pprof")
+		}
+	}
 	r.m, err = stack.New(ctx, stack.Options{
 		Cluster: cluster, Dir: filepath.Join(cfg.Dir, "stack"), Builder: cfg.Builder, NATS: nc,
 		Name: "scale", MeshName: meshName, Namespace: controlNS, MeshConfig: meshConfig, Log: cfg.Log, ReadyTimeout: 15 * time.Minute,
-		Flags: map[stack.Component][]string{
-			// JSON logs at debug for the "generation applied" lines; the
-			// fleet's CA for the proxies' client certificates; streams
-			// admitted as fast as they come, so that the initial sync is
-			// not paced (the edits are not affected either way).
-			stack.Edge: {"--log-format", "json", "--log-level", "debug", "--tls-client-ca-file", r.fleet.root,
-				"--stream-rate", "100000", "--stream-burst", "100000", "--pod-name", "scale-edge-0"},
-		},
+		Flags: flags,
 	})
 	if err != nil {
 		return nil, err
@@ -210,6 +221,7 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 		return nil, err
 	}
 	r.edgeAddrs = []string{r.m.Addr(stack.Edge)}
+	edgeAdmins := []string{r.m.AdminAddr(stack.Edge)}
 	edgeProcs := []*stack.Proc{r.m.Proc(stack.Edge)}
 	for i := 1; i < cfg.Edges; i++ {
 		inst, err := r.m.StartInstance(ctx, stack.Edge, "--pod-name", fmt.Sprintf("scale-edge-%d", i))
@@ -217,6 +229,7 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 			return nil, err
 		}
 		r.edgeAddrs = append(r.edgeAddrs, inst.Addr)
+		edgeAdmins = append(edgeAdmins, inst.Admin)
 		edgeProcs = append(edgeProcs, inst.Proc)
 	}
 	rep.ControlPlaneReady = time.Since(t)
@@ -248,10 +261,28 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 	r.progress("%d proxies synced in %s", cfg.Proxies, rep.InitialSync.Round(time.Millisecond))
 	rep.Setup = time.Since(start)
 
+	var profiled func() error
+	if cfg.ProfileDir != "" {
+		if err := os.MkdirAll(cfg.ProfileDir, 0o755); err != nil {
+			return nil, err
+		}
+		profiled = r.profiles(ctx, cfg.ProfileDir, max(cfg.ProfileSeconds, 1), edgeAdmins)
+	}
 	if err := r.edits(ctx, rep); err != nil {
 		return nil, err
 	}
+	if profiled != nil {
+		if err := profiled(); err != nil {
+			return nil, err
+		}
+		r.progress("CPU profiles of the watcher, the compiler and the edges written to %s", cfg.ProfileDir)
+	}
 	if cfg.ThenEdges > cfg.Edges {
+		// The first round's tables now, so that a long second round
+		// does not hold them back.
+		if cfg.Progress != nil {
+			rep.Print(cfg.Progress)
+		}
 		// The same mesh again over more edges: the new ones start, every
 		// proxy moves to edge (index mod edges) as a restarted proxy.
 		then := &Report{Config: cfg, shape: r.s}

@@ -84,6 +84,8 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 	edits := fs.String("edits", "", "comma-separated edits to make (pod,split,target,port,namespace); default all")
 	dir := fs.String("dir", "", "state directory (NATS store, binaries, services.log); default a temporary one, removed after a run that worked")
 	plot := fs.String("plot", "", "also write the stage timeline as a PNG to this file")
+	fs.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of the watcher, the compiler and each edge over the first --profile-seconds of the edits to this directory (<process>.pprof, for go tool pprof)")
+	fs.IntVar(&cfg.ProfileSeconds, "profile-seconds", 60, "length of the --profile window, from the first edit")
 	source := fs.String("source", "", "build the services from this source tree (e.g. another commit's, from git archive) instead of this checkout's")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -128,6 +130,11 @@ func run(ctx context.Context, args []string, out io.Writer) (err error) {
 		return err
 	}
 	cfg.Dir = abs
+	if cfg.ProfileDir != "" {
+		if cfg.ProfileDir, err = filepath.Abs(cfg.ProfileDir); err != nil {
+			return err
+		}
+	}
 	if *source != "" {
 		cfg.Builder = stack.NewBuilderAt(filepath.Join(abs, "bin"), *source)
 	}

@@ -15,6 +15,8 @@ import (
 	"helm.sh/helm/v4/pkg/action"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/openservicemesh/osm/libs/osmctx"
 )
 
 // DefaultNamespace is the control plane's namespace unless --namespace says
@@ -41,6 +43,7 @@ type globals struct {
 	kubeconfig string
 	context    string
 	namespace  string
+	osmContext string
 }
 
 // New returns the root command.
@@ -50,15 +53,28 @@ func New(s Streams) *cobra.Command {
 		Use:   "osm",
 		Short: "Install and operate Open Service Mesh",
 		Long: `osm installs, upgrades and uninstalls Open Service Mesh on a Kubernetes
-cluster with the Helm chart built into it, and adds namespaces to the mesh.
+cluster with the Helm chart built into it, adds namespaces to the mesh, and
+shows what the xds-edges serve each proxy.
 
 It reaches the cluster of the current kubeconfig context, as kubectl does:
---kubeconfig (or $KUBECONFIG) and --context choose another.`,
+--kubeconfig (or $KUBECONFIG) and --context choose another. The proxy
+commands reach the mesh's components through the Kubernetes API
+(port-forwards to the pods of the chart's Services), or, against the dev
+stack (make run), at the addresses of the context file it writes
+(--osm-context or $OSM_CONTEXT). Either way they authenticate to the edges
+with an operator certificate from the cert-authority, obtained with a token
+of the ServiceAccount osm-operator (osm proxy --help).`,
 		Example: `  # install the mesh into osm-system and wait for every component
   osm install
 
   # add a namespace: pods created in it from now on get the Envoy sidecar
   osm namespace add bookstore
+
+  # every connected proxy, its edge and the generation it ACKed
+  osm proxy list
+
+  # against the dev stack
+  OSM_CONTEXT=.osm-dev/osm-context.json osm proxy list
 
   # shell completion for bash (see osm completion --help for the others)
   source <(osm completion bash)`,
@@ -72,7 +88,8 @@ It reaches the cluster of the current kubeconfig context, as kubectl does:
 	pf.StringVar(&g.kubeconfig, "kubeconfig", "", "path to the kubeconfig file (default $KUBECONFIG or ~/.kube/config)")
 	pf.StringVar(&g.context, "context", "", "the kubeconfig context to use (default its current context)")
 	pf.StringVarP(&g.namespace, "namespace", "n", DefaultNamespace, "the namespace of the mesh's control plane")
-	root.AddCommand(installCommand(g), upgradeCommand(g), uninstallCommand(g), namespaceCommand(g))
+	pf.StringVar(&g.osmContext, "osm-context", "", "context file naming the components' addresses, which the dev stack writes (default $"+osmctx.EnvVar+"; unset: reach them through the Kubernetes API)")
+	root.AddCommand(installCommand(g), upgradeCommand(g), uninstallCommand(g), namespaceCommand(g), proxyCommand(g))
 	addBuiltinExamples(root)
 	return root
 }

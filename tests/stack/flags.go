@@ -45,6 +45,7 @@ const (
 	flagCADNSNames      = "--server-dns-names"
 	flagListenAddr      = "--listen-addr"
 	flagWebhookConfig   = "--webhook-config-name"
+	envValidatingConfig = "OSM_VALIDATING_WEBHOOK_CONFIG_NAME"
 	flagWebhookService  = "--webhook-service-name"
 	flagWebhookPort     = "--webhook-service-port"
 	flagEdgeAckInterval = "--ack-status-interval"
@@ -110,6 +111,12 @@ func (m *Mesh) env(c Component) map[string]string {
 	}
 	if c == CertAuthority {
 		env[envCABootstrapTok] = m.o.BootstrapToken
+	}
+	if c == Injector {
+		// Through the environment, which an injector of a release without
+		// policy validation ignores (tests/upgrade runs one): a flag would
+		// stop it.
+		env[envValidatingConfig] = m.ValidatingWebhookConfigName()
 	}
 	return env
 }

@@ -398,6 +398,10 @@ func (m *Mesh) CAServerName() string { return "osm-cert-authority." + m.o.Namesp
 // MutatingWebhookConfiguration.
 func (m *Mesh) WebhookConfigName() string { return m.o.Name + "-sidecar-injector" }
 
+// ValidatingWebhookConfigName is the name of the injector's
+// ValidatingWebhookConfiguration of the policy kinds, one per mesh.
+func (m *Mesh) ValidatingWebhookConfigName() string { return m.o.Name + "-policy-validator" }
+
 // DialCA connects to the cert-authority, verifying it against the trust
 // bundle and presenting cert when it is not nil.
 func (m *Mesh) DialCA(cert *tls.Certificate) (*grpc.ClientConn, error) {

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/openservicemesh/osm/libs/meshconfig"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
@@ -26,12 +27,15 @@ const (
 // meshconfig.Parse reads it) applied over it: the sidecar image, init
 // image, log level and resources, and the traffic exclusion lists. A field
 // the MeshConfig leaves unset keeps s's value. A value of one of these
-// fields that the MeshConfig could not read (in its InvalidFields), or a
-// port out of range, is an error that names the field.
+// fields that meshconfig.Rejections refuses (a value Parse could not read,
+// a port out of range, a request above its limit...) is an error that
+// names the field, in the validating webhook's words.
 func (s Settings) WithMeshConfig(mc *meshv1.MeshConfig) (Settings, error) {
-	for _, f := range mc.GetInvalidFields() {
-		if used(f.GetFieldPath()) {
-			return s, fmt.Errorf("meshconfig %s: %s (got %q)", f.GetFieldPath(), f.GetMessage(), f.GetValue())
+	// The shared MeshConfig rules (the validating webhook's words), for
+	// the fields the injector applies.
+	for _, rej := range meshconfig.Rejections(mc) {
+		if used(rej.FieldPath) {
+			return s, fmt.Errorf("meshconfig %s", rej.Message)
 		}
 	}
 	out := s
@@ -50,20 +54,16 @@ func (s Settings) WithMeshConfig(mc *meshv1.MeshConfig) (Settings, error) {
 	}
 	for _, f := range []struct {
 		dst   *[]int
-		path  string
 		ports []int32
 	}{
-		{&out.OutboundPortExclusions, fieldOutboundPorts, mc.GetTraffic().GetOutboundPortExclusionList()},
-		{&out.InboundPortExclusions, fieldInboundPorts, mc.GetTraffic().GetInboundPortExclusionList()},
+		{&out.OutboundPortExclusions, mc.GetTraffic().GetOutboundPortExclusionList()},
+		{&out.InboundPortExclusions, mc.GetTraffic().GetInboundPortExclusionList()},
 	} {
 		if f.ports == nil {
 			continue
 		}
 		ports := make([]int, 0, len(f.ports))
-		for i, p := range f.ports {
-			if p < 1 || p > 65535 {
-				return s, fmt.Errorf("meshconfig %s.%d: %d is not a port (1-65535)", f.path, i, p)
-			}
+		for _, p := range f.ports {
 			ports = append(ports, int(p))
 		}
 		*f.dst = ports

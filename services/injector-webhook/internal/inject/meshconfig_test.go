@@ -33,7 +33,7 @@ func TestWithMeshConfig(t *testing.T) {
 	}
 
 	bad := &meshv1.MeshConfig{Traffic: &meshv1.TrafficSpec{InboundPortExclusionList: []int32{0}}}
-	if _, err := settings().WithMeshConfig(bad); err == nil || !strings.Contains(err.Error(), "spec.traffic.inboundPortExclusionList.0") {
+	if _, err := settings().WithMeshConfig(bad); err == nil || !strings.Contains(err.Error(), "spec.traffic.inboundPortExclusionList[0]: port 0 is outside 1-65535") {
 		t.Fatalf("bad port: %v", err)
 	}
 }

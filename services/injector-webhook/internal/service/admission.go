@@ -15,15 +15,19 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 )
 
-// admissionPath is where the apiserver sends AdmissionReviews.
-const admissionPath = "/mutate-pod"
+// Where the apiserver sends AdmissionReviews: pods to inject, policy
+// objects to validate.
+const (
+	admissionPath = "/mutate-pod"
+	validatePath  = "/validate-policy"
+)
 
-// admissionServer serves the admission handler over HTTPS on
+// admissionServer serves the admission handlers, by path, over HTTPS on
 // --listen-addr.
 type admissionServer struct {
-	addr    string
-	handler http.Handler
-	tls     *tls.Config
+	addr     string
+	handlers map[string]http.Handler
+	tls      *tls.Config
 	// stopTimeout bounds the wait for admissions in flight at shutdown.
 	stopTimeout time.Duration
 	log         *logrus.Entry
@@ -33,8 +37,8 @@ type admissionServer struct {
 	serving chan struct{} // closed once the listener is bound
 }
 
-func newAdmissionServer(addr string, handler http.Handler, tc *tls.Config, log *logrus.Entry) *admissionServer {
-	return &admissionServer{addr: addr, handler: handler, tls: tc, stopTimeout: 10 * time.Second, log: log,
+func newAdmissionServer(addr string, handlers map[string]http.Handler, tc *tls.Config, log *logrus.Entry) *admissionServer {
+	return &admissionServer{addr: addr, handlers: handlers, tls: tc, stopTimeout: 10 * time.Second, log: log,
 		serving: make(chan struct{})}
 }
 
@@ -46,7 +50,9 @@ func (s *admissionServer) Start(ctx context.Context) error {
 		return app.FlagError("listen-addr", "cannot listen: %v", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle(admissionPath, s.handler)
+	for path, h := range s.handlers {
+		mux.Handle(path, h)
+	}
 	srv := &http.Server{Handler: mux, TLSConfig: s.tls, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 15 * time.Second, MaxHeaderBytes: 64 << 10}
 	served := make(chan error, 1)

@@ -48,7 +48,7 @@ func TestAdmissionServerIsReadyOnlyWhileServing(t *testing.T) {
 		}
 		w.WriteHeader(http.StatusOK)
 	})
-	srv := newAdmissionServer("127.0.0.1:0", handler, tc, testLog())
+	srv := newAdmissionServer("127.0.0.1:0", map[string]http.Handler{admissionPath: handler}, tc, testLog())
 	if err := srv.Check(t.Context()); err == nil {
 		t.Fatal("ready before it serves")
 	}
@@ -103,7 +103,7 @@ func TestAdmissionServerThatCannotListenNamesTheFlag(t *testing.T) {
 	}
 	defer taken.Close()
 	tc, _ := serverTLS(t)
-	srv := newAdmissionServer(taken.Addr().String(), http.NotFoundHandler(), tc, testLog())
+	srv := newAdmissionServer(taken.Addr().String(), map[string]http.Handler{admissionPath: http.NotFoundHandler()}, tc, testLog())
 	if err := srv.Start(t.Context()); err == nil || !strings.Contains(err.Error(), "--listen-addr") {
 		t.Fatalf("Start returned %v, want an error naming --listen-addr", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/kube"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
 )
 
 // Kubernetes API rate defaults: each injected pod costs a Secret create
@@ -31,20 +32,24 @@ type Config struct {
 	Kube kube.Client
 	// CA is the cert-authority client (--ca-*), with the Bootstrap
 	// credential and --control-plane-cert-ttl of the serving certificate.
-	CA                 caclient.Config
-	ListenAddr         string
-	WebhookConfigName  string
-	WebhookServiceName string
-	WebhookURL         string
-	SidecarImage       string
-	InitImage          string
-	EnvoyLogLevel      string
-	ProxyUID           int
-	XDSAddr            string
-	XDSServerSAN       string
-	CertTTL            time.Duration
-	MaxBody            int
-	Secrets            SecretsConfig
+	CA                caclient.Config
+	ListenAddr        string
+	WebhookConfigName string
+	// ValidatingConfigName and ValidationFailurePolicy are the policy
+	// kinds' ValidatingWebhookConfiguration.
+	ValidatingConfigName    string
+	ValidationFailurePolicy string
+	WebhookServiceName      string
+	WebhookURL              string
+	SidecarImage            string
+	InitImage               string
+	EnvoyLogLevel           string
+	ProxyUID                int
+	XDSAddr                 string
+	XDSServerSAN            string
+	CertTTL                 time.Duration
+	MaxBody                 int
+	Secrets                 SecretsConfig
 }
 
 // Flags registers the configuration's flags.
@@ -58,8 +63,10 @@ func (c *Config) Flags(f *app.Flags) {
 	c.ServingConfig.flags(f)
 	f.String(&c.ListenAddr, "listen-addr", ":9443", "HTTPS address of the admission webhook")
 	f.String(&c.WebhookConfigName, "webhook-config-name", "osm-sidecar-injector", "MutatingWebhookConfiguration the injector owns; empty leaves it unmanaged")
+	f.String(&c.ValidatingConfigName, "validating-webhook-config-name", "osm-policy-validator", "ValidatingWebhookConfiguration of the policy kinds (SMI and MeshConfig) the injector owns, served at "+validatePath+" on --listen-addr; empty leaves it unmanaged (the path is served either way)")
+	f.String(&c.ValidationFailurePolicy, "validation-failure-policy", string(webhookconfig.DefaultValidationFailurePolicy), "failurePolicy of the policy validation webhook: Ignore (an object the webhook could not judge is admitted, and the policy-compiler rejects it if invalid) or Fail (policy edits are refused while the injector is unreachable)")
 	f.String(&c.WebhookServiceName, "webhook-service-name", "osm-injector", "Service (in --namespace) in front of the webhook; the CA-issued serving certificate names it: <name>.<ns>, <name>.<ns>.svc, <name>.<ns>.svc.<cluster-domain>")
-	f.String(&c.WebhookURL, "webhook-url", "", "call the webhook at this URL instead of the Service (for local clusters); with a CA-issued certificate its host must be one of the Service's names")
+	f.String(&c.WebhookURL, "webhook-url", "", "call the injection webhook at this URL instead of the Service (for local clusters), and the policy validation webhook at the same host and port on "+validatePath+"; with a CA-issued certificate its host must be one of the Service's names")
 	f.String(&c.SidecarImage, "sidecar-image", "envoyproxy/envoy:v1.36.0", "Envoy image, unless the MeshConfig sets spec.sidecar.image")
 	f.String(&c.InitImage, "init-image", "openservicemesh/init:v1.3.0", "init container image with iptables, unless the MeshConfig sets spec.sidecar.initContainerImage")
 	f.String(&c.EnvoyLogLevel, "envoy-log-level", "error", "Envoy log level, unless the MeshConfig sets spec.sidecar.logLevel")
@@ -83,6 +90,11 @@ func (c *Config) Validate() error {
 	}
 	if err := c.validateServing(); err != nil {
 		return err
+	}
+	switch c.ValidationFailurePolicy {
+	case "Ignore", "Fail":
+	default:
+		return app.FlagError("validation-failure-policy", "must be Ignore or Fail, got %q", c.ValidationFailurePolicy)
 	}
 	if c.ProxyUID <= 0 {
 		return app.FlagError("proxy-uid", "must be positive, got %d", c.ProxyUID)

@@ -28,7 +28,7 @@ func validConfig(t *testing.T) Config {
 		Kube:         kube.Client{QPS: 1, Burst: 1},
 		CA: caclient.Config{Addr: caclient.DefaultAddr, CertFile: "c", KeyFile: "k", TrustFile: "t",
 			Credential: caclient.Credential{File: "token", Type: "service-account"}},
-		WebhookConfigName:  "osm-sidecar-injector",
+		WebhookConfigName: "osm-sidecar-injector", ValidatingConfigName: "osm-policy-validator", ValidationFailurePolicy: "Ignore",
 		WebhookServiceName: "osm-injector",
 		ServingConfig:      ServingConfig{WebhookServicePort: 443},
 		ProxyUID:           1500, CertTTL: 24 * 60 * 60 * 1e9, MaxBody: 1 << 20, XDSAddr: "xds:15128",
@@ -54,6 +54,8 @@ func TestServingCertificateFlags(t *testing.T) {
 		{"short TTL", func(c *Config) { c.CA.OwnCertTTL = 1e9 }, "--control-plane-cert-ttl"},
 		{"URL host not in the certificate", func(c *Config) { c.WebhookURL = "https://127.0.0.1:9443/mutate-pod" }, "--webhook-url"},
 		{"URL at the Service", func(c *Config) { c.WebhookURL = "https://osm-injector.osm-system.svc:9443/mutate-pod" }, ""},
+		{"validation failing closed", func(c *Config) { c.ValidationFailurePolicy = "Fail" }, ""},
+		{"unknown validation failure policy", func(c *Config) { c.ValidationFailurePolicy = "fail" }, "--validation-failure-policy"},
 		// The CA client certificate: files, or the certificate from Bootstrap.
 		{"CA client certificate from Bootstrap", func(c *Config) { c.CA.CertFile, c.CA.KeyFile = "", "" }, ""},
 		{"CA client key without its file", func(c *Config) { c.CA.CertFile = "" }, "--ca-client-cert-file"},

@@ -14,6 +14,10 @@ type admissionMetrics struct {
 	latency    metric.Float64Histogram
 	issuance   metric.Float64Histogram
 	phases     metric.Float64Histogram
+	// validations and validationLatency are the policy validation
+	// webhook's, by outcome (allowed, denied, skipped, error).
+	validations       metric.Int64Counter
+	validationLatency metric.Float64Histogram
 }
 
 func newAdmissionMetrics(meter metric.Meter) (*admissionMetrics, error) {
@@ -30,6 +34,12 @@ func newAdmissionMetrics(meter metric.Meter) (*admissionMetrics, error) {
 	}
 	if m.phases, err = seconds(meter, "osm_injector_admission_phase_seconds",
 		"time of each step of an injecting admission: decide, patch, bootstrap, store, encode"); err != nil {
+		return nil, err
+	}
+	if m.validations, err = counter(meter, "osm_injector_policy_validations", "policy validation reviews handled, by outcome"); err != nil {
+		return nil, err
+	}
+	if m.validationLatency, err = seconds(meter, "osm_injector_policy_validation_seconds", "policy validation latency, from the request read to the response written"); err != nil {
 		return nil, err
 	}
 	return &m, nil

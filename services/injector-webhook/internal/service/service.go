@@ -9,12 +9,15 @@ package service
 
 import (
 	"context"
+	"net/http"
+	"net/url"
 	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/cpcert"
@@ -22,6 +25,7 @@ import (
 	"github.com/openservicemesh/osm/libs/kube"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/validate"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhookconfig"
 )
@@ -47,7 +51,12 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"its ca.crt when the trust bundle changes (the sidecar reloads them through file-based SDS),\n" +
 	"makes each Secret owned by its pod so that it is deleted with it, and deletes Secrets left\n" +
 	"without a pod (see --bootstrap-*). It acts on one replica only, elected with a Lease\n" +
-	"(--leader-elect, --lease-*); the others stand by and take over when the leader stops."
+	"(--leader-elect, --lease-*); the others stand by and take over when the leader stops.\n\n" +
+	"Policy validation: on the same listener, at " + validatePath + ", a validating webhook refuses an SMI\n" +
+	"policy (TrafficTarget, HTTPRouteGroup, TCPRoute, TrafficSplit) or MeshConfig that the policy-compiler\n" +
+	"would reject, naming the object, the field and the reason in the compiler's words. Its\n" +
+	"ValidatingWebhookConfiguration (--validating-webhook-config-name) follows the trust bundle like the\n" +
+	"mutating one; --validation-failure-policy is Ignore by default: the compiler checks every object again."
 
 // Options holds the test overrides of the service. The injector's tests
 // drive it through its flags alone, so it has no fields; its zero value is
@@ -136,7 +145,14 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 			m.admissions.Add(ctx, 1, attrs)
 			m.latency.Record(ctx, d.Seconds(), attrs)
 		}}
-	srv := newAdmissionServer(c.ListenAddr, handler, serving.tls, log)
+	validator := &webhook.Handler{Log: log, MaxBody: int64(c.MaxBody),
+		Admit: validate.New(validate.Options{MeshConfigNamespace: c.ControlPlane.Namespace, MeshConfigName: c.ControlPlane.MeshConfig}),
+		Observe: func(outcome string, d time.Duration) {
+			attrs := metric.WithAttributes(attribute.String("outcome", outcome))
+			m.validations.Add(ctx, 1, attrs)
+			m.validationLatency.Record(ctx, d.Seconds(), attrs)
+		}}
+	srv := newAdmissionServer(c.ListenAddr, map[string]http.Handler{admissionPath: handler, validatePath: validator}, serving.tls, log)
 
 	// The admission server's check comes first: it fails until the parts
 	// run, so /readyz cannot pass while the others are being registered.
@@ -157,11 +173,12 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	}
 	parts = append(parts, serving.parts...)
 	parts = append(parts, part{name: "trust bundle watch", p: bundle})
-	if c.WebhookConfigName != "" {
+	if c.WebhookConfigName != "" || c.ValidatingConfigName != "" {
 		keeper := newKeeper(c, kc, serving, log)
 		checks = append(checks, check{"webhook-configuration", keeper.Check})
-		// The apiserver calls the webhook (failing closed) from the first
-		// write on, so the keeper starts once the server listens.
+		// The apiserver calls the webhooks (injection failing closed)
+		// from the first write on, so the keeper starts once the server
+		// listens.
 		parts = append(parts, part{name: "webhook configuration keeper",
 			p: startsAfter{p: keeper, after: []<-chan struct{}{srv.Serving()}}})
 	}
@@ -224,12 +241,32 @@ func newWebhook(c Config, base inject.Settings, m *admissionMetrics,
 	}), nil
 }
 
-// newKeeper returns the keeper of --webhook-config-name, whose caBundle
-// follows the serving certificate's.
+// newKeeper returns the keeper of --webhook-config-name and
+// --validating-webhook-config-name, whose caBundle follows the serving
+// certificate's.
 func newKeeper(c Config, kc *kubeClients, serving *serving, log *logrus.Entry) *webhookconfig.Keeper {
 	return webhookconfig.NewKeeper(webhookconfig.KeeperOptions{Client: kc.typed,
 		Config: webhookconfig.Options{Name: c.WebhookConfigName, MeshName: c.ControlPlane.MeshName,
 			ControlPlaneNamespace: c.ControlPlane.Namespace, ServiceNamespace: c.ControlPlane.Namespace,
 			ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: admissionPath, URL: c.WebhookURL},
+		Validating: webhookconfig.ValidatingOptions{Name: c.ValidatingConfigName, MeshName: c.ControlPlane.MeshName,
+			ControlPlaneNamespace: c.ControlPlane.Namespace, ServiceNamespace: c.ControlPlane.Namespace,
+			ServiceName: c.WebhookServiceName, ServicePort: int32(c.WebhookServicePort), Path: validatePath,
+			URL: urlAt(c.WebhookURL, validatePath), FailurePolicy: admissionregistrationv1.FailurePolicyType(c.ValidationFailurePolicy)},
 		CABundle: serving.caBundle, Changed: serving.bundleChanged, Log: log})
+}
+
+// urlAt is --webhook-url (the injection webhook's URL) with its path
+// replaced by path, for the validating webhook on the same listener.
+// Empty stays empty.
+func urlAt(webhookURL, path string) string {
+	if webhookURL == "" {
+		return ""
+	}
+	u, err := url.Parse(webhookURL)
+	if err != nil {
+		return webhookURL // refused by Validate already
+	}
+	u.Path = path
+	return u.String()
 }

@@ -37,7 +37,9 @@ func TestMain(m *testing.M) {
 }
 
 // serviceArgs are the flags of an injector that serves a certificate from
-// files, so that no cert-authority is needed until a pod is admitted.
+// files, so that no cert-authority is needed until a pod is admitted. Its
+// ValidatingWebhookConfiguration is unmanaged: the tests that want one name
+// it.
 func serviceArgs(t *testing.T, listen, admin string) []string {
 	t.Helper()
 	certFile, keyFile := keyPairFiles(t, t.TempDir(), time.Now().Add(time.Hour))
@@ -45,14 +47,19 @@ func serviceArgs(t *testing.T, listen, admin string) []string {
 		"--listen-addr", listen, "--admin-addr", admin,
 		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-ca-file", certFile,
 		"--ca-client-cert-file", certFile, "--ca-client-key-file", keyFile, "--ca-trust-file", certFile,
-		"--webhook-config-name", "osm-service-test", "--webhook-url", "https://" + listen + admissionPath}
+		"--webhook-config-name", "osm-service-test", "--webhook-url", "https://" + listen + admissionPath,
+		"--validating-webhook-config-name", ""}
 }
 
 func TestServiceIsReadyWithItsWebhookConfigurationAndStopsOnCancel(t *testing.T) {
 	webhooks := cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations()
-	t.Cleanup(func() { _ = webhooks.Delete(context.Background(), "osm-service-test", metav1.DeleteOptions{}) })
+	validating := cluster.Clientset().AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	t.Cleanup(func() {
+		_ = webhooks.Delete(context.Background(), "osm-service-test", metav1.DeleteOptions{})
+		_ = validating.Delete(context.Background(), "osm-service-test-validator", metav1.DeleteOptions{})
+	})
 	listen, admin := apptest.FreeAddr(t), apptest.FreeAddr(t)
-	args := serviceArgs(t, listen, admin)
+	args := setArg(serviceArgs(t, listen, admin), "--validating-webhook-config-name", "osm-service-test-validator")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	res, out := apptest.Start(ctx, Spec(Options{}), args, nil)
@@ -65,6 +72,17 @@ func TestServiceIsReadyWithItsWebhookConfigurationAndStopsOnCancel(t *testing.T)
 	}
 	if url := wh.Webhooks[0].ClientConfig.URL; url == nil || *url != "https://"+listen+admissionPath {
 		t.Fatalf("webhook configuration URL %v", url)
+	}
+	// And the policy kinds' validating configuration, on the same
+	// listener, ignoring failures by default.
+	vwc, err := validating.Get(ctx, "osm-service-test-validator", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("ready without its validating webhook configuration: %v", err)
+	}
+	for _, h := range vwc.Webhooks {
+		if url := h.ClientConfig.URL; url == nil || *url != "https://"+listen+validatePath || *h.FailurePolicy != "Ignore" {
+			t.Fatalf("validating webhook %s: URL %v, failure policy %s", h.Name, url, *h.FailurePolicy)
+		}
 	}
 
 	// A second injector on the same --listen-addr ends with an error that

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -15,9 +16,13 @@ import (
 type KeeperOptions struct {
 	// Client writes the configuration.
 	Client kubernetes.Interface
-	// Config describes the configuration; its CABundle is ignored, and
-	// CABundle is asked instead at each write.
+	// Config describes the MutatingWebhookConfiguration (none when its
+	// Name is empty); its CABundle is ignored, and CABundle is asked
+	// instead at each write.
 	Config Options
+	// Validating describes the ValidatingWebhookConfiguration of the
+	// policy kinds (none when its Name is empty); CABundle likewise.
+	Validating ValidatingOptions
 	// CABundle returns the current caBundle: an error until there is one.
 	CABundle func() ([]byte, error)
 	// Changed, when set, receives a value whenever CABundle has a new
@@ -31,8 +36,8 @@ type KeeperOptions struct {
 	Log *logrus.Entry
 }
 
-// Keeper writes the configuration when it starts and keeps it as desired
-// while it runs; see KeeperOptions.
+// Keeper writes the webhook configurations when it starts and keeps them
+// as desired while it runs, both with the same caBundle; see KeeperOptions.
 type Keeper struct {
 	o       KeeperOptions
 	written atomic.Bool
@@ -56,14 +61,14 @@ func NewKeeper(o KeeperOptions) *Keeper {
 func (k *Keeper) Start(ctx context.Context) error {
 	t := time.NewTicker(k.o.Interval)
 	defer t.Stop()
-	log := k.o.Log.WithContext(ctx).WithField("name", k.o.Config.Name)
+	log := k.o.Log.WithContext(ctx)
 	for {
 		wrote, err := k.ensure(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.WithError(err).Warn("webhook configuration not updated")
-		case wrote:
-			log.Info("webhook configuration written")
+		case len(wrote) > 0:
+			log.WithField("name", strings.Join(wrote, ",")).Info("webhook configuration written")
 		}
 		select {
 		case <-ctx.Done():
@@ -74,28 +79,49 @@ func (k *Keeper) Start(ctx context.Context) error {
 	}
 }
 
-// ensure writes the configuration unless it is already as desired, and
-// reports whether it wrote.
-func (k *Keeper) ensure(ctx context.Context) (bool, error) {
+// ensure writes each configuration that is not already as desired, and
+// returns the names of those it wrote.
+func (k *Keeper) ensure(ctx context.Context) ([]string, error) {
 	ca, err := k.o.CABundle()
 	if err != nil {
-		return false, fmt.Errorf("caBundle: %w", err)
+		return nil, fmt.Errorf("caBundle: %w", err)
 	}
-	o := k.o.Config
-	o.CABundle = ca
-	desired, err := Desired(o)
-	if err != nil {
-		return false, err
+	var wrote []string
+	if k.o.Config.Name != "" {
+		o := k.o.Config
+		o.CABundle = ca
+		desired, err := Desired(o)
+		if err != nil {
+			return nil, err
+		}
+		w, err := Ensure(ctx, k.o.Client, desired)
+		if err != nil {
+			return nil, err
+		}
+		if w {
+			wrote = append(wrote, o.Name)
+		}
 	}
-	wrote, err := Ensure(ctx, k.o.Client, desired)
-	if err != nil {
-		return false, err
+	if k.o.Validating.Name != "" {
+		o := k.o.Validating
+		o.CABundle = ca
+		desired, err := DesiredValidating(o)
+		if err != nil {
+			return wrote, err
+		}
+		w, err := EnsureValidating(ctx, k.o.Client, desired)
+		if err != nil {
+			return wrote, err
+		}
+		if w {
+			wrote = append(wrote, o.Name)
+		}
 	}
 	k.written.Store(true)
 	return wrote, nil
 }
 
-// Check is a readiness check: since Start, the configuration has been
+// Check is a readiness check: since Start, every configuration has been
 // written, or found as desired, at least once.
 func (k *Keeper) Check(context.Context) error {
 	if !k.written.Load() {

@@ -1,7 +1,10 @@
-// Package webhookconfig owns the injector's MutatingWebhookConfiguration:
-// it fails closed, never matches kube-system or the control-plane
-// namespace, has no side effects on dry runs, and carries the current
-// caBundle of the injector's serving certificate.
+// Package webhookconfig owns the injector's webhook configurations. The
+// MutatingWebhookConfiguration fails closed, never matches kube-system or
+// the control-plane namespace and has no side effects on dry runs; the
+// ValidatingWebhookConfiguration of the policy kinds (validating.go)
+// ignores failures by default, for the reasons DefaultValidationFailurePolicy
+// gives. Both carry the current caBundle of the injector's serving
+// certificate, which a Keeper keeps.
 package webhookconfig
 
 import (
@@ -10,6 +13,7 @@ import (
 	"fmt"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -128,8 +132,8 @@ func upToDate(cur, want *admissionregistrationv1.MutatingWebhookConfiguration) b
 	c, w := cur.Webhooks[0], want.Webhooks[0]
 	return c.Name == w.Name && bytes.Equal(c.ClientConfig.CABundle, w.ClientConfig.CABundle) &&
 		ptrEq(c.ClientConfig.URL, w.ClientConfig.URL) &&
-		fmt.Sprint(c.ClientConfig.Service) == fmt.Sprint(w.ClientConfig.Service) &&
-		fmt.Sprint(c.NamespaceSelector) == fmt.Sprint(w.NamespaceSelector) &&
+		equality.Semantic.DeepEqual(c.ClientConfig.Service, w.ClientConfig.Service) &&
+		equality.Semantic.DeepEqual(c.NamespaceSelector, w.NamespaceSelector) &&
 		*c.FailurePolicy == *w.FailurePolicy && *c.SideEffects == *w.SideEffects &&
 		*c.TimeoutSeconds == *w.TimeoutSeconds
 }

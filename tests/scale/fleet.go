@@ -127,6 +127,7 @@ type fleet struct {
 	mu      sync.Mutex
 	proxies []*fleetProxy
 	certs   map[string]tls.Certificate // identity → xDS client certificate
+	waiting map[int][]*cond            // conditions of proxies not connected yet
 }
 
 // RunFleet runs the fleet: it writes its CA's root to rootFile, prints
@@ -139,7 +140,7 @@ func RunFleet(ctx context.Context, rootFile string, in io.Reader, out io.Writer)
 	if err := os.WriteFile(rootFile, ca.CertPEM, 0o600); err != nil {
 		return err
 	}
-	f := &fleet{ctx: ctx, ca: ca, out: json.NewEncoder(out), certs: map[string]tls.Certificate{}}
+	f := &fleet{ctx: ctx, ca: ca, out: json.NewEncoder(out), certs: map[string]tls.Certificate{}, waiting: map[int][]*cond{}}
 	f.reply(fleetReply{ID: 0})
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<30)
@@ -216,6 +217,11 @@ func (f *fleet) connect(req fleetRequest) fleetReply {
 		idx := len(f.proxies)
 		p := &fleetProxy{idx: idx, spec: spec, held: map[string]map[string]heldRes{}, synced: make(chan struct{})}
 		f.proxies = append(f.proxies, p)
+		// Conditions registered before the proxy connected.
+		if cs := f.waiting[idx]; len(cs) > 0 {
+			p.add(cs)
+			delete(f.waiting, idx)
+		}
 		f.mu.Unlock()
 		cc, err := stack.DialEdge(req.Edges[idx%len(req.Edges)], cert, roots, edgeID)
 		if err != nil {
@@ -348,24 +354,10 @@ func (f *fleet) watch(req fleetRequest) {
 	}()
 }
 
-// pendingConds are conditions of proxies not connected yet, by index.
-var pendingConds = struct {
-	sync.Mutex
-	m map[int][]*cond
-}{m: map[int][]*cond{}}
-
+// pending keeps the conditions of a proxy not connected yet; f.mu is
+// held.
 func (f *fleet) pending(idx int, cs []*cond) {
-	pendingConds.Lock()
-	defer pendingConds.Unlock()
-	pendingConds.m[idx] = append(pendingConds.m[idx], cs...)
-}
-
-func takePending(idx int) []*cond {
-	pendingConds.Lock()
-	defer pendingConds.Unlock()
-	cs := pendingConds.m[idx]
-	delete(pendingConds.m, idx)
-	return cs
+	f.waiting[idx] = append(f.waiting[idx], cs...)
 }
 
 // holders lists the proxies that hold typeURL's name now.
@@ -523,9 +515,6 @@ func (p *fleetProxy) stop() {
 // run keeps a stream open until ctx ends.
 func (p *fleetProxy) run(ctx context.Context) {
 	defer close(p.done)
-	if cs := takePending(p.idx); len(cs) > 0 {
-		p.add(cs)
-	}
 	wait := time.Duration(0)
 	for ctx.Err() == nil {
 		if wait > 0 {

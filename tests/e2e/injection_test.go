@@ -74,6 +74,7 @@ func meshUp(t testing.TB, injectorFlags ...string) *stack.Mesh {
 		stack.CertAuthority, stack.Injector)
 	t.Cleanup(func() {
 		_ = cluster.Clientset().AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), m.WebhookConfigName(), metav1.DeleteOptions{})
+		_ = cluster.Clientset().AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(context.Background(), m.ValidatingWebhookConfigName(), metav1.DeleteOptions{})
 	})
 	return m
 }

@@ -80,11 +80,10 @@ type ProxylessPod struct {
 }
 
 // MountProxyless mounts pod's bootstrap Secret volume into dir (created
-// when missing) and keeps it in step with the Secret until Stop or until
-// ctx ends. pod is
+// when missing) and keeps it in step with the Secret until Stop. pod is
 // the pod as the apiserver stored it (the injector's patch applied). It
 // waits for the Secret, which the injector writes once the pod exists,
-// until ctx ends, and returns once the volume holds it.
+// and returns once the volume holds it; ctx bounds that wait only.
 func MountProxyless(ctx context.Context, client kubernetes.Interface, pod *corev1.Pod, dir string) (*ProxylessPod, error) {
 	p, err := newProxylessPod(pod, dir)
 	if err != nil {
@@ -102,8 +101,9 @@ func MountProxyless(ctx context.Context, client kubernetes.Interface, pod *corev
 	}); err != nil {
 		return nil, err
 	}
-	ctx, p.cancel = context.WithCancel(ctx)
-	p.factory.Start(ctx.Done())
+	syncCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel = cancel
+	p.factory.Start(syncCtx.Done())
 	select {
 	case <-p.synced:
 		return p, nil
@@ -194,17 +194,16 @@ func (p *ProxylessPod) Path(key string) string {
 }
 
 // ResourceVersion is the resourceVersion of the Secret whose data the
-// volume holds, and Syncs the number of writes so far (1 once
-// MountProxyless returns): a caller that changed the Secret waits for a
-// later version; one waiting for the injector's renewal waits for more
-// writes.
+// volume holds.
 func (p *ProxylessPod) ResourceVersion() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.version
 }
 
-// Syncs is the number of times the volume was written.
+// Syncs is the number of times the volume was written, 1 once
+// MountProxyless returns: a caller waiting for a change of the Secret
+// (the injector's renewal, say) waits for more.
 func (p *ProxylessPod) Syncs() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -59,7 +60,10 @@ func TestMountProxylessFollowsTheSecret(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	p, err := MountProxyless(ctx, client, injectedPod(), dir)
+	// The context bounds the wait only: the sync goes on after it ends.
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	p, err := MountProxyless(wait, client, injectedPod(), dir)
+	cancel()
 	if err != nil {
 		t.Fatal(err)
 	}

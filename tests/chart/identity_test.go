@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -53,6 +54,7 @@ import (
 //	--admin-addr=:9091                             --admin-addr=127.0.0.1:<free>
 //	--grpc-addr=:9443 (CA)                         --grpc-addr=127.0.0.1:<ca>
 //	--listen-addr=:<port> (injector, edge)         --listen-addr=127.0.0.1:<free>
+//	--debug-addr=:<port> (edge)                    --debug-addr=127.0.0.1:<free>
 //	--webhook-service-port=443 (injector)          the injector's port; the Service osm-injector an ExternalName for localhost
 //	--nats-url=tls://osm-nats.<ns>.svc...:4222     tls://127.0.0.1:<nats> and --nats-tls-server-name=osm-nats.<ns>.svc... (the rendered host)
 //	--nats-ca=/etc/osm/nats-ca/ca.crt              <dir>/nats-ca.crt: Secret osm-nats-ca, key ca.crt
@@ -241,7 +243,9 @@ func (e *procEnv) process(p pod) ([]string, map[string]string) {
 // component running as a process under its chart identity.
 type chartMesh struct {
 	caAddr, edgeAddr string
-	procs            map[string]*stack.Proc
+	// edgeDebugAddr is the edge's debug API (xdsEdge.debug).
+	edgeDebugAddr string
+	procs         map[string]*stack.Proc
 	// manifest is the installed release's.
 	manifest string
 	// restart stops a component's process and starts it again with the
@@ -318,7 +322,8 @@ func startChartMesh(t *testing.T) *chartMesh {
 
 	caAddr, _ := stack.FreeAddr()
 	edgeAddr, _ := stack.FreeAddr()
-	m := &chartMesh{caAddr: caAddr, edgeAddr: edgeAddr, procs: map[string]*stack.Proc{}, manifest: rel.Manifest}
+	edgeDebugAddr, _ := stack.FreeAddr()
+	m := &chartMesh{caAddr: caAddr, edgeAddr: edgeAddr, edgeDebugAddr: edgeDebugAddr, procs: map[string]*stack.Proc{}, manifest: rel.Manifest}
 	b := stack.NewBuilder(filepath.Join(dir, "bin"))
 	start := func(c stack.Component, addrs map[string]string) (*stack.Proc, string) {
 		t.Helper()
@@ -393,7 +398,7 @@ func startChartMesh(t *testing.T) *chartMesh {
 	addrsOf := map[stack.Component]map[string]string{
 		stack.Watcher:  {},
 		stack.Compiler: {},
-		stack.Edge:     {"--listen-addr": edgeAddr},
+		stack.Edge:     {"--listen-addr": edgeAddr, "--debug-addr": edgeDebugAddr},
 		stack.Injector: {"--listen-addr": webhook, "--webhook-service-port": port},
 	}
 	for c, addrs := range addrsOf {
@@ -552,6 +557,11 @@ func TestComponentsRunUnderTheirChartIdentities(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("bookstore's cluster and endpoint on the bookbuyer proxy %s after the start", time.Since(start).Round(time.Millisecond))
+
+	// The osm CLI's way in: a token of the chart's osm-operator, exchanged
+	// at the CA for the operator certificate, opens the edge's debug API;
+	// the bookbuyer proxy's workload certificate does not.
+	checkOperatorAccess(t, m, cert, pool)
 
 	// A proxyless gRPC pod: its bootstrap Secret carries its workload
 	// certificate, signed by the real CA for the injector's chart identity.
@@ -721,4 +731,45 @@ func claEndpoints(rs []any, cluster string) []string {
 		}
 	}
 	return out
+}
+
+// checkOperatorAccess bootstraps the operator role with a token of the
+// chart's ServiceAccount osm-operator (the CA's rendered
+// --role-service-accounts maps it) and reads the edge's debug API with it;
+// a workload certificate is refused there.
+func checkOperatorAccess(t *testing.T, m *chartMesh, workload tls.Certificate, roots *x509.CertPool) {
+	t.Helper()
+	tc := caTLS(t)
+	cc, err := grpc.NewClient(m.caAddr, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	op, err := caclient.Bootstrap(t.Context(), cav1.NewCertificateAuthorityServiceClient(cc), caclient.BootstrapRequest{
+		Token: token(t, "osm-operator", "osm-cert-authority"), TokenType: cav1.TokenType_TOKEN_TYPE_SERVICE_ACCOUNT,
+		Role: cav1.ComponentRole_COMPONENT_ROLE_OPERATOR, TTL: 15 * time.Minute})
+	if err != nil {
+		t.Fatalf("bootstrap the operator role with the osm-operator ServiceAccount's token: %v", err)
+	}
+	get := func(cert tls.Certificate) int {
+		hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+			MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots})
+				return err
+			}}}}
+		defer hc.CloseIdleConnections()
+		resp, err := hc.Get("https://" + m.edgeDebugAddr + "/v1/proxies")
+		if err != nil {
+			t.Fatalf("the edge's debug API: %v", err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(op.Pair); code != http.StatusOK {
+		t.Errorf("the edge's debug API with the operator certificate: %d; want 200", code)
+	}
+	if code := get(workload); code != http.StatusForbidden {
+		t.Errorf("the edge's debug API with a workload certificate: %d; want 403", code)
+	}
 }

@@ -212,6 +212,20 @@ func TestDebugAPI(t *testing.T) {
 	_, certsBody := get(t, op, addr, edgedebug.CertsPath("uuid-a"), nil)
 	noKey(t, keyPEM, map[string]string{"config dump": whole, "certs": certsBody})
 
+	// A proxy with a stream per type (go-control-plane's client): its
+	// config joins them.
+	m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "uuid-split", Types: []string{cds}})
+	m.proxy(e, spiffe("a"), xdstest.ProxyOptions{NodeID: "uuid-split", Types: []string{lds}})
+	xdstest.WaitFor(t, "both streams of uuid-split served", func() bool {
+		cfg = edgedebug.Config{}
+		get(t, op, addr, edgedebug.ConfigPath("uuid-split"), &cfg)
+		var got []string
+		for _, r := range cfg.Resources {
+			got = append(got, r.Type+"/"+r.Name)
+		}
+		return strings.Join(got, " ") == "cds/ca cds/shared lds/out-a"
+	})
+
 	// Errors name the object.
 	if code, body := get(t, op, addr, edgedebug.ConfigPath("no-such-node"), nil); code != http.StatusNotFound || !strings.Contains(body, "no-such-node") {
 		t.Errorf("unknown node: %d %s", code, body)

@@ -131,29 +131,44 @@ type ServedResource struct {
 	Resource *anypb.Any
 }
 
-// Served returns the resources the edge serves the newest stream of
-// nodeID now, of the given types (nil: every type it subscribed to), in
-// push order and by name: each type's view limited to its subscription.
-// ok is false when no stream has that node id.
+// Served returns the resources the edge serves the proxy nodeID now, of
+// the given types (nil: every type it subscribed to), in push order and by
+// name: each type's view limited to its subscription. A proxy may hold
+// several streams (one per type, as go-control-plane's client opens them);
+// each type comes from the newest stream subscribed to it, and state is
+// the newest stream's. ok is false when no stream has that node id.
 func (s *Server) Served(nodeID string, typeURLs []string) (state ProxyState, out []ServedResource, ok bool) {
-	var c *conn
+	var streams []*conn
 	for _, x := range s.conns(func(*conn) bool { return true }) {
-		if x.nodeIDValue() == nodeID && (c == nil || x.streamID > c.streamID) {
-			c = x
+		if x.nodeIDValue() == nodeID {
+			streams = append(streams, x)
 		}
 	}
-	if c == nil {
+	if len(streams) == 0 {
 		return ProxyState{}, nil, false
 	}
-	state = s.proxyState(c)
+	slices.SortFunc(streams, func(a, b *conn) int { return cmp.Compare(b.streamID, a.streamID) })
+	state = s.proxyState(streams[0])
+	var done [len(pushOrderArray)]bool
+	for _, c := range streams {
+		out = s.served(c, typeURLs, &done, out)
+	}
+	slices.SortStableFunc(out, func(a, b ServedResource) int { return cmp.Compare(typeSlot(a.TypeURL), typeSlot(b.TypeURL)) })
+	return state, out, true
+}
+
+// served appends c's view of each type it subscribed to that done does
+// not mark yet, and marks them.
+func (s *Server) served(c *conn, typeURLs []string, done *[len(pushOrderArray)]bool, out []ServedResource) []ServedResource {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	for i, st := range c.types {
-		if st == nil || !st.subscribed || (typeURLs != nil && !slices.Contains(typeURLs, pushOrder[i])) {
+		if st == nil || !st.subscribed || done[i] || (typeURLs != nil && !slices.Contains(typeURLs, pushOrder[i])) {
 			continue
 		}
+		done[i] = true
 		var sub []pool.ID
 		switch {
 		case !c.isDelta:
@@ -170,5 +185,5 @@ func (s *Server) Served(nodeID string, typeURLs []string) (state ProxyState, out
 			out = append(out, ServedResource{TypeURL: r.TypeURL, Name: r.Name, Version: r.Version, Resource: r.Any})
 		}
 	}
-	return state, out, true
+	return out
 }

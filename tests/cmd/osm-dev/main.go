@@ -2,8 +2,11 @@
 // NATS server with JetStream and the mesh buckets, and a real Kubernetes
 // control plane (kube-apiserver, etcd and the controllers that matter
 // without a kubelet) with the SMI and OSM CRDs installed, and on them the
-// mesh booted by tests/stack, the bookstore demo and simulated proxies. It
-// prints what is running and checks that it works, then runs until Ctrl-C.
+// mesh booted by tests/stack, the bookstore demo, simulated proxies and
+// real proxyless gRPC traffic between the demo's pods (in a network
+// namespace of its own; skipped, saying so, where it cannot make one). It
+// prints what is running and checks that it works, then runs until Ctrl-C
+// with a live table of the calls.
 //
 // State lives under --dir, so a restart finds its buckets, credentials and
 // cluster objects again.
@@ -11,6 +14,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,9 +45,20 @@ mesh KV buckets with one user per role; a real kube-apiserver with etcd and
 controllers, with the SMI and OSM CRDs and the bookstore demo namespaces;
 the five mesh services built from services/ and run as processes (the
 cert-authority, the injector-webhook, which injects the demo pods, the
-smi-watcher, the policy-compiler and an xds-edge); and simulated proxies
-connected to the edge. It checks that each part works, prints a summary,
-and runs until Ctrl-C (or exits at once with --once).
+smi-watcher, the policy-compiler and an xds-edge); simulated proxies
+connected to the edge; and real proxyless gRPC traffic: bookstore v1 and
+v2 servers behind the 75/25 TrafficSplit, a bookbuyer client calling them
+without pause and a bookthief client that is always denied, each a
+process of tests/cmd/bookstore-grpc configured only by the edge. It checks
+that each part works, prints a summary, and runs until Ctrl-C with a live
+table of the calls per backend version and result (or, with --once,
+checks that the calls succeed and split as the TrafficSplit says and that
+bookthief is denied, and exits; non-zero when a check fails).
+
+The traffic runs in a network namespace the dev stack makes, with the pod
+IPs on its loopback only; the host's interfaces are never touched. Making
+it needs root (or CAP_SYS_ADMIN); without, the traffic is skipped with a
+message and the rest runs.
 
 The first start builds the kube-apiserver from source (8 to 15 minutes on
 two cores); the binary is cached under $OSM_TESTBIN_DIR or
@@ -59,6 +74,10 @@ type config struct {
 	once     bool
 	mesh     string
 	verbose  bool
+	// noTraffic skips the proxyless gRPC pods' processes.
+	noTraffic bool
+	// rate is each proxyless client's calls per second; 0 without pause.
+	rate float64
 }
 
 func main() {
@@ -81,7 +100,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.BoolVar(&c.noKube, "no-kube", false, "do not start the Kubernetes control plane")
 	fs.BoolVar(&c.once, "once", false, "start, check and print, then stop (a smoke test)")
 	fs.StringVar(&c.mesh, "mesh-name", "osm", "mesh name for the openservicemesh.io/monitored-by namespace label")
-	fs.BoolVar(&c.verbose, "v", false, "show the services' logs")
+	fs.BoolVar(&c.verbose, "v", false, "show the services' logs (and the proxyless pods' output)")
+	fs.BoolVar(&c.noTraffic, "no-traffic", false, "do not run the proxyless gRPC pods (no network namespace, no calls)")
+	fs.Float64Var(&c.rate, "call-rate", 200, "calls per second of each proxyless gRPC client; 0 calls without pause (about 3,000/s on two cores, and a core's worth of CPU)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -90,6 +111,9 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	if c.natsPort <= 0 || c.natsPort > 65535 {
 		return fmt.Errorf("--nats-port %d: want 1..65535", c.natsPort)
+	}
+	if c.rate < 0 {
+		return fmt.Errorf("--call-rate %g: want 0 (without pause) or more", c.rate)
 	}
 	dir, err := filepath.Abs(c.dir)
 	if err != nil {
@@ -116,7 +140,14 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 
 	// Kubernetes.
 	var cluster *kube.Cluster
-	var kubeReport, svcReport []row
+	var kubeReport, svcReport, trafficReport []row
+	var live *traffic
+	var checkErr error
+	scr := &screen{out: out}
+	if f, ok := out.(*os.File); ok {
+		scr.tty = isTerminal(f)
+		scr.width = func() int { return termWidth(f) }
+	}
 	if !c.noKube {
 		say("starting the Kubernetes control plane (the first start builds it: 8 to 15 minutes)")
 		cluster, err = kube.StartCluster(ctx, kube.Options{DataDir: filepath.Join(dir, "kube"), Logf: func(f string, a ...any) { say(f, a...) }})
@@ -134,7 +165,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		var changes io.Writer
 		if !c.once {
-			changes = out
+			changes = scr
 		}
 		mesh, err := startMesh(ctx, c, nats, cluster, changes, say)
 		if err != nil {
@@ -142,17 +173,46 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		}
 		defer mesh.stop(say)
 		svcReport = mesh.rows()
+		trafficReport = mesh.trafficRows()
+		if live = mesh.traffic; live != nil && c.once {
+			say("checking the proxyless gRPC calls (%d of bookbuyer's)", checkCalls)
+			var rows []row
+			rows, checkErr = live.check(ctx)
+			trafficReport = append(trafficReport, rows...)
+		}
 	}
 
 	buckets, err := bucketRows(ctx, nats.Admin())
 	if err != nil {
 		return err
 	}
-	printReport(out, nats.URL(), dir, append(busReport, buckets...), kubeReport, svcReport, cluster)
-	if c.once {
-		return nil
+	printReport(out, nats.URL(), dir, append(busReport, buckets...), kubeReport, svcReport, trafficReport, cluster)
+	if checkErr != nil || c.once {
+		return checkErr
+	}
+	if cluster != nil {
+		if err := printTry(out, dir, cluster, live != nil); err != nil {
+			return err
+		}
 	}
 	say("running; press Ctrl-C to stop")
+	if live != nil {
+		// Twice a window: a change in the calls shows within half a
+		// second, and fully within a window and a half.
+		every := window / 2
+		if !scr.tty {
+			every = 10 * time.Second
+		}
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for ctx.Err() == nil {
+			scr.show(live.table(time.Now()))
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+			}
+		}
+	}
 	<-ctx.Done()
 	say("stopping")
 	return nil
@@ -294,7 +354,7 @@ func waitDefaultSA(ctx context.Context, c *kube.Cluster, ns string) (string, err
 	}
 }
 
-func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows, svcRows []row, c *kube.Cluster) {
+func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows, svcRows, trafficRows []row, c *kube.Cluster) {
 	tw := tabwriter.NewWriter(out, 0, 2, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nCOMPONENT\tCHECK\tSTATUS")
 	fmt.Fprintf(tw, "nats\t%s\trunning\n", natsURL)
@@ -312,10 +372,42 @@ func printReport(out io.Writer, natsURL, dir string, busRows, kubeRows, svcRows 
 	for _, r := range svcRows {
 		fmt.Fprintf(tw, "mesh\t%s\t%s\n", r.what, r.status)
 	}
+	for _, r := range trafficRows {
+		fmt.Fprintf(tw, "traffic\t%s\t%s\n", r.what, r.status)
+	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nRole credentials for NATS: %s (user = role name)\n", filepath.Join(dir, "nats-passwords.json"))
 	if c != nil {
 		fmt.Fprintf(out, "kubectl: export KUBECONFIG=%s\n", c.KubeconfigPath())
 	}
-	fmt.Fprintln(out, "Try: kubectl edit trafficsplit -n bookstore bookstore-split (change the weights): each proxy's new splits are printed as they arrive.")
+}
+
+// printTry prints the kubectl commands to try, and writes the gRPC
+// TrafficTarget where the command that brings it back reads it.
+func printTry(out io.Writer, dir string, c *kube.Cluster, traffic bool) error {
+	tt := filepath.Join(dir, "demo", grpcTrafficTarget+"-traffictarget.json")
+	b, err := json.MarshalIndent(grpcTrafficTargetObject(), "", "  ")
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(tt), 0o700)
+	}
+	if err == nil {
+		err = os.WriteFile(tt, append(b, '\n'), 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("write the demo's TrafficTarget %s: %w", tt, err)
+	}
+	split := `'{"spec":{"backends":[{"service":"bookstore-v1","weight":10},{"service":"bookstore-v2","weight":90}]}}'`
+	fmt.Fprintf(out, "\nTry, with KUBECONFIG exported:\n")
+	fmt.Fprintf(out, "  kubectl patch trafficsplit -n bookstore bookstore-split --type merge -p %s\n", split)
+	if traffic {
+		fmt.Fprintln(out, "      bookbuyer's calls move to 10/90 within a second (and the bookbuyer proxy prints its new splits)")
+		fmt.Fprintf(out, "  kubectl delete traffictarget -n bookstore %s\n", grpcTrafficTarget)
+		fmt.Fprintln(out, "      bookbuyer's calls turn into PermissionDenied (the HTTP TrafficTarget bookstore still lets it reach bookstore)")
+		fmt.Fprintf(out, "  kubectl apply -f %s\n", tt)
+		fmt.Fprintln(out, "      brings it back; bookthief-grpc is denied throughout: no TrafficTarget names it")
+	} else {
+		fmt.Fprintln(out, "      each proxy's new splits are printed as they arrive")
+	}
+	fmt.Fprintln(out, "  kubectl edit trafficsplit -n bookstore bookstore-split")
+	return nil
 }

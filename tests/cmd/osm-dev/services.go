@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -29,6 +31,10 @@ type devMesh struct {
 	demo    row
 	proxies []*proxy
 	closers []func() error
+	// traffic is the proxyless gRPC pods' traffic; nil when it does not
+	// run, trafficSkipped saying why.
+	traffic        *traffic
+	trafficSkipped string
 }
 
 // stop stops the proxies, then the services in reverse order.
@@ -84,6 +90,14 @@ func startMesh(ctx context.Context, c config, nc *stack.NATS, cluster *kube.Clus
 		// The table's acked versions follow edits within about a second.
 		AckStatusInterval: time.Second,
 		Log:               log,
+		Flags: map[stack.Component][]string{
+			// The gRPC flavour of each identity's resources, for the
+			// proxyless pods.
+			stack.Compiler: {"--proxyless-grpc"},
+			// The edge as the pods reach it (in their network namespace),
+			// written into every bootstrap.
+			stack.Injector: {"--xds-addr", net.JoinHostPort(edgePodIP, edgePodPort)},
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -103,14 +117,20 @@ func startMesh(ctx context.Context, c config, nc *stack.NATS, cluster *kube.Clus
 	if err := applyDemo(ctx, cluster); err != nil {
 		return fail(err)
 	}
-	injected := 0
+	nInjected, sidecars, proxyless := 0, 0, 0
 	for _, p := range demoPods {
 		pod, err := cluster.Clientset().CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
-		if err == nil && len(pod.Spec.Containers) == 2 {
-			injected++
+		if err == nil && injected(pod) {
+			nInjected++
+		}
+		if p.proxyless {
+			proxyless++
+		} else {
+			sidecars++
 		}
 	}
-	d.demo = row{"bookstore demo pods (made Ready by the kubelet stand-in)", fmt.Sprintf("%d of %d injected", injected, len(demoPods))}
+	d.demo = row{"bookstore demo pods (made Ready by the kubelet stand-in)",
+		fmt.Sprintf("%d of %d injected (%d Envoy sidecars, %d proxyless gRPC)", nInjected, len(demoPods), sidecars, proxyless)}
 
 	if err := m.Start(ctx, stack.Watcher, stack.Compiler, stack.Edge); err != nil {
 		return fail(err)
@@ -121,7 +141,31 @@ func startMesh(ctx context.Context, c config, nc *stack.NATS, cluster *kube.Clus
 	if err := d.connectProxies(ctx, changes); err != nil {
 		return fail(err)
 	}
+	if c.noTraffic {
+		d.trafficSkipped = "skipped (--no-traffic)"
+		return d, nil
+	}
+	say("starting the proxyless gRPC pods in a network namespace of their own")
+	t, err := startTraffic(ctx, trafficOptions{dir: c.dir, cluster: cluster, edgeAddr: m.Addr(stack.Edge), rate: c.rate, log: log})
+	switch {
+	case errors.Is(err, errNoNamespace):
+		say("proxyless gRPC traffic skipped: the pods' IPs go on the loopback of a network namespace the dev stack makes, never on the host's interfaces, and making one needs root or CAP_SYS_ADMIN (%v). Everything else runs; run make run as root for the traffic.", err)
+		d.trafficSkipped = "skipped: a network namespace needs root or CAP_SYS_ADMIN"
+	case err != nil:
+		return fail(err)
+	default:
+		d.traffic = t
+		d.closers = append(d.closers, func() error { t.stop(); return nil })
+	}
 	return d, nil
+}
+
+// trafficRows describe the proxyless pods for the report.
+func (d *devMesh) trafficRows() []row {
+	if d.traffic == nil {
+		return []row{{"proxyless gRPC calls", d.trafficSkipped}}
+	}
+	return d.traffic.rows()
 }
 
 // connectProxies connects the simulated proxies, go-control-plane's ADS

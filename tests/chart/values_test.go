@@ -147,3 +147,35 @@ func componentOf(o object) string {
 	c, _ := labels["app.kubernetes.io/component"].(string)
 	return c
 }
+
+// TestOperatorAccessBindsTheListedSubjects: without operator.users and
+// operator.groups the Role osm-operator-token is bound to no one (cluster
+// admins need no binding); with them, one RoleBinding names each.
+func TestOperatorAccessBindsTheListedSubjects(t *testing.T) {
+	binding := func(vals map[string]any) *object {
+		t.Helper()
+		r, err := render(t, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range objects(t, r.Manifest) {
+			if o.Key == "RoleBinding/osm-system/osm-operator-token" {
+				return &o
+			}
+		}
+		return nil
+	}
+	if b := binding(valuesFile(t, "")); b != nil {
+		t.Fatalf("a RoleBinding of osm-operator-token without operator.users or groups:\n%s", b.YAML)
+	}
+	vals := set(t, set(t, valuesFile(t, ""), "operator.users", []any{"alice@example.com"}), "operator.groups", []any{"sre"})
+	b := binding(vals)
+	if b == nil {
+		t.Fatal("no RoleBinding osm-operator-token with operator.users and operator.groups set")
+	}
+	for _, want := range []string{"kind: User\n    name: \"alice@example.com\"", "kind: Group\n    name: \"sre\"", "name: osm-operator-token"} {
+		if !strings.Contains(b.YAML, want) {
+			t.Errorf("the RoleBinding lacks %q:\n%s", want, b.YAML)
+		}
+	}
+}

@@ -277,26 +277,28 @@ func exerciseGrants(t *testing.T, m *chartMesh) {
 	cs := cluster.Clientset()
 	start := time.Now()
 
-	// A TrafficTarget the compiler rejects: its destination is in another
-	// namespace.
+	// A TrafficTarget the compiler rejects: the HTTPRouteGroup it names
+	// does not exist. (The injector's validating webhook admits it: at
+	// admission a route may come later. One it refuses on its own, such as
+	// a destination in another namespace, would never reach the compiler.)
 	if _, err := cluster.Dynamic().Resource(osmkube.TrafficTargets).Namespace("bookstore").Create(ctx,
 		&unstructured.Unstructured{Object: map[string]any{"apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
-			"metadata": map[string]any{"name": "cross-namespace"},
+			"metadata": map[string]any{"name": "missing-route"},
 			"spec": map[string]any{
-				"destination": map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"},
-				"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "bookstore"}},
-				"rules": []any{map[string]any{"kind": "HTTPRouteGroup", "name": "bookstore-service-routes",
+				"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "bookstore"},
+				"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"}},
+				"rules": []any{map[string]any{"kind": "HTTPRouteGroup", "name": "no-such-routes",
 					"matches": []any{"buy-a-book"}}}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	eventCount := func() (int32, error) {
 		evs, err := cs.CoreV1().Events("bookstore").List(ctx, metav1.ListOptions{
-			FieldSelector: "involvedObject.kind=TrafficTarget,involvedObject.name=cross-namespace"})
+			FieldSelector: "involvedObject.kind=TrafficTarget,involvedObject.name=missing-route"})
 		if err != nil {
 			return 0, err
 		}
 		if len(evs.Items) != 1 {
-			return 0, fmt.Errorf("%d Events for TrafficTarget bookstore/cross-namespace, want 1", len(evs.Items))
+			return 0, fmt.Errorf("%d Events for TrafficTarget bookstore/missing-route, want 1", len(evs.Items))
 		}
 		return evs.Items[0].Count, nil
 	}

@@ -20,6 +20,7 @@ type access struct {
 func rbacExpectations() []access {
 	const ns, other = namespace, "bookstore"
 	mwc := "osm-" + ns + "-sidecar-injector"
+	vwc := "osm-" + ns + "-policy-validator"
 	return []access{
 		// The compiler, the edge and NATS: nothing.
 		{"osm-policy-compiler", "list", "", "pods", other, "", false},
@@ -53,6 +54,10 @@ func rbacExpectations() []access {
 		{"osm-injector-webhook", "update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "another-webhook", false},
 		{"osm-injector-webhook", "create", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", "", "", false},
 		{"osm-injector-webhook", "update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", mwc, false},
+		{"osm-injector-webhook", "update", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", vwc, true},
+		{"osm-injector-webhook", "get", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", vwc, true},
+		{"osm-injector-webhook", "create", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", "", false},
+		{"osm-injector-webhook", "delete", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "", vwc, false},
 		{"osm-injector-webhook", "create", "", "secrets", other, "", true},
 		{"osm-injector-webhook", "patch", "", "secrets", other, "", true},
 		{"osm-injector-webhook", "delete", "", "pods", other, "", false},

@@ -26,6 +26,7 @@ func TestCRDSchemas(t *testing.T) {
 		kind     string
 		spec     map[string]any
 		badField string // empty: the object is valid
+		msg      string // in the refusal, when set
 	}{
 		{name: "valid TrafficTarget", gvr: kube.TrafficTargets, kind: "TrafficTarget", spec: validTarget},
 		{name: "TrafficTarget destination is a string", gvr: kube.TrafficTargets, kind: "TrafficTarget",
@@ -61,6 +62,21 @@ func TestCRDSchemas(t *testing.T) {
 			"service":  "bookstore",
 			"backends": []any{map[string]any{"service": "bookstore-v1", "weight": "90"}},
 		}, badField: "spec.backends[0].weight"},
+		// The CEL rules (x-kubernetes-validations) of the structural
+		// policy rules.
+		{name: "TrafficSplit backend listed twice", gvr: kube.TrafficSplits, kind: "TrafficSplit", spec: map[string]any{
+			"service":  "bookstore",
+			"backends": []any{map[string]any{"service": "bookstore-v1", "weight": int64(1)}, map[string]any{"service": "bookstore-v1", "weight": int64(2)}},
+		}, badField: "spec.backends", msg: "a backend service is listed twice"},
+		{name: "TrafficSplit without its apex service", gvr: kube.TrafficSplits, kind: "TrafficSplit", spec: map[string]any{
+			"service": "", "backends": []any{map[string]any{"service": "bookstore-v1", "weight": int64(1)}},
+		}, badField: "spec.service"},
+		{name: "HTTPRouteGroup match name used twice", gvr: kube.HTTPRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+			"matches": []any{map[string]any{"name": "buy", "pathRegex": "/a"}, map[string]any{"name": "buy", "pathRegex": "/b"}},
+		}, badField: "spec.matches", msg: "a match name is used twice"},
+		{name: "HTTPRouteGroup match without a name", gvr: kube.HTTPRouteGroups, kind: "HTTPRouteGroup", spec: map[string]any{
+			"matches": []any{map[string]any{"pathRegex": "/a"}},
+		}, badField: "spec.matches[0].name"},
 		{name: "valid MeshConfig", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
 			"sidecar": map[string]any{"image": "envoyproxy/envoy:v1.31", "logLevel": "error",
 				"resources": map[string]any{"limits": map[string]any{"cpu": "500m", "memory": int64(134217728)}}},
@@ -99,6 +115,9 @@ func TestCRDSchemas(t *testing.T) {
 			}
 			if !invalidField(err, tt.badField) {
 				t.Errorf("Invalid error does not name field %s: %v", tt.badField, err)
+			}
+			if !strings.Contains(err.Error(), tt.msg) {
+				t.Errorf("Invalid error does not say %q: %v", tt.msg, err)
 			}
 			t.Logf("rejected: %v", err)
 		})

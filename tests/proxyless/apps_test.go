@@ -3,16 +3,11 @@ package proxyless
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,142 +19,57 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
-	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/tests/stack"
 )
 
-// serverListenerTemplate is the name template of an xDS-enabled gRPC
-// server's listener, as the compiler names server listeners (gRFC A36).
-const serverListenerTemplate = "grpc/server?xds.resource.listening_address=%s"
-
-// envSPIFFE lets gRPC verify the xDS server against a SPIFFE trust
-// bundle map (gRFC A87): the edge's certificate names it by its SPIFFE id
-// only (no DNS or IP SAN), so plain "tls" channel creds with a
-// ca_certificate_file, which check the host name of server_uri, refuse it.
-const envSPIFFE = "GRPC_EXPERIMENTAL_XDS_MTLS_SPIFFE"
-
-// spiffeBundleMap is the mesh's trust bundle as a SPIFFE bundle map (a JWK
-// set per trust domain, each root an x509-svid key with its certificate).
-func spiffeBundleMap(t *testing.T, m *stack.Mesh) []byte {
-	t.Helper()
-	pool := caclient.RootsPEM(m.Bundle())
-	var keys []any
-	for rest := pool; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
-		cert, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pub, ok := cert.PublicKey.(*ecdsa.PublicKey)
-		if !ok {
-			t.Fatalf("root %s: a %T key; the bundle map here writes EC keys only", cert.Subject, cert.PublicKey)
-		}
-		raw, err := pub.Bytes() // uncompressed point: 0x04 || X || Y
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := (len(raw) - 1) / 2
-		b64 := base64.RawURLEncoding.EncodeToString
-		keys = append(keys, map[string]any{
-			"kty": "EC", "use": "x509-svid", "crv": pub.Curve.Params().Name,
-			"x": b64(raw[1 : 1+n]), "y": b64(raw[1+n:]),
-			"x5c": []string{base64.StdEncoding.EncodeToString(cert.Raw)},
-		})
-	}
-	out, err := json.Marshal(map[string]any{"trust_domains": map[string]any{stack.TrustDomain: map[string]any{"keys": keys}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// workload is a proxyless pod's identity and the files its Secret volume
-// would hold: the xDS client certificate, the service certificate, the
-// mesh's roots and gRPC's xDS bootstrap.
+// workload is a proxyless pod admitted by the injector, its identity
+// and its bootstrap Secret volume as the kubelet stand-in
+// (stack.MountProxyless) keeps it: gRPC's xDS bootstrap (the edge's
+// Service as xDS server, the node's proxyless metadata, the file_watcher
+// provider), the xDS client certificate tls.crt, the service certificate
+// svc.crt, the roots ca.crt and spiffe-bundle.json.
 type workload struct {
-	id        identity.ID
-	pod       string
-	dir       string
-	bootstrap string
+	id  identity.ID
+	pod *corev1.Pod
+	vol *stack.ProxylessPod
 }
 
-// newWorkload issues pod's certificates through the mesh's CA (the xDS
-// client certificate as the injector gets it, the service certificate as
-// the edge gets it) and writes its bootstrap: the edge as xDS server over
-// mTLS with the xDS client certificate (at xdsAddr, the edge's Service), the node's proxyless metadata, and
-// the file_watcher provider layout.CertProviderInstance with the service
-// certificate.
-func newWorkload(t *testing.T, m *stack.Mesh, xdsAddr, ns, sa, pod string) *workload {
+// mount mounts pod's bootstrap Secret volume, waiting for the injector's
+// writer to create the Secret; the sync stops when the test ends.
+func mount(t *testing.T, pod *corev1.Pod) *workload {
 	t.Helper()
-	w := &workload{id: identity.New(stack.TrustDomain, ns, sa), pod: pod, dir: t.TempDir()}
-	xdsCert, err := m.WorkloadCert(t.Context(), w.id, time.Hour)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	vol, err := stack.MountProxyless(ctx, cluster.Clientset(), pod, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcCert, err := m.ServiceCert(t.Context(), w.id, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{
-		"xds.crt": xdsCert.ChainPEM, "xds.key": xdsCert.KeyPEM,
-		"svc.crt": svcCert.ChainPEM, "svc.key": svcCert.KeyPEM,
-		"roots.pem":          caclient.RootsPEM(m.Bundle()),
-		"spiffe-bundle.json": spiffeBundleMap(t, m),
-	}
-	for name, b := range files {
-		if err := os.WriteFile(w.path(name), b, 0o600); err != nil {
-			t.Fatal(err)
+	t.Cleanup(func() {
+		if err := vol.Stop(); err != nil {
+			t.Error(err)
 		}
-	}
-	b, err := json.MarshalIndent(map[string]any{
-		"xds_servers": []any{map[string]any{
-			"server_uri": xdsAddr,
-			"channel_creds": []any{map[string]any{"type": "tls", "config": map[string]string{
-				"spiffe_trust_bundle_map_file": w.path("spiffe-bundle.json"), "certificate_file": w.path("xds.crt"), "private_key_file": w.path("xds.key"),
-			}}},
-			"server_features": []string{"xds_v3"},
-		}},
-		"node": map[string]any{"id": pod, "cluster": sa + "." + ns,
-			"metadata": map[string]any{layout.NodeMetadataProxyless: layout.ProxylessGRPC}},
-		"certificate_providers": map[string]any{layout.CertProviderInstance: map[string]any{
-			"plugin_name": "file_watcher",
-			"config": map[string]any{
-				"certificate_file": w.path("svc.crt"), "private_key_file": w.path("svc.key"),
-				"ca_certificate_file": w.path("roots.pem"), "refresh_interval": "1s",
-			},
-		}},
-		"server_listener_resource_name_template": serverListenerTemplate,
-	}, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.bootstrap = w.path("bootstrap.json")
-	if err := os.WriteFile(w.bootstrap, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return w
+	})
+	return &workload{id: identity.New(stack.TrustDomain, pod.Namespace, pod.Spec.ServiceAccountName), pod: pod, vol: vol}
 }
 
-func (w *workload) path(name string) string { return filepath.Join(w.dir, name) }
+// path is the file of the Secret's key name in w's volume.
+func (w *workload) path(name string) string { return w.vol.Path(name) }
 
 // run starts bookstore-grpc with args as w's pod; out, when set, receives
 // its output as it prints it. The process stops when the test ends, and
 // its output is logged when the test failed.
 func (w *workload) run(t *testing.T, out *callLog, args ...string) *stack.Proc {
 	t.Helper()
-	env := map[string]string{"GRPC_XDS_BOOTSTRAP": w.bootstrap, envSPIFFE: "true"}
 	var tee io.Writer // a nil *callLog would be a non-nil writer
 	if out != nil {
 		tee = out
 	}
-	p, err := stack.Start(w.pod, appBin, args, env, tee)
+	p, err := stack.Start(w.pod.Name, appBin, args, w.vol.Env, tee)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +78,7 @@ func (w *workload) run(t *testing.T, out *callLog, args ...string) *stack.Proc {
 			t.Error(err)
 		}
 		if t.Failed() {
-			t.Logf("--- %s output ---\n%s", w.pod, tail(p.Output(), 40))
+			t.Logf("--- %s output ---\n%s", w.pod.Name, tail(p.Output(), 40))
 		}
 	})
 	return p
@@ -192,7 +102,7 @@ func (w *workload) serve(t *testing.T, addr, version string, flags ...string) *s
 		return fmt.Errorf("not serving yet")
 	})
 	if err != nil {
-		t.Fatalf("%s on %s: %v\n%s", w.pod, addr, err, p.Output())
+		t.Fatalf("%s on %s: %v\n%s", w.pod.Name, addr, err, p.Output())
 	}
 	return p
 }

@@ -35,9 +35,9 @@ const (
 // appName is the example app's binary in the bin dir.
 const appName = "bookstore-grpc"
 
-// components are the control plane's services the tests run; the injector
-// is not among them (the tests write the proxyless bootstrap themselves).
-var components = []stack.Component{stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge}
+// components are the control plane's services the tests run: the
+// injector admits the pods and writes their bootstrap Secrets.
+var components = []stack.Component{stack.CertAuthority, stack.Injector, stack.Watcher, stack.Compiler, stack.Edge}
 
 var (
 	cluster *kube.Cluster

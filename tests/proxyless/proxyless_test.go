@@ -3,6 +3,7 @@ package proxyless
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math"
@@ -66,8 +67,10 @@ func service(t *testing.T, ns, name string, labels map[string]string) {
 }
 
 // readyPod creates pod name of ServiceAccount sa (created too) with labels
-// and makes it Ready at ip, as the kubelet would.
-func readyPod(t *testing.T, k *kube.Kubelet, ns, name, sa, ip string, labels map[string]string) {
+// and the proxyless annotation through the apiserver, so that the
+// injector admits it (its Secret volume and environment), makes it Ready
+// at ip, as the kubelet would, and mounts its bootstrap Secret volume.
+func readyPod(t *testing.T, k *kube.Kubelet, ns, name, sa, ip string, labels map[string]string) *workload {
 	t.Helper()
 	if _, err := cluster.Clientset().CoreV1().ServiceAccounts(ns).Create(t.Context(), &corev1.ServiceAccount{
 		ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -85,6 +88,7 @@ func readyPod(t *testing.T, k *kube.Kubelet, ns, name, sa, ip string, labels map
 	if _, err := k.MakeReady(t.Context(), p, ip); err != nil {
 		t.Fatal(err)
 	}
+	return mount(t, p)
 }
 
 // trafficTarget lets bookbuyer call bookstore's identity sa with the
@@ -128,14 +132,9 @@ func bookstoreMesh(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	k := cluster.Kubelet("proxyless-node", "zone-a")
 	service(t, "bookstore", "bookstore", map[string]string{"app": "bookstore"})
 	service(t, "bookstore", "bookstore-v1", map[string]string{"app": "bookstore", "version": "v1"})
 	service(t, "bookstore", "bookstore-v2", map[string]string{"app": "bookstore", "version": "v2"})
-	readyPod(t, k, "bookstore", "bookstore-v1-0", "bookstore-v1", ipStoreV1, map[string]string{"app": "bookstore", "version": "v1"})
-	readyPod(t, k, "bookstore", "bookstore-v2-0", "bookstore-v2", ipStoreV2, map[string]string{"app": "bookstore", "version": "v2"})
-	readyPod(t, k, "bookbuyer", "bookbuyer-0", "bookbuyer", ipBuyer, map[string]string{"app": "bookbuyer"})
-	readyPod(t, k, "bookthief", "bookthief-0", "bookthief", ipThief, map[string]string{"app": "bookthief"})
 	create(t, kube.HTTPRouteGroups, "bookstore", map[string]any{
 		"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
 		"metadata": map[string]any{"name": "bookstore-routes"},
@@ -157,13 +156,18 @@ func bookstoreMesh(t *testing.T) {
 	})
 }
 
-// startMesh starts the control plane with the compiler's gRPC flavour; it
-// stops when the test ends, and its logs are logged when the test failed.
-func startMesh(t *testing.T) *stack.Mesh {
+// startMesh starts the control plane with the compiler's gRPC flavour and
+// the injector writing xdsAddr (the edge's Service) into the bootstraps;
+// it stops when the test ends, and its logs are logged when the test
+// failed.
+func startMesh(t *testing.T, xdsAddr string) *stack.Mesh {
 	t.Helper()
 	m, err := stack.New(t.Context(), stack.Options{Cluster: cluster, Builder: builder, Dir: t.TempDir(),
 		MeshName: meshName, MeshConfig: meshConfig, ReadyTimeout: 60 * time.Second,
-		Flags: map[stack.Component][]string{stack.Compiler: {"--proxyless-grpc"}}})
+		Flags: map[stack.Component][]string{
+			stack.Compiler: {"--proxyless-grpc"},
+			stack.Injector: {"--xds-addr", xdsAddr},
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,14 +204,18 @@ func startMesh(t *testing.T) *stack.Mesh {
 func TestProxylessGRPCBookstore(t *testing.T) {
 	netns.Require(t)
 	bookstoreMesh(t)
-	m := startMesh(t)
-	// Every bootstrap names the edge's Service, as the injector's does.
-	edges := newEdgeService(t, m.Addr(stack.Edge))
+	// Every bootstrap names the edge's Service (the injector's --xds-addr);
+	// its endpoint is the edge, once it runs.
+	edges := newEdgeService(t)
+	m := startMesh(t, edges.Addr())
+	edges.setEndpoints(m.Addr(stack.Edge))
 
-	v1 := newWorkload(t, m, edges.Addr(), "bookstore", "bookstore-v1", "bookstore-v1-0")
-	v2 := newWorkload(t, m, edges.Addr(), "bookstore", "bookstore-v2", "bookstore-v2-0")
-	buyer := newWorkload(t, m, edges.Addr(), "bookbuyer", "bookbuyer", "bookbuyer-0")
-	thief := newWorkload(t, m, edges.Addr(), "bookthief", "bookthief", "bookthief-0")
+	// The pods, through the injector: each gets its bootstrap Secret.
+	k := cluster.Kubelet("proxyless-node", "zone-a")
+	v1 := readyPod(t, k, "bookstore", "bookstore-v1-0", "bookstore-v1", ipStoreV1, map[string]string{"app": "bookstore", "version": "v1"})
+	v2 := readyPod(t, k, "bookstore", "bookstore-v2-0", "bookstore-v2", ipStoreV2, map[string]string{"app": "bookstore", "version": "v2"})
+	buyer := readyPod(t, k, "bookbuyer", "bookbuyer-0", "bookbuyer", ipBuyer, map[string]string{"app": "bookbuyer"})
+	thief := readyPod(t, k, "bookthief", "bookthief-0", "bookthief", ipThief, map[string]string{"app": "bookthief"})
 	v1Addr := fmt.Sprintf("%s:%d", ipStoreV1, storePort)
 	// The servers close each connection gracefully after 3 s, so that
 	// clients reconnect with their current certificates (the certificate
@@ -397,7 +405,7 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	// call, and 2 of the pods are made not ready (the scale-down's first
 	// step): the calls stop going to them within 1 s, and none fails.
 	t.Run("endpoint churn", func(t *testing.T) {
-		endpointChurn(t, m, edges, calls)
+		endpointChurn(t, calls)
 	})
 
 	// Certificate rotation: the service certificates of bookbuyer and of
@@ -418,15 +426,59 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	})
 }
 
-// writeAtomic writes the files of w, each by a rename.
-func writeAtomic(t *testing.T, w *workload, files map[string][]byte) {
+// updateSecret sets the keys of files in w's bootstrap Secret through the
+// apiserver (a merge patch, as the injector's renewal replaces them) and
+// waits until the kubelet stand-in has written them into w's volume.
+func updateSecret(t *testing.T, w *workload, files map[string][]byte) {
 	t.Helper()
-	for name, b := range files {
-		if err := os.WriteFile(w.path(name+".new"), b, 0o600); err != nil {
-			t.Fatal(err)
+	b, err := json.Marshal(map[string]any{"data": files}) // []byte as base64, as data wants
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.Clientset().CoreV1().Secrets(w.vol.Namespace).Patch(t.Context(), w.vol.Secret, types.MergePatchType, b, metav1.PatchOptions{}); err != nil {
+		t.Fatalf("patch Secret %s/%s: %v", w.vol.Namespace, w.vol.Secret, err)
+	}
+	if err := stack.Eventually(t.Context(), 10*time.Second, func() error {
+		for name, want := range files {
+			if got, err := os.ReadFile(w.path(name)); err != nil || !bytes.Equal(got, want) {
+				return fmt.Errorf("%s of %s not written yet (%v)", name, w.pod.Name, err)
+			}
 		}
-		if err := os.Rename(w.path(name+".new"), w.path(name)); err != nil {
-			t.Fatal(err)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refresh is how often w's gRPC reads its certificate files again: the
+// refresh_interval of the bootstrap's certificate provider, as the
+// injector wrote it.
+func refresh(t *testing.T, w *workload) time.Duration {
+	t.Helper()
+	var boot struct {
+		Providers map[string]struct {
+			Config struct {
+				Refresh string `json:"refresh_interval"`
+			} `json:"config"`
+		} `json:"certificate_providers"`
+	}
+	if err := json.Unmarshal(must(os.ReadFile(w.path("bootstrap.json"))), &boot); err != nil {
+		t.Fatal(err)
+	}
+	d, err := time.ParseDuration(boot.Providers[layout.CertProviderInstance].Config.Refresh)
+	if err != nil {
+		t.Fatalf("%s's bootstrap: refresh_interval of %s: %v", w.pod.Name, layout.CertProviderInstance, err)
+	}
+	return d
+}
+
+// pemCount is the number of PEM blocks in b.
+func pemCount(b []byte) int {
+	n := 0
+	for rest := b; ; n++ {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			return n
 		}
 	}
 }
@@ -443,6 +495,7 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 		return -1
 	})
 	before := caclient.RootsPEM(m.Bundle())
+	every := refresh(t, buyer)
 	mark := rr.len()
 	t0 := time.Now()
 	step := func(name string, roots int, flags ...string) {
@@ -454,16 +507,34 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 			t.Fatalf("%s: the bundle holds %d roots, want %d", name, n, roots)
 		}
 	}
-	trust := func() {
+	// trust waits until the injector has written the bundle into every
+	// workload's ca.crt (and spiffe-bundle.json with it) and the stand-in
+	// into its volume, then for the file watchers to read it.
+	trust := func(what string) {
 		t.Helper()
+		t1 := time.Now()
 		for _, w := range ws {
-			writeAtomic(t, w, map[string][]byte{"roots.pem": caclient.RootsPEM(m.Bundle()), "spiffe-bundle.json": spiffeBundleMap(t, m)})
+			if err := stack.Eventually(t.Context(), 30*time.Second, func() error {
+				ca := must(os.ReadFile(w.path("ca.crt")))
+				for _, r := range m.Bundle().GetRoots() {
+					if !bytes.Contains(ca, bytes.TrimSpace(r.GetCertificatePem())) {
+						return fmt.Errorf("%s's ca.crt lacks a root of the bundle", w.pod.Name)
+					}
+				}
+				if n, want := pemCount(ca), len(m.Bundle().GetRoots()); n != want {
+					return fmt.Errorf("%s's ca.crt holds %d roots, want %d", w.pod.Name, n, want)
+				}
+				return nil
+			}); err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
 		}
+		t.Logf("root rotation, %s: the injector's new ca.crt in every volume %s after the CA's restart", what, time.Since(t1).Round(time.Millisecond))
+		time.Sleep(every + time.Second) // the file watchers' refresh
 	}
-	// 1: add the new root; every workload trusts both.
+	// 1: add the new root; the injector makes every workload trust both.
 	step("add a root", 2, "--trusted-root-secrets", newRoot)
-	trust()
-	time.Sleep(2 * time.Second) // the file watchers' refresh (1 s)
+	trust("a root added")
 	// 2: sign with the new root; every workload gets certificates from it.
 	step("sign with the new root", 2, "--root-secret", newRoot, "--trusted-root-secrets", oldRoot)
 	var newBuyer string
@@ -476,12 +547,12 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeAtomic(t, w, map[string][]byte{"svc.key": svc.KeyPEM, "svc.crt": svc.ChainPEM, "xds.key": xds.KeyPEM, "xds.crt": xds.ChainPEM})
+		updateSecret(t, w, map[string][]byte{"svc.key": svc.KeyPEM, "svc.crt": svc.ChainPEM, "tls.key": xds.KeyPEM, "tls.crt": xds.ChainPEM})
 		if w == buyer {
 			newBuyer = leafSerial(t, svc.ChainPEM)
 		}
 	}
-	seen := waitCalls(t, rr, mark, 20*time.Second, "a call made with the client's certificate from the new root", func(cs []call) int {
+	seen := waitCalls(t, rr, mark, every+20*time.Second, "a call made with the client's certificate from the new root", func(cs []call) int {
 		for i, c := range cs {
 			if c.CallerSerial == newBuyer {
 				return i + 1
@@ -490,10 +561,22 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 		return -1
 	})
 	t.Logf("root rotation: the server saw the client's certificate from the new root %s after the first step", rr.from(mark)[seen-1].at().Sub(t0).Round(time.Millisecond))
-	time.Sleep(4 * time.Second) // every connection past the servers' 3 s age
-	// 3: remove the old root; every workload trusts the new one only.
+	// The injector's own certificate, with which it calls the CA (its
+	// trust bundle watch included), is from the old root and is not
+	// reissued when the CA signs with the new one: restarted, it
+	// bootstraps one from the new root, as a rolling restart of the
+	// control plane between the steps does. Meanwhile every workload's
+	// gRPC reads its new certificates, and every connection passes the
+	// servers' 3 s age.
+	t1 := time.Now()
+	if err := m.Restart(t.Context(), stack.Injector); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(every + 4*time.Second - time.Since(t1))
+	// 3: remove the old root; the injector makes every workload trust the
+	// new one only.
 	step("remove the old root", 1, "--root-secret", newRoot, "--trusted-root-secrets", "")
-	trust()
+	trust("the old root removed")
 	// The remaining root is the new one, and every workload's certificates
 	// chain to it.
 	if r := m.Bundle().GetRoots()[0].GetCertificatePem(); bytes.Contains(before, bytes.TrimSpace(r)) {
@@ -504,9 +587,9 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 		t.Fatal(err)
 	}
 	for _, w := range ws {
-		for _, f := range []string{"svc.crt", "xds.crt"} {
+		for _, f := range []string{"svc.crt", "tls.crt"} {
 			if err := verifyChain(must(os.ReadFile(w.path(f))), pool); err != nil {
-				t.Fatalf("%s's %s does not chain to the new root: %v", w.pod, f, err)
+				t.Fatalf("%s's %s does not chain to the new root: %v", w.pod.Name, f, err)
 			}
 		}
 	}
@@ -526,23 +609,16 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 	t.Logf("root rotation: %d calls at 50/s over %s: %v", len(cs), time.Since(t0).Round(time.Millisecond), count(cs))
 }
 
-// rotate replaces w's service certificate files (the file_watcher
-// provider's) with a new certificate from the mesh's CA, each file by a
-// rename, and returns the new certificate's serial in hex.
+// rotate replaces w's service certificate in its bootstrap Secret with a
+// new one from the mesh's CA, and returns the new certificate's serial
+// in hex.
 func rotate(t *testing.T, m *stack.Mesh, w *workload) string {
 	t.Helper()
 	is, err := m.ServiceCert(t.Context(), w.id, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, b := range map[string][]byte{"svc.key": is.KeyPEM, "svc.crt": is.ChainPEM} {
-		if err := os.WriteFile(w.path(name+".new"), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(w.path(name+".new"), w.path(name)); err != nil {
-			t.Fatal(err)
-		}
-	}
+	updateSecret(t, w, map[string][]byte{"svc.key": is.KeyPEM, "svc.crt": is.ChainPEM})
 	return leafSerial(t, is.ChainPEM)
 }
 
@@ -609,7 +685,8 @@ func certRotation(t *testing.T, m *stack.Mesh, buyer *workload, stores []*worklo
 			newStore = s
 		}
 	}
-	seen := waitCalls(t, rot, mark, 20*time.Second, "a call made with the client's new certificate", func(cs []call) int {
+	every := refresh(t, buyer)
+	seen := waitCalls(t, rot, mark, every+20*time.Second, "a call made with the client's new certificate", func(cs []call) int {
 		for i, c := range cs {
 			if c.CallerSerial == newSerial {
 				return i + 1
@@ -620,7 +697,7 @@ func certRotation(t *testing.T, m *stack.Mesh, buyer *workload, stores []*worklo
 	t.Logf("certificates rotated: the server saw the client's new certificate (serial %s, was %s) %s later",
 		newSerial, old, rot.from(mark)[seen-1].at().Sub(t0).Round(time.Millisecond))
 	// The server's side: a new handshake gets its new certificate.
-	if err := stack.Eventually(t.Context(), 10*time.Second, func() error {
+	if err := stack.Eventually(t.Context(), every+10*time.Second, func() error {
 		if got := serverSerial(t, m, buyer, storeAddr); got != newStore {
 			return fmt.Errorf("the server presents serial %s (old %s), want the new %s", got, oldStore, newStore)
 		}
@@ -654,14 +731,13 @@ func must[T any](v T, err error) T {
 // with versions v1.b and v1.c, so that the calls tell the pods apart;
 // they keep serving after they are made not ready, as a terminating pod
 // does during its grace period.
-func endpointChurn(t *testing.T, m *stack.Mesh, edges *edgeService, calls *callLog) {
+func endpointChurn(t *testing.T, calls *callLog) {
 	k := cluster.Kubelet("proxyless-node", "zone-a")
 	extra := map[string]string{"bookstore-v1-1": ipStoreV1b, "bookstore-v1-2": ipStoreV1c}
 	versions := map[string]string{"bookstore-v1-1": "v1.b", "bookstore-v1-2": "v1.c"}
 	for _, pod := range []string{"bookstore-v1-1", "bookstore-v1-2"} {
 		// The pod first: the server's listener is its pod IP's.
-		readyPod(t, k, "bookstore", pod, "bookstore-v1", extra[pod], map[string]string{"app": "bookstore", "version": "v1"})
-		w := newWorkload(t, m, edges.Addr(), "bookstore", "bookstore-v1", pod)
+		w := readyPod(t, k, "bookstore", pod, "bookstore-v1", extra[pod], map[string]string{"app": "bookstore", "version": "v1"})
 		w.serve(t, fmt.Sprintf("%s:%d", extra[pod], storePort), versions[pod])
 	}
 	patch(t, kube.TrafficSplits, "bookstore", "bookstore-split", splitPatch(100, 0))

@@ -281,6 +281,7 @@ func Run(ctx context.Context, cluster *kube.Cluster, cfg Config) (*Report, error
 		// The first round's tables now, so that a long second round
 		// does not hold them back.
 		if cfg.Progress != nil {
+			rep.Wall = time.Since(start)
 			rep.Print(cfg.Progress)
 		}
 		// The same mesh again over more edges: the new ones start, every

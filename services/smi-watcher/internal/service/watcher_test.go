@@ -603,10 +603,11 @@ func TestTooLargeObjectDoesNotStallTheTakeover(t *testing.T) {
 	const ip = "10.244.12.30"
 	f := e.seed("toolarge", ip)
 	e.createMeshConfig()
-	// About 1.1 MB of path regexes: under etcd's limit, over NATS's.
-	matches := make([]specsv1alpha4.HTTPMatch, 0, 4500)
+	// About 1.1 MB of path regexes: under etcd's limit, over NATS's; in
+	// 250 matches, as the CRD allows at most 256.
+	matches := make([]specsv1alpha4.HTTPMatch, 0, 250)
 	for i := range cap(matches) {
-		matches = append(matches, specsv1alpha4.HTTPMatch{Name: fmt.Sprintf("m%d", i), PathRegex: "/" + strings.Repeat("x", 230) + fmt.Sprint(i)})
+		matches = append(matches, specsv1alpha4.HTTPMatch{Name: fmt.Sprintf("m%d", i), PathRegex: "/" + strings.Repeat("x", 4400) + fmt.Sprint(i)})
 	}
 	must(apiClients(t).Specs.SpecsV1alpha4().HTTPRouteGroups(f.ns).Create(t.Context(), &specsv1alpha4.HTTPRouteGroup{
 		ObjectMeta: metav1.ObjectMeta{Name: "huge"},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -90,7 +91,45 @@ func EnsureBucket(ctx context.Context, js jetstream.JetStream, name string, o Bu
 	if err := limitConsumers(ctx, js, name, o); err != nil {
 		return nil, fmt.Errorf("declare bucket %s: consumer limits: %w", name, err)
 	}
+	if err := awaitReads(ctx, kv); err != nil {
+		return nil, fmt.Errorf("declare bucket %s: %w", name, err)
+	}
 	return kv, nil
+}
+
+// BucketReadTimeout bounds how long EnsureBucket waits for a declared
+// bucket to answer reads.
+const BucketReadTimeout = 30 * time.Second
+
+// readProbeKey is a key no one writes; reading it tells whether any
+// replica answers reads.
+const readProbeKey = "_osm.read-probe"
+
+// awaitReads waits until a read of the bucket is answered. On a NATS
+// cluster a replicated bucket's stream answers reads (direct gets) only
+// once its leader's subscription has reached the server the client is
+// connected to, and its followers' once they caught up: a read right after
+// the declaration can get "no responders", which callers take for a
+// bucket that is gone (tests/stack TestDeclaredBucketsAnswerReads).
+func awaitReads(ctx context.Context, kv jetstream.KeyValue) error {
+	ctx, cancel := context.WithTimeout(ctx, BucketReadTimeout)
+	defer cancel()
+	wait := 10 * time.Millisecond
+	for {
+		_, err := kv.Get(ctx, readProbeKey)
+		if err == nil || errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return fmt.Errorf("read it: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no replica answered a read within %s of its declaration: %w", BucketReadTimeout, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
 
 // limitConsumers sets the consumer limits (see DefaultMaxConsumers) on the

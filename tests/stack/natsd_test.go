@@ -2,10 +2,13 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
@@ -70,6 +73,42 @@ func TestNATSServers(t *testing.T) {
 		}
 		if want := map[int]uint64{1: 2, 3: 3}[servers]; rev != want {
 			t.Errorf("%d servers: revision %d after the restart, want %d (a revision lost)", servers, rev, want)
+		}
+	}
+}
+
+// TestDeclaredBucketsAnswerReads: on a cluster of three, a bucket with
+// three replicas answers a read as soon as EnsureBucket returns. A read
+// right after the declaration got "no responders" (no replica's direct-get
+// subscription had reached the client's server yet): without the wait in
+// EnsureBucket this test failed 1 run in 10 on a quiet machine, and a writer that claims its bucket first thing
+// (TestFencedWritesOnAReplicatedBucket) failed in CI with "claim term 1 of
+// mesh-observed: nats: no responders available for request".
+func TestDeclaredBucketsAnswerReads(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs nats-server")
+	}
+	n, err := StartNATS(t.Context(), NATSOptions{Servers: 3, StoreDir: t.TempDir(), Builder: NewBuilder(t.TempDir())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	js := n.Admin().JetStream()
+	for i := range 20 {
+		name := fmt.Sprintf("fresh-%d", i)
+		var kv jetstream.KeyValue
+		// Placement may be refused for a moment ("peer offline") on a
+		// loaded machine; that is the declaration failing, not a read.
+		err := Eventually(t.Context(), 30*time.Second, func() error {
+			var err error
+			kv, err = bus.EnsureBucket(t.Context(), js, name, bus.BucketOptions{Replicas: 3})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Get(t.Context(), "k"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("bucket %s: a read right after its declaration: %v, want key not found", name, err)
 		}
 	}
 }

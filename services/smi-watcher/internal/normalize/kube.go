@@ -17,28 +17,15 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/smi"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
 
 // osmPrefix is the prefix of the labels and annotations kept verbatim.
 const osmPrefix = "openservicemesh.io/"
-
-// Meta is the subset of metadata kept for an object. resourceVersion is left
-// out on purpose: it changes on every write to the object, including status
-// updates the mesh does not care about, so keeping it would turn every
-// irrelevant change into a KV write.
-func Meta(o metav1.Object) *meshv1.ObjectMeta {
-	return &meshv1.ObjectMeta{
-		Namespace:  o.GetNamespace(),
-		Name:       o.GetName(),
-		Uid:        string(o.GetUID()),
-		Generation: o.GetGeneration(),
-	}
-}
 
 // InMesh reports whether a Namespace belongs to the mesh meshName: it is
 // monitored by that mesh and not ignored. Only objects in such namespaces
@@ -59,7 +46,7 @@ func ignored(ns *corev1.Namespace) bool { return ns.Labels[layout.LabelIgnore] =
 // Namespace normalises a Namespace.
 func Namespace(ns *corev1.Namespace) *meshv1.Namespace {
 	out := &meshv1.Namespace{
-		Meta:           Meta(ns),
+		Meta:           smi.Meta(ns),
 		MonitoredBy:    ns.Labels[layout.LabelMonitoredBy],
 		Ignored:        ignored(ns),
 		MetricsEnabled: ns.Annotations[layout.AnnotationMetrics] == "enabled",
@@ -113,7 +100,7 @@ func osmEntries(maps ...map[string]string) map[string]string {
 // Service normalises a Service.
 func Service(svc *corev1.Service) *meshv1.Service {
 	out := &meshv1.Service{
-		Meta:         Meta(svc),
+		Meta:         smi.Meta(svc),
 		Selector:     copyMap(svc.Spec.Selector),
 		Type:         string(svc.Spec.Type),
 		ExternalName: svc.Spec.ExternalName,
@@ -153,7 +140,7 @@ func EndpointSlice(eps *discoveryv1.EndpointSlice) (*meshv1.EndpointSlice, bool)
 	if !ok || svc == "" {
 		return nil, false
 	}
-	meta := Meta(eps)
+	meta := smi.Meta(eps)
 	// The apiserver bumps an EndpointSlice's generation on every write,
 	// including the controller's refresh of its last-change-trigger-time
 	// annotation after any pod update; it says nothing about the endpoints.
@@ -216,7 +203,7 @@ func addressType(t discoveryv1.AddressType) meshv1.AddressType { return addressT
 func Pod(pod *corev1.Pod) *meshv1.Pod {
 	inj, _ := sidecarInjection(pod.Annotations) // the raw value stays in osm_annotations
 	out := &meshv1.Pod{
-		Meta:             Meta(pod),
+		Meta:             smi.Meta(pod),
 		Labels:           copyMap(pod.Labels),
 		ServiceAccount:   pod.Spec.ServiceAccountName,
 		ProxyUuid:        pod.Labels[layout.LabelProxyUUID],
@@ -254,7 +241,7 @@ func podPhase(p corev1.PodPhase) meshv1.PodPhase { return podPhases[p] }
 
 // ServiceAccount normalises a ServiceAccount.
 func ServiceAccount(sa *corev1.ServiceAccount) *meshv1.ServiceAccount {
-	return &meshv1.ServiceAccount{Meta: Meta(sa)}
+	return &meshv1.ServiceAccount{Meta: smi.Meta(sa)}
 }
 
 func copyMap(m map[string]string) map[string]string {

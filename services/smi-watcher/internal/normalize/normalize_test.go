@@ -6,9 +6,6 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	accessv1alpha3 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha3"
-	specsv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/specs/v1alpha4"
-	splitv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha2"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 	corev1 "k8s.io/api/core/v1"
@@ -338,84 +335,4 @@ func TestServiceAccount(t *testing.T) {
 	if d := cmp.Diff(&meshv1.ServiceAccount{Meta: wantMeta("bookstore", "bookstore")}, ServiceAccount(sa), protocmp.Transform()); d != "" {
 		t.Errorf("ServiceAccount (-want +got):\n%s", d)
 	}
-}
-
-func TestSMI(t *testing.T) {
-	t.Run("traffic target", func(t *testing.T) {
-		in := &accessv1alpha3.TrafficTarget{ObjectMeta: meta("bookstore", "allow"), Spec: accessv1alpha3.TrafficTargetSpec{
-			Destination: accessv1alpha3.IdentityBindingSubject{Kind: "ServiceAccount", Name: "bookstore", Namespace: "bookstore"},
-			Sources:     []accessv1alpha3.IdentityBindingSubject{{Kind: "ServiceAccount", Name: "bookbuyer", Namespace: "bookbuyer"}},
-			Rules:       []accessv1alpha3.TrafficTargetRule{{Kind: "HTTPRouteGroup", Name: "routes", Matches: []string{"buy"}}},
-		}}
-		want := &meshv1.TrafficTarget{
-			Meta: wantMeta("bookstore", "allow"), ApiVersion: "access.smi-spec.io/v1alpha3",
-			Destination: &meshv1.IdentityBindingSubject{Kind: "ServiceAccount", Name: "bookstore", Namespace: "bookstore"},
-			Sources:     []*meshv1.IdentityBindingSubject{{Kind: "ServiceAccount", Name: "bookbuyer", Namespace: "bookbuyer"}},
-			Rules:       []*meshv1.TrafficTargetRule{{Kind: "HTTPRouteGroup", Name: "routes", Matches: []string{"buy"}}},
-		}
-		if d := cmp.Diff(want, TrafficTarget(in), protocmp.Transform()); d != "" {
-			t.Errorf("TrafficTarget (-want +got):\n%s", d)
-		}
-	})
-	t.Run("malformed traffic target still normalises", func(t *testing.T) {
-		// Kinds OSM does not support (UDPRoute passes the CRD's enum, a
-		// made-up kind could come from an older CRD) are kept as written for
-		// the compiler to reject.
-		in := &accessv1alpha3.TrafficTarget{ObjectMeta: meta("bookstore", "odd"), Spec: accessv1alpha3.TrafficTargetSpec{
-			Destination: accessv1alpha3.IdentityBindingSubject{Kind: "Group", Name: "admins"},
-			Rules: []accessv1alpha3.TrafficTargetRule{
-				{Kind: "UDPRoute", Name: "dns"},
-				{Kind: "GRPCRoute", Name: "nope", Matches: []string{"x"}},
-			},
-		}}
-		got := TrafficTarget(in)
-		want := []*meshv1.TrafficTargetRule{{Kind: "UDPRoute", Name: "dns"}, {Kind: "GRPCRoute", Name: "nope", Matches: []string{"x"}}}
-		if d := cmp.Diff(want, got.Rules, protocmp.Transform()); d != "" {
-			t.Errorf("rules (-want +got):\n%s", d)
-		}
-		if got.Destination.GetKind() != "Group" {
-			t.Errorf("destination kind = %q, want Group kept", got.Destination.GetKind())
-		}
-	})
-	t.Run("http route group", func(t *testing.T) {
-		in := &specsv1alpha4.HTTPRouteGroup{ObjectMeta: meta("bookstore", "routes"), Spec: specsv1alpha4.HTTPRouteGroupSpec{
-			Matches: []specsv1alpha4.HTTPMatch{
-				{Name: "buy", Methods: []string{"GET", "BREW"}, PathRegex: "/buy(", Headers: map[string]string{"user-agent": ".*curl.*"}},
-				{Name: "all"},
-			},
-		}}
-		want := &meshv1.HTTPRouteGroup{Meta: wantMeta("bookstore", "routes"), ApiVersion: "specs.smi-spec.io/v1alpha4",
-			Matches: []*meshv1.HTTPMatch{
-				{Name: "buy", Methods: []string{"GET", "BREW"}, PathRegex: "/buy(", Headers: map[string]string{"user-agent": ".*curl.*"}},
-				{Name: "all"},
-			}}
-		if d := cmp.Diff(want, HTTPRouteGroup(in), protocmp.Transform()); d != "" {
-			t.Errorf("HTTPRouteGroup (-want +got):\n%s", d)
-		}
-	})
-	t.Run("tcp route", func(t *testing.T) {
-		in := &specsv1alpha4.TCPRoute{ObjectMeta: meta("db", "mysql"), Spec: specsv1alpha4.TCPRouteSpec{
-			Matches: specsv1alpha4.TCPMatch{Name: "mysql", Ports: []int{3306, 70000, 1 << 40}}}}
-		want := &meshv1.TCPRoute{Meta: wantMeta("db", "mysql"), ApiVersion: "specs.smi-spec.io/v1alpha4",
-			Matches: &meshv1.TCPMatch{Name: "mysql", Ports: []int32{3306, 70000, 2147483647}}}
-		if d := cmp.Diff(want, TCPRoute(in), protocmp.Transform()); d != "" {
-			t.Errorf("TCPRoute (-want +got):\n%s", d)
-		}
-		empty := TCPRoute(&specsv1alpha4.TCPRoute{ObjectMeta: meta("db", "any")})
-		if empty.Matches != nil {
-			t.Errorf("TCPRoute without matches: matches = %v, want unset", empty.Matches)
-		}
-	})
-	t.Run("traffic split", func(t *testing.T) {
-		in := &splitv1alpha2.TrafficSplit{ObjectMeta: meta("bookstore", "split"), Spec: splitv1alpha2.TrafficSplitSpec{
-			Service:  "bookstore.bookstore.svc.cluster.local",
-			Backends: []splitv1alpha2.TrafficSplitBackend{{Service: "bookstore-v1", Weight: 90}, {Service: "bookstore-v2", Weight: -10}},
-		}}
-		want := &meshv1.TrafficSplit{Meta: wantMeta("bookstore", "split"), ApiVersion: "split.smi-spec.io/v1alpha2",
-			Service:  "bookstore.bookstore.svc.cluster.local",
-			Backends: []*meshv1.TrafficSplitBackend{{Service: "bookstore-v1", Weight: 90}, {Service: "bookstore-v2", Weight: -10}}}
-		if d := cmp.Diff(want, TrafficSplit(in), protocmp.Transform()); d != "" {
-			t.Errorf("TrafficSplit (-want +got):\n%s", d)
-		}
-	})
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/meshconfig"
+	"github.com/openservicemesh/osm/libs/smi"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 )
 
@@ -162,17 +163,17 @@ func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (
 			build: func(o any) (proto.Message, bool) { return normalize.ServiceAccount(o.(*corev1.ServiceAccount)), true }},
 		{kind: layout.KindTrafficTarget, namespaced: true, informer: withTransform(f.access.Access().V1alpha3().TrafficTargets().Informer()),
 			build: func(o any) (proto.Message, bool) {
-				return normalize.TrafficTarget(o.(*accessv1alpha3.TrafficTarget)), true
+				return smi.TrafficTarget(o.(*accessv1alpha3.TrafficTarget)), true
 			}},
 		{kind: layout.KindHTTPRouteGroup, namespaced: true, informer: withTransform(f.specs.Specs().V1alpha4().HTTPRouteGroups().Informer()),
 			build: func(o any) (proto.Message, bool) {
-				return normalize.HTTPRouteGroup(o.(*specsv1alpha4.HTTPRouteGroup)), true
+				return smi.HTTPRouteGroup(o.(*specsv1alpha4.HTTPRouteGroup)), true
 			}},
 		{kind: layout.KindTCPRoute, namespaced: true, informer: withTransform(f.specs.Specs().V1alpha4().TCPRoutes().Informer()),
-			build: func(o any) (proto.Message, bool) { return normalize.TCPRoute(o.(*specsv1alpha4.TCPRoute)), true }},
+			build: func(o any) (proto.Message, bool) { return smi.TCPRoute(o.(*specsv1alpha4.TCPRoute)), true }},
 		{kind: layout.KindTrafficSplit, namespaced: true, informer: withTransform(f.split.Split().V1alpha2().TrafficSplits().Informer()),
 			build: func(o any) (proto.Message, bool) {
-				return normalize.TrafficSplit(o.(*splitv1alpha2.TrafficSplit)), true
+				return smi.TrafficSplit(o.(*splitv1alpha2.TrafficSplit)), true
 			}},
 		{kind: layout.KindMeshConfig, namespaced: true, informer: withTransform(f.dynamic.ForResource(meshconfig.GVR).Informer()),
 			build: func(o any) (proto.Message, bool) {

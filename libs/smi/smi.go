@@ -1,14 +1,37 @@
-package normalize
+// Package smi reads SMI objects into the mesh contract's form: from the
+// typed objects of smi-sdk-go (the smi-watcher's informers) or from their
+// JSON (the validating webhook's AdmissionRequests), one conversion for
+// both. Kinds, methods and regexes are kept as written, and numbers are
+// clamped to int32, which keeps an out-of-range value out of range: the
+// rules of libs/policy judge them.
+package smi
 
 import (
+	"encoding/json"
 	"math"
+	"slices"
 
 	accessv1alpha3 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/access/v1alpha3"
 	specsv1alpha4 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/specs/v1alpha4"
 	splitv1alpha2 "github.com/servicemeshinterface/smi-sdk-go/pkg/apis/split/v1alpha2"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
+
+// Meta is the subset of metadata kept for an object. resourceVersion is left
+// out on purpose: it changes on every write to the object, including status
+// updates the mesh does not care about, so keeping it would turn every
+// irrelevant change into a KV write.
+func Meta(o metav1.Object) *meshv1.ObjectMeta {
+	return &meshv1.ObjectMeta{
+		Namespace:  o.GetNamespace(),
+		Name:       o.GetName(),
+		Uid:        string(o.GetUID()),
+		Generation: o.GetGeneration(),
+	}
+}
 
 // apiVersions of the SMI objects the watcher reads. Objects from typed
 // informers carry no TypeMeta, so the version they were read as is fixed
@@ -35,7 +58,7 @@ func TrafficTarget(tt *accessv1alpha3.TrafficTarget) *meshv1.TrafficTarget {
 		out.Rules = append(out.Rules, &meshv1.TrafficTargetRule{
 			Kind:    r.Kind,
 			Name:    r.Name,
-			Matches: copyStrings(r.Matches),
+			Matches: clone(r.Matches),
 		})
 	}
 	return out
@@ -52,7 +75,7 @@ func HTTPRouteGroup(g *specsv1alpha4.HTTPRouteGroup) *meshv1.HTTPRouteGroup {
 	for _, m := range g.Spec.Matches {
 		hm := &meshv1.HTTPMatch{
 			Name:      m.Name,
-			Methods:   copyStrings(m.Methods),
+			Methods:   clone(m.Methods),
 			PathRegex: m.PathRegex,
 		}
 		if len(m.Headers) > 0 {
@@ -105,4 +128,39 @@ func clamp32(v int64) int32 {
 		return math.MinInt32
 	}
 	return int32(v)
+}
+
+func clone(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
+}
+
+// DecodeTrafficTarget reads a TrafficTarget's JSON.
+func DecodeTrafficTarget(raw []byte) (*meshv1.TrafficTarget, error) {
+	return decode(raw, TrafficTarget)
+}
+
+// DecodeHTTPRouteGroup reads an HTTPRouteGroup's JSON. Its headers are a
+// list of single-entry maps, as the CRD requires.
+func DecodeHTTPRouteGroup(raw []byte) (*meshv1.HTTPRouteGroup, error) {
+	return decode(raw, HTTPRouteGroup)
+}
+
+// DecodeTCPRoute reads a TCPRoute's JSON.
+func DecodeTCPRoute(raw []byte) (*meshv1.TCPRoute, error) { return decode(raw, TCPRoute) }
+
+// DecodeTrafficSplit reads a TrafficSplit's JSON.
+func DecodeTrafficSplit(raw []byte) (*meshv1.TrafficSplit, error) {
+	return decode(raw, TrafficSplit)
+}
+
+func decode[T any, M any](raw []byte, convert func(*T) M) (M, error) {
+	var o T
+	if err := json.Unmarshal(raw, &o); err != nil {
+		var zero M
+		return zero, err
+	}
+	return convert(&o), nil
 }

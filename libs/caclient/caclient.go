@@ -48,6 +48,17 @@ func RootsPEM(b *meshv1.TrustBundle) []byte {
 	return out
 }
 
+// SigningRootPEM is the PEM of the bundle's root that signs now, nil when
+// none is marked signing.
+func SigningRootPEM(b *meshv1.TrustBundle) []byte {
+	for _, r := range b.GetRoots() {
+		if r.GetSigning() {
+			return r.GetCertificatePem()
+		}
+	}
+	return nil
+}
+
 // Dial connects to the CA at addr, verifying it against the bundle's roots
 // and serverName, presenting cert when it is not nil.
 func Dial(addr string, b *meshv1.TrustBundle, serverName string, cert *tls.Certificate) (*grpc.ClientConn, error) {

@@ -24,6 +24,7 @@ type Bundle struct {
 	mu      sync.RWMutex
 	version string
 	roots   []byte
+	signing []byte
 	subs    []chan struct{}
 }
 
@@ -50,6 +51,14 @@ func (b *Bundle) RootsPEM() ([]byte, error) {
 		return nil, errors.New("no trust bundle from the cert-authority yet")
 	}
 	return b.roots, nil
+}
+
+// SigningRootPEM is the current bundle's signing root; nil when no bundle
+// arrived or none of its roots is marked signing.
+func (b *Bundle) SigningRootPEM() ([]byte, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.signing, nil
 }
 
 // Subscribe returns a channel that receives a value after each new bundle
@@ -114,7 +123,7 @@ func (b *Bundle) watch(ctx context.Context, bo *backoff) error {
 		}
 		b.mu.Lock()
 		same := tb.GetVersion() == b.version
-		b.version, b.roots = tb.GetVersion(), roots
+		b.version, b.roots, b.signing = tb.GetVersion(), roots, caclient.SigningRootPEM(tb)
 		subs := b.subs
 		b.mu.Unlock()
 		if same {

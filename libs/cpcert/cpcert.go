@@ -51,6 +51,12 @@ type Options struct {
 	// step of a root rotation), instead of at half of its lifetime.
 	Roots         func() ([]byte, error)
 	BundleChanged <-chan struct{}
+	// SigningRoot, when set with BundleChanged, is the PEM of the bundle's
+	// root that signs now (nil for none marked): a new bundle whose signing
+	// root did not issue the current certificate (the switch step of a
+	// root rotation) renews it at once too, so that it comes from the new
+	// root before the last step removes the old one.
+	SigningRoot func() ([]byte, error)
 	// MinRetry and MaxRetry bound the jittered exponential backoff after a
 	// failed issuance; defaults 1s and 1m.
 	MinRetry, MaxRetry time.Duration
@@ -143,10 +149,11 @@ func (c *Cert) Start(ctx context.Context) error {
 			return nil
 		case <-time.After(time.Until(next)):
 		case <-c.o.BundleChanged:
-			if c.trusted() {
+			why := c.staleness()
+			if why == "" {
 				continue
 			}
-			c.o.Log.WithContext(ctx).Info("the trust bundle no longer verifies the serving certificate; renewing now")
+			c.o.Log.WithContext(ctx).WithField("reason", why).Info("control-plane certificate renewed now, not at half of its lifetime")
 		}
 		if err := c.Renew(ctx); err != nil {
 			if ctx.Err() != nil {
@@ -162,19 +169,35 @@ func (c *Cert) Start(ctx context.Context) error {
 	}
 }
 
-// trusted reports whether the current certificate verifies against the
-// current roots (true when either is unknown).
-func (c *Cert) trusted() bool {
+// staleness says why the current certificate should be renewed after a
+// bundle change: the bundle no longer verifies it, or its signing root did
+// not issue it; "" when neither (or what is needed to tell is unknown).
+func (c *Cert) staleness() string {
 	cur := c.current.Load()
-	if cur == nil || c.o.Roots == nil || cur.pair.Leaf == nil {
-		return cur != nil
+	if cur == nil {
+		return "no certificate yet"
 	}
-	roots, err := c.o.Roots()
-	if err != nil {
+	if !c.verifiedBy(cur, c.o.Roots) {
+		return "the trust bundle no longer verifies it"
+	}
+	if !c.verifiedBy(cur, c.o.SigningRoot) {
+		return "the trust bundle's signing root did not issue it"
+	}
+	return ""
+}
+
+// verifiedBy reports whether the certificate verifies against the roots
+// that roots returns (true when they are unknown).
+func (c *Cert) verifiedBy(cur *issued, roots func() ([]byte, error)) bool {
+	if roots == nil || cur.pair.Leaf == nil {
+		return true
+	}
+	pemRoots, err := roots()
+	if err != nil || len(pemRoots) == 0 {
 		return true
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(roots) {
+	if !pool.AppendCertsFromPEM(pemRoots) {
 		return true
 	}
 	inter := x509.NewCertPool()

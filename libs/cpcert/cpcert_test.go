@@ -52,6 +52,7 @@ func (f *fakeCA) Bootstrap(_ context.Context, req *cav1.BootstrapRequest) (*cav1
 	if fail {
 		f.failNext--
 	}
+	root, rootKey := f.root, f.rootKey
 	f.mu.Unlock()
 	if fail {
 		return nil, status.Error(codes.Unavailable, "the CA is down")
@@ -65,7 +66,7 @@ func (f *fakeCA) Bootstrap(_ context.Context, req *cav1.BootstrapRequest) (*cav1
 	now := time.Now()
 	tmpl := &x509.Certificate{SerialNumber: serial, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(f.ttl),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: req.DnsNames}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, f.root, csr.PublicKey, f.rootKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, root, csr.PublicKey, rootKey)
 	if err != nil {
 		return nil, status.Error(codes.Internal, err.Error())
 	}
@@ -83,6 +84,13 @@ func (f *fakeCA) WatchTrustBundle(_ *cav1.WatchTrustBundleRequest, s grpc.Server
 			}
 		}
 	}
+}
+
+// signWith makes root the CA's signing root.
+func (f *fakeCA) signWith(root *x509.Certificate, key *ecdsa.PrivateKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.root, f.rootKey = root, key
 }
 
 func (f *fakeCA) bootstraps() []*cav1.BootstrapRequest {
@@ -338,5 +346,56 @@ func TestRenewsWhenTheBundleDropsItsRoot(t *testing.T) {
 	}
 	if cur, _ := c.GetCertificate(nil); cur == first {
 		t.Error("still serving the first certificate")
+	}
+}
+
+// TestRenewsWhenANewRootSigns: at the switch step of a root rotation (the
+// bundle holds both roots, the new one signing) the certificate is renewed
+// at once, from the new root, so that the last step (the old root
+// removed) finds it valid; a bundle change that keeps the signing root
+// renews nothing.
+func TestRenewsWhenANewRootSigns(t *testing.T) {
+	ca, client := startFakeCA(t, time.Hour)
+	b := NewBundle(client, nil, 10*time.Millisecond, 50*time.Millisecond)
+	c, _ := New(Options{Client: client, Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE, Token: func() (string, error) { return "tok", nil },
+		Roots: b.RootsPEM, SigningRoot: b.SigningRootPEM, BundleChanged: b.Subscribe()})
+	if err := c.RenewUntilDone(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = b.Start(ctx) }()
+	go func() { defer wg.Done(); _ = c.Start(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	oldPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.root.Raw})
+	next, nextKey := newRoot(t)
+	nextPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: next.Raw})
+	// Step 1: the new root is added, the old one still signs: no renewal.
+	ca.bundles <- &meshv1.TrustBundle{Version: "v1", Roots: []*meshv1.TrustRoot{{Id: "old", CertificatePem: oldPEM, Signing: true}, {Id: "new", CertificatePem: nextPEM}}}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(ca.bootstraps()); n != 1 {
+		t.Fatalf("%d Bootstrap calls after a bundle whose signing root issued the certificate, want 1", n)
+	}
+	// Step 2: the new root signs.
+	ca.signWith(next, nextKey)
+	ca.bundles <- &meshv1.TrustBundle{Version: "v2", Roots: []*meshv1.TrustRoot{{Id: "old", CertificatePem: oldPEM}, {Id: "new", CertificatePem: nextPEM, Signing: true}}}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(ca.bootstraps()) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("not renewed when the new root began to sign")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cur, _ := c.GetCertificate(nil)
+	if err := cur.Leaf.CheckSignatureFrom(next); err != nil {
+		t.Errorf("the renewed certificate is not from the new root: %v", err)
+	}
+	// Step 3: the old root is removed; the certificate already verifies.
+	ca.bundles <- &meshv1.TrustBundle{Version: "v3", Roots: []*meshv1.TrustRoot{{Id: "new", CertificatePem: nextPEM, Signing: true}}}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(ca.bootstraps()); n != 2 {
+		t.Errorf("%d Bootstrap calls after the old root was removed, want 2 (renewed at the switch only)", n)
 	}
 }

@@ -2,6 +2,7 @@ package proxyless
 
 import (
 	"bytes"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -422,7 +423,7 @@ func TestProxylessGRPCBookstore(t *testing.T) {
 	// certificates from it; the old root is removed. Calls at 50/s: none
 	// fails.
 	t.Run("root rotation", func(t *testing.T) {
-		rootRotation(t, m, buyer, []*workload{buyer, v1, v2})
+		rootRotation(t, m, edges.Addr(), buyer, []*workload{buyer, v1, v2})
 	})
 }
 
@@ -472,6 +473,47 @@ func refresh(t *testing.T, w *workload) time.Duration {
 	return d
 }
 
+// pemBlock is the DER of the first PEM block of b.
+func pemBlock(t *testing.T, b []byte) []byte {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	return blk.Bytes
+}
+
+// servedFrom dials addr and checks that the certificate it serves was
+// issued by root. The handshake may then fail for want of a client
+// certificate; the server's certificate was seen first.
+func servedFrom(addr string, root *x509.Certificate) error {
+	var chain []*x509.Certificate
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12,
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			for _, der := range raw {
+				if c, err := x509.ParseCertificate(der); err == nil {
+					chain = append(chain, c)
+				}
+			}
+			return nil
+		}})
+	if err == nil {
+		conn.Close()
+	}
+	if len(chain) == 0 {
+		return fmt.Errorf("%s served no certificate: %v", addr, err)
+	}
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AddCert(root)
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := chain[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("%s serves a certificate not from the new root (serial %s): %v", addr, chain[0].SerialNumber, err)
+	}
+	return nil
+}
+
 // pemCount is the number of PEM blocks in b.
 func pemCount(b []byte) int {
 	n := 0
@@ -484,7 +526,7 @@ func pemCount(b []byte) int {
 }
 
 // rootRotation: see the subtest.
-func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) {
+func rootRotation(t *testing.T, m *stack.Mesh, edgeAddr string, buyer *workload, ws []*workload) {
 	const oldRoot, newRoot = "osm-ca-root", "osm-ca-root-proxyless"
 	rr := &callLog{}
 	buyer.run(t, rr, "call", "--target", target, "--methods", "Buy", "--rate", "50", "--json", "--report", "0")
@@ -561,16 +603,22 @@ func rootRotation(t *testing.T, m *stack.Mesh, buyer *workload, ws []*workload) 
 		return -1
 	})
 	t.Logf("root rotation: the server saw the client's certificate from the new root %s after the first step", rr.from(mark)[seen-1].at().Sub(t0).Round(time.Millisecond))
-	// The injector's own certificate, with which it calls the CA (its
-	// trust bundle watch included), is from the old root and is not
-	// reissued when the CA signs with the new one: restarted, it
-	// bootstraps one from the new root, as a rolling restart of the
-	// control plane between the steps does. Meanwhile every workload's
-	// gRPC reads its new certificates, and every connection passes the
+	// The injector's and the edge's own certificates (the injector calls
+	// the CA with its own, its trust bundle watch included; the edge serves
+	// ADS with its own) are reissued from the new root when the bundle
+	// says it signs, without a restart. Meanwhile every workload's gRPC
+	// reads its new certificates, and every connection passes the
 	// servers' 3 s age.
 	t1 := time.Now()
-	if err := m.Restart(t.Context(), stack.Injector); err != nil {
+	signing, err := x509.ParseCertificate(pemBlock(t, caclient.SigningRootPEM(m.Bundle())))
+	if err != nil {
 		t.Fatal(err)
+	}
+	for c, addr := range map[stack.Component]string{stack.Injector: m.Addr(stack.Injector), stack.Edge: edgeAddr} {
+		if err := stack.Eventually(t.Context(), 30*time.Second, func() error { return servedFrom(addr, signing) }); err != nil {
+			t.Fatalf("root rotation: %s's own certificate: %v", c, err)
+		}
+		t.Logf("root rotation: %s serves its own certificate from the new root %s after the workloads' certificates were asked for", c, time.Since(t1).Round(time.Millisecond))
 	}
 	time.Sleep(every + 4*time.Second - time.Since(t1))
 	// 3: remove the old root; the injector makes every workload trust the

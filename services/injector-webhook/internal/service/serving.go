@@ -122,8 +122,9 @@ func servingTLS(ctx context.Context, log *logrus.Entry, c Config, ca *caConns, b
 	cert, err := cpcert.New(cpcert.Options{Role: cav1.ComponentRole_COMPONENT_ROLE_INJECTOR_WEBHOOK,
 		Client: cav1.NewCertificateAuthorityServiceClient(ca.boot), TokenType: c.CA.Credential.TokenType(), Token: c.CA.Credential.Token,
 		DNSNames: c.ServingDNSNames(), TTL: c.CA.OwnCertTTL, Log: log,
-		// Renew at once if a rotation drops the root that issued it.
-		Roots: bundle.RootsPEM, BundleChanged: bundle.Subscribe(),
+		// Renew at once when a rotation's new root begins to sign, or
+		// drops the root that issued it.
+		Roots: bundle.RootsPEM, SigningRoot: bundle.SigningRootPEM, BundleChanged: bundle.Subscribe(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("serving certificate: %w", err)

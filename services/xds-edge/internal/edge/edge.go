@@ -74,6 +74,10 @@ type Deps struct {
 	// with the ADS listener's mutual TLS (the same serving certificate and
 	// client roots), to the operator's certificate only.
 	Debug net.Listener
+	// BundleChanged, when set, receives a value (without blocking) after
+	// each trust bundle the edge applies: the edge's own certificate
+	// renews at a root rotation's switch (cpcert.Options.BundleChanged).
+	BundleChanged chan<- struct{}
 }
 
 // Edge is one xds-edge replica.
@@ -82,6 +86,8 @@ type Edge struct {
 	clientCAs atomic.Pointer[x509.CertPool]
 	// bundleRoots are the current mesh-trust bundle's roots, PEM.
 	bundleRoots atomic.Pointer[[]byte]
+	// signingRoot is the current bundle's signing root, PEM.
+	signingRoot atomic.Pointer[[]byte]
 	srv         *xds.Server
 	feed        *feed
 	grpc        *grpc.Server
@@ -229,8 +235,25 @@ func (e *Edge) trustBundle(b *meshv1.TrustBundle) {
 		}
 	}
 	e.clientCAs.Store(pool)
-	roots := caclient.RootsPEM(b)
+	roots, signing := caclient.RootsPEM(b), caclient.SigningRootPEM(b)
 	e.bundleRoots.Store(&roots)
+	e.signingRoot.Store(&signing)
+	if e.d.BundleChanged != nil {
+		select {
+		case e.d.BundleChanged <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SigningRoot is the root of the mesh-trust bundle the edge applied last
+// that signs now, PEM; nil before the first bundle or when none is marked
+// signing.
+func (e *Edge) SigningRoot() []byte {
+	if r := e.signingRoot.Load(); r != nil {
+		return *r
+	}
+	return nil
 }
 
 // BundleRoots are the roots of the mesh-trust bundle the edge applied last,

@@ -178,7 +178,22 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		}
 		return nil
 	}
-	own, err := c.ownCert(ctx, rt)
+	bundleChanged := make(chan struct{}, 1)
+	own, err := c.ownCert(ctx, rt, bundleSource{
+		roots: func() ([]byte, error) {
+			if e := applied.Load(); e != nil {
+				return e.BundleRoots(), nil
+			}
+			return nil, nil
+		},
+		signing: func() ([]byte, error) {
+			if e := applied.Load(); e != nil {
+				return e.SigningRoot(), nil
+			}
+			return nil, nil
+		},
+		changed: bundleChanged,
+	})
 	if err != nil {
 		return err
 	}
@@ -222,7 +237,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 		Signer:  cav1.NewCertificateAuthorityServiceClient(caConn),
 		CertTTL: c.certTTL, CertLinger: c.certLinger, CertRetryMax: c.certRetryMax, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
 		Admission: rate.NewLimiter(rate.Limit(c.streamRate), c.streamBurst),
-		Meter:     rt.Meter(),
+		Meter:     rt.Meter(), BundleChanged: bundleChanged,
 	})
 	if err != nil {
 		ln.Close()

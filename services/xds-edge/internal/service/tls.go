@@ -21,10 +21,19 @@ type ownCert struct {
 	conn *grpc.ClientConn
 }
 
+// bundleSource is the mesh-trust bundle as the edge applied it, for the
+// renewal of the edge's own certificate.
+type bundleSource struct {
+	roots, signing func() ([]byte, error)
+	changed        <-chan struct{}
+}
+
 // ownCert obtains the edge's own certificate through Bootstrap, over a
 // connection of its own that presents none, when the edge bootstraps (nil
-// otherwise). Its Start keeps renewing it at half of its lifetime.
-func (c *config) ownCert(ctx context.Context, rt *app.Runtime) (*ownCert, error) {
+// otherwise). Its Start keeps renewing it at half of its lifetime, and at
+// once when a bundle's signing root did not issue it (a root rotation's
+// switch) or the bundle no longer verifies it.
+func (c *config) ownCert(ctx context.Context, rt *app.Runtime, b bundleSource) (*ownCert, error) {
 	if !c.bootstraps() {
 		return nil, nil
 	}
@@ -35,6 +44,7 @@ func (c *config) ownCert(ctx context.Context, rt *app.Runtime) (*ownCert, error)
 	cert, err := cpcert.New(cpcert.Options{
 		Client: cav1.NewCertificateAuthorityServiceClient(conn), Role: cav1.ComponentRole_COMPONENT_ROLE_XDS_EDGE,
 		TokenType: c.ca.Credential.TokenType(), Token: c.ca.Credential.Token, TTL: c.ca.OwnCertTTL, Log: rt.Log,
+		Roots: b.roots, SigningRoot: b.signing, BundleChanged: b.changed,
 	})
 	if err == nil {
 		err = cert.RenewUntilDone(ctx)

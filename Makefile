@@ -85,8 +85,11 @@ fuzz: ## run the fuzz targets for FUZZTIME each (60s by default); the seed corpo
 	@echo "fuzz libs/bus FuzzKeyRoundTrip for $(FUZZTIME)"
 	@cd libs && go test -run '^$$' -fuzz '^FuzzKeyRoundTrip$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./bus/
 
+# run builds osm-dev and runs it, not go run: go run exits 1 when Ctrl-C
+# reaches it, and make reported an error for a clean stop.
 run: ## start the local dev stack on embedded defaults (Ctrl-C stops it)
-	@cd tests && go run ./cmd/osm-dev --dir $(CURDIR)/.osm-dev $(ARGS)
+	@cd tests && go build -o $(CURDIR)/.bin/osm-dev ./cmd/osm-dev
+	@$(CURDIR)/.bin/osm-dev --dir $(CURDIR)/.osm-dev $(ARGS)
 
 soak: ## the 10-minute "day in the life" soak: 1,000 proxies, 2 edges, 2-minute certificates, a root rotation, kill -9 of the compiler and an edge, a NATS restart; prints its table (docs/soak.md); the kube-apiserver harness is built on first use, as by testbins
 	@cd tests && go run ./soak/cmd/soak $(ARGS)

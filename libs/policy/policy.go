@@ -11,8 +11,13 @@
 // reason, field path and message whichever caught the object.
 //
 // A rule that needs another object (a TrafficTarget naming an
-// HTTPRouteGroup that does not exist yet) is the compiler's alone: at
-// admission the objects of one apply arrive in any order.
+// HTTPRouteGroup that does not exist yet, ResolveTrafficTarget) is the
+// compiler's alone: at admission the objects of one apply arrive in any
+// order.
+//
+// Check answers "may this identity send this request to that Service?"
+// from the same rules over a snapshot of the mesh's objects, for osm policy
+// check.
 package policy
 
 import "fmt"

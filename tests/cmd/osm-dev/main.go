@@ -409,5 +409,17 @@ func printTry(out io.Writer, dir string, c *kube.Cluster, traffic bool) error {
 		fmt.Fprintln(out, "      each proxy's new splits are printed as they arrive")
 	}
 	fmt.Fprintln(out, "  kubectl edit trafficsplit -n bookstore bookstore-split")
+	fmt.Fprintf(out, "\nAnd the osm CLI (make osm builds it into .bin/osm), which reads the components' addresses from %s:\n", filepath.Join(dir, osmContextFile))
+	fmt.Fprintf(out, "  export OSM_CONTEXT=%s\n", filepath.Join(dir, osmContextFile))
+	for _, c := range osmTry {
+		fmt.Fprintf(out, "  .bin/osm %s\n      %s\n", c.args, c.what)
+	}
 	return nil
+}
+
+// osmTry are the osm commands printTry suggests against the dev stack.
+var osmTry = []struct{ args, what string }{
+	{"proxy list", "every connected proxy: its pod, identity, edge, ACKed generation and lag"},
+	{"proxy get config bookbuyer/bookbuyer-0 --type cds -o json", "the clusters the edge serves bookbuyer-0's sidecar, as a config dump"},
+	{"proxy get certs bookbuyer/bookbuyer-0", "the SANs, expiry and chain of its certificates (never the keys)"},
 }

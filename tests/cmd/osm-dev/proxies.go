@@ -33,6 +33,7 @@ var proxyTypes = []struct{ short, url string }{
 // workload certificate, as the injector's bootstrap would give Envoy.
 type proxy struct {
 	id   identity.ID
+	node string
 	conn *grpc.ClientConn
 
 	mu       sync.Mutex
@@ -44,8 +45,11 @@ type proxy struct {
 }
 
 // startProxies connects one simulated proxy per identity to the mesh's
-// edge, each with a workload certificate from the CA.
-func startProxies(ctx context.Context, m *stack.Mesh, ids []identity.ID) ([]*proxy, error) {
+// edge, each with a workload certificate from the CA. nodes names the
+// node id of an identity's proxy: the UUID the injector gave the demo pod
+// whose sidecar it stands in for, so that the osm CLI finds it by its
+// pod; an identity without one gets osm-dev-<namespace>-<name>.
+func startProxies(ctx context.Context, m *stack.Mesh, ids []identity.ID, nodes map[identity.ID]string) ([]*proxy, error) {
 	var out []*proxy
 	for _, id := range ids {
 		cert, err := m.WorkloadCert(ctx, id, time.Hour)
@@ -56,7 +60,11 @@ func startProxies(ctx context.Context, m *stack.Mesh, ids []identity.ID) ([]*pro
 		if err != nil {
 			return nil, err
 		}
-		p := &proxy{id: id, conn: conn, received: map[string]int{}, acked: map[string]string{}}
+		node := nodes[id]
+		if node == "" {
+			node = "osm-dev-" + id.Namespace + "-" + id.ServiceAccount
+		}
+		p := &proxy{id: id, node: node, conn: conn, received: map[string]int{}, acked: map[string]string{}}
 		out = append(out, p)
 	}
 	return out, nil
@@ -103,7 +111,7 @@ func (p *proxy) updates(typ string) int {
 }
 
 // nodeID is the proxy's node id.
-func (p *proxy) nodeID() string { return "osm-dev-" + p.id.Namespace + "-" + p.id.ServiceAccount }
+func (p *proxy) nodeID() string { return p.node }
 
 // setAcked records the versions the edge says the proxy acknowledged (each
 // of the proxy's streams reports its own types).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/identity"
+	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/stack"
@@ -138,7 +139,7 @@ func startMesh(ctx context.Context, c config, nc *stack.NATS, cluster *kube.Clus
 	if err := writeOSMContext(ctx, c.dir, m, cluster, say); err != nil {
 		return fail(err)
 	}
-	if err := d.connectProxies(ctx, changes); err != nil {
+	if err := d.connectProxies(ctx, cluster, changes); err != nil {
 		return fail(err)
 	}
 	if c.noTraffic {
@@ -170,13 +171,29 @@ func (d *devMesh) trafficRows() []row {
 
 // connectProxies connects the simulated proxies, go-control-plane's ADS
 // client with a workload certificate each as the injector's bootstrap
-// gives Envoy, and waits for their first configuration and its ACKs.
-func (d *devMesh) connectProxies(ctx context.Context, changes io.Writer) error {
+// gives Envoy, and waits for their first configuration and its ACKs. The
+// proxies of bookbuyer and bookthief stand in for the sidecars of the demo
+// pods bookbuyer-0 and bookthief-0, with their node ids (cluster nil: the
+// stack's own).
+func (d *devMesh) connectProxies(ctx context.Context, cluster *kube.Cluster, changes io.Writer) error {
 	var ids []identity.ID
 	for _, n := range []string{"bookbuyer", "bookthief", "bookstore"} {
 		ids = append(ids, identity.New(stack.TrustDomain, n, n))
 	}
-	proxies, err := startProxies(ctx, d.mesh, ids)
+	nodes := map[identity.ID]string{}
+	for _, p := range demoPods {
+		if p.proxyless || cluster == nil {
+			continue
+		}
+		pod, err := cluster.Clientset().CoreV1().Pods(p.ns).Get(ctx, p.name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("read demo pod %s/%s: %w", p.ns, p.name, err)
+		}
+		if uuid := pod.Labels[layout.LabelProxyUUID]; uuid != "" {
+			nodes[identity.New(stack.TrustDomain, p.ns, p.sa)] = uuid
+		}
+	}
+	proxies, err := startProxies(ctx, d.mesh, ids, nodes)
 	if err != nil {
 		return err
 	}

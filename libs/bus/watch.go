@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"sync"
@@ -62,8 +64,9 @@ func (e Event) Decode(m proto.Message) error {
 
 // Watcher delivers the current values of the keys matching a pattern, then
 // EventInitialized, then every later change. It keeps going across NATS
-// disconnects and server restarts: when its consumer is lost it recreates one
-// that resumes after the last revision it delivered.
+// disconnects and server restarts: when its consumer is lost (two
+// heartbeats missed, deleted, or a message missing) it creates a new one,
+// under a new name, that resumes after the last revision it delivered.
 type Watcher struct {
 	bucket string
 	events chan Event
@@ -108,46 +111,96 @@ func (s *Store) Watch(ctx context.Context, pattern string) (*Watcher, error) {
 	if pattern == "" {
 		pattern = ">"
 	}
-	it, pending, err := s.consume(ctx, pattern, 0)
+	f, pending, err := s.consume(ctx, pattern, 0)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s/%s: %w", s.bucket, pattern, err)
 	}
 	created := s.created(ctx)
 	wctx, cancel := context.WithCancel(ctx)
 	w := &Watcher{bucket: s.bucket, events: make(chan Event, 256), cancel: cancel, done: make(chan struct{})}
-	go w.run(wctx, s, pattern, it, pending, created)
+	go w.run(wctx, s, pattern, f, pending, created)
 	return w, nil
 }
 
 // watchHeartbeat is how often the server sends an idle watch a heartbeat.
 // A watch that hears nothing for twice as long (its consumer lost with the
-// server that held it, say) has the ordered consumer recreate it.
+// server that held it, say) replaces its consumer.
 const watchHeartbeat = time.Second
 
-// consume starts an ordered consumer on the keys matching pattern: the
-// last value of each key when from is 0, otherwise every write from stream
-// sequence from on. It returns the iterator and the number of messages
-// pending when it started.
-func (s *Store) consume(ctx context.Context, pattern string, from uint64) (jetstream.MessagesContext, uint64, error) {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{s.prefix + pattern},
-		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
-		// Recover without limit: a watcher must outlive a server restart.
-		MaxResetAttempts: -1,
+// consumerCreateTimeout bounds the creation of a watch's consumer. A
+// consumer the cluster placed on a server that died a moment ago (not yet
+// known to be gone) is never created; the watch then tries again under a
+// new name, which the cluster places anew.
+const consumerCreateTimeout = 5 * time.Second
+
+// consumerInactive is how long the server keeps a watch's consumer that
+// nobody pulls from (a watch stopped, or one that moved to a new
+// consumer); the buckets' streams allow at most 5 minutes.
+const consumerInactive = 5 * time.Minute
+
+// feed is the consumer a watch reads from: an ephemeral pull consumer of
+// its own, without acknowledgements, held in memory by one server.
+type feed struct {
+	name string
+	it   jetstream.MessagesContext
+	// delivered is the consumer sequence of the last message read: each
+	// next one must follow it, or messages were lost on the way.
+	delivered uint64
+}
+
+// consume creates a consumer of the keys matching pattern: the last value
+// of each key when from is 0, otherwise every write from stream sequence
+// from on. It returns the feed and the number of messages pending when it
+// started.
+//
+// The watch manages its consumer itself rather than through nats.go's
+// ordered consumer: that one recreates a lost consumer under the same name
+// again and again, each attempt waiting 10 s, and a consumer of that name
+// that the cluster had assigned to a server that just died is updated in
+// place on the dead server, never answering, until that server returns.
+// Next stays blocked in those attempts all along (issue 15, F2: an edge or
+// the compiler heard nothing for the minute a NATS node stayed down).
+func (s *Store) consume(ctx context.Context, pattern string, from uint64) (*feed, uint64, error) {
+	var id [8]byte
+	if _, err := rand.Read(id[:]); err != nil {
+		return nil, 0, err
+	}
+	cfg := jetstream.ConsumerConfig{
+		Name:              "watch_" + hex.EncodeToString(id[:]),
+		FilterSubject:     s.prefix + pattern,
+		DeliverPolicy:     jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: consumerInactive,
+		Replicas:          1,
+		MemoryStorage:     true,
 	}
 	if from > 0 {
 		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, from
 	}
-	cons, err := s.conn.js.OrderedConsumer(ctx, "KV_"+s.bucket, cfg)
+	cctx, cancel := context.WithTimeout(ctx, consumerCreateTimeout)
+	defer cancel()
+	cons, err := s.conn.js.CreateConsumer(cctx, "KV_"+s.bucket, cfg)
 	if err != nil {
 		return nil, 0, err
 	}
 	pending := cons.CachedInfo().NumPending
-	it, err := cons.Messages(jetstream.PullHeartbeat(watchHeartbeat), jetstream.PullExpiry(5*time.Second))
+	it, err := cons.Messages(jetstream.PullHeartbeat(watchHeartbeat), jetstream.PullExpiry(5*time.Second),
+		jetstream.WithMessagesErrOnMissingHeartbeat(true))
 	if err != nil {
+		s.dropConsumer(cfg.Name)
 		return nil, 0, err
 	}
-	return it, pending, nil
+	return &feed{name: cfg.Name, it: it}, pending, nil
+}
+
+// dropConsumer deletes a consumer the watch no longer reads, in the
+// background: its server may be gone, and the consumer then expires.
+func (s *Store) dropConsumer(name string) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), consumerCreateTimeout)
+		defer cancel()
+		_ = s.conn.js.DeleteConsumer(ctx, "KV_"+s.bucket, name)
+	}()
 }
 
 // ErrBucketRecreated ends a watch whose bucket was deleted and declared
@@ -159,10 +212,6 @@ var ErrBucketRecreated = errors.New("the bucket was recreated; watch it again")
 // recreatedCheck is how often a watch checks that its bucket is the one it
 // started on.
 const recreatedCheck = 2 * time.Second
-
-// stuckAfter is how long a watch lets its consumer fail before it replaces
-// the consumer with a new one resuming after the last revision delivered.
-const stuckAfter = 5 * time.Second
 
 // created is when the bucket's stream was created, zero if unknown.
 func (s *Store) created(ctx context.Context) time.Time {
@@ -193,7 +242,7 @@ func (s *Store) checkRecreated(ctx context.Context, cancel context.CancelCauseFu
 	}
 }
 
-func (w *Watcher) run(ctx context.Context, s *Store, pattern string, it jetstream.MessagesContext, pending uint64, created time.Time) {
+func (w *Watcher) run(ctx context.Context, s *Store, pattern string, f *feed, pending uint64, created time.Time) {
 	defer close(w.done)
 	defer close(w.events)
 	rctx, recreated := context.WithCancelCause(ctx)
@@ -201,14 +250,14 @@ func (w *Watcher) run(ctx context.Context, s *Store, pattern string, it jetstrea
 	if !created.IsZero() {
 		go s.checkRecreated(rctx, recreated, created)
 	}
-	// Stopping the iterator is what ends a Next stuck in the ordered
-	// consumer's resets (they retry while NATS is unreachable).
-	var itMu sync.Mutex
+	// Stopping the iterator is what ends a Next waiting on a lost
+	// connection.
+	var fMu sync.Mutex
 	stopIt := func() {
-		itMu.Lock()
-		cur := it
-		itMu.Unlock()
-		cur.Stop()
+		fMu.Lock()
+		cur := f
+		fMu.Unlock()
+		cur.it.Stop()
 	}
 	context.AfterFunc(rctx, stopIt)
 	defer stopIt()
@@ -229,14 +278,53 @@ func (w *Watcher) run(ctx context.Context, s *Store, pattern string, it jetstrea
 		w.mu.Unlock()
 	}()
 	initialized := false
-	var last uint64       // the stream sequence of the last write delivered
-	var failing time.Time // since when Next has failed, zero while it works
+	var last uint64 // the stream sequence of the last write delivered
 	send := func(ev Event) bool {
 		select {
 		case w.events <- ev:
 			return true
 		case <-rctx.Done():
 			return false
+		}
+	}
+	// replace moves the watch to a new consumer that resumes after the
+	// last write delivered (or starts over before the first values are
+	// in), trying until one is created or the watch ends.
+	replace := func() bool {
+		old := f
+		old.it.Stop()
+		s.dropConsumer(old.name)
+		pause := 100 * time.Millisecond
+		for {
+			from := uint64(0)
+			if initialized {
+				from = last + 1
+			}
+			next, pending, err := s.consume(rctx, pattern, from)
+			if err == nil {
+				fMu.Lock()
+				f = next
+				fMu.Unlock()
+				if rctx.Err() != nil {
+					next.it.Stop()
+					return false
+				}
+				if !initialized && pending == 0 {
+					initialized = true
+					return send(Event{Kind: EventInitialized, Context: ctx})
+				}
+				return true
+			}
+			if s.conn.nc.IsClosed() {
+				fail(fmt.Errorf("watch %s: %w", s.bucket, err))
+				return false
+			}
+			select {
+			case <-rctx.Done():
+				return false
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, time.Second)
 		}
 	}
 	if pending == 0 {
@@ -246,57 +334,38 @@ func (w *Watcher) run(ctx context.Context, s *Store, pattern string, it jetstrea
 		}
 	}
 	for {
-		// No deadline of our own: the ordered consumer notices a lost
-		// consumer only while Next waits past two missed heartbeats.
-		msg, err := it.Next(jetstream.NextContext(rctx))
+		// No deadline of our own: the consumer reports two missed
+		// heartbeats, and the recreated-bucket check cancels rctx.
+		msg, err := f.it.Next(jetstream.NextContext(rctx))
 		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
 			if rctx.Err() != nil {
-				return // recreated: the deferred check says so
+				return // stopped, or recreated: the deferred check says so
 			}
 			if errors.Is(err, jetstream.ErrConnectionClosed) || s.conn.nc.IsClosed() {
 				fail(fmt.Errorf("watch %s: %w", s.bucket, err))
 				return
 			}
-			if failing.IsZero() {
-				failing = time.Now()
-			}
-			// The ordered consumer recreates its consumer on lost
-			// heartbeats, reconnects and leader changes. One that keeps
-			// failing (its iterator closed, its resets refused) is
-			// replaced: the new one resumes after the last write
-			// delivered, or starts over before the first values are in.
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || time.Since(failing) >= stuckAfter {
-				from := uint64(0)
-				if initialized {
-					from = last + 1
-				}
-				next, _, rerr := s.consume(rctx, pattern, from)
-				if rerr == nil {
-					it.Stop()
-					itMu.Lock()
-					it = next
-					itMu.Unlock()
-					failing = time.Time{}
-					if rctx.Err() != nil {
-						next.Stop()
-					}
-					continue
-				}
-			}
-			select {
-			case <-rctx.Done():
-			case <-time.After(100 * time.Millisecond):
+			// Heartbeats missed (the consumer went with its server), the
+			// consumer deleted, or the iterator closed: a new consumer
+			// resumes after the last write delivered.
+			if !replace() {
+				return
 			}
 			continue
 		}
-		failing = time.Time{}
 		meta, err := msg.Metadata()
 		if err != nil {
 			continue
 		}
+		if meta.Sequence.Consumer != f.delivered+1 {
+			// A message was lost on the way (the client dropped it, say):
+			// resume after the last one delivered.
+			if !replace() {
+				return
+			}
+			continue
+		}
+		f.delivered = meta.Sequence.Consumer
 		last = meta.Sequence.Stream
 		ev := Event{
 			Key:      msg.Subject()[len(s.prefix):],

@@ -28,12 +28,16 @@ type revisions struct {
 func watchRevisions(ctx context.Context, t *testing.T, c *bus.Conn, buckets ...string) *revisions {
 	t.Helper()
 	r := &revisions{last: map[string]map[string]bus.Event{}}
+	// Every bucket's map before the first watch starts: the watches read
+	// r.last under r.mu, and writing it here meanwhile was a data race.
+	for _, b := range buckets {
+		r.last[b] = map[string]bus.Event{}
+	}
 	for _, b := range buckets {
 		st, err := c.Bucket(ctx, b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		r.last[b] = map[string]bus.Event{}
 		go func() {
 			for ctx.Err() == nil {
 				w, err := st.Watch(ctx, ">")

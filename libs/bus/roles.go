@@ -110,7 +110,8 @@ func PermissionsFor(r Role) (*Permissions, error) {
 }
 
 // readSubjects are the JetStream API subjects needed to get keys from and
-// watch a KV bucket with ordered consumers and direct gets.
+// watch a KV bucket with ephemeral pull consumers (see Store.Watch) and
+// direct gets.
 func readSubjects(bucket string) []string {
 	s := "KV_" + bucket
 	return []string{

@@ -224,7 +224,7 @@ func (s *Store) created(ctx context.Context) time.Time {
 
 // checkRecreated cancels the watch with ErrBucketRecreated once the
 // bucket's stream is not the one created at created. A recreated bucket
-// starts its revisions over; the ordered consumer would wait past the old
+// starts its revisions over; the watch's consumer would wait past the old
 // ones and miss everything.
 func (s *Store) checkRecreated(ctx context.Context, cancel context.CancelCauseFunc, created time.Time) {
 	t := time.NewTicker(recreatedCheck)

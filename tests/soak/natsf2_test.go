@@ -101,7 +101,9 @@ func heldBy(n *stack.NATS, i int) (map[string][2]uint64, error) {
 // have three replicas (the writers run with --kv-replicas 3) and every
 // service is given the three URLs. During a burst of policy edits, and of
 // the test's own KV writes, the server leading KV mesh-observed is killed
-// with SIGKILL, then started again. The quorum holds: every edit reaches
+// with SIGKILL, then started again once every edit converged, or after a
+// minute (a restart about a minute after the kill is a symptom: edits did
+// not converge without the server). The quorum holds: every edit reaches
 // every affected proxy; the test's writes all land after the client's
 // retry (0 publish failures); no KV revision is lost: each key of
 // mesh-observed, mesh-compiled and the test's bucket is at the last
@@ -115,7 +117,10 @@ func heldBy(n *stack.NATS, i int) (map[string][2]uint64, error) {
 //	go test -race -run TestF2NATSNodeKilled -v ./soak/
 //
 // in tests/. It found that a watch whose consumer died with its server
-// heard of it never (libs/bus: Watcher).
+// heard of it never, then that nats.go's ordered consumer, recreating it
+// under the same name, could be stuck on the dead server until it returned
+// (libs/bus: Watcher; TestWatchOutlivesTheServerOfItsConsumer in
+// tests/stack).
 func TestF2NATSNodeKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the control plane on a three-server NATS cluster")

@@ -474,7 +474,7 @@ func evaluate(m *Mesh, req Request, id Identity, l leg, mine []target) Leg {
 		for _, r := range routes {
 			if name, ok := allows(r); ok {
 				out.TrafficTarget, out.Route, out.Allowed = name, r.describe(id.Namespace), true
-				return deny(CheckAllowed, "TrafficTarget %s allows %s %s (no --path or --method: the first route allowing the source)", name, req.Source, r.describe(id.Namespace))
+				return deny(CheckAllowed, "TrafficTarget %s allows %s through %s (no path or method given: the first route allowing the source)", name, req.Source, r.describe(id.Namespace))
 			}
 		}
 		return notAllowed()
@@ -487,7 +487,7 @@ func evaluate(m *Mesh, req Request, id Identity, l leg, mine []target) Leg {
 		// Envoy takes the first route matching; its RBAC decides.
 		if name, ok := allows(r); ok {
 			out.TrafficTarget, out.Route, out.Allowed = name, r.describe(id.Namespace), true
-			return deny(CheckAllowed, "TrafficTarget %s allows %s %s", name, req.Source, r.describe(id.Namespace))
+			return deny(CheckAllowed, "TrafficTarget %s allows %s %s through %s", name, req.Source, requestString(req), r.describe(id.Namespace))
 		}
 		if hasSource(accepted, req.Source) {
 			out.Route = r.describe(id.Namespace)
@@ -505,7 +505,7 @@ func evaluate(m *Mesh, req Request, id Identity, l leg, mine []target) Leg {
 				}
 			}
 		}
-		return deny(CheckRouteNotMatched, "no route of %s's port %d matches %s; %s may use %s", id, l.port.TargetPort, requestString(req), req.Source, strings.Join(keys, ", "))
+		return deny(CheckRouteNotMatched, "no route to %s on port %d matches %s; %s may use %s", id, l.port.TargetPort, requestString(req), req.Source, strings.Join(keys, ", "))
 	}
 	return notAllowed()
 }

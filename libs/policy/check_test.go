@@ -76,7 +76,7 @@ func TestCheck(t *testing.T) {
 		{name: "bookthief denied", req: req("bookthief/bookthief", "bookstore/bookstore", "", "GET", "/books-bought"), reason: CheckSourceNotAllowed,
 			message: "no TrafficTarget with the destination bookstore/bookstore lists the source bookthief/bookthief (bookstore/bookbuyer-access-bookstore)"},
 		{name: "path not matched", req: req("bookbuyer/bookbuyer", "bookstore/bookstore", "", "GET", "/admin"), reason: CheckRouteNotMatched,
-			message: "no route of bookstore/bookstore's port 14001 matches GET /admin; bookbuyer/bookbuyer may use HTTPRouteGroup bookstore/bookstore-service-routes match books-bought, HTTPRouteGroup bookstore/bookstore-service-routes match buy-a-book"},
+			message: "no route to bookstore/bookstore on port 14001 matches GET /admin; bookbuyer/bookbuyer may use HTTPRouteGroup bookstore/bookstore-service-routes match books-bought, HTTPRouteGroup bookstore/bookstore-service-routes match buy-a-book"},
 		{name: "method not matched", req: req("bookbuyer/bookbuyer", "bookstore/bookstore", "", "POST", "/books-bought"), reason: CheckRouteNotMatched},
 		{name: "path must match whole", req: req("bookbuyer/bookbuyer", "bookstore/bookstore", "", "GET", "/books-bought/2"), reason: CheckRouteNotMatched},
 		{name: "permissive", mut: func(m *Mesh) { m.Permissive = true }, req: req("bookthief/bookthief", "bookstore/bookstore", "", "GET", "/admin"), allowed: true, reason: CheckPermissive,

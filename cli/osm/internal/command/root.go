@@ -76,6 +76,9 @@ of the ServiceAccount osm-operator (osm proxy --help).`,
   # against the dev stack
   OSM_CONTEXT=.osm-dev/osm-context.json osm proxy list
 
+  # may bookbuyer GET /books-bought on bookstore? which policy allows it?
+  osm policy check --from bookbuyer/bookbuyer --to bookstore/bookstore --path /books-bought --method GET
+
   # shell completion for bash (see osm completion --help for the others)
   source <(osm completion bash)`,
 		SilenceUsage:  true,
@@ -91,6 +94,7 @@ of the ServiceAccount osm-operator (osm proxy --help).`,
 	pf.StringVar(&g.osmContext, "osm-context", "", "context file naming the components' addresses, which the dev stack writes (default $"+osmctx.EnvVar+"; unset: reach them through the Kubernetes API)")
 	root.AddCommand(installCommand(g), upgradeCommand(g), uninstallCommand(g), namespaceCommand(g), proxyCommand(g))
 	root.AddCommand(checkCommand(g))
+	root.AddCommand(policyCommand(g), versionCommand(g))
 	addBuiltinExamples(root)
 	return root
 }

@@ -30,6 +30,13 @@ type File struct {
 	CertAuthority Endpoint `json:"certAuthority"`
 	// Edges are the xds-edge replicas' debug API listeners.
 	Edges []Endpoint `json:"edges"`
+	// Compilers are the policy-compiler replicas' admin listeners (plain
+	// HTTP, /metrics), which osm verify reads for the latest generation
+	// and the rejected policies; optional.
+	Compilers []Endpoint `json:"compilers,omitempty"`
+	// NATSMonitors are the NATS servers' monitoring listeners (plain HTTP,
+	// /jsz), which osm verify reads for the buckets; optional.
+	NATSMonitors []Endpoint `json:"natsMonitors,omitempty"`
 }
 
 // Endpoint is one component's listener.

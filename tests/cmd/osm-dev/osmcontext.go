@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,11 +45,18 @@ func writeOSMContext(ctx context.Context, dir string, m *stack.Mesh, cluster *ku
 		return fmt.Errorf("write the CA's roots: %w", err)
 	}
 	path := filepath.Join(dir, osmContextFile)
-	if err := osmctx.Write(path, &osmctx.File{
+	f := &osmctx.File{
 		Kubeconfig: cluster.KubeconfigPath(), Namespace: controlPlaneNS, CARootsFile: roots,
 		CertAuthority: osmctx.Endpoint{Addr: m.Addr(stack.CertAuthority), ServerName: m.CAServerName()},
 		Edges:         []osmctx.Endpoint{{Name: "osm-dev-edge-0", Addr: debugAddr}},
-	}); err != nil {
+		// osm verify reads the compiler's /metrics and NATS's monitoring
+		// (the in-process NATS has none: verify says so)
+		Compilers: []osmctx.Endpoint{{Name: "osm-dev-compiler", Addr: m.AdminAddr(stack.Compiler)}},
+	}
+	for i := range m.NATS().Servers() {
+		f.NATSMonitors = append(f.NATSMonitors, osmctx.Endpoint{Name: fmt.Sprintf("osm-dev-nats-%d", i), Addr: strings.TrimPrefix(m.NATS().MonitorURL(i), "http://")})
+	}
+	if err := osmctx.Write(path, f); err != nil {
 		return err
 	}
 	say("edge debug API on %s; the osm CLI's context is %s: export %s=%s, then osm proxy list (make osm builds .bin/osm)",

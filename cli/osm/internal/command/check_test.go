@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/openservicemesh/osm/cli/osm/internal/chart"
 	osmkube "github.com/openservicemesh/osm/tests/kube"
 )
 
@@ -18,19 +21,7 @@ import (
 func TestCheck(t *testing.T) {
 	ctx := t.Context()
 	const ns = "osm-check"
-	crds, err := osmkube.CRDDir()
-	if err == nil {
-		err = cluster.ApplyCRDs(ctx, crds)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	// the chart's CRDs are left as they were found
-	t.Cleanup(func() {
-		if err := cluster.ApplyCRDs(context.Background(), crds); err != nil {
-			t.Errorf("restore the CRDs: %v", err)
-		}
-	})
+	withChartCRDs(t)
 
 	golden(t, "check.txt", mustOSM(t, "check", "-n", ns))
 
@@ -91,4 +82,60 @@ func TestCheck(t *testing.T) {
 	if roleRules == 0 {
 		t.Errorf("check as a user without RBAC names no ClusterRole whose rules it lacks; failed: %v", failed)
 	}
+}
+
+// withChartCRDs applies the chart's CRDs for the test and, when it ends,
+// puts them back as they were: the ones the test found are applied again
+// (a test may delete or alter one), the others deleted, as the install
+// test expects a cluster without them.
+func withChartCRDs(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
+	dir, err := osmkube.CRDDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := chart.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := crdNames(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var absent []string
+	for _, n := range names {
+		if _, err := cluster.Dynamic().Resource(crdGVR).Get(ctx, n, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			absent = append(absent, n)
+		}
+	}
+	if err := cluster.ApplyCRDs(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := cluster.ApplyCRDs(ctx, dir); err != nil {
+			t.Errorf("restore the CRDs: %v", err)
+		}
+		for _, n := range absent {
+			if err := cluster.Dynamic().Resource(crdGVR).Delete(ctx, n, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+				t.Errorf("delete CRD %s: %v", n, err)
+			}
+		}
+		// a CRD goes once its objects are gone
+		deadline := time.Now().Add(time.Minute)
+		for _, n := range absent {
+			for {
+				_, err := cluster.Dynamic().Resource(crdGVR).Get(ctx, n, metav1.GetOptions{})
+				if apierrors.IsNotFound(err) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("CRD %s still there a minute after its deletion: %v", n, err)
+					return
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+		}
+	})
 }

@@ -163,6 +163,8 @@ func TestInstallNamespaceUninstall(t *testing.T) {
 	t.Run("namespace", func(t *testing.T) { testNamespaces(t, objs) })
 
 	step("namespaces")
+	t.Run("verify", testVerifyInstalled)
+	step("verify")
 	// Uninstall: only the CRDs stay.
 	out = mustOSM(t, "uninstall", "-n", testNamespace)
 	if !strings.Contains(out, "kubectl delete crd ") || !strings.Contains(out, " traffictargets.access.smi-spec.io") ||

@@ -94,6 +94,7 @@ of the ServiceAccount osm-operator (osm proxy --help).`,
 	pf.StringVar(&g.osmContext, "osm-context", "", "context file naming the components' addresses, which the dev stack writes (default $"+osmctx.EnvVar+"; unset: reach them through the Kubernetes API)")
 	root.AddCommand(installCommand(g), upgradeCommand(g), uninstallCommand(g), namespaceCommand(g), proxyCommand(g))
 	root.AddCommand(checkCommand(g))
+	root.AddCommand(verifyCommand(g))
 	root.AddCommand(policyCommand(g), versionCommand(g))
 	addBuiltinExamples(root)
 	return root

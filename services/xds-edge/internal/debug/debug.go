@@ -50,6 +50,7 @@ import (
 type Source interface {
 	Proxies() []xds.ProxyState
 	Served(nodeID string, typeURLs []string) (xds.ProxyState, []xds.ServedResource, bool)
+	Applied() pool.Gen
 }
 
 var _ Source = (*xds.Server)(nil)
@@ -73,6 +74,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET "+edgedebug.PathProxies, o.list)
 	mux.HandleFunc("GET "+edgedebug.PathProxies+"/{node}/config", o.config)
 	mux.HandleFunc("GET "+edgedebug.PathProxies+"/{node}/certs", o.certs)
+	mux.HandleFunc("GET "+edgedebug.PathEdge, o.edge)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := Authorize(r.TLS, o.TrustDomain); err != nil {
 			o.Log.WithFields(logrus.Fields{"path": r.URL.Path, "remote_addr": r.RemoteAddr}).WithError(err).Warn("debug api call refused")

@@ -90,6 +90,31 @@ type Conn struct {
 
 	mu      sync.Mutex
 	lastErr error
+	// reconnected is closed at the next reconnect (see nextReconnect).
+	reconnected chan struct{}
+}
+
+// nextReconnect returns a channel closed when the connection next
+// reconnects. A watch then moves to a new consumer at once: the one it
+// read may have gone with the server it was on, and would be noticed only
+// after two missed heartbeats.
+func (c *Conn) nextReconnect() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reconnected == nil {
+		c.reconnected = make(chan struct{})
+	}
+	return c.reconnected
+}
+
+// reconnect tells the callers of nextReconnect.
+func (c *Conn) reconnect() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reconnected != nil {
+		close(c.reconnected)
+		c.reconnected = nil
+	}
 }
 
 // Connect dials NATS. It retries the first connection until ConnectTimeout and
@@ -108,7 +133,10 @@ func Connect(ctx context.Context, o Options) (*Conn, error) {
 		nats.PingInterval(PingInterval),
 		nats.MaxPingsOutstanding(MaxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.emit(o, ConnEvent{Kind: "disconnected", Err: err}) }),
-		nats.ReconnectHandler(func(*nats.Conn) { c.emit(o, ConnEvent{Kind: "reconnected"}) }),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			c.reconnect()
+			c.emit(o, ConnEvent{Kind: "reconnected"})
+		}),
 		nats.ClosedHandler(func(*nats.Conn) { c.emit(o, ConnEvent{Kind: "closed"}) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			c.mu.Lock()

@@ -261,6 +261,18 @@ func (w *Watcher) run(ctx context.Context, s *Store, pattern string, f *feed, pe
 	}
 	context.AfterFunc(rctx, stopIt)
 	defer stopIt()
+	// A reconnect stops the iterator too: Next then fails and the loop
+	// below moves to a new consumer.
+	go func() {
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-s.conn.nextReconnect():
+				stopIt()
+			}
+		}
+	}()
 	fail := func(err error) {
 		w.mu.Lock()
 		w.err = err
@@ -346,8 +358,8 @@ func (w *Watcher) run(ctx context.Context, s *Store, pattern string, f *feed, pe
 				return
 			}
 			// Heartbeats missed (the consumer went with its server), the
-			// consumer deleted, or the iterator closed: a new consumer
-			// resumes after the last write delivered.
+			// consumer deleted, or the iterator closed (by a reconnect, say):
+			// a new consumer resumes after the last write delivered.
 			if !replace() {
 				return
 			}

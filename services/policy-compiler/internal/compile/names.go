@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/openservicemesh/osm/libs/policy"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 )
 
@@ -27,26 +28,13 @@ const (
 // manager.
 func (p Protocol) IsHTTP() bool { return p == ProtocolHTTP || p == ProtocolGRPC }
 
-// ProtocolOf is the protocol of a service port: its appProtocol when that is
-// http, grpc or tcp (kubernetes.io/h2c counts as grpc), otherwise the prefix
-// of its name ("http", "http-web", "grpc-api"), otherwise tcp.
+// ProtocolOf is the protocol of a service port (libs/policy's
+// ProtocolOf, which osm policy check reads ports with too): its
+// appProtocol when that is http, grpc or tcp (kubernetes.io/h2c counts as
+// grpc), otherwise the prefix of its name ("http", "http-web",
+// "grpc-api"), otherwise tcp.
 func ProtocolOf(appProtocol, portName string) Protocol {
-	switch strings.ToLower(appProtocol) {
-	case "http":
-		return ProtocolHTTP
-	case "grpc", "kubernetes.io/h2c":
-		return ProtocolGRPC
-	case "tcp":
-		return ProtocolTCP
-	}
-	prefix, _, _ := strings.Cut(strings.ToLower(portName), "-")
-	switch prefix {
-	case "http":
-		return ProtocolHTTP
-	case "grpc":
-		return ProtocolGRPC
-	}
-	return ProtocolTCP
+	return Protocol(policy.ProtocolOf(appProtocol, portName))
 }
 
 // ClusterName is the name of the cluster (and of its ClusterLoadAssignment

@@ -1,8 +1,6 @@
 package compile
 
 import (
-	"fmt"
-	"sort"
 
 	"github.com/openservicemesh/osm/libs/policy"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
@@ -98,70 +96,42 @@ type RouteLookup interface {
 	TCPRoute(nn model.NN) (TCPMatch, bool)
 }
 
-// ResolveTrafficTarget validates a TrafficTarget (access v1alpha3, the
-// checks of policy.TrafficTarget) and resolves its rules against the
-// accepted route objects of its namespace.
+// ResolveTrafficTarget validates a TrafficTarget and resolves its rules
+// against the accepted route objects of its namespace: libs/policy's
+// ResolveTrafficTarget, which osm policy check applies too, so that both
+// reject the same objects with the same words.
 func ResolveTrafficTarget(nn model.NN, tt *meshv1.TrafficTarget, routes RouteLookup) (*Target, *Rejection) {
-	if rej := policy.TrafficTarget(nn.Namespace, tt); rej != nil {
+	pt, rej := policy.ResolveTrafficTarget(nn.Namespace, tt, routeLookup{routes})
+	if rej != nil {
 		return nil, rej
 	}
-	t := &Target{Dest: model.Identity{Namespace: nn.Namespace, Name: tt.GetDestination().GetName()}}
-	for _, s := range tt.GetSources() {
-		ns := s.GetNamespace()
-		if ns == "" {
-			ns = nn.Namespace
-		}
-		t.Sources = append(t.Sources, model.Identity{Namespace: ns, Name: s.GetName()})
+	t := &Target{Dest: model.Identity(pt.Dest), HasHTTPRule: pt.HasHTTPRule, TCPAll: pt.TCPAll, TCPPorts: pt.TCPPorts}
+	for _, s := range pt.Sources {
+		t.Sources = append(t.Sources, model.Identity(s))
 	}
-	sort.Slice(t.Sources, func(a, b int) bool { return t.Sources[a].Less(t.Sources[b]) })
-	t.Sources = dedupe(t.Sources)
-	seen := map[string]bool{}
-	for i, r := range tt.GetRules() {
-		path := fmt.Sprintf("spec.rules[%d]", i)
-		rn := model.NN{Namespace: nn.Namespace, Name: r.GetName()}
-		switch r.GetKind() {
-		case model.RuleKindHTTPRouteGroup:
-			matches, ok := routes.HTTPRouteGroup(rn)
-			if !ok {
-				return nil, reject(ReasonRouteNotFound, path+".name", "HTTPRouteGroup %q not found (or rejected) in namespace %q", r.GetName(), nn.Namespace)
-			}
-			t.HasHTTPRule = true
-			names := r.GetMatches()
-			if len(names) == 0 {
-				for name := range matches {
-					names = append(names, name)
-				}
-			}
-			for j, name := range names {
-				m, ok := matches[name]
-				if !ok {
-					return nil, reject(ReasonMatchNotFound, fmt.Sprintf("%s.matches[%d]", path, j), "HTTPRouteGroup %q has no match named %q", r.GetName(), name)
-				}
-				if !seen[m.Key] {
-					seen[m.Key] = true
-					t.HTTP = append(t.HTTP, m)
-				}
-			}
-		case model.RuleKindTCPRoute:
-			m, ok := routes.TCPRoute(rn)
-			if !ok {
-				return nil, reject(ReasonRouteNotFound, path+".name", "TCPRoute %q not found (or rejected) in namespace %q", r.GetName(), nn.Namespace)
-			}
-			if len(m.Ports) == 0 {
-				t.TCPAll = true
-			}
-			t.TCPPorts = append(t.TCPPorts, m.Ports...)
-		default:
-			return nil, reject(ReasonUnknownRuleKind, path+".kind", "kind %q is not supported, want %q or %q", r.GetKind(), model.RuleKindHTTPRouteGroup, model.RuleKindTCPRoute)
-		}
-	}
-	sort.Slice(t.HTTP, func(a, b int) bool { return t.HTTP[a].Key < t.HTTP[b].Key })
-	sort.Slice(t.TCPPorts, func(a, b int) bool { return t.TCPPorts[a] < t.TCPPorts[b] })
-	t.TCPPorts = dedupe(t.TCPPorts)
-	if t.TCPAll {
-		t.TCPPorts = nil
+	for _, m := range pt.HTTP {
+		t.HTTP = append(t.HTTP, HTTPMatch(m))
 	}
 	return t, nil
+}
+
+// routeLookup is a RouteLookup as libs/policy reads it.
+type routeLookup struct{ r RouteLookup }
+
+func (l routeLookup) HTTPRouteGroup(namespace, name string) (map[string]policy.HTTPMatch, bool) {
+	ms, ok := l.r.HTTPRouteGroup(model.NN{Namespace: namespace, Name: name})
+	if !ok {
+		return nil, false
+	}
+	out := make(map[string]policy.HTTPMatch, len(ms))
+	for k, m := range ms {
+		out[k] = policy.HTTPMatch(m)
+	}
+	return out, true
+}
+
+func (l routeLookup) TCPRoute(namespace, name string) (TCPMatch, bool) {
+	return l.r.TCPRoute(model.NN{Namespace: namespace, Name: name})
 }
 
 // Split is a validated TrafficSplit.

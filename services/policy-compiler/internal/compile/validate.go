@@ -1,7 +1,6 @@
 package compile
 
 import (
-
 	"github.com/openservicemesh/osm/libs/policy"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"

@@ -410,10 +410,17 @@ func printDecision(g *globals, d policy.Decision) {
 		head = p.red("denied")
 	}
 	fmt.Fprintf(w, "\n%s (%s): %s\n", head, d.Reason, d.Message)
-	if len(d.Legs) > 1 {
-		for _, l := range d.Legs {
-			fmt.Fprintf(w, "  %s: %s\n", l.Identity, l.Message)
+	// Each destination's own reason, when they differ from the answer's.
+	seen := map[string]bool{d.Message: true}
+	var legs []string
+	for _, l := range d.Legs {
+		if !seen[l.Message] {
+			seen[l.Message] = true
+			legs = append(legs, fmt.Sprintf("  %s (%s): %s", l.Service, l.Identity, l.Message))
 		}
+	}
+	if len(legs) > 0 && len(d.Legs) > 1 {
+		fmt.Fprintln(w, strings.Join(legs, "\n"))
 	}
 	var rejected []string
 	for _, r := range d.Rejected {

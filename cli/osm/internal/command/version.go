@@ -76,7 +76,8 @@ embedded chart's appVersion shows it beside its own ("skew": true in
 json and yaml); osm upgrade installs the embedded chart.
 
 The exit code is non-zero when the cluster cannot be read (the client's
-version is printed first).`,
+version is printed first). Against the dev stack, the context file's
+kubeconfig and namespace are used (--osm-context or $OSM_CONTEXT).`,
 		Example: `  # this osm and the installed mesh
   osm version
 
@@ -94,7 +95,11 @@ version is printed first).`,
 			if client {
 				return versionTable(v, true).print(g.streams.Out, output)
 			}
-			cs, err := g.clientset()
+			err := g.useContextFile(cmd)
+			var cs kubernetes.Interface
+			if err == nil {
+				cs, err = g.clientset()
+			}
 			if err == nil {
 				v.Namespace = g.namespace
 				v.Components, err = meshWorkloadVersions(cmd.Context(), cs, g.namespace)

@@ -42,26 +42,30 @@ func TestPolicyCheck(t *testing.T) {
 		}
 	}
 	mustCreate(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cpNS}}, metav1.CreateOptions{}))
-	for _, ns := range []string{"bookstore", "bookbuyer", "bookthief", "bookwarehouse"} {
+	// The demo's namespaces under names of their own (other tests of the
+	// package use bookstore and bookbuyer), each with its ServiceAccount.
+	nsOf := map[string]string{"bookstore": "store", "bookbuyer": "buyer", "bookthief": "thief", "bookwarehouse": "warehouse"}
+	for sa, ns := range nsOf {
 		lbl := map[string]string{layout.LabelMonitoredBy: mesh}
-		if ns == "bookwarehouse" {
+		if ns == "warehouse" {
 			lbl = nil // not in the mesh
 		}
 		mustCreate(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: lbl}}, metav1.CreateOptions{}))
-		mustCreate(cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}))
+		mustCreate(cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}))
 	}
 	mc := unstructuredMeshConfig(mcName)
 	mc.Object["spec"] = map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}}
 	mustCreate(dyn.Resource(osmkube.MeshConfigs).Namespace(cpNS).Create(ctx, mc, metav1.CreateOptions{}))
-	for _, ns := range []string{"bookstore", "bookwarehouse"} {
+	for _, sa := range []string{"bookstore", "bookwarehouse"} {
+		ns := nsOf[sa]
 		mustCreate(cs.CoreV1().Services(ns).Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: ns},
-			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": ns}, Ports: []corev1.ServicePort{{
+			ObjectMeta: metav1.ObjectMeta{Name: sa},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": sa}, Ports: []corev1.ServicePort{{
 				Name: "http", Port: 14001, TargetPort: intstr.FromString("web"), AppProtocol: ptrTo("http")}}},
 		}, metav1.CreateOptions{}))
 		mustCreate(cs.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: ns + "-v1-0", Labels: map[string]string{"app": ns}},
-			Spec: corev1.PodSpec{ServiceAccountName: ns, Containers: []corev1.Container{{Name: "app", Image: "app",
+			ObjectMeta: metav1.ObjectMeta{Name: sa + "-v1-0", Labels: map[string]string{"app": sa}},
+			Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "app",
 				Ports: []corev1.ContainerPort{{Name: "web", ContainerPort: 14011}}}}},
 		}, metav1.CreateOptions{}))
 	}
@@ -69,16 +73,16 @@ func TestPolicyCheck(t *testing.T) {
 		t.Helper()
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": gvr.GroupVersion().String(), "kind": kind,
-			"metadata": map[string]any{"name": name, "namespace": "bookstore"}, "spec": spec}}
-		mustCreate(dyn.Resource(gvr).Namespace("bookstore").Create(ctx, u, metav1.CreateOptions{}))
+			"metadata": map[string]any{"name": name, "namespace": "store"}, "spec": spec}}
+		mustCreate(dyn.Resource(gvr).Namespace("store").Create(ctx, u, metav1.CreateOptions{}))
 	}
 	create(osmkube.HTTPRouteGroups, "HTTPRouteGroup", "bookstore-service-routes", map[string]any{"matches": []any{
 		map[string]any{"name": "books-bought", "pathRegex": "/books-bought", "methods": []any{"GET"}},
 		map[string]any{"name": "buy-a-book", "pathRegex": ".*a-book.*new", "methods": []any{"GET"}},
 	}})
 	create(osmkube.TrafficTargets, "TrafficTarget", "bookbuyer-access-bookstore", map[string]any{
-		"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "bookstore"},
-		"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "bookbuyer"}},
+		"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "store"},
+		"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": "buyer"}},
 		"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": "bookstore-service-routes", "matches": []any{"buy-a-book", "books-bought"}}},
 	})
 
@@ -103,56 +107,56 @@ func TestPolicyCheck(t *testing.T) {
 
 	// bookbuyer: allowed, naming the TrafficTarget and the match; the
 	// named target port resolved from the pod.
-	out, err := check("--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore:14001", "--path", "/books-bought", "--method", "GET")
+	out, err := check("--from", "buyer/bookbuyer", "--to", "store/bookstore:14001", "--path", "/books-bought", "--method", "GET")
 	if err != nil {
 		t.Fatalf("bookbuyer: %v\n%s", err, out)
 	}
 	golden(t, "policy-check-allowed.txt", out)
-	d := decide("--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore:http", "--path", "/buy-a-book/new", "--method", "get")
-	if l := d.Legs[0]; !d.Allowed || l.TrafficTarget != "bookstore/bookbuyer-access-bookstore" || l.Route != "HTTPRouteGroup bookstore/bookstore-service-routes match buy-a-book" || l.TargetPort != 14011 {
+	d := decide("--from", "buyer/bookbuyer", "--to", "store/bookstore:http", "--path", "/buy-a-book/new", "--method", "get")
+	if l := d.Legs[0]; !d.Allowed || l.TrafficTarget != "store/bookbuyer-access-bookstore" || l.Route != "HTTPRouteGroup store/bookstore-service-routes match buy-a-book" || l.TargetPort != 14011 {
 		t.Errorf("bookbuyer buy-a-book: %+v", d)
 	}
 
 	// bookthief: denied, no TrafficTarget lists it; exit code non-zero.
-	out, err = check("--from", "bookthief/bookthief", "--to", "bookstore/bookstore", "--path", "/books-bought", "--method", "GET")
+	out, err = check("--from", "thief/bookthief", "--to", "store/bookstore", "--path", "/books-bought", "--method", "GET")
 	if !errors.Is(err, errDenied) {
 		t.Fatalf("bookthief: %v, want denied\n%s", err, out)
 	}
 	golden(t, "policy-check-denied.txt", out)
 
 	// A path the route does not match.
-	out, err = check("--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore", "--path", "/admin", "--method", "GET")
+	out, err = check("--from", "buyer/bookbuyer", "--to", "store/bookstore", "--path", "/admin", "--method", "GET")
 	if !errors.Is(err, errDenied) {
 		t.Fatalf("bookbuyer /admin: %v, want denied\n%s", err, out)
 	}
 	golden(t, "policy-check-path.txt", out)
-	if d := decide("--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore", "--path", "/books-bought", "--method", "POST"); d.Reason != policy.CheckRouteNotMatched {
+	if d := decide("--from", "buyer/bookbuyer", "--to", "store/bookstore", "--path", "/books-bought", "--method", "POST"); d.Reason != policy.CheckRouteNotMatched {
 		t.Errorf("POST /books-bought: %s (%s), want %s", d.Reason, d.Message, policy.CheckRouteNotMatched)
 	}
 
 	// A TrafficTarget for bookthief naming a route that does not exist:
 	// rejected, with its field path, in the compiler's words.
 	create(osmkube.TrafficTargets, "TrafficTarget", "bookthief-access-bookstore", map[string]any{
-		"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "bookstore"},
-		"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookthief", "namespace": "bookthief"}},
+		"destination": map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": "store"},
+		"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookthief", "namespace": "thief"}},
 		"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": "bookstore-routes"}},
 	})
-	out, err = check("--from", "bookthief/bookthief", "--to", "bookstore/bookstore", "--path", "/books-bought")
+	out, err = check("--from", "thief/bookthief", "--to", "store/bookstore", "--path", "/books-bought")
 	if !errors.Is(err, errDenied) {
 		t.Fatalf("bookthief with a rejected TrafficTarget: %v, want denied\n%s", err, out)
 	}
 	golden(t, "policy-check-rejected.txt", out)
-	d = decide("--from", "bookthief/bookthief", "--to", "bookstore/bookstore")
+	d = decide("--from", "thief/bookthief", "--to", "store/bookstore")
 	if d.Reason != policy.CheckTargetRejected || len(d.Rejected) != 1 || d.Rejected[0].FieldPath != "spec.rules[0].name" || d.Rejected[0].Reason != policy.ReasonRouteNotFound {
 		t.Errorf("rejected TrafficTarget: %+v", d)
 	}
 
 	// The Service, its namespace, the source's namespace.
 	for _, c := range []struct{ from, to, reason string }{
-		{"bookbuyer/bookbuyer", "bookstore/bookshop", policy.CheckServiceNotFound},
-		{"bookbuyer/bookbuyer", "bookwarehouse/bookwarehouse", policy.CheckNotMeshed},
-		{"bookwarehouse/bookwarehouse", "bookstore/bookstore", policy.CheckNotMeshed},
-		{"bookbuyer/bookbuyer", "bookstore/bookstore:80", policy.CheckPortNotFound},
+		{"buyer/bookbuyer", "store/bookshop", policy.CheckServiceNotFound},
+		{"buyer/bookbuyer", "warehouse/bookwarehouse", policy.CheckNotMeshed},
+		{"warehouse/bookwarehouse", "store/bookstore", policy.CheckNotMeshed},
+		{"buyer/bookbuyer", "store/bookstore:80", policy.CheckPortNotFound},
 	} {
 		if d := decide("--from", c.from, "--to", c.to); d.Allowed || d.Reason != c.reason {
 			t.Errorf("%s → %s: %v %s (%s), want denied %s", c.from, c.to, d.Allowed, d.Reason, d.Message, c.reason)
@@ -164,7 +168,7 @@ func TestPolicyCheck(t *testing.T) {
 		[]byte(`{"spec":{"traffic":{"enablePermissiveTrafficPolicyMode":true}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if d := decide("--from", "bookthief/bookthief", "--to", "bookstore/bookstore", "--path", "/admin"); !d.Allowed || d.Reason != policy.CheckPermissive ||
+	if d := decide("--from", "thief/bookthief", "--to", "store/bookstore", "--path", "/admin"); !d.Allowed || d.Reason != policy.CheckPermissive ||
 		!strings.Contains(d.Message, "MeshConfig "+cpNS+"/"+mcName) {
 		t.Errorf("permissive: %+v", d)
 	}
@@ -175,7 +179,7 @@ func TestPolicyCheck(t *testing.T) {
 	if err := osmctx.Write(ctxFile, &osmctx.File{Kubeconfig: cluster.KubeconfigPath(), Namespace: cpNS, CARootsFile: "roots.pem", CertAuthority: osmctx.Endpoint{Addr: "127.0.0.1:1", ServerName: "ca"}, Edges: []osmctx.Endpoint{{Name: "e", Addr: "127.0.0.1:1", ServerName: "e"}}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = osm(t, "--osm-context", ctxFile, "policy", "check", "--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore")
+	_, err = osm(t, "--osm-context", ctxFile, "policy", "check", "--from", "buyer/bookbuyer", "--to", "store/bookstore")
 	if err == nil || !strings.Contains(err.Error(), "MeshConfig "+cpNS+"/"+defaultMeshConfigName+" not found") {
 		t.Errorf("osm policy check without a release: %v, want the default MeshConfig %s/%s not found", err, cpNS, defaultMeshConfigName)
 	}
@@ -185,11 +189,11 @@ func TestPolicyCheck(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--from", "bookbuyer", "--to", "bookstore/bookstore"}, `--from "bookbuyer": want NAMESPACE/SERVICEACCOUNT`},
-		{[]string{"--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore:"}, `--to "bookstore/bookstore:": want NAMESPACE/SERVICE[:PORT]`},
-		{[]string{"--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore", "--path", "books"}, `--path "books": want an absolute path`},
-		{[]string{"--from", "bookbuyer/bookbuyer", "--to", "bookstore/bookstore", "--mesh-config", "nope"}, "MeshConfig " + cpNS + "/nope not found"},
-		{[]string{"--to", "bookstore/bookstore"}, `required flag(s) "from" not set`},
+		{[]string{"--from", "buyer", "--to", "store/bookstore"}, `--from "buyer": want NAMESPACE/SERVICEACCOUNT`},
+		{[]string{"--from", "buyer/bookbuyer", "--to", "store/bookstore:"}, `--to "store/bookstore:": want NAMESPACE/SERVICE[:PORT]`},
+		{[]string{"--from", "buyer/bookbuyer", "--to", "store/bookstore", "--path", "books"}, `--path "books": want an absolute path`},
+		{[]string{"--from", "buyer/bookbuyer", "--to", "store/bookstore", "--mesh-config", "nope"}, "MeshConfig " + cpNS + "/nope not found"},
+		{[]string{"--to", "store/bookstore"}, `required flag(s) "from" not set`},
 	} {
 		_, err := check(c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

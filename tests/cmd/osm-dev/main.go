@@ -422,4 +422,6 @@ var osmTry = []struct{ args, what string }{
 	{"proxy list", "every connected proxy: its pod, identity, edge, ACKed generation and lag"},
 	{"proxy get config bookbuyer/bookbuyer-0 --type cds -o json", "the clusters the edge serves bookbuyer-0's sidecar, as a config dump"},
 	{"proxy get certs bookbuyer/bookbuyer-0", "the SANs, expiry and chain of its certificates (never the keys)"},
+	{"policy check --from bookbuyer/bookbuyer --to bookstore/bookstore:14001 --path /books-bought --method GET", "allowed: names the TrafficTarget and the route that allow it"},
+	{"policy check --from bookthief/bookthief --to bookstore/bookstore:14001", "denied, and why: no TrafficTarget lists bookthief (exit 1)"},
 }

@@ -4,6 +4,9 @@
 // the certificates in them. It is served over HTTPS with mutual TLS on a
 // listener of its own and answers only the operator's control-plane
 // certificate: the edge has no Kubernetes access to check anything else.
+// Per recent generation (GET /v1/generations), it reports when the
+// compiler and the edge committed it and when each affected proxy ACKed
+// or NACKed it, for osm convergence.
 // It never shows a private key: a config dump's secrets keep their
 // certificates and lose their keys.
 package debug
@@ -51,6 +54,8 @@ type Source interface {
 	Proxies() []xds.ProxyState
 	Served(nodeID string, typeURLs []string) (xds.ProxyState, []xds.ServedResource, bool)
 	Applied() pool.Gen
+	Generations() []xds.GenerationSummary
+	Convergence(g pool.Gen) (xds.GenerationConvergence, bool)
 }
 
 var _ Source = (*xds.Server)(nil)
@@ -75,6 +80,8 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET "+edgedebug.PathProxies+"/{node}/config", o.config)
 	mux.HandleFunc("GET "+edgedebug.PathProxies+"/{node}/certs", o.certs)
 	mux.HandleFunc("GET "+edgedebug.PathEdge, o.edge)
+	mux.HandleFunc("GET "+edgedebug.PathGenerations, o.generations)
+	mux.HandleFunc("GET "+edgedebug.PathGenerations+"/{number}", o.generation)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := Authorize(r.TLS, o.TrustDomain); err != nil {
 			o.Log.WithFields(logrus.Fields{"path": r.URL.Path, "remote_addr": r.RemoteAddr}).WithError(err).Warn("debug api call refused")

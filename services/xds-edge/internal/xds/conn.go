@@ -60,7 +60,9 @@ type typeState struct {
 	// commit is the commit time of the generation whose change is pending,
 	// for the push-to-ACK latency; zero when the pending push was not caused
 	// by a commit.
-	commit   time.Time
+	commit time.Time
+	// gen is the generation of commit, for the convergence records.
+	gen      pool.Gen
 	inflight []sentResponse // oldest first, at most maxInflight
 	acked    string         // the version of the last response ACKed
 	newest   uint64         // the nonce (sequence) of the newest response sent
@@ -188,6 +190,7 @@ type sentResponse struct {
 	seq     uint64
 	version string
 	commit  time.Time
+	gen     pool.Gen // the generation of commit; zero with it
 	// Delta: the versions sent, and what the client held before.
 	sent []sentName
 }
@@ -290,6 +293,9 @@ func (st *typeState) subscription() []pool.ID {
 func (c *conn) remember(st *typeState, sent sentResponse) string {
 	c.nonce++
 	sent.seq = c.nonce
+	if !sent.commit.IsZero() {
+		sent.gen = st.gen
+	}
 	if len(st.inflight) == maxInflight {
 		st.inflight = slices.Delete(st.inflight, 0, 1)
 	}
@@ -339,14 +345,14 @@ func (c *conn) nodeIDValue() string {
 }
 
 // changed marks what a commit changed for this stream and wakes it.
-func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time) {
+func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time, gen pool.Gen) {
 	c.mu.Lock()
 	for typeURL, tc := range types {
 		st := c.lookup(typeURL)
 		if st == nil || !st.subscribed {
 			continue
 		}
-		st.commit = commit
+		st.commit, st.gen = commit, gen
 		if !c.isDelta {
 			st.dirty = true
 			continue
@@ -355,6 +361,18 @@ func (c *conn) changed(types map[string]*pool.TypeChange, commit time.Time) {
 	}
 	c.mu.Unlock()
 	c.wake()
+}
+
+// affectedBy says whether the stream subscribes to one of types.
+func (c *conn) affectedBy(types map[string]*pool.TypeChange) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for typeURL := range types {
+		if st := c.lookup(typeURL); st != nil && st.subscribed {
+			return true
+		}
+	}
+	return false
 }
 
 // secretChanged marks a secret pending and wakes the stream.

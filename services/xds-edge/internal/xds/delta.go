@@ -28,7 +28,7 @@ func (w *deltaStream) recv(s *Server, c *conn) (bool, error) {
 			if d := req.GetErrorDetail(); d != nil {
 				s.rollback(c, st, typeURL, sent.sent)
 				msg := d.GetMessage()
-				after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
+				after = append(after, func() { s.recordNack(ctx, c, typeURL, sent, nonce, msg) })
 			} else {
 				st.acked = sent.version
 				after = append(after, func() { s.recordAck(ctx, c, typeURL, sent) })

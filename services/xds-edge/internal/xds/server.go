@@ -122,6 +122,10 @@ type Options struct {
 	// interval). CONNECTED, NACK and DISCONNECTED are published at once.
 	// Zero publishes every ACK.
 	AckStatusInterval time.Duration
+	// ConvergenceGenerations is how many recent generations the debug
+	// API reports the convergence of (zero: DefaultConvergenceGenerations).
+	// Each holds an entry per proxy its commit affected.
+	ConvergenceGenerations int
 }
 
 // Stats are counters kept alongside the metrics, for tests and debugging.
@@ -156,6 +160,8 @@ type Server struct {
 	metrics instruments
 	// nacks remembers what proxies rejected across their streams.
 	nacks nackMemo
+	// conv remembers the last generations' convergence (osm convergence).
+	conv convergence
 }
 
 type stats struct {
@@ -183,6 +189,10 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		log: o.Log.WithField("component", "xds"), opts: o, pool: pool.New(),
 		byGroup: map[string]map[*conn]struct{}{}, all: map[*conn]struct{}{},
+	}
+	s.conv.max = o.ConvergenceGenerations
+	if s.conv.max <= 0 {
+		s.conv.max = DefaultConvergenceGenerations
 	}
 	// The secrets' names keep their IDs for good: streams look them up
 	// under a read lock, which cannot make IDs.
@@ -312,8 +322,17 @@ func (s *Server) Commit(g *meshv1.Generation) (*pool.Change, error) {
 		}
 	}
 	s.connsMu.Unlock()
+	// The record opens before the streams wake, so that no ACK comes first.
+	affected := make([]*conn, 0, len(targets))
 	for _, c := range targets {
-		c.changed(ch.Groups[c.groupID()], ch.CommitTime)
+		if c.affectedBy(ch.Groups[c.groupID()]) {
+			affected = append(affected, c)
+		}
+	}
+	gen := pool.Gen{Epoch: ch.Epoch, Number: ch.Generation}
+	s.conv.committed(ch, time.Now(), g.GetObservedRevision(), affected)
+	for _, c := range targets {
+		c.changed(ch.Groups[c.groupID()], ch.CommitTime, gen)
 	}
 	for _, gid := range gone {
 		s.evictGroup(gid, ch.Generation)
@@ -685,6 +704,7 @@ func (s *Server) publish(ctx context.Context, c *conn, ev meshv1.ProxyEvent, nac
 // commit of the generation that caused it.
 func (s *Server) recordAck(ctx context.Context, c *conn, typeURL string, sent sentResponse) {
 	s.stats.acks.Add(1)
+	s.conv.answered(c.streamID, sent.gen, time.Now(), nil)
 	if !sent.commit.IsZero() {
 		// Not the stream's context: the exemplar filter would walk its
 		// long chain of values for a span on every ACK, and there is none.
@@ -727,15 +747,16 @@ func (s *Server) publishAck(ctx context.Context, c *conn) {
 }
 
 // recordNack books, logs and publishes a NACK.
-func (s *Server) recordNack(ctx context.Context, c *conn, typeURL, version, nonce, message string) {
+func (s *Server) recordNack(ctx context.Context, c *conn, typeURL string, sent sentResponse, nonce, message string) {
+	version := sent.version
 	s.stats.nacks.Add(1)
 	s.metrics.nacks.Add(ctx, 1, typeAttr(typeURL))
 	s.log.WithContext(ctx).WithFields(logrus.Fields{
 		"identity": c.id.String(), "node_id": c.nodeIDValue(), "type_url": typeURL, "version": version, "error_message": message,
 	}).Warn("proxy rejected a response")
-	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_NACK, &meshv1.Nack{
-		TypeUrl: typeURL, Version: version, Nonce: nonce, ErrorMessage: message, Time: timestamppb.Now(),
-	})
+	nack := &meshv1.Nack{TypeUrl: typeURL, Version: version, Nonce: nonce, ErrorMessage: message, Time: timestamppb.Now()}
+	s.conv.answered(c.streamID, sent.gen, nack.GetTime().AsTime(), nack)
+	s.publish(ctx, c, meshv1.ProxyEvent_PROXY_EVENT_NACK, nack)
 }
 
 func (s *Server) recordPush(typeURL string) {

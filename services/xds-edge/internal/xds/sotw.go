@@ -39,7 +39,7 @@ func (w *sotwStream) recv(s *Server, c *conn) (bool, error) {
 			st.nackedVersion = sent.version
 			s.nacks.rememberVersion(nackKeyOf(c, typeURL), sent.version)
 			msg := req.GetErrorDetail().GetMessage()
-			after = append(after, func() { s.recordNack(ctx, c, typeURL, sent.version, nonce, msg) })
+			after = append(after, func() { s.recordNack(ctx, c, typeURL, sent, nonce, msg) })
 		default:
 			st.acked = sent.version
 			if st.nackedVersion != "" && sent.version != st.nackedVersion {

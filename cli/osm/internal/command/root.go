@@ -96,6 +96,7 @@ of the ServiceAccount osm-operator (osm proxy --help).`,
 	root.AddCommand(checkCommand(g))
 	root.AddCommand(verifyCommand(g))
 	root.AddCommand(policyCommand(g), versionCommand(g))
+	root.AddCommand(convergenceCommand(g))
 	addBuiltinExamples(root)
 	return root
 }

@@ -99,6 +99,9 @@ generation to be committed and for every proxy it changed to answer (or
 			if err := checkOutput(output); err != nil {
 				return err
 			}
+			if cmd.Flags().Changed("epoch") && !cmd.Flags().Changed("generation") {
+				return fmt.Errorf("--epoch picks the epoch of --generation: give --generation too")
+			}
 			if watch && cmd.Flags().Changed("generation") {
 				return fmt.Errorf("--watch follows the next generation: leave out --generation")
 			}

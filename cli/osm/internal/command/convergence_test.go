@@ -275,6 +275,9 @@ func TestConvergence(t *testing.T) {
 	if _, err := osm(t, "--osm-context", ctxFile, "convergence", "--generation", "999999"); err == nil || !strings.Contains(err.Error(), "no xds-edge remembers generation 999999") {
 		t.Errorf("convergence --generation 999999: %v; want no edge remembers it", err)
 	}
+	if _, err := osm(t, "--osm-context", ctxFile, "convergence", "--epoch", "1"); err == nil || !strings.Contains(err.Error(), "give --generation too") {
+		t.Errorf("convergence --epoch alone: %v; want --generation asked for", err)
+	}
 	t.Logf("TestConvergence took %s", time.Since(start).Round(time.Millisecond))
 }
 

@@ -424,4 +424,5 @@ var osmTry = []struct{ args, what string }{
 	{"proxy get certs bookbuyer/bookbuyer-0", "the SANs, expiry and chain of its certificates (never the keys)"},
 	{"policy check --from bookbuyer/bookbuyer --to bookstore/bookstore:14001 --path /books-bought --method GET", "allowed: names the TrafficTarget and the route that allow it"},
 	{"policy check --from bookthief/bookthief --to bookstore/bookstore:14001", "denied, and why: no TrafficTarget lists bookthief (exit 1)"},
+	{"convergence --watch", "then patch the TrafficSplit above: the generation it compiled to, the edge's commit, and each affected proxy's ACK with p50/p99"},
 }

@@ -221,3 +221,42 @@ func BenchmarkBroadcast(b *testing.B) {
 	b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
 	checkSizes(b, e)
 }
+
+// BenchmarkNamespaceJoin has namespace ns-000 leave the mesh and join it
+// again, in turn, at 1k and 10k services: the edit the scale harness's
+// "a namespace joins the mesh" measures. Today a Namespace change marks
+// the whole output dirty, so its cost grows with the mesh (issue 20).
+func BenchmarkNamespaceJoin(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		cfg  synth.Config
+	}{
+		{"1k-services", synth.Config{Namespaces: 100, Services: 1000, PodsPerService: 5, TrafficTargets: 1000, HTTPRouteGroups: 50, TrafficSplits: 20}},
+		{"paper-10k-services", synth.Paper},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			e, _ := loaded(b, c.cfg)
+			joined := synth.Namespace("ns-000")
+			in := true
+			var cpu time.Duration
+			for b.Loop() {
+				c0 := cpuTime()
+				var err error
+				if in {
+					err = e.Apply(joined.Kind, "", joined.Name, nil)
+				} else {
+					err = e.Apply(joined.Kind, "", joined.Name, joined.Msg)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				if d := e.Compile(); len(d.Resources)+len(d.Groups) == 0 {
+					b.Fatal("a namespace join/leave compiled nothing")
+				}
+				in = !in
+				cpu += cpuTime() - c0
+			}
+			b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+		})
+	}
+}

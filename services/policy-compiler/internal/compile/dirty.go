@@ -13,7 +13,7 @@ func (s set[K]) add(k K) { s[k] = struct{}{} }
 // since the last Compile touched, and what rebuilding one part finds that
 // another part depends on. Compile empties it with reset.
 type dirtySet struct {
-	all    bool // recompile everything (namespace or MeshConfig change)
+	all    bool // recompile everything (MeshConfig change)
 	allOut bool // a service changed in permissive mode: every identity's outbound config
 
 	svc, ep             set[model.NN]       // services to rebuild; services whose endpoints changed

@@ -275,7 +275,10 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 	}
 	var beforeSvcs []model.NN
 	var beforeID *model.Identity
+	wasMeshed := false
 	switch kind {
+	case layout.KindNamespace:
+		wasMeshed = e.m.Meshed(name)
 	case layout.KindPod:
 		if id, svcs, ok := e.m.PodBacking(nn); ok {
 			beforeSvcs, beforeID = svcs, &id
@@ -290,7 +293,9 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 	}
 	e.dirty.observed(kind)
 	switch kind {
-	case layout.KindNamespace, layout.KindMeshConfig:
+	case layout.KindNamespace:
+		e.namespaceChanged(name, wasMeshed)
+	case layout.KindMeshConfig:
 		e.dirty.everything()
 	case layout.KindService:
 		e.dirty.service(nn)
@@ -316,6 +321,24 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		e.dirty.policy(kind, nn)
 	}
 	return nil
+}
+
+// namespaceChanged marks what a Namespace change touched. Only whether the
+// namespace belongs to the mesh (model.Meshed) shapes the output: when it
+// flips, every Service of the namespace (and, through them, their clients,
+// apexes and permissive name sets) and every identity with pods there (its
+// reach, inbound listener and group) are rebuilt; its other edits change
+// nothing. The cost grows with the namespace, not with the mesh.
+func (e *Engine) namespaceChanged(name string, wasMeshed bool) {
+	if e.m.Meshed(name) == wasMeshed {
+		return
+	}
+	for _, svc := range e.m.ServicesIn(name) {
+		e.dirty.service(svc)
+	}
+	for _, id := range e.m.IdentitiesIn(name) {
+		e.dirty.proxy(id)
+	}
 }
 
 // podChanged marks what a pod change touched: the services whose set of

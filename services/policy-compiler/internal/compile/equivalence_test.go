@@ -32,7 +32,18 @@ func snapshot(e *Engine) []string {
 // checks, after each, that the incremental engine holds exactly what a
 // fresh engine compiles from the same objects. This is what makes the
 // dirty tracking trustworthy.
-func TestIncrementalEqualsCold(t *testing.T) {
+func TestIncrementalEqualsCold(t *testing.T) { incrementalEqualsCold(t, 0) }
+
+// TestNamespaceJoinLeaveEqualsCold is TestIncrementalEqualsCold with every
+// other edit on a Namespace (it leaves the mesh, joins again, is ignored,
+// or changes only what does not decide its membership), the other edits
+// mixed in: a Namespace change recompiles only its namespace's services
+// and identities, and must still equal a cold compile.
+func TestNamespaceJoinLeaveEqualsCold(t *testing.T) { incrementalEqualsCold(t, 2) }
+
+// incrementalEqualsCold runs the random edits; with nsEvery > 0, every
+// nsEvery-th edit is on a Namespace.
+func incrementalEqualsCold(t *testing.T, nsEvery int) {
 	cfg := synth.Config{Namespaces: 5, Services: 40, PodsPerService: 2, TrafficTargets: 30, SourcesPerTarget: 2, HTTPRouteGroups: 5, TrafficSplits: 3}
 	for seed := int64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
@@ -53,9 +64,18 @@ func TestIncrementalEqualsCold(t *testing.T) {
 				}
 			}
 			e.Compile()
+			var nsKeys []string
+			for _, k := range order {
+				if state[k].Kind == layout.KindNamespace {
+					nsKeys = append(nsKeys, k)
+				}
+			}
 			deleted := map[string]synth.Object{}
 			for step := 0; step < 60; step++ {
 				k := order[rng.Intn(len(order))]
+				if nsEvery > 0 && step%nsEvery == 0 {
+					k = nsKeys[rng.Intn(len(nsKeys))]
+				}
 				o, present := state[k]
 				var next *synth.Object
 				switch {
@@ -178,7 +198,18 @@ func mutate(rng *rand.Rand, o synth.Object) synth.Object {
 	case *meshv1.MeshConfig:
 		v.Traffic.EnablePermissiveTrafficPolicyMode = !v.Traffic.EnablePermissiveTrafficPolicyMode
 	case *meshv1.Namespace:
-		v.Ignored = !v.Ignored
+		switch rng.Intn(3) {
+		case 0:
+			v.Ignored = !v.Ignored
+		case 1: // another mesh's, then this one's again
+			if v.MonitoredBy == synth.MeshName {
+				v.MonitoredBy = "other-mesh"
+			} else {
+				v.MonitoredBy = synth.MeshName
+			}
+		default: // no change to its membership
+			v.Meta = &meshv1.ObjectMeta{Name: v.GetMeta().GetName(), Generation: v.GetMeta().GetGeneration() + 1}
+		}
 	}
 	o.Msg = m
 	return o

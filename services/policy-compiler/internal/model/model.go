@@ -253,6 +253,28 @@ func (m *Model) MeshedNamespaces() []string {
 	return out
 }
 
+// ServicesIn lists the Services of namespace, in no order.
+func (m *Model) ServicesIn(namespace string) []NN {
+	var out []NN
+	for nn := range m.services {
+		if nn.Namespace == namespace {
+			out = append(out, nn)
+		}
+	}
+	return out
+}
+
+// IdentitiesIn lists the identities of namespace that have pods, in no order.
+func (m *Model) IdentitiesIn(namespace string) []Identity {
+	var out []Identity
+	for id := range m.idPods {
+		if id.Namespace == namespace {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Service returns a Service, or nil.
 func (m *Model) Service(nn NN) *meshv1.Service { return m.services[nn] }
 

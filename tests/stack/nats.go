@@ -77,7 +77,7 @@ func StartNATS(ctx context.Context, o NATSOptions) (*NATS, error) {
 			n.removeTemp()
 			return nil, fmt.Errorf("start nats: %w", err)
 		}
-	} else if n.srv, err = bustest.Start(bustest.Options{Port: o.Port, StoreDir: o.StoreDir, Passwords: pw}); err != nil {
+	} else if n.srv, err = bustest.Start(bustest.Options{Port: o.Port, StoreDir: o.StoreDir, Passwords: pw, Monitor: true}); err != nil {
 		return nil, fmt.Errorf("start nats: %w", err)
 	}
 	n.admin, err = n.Connect(ctx, bus.RoleAdmin, "osm-stack")
@@ -108,6 +108,19 @@ func (n *NATS) ServerURL(i int) string { return n.nodes[i].url() }
 // MonitorURL is the monitoring endpoint of server i of Servers
 // (/healthz, /jsz: what that server itself holds).
 func (n *NATS) MonitorURL(i int) string { return "http://" + n.nodes[i].monitor }
+
+// MonitorURLs are the monitoring endpoints of every server, the
+// in-process one's included.
+func (n *NATS) MonitorURLs() []string {
+	if n.srv != nil {
+		return []string{"http://" + n.srv.MonitorAddr()}
+	}
+	out := make([]string, len(n.nodes))
+	for i := range n.nodes {
+		out[i] = n.MonitorURL(i)
+	}
+	return out
+}
 
 // ServerName is the server_name of server i of Servers, as JetStream's
 // cluster info names it.

@@ -38,6 +38,9 @@ type Options struct {
 	// TLS, when set, makes the server speak TLS only; set ClientAuth in it
 	// to require client certificates.
 	TLS *tls.Config
+	// Monitor turns on NATS's HTTP monitoring endpoint (/healthz, /jsz) on
+	// a free port of Host; MonitorAddr gives it.
+	Monitor bool
 }
 
 // Server is a running in-process NATS server.
@@ -92,6 +95,9 @@ func (e *Server) start() error {
 	if e.opts.Port == 0 {
 		so.Port = server.RANDOM_PORT
 	}
+	if e.opts.Monitor {
+		so.HTTPHost, so.HTTPPort = e.opts.Host, server.RANDOM_PORT
+	}
 	for _, r := range bus.Roles() {
 		pw, ok := e.opts.Passwords[r]
 		if !ok {
@@ -128,6 +134,15 @@ func (e *Server) start() error {
 	}
 	e.srv = srv
 	return nil
+}
+
+// MonitorAddr is the monitoring endpoint's host:port with
+// Options.Monitor, else empty.
+func (e *Server) MonitorAddr() string {
+	if a := e.srv.MonitorAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 // URL is the client URL of the server.

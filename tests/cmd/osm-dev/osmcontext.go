@@ -50,11 +50,10 @@ func writeOSMContext(ctx context.Context, dir string, m *stack.Mesh, cluster *ku
 		CertAuthority: osmctx.Endpoint{Addr: m.Addr(stack.CertAuthority), ServerName: m.CAServerName()},
 		Edges:         []osmctx.Endpoint{{Name: "osm-dev-edge-0", Addr: debugAddr}},
 		// osm verify reads the compiler's /metrics and NATS's monitoring
-		// (the in-process NATS has none: verify says so)
 		Compilers: []osmctx.Endpoint{{Name: "osm-dev-compiler", Addr: m.AdminAddr(stack.Compiler)}},
 	}
-	for i := range m.NATS().Servers() {
-		f.NATSMonitors = append(f.NATSMonitors, osmctx.Endpoint{Name: fmt.Sprintf("osm-dev-nats-%d", i), Addr: strings.TrimPrefix(m.NATS().MonitorURL(i), "http://")})
+	for i, u := range m.NATS().MonitorURLs() {
+		f.NATSMonitors = append(f.NATSMonitors, osmctx.Endpoint{Name: fmt.Sprintf("osm-dev-nats-%d", i), Addr: strings.TrimPrefix(u, "http://")})
 	}
 	if err := osmctx.Write(path, f); err != nil {
 		return err

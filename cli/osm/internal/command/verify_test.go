@@ -38,8 +38,8 @@ import (
 
 // TestVerify runs osm verify against the mesh's services as processes
 // (tests/stack) on the harness cluster, through a context file as against
-// the dev stack, with one nats-server process (its monitoring endpoint)
-// and two edges: healthy, every check passes (golden table, the volatile
+// the dev stack (NATS in-process, with its monitoring endpoint), with two
+// edges: healthy, every check passes (golden table, the volatile
 // figures masked); then each seeded fault is detected and named, and
 // healed where the test can heal it: a stale webhook caBundle, a CRD
 // missing, a rejected TrafficTarget, an edge behind the latest generation
@@ -71,9 +71,9 @@ func TestVerify(t *testing.T) {
 	mc.Object["spec"] = map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}}
 	mustCreate(cluster.Dynamic().Resource(osmkube.MeshConfigs).Namespace(cpNS).Create(ctx, mc, metav1.CreateOptions{}))
 
-	// One nats-server process: its monitoring endpoint is what verify reads.
+	// NATS's monitoring endpoint is what verify reads.
 	dir := t.TempDir()
-	nats, err := stack.StartNATS(ctx, stack.NATSOptions{Servers: 1, StoreDir: filepath.Join(dir, "nats")})
+	nats, err := stack.StartNATS(ctx, stack.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestVerify(t *testing.T) {
 	}
 	// A second edge, whose NATS connection goes through a proxy the test
 	// can cut.
-	natsURL, err := url.Parse(nats.ServerURL(0))
+	natsURL, err := url.Parse(nats.URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +143,7 @@ func TestVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctxFile := filepath.Join(dir, "osm-context.json")
-	monitor, err := url.Parse(nats.MonitorURL(0))
+	monitor, err := url.Parse(nats.MonitorURLs()[0])
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/openservicemesh/osm/libs/buildinfo"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/logging"
 	"github.com/openservicemesh/osm/libs/telemetry"
@@ -204,7 +204,7 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 	for _, d := range f.Deprecations() {
 		log.WithFields(logrus.Fields{"flag": "--" + d.Old, "use": "--" + d.Current}).Warn("deprecated flag name used")
 	}
-	version := buildVersion()
+	version := buildinfo.Version()
 	log.WithFields(logrus.Fields{"version": version, "config": f.Effective()}).Info("starting")
 
 	tel, err := telemetry.Setup(ctx, telemetry.Options{Service: spec.Name, Version: version, Getenv: getenv})
@@ -325,40 +325,4 @@ func validateCommon(c common, nats bool) error {
 		}
 	}
 	return nil
-}
-
-func buildVersion() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "(devel)"
-	}
-	return versionOf(bi)
-}
-
-// versionOf is the module's version, or, for a binary built from a checkout
-// (version "(devel)", as `make images` builds), the commit it was built
-// from, "-dirty" when the tree had changes.
-func versionOf(bi *debug.BuildInfo) string {
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			modified = s.Value
-		}
-	}
-	if rev == "" {
-		return "(devel)"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if modified == "true" {
-		rev += "-dirty"
-	}
-	return rev
 }

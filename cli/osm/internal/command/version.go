@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"strings"
 
@@ -13,6 +12,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/openservicemesh/osm/cli/osm/internal/chart"
+	"github.com/openservicemesh/osm/libs/buildinfo"
 )
 
 // version is this osm's version. Release builds set it:
@@ -130,43 +130,12 @@ kubeconfig and namespace are used (--osm-context or $OSM_CONTEXT).`,
 func thisVersion() clientVersion {
 	c := clientVersion{Version: version, GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
 	if c.Version == "" {
-		c.Version = "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			c.Version = buildVersion(bi)
-		}
+		c.Version = buildinfo.Version()
 	}
 	if ch, err := chart.Load(); err == nil && ch.Metadata != nil {
 		c.Chart, c.ChartAppVersion = ch.Metadata.Version, ch.Metadata.AppVersion
 	}
 	return c
-}
-
-// buildVersion is the module's version, or, for a binary built from a
-// checkout, the commit ("-dirty" when the tree had changes), as libs/app
-// gives the components'.
-func buildVersion(bi *debug.BuildInfo) string {
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	var rev, modified string
-	for _, s := range bi.Settings {
-		switch s.Key {
-		case "vcs.revision":
-			rev = s.Value
-		case "vcs.modified":
-			modified = s.Value
-		}
-	}
-	if rev == "" {
-		return "(devel)"
-	}
-	if len(rev) > 12 {
-		rev = rev[:12]
-	}
-	if modified == "true" {
-		rev += "-dirty"
-	}
-	return rev
 }
 
 // meshWorkloadVersions reads the mesh's Deployments and StatefulSets in ns.

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -80,23 +79,5 @@ func TestVersion(t *testing.T) {
 	out, err = osm(t, "--kubeconfig", bad, "version")
 	if err == nil || !strings.Contains(err.Error(), "osm version --client skips the cluster") || !strings.Contains(out, "v0.9.0-test") {
 		t.Errorf("osm version against no cluster: %v\n%s; want the client's row and an error", err, out)
-	}
-}
-
-// TestBuildVersion: without -ldflags, the module's version or the commit.
-func TestBuildVersion(t *testing.T) {
-	rev := []debug.BuildSetting{{Key: "vcs.revision", Value: "0123456789abcdef"}}
-	for _, c := range []struct {
-		bi   debug.BuildInfo
-		want string
-	}{
-		{debug.BuildInfo{Main: debug.Module{Version: "v1.2.3"}, Settings: rev}, "v1.2.3"},
-		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: rev}, "0123456789ab"},
-		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}, Settings: append(rev, debug.BuildSetting{Key: "vcs.modified", Value: "true"})}, "0123456789ab-dirty"},
-		{debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}, "(devel)"},
-	} {
-		if got := buildVersion(&c.bi); got != c.want {
-			t.Errorf("buildVersion(%+v) = %q, want %q", c.bi.Main, got, c.want)
-		}
 	}
 }

@@ -2,6 +2,7 @@ package command
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -45,13 +46,9 @@ func TestConvergence(t *testing.T) {
 	cs := cluster.Clientset()
 	start := time.Now()
 	const cpNS, mesh, mcName, appNS = "osm-convtest", "convtest", "convtest-mesh-config", "convtest-app"
-	crds, err := osmkube.CRDDir()
-	if err == nil {
-		err = cluster.ApplyCRDs(ctx, crds)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The chart's CRDs, removed again at the end: the install test
+	// expects a cluster without them.
+	withChartCRDs(t)
 	mustCreate := func(_ any, err error) {
 		t.Helper()
 		if err != nil && !apierrors.IsAlreadyExists(err) {
@@ -60,6 +57,14 @@ func TestConvergence(t *testing.T) {
 	}
 	mustCreate(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cpNS}}, metav1.CreateOptions{}))
 	mustCreate(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS, Labels: map[string]string{layout.LabelMonitoredBy: mesh}}}, metav1.CreateOptions{}))
+	// Out of every mesh again at the end: the install test lists the
+	// meshed namespaces.
+	t.Cleanup(func() {
+		unlabel := []byte(`{"metadata":{"labels":{"` + layout.LabelMonitoredBy + `":null}}}`)
+		if _, err := cs.CoreV1().Namespaces().Patch(context.Background(), appNS, types.MergePatchType, unlabel, metav1.PatchOptions{}); err != nil {
+			t.Errorf("take %s out of the mesh: %v", appNS, err)
+		}
+	})
 	mustCreate(cs.CoreV1().ServiceAccounts(cpNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "osm-operator"}}, metav1.CreateOptions{}))
 	mustCreate(cluster.Dynamic().Resource(osmkube.MeshConfigs).Namespace(cpNS).Create(ctx, unstructuredMeshConfig(mcName), metav1.CreateOptions{}))
 	for _, svc := range []string{"bookstore", "bookstore-v1", "bookstore-v2"} {
@@ -81,7 +86,7 @@ func TestConvergence(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []struct{ name, sa, uuid, ip string }{
-		{"buyer-1", "bookbuyer", "conv-0000", "10.244.8.10"},
+		{"conv-buyer-1", "bookbuyer", "conv-0000", "10.244.8.10"},
 		{"store-1", "bookstore", "conv-store", "10.244.8.11"},
 	} {
 		mustCreate(cs.CoreV1().ServiceAccounts(appNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: p.sa}}, metav1.CreateOptions{}))
@@ -219,8 +224,8 @@ func TestConvergence(t *testing.T) {
 		}
 		delete(nodes, p.NodeID)
 	}
-	if rep.Proxies[0].Pod != appNS+"/buyer-1" {
-		t.Errorf("proxy conv-0000's pod: %q; want %s/buyer-1", rep.Proxies[0].Pod, appNS)
+	if rep.Proxies[0].Pod != appNS+"/conv-buyer-1" {
+		t.Errorf("proxy conv-0000's pod: %q; want %s/conv-buyer-1", rep.Proxies[0].Pod, appNS)
 	}
 	if rep.CompilerCommit.Before(edited.Add(-time.Second)) || rep.P50 > rep.P99 || rep.P99 > rep.Max || rep.P50 <= 0 {
 		t.Errorf("timeline: compiled %s (edit at %s), p50 %s p99 %s max %s", rep.CompilerCommit, edited, rep.P50, rep.P99, rep.Max)
@@ -264,7 +269,7 @@ func TestConvergence(t *testing.T) {
 		t.Errorf("convergence table: %d proxy rows; want %d:\n%.2000s", got, convergenceProxies, table)
 	}
 	flat := strings.Join(strings.Fields(table), " ")
-	for _, want := range []string{"GENERATION " + rep.Generation, "PROXIES 1000 affected, 1000 ACKed, 0 NACKed, 0 pending", "EDGE COMMIT convtest-edge-0", "STRAGGLERS", appNS + "/buyer-1"} {
+	for _, want := range []string{"GENERATION " + rep.Generation, "PROXIES 1000 affected, 1000 ACKed, 0 NACKed, 0 pending", "EDGE COMMIT convtest-edge-0", "STRAGGLERS", appNS + "/conv-buyer-1"} {
 		if !strings.Contains(flat, want) {
 			t.Errorf("convergence table lacks %q:\n%.2000s", want, table)
 		}

@@ -53,6 +53,7 @@ const (
 	KindTCPRoute       = "tcproute"
 	KindTrafficSplit   = "trafficsplit"
 	KindMeshConfig     = "meshconfig"
+	KindRetry          = "retry"
 )
 
 // Fixed keys.
@@ -168,6 +169,8 @@ func NewObserved(kind string) proto.Message {
 		return &meshv1.TrafficSplit{}
 	case KindMeshConfig:
 		return &meshv1.MeshConfig{}
+	case KindRetry:
+		return &meshv1.Retry{}
 	}
 	return nil
 }

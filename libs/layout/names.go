@@ -60,6 +60,7 @@ var kindDisplay = map[string]string{
 	KindTCPRoute:       "TCPRoute",
 	KindTrafficSplit:   "TrafficSplit",
 	KindMeshConfig:     "MeshConfig",
+	KindRetry:          "Retry",
 }
 
 // KindName is the Kubernetes kind name of a kind key ("traffictarget" is

@@ -95,6 +95,15 @@ func Parse(u *unstructured.Unstructured) *meshv1.MeshConfig {
 			TrustDomain:                 r.str(c, p, "trustDomain"),
 		}
 	}
+	if ff, ok := r.object(spec, "spec", "featureFlags"); ok {
+		out.FeatureFlags = &meshv1.FeatureFlags{}
+		if v, ok := ff["enableRetryPolicy"]; ok && v != nil {
+			b := r.boolean(ff, "spec.featureFlags", "enableRetryPolicy")
+			if _, isBool := v.(bool); isBool {
+				out.FeatureFlags.EnableRetryPolicy = &b
+			}
+		}
+	}
 	out.InvalidFields = r.invalid
 	return out
 }

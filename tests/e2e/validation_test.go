@@ -16,6 +16,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/stack"
@@ -103,6 +104,18 @@ func TestPolicyValidation(t *testing.T) {
 		{name: "TrafficSplit whose weights sum to 0", ns: "bookstore", gvr: kube.TrafficSplits, hook: hook, obj: badSplit("ts" + run),
 			verdict: "TrafficSplit bookstore/ts" + run + " rejected: spec.backends: the weights of the 2 backends sum to 0",
 			field:   "spec.backends", why: "ZeroTotalWeight"},
+		{name: "Retry with an unknown retryOn condition", ns: "bookstore", gvr: osmpolicy.RetryGVR, hook: hook,
+			obj:     &unstructured.Unstructured{Object: retryObject("retry"+run, "bookstore", "bookstore", "bookwarehouse", "bookwarehouse", "5xx,4xx")},
+			verdict: "Retry bookstore/retry" + run + ` rejected: spec.retryPolicy.retryOn: unknown retry condition "4xx"; want one of 5xx, gateway-error, reset, reset-before-request, connect-failure, envoy-ratelimited, retriable-4xx, refused-stream, retriable-status-codes, retriable-headers, http3-post-connect-failure (HTTP) or cancelled, deadline-exceeded, internal, resource-exhausted, unavailable (gRPC)`,
+			field:   "spec.retryPolicy.retryOn", why: "InvalidRetryOn"},
+		{name: "Retry whose source is not a ServiceAccount", ns: "bookstore", gvr: osmpolicy.RetryGVR, hook: hook,
+			obj: func() *unstructured.Unstructured {
+				o := retryObject("retry-src"+run, "bookstore", "bookstore", "bookwarehouse", "bookwarehouse", "5xx")
+				o["spec"].(map[string]any)["source"].(map[string]any)["kind"] = "Service"
+				return &unstructured.Unstructured{Object: o}
+			}(),
+			verdict: "Retry bookstore/retry-src" + run + ` rejected: spec.source.kind: kind "Service" is not supported, want "ServiceAccount"`,
+			field:   "spec.source.kind", why: "InvalidKind"},
 		{name: "MeshConfig with a request above its limit", ns: "osm-system", gvr: kube.MeshConfigs, hook: mcHook,
 			obj: policyObject(kube.MeshConfigs, "MeshConfig", "mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "2"}}}}),
@@ -153,6 +166,7 @@ func TestPolicyValidation(t *testing.T) {
 				"matches": map[string]any{"ports": []any{int64(3306)}}})},
 			{kube.TrafficSplits, "bookstore", policyObject(kube.TrafficSplits, "TrafficSplit", "ok-ts"+run, map[string]any{"service": "bookstore",
 				"backends": []any{map[string]any{"service": "bookstore-v1", "weight": int64(90)}, map[string]any{"service": "bookstore-v2", "weight": int64(10)}}})},
+			{osmpolicy.RetryGVR, "bookstore", &unstructured.Unstructured{Object: retryObject("ok-retry"+run, "bookstore", "bookstore", "bookwarehouse", "bookwarehouse", "5xx,unavailable")}},
 			{kube.MeshConfigs, "osm-system", policyObject(kube.MeshConfigs, "MeshConfig", "ok-mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "500m"}}}})},
 		}

@@ -519,6 +519,55 @@ func (x *CertificateSpec) GetTrustDomain() string {
 	return ""
 }
 
+// FeatureFlags is spec.featureFlags: OSM's switches for optional
+// features, of which this mesh reads the ones below.
+type FeatureFlags struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// enableRetryPolicy: whether Retry policies are applied. Unset means
+	// true (Retry is a supported kind here); false turns every Retry off,
+	// as in OSM, whose default is false.
+	EnableRetryPolicy *bool `protobuf:"varint,1,opt,name=enable_retry_policy,json=enableRetryPolicy,proto3,oneof" json:"enable_retry_policy,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *FeatureFlags) Reset() {
+	*x = FeatureFlags{}
+	mi := &file_osm_mesh_v1_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FeatureFlags) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FeatureFlags) ProtoMessage() {}
+
+func (x *FeatureFlags) ProtoReflect() protoreflect.Message {
+	mi := &file_osm_mesh_v1_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FeatureFlags.ProtoReflect.Descriptor instead.
+func (*FeatureFlags) Descriptor() ([]byte, []int) {
+	return file_osm_mesh_v1_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *FeatureFlags) GetEnableRetryPolicy() bool {
+	if x != nil && x.EnableRetryPolicy != nil {
+		return *x.EnableRetryPolicy
+	}
+	return false
+}
+
 // MeshConfig is the observed config.openservicemesh.io MeshConfig of this
 // mesh (one object, in the control plane's namespace).
 type MeshConfig struct {
@@ -538,13 +587,15 @@ type MeshConfig struct {
 	Certificate *CertificateSpec `protobuf:"bytes,6,opt,name=certificate,proto3" json:"certificate,omitempty"`
 	// Values the watcher could not parse into their typed fields.
 	InvalidFields []*InvalidField `protobuf:"bytes,7,rep,name=invalid_fields,json=invalidFields,proto3" json:"invalid_fields,omitempty"`
+	// spec.featureFlags.
+	FeatureFlags  *FeatureFlags `protobuf:"bytes,8,opt,name=feature_flags,json=featureFlags,proto3" json:"feature_flags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MeshConfig) Reset() {
 	*x = MeshConfig{}
-	mi := &file_osm_mesh_v1_config_proto_msgTypes[6]
+	mi := &file_osm_mesh_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -556,7 +607,7 @@ func (x *MeshConfig) String() string {
 func (*MeshConfig) ProtoMessage() {}
 
 func (x *MeshConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_config_proto_msgTypes[6]
+	mi := &file_osm_mesh_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -569,7 +620,7 @@ func (x *MeshConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MeshConfig.ProtoReflect.Descriptor instead.
 func (*MeshConfig) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_osm_mesh_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MeshConfig) GetMeta() *ObjectMeta {
@@ -617,6 +668,13 @@ func (x *MeshConfig) GetCertificate() *CertificateSpec {
 func (x *MeshConfig) GetInvalidFields() []*InvalidField {
 	if x != nil {
 		return x.InvalidFields
+	}
+	return nil
+}
+
+func (x *MeshConfig) GetFeatureFlags() *FeatureFlags {
+	if x != nil {
+		return x.FeatureFlags
 	}
 	return nil
 }
@@ -669,7 +727,10 @@ const file_osm_mesh_v1_config_proto_rawDesc = "" +
 	"\atracing\x18\x03 \x01(\v2\x18.osm.mesh.v1.TracingSpecR\atracing\"\x94\x01\n" +
 	"\x0fCertificateSpec\x12^\n" +
 	"\x1eservice_cert_validity_duration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x1bserviceCertValidityDuration\x12!\n" +
-	"\ftrust_domain\x18\x02 \x01(\tR\vtrustDomain\"\x8a\x03\n" +
+	"\ftrust_domain\x18\x02 \x01(\tR\vtrustDomain\"[\n" +
+	"\fFeatureFlags\x123\n" +
+	"\x13enable_retry_policy\x18\x01 \x01(\bH\x00R\x11enableRetryPolicy\x88\x01\x01B\x16\n" +
+	"\x14_enable_retry_policy\"\xca\x03\n" +
 	"\n" +
 	"MeshConfig\x12+\n" +
 	"\x04meta\x18\x01 \x01(\v2\x17.osm.mesh.v1.ObjectMetaR\x04meta\x12\x1f\n" +
@@ -679,7 +740,8 @@ const file_osm_mesh_v1_config_proto_rawDesc = "" +
 	"\atraffic\x18\x04 \x01(\v2\x18.osm.mesh.v1.TrafficSpecR\atraffic\x12D\n" +
 	"\robservability\x18\x05 \x01(\v2\x1e.osm.mesh.v1.ObservabilitySpecR\robservability\x12>\n" +
 	"\vcertificate\x18\x06 \x01(\v2\x1c.osm.mesh.v1.CertificateSpecR\vcertificate\x12@\n" +
-	"\x0einvalid_fields\x18\a \x03(\v2\x19.osm.mesh.v1.InvalidFieldR\rinvalidFieldsB9Z7github.com/openservicemesh/osm/proto/osm/mesh/v1;meshv1b\x06proto3"
+	"\x0einvalid_fields\x18\a \x03(\v2\x19.osm.mesh.v1.InvalidFieldR\rinvalidFields\x12>\n" +
+	"\rfeature_flags\x18\b \x01(\v2\x19.osm.mesh.v1.FeatureFlagsR\ffeatureFlagsB9Z7github.com/openservicemesh/osm/proto/osm/mesh/v1;meshv1b\x06proto3"
 
 var (
 	file_osm_mesh_v1_config_proto_rawDescOnce sync.Once
@@ -693,7 +755,7 @@ func file_osm_mesh_v1_config_proto_rawDescGZIP() []byte {
 	return file_osm_mesh_v1_config_proto_rawDescData
 }
 
-var file_osm_mesh_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_osm_mesh_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_osm_mesh_v1_config_proto_goTypes = []any{
 	(*ResourceRequirements)(nil), // 0: osm.mesh.v1.ResourceRequirements
 	(*SidecarSpec)(nil),          // 1: osm.mesh.v1.SidecarSpec
@@ -701,30 +763,32 @@ var file_osm_mesh_v1_config_proto_goTypes = []any{
 	(*TracingSpec)(nil),          // 3: osm.mesh.v1.TracingSpec
 	(*ObservabilitySpec)(nil),    // 4: osm.mesh.v1.ObservabilitySpec
 	(*CertificateSpec)(nil),      // 5: osm.mesh.v1.CertificateSpec
-	(*MeshConfig)(nil),           // 6: osm.mesh.v1.MeshConfig
-	nil,                          // 7: osm.mesh.v1.ResourceRequirements.LimitsEntry
-	nil,                          // 8: osm.mesh.v1.ResourceRequirements.RequestsEntry
-	(*durationpb.Duration)(nil),  // 9: google.protobuf.Duration
-	(*ObjectMeta)(nil),           // 10: osm.mesh.v1.ObjectMeta
-	(*InvalidField)(nil),         // 11: osm.mesh.v1.InvalidField
+	(*FeatureFlags)(nil),         // 6: osm.mesh.v1.FeatureFlags
+	(*MeshConfig)(nil),           // 7: osm.mesh.v1.MeshConfig
+	nil,                          // 8: osm.mesh.v1.ResourceRequirements.LimitsEntry
+	nil,                          // 9: osm.mesh.v1.ResourceRequirements.RequestsEntry
+	(*durationpb.Duration)(nil),  // 10: google.protobuf.Duration
+	(*ObjectMeta)(nil),           // 11: osm.mesh.v1.ObjectMeta
+	(*InvalidField)(nil),         // 12: osm.mesh.v1.InvalidField
 }
 var file_osm_mesh_v1_config_proto_depIdxs = []int32{
-	7,  // 0: osm.mesh.v1.ResourceRequirements.limits:type_name -> osm.mesh.v1.ResourceRequirements.LimitsEntry
-	8,  // 1: osm.mesh.v1.ResourceRequirements.requests:type_name -> osm.mesh.v1.ResourceRequirements.RequestsEntry
+	8,  // 0: osm.mesh.v1.ResourceRequirements.limits:type_name -> osm.mesh.v1.ResourceRequirements.LimitsEntry
+	9,  // 1: osm.mesh.v1.ResourceRequirements.requests:type_name -> osm.mesh.v1.ResourceRequirements.RequestsEntry
 	0,  // 2: osm.mesh.v1.SidecarSpec.resources:type_name -> osm.mesh.v1.ResourceRequirements
 	3,  // 3: osm.mesh.v1.ObservabilitySpec.tracing:type_name -> osm.mesh.v1.TracingSpec
-	9,  // 4: osm.mesh.v1.CertificateSpec.service_cert_validity_duration:type_name -> google.protobuf.Duration
-	10, // 5: osm.mesh.v1.MeshConfig.meta:type_name -> osm.mesh.v1.ObjectMeta
+	10, // 4: osm.mesh.v1.CertificateSpec.service_cert_validity_duration:type_name -> google.protobuf.Duration
+	11, // 5: osm.mesh.v1.MeshConfig.meta:type_name -> osm.mesh.v1.ObjectMeta
 	1,  // 6: osm.mesh.v1.MeshConfig.sidecar:type_name -> osm.mesh.v1.SidecarSpec
 	2,  // 7: osm.mesh.v1.MeshConfig.traffic:type_name -> osm.mesh.v1.TrafficSpec
 	4,  // 8: osm.mesh.v1.MeshConfig.observability:type_name -> osm.mesh.v1.ObservabilitySpec
 	5,  // 9: osm.mesh.v1.MeshConfig.certificate:type_name -> osm.mesh.v1.CertificateSpec
-	11, // 10: osm.mesh.v1.MeshConfig.invalid_fields:type_name -> osm.mesh.v1.InvalidField
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	12, // 10: osm.mesh.v1.MeshConfig.invalid_fields:type_name -> osm.mesh.v1.InvalidField
+	6,  // 11: osm.mesh.v1.MeshConfig.feature_flags:type_name -> osm.mesh.v1.FeatureFlags
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_osm_mesh_v1_config_proto_init() }
@@ -734,13 +798,14 @@ func file_osm_mesh_v1_config_proto_init() {
 	}
 	file_osm_mesh_v1_common_proto_init()
 	file_osm_mesh_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
+	file_osm_mesh_v1_config_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_mesh_v1_config_proto_rawDesc), len(file_osm_mesh_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

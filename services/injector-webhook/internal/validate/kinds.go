@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/openservicemesh/osm/libs/meshconfig"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 	"github.com/openservicemesh/osm/libs/policy"
 	"github.com/openservicemesh/osm/libs/smi"
 )
@@ -43,7 +44,7 @@ type Kind struct {
 
 // Kinds are the policy kinds that exist today: the SMI kinds at the
 // versions the smi-watcher reads, read the way it reads them (libs/smi),
-// and MeshConfig.
+// OSM's policy kinds (libs/osmpolicy), and MeshConfig.
 func Kinds() []Kind {
 	return []Kind{
 		{Name: "TrafficTarget", Resource: schema.GroupVersionResource{Group: "access.smi-spec.io", Version: "v1alpha3", Resource: "traffictargets"},
@@ -79,6 +80,15 @@ func Kinds() []Kind {
 					return nil, err
 				}
 				return policy.TrafficSplit(s), nil
+			}},
+		{Name: "Retry", Resource: osmpolicy.RetryGVR,
+			Check: func(ns, _ string, raw []byte) (*policy.Rejection, error) {
+				r, err := osmpolicy.DecodeRetry(raw)
+				if err != nil {
+					return nil, err
+				}
+				_, rej := policy.Retry(ns, r)
+				return rej, nil
 			}},
 		{Name: "MeshConfig", Resource: meshconfig.GVR, Scope: ControlPlaneNamespace,
 			Check: func(_, _ string, raw []byte) (*policy.Rejection, error) {

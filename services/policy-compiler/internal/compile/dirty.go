@@ -22,6 +22,8 @@ type dirtySet struct {
 	shards              set[int]            // permissive name sets to rebuild
 	grpcRoute           set[model.NN]       // services whose gRPC routes' matches to rebuild
 	bare                set[string]         // bare gRPC target names whose claimants changed
+	retry               set[model.NN]       // Retry objects to validate again
+	retrySrc            set[model.Identity] // identities whose retry routes to rebuild (retry.go)
 
 	triggers map[string]int // observed changes, by kind
 }
@@ -41,6 +43,7 @@ func (s *dirtySet) reset() {
 	s.shards = set[int]{}
 	s.grpcRoute = set[model.NN]{}
 	s.bare = set[string]{}
+	s.retry, s.retrySrc = set[model.NN]{}, set[model.Identity]{}
 	s.triggers = map[string]int{}
 }
 
@@ -94,6 +97,8 @@ func (s *dirtySet) policy(kind string, nn model.NN) {
 		s.tcp.add(nn)
 	case layout.KindTrafficSplit:
 		s.split.add(nn)
+	case layout.KindRetry:
+		s.retry.add(nn)
 	}
 }
 

@@ -24,6 +24,9 @@
 //	listener  outbound-listener:ns/svc|port  one per service port with a cluster IP: bound
 //	                                 (bind_to_port false) to the cluster IPs; one chain:
 //	                                 HCM with RDS (http, grpc) or tcp_proxy (tcp)
+//	route     ns/svc|port|retry|ns/sa  a Retry source's copy of the route, with the retry
+//	                                 policy; listener outbound-listener:<the same> names it
+//	                                 (retry.go); the source's group lists both instead
 //	listener  inbound-listener:ns/sa   per identity, on 15003: a TLS chain (client
 //	                                 certificate required) per local target port, with
 //	                                 network RBAC (tcp) or per-route HTTP RBAC (http)
@@ -208,6 +211,9 @@ type Engine struct {
 	groups groups
 	// bare are the services that claim each bare gRPC target name.
 	bare bareNames
+	// retries are the retry routes and listeners of each source identity
+	// (its zero value is empty).
+	retries retryRoutes
 }
 
 // New returns an Engine with an empty model.
@@ -423,6 +429,9 @@ func (e *Engine) Compile() *Delta {
 	for _, id := range multimap.Sorted(e.dirty.out) {
 		e.compileOutbound(id)
 	}
+	for _, id := range multimap.Sorted(e.dirty.retrySrc) {
+		e.compileRetries(id, d)
+	}
 	for _, id := range multimap.Sorted(e.dirty.in) {
 		e.compileInbound(id, d)
 	}
@@ -456,11 +465,15 @@ func (e *Engine) markAll() {
 	for id := range e.groups.identities() {
 		e.dirty.proxy(id)
 	}
+	for id := range e.retries.byID {
+		e.dirty.retrySrc.add(id)
+	}
 	for kind, names := range map[string][]model.NN{
 		layout.KindHTTPRouteGroup: e.m.HTTPRouteGroupNames(),
 		layout.KindTCPRoute:       e.m.TCPRouteNames(),
 		layout.KindTrafficTarget:  e.m.TrafficTargetNames(),
 		layout.KindTrafficSplit:   e.m.TrafficSplitNames(),
+		layout.KindRetry:          e.m.RetryNames(),
 	} {
 		for _, nn := range names {
 			e.dirty.policy(kind, nn)

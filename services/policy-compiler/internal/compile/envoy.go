@@ -271,6 +271,13 @@ func buildCLA(sp servicePort, eps []endpointAddr) (*Resource, error) {
 }
 
 func buildOutboundRoute(sp servicePort, split []weighted) (*Resource, error) {
+	rc := outboundRouteConfig(sp, split)
+	return newResource(layout.TypeRoute, rc.Name, rc)
+}
+
+// outboundRouteConfig is the shared outbound route of sp: every request to
+// its cluster, or to the weighted clusters of a split apex.
+func outboundRouteConfig(sp servicePort, split []weighted) *routev3.RouteConfiguration {
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: sp.cluster()}}
 	if len(split) > 0 {
 		wc := &routev3.WeightedCluster{}
@@ -292,7 +299,7 @@ func buildOutboundRoute(sp servicePort, split []weighted) (*Resource, error) {
 		}},
 		ValidateClusters: wrapperspb.Bool(false),
 	}
-	return newResource(layout.TypeRoute, rc.Name, rc)
+	return rc
 }
 
 func routerFilter() *hcmv3.HttpFilter {
@@ -312,6 +319,13 @@ func routerFilter() *hcmv3.HttpFilter {
 // listener of every service passes NATS's 1 MB message limit at ~2,900
 // services) and makes a service change touch its own listener only.
 func buildServiceListener(sp servicePort, split []weighted) (*Resource, error) {
+	return buildServiceListenerAs(sp, split, ServiceListenerName(sp.svc, sp.port), sp.cluster())
+}
+
+// buildServiceListenerAs is buildServiceListener under the listener name
+// name, its HTTP connection manager's RDS naming the route rds (a retry
+// copy's, retry.go).
+func buildServiceListenerAs(sp servicePort, split []weighted, name, rds string) (*Resource, error) {
 	var addrs []*corev3.Address
 	for _, ip := range sp.clusterIPs {
 		a, err := netip.ParseAddr(ip)
@@ -323,7 +337,6 @@ func buildServiceListener(sp servicePort, split []weighted) (*Resource, error) {
 	if len(addrs) == 0 {
 		return nil, nil
 	}
-	name := ServiceListenerName(sp.svc, sp.port)
 	stat := sp.cluster()
 	var filter *listenerv3.Filter
 	if sp.protocol.IsHTTP() {
@@ -331,7 +344,7 @@ func buildServiceListener(sp servicePort, split []weighted) (*Resource, error) {
 			StatPrefix: "outbound:" + stat,
 			CodecType:  hcmv3.HttpConnectionManager_AUTO,
 			RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
-				ConfigSource: ads(), RouteConfigName: sp.cluster(),
+				ConfigSource: ads(), RouteConfigName: rds,
 			}},
 			HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
 		}

@@ -44,7 +44,7 @@ func TestNamespaceJoinLeaveEqualsCold(t *testing.T) { incrementalEqualsCold(t, 2
 // incrementalEqualsCold runs the random edits; with nsEvery > 0, every
 // nsEvery-th edit is on a Namespace.
 func incrementalEqualsCold(t *testing.T, nsEvery int) {
-	cfg := synth.Config{Namespaces: 5, Services: 40, PodsPerService: 2, TrafficTargets: 30, SourcesPerTarget: 2, HTTPRouteGroups: 5, TrafficSplits: 3}
+	cfg := synth.Config{Namespaces: 5, Services: 40, PodsPerService: 2, TrafficTargets: 30, SourcesPerTarget: 2, HTTPRouteGroups: 5, TrafficSplits: 3, Retries: 8}
 	for seed := int64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
@@ -196,7 +196,26 @@ func mutate(rng *rand.Rand, o synth.Object) synth.Object {
 	case *meshv1.TCPRoute:
 		v.Matches.Ports = []int32{int32(9000 + rng.Intn(100))}
 	case *meshv1.MeshConfig:
+		if rng.Intn(3) == 0 { // Retry policies off, or back on (unset)
+			if v.GetFeatureFlags() == nil {
+				off := false
+				v.FeatureFlags = &meshv1.FeatureFlags{EnableRetryPolicy: &off}
+			} else {
+				v.FeatureFlags = nil
+			}
+			break
+		}
 		v.Traffic.EnablePermissiveTrafficPolicyMode = !v.Traffic.EnablePermissiveTrafficPolicyMode
+	case *meshv1.Retry:
+		switch rng.Intn(3) {
+		case 0:
+			n := v.GetRetryPolicy().GetNumRetries() + 1
+			v.RetryPolicy.NumRetries = &n
+		case 1:
+			v.Destinations = append(v.Destinations, &meshv1.RetrySubject{Kind: "Service", Name: "bookstore", Namespace: "bookstore"})
+		default:
+			v.Source = &meshv1.RetrySubject{Kind: "ServiceAccount", Name: "bookbuyer", Namespace: "bookbuyer"}
+		}
 	case *meshv1.Namespace:
 		switch rng.Intn(3) {
 		case 0:

@@ -316,14 +316,17 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	if len(reach) > 0 && e.res.get(resKey{layout.TypeListener, OutboundListener}) != nil {
 		listeners = append(listeners, OutboundListener)
 	}
+	over := e.retries.overrides(id)
 	switch {
 	case len(reach) == 0:
-	case e.m.Permissive():
+	case e.m.Permissive() && len(over) == 0:
 		sets = e.groups.permissiveSets()
 	default:
+		// SMI mode, or permissive with retry copies (retry.go), which
+		// the shared sets cannot hold: the names themselves.
 		n := e.names(reach)
-		clusters, endpoints, routes = n.clusters, n.endpoints, n.routes
-		listeners = mergeSorted(listeners, n.listeners)
+		clusters, endpoints, routes = n.clusters, n.endpoints, withOverrides(n.routes, over)
+		listeners = mergeSorted(listeners, withOverrides(n.listeners, over))
 	}
 	served := e.reach.served(id)
 	servedRefs := make([]svcRef, 0, len(served))

@@ -46,6 +46,7 @@ type policies struct {
 	tcp      accepted[TCPMatch]
 	targets  accepted[*Target]
 	splits   accepted[*Split]
+	retries  acceptedRetries
 	verdicts map[policyKey]*meshv1.PolicyStatus
 
 	destTargets map[model.Identity]set[model.NN]          // destination → its TrafficTargets
@@ -60,6 +61,7 @@ func newPolicies() policies {
 		tcp:         accepted[TCPMatch]{},
 		targets:     accepted[*Target]{},
 		splits:      accepted[*Split]{},
+		retries:     newAcceptedRetries(),
 		verdicts:    map[policyKey]*meshv1.PolicyStatus{},
 		destTargets: map[model.Identity]set[model.NN]{},
 		srcDests:    map[model.Identity]map[model.Identity]int{},
@@ -281,6 +283,7 @@ func (e *Engine) compilePolicies(d *Delta) {
 			}
 		}
 	}
+	e.compileRetryPolicies(d)
 	for _, nn := range multimap.Sorted(e.dirty.split) {
 		s, ok := review(&e.pol, d, layout.KindTrafficSplit, nn, e.m.TrafficSplit(nn), ValidateTrafficSplit)
 		if !ok {

@@ -170,6 +170,9 @@ func (e *Engine) compileOutbound(id model.Identity) {
 	// identity reaches every service, and markClients marks them all.
 	e.reach.setReach(id, e.reachable(id), !e.m.Permissive())
 	e.dirty.group(id)
+	if len(e.pol.retries.bySource[id]) > 0 || e.retries.byID[id] != nil {
+		e.dirty.retrySrc.add(id) // its retry routes follow what it reaches
+	}
 }
 
 // compileInbound rebuilds the inbound listener of id from the services it

@@ -72,6 +72,7 @@ type Model struct {
 	httpRouteGroups map[NN]*meshv1.HTTPRouteGroup
 	tcpRoutes       map[NN]*meshv1.TCPRoute
 	trafficSplits   map[NN]*meshv1.TrafficSplit
+	retries         map[NN]*meshv1.Retry
 
 	svcSlices   map[NN]map[NN]struct{}           // service → its endpoint slices
 	labelPods   map[labelKey]map[string]struct{} // (namespace, label=value) → counted pod names
@@ -112,6 +113,7 @@ func New(meshName string, meshConfig NN) *Model {
 		httpRouteGroups: map[NN]*meshv1.HTTPRouteGroup{},
 		tcpRoutes:       map[NN]*meshv1.TCPRoute{},
 		trafficSplits:   map[NN]*meshv1.TrafficSplit{},
+		retries:         map[NN]*meshv1.Retry{},
 		svcSlices:       map[NN]map[NN]struct{}{},
 		labelPods:       map[labelKey]map[string]struct{}{},
 		selSvcs:         map[labelKey]map[string]struct{}{},
@@ -163,6 +165,8 @@ func (m *Model) Apply(kind, namespace, name string, value proto.Message) (proto.
 		return replace(m.tcpRoutes, nn, value)
 	case layout.KindTrafficSplit:
 		return m.applySplit(nn, value)
+	case layout.KindRetry:
+		return replace(m.retries, nn, value)
 	case layout.KindMeshConfig:
 		if nn != m.meshConfigKey {
 			return nil, nil
@@ -354,3 +358,9 @@ func (m *Model) SplitsForApex(svc NN) []NN { return multimap.Sorted(m.splitsApex
 func (m *Model) RouteUsers(kind string, nn NN) []NN {
 	return multimap.Sorted(m.routeUsers[routeRef{kind, nn}])
 }
+
+// Retry returns a Retry, or nil.
+func (m *Model) Retry(nn NN) *meshv1.Retry { return m.retries[nn] }
+
+// RetryNames lists every Retry, sorted.
+func (m *Model) RetryNames() []NN { return multimap.Sorted(m.retries) }

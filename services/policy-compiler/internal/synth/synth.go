@@ -238,11 +238,16 @@ type Config struct {
 	TrafficSplits int
 	// Permissive sets the MeshConfig's permissive mode.
 	Permissive bool
+	// Retries, each from the first source of an HTTP service's
+	// TrafficTarget to that service (one per service, at most as many as
+	// the HTTP services with a TrafficTarget).
+	Retries int
 }
 
 // Paper is the mesh of the cold-compile performance target: 10k services,
-// 50k pods, 10k TrafficTargets, 500 HTTPRouteGroups and 200 TrafficSplits.
-var Paper = Config{Namespaces: 100, Services: 10000, PodsPerService: 5, TrafficTargets: 10000, SourcesPerTarget: 3, HTTPRouteGroups: 500, TrafficSplits: 200}
+// 50k pods, 10k TrafficTargets, 500 HTTPRouteGroups, 200 TrafficSplits and
+// 500 Retries.
+var Paper = Config{Namespaces: 100, Services: 10000, PodsPerService: 5, TrafficTargets: 10000, SourcesPerTarget: 3, HTTPRouteGroups: 500, TrafficSplits: 200, Retries: 500}
 
 // SvcName is the name of synthetic service i; its namespace is SvcNamespace.
 func SvcName(i int) string { return fmt.Sprintf("svc-%05d", i) }
@@ -288,6 +293,45 @@ func (c Config) Slice(i int, extra ...string) Object {
 		eps = append(eps, Endpoint{fmt.Sprintf("%s-extra-%d", name, j), ip})
 	}
 	return EndpointSlice(ns, name, SliceName(i), []Port{SyntheticPort(i)}, eps...)
+}
+
+// RetrySource is the identity (namespace, ServiceAccount) allowed first by
+// the TrafficTarget of service t, the source of its Retry.
+func (c Config) RetrySource(t int) (string, string) {
+	j := (t*7 + 131) % c.Services
+	if j == t {
+		j = (j + 1) % c.Services
+	}
+	return c.SvcNamespace(j), SvcName(j)
+}
+
+// retries are c.Retries Retries, one per HTTP service with a
+// TrafficTarget, from the target's first source to the service, in the
+// source's namespace.
+func (c Config) retries() []Object {
+	var out []Object
+	for t := 0; len(out) < c.Retries && t < c.TrafficTargets && t < c.Services; t++ {
+		if SyntheticPort(t).AppProtocol != "http" {
+			continue
+		}
+		srcNS, srcSA := c.RetrySource(t)
+		out = append(out, Retry(srcNS, SvcName(t)+"-retry", srcSA, c.SvcNamespace(t), SvcName(t)))
+	}
+	return out
+}
+
+// Retry is a Retry in ns from the ServiceAccount sa of ns to the Service
+// destNS/dest: retry on 5xx and gRPC unavailable, 3 times, 1 s per try,
+// backoff base 25 ms.
+func Retry(ns, name, sa, destNS, dest string) Object {
+	n := int64(3)
+	return Object{layout.KindRetry, ns, name, &meshv1.Retry{
+		Meta:         meta(ns, name),
+		ApiVersion:   "policy.openservicemesh.io/v1alpha1",
+		Source:       &meshv1.RetrySubject{Kind: "ServiceAccount", Name: sa, Namespace: ns},
+		Destinations: []*meshv1.RetrySubject{{Kind: "Service", Name: dest, Namespace: destNS}},
+		RetryPolicy:  &meshv1.RetryPolicySpec{RetryOn: "5xx,unavailable", PerTryTimeout: "1s", NumRetries: &n, RetryBackoffBaseInterval: "25ms"},
+	}}
 }
 
 // Generate builds a synthetic mesh. The output is deterministic.
@@ -345,6 +389,7 @@ func Generate(c Config) []Object {
 		}
 		out = append(out, TrafficTarget(ns, name+"-access", name, []*meshv1.TrafficTargetRule{rule}, sources...))
 	}
+	out = append(out, c.retries()...)
 	// Splits: apex i with backends i+n and i+2n, where n is the namespace
 	// count, so all three are in one namespace and share the port kind
 	// when n is a multiple of 5.

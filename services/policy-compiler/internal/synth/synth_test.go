@@ -1,6 +1,7 @@
 package synth_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/openservicemesh/osm/libs/layout"
@@ -23,6 +24,7 @@ func TestPaperShape(t *testing.T) {
 	want := map[string]int{
 		layout.KindService: 10000, layout.KindPod: 50000, layout.KindTrafficTarget: 10000,
 		layout.KindHTTPRouteGroup: 500, layout.KindTrafficSplit: 200, layout.KindEndpointSlice: 10000,
+		layout.KindRetry: 500,
 	}
 	for k, n := range want {
 		if count[k] != n {
@@ -34,7 +36,7 @@ func TestPaperShape(t *testing.T) {
 // Every generated policy is valid, and every split backend and TCP target
 // resolves: a synthetic mesh exercises the compiler, not its rejections.
 func TestGeneratedMeshCompilesClean(t *testing.T) {
-	cfg := synth.Config{Namespaces: 10, Services: 300, PodsPerService: 2, TrafficTargets: 300, HTTPRouteGroups: 30, TrafficSplits: 10}
+	cfg := synth.Config{Namespaces: 10, Services: 300, PodsPerService: 2, TrafficTargets: 300, HTTPRouteGroups: 30, TrafficSplits: 10, Retries: 20}
 	e := compile.New(compile.Options{MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName}})
 	for _, o := range synth.Generate(cfg) {
 		if err := e.Apply(o.Kind, o.Namespace, o.Name, o.Msg); err != nil {
@@ -50,10 +52,20 @@ func TestGeneratedMeshCompilesClean(t *testing.T) {
 			t.Errorf("%s %s/%s: %s", st.GetObject().GetKind(), st.GetObject().GetNamespace(), st.GetObject().GetName(), st.GetMessage())
 		}
 	}
-	if got, want := len(d.Statuses), 300+30+10+10; got != want {
+	if got, want := len(d.Statuses), 300+30+10+10+20; got != want {
 		t.Errorf("%d verdicts, want %d", got, want)
 	}
 	if len(e.Groups()) != cfg.Services {
 		t.Errorf("%d groups, want %d", len(e.Groups()), cfg.Services)
+	}
+	// Every Retry's source reaches its destination, so each gets its copy.
+	retryRoutes := 0
+	for _, r := range e.Resources() {
+		if r.Type == layout.TypeRoute && strings.Contains(r.Name, "|retry|") {
+			retryRoutes++
+		}
+	}
+	if retryRoutes != cfg.Retries {
+		t.Errorf("%d retry routes, want one per Retry, %d", retryRoutes, cfg.Retries)
 	}
 }

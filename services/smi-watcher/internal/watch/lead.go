@@ -8,7 +8,6 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
@@ -155,7 +154,7 @@ func (w *Watcher) itemOf(s *source, obj any) (Item, bool) {
 	default:
 		return it, false
 	}
-	if _, ok := obj.(*unstructured.Unstructured); ok && it.Namespace != w.o.ControlPlaneNamespace {
+	if s.kind == layout.KindMeshConfig && it.Namespace != w.o.ControlPlaneNamespace {
 		return it, false
 	}
 	m, err := w.desired(it)

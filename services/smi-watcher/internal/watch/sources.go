@@ -118,6 +118,8 @@ type factories struct {
 	specs   specsinformers.SharedInformerFactory
 	split   splitinformers.SharedInformerFactory
 	dynamic dynamicinformer.DynamicSharedInformerFactory
+	// policy reads OSM's policy kinds in every namespace (policykinds.go).
+	policy dynamicinformer.DynamicSharedInformerFactory
 }
 
 func (f factories) start(stop <-chan struct{}) {
@@ -126,6 +128,7 @@ func (f factories) start(stop <-chan struct{}) {
 	f.specs.Start(stop)
 	f.split.Start(stop)
 	f.dynamic.Start(stop)
+	f.policy.Start(stop)
 }
 
 // shutdown waits for the informers' goroutines after their stop channel
@@ -134,20 +137,22 @@ func (f factories) start(stop <-chan struct{}) {
 func (f factories) shutdown() {
 	f.kube.Shutdown()
 	f.dynamic.Shutdown()
+	f.policy.Shutdown()
 }
 
 // newSources builds the informers of every observed kind. MeshConfig is
 // watched only in controlPlaneNamespace, where the mesh's one MeshConfig
-// lives.
-func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (factories, []*source) {
-	f := factories{
+// lives. OSM's policy kinds are watched when the apiserver serves them;
+// missing lists the ones it does not (see policySources).
+func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (f factories, srcs []*source, missing []string, err error) {
+	f = factories{
 		kube:    informers.NewSharedInformerFactoryWithOptions(c.Kube, resync, informers.WithTransform(transform)),
 		access:  accessinformers.NewSharedInformerFactory(c.Access, resync),
 		specs:   specsinformers.NewSharedInformerFactory(c.Specs, resync),
 		split:   splitinformers.NewSharedInformerFactory(c.Split, resync),
 		dynamic: dynamicinformer.NewFilteredDynamicSharedInformerFactory(c.Dynamic, resync, controlPlaneNamespace, nil),
 	}
-	srcs := []*source{
+	srcs = []*source{
 		{kind: layout.KindNamespace, informer: f.kube.Core().V1().Namespaces().Informer(),
 			build: func(o any) (proto.Message, bool) { return normalize.Namespace(o.(*corev1.Namespace)), true }},
 		{kind: layout.KindService, namespaced: true, informer: f.kube.Core().V1().Services().Informer(),
@@ -184,7 +189,11 @@ func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (
 				return meshconfig.Parse(u), true
 			}},
 	}
-	return f, srcs
+	var policy []*source
+	if f.policy, policy, missing, err = policySources(c, resync); err != nil {
+		return factories{}, nil, nil, err
+	}
+	return f, append(srcs, policy...), missing, nil
 }
 
 // withTransform sets stripManagedFields on an informer of a factory that

@@ -164,7 +164,13 @@ func New(o Options) (*Watcher, error) {
 		return nil, err
 	}
 	w.m = m
-	w.facts, w.order = newSources(c, o.Resync, o.ControlPlaneNamespace)
+	var missing []string
+	if w.facts, w.order, missing, err = newSources(c, o.Resync, o.ControlPlaneNamespace); err != nil {
+		return nil, err
+	}
+	if len(missing) > 0 {
+		w.log.WithField("resources", missing).Warn("policy kinds not served by the apiserver are not watched; install their CRDs and restart the watcher")
+	}
 	for _, s := range w.order {
 		w.sources[s.kind] = s
 		reg, err := s.informer.AddEventHandler(w.handler(s))

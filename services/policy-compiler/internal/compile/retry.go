@@ -1,0 +1,279 @@
+package compile
+
+import (
+	"slices"
+	"sort"
+	"strings"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/policy"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
+	"github.com/openservicemesh/osm/services/policy-compiler/internal/multimap"
+)
+
+// Retry policies (policy.openservicemesh.io/v1alpha1 Retry).
+//
+// A Retry makes the proxies of its source identity retry their requests to
+// its destination Services. The outbound routes and listeners of a service
+// port are shared by every client, so a source-specific policy needs
+// resources of its own: for each http or grpc port of a destination the
+// source reaches, a copy of the port's route with the retry policy on its
+// route (RetryRouteName), and a copy of the port's listener whose RDS names
+// that route (RetryListenerName). The source's group lists them in place of
+// the shared ones; clusters and endpoints stay shared. The listener copy
+// has the shared one's address, and a group never lists both.
+//
+// A Retry change rebuilds only its source's copies and group; a change of
+// a destination Service rebuilds the copies of the sources that reach it
+// (markClients marks their outbound configuration, compileOutbound their
+// copies).
+// When two Retries of one source name the same Service, the first by
+// namespace/name applies. In permissive mode a group with retry copies
+// lists every service's names itself instead of the shared permissive
+// sets, which hold the shared names.
+//
+// MeshConfig's spec.featureFlags.enableRetryPolicy false turns every Retry
+// off (the objects are still judged); unset means on.
+//
+// The gRPC flavour (proxyless gRPC, Options.ProxylessGRPC) gets no retry
+// copies: its API listeners are named by the dial target, which a source
+// cannot have a copy of, so proxyless clients do not retry yet.
+
+// RetryRouteName is the name of source id's copy of the route of a service
+// port, with its retry policy: "ns/svc|port|retry|srcns/srcsa".
+func RetryRouteName(svc model.NN, port int32, id model.Identity) string {
+	return ClusterName(svc, port) + "|retry|" + id.String()
+}
+
+// RetryListenerName is the name of source id's copy of the outbound
+// listener of a service port, whose RDS names RetryRouteName.
+func RetryListenerName(svc model.NN, port int32, id model.Identity) string {
+	return "outbound-listener:" + RetryRouteName(svc, port, id)
+}
+
+// acceptedRetries are the accepted Retries, indexed by source. A change of
+// a destination Service needs no index of its own: its copies exist only
+// for sources that reach it, whose outbound configuration the service's
+// compile marks (markClients), and compileOutbound marks their copies.
+type acceptedRetries struct {
+	byName   accepted[*policy.AcceptedRetry]
+	bySource map[model.Identity]set[model.NN] // source → its Retries
+}
+
+func newAcceptedRetries() acceptedRetries {
+	return acceptedRetries{byName: accepted[*policy.AcceptedRetry]{}, bySource: map[model.Identity]set[model.NN]{}}
+}
+
+// set replaces the accepted version of nn (nil: none); it returns the one
+// it replaced and whether it changed.
+func (a *acceptedRetries) set(nn model.NN, r *policy.AcceptedRetry) (*policy.AcceptedRetry, bool) {
+	old, changed := a.byName.set(nn, r, r != nil)
+	if !changed {
+		return old, false
+	}
+	for _, x := range []*policy.AcceptedRetry{old, r} {
+		if x == nil {
+			continue
+		}
+		src := sourceOf(x)
+		if x == old {
+			multimap.Remove(a.bySource, src, nn)
+		} else {
+			multimap.Add(a.bySource, src, nn)
+		}
+	}
+	return old, true
+}
+
+func sourceOf(r *policy.AcceptedRetry) model.Identity { return model.Identity(r.Source) }
+
+// ValidateRetry checks a Retry on its own (libs/policy's rules, the
+// webhook's).
+func ValidateRetry(nn model.NN, r *meshv1.Retry) (*policy.AcceptedRetry, *Rejection) {
+	return policy.Retry(nn.Namespace, r)
+}
+
+// compileRetryPolicies validates the dirty Retries and marks the sources
+// whose accepted Retries changed.
+func (e *Engine) compileRetryPolicies(d *Delta) {
+	for _, nn := range multimap.Sorted(e.dirty.retry) {
+		r, ok := review(&e.pol, d, layout.KindRetry, nn, e.m.Retry(nn), ValidateRetry)
+		if !ok {
+			continue
+		}
+		if old, changed := e.pol.retries.set(nn, r); changed {
+			for _, x := range []*policy.AcceptedRetry{old, r} {
+				if x != nil {
+					e.dirty.retrySrc.add(sourceOf(x))
+				}
+			}
+		}
+	}
+}
+
+// retryVariants are the retry copies of one source identity.
+type retryVariants struct {
+	keys []resKey
+	// over maps a shared route or listener name to the source's copy.
+	over map[string]string
+}
+
+// retryRoutes holds the retry copies of each source identity; the zero
+// value holds none.
+type retryRoutes struct {
+	byID map[model.Identity]*retryVariants
+}
+
+// overrides maps the shared names id's group lists to id's copies; nil
+// when it has none.
+func (r *retryRoutes) overrides(id model.Identity) map[string]string {
+	if v := r.byID[id]; v != nil {
+		return v.over
+	}
+	return nil
+}
+
+// retryEnabled reports MeshConfig's spec.featureFlags.enableRetryPolicy.
+func (e *Engine) retryEnabled() bool { return policy.RetryPolicyEnabled(e.m.MeshConfig()) }
+
+// reaches reports whether id reached svc at its last compileOutbound.
+func (e *Engine) reaches(id model.Identity, svc model.NN) bool {
+	if !e.svcs.has(svc) {
+		return false
+	}
+	refs := e.reach.reached(id)
+	key := e.svcs.frag(svc).key
+	i := sort.Search(len(refs), func(i int) bool { return refs[i].key >= key })
+	return i < len(refs) && refs[i].nn == svc
+}
+
+// compileRetries rebuilds the retry copies of source id from its accepted
+// Retries and what it reaches, drops the ones it no longer has, and marks
+// its group.
+func (e *Engine) compileRetries(id model.Identity, d *Delta) {
+	cur := &retryVariants{over: map[string]string{}}
+	if e.retryEnabled() && e.m.HasPods(id) && e.m.Meshed(id.Namespace) {
+		claimed := set[model.NN]{}
+		for _, rn := range multimap.Sorted(e.pol.retries.bySource[id]) {
+			r := e.pol.retries.byName[rn]
+			for _, dst := range r.Destinations {
+				svc := model.NN(dst)
+				if _, dup := claimed[svc]; dup || !e.reaches(id, svc) {
+					continue
+				}
+				claimed.add(svc)
+				e.compileRetryPorts(id, svc, r.Policy, cur, d)
+			}
+		}
+	}
+	kept := map[resKey]bool{}
+	for _, k := range cur.keys {
+		kept[k] = true
+	}
+	if old := e.retries.byID[id]; old != nil {
+		for _, k := range old.keys {
+			if !kept[k] {
+				e.res.drop(k, d)
+			}
+		}
+	}
+	if len(cur.keys) == 0 {
+		delete(e.retries.byID, id)
+	} else {
+		if e.retries.byID == nil {
+			e.retries.byID = map[model.Identity]*retryVariants{}
+		}
+		e.retries.byID[id] = cur
+	}
+	e.dirty.group(id)
+}
+
+// compileRetryPorts builds id's copies of the route and listener of each
+// http or grpc port of svc.
+func (e *Engine) compileRetryPorts(id model.Identity, svc model.NN, p policy.RetryPolicy, cur *retryVariants, d *Delta) {
+	frag := e.svcs.frag(svc)
+	for _, sp := range e.svcs.ports(svc) {
+		if !sp.protocol.IsHTTP() || !slices.Contains(frag.routes, sp.cluster()) {
+			continue
+		}
+		split := e.splitFor(sp)
+		route := RetryRouteName(svc, sp.port, id)
+		k, ok := e.put(d, layout.TypeRoute, route)(buildRetryRoute(sp, split, route, p))
+		if !ok {
+			continue
+		}
+		cur.keys = append(cur.keys, k)
+		cur.over[sp.cluster()] = route
+		shared := ServiceListenerName(svc, sp.port)
+		if !slices.Contains(frag.listeners, shared) {
+			continue
+		}
+		name := RetryListenerName(svc, sp.port, id)
+		l, err := buildServiceListenerAs(sp, split, name, route)
+		if l == nil && err == nil {
+			continue
+		}
+		if k, ok := e.put(d, layout.TypeListener, name)(l, err); ok {
+			cur.keys = append(cur.keys, k)
+			cur.over[shared] = name
+		}
+	}
+}
+
+// buildRetryRoute is the route of sp (buildOutboundRoute's) named name,
+// with the retry policy on its route.
+func buildRetryRoute(sp servicePort, split []weighted, name string, p policy.RetryPolicy) (*Resource, error) {
+	rc := outboundRouteConfig(sp, split)
+	rc.Name = name
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			if a := r.GetRoute(); a != nil {
+				a.RetryPolicy = envoyRetryPolicy(p)
+			}
+		}
+	}
+	return newResource(layout.TypeRoute, rc.Name, rc)
+}
+
+// envoyRetryPolicy is OSM's mapping of a Retry's policy: retry_on,
+// num_retries, per_try_timeout and the backoff's base interval (Envoy's
+// maximum interval is 10 times it).
+func envoyRetryPolicy(p policy.RetryPolicy) *routev3.RetryPolicy {
+	rp := &routev3.RetryPolicy{RetryOn: strings.Join(p.RetryOn, ",")}
+	if p.NumRetries != nil {
+		rp.NumRetries = wrapperspb.UInt32(*p.NumRetries)
+	}
+	if p.PerTryTimeout > 0 {
+		rp.PerTryTimeout = durationpb.New(p.PerTryTimeout)
+	}
+	if p.BackoffBase > 0 {
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(p.BackoffBase)}
+	}
+	return rp
+}
+
+// withOverrides replaces in sorted names those over maps, keeping them
+// sorted.
+func withOverrides(names []string, over map[string]string) []string {
+	if len(over) == 0 {
+		return names
+	}
+	out := make([]string, len(names))
+	changed := false
+	for i, n := range names {
+		if v, ok := over[n]; ok {
+			n, changed = v, true
+		}
+		out[i] = n
+	}
+	if !changed {
+		return names
+	}
+	sort.Strings(out)
+	return out
+}

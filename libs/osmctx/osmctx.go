@@ -37,6 +37,9 @@ type File struct {
 	// NATSMonitors are the NATS servers' monitoring listeners (plain HTTP,
 	// /jsz), which osm verify reads for the buckets; optional.
 	NATSMonitors []Endpoint `json:"natsMonitors,omitempty"`
+	// Admins are every component's admin listener (plain HTTP, /metrics),
+	// which osm bug-report snapshots; optional (then the compilers').
+	Admins []Endpoint `json:"admins,omitempty"`
 }
 
 // Endpoint is one component's listener.

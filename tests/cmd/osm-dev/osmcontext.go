@@ -52,6 +52,10 @@ func writeOSMContext(ctx context.Context, dir string, m *stack.Mesh, cluster *ku
 		// osm verify reads the compiler's /metrics and NATS's monitoring
 		Compilers: []osmctx.Endpoint{{Name: "osm-dev-compiler", Addr: m.AdminAddr(stack.Compiler)}},
 	}
+	// osm bug-report snapshots every component's /metrics
+	for _, c := range m.Started() {
+		f.Admins = append(f.Admins, osmctx.Endpoint{Name: "osm-dev-" + string(c), Addr: m.AdminAddr(c)})
+	}
 	for i, u := range m.NATS().MonitorURLs() {
 		f.NATSMonitors = append(f.NATSMonitors, osmctx.Endpoint{Name: fmt.Sprintf("osm-dev-nats-%d", i), Addr: strings.TrimPrefix(u, "http://")})
 	}

@@ -21,6 +21,8 @@ const (
 	// container port MonitorPort is NATS's monitoring endpoint.
 	NATSName    = "osm-nats"
 	MonitorPort = "monitor"
+	// PartOfLabel is osm on every pod of the mesh's chart.
+	PartOfLabel = "app.kubernetes.io/part-of"
 )
 
 // Monitors finds the listeners osm verify reads without credentials: the
@@ -34,6 +36,9 @@ type Monitors interface {
 	Compilers(ctx context.Context) ([]Endpoint, error)
 	// NATSMonitors are the monitoring listeners of every ready NATS server.
 	NATSMonitors(ctx context.Context) ([]Endpoint, error)
+	// Admins are the admin listeners (/metrics) of every ready component,
+	// which osm bug-report snapshots.
+	Admins(ctx context.Context) ([]Endpoint, error)
 }
 
 var (
@@ -64,6 +69,32 @@ func (p *PortForward) NATSMonitors(ctx context.Context) ([]Endpoint, error) {
 	return p.namedPorts(ctx, NATSName, MonitorPort)
 }
 
+// Admins implements Monitors: the port admin of every ready pod of the
+// mesh (label app.kubernetes.io/part-of=osm) that has one.
+func (p *PortForward) Admins(ctx context.Context) ([]Endpoint, error) {
+	list, err := p.Kube.CoreV1().Pods(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: PartOfLabel + "=osm"})
+	if err != nil {
+		return nil, fmt.Errorf("the mesh's pods in namespace %s: %w", p.Namespace, err)
+	}
+	var out []Endpoint
+	for i := range list.Items {
+		pod := &list.Items[i]
+		n, err := containerPort(pod, intstr.FromString(AdminPort))
+		if !podReady(pod) || err != nil {
+			continue
+		}
+		addr, err := p.forward(ctx, pod.Name, n)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, Endpoint{Name: pod.Name, Addr: addr})
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no ready pod of the mesh with a port %s in namespace %s (%d pods): check kubectl get pods -n %s -l %s=osm", AdminPort, p.Namespace, len(list.Items), p.Namespace, PartOfLabel)
+	}
+	return out, nil
+}
+
 // namedPorts forwards to the port named port of every ready pod of the
 // release's component name.
 func (p *PortForward) namedPorts(ctx context.Context, name, port string) ([]Endpoint, error) {
@@ -91,6 +122,14 @@ func (p *PortForward) namedPorts(ctx context.Context, name, port string) ([]Endp
 		return nil, fmt.Errorf("no ready pod %s in namespace %s (%d pods): check kubectl get pods -n %s -l app.kubernetes.io/name=%s", name, p.Namespace, len(list.Items), p.Namespace, name)
 	}
 	return out, nil
+}
+
+// Admins implements Monitors: the file's admins, else its compilers.
+func (c *ContextFile) Admins(ctx context.Context) ([]Endpoint, error) {
+	if len(c.File.Admins) == 0 {
+		return c.Compilers(ctx)
+	}
+	return c.endpoints("admins", c.File.Admins)
 }
 
 // Compilers implements Monitors.

@@ -109,7 +109,7 @@ func TestConvergence(t *testing.T) {
 	}
 	dir := t.TempDir()
 	m, err := stack.New(ctx, stack.Options{
-		Cluster: cluster, Dir: dir, Name: "convtest", MeshName: mesh, Namespace: cpNS, MeshConfig: mcName,
+		Cluster: cluster, Dir: dir, Builder: testBuilder, Name: "convtest", MeshName: mesh, Namespace: cpNS, MeshConfig: mcName,
 		// All 1,000 streams admitted at once: the simulated proxies do not
 		// retry a refused one.
 		Flags: map[stack.Component][]string{stack.Edge: {"--debug-addr", debugAddr, "--stream-rate", "2000", "--stream-burst", "2000"}},

@@ -165,6 +165,7 @@ func TestInstallNamespaceUninstall(t *testing.T) {
 	step("namespaces")
 	t.Run("verify", testVerifyInstalled)
 	step("verify")
+	t.Run("bug-report", testBugReportInstalled)
 	// Uninstall: only the CRDs stay.
 	out = mustOSM(t, "uninstall", "-n", testNamespace)
 	if !strings.Contains(out, "kubectl delete crd ") || !strings.Contains(out, " traffictargets.access.smi-spec.io") ||

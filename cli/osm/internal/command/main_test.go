@@ -3,12 +3,14 @@ package command
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	osmkube "github.com/openservicemesh/osm/tests/kube"
+	"github.com/openservicemesh/osm/tests/stack"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -17,9 +19,21 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 // installs the CRDs itself.
 var cluster *osmkube.Cluster
 
+// testBuilder builds the mesh's services once for every test of the
+// package that starts them (startTestMesh, TestConvergence).
+var testBuilder *stack.Builder
+
 func TestMain(m *testing.M) {
 	flag.Parse()
-	os.Exit(osmkube.MainOptions(m, osmkube.Options{}, &cluster, false))
+	bin, err := os.MkdirTemp("", "osm-cli-test-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testBuilder = stack.NewBuilder(bin)
+	code := osmkube.MainOptions(m, osmkube.Options{}, &cluster, false)
+	os.RemoveAll(bin)
+	os.Exit(code)
 }
 
 // osm runs the CLI with args against the harness cluster and returns its

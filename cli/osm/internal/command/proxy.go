@@ -145,20 +145,25 @@ edge's generation.
 			if err != nil {
 				fmt.Fprintf(g.streams.Err, "warning: %v; the POD column is empty\n", err)
 			}
-			var rows []proxyRow
-			for _, l := range lists {
-				for _, p := range l.Proxies {
-					rows = append(rows, proxyRow{Pod: podName(pods[p.NodeID]), Proxy: p})
-				}
-			}
-			slices.SortFunc(rows, func(a, b proxyRow) int {
-				return cmp.Or(cmp.Compare(a.Pod, b.Pod), cmp.Compare(a.NodeID, b.NodeID), cmp.Compare(a.Edge, b.Edge))
-			})
-			return proxyTable(rows).print(g.streams.Out, output)
+			return proxyTable(proxyRows(lists, pods)).print(g.streams.Out, output)
 		},
 	}
 	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// proxyRows are the edges' proxies with their pods (by node id), sorted.
+func proxyRows(lists []edgedebug.ProxyList, pods map[string]*corev1.Pod) []proxyRow {
+	var rows []proxyRow
+	for _, l := range lists {
+		for _, p := range l.Proxies {
+			rows = append(rows, proxyRow{Pod: podName(pods[p.NodeID]), Proxy: p})
+		}
+	}
+	slices.SortFunc(rows, func(a, b proxyRow) int {
+		return cmp.Or(cmp.Compare(a.Pod, b.Pod), cmp.Compare(a.NodeID, b.NodeID), cmp.Compare(a.Edge, b.Edge))
+	})
+	return rows
 }
 
 // proxyTable is list's output.

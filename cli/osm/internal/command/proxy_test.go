@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,12 +25,8 @@ import (
 
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/edgedebug"
-	"github.com/openservicemesh/osm/libs/identity"
 	"github.com/openservicemesh/osm/libs/layout"
-	"github.com/openservicemesh/osm/libs/osmctx"
 	"github.com/openservicemesh/osm/libs/xdstest"
-	osmkube "github.com/openservicemesh/osm/tests/kube"
-	"github.com/openservicemesh/osm/tests/stack"
 )
 
 const (
@@ -54,132 +49,34 @@ func TestProxyCommands(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	start := time.Now()
-	const cpNS, mesh, mcName, appNS = "osm-proxytest", "proxytest", "proxytest-mesh-config", "proxytest-app"
-
-	crds, err := osmkube.CRDDir()
-	if err == nil {
-		err = cluster.ApplyCRDs(ctx, crds)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	mustCreate := func(err error) {
-		t.Helper()
-		if err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-	}
-	for _, ns := range []*corev1.Namespace{
-		{ObjectMeta: metav1.ObjectMeta{Name: cpNS}},
-		{ObjectMeta: metav1.ObjectMeta{Name: appNS, Labels: map[string]string{layout.LabelMonitoredBy: mesh}}},
-	} {
-		_, err := cs.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
-		mustCreate(err)
-	}
-	// What the chart creates: the operator ServiceAccount.
-	_, err = cs.CoreV1().ServiceAccounts(cpNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "osm-operator"}}, metav1.CreateOptions{})
-	mustCreate(err)
-	_, err = cluster.Dynamic().Resource(osmkube.MeshConfigs).Namespace(cpNS).Create(ctx, unstructuredMeshConfig(mcName), metav1.CreateOptions{})
-	mustCreate(err)
-	// A Service bookstore, which permissive mode lets bookbuyer reach.
-	_, err = cs.CoreV1().Services(appNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
-			Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: ptrTo("http")}}},
-	}, metav1.CreateOptions{})
-	mustCreate(err)
-	kubelet := cluster.Kubelet("proxytest-node", "zone-a")
-	if _, err := kubelet.Register(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// Two meshed pods (the injector's label names their proxy) and one
-	// that is not.
-	for _, p := range []struct{ name, sa, uuid, ip string }{
+	// Two meshed pods (the injector's label names their proxy), one that
+	// is not, and one whose proxy never connects.
+	tm := startTestMesh(t, testMeshOptions{name: "proxytest", pods: []testPod{
 		{"buyer-1", "bookbuyer", "uuid-buyer-1", "10.244.9.10"},
 		{"store-1", "bookstore", "uuid-store-1", "10.244.9.11"},
 		{"plain-1", "bookstore", "", "10.244.9.12"},
 		{"idle-1", "bookstore", "uuid-idle-1", "10.244.9.13"},
-	} {
-		_, err := cs.CoreV1().ServiceAccounts(appNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: p.sa}}, metav1.CreateOptions{})
-		mustCreate(err)
-		labels := map[string]string{"app": p.sa}
-		if p.uuid != "" {
-			labels[layout.LabelProxyUUID] = p.uuid
-		}
-		pod, err := cs.CoreV1().Pods(appNS).Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: p.name, Labels: labels},
-			Spec: corev1.PodSpec{ServiceAccountName: p.sa, Containers: []corev1.Container{{Name: "app", Image: "app",
-				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 14001}}}}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kubelet.MakeReady(ctx, pod, p.ip); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	// The mesh, its edge with the debug API.
-	debugAddr, err := stack.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	m, err := stack.New(ctx, stack.Options{
-		Cluster: cluster, Dir: dir, Name: "proxytest", MeshName: mesh, Namespace: cpNS, MeshConfig: mcName,
-		Flags: map[stack.Component][]string{stack.Edge: {"--debug-addr", debugAddr}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := m.Close(); err != nil {
-			t.Errorf("stop the mesh: %v", err)
-		}
-		if t.Failed() {
-			t.Log(m.Logs())
-		}
-	}()
-	if err := m.Start(ctx, stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge); err != nil {
-		t.Fatal(err)
-	}
+	}})
+	appNS, dir, debugAddr, m := tm.appNS, tm.dir, tm.edge.Addr, tm.Mesh
 	t.Logf("mesh ready after %s", time.Since(start).Round(time.Millisecond))
+
+	// A Service bookstore, which permissive mode lets bookbuyer reach.
+	_, err := cs.CoreV1().Services(appNS).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
+			Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: ptrTo("http")}}},
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 
 	// The proxies: bookbuyer over state of the world, bookstore over delta.
 	proxies := map[string]*xdstest.Proxy{}
 	var workloadCert tls.Certificate
-	for _, p := range []struct {
-		sa, node string
-		delta    bool
-	}{{"bookbuyer", "uuid-buyer-1", false}, {"bookstore", "uuid-store-1", true}} {
-		issued, err := m.WorkloadCert(ctx, identity.New(stack.TrustDomain, appNS, p.sa), time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		workloadCert = issued.Pair
-		cc, err := m.DialEdge(issued.Pair)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		proxies[p.sa] = xdstest.RunProxy(t, cc, xdstest.ProxyOptions{NodeID: p.node, Delta: p.delta, Types: []string{typeCDS, typeEDS, typeLDS, typeRDS, typeSDS}})
-	}
+	proxies["bookbuyer"], _ = tm.proxy(t, "bookbuyer", "uuid-buyer-1", false)
+	proxies["bookstore"], workloadCert = tm.proxy(t, "bookstore", "uuid-store-1", true)
 
-	roots := filepath.Join(dir, "osm-roots.pem")
-	if err := os.WriteFile(roots, caclient.RootsPEM(m.Bundle()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctxFile := filepath.Join(dir, "osm-context.json")
-	if err := osmctx.Write(ctxFile, &osmctx.File{
-		Kubeconfig: cluster.KubeconfigPath(), Namespace: cpNS, CARootsFile: roots,
-		CertAuthority: osmctx.Endpoint{Addr: m.Addr(stack.CertAuthority), ServerName: m.CAServerName()},
-		Edges:         []osmctx.Endpoint{{Name: "proxytest-edge-0", Addr: debugAddr}},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	run := func(args ...string) (string, error) {
-		return osm(t, append([]string{"--osm-context", ctxFile}, args...)...)
-	}
+	run := func(args ...string) (string, error) { return tm.osm(t, args...) }
 	must := func(args ...string) string {
 		t.Helper()
 		out, err := run(args...)

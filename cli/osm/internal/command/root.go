@@ -79,6 +79,9 @@ of the ServiceAccount osm-operator (osm proxy --help).`,
   # may bookbuyer GET /books-bought on bookstore? which policy allows it?
   osm policy check --from bookbuyer/bookbuyer --to bookstore/bookstore --path /books-bought --method GET
 
+  # a tarball of the mesh's state for a bug report, without secrets
+  osm bug-report
+
   # shell completion for bash (see osm completion --help for the others)
   source <(osm completion bash)`,
 		SilenceUsage:  true,
@@ -97,6 +100,7 @@ of the ServiceAccount osm-operator (osm proxy --help).`,
 	root.AddCommand(verifyCommand(g))
 	root.AddCommand(policyCommand(g), versionCommand(g))
 	root.AddCommand(convergenceCommand(g))
+	root.AddCommand(bugReportCommand(g))
 	addBuiltinExamples(root)
 	return root
 }

@@ -127,15 +127,11 @@ Colour only on a terminal (NO_COLOR turns it off).`,
 				return err
 			}
 			defer client.Close()
-			rc, err := g.configFlags().ToRESTConfig()
-			if err != nil {
-				return fmt.Errorf("kubeconfig: %w", err)
-			}
-			dyn, err := dynamic.NewForConfig(rc)
+			dyn, err := g.dynamic()
 			if err != nil {
 				return err
 			}
-			v := &verifier{g: g, o: o, cs: cs, dyn: dyn, client: client, processes: g.osmContextPath() != "", now: time.Now()}
+			v := newVerifier(g, o, cs, dyn, client)
 			r, err := v.run(cmd.Context())
 			if err != nil {
 				return err
@@ -147,7 +143,7 @@ Colour only on a terminal (NO_COLOR turns it off).`,
 		},
 	}
 	addOutputFlag(cmd, &o.output)
-	cmd.Flags().DurationVar(&o.expiryWarning, "expiry-warning", 30*24*time.Hour, "fail the certificates check when a root or the signing chain expires within this")
+	cmd.Flags().DurationVar(&o.expiryWarning, "expiry-warning", defaultExpiryWarning, "fail the certificates check when a root or the signing chain expires within this")
 	return cmd
 }
 
@@ -168,6 +164,14 @@ type verifier struct {
 	operator  *caclient.Issued
 	compilers []compilerMetrics
 }
+
+// newVerifier is a verifier of the mesh that client reaches.
+func newVerifier(g *globals, o verifyOptions, cs kubernetes.Interface, dyn dynamic.Interface, client *access.Client) *verifier {
+	return &verifier{g: g, o: o, cs: cs, dyn: dyn, client: client, processes: g.osmContextPath() != "", now: time.Now()}
+}
+
+// defaultExpiryWarning is --expiry-warning's default.
+const defaultExpiryWarning = 30 * 24 * time.Hour
 
 // compilerMetrics is what a policy-compiler's /metrics says.
 type compilerMetrics struct {
@@ -566,22 +570,7 @@ func (v *verifier) policies(ctx context.Context) error {
 		return fmt.Errorf("list the Warning Events: %w", err)
 	}
 	// The newest rejection of each object, at its current generation.
-	type key struct{ kind, ns, name string }
-	newest := map[key]corev1.Event{}
-	for _, e := range evs.Items {
-		o := e.InvolvedObject
-		if e.Source.Component != watcherEventSource && e.ReportingController != watcherEventSource {
-			continue
-		}
-		gv, _ := schema.ParseGroupVersion(o.APIVersion)
-		if !slices.Contains(smiGroups, gv.Group) {
-			continue
-		}
-		k := key{o.Kind, o.Namespace, o.Name}
-		if cur, ok := newest[k]; !ok || eventTime(e).After(eventTime(cur)) {
-			newest[k] = e
-		}
-	}
+	newest := newestRejections(evs.Items)
 	var rows []string
 	var hints []string
 	for k, e := range newest {
@@ -616,6 +605,30 @@ func (v *verifier) policies(ctx context.Context) error {
 		v.r.fail(catPolicies, hints[i], "%s", rows[i])
 	}
 	return nil
+}
+
+// policyKey names a policy object.
+type policyKey struct{ kind, ns, name string }
+
+// newestRejections is the newest of the smi-watcher's rejection Events
+// (Warning Events on an SMI object) of each object among evs.
+func newestRejections(evs []corev1.Event) map[policyKey]corev1.Event {
+	newest := map[policyKey]corev1.Event{}
+	for _, e := range evs {
+		o := e.InvolvedObject
+		if e.Type != corev1.EventTypeWarning || (e.Source.Component != watcherEventSource && e.ReportingController != watcherEventSource) {
+			continue
+		}
+		gv, _ := schema.ParseGroupVersion(o.APIVersion)
+		if !slices.Contains(smiGroups, gv.Group) {
+			continue
+		}
+		k := policyKey{o.Kind, o.Namespace, o.Name}
+		if cur, ok := newest[k]; !ok || eventTime(e).After(eventTime(cur)) {
+			newest[k] = e
+		}
+	}
+	return newest
 }
 
 // currentGeneration is the live object's metadata.generation; false when

@@ -13,8 +13,6 @@ import (
 	"math/big"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -30,15 +28,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/openservicemesh/osm/libs/caclient"
-	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/osmctx"
 	osmkube "github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/stack"
 )
 
 // TestVerify runs osm verify against the mesh's services as processes
-// (tests/stack) on the harness cluster, through a context file as against
-// the dev stack (NATS in-process, with its monitoring endpoint), with two
+// (tests/stack, startTestMesh) on the harness cluster, through a context
+// file as against the dev stack (NATS in-process, with its monitoring
+// endpoint), with two
 // edges: healthy, every check passes (golden table, the volatile
 // figures masked); then each seeded fault is detected and named, and
 // healed where the test can heal it: a stale webhook caBundle, a CRD
@@ -49,9 +47,8 @@ func TestVerify(t *testing.T) {
 	cs := cluster.Clientset()
 	start := time.Now()
 	step := func(name string) { t.Logf("%s done at %s", name, time.Since(start).Round(time.Millisecond)) }
-	const cpNS, mesh, mcName, appNS = "osm-verifytest", "verifytest", "verifytest-mesh-config", "verifytest-app"
-
-	withChartCRDs(t)
+	tm := startTestMesh(t, testMeshOptions{name: "verifytest", smi: true})
+	cpNS, appNS, m := tm.cpNS, tm.appNS, tm.Mesh
 	crds, err := osmkube.CRDDir()
 	if err != nil {
 		t.Fatal(err)
@@ -62,47 +59,9 @@ func TestVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mustCreate(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: cpNS}}, metav1.CreateOptions{}))
-	mustCreate(cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS,
-		Labels: map[string]string{layout.LabelMonitoredBy: mesh}}}, metav1.CreateOptions{}))
-	mustCreate(cs.CoreV1().ServiceAccounts(cpNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "osm-operator"}}, metav1.CreateOptions{}))
-	// SMI mode: the compiler judges the TrafficTargets.
-	mc := unstructuredMeshConfig(mcName)
-	mc.Object["spec"] = map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}}
-	mustCreate(cluster.Dynamic().Resource(osmkube.MeshConfigs).Namespace(cpNS).Create(ctx, mc, metav1.CreateOptions{}))
-
-	// NATS's monitoring endpoint is what verify reads.
-	dir := t.TempDir()
-	nats, err := stack.StartNATS(ctx, stack.NATSOptions{StoreDir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nats.Close()
-	debug0, err := stack.FreeAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := stack.New(ctx, stack.Options{
-		Cluster: cluster, Dir: dir, Name: "verifytest", MeshName: mesh, Namespace: cpNS, MeshConfig: mcName, NATS: nats,
-		Flags: map[stack.Component][]string{stack.Edge: {"--debug-addr", debug0}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := m.Close(); err != nil {
-			t.Errorf("stop the mesh: %v", err)
-		}
-		if t.Failed() {
-			t.Log(m.Logs())
-		}
-	}()
-	if err := m.Start(ctx, stack.CertAuthority, stack.Watcher, stack.Compiler, stack.Edge); err != nil {
-		t.Fatal(err)
-	}
 	// A second edge, whose NATS connection goes through a proxy the test
 	// can cut.
-	natsURL, err := url.Parse(nats.URL())
+	natsURL, err := url.Parse(m.NATS().URL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +73,7 @@ func TestVerify(t *testing.T) {
 	if _, err := m.StartInstance(ctx, stack.Edge, "--nats-url", "nats://"+cut.addr, "--pod-name", "verifytest-edge-1", "--debug-addr", debug1); err != nil {
 		t.Fatal(err)
 	}
+	tm.writeContext(t, osmctx.Endpoint{Name: "verifytest-edge-1", Addr: debug1})
 	step("mesh ready")
 
 	// The injector's webhook configuration, as the injector keeps it (no
@@ -138,26 +98,8 @@ func TestVerify(t *testing.T) {
 		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), hookName, metav1.DeleteOptions{})
 	})
 
-	roots := filepath.Join(dir, "osm-roots.pem")
-	if err := os.WriteFile(roots, rootsPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctxFile := filepath.Join(dir, "osm-context.json")
-	monitor, err := url.Parse(nats.MonitorURLs()[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := osmctx.Write(ctxFile, &osmctx.File{
-		Kubeconfig: cluster.KubeconfigPath(), Namespace: cpNS, CARootsFile: roots,
-		CertAuthority: osmctx.Endpoint{Addr: m.Addr(stack.CertAuthority), ServerName: m.CAServerName()},
-		Edges:         []osmctx.Endpoint{{Name: "verifytest-edge-0", Addr: debug0}, {Name: "verifytest-edge-1", Addr: debug1}},
-		Compilers:     []osmctx.Endpoint{{Name: "verifytest-compiler", Addr: m.AdminAddr(stack.Compiler)}},
-		NATSMonitors:  []osmctx.Endpoint{{Name: "verifytest-nats-0", Addr: monitor.Host}},
-	}); err != nil {
-		t.Fatal(err)
-	}
 	verify := func(args ...string) (string, error) {
-		return osm(t, append([]string{"--osm-context", ctxFile, "verify"}, args...)...)
+		return tm.osm(t, append([]string{"verify"}, args...)...)
 	}
 	// until runs verify until cond holds of its output, and returns it.
 	until := func(what string, cond func(out string, err error) bool) string {

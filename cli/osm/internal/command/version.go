@@ -101,11 +101,7 @@ kubeconfig and namespace are used (--osm-context or $OSM_CONTEXT).`,
 				cs, err = g.clientset()
 			}
 			if err == nil {
-				v.Namespace = g.namespace
-				v.Components, err = meshWorkloadVersions(cmd.Context(), cs, g.namespace)
-				for i := range v.Components {
-					v.Components[i].Skew = v.Components[i].Version != v.Client.ChartAppVersion
-				}
+				v, err = clusterVersions(cmd.Context(), cs, g.namespace)
 			}
 			if err != nil {
 				// The client's version still helps.
@@ -136,6 +132,22 @@ func thisVersion() clientVersion {
 		c.Chart, c.ChartAppVersion = ch.Metadata.Version, ch.Metadata.AppVersion
 	}
 	return c
+}
+
+// clusterVersions is this osm's version and the version of each
+// component of the mesh in ns, its skew against the embedded chart marked;
+// the client's on an error.
+func clusterVersions(ctx context.Context, cs kubernetes.Interface, ns string) (versions, error) {
+	v := versions{Client: thisVersion()}
+	comps, err := meshWorkloadVersions(ctx, cs, ns)
+	if err != nil {
+		return v, err
+	}
+	v.Namespace, v.Components = ns, comps
+	for i := range v.Components {
+		v.Components[i].Skew = v.Components[i].Version != v.Client.ChartAppVersion
+	}
+	return v, nil
 }
 
 // meshWorkloadVersions reads the mesh's Deployments and StatefulSets in ns.

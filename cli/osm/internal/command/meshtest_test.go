@@ -50,6 +50,10 @@ type testMeshOptions struct {
 	// services start, on a node <name>-node: the edge admits a proxy only
 	// once its identity has a running pod in the compiled mesh.
 	pods []testPod
+	// before, when set, runs once the namespaces and pods exist, before
+	// the services start: objects created then are in the first
+	// generation, and no later edit races the test's first reads.
+	before func(tm *testMesh)
 }
 
 // testPod is a pod of ServiceAccount sa at ip, meshed with proxy node id
@@ -99,6 +103,10 @@ func startTestMesh(t *testing.T, o testMeshOptions) *testMesh {
 		for _, p := range o.pods {
 			tm.meshedPod(t, kubelet, p.name, p.sa, p.node, p.ip)
 		}
+	}
+
+	if o.before != nil {
+		o.before(tm)
 	}
 
 	debugAddr, err := stack.FreeAddr()

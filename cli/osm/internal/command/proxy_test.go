@@ -56,19 +56,19 @@ func TestProxyCommands(t *testing.T) {
 		{"store-1", "bookstore", "uuid-store-1", "10.244.9.11"},
 		{"plain-1", "bookstore", "", "10.244.9.12"},
 		{"idle-1", "bookstore", "uuid-idle-1", "10.244.9.13"},
+	}, before: func(tm *testMesh) {
+		// A Service bookstore, which permissive mode lets bookbuyer reach.
+		_, err := cs.CoreV1().Services(tm.appNS).Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
+				Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: ptrTo("http")}}},
+		}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
 	}})
 	appNS, dir, debugAddr, m := tm.appNS, tm.dir, tm.edge.Addr, tm.Mesh
 	t.Logf("mesh ready after %s", time.Since(start).Round(time.Millisecond))
-
-	// A Service bookstore, which permissive mode lets bookbuyer reach.
-	_, err := cs.CoreV1().Services(appNS).Create(ctx, &corev1.Service{
-		ObjectMeta: metav1.ObjectMeta{Name: "bookstore"},
-		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "bookstore"}, Ports: []corev1.ServicePort{{
-			Name: "http", Port: 14001, TargetPort: intstr.FromInt32(14001), AppProtocol: ptrTo("http")}}},
-	}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		t.Fatal(err)
-	}
 
 	// The proxies: bookbuyer over state of the world, bookstore over delta.
 	proxies := map[string]*xdstest.Proxy{}
@@ -204,7 +204,7 @@ func TestProxyCommands(t *testing.T) {
 	// A user who may not create the operator's token is told the Role to
 	// bind.
 	nobody := userKubeconfig(t, dir, "default", "proxytest-nobody")
-	_, err = run("--kubeconfig", nobody, "proxy", "list")
+	_, err := run("--kubeconfig", nobody, "proxy", "list")
 	if err == nil || !strings.Contains(err.Error(), "permission denied") || !strings.Contains(err.Error(), "--role=osm-operator-token") {
 		t.Errorf("proxy list as a user without the RBAC: %v; want permission denied naming the Role", err)
 	}

@@ -321,9 +321,16 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 	case len(reach) == 0:
 	case e.m.Permissive() && len(over) == 0:
 		sets = e.groups.permissiveSets()
+	case e.m.Permissive():
+		// Retry copies (retry.go): the shards that hold a retried
+		// service's shared names are listed name by name, the copies in
+		// place of the shared names; the other shards as their sets.
+		var refs []svcRef
+		sets, refs = e.retryShards(id, reach)
+		n := e.names(refs)
+		clusters, endpoints, routes = n.clusters, n.endpoints, withOverrides(n.routes, over)
+		listeners = mergeSorted(listeners, withOverrides(n.listeners, over))
 	default:
-		// SMI mode, or permissive with retry copies (retry.go), which
-		// the shared sets cannot hold: the names themselves.
 		n := e.names(reach)
 		clusters, endpoints, routes = n.clusters, n.endpoints, withOverrides(n.routes, over)
 		listeners = mergeSorted(listeners, withOverrides(n.listeners, over))

@@ -34,8 +34,9 @@ import (
 // copies).
 // When two Retries of one source name the same Service, the first by
 // namespace/name applies. In permissive mode a group with retry copies
-// lists every service's names itself instead of the shared permissive
-// sets, which hold the shared names.
+// lists the names of the permissive shards that hold the replaced shared
+// names itself (about a sixteenth of the services each), and the other
+// shards as their sets.
 //
 // MeshConfig's spec.featureFlags.enableRetryPolicy false turns every Retry
 // off (the objects are still judged); unset means on.
@@ -121,6 +122,29 @@ type retryVariants struct {
 	keys []resKey
 	// over maps a shared route or listener name to the source's copy.
 	over map[string]string
+	// shards are the permissive name sets holding the shared names that
+	// over replaces.
+	shards set[int]
+}
+
+// retryShards splits a permissive group with retry copies: the sets of
+// the shards that hold none of the names its copies replace, and the
+// services of the others, whose names the group lists itself.
+func (e *Engine) retryShards(id model.Identity, reach []svcRef) ([]string, []svcRef) {
+	v := e.retries.byID[id]
+	var sets []string
+	for i := range PermissiveShards {
+		if _, own := v.shards[i]; !own && e.groups.set(PermissiveSetName(i)) != nil {
+			sets = append(sets, PermissiveSetName(i))
+		}
+	}
+	var refs []svcRef
+	for _, s := range reach {
+		if _, own := v.shards[permissiveShard(s.nn)]; own {
+			refs = append(refs, s)
+		}
+	}
+	return sets, refs
 }
 
 // retryRoutes holds the retry copies of each source identity; the zero
@@ -156,7 +180,7 @@ func (e *Engine) reaches(id model.Identity, svc model.NN) bool {
 // Retries and what it reaches, drops the ones it no longer has, and marks
 // its group.
 func (e *Engine) compileRetries(id model.Identity, d *Delta) {
-	cur := &retryVariants{over: map[string]string{}}
+	cur := &retryVariants{over: map[string]string{}, shards: set[int]{}}
 	if e.retryEnabled() && e.m.HasPods(id) && e.m.Meshed(id.Namespace) {
 		claimed := set[model.NN]{}
 		for _, rn := range multimap.Sorted(e.pol.retries.bySource[id]) {
@@ -167,6 +191,7 @@ func (e *Engine) compileRetries(id model.Identity, d *Delta) {
 					continue
 				}
 				claimed.add(svc)
+				cur.shards.add(permissiveShard(svc))
 				e.compileRetryPorts(id, svc, r.Policy, cur, d)
 			}
 		}

@@ -54,10 +54,11 @@ directory of the same name:
   control-plane/  the pods, Deployments, StatefulSets and Services of
                   --namespace as YAML, and its Secrets' names, types and
                   keys (never their data)
-  policies/       every object of the chart's CRDs (SMI policies, the
-                  MeshConfig) in the mesh's namespaces as YAML, each
-                  policy's verdict (status.txt: the smi-watcher's rejection
-                  at its current generation) and the Events on them
+  policies/       every object of the chart's CRDs (SMI policies, OSM's
+                  such as Retry, the MeshConfig) in the mesh's namespaces as
+                  YAML, each SMI policy's verdict (status.txt: the
+                  smi-watcher's rejection at its current generation) and
+                  the Events on them
   events/         the Events of --namespace and of each mesh namespace
   metrics/        each component's /metrics that osm reaches, and NATS's
                   /varz and /jsz (monitoring, no credentials)

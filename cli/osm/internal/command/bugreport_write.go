@@ -60,10 +60,10 @@ func (r *bugReport) readme(errs reportFile) []byte {
   control-plane/  the control plane's pods, Deployments, StatefulSets and
                   Services (YAML; managedFields left out), its Secrets'
                   names, types and keys (never their data)
-  policies/       the objects of the chart's CRDs (SMI policies, MeshConfig)
-                  in the control-plane and mesh namespaces (YAML, with any
-                  status), each policy's verdict (status.txt) and the Events
-                  on them (events.yaml)
+  policies/       the objects of the chart's CRDs (SMI policies, OSM's such
+                  as Retry, MeshConfig) in the control-plane and mesh
+                  namespaces (YAML, with any status), each SMI policy's
+                  verdict (status.txt) and the Events on them (events.yaml)
   events/         the Events of each namespace above, oldest first
   metrics/        each component's /metrics, NATS's /varz and /jsz
   proxies/        each edge's /v1/edge, /v1/proxies and /v1/generations;

@@ -54,6 +54,7 @@ const (
 	KindTrafficSplit   = "trafficsplit"
 	KindMeshConfig     = "meshconfig"
 	KindRetry          = "retry"
+	KindEgress         = "egress"
 )
 
 // Fixed keys.
@@ -171,6 +172,8 @@ func NewObserved(kind string) proto.Message {
 		return &meshv1.MeshConfig{}
 	case KindRetry:
 		return &meshv1.Retry{}
+	case KindEgress:
+		return &meshv1.Egress{}
 	}
 	return nil
 }

@@ -61,6 +61,7 @@ var kindDisplay = map[string]string{
 	KindTrafficSplit:   "TrafficSplit",
 	KindMeshConfig:     "MeshConfig",
 	KindRetry:          "Retry",
+	KindEgress:         "Egress",
 }
 
 // KindName is the Kubernetes kind name of a kind key ("traffictarget" is

@@ -45,6 +45,7 @@ type Kind struct {
 func Kinds() []Kind {
 	return []Kind{
 		{Key: layout.KindRetry, Resource: RetryGVR, Parse: func(u *unstructured.Unstructured) proto.Message { return ParseRetry(u) }},
+		{Key: layout.KindEgress, Resource: EgressGVR, Parse: func(u *unstructured.Unstructured) proto.Message { return ParseEgress(u) }},
 	}
 }
 

@@ -38,6 +38,7 @@ func rbacExpectations() []access {
 		{"osm-smi-watcher", "list", "discovery.k8s.io", "endpointslices", other, "", true},
 		{"osm-smi-watcher", "list", "split.smi-spec.io", "trafficsplits", other, "", true},
 		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "retries", other, "", true},
+		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "egresses", other, "", true},
 		{"osm-smi-watcher", "create", "", "events", other, "", true},
 		{"osm-smi-watcher", "update", "coordination.k8s.io", "leases", ns, "osm-smi-watcher", true},
 		{"osm-smi-watcher", "update", "coordination.k8s.io", "leases", ns, "osm-injector-webhook", false},

@@ -116,6 +116,13 @@ func TestPolicyValidation(t *testing.T) {
 			}(),
 			verdict: "Retry bookstore/retry-src" + run + ` rejected: spec.source.kind: kind "Service" is not supported, want "ServiceAccount"`,
 			field:   "spec.source.kind", why: "InvalidKind"},
+		{name: "Egress with a malformed CIDR", ns: "bookstore", gvr: osmpolicy.EgressGVR, hook: hook,
+			obj: policyObject(osmpolicy.EgressGVR, "Egress", "eg"+run, map[string]any{
+				"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "bookstore-v1", "namespace": "bookstore"}},
+				"ipAddresses": []any{"10.20.0.0"},
+				"ports":       []any{map[string]any{"number": int64(5432), "protocol": "tcp"}}}),
+			verdict: "Egress bookstore/eg" + run + ` rejected: spec.ipAddresses[0]: "10.20.0.0" is not a CIDR range (e.g. 203.0.113.0/24): netip.ParsePrefix("10.20.0.0"): no '/'`,
+			field:   "spec.ipAddresses[0]", why: "InvalidValue"},
 		{name: "MeshConfig with a request above its limit", ns: "osm-system", gvr: kube.MeshConfigs, hook: mcHook,
 			obj: policyObject(kube.MeshConfigs, "MeshConfig", "mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "2"}}}}),
@@ -167,6 +174,11 @@ func TestPolicyValidation(t *testing.T) {
 			{kube.TrafficSplits, "bookstore", policyObject(kube.TrafficSplits, "TrafficSplit", "ok-ts"+run, map[string]any{"service": "bookstore",
 				"backends": []any{map[string]any{"service": "bookstore-v1", "weight": int64(90)}, map[string]any{"service": "bookstore-v2", "weight": int64(10)}}})},
 			{osmpolicy.RetryGVR, "bookstore", &unstructured.Unstructured{Object: retryObject("ok-retry"+run, "bookstore", "bookstore", "bookwarehouse", "bookwarehouse", "5xx,unavailable")}},
+			{osmpolicy.EgressGVR, "bookstore", policyObject(osmpolicy.EgressGVR, "Egress", "ok-eg"+run, map[string]any{
+				"sources": []any{map[string]any{"kind": "ServiceAccount", "name": "bookstore-v1", "namespace": "bookstore"}},
+				"hosts":   []any{"httpbin.org"},
+				"ports":   []any{map[string]any{"number": int64(80), "protocol": "http"}},
+				"matches": []any{map[string]any{"apiGroup": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup", "name": "not-yet-created" + run}}})},
 			{kube.MeshConfigs, "osm-system", policyObject(kube.MeshConfigs, "MeshConfig", "ok-mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "500m"}}}})},
 		}

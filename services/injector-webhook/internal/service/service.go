@@ -52,8 +52,8 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"makes each Secret owned by its pod so that it is deleted with it, and deletes Secrets left\n" +
 	"without a pod (see --bootstrap-*). It acts on one replica only, elected with a Lease\n" +
 	"(--leader-elect, --lease-*); the others stand by and take over when the leader stops.\n\n" +
-	"Policy validation: on the same listener, at " + validatePath + ", a validating webhook refuses an SMI\n" +
-	"policy (TrafficTarget, HTTPRouteGroup, TCPRoute, TrafficSplit) or MeshConfig that the policy-compiler\n" +
+	"Policy validation: on the same listener, at " + validatePath + ", a validating webhook refuses a policy\n" +
+	"(TrafficTarget, HTTPRouteGroup, TCPRoute, TrafficSplit, Egress) or MeshConfig that the policy-compiler\n" +
 	"would reject, naming the object, the field and the reason in the compiler's words. Its\n" +
 	"ValidatingWebhookConfiguration (--validating-webhook-config-name) follows the trust bundle like the\n" +
 	"mutating one; --validation-failure-policy is Ignore by default: the compiler checks every object again."

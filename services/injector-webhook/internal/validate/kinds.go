@@ -90,6 +90,15 @@ func Kinds() []Kind {
 				_, rej := policy.Retry(ns, r)
 				return rej, nil
 			}},
+		{Name: "Egress", Resource: osmpolicy.EgressGVR,
+			Check: func(ns, _ string, raw []byte) (*policy.Rejection, error) {
+				e, err := osmpolicy.DecodeEgress(raw)
+				if err != nil {
+					return nil, err
+				}
+				_, _, rej := policy.EgressObject(ns, e)
+				return rej, nil
+			}},
 		{Name: "MeshConfig", Resource: meshconfig.GVR, Scope: ControlPlaneNamespace,
 			Check: func(_, _ string, raw []byte) (*policy.Rejection, error) {
 				var u unstructured.Unstructured

@@ -25,7 +25,7 @@ func TestDesiredValidating(t *testing.T) {
 	if len(d.Webhooks) != 2 || d.Webhooks[0].Name != PolicyWebhookName || d.Webhooks[1].Name != MeshConfigWebhookName {
 		t.Fatalf("webhooks %+v", d.Webhooks)
 	}
-	// One rule per kind: the four SMI kinds and Retry in the mesh's namespaces,
+	// One rule per kind: the four SMI kinds and Retry and Egress in the mesh's namespaces,
 	// MeshConfig in the control plane's; every kind of validate.Kinds.
 	var resources []string
 	for _, h := range d.Webhooks {
@@ -36,7 +36,7 @@ func TestDesiredValidating(t *testing.T) {
 			resources = append(resources, r.Resources...)
 		}
 	}
-	if len(resources) != len(validate.Kinds()) || len(d.Webhooks[0].Rules) != 5 || d.Webhooks[1].Rules[0].Resources[0] != "meshconfigs" {
+	if len(resources) != len(validate.Kinds()) || len(d.Webhooks[0].Rules) != len(validate.Kinds())-1 || d.Webhooks[1].Rules[0].Resources[0] != "meshconfigs" {
 		t.Fatalf("rules for %v", resources)
 	}
 	o.FailurePolicy = "Sometimes"

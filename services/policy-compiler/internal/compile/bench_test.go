@@ -102,6 +102,8 @@ func BenchmarkColdCompile(b *testing.B) {
 		// Permissive mode at the same scale: every proxy reaches all 10k
 		// services, and still no value may exceed the NATS limit.
 		{"paper-10k-permissive", paperPermissive()},
+		// With 1,000 Egress objects, each giving two identities egress.
+		{"paper-10k-egress", synth.PaperEgress},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			objs := synth.Generate(c.cfg)
@@ -156,8 +158,11 @@ func percentiles(b *testing.B, op func(i int)) {
 	b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds())/1000, "p99-ms")
 }
 
-func BenchmarkIncrementalEndpoint(b *testing.B) {
-	cfg := synth.Paper
+func BenchmarkIncrementalEndpoint(b *testing.B) { incrementalEndpoint(b, synth.Paper) }
+
+// incrementalEndpoint adds an endpoint to one service of the mesh cfg at a
+// time: one ClusterLoadAssignment is written, whatever else the mesh holds.
+func incrementalEndpoint(b *testing.B, cfg synth.Config) {
 	e, _ := loaded(b, cfg)
 	percentiles(b, func(i int) {
 		svc := (i * 7919) % cfg.Services

@@ -32,6 +32,10 @@
 //	                                 network RBAC (tcp) or per-route HTTP RBAC (http)
 //	                                 built from the TrafficTargets naming the identity
 //
+// The egress resources (an Egress's sources' listeners, routes and
+// clusters, and MeshConfig's enableEgress passthrough) are described in
+// egress.go.
+//
 // A proxy group, one per identity with running pods, lists the names of each
 // type that the identity's proxies are served. Clusters, endpoints, routes
 // and listeners are shared by every proxy that reaches the service; SDS
@@ -214,6 +218,8 @@ type Engine struct {
 	// retries are the retry routes and listeners of each source identity
 	// (its zero value is empty).
 	retries retryRoutes
+	// egress is the Egress part (egress.go).
+	egress egressState
 }
 
 // New returns an Engine with an empty model.
@@ -228,6 +234,7 @@ func New(o Options) *Engine {
 		reach:  newReachIndex(),
 		groups: newGroups(),
 		bare:   bareNames{},
+		egress: newEgressState(),
 	}
 }
 
@@ -318,6 +325,8 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		}
 	case layout.KindPod:
 		e.podChanged(nn, beforeSvcs, beforeID)
+	case layout.KindEgress:
+		e.egress.changed(nn)
 	case layout.KindServiceAccount:
 		// A group exists only while its ServiceAccount does: the edge
 		// serves no certificate, and keeps no stream, for an identity the
@@ -435,6 +444,8 @@ func (e *Engine) Compile() *Delta {
 	for _, id := range multimap.Sorted(e.dirty.in) {
 		e.compileInbound(id, d)
 	}
+	e.compileEgress(d)
+	e.compileOutboundListener(d)
 	for _, id := range multimap.Sorted(e.dirty.grp) {
 		e.compileGroup(id, d)
 	}

@@ -385,21 +385,31 @@ func buildServiceListenerAs(sp servicePort, split []weighted, name, rds string) 
 // connection iptables redirected to the listener of its original
 // destination (use_original_dst). A connection no listener of the proxy
 // matches (a service it may not reach, or outside the mesh) falls to the
-// default chain, which closes it.
-func buildOutboundListener() (*Resource, error) {
+// default chain, which closes it, or with passthrough (MeshConfig's
+// enableEgress) forwards it to its original destination through the
+// PassthroughCluster.
+func buildOutboundListener(passthrough bool) (*Resource, error) {
 	closeConn, err := typed(&directresponsev3.Config{})
 	if err != nil {
 		return nil, fmt.Errorf("listener %s: %w", OutboundListener, err)
 	}
+	def := &listenerv3.FilterChain{
+		Name:    "outbound:unknown-destination",
+		Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.direct_response", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: closeConn}}},
+	}
+	if passthrough {
+		f, err := passthroughProxy("outbound:passthrough")
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", OutboundListener, err)
+		}
+		def = &listenerv3.FilterChain{Name: "outbound:passthrough", Filters: []*listenerv3.Filter{f}}
+	}
 	l := &listenerv3.Listener{
-		Name:             OutboundListener,
-		Address:          socketAddress("0.0.0.0", OutboundListenerPort),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		UseOriginalDst:   wrapperspb.Bool(true),
-		DefaultFilterChain: &listenerv3.FilterChain{
-			Name:    "outbound:unknown-destination",
-			Filters: []*listenerv3.Filter{{Name: "envoy.filters.network.direct_response", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: closeConn}}},
-		},
+		Name:               OutboundListener,
+		Address:            socketAddress("0.0.0.0", OutboundListenerPort),
+		TrafficDirection:   corev3.TrafficDirection_OUTBOUND,
+		UseOriginalDst:     wrapperspb.Bool(true),
+		DefaultFilterChain: def,
 	}
 	return newResource(layout.TypeListener, l.Name, l)
 }

@@ -44,13 +44,13 @@ func TestNamespaceJoinLeaveEqualsCold(t *testing.T) { incrementalEqualsCold(t, 2
 // incrementalEqualsCold runs the random edits; with nsEvery > 0, every
 // nsEvery-th edit is on a Namespace.
 func incrementalEqualsCold(t *testing.T, nsEvery int) {
-	cfg := synth.Config{Namespaces: 5, Services: 40, PodsPerService: 2, TrafficTargets: 30, SourcesPerTarget: 2, HTTPRouteGroups: 5, TrafficSplits: 3, Retries: 8}
+	cfg := synth.Config{Namespaces: 5, Services: 40, PodsPerService: 2, TrafficTargets: 30, SourcesPerTarget: 2, HTTPRouteGroups: 5, TrafficSplits: 3, Retries: 8, Egresses: 12}
 	for seed := int64(1); seed <= 4; seed++ {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			rng := rand.New(rand.NewSource(seed))
 			state := map[string]synth.Object{}
 			var order []string
-			for _, o := range append(synth.Generate(cfg), synth.Bookstore(false)...) {
+			for _, o := range append(synth.Generate(cfg), synth.BookstoreEgress()...) {
 				if _, ok := state[o.Key()]; !ok {
 					order = append(order, o.Key())
 				}
@@ -171,6 +171,10 @@ func mutate(rng *rand.Rand, o synth.Object) synth.Object {
 			v.PodIps = []string{"10.99.0.1"}
 		}
 	case *meshv1.Service:
+		if v.GetType() == "ExternalName" {
+			mutateExternalName(rng, v)
+			break
+		}
 		switch rng.Intn(3) {
 		case 0:
 			v.Ports[0].AppProtocol = map[string]string{"http": "tcp", "tcp": "grpc", "grpc": "http"}[v.Ports[0].GetAppProtocol()]
@@ -205,6 +209,10 @@ func mutate(rng *rand.Rand, o synth.Object) synth.Object {
 			}
 			break
 		}
+		if rng.Intn(2) == 0 {
+			v.Traffic.EnableEgress = !v.Traffic.EnableEgress
+			break
+		}
 		v.Traffic.EnablePermissiveTrafficPolicyMode = !v.Traffic.EnablePermissiveTrafficPolicyMode
 	case *meshv1.Retry:
 		switch rng.Intn(3) {
@@ -216,6 +224,8 @@ func mutate(rng *rand.Rand, o synth.Object) synth.Object {
 		default:
 			v.Source = &meshv1.RetrySubject{Kind: "ServiceAccount", Name: "bookbuyer", Namespace: "bookbuyer"}
 		}
+	case *meshv1.Egress:
+		mutateEgress(rng, v)
 	case *meshv1.Namespace:
 		switch rng.Intn(3) {
 		case 0:

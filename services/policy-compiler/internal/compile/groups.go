@@ -234,17 +234,10 @@ func (g *groups) namesOf(grp *Group, typeURL string) []string {
 	return slices.Compact(names)
 }
 
-// compileShared rebuilds what proxies share: the OutboundListener, which
-// exists while any service does, and in permissive mode the name sets of
-// the services' outbound names.
+// compileShared rebuilds what proxies share in permissive mode: the name
+// sets of the services' outbound names (the OutboundListener is
+// compileOutboundListener's).
 func (e *Engine) compileShared(d *Delta) {
-	k := resKey{layout.TypeListener, OutboundListener}
-	switch {
-	case e.svcs.count() == 0:
-		e.res.drop(k, d)
-	case e.res.get(k) == nil:
-		e.put(d, k.typ, k.name)(buildOutboundListener())
-	}
 	if !e.m.Permissive() || e.svcs.count() == 0 {
 		for i := range PermissiveShards {
 			if e.groups.dropSet(PermissiveSetName(i), d) {
@@ -313,7 +306,8 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 		listeners = append(listeners, InboundListenerName(id))
 	}
 	reach := e.reach.reached(id)
-	if len(reach) > 0 && e.res.get(resKey{layout.TypeListener, OutboundListener}) != nil {
+	egListeners, egRoutes, egClusters, egOutbound := e.egressNames(id)
+	if (len(reach) > 0 || egOutbound) && e.res.get(resKey{layout.TypeListener, OutboundListener}) != nil {
 		listeners = append(listeners, OutboundListener)
 	}
 	over := e.retries.overrides(id)
@@ -345,10 +339,10 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 		locals = append(locals, e.svcs.frag(s.nn).locals...)
 	}
 	own := map[string][]string{
-		layout.TypeCluster:  mergeSorted(clusters, locals),
+		layout.TypeCluster:  mergeSorted(mergeSorted(clusters, locals), egClusters),
 		layout.TypeEndpoint: endpoints,
-		layout.TypeRoute:    routes,
-		layout.TypeListener: listeners,
+		layout.TypeRoute:    mergeSorted(routes, egRoutes),
+		layout.TypeListener: mergeSorted(listeners, egListeners),
 	}
 	if namesSize(own) > MaxGroupBytes {
 		sets = append(slices.Clone(sets), e.groups.spill(id, own, d)...)

@@ -22,6 +22,7 @@ const (
 	ReasonInvalidWeight    = policy.ReasonInvalidWeight
 	ReasonZeroTotalWeight  = policy.ReasonZeroTotalWeight
 	ReasonUnsupportedField = policy.ReasonUnsupportedField
+	ReasonInvalidValue     = policy.ReasonInvalidValue
 )
 
 // Rejection says why a policy object is rejected, naming the field at

@@ -73,6 +73,7 @@ type Model struct {
 	tcpRoutes       map[NN]*meshv1.TCPRoute
 	trafficSplits   map[NN]*meshv1.TrafficSplit
 	retries         map[NN]*meshv1.Retry
+	egress          egressIndex // OSM's Egress objects (egress.go)
 
 	svcSlices   map[NN]map[NN]struct{}           // service → its endpoint slices
 	labelPods   map[labelKey]map[string]struct{} // (namespace, label=value) → counted pod names
@@ -114,6 +115,7 @@ func New(meshName string, meshConfig NN) *Model {
 		tcpRoutes:       map[NN]*meshv1.TCPRoute{},
 		trafficSplits:   map[NN]*meshv1.TrafficSplit{},
 		retries:         map[NN]*meshv1.Retry{},
+		egress:          newEgressIndex(),
 		svcSlices:       map[NN]map[NN]struct{}{},
 		labelPods:       map[labelKey]map[string]struct{}{},
 		selSvcs:         map[labelKey]map[string]struct{}{},
@@ -167,6 +169,8 @@ func (m *Model) Apply(kind, namespace, name string, value proto.Message) (proto.
 		return m.applySplit(nn, value)
 	case layout.KindRetry:
 		return replace(m.retries, nn, value)
+	case layout.KindEgress:
+		return m.applyEgress(nn, value)
 	case layout.KindMeshConfig:
 		if nn != m.meshConfigKey {
 			return nil, nil

@@ -236,6 +236,9 @@ type Config struct {
 	// TrafficSplits, each turning one service into an apex over two others
 	// of its namespace.
 	TrafficSplits int
+	// Egresses, each allowing two services' identities out of the mesh
+	// (see egresses).
+	Egresses int
 	// Permissive sets the MeshConfig's permissive mode.
 	Permissive bool
 	// Retries, each from the first source of an HTTP service's
@@ -248,6 +251,9 @@ type Config struct {
 // 50k pods, 10k TrafficTargets, 500 HTTPRouteGroups, 200 TrafficSplits and
 // 500 Retries.
 var Paper = Config{Namespaces: 100, Services: 10000, PodsPerService: 5, TrafficTargets: 10000, SourcesPerTarget: 3, HTTPRouteGroups: 500, TrafficSplits: 200, Retries: 500}
+
+// PaperEgress is Paper with 1,000 Egress objects.
+var PaperEgress = func() Config { c := Paper; c.Egresses = 1000; return c }()
 
 // SvcName is the name of synthetic service i; its namespace is SvcNamespace.
 func SvcName(i int) string { return fmt.Sprintf("svc-%05d", i) }
@@ -403,5 +409,5 @@ func Generate(c Config) []Object {
 		out = append(out, TrafficSplit(ns, SvcName(apex)+"-split", SvcName(apex),
 			Backend{SvcName(b1), 90}, Backend{SvcName(b2), 10}))
 	}
-	return out
+	return append(out, c.egresses(groupsIn)...)
 }

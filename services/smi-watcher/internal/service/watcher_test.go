@@ -25,6 +25,7 @@ import (
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/meshconfig"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/service"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/watch"
@@ -42,6 +43,7 @@ type fixture struct {
 	hrg     *specsv1alpha4.HTTPRouteGroup
 	tcp     *specsv1alpha4.TCPRoute
 	split   *splitv1alpha2.TrafficSplit
+	egress  *unstructured.Unstructured
 	kubelet interface {
 		MakeReady(ctx context.Context, pod *corev1.Pod, ip string) (*corev1.Pod, error)
 	}
@@ -129,6 +131,18 @@ func (e *env) seed(prefix, ip string) *fixture {
 			{Service: "bookstore-v1", Weight: 80}, {Service: "bookstore-v2", Weight: 20},
 		}},
 	}, metav1.CreateOptions{}))
+	// An OSM Egress as OSM's docs write it, with a protocol the CRD lets
+	// through (the compiler judges it).
+	f.egress = must(cluster.Dynamic().Resource(osmpolicy.EgressGVR).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "Egress",
+		"metadata": map[string]any{"name": "httpbin"},
+		"spec": map[string]any{
+			"sources": []any{map[string]any{"kind": "ServiceAccount", "name": "bookstore", "namespace": ns}},
+			"hosts":   []any{"httpbin.org"},
+			"ports":   []any{map[string]any{"number": int64(80), "protocol": "http"}, map[string]any{"number": int64(53), "protocol": "udp"}},
+			"matches": []any{map[string]any{"apiGroup": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup", "name": "bookstore-routes"}},
+		},
+	}}, metav1.CreateOptions{}))
 	return f
 }
 
@@ -154,6 +168,7 @@ func (f *fixture) expected() map[string]proto.Message {
 	m := func(o metav1.Object) *meshv1.ObjectMeta {
 		return &meshv1.ObjectMeta{Namespace: o.GetNamespace(), Name: o.GetName(), Uid: string(o.GetUID()), Generation: o.GetGeneration()}
 	}
+	egressHosts, _, _ := unstructured.NestedStringSlice(f.egress.Object, "spec", "hosts")
 	return map[string]proto.Message{
 		layout.NamespaceKey(ns): &meshv1.Namespace{
 			Meta:           &meshv1.ObjectMeta{Name: ns, Uid: f.nsUID},
@@ -204,6 +219,14 @@ func (f *fixture) expected() map[string]proto.Message {
 			ApiVersion: "split.smi-spec.io/v1alpha2",
 			Service:    "bookstore",
 			Backends:   []*meshv1.TrafficSplitBackend{{Service: "bookstore-v1", Weight: 80}, {Service: "bookstore-v2", Weight: 20}},
+		},
+		layout.ObservedKey(layout.KindEgress, ns, "httpbin"): &meshv1.Egress{
+			Meta:       m(f.egress),
+			ApiVersion: "policy.openservicemesh.io/v1alpha1",
+			Sources:    []*meshv1.EgressSource{{Kind: "ServiceAccount", Name: "bookstore", Namespace: ns}},
+			Hosts:      egressHosts,
+			Ports:      []*meshv1.EgressPort{{Number: 80, Protocol: "http"}, {Number: 53, Protocol: "udp"}},
+			Matches:    []*meshv1.TypedLocalObjectReference{{ApiGroup: "specs.smi-spec.io/v1alpha4", Kind: "HTTPRouteGroup", Name: "bookstore-routes"}},
 		},
 	}
 }
@@ -308,7 +331,7 @@ func TestPublishesExactNormalisedState(t *testing.T) {
 		}
 	}
 	// The marker counts what was published at the end of the initial list.
-	if marker.ObjectCounts["MeshConfig"] != 1 || marker.ObjectCounts["TrafficTarget"] != 1 || marker.ObjectCounts["Namespace"] != 1 {
+	if marker.ObjectCounts["MeshConfig"] != 1 || marker.ObjectCounts["TrafficTarget"] != 1 || marker.ObjectCounts["Namespace"] != 1 || marker.ObjectCounts["Egress"] != 1 {
 		t.Errorf("marker object counts = %v", marker.ObjectCounts)
 	}
 }
@@ -348,8 +371,15 @@ func TestFollowsUpdatesAndDeletes(t *testing.T) {
 	if err := clients.Specs.SpecsV1alpha4().TCPRoutes(f.ns).Delete(ctx, "bookstore-tcp", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// And an Egress host added.
+	eg := must(cluster.Dynamic().Resource(osmpolicy.EgressGVR).Namespace(f.ns).Get(ctx, "httpbin", metav1.GetOptions{}))
+	must(0, unstructured.SetNestedStringSlice(eg.Object, []string{"httpbin.org", "api.example.com"}, "spec", "hosts"))
+	f.egress = must(cluster.Dynamic().Resource(osmpolicy.EgressGVR).Namespace(f.ns).Update(ctx, eg, metav1.UpdateOptions{}))
 	e.waitContent(f.ns, func() (map[string]proto.Message, error) {
 		want := f.expected()
+		if h := want[layout.ObservedKey(layout.KindEgress, f.ns, "httpbin")].(*meshv1.Egress).Hosts; len(h) != 2 {
+			return nil, fmt.Errorf("the Egress update was not stored: hosts %v", h)
+		}
 		delete(want, layout.ObservedKey(layout.KindTCPRoute, f.ns, "bookstore-tcp"))
 		want[layout.ObservedKey(layout.KindService, f.ns, "bookstore")].(*meshv1.Service).Ports[0].Port = 8000
 		want[layout.ObservedKey(layout.KindTrafficSplit, f.ns, "bookstore-split")].(*meshv1.TrafficSplit).Backends[0].Weight = 50

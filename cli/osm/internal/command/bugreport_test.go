@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"github.com/openservicemesh/osm/cli/osm/internal/access"
 	"github.com/openservicemesh/osm/libs/bus"
@@ -182,6 +183,15 @@ func TestBugReport(t *testing.T) {
 			if !strings.Contains(got, w) {
 				t.Errorf("%s lacks %q:\n%.3000s", name, w, got)
 			}
+		}
+	}
+	// The redactions leave the YAML and JSON files parseable.
+	for name, data := range files {
+		var v any
+		switch {
+		case strings.HasSuffix(name, ".yaml") && yaml.Unmarshal([]byte(data), &v) != nil,
+			strings.HasSuffix(name, ".json") && !json.Valid([]byte(data)):
+			t.Errorf("%s does not parse:\n%.1000s", name, data)
 		}
 	}
 	if strings.Contains(files["control-plane/secrets.txt"], base64.StdEncoding.EncodeToString(seedDER)) {
@@ -358,13 +368,14 @@ func TestBugReportScrub(t *testing.T) {
 		{"base64 of DER", "blob: " + base64.StdEncoding.EncodeToString(sec1), "blob: " + redactedKey, ruleBase64Key},
 		{"base64 of PEM", "x " + base64.StdEncoding.EncodeToString(keyPEM) + " y", "x " + redactedKey + " y", ruleBase64Key},
 		{"a JWT", "token " + jwt + " used", "token " + redactedToken + " used", ruleJWT},
-		{"a JSON password", `{"password": "hunter2", "user": "edge"}`, `{"password": "[redacted]", "user": "edge"}`, ruleField},
-		{"a JSON env var", `{"name": "OSM_NATS_PASSWORD", "value": "hunter2"}`, `{"name": "OSM_NATS_PASSWORD", "value": "[redacted]"}`, ruleField},
-		{"a YAML env var", "- name: OSM_NATS_PASSWORD\n  value: hunter2\n- name: LEVEL\n  value: debug", "- name: OSM_NATS_PASSWORD\n  value: [redacted]\n- name: LEVEL\n  value: debug", ruleField},
-		{"a YAML token block", "auth:\n  token: |\n    abc\n    def\n  user: x", "auth:\n  token: [redacted]\n  user: x", ruleField},
-		{"name=value in a message", "login failed password=hunter2 for edge", "login failed password=[redacted] for edge", ruleField},
-		{"a URL's password", "nats://edge:hunter2@nats:4222", "nats://edge:[redacted]@nats:4222", ruleURL},
-		{"an Authorization header", "Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic [redacted]", ruleAuth},
+		{"a JSON password", `{"password": "hunter2", "user": "edge"}`, `{"password": "REDACTED", "user": "edge"}`, ruleField},
+		{"a JSON env var", `{"name": "OSM_NATS_PASSWORD", "value": "hunter2"}`, `{"name": "OSM_NATS_PASSWORD", "value": "REDACTED"}`, ruleField},
+		{"a YAML env var", "- name: OSM_NATS_PASSWORD\n  value: hunter2\n- name: LEVEL\n  value: debug", "- name: OSM_NATS_PASSWORD\n  value: REDACTED\n- name: LEVEL\n  value: debug", ruleField},
+		{"a YAML token block", "auth:\n  token: |\n    abc\n    def\n  user: x", "auth:\n  token: REDACTED\n  user: x", ruleField},
+		{"name=value in a message", "login failed password=hunter2 for edge", "login failed password=REDACTED for edge", ruleField},
+		{"a URL's password", "nats://edge:hunter2@nats:4222", "nats://edge:REDACTED@nats:4222", ruleURL},
+		{"an Authorization header", "Authorization: Basic dXNlcjpwYXNz", "Authorization: Basic REDACTED", ruleAuth},
+		{"a bearer JWT", "Authorization: Bearer " + jwt, "Authorization: Bearer " + redactedToken, ruleJWT},
 		{"harmless values stay", "automountServiceAccountToken: false\nsecretName: osm-ca-root\ntokenFile: /var/run/token", "automountServiceAccountToken: false\nsecretName: osm-ca-root\ntokenFile: /var/run/token", ""},
 		{"a fingerprint stays", "sha256 " + strings.Repeat("ab01", 16), "sha256 " + strings.Repeat("ab01", 16), ""},
 	} {

@@ -71,9 +71,9 @@ func (r *bugReport) readme(errs reportFile) []byte {
 
 What it never holds: Secrets' data, private keys, tokens (the operator's
 token and certificate stayed in osm's memory), NATS credentials. Every file
-passed a scrub before it was added; what it removed reads
-"[redacted...]". Check the files before you share them: object names,
-Events and metrics stay.
+passed a scrub before it was added; what it removed reads REDACTED,
+REDACTED-PRIVATE-KEY or REDACTED-TOKEN. Check the files before you share
+them: object names, Events and metrics stay.
 
 `)
 	by, total := r.redactions()

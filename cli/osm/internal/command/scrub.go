@@ -18,11 +18,12 @@ const (
 	ruleAuth      = "authorization-header"
 )
 
-// The markers that replace what the scrub removed.
+// The markers that replace what the scrub removed: plain words, so that
+// the YAML and JSON files stay parseable.
 const (
-	redactedKey   = "[redacted: private key]"
-	redactedToken = "[redacted: token]"
-	redacted      = "[redacted]"
+	redactedKey   = "REDACTED-PRIVATE-KEY"
+	redactedToken = "REDACTED-TOKEN"
+	redacted      = "REDACTED"
 )
 
 // sensitiveName: a field, annotation, label or environment variable name
@@ -32,7 +33,7 @@ var sensitiveName = regexp.MustCompile(`(?i)(password|passwd|passphrase|token|se
 // harmless are values that are never a secret, whatever their field's
 // name: automountServiceAccountToken: true, an empty value, one already
 // redacted.
-var harmless = regexp.MustCompile(`^(["']?)(true|false|null|~|\d+|\[redacted[^\]]*\])?(["']?),?$`)
+var harmless = regexp.MustCompile(`^(["']?)(true|false|null|~|\d+|REDACTED(-[A-Z-]+)?)?(["']?),?$`)
 
 var (
 	pemKeyRE     = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z0-9 ]*PRIVATE KEY-----`)
@@ -48,7 +49,7 @@ var (
 	// name=value inside a line (a message, a command line).
 	inlineFieldRE = regexp.MustCompile(`(?i)\b([\w.-]*(?:password|passwd|token|secret|api[_-]?key))(=|:\s*)("[^"\n]*"|'[^'\n]*'|[^\s&"',;]+)`)
 	urlPasswordRE = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@"']+:)([^@\s/"']+)@`)
-	authHeaderRE  = regexp.MustCompile(`(?i)(authorization["']?\s*[:=]\s*["']?(?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+`)
+	authHeaderRE  = regexp.MustCompile(`(?i)(authorization["']?\s*[:=]\s*["']?(?:bearer|basic)\s+)([A-Za-z0-9._~+/=-]+)`)
 	yamlEnvNameRE = regexp.MustCompile(`^\s*(?:-\s+)?name:\s*["']?([\w.-]+)["']?\s*$`)
 	yamlValueRE   = regexp.MustCompile(`^(\s*value:\s*)(\S.*)$`)
 )
@@ -89,7 +90,7 @@ func (s *scrubber) text(b []byte) []byte {
 	})
 	str = s.lines(str)
 	str = s.replaceSub(str, inlineFieldRE, ruleField, func(sub []string) string {
-		if harmless.MatchString(sub[3]) || strings.HasPrefix(sub[3], "[redacted") || strings.HasPrefix(strings.Trim(sub[3], `"'`), "[redacted") {
+		if harmless.MatchString(sub[3]) || strings.HasPrefix(strings.Trim(sub[3], `"'`), redacted) {
 			return sub[0]
 		}
 		return sub[1] + sub[2] + redacted
@@ -100,7 +101,12 @@ func (s *scrubber) text(b []byte) []byte {
 		}
 		return sub[1] + redacted + "@"
 	})
-	str = s.replaceSub(str, authHeaderRE, ruleAuth, func(sub []string) string { return sub[1] + redacted })
+	str = s.replaceSub(str, authHeaderRE, ruleAuth, func(sub []string) string {
+		if strings.HasPrefix(sub[2], redacted) {
+			return sub[0]
+		}
+		return sub[1] + redacted
+	})
 	return []byte(str)
 }
 
@@ -123,7 +129,7 @@ func (s *scrubber) lines(str string) string {
 		if m == nil || !sensitiveName.MatchString(m[2]) || harmless.MatchString(m[3]) {
 			continue
 		}
-		if strings.Contains(m[3], "[redacted") {
+		if strings.Contains(m[3], redacted) {
 			continue // jsonFieldRE's already
 		}
 		ls[i] = m[1] + redacted

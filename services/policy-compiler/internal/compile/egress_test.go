@@ -386,7 +386,8 @@ func distinctMatches(t *testing.T, e *Engine) {
 // TestEgressMixedPort: Egresses giving one identity http, https and tcp
 // (to every destination and to a range) on one port merge into one
 // listener whose chains Envoy can tell apart: http on plain text, https
-// by SNI on TLS, tcp by range or for the rest.
+// by SNI on TLS, tcp by range or for the rest; so do http and tcp alone
+// on another port.
 func TestEgressMixedPort(t *testing.T) {
 	e := newEngine()
 	src := []*meshv1.EgressSource{synth.EgressSource("bookbuyer", "bookbuyer")}
@@ -394,6 +395,9 @@ func TestEgressMixedPort(t *testing.T) {
 		synth.Egress("bookbuyer", "mixed-tcp", synth.EgressSpec{Sources: src, Ports: []*meshv1.EgressPort{synth.EgressPort(80, "tcp")}}),
 		synth.Egress("bookbuyer", "mixed-range", synth.EgressSpec{Sources: src, IPAddresses: []string{"192.0.2.0/24"}, Ports: []*meshv1.EgressPort{synth.EgressPort(80, "tcp-server-first")}}),
 		synth.Egress("bookbuyer", "mixed-tls", synth.EgressSpec{Sources: src, Hosts: []string{"secure.example"}, Ports: []*meshv1.EgressPort{synth.EgressPort(80, "https")}}),
+		// http and tcp to every destination, without https, on 8080.
+		synth.Egress("bookbuyer", "plain", synth.EgressSpec{Sources: src, Hosts: []string{"plain.example"},
+			Ports: []*meshv1.EgressPort{synth.EgressPort(8080, "http"), synth.EgressPort(8080, "tcp")}}),
 	))
 	validateAll(t, e)
 	distinctMatches(t, e)

@@ -55,6 +55,9 @@ const (
 	KindMeshConfig     = "meshconfig"
 	KindRetry          = "retry"
 	KindEgress         = "egress"
+	// KindUpstreamTrafficSetting is OSM's policy.openservicemesh.io
+	// UpstreamTrafficSetting.
+	KindUpstreamTrafficSetting = "upstreamtrafficsetting"
 )
 
 // Fixed keys.
@@ -174,6 +177,8 @@ func NewObserved(kind string) proto.Message {
 		return &meshv1.Retry{}
 	case KindEgress:
 		return &meshv1.Egress{}
+	case KindUpstreamTrafficSetting:
+		return &meshv1.UpstreamTrafficSetting{}
 	}
 	return nil
 }

@@ -62,6 +62,8 @@ var kindDisplay = map[string]string{
 	KindMeshConfig:     "MeshConfig",
 	KindRetry:          "Retry",
 	KindEgress:         "Egress",
+
+	KindUpstreamTrafficSetting: "UpstreamTrafficSetting",
 }
 
 // KindName is the Kubernetes kind name of a kind key ("traffictarget" is

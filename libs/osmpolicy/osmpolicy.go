@@ -46,6 +46,8 @@ func Kinds() []Kind {
 	return []Kind{
 		{Key: layout.KindRetry, Resource: RetryGVR, Parse: func(u *unstructured.Unstructured) proto.Message { return ParseRetry(u) }},
 		{Key: layout.KindEgress, Resource: EgressGVR, Parse: func(u *unstructured.Unstructured) proto.Message { return ParseEgress(u) }},
+		{Key: layout.KindUpstreamTrafficSetting, Resource: UpstreamTrafficSettingGVR,
+			Parse: func(u *unstructured.Unstructured) proto.Message { return ParseUpstreamTrafficSetting(u) }},
 	}
 }
 

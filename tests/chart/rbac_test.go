@@ -39,6 +39,8 @@ func rbacExpectations() []access {
 		{"osm-smi-watcher", "list", "split.smi-spec.io", "trafficsplits", other, "", true},
 		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "retries", other, "", true},
 		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "egresses", other, "", true},
+		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "upstreamtrafficsettings", other, "", true},
+		{"osm-smi-watcher", "update", "policy.openservicemesh.io", "upstreamtrafficsettings", other, "", false},
 		{"osm-smi-watcher", "create", "", "events", other, "", true},
 		{"osm-smi-watcher", "update", "coordination.k8s.io", "leases", ns, "osm-smi-watcher", true},
 		{"osm-smi-watcher", "update", "coordination.k8s.io", "leases", ns, "osm-injector-webhook", false},

@@ -123,6 +123,17 @@ func TestPolicyValidation(t *testing.T) {
 				"ports":       []any{map[string]any{"number": int64(5432), "protocol": "tcp"}}}),
 			verdict: "Egress bookstore/eg" + run + ` rejected: spec.ipAddresses[0]: "10.20.0.0" is not a CIDR range (e.g. 203.0.113.0/24): netip.ParsePrefix("10.20.0.0"): no '/'`,
 			field:   "spec.ipAddresses[0]", why: "InvalidValue"},
+		{name: "UpstreamTrafficSetting with a duration that does not parse", ns: "bookstore", gvr: kube.UpstreamTrafficSettings, hook: hook,
+			obj: policyObject(kube.UpstreamTrafficSettings, "UpstreamTrafficSetting", "uts"+run, map[string]any{
+				"host":               "bookstore.bookstore.svc.cluster.local",
+				"connectionSettings": map[string]any{"tcp": map[string]any{"maxConnections": int64(10), "connectTimeout": "2 seconds"}}}),
+			verdict: `UpstreamTrafficSetting bookstore/uts` + run + ` rejected: spec.connectionSettings.tcp.connectTimeout: "2 seconds" is not a duration (e.g. "500ms", "5s"): time: unknown unit " seconds" in duration "2 seconds"`,
+			field:   "spec.connectionSettings.tcp.connectTimeout", why: "InvalidValue"},
+		{name: "UpstreamTrafficSetting for a Service of another namespace", ns: "bookstore", gvr: kube.UpstreamTrafficSettings, hook: hook,
+			obj: policyObject(kube.UpstreamTrafficSettings, "UpstreamTrafficSetting", "uts-ns"+run, map[string]any{
+				"host": "bookbuyer.bookbuyer.svc.cluster.local"}),
+			verdict: `UpstreamTrafficSetting bookstore/uts-ns` + run + ` rejected: spec.host: "bookbuyer.bookbuyer.svc.cluster.local" names Service bookbuyer/bookbuyer, outside the UpstreamTrafficSetting's namespace bookstore: an UpstreamTrafficSetting lives in its upstream's namespace`,
+			field:   "spec.host", why: "CrossNamespaceDestination"},
 		{name: "MeshConfig with a request above its limit", ns: "osm-system", gvr: kube.MeshConfigs, hook: mcHook,
 			obj: policyObject(kube.MeshConfigs, "MeshConfig", "mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "2"}}}}),
@@ -179,6 +190,10 @@ func TestPolicyValidation(t *testing.T) {
 				"hosts":   []any{"httpbin.org"},
 				"ports":   []any{map[string]any{"number": int64(80), "protocol": "http"}},
 				"matches": []any{map[string]any{"apiGroup": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup", "name": "not-yet-created" + run}}})},
+			{kube.UpstreamTrafficSettings, "bookstore", policyObject(kube.UpstreamTrafficSettings, "UpstreamTrafficSetting", "ok-uts"+run, map[string]any{
+				"host":               "bookstore-v1",
+				"connectionSettings": map[string]any{"http": map[string]any{"maxRequests": int64(100)}},
+				"rateLimit":          map[string]any{"local": map[string]any{"http": map[string]any{"requests": int64(10), "unit": "second"}}}})},
 			{kube.MeshConfigs, "osm-system", policyObject(kube.MeshConfigs, "MeshConfig", "ok-mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "500m"}}}})},
 		}

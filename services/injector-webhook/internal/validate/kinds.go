@@ -99,6 +99,15 @@ func Kinds() []Kind {
 				_, _, rej := policy.EgressObject(ns, e)
 				return rej, nil
 			}},
+		{Name: "UpstreamTrafficSetting", Resource: osmpolicy.UpstreamTrafficSettingGVR,
+			Check: func(ns, _ string, raw []byte) (*policy.Rejection, error) {
+				u, err := osmpolicy.DecodeUpstreamTrafficSetting(raw)
+				if err != nil {
+					return nil, err
+				}
+				_, rej := policy.UpstreamTrafficSetting(ns, u)
+				return rej, nil
+			}},
 		{Name: "MeshConfig", Resource: meshconfig.GVR, Scope: ControlPlaneNamespace,
 			Check: func(_, _ string, raw []byte) (*policy.Rejection, error) {
 				var u unstructured.Unstructured

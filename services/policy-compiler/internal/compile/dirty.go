@@ -25,6 +25,9 @@ type dirtySet struct {
 	retry               set[model.NN]       // Retry objects to validate again
 	retrySrc            set[model.Identity] // identities whose retry routes to rebuild (retry.go)
 
+	// objs are the objects of model.ObjectKind kinds to validate again, by kind.
+	objs map[string]set[model.NN]
+
 	triggers map[string]int // observed changes, by kind
 }
 
@@ -44,6 +47,7 @@ func (s *dirtySet) reset() {
 	s.grpcRoute = set[model.NN]{}
 	s.bare = set[string]{}
 	s.retry, s.retrySrc = set[model.NN]{}, set[model.Identity]{}
+	s.objs = map[string]set[model.NN]{}
 	s.triggers = map[string]int{}
 }
 
@@ -99,6 +103,13 @@ func (s *dirtySet) policy(kind string, nn model.NN) {
 		s.split.add(nn)
 	case layout.KindRetry:
 		s.retry.add(nn)
+	default:
+		if model.ObjectKind(kind) {
+			if s.objs[kind] == nil {
+				s.objs[kind] = set[model.NN]{}
+			}
+			s.objs[kind].add(nn)
+		}
 	}
 }
 

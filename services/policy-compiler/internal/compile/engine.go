@@ -12,7 +12,9 @@
 //
 //	cluster   ns/svc|port            one per service port: EDS, upstream mTLS with SDS
 //	                                 secrets layout.SecretServiceCert and layout.SecretRootCert and
-//	                                 a URI SAN match on the identities backing the service
+//	                                 a URI SAN match on the identities backing the service;
+//	                                 circuit breakers and outlier detection of its
+//	                                 UpstreamTrafficSetting (upstream.go)
 //	endpoint  ns/svc|port            its ClusterLoadAssignment (ready endpoints, by zone)
 //	route     ns/svc|port            http and grpc ports: one virtual host with the
 //	                                 service's host names; weighted clusters for a split apex
@@ -220,6 +222,8 @@ type Engine struct {
 	retries retryRoutes
 	// egress is the Egress part (egress.go).
 	egress egressState
+	// ups are the UpstreamTrafficSettings (upstream.go).
+	ups upstreams
 }
 
 // New returns an Engine with an empty model.
@@ -235,6 +239,7 @@ func New(o Options) *Engine {
 		groups: newGroups(),
 		bare:   bareNames{},
 		egress: newEgressState(),
+		ups:    newUpstreams(),
 	}
 }
 
@@ -312,6 +317,7 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		e.dirty.everything()
 	case layout.KindService:
 		e.dirty.service(nn)
+		e.upstreamServiceChanged(nn)
 	case layout.KindEndpointSlice:
 		if now := e.m.SliceServiceOf(nn); now != nil {
 			beforeSvcs = append(beforeSvcs, *now)
@@ -327,6 +333,8 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		e.podChanged(nn, beforeSvcs, beforeID)
 	case layout.KindEgress:
 		e.egress.changed(nn)
+	case layout.KindUpstreamTrafficSetting:
+		e.upstreamObserved(nn)
 	case layout.KindServiceAccount:
 		// A group exists only while its ServiceAccount does: the edge
 		// serves no certificate, and keeps no stream, for an identity the
@@ -418,6 +426,7 @@ func (e *Engine) Compile() *Delta {
 	for _, s := range multimap.Sorted(e.dirty.svc) {
 		e.compileService(s, d)
 	}
+	e.compileUpstreamServices(d)
 	for _, s := range multimap.Sorted(e.dirty.ep) {
 		if _, done := e.dirty.svc[s]; !done {
 			e.compileEndpoints(s, d)
@@ -485,6 +494,8 @@ func (e *Engine) markAll() {
 		layout.KindTrafficTarget:  e.m.TrafficTargetNames(),
 		layout.KindTrafficSplit:   e.m.TrafficSplitNames(),
 		layout.KindRetry:          e.m.RetryNames(),
+
+		layout.KindUpstreamTrafficSetting: e.m.ObjectNames(layout.KindUpstreamTrafficSetting),
 	} {
 		for _, nn := range names {
 			e.dirty.policy(kind, nn)

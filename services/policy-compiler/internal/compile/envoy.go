@@ -183,7 +183,9 @@ func upstreamSANs(ids []model.Identity, trustDomain string) []*tlsv3.SubjectAltN
 	return sans
 }
 
-func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Resource, error) {
+// buildCluster is the cluster of sp, with the connection settings and
+// outlier detection of its UpstreamTrafficSetting up (nil: none).
+func buildCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*Resource, error) {
 	sans := upstreamSANs(ids, trustDomain)
 	tlsCtx := &tlsv3.UpstreamTlsContext{
 		Sni: sp.svc.Name + "." + sp.svc.Namespace + ".svc.cluster.local",
@@ -222,6 +224,9 @@ func buildCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Re
 			return nil, fmt.Errorf("cluster %s: protocol options: %w", sp.cluster(), err)
 		}
 		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": opts}
+	}
+	if err := applyUpstream(c, sp.protocol, up); err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", sp.cluster(), err)
 	}
 	return newResource(layout.TypeCluster, c.Name, c)
 }

@@ -104,7 +104,9 @@ func grpcSANs(ids []model.Identity, trustDomain string) []*matcherv3.StringMatch
 	return out
 }
 
-func buildGRPCCluster(sp servicePort, ids []model.Identity, trustDomain string) (*Resource, error) {
+// buildGRPCCluster is the gRPC flavour's cluster of sp, with what gRPC
+// applies of its UpstreamTrafficSetting up (nil: none).
+func buildGRPCCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*Resource, error) {
 	name := GRPCClusterName(sp.svc, sp.port)
 	tlsAny, err := typed(&tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
 		TlsCertificateProviderInstance: certProvider(),
@@ -126,6 +128,7 @@ func buildGRPCCluster(sp servicePort, ids []model.Identity, trustDomain string) 
 			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsAny},
 		},
 	}
+	applyGRPCUpstream(c, up)
 	return newResource(layout.TypeCluster, name, c)
 }
 
@@ -330,7 +333,7 @@ func (e *Engine) GRPCClient(id model.Identity) ([]*Resource, error) {
 			if !sp.protocol.IsHTTP() {
 				continue
 			}
-			if err := add(buildGRPCCluster(sp, e.svcs.ids(ref.nn), td)); err != nil {
+			if err := add(buildGRPCCluster(sp, e.svcs.ids(ref.nn), td, e.ups.forService(ref.nn))); err != nil {
 				return nil, err
 			}
 			route := GRPCClusterName(sp.svc, sp.port)

@@ -26,7 +26,7 @@ import (
 // listeners of sp, recording the names that exist in n.
 func (e *Engine) compileGRPCPort(sp servicePort, ids []model.Identity, split []weighted, d *Delta, keep func(resKey, bool) bool, n *reachNames) {
 	name := GRPCClusterName(sp.svc, sp.port)
-	if keep(e.put(d, layout.TypeCluster, name)(buildGRPCCluster(sp, ids, e.trustDomain()))) {
+	if keep(e.put(d, layout.TypeCluster, name)(buildGRPCCluster(sp, ids, e.trustDomain(), e.ups.forService(sp.svc)))) {
 		n.clusters = append(n.clusters, name)
 	}
 	if keep(e.put(d, layout.TypeEndpoint, name)(buildGRPCCLA(sp, e.endpoints(sp)))) {

@@ -32,6 +32,9 @@ type inboundPort struct {
 	protocol   Protocol
 	// local is the cluster the chain forwards to (the first service, sorted).
 	local string
+	// up is the UpstreamTrafficSetting of that service (nil: none): its
+	// rate limits and route timeouts (upstream_envoy.go).
+	up *Upstream
 }
 
 // namedTarget is an accepted TrafficTarget and its name ("ns/name").
@@ -119,7 +122,10 @@ func buildInboundListener(id model.Identity, ports []inboundPort, targets []name
 }
 
 func inboundTCP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) ([]*listenerv3.Filter, error) {
-	var out []*listenerv3.Filter
+	out, err := tcpRateLimit(stat, p.up)
+	if err != nil {
+		return nil, err
+	}
 	if !permissive {
 		rules := &rbacv3.RBAC{Action: rbacv3.RBAC_ALLOW, Policies: map[string]*rbacv3.Policy{}}
 		for _, nt := range targets {
@@ -210,6 +216,9 @@ func denyAll() (*hcmv3.HttpFilter, error) {
 
 func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*listenerv3.Filter, error) {
 	routes := inboundRoutes(p, targets, permissive)
+	if permissive {
+		routes = append(upstreamRoutes(p.up), routes...)
+	}
 	vh := &routev3.VirtualHost{Name: stat, Domains: []string{"*"}}
 	for _, r := range routes {
 		rt := &routev3.Route{
@@ -224,7 +233,13 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 			}
 			rt.TypedPerFilterConfig = map[string]*anypb.Any{httpRBACFilter: a}
 		}
+		if err := applyRouteSetting(rt, stat, r.match, p.up); err != nil {
+			return nil, err
+		}
 		vh.Routes = append(vh.Routes, rt)
+	}
+	if err := applyVirtualHostLimit(vh, stat, p.up); err != nil {
+		return nil, err
 	}
 	h := &hcmv3.HttpConnectionManager{
 		StatPrefix:     stat,
@@ -239,6 +254,13 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 			return nil, err
 		}
 		h.HttpFilters = append(h.HttpFilters, base)
+	}
+	if limitsHTTP(p.up) {
+		f, err := httpRateLimitFilter(stat)
+		if err != nil {
+			return nil, err
+		}
+		h.HttpFilters = append(h.HttpFilters, f)
 	}
 	h.HttpFilters = append(h.HttpFilters, routerFilter())
 	a, err := typed(h)

@@ -204,7 +204,7 @@ func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 				continue
 			}
 			seen[sp.targetPort] = true
-			ports = append(ports, inboundPort{targetPort: sp.targetPort, protocol: sp.protocol, local: LocalClusterName(s, sp.port)})
+			ports = append(ports, inboundPort{targetPort: sp.targetPort, protocol: sp.protocol, local: LocalClusterName(s, sp.port), up: e.ups.forService(s)})
 		}
 	}
 	e.reach.setServed(id, svcs)

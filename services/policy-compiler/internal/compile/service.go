@@ -134,6 +134,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	ports := e.servicePorts(nn)
 	ids := e.m.ServiceIdentities(nn)
 	td := e.trustDomain()
+	up := e.ups.forService(nn)
 	cs := &compiledService{ports: ports, ids: ids, frag: svcFrag{key: svcKey(nn)}}
 	frag := &cs.frag
 	keep := func(k resKey, ok bool) bool {
@@ -144,7 +145,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	}
 	for _, sp := range ports {
 		split := e.splitFor(sp)
-		if keep(e.put(d, layout.TypeCluster, sp.cluster())(buildCluster(sp, ids, td))) {
+		if keep(e.put(d, layout.TypeCluster, sp.cluster())(buildCluster(sp, ids, td, up))) {
 			frag.clusters = append(frag.clusters, sp.cluster())
 		}
 		if keep(e.put(d, layout.TypeEndpoint, sp.cluster())(buildCLA(sp, e.endpoints(sp)))) {

@@ -73,7 +73,8 @@ type Model struct {
 	tcpRoutes       map[NN]*meshv1.TCPRoute
 	trafficSplits   map[NN]*meshv1.TrafficSplit
 	retries         map[NN]*meshv1.Retry
-	egress          egressIndex // OSM's Egress objects (egress.go)
+	egress          egressIndex                     // OSM's Egress objects (egress.go)
+	objects         map[string]map[NN]proto.Message // object kinds (objects.go) → name → object
 
 	svcSlices   map[NN]map[NN]struct{}           // service → its endpoint slices
 	labelPods   map[labelKey]map[string]struct{} // (namespace, label=value) → counted pod names
@@ -116,6 +117,7 @@ func New(meshName string, meshConfig NN) *Model {
 		trafficSplits:   map[NN]*meshv1.TrafficSplit{},
 		retries:         map[NN]*meshv1.Retry{},
 		egress:          newEgressIndex(),
+		objects:         map[string]map[NN]proto.Message{},
 		svcSlices:       map[NN]map[NN]struct{}{},
 		labelPods:       map[labelKey]map[string]struct{}{},
 		selSvcs:         map[labelKey]map[string]struct{}{},
@@ -184,6 +186,9 @@ func (m *Model) Apply(kind, namespace, name string, value proto.Message) (proto.
 			return nil, fmt.Errorf("kind %s: unexpected %T", kind, value)
 		}
 		return orNil(old), nil
+	}
+	if ObjectKind(kind) {
+		return m.applyObject(kind, nn, value)
 	}
 	return nil, fmt.Errorf("unknown observed kind %q", kind)
 }

@@ -245,12 +245,15 @@ type Config struct {
 	// TrafficTarget to that service (one per service, at most as many as
 	// the HTTP services with a TrafficTarget).
 	Retries int
+	// UpstreamTrafficSettings, one on each of the first services.
+	UpstreamTrafficSettings int
 }
 
 // Paper is the mesh of the cold-compile performance target: 10k services,
-// 50k pods, 10k TrafficTargets, 500 HTTPRouteGroups, 200 TrafficSplits and
-// 500 Retries.
-var Paper = Config{Namespaces: 100, Services: 10000, PodsPerService: 5, TrafficTargets: 10000, SourcesPerTarget: 3, HTTPRouteGroups: 500, TrafficSplits: 200, Retries: 500}
+// 50k pods, 10k TrafficTargets, 500 HTTPRouteGroups, 200 TrafficSplits,
+// 500 Retries and 500 UpstreamTrafficSettings.
+var Paper = Config{Namespaces: 100, Services: 10000, PodsPerService: 5, TrafficTargets: 10000, SourcesPerTarget: 3, HTTPRouteGroups: 500, TrafficSplits: 200, Retries: 500,
+	UpstreamTrafficSettings: 500}
 
 // PaperEgress is Paper with 1,000 Egress objects.
 var PaperEgress = func() Config { c := Paper; c.Egresses = 1000; return c }()
@@ -409,5 +412,6 @@ func Generate(c Config) []Object {
 		out = append(out, TrafficSplit(ns, SvcName(apex)+"-split", SvcName(apex),
 			Backend{SvcName(b1), 90}, Backend{SvcName(b2), 10}))
 	}
-	return append(out, c.egresses(groupsIn)...)
+	out = append(out, c.egresses(groupsIn)...)
+	return append(out, c.upstreamSettings()...)
 }

@@ -28,6 +28,8 @@ func TestPaperShape(t *testing.T) {
 		layout.KindHTTPRouteGroup: 500, layout.KindTrafficSplit: 200, layout.KindEndpointSlice: 10000,
 		layout.KindRetry:  500,
 		layout.KindEgress: 1000,
+
+		layout.KindUpstreamTrafficSetting: 500,
 	}
 	for k, n := range want {
 		if count[k] != n {
@@ -39,7 +41,7 @@ func TestPaperShape(t *testing.T) {
 // Every generated policy is valid, and every split backend and TCP target
 // resolves: a synthetic mesh exercises the compiler, not its rejections.
 func TestGeneratedMeshCompilesClean(t *testing.T) {
-	cfg := synth.Config{Namespaces: 10, Services: 300, PodsPerService: 2, TrafficTargets: 300, HTTPRouteGroups: 30, TrafficSplits: 10, Retries: 20, Egresses: 30}
+	cfg := synth.Config{Namespaces: 10, Services: 300, PodsPerService: 2, TrafficTargets: 300, HTTPRouteGroups: 30, TrafficSplits: 10, Retries: 20, Egresses: 30, UpstreamTrafficSettings: 30}
 	e := compile.New(compile.Options{MeshName: synth.MeshName, MeshConfig: model.NN{Namespace: synth.MeshConfigNamespace, Name: synth.MeshConfigName}})
 	for _, o := range synth.Generate(cfg) {
 		if err := e.Apply(o.Kind, o.Namespace, o.Name, o.Msg); err != nil {
@@ -55,7 +57,7 @@ func TestGeneratedMeshCompilesClean(t *testing.T) {
 			t.Errorf("%s %s/%s: %s", st.GetObject().GetKind(), st.GetObject().GetNamespace(), st.GetObject().GetName(), st.GetMessage())
 		}
 	}
-	if got, want := len(d.Statuses), 300+30+10+10+20+30; got != want {
+	if got, want := len(d.Statuses), 300+30+10+10+20+30+30; got != want {
 		t.Errorf("%d verdicts, want %d", got, want)
 	}
 	if len(e.Groups()) != cfg.Services {

@@ -44,6 +44,7 @@ type fixture struct {
 	tcp     *specsv1alpha4.TCPRoute
 	split   *splitv1alpha2.TrafficSplit
 	egress  *unstructured.Unstructured
+	uts     *unstructured.Unstructured
 	kubelet interface {
 		MakeReady(ctx context.Context, pod *corev1.Pod, ip string) (*corev1.Pod, error)
 	}
@@ -143,6 +144,17 @@ func (e *env) seed(prefix, ip string) *fixture {
 			"matches": []any{map[string]any{"apiGroup": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup", "name": "bookstore-routes"}},
 		},
 	}}, metav1.CreateOptions{}))
+	// An OSM UpstreamTrafficSetting, with a duration that does not parse
+	// (the compiler judges it).
+	f.uts = must(cluster.Dynamic().Resource(osmpolicy.UpstreamTrafficSettingGVR).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "UpstreamTrafficSetting",
+		"metadata": map[string]any{"name": "bookstore"},
+		"spec": map[string]any{
+			"host":               "bookstore." + ns + ".svc.cluster.local",
+			"connectionSettings": map[string]any{"tcp": map[string]any{"maxConnections": int64(50), "connectTimeout": "2 seconds"}},
+			"rateLimit":          map[string]any{"local": map[string]any{"tcp": map[string]any{"connections": int64(5), "unit": "second"}}},
+		},
+	}}, metav1.CreateOptions{}))
 	return f
 }
 
@@ -227,6 +239,13 @@ func (f *fixture) expected() map[string]proto.Message {
 			Hosts:      egressHosts,
 			Ports:      []*meshv1.EgressPort{{Number: 80, Protocol: "http"}, {Number: 53, Protocol: "udp"}},
 			Matches:    []*meshv1.TypedLocalObjectReference{{ApiGroup: "specs.smi-spec.io/v1alpha4", Kind: "HTTPRouteGroup", Name: "bookstore-routes"}},
+		},
+		layout.ObservedKey(layout.KindUpstreamTrafficSetting, ns, "bookstore"): &meshv1.UpstreamTrafficSetting{
+			Meta:               m(f.uts),
+			ApiVersion:         "policy.openservicemesh.io/v1alpha1",
+			Host:               "bookstore." + ns + ".svc.cluster.local",
+			ConnectionSettings: &meshv1.UpstreamConnectionSettings{Tcp: &meshv1.UpstreamTCPConnectionSettings{MaxConnections: proto.Int64(50), ConnectTimeout: "2 seconds"}},
+			RateLimit:          &meshv1.UpstreamRateLimit{Local: &meshv1.UpstreamLocalRateLimit{Tcp: &meshv1.TCPLocalRateLimit{Connections: 5, Unit: "second"}}},
 		},
 	}
 }

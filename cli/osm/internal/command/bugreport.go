@@ -56,7 +56,7 @@ directory of the same name:
                   keys (never their data)
   policies/       every object of the chart's CRDs (SMI policies, OSM's
                   such as Retry, the MeshConfig) in the mesh's namespaces as
-                  YAML, each SMI policy's verdict (status.txt: the
+                  YAML, each SMI or OSM policy's verdict (status.txt: the
                   smi-watcher's rejection at its current generation) and
                   the Events on them
   events/         the Events of --namespace and of each mesh namespace
@@ -453,7 +453,7 @@ func (r *bugReport) policies(ctx context.Context, dyn dynamic.Interface, events 
 			}
 			objs = append(objs, u.Object)
 			verdict, reason := "-", ""
-			if slices.Contains(smiGroups, crd.Spec.Group) {
+			if slices.Contains(policyGroups, crd.Spec.Group) {
 				verdict = "accepted (no rejection recorded)"
 				if e, ok := rejections[policyKey{u.GetKind(), u.GetNamespace(), u.GetName()}]; ok {
 					if g, ok := eventGeneration(e.Message); !ok || g == u.GetGeneration() {

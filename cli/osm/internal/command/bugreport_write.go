@@ -62,7 +62,7 @@ func (r *bugReport) readme(errs reportFile) []byte {
                   names, types and keys (never their data)
   policies/       the objects of the chart's CRDs (SMI policies, OSM's such
                   as Retry, MeshConfig) in the control-plane and mesh
-                  namespaces (YAML, with any status), each SMI policy's
+                  namespaces (YAML, with any status), each SMI or OSM policy's
                   verdict (status.txt) and the Events on them (events.yaml)
   events/         the Events of each namespace above, oldest first
   metrics/        each component's /metrics, NATS's /varz and /jsz

@@ -22,11 +22,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apiextv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	"github.com/openservicemesh/osm/cli/osm/internal/access"
@@ -34,6 +36,7 @@ import (
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/edgedebug"
 	"github.com/openservicemesh/osm/libs/osmctx"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 )
 
 // The categories of osm verify, in the order they run.
@@ -163,6 +166,7 @@ type verifier struct {
 	// what the checks learn for the later ones
 	operator  *caclient.Issued
 	compilers []compilerMetrics
+	mapper    meta.RESTMapper // resourceOf's, from discovery
 }
 
 // newVerifier is a verifier of the mesh that client reaches.
@@ -553,8 +557,10 @@ func (v *verifier) edges(ctx context.Context) {
 	}
 }
 
-// smiGroups are the API groups of the policies the compiler judges.
-var smiGroups = []string{"access.smi-spec.io", "specs.smi-spec.io", "split.smi-spec.io"}
+// policyGroups are the API groups of the policies the compiler judges:
+// SMI's and OSM's policy.openservicemesh.io (Egress, Retry,
+// UpstreamTrafficSetting, ...).
+var policyGroups = []string{"access.smi-spec.io", "specs.smi-spec.io", "split.smi-spec.io", osmpolicy.GroupVersion.Group}
 
 // policies: the compilers' count of rejected policies, and the reason of
 // each from the smi-watcher's Events on the objects.
@@ -611,7 +617,7 @@ func (v *verifier) policies(ctx context.Context) error {
 type policyKey struct{ kind, ns, name string }
 
 // newestRejections is the newest of the smi-watcher's rejection Events
-// (Warning Events on an SMI object) of each object among evs.
+// (Warning Events on a policy object) of each object among evs.
 func newestRejections(evs []corev1.Event) map[policyKey]corev1.Event {
 	newest := map[policyKey]corev1.Event{}
 	for _, e := range evs {
@@ -620,7 +626,7 @@ func newestRejections(evs []corev1.Event) map[policyKey]corev1.Event {
 			continue
 		}
 		gv, _ := schema.ParseGroupVersion(o.APIVersion)
-		if !slices.Contains(smiGroups, gv.Group) {
+		if !slices.Contains(policyGroups, gv.Group) {
 			continue
 		}
 		k := policyKey{o.Kind, o.Namespace, o.Name}
@@ -638,12 +644,34 @@ func (v *verifier) currentGeneration(ctx context.Context, ref corev1.ObjectRefer
 	if err != nil {
 		return 0, false
 	}
-	plural := strings.ToLower(ref.Kind) + "s"
-	u, err := v.dyn.Resource(gv.WithResource(plural)).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	// The served resource of the kind, from the apiserver's discovery: a
+	// plural is not always kind + "s" (Egress: egresses, Retry: retries).
+	res, err := v.resourceOf(gv.WithKind(ref.Kind))
+	if err != nil {
+		return 0, true // cannot tell: keep the Event's verdict
+	}
+	u, err := v.dyn.Resource(res).Namespace(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if err != nil {
 		return 0, !apierrors.IsNotFound(err)
 	}
 	return u.GetGeneration(), true
+}
+
+// resourceOf maps a kind to its served resource through the apiserver's
+// discovery, read once per verifier.
+func (v *verifier) resourceOf(gvk schema.GroupVersionKind) (schema.GroupVersionResource, error) {
+	if v.mapper == nil {
+		groups, err := restmapper.GetAPIGroupResources(v.cs.Discovery())
+		if err != nil {
+			return schema.GroupVersionResource{}, fmt.Errorf("read the apiserver's API groups: %w", err)
+		}
+		v.mapper = restmapper.NewDiscoveryRESTMapper(groups)
+	}
+	m, err := v.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return schema.GroupVersionResource{}, err
+	}
+	return m.Resource, nil
 }
 
 var eventGenerationRE = regexp.MustCompile(`\(generation (\d+)\)$`)

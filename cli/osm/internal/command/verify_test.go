@@ -29,6 +29,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/osmctx"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 	osmkube "github.com/openservicemesh/osm/tests/kube"
 	"github.com/openservicemesh/osm/tests/stack"
 )
@@ -180,6 +181,27 @@ func TestVerify(t *testing.T) {
 	}
 	until("all ✔ with the TrafficTarget deleted", func(out string, err error) bool { return err == nil })
 	step("rejected TrafficTarget")
+
+	// Fault: an OSM policy kind the compiler rejects (an unknown retry
+	// condition), named by its served resource (retries, not "retrys").
+	rt := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "Retry",
+		"metadata": map[string]any{"name": "bad-retry"},
+		"spec": map[string]any{
+			"source":       map[string]any{"kind": "ServiceAccount", "name": "bookbuyer", "namespace": appNS},
+			"destinations": []any{map[string]any{"kind": "Service", "name": "bookstore", "namespace": appNS}},
+			"retryPolicy":  map[string]any{"retryOn": "not-a-condition", "numRetries": int64(1), "perTryTimeout": "1s", "retryBackoffBaseInterval": "25ms"}}}}
+	if _, err := cluster.Dynamic().Resource(osmpolicy.RetryGVR).Namespace(appNS).Create(ctx, rt, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out = until("the rejected Retry named", func(out string, err error) bool {
+		return err != nil && strings.Contains(out, "✘ Retry "+appNS+"/bad-retry is rejected: ")
+	})
+	wantFailure(t, "a rejected Retry", out, errFailed, "✘ policies rejected by the policy-compiler: 1", "not-a-condition", "kubectl describe retry -n "+appNS+" bad-retry")
+	if err := cluster.Dynamic().Resource(osmpolicy.RetryGVR).Namespace(appNS).Delete(ctx, "bad-retry", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	until("all ✔ with the Retry deleted", func(out string, err error) bool { return err == nil })
+	step("rejected Retry")
 
 	// Fault: edge 1 cut off from NATS, then an edit (a new Service) makes
 	// a generation it never gets.

@@ -28,6 +28,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -66,13 +67,16 @@ const (
 )
 
 // Probe is one health probe sent through the sidecar: requests to
-// ListenPort and ProbePath go to the app on Port and Path.
+// ListenPort and ProbePath go to the app on Port and Path. A Passthrough
+// probe (HTTPS or gRPC) is a TCP proxy instead: every connection to
+// ListenPort is passed, unread, to the app's Port.
 type Probe struct {
-	Kind       string
-	ListenPort uint32
-	ProbePath  string
-	Port       uint32
-	Path       string
+	Kind        string
+	ListenPort  uint32
+	ProbePath   string
+	Port        uint32
+	Path        string
+	Passthrough bool
 }
 
 // Config is what a sidecar's bootstrap depends on.
@@ -154,7 +158,11 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 	for _, p := range c.Probes {
 		name := "osm-" + p.Kind + "-probe"
 		clusters = append(clusters, staticCluster(name, p.Port))
-		l, err := httpListener(name, p.ListenPort, p.ProbePath, name, p.Path)
+		listen := httpListener
+		if p.Passthrough {
+			listen = tcpListener
+		}
+		l, err := listen(name, p.ListenPort, p.ProbePath, name, p.Path)
 		if err != nil {
 			return nil, err
 		}
@@ -311,6 +319,29 @@ func httpListener(name string, port uint32, prefix, cluster, rewrite string) (*l
 			Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}},
 		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
 			Name: "envoy.filters.network.http_connection_manager", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcmAny},
+		}}}},
+	}, nil
+}
+
+// tcpListener passes every connection on port to cluster unread: the probe
+// listener of an HTTPS or gRPC probe, whose TLS or HTTP/2 the app speaks
+// end to end with the kubelet. It has httpListener's signature; the path
+// arguments are unused.
+func tcpListener(name string, port uint32, _, cluster, _ string) (*listenerv3.Listener, error) {
+	tcp := &tcpproxyv3.TcpProxy{StatPrefix: name, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster}}
+	if err := tcp.ValidateAll(); err != nil {
+		return nil, fmt.Errorf("listener %s: %w", name, err)
+	}
+	tcpAny, err := anypb.New(tcp)
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name: name,
+		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: "0.0.0.0", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}},
+		FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{
+			Name: "envoy.filters.network.tcp_proxy", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: tcpAny},
 		}}}},
 	}, nil
 }

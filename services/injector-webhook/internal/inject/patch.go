@@ -34,22 +34,35 @@ type Result struct {
 	Ops []Op
 	// BootstrapSecret is the name of the Secret the sidecar mounts.
 	BootstrapSecret string
-	// Probes are the rewritten HTTP probes, which the bootstrap must serve.
+	// Probes are the rewritten probes, which the bootstrap must serve.
 	Probes []OriginalProbe
 }
 
-// OriginalProbe is an HTTP probe as the user wrote it, before the rewrite
-// sent it through the sidecar.
+// OriginalProbe is a probe as the user wrote it, before the rewrite sent it
+// through the sidecar.
 type OriginalProbe struct {
 	Container string `json:"container"`
 	Kind      string `json:"kind"` // liveness, readiness or startup
-	Port      int32  `json:"port"`
-	Path      string `json:"path"`
+	// Protocol is ProbeHTTP (also when empty, as annotations written before
+	// it existed are), ProbeHTTPS or ProbeGRPC.
+	Protocol string `json:"protocol,omitempty"`
+	Port     int32  `json:"port"`
+	Path     string `json:"path,omitempty"`
+	// Service is a gRPC probe's service name.
+	Service string `json:"service,omitempty"`
 	// ListenPort is the sidecar port the rewritten probe now targets.
 	ListenPort int32 `json:"listenPort"`
-	// ProbePath is the path the rewritten probe now requests.
-	ProbePath string `json:"probePath"`
+	// ProbePath is the path the rewritten probe now requests; the original
+	// path for an HTTPS probe, empty for a gRPC one.
+	ProbePath string `json:"probePath,omitempty"`
 }
+
+// Probe protocols in OriginalProbe.Protocol.
+const (
+	ProbeHTTP  = "http"
+	ProbeHTTPS = "https"
+	ProbeGRPC  = "grpc"
+)
 
 // BootstrapSecretName is the name of a proxy's bootstrap Secret.
 func BootstrapSecretName(proxyUUID string) string { return "envoy-bootstrap-" + proxyUUID }
@@ -142,7 +155,7 @@ func Build(s Settings, req Request) (Result, error) {
 		seen := map[string]string{}
 		for _, p := range res.Probes {
 			if other, ok := seen[p.Kind]; ok {
-				return Result{}, fmt.Errorf("containers %s and %s both have an HTTP %s probe; only one container per pod can have its %s probe sent through the sidecar", other, p.Container, p.Kind, p.Kind)
+				return Result{}, fmt.Errorf("containers %s and %s both have an HTTP, HTTPS or gRPC %s probe; only one container per pod can have its %s probe sent through the sidecar", other, p.Container, p.Kind, p.Kind)
 			}
 			seen[p.Kind] = p.Container
 		}
@@ -207,28 +220,54 @@ func escapePointer(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
-// rewriteProbe sends an HTTP probe through the sidecar's probe listener and
-// returns the original and the rewritten probe; nil for other probes.
-// HTTPS probes are left alone: the sidecar cannot terminate the app's TLS.
+// rewriteProbe sends a probe through the sidecar's probe listener of its
+// kind and returns the original and the rewritten probe; nil for TCP and
+// exec probes, which are left alone. An HTTP probe is rewritten to the
+// listener's /osm-<kind>-probe path, which Envoy proxies to the app's path.
+// HTTPS and gRPC probes keep their scheme, path and service and only change
+// port: their listener passes the connection through to the app's port,
+// since the sidecar can neither terminate the app's TLS nor needs to read
+// gRPC; without the rewrite the kubelet's connection would reach the mTLS
+// inbound listener and fail.
 func rewriteProbe(c *corev1.Container, kind string, p *corev1.Probe, listen int32) (*OriginalProbe, *corev1.Probe, error) {
-	if p == nil || p.HTTPGet == nil || p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+	if p == nil {
 		return nil, nil, nil
 	}
-	port, err := resolvePort(c, p.HTTPGet.Port)
-	if err != nil {
-		return nil, nil, err
+	switch {
+	case p.HTTPGet != nil:
+		port, err := resolvePort(c, p.HTTPGet.Port)
+		if err != nil {
+			return nil, nil, err
+		}
+		path := p.HTTPGet.Path
+		if path == "" {
+			path = "/"
+		}
+		out := p.DeepCopy()
+		out.HTTPGet.Port = intstr.FromInt32(listen)
+		if p.HTTPGet.Scheme == corev1.URISchemeHTTPS {
+			return &OriginalProbe{Container: c.Name, Kind: kind, Protocol: ProbeHTTPS, Port: port, Path: path,
+				ListenPort: listen, ProbePath: path}, out, nil
+		}
+		orig := &OriginalProbe{Container: c.Name, Kind: kind, Port: port, Path: path,
+			ListenPort: listen, ProbePath: "/osm-" + kind + "-probe"}
+		out.HTTPGet.Path = orig.ProbePath
+		out.HTTPGet.Scheme = corev1.URISchemeHTTP
+		return orig, out, nil
+	case p.GRPC != nil:
+		port, err := resolvePort(c, intstr.FromInt32(p.GRPC.Port))
+		if err != nil {
+			return nil, nil, err
+		}
+		orig := &OriginalProbe{Container: c.Name, Kind: kind, Protocol: ProbeGRPC, Port: port, ListenPort: listen}
+		if p.GRPC.Service != nil {
+			orig.Service = *p.GRPC.Service
+		}
+		out := p.DeepCopy()
+		out.GRPC.Port = listen
+		return orig, out, nil
 	}
-	path := p.HTTPGet.Path
-	if path == "" {
-		path = "/"
-	}
-	orig := &OriginalProbe{Container: c.Name, Kind: kind, Port: port, Path: path,
-		ListenPort: listen, ProbePath: "/osm-" + kind + "-probe"}
-	out := p.DeepCopy()
-	out.HTTPGet.Port = intstr.FromInt32(listen)
-	out.HTTPGet.Path = orig.ProbePath
-	out.HTTPGet.Scheme = corev1.URISchemeHTTP
-	return orig, out, nil
+	return nil, nil, nil
 }
 
 func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {

@@ -254,7 +254,8 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, proxyless bool, probes []inje
 	}
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
-		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path}
+		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path,
+			Passthrough: p.Protocol == inject.ProbeHTTPS || p.Protocol == inject.ProbeGRPC}
 	}
 	raw, err := w.bootstrap.Render(bootstrap.Config{
 		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,

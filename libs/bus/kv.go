@@ -119,6 +119,7 @@ func (s *Store) putBytes(ctx context.Context, key string, data []byte) (uint64, 
 	}
 	msg := &nats.Msg{Subject: s.prefix + key, Data: data, Header: nats.Header{}}
 	InjectTrace(ctx, msg.Header)
+	injectHeaders(ctx, msg.Header)
 	s.fenceHeader(msg.Header)
 	if limit := s.maxPayload(); len(data)+headerSize(msg.Header) > limit {
 		return 0, fmt.Errorf("put %s/%s: %w: %d bytes, the limit is %d", s.bucket, key, ErrTooLarge, len(data), limit)
@@ -206,6 +207,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	msg := &nats.Msg{Subject: s.prefix + key, Header: nats.Header{}}
 	msg.Header.Set(hdrOperation, opDelete)
 	InjectTrace(ctx, msg.Header)
+	injectHeaders(ctx, msg.Header)
 	s.fenceHeader(msg.Header)
 	if _, err := s.publish(ctx, msg); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", s.bucket, key, fencedErr(s.conn.explain(msg.Subject, err)))

@@ -70,7 +70,9 @@ var roleAccess = map[Role]access{
 		writes: []string{BucketTrust},
 	},
 	RoleEdge: {
-		reads: []string{BucketCompiled, BucketTrust},
+		// mesh-observed only for its debug API: osm convergence OBJECT
+		// asks an edge for the object's latest entry (Store.Last).
+		reads: []string{BucketCompiled, BucketTrust, BucketObserved},
 		pub:   []string{SubjectProxyStatus + ".>"},
 	},
 	RoleInjector: {

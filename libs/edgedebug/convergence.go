@@ -49,6 +49,10 @@ type GenerationSummary struct {
 	// ObservedRevision is the KV mesh-observed revision of the last
 	// smi-watcher write the generation includes.
 	ObservedRevision uint64 `json:"observed_revision"`
+	// ObservedEpoch is the smi-watcher's epoch of the view it was
+	// compiled from: revisions compare within one observed epoch. 0 from
+	// an edge that does not report it.
+	ObservedEpoch uint64 `json:"observed_epoch,omitempty"`
 	// Affected counts the proxies on this edge the commit changed
 	// something for; Acked and Nacked those that answered so.
 	Affected int `json:"affected"`

@@ -425,4 +425,5 @@ var osmTry = []struct{ args, what string }{
 	{"policy check --from bookbuyer/bookbuyer --to bookstore/bookstore:14001 --path /books-bought --method GET", "allowed: names the TrafficTarget and the route that allow it"},
 	{"policy check --from bookthief/bookthief --to bookstore/bookstore:14001", "denied, and why: no TrafficTarget lists bookthief (exit 1)"},
 	{"convergence --watch", "then patch the TrafficSplit above: the generation it compiled to, the edge's commit, and each affected proxy's ACK with p50/p99"},
+	{"convergence trafficsplit/bookstore/bookstore-split", "the TrafficSplit's last change: its Kubernetes write, the watcher's, the generation that includes it, each proxy's ACK"},
 }

@@ -73,8 +73,8 @@ func convergenceCommand(g *globals) *cobra.Command {
 	var watch bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "convergence",
-		Short: "Show how one generation reached every proxy it changed",
+		Use:   "convergence [OBJECT | --generation N]",
+		Short: "Show how one change reached every proxy it changed",
 		Long: `convergence shows, for one compiled generation (the newest the edges
 remember unless --generation names one), its timeline: when the
 policy-compiler committed it (and the mesh-observed revision of the last
@@ -84,18 +84,35 @@ prints the p50, p99 and maximum latency from the compiler's commit to
 the ACKs (the measure of the edges' osm_xds_push_ack_latency_seconds),
 the stragglers (slower than p99, or not ACKed yet) and the NACKs.
 
-Each edge remembers its last 16 generations. --watch waits for the next
-generation to be committed and for every proxy it changed to answer (or
---timeout), then prints it.
+With OBJECT (KIND/NAMESPACE/NAME, or KIND/NAME for a namespace and for a
+meshconfig of the control plane's namespace) it follows that object's
+latest change: the timeline starts at its Kubernetes write (the newest
+managedFields time, to the second), then when the smi-watcher received
+the event and wrote the object into KV mesh-observed (the entry's
+revision and stored time, which an edge reads for osm), then the first
+generation whose observed revision includes that write, and that
+generation's edge commits and ACKs, each stage with its delay after the
+one before. An object unchanged since shows the generation of its last
+change. KIND is one the mesh watches: ` + kindNames() + `
+(singular, plural or kubectl's short name).
+
+Each edge remembers its last 16 generations: an older change is reported
+as having left that window. --watch waits for the next generation (with
+OBJECT: the object's pending change, else its next one) and for every
+proxy it changed to answer (or --timeout), then prints it.
 
 ` + proxyHelp,
 		Example: `  # the newest generation
   osm convergence
   osm convergence --generation 42 -o json
+  # the last change of a TrafficSplit: Kubernetes write, watcher, compiler, edges, ACKs
+  osm convergence trafficsplit/bookstore/bookstore-split
+  osm convergence ns/bookstore -o yaml
   # edit a TrafficSplit in another terminal, then see it converge
-  osm convergence --watch --timeout 2m`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+  osm convergence --watch trafficsplit/bookstore/bookstore-split --timeout 2m
+  osm convergence --watch`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
@@ -105,16 +122,34 @@ generation to be committed and for every proxy it changed to answer (or
 			if watch && cmd.Flags().Changed("generation") {
 				return fmt.Errorf("--watch follows the next generation: leave out --generation")
 			}
+			if len(args) == 1 && cmd.Flags().Changed("generation") {
+				return fmt.Errorf("give OBJECT or --generation, not both: OBJECT finds its generation")
+			}
 			ctx := cmd.Context()
 			ac, cs, err := g.meshAccess(cmd)
 			if err != nil {
 				return err
 			}
 			defer ac.Close()
+			var obj *objectReport
 			var rep *convergenceReport
-			if watch {
+			switch {
+			case len(args) == 1:
+				o, err := parseObject(args[0], g.namespace)
+				if err != nil {
+					return err
+				}
+				dyn, err := g.dynamic()
+				if err != nil {
+					return err
+				}
+				if obj, err = objectConvergence(ctx, ac, dyn, o, watch, timeout, g.streams.Err); err != nil {
+					return err
+				}
+				rep = obj.Convergence
+			case watch:
 				rep, err = watchConvergence(ctx, ac, timeout, g.streams.Err)
-			} else {
+			default:
 				rep, err = generationConvergence(ctx, ac, number, epoch, g.streams.Err)
 			}
 			if err != nil {
@@ -127,13 +162,16 @@ generation to be committed and for every proxy it changed to answer (or
 			for i := range rep.Proxies {
 				rep.Proxies[i].Pod = podName(pods[rep.Proxies[i].NodeID])
 			}
+			if obj != nil {
+				return printObjectConvergence(g.streams.Out, output, obj)
+			}
 			return printConvergence(g.streams.Out, output, rep)
 		},
 	}
 	cmd.Flags().Uint64Var(&number, "generation", 0, "the generation's number (default the newest the edges remember)")
 	cmd.Flags().Uint64Var(&epoch, "epoch", 0, "the generation's epoch, when the edges remember that number in two epochs (default the newest)")
-	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "wait for the next generation and for every proxy it changed to answer, then print it")
-	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "with --watch, how long to wait for the next generation and then for its proxies")
+	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "wait for the next generation (with OBJECT: its pending or next change) and for every proxy it changed to answer, then print it")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "with --watch, how long to wait for the change, then for its generation, then for its proxies")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -141,26 +179,11 @@ generation to be committed and for every proxy it changed to answer (or
 // newestGeneration asks every edge for the generations it remembers and
 // returns the newest (the largest epoch, then number); zero when none.
 func newestGeneration(ctx context.Context, ac *access.Client, warn io.Writer) (edgedebug.GenerationSummary, error) {
-	edges, err := ac.Edges(ctx)
-	if err != nil {
+	gens, err := rememberedGenerations(ctx, ac, warn)
+	if err != nil || len(gens) == 0 {
 		return edgedebug.GenerationSummary{}, err
 	}
-	lists, err := askEdges(ctx, edges, func(e *access.Edge) (edgedebug.Generations, error) {
-		var l edgedebug.Generations
-		return l, e.Get(ctx, edgedebug.PathGenerations, &l)
-	}, warn)
-	if err != nil {
-		return edgedebug.GenerationSummary{}, err
-	}
-	var newest edgedebug.GenerationSummary
-	for _, l := range lists {
-		for _, s := range l.Generations {
-			if s.Epoch > newest.Epoch || s.Epoch == newest.Epoch && s.Number > newest.Number {
-				newest = s
-			}
-		}
-	}
-	return newest, nil
+	return gens[len(gens)-1], nil
 }
 
 // generationConvergence gathers generation number (the newest when 0) of
@@ -276,8 +299,15 @@ func watchConvergence(ctx context.Context, ac *access.Client, timeout time.Durat
 			return nil, err
 		}
 	}
+	return waitProxies(ctx, ac, next, timeout, warn)
+}
+
+// waitProxies waits, within timeout, for every proxy generation next
+// affected to answer, and returns its convergence then (or at the
+// timeout, with the proxies still pending).
+func waitProxies(ctx context.Context, ac *access.Client, next edgedebug.GenerationSummary, timeout time.Duration, warn io.Writer) (*convergenceReport, error) {
 	fmt.Fprintf(warn, "generation %s committed; waiting for its proxies\n", next.Generation)
-	deadline = time.Now().Add(timeout)
+	deadline := time.Now().Add(timeout)
 	for {
 		rep, err := generationConvergence(ctx, ac, next.Number, next.Epoch, io.Discard)
 		if err == nil && (rep.Pending == 0 || time.Now().After(deadline)) {

@@ -283,6 +283,7 @@ func TestConvergence(t *testing.T) {
 	if _, err := osm(t, "--osm-context", ctxFile, "convergence", "--epoch", "1"); err == nil || !strings.Contains(err.Error(), "give --generation too") {
 		t.Errorf("convergence --epoch alone: %v; want --generation asked for", err)
 	}
+	convergenceByObject(t, ctx, ctxFile, appNS, cpNS, rep, edited)
 	t.Logf("TestConvergence took %s", time.Since(start).Round(time.Millisecond))
 }
 
@@ -383,5 +384,110 @@ func TestConvergenceTable(t *testing.T) {
 	golden(t, "convergence.txt", b.String())
 	if rep.P50 != 41*time.Millisecond || rep.P99 != 52*time.Millisecond || rep.Pending != 1 || strings.Join(rep.Stragglers, ",") != "c0ffee" {
 		t.Errorf("p50 %s p99 %s pending %d stragglers %v; want 41ms, 52ms, 1, c0ffee", rep.P50, rep.P99, rep.Pending, rep.Stragglers)
+	}
+}
+
+// convergenceByObject, in TestConvergence after the TrafficSplit edit
+// whose generation rep is: osm convergence OBJECT names the generation
+// whose observed revision first covers the object's write, with the same
+// proxies and p99 as --generation; after a later change of another object
+// (a Service, followed with --watch OBJECT) the TrafficSplit, unchanged
+// since, still names its own; a missing object, one out of the mesh and
+// an unknown kind fail naming it.
+func convergenceByObject(t *testing.T, ctx context.Context, ctxFile, appNS, cpNS string, rep convergenceReport, edited time.Time) {
+	t.Helper()
+	run := func(args ...string) (objectReport, string) {
+		t.Helper()
+		out, err := osm(t, append([]string{"--osm-context", ctxFile, "convergence", "-o", "json"}, args...)...)
+		if err != nil {
+			t.Fatalf("osm convergence %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		var o objectReport
+		if err := json.Unmarshal([]byte(out), &o); err != nil {
+			t.Fatalf("osm convergence %s -o json: %v\n%.2000s", strings.Join(args, " "), err, out)
+		}
+		return o, out
+	}
+	split := "trafficsplit/" + appNS + "/bookstore-split"
+	o, _ := run(split)
+	c := o.Convergence
+	if c == nil || c.Generation != rep.Generation {
+		t.Fatalf("osm convergence %s: generation %v; want %s, the edit's", split, c, rep.Generation)
+	}
+	if o.Observed.Revision == 0 || o.Observed.Revision > c.ObservedRevision || o.Observed.WatcherEpoch == 0 || o.Observed.Deleted {
+		t.Errorf("the edit's entry %+v; want a write of a known epoch that generation %s (observed revision %d) covers", o.Observed, c.Generation, c.ObservedRevision)
+	}
+	if r := o.Observed.EventReceived; r == nil || r.Before(edited.Add(-time.Second)) || o.Observed.Stored.Before(*r) || c.CompilerCommit.Before(o.Observed.Stored) {
+		t.Errorf("timeline: event received %v, stored %s, compiled %s (edit at %s)", r, o.Observed.Stored, c.CompilerCommit, edited)
+	}
+	var stages []string
+	for _, s := range o.Timeline {
+		stages = append(stages, s.Stage)
+	}
+	if got, want := strings.Join(stages, ","), "kubernetes write,watcher received,watcher wrote,compiled,edge commit,ACK p50,ACK p99,last ACK"; got != want {
+		t.Errorf("stages %s; want %s", got, want)
+	}
+	var byGen convergenceReport
+	if err := json.Unmarshal([]byte(mustOSM(t, "--osm-context", ctxFile, "convergence", "-o", "json", "--generation", strconv.FormatUint(rep.Number, 10))), &byGen); err != nil {
+		t.Fatal(err)
+	}
+	if c.P99 != byGen.P99 || c.Max != byGen.Max || len(c.Proxies) != convergenceProxies || c.Acked != convergenceProxies || c.Proxies[0].Pod != appNS+"/conv-buyer-1" {
+		t.Errorf("by object: p99 %s max %s, %d proxies, %d ACKed, first pod %q; --generation %d: p99 %s max %s; want equal, all %d ACKed",
+			c.P99, c.Max, len(c.Proxies), c.Acked, c.Proxies[0].Pod, rep.Number, byGen.P99, byGen.Max, convergenceProxies)
+	}
+	table := mustOSM(t, "--osm-context", ctxFile, "convergence", split)
+	flat := strings.Join(strings.Fields(table), " ")
+	for _, want := range []string{"OBJECT " + split, "watcher wrote", "GENERATION " + rep.Generation, "PROXIES 1000 affected, 1000 ACKed"} {
+		if !strings.Contains(flat, want) {
+			t.Errorf("convergence %s table lacks %q:\n%.1500s", split, want, table)
+		}
+	}
+
+	// A Service's change, followed with --watch from before it: a newer
+	// generation; the TrafficSplit, unchanged since, keeps its own.
+	type result struct {
+		o   objectReport
+		err error
+		out string
+	}
+	watched := make(chan result, 1)
+	svc := "svc/" + appNS + "/bookstore-v2"
+	go func() {
+		out, err := osm(t, "--osm-context", ctxFile, "convergence", "--watch", svc, "--timeout", "60s", "-o", "json")
+		var o objectReport
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &o)
+		}
+		watched <- result{o, err, out}
+	}()
+	time.Sleep(2 * time.Second) // the watch reads the Service's entry first
+	patch := `{"spec":{"ports":[{"name":"http","port":14001,"targetPort":14001,"appProtocol":"tcp"}]}}`
+	if _, err := cluster.Clientset().CoreV1().Services(appNS).Patch(ctx, "bookstore-v2", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	res := <-watched
+	if res.err != nil {
+		t.Fatalf("osm convergence --watch %s: %v\n%.2000s", svc, res.err, res.out)
+	}
+	sc := res.o.Convergence
+	if sc == nil || sc.Epoch == rep.Epoch && sc.Number <= rep.Number || res.o.Object != "service/"+appNS+"/bookstore-v2" || res.o.Observed.Revision > sc.ObservedRevision {
+		t.Fatalf("osm convergence --watch %s: %+v; want a generation after %s covering the Service's write", svc, res.o, rep.Generation)
+	}
+	if o, _ := run(split); o.Convergence.Generation != rep.Generation {
+		t.Errorf("osm convergence %s after the Service's change: generation %s; want %s, its last change's", split, o.Convergence.Generation, rep.Generation)
+	}
+	if o, _ := run(svc); o.Convergence.Generation != sc.Generation {
+		t.Errorf("osm convergence %s: generation %s; want %s, the one --watch followed", svc, o.Convergence.Generation, sc.Generation)
+	}
+	t.Logf("by object: %s in generation %s, %s in %s", split, rep.Generation, svc, sc.Generation)
+
+	for _, tc := range []struct{ arg, want string }{
+		{"trafficsplit/" + appNS + "/no-such-split", "trafficsplit/" + appNS + "/no-such-split not found in the Kubernetes API"},
+		{"ns/" + cpNS, "namespace/" + cpNS + " is not in the mesh"},
+		{"deployment/" + appNS + "/bookstore", `unknown kind "deployment"`},
+	} {
+		if out, err := osm(t, "--osm-context", ctxFile, "convergence", tc.arg); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("osm convergence %s: %v\n%s; want an error saying %q", tc.arg, err, out, tc.want)
+		}
 	}
 }

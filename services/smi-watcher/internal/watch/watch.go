@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -403,7 +404,7 @@ func (w *Watcher) inMesh(ns string) bool {
 // sync converges the item's key with the informer cache.
 func (w *Watcher) sync(ctx context.Context, it Item) error {
 	w.mu.Lock()
-	active := w.active
+	active, epoch := w.active, w.epoch
 	t0, timed := w.eventTimes[it]
 	delete(w.eventTimes, it)
 	w.mu.Unlock()
@@ -415,13 +416,19 @@ func (w *Watcher) sync(ctx context.Context, it Item) error {
 	if err != nil {
 		return err
 	}
+	// The epoch and the event's arrival travel in headers, for osm
+	// convergence: outside the value, so they never cause a write.
+	wctx := bus.WithHeader(ctx, layout.HeaderWatcherEpoch, strconv.FormatUint(epoch, 10))
+	if timed {
+		wctx = bus.WithHeader(wctx, layout.HeaderEventTime, t0.UTC().Format(time.RFC3339Nano))
+	}
 	var wrote bool
 	op := opPut
 	if msg == nil {
 		op = opDelete
-		wrote, err = w.o.Store.DeleteIfPresent(ctx, key)
+		wrote, err = w.o.Store.DeleteIfPresent(wctx, key)
 	} else {
-		_, wrote, err = w.o.Store.PutIfChanged(ctx, key, msg)
+		_, wrote, err = w.o.Store.PutIfChanged(wctx, key, msg)
 	}
 	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
 		// The bucket is gone (deleted, or JetStream lost its store): end

@@ -67,7 +67,7 @@ func (o Options) generation(w http.ResponseWriter, r *http.Request) {
 func summary(g xds.GenerationSummary) edgedebug.GenerationSummary {
 	return edgedebug.GenerationSummary{
 		Generation: g.Gen.String(), Epoch: g.Gen.Epoch, Number: g.Gen.Number,
-		CompilerCommit: g.CompilerCommit.UTC(), EdgeCommit: g.EdgeCommit.UTC(), ObservedRevision: g.ObservedRevision,
+		CompilerCommit: g.CompilerCommit.UTC(), EdgeCommit: g.EdgeCommit.UTC(), ObservedRevision: g.ObservedRevision, ObservedEpoch: g.ObservedEpoch,
 		Affected: g.Affected, Acked: g.Acked, Nacked: g.Nacked,
 	}
 }

@@ -6,7 +6,10 @@
 // certificate: the edge has no Kubernetes access to check anything else.
 // Per recent generation (GET /v1/generations), it reports when the
 // compiler and the edge committed it and when each affected proxy ACKed
-// or NACKed it, for osm convergence.
+// or NACKed it, for osm convergence; GET /v1/observed gives an observed
+// object's latest entry in KV mesh-observed (its revision, when it was
+// stored and when the smi-watcher received the event), which osm
+// convergence OBJECT matches against the generations.
 // It never shows a private key: a config dump's secrets keep their
 // certificates and lose their keys.
 package debug
@@ -69,6 +72,9 @@ type Options struct {
 	TrustDomain string
 	// Log receives refusals (the caller's identity, never a key).
 	Log *logrus.Entry
+	// Observed reads KV mesh-observed for GET edgedebug.PathObserved;
+	// nil answers it 501.
+	Observed ObservedReader
 }
 
 // Handler serves the API. It must be served over TLS that verified the
@@ -82,6 +88,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("GET "+edgedebug.PathEdge, o.edge)
 	mux.HandleFunc("GET "+edgedebug.PathGenerations, o.generations)
 	mux.HandleFunc("GET "+edgedebug.PathGenerations+"/{number}", o.generation)
+	mux.HandleFunc("GET "+edgedebug.PathObserved, o.observed)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := Authorize(r.TLS, o.TrustDomain); err != nil {
 			o.Log.WithFields(logrus.Fields{"path": r.URL.Path, "remote_addr": r.RemoteAddr}).WithError(err).Warn("debug api call refused")

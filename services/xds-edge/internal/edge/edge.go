@@ -130,8 +130,10 @@ func New(d Deps) (*Edge, error) {
 	srv.Register(g)
 	e.grpc = g
 	if d.Debug != nil {
+		do := debug.Options{Source: srv, EdgeID: d.EdgeID, TrustDomain: d.TrustDomain, Log: d.Log.WithField("component", "debug"),
+			Observed: debug.ObservedBucket(d.Conn)}
 		e.debug = &http.Server{
-			Handler:           debug.Handler(debug.Options{Source: srv, EdgeID: d.EdgeID, TrustDomain: d.TrustDomain, Log: d.Log.WithField("component", "debug")}),
+			Handler:           debug.Handler(do),
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          log.New(debugLogWriter{d.Log.WithField("component", "debug")}, "", 0),
 		}

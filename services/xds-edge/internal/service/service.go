@@ -77,7 +77,7 @@ func Spec(Options) app.Spec {
 func (c *config) flags(f *app.Flags) {
 	f.String(&c.listenAddr, "listen-addr", ":15128", "address of the ADS (xDS and SDS) listener, served with mutual TLS")
 	f.String(&c.debugAddr, "debug-addr", "", "address of the debug API (HTTPS with mutual TLS, the ADS listener's certificate and client roots), which answers only the operator's control-plane certificate "+
-		"(role operator from the cert-authority's Bootstrap, as osm proxy gets one): each connected proxy's ACKed generation, lag, last NACK, served resources and certificates, never a private key; empty: off")
+		"(role operator from the cert-authority's Bootstrap, as osm proxy gets one): each connected proxy's ACKed generation, lag, last NACK, served resources and certificates, never a private key; the recent generations' convergence; an observed object's latest mesh-observed entry; empty: off")
 	f.String(&c.tlsCertFile, "tls-cert-file", "", "override: serve the ADS listener with this certificate file (reloaded when it changes) instead of the edge's own certificate from the cert-authority's Bootstrap")
 	f.String(&c.tlsKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
 	f.String(&c.tlsClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")

@@ -32,6 +32,7 @@ type genRecord struct {
 	gen              pool.Gen
 	compilerCommit   time.Time
 	edgeCommit       time.Time
+	observedEpoch    uint64
 	observedRevision uint64
 	proxies          map[uint64]*proxyConv // by stream ID
 }
@@ -52,8 +53,9 @@ type GenerationSummary struct {
 	// generation record's commit_time); EdgeCommit when this edge did.
 	CompilerCommit, EdgeCommit time.Time
 	// ObservedRevision is the mesh-observed revision of the last watcher
-	// write it includes.
+	// write it includes, in the watcher's epoch ObservedEpoch.
 	ObservedRevision uint64
+	ObservedEpoch    uint64
 	// Affected, Acked and Nacked count the streams the commit changed
 	// something for, those that ACKed and those that NACKed.
 	Affected, Acked, Nacked int
@@ -78,11 +80,13 @@ type GenerationConvergence struct {
 	Proxies []ProxyConvergence
 }
 
-// committed opens the record of generation ch, affecting streams.
-func (v *convergence) committed(ch *pool.Change, at time.Time, observedRevision uint64, affected []*conn) {
+// committed opens the record of generation ch, compiled from the
+// observed view at observedRevision of watcher epoch observedEpoch,
+// affecting streams.
+func (v *convergence) committed(ch *pool.Change, at time.Time, observedEpoch, observedRevision uint64, affected []*conn) {
 	r := &genRecord{
 		gen: pool.Gen{Epoch: ch.Epoch, Number: ch.Generation}, compilerCommit: ch.CommitTime, edgeCommit: at,
-		observedRevision: observedRevision, proxies: make(map[uint64]*proxyConv, len(affected)),
+		observedEpoch: observedEpoch, observedRevision: observedRevision, proxies: make(map[uint64]*proxyConv, len(affected)),
 	}
 	for _, c := range affected {
 		r.proxies[c.streamID] = &proxyConv{nodeID: c.nodeIDValue(), id: c.id}
@@ -125,7 +129,7 @@ func (v *convergence) answered(stream uint64, gen pool.Gen, at time.Time, nack *
 }
 
 func (r *genRecord) summary() GenerationSummary {
-	s := GenerationSummary{Gen: r.gen, CompilerCommit: r.compilerCommit, EdgeCommit: r.edgeCommit, ObservedRevision: r.observedRevision, Affected: len(r.proxies)}
+	s := GenerationSummary{Gen: r.gen, CompilerCommit: r.compilerCommit, EdgeCommit: r.edgeCommit, ObservedRevision: r.observedRevision, ObservedEpoch: r.observedEpoch, Affected: len(r.proxies)}
 	for _, p := range r.proxies {
 		if !p.ack.IsZero() {
 			s.Acked++

@@ -29,7 +29,7 @@ func TestConvergenceKeepsTheLastGenerations(t *testing.T) {
 	cs := convConns(2)
 	t0 := time.Now()
 	for n := uint64(1); n <= 3; n++ {
-		v.committed(&pool.Change{Generation: n, CommitTime: t0}, t0, n*10, cs)
+		v.committed(&pool.Change{Generation: n, CommitTime: t0}, t0, 1, n*10, cs)
 	}
 	gs := s.Generations()
 	if len(gs) != 2 || gs[0].Gen.Number != 2 || gs[1].Gen.Number != 3 || gs[0].ObservedRevision != 20 {
@@ -66,7 +66,7 @@ func BenchmarkConvergenceMemory(b *testing.B) {
 	v := &convergence{max: gens}
 	now := time.Now()
 	for n := range uint64(gens) {
-		v.committed(&pool.Change{Generation: n + 1, CommitTime: now}, now, 0, cs)
+		v.committed(&pool.Change{Generation: n + 1, CommitTime: now}, now, 0, 0, cs)
 		for _, c := range cs {
 			v.answered(c.streamID, pool.Gen{Number: n + 1}, now, nil)
 		}

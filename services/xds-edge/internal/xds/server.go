@@ -330,7 +330,7 @@ func (s *Server) Commit(g *meshv1.Generation) (*pool.Change, error) {
 		}
 	}
 	gen := pool.Gen{Epoch: ch.Epoch, Number: ch.Generation}
-	s.conv.committed(ch, time.Now(), g.GetObservedRevision(), affected)
+	s.conv.committed(ch, time.Now(), g.GetObservedEpoch(), g.GetObservedRevision(), affected)
 	for _, c := range targets {
 		c.changed(ch.Groups[c.groupID()], ch.CommitTime, gen)
 	}

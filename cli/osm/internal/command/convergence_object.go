@@ -20,6 +20,7 @@ import (
 	"github.com/openservicemesh/osm/cli/osm/internal/access"
 	"github.com/openservicemesh/osm/libs/edgedebug"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 )
 
 // observedKind is a kind the smi-watcher writes into mesh-observed, with
@@ -44,6 +45,15 @@ var observedKinds = []observedKind{
 	{layout.KindTCPRoute, []string{"tcproutes", "tcproute", "tr"}, tcpRoutesGVR, true},
 	{layout.KindTrafficSplit, []string{"trafficsplits", "trafficsplit", "ts"}, trafficSplitsGVR, true},
 	{layout.KindMeshConfig, []string{"meshconfigs", "meshconfig"}, meshConfigsGVR, true},
+}
+
+// OSM's policy kinds (policy.openservicemesh.io), from the list the
+// smi-watcher reads them by, so a new kind is followed without an edit
+// here: named by plural and by key (retries, retry).
+func init() {
+	for _, k := range osmpolicy.Kinds() {
+		observedKinds = append(observedKinds, observedKind{k.Key, []string{k.Resource.Resource, k.Key}, k.Resource, true})
+	}
 }
 
 // kindNames lists the kinds for errors and help.

@@ -57,6 +57,9 @@ func TestConvergenceObjectParse(t *testing.T) {
 		{"ns/bookstore", "namespace/bookstore"},
 		{"meshconfig/osm-mesh-config", "meshconfig/osm-system/osm-mesh-config"},
 		{"endpointslices/bookstore/bookstore-x7k", "endpointslice/bookstore/bookstore-x7k"},
+		{"retries/bookbuyer/retry-bookstore", "retry/bookbuyer/retry-bookstore"},
+		{"Egress/bookbuyer/httpbin", "egress/bookbuyer/httpbin"},
+		{"upstreamtrafficsettings/bookstore/limits", "upstreamtrafficsetting/bookstore/limits"},
 	} {
 		o, err := parseObject(tc.arg, "osm-system")
 		if err != nil || o.String() != tc.want {

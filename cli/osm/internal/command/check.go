@@ -25,7 +25,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/restmapper"
-	"sigs.k8s.io/yaml"
 )
 
 // MinKubeVersion is the oldest Kubernetes the chart supports: its CRDs
@@ -70,7 +69,9 @@ func checkCommand(g *globals) *cobra.Command {
                        another SMI implementation, or with other versions,
                        is a conflict, as Helm never updates CRDs.
 
-The objects are those the chart renders with -f and --set, as osm install
+osm install runs these checks itself before it applies anything, and osm
+upgrade those that apply to an upgrade (--skip-checks skips them). The
+objects are those the chart renders with -f and --set, as osm install
 would render them. Each check prints ✔ or ✘, and a ✘ a hint; the exit code
 is non-zero when any check fails. Colour only on a terminal (NO_COLOR
 turns it off).`,
@@ -107,27 +108,7 @@ func (g *globals) preinstallChecks(ctx context.Context, f chartFlags) (*report, 
 	if err != nil {
 		return nil, err
 	}
-	rc, err := g.configFlags().ToRESTConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubeconfig: %w (set --kubeconfig or --context)", err)
-	}
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	dyn, err := dynamic.NewForConfig(rc)
-	if err != nil {
-		return nil, err
-	}
-	r := &report{}
-	checkKubeVersion(cs, r)
-	if err := checkPermissions(ctx, cs, g.namespace, objs, r); err != nil {
-		return nil, err
-	}
-	if err := checkCRDConflicts(ctx, dyn, objs, r); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return g.runChecks(ctx, objs, forInstall)
 }
 
 // renderChart renders the embedded chart with the flags' values, CRDs
@@ -148,17 +129,7 @@ func (g *globals) renderChart(ctx context.Context, f chartFlags) ([]*unstructure
 	if err != nil {
 		return nil, fmt.Errorf("render the chart: %w", err)
 	}
-	var out []*unstructured.Unstructured
-	for _, doc := range strings.Split(rel.(*releasev1.Release).Manifest, "\n---") {
-		var m map[string]any
-		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
-			return nil, fmt.Errorf("render the chart: %w", err)
-		}
-		if len(m) > 0 {
-			out = append(out, &unstructured.Unstructured{Object: m})
-		}
-	}
-	return out, nil
+	return splitManifest(rel.(*releasev1.Release).Manifest)
 }
 
 // checkKubeVersion compares the server's version with MinKubeVersion.
@@ -225,8 +196,11 @@ func (a permission) allowed(ctx context.Context, cs kubernetes.Interface) (bool,
 
 // checkPermissions checks that the caller may create every object of objs
 // (and the namespace, and Helm's release Secret), and holds every rule of
-// the chart's Roles and ClusterRoles unless it may escalate.
-func checkPermissions(ctx context.Context, cs kubernetes.Interface, ns string, objs []*unstructured.Unstructured, r *report) error {
+// the chart's Roles and ClusterRoles unless it may escalate. For an
+// upgrade: patch on the objects that exist, create on the others, create
+// and update on the release Secrets (Helm marks the last one superseded);
+// neither the namespace nor the CRDs, which an upgrade does not apply.
+func checkPermissions(ctx context.Context, cs kubernetes.Interface, dyn dynamic.Interface, ns string, objs []*unstructured.Unstructured, mode checkMode, r *report) error {
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
 	crds := map[schema.GroupKind]apiextv1.CustomResourceDefinition{}
 	for _, o := range objs {
@@ -241,12 +215,19 @@ func checkPermissions(ctx context.Context, cs kubernetes.Interface, ns string, o
 	needs := map[permission]int{}
 	// osm install creates the namespace unless it exists (or, if the
 	// caller may not read it, might have to)
-	if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
-		needs[permission{verb: "create", resource: "namespaces"}]++
+	if mode == forInstall {
+		if _, err := cs.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			needs[permission{verb: "create", resource: "namespaces"}]++
+		}
+	} else {
+		needs[permission{verb: "update", resource: "secrets", namespace: ns}]++
 	}
 	needs[permission{verb: "create", resource: "secrets", namespace: ns}]++ // Helm's release record
 	for _, o := range objs {
 		gvk := o.GroupVersionKind()
+		if mode == forUpgrade && gvk.Kind == "CustomResourceDefinition" {
+			continue
+		}
 		a := permission{verb: "create", group: gvk.Group}
 		if crd, ok := crds[gvk.GroupKind()]; ok {
 			a.resource = crd.Spec.Names.Plural
@@ -267,6 +248,20 @@ func checkPermissions(ctx context.Context, cs kubernetes.Interface, ns string, o
 				}
 			}
 		}
+		if mode == forUpgrade {
+			// Helm patches what exists; a read it may not make counts as
+			// existing (it needs patch then, and the upgrade says so).
+			res := dyn.Resource(gvk.GroupVersion().WithResource(a.resource))
+			var err error
+			if a.namespace != "" {
+				_, err = res.Namespace(a.namespace).Get(ctx, o.GetName(), metav1.GetOptions{})
+			} else {
+				_, err = res.Get(ctx, o.GetName(), metav1.GetOptions{})
+			}
+			if !apierrors.IsNotFound(err) {
+				a.verb = "patch"
+			}
+		}
 		needs[a]++
 	}
 	keys := make([]permission, 0, len(needs))
@@ -282,15 +277,15 @@ func checkPermissions(ctx context.Context, cs kubernetes.Interface, ns string, o
 		if ok {
 			r.pass(catPerms, "may %s", a)
 		} else {
-			r.fail(catPerms, "ask a cluster admin to grant it, or run osm install as a cluster admin", "may not %s", a)
+			r.fail(catPerms, "ask a cluster admin to grant it, or run osm "+mode.String()+" as a cluster admin", "may not %s", a)
 		}
 	}
-	return checkRoleRules(ctx, cs, ns, objs, r)
+	return checkRoleRules(ctx, cs, ns, objs, mode, r)
 }
 
 // checkRoleRules: the apiserver lets a user create a Role or ClusterRole
 // only with rules it holds itself, unless it may escalate them.
-func checkRoleRules(ctx context.Context, cs kubernetes.Interface, ns string, objs []*unstructured.Unstructured, r *report) error {
+func checkRoleRules(ctx context.Context, cs kubernetes.Interface, ns string, objs []*unstructured.Unstructured, mode checkMode, r *report) error {
 	for _, o := range objs {
 		kind := o.GetKind()
 		if o.GroupVersionKind().Group != rbacv1.GroupName || (kind != "Role" && kind != "ClusterRole") {
@@ -343,14 +338,16 @@ func checkRoleRules(ctx context.Context, cs kubernetes.Interface, ns string, obj
 			r.pass(catPerms, "hold every rule of %s %s", kind, o.GetName())
 			continue
 		}
-		r.fail(catPerms, "you may create a role only with the permissions you hold: ask a cluster admin for them (or for escalate on "+resource+"), or run osm install as a cluster admin",
+		r.fail(catPerms, "you may create or change a role only with the permissions you hold: ask a cluster admin for them (or for escalate on "+resource+"), or run osm "+mode.String()+" as a cluster admin",
 			"hold not every rule of %s %s: may not %s", kind, o.GetName(), strings.Join(missing, "; "))
 	}
 	return nil
 }
 
-// checkCRDConflicts compares each CRD of the chart with the cluster's.
-func checkCRDConflicts(ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unstructured, r *report) error {
+// checkCRDConflicts compares each CRD of the chart with the cluster's. An
+// absent CRD is a failure before an upgrade: Helm creates CRDs only at
+// install.
+func checkCRDConflicts(ctx context.Context, dyn dynamic.Interface, objs []*unstructured.Unstructured, mode checkMode, r *report) error {
 	for _, o := range objs {
 		if o.GetKind() != "CustomResourceDefinition" {
 			continue
@@ -360,12 +357,17 @@ func checkCRDConflicts(ctx context.Context, dyn dynamic.Interface, objs []*unstr
 			return fmt.Errorf("the chart's CRD %s: %w", o.GetName(), err)
 		}
 		u, err := dyn.Resource(crdGVR).Get(ctx, want.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) && mode == forUpgrade {
+			r.fail(catCRDs, "Helm creates CRDs only at install: apply the chart's (kubectl apply -f deploy/charts/osm/crds/, or the CustomResourceDefinitions of osm install --dry-run --skip-checks)",
+				"CRD %s: absent, and osm upgrade does not create CRDs", want.Name)
+			continue
+		}
 		if apierrors.IsNotFound(err) {
 			r.pass(catCRDs, "CRD %s: absent, osm install creates it", want.Name)
 			continue
 		}
 		if apierrors.IsForbidden(err) {
-			r.fail(catCRDs, "ask for get on customresourcedefinitions.apiextensions.k8s.io, or run osm check as a cluster admin", "CRD %s: may not read it: %v", want.Name, err)
+			r.fail(catCRDs, "ask for get on customresourcedefinitions.apiextensions.k8s.io, or run osm "+mode.String()+" as a cluster admin", "CRD %s: may not read it: %v", want.Name, err)
 			continue
 		}
 		if err != nil {

@@ -23,19 +23,21 @@ import (
 
 // chartFlags are the flags of install and upgrade.
 type chartFlags struct {
-	values  values.Options
-	dryRun  bool
-	wait    bool
-	timeout time.Duration
+	values     values.Options
+	dryRun     bool
+	wait       bool
+	timeout    time.Duration
+	skipChecks bool
 }
 
 func (f *chartFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringSliceVarP(&f.values.ValueFiles, "values", "f", nil, "a YAML file of chart values (repeatable; later files win)")
 	fl.StringArrayVar(&f.values.Values, "set", nil, "a chart value, path=value (repeatable; wins over -f), e.g. --set xdsEdge.replicas=3")
-	fl.BoolVar(&f.dryRun, "dry-run", false, "print the manifests that would be applied, and change nothing")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "print the manifests that would be applied, and change nothing (the checks still run, printed on stderr)")
 	fl.BoolVar(&f.wait, "wait", true, "follow the rollouts and print each component's state until all are ready or --timeout passes")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "how long --wait waits for the components (and Helm for its hooks)")
+	fl.BoolVar(&f.skipChecks, "skip-checks", false, "apply without running the checks first (osm check's: cluster version, permissions, CRD conflicts)")
 }
 
 // vals merges -f and --set; errors name the file or value.
@@ -48,6 +50,15 @@ func (f *chartFlags) vals() (map[string]any, error) {
 }
 
 const chartHelp = `
+Checks: first, the checks of osm check run on the objects about to be
+applied (see osm check --help): the cluster's version, the permissions the
+command needs, and the CRDs (absent or this chart's, with its versions; an
+upgrade needs them present, as Helm never creates CRDs on an upgrade). They
+print as osm check prints them, and a ✘ stops the command before anything
+is applied, with the hint of each. --dry-run runs them too, printed on
+stderr (the manifest is the output), and prints no manifest on a ✘.
+--skip-checks applies (or prints) without them.
+
 Values: -f FILE and --set path=value set the chart's values
 (deploy/charts/osm/values.yaml lists them; values.schema.json checks them, and
 an error names the value). The chart is built into osm: no repository is
@@ -65,8 +76,11 @@ func installCommand(g *globals) *cobra.Command {
 		Short: "Install the mesh's control plane with the built-in chart",
 		Long: `install installs Open Service Mesh (release "osm") into --namespace, creating
 the namespace and the mesh's CRDs.` + chartHelp,
-		Example: `  # install with the defaults and wait for the control plane
+		Example: `  # check the cluster, install with the defaults and wait for the control plane
   osm install
+
+  # install although a check fails (a CRD you will replace, say)
+  osm install --skip-checks
 
   # with your values file and one value more
   osm install -f my-values.yaml --set global.meshName=dev
@@ -134,6 +148,15 @@ func (g *globals) install(ctx context.Context, f chartFlags) error {
 	if err != nil {
 		return err
 	}
+	if !f.skipChecks {
+		objs, err := g.renderChart(ctx, f)
+		if err != nil {
+			return err
+		}
+		if err := g.preApplyChecks(ctx, f, objs, forInstall); err != nil {
+			return err
+		}
+	}
 	cfg, err := g.helm()
 	if err != nil {
 		return err
@@ -165,6 +188,15 @@ func (g *globals) upgrade(ctx context.Context, f chartFlags, reuse bool) error {
 	if err != nil {
 		return err
 	}
+	if !f.skipChecks {
+		objs, err := g.renderUpgrade(ctx, f, reuse)
+		if err != nil {
+			return err
+		}
+		if err := g.preApplyChecks(ctx, f, objs, forUpgrade); err != nil {
+			return err
+		}
+	}
 	cfg, err := g.helm()
 	if err != nil {
 		return err
@@ -177,10 +209,7 @@ func (g *globals) upgrade(ctx context.Context, f chartFlags, reuse bool) error {
 	}
 	r, err := up.RunWithContext(ctx, ReleaseName, c, vals)
 	if err != nil {
-		if errors.Is(err, driver.ErrNoDeployedReleases) || errors.Is(err, driver.ErrReleaseNotFound) {
-			return fmt.Errorf("upgrade: the mesh is not installed in namespace %s (no release %s): run osm install, or set --namespace", g.namespace, ReleaseName)
-		}
-		return fmt.Errorf("upgrade %s in namespace %s: %w", ReleaseName, g.namespace, err)
+		return g.upgradeError(err)
 	}
 	rel := r.(*releasev1.Release)
 	if f.dryRun {
@@ -279,8 +308,13 @@ func (g *globals) afterApply(ctx context.Context, verb string, rel *releasev1.Re
 			mesh = m
 		}
 	}
+	if !f.wait {
+		fmt.Fprintf(out, "Not waiting for the components (--wait=false): kubectl get pods -n %s shows them starting.\n", rel.Namespace)
+	}
 	fmt.Fprintf(out, `
 Next:
+  # check that the mesh works: every check ✔ (osm verify --help)
+  osm verify%[2]s
   # add a namespace to mesh %[1]q: its new pods get the Envoy sidecar
   osm namespace add NAMESPACE%[2]s
   # restart the workloads that were running before, to inject them

@@ -156,11 +156,14 @@ func (g *globals) helm() (*action.Configuration, error) {
 }
 
 // colour returns the painter for Out.
-func (g *globals) colour() painter {
+func (g *globals) colour() painter { return g.colourFor(g.streams.Out) }
+
+// colourFor returns the painter for w, one of the streams.
+func (g *globals) colourFor(w io.Writer) painter {
 	if g.streams.Color != nil {
 		return painter(*g.streams.Color)
 	}
-	f, ok := g.streams.Out.(*os.File)
+	f, ok := w.(*os.File)
 	return painter(ok && term.IsTerminal(int(f.Fd())) && os.Getenv("NO_COLOR") == "")
 }
 

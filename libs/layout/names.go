@@ -20,6 +20,11 @@ const (
 	// AnnotationMetrics set to "enabled" on a Namespace turns on scraping of
 	// its sidecars.
 	AnnotationMetrics = "openservicemesh.io/metrics"
+	// AnnotationServiceAccounts on a Service without a selector declares the
+	// identities behind its hand-written EndpointSlices: a comma-separated
+	// list of namespace/serviceaccount. The mesh refuses such a Service
+	// without it: no certificate is accepted for it.
+	AnnotationServiceAccounts = "openservicemesh.io/service-accounts"
 	// LabelProxyUUID on a Pod is the UUID of its sidecar, set by the injector.
 	LabelProxyUUID = "osm-proxy-uuid"
 )

@@ -457,9 +457,13 @@ type Service struct {
 	// spec.type: "ClusterIP", "NodePort", "LoadBalancer" or "ExternalName".
 	Type string `protobuf:"bytes,6,opt,name=type,proto3" json:"type,omitempty"`
 	// spec.externalName, set only for type ExternalName.
-	ExternalName  string `protobuf:"bytes,7,opt,name=external_name,json=externalName,proto3" json:"external_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ExternalName string `protobuf:"bytes,7,opt,name=external_name,json=externalName,proto3" json:"external_name,omitempty"`
+	// Every annotation whose key starts with "openservicemesh.io/", verbatim,
+	// e.g. openservicemesh.io/service-accounts, the identities behind a
+	// Service without a selector.
+	OsmAnnotations map[string]string `protobuf:"bytes,8,rep,name=osm_annotations,json=osmAnnotations,proto3" json:"osm_annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Service) Reset() {
@@ -539,6 +543,13 @@ func (x *Service) GetExternalName() string {
 		return x.ExternalName
 	}
 	return ""
+}
+
+func (x *Service) GetOsmAnnotations() map[string]string {
+	if x != nil {
+		return x.OsmAnnotations
+	}
+	return nil
 }
 
 // EndpointPort is one port of an EndpointSlice.
@@ -1073,7 +1084,7 @@ const file_osm_mesh_v1_kube_proto_rawDesc = "" +
 	"\x10target_port_name\x18\x04 \x01(\tH\x00R\x0etargetPortName\x12\x1a\n" +
 	"\bprotocol\x18\x05 \x01(\tR\bprotocol\x12!\n" +
 	"\fapp_protocol\x18\x06 \x01(\tR\vappProtocolB\r\n" +
-	"\vtarget_port\"\xd9\x02\n" +
+	"\vtarget_port\"\xef\x03\n" +
 	"\aService\x12+\n" +
 	"\x04meta\x18\x01 \x01(\v2\x17.osm.mesh.v1.ObjectMetaR\x04meta\x12.\n" +
 	"\x05ports\x18\x02 \x03(\v2\x18.osm.mesh.v1.ServicePortR\x05ports\x12>\n" +
@@ -1082,8 +1093,12 @@ const file_osm_mesh_v1_kube_proto_rawDesc = "" +
 	"clusterIps\x12\x1a\n" +
 	"\bheadless\x18\x05 \x01(\bR\bheadless\x12\x12\n" +
 	"\x04type\x18\x06 \x01(\tR\x04type\x12#\n" +
-	"\rexternal_name\x18\a \x01(\tR\fexternalName\x1a;\n" +
+	"\rexternal_name\x18\a \x01(\tR\fexternalName\x12Q\n" +
+	"\x0fosm_annotations\x18\b \x03(\v2(.osm.mesh.v1.Service.OsmAnnotationsEntryR\x0eosmAnnotations\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13OsmAnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x83\x01\n" +
 	"\fEndpointPort\x12\x12\n" +
@@ -1165,7 +1180,7 @@ func file_osm_mesh_v1_kube_proto_rawDescGZIP() []byte {
 }
 
 var file_osm_mesh_v1_kube_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_osm_mesh_v1_kube_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_osm_mesh_v1_kube_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_osm_mesh_v1_kube_proto_goTypes = []any{
 	(SidecarInjection)(0),      // 0: osm.mesh.v1.SidecarInjection
 	(AddressType)(0),           // 1: osm.mesh.v1.AddressType
@@ -1181,39 +1196,41 @@ var file_osm_mesh_v1_kube_proto_goTypes = []any{
 	(*ServiceAccount)(nil),     // 11: osm.mesh.v1.ServiceAccount
 	nil,                        // 12: osm.mesh.v1.Namespace.OsmAnnotationsEntry
 	nil,                        // 13: osm.mesh.v1.Service.SelectorEntry
-	nil,                        // 14: osm.mesh.v1.Pod.LabelsEntry
-	nil,                        // 15: osm.mesh.v1.Pod.OsmAnnotationsEntry
-	(*ObjectMeta)(nil),         // 16: osm.mesh.v1.ObjectMeta
-	(*InvalidField)(nil),       // 17: osm.mesh.v1.InvalidField
-	(*ObjectRef)(nil),          // 18: osm.mesh.v1.ObjectRef
-	(*NamespacedName)(nil),     // 19: osm.mesh.v1.NamespacedName
+	nil,                        // 14: osm.mesh.v1.Service.OsmAnnotationsEntry
+	nil,                        // 15: osm.mesh.v1.Pod.LabelsEntry
+	nil,                        // 16: osm.mesh.v1.Pod.OsmAnnotationsEntry
+	(*ObjectMeta)(nil),         // 17: osm.mesh.v1.ObjectMeta
+	(*InvalidField)(nil),       // 18: osm.mesh.v1.InvalidField
+	(*ObjectRef)(nil),          // 19: osm.mesh.v1.ObjectRef
+	(*NamespacedName)(nil),     // 20: osm.mesh.v1.NamespacedName
 }
 var file_osm_mesh_v1_kube_proto_depIdxs = []int32{
-	16, // 0: osm.mesh.v1.Namespace.meta:type_name -> osm.mesh.v1.ObjectMeta
+	17, // 0: osm.mesh.v1.Namespace.meta:type_name -> osm.mesh.v1.ObjectMeta
 	0,  // 1: osm.mesh.v1.Namespace.sidecar_injection:type_name -> osm.mesh.v1.SidecarInjection
 	12, // 2: osm.mesh.v1.Namespace.osm_annotations:type_name -> osm.mesh.v1.Namespace.OsmAnnotationsEntry
-	17, // 3: osm.mesh.v1.Namespace.invalid_fields:type_name -> osm.mesh.v1.InvalidField
-	16, // 4: osm.mesh.v1.Service.meta:type_name -> osm.mesh.v1.ObjectMeta
+	18, // 3: osm.mesh.v1.Namespace.invalid_fields:type_name -> osm.mesh.v1.InvalidField
+	17, // 4: osm.mesh.v1.Service.meta:type_name -> osm.mesh.v1.ObjectMeta
 	4,  // 5: osm.mesh.v1.Service.ports:type_name -> osm.mesh.v1.ServicePort
 	13, // 6: osm.mesh.v1.Service.selector:type_name -> osm.mesh.v1.Service.SelectorEntry
-	7,  // 7: osm.mesh.v1.Endpoint.conditions:type_name -> osm.mesh.v1.EndpointConditions
-	18, // 8: osm.mesh.v1.Endpoint.target_ref:type_name -> osm.mesh.v1.ObjectRef
-	16, // 9: osm.mesh.v1.EndpointSlice.meta:type_name -> osm.mesh.v1.ObjectMeta
-	19, // 10: osm.mesh.v1.EndpointSlice.service:type_name -> osm.mesh.v1.NamespacedName
-	1,  // 11: osm.mesh.v1.EndpointSlice.address_type:type_name -> osm.mesh.v1.AddressType
-	6,  // 12: osm.mesh.v1.EndpointSlice.ports:type_name -> osm.mesh.v1.EndpointPort
-	8,  // 13: osm.mesh.v1.EndpointSlice.endpoints:type_name -> osm.mesh.v1.Endpoint
-	16, // 14: osm.mesh.v1.Pod.meta:type_name -> osm.mesh.v1.ObjectMeta
-	14, // 15: osm.mesh.v1.Pod.labels:type_name -> osm.mesh.v1.Pod.LabelsEntry
-	0,  // 16: osm.mesh.v1.Pod.sidecar_injection:type_name -> osm.mesh.v1.SidecarInjection
-	15, // 17: osm.mesh.v1.Pod.osm_annotations:type_name -> osm.mesh.v1.Pod.OsmAnnotationsEntry
-	2,  // 18: osm.mesh.v1.Pod.phase:type_name -> osm.mesh.v1.PodPhase
-	16, // 19: osm.mesh.v1.ServiceAccount.meta:type_name -> osm.mesh.v1.ObjectMeta
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	14, // 7: osm.mesh.v1.Service.osm_annotations:type_name -> osm.mesh.v1.Service.OsmAnnotationsEntry
+	7,  // 8: osm.mesh.v1.Endpoint.conditions:type_name -> osm.mesh.v1.EndpointConditions
+	19, // 9: osm.mesh.v1.Endpoint.target_ref:type_name -> osm.mesh.v1.ObjectRef
+	17, // 10: osm.mesh.v1.EndpointSlice.meta:type_name -> osm.mesh.v1.ObjectMeta
+	20, // 11: osm.mesh.v1.EndpointSlice.service:type_name -> osm.mesh.v1.NamespacedName
+	1,  // 12: osm.mesh.v1.EndpointSlice.address_type:type_name -> osm.mesh.v1.AddressType
+	6,  // 13: osm.mesh.v1.EndpointSlice.ports:type_name -> osm.mesh.v1.EndpointPort
+	8,  // 14: osm.mesh.v1.EndpointSlice.endpoints:type_name -> osm.mesh.v1.Endpoint
+	17, // 15: osm.mesh.v1.Pod.meta:type_name -> osm.mesh.v1.ObjectMeta
+	15, // 16: osm.mesh.v1.Pod.labels:type_name -> osm.mesh.v1.Pod.LabelsEntry
+	0,  // 17: osm.mesh.v1.Pod.sidecar_injection:type_name -> osm.mesh.v1.SidecarInjection
+	16, // 18: osm.mesh.v1.Pod.osm_annotations:type_name -> osm.mesh.v1.Pod.OsmAnnotationsEntry
+	2,  // 19: osm.mesh.v1.Pod.phase:type_name -> osm.mesh.v1.PodPhase
+	17, // 20: osm.mesh.v1.ServiceAccount.meta:type_name -> osm.mesh.v1.ObjectMeta
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_osm_mesh_v1_kube_proto_init() }
@@ -1233,7 +1250,7 @@ func file_osm_mesh_v1_kube_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_mesh_v1_kube_proto_rawDesc), len(file_osm_mesh_v1_kube_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -130,6 +130,13 @@ func firstDiff(a, b string) string {
 // dump renders every resource and group as indented JSON, in key order.
 func dump(t *testing.T, e *Engine) []byte {
 	t.Helper()
+	return dumpIf(t, e, nil)
+}
+
+// dumpIf is dump of the resources, groups and sets whose "type name" key
+// keep accepts (nil: all).
+func dumpIf(t *testing.T, e *Engine, keep func(key string) bool) []byte {
+	t.Helper()
 	var b bytes.Buffer
 	news := map[string]func() proto.Message{
 		resourcev3.ClusterType:  func() proto.Message { return &clusterv3.Cluster{} },
@@ -150,6 +157,9 @@ func dump(t *testing.T, e *Engine) []byte {
 		b.WriteString("\n")
 	}
 	for _, r := range e.Resources() {
+		if keep != nil && !keep(r.Type+" "+r.Name) {
+			continue
+		}
 		m := news[r.TypeURL]()
 		if err := proto.Unmarshal(r.Bytes, m); err != nil {
 			t.Fatalf("decode %s: %v", r.Key(), err)
@@ -158,10 +168,16 @@ func dump(t *testing.T, e *Engine) []byte {
 		render(m)
 	}
 	for _, g := range e.Groups() {
+		if keep != nil && !keep("group "+g.Identity.String()) {
+			continue
+		}
 		fmt.Fprintf(&b, "=== group %s version=%s\n", g.Identity, g.Version)
 		render(g.Group)
 	}
 	for _, s := range e.Sets() {
+		if keep != nil && !keep("set "+s.Set.GetName()) {
+			continue
+		}
 		fmt.Fprintf(&b, "=== set %s version=%s\n", s.Set.GetName(), s.Version)
 		render(s.Set)
 	}

@@ -26,6 +26,9 @@
 //	listener  outbound-listener:ns/svc|port  one per service port with a cluster IP: bound
 //	                                 (bind_to_port false) to the cluster IPs; one chain:
 //	                                 HCM with RDS (http, grpc) or tcp_proxy (tcp)
+//	listener  outbound-listener:ns/svc|port  of a headless service port: bound to its
+//	                                 ready endpoints' addresses, tcp_proxy to
+//	cluster   ns/svc|port|direct     ORIGINAL_DST with the same mTLS (headless.go)
 //	route     ns/svc|port|retry|ns/sa  a Retry source's copy of the route, with the retry
 //	                                 policy; listener outbound-listener:<the same> names it
 //	                                 (retry.go); the source's group lists both instead

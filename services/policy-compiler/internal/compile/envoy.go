@@ -145,6 +145,9 @@ type servicePort struct {
 	protocol   Protocol
 	targetPort int32
 	clusterIPs []string
+	// headless: the service has no cluster IP (clusterIP: None); clients
+	// reach each endpoint by its own address (headless.go).
+	headless bool
 	// name of the port's cluster, ClusterName(svc, port)
 	clusterName string
 }
@@ -186,6 +189,15 @@ func upstreamSANs(ids []model.Identity, trustDomain string) []*tlsv3.SubjectAltN
 // buildCluster is the cluster of sp, with the connection settings and
 // outlier detection of its UpstreamTrafficSetting up (nil: none).
 func buildCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*Resource, error) {
+	c, err := upstreamCluster(sp, ids, trustDomain, up)
+	if err != nil {
+		return nil, err
+	}
+	return newResource(layout.TypeCluster, c.Name, c)
+}
+
+// upstreamCluster is the EDS cluster of sp, unserialised.
+func upstreamCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*clusterv3.Cluster, error) {
 	sans := upstreamSANs(ids, trustDomain)
 	tlsCtx := &tlsv3.UpstreamTlsContext{
 		Sni: sp.svc.Name + "." + sp.svc.Namespace + ".svc.cluster.local",
@@ -228,7 +240,7 @@ func buildCluster(sp servicePort, ids []model.Identity, trustDomain string, up *
 	if err := applyUpstream(c, sp.protocol, up); err != nil {
 		return nil, fmt.Errorf("cluster %s: %w", sp.cluster(), err)
 	}
-	return newResource(layout.TypeCluster, c.Name, c)
+	return c, nil
 }
 
 func buildLocalCluster(sp servicePort) (*Resource, error) {

@@ -90,13 +90,15 @@ func TestHeadlessExternalNameAndNamedTargetPort(t *testing.T) {
 	named.Msg.(*meshv1.Service).Ports[0].TargetPort = &meshv1.ServicePort_TargetPortName{TargetPortName: "web"}
 	apply(t, e, headless, ext, named)
 
-	// Headless: a cluster and endpoints, but no outbound chain (no IP to match).
+	// Headless: a cluster and endpoints, and an outbound listener on the
+	// endpoints' addresses (headless.go; TestHeadlessService).
 	wh := id("bookwarehouse", "bookwarehouse")
 	if !slices.Contains(groupNames(t, e, wh, resourcev3.ClusterType), "bookwarehouse/mysql|3306") {
 		t.Error("headless mysql has no cluster")
 	}
-	if e.Resource(layout.TypeListener, ServiceListenerName(model.NN{Namespace: "bookwarehouse", Name: "mysql"}, 3306)) != nil {
-		t.Error("an outbound listener for a headless service")
+	hl := decode(t, e, layout.TypeListener, ServiceListenerName(model.NN{Namespace: "bookwarehouse", Name: "mysql"}, 3306), &listenerv3.Listener{})
+	if a := hl.GetAddress().GetSocketAddress(); a.GetAddress() != "10.244.3.20" || a.GetPortValue() != 3306 {
+		t.Errorf("headless listener on %v, want the endpoint 10.244.3.20:3306", a)
 	}
 	if e.Resource(layout.TypeCluster, "bookwarehouse/payments|443") != nil {
 		t.Error("an ExternalName service was compiled")

@@ -44,9 +44,10 @@ func acceptedSANs(t *testing.T, c *clusterv3.Cluster, candidates []string) []str
 }
 
 // TestDestinationWithoutIdentityAcceptsNoCertificate (issue 15, item 9):
-// a Service scaled to zero pods and a Service without a selector have no
-// known identity, so their clusters accept no certificate at all, where an
-// empty SAN list would accept any certificate of the mesh. A pod that
+// a Service scaled to zero pods has no known identity, so its cluster
+// accepts no certificate at all, where an empty SAN list would accept any
+// certificate of the mesh; a Service without a selector has none unless it
+// declares its identities. A pod that
 // appears gives the cluster its identity again.
 func TestDestinationWithoutIdentityAcceptsNoCertificate(t *testing.T) {
 	http := synth.Port{Number: 14001, Name: "http", AppProtocol: "http"}
@@ -61,11 +62,20 @@ func TestDestinationWithoutIdentityAcceptsNoCertificate(t *testing.T) {
 		"spiffe://cluster.local/osm/xds-edge",
 		"", "x",
 	}
-	for _, name := range []string{"bookstore/idle|14001", "bookstore/selectorless|14001"} {
-		c := decode(t, e, layout.TypeCluster, name, &clusterv3.Cluster{})
-		if got := acceptedSANs(t, c, candidates); len(got) != 0 {
-			t.Errorf("cluster %s accepts %q; want no certificate at all", name, got)
-		}
+	c := decode(t, e, layout.TypeCluster, "bookstore/idle|14001", &clusterv3.Cluster{})
+	if got := acceptedSANs(t, c, candidates); len(got) != 0 {
+		t.Errorf("cluster bookstore/idle|14001 accepts %q; want no certificate at all", got)
+	}
+	// A selectorless Service without openservicemesh.io/service-accounts is
+	// refused (selectorless.go): no cluster at all. With it, its cluster
+	// accepts the declared identity alone.
+	if e.Resource(layout.TypeCluster, "bookstore/selectorless|14001") != nil {
+		t.Error("a selectorless Service without declared identities has a cluster")
+	}
+	load(t, e, []synth.Object{synth.SelectorlessService("bookstore", "selectorless", "10.96.0.51", "bookstore/bookstore-v1", http)})
+	c = decode(t, e, layout.TypeCluster, "bookstore/selectorless|14001", &clusterv3.Cluster{})
+	if got := acceptedSANs(t, c, candidates); len(got) != 1 || got[0] != candidates[0] {
+		t.Errorf("the declared selectorless Service accepts %q; want %s alone", got, candidates[0])
 	}
 
 	// The idle Service's first pod brings its identity.
@@ -73,7 +83,7 @@ func TestDestinationWithoutIdentityAcceptsNoCertificate(t *testing.T) {
 		synth.ServiceAccount("bookstore", "idle"),
 		synth.Pod("bookstore", "idle-0", "idle", "10.244.2.50", map[string]string{"app": "idle"}),
 	})
-	c := decode(t, e, layout.TypeCluster, "bookstore/idle|14001", &clusterv3.Cluster{})
+	c = decode(t, e, layout.TypeCluster, "bookstore/idle|14001", &clusterv3.Cluster{})
 	if got := acceptedSANs(t, c, candidates); len(got) != 1 || got[0] != "spiffe://cluster.local/ns/bookstore/sa/idle" {
 		t.Errorf("with a pod, bookstore/idle accepts %q; want its identity alone", got)
 	}

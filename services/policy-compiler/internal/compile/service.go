@@ -17,6 +17,9 @@ func (e *Engine) servicePorts(nn model.NN) []servicePort {
 	if svc == nil || !e.m.Meshed(nn.Namespace) || svc.GetType() == "ExternalName" {
 		return nil
 	}
+	if selectorlessRejection(nn, svc) != nil {
+		return nil // refused (selectorless.go): no cluster, no certificate accepted
+	}
 	slices := e.m.EndpointSlices(nn)
 	var out []servicePort
 	for _, p := range svc.GetPorts() {
@@ -30,6 +33,7 @@ func (e *Engine) servicePorts(nn model.NN) []servicePort {
 			protocol:   ProtocolOf(p.GetAppProtocol(), p.GetName()),
 			targetPort: p.GetPort(),
 			clusterIPs: svc.GetClusterIps(),
+			headless:   svc.GetHeadless(),
 		}
 		sp.clusterName = ClusterName(nn, sp.port)
 		if n := p.GetTargetPortNumber(); n != 0 {
@@ -131,6 +135,7 @@ func (e *Engine) splitFor(sp servicePort) []weighted {
 // compileService rebuilds every resource of one service, and marks the
 // proxies whose listeners or groups embed it.
 func (e *Engine) compileService(nn model.NN, d *Delta) {
+	e.reviewService(nn, d)
 	ports := e.servicePorts(nn)
 	ids := e.m.ServiceIdentities(nn)
 	td := e.trustDomain()
@@ -160,7 +165,16 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 		if e.opts.ProxylessGRPC && sp.protocol.IsHTTP() {
 			e.compileGRPCPort(sp, ids, split, d, keep, &frag.grpc)
 		}
-		l, err := buildServiceListener(sp, split)
+		if sp.headless && keep(e.put(d, layout.TypeCluster, DirectClusterName(nn, sp.port))(buildDirectCluster(sp, ids, td, up))) {
+			frag.clusters = append(frag.clusters, DirectClusterName(nn, sp.port))
+		}
+		var l *Resource
+		var err error
+		if sp.headless {
+			l, err = buildHeadlessListener(sp, e.endpoints(sp))
+		} else {
+			l, err = buildServiceListener(sp, split)
+		}
 		switch {
 		case err != nil:
 			// Reported, and the last good listener (if any) kept.
@@ -231,11 +245,18 @@ func (e *Engine) markClients(nn model.NN) {
 }
 
 // compileEndpoints rebuilds only the ClusterLoadAssignments of a service.
+// A headless port's listener is rebuilt too; when it appears or goes, the
+// whole service is.
 func (e *Engine) compileEndpoints(nn model.NN, d *Delta) {
 	for _, sp := range e.svcs.ports(nn) {
-		e.put(d, layout.TypeEndpoint, sp.cluster())(buildCLA(sp, e.endpoints(sp)))
+		eps := e.endpoints(sp)
+		if sp.headless && !e.compileHeadlessEndpoints(sp, eps, d) {
+			e.compileService(nn, d)
+			return
+		}
+		e.put(d, layout.TypeEndpoint, sp.cluster())(buildCLA(sp, eps))
 		if e.opts.ProxylessGRPC && sp.protocol.IsHTTP() {
-			e.put(d, layout.TypeEndpoint, GRPCClusterName(sp.svc, sp.port))(buildGRPCCLA(sp, e.endpoints(sp)))
+			e.put(d, layout.TypeEndpoint, GRPCClusterName(sp.svc, sp.port))(buildGRPCCLA(sp, eps))
 		}
 	}
 }

@@ -36,6 +36,13 @@ func (m *Model) applyService(nn NN, value proto.Message) (proto.Message, error) 
 				}
 			}
 		}
+		// A selectorless Service is backed by the identities it declares
+		// (selectorless.go), as if by one pod of each.
+		ids, _ := DeclaredIdentities(nn, svc)
+		for _, id := range ids {
+			multimap.Inc(m.svcIDs, nn, id)
+			multimap.Inc(m.idServices, id, nn)
+		}
 	}
 	return orNil(old), nil
 }

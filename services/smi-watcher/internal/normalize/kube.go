@@ -104,6 +104,8 @@ func Service(svc *corev1.Service) *meshv1.Service {
 		Selector:     copyMap(svc.Spec.Selector),
 		Type:         string(svc.Spec.Type),
 		ExternalName: svc.Spec.ExternalName,
+		// openservicemesh.io/service-accounts, for selectorless Services.
+		OsmAnnotations: osmEntries(svc.Annotations),
 	}
 	if svc.Spec.ClusterIP == corev1.ClusterIPNone {
 		out.Headless = true

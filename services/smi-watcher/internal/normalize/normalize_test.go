@@ -138,6 +138,15 @@ func TestService(t *testing.T) {
 		}},
 		want: &meshv1.Service{Meta: wantMeta("db", "mysql"), Type: "ClusterIP", Headless: true},
 	}, {
+		name: "selectorless, with its declared service accounts",
+		in: func() *corev1.Service {
+			m := meta("db", "legacy")
+			m.Annotations = map[string]string{layout.AnnotationServiceAccounts: "db/mysql", "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+			return &corev1.Service{ObjectMeta: m, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeClusterIP, ClusterIP: "10.96.0.20"}}
+		}(),
+		want: &meshv1.Service{Meta: wantMeta("db", "legacy"), Type: "ClusterIP", ClusterIps: []string{"10.96.0.20"},
+			OsmAnnotations: map[string]string{layout.AnnotationServiceAccounts: "db/mysql"}},
+	}, {
 		name: "external name",
 		in: &corev1.Service{ObjectMeta: meta("ext", "api"), Spec: corev1.ServiceSpec{
 			Type: corev1.ServiceTypeExternalName, ExternalName: "api.example.com",

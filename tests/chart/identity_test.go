@@ -1,6 +1,7 @@
 package chart
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -74,8 +75,10 @@ var podPaths = map[string]string{
 
 // pod is the part of a rendered Deployment the mapping reads.
 type pod struct {
-	Name string
-	Spec struct {
+	// Name is the Deployment's; PodName the pod's, when the test names it
+	// (default <Deployment>-0).
+	Name, PodName string
+	Spec          struct {
 		ServiceAccountName           string `json:"serviceAccountName"`
 		AutomountServiceAccountToken *bool  `json:"automountServiceAccountToken"`
 		Containers                   []struct {
@@ -231,7 +234,7 @@ func (e *procEnv) process(p pod) ([]string, map[string]string) {
 			}
 			env[v.Name] = string(s.Data[ref.Key])
 		case v.ValueFrom.FieldRef != nil && v.ValueFrom.FieldRef.FieldPath == "metadata.name":
-			env[v.Name] = p.Name + "-0"
+			env[v.Name] = cmp.Or(p.PodName, p.Name+"-0")
 		default:
 			t.Fatalf("%s: env %s has a source the mapping does not map", p.Name, v.Name)
 		}
@@ -246,6 +249,12 @@ type chartMesh struct {
 	// edgeDebugAddr is the edge's debug API (xdsEdge.debug).
 	edgeDebugAddr string
 	procs         map[string]*stack.Proc
+	// admins are the components' admin listeners (/readyz, /metrics);
+	// natsMonitor is NATS's monitoring listener.
+	admins      map[stack.Component]string
+	natsMonitor string
+	// dir holds the pods' files: ca-roots.crt is the CA's roots.
+	dir string
 	// manifest is the installed release's.
 	manifest string
 	// restart stops a component's process and starts it again with the
@@ -275,33 +284,49 @@ var testOnlyEnv = map[string]string{"KUBE_FEATURE_WatchListClient": "false"}
 // stops them and uninstalls.
 func startChartMesh(t *testing.T) *chartMesh {
 	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
 	in := action.NewInstall(helmConfig(t))
 	in.ReleaseName, in.Namespace = releaseName, namespace
 	in.CreateNamespace = true
 	in.WaitStrategy = kube.HookOnlyStrategy
-	r, err := in.RunWithContext(ctx, loadChart(t), valuesFile(t, "values-dev.yaml"))
+	r, err := in.RunWithContext(t.Context(), loadChart(t), valuesFile(t, "values-dev.yaml"))
 	if err != nil {
 		t.Fatalf("install: %v", err)
 	}
-	rel := r.(*releasev1.Release)
+	uninstallAtCleanup(t)
+	return runChartMesh(t, r.(*releasev1.Release).Manifest, nil)
+}
+
+// uninstallAtCleanup uninstalls the release when the test ends (after the
+// processes stop, cleanups running last first), and deletes what the
+// components created and the chart does not own: the CA's root (kept by
+// design on a real uninstall) and the leases.
+func uninstallAtCleanup(t *testing.T) {
+	t.Helper()
 	t.Cleanup(func() {
 		un := action.NewUninstall(helmConfig(t))
 		un.WaitStrategy = kube.HookOnlyStrategy
 		if _, err := un.Run(releaseName); err != nil {
 			t.Errorf("uninstall: %v", err)
 		}
-		// What the components created and the chart does not own: the
-		// CA's root (kept by design on a real uninstall) and the leases.
 		ctx := context.Background()
 		_ = cluster.Clientset().CoreV1().Secrets(namespace).Delete(ctx, "osm-ca-root", metav1.DeleteOptions{})
 		_ = cluster.Clientset().CoordinationV1().Leases(namespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
 	})
-	objs := byKey(t, objects(t, rel.Manifest))
+}
+
+// runChartMesh runs the release installed with manifest (the dev values):
+// the rendered nats.conf in a nats-server, every component's rendered
+// Deployment as a process through the mapping, and waits until each is
+// ready. podName names a Deployment's pod (its fieldRef metadata.name);
+// nil: <Deployment>-0. Cleanup stops them.
+func runChartMesh(t *testing.T, manifest string, podName func(deployment string) string) *chartMesh {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+	objs := byKey(t, objects(t, manifest))
 
 	// NATS: the rendered nats.conf with the installed Secrets.
-	nf := natsLayout(t, rel.Manifest)
+	nf := natsLayout(t, manifest)
 	opts, err := server.ProcessConfigFile(nf.conf)
 	if err != nil {
 		t.Fatalf("nats.conf: %v", err)
@@ -323,7 +348,8 @@ func startChartMesh(t *testing.T) *chartMesh {
 	caAddr, _ := stack.FreeAddr()
 	edgeAddr, _ := stack.FreeAddr()
 	edgeDebugAddr, _ := stack.FreeAddr()
-	m := &chartMesh{caAddr: caAddr, edgeAddr: edgeAddr, edgeDebugAddr: edgeDebugAddr, procs: map[string]*stack.Proc{}, manifest: rel.Manifest}
+	m := &chartMesh{caAddr: caAddr, edgeAddr: edgeAddr, edgeDebugAddr: edgeDebugAddr, procs: map[string]*stack.Proc{}, manifest: manifest,
+		admins: map[stack.Component]string{}, natsMonitor: fmt.Sprintf("127.0.0.1:%d", nf.monitor), dir: dir}
 	b := stack.NewBuilder(filepath.Join(dir, "bin"))
 	start := func(c stack.Component, addrs map[string]string) (*stack.Proc, string) {
 		t.Helper()
@@ -335,8 +361,13 @@ func startChartMesh(t *testing.T) *chartMesh {
 		t.Logf("built %s in %s", c, time.Since(bt).Round(time.Millisecond))
 		admin, _ := stack.FreeAddr()
 		addrs["--admin-addr"] = admin
+		m.admins[c] = admin
 		e := &procEnv{t: t, dir: dir, nats: fmt.Sprintf("127.0.0.1:%d", nf.client), addrs: addrs, ca: caAddr}
-		args, env := e.process(renderedPod(t, objs, "osm-"+string(c)))
+		pd := renderedPod(t, objs, "osm-"+string(c))
+		if podName != nil {
+			pd.PodName = podName(pd.Name)
+		}
+		args, env := e.process(pd)
 		args = append(args, testOnlyArgs[c]...)
 		for k, v := range testOnlyEnv {
 			env[k] = v

@@ -28,6 +28,7 @@ type natsFiles struct {
 	conf      string            // path of the rewritten nats.conf
 	secrets   map[string][]byte // "<secret>/<key>" -> data
 	client    int               // client port
+	monitor   int               // monitoring port
 	serverTLS string            // the server certificate's DNS name to verify
 }
 
@@ -75,12 +76,12 @@ func natsLayout(t *testing.T, manifest string) natsFiles {
 			t.Fatal(err)
 		}
 	}
-	f.client = freePort(t)
+	f.client, f.monitor = freePort(t), freePort(t)
 	conf = strings.NewReplacer(
 		"/etc/nats/tls/", dir+"/",
 		"/data/", dir+"/data/",
 		`"0.0.0.0:4222"`, fmt.Sprintf(`"127.0.0.1:%d"`, f.client),
-		`"0.0.0.0:8222"`, fmt.Sprintf(`"127.0.0.1:%d"`, freePort(t)),
+		`"0.0.0.0:8222"`, fmt.Sprintf(`"127.0.0.1:%d"`, f.monitor),
 		`"0.0.0.0:6222"`, fmt.Sprintf(`"127.0.0.1:%d"`, freePort(t)),
 	).Replace(conf)
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil { // the PVC's mount

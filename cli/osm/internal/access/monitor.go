@@ -83,7 +83,7 @@ func (p *PortForward) Admins(ctx context.Context) ([]Endpoint, error) {
 		if !podReady(pod) || err != nil {
 			continue
 		}
-		addr, err := p.forward(ctx, pod.Name, n)
+		addr, err := p.forward(ctx, pod, n)
 		if err != nil {
 			return out, err
 		}
@@ -112,7 +112,7 @@ func (p *PortForward) namedPorts(ctx context.Context, name, port string) ([]Endp
 		if err != nil {
 			return nil, err
 		}
-		addr, err := p.forward(ctx, pod.Name, n)
+		addr, err := p.forward(ctx, pod, n)
 		if err != nil {
 			return nil, err
 		}

@@ -62,7 +62,7 @@ func (p *PortForward) CertAuthority(ctx context.Context) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, err
 	}
-	addr, err := p.forward(ctx, pod.Name, port)
+	addr, err := p.forward(ctx, pod, port)
 	if err != nil {
 		return Endpoint{}, err
 	}
@@ -82,7 +82,7 @@ func (p *PortForward) Edges(ctx context.Context) ([]Endpoint, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: the edge's debug API is off (chart value xdsEdge.debug.enabled); turn it on with osm upgrade --set xdsEdge.debug.enabled=true", err)
 		}
-		addr, err := p.forward(ctx, pod.Name, port)
+		addr, err := p.forward(ctx, pod, port)
 		if err != nil {
 			return nil, err
 		}
@@ -170,12 +170,12 @@ func containerPort(pod *corev1.Pod, target intstr.IntOrString) (int32, error) {
 
 // forward opens a local port on 127.0.0.1 to the pod's port and returns
 // its address; Close ends it.
-func (p *PortForward) forward(ctx context.Context, pod string, port int32) (string, error) {
+func (p *PortForward) forward(ctx context.Context, pod *corev1.Pod, port int32) (string, error) {
 	transport, upgrader, err := spdy.RoundTripperFor(p.Config)
 	if err != nil {
 		return "", err
 	}
-	url := p.Kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.Namespace).Name(pod).SubResource("portforward").URL()
+	url := p.Kube.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.Namespace).Name(pod.Name).SubResource("portforward").URL()
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: transport}, http.MethodPost, url)
 	stop, ready := make(chan struct{}), make(chan struct{})
 	var errOut bytes.Buffer
@@ -191,7 +191,7 @@ func (p *PortForward) forward(ctx context.Context, pod string, port int32) (stri
 		if err == nil {
 			err = errors.New(strings.TrimSpace(errOut.String()))
 		}
-		return "", fmt.Errorf("port-forward to pod %s/%s port %d: %w (you need create on pods/portforward in %s)", p.Namespace, pod, port, err, p.Namespace)
+		return "", fmt.Errorf("port-forward to pod %s/%s port %d: %w (%s)", p.Namespace, pod.Name, port, err, forwardHint(err, pod, p.Namespace))
 	case <-ctx.Done():
 		close(stop)
 		return "", ctx.Err()
@@ -201,7 +201,7 @@ func (p *PortForward) forward(ctx context.Context, pod string, port int32) (stri
 	p.mu.Unlock()
 	ports, err := fw.GetPorts()
 	if err != nil || len(ports) == 0 {
-		return "", fmt.Errorf("port-forward to pod %s/%s: no local port (%v)", p.Namespace, pod, err)
+		return "", fmt.Errorf("port-forward to pod %s/%s: no local port (%v)", p.Namespace, pod.Name, err)
 	}
 	return fmt.Sprintf("127.0.0.1:%d", ports[0].Local), nil
 }
@@ -214,4 +214,22 @@ func (p *PortForward) Close() {
 		close(s)
 	}
 	p.stops = nil
+}
+
+// forwardHint says why a port-forward failed to open: the apiserver
+// refused it (RBAC), or could not reach the pod's kubelet, through which
+// every port-forward goes (a cluster without kubelets, as a test harness,
+// has none: the context file is the way there).
+func forwardHint(err error, pod *corev1.Pod, ns string) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "forbidden") || strings.Contains(msg, "Forbidden"):
+		return "you need create on pods/portforward in " + ns
+	case pod.Spec.NodeName == "":
+		return "the pod is bound to no node, so no kubelet can forward to it"
+	case strings.Contains(msg, "no preferred addresses") || strings.Contains(msg, "dial tcp") || strings.Contains(msg, "connection refused"):
+		return fmt.Sprintf("the apiserver could not reach the kubelet of node %s, through which a port-forward goes: check kubectl get node %s -o wide; a cluster without kubelets (the dev stack, a test harness) needs the context file (--osm-context)",
+			pod.Spec.NodeName, pod.Spec.NodeName)
+	}
+	return "you need create on pods/portforward in " + ns + ", and the pod's kubelet must be reachable from the apiserver"
 }

@@ -96,7 +96,9 @@ for each check; the exit code is non-zero when any check fails.
                    another edge serves;
   policies         the policies the compiler rejects now (its
                    osm_compiler_rejected_policies) and, for each, the reason
-                   the smi-watcher recorded as a Warning Event on it.
+                   the smi-watcher recorded as a Warning Event on it (a
+                   Service without a selector and without
+                   openservicemesh.io/service-accounts counts too).
 
 How it reaches the components: as osm proxy does (see osm proxy --help), through
 the Kubernetes API with port-forwards to the pods, or at the addresses of the
@@ -626,7 +628,9 @@ func newestRejections(evs []corev1.Event) map[policyKey]corev1.Event {
 			continue
 		}
 		gv, _ := schema.ParseGroupVersion(o.APIVersion)
-		if !slices.Contains(policyGroups, gv.Group) {
+		// A Service without a selector is judged too (its declared
+		// service accounts).
+		if !slices.Contains(policyGroups, gv.Group) && (gv.Group != "" || o.Kind != "Service") {
 			continue
 		}
 		k := policyKey{o.Kind, o.Namespace, o.Name}

@@ -41,7 +41,8 @@ import (
 // edges: healthy, every check passes (golden table, the volatile
 // figures masked); then each seeded fault is detected and named, and
 // healed where the test can heal it: a stale webhook caBundle, a CRD
-// missing, a rejected TrafficTarget, an edge behind the latest generation
+// missing, a rejected TrafficTarget, a rejected Retry, a selectorless
+// Service without its service accounts, an edge behind the latest generation
 // (cut off from NATS), the CA down.
 func TestVerify(t *testing.T) {
 	ctx := t.Context()
@@ -202,6 +203,23 @@ func TestVerify(t *testing.T) {
 	}
 	until("all ✔ with the Retry deleted", func(out string, err error) bool { return err == nil })
 	step("rejected Retry")
+
+	// Fault: a Service without a selector that does not declare its
+	// service accounts (a core kind, judged too).
+	mustCreate(cs.CoreV1().Services(appNS).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "legacy"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "pg", Port: 5432}}},
+	}, metav1.CreateOptions{}))
+	out = until("the refused Service named", func(out string, err error) bool {
+		return err != nil && strings.Contains(out, "✘ Service "+appNS+"/legacy is rejected: ")
+	})
+	wantFailure(t, "a refused selectorless Service", out, errFailed, "✘ policies rejected by the policy-compiler: 1",
+		"openservicemesh.io/service-accounts", "kubectl describe service -n "+appNS+" legacy")
+	if err := cs.CoreV1().Services(appNS).Delete(ctx, "legacy", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	until("all ✔ with the Service deleted", func(out string, err error) bool { return err == nil })
+	step("refused selectorless Service")
 
 	// Fault: edge 1 cut off from NATS, then an edit (a new Service) makes
 	// a generation it never gets.

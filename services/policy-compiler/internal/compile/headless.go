@@ -39,6 +39,10 @@ import (
 // listener, both as large as the port's endpoints, and nothing else: the
 // names the clients' groups list stay the same until the port's first
 // endpoint appears or its last one goes.
+//
+// Not handled yet: two headless services with the same endpoint address
+// and port (the same pods, the same target port) give two listeners on one
+// address, which Envoy refuses as duplicates for a proxy that reaches both.
 
 // DirectClusterName is the ORIGINAL_DST cluster of a headless service
 // port: "ns/svc|port|direct".

@@ -92,7 +92,6 @@ func Parse(u *unstructured.Unstructured) *meshv1.MeshConfig {
 		p := "spec.certificate"
 		out.Certificate = &meshv1.CertificateSpec{
 			ServiceCertValidityDuration: r.duration(c, p, "serviceCertValidityDuration"),
-			TrustDomain:                 r.str(c, p, "trustDomain"),
 		}
 	}
 	if ff, ok := r.object(spec, "spec", "featureFlags"); ok {

@@ -64,7 +64,7 @@ func TestParse(t *testing.T) {
 				OutboundIpRangeExclusionList: []string{"10.0.0.0/8"}},
 			Observability: &meshv1.ObservabilitySpec{OsmLogLevel: "info", EnableDebugServer: true,
 				Tracing: &meshv1.TracingSpec{Enable: true, Address: "jaeger", Port: 9411, Endpoint: "/api/v2/spans", SampledFraction: &frac}},
-			Certificate: &meshv1.CertificateSpec{ServiceCertValidityDuration: durationpb.New(90 * time.Minute), TrustDomain: "cluster.local"},
+			Certificate: &meshv1.CertificateSpec{ServiceCertValidityDuration: durationpb.New(90 * time.Minute)},
 		},
 	}, {
 		name: "unparseable values go to invalid_fields",

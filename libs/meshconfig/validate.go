@@ -7,6 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/resource"
 
+	"github.com/openservicemesh/osm/libs/meshconfig/tlsparams"
 	"github.com/openservicemesh/osm/libs/policy"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
@@ -36,7 +37,8 @@ func Validate(mc *meshv1.MeshConfig) *policy.Rejection {
 // Rejections checks a MeshConfig as meshconfig.Parse reads it and
 // returns every field at fault, in a fixed order: the values Parse could
 // not read (its InvalidFields), then ports outside 1-65535, IP ranges that
-// are not CIDRs, a sidecar resource request above its limit, a negative
+// are not CIDRs, a sidecar resource request above its limit, TLS
+// parameters Envoy would refuse (tlsparams), a negative
 // connection limit, a sampled fraction outside [0, 1] and a certificate
 // validity that is not positive. A consumer that applies only some fields
 // (the injector) picks the rejections of those.
@@ -73,6 +75,7 @@ func Rejections(mc *meshv1.MeshConfig) []*policy.Rejection {
 		}
 	}
 	out = append(out, resourceRejections(mc.GetSidecar().GetResources())...)
+	out = append(out, tlsparams.Rejections(mc.GetSidecar())...)
 	if n := mc.GetSidecar().GetMaxDataPlaneConnections(); n < 0 {
 		out = append(out, policy.Reject(policy.ReasonInvalidValue, FieldMaxConnections, "%d is negative; 0 means no limit", n))
 	}

@@ -55,6 +55,16 @@ func TestValidate(t *testing.T) {
 			rej(policy.ReasonInvalidValue, "spec.observability.tracing.sampledFraction", "spec.observability.tracing.sampledFraction: 1.5 is outside [0, 1]")},
 		{"zero validity", &meshv1.MeshConfig{Certificate: &meshv1.CertificateSpec{ServiceCertValidityDuration: durationpb.New(0)}},
 			rej(policy.ReasonInvalidValue, "spec.certificate.serviceCertValidityDuration", "spec.certificate.serviceCertValidityDuration: 0s is not a positive duration")},
+		{"TLS parameters", &meshv1.MeshConfig{Sidecar: &meshv1.SidecarSpec{TlsMinProtocolVersion: "TLS_AUTO", TlsMaxProtocolVersion: "TLSv1_3",
+			CipherSuites: []string{"[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]", "AES128-SHA"}, EcdhCurves: []string{"X25519", "P-256"}}}, nil},
+		{"TLS version name", &meshv1.MeshConfig{Sidecar: &meshv1.SidecarSpec{TlsMaxProtocolVersion: "1.3"}},
+			rej(policy.ReasonInvalidValue, "spec.sidecar.tlsMaxProtocolVersion", `spec.sidecar.tlsMaxProtocolVersion: "1.3" is not a TLS version; one of TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3`)},
+		{"TLS minimum above maximum", &meshv1.MeshConfig{Sidecar: &meshv1.SidecarSpec{TlsMinProtocolVersion: "TLSv1_3", TlsMaxProtocolVersion: "TLSv1_2"}},
+			rej(policy.ReasonInvalidValue, "spec.sidecar.tlsMinProtocolVersion", "spec.sidecar.tlsMinProtocolVersion: minimum TLSv1_3 is above the maximum TLSv1_2 (spec.sidecar.tlsMaxProtocolVersion)")},
+		{"cipher suite", &meshv1.MeshConfig{Sidecar: &meshv1.SidecarSpec{CipherSuites: []string{"[AES128-SHA|RC4]"}}},
+			rej(policy.ReasonInvalidValue, "spec.sidecar.cipherSuites[0]", `spec.sidecar.cipherSuites[0]: "[AES128-SHA|RC4]" is not a cipher suite Envoy knows, such as ECDHE-ECDSA-AES128-GCM-SHA256`)},
+		{"ECDH curve", &meshv1.MeshConfig{Sidecar: &meshv1.SidecarSpec{EcdhCurves: []string{"X25519", "secp256k1"}}},
+			rej(policy.ReasonInvalidValue, "spec.sidecar.ecdhCurves[1]", `spec.sidecar.ecdhCurves[1]: "secp256k1" is not an ECDH curve; one of X25519, P-256, P-224, P-384, P-521, X25519MLKEM768`)},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { check(t, Validate(c.mc), c.want) })

@@ -94,14 +94,16 @@ type SidecarSpec struct {
 	EnablePrivilegedInitContainer bool `protobuf:"varint,4,opt,name=enable_privileged_init_container,json=enablePrivilegedInitContainer,proto3" json:"enable_privileged_init_container,omitempty"`
 	// Compute resources of the sidecar container.
 	Resources *ResourceRequirements `protobuf:"bytes,5,opt,name=resources,proto3" json:"resources,omitempty"`
-	// Minimum TLS version Envoy negotiates: "TLS_AUTO", "TLSv1_0", "TLSv1_1",
-	// "TLSv1_2" or "TLSv1_3". Empty means "TLSv1_2".
+	// Minimum TLS version of the sidecars' mTLS (the tls_params of every
+	// Envoy Upstream and Downstream TlsContext the compiler emits):
+	// "TLS_AUTO", "TLSv1_0", "TLSv1_1", "TLSv1_2" or "TLSv1_3". Empty means
+	// Envoy's default (TLS 1.2 both ways).
 	TlsMinProtocolVersion string `protobuf:"bytes,6,opt,name=tls_min_protocol_version,json=tlsMinProtocolVersion,proto3" json:"tls_min_protocol_version,omitempty"`
-	// Maximum TLS version Envoy negotiates, same values. Empty means
-	// "TLSv1_3".
+	// Maximum TLS version of the sidecars' mTLS, same values. Empty means
+	// Envoy's default (TLS 1.3 both ways).
 	TlsMaxProtocolVersion string `protobuf:"bytes,7,opt,name=tls_max_protocol_version,json=tlsMaxProtocolVersion,proto3" json:"tls_max_protocol_version,omitempty"`
-	// Cipher suites for TLS 1.0-1.2 in OpenSSL names. Empty means Envoy's
-	// defaults.
+	// Cipher suites for TLS 1.0-1.2 in BoringSSL names (TLS 1.3's are not
+	// configurable). Empty means Envoy's defaults.
 	CipherSuites []string `protobuf:"bytes,8,rep,name=cipher_suites,json=cipherSuites,proto3" json:"cipher_suites,omitempty"`
 	// ECDH curves, e.g. "X25519", "P-256". Empty means Envoy's defaults.
 	EcdhCurves []string `protobuf:"bytes,9,rep,name=ecdh_curves,json=ecdhCurves,proto3" json:"ecdh_curves,omitempty"`
@@ -469,10 +471,8 @@ type CertificateSpec struct {
 	// means the default of 24 hours; a value that does not parse is recorded
 	// in MeshConfig.invalid_fields.
 	ServiceCertValidityDuration *durationpb.Duration `protobuf:"bytes,1,opt,name=service_cert_validity_duration,json=serviceCertValidityDuration,proto3" json:"service_cert_validity_duration,omitempty"`
-	// SPIFFE trust domain of workload identities, e.g. "cluster.local".
-	TrustDomain   string `protobuf:"bytes,2,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	unknownFields               protoimpl.UnknownFields
+	sizeCache                   protoimpl.SizeCache
 }
 
 func (x *CertificateSpec) Reset() {
@@ -510,13 +510,6 @@ func (x *CertificateSpec) GetServiceCertValidityDuration() *durationpb.Duration 
 		return x.ServiceCertValidityDuration
 	}
 	return nil
-}
-
-func (x *CertificateSpec) GetTrustDomain() string {
-	if x != nil {
-		return x.TrustDomain
-	}
-	return ""
 }
 
 // FeatureFlags is spec.featureFlags: OSM's switches for optional
@@ -724,10 +717,9 @@ const file_osm_mesh_v1_config_proto_rawDesc = "" +
 	"\x11ObservabilitySpec\x12\"\n" +
 	"\rosm_log_level\x18\x01 \x01(\tR\vosmLogLevel\x12.\n" +
 	"\x13enable_debug_server\x18\x02 \x01(\bR\x11enableDebugServer\x122\n" +
-	"\atracing\x18\x03 \x01(\v2\x18.osm.mesh.v1.TracingSpecR\atracing\"\x94\x01\n" +
+	"\atracing\x18\x03 \x01(\v2\x18.osm.mesh.v1.TracingSpecR\atracing\"\x85\x01\n" +
 	"\x0fCertificateSpec\x12^\n" +
-	"\x1eservice_cert_validity_duration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x1bserviceCertValidityDuration\x12!\n" +
-	"\ftrust_domain\x18\x02 \x01(\tR\vtrustDomain\"[\n" +
+	"\x1eservice_cert_validity_duration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x1bserviceCertValidityDurationJ\x04\b\x02\x10\x03R\ftrust_domain\"[\n" +
 	"\fFeatureFlags\x123\n" +
 	"\x13enable_retry_policy\x18\x01 \x01(\bH\x00R\x11enableRetryPolicy\x88\x01\x01B\x16\n" +
 	"\x14_enable_retry_policy\"\xca\x03\n" +

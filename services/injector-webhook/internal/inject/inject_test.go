@@ -162,6 +162,19 @@ func TestBuildGoldenAndIdempotent(t *testing.T) {
 		t.Fatalf("volumes %+v", injected.Spec.Volumes)
 	}
 
+	if p := injected.Spec.InitContainers[0].SecurityContext.Privileged; p == nil || *p {
+		t.Fatalf("init container privileged %v without enablePrivilegedInitContainer", p)
+	}
+	ps := settings()
+	ps.PrivilegedInit = true
+	priv, err := Build(ps, Request{Pod: bookstorePod(), Namespace: meshNS(nil), ProxyUUID: "6f1c1d0e-uuid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := apply(t, bookstorePod(), priv.Ops).Spec.InitContainers[0].SecurityContext.Privileged; p == nil || !*p {
+		t.Fatalf("init container privileged %v with enablePrivilegedInitContainer", p)
+	}
+
 	// A second admission of the injected pod changes nothing.
 	again, err := Build(settings(), Request{Pod: injected, Namespace: meshNS(nil), ProxyUUID: "other"})
 	if err != nil || len(again.Ops) != 0 {

@@ -25,7 +25,8 @@ const (
 
 // WithMeshConfig returns s with the injection fields of a MeshConfig (as
 // meshconfig.Parse reads it) applied over it: the sidecar image, init
-// image, log level and resources, and the traffic exclusion lists. A field
+// image, log level and resources, whether the init container runs
+// privileged, and the traffic exclusion lists. A field
 // the MeshConfig leaves unset keeps s's value. A value of one of these
 // fields that meshconfig.Rejections refuses (a value Parse could not read,
 // a port out of range, a request above its limit...) is an error that
@@ -40,6 +41,8 @@ func (s Settings) WithMeshConfig(mc *meshv1.MeshConfig) (Settings, error) {
 	}
 	out := s
 	sc := mc.GetSidecar()
+	// No flag sets it: the MeshConfig's value (false when unset) is the one.
+	out.PrivilegedInit = sc.GetEnablePrivilegedInitContainer()
 	for _, f := range []struct {
 		dst *string
 		v   string

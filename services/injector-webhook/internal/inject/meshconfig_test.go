@@ -32,6 +32,14 @@ func TestWithMeshConfig(t *testing.T) {
 		t.Fatalf("exclusions %+v", s)
 	}
 
+	if s.PrivilegedInit {
+		t.Fatal("privileged init container without enablePrivilegedInitContainer")
+	}
+	mc.Sidecar.EnablePrivilegedInitContainer = true
+	if s, err = settings().WithMeshConfig(mc); err != nil || !s.PrivilegedInit {
+		t.Fatalf("enablePrivilegedInitContainer: PrivilegedInit %t, %v", s.PrivilegedInit, err)
+	}
+
 	bad := &meshv1.MeshConfig{Traffic: &meshv1.TrafficSpec{InboundPortExclusionList: []int32{0}}}
 	if _, err := settings().WithMeshConfig(bad); err == nil || !strings.Contains(err.Error(), "spec.traffic.inboundPortExclusionList[0]: port 0 is outside 1-65535") {
 		t.Fatalf("bad port: %v", err)

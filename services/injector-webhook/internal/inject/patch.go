@@ -286,7 +286,7 @@ func resolvePort(c *corev1.Container, p intstr.IntOrString) (int32, error) {
 }
 
 func initContainer(s Settings, rules string) corev1.Container {
-	f := false
+	f, privileged := false, s.PrivilegedInit
 	root := int64(0)
 	return corev1.Container{
 		Name:            InitContainerName,
@@ -296,7 +296,7 @@ func initContainer(s Settings, rules string) corev1.Container {
 		Args:            []string{"iptables-restore --noflush <<'EOF'\n" + rules + "EOF\n"},
 		SecurityContext: &corev1.SecurityContext{
 			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}},
-			RunAsUser:    &root, RunAsNonRoot: &f, Privileged: &f,
+			RunAsUser:    &root, RunAsNonRoot: &f, Privileged: &privileged,
 		},
 	}
 }

@@ -60,6 +60,10 @@ type Settings struct {
 	Resources corev1.ResourceRequirements
 	// ProxyUID is the user the sidecar runs as.
 	ProxyUID int64
+	// PrivilegedInit runs the init container privileged (MeshConfig
+	// spec.sidecar.enablePrivilegedInitContainer), for CNIs where
+	// NET_ADMIN alone cannot program iptables.
+	PrivilegedInit bool
 	// OutboundPortExclusions, InboundPortExclusions,
 	// OutboundIPRangeExclusions and OutboundIPRangeInclusions are the
 	// mesh-wide lists; pod annotations add to them.

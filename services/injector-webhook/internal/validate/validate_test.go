@@ -102,6 +102,13 @@ func TestEveryKind(t *testing.T) {
 		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"certificate":{"serviceCertValidityDuration":"0s"}}`,
 			field: "spec.certificate.serviceCertValidityDuration", reason: "InvalidValue",
 			msg: "MeshConfig osm-system/osm-mesh-config rejected: spec.certificate.serviceCertValidityDuration: 0s is not a positive duration"},
+		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"sidecar":{"tlsMinProtocolVersion":"TLSv1_2","tlsMaxProtocolVersion":"TLSv1_3","cipherSuites":["ECDHE-RSA-AES128-GCM-SHA256"],"ecdhCurves":["X25519"]}}`},
+		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"sidecar":{"tlsMinProtocolVersion":"TLSv1.2"}}`,
+			field: "spec.sidecar.tlsMinProtocolVersion", reason: "InvalidValue",
+			msg: `MeshConfig osm-system/osm-mesh-config rejected: spec.sidecar.tlsMinProtocolVersion: "TLSv1.2" is not a TLS version; one of TLS_AUTO, TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3`},
+		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"sidecar":{"cipherSuites":["ECDHE-RSA-AES128-GCM-SHA256","RC4-MD5"]}}`,
+			field: "spec.sidecar.cipherSuites[1]", reason: "InvalidValue",
+			msg: `MeshConfig osm-system/osm-mesh-config rejected: spec.sidecar.cipherSuites[1]: "RC4-MD5" is not a cipher suite Envoy knows, such as ECDHE-ECDSA-AES128-GCM-SHA256`},
 	}
 	for _, c := range cases {
 		name := c.kind + " valid"

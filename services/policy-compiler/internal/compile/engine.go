@@ -94,8 +94,8 @@ type Options struct {
 	MeshName string
 	// MeshConfig is the MeshConfig object of this mesh.
 	MeshConfig model.NN
-	// TrustDomain is the SPIFFE trust domain when the MeshConfig sets none;
-	// empty means DefaultTrustDomain.
+	// TrustDomain is the SPIFFE trust domain; empty means
+	// DefaultTrustDomain.
 	TrustDomain string
 	// MaxResourceBytes bounds the encoded size of one resource, so that it
 	// fits one NATS message with its envelope; 0 means
@@ -402,10 +402,9 @@ func (e *Engine) maxBytes() int {
 	return DefaultMaxResourceBytes
 }
 
+// trustDomain is --trust-domain, the one every component was installed
+// with (the MeshConfig has no trust domain: see CertificateSpec).
 func (e *Engine) trustDomain() string {
-	if td := e.m.MeshConfig().GetCertificate().GetTrustDomain(); td != "" {
-		return td
-	}
 	if e.opts.TrustDomain != "" {
 		return e.opts.TrustDomain
 	}

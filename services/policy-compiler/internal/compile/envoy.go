@@ -188,8 +188,8 @@ func upstreamSANs(ids []model.Identity, trustDomain string) []*tlsv3.SubjectAltN
 
 // buildCluster is the cluster of sp, with the connection settings and
 // outlier detection of its UpstreamTrafficSetting up (nil: none).
-func buildCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*Resource, error) {
-	c, err := upstreamCluster(sp, ids, trustDomain, up)
+func buildCluster(sp servicePort, ids []model.Identity, trustDomain string, tp *tlsv3.TlsParameters, up *Upstream) (*Resource, error) {
+	c, err := upstreamCluster(sp, ids, trustDomain, tp, up)
 	if err != nil {
 		return nil, err
 	}
@@ -197,11 +197,13 @@ func buildCluster(sp servicePort, ids []model.Identity, trustDomain string, up *
 }
 
 // upstreamCluster is the EDS cluster of sp, unserialised.
-func upstreamCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*clusterv3.Cluster, error) {
+// tp are the MeshConfig's TLS parameters (nil: Envoy's defaults).
+func upstreamCluster(sp servicePort, ids []model.Identity, trustDomain string, tp *tlsv3.TlsParameters, up *Upstream) (*clusterv3.Cluster, error) {
 	sans := upstreamSANs(ids, trustDomain)
 	tlsCtx := &tlsv3.UpstreamTlsContext{
 		Sni: sp.svc.Name + "." + sp.svc.Namespace + ".svc.cluster.local",
 		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:                      tp,
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(layout.SecretServiceCert)},
 			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{
 				CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{

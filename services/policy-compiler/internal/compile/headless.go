@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/openservicemesh/osm/libs/layout"
@@ -52,8 +53,8 @@ func DirectClusterName(svc model.NN, port int32) string {
 
 // buildDirectCluster is the ORIGINAL_DST cluster of a headless service
 // port: the upstream mTLS of its EDS cluster, to the dialled address.
-func buildDirectCluster(sp servicePort, ids []model.Identity, trustDomain string, up *Upstream) (*Resource, error) {
-	c, err := upstreamCluster(sp, ids, trustDomain, up)
+func buildDirectCluster(sp servicePort, ids []model.Identity, trustDomain string, tp *tlsv3.TlsParameters, up *Upstream) (*Resource, error) {
+	c, err := upstreamCluster(sp, ids, trustDomain, tp, up)
 	if err != nil {
 		return nil, err
 	}

@@ -61,10 +61,13 @@ func policyFor(trustDomain string, sources []model.Identity) *rbacv3.Policy {
 	return &rbacv3.Policy{Permissions: anyPermission(), Principals: principals(trustDomain, sources)}
 }
 
-func downstreamTLS() (*corev3.TransportSocket, error) {
+// downstreamTLS is the inbound mTLS, with the MeshConfig's TLS parameters
+// tp (nil: Envoy's defaults).
+func downstreamTLS(tp *tlsv3.TlsParameters) (*corev3.TransportSocket, error) {
 	ctx := &tlsv3.DownstreamTlsContext{
 		RequireClientCertificate: wrapperspb.Bool(true),
 		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams:                      tp,
 			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{sdsSecret(layout.SecretServiceCert)},
 			ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{
 				ValidationContextSdsSecretConfig: sdsSecret(layout.SecretRootCert),
@@ -81,7 +84,7 @@ func downstreamTLS() (*corev3.TransportSocket, error) {
 // buildInboundListener builds the inbound listener of identity id: one TLS
 // filter chain per destination port, with RBAC from targets (nil targets
 // and permissive: any authenticated mesh client).
-func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*Resource, error) {
+func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string, tp *tlsv3.TlsParameters) (*Resource, error) {
 	l := &listenerv3.Listener{
 		Name:             InboundListenerName(id),
 		Address:          socketAddress("0.0.0.0", InboundListenerPort),
@@ -89,7 +92,7 @@ func buildInboundListener(id model.Identity, ports []inboundPort, targets []name
 		ListenerFilters:  []*listenerv3.ListenerFilter{originalDst(), tlsInspector()},
 	}
 	for _, p := range ports {
-		ts, err := downstreamTLS()
+		ts, err := downstreamTLS(tp)
 		if err != nil {
 			return nil, fmt.Errorf("inbound listener %s: %w", l.Name, err)
 		}

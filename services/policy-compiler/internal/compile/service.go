@@ -138,7 +138,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	e.reviewService(nn, d)
 	ports := e.servicePorts(nn)
 	ids := e.m.ServiceIdentities(nn)
-	td := e.trustDomain()
+	td, tp := e.trustDomain(), e.tlsParams()
 	up := e.ups.forService(nn)
 	cs := &compiledService{ports: ports, ids: ids, frag: svcFrag{key: svcKey(nn)}}
 	frag := &cs.frag
@@ -150,7 +150,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	}
 	for _, sp := range ports {
 		split := e.splitFor(sp)
-		if keep(e.put(d, layout.TypeCluster, sp.cluster())(buildCluster(sp, ids, td, up))) {
+		if keep(e.put(d, layout.TypeCluster, sp.cluster())(buildCluster(sp, ids, td, tp, up))) {
 			frag.clusters = append(frag.clusters, sp.cluster())
 		}
 		if keep(e.put(d, layout.TypeEndpoint, sp.cluster())(buildCLA(sp, e.endpoints(sp)))) {
@@ -165,7 +165,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 		if e.opts.ProxylessGRPC && sp.protocol.IsHTTP() {
 			e.compileGRPCPort(sp, ids, split, d, keep, &frag.grpc)
 		}
-		if sp.headless && keep(e.put(d, layout.TypeCluster, DirectClusterName(nn, sp.port))(buildDirectCluster(sp, ids, td, up))) {
+		if sp.headless && keep(e.put(d, layout.TypeCluster, DirectClusterName(nn, sp.port))(buildDirectCluster(sp, ids, td, tp, up))) {
 			frag.clusters = append(frag.clusters, DirectClusterName(nn, sp.port))
 		}
 		var l *Resource

@@ -164,9 +164,9 @@ func (e *Engine) compileUpstreamServices(d *Delta) {
 	for _, svc := range multimap.Sorted(e.ups.dirty) {
 		if _, done := e.dirty.svc[svc]; !done {
 			up := e.ups.forService(svc)
-			ids, td := e.svcs.ids(svc), e.trustDomain()
+			ids, td, tp := e.svcs.ids(svc), e.trustDomain(), e.tlsParams()
 			for _, sp := range e.svcs.ports(svc) {
-				e.put(d, layout.TypeCluster, sp.cluster())(buildCluster(sp, ids, td, up))
+				e.put(d, layout.TypeCluster, sp.cluster())(buildCluster(sp, ids, td, tp, up))
 				if e.opts.ProxylessGRPC && sp.protocol.IsHTTP() {
 					e.put(d, layout.TypeCluster, GRPCClusterName(sp.svc, sp.port))(buildGRPCCluster(sp, ids, td, up))
 				}

@@ -47,7 +47,7 @@ func Spec(Options) app.Spec {
 		Name: Name,
 		Summary: `policy-compiler compiles KV mesh-observed into Envoy resources and proxy groups in KV mesh-compiled,
 writing only what changed. It reads the MeshConfig --mesh-config in --namespace; --trust-domain is the
-trust domain of the compiled identities when that MeshConfig sets no spec.certificate.trustDomain.`,
+trust domain of the compiled identities, the same as the cert-authority's and the injector's.`,
 		UsesNATS: true,
 		Flags:    c.flags,
 		Validate: c.validate,

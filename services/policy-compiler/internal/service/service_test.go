@@ -34,7 +34,7 @@ func TestFlagsAreValidated(t *testing.T) {
 func TestHelpListsTheControlPlaneFlags(t *testing.T) {
 	apptest.HelpContains(t, Spec,
 		"--namespace", "--mesh-config", "name of the mesh's MeshConfig, in --namespace", "default osm-mesh-config",
-		"--pod-name", "env OSM_POD_NAME", "--mesh-name", "--trust-domain", "when that MeshConfig sets no spec.certificate.trustDomain",
+		"--pod-name", "env OSM_POD_NAME", "--mesh-name", "--trust-domain", "the same as the cert-authority's and the injector's",
 		"--holder, env OSM_HOLDER: use --pod-name",
 		"--proxyless-grpc", "env OSM_PROXYLESS_GRPC",
 	)

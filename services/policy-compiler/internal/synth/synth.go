@@ -53,10 +53,9 @@ func Namespace(name string) Object {
 // MeshConfig is the mesh's MeshConfig.
 func MeshConfig(permissive bool) Object {
 	return Object{layout.KindMeshConfig, MeshConfigNamespace, MeshConfigName, &meshv1.MeshConfig{
-		Meta:        meta(MeshConfigNamespace, MeshConfigName),
-		ApiVersion:  "config.openservicemesh.io/v1alpha2",
-		Traffic:     &meshv1.TrafficSpec{EnablePermissiveTrafficPolicyMode: permissive},
-		Certificate: &meshv1.CertificateSpec{TrustDomain: "cluster.local"},
+		Meta:       meta(MeshConfigNamespace, MeshConfigName),
+		ApiVersion: "config.openservicemesh.io/v1alpha2",
+		Traffic:    &meshv1.TrafficSpec{EnablePermissiveTrafficPolicyMode: permissive},
 	}}
 }
 

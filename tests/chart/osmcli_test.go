@@ -376,4 +376,38 @@ func TestOSMInstallThenVerify(t *testing.T) {
 		}
 	}
 	step("osm verify through port-forwards all ✔")
+
+	// osm namespace add: a pod created in the namespace then goes through
+	// the running injector's webhook and gets the sidecar; one created
+	// before the add did not.
+	const demo = "osm-cli-demo"
+	cs := cluster.Clientset()
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: demo}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), demo, metav1.DeleteOptions{}) })
+	if _, err := cs.CoreV1().ServiceAccounts(demo).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "app"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createPod := func(name string) *corev1.Pod {
+		t.Helper()
+		p, err := cs.CoreV1().Pods(demo).Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "app"}},
+			Spec: corev1.PodSpec{ServiceAccountName: "app", Containers: []corev1.Container{{Name: "app", Image: "app",
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("create pod %s/%s: %v", demo, name, err)
+		}
+		return p
+	}
+	if p := createPod("before-add"); hasContainer(p, "envoy") {
+		t.Errorf("pod %s/before-add got the sidecar before osm namespace add: containers %v", demo, containerNames(p))
+	}
+	add := <-startOSM(t, osm, "namespace", "add", demo)
+	if add.err != nil || !strings.Contains(add.out, "namespace "+demo+" is in mesh osm (sidecar injection enabled)") {
+		t.Fatalf("osm namespace add %s: %v\n%s\n%s", demo, add.err, add.out, add.errOut)
+	}
+	if p := createPod("after-add"); !hasContainer(p, "envoy") {
+		t.Errorf("pod %s/after-add was not injected after osm namespace add: containers %v", demo, containerNames(p))
+	}
+	step("osm namespace add, then a pod injected")
 }

@@ -58,6 +58,8 @@ const (
 	// KindUpstreamTrafficSetting is OSM's policy.openservicemesh.io
 	// UpstreamTrafficSetting.
 	KindUpstreamTrafficSetting = "upstreamtrafficsetting"
+	// KindIngressBackend is OSM's policy.openservicemesh.io IngressBackend.
+	KindIngressBackend = "ingressbackend"
 )
 
 // Fixed keys.
@@ -179,6 +181,8 @@ func NewObserved(kind string) proto.Message {
 		return &meshv1.Egress{}
 	case KindUpstreamTrafficSetting:
 		return &meshv1.UpstreamTrafficSetting{}
+	case KindIngressBackend:
+		return &meshv1.IngressBackend{}
 	}
 	return nil
 }

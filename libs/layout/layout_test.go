@@ -40,7 +40,7 @@ func TestRoundTrip(t *testing.T) {
 func TestNewObservedCoversEveryKind(t *testing.T) {
 	for _, k := range []string{KindNamespace, KindService, KindEndpointSlice, KindPod, KindServiceAccount,
 		KindTrafficTarget, KindHTTPRouteGroup, KindTCPRoute, KindTrafficSplit, KindMeshConfig, KindRetry, KindEgress,
-		KindUpstreamTrafficSetting} {
+		KindUpstreamTrafficSetting, KindIngressBackend} {
 		if NewObserved(k) == nil {
 			t.Errorf("no message for kind %s", k)
 		}

@@ -69,6 +69,7 @@ var kindDisplay = map[string]string{
 	KindEgress:         "Egress",
 
 	KindUpstreamTrafficSetting: "UpstreamTrafficSetting",
+	KindIngressBackend:         "IngressBackend",
 }
 
 // KindName is the Kubernetes kind name of a kind key ("traffictarget" is

@@ -48,6 +48,8 @@ func Kinds() []Kind {
 		{Key: layout.KindEgress, Resource: EgressGVR, Parse: func(u *unstructured.Unstructured) proto.Message { return ParseEgress(u) }},
 		{Key: layout.KindUpstreamTrafficSetting, Resource: UpstreamTrafficSettingGVR,
 			Parse: func(u *unstructured.Unstructured) proto.Message { return ParseUpstreamTrafficSetting(u) }},
+		{Key: layout.KindIngressBackend, Resource: IngressBackendGVR,
+			Parse: func(u *unstructured.Unstructured) proto.Message { return ParseIngressBackend(u) }},
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package policy holds the rules that decide whether a mesh policy object
 // (the SMI kinds TrafficTarget, HTTPRouteGroup, TCPRoute and TrafficSplit,
-// and OSM's Retry and Egress) is valid, in its contract form (proto/osm/mesh/v1), and the words of a
+// and OSM's Retry, Egress, UpstreamTrafficSetting and IngressBackend) is valid, in its contract form (proto/osm/mesh/v1), and the words of a
 // rejection (Rejection, the reasons, Verdict), which MeshConfig's rules
 // (meshconfig.Validate, beside its parser) use too. It is pure: no I/O, no
 // other object consulted, and no Kubernetes dependency, so the

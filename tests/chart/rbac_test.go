@@ -41,6 +41,8 @@ func rbacExpectations() []access {
 		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "egresses", other, "", true},
 		{"osm-smi-watcher", "watch", "policy.openservicemesh.io", "upstreamtrafficsettings", other, "", true},
 		{"osm-smi-watcher", "update", "policy.openservicemesh.io", "upstreamtrafficsettings", other, "", false},
+		{"osm-smi-watcher", "list", "policy.openservicemesh.io", "ingressbackends", other, "", true},
+		{"osm-smi-watcher", "update", "policy.openservicemesh.io", "ingressbackends", other, "", false},
 		{"osm-smi-watcher", "create", "", "events", other, "", true},
 		{"osm-smi-watcher", "update", "coordination.k8s.io", "leases", ns, "osm-smi-watcher", true},
 		{"osm-smi-watcher", "update", "coordination.k8s.io", "leases", ns, "osm-injector-webhook", false},

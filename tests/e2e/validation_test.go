@@ -123,6 +123,12 @@ func TestPolicyValidation(t *testing.T) {
 				"ports":       []any{map[string]any{"number": int64(5432), "protocol": "tcp"}}}),
 			verdict: "Egress bookstore/eg" + run + ` rejected: spec.ipAddresses[0]: "10.20.0.0" is not a CIDR range (e.g. 203.0.113.0/24): netip.ParsePrefix("10.20.0.0"): no '/'`,
 			field:   "spec.ipAddresses[0]", why: "InvalidValue"},
+		{name: "IngressBackend with a malformed IPRange", ns: "bookstore", gvr: kube.IngressBackends, hook: hook,
+			obj: policyObject(kube.IngressBackends, "IngressBackend", "ib"+run, map[string]any{
+				"backends": []any{map[string]any{"name": "bookstore-v1", "port": map[string]any{"number": int64(14001), "protocol": "http"}}},
+				"sources":  []any{map[string]any{"kind": "IPRange", "name": "10.0.0.0/33"}}}),
+			verdict: "IngressBackend bookstore/ib" + run + ` rejected: spec.sources[0].name: "10.0.0.0/33" is not a CIDR range (e.g. 10.0.0.0/8): netip.ParsePrefix("10.0.0.0/33"): prefix length out of range`,
+			field:   "spec.sources[0].name", why: "InvalidValue"},
 		{name: "UpstreamTrafficSetting with a duration that does not parse", ns: "bookstore", gvr: kube.UpstreamTrafficSettings, hook: hook,
 			obj: policyObject(kube.UpstreamTrafficSettings, "UpstreamTrafficSetting", "uts"+run, map[string]any{
 				"host":               "bookstore.bookstore.svc.cluster.local",
@@ -194,6 +200,11 @@ func TestPolicyValidation(t *testing.T) {
 				"host":               "bookstore-v1",
 				"connectionSettings": map[string]any{"http": map[string]any{"maxRequests": int64(100)}},
 				"rateLimit":          map[string]any{"local": map[string]any{"http": map[string]any{"requests": int64(10), "unit": "second"}}}})},
+			{kube.IngressBackends, "bookstore", policyObject(kube.IngressBackends, "IngressBackend", "ok-ib"+run, map[string]any{
+				"backends": []any{map[string]any{"name": "bookstore-v1", "port": map[string]any{"number": int64(14001), "protocol": "https"},
+					"tls": map[string]any{"skipClientCertValidation": false, "sniHosts": []any{"bookstore-v1.bookstore.svc.cluster.local"}}}},
+				"sources": []any{map[string]any{"kind": "Service", "name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+					map[string]any{"kind": "AuthenticatedPrincipal", "name": "ingress-nginx.ingress-nginx.cluster.local"}}})},
 			{kube.MeshConfigs, "osm-system", policyObject(kube.MeshConfigs, "MeshConfig", "ok-mc"+run, map[string]any{"sidecar": map[string]any{
 				"resources": map[string]any{"limits": map[string]any{"cpu": "1"}, "requests": map[string]any{"cpu": "500m"}}}})},
 		}

@@ -12,4 +12,5 @@ var (
 	MeshConfigs     = schema.GroupVersionResource{Group: "config.openservicemesh.io", Version: "v1alpha1", Resource: "meshconfigs"}
 
 	UpstreamTrafficSettings = schema.GroupVersionResource{Group: "policy.openservicemesh.io", Version: "v1alpha1", Resource: "upstreamtrafficsettings"}
+	IngressBackends         = schema.GroupVersionResource{Group: "policy.openservicemesh.io", Version: "v1alpha1", Resource: "ingressbackends"}
 )

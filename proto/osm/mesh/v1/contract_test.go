@@ -23,6 +23,7 @@ var contractFiles = []protoreflect.FileDescriptor{
 	meshv1.File_osm_mesh_v1_retry_proto,
 	meshv1.File_osm_mesh_v1_egress_proto,
 	meshv1.File_osm_mesh_v1_upstream_proto,
+	meshv1.File_osm_mesh_v1_ingress_proto,
 	meshv1.File_osm_mesh_v1_config_proto,
 	meshv1.File_osm_mesh_v1_sync_proto,
 	meshv1.File_osm_mesh_v1_lease_proto,

@@ -108,6 +108,15 @@ func Kinds() []Kind {
 				_, rej := policy.UpstreamTrafficSetting(ns, u)
 				return rej, nil
 			}},
+		{Name: "IngressBackend", Resource: osmpolicy.IngressBackendGVR,
+			Check: func(ns, _ string, raw []byte) (*policy.Rejection, error) {
+				ib, err := osmpolicy.DecodeIngressBackend(raw)
+				if err != nil {
+					return nil, err
+				}
+				_, _, rej := policy.IngressBackendObject(ns, ib)
+				return rej, nil
+			}},
 		{Name: "MeshConfig", Resource: meshconfig.GVR, Scope: ControlPlaneNamespace,
 			Check: func(_, _ string, raw []byte) (*policy.Rejection, error) {
 				var u unstructured.Unstructured

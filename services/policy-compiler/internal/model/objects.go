@@ -13,6 +13,7 @@ import (
 // what they need. A new such kind adds itself here.
 var objectKinds = map[string]bool{
 	layout.KindUpstreamTrafficSetting: true,
+	layout.KindIngressBackend:         true,
 }
 
 // ObjectKind reports whether kind is kept by Object and ObjectNames.

@@ -45,6 +45,7 @@ type fixture struct {
 	split   *splitv1alpha2.TrafficSplit
 	egress  *unstructured.Unstructured
 	uts     *unstructured.Unstructured
+	ingress *unstructured.Unstructured
 	kubelet interface {
 		MakeReady(ctx context.Context, pod *corev1.Pod, ip string) (*corev1.Pod, error)
 	}
@@ -155,6 +156,18 @@ func (e *env) seed(prefix, ip string) *fixture {
 			"rateLimit":          map[string]any{"local": map[string]any{"tcp": map[string]any{"connections": int64(5), "unit": "second"}}},
 		},
 	}}, metav1.CreateOptions{}))
+	// An OSM IngressBackend as OSM's ingress guide writes it, with a source
+	// kind the CRD lets through (the compiler judges it).
+	f.ingress = must(cluster.Dynamic().Resource(osmpolicy.IngressBackendGVR).Namespace(ns).Create(ctx, &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "IngressBackend",
+		"metadata": map[string]any{"name": "bookstore"},
+		"spec": map[string]any{
+			"backends": []any{map[string]any{"name": "bookstore", "port": map[string]any{"number": int64(14001), "protocol": "https"},
+				"tls": map[string]any{"skipClientCertValidation": false, "sniHosts": []any{"bookstore." + ns + ".svc.cluster.local"}}}},
+			"sources": []any{map[string]any{"kind": "Service", "name": "ingress-nginx-controller", "namespace": "ingress-nginx"},
+				map[string]any{"kind": "ServiceAccount", "name": "gateway"}},
+		},
+	}}, metav1.CreateOptions{}))
 	return f
 }
 
@@ -246,6 +259,14 @@ func (f *fixture) expected() map[string]proto.Message {
 			Host:               "bookstore." + ns + ".svc.cluster.local",
 			ConnectionSettings: &meshv1.UpstreamConnectionSettings{Tcp: &meshv1.UpstreamTCPConnectionSettings{MaxConnections: proto.Int64(50), ConnectTimeout: "2 seconds"}},
 			RateLimit:          &meshv1.UpstreamRateLimit{Local: &meshv1.UpstreamLocalRateLimit{Tcp: &meshv1.TCPLocalRateLimit{Connections: 5, Unit: "second"}}},
+		},
+		layout.ObservedKey(layout.KindIngressBackend, ns, "bookstore"): &meshv1.IngressBackend{
+			Meta:       m(f.ingress),
+			ApiVersion: "policy.openservicemesh.io/v1alpha1",
+			Backends: []*meshv1.IngressBackendBackend{{Name: "bookstore", Port: &meshv1.IngressBackendPort{Number: 14001, Protocol: "https"},
+				Tls: &meshv1.IngressBackendTLS{SniHosts: []string{"bookstore." + ns + ".svc.cluster.local"}}}},
+			Sources: []*meshv1.IngressSource{{Kind: "Service", Name: "ingress-nginx-controller", Namespace: "ingress-nginx"},
+				{Kind: "ServiceAccount", Name: "gateway"}},
 		},
 	}
 }

@@ -39,7 +39,8 @@ func TestItemKeys(t *testing.T) {
 func TestEveryKindHasACountName(t *testing.T) {
 	for _, k := range []string{layout.KindNamespace, layout.KindService, layout.KindEndpointSlice, layout.KindPod,
 		layout.KindServiceAccount, layout.KindTrafficTarget, layout.KindHTTPRouteGroup, layout.KindTCPRoute,
-		layout.KindTrafficSplit, layout.KindMeshConfig, layout.KindRetry, layout.KindEgress} {
+		layout.KindTrafficSplit, layout.KindMeshConfig, layout.KindRetry, layout.KindEgress, layout.KindUpstreamTrafficSetting,
+		layout.KindIngressBackend} {
 		if layout.KindName(k) == k {
 			t.Errorf("kind %s has no SyncMarker count name", k)
 		}

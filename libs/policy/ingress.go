@@ -63,7 +63,9 @@ type IngressBackend struct {
 // known kind, Services named, IPRanges CIDRs, principals only when an
 // https backend validates client certificates; an http backend needs a
 // Service or IPRange source, since plaintext is admitted by source address
-// alone; matches naming HTTPRouteGroups. It returns the validated policy
+// alone, and an https backend without sniHosts needs one too, or its
+// chain could not be told from the mesh's own TLS chain on that port;
+// matches naming HTTPRouteGroups. It returns the validated policy
 // with the names of its HTTPRouteGroups (ResolveIngressBackend resolves
 // them).
 func IngressBackendObject(namespace string, ib *meshv1.IngressBackend) (*IngressBackend, []string, *Rejection) {
@@ -170,6 +172,16 @@ func IngressBackendObject(namespace string, ib *meshv1.IngressBackend) (*Ingress
 	if httpBackend >= 0 && len(out.Services) == 0 && len(out.IPRanges) == 0 {
 		return nil, nil, Reject(ReasonMissingField, "spec.sources", "backend %q port %d (spec.backends[%d]) is http, which is admitted by source address: list a Service or IPRange source",
 			ib.GetBackends()[httpBackend].GetName(), ib.GetBackends()[httpBackend].GetPort().GetNumber(), httpBackend)
+	}
+
+	if len(out.Services) == 0 && len(out.IPRanges) == 0 {
+		for i, b := range ib.GetBackends() {
+			if strings.EqualFold(b.GetPort().GetProtocol(), IngressHTTPS) && len(b.GetTls().GetSniHosts()) == 0 {
+				return nil, nil, Reject(ReasonMissingField, fmt.Sprintf("spec.backends[%d].tls.sniHosts", i),
+					"https backend %q port %d needs sniHosts or a Service or IPRange source: without either, its filter chain would take the mesh's own TLS connections to that port",
+					b.GetName(), b.GetPort().GetNumber())
+			}
+		}
 	}
 
 	var groups []string

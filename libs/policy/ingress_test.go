@@ -71,6 +71,11 @@ func TestIngressBackendObject(t *testing.T) {
 		}, &Rejection{ReasonUnsupportedField, "spec.sources[3]", "spec.sources[3]: an AuthenticatedPrincipal is matched against the client certificate of an https backend, and no backend is https with client certificate validation"}},
 		{"http without an address source", func(ib *meshv1.IngressBackend) { ib.Sources = ib.Sources[3:] },
 			&Rejection{ReasonMissingField, "spec.sources", `spec.sources: backend "httpbin" port 14001 (spec.backends[0]) is http, which is admitted by source address: list a Service or IPRange source`}},
+		{"https by principal alone, without sniHosts", func(ib *meshv1.IngressBackend) {
+			ib.Backends = ib.Backends[1:]
+			ib.Backends[0].Tls.SniHosts = nil
+			ib.Sources = ib.Sources[3:]
+		}, &Rejection{ReasonMissingField, "spec.backends[0].tls.sniHosts", `spec.backends[0].tls.sniHosts: https backend "secure" port 8443 needs sniHosts or a Service or IPRange source: without either, its filter chain would take the mesh's own TLS connections to that port`}},
 		{"match of another kind", func(ib *meshv1.IngressBackend) {
 			ib.Matches[0].Kind = "Egress"
 			ib.Matches[0].ApiGroup = "policy.openservicemesh.io/v1alpha1"

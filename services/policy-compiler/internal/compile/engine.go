@@ -227,6 +227,8 @@ type Engine struct {
 	egress egressState
 	// ups are the UpstreamTrafficSettings (upstream.go).
 	ups upstreams
+	// ing are the IngressBackends (ingress.go).
+	ing ingresses
 }
 
 // New returns an Engine with an empty model.
@@ -243,6 +245,7 @@ func New(o Options) *Engine {
 		bare:   bareNames{},
 		egress: newEgressState(),
 		ups:    newUpstreams(),
+		ing:    newIngresses(),
 	}
 }
 
@@ -327,6 +330,7 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		}
 		for _, svc := range beforeSvcs {
 			e.dirty.endpoints(svc)
+			e.ingressSourceChanged(svc)
 			// A slice also resolves named target ports.
 			if !sameTargets(e.svcs.ports(svc), e.servicePorts(svc)) {
 				e.dirty.service(svc)
@@ -338,6 +342,8 @@ func (e *Engine) Apply(kind, namespace, name string, value proto.Message) error 
 		e.egress.changed(nn)
 	case layout.KindUpstreamTrafficSetting:
 		e.upstreamObserved(nn)
+	case layout.KindIngressBackend:
+		e.ingressObserved(nn)
 	case layout.KindServiceAccount:
 		// A group exists only while its ServiceAccount does: the edge
 		// serves no certificate, and keeps no stream, for an identity the
@@ -498,6 +504,7 @@ func (e *Engine) markAll() {
 		layout.KindRetry:          e.m.RetryNames(),
 
 		layout.KindUpstreamTrafficSetting: e.m.ObjectNames(layout.KindUpstreamTrafficSetting),
+		layout.KindIngressBackend:         e.m.ObjectNames(layout.KindIngressBackend),
 	} {
 		for _, nn := range names {
 			e.dirty.policy(kind, nn)

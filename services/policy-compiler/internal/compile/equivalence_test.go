@@ -52,6 +52,7 @@ func incrementalEqualsCold(t *testing.T, nsEvery int) {
 			var order []string
 			base := append(synth.Generate(cfg), synth.BookstoreEgress()...)
 			base = append(base, synth.BookstoreShapes()...) // headless and selectorless Services
+			base = append(base, synth.BookstoreIngress()...)
 			for _, o := range base {
 				if _, ok := state[o.Key()]; !ok {
 					order = append(order, o.Key())
@@ -258,6 +259,8 @@ func mutate(rng *rand.Rand, o synth.Object) synth.Object {
 		}
 	case *meshv1.Egress:
 		mutateEgress(rng, v)
+	case *meshv1.IngressBackend:
+		mutateIngress(rng, v)
 	case *meshv1.Namespace:
 		switch rng.Intn(3) {
 		case 0:

@@ -83,8 +83,9 @@ func downstreamTLS(tp *tlsv3.TlsParameters) (*corev3.TransportSocket, error) {
 
 // buildInboundListener builds the inbound listener of identity id: one TLS
 // filter chain per destination port, with RBAC from targets (nil targets
-// and permissive: any authenticated mesh client).
-func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string, tp *tlsv3.TlsParameters) (*Resource, error) {
+// and permissive: any authenticated mesh client), then the chains of its
+// IngressBackends for traffic from outside the mesh (ingress.go).
+func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string, tp *tlsv3.TlsParameters, ingress ...ingressChain) (*Resource, error) {
 	l := &listenerv3.Listener{
 		Name:             InboundListenerName(id),
 		Address:          socketAddress("0.0.0.0", InboundListenerPort),
@@ -120,6 +121,13 @@ func buildInboundListener(id model.Identity, ports []inboundPort, targets []name
 			TransportSocket: ts,
 			Filters:         filters,
 		})
+	}
+	for _, c := range ingress {
+		fc, err := buildIngressChain(c, tp)
+		if err != nil {
+			return nil, fmt.Errorf("inbound listener %s: %s: %w", l.Name, c.name, err)
+		}
+		l.FilterChains = append(l.FilterChains, fc)
 	}
 	return newResource(layout.TypeListener, l.Name, l)
 }

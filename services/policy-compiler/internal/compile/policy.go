@@ -285,6 +285,7 @@ func (e *Engine) compilePolicies(d *Delta) {
 	}
 	e.compileRetryPolicies(d)
 	e.compileUpstreams(d)
+	e.compileIngresses(d)
 	for _, nn := range multimap.Sorted(e.dirty.split) {
 		s, ok := review(&e.pol, d, layout.KindTrafficSplit, nn, e.m.TrafficSplit(nn), ValidateTrafficSplit)
 		if !ok {

@@ -313,8 +313,10 @@ func modelObjects(e *Engine) []synth.Object {
 	for _, nn := range m.TrafficSplitNames() {
 		out = append(out, synth.Object{Kind: layout.KindTrafficSplit, Namespace: nn.Namespace, Name: nn.Name, Msg: m.TrafficSplit(nn)})
 	}
-	for _, nn := range m.ObjectNames(layout.KindUpstreamTrafficSetting) {
-		out = append(out, synth.Object{Kind: layout.KindUpstreamTrafficSetting, Namespace: nn.Namespace, Name: nn.Name, Msg: m.UpstreamTrafficSetting(nn)})
+	for _, kind := range []string{layout.KindUpstreamTrafficSetting, layout.KindIngressBackend} {
+		for _, nn := range m.ObjectNames(kind) {
+			out = append(out, synth.Object{Kind: kind, Namespace: nn.Namespace, Name: nn.Name, Msg: m.Object(kind, nn)})
+		}
 	}
 	return out
 }

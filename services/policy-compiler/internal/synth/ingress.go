@@ -1,6 +1,8 @@
 package synth
 
 import (
+	"fmt"
+
 	"github.com/openservicemesh/osm/libs/layout"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
@@ -44,4 +46,42 @@ func BookstoreIngress() []Object {
 			},
 		}),
 	}
+}
+
+// IngressController is an ingress controller in the mesh's namespace
+// ingress-nginx (a Service ingress-nginx-controller whose slice lists the
+// given addresses), the source of PaperIngress's IngressBackends.
+func IngressController(ips ...string) []Object {
+	web := Port{Number: 80, Name: "http", AppProtocol: "http"}
+	var eps []Endpoint
+	for i, ip := range ips {
+		eps = append(eps, Endpoint{Pod: fmt.Sprintf("ingress-nginx-controller-%d", i), IP: ip})
+	}
+	return []Object{
+		Namespace("ingress-nginx"),
+		Service("ingress-nginx", "ingress-nginx-controller", "10.96.50.1", map[string]string{"app": "ingress-nginx"}, web),
+		EndpointSlice("ingress-nginx", "ingress-nginx-controller", "ingress-nginx-controller-abcde", []Port{web}, eps...),
+	}
+}
+
+// IngressBackends are n IngressBackends of c, one on each of its first n
+// http services (named <service>-ingress), admitting the IngressController
+// and 192.0.2.0/24 over http.
+func (c Config) IngressBackends(n int) []Object {
+	var out []Object
+	for i := 0; len(out) < n && i < c.Services; i++ {
+		p := SyntheticPort(i)
+		if p.AppProtocol != "http" {
+			continue
+		}
+		ns, name := c.SvcNamespace(i), SvcName(i)
+		out = append(out, IngressBackend(ns, name+"-ingress", &meshv1.IngressBackend{
+			Backends: []*meshv1.IngressBackendBackend{{Name: name, Port: &meshv1.IngressBackendPort{Number: p.Number, Protocol: "http"}}},
+			Sources: []*meshv1.IngressSource{
+				{Kind: "Service", Name: "ingress-nginx-controller", Namespace: "ingress-nginx"},
+				{Kind: "IPRange", Name: "192.0.2.0/24"},
+			},
+		}))
+	}
+	return out
 }

@@ -279,3 +279,36 @@ func TestIngressIncrementalEqualsCold(t *testing.T) {
 		})
 	}
 }
+
+// TestIngressSkipClientCertValidation: an https backend with
+// tls.skipClientCertValidation terminates TLS without asking for a client
+// certificate; its RBAC admits by source address alone.
+func TestIngressSkipClientCertValidation(t *testing.T) {
+	e, _ := withIngress(t)
+	apply(t, e, ingressWith(1, func(ib *meshv1.IngressBackend) {
+		ib.Backends[0].Tls.SkipClientCertValidation = true
+		ib.Sources = ib.Sources[:1]
+	}))
+	validateAll(t, e)
+	s := ingressChainOf(t, e, "bookstore", "bookstore-v2", "ingress:bookstore/bookstore-v2|14001")
+	if s == nil {
+		t.Fatal("bookstore-v2 has no ingress chain")
+	}
+	var tls tlsv3.DownstreamTlsContext
+	if err := s.GetTransportSocket().GetTypedConfig().UnmarshalTo(&tls); err != nil {
+		t.Fatal(err)
+	}
+	if tls.GetRequireClientCertificate().GetValue() || tls.GetCommonTlsContext().GetValidationContextType() != nil ||
+		tls.GetCommonTlsContext().GetTlsCertificateSdsSecretConfigs()[0].GetName() != layout.SecretServiceCert {
+		t.Errorf("https TLS with skipClientCertValidation = %v", &tls)
+	}
+	var rbac netrbacv3.RBAC
+	if err := s.GetFilters()[0].GetTypedConfig().UnmarshalTo(&rbac); err != nil {
+		t.Fatal(err)
+	}
+	if ids := rbac.GetRules().GetPolicies()["ingress-sources"].GetPrincipals()[0].GetOrIds().GetIds(); len(ids) != 1 ||
+		ids[0].GetDirectRemoteIp().GetAddressPrefix() != "10.244.9.10" {
+		t.Errorf("https rbac with skipClientCertValidation = %v", rbac.GetRules())
+	}
+	equalsCold(t, e)
+}

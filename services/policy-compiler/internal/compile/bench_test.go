@@ -104,9 +104,14 @@ func BenchmarkColdCompile(b *testing.B) {
 		{"paper-10k-permissive", paperPermissive()},
 		// With 1,000 Egress objects, each giving two identities egress.
 		{"paper-10k-egress", synth.PaperEgress},
+		// OSM's whole policy surface at once (surfaceObjects).
+		{"paper-10k-surface", synth.PaperEgress},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			objs := synth.Generate(c.cfg)
+			if c.name == "paper-10k-surface" {
+				objs = surfaceObjects()
+			}
 			var e *Engine
 			var after runtime.MemStats
 			var cpu time.Duration
@@ -164,6 +169,12 @@ func BenchmarkIncrementalEndpoint(b *testing.B) { incrementalEndpoint(b, synth.P
 // time: one ClusterLoadAssignment is written, whatever else the mesh holds.
 func incrementalEndpoint(b *testing.B, cfg synth.Config) {
 	e, _ := loaded(b, cfg)
+	incrementalEndpointOn(b, e, cfg)
+}
+
+// incrementalEndpointOn is incrementalEndpoint on e, a mesh holding cfg's
+// objects and maybe more.
+func incrementalEndpointOn(b *testing.B, e *Engine, cfg synth.Config) {
 	percentiles(b, func(i int) {
 		svc := (i * 7919) % cfg.Services
 		o := cfg.Slice(svc, fmt.Sprintf("192.168.%d.%d", (i>>8)&255, i&255))

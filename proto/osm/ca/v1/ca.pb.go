@@ -218,13 +218,25 @@ type SignRequest struct {
 	// spiffe://<trust-domain>/ns/<namespace>/sa/<serviceaccount>. The trust
 	// domain must be the mesh's.
 	Identity string `protobuf:"bytes,2,opt,name=identity,proto3" json:"identity,omitempty"`
-	// Requested lifetime. Unset means the mesh default (24 h). The CA may
-	// shorten it: a leaf never outlives its issuer.
+	// Requested lifetime. Unset means the CA's default (its --default-ttl,
+	// 24 h unless set). The CA may shorten it: a leaf never outlives its
+	// issuer; over the CA's maximum see clamp_ttl.
 	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// What the certificate is for; required. The xds-edge may ask only for
 	// CERTIFICATE_USAGE_SERVICE, the injector-webhook only for
 	// CERTIFICATE_USAGE_XDS_CLIENT.
-	Usage         CertificateUsage `protobuf:"varint,4,opt,name=usage,proto3,enum=osm.ca.v1.CertificateUsage" json:"usage,omitempty"`
+	Usage CertificateUsage `protobuf:"varint,4,opt,name=usage,proto3,enum=osm.ca.v1.CertificateUsage" json:"usage,omitempty"`
+	// What the CA does with a ttl over its maximum (the cert-authority's
+	// --max-ttl). false: refuses it with ttl_too_long. true: signs for the
+	// maximum instead and logs that it did ("sign ttl clamped", with the
+	// asked, granted and maximum lifetimes); the caller sees the granted
+	// lifetime in not_after. The xds-edge sets it for the lifetime the
+	// MeshConfig names (spec.certificate.serviceCertValidityDuration), so
+	// that a MeshConfig asking more than the CA grants gets certificates of
+	// the CA's maximum rather than none. A CA older than this field refuses
+	// with ttl_too_long; the edge then asks again without a ttl (the CA's
+	// --default-ttl).
+	ClampTtl      bool `protobuf:"varint,5,opt,name=clamp_ttl,json=clampTtl,proto3" json:"clamp_ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +297,13 @@ func (x *SignRequest) GetUsage() CertificateUsage {
 		return x.Usage
 	}
 	return CertificateUsage_CERTIFICATE_USAGE_UNSPECIFIED
+}
+
+func (x *SignRequest) GetClampTtl() bool {
+	if x != nil {
+		return x.ClampTtl
+	}
+	return false
 }
 
 // SignResponse carries the signed certificate.
@@ -728,12 +747,13 @@ var File_osm_ca_v1_ca_proto protoreflect.FileDescriptor
 
 const file_osm_ca_v1_ca_proto_rawDesc = "" +
 	"\n" +
-	"\x12osm/ca/v1/ca.proto\x12\tosm.ca.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17osm/mesh/v1/trust.proto\"\x9b\x01\n" +
+	"\x12osm/ca/v1/ca.proto\x12\tosm.ca.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17osm/mesh/v1/trust.proto\"\xb8\x01\n" +
 	"\vSignRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\x12\x1a\n" +
 	"\bidentity\x18\x02 \x01(\tR\bidentity\x12+\n" +
 	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x121\n" +
-	"\x05usage\x18\x04 \x01(\x0e2\x1b.osm.ca.v1.CertificateUsageR\x05usage\"\xbd\x01\n" +
+	"\x05usage\x18\x04 \x01(\x0e2\x1b.osm.ca.v1.CertificateUsageR\x05usage\x12\x1b\n" +
+	"\tclamp_ttl\x18\x05 \x01(\bR\bclampTtl\"\xbd\x01\n" +
 	"\fSignResponse\x122\n" +
 	"\x15certificate_chain_pem\x18\x01 \x01(\fR\x13certificateChainPem\x12\x1b\n" +
 	"\tissuer_id\x18\x02 \x01(\tR\bissuerId\x127\n" +

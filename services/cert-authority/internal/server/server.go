@@ -117,11 +117,16 @@ func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRes
 		s.metrics.record(ctx, rpcSign, start, err) // not logged: a flood would flood the log too
 		return nil, err
 	}
-	leaf, err := s.sign(ctx, req)
+	ttl, asked := s.signTTL(req)
+	leaf, err := s.sign(ctx, req, ttl)
 	s.metrics.record(ctx, rpcSign, start, err)
 	if err != nil {
 		s.log.WithContext(ctx).WithFields(logrus.Fields{"identity": req.GetIdentity(), "caller_role": callerRole(ctx), "reason": reasonLabel(err)}).WithError(err).Info("sign refused")
 		return nil, toStatus(err)
+	}
+	if asked != ttl {
+		s.log.WithContext(ctx).WithFields(logrus.Fields{"identity": req.GetIdentity(), "caller_role": callerRole(ctx), "asked_ttl": asked.String(),
+			"granted_ttl": ttl.String(), "reason": "the asked ttl exceeds --max-ttl"}).Info("sign ttl clamped")
 	}
 	return &cav1.SignResponse{
 		CertificateChainPem: leaf.ChainPEM,
@@ -131,12 +136,12 @@ func (s *Server) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRes
 	}, nil
 }
 
-func (s *Server) sign(ctx context.Context, req *cav1.SignRequest) (*pki.Leaf, error) {
+func (s *Server) sign(ctx context.Context, req *cav1.SignRequest, ttl time.Duration) (*pki.Leaf, error) {
 	usage, err := signUsage(callerRole(ctx), req.GetUsage())
 	if err != nil {
 		return nil, err
 	}
-	wr, err := s.wl.ValidateWorkload(req.GetCsr(), req.GetIdentity(), usage, ttlOf(req.GetTtl().AsDuration(), req.GetTtl() != nil))
+	wr, err := s.wl.ValidateWorkload(req.GetCsr(), req.GetIdentity(), usage, ttl)
 	if err != nil {
 		return nil, err
 	}

@@ -130,8 +130,9 @@ func (c *config) flags(f *app.Flags) {
 	f.String(&c.provider, "provider", providerBuiltin, `certificate provider: "builtin" or "vault"`)
 	f.String(&c.grpcAddr, "grpc-addr", ":9443", "address of the gRPC (mutual TLS) listener")
 	f.String(&c.dnsNames, "server-dns-names", "", "comma-separated DNS names in the CA's serving certificate (default osm-cert-authority.<namespace>.svc)")
-	f.Duration(&c.defaultTTL, "default-ttl", 24*time.Hour, "lifetime of a workload certificate when the request names none")
-	f.Duration(&c.maxTTL, "max-ttl", 48*time.Hour, "longest workload certificate lifetime a request may ask for")
+	f.Duration(&c.defaultTTL, "default-ttl", 24*time.Hour, "lifetime of a workload certificate when the request names none: the xds-edge names the MeshConfig's spec.certificate.serviceCertValidityDuration when it is set, else its --cert-ttl when set")
+	f.Duration(&c.maxTTL, "max-ttl", 48*time.Hour, "longest workload certificate lifetime: a request over it is refused (ttl_too_long), unless it sets clamp_ttl, as the xds-edge does for the MeshConfig's serviceCertValidityDuration: "+
+		"it is then signed for --max-ttl and the CA logs \"sign ttl clamped\" with the asked and granted lifetimes. Example: a MeshConfig asking 72h with --max-ttl=48h gets 48h certificates")
 	f.Duration(&c.maxConnectionAge, "max-connection-age", 10*time.Minute,
 		app.MaxConnectionAgeHelp)
 	f.Int(&c.bootstrapRate, "bootstrap-rate", int(server.DefaultLimits.Bootstrap.Rate),

@@ -20,7 +20,8 @@ import (
 // RPCs, and nothing more: the real CA is internal to
 // services/cert-authority, and the end-to-end test against it belongs to
 // the tests/ module. It signs the CSR's public key for the requested
-// identity with its root, honouring the requested TTL. Tests can make Sign
+// identity with its root, honouring the requested TTL (none: 24h, the
+// cert-authority's default). Tests can make Sign
 // fail or certify the wrong identity.
 type FakeCA struct {
 	cav1.UnimplementedCertificateAuthorityServiceServer
@@ -89,7 +90,11 @@ func (f *FakeCA) Sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignRes
 	if f.wrongName {
 		uri = "spiffe://cluster.local/ns/evil/sa/evil"
 	}
-	chain, _, err := f.Root.SignPublic(csr.PublicKey, uri, nil, nil, req.GetTtl().AsDuration())
+	ttl := req.GetTtl().AsDuration()
+	if req.GetTtl() == nil {
+		ttl = 24 * time.Hour // the cert-authority's --default-ttl
+	}
+	chain, _, err := f.Root.SignPublic(csr.PublicKey, uri, nil, nil, ttl)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "%v", err)
 	}

@@ -25,11 +25,13 @@ const (
 	flagWatcherNamespace  = "--namespace"
 	flagCompilerNamespace = "--namespace"
 	flagInjectorNamespace = "--namespace"
+	flagEdgeNamespace     = "--namespace"
 	flagWatcherPod        = "--pod-name"
 	flagCompilerPod       = "--pod-name"
 	flagEdgePod           = "--pod-name"
 	flagCompilerMeshCfg   = "--mesh-config"
 	flagInjectorMeshCfg   = "--mesh-config"
+	flagEdgeMeshCfg       = "--mesh-config"
 
 	// The CA client of the injector and the edge.
 	flagCAAddr        = "--ca-addr"
@@ -95,7 +97,7 @@ func (m *Mesh) args(c Component, admin, addr string) []string {
 		a = append(a, flagCompilerNamespace, o.Namespace, flagCompilerMeshCfg, o.MeshConfig, flagCompilerPod, o.Name)
 	case Edge:
 		a = append(a, caClient...)
-		a = append(a, flagListenAddr, addr, flagEdgePod, o.Name+"-edge-0")
+		a = append(a, flagListenAddr, addr, flagEdgePod, o.Name+"-edge-0", flagEdgeNamespace, o.Namespace, flagEdgeMeshCfg, o.MeshConfig)
 		if o.AckStatusInterval > 0 {
 			a = append(a, flagEdgeAckInterval, o.AckStatusInterval.String())
 		}

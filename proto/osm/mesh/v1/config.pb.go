@@ -467,9 +467,12 @@ func (x *ObservabilitySpec) GetTracing() *TracingSpec {
 // CertificateSpec configures workload certificates.
 type CertificateSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Lifetime of workload certificates; renewal happens at half of it. Unset
-	// means the default of 24 hours; a value that does not parse is recorded
-	// in MeshConfig.invalid_fields.
+	// Lifetime of the service certificates the xds-edge asks the
+	// cert-authority for (with clamp_ttl: at most the CA's --max-ttl);
+	// renewal happens at half of it, and an edit applies at each
+	// certificate's next issue or renewal. Unset means the edge's --cert-ttl,
+	// else the CA's --default-ttl (24 hours); a value that does not parse is
+	// recorded in MeshConfig.invalid_fields.
 	ServiceCertValidityDuration *durationpb.Duration `protobuf:"bytes,1,opt,name=service_cert_validity_duration,json=serviceCertValidityDuration,proto3" json:"service_cert_validity_duration,omitempty"`
 	unknownFields               protoimpl.UnknownFields
 	sizeCache                   protoimpl.SizeCache

@@ -30,6 +30,7 @@ import (
 	"github.com/openservicemesh/osm/libs/caclient"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/debug"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/meshcfg"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
 )
@@ -55,6 +56,11 @@ type Deps struct {
 	Signer sds.Signer
 	// CertTTL and CertLinger tune service certificates (see sds.Options).
 	CertTTL, CertLinger time.Duration
+	// MeshConfigNamespace and MeshConfigName name the MeshConfig whose
+	// spec.certificate.serviceCertValidityDuration sets the service
+	// certificates' lifetime (read from KV mesh-observed, see
+	// meshconfig.go); an empty name follows none.
+	MeshConfigNamespace, MeshConfigName string
 	// CertRetryMax caps the wait between attempts to sign a service
 	// certificate while the CA fails (sds.Options.RetryMax); 0 is 30s.
 	CertRetryMax time.Duration
@@ -92,6 +98,9 @@ type Edge struct {
 	feed        *feed
 	grpc        *grpc.Server
 	issuer      *sds.Issuer
+	// meshConfig follows the MeshConfig; nil without one (or without an
+	// issuer).
+	meshConfig *meshcfg.Follower
 	// debug serves the debug API on Deps.Debug; nil without it.
 	debug *http.Server
 }
@@ -141,10 +150,19 @@ func New(d Deps) (*Edge, error) {
 		e.d.Debug = d.Debug
 	}
 	if d.Signer != nil {
-		e.issuer, err = sds.New(sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger,
-			RetryMax: d.CertRetryMax, Meter: d.Meter})
+		so := sds.Options{Signer: d.Signer, Sink: srv, Log: d.Log.WithField("component", "sds"), TTL: d.CertTTL, Linger: d.CertLinger,
+			RetryMax: d.CertRetryMax, Meter: d.Meter}
+		if d.MeshConfigName != "" {
+			so.AwaitLifetime = awaitMeshConfig
+		}
+		e.issuer, err = sds.New(so)
 		if err != nil {
 			return nil, err
+		}
+		if d.MeshConfigName != "" {
+			if e.meshConfig, err = newMeshConfigFollower(d, e.issuer); err != nil {
+				return nil, err
+			}
 		}
 		srv.SetSecretSource(e.issuer)
 	}
@@ -185,6 +203,9 @@ func (e *Edge) Start(ctx context.Context) error {
 	})
 	if e.issuer != nil {
 		g.Go(func() error { return e.issuer.Start(gctx) })
+	}
+	if e.meshConfig != nil {
+		g.Go(func() error { return e.meshConfig.Start(gctx) })
 	}
 	if e.debug != nil {
 		g.Go(func() error { return serveDebug(gctx, e.debug, e.d.Debug, e.d.StopGrace) })

@@ -21,12 +21,12 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/openservicemesh/osm/libs/backoff"
 	"github.com/openservicemesh/osm/libs/identity"
@@ -50,8 +50,13 @@ type Options struct {
 	Signer Signer
 	Sink   Sink
 	Log    *logrus.Entry
-	// TTL is the lifetime asked of the CA (which may shorten it).
+	// TTL is the lifetime asked of the CA (which may shorten it) while
+	// SetLifetime has set none; 0 asks none: the CA's --default-ttl.
 	TTL time.Duration
+	// AwaitLifetime, when positive, holds the first signatures back until
+	// SetLifetime is first called or this long after New, so that the
+	// certificates issued at start follow the MeshConfig; 0 does not wait.
+	AwaitLifetime time.Duration
 	// Linger keeps an identity's certificate (and renews it) this long after
 	// its last proxy left, so that a reconnecting proxy needs no new
 	// signature.
@@ -88,6 +93,12 @@ type Issuer struct {
 
 	mu      sync.Mutex
 	entries map[identity.ID]*entry
+
+	// meshTTL is the lifetime SetLifetime set (see lifetime.go); known is
+	// closed at its first call or after Options.AwaitLifetime.
+	meshTTL   atomic.Int64
+	known     chan struct{}
+	knownOnce sync.Once
 }
 
 type entry struct {
@@ -102,9 +113,6 @@ func New(o Options) (*Issuer, error) {
 	if o.Signer == nil || o.Sink == nil || o.Log == nil {
 		return nil, errors.New("sds: Signer, Sink and Log are required")
 	}
-	if o.TTL <= 0 {
-		o.TTL = 24 * time.Hour
-	}
 	if o.RetryMin <= 0 {
 		o.RetryMin = 500 * time.Millisecond
 	}
@@ -112,7 +120,12 @@ func New(o Options) (*Issuer, error) {
 		o.RetryMax = max(30*time.Second, o.RetryMin)
 	}
 	base, stop := context.WithCancel(context.Background())
-	i := &Issuer{opts: o, base: base, stopBase: stop, entries: map[identity.ID]*entry{}}
+	i := &Issuer{opts: o, base: base, stopBase: stop, entries: map[identity.ID]*entry{}, known: make(chan struct{})}
+	if o.AwaitLifetime > 0 {
+		time.AfterFunc(o.AwaitLifetime, func() { i.knownOnce.Do(func() { close(i.known) }) })
+	} else {
+		i.knownOnce.Do(func() { close(i.known) })
+	}
 	if o.Meter != nil {
 		if err := i.gauges(o.Meter); err != nil {
 			stop()
@@ -234,8 +247,12 @@ func (i *Issuer) Release(id identity.ID) {
 func (i *Issuer) maintain(ctx context.Context, id identity.ID, e *entry) {
 	log := i.opts.Log.WithField("identity", id.String())
 	failures := 0
+	if !i.awaitLifetime(ctx) {
+		return
+	}
 	for {
 		cert, err := i.issue(ctx, id)
+		got := time.Now()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -255,7 +272,7 @@ func (i *Issuer) maintain(ctx context.Context, id identity.ID, e *entry) {
 		if err := i.opts.Sink.SetCertificate(id, cert.ChainPEM, cert.KeyPEM, cert.Serial); err != nil {
 			log.WithError(err).Error("service certificate not installed")
 		}
-		renew := cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2)
+		renew := renewAt(cert, got)
 		log.WithFields(logrus.Fields{"serial": cert.Serial, "not_after": cert.NotAfter, "renew_at": renew}).Debug("service certificate issued")
 		// A backdated or very short certificate must not make the loop spin.
 		if !sleep(ctx, max(time.Until(renew), i.opts.RetryMin)) {
@@ -285,7 +302,7 @@ func (i *Issuer) issue(ctx context.Context, id identity.ID) (*Certificate, error
 	if err != nil {
 		return nil, err
 	}
-	resp, err := i.opts.Signer.Sign(ctx, &cav1.SignRequest{Csr: csr, Identity: id.String(), Ttl: durationpb.New(i.opts.TTL), Usage: cav1.CertificateUsage_CERTIFICATE_USAGE_SERVICE})
+	resp, err := i.sign(ctx, i.signRequest(csr, id))
 	if err != nil {
 		return nil, fmt.Errorf("sign csr for %s: %w", id, err)
 	}

@@ -63,7 +63,9 @@ func Spec(Options) app.Spec {
 		Summary: "OSM's xDS tier: serves Envoy sidecars over ADS (state of the world and delta, with SDS) on an\n" +
 			"mTLS listener, from KV mesh-compiled and mesh-trust in NATS. A proxy's identity is the URI SAN\n" +
 			"of its client certificate, in --trust-domain (proxies of any other domain are refused).\n" +
-			"/readyz stays false until the initial sync is complete. It makes no Kubernetes API call.\n" +
+			"/readyz stays false until the initial sync is complete. It makes no Kubernetes API call: the MeshConfig\n" +
+			"--mesh-config in --namespace, whose spec.certificate.serviceCertValidityDuration sets the service\n" +
+			"certificates' lifetime, is read from KV mesh-observed.\n" +
 			"With --debug-addr it serves the debug API that osm proxy reads, to the operator's certificate only.\n" +
 			"It runs with GOGC=200 unless the GOGC environment variable is set.",
 		UsesNATS: true,
@@ -81,10 +83,11 @@ func (c *config) flags(f *app.Flags) {
 	f.String(&c.tlsCertFile, "tls-cert-file", "", "override: serve the ADS listener with this certificate file (reloaded when it changes) instead of the edge's own certificate from the cert-authority's Bootstrap")
 	f.String(&c.tlsKeyFile, "tls-key-file", "", "override: serving key of --tls-cert-file")
 	f.String(&c.tlsClientCAFile, "tls-client-ca-file", "", "extra roots that verify proxies' client certificates, besides every root of the mesh-trust bundle; a proxy's identity is the URI SAN of its certificate")
-	c.cp.Flags(f, app.CPPodName|app.CPTrustDomain)
+	c.cp.Flags(f, app.CPPodName|app.CPTrustDomain|app.CPMeshConfig)
 	f.Deprecated("edge-id", "pod-name")
 	c.ca.Flags(f)
-	f.Duration(&c.certTTL, "cert-ttl", 24*time.Hour, "lifetime asked for service certificates; each is renewed at half of its lifetime")
+	f.Duration(&c.certTTL, "cert-ttl", 0, "lifetime asked for service certificates while the MeshConfig (--mesh-config) sets no spec.certificate.serviceCertValidityDuration, which wins; "+
+		"0 asks none: the cert-authority's --default-ttl. Each certificate is renewed at half of its lifetime; a change applies at each certificate's next issue or renewal")
 	f.Duration(&c.certRetryMax, "cert-retry-max", 30*time.Second, "longest wait between attempts to have a service certificate signed while the cert-authority fails (jittered exponential backoff from 500ms)")
 	f.Duration(&c.certLinger, "cert-linger", 5*time.Minute, "how long an identity's certificate is kept after its last proxy left, for reconnects")
 	f.Duration(&c.natsLostThreshold, "nats-lost-threshold", 30*time.Second, "after NATS is lost this long the edge turns not-ready (connected proxies keep their last good state)")
@@ -132,7 +135,7 @@ func (c *config) validate() error {
 		v    time.Duration
 		min  time.Duration
 	}{
-		{"cert-ttl", c.certTTL, time.Minute}, {"cert-retry-max", c.certRetryMax, 500 * time.Millisecond}, {"nats-lost-threshold", c.natsLostThreshold, time.Second},
+		{"cert-retry-max", c.certRetryMax, 500 * time.Millisecond}, {"nats-lost-threshold", c.natsLostThreshold, time.Second},
 		{"keepalive-time", c.keepaliveTime, time.Second}, {"keepalive-timeout", c.keepaliveTimeout, time.Second},
 		{"max-connection-age", c.maxConnectionAge, time.Minute}, {"max-connection-age-grace", c.maxConnectionAgeGrace, time.Second},
 	} {
@@ -147,6 +150,9 @@ func (c *config) validate() error {
 		if d.v < 0 {
 			return app.FlagError(d.name, "must not be negative, got %s", d.v)
 		}
+	}
+	if c.certTTL != 0 && c.certTTL < edge.MinCertLifetime {
+		return app.FlagError("cert-ttl", "must be 0 (the cert-authority's --default-ttl) or at least %s, got %s", edge.MinCertLifetime, c.certTTL)
 	}
 	for _, n := range []struct {
 		name string
@@ -235,7 +241,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 			MaxConcurrentStreams: uint32(c.maxStreamsPerConn),
 		},
 		Signer:  cav1.NewCertificateAuthorityServiceClient(caConn),
-		CertTTL: c.certTTL, CertLinger: c.certLinger, CertRetryMax: c.certRetryMax, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
+		CertTTL: c.certTTL, CertLinger: c.certLinger, MeshConfigNamespace: c.cp.Namespace, MeshConfigName: c.cp.MeshConfig, CertRetryMax: c.certRetryMax, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
 		Admission: rate.NewLimiter(rate.Limit(c.streamRate), c.streamBurst),
 		Meter:     rt.Meter(), BundleChanged: bundleChanged,
 	})

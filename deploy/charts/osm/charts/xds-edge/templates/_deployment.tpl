@@ -57,7 +57,7 @@ spec:
           imagePullPolicy: {{ $g.image.pullPolicy }}
           args:
             {{- include "osm.adminArgs" $c | nindent 12 }}
-            {{- include "osm.meshArgs" (dict "ctx" $ctx "flags" (list "trust-domain")) | trim | nindent 12 }}
+            {{- include "osm.meshArgs" (dict "ctx" $ctx "flags" (list "namespace" "mesh-config" "trust-domain")) | trim | nindent 12 }}
             {{- include "osm.natsArgs" (dict "ctx" $ctx "role" "edge") | trim | nindent 12 }}
             {{- include "osm.caClientArgs" $c | nindent 12 }}
             - --listen-addr=:15128

@@ -181,23 +181,7 @@ var Usages = map[identity.Usage]cav1.CertificateUsage{
 // Sign issues a workload certificate for id, for usage u (the CA lets each
 // caller role sign one usage only).
 func Sign(ctx context.Context, c cav1.CertificateAuthorityServiceClient, id identity.ID, u identity.Usage, ttl time.Duration) (*Issued, error) {
-	key, err := identity.NewKey()
-	if err != nil {
-		return nil, err
-	}
-	csr, err := key.CSRFor(id, u)
-	if err != nil {
-		return nil, err
-	}
-	req := &cav1.SignRequest{Csr: csr, Identity: id.String(), Usage: Usages[u]}
-	if ttl > 0 {
-		req.Ttl = durationpb.New(ttl)
-	}
-	resp, err := c.Sign(ctx, req)
-	if err != nil {
-		return nil, fmt.Errorf("sign %s certificate for %s: %w", u, id, err)
-	}
-	return issued(resp.GetCertificateChainPem(), key)
+	return SignWith(ctx, c, id, u, SignOptions{TTL: ttl})
 }
 
 // PoolFromFile reads the PEM certificates in path into a pool; a file with

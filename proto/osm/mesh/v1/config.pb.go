@@ -467,8 +467,9 @@ func (x *ObservabilitySpec) GetTracing() *TracingSpec {
 // CertificateSpec configures workload certificates.
 type CertificateSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Lifetime of the service certificates the xds-edge asks the
-	// cert-authority for (with clamp_ttl: at most the CA's --max-ttl);
+	// Lifetime of the service certificates the xds-edge (for sidecars) and
+	// the injector-webhook (for proxyless gRPC pods) ask the cert-authority
+	// for (with clamp_ttl: at most the CA's --max-ttl);
 	// renewal happens at half of it, and an edit applies at each
 	// certificate's next issue or renewal. Unset means the edge's --cert-ttl,
 	// else the CA's --default-ttl (24 hours); a value that does not parse is

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/openservicemesh/osm/libs/caclient"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/csrtest"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
@@ -51,6 +52,11 @@ func TestSignGrantsTheAskedLifetime(t *testing.T) {
 				}
 				if r := ReasonFromStatus(err); r != pki.ReasonTTLTooLong && r != pki.ReasonInvalidTTL {
 					t.Fatalf("refused with %v (reason %q), want a ttl reason", status.Convert(err).Message(), r)
+				}
+				// The clients (libs/caclient, the edge's sds) read this
+				// refusal to ask again without a ttl.
+				if tooLong := ReasonFromStatus(err) == pki.ReasonTTLTooLong; caclient.TTLTooLong(err) != tooLong {
+					t.Fatalf("caclient.TTLTooLong(%v) = %v, want %v", err, !tooLong, tooLong)
 				}
 				return
 			}

@@ -103,6 +103,9 @@ type meshConfigWatch struct {
 	base inject.Settings
 	to   settingsSetter
 	log  *logrus.Entry
+	// lifetime, when set, follows spec.certificate.
+	// serviceCertValidityDuration (lifetime.go).
+	lifetime lifetimeSetter
 }
 
 // newMeshConfigWatch watches the MeshConfig namespace/name; base are the
@@ -139,7 +142,9 @@ func (w *meshConfigWatch) apply(obj any) {
 	if u == nil {
 		return
 	}
-	s, err := w.base.WithMeshConfig(meshconfig.Parse(u))
+	mc := meshconfig.Parse(u)
+	w.applyLifetime(mc)
+	s, err := w.base.WithMeshConfig(mc)
 	if err != nil {
 		w.log.WithError(err).WithField("name", u.GetName()).Warn("meshconfig rejected; keeping the previous injection settings")
 		return
@@ -154,5 +159,6 @@ func (w *meshConfigWatch) deleted(obj any) {
 		return
 	}
 	w.to.SetSettings(w.base)
+	w.applyLifetime(nil)
 	w.log.WithField("name", u.GetName()).Info("meshconfig deleted; injection settings back to the flags")
 }

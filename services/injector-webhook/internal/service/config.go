@@ -73,7 +73,7 @@ func (c *Config) Flags(f *app.Flags) {
 	f.Int(&c.ProxyUID, "proxy-uid", 1500, "user id the sidecar runs as; its traffic is not redirected")
 	f.String(&c.XDSAddr, "xds-addr", "osm-xds-edge.osm-system.svc.cluster.local:15128", "address of the xds-edge Service that sidecars connect to")
 	f.String(&c.XDSServerSAN, "xds-server-san", "", "URI SAN sidecars require of the edges; empty means spiffe://<trust-domain>/osm/xds-edge, the edges' control-plane identity")
-	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the bootstrap client certificates (the CA may shorten it)")
+	f.Duration(&c.CertTTL, "cert-ttl", 24*time.Hour, "lifetime of the bootstrap xDS client certificates, and of a proxyless gRPC pod's service certificate while the MeshConfig (--mesh-config) sets no spec.certificate.serviceCertValidityDuration, which wins for those (the CA may shorten it)")
 	f.Int(&c.MaxBody, "max-body", webhook.DefaultMaxBody, "largest AdmissionReview body accepted, in bytes; larger ones get 413")
 	c.Secrets.Flags(f)
 }

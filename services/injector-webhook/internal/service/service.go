@@ -139,6 +139,9 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if err != nil {
 		return err
 	}
+	if is, ok := cert.Issuer.(lifetimeSetter); ok {
+		meshConfig.lifetime = is // proxyless pods' service certificates
+	}
 	handler := &webhook.Handler{Admit: wh, Log: log, MaxBody: int64(c.MaxBody),
 		Observe: func(outcome string, d time.Duration) {
 			attrs := metric.WithAttributes(attribute.String("outcome", outcome))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openservicemesh/osm/libs/caclient"
@@ -22,7 +23,8 @@ import (
 // itself, and fail with it.
 type CAIssuer struct {
 	Client cav1.CertificateAuthorityServiceClient
-	// TTL is the lifetime asked for; the CA may shorten it.
+	// TTL is the lifetime asked for (of service certificates, while
+	// SetServiceLifetime has set none); the CA may shorten it.
 	TTL time.Duration
 	// BundleMaxAge is how long a fetched trust bundle is used before it is
 	// refreshed; 0 means 5 seconds. A root rotation reaches new pods within
@@ -34,6 +36,9 @@ type CAIssuer struct {
 	// Issue fetches the bundle as above.
 	Roots func() ([]byte, error)
 
+	// serviceTTL is SetServiceLifetime's (lifetime.go).
+	serviceTTL atomic.Int64
+
 	mu         sync.Mutex
 	roots      []byte
 	fetchedAt  time.Time
@@ -44,7 +49,7 @@ var _ Issuer = (*CAIssuer)(nil)
 
 // Issue implements Issuer.
 func (c *CAIssuer) Issue(ctx context.Context, id identity.ID, u identity.Usage) (*Certificate, error) {
-	signed, err := caclient.Sign(ctx, c.Client, id, u, c.TTL)
+	signed, err := caclient.SignWith(ctx, c.Client, id, u, c.signOptions(u))
 	if err != nil {
 		return nil, err
 	}

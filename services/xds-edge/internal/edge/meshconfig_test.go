@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/openservicemesh/osm/libs/bus"
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/xdstest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
@@ -92,11 +93,11 @@ func TestEdgeFollowsTheMeshConfigCertificateValidity(t *testing.T) {
 	put(layout.ObservedKey(layout.KindMeshConfig, "osm-system", "another-mesh-config"), validity(5*time.Hour))
 	put(key, validity(10*time.Second))
 	lifetime("10s raised to the 1m minimum", time.Minute)
-	put(key, &meshv1.MeshConfig{InvalidFields: []*meshv1.InvalidField{{FieldPath: fieldCertValidity, Value: "two hours", Message: "not a duration"}}})
+	put(key, &meshv1.MeshConfig{InvalidFields: []*meshv1.InvalidField{{FieldPath: caclient.FieldServiceCertValidity, Value: "two hours", Message: "not a duration"}}})
 	put(key, validity(-time.Hour))
 	put(key, validity(4*time.Hour)) // a marker: the invalid ones came before it
 	lifetime("4h after two invalid values", 4*time.Hour)
-	put(key, &meshv1.MeshConfig{InvalidFields: []*meshv1.InvalidField{{FieldPath: fieldCertValidity, Value: "two hours", Message: "not a duration"}}})
+	put(key, &meshv1.MeshConfig{InvalidFields: []*meshv1.InvalidField{{FieldPath: caclient.FieldServiceCertValidity, Value: "two hours", Message: "not a duration"}}})
 	time.Sleep(300 * time.Millisecond)
 	if got := e.issuer.Lifetime(); got != 4*time.Hour {
 		t.Fatalf("an invalid validity changed the lifetime to %s; want the last good 4h", got)

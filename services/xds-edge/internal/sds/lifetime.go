@@ -2,13 +2,11 @@ package sds
 
 import (
 	"context"
-	"strings"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/identity"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 )
@@ -75,28 +73,12 @@ func (i *Issuer) signRequest(csr []byte, id identity.ID) *cav1.SignRequest {
 // and gets the CA's --default-ttl.
 func (i *Issuer) sign(ctx context.Context, req *cav1.SignRequest) (*cav1.SignResponse, error) {
 	resp, err := i.opts.Signer.Sign(ctx, req)
-	if err == nil || !req.GetClampTtl() || !ttlTooLong(err) {
+	if err == nil || !req.GetClampTtl() || !caclient.TTLTooLong(err) {
 		return resp, err
 	}
 	i.opts.Log.WithContext(ctx).WithFields(map[string]any{"identity": req.GetIdentity(), "lifetime": req.GetTtl().AsDuration().String()}).WithError(err).
 		Warn("the cert-authority refused the MeshConfig's certificate lifetime and does not clamp it: asking for its default")
 	return i.opts.Signer.Sign(ctx, &cav1.SignRequest{Csr: req.GetCsr(), Identity: req.GetIdentity(), Usage: req.GetUsage()})
-}
-
-// caErrorDomain and reasonTTLTooLong are the cert-authority's ErrorInfo
-// for a lifetime over its maximum.
-const (
-	caErrorDomain    = "ca.openservicemesh.io"
-	reasonTTLTooLong = "TTL_TOO_LONG"
-)
-
-func ttlTooLong(err error) bool {
-	for _, d := range status.Convert(err).Details() {
-		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == caErrorDomain && strings.EqualFold(ei.GetReason(), reasonTTLTooLong) {
-			return true
-		}
-	}
-	return false
 }
 
 // renewAt is when a certificate received at got is renewed: half-way

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/openservicemesh/osm/libs/caclient"
 	"github.com/openservicemesh/osm/libs/xdstest"
 	cav1 "github.com/openservicemesh/osm/proto/osm/ca/v1"
 )
@@ -33,7 +34,7 @@ func (r *recorder) Sign(ctx context.Context, in *cav1.SignRequest, opts ...grpc.
 	r.mu.Unlock()
 	if r.max > 0 && in.GetTtl().AsDuration() > r.max {
 		st, _ := status.New(codes.InvalidArgument, "ttl_too_long: ttl exceeds the maximum").
-			WithDetails(&errdetails.ErrorInfo{Reason: reasonTTLTooLong, Domain: caErrorDomain})
+			WithDetails(&errdetails.ErrorInfo{Reason: caclient.ReasonTTLTooLong, Domain: caclient.ErrorDomain})
 		return nil, st.Err()
 	}
 	return r.next.Sign(ctx, in, opts...)

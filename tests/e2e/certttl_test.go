@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/tests/stack"
@@ -117,5 +122,95 @@ func TestMeshConfigCertValidityFlow(t *testing.T) {
 	}
 	if ca := m.Proc(stack.CertAuthority).Output(); !strings.Contains(ca, "sign ttl clamped") || !strings.Contains(ca, "asked_ttl=72h0m0s") || !strings.Contains(ca, "granted_ttl=48h0m0s") {
 		t.Fatalf("the CA did not log the clamp with the asked and granted lifetimes:\n%s", ca)
+	}
+}
+
+// TestMeshConfigCertValidityProxyless: a proxyless gRPC pod's bootstrap
+// Secret, written by the injector through the real apiserver's admission,
+// holds a service certificate of the MeshConfig's
+// serviceCertValidityDuration (plus the CA's backdate), while its xDS
+// client certificate keeps the injector's --cert-ttl; after an edit, the
+// next pod's service certificate has the new lifetime.
+func TestMeshConfigCertValidityProxyless(t *testing.T) {
+	ctx := t.Context()
+	cs := cluster.Clientset()
+	run := uniq()
+	ns, meshName, mcName := "certttl-grpc"+run, "certttl-grpc"+run, "certttl-grpc-mesh-config"+run
+	namespace(t, "osm-system", nil)
+	namespace(t, ns, map[string]string{layout.LabelMonitoredBy: meshName}, "bookstore")
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	meshConfig(t, mcName, true)
+	if err := patchMeshConfig(t, mcName, `{"spec":{"certificate":{"serviceCertValidityDuration":"2h"}}}`); err != nil {
+		t.Fatal(err)
+	}
+	m := startMesh(t, stack.Options{Name: "certttl-grpc", MeshName: meshName, MeshConfig: mcName}, stack.CertAuthority, stack.Injector)
+	t.Cleanup(func() {
+		_ = cs.AdmissionregistrationV1().MutatingWebhookConfigurations().Delete(context.Background(), m.WebhookConfigName(), metav1.DeleteOptions{})
+		_ = cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Delete(context.Background(), m.ValidatingWebhookConfigName(), metav1.DeleteOptions{})
+	})
+
+	// lifetimes creates a proxyless pod and returns the validity of its
+	// bootstrap Secret's service and xDS client certificates.
+	lifetimes := func(name string) (service, client time.Duration) {
+		t.Helper()
+		var p *corev1.Pod
+		eventually(t, "an injected proxyless pod "+name, 30*time.Second, func() error {
+			var err error
+			p, err = cs.CoreV1().Pods(ns).Create(ctx, pod(name, map[string]string{layout.NodeMetadataProxyless: layout.ProxylessGRPC}), metav1.CreateOptions{})
+			if apierrors.IsAlreadyExists(err) {
+				p, err = cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+			}
+			if err != nil {
+				return err
+			}
+			if p.Labels[layout.LabelProxyUUID] == "" {
+				_ = cs.CoreV1().Pods(ns).Delete(ctx, name, metav1.DeleteOptions{})
+				return errors.New("pod created without injection (webhook not called yet?)")
+			}
+			return nil
+		})
+		validity := func(pemBytes []byte) (time.Duration, error) {
+			block, _ := pem.Decode(pemBytes)
+			if block == nil {
+				return 0, errors.New("no PEM certificate")
+			}
+			c, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				return 0, err
+			}
+			return c.NotAfter.Sub(c.NotBefore), nil
+		}
+		eventually(t, "the bootstrap secret of "+name+" with both certificates", 30*time.Second, func() error {
+			sec, err := cs.CoreV1().Secrets(ns).Get(ctx, "envoy-bootstrap-"+p.Labels[layout.LabelProxyUUID], metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if service, err = validity(sec.Data["svc.crt"]); err != nil {
+				return fmt.Errorf("svc.crt: %w", err)
+			}
+			if client, err = validity(sec.Data["tls.crt"]); err != nil {
+				return fmt.Errorf("tls.crt: %w", err)
+			}
+			return nil
+		})
+		return service, client
+	}
+	const backdate = time.Minute
+
+	svc, xds := lifetimes("greeter-1")
+	if svc != 2*time.Hour+backdate || xds != 24*time.Hour+backdate {
+		t.Fatalf("with serviceCertValidityDuration 2h: service certificate %s, xDS client certificate %s; want 2h and the injector's --cert-ttl 24h (+1m backdate)", svc, xds)
+	}
+	if err := patchMeshConfig(t, mcName, `{"spec":{"certificate":{"serviceCertValidityDuration":"3h"}}}`); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the injector following the edit", 30*time.Second, func() error {
+		if !strings.Contains(m.Proc(stack.Injector).Output(), "lifetime=3h0m0s") {
+			return errors.New("no lifetime=3h0m0s in the injector's log")
+		}
+		return nil
+	})
+	if svc, _ := lifetimes("greeter-2"); svc != 3*time.Hour+backdate {
+		t.Fatalf("after the edit to 3h: the next service certificate is valid for %s, want 3h (+1m backdate)", svc)
 	}
 }

@@ -2,8 +2,13 @@ package sds
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"math/big"
+	"net/url"
 	"sync"
 	"testing"
 	"time"
@@ -179,4 +184,47 @@ func TestAwaitLifetimeHoldsTheFirstSignature(t *testing.T) {
 	i2 := newIssuer(t, r2, s2, Options{Linger: time.Hour, AwaitLifetime: 100 * time.Millisecond})
 	i2.Acquire(idA)
 	xdstest.WaitFor(t, "a certificate after AwaitLifetime", func() bool { return len(s2.serials(idA)) == 1 })
+}
+
+// backdatingSigner signs like the cert-authority: NotBefore a minute
+// before issuance, NotAfter the asked lifetime after it.
+type backdatingSigner struct{ key *ecdsa.PrivateKey }
+
+func (b backdatingSigner) Sign(_ context.Context, in *cav1.SignRequest, _ ...grpc.CallOption) (*cav1.SignResponse, error) {
+	csr, err := x509.ParseCertificateRequest(in.GetCsr())
+	if err != nil {
+		return nil, err
+	}
+	uri, err := url.Parse(in.GetIdentity())
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), URIs: []*url.URL{uri}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(in.GetTtl().AsDuration())}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, csr.PublicKey, b.key)
+	if err != nil {
+		return nil, err
+	}
+	return &cav1.SignResponse{CertificateChainPem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
+}
+
+// TestRenewsAtHalfOfTheGrantedLifetimeDespiteTheBackdate: the CA's
+// certificates start a minute before issuance; a 4s certificate is still
+// renewed about 2s after it arrived, not at once (half of NotBefore to
+// NotAfter would be in the past, and the edge would re-sign in a loop).
+func TestRenewsAtHalfOfTheGrantedLifetimeDespiteTheBackdate(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSink()
+	i := newIssuer(t, backdatingSigner{key: key}, s, Options{Linger: time.Hour, RetryMin: 100 * time.Millisecond})
+	i.SetLifetime(4 * time.Second)
+	i.Acquire(idA)
+	xdstest.WaitFor(t, "the first certificate", func() bool { return len(s.serials(idA)) >= 1 })
+	first := time.Now()
+	xdstest.WaitFor(t, "the renewal", func() bool { return len(s.serials(idA)) >= 2 })
+	if d := time.Since(first); d < 1500*time.Millisecond || d > 3*time.Second {
+		t.Errorf("renewed %s after the first certificate, want about 2s (half of the 4s granted)", d)
+	}
 }

@@ -1,8 +1,8 @@
 // Package bootstrap builds the Envoy bootstrap configuration a sidecar
 // starts with: ADS over mutual TLS to the xds-edge Service, an admin
 // listener on localhost only, the Prometheus listener, and one listener per
-// health probe the injector sent through the sidecar. Every built bootstrap
-// passes ValidateAll.
+// health probe the injector sent through the sidecar (one shared health-check
+// listener for its TCP probes). Every built bootstrap passes ValidateAll.
 //
 // The ADS connection's client certificate and the roots that verify the
 // edges are read through file-based SDS (a ConfigSource with
@@ -69,7 +69,10 @@ const (
 // Probe is one health probe sent through the sidecar: requests to
 // ListenPort and ProbePath go to the app on Port and Path. A Passthrough
 // probe (HTTPS or gRPC) is a TCP proxy instead: every connection to
-// ListenPort is passed, unread, to the app's Port.
+// ListenPort is passed, unread, to the app's Port. A TCP probe is a GET of
+// ProbePath on ListenPort whose HeaderOriginalTCPPort header names Port,
+// answered 200 while the app accepts connections on Port (tcpprobe.go);
+// all of a pod's TCP probes share that listener.
 type Probe struct {
 	Kind        string
 	ListenPort  uint32
@@ -77,6 +80,7 @@ type Probe struct {
 	Port        uint32
 	Path        string
 	Passthrough bool
+	TCP         bool
 }
 
 // Config is what a sidecar's bootstrap depends on.
@@ -155,7 +159,12 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 		return nil, err
 	}
 	listeners := []*listenerv3.Listener{metrics}
+	var tcpProbes []Probe
 	for _, p := range c.Probes {
+		if p.TCP {
+			tcpProbes = append(tcpProbes, p)
+			continue
+		}
 		name := "osm-" + p.Kind + "-probe"
 		clusters = append(clusters, staticCluster(name, p.Port))
 		listen := httpListener
@@ -167,6 +176,14 @@ func Build(c Config) (*bootstrapv3.Bootstrap, error) {
 			return nil, err
 		}
 		listeners = append(listeners, l)
+	}
+	if len(tcpProbes) > 0 {
+		l, cs, err := tcpProbeResources(tcpProbes)
+		if err != nil {
+			return nil, err
+		}
+		listeners = append(listeners, l)
+		clusters = append(clusters, cs...)
 	}
 	ads := &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
 	b := &bootstrapv3.Bootstrap{

@@ -88,7 +88,7 @@ func shapeKey(c Config) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%q %q %q %d %q %q %d %d", c.Namespace, c.ServiceAccount, c.XDSHost, c.XDSPort, c.XDSServerSAN, c.ConfigDir, c.AdminPort, c.MetricsPort)
 	for _, p := range c.Probes {
-		fmt.Fprintf(&b, " %q %d %q %d %q %t", p.Kind, p.ListenPort, p.ProbePath, p.Port, p.Path, p.Passthrough)
+		fmt.Fprintf(&b, " %q %d %q %d %q %t %t", p.Kind, p.ListenPort, p.ProbePath, p.Port, p.Path, p.Passthrough, p.TCP)
 	}
 	return b.String()
 }

@@ -144,12 +144,12 @@ func TestBuildGoldenAndIdempotent(t *testing.T) {
 	if lp.Port.IntValue() != PortLiveness || lp.Path != "/osm-liveness-probe" {
 		t.Fatalf("liveness probe not rewritten: %+v", lp)
 	}
-	if injected.Spec.Containers[0].ReadinessProbe.TCPSocket == nil {
-		t.Fatal("the TCP readiness probe was changed")
+	if rp := injected.Spec.Containers[0].ReadinessProbe.HTTPGet; rp == nil || rp.Port.IntValue() != PortHealthcheck {
+		t.Fatalf("the TCP readiness probe was not rewritten: %+v", injected.Spec.Containers[0].ReadinessProbe)
 	}
 	var probes []OriginalProbe
-	if probes, err = InjectedProbes(injected); err != nil ||
-		len(probes) != 1 || probes[0].Port != 14001 || probes[0].Path != "/healthz" {
+	if probes, err = InjectedProbes(injected); err != nil || len(probes) != 2 ||
+		probes[0].Port != 14001 || probes[0].Path != "/healthz" || probes[1].Protocol != ProbeTCP || probes[1].Port != 14001 {
 		t.Fatalf("original probe annotation = %q", injected.Annotations[AnnotationProbes])
 	}
 	if injected.Annotations["prometheus.io/scrape"] != "true" || injected.Labels[layout.LabelProxyUUID] != "6f1c1d0e-uuid" {

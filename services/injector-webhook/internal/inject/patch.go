@@ -44,7 +44,7 @@ type OriginalProbe struct {
 	Container string `json:"container"`
 	Kind      string `json:"kind"` // liveness, readiness or startup
 	// Protocol is ProbeHTTP (also when empty, as annotations written before
-	// it existed are), ProbeHTTPS or ProbeGRPC.
+	// it existed are), ProbeHTTPS, ProbeGRPC or ProbeTCP.
 	Protocol string `json:"protocol,omitempty"`
 	Port     int32  `json:"port"`
 	Path     string `json:"path,omitempty"`
@@ -53,7 +53,8 @@ type OriginalProbe struct {
 	// ListenPort is the sidecar port the rewritten probe now targets.
 	ListenPort int32 `json:"listenPort"`
 	// ProbePath is the path the rewritten probe now requests; the original
-	// path for an HTTPS probe, empty for a gRPC one.
+	// path for an HTTPS probe, HealthcheckPath for a TCP one, empty for a
+	// gRPC one.
 	ProbePath string `json:"probePath,omitempty"`
 }
 
@@ -62,6 +63,7 @@ const (
 	ProbeHTTP  = "http"
 	ProbeHTTPS = "https"
 	ProbeGRPC  = "grpc"
+	ProbeTCP   = "tcp"
 )
 
 // BootstrapSecretName is the name of a proxy's bootstrap Secret.
@@ -114,14 +116,6 @@ func Build(s Settings, req Request) (Result, error) {
 	if req.ProxyUUID == "" {
 		return Result{}, fmt.Errorf("no proxy UUID")
 	}
-	ipt, err := s.iptablesConfig(pod)
-	if err != nil {
-		return Result{}, err
-	}
-	rules, err := iptables.Rules(ipt)
-	if err != nil {
-		return Result{}, err
-	}
 	res := Result{BootstrapSecret: BootstrapSecretName(req.ProxyUUID)}
 	var ops []Op
 
@@ -149,16 +143,30 @@ func Build(s Settings, req Request) (Result, error) {
 			ops = append(ops, Op{"replace", fmt.Sprintf("/spec/containers/%d/%s", i, p.field), rewritten})
 		}
 	}
-	if len(res.Probes) > 1 {
+	healthcheck := false
+	if len(res.Probes) > 0 {
 		// Only one container's probes of each kind can go through the
-		// sidecar's fixed probe ports.
+		// sidecar's fixed probe ports; TCP probes share the health-check
+		// port, which tells them apart by the app's port.
 		seen := map[string]string{}
 		for _, p := range res.Probes {
+			if p.Protocol == ProbeTCP {
+				healthcheck = true
+				continue
+			}
 			if other, ok := seen[p.Kind]; ok {
 				return Result{}, fmt.Errorf("containers %s and %s both have an HTTP, HTTPS or gRPC %s probe; only one container per pod can have its %s probe sent through the sidecar", other, p.Container, p.Kind, p.Kind)
 			}
 			seen[p.Kind] = p.Container
 		}
+	}
+	ipt, err := s.iptablesConfig(pod, healthcheck)
+	if err != nil {
+		return Result{}, err
+	}
+	rules, err := iptables.Rules(ipt)
+	if err != nil {
+		return Result{}, err
 	}
 
 	ops = appendToList(ops, "/spec/initContainers", len(pod.Spec.InitContainers) == 0, initContainer(s, rules))
@@ -220,15 +228,26 @@ func escapePointer(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
-// rewriteProbe sends a probe through the sidecar's probe listener of its
-// kind and returns the original and the rewritten probe; nil for TCP and
-// exec probes, which are left alone. An HTTP probe is rewritten to the
+// rewriteProbe sends a probe through the sidecar and returns the original
+// and the rewritten probe; nil for exec probes, and TCP probes naming a
+// host, which are left alone. An HTTP probe is rewritten to the
 // listener's /osm-<kind>-probe path, which Envoy proxies to the app's path.
 // HTTPS and gRPC probes keep their scheme, path and service and only change
 // port: their listener passes the connection through to the app's port,
 // since the sidecar can neither terminate the app's TLS nor needs to read
 // gRPC; without the rewrite the kubelet's connection would reach the mTLS
 // inbound listener and fail.
+//
+// A TCP probe becomes, as in OSM, an HTTP GET of HealthcheckPath on
+// PortHealthcheck carrying the app's port in the HeaderOriginalTCPPort
+// header: the sidecar answers 200 only while it can connect to that port.
+// Left alone, the kubelet's connection to the app's port is redirected to
+// Envoy's inbound listener, whose accepting it says nothing of the app:
+// the probe passes with the app down once the listener exists, and fails
+// with the app up while it does not (before the first LDS update, or for
+// a pod that serves no Service). A passthrough listener would not help
+// either, since it too accepts before it connects to the app. A probe with
+// a host set goes to that host, not through the pod's rules, and is kept.
 func rewriteProbe(c *corev1.Container, kind string, p *corev1.Probe, listen int32) (*OriginalProbe, *corev1.Probe, error) {
 	if p == nil {
 		return nil, nil, nil
@@ -265,6 +284,20 @@ func rewriteProbe(c *corev1.Container, kind string, p *corev1.Probe, listen int3
 		}
 		out := p.DeepCopy()
 		out.GRPC.Port = listen
+		return orig, out, nil
+	case p.TCPSocket != nil && p.TCPSocket.Host == "":
+		port, err := resolvePort(c, p.TCPSocket.Port)
+		if err != nil {
+			return nil, nil, err
+		}
+		orig := &OriginalProbe{Container: c.Name, Kind: kind, Protocol: ProbeTCP, Port: port,
+			ListenPort: PortHealthcheck, ProbePath: HealthcheckPath}
+		out := p.DeepCopy()
+		out.TCPSocket = nil
+		out.HTTPGet = &corev1.HTTPGetAction{
+			Path: HealthcheckPath, Port: intstr.FromInt32(PortHealthcheck), Scheme: corev1.URISchemeHTTP,
+			HTTPHeaders: []corev1.HTTPHeader{{Name: HeaderOriginalTCPPort, Value: fmt.Sprint(port)}},
+		}
 		return orig, out, nil
 	}
 	return nil, nil, nil
@@ -329,8 +362,17 @@ func sidecar(s Settings, req Request, probes []OriginalProbe) corev1.Container {
 			Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		},
 	}
+	healthcheck := false
 	for _, p := range probes {
+		if p.Protocol == ProbeTCP {
+			healthcheck = true
+			continue
+		}
 		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "probe-" + p.Kind, ContainerPort: p.ListenPort, Protocol: corev1.ProtocolTCP})
+	}
+	if healthcheck {
+		// One port serves every TCP probe, whatever its kind.
+		c.Ports = append(c.Ports, corev1.ContainerPort{Name: "probe-tcp", ContainerPort: PortHealthcheck, Protocol: corev1.ProtocolTCP})
 	}
 	return c
 }

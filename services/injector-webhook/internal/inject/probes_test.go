@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -11,12 +12,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// TestHTTPSAndGRPCProbesGolden: an HTTPS readiness probe and a gRPC startup
-// probe move to the sidecar's probe ports (which pass them through to the
-// app) with their scheme, path and service kept; an HTTP liveness probe is
-// rewritten as before; a TCP probe is left alone. The annotation keeps the
-// originals.
-func TestHTTPSAndGRPCProbesGolden(t *testing.T) {
+// TestProbesGolden: an HTTPS readiness probe and a gRPC startup probe move
+// to the sidecar's probe ports (which pass them through to the app) with
+// their scheme, path and service kept; an HTTP liveness probe is rewritten
+// as before; TCP probes of two containers, of the same kind, become GETs of
+// /osm-healthcheck on 15904 naming the app's port in Original-Tcp-Port,
+// and 15904 escapes the inbound redirection; a TCP probe with a host is
+// left alone. The annotation keeps the originals.
+func TestProbesGolden(t *testing.T) {
 	svc := "grpc.health.v1.Health"
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "api-1", Namespace: "bookstore"},
@@ -35,7 +38,14 @@ func TestHTTPSAndGRPCProbesGolden(t *testing.T) {
 			}, {
 				Name: "cache", Image: "cache:v1",
 				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
-					TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(6379)}}},
+					TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(6379)}}, TimeoutSeconds: 3},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+					TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(6379), Host: "cache.example"}}},
+			}, {
+				Name: "db", Image: "db:v1",
+				Ports: []corev1.ContainerPort{{Name: "pg", ContainerPort: 5432}},
+				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
+					TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromString("pg")}}},
 			}},
 		},
 	}
@@ -70,8 +80,22 @@ func TestHTTPSAndGRPCProbesGolden(t *testing.T) {
 	if l := c[0].LivenessProbe.HTTPGet; l.Port.IntValue() != PortLiveness || l.Path != "/osm-liveness-probe" {
 		t.Fatalf("HTTP liveness probe: %+v", l)
 	}
-	if c[1].LivenessProbe.TCPSocket.Port.IntValue() != 6379 {
-		t.Fatalf("the TCP probe was changed: %+v", c[1].LivenessProbe)
+	for i, port := range map[int]string{1: "6379", 2: "5432"} {
+		l := c[i].LivenessProbe
+		if l.TCPSocket != nil || l.HTTPGet == nil || l.HTTPGet.Port.IntValue() != PortHealthcheck || l.HTTPGet.Path != "/osm-healthcheck" ||
+			l.HTTPGet.Scheme != corev1.URISchemeHTTP || len(l.HTTPGet.HTTPHeaders) != 1 ||
+			l.HTTPGet.HTTPHeaders[0] != (corev1.HTTPHeader{Name: "Original-Tcp-Port", Value: port}) {
+			t.Fatalf("container %s TCP liveness probe: %+v", c[i].Name, l)
+		}
+	}
+	if c[1].LivenessProbe.TimeoutSeconds != 3 {
+		t.Fatalf("the TCP probe's timing was lost: %+v", c[1].LivenessProbe)
+	}
+	if r := c[1].ReadinessProbe.TCPSocket; r == nil || r.Host != "cache.example" || r.Port.IntValue() != 6379 {
+		t.Fatalf("the TCP probe with a host was changed: %+v", c[1].ReadinessProbe)
+	}
+	if args := apply(t, pod, res.Ops).Spec.InitContainers[0].Args[0]; !strings.Contains(args, "--dports 15010,15901,15902,15903,15904 -j RETURN") {
+		t.Fatalf("15904 is redirected to the inbound listener:\n%s", args)
 	}
 	probes, err := InjectedProbes(apply(t, pod, res.Ops))
 	if err != nil {
@@ -81,6 +105,8 @@ func TestHTTPSAndGRPCProbesGolden(t *testing.T) {
 		{Container: "api", Kind: "liveness", Port: 8080, Path: "/healthz", ListenPort: PortLiveness, ProbePath: "/osm-liveness-probe"},
 		{Container: "api", Kind: "readiness", Protocol: ProbeHTTPS, Port: 8443, Path: "/ready", ListenPort: PortReadiness, ProbePath: "/ready"},
 		{Container: "api", Kind: "startup", Protocol: ProbeGRPC, Port: 9090, Service: svc, ListenPort: PortStartup},
+		{Container: "cache", Kind: "liveness", Protocol: ProbeTCP, Port: 6379, ListenPort: PortHealthcheck, ProbePath: "/osm-healthcheck"},
+		{Container: "db", Kind: "liveness", Protocol: ProbeTCP, Port: 5432, ListenPort: PortHealthcheck, ProbePath: "/osm-healthcheck"},
 	}
 	if len(probes) != len(wantProbes) {
 		t.Fatalf("annotation probes %+v", probes)
@@ -94,8 +120,19 @@ func TestHTTPSAndGRPCProbesGolden(t *testing.T) {
 	for _, p := range c[len(c)-1].Ports {
 		ports[p.Name] = p.ContainerPort
 	}
-	if ports["probe-readiness"] != PortReadiness || ports["probe-startup"] != PortStartup {
+	if ports["probe-readiness"] != PortReadiness || ports["probe-startup"] != PortStartup || ports["probe-tcp"] != PortHealthcheck || len(ports) != 5 {
 		t.Fatalf("sidecar ports %v", ports)
+	}
+
+	// Without a TCP probe 15904 stays redirected: nothing serves it.
+	noTCP := pod.DeepCopy()
+	noTCP.Spec.Containers = noTCP.Spec.Containers[:1]
+	res2, err := Build(settings(), Request{Pod: noTCP, Namespace: meshNS(nil), ProxyUUID: "7a2b-uuid"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if args := apply(t, noTCP, res2.Ops).Spec.InitContainers[0].Args[0]; strings.Contains(args, "15904") {
+		t.Fatalf("15904 bypasses the sidecar in a pod without TCP probes:\n%s", args)
 	}
 
 	// Two containers' HTTPS readiness probes cannot share the one port.

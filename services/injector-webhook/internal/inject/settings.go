@@ -13,6 +13,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/services/injector-webhook/internal/bootstrap"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/iptables"
 )
 
@@ -45,6 +46,16 @@ const (
 	PortLiveness  = 15901
 	PortReadiness = 15902
 	PortStartup   = 15903
+	// PortHealthcheck serves the pod's TCP probes, rewritten to HTTP
+	// checks of HealthcheckPath naming the app's port in the
+	// HeaderOriginalTCPPort header.
+	PortHealthcheck = 15904
+)
+
+// The HTTP check a TCP probe is rewritten to, as OSM names it.
+const (
+	HealthcheckPath       = "/osm-healthcheck"
+	HeaderOriginalTCPPort = bootstrap.HeaderOriginalTCPPort
 )
 
 // Settings are the mesh-wide injection settings, from MeshConfig and flags.
@@ -72,10 +83,17 @@ type Settings struct {
 }
 
 // iptablesConfig merges the mesh-wide lists with the pod's annotations.
-func (s Settings) iptablesConfig(pod *corev1.Pod) (iptables.Config, error) {
+// The health-check port bypasses the inbound redirection only when
+// healthcheck is set (the pod has a TCP probe the sidecar serves), so that
+// a pod without one keeps its port 15904 meshed.
+func (s Settings) iptablesConfig(pod *corev1.Pod, healthcheck bool) (iptables.Config, error) {
+	bypass := []int{PortMetrics, PortLiveness, PortReadiness, PortStartup}
+	if healthcheck {
+		bypass = append(bypass, PortHealthcheck)
+	}
 	c := iptables.Config{
 		ProxyUID: s.ProxyUID, OutboundPort: PortOutbound, InboundPort: PortInbound,
-		BypassInboundPorts:        []int{PortMetrics, PortLiveness, PortReadiness, PortStartup},
+		BypassInboundPorts:        bypass,
 		OutboundPortExclusions:    append([]int(nil), s.OutboundPortExclusions...),
 		InboundPortExclusions:     append([]int(nil), s.InboundPortExclusions...),
 		OutboundIPRangeExclusions: append([]string(nil), s.OutboundIPRangeExclusions...),

@@ -27,3 +27,24 @@ func TestBootstrapPassesHTTPSAndGRPCProbesThrough(t *testing.T) {
 		}
 	}
 }
+
+// TestBootstrapServesTCPProbes: a TCP probe recorded in a pod's annotation
+// gets the bootstrap's health-check listener and a health-checked cluster
+// of the app's port, not a probe listener of its kind.
+func TestBootstrapServesTCPProbes(t *testing.T) {
+	w, _, _ := newWebhook()
+	sec, err := w.BootstrapSecret(t.Context(), "bookstore", "bookstore", "uuid-tcp", false, []inject.OriginalProbe{
+		{Container: "cache", Kind: "liveness", Protocol: inject.ProbeTCP, Port: 6379, ListenPort: inject.PortHealthcheck, ProbePath: inject.HealthcheckPath}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := string(sec.Data[bootstrap.FileBootstrap])
+	for _, want := range []string{`"osm-healthcheck"`, "health_check.v3.HealthCheck", `"osm-tcp-probe-6379"`, `"tcpHealthCheck"`} {
+		if !strings.Contains(b, want) {
+			t.Errorf("bootstrap lacks %s", want)
+		}
+	}
+	if strings.Contains(b, "osm-liveness-probe") {
+		t.Error("the TCP liveness probe got the HTTP probe listener")
+	}
+}

@@ -255,7 +255,7 @@ func (w *Webhook) secret(ns, sa, proxyUUID string, proxyless bool, probes []inje
 	bprobes := make([]bootstrap.Probe, len(probes))
 	for i, p := range probes {
 		bprobes[i] = bootstrap.Probe{Kind: p.Kind, ListenPort: uint32(p.ListenPort), ProbePath: p.ProbePath, Port: uint32(p.Port), Path: p.Path,
-			Passthrough: p.Protocol == inject.ProbeHTTPS || p.Protocol == inject.ProbeGRPC}
+			Passthrough: p.Protocol == inject.ProbeHTTPS || p.Protocol == inject.ProbeGRPC, TCP: p.Protocol == inject.ProbeTCP}
 	}
 	raw, err := w.bootstrap.Render(bootstrap.Config{
 		ProxyUUID: proxyUUID, Namespace: ns, ServiceAccount: sa,

@@ -179,7 +179,17 @@ type ProxyGroup struct {
 	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
 	// Names of the NameSets whose names the group also includes, sorted,
 	// without duplicates. A set not (yet) present contributes no names.
-	Sets          []string `protobuf:"bytes,4,rep,name=sets,proto3" json:"sets,omitempty"`
+	Sets []string `protobuf:"bytes,4,rep,name=sets,proto3" json:"sets,omitempty"`
+	// Aliases by xDS type URL: for a name the group's proxies are served
+	// (one of `resources` or of its sets), the stored resource whose content
+	// they get under that name instead of the shared one. A source-specific
+	// copy (a Retry's route for proxyless gRPC, whose shared API listener
+	// names the shared route) is served under the name the proxy asked for;
+	// the copy's message carries that name. An alias whose stored resource
+	// is absent leaves the name out of the group's view. An xds-edge built
+	// before aliases existed ignores them and serves the shared resource:
+	// upgrade the edges before the policy-compiler.
+	Aliases       map[string]*ResourceAliases `protobuf:"bytes,5,rep,name=aliases,proto3" json:"aliases,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +252,60 @@ func (x *ProxyGroup) GetSets() []string {
 	return nil
 }
 
+func (x *ProxyGroup) GetAliases() map[string]*ResourceAliases {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+// ResourceAliases maps requested resource names to stored ones, of one
+// xDS type (see ProxyGroup.aliases).
+type ResourceAliases struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stored resource name by requested name.
+	Names         map[string]string `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceAliases) Reset() {
+	*x = ResourceAliases{}
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceAliases) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceAliases) ProtoMessage() {}
+
+func (x *ResourceAliases) ProtoReflect() protoreflect.Message {
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceAliases.ProtoReflect.Descriptor instead.
+func (*ResourceAliases) Descriptor() ([]byte, []int) {
+	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ResourceAliases) GetNames() map[string]string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
 // NameSet is a named set of resource names, by xDS type, that several proxy
 // groups share by listing its name in ProxyGroup.sets. It is keyed by its
 // name ("set.<name>"). Example: in permissive mode sets hold the outbound
@@ -265,7 +329,7 @@ type NameSet struct {
 
 func (x *NameSet) Reset() {
 	*x = NameSet{}
-	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +341,7 @@ func (x *NameSet) String() string {
 func (*NameSet) ProtoMessage() {}
 
 func (x *NameSet) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[3]
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +354,7 @@ func (x *NameSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NameSet.ProtoReflect.Descriptor instead.
 func (*NameSet) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{3}
+	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NameSet) GetName() string {
@@ -355,7 +419,7 @@ type Generation struct {
 
 func (x *Generation) Reset() {
 	*x = Generation{}
-	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[4]
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +431,7 @@ func (x *Generation) String() string {
 func (*Generation) ProtoMessage() {}
 
 func (x *Generation) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[4]
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +444,7 @@ func (x *Generation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Generation.ProtoReflect.Descriptor instead.
 func (*Generation) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{4}
+	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Generation) GetNumber() uint64 {
@@ -439,7 +503,7 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"generation\x18\x05 \x01(\x04R\n" +
 	"generation\"%\n" +
 	"\rResourceNames\x12\x14\n" +
-	"\x05names\x18\x01 \x03(\tR\x05names\"\x93\x02\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\"\xad\x03\n" +
 	"\n" +
 	"ProxyGroup\x121\n" +
 	"\bidentity\x18\x01 \x01(\v2\x15.osm.mesh.v1.IdentityR\bidentity\x12D\n" +
@@ -447,10 +511,20 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x12\n" +
-	"\x04sets\x18\x04 \x03(\tR\x04sets\x1aX\n" +
+	"\x04sets\x18\x04 \x03(\tR\x04sets\x12>\n" +
+	"\aaliases\x18\x05 \x03(\v2$.osm.mesh.v1.ProxyGroup.AliasesEntryR\aaliases\x1aX\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\"\xda\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\x1aX\n" +
+	"\fAliasesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x122\n" +
+	"\x05value\x18\x02 \x01(\v2\x1c.osm.mesh.v1.ResourceAliasesR\x05value:\x028\x01\"\x8a\x01\n" +
+	"\x0fResourceAliases\x12=\n" +
+	"\x05names\x18\x01 \x03(\v2'.osm.mesh.v1.ResourceAliases.NamesEntryR\x05names\x1a8\n" +
+	"\n" +
+	"NamesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x01\n" +
 	"\aNameSet\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12A\n" +
 	"\tresources\x18\x02 \x03(\v2#.osm.mesh.v1.NameSet.ResourcesEntryR\tresources\x12\x1e\n" +
@@ -482,30 +556,36 @@ func file_osm_mesh_v1_compiled_proto_rawDescGZIP() []byte {
 	return file_osm_mesh_v1_compiled_proto_rawDescData
 }
 
-var file_osm_mesh_v1_compiled_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_osm_mesh_v1_compiled_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_osm_mesh_v1_compiled_proto_goTypes = []any{
 	(*CompiledResource)(nil),      // 0: osm.mesh.v1.CompiledResource
 	(*ResourceNames)(nil),         // 1: osm.mesh.v1.ResourceNames
 	(*ProxyGroup)(nil),            // 2: osm.mesh.v1.ProxyGroup
-	(*NameSet)(nil),               // 3: osm.mesh.v1.NameSet
-	(*Generation)(nil),            // 4: osm.mesh.v1.Generation
-	nil,                           // 5: osm.mesh.v1.ProxyGroup.ResourcesEntry
-	nil,                           // 6: osm.mesh.v1.NameSet.ResourcesEntry
-	(*Identity)(nil),              // 7: osm.mesh.v1.Identity
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*ResourceAliases)(nil),       // 3: osm.mesh.v1.ResourceAliases
+	(*NameSet)(nil),               // 4: osm.mesh.v1.NameSet
+	(*Generation)(nil),            // 5: osm.mesh.v1.Generation
+	nil,                           // 6: osm.mesh.v1.ProxyGroup.ResourcesEntry
+	nil,                           // 7: osm.mesh.v1.ProxyGroup.AliasesEntry
+	nil,                           // 8: osm.mesh.v1.ResourceAliases.NamesEntry
+	nil,                           // 9: osm.mesh.v1.NameSet.ResourcesEntry
+	(*Identity)(nil),              // 10: osm.mesh.v1.Identity
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_osm_mesh_v1_compiled_proto_depIdxs = []int32{
-	7, // 0: osm.mesh.v1.ProxyGroup.identity:type_name -> osm.mesh.v1.Identity
-	5, // 1: osm.mesh.v1.ProxyGroup.resources:type_name -> osm.mesh.v1.ProxyGroup.ResourcesEntry
-	6, // 2: osm.mesh.v1.NameSet.resources:type_name -> osm.mesh.v1.NameSet.ResourcesEntry
-	8, // 3: osm.mesh.v1.Generation.commit_time:type_name -> google.protobuf.Timestamp
-	1, // 4: osm.mesh.v1.ProxyGroup.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
-	1, // 5: osm.mesh.v1.NameSet.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	10, // 0: osm.mesh.v1.ProxyGroup.identity:type_name -> osm.mesh.v1.Identity
+	6,  // 1: osm.mesh.v1.ProxyGroup.resources:type_name -> osm.mesh.v1.ProxyGroup.ResourcesEntry
+	7,  // 2: osm.mesh.v1.ProxyGroup.aliases:type_name -> osm.mesh.v1.ProxyGroup.AliasesEntry
+	8,  // 3: osm.mesh.v1.ResourceAliases.names:type_name -> osm.mesh.v1.ResourceAliases.NamesEntry
+	9,  // 4: osm.mesh.v1.NameSet.resources:type_name -> osm.mesh.v1.NameSet.ResourcesEntry
+	11, // 5: osm.mesh.v1.Generation.commit_time:type_name -> google.protobuf.Timestamp
+	1,  // 6: osm.mesh.v1.ProxyGroup.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
+	3,  // 7: osm.mesh.v1.ProxyGroup.AliasesEntry.value:type_name -> osm.mesh.v1.ResourceAliases
+	1,  // 8: osm.mesh.v1.NameSet.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_osm_mesh_v1_compiled_proto_init() }
@@ -520,7 +600,7 @@ func file_osm_mesh_v1_compiled_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_mesh_v1_compiled_proto_rawDesc), len(file_osm_mesh_v1_compiled_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -149,7 +149,7 @@ func (p *Pool) Collect() {
 	p.ids.orphans = nil
 	p.ids.orphanMu.Unlock()
 	for _, id := range orphans {
-		p.ids.release(id, p.res[p.ids.slots[id].key] != nil)
+		p.ids.release(id, p.holds(p.ids.slots[id].key))
 	}
 }
 

@@ -75,6 +75,21 @@ type Group struct {
 	Sets []string
 	// Generation is the generation that last wrote the group.
 	Generation uint64
+	// Aliases maps, by type URL, a name in the group's view to the stored
+	// resource served under it (see meshv1.ProxyGroup.aliases).
+	Aliases map[string]map[string]string
+}
+
+// source is the key whose content g's proxies get under k: its alias
+// target, or k itself.
+func (g *Group) source(k resKey) resKey {
+	if g == nil {
+		return k
+	}
+	if t, ok := g.Aliases[k.typeURL][k.name]; ok {
+		return resKey{k.typeURL, t}
+	}
+	return k
 }
 
 // nameSet is an applied name set: resource names several groups share.
@@ -155,6 +170,7 @@ type Pool struct {
 	staged         map[string]staged
 	order          []string // staged keys in arrival order
 	ids            ids
+	alias          aliases
 }
 
 // New returns an empty pool at generation 0.
@@ -167,6 +183,7 @@ func New() *Pool {
 		setRefs: map[resKey]map[string]struct{}{},
 		users:   map[string]map[string]struct{}{},
 		staged:  map[string]staged{},
+		alias:   newAliases(),
 
 		appliedVersion: "0",
 	}
@@ -243,7 +260,7 @@ func (p *Pool) DanglingNames() int {
 	for _, g := range p.groups {
 		for typeURL, names := range p.named(g) {
 			for _, name := range names {
-				if _, ok := p.res[resKey{typeURL, name}]; !ok {
+				if p.resolve(g, resKey{typeURL, name}) == nil {
 					n++
 				}
 			}
@@ -290,6 +307,7 @@ func (p *Pool) Stage(key string, value []byte) error {
 // before is the state a commit replaced, kept only for what it touched.
 type before struct {
 	views map[string]map[string][]string // rewritten group → type → names in its view
+	group map[string]*Group              // rewritten group → its record before (nil: absent)
 	sets  map[string]*nameSet            // rewritten set → its content (nil: absent)
 	had   map[resKey]bool                // changed resource → whether the pool held it
 }
@@ -315,12 +333,13 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		ch.Replaced = true
 		p.stageReplacement()
 	}
-	old := before{views: map[string]map[string][]string{}, sets: map[string]*nameSet{}, had: map[resKey]bool{}}
+	old := before{views: map[string]map[string][]string{}, group: map[string]*Group{}, sets: map[string]*nameSet{}, had: map[resKey]bool{}}
 	// The views of the rewritten groups, before anything is applied.
 	for _, key := range p.order {
 		if s := p.staged[key]; s.parsed.Group {
 			id := GroupID(s.parsed.Namespace, s.parsed.Name)
 			old.views[id] = p.viewNames(id)
+			old.group[id] = p.groups[id]
 		}
 	}
 	changedRes := map[resKey]struct{}{}
@@ -357,6 +376,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		}
 	}
 	ch.Resources = len(changedRes)
+	p.rebuildAliases(changedRes)
 	p.staged, p.order = map[string]staged{}, nil
 	p.epoch, p.gen, p.commitTime = next.Epoch, next.Number, ch.CommitTime
 	p.appliedVersion = next.String()
@@ -367,12 +387,16 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		now := p.viewNames(id)
 		for _, typeURL := range unionKeys(was, now) {
 			tc := diffNames(was[typeURL], now[typeURL])
+			prev, cur := old.group[id], p.groups[id]
 			for _, n := range was[typeURL] {
-				// Kept by the group but rewritten in this commit.
+				// Kept by the group but rewritten in this commit, or served
+				// from another source (an alias added, moved or dropped).
 				if _, kept := slices.BinarySearch(now[typeURL], n); !kept {
 					continue
 				}
-				if _, ok := changedRes[resKey{typeURL, n}]; ok {
+				k := resKey{typeURL, n}
+				src := cur.source(k)
+				if _, ok := changedRes[src]; ok || prev.source(k) != src {
 					tc.Updated = append(tc.Updated, n)
 				}
 			}
@@ -385,7 +409,7 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 		if g := p.groups[id]; g != nil {
 			for typeURL, names := range p.named(g) {
 				for _, n := range names {
-					if _, ok := p.res[resKey{typeURL, n}]; !ok {
+					if p.resolve(g, resKey{typeURL, n}) == nil {
 						ch.Dangling++
 					}
 				}
@@ -430,11 +454,17 @@ func (p *Pool) Commit(g *meshv1.Generation) (*Change, error) {
 				visit(id, k)
 			}
 		}
+		// Groups served k's content under an alias.
+		for ak := range p.alias.byTarget[k] {
+			for id := range p.alias.users[ak] {
+				visit(id, resKey{ak.typeURL, ak.name})
+			}
+		}
 	}
 	// Deleted resources keep their IDs while streams refer to them (the
 	// streams drop them as they push the removals).
 	for _, k := range deleted {
-		if id, ok := p.ids.byKey[k]; ok && p.res[k] == nil {
+		if id, ok := p.ids.byKey[k]; ok && !p.holds(k) {
 			p.ids.release(id, false)
 		}
 	}
@@ -497,8 +527,11 @@ func (p *Pool) weigh(ch *Change, id string, k resKey, old *before, changedRes ma
 		return
 	}
 	namedNow := p.names(g, k, nil)
-	_, present := p.res[k]
-	had, changed := old.had[k]
+	// The group's record did not change, so neither did its aliases: the
+	// content it gets under k is src's, before and after.
+	src := g.source(k)
+	_, present := p.res[src]
+	had, changed := old.had[src]
 	if !changed {
 		had = present
 	}
@@ -661,6 +694,7 @@ func (p *Pool) applyGroup(id string, value []byte) error {
 		for _, s := range old.Sets {
 			dropRef(p.users, s, id)
 		}
+		p.alias.unuse(id, old.Aliases)
 		delete(p.groups, id)
 	}
 	if value == nil {
@@ -676,6 +710,21 @@ func (p *Pool) applyGroup(id string, value []byte) error {
 			addRef(p.refs, resKey{typeURL, n}, id)
 		}
 	}
+	for typeURL, ra := range pg.GetAliases() {
+		for name, target := range ra.GetNames() {
+			if name == "" || target == "" || name == target {
+				continue
+			}
+			if g.Aliases == nil {
+				g.Aliases = map[string]map[string]string{}
+			}
+			if g.Aliases[typeURL] == nil {
+				g.Aliases[typeURL] = map[string]string{}
+			}
+			g.Aliases[typeURL][name] = target
+		}
+	}
+	p.alias.use(id, g.Aliases)
 	if len(pg.GetSets()) > 0 {
 		g.Sets = slices.Compact(slices.Sorted(slices.Values(pg.GetSets())))
 		for _, s := range g.Sets {
@@ -777,7 +826,7 @@ func (p *Pool) viewNames(id string) map[string][]string {
 	for typeURL, names := range named {
 		var in []string
 		for _, n := range names {
-			if _, ok := p.res[resKey{typeURL, n}]; ok {
+			if p.resolve(g, resKey{typeURL, n}) != nil {
 				in = append(in, n)
 			}
 		}
@@ -825,7 +874,7 @@ func (p *Pool) Get(id, typeURL, name string) *Resource {
 	if g == nil || !p.names(g, resKey{typeURL, name}, nil) {
 		return nil
 	}
-	return p.res[resKey{typeURL, name}]
+	return p.resolve(g, resKey{typeURL, name})
 }
 
 // View returns the group's resources of typeURL, sorted by name. When
@@ -837,7 +886,7 @@ func (p *Pool) View(id, typeURL string, subscribed []ID) []*Resource {
 	}
 	var out []*Resource
 	for _, n := range p.namedOf(g, typeURL) {
-		if r := p.res[resKey{typeURL, n}]; r != nil && Subscribed(subscribed, r.ID) {
+		if r := p.resolve(g, resKey{typeURL, n}); r != nil && Subscribed(subscribed, r.ID) {
 			out = append(out, r)
 		}
 	}

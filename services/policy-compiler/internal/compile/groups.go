@@ -369,6 +369,7 @@ func GroupVersion(g *meshv1.ProxyGroup) string {
 	h := sha256.New()
 	h.Write([]byte(g.GetIdentity().GetNamespace() + "/" + g.GetIdentity().GetServiceAccount() + "\x00"))
 	hashNames(h, g.GetResources())
+	hashAliases(h, g.GetAliases()) // nothing without aliases
 	if len(g.GetSets()) > 0 {
 		// Only a group that lists sets hashes a sets section: the version
 		// of a group without sets depends on its identity and names alone.

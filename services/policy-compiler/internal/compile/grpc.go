@@ -251,6 +251,15 @@ func denyOverride() (*anypb.Any, error) {
 // filter. gRPC (A28) reads path prefix, exact and safe_regex (RE2, whole
 // path) matchers and header matchers, which are all a match needs.
 func buildGRPCRoute(sp servicePort, split []weighted, matches []HTTPMatch, all bool) (*Resource, error) {
+	rc, err := grpcRouteConfig(sp, split, matches, all)
+	if err != nil {
+		return nil, err
+	}
+	return newResource(layout.TypeRoute, rc.Name, rc)
+}
+
+// grpcRouteConfig is buildGRPCRoute's route configuration, unserialised.
+func grpcRouteConfig(sp servicePort, split []weighted, matches []HTTPMatch, all bool) (*routev3.RouteConfiguration, error) {
 	name := GRPCClusterName(sp.svc, sp.port)
 	action := func() *routev3.Route_Route {
 		if len(split) == 0 {
@@ -285,8 +294,7 @@ func buildGRPCRoute(sp servicePort, split []weighted, matches []HTTPMatch, all b
 			TypedPerFilterConfig: map[string]*anypb.Any{faultFilter: deny},
 		})
 	}
-	rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}
-	return newResource(layout.TypeRoute, name, rc)
+	return &routev3.RouteConfiguration{Name: name, VirtualHosts: []*routev3.VirtualHost{vh}}, nil
 }
 
 // buildGRPCListener is the API listener called name: an HTTP connection

@@ -136,6 +136,7 @@ func (e *Engine) compileGRPCRoutes(nn model.NN, d *Delta) {
 			e.put(d, layout.TypeRoute, GRPCClusterName(sp.svc, sp.port))(buildGRPCRoute(sp, e.splitFor(sp), matches, all))
 		}
 	}
+	e.markGRPCRetries(nn)
 }
 
 // markGRPCRoutes marks the gRPC routes that carry the matches of the
@@ -265,6 +266,7 @@ func (e *Engine) compileGRPCGroup(id model.Identity, d *Delta) {
 			g.Resources[TypeURL(typ)] = &meshv1.ResourceNames{Names: names}
 		}
 	}
+	g.Aliases = e.retries.grpcAliases(id)
 	grp := &Group{Identity: id, Group: g, Version: GroupVersion(g), Flavour: layout.ProxylessGRPC}
 	if old := e.groups.grpc[id]; old != nil && old.Version == grp.Version {
 		return

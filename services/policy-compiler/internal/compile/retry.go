@@ -1,6 +1,8 @@
 package compile
 
 import (
+	"hash"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -41,14 +43,33 @@ import (
 // MeshConfig's spec.featureFlags.enableRetryPolicy false turns every Retry
 // off (the objects are still judged); unset means on.
 //
-// The gRPC flavour (proxyless gRPC, Options.ProxylessGRPC) gets no retry
-// copies: its API listeners are named by the dial target, which a source
-// cannot have a copy of, so proxyless clients do not retry yet.
+// The gRPC flavour (proxyless gRPC, Options.ProxylessGRPC): its API
+// listeners are named by the dial target and shared, and each names the
+// shared route grpc:ns/svc|port over RDS, so a source cannot be given a
+// listener copy. It gets a copy of the route instead, stored as
+// GRPCRetryRouteName with the shared route's name inside, and its gRPC
+// group aliases the shared name to it (ProxyGroup.aliases): the edge
+// serves the copy's content to the source's proxies under the name their
+// listener asks for, and the shared route to everyone else (see the edge's
+// pool/alias.go). gRPC-Go reads retry_on (only the gRPC status conditions
+// cancelled, deadline-exceeded, internal, resource-exhausted and
+// unavailable; HTTP conditions such as 5xx have no meaning for a gRPC
+// status and are left out), num_retries (at least 1: a Retry with
+// numRetries 0 gets no copy) and the backoff's base interval; it ignores
+// per_try_timeout, which the copy leaves out. A Retry whose conditions
+// include none of gRPC's gets no copy for proxyless clients.
 
 // RetryRouteName is the name of source id's copy of the route of a service
 // port, with its retry policy: "ns/svc|port|retry|srcns/srcsa".
 func RetryRouteName(svc model.NN, port int32, id model.Identity) string {
 	return ClusterName(svc, port) + "|retry|" + id.String()
+}
+
+// GRPCRetryRouteName is the key of source id's copy of the gRPC route of
+// a service port: "grpc:ns/svc|port|retry|srcns/srcsa". Its message is
+// named GRPCClusterName, the name the source's proxies ask for.
+func GRPCRetryRouteName(svc model.NN, port int32, id model.Identity) string {
+	return GRPCClusterName(svc, port) + "|retry|" + id.String()
 }
 
 // RetryListenerName is the name of source id's copy of the outbound
@@ -125,6 +146,10 @@ type retryVariants struct {
 	// shards are the permissive name sets holding the shared names that
 	// over replaces.
 	shards set[int]
+	// grpcAlias maps a shared gRPC route name to the source's copy, which
+	// its gRPC group serves under that name; grpcSvcs are their services.
+	grpcAlias map[string]string
+	grpcSvcs  set[model.NN]
 }
 
 // retryShards splits a permissive group with retry copies: the sets of
@@ -151,6 +176,26 @@ func (e *Engine) retryShards(id model.Identity, reach []svcRef) ([]string, []svc
 // value holds none.
 type retryRoutes struct {
 	byID map[model.Identity]*retryVariants
+	// grpcBySvc are the sources with a gRPC copy of a service's route,
+	// rebuilt when its shared gRPC route is (markGRPCRetries).
+	grpcBySvc map[model.NN]set[model.Identity]
+}
+
+// grpcAliases are the route aliases of id's gRPC group; nil when none.
+func (r *retryRoutes) grpcAliases(id model.Identity) map[string]*meshv1.ResourceAliases {
+	v := r.byID[id]
+	if v == nil || len(v.grpcAlias) == 0 {
+		return nil
+	}
+	return map[string]*meshv1.ResourceAliases{TypeURL(layout.TypeRoute): {Names: v.grpcAlias}}
+}
+
+// markGRPCRetries marks the sources with gRPC copies of nn's routes, whose
+// matches compileGRPCRoutes just rebuilt.
+func (e *Engine) markGRPCRetries(nn model.NN) {
+	for id := range e.retries.grpcBySvc[nn] {
+		e.dirty.retrySrc.add(id)
+	}
 }
 
 // overrides maps the shared names id's group lists to id's copies; nil
@@ -180,7 +225,7 @@ func (e *Engine) reaches(id model.Identity, svc model.NN) bool {
 // Retries and what it reaches, drops the ones it no longer has, and marks
 // its group.
 func (e *Engine) compileRetries(id model.Identity, d *Delta) {
-	cur := &retryVariants{over: map[string]string{}, shards: set[int]{}}
+	cur := &retryVariants{over: map[string]string{}, shards: set[int]{}, grpcAlias: map[string]string{}, grpcSvcs: set[model.NN]{}}
 	if e.retryEnabled() && e.m.HasPods(id) && e.m.Meshed(id.Namespace) {
 		claimed := set[model.NN]{}
 		for _, rn := range multimap.Sorted(e.pol.retries.bySource[id]) {
@@ -206,8 +251,17 @@ func (e *Engine) compileRetries(id model.Identity, d *Delta) {
 				e.res.drop(k, d)
 			}
 		}
+		for svc := range old.grpcSvcs {
+			multimap.Remove(e.retries.grpcBySvc, svc, id)
+		}
 	}
-	if len(cur.keys) == 0 {
+	for svc := range cur.grpcSvcs {
+		if e.retries.grpcBySvc == nil {
+			e.retries.grpcBySvc = map[model.NN]set[model.Identity]{}
+		}
+		multimap.Add(e.retries.grpcBySvc, svc, id)
+	}
+	if len(cur.keys) == 0 && len(cur.grpcSvcs) == 0 {
 		delete(e.retries.byID, id)
 	} else {
 		if e.retries.byID == nil {
@@ -223,10 +277,16 @@ func (e *Engine) compileRetries(id model.Identity, d *Delta) {
 func (e *Engine) compileRetryPorts(id model.Identity, svc model.NN, p policy.RetryPolicy, cur *retryVariants, d *Delta) {
 	frag := e.svcs.frag(svc)
 	for _, sp := range e.svcs.ports(svc) {
-		if !sp.protocol.IsHTTP() || !slices.Contains(frag.routes, sp.cluster()) {
+		if !sp.protocol.IsHTTP() {
 			continue
 		}
 		split := e.splitFor(sp)
+		if e.opts.ProxylessGRPC {
+			e.compileGRPCRetryPort(id, sp, split, p, cur, d)
+		}
+		if !slices.Contains(frag.routes, sp.cluster()) {
+			continue
+		}
 		route := RetryRouteName(svc, sp.port, id)
 		k, ok := e.put(d, layout.TypeRoute, route)(buildRetryRoute(sp, split, route, p))
 		if !ok {
@@ -301,4 +361,86 @@ func withOverrides(names []string, over map[string]string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// compileGRPCRetryPort builds id's copy of the gRPC route of sp, with the
+// retry policy gRPC reads, and records the alias its gRPC group serves it
+// under.
+func (e *Engine) compileGRPCRetryPort(id model.Identity, sp servicePort, split []weighted, p policy.RetryPolicy, cur *retryVariants, d *Delta) {
+	shared := GRPCClusterName(sp.svc, sp.port)
+	rp := grpcRetryPolicy(p)
+	if rp == nil || !slices.Contains(e.svcs.frag(sp.svc).grpc.routes, shared) {
+		return
+	}
+	// Followed while it has no copy too: new matches may give it one.
+	cur.grpcSvcs.add(sp.svc)
+	matches, all := e.grpcClientMatches(sp, e.svcs.ids(sp.svc))
+	if !all && len(matches) == 0 {
+		return // every call is refused at the client: nothing to retry
+	}
+	key := GRPCRetryRouteName(sp.svc, sp.port, id)
+	k, ok := e.put(d, layout.TypeRoute, key)(buildGRPCRetryRoute(sp, split, matches, all, key, rp))
+	if !ok {
+		return
+	}
+	cur.keys = append(cur.keys, k)
+	cur.grpcAlias[shared] = key
+}
+
+// buildGRPCRetryRoute is the gRPC route of sp (buildGRPCRoute's, named as
+// the shared one) stored as key, with rp on every route that forwards (not
+// on the last route that refuses the calls no match allows).
+func buildGRPCRetryRoute(sp servicePort, split []weighted, matches []HTTPMatch, all bool, key string, rp *routev3.RetryPolicy) (*Resource, error) {
+	rc, err := grpcRouteConfig(sp, split, matches, all)
+	if err != nil {
+		return nil, err
+	}
+	for _, vh := range rc.VirtualHosts {
+		for _, r := range vh.Routes {
+			if a := r.GetRoute(); a != nil && r.Name != "deny" {
+				a.RetryPolicy = rp
+			}
+		}
+	}
+	return newResource(layout.TypeRoute, key, rc)
+}
+
+// grpcRetryPolicy is the retry policy gRPC-Go reads (gRFC A44) of a
+// Retry's: its gRPC status conditions only, num_retries (gRPC refuses 0)
+// and the backoff's base interval; per_try_timeout is left out, gRPC
+// ignores it. Nil when nothing is left to retry on.
+func grpcRetryPolicy(p policy.RetryPolicy) *routev3.RetryPolicy {
+	var on []string
+	for _, c := range p.RetryOn {
+		if slices.Contains(policy.RetryOnGRPC, c) {
+			on = append(on, c)
+		}
+	}
+	if len(on) == 0 || (p.NumRetries != nil && *p.NumRetries == 0) {
+		return nil
+	}
+	rp := &routev3.RetryPolicy{RetryOn: strings.Join(on, ",")}
+	if p.NumRetries != nil {
+		rp.NumRetries = wrapperspb.UInt32(*p.NumRetries)
+	}
+	if p.BackoffBase > 0 {
+		rp.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(p.BackoffBase)}
+	}
+	return rp
+}
+
+// hashAliases adds a group's aliases to its version; nothing when it has
+// none, so the versions of groups without aliases are unchanged.
+func hashAliases(h hash.Hash, byType map[string]*meshv1.ResourceAliases) {
+	if len(byType) == 0 {
+		return
+	}
+	h.Write([]byte("aliases\x00"))
+	for _, t := range slices.Sorted(maps.Keys(byType)) {
+		h.Write([]byte(t + "\x00"))
+		m := byType[t].GetNames()
+		for _, n := range slices.Sorted(maps.Keys(m)) {
+			h.Write([]byte(n + "\x00" + m[n] + "\x00"))
+		}
+	}
 }

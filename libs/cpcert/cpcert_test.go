@@ -337,15 +337,18 @@ func TestRenewsWhenTheBundleDropsItsRoot(t *testing.T) {
 	}
 	// A bundle without its root: renewed at once.
 	ca.bundles <- &meshv1.TrustBundle{Version: "v2", Roots: []*meshv1.TrustRoot{{Id: "b", CertificatePem: otherPEM}}}
+	// The fake CA records the Bootstrap call before it answers: wait for
+	// the new certificate to be served, not only for the call.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(ca.bootstraps()) < 2 {
+	for {
+		cur, _ := c.GetCertificate(nil)
+		if len(ca.bootstraps()) >= 2 && cur != first {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("not renewed after the bundle dropped its root")
+			t.Fatalf("not renewed after the bundle dropped its root: %d Bootstrap calls, serving the first certificate: %v", len(ca.bootstraps()), cur == first)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if cur, _ := c.GetCertificate(nil); cur == first {
-		t.Error("still serving the first certificate")
 	}
 }
 
@@ -381,16 +384,19 @@ func TestRenewsWhenANewRootSigns(t *testing.T) {
 	// Step 2: the new root signs.
 	ca.signWith(next, nextKey)
 	ca.bundles <- &meshv1.TrustBundle{Version: "v2", Roots: []*meshv1.TrustRoot{{Id: "old", CertificatePem: oldPEM}, {Id: "new", CertificatePem: nextPEM, Signing: true}}}
+	// Wait for the renewed certificate to be served, not only for the
+	// Bootstrap call, which the fake CA records before it answers.
 	deadline := time.Now().Add(5 * time.Second)
-	for len(ca.bootstraps()) < 2 {
+	for {
+		cur, _ := c.GetCertificate(nil)
+		err := cur.Leaf.CheckSignatureFrom(next)
+		if len(ca.bootstraps()) >= 2 && err == nil {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("not renewed when the new root began to sign")
+			t.Fatalf("not renewed from the new root when it began to sign: %d Bootstrap calls; served certificate: %v", len(ca.bootstraps()), err)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	cur, _ := c.GetCertificate(nil)
-	if err := cur.Leaf.CheckSignatureFrom(next); err != nil {
-		t.Errorf("the renewed certificate is not from the new root: %v", err)
 	}
 	// Step 3: the old root is removed; the certificate already verifies.
 	ca.bundles <- &meshv1.TrustBundle{Version: "v3", Roots: []*meshv1.TrustRoot{{Id: "new", CertificatePem: nextPEM, Signing: true}}}

@@ -98,8 +98,8 @@ type Edge struct {
 	feed        *feed
 	grpc        *grpc.Server
 	issuer      *sds.Issuer
-	// meshConfig follows the MeshConfig; nil without one (or without an
-	// issuer).
+	// meshConfig follows the MeshConfig (certificate lifetime, stream
+	// limit); nil without --mesh-config.
 	meshConfig *meshcfg.Follower
 	// debug serves the debug API on Deps.Debug; nil without it.
 	debug *http.Server
@@ -159,13 +159,14 @@ func New(d Deps) (*Edge, error) {
 		if err != nil {
 			return nil, err
 		}
-		if d.MeshConfigName != "" {
-			if e.meshConfig, err = newMeshConfigFollower(d, e.issuer); err != nil {
-				return nil, err
-			}
-		}
 		srv.SetSecretSource(e.issuer)
 	}
+	if d.MeshConfigName != "" {
+		if e.meshConfig, err = newMeshConfigFollower(d, e.issuer, srv); err != nil {
+			return nil, err
+		}
+	}
+
 	e.feed = &feed{
 		log: d.Log.WithField("component", "feed"), target: srv, onBundle: e.trustBundle,
 		connected: func() bool { return d.Conn.NATS().Status() == nats.CONNECTED },

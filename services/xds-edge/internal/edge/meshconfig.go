@@ -9,6 +9,7 @@ import (
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/meshcfg"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
+	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
 )
 
 // MinCertLifetime is the shortest service certificate lifetime the edge
@@ -22,18 +23,33 @@ const MinCertLifetime = caclient.MinServiceLifetime
 // their renewal.
 const awaitMeshConfig = 10 * time.Second
 
-// newMeshConfigFollower follows the MeshConfig d names and gives the
-// issuer its certificate lifetime.
-func newMeshConfigFollower(d Deps, issuer *sds.Issuer) (*meshcfg.Follower, error) {
+// newMeshConfigFollower follows the MeshConfig d names: it gives the
+// issuer (nil: none) its certificate lifetime and srv its stream limit.
+func newMeshConfigFollower(d Deps, issuer *sds.Issuer, srv *xds.Server) (*meshcfg.Follower, error) {
 	log := d.Log.WithField("component", "meshconfig")
 	return meshcfg.New(meshcfg.Options{
 		Conn: d.Conn, Namespace: d.MeshConfigNamespace, Name: d.MeshConfigName, Log: log,
 		Apply: func(mc *meshv1.MeshConfig) {
-			if d, ok := certLifetime(mc, log); ok {
-				issuer.SetLifetime(d)
+			if issuer != nil {
+				if d, ok := certLifetime(mc, log); ok {
+					issuer.SetLifetime(d)
+				}
 			}
+			applyMaxStreams(srv, mc, log)
 		},
 	})
+}
+
+// applyMaxStreams gives srv the MeshConfig's
+// spec.sidecar.maxDataPlaneConnections (none, or no MeshConfig: no limit),
+// logging a change.
+func applyMaxStreams(srv *xds.Server, mc *meshv1.MeshConfig, log *logrus.Entry) {
+	n := max(int(mc.GetSidecar().GetMaxDataPlaneConnections()), 0)
+	if old := srv.MaxStreams(); old != n {
+		srv.SetMaxStreams(n)
+		log.WithFields(logrus.Fields{"field": "spec.sidecar.maxDataPlaneConnections", "old": old, "new": n}).
+			Info("xds stream limit of this edge replica set from the meshconfig (0: none)")
+	}
 }
 
 // certLifetime is the service certificate lifetime mc names

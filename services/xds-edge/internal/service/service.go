@@ -65,7 +65,8 @@ func Spec(Options) app.Spec {
 			"of its client certificate, in --trust-domain (proxies of any other domain are refused).\n" +
 			"/readyz stays false until the initial sync is complete. It makes no Kubernetes API call: the MeshConfig\n" +
 			"--mesh-config in --namespace, whose spec.certificate.serviceCertValidityDuration sets the service\n" +
-			"certificates' lifetime, is read from KV mesh-observed.\n" +
+			"certificates' lifetime and spec.sidecar.maxDataPlaneConnections the most xDS streams this replica\n" +
+			"keeps open (beyond it a new stream is refused with RESOURCE_EXHAUSTED), is read from KV mesh-observed.\n" +
 			"With --debug-addr it serves the debug API that osm proxy reads, to the operator's certificate only.\n" +
 			"It runs with GOGC=200 unless the GOGC environment variable is set.",
 		UsesNATS: true,

@@ -155,6 +155,8 @@ type Server struct {
 	byGroup map[string]map[*conn]struct{}
 	all     map[*conn]struct{}
 	nextID  atomic.Uint64
+	// maxStreams is the most streams kept open (0: no limit); connsMu.
+	maxStreams int
 
 	stats   stats
 	metrics instruments
@@ -380,13 +382,6 @@ func (s *Server) groupConns(group string, keep func(*conn) bool) []*conn {
 	return out
 }
 
-func (s *Server) add(c *conn) {
-	s.connsMu.Lock()
-	defer s.connsMu.Unlock()
-	s.index(c, c.groupID())
-	s.all[c] = struct{}{}
-}
-
 // index puts c in the byGroup index under group. s.connsMu is held.
 func (s *Server) index(c *conn, group string) {
 	m := s.byGroup[group]
@@ -540,7 +535,10 @@ func (s *Server) serve(ctx context.Context, w wire) error {
 	}
 	c := newConn(s.nextID.Add(1), id, w.delta())
 	log := s.log.WithFields(logrus.Fields{"identity": id.String(), "stream_id": c.streamID, "delta": c.isDelta})
-	s.add(c)
+	if err := s.addWithin(ctx, c); err != nil {
+		log.WithError(err).Debug("xds stream refused")
+		return err
+	}
 	s.stats.connected.Add(1)
 	s.metrics.connected.Add(ctx, 1)
 	if s.opts.Secrets != nil {

@@ -121,50 +121,7 @@ func TestProxylessGRPCNodeIsServedItsGRPCGroup(t *testing.T) {
 	f.commit(ws...)
 	f.srv.SetServing(true)
 
-	dial := func(ns string) *grpc.ClientConn {
-		dir := t.TempDir()
-		xdsFiles, err := f.ca.WriteFiles(dir, "xds", xdstest.ProxyURI(spiffe(ns)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		workload, err := f.ca.WriteFiles(dir, "workload", spiffe(ns))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bootstrap, err := json.Marshal(map[string]any{
-			"xds_servers": []any{map[string]any{
-				"server_uri": f.addr,
-				"channel_creds": []any{map[string]any{"type": "tls", "config": map[string]string{
-					"ca_certificate_file": xdsFiles.Root, "certificate_file": xdsFiles.Cert, "private_key_file": xdsFiles.Key,
-				}}},
-				"server_features": []string{"xds_v3"},
-			}},
-			"node": map[string]any{"id": ns + "-1", "metadata": map[string]any{layout.NodeMetadataProxyless: layout.ProxylessGRPC}},
-			"certificate_providers": map[string]any{layout.CertProviderInstance: map[string]any{
-				"plugin_name": "file_watcher",
-				"config": map[string]any{
-					"certificate_file": workload.Cert, "private_key_file": workload.Key, "ca_certificate_file": workload.Root, "refresh_interval": "1s",
-				},
-			}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
-		if err != nil {
-			t.Fatal(err)
-		}
-		creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cc, err := grpc.NewClient("xds:///shop.shop:50051", grpc.WithResolvers(r), grpc.WithTransportCredentials(creds))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { cc.Close() })
-		return cc
-	}
+	dial := func(ns string) *grpc.ClientConn { return dialProxyless(t, f, ns, "shop.shop:50051") }
 
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -204,4 +161,54 @@ func TestProxylessGRPCNodeIsServedItsGRPCGroup(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// dialProxyless is a proxyless gRPC client of workload ns/ns for
+// xds:///target: its bootstrap names the edge over mTLS (its xDS client
+// certificate) and a file_watcher certificate provider with its workload
+// certificate.
+func dialProxyless(t *testing.T, f *fixture, ns, target string) *grpc.ClientConn {
+	t.Helper()
+	dir := t.TempDir()
+	xdsFiles, err := f.ca.WriteFiles(dir, "xds", xdstest.ProxyURI(spiffe(ns)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	workload, err := f.ca.WriteFiles(dir, "workload", spiffe(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootstrap, err := json.Marshal(map[string]any{
+		"xds_servers": []any{map[string]any{
+			"server_uri": f.addr,
+			"channel_creds": []any{map[string]any{"type": "tls", "config": map[string]string{
+				"ca_certificate_file": xdsFiles.Root, "certificate_file": xdsFiles.Cert, "private_key_file": xdsFiles.Key,
+			}}},
+			"server_features": []string{"xds_v3"},
+		}},
+		"node": map[string]any{"id": ns + "-1", "metadata": map[string]any{layout.NodeMetadataProxyless: layout.ProxylessGRPC}},
+		"certificate_providers": map[string]any{layout.CertProviderInstance: map[string]any{
+			"plugin_name": "file_watcher",
+			"config": map[string]any{
+				"certificate_file": workload.Cert, "private_key_file": workload.Key, "ca_certificate_file": workload.Root, "refresh_interval": "1s",
+			},
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := xds.NewXDSResolverWithConfigForTesting(bootstrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := xdscreds.NewClientCredentials(xdscreds.ClientOptions{FallbackCreds: insecure.NewCredentials()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(r), grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	return cc
 }

@@ -25,13 +25,11 @@ const (
 	flagWatcherNamespace  = "--namespace"
 	flagCompilerNamespace = "--namespace"
 	flagInjectorNamespace = "--namespace"
-	flagEdgeNamespace     = "--namespace"
 	flagWatcherPod        = "--pod-name"
 	flagCompilerPod       = "--pod-name"
 	flagEdgePod           = "--pod-name"
 	flagCompilerMeshCfg   = "--mesh-config"
 	flagInjectorMeshCfg   = "--mesh-config"
-	flagEdgeMeshCfg       = "--mesh-config"
 
 	// The CA client of the injector and the edge.
 	flagCAAddr        = "--ca-addr"
@@ -48,6 +46,9 @@ const (
 	flagListenAddr      = "--listen-addr"
 	flagWebhookConfig   = "--webhook-config-name"
 	envValidatingConfig = "OSM_VALIDATING_WEBHOOK_CONFIG_NAME"
+	// The edge's --namespace and --mesh-config.
+	envEdgeNamespace    = "OSM_NAMESPACE"
+	envEdgeMeshCfg      = "OSM_MESH_CONFIG"
 	flagWebhookService  = "--webhook-service-name"
 	flagWebhookPort     = "--webhook-service-port"
 	flagEdgeAckInterval = "--ack-status-interval"
@@ -97,7 +98,7 @@ func (m *Mesh) args(c Component, admin, addr string) []string {
 		a = append(a, flagCompilerNamespace, o.Namespace, flagCompilerMeshCfg, o.MeshConfig, flagCompilerPod, o.Name)
 	case Edge:
 		a = append(a, caClient...)
-		a = append(a, flagListenAddr, addr, flagEdgePod, o.Name+"-edge-0", flagEdgeNamespace, o.Namespace, flagEdgeMeshCfg, o.MeshConfig)
+		a = append(a, flagListenAddr, addr, flagEdgePod, o.Name+"-edge-0")
 		if o.AckStatusInterval > 0 {
 			a = append(a, flagEdgeAckInterval, o.AckStatusInterval.String())
 		}
@@ -113,6 +114,14 @@ func (m *Mesh) env(c Component) map[string]string {
 	}
 	if c == CertAuthority {
 		env[envCABootstrapTok] = m.o.BootstrapToken
+	}
+	if c == Edge {
+		// The MeshConfig the edge follows, through the environment: an
+		// edge of a release before it followed one has no such flags and
+		// ignores the variables (tests/upgrade runs one); a flag would
+		// stop it.
+		env[envEdgeNamespace] = m.o.Namespace
+		env[envEdgeMeshCfg] = m.o.MeshConfig
 	}
 	if c == Injector {
 		// Through the environment, which an injector of a release without

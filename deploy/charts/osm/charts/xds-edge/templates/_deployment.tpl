@@ -57,7 +57,7 @@ spec:
           imagePullPolicy: {{ $g.image.pullPolicy }}
           args:
             {{- include "osm.adminArgs" $c | nindent 12 }}
-            {{- include "osm.meshArgs" (dict "ctx" $ctx "flags" (list "namespace" "mesh-config" "trust-domain")) | trim | nindent 12 }}
+            {{- include "osm.meshArgs" (dict "ctx" $ctx "flags" (list "trust-domain")) | trim | nindent 12 }}
             {{- include "osm.natsArgs" (dict "ctx" $ctx "role" "edge") | trim | nindent 12 }}
             {{- include "osm.caClientArgs" $c | nindent 12 }}
             - --listen-addr=:15128
@@ -76,6 +76,14 @@ spec:
           env:
             {{- include "osm.podNameEnv" $c | nindent 12 }}
             {{- include "osm.natsEnv" (dict "ctx" $ctx "role" "edge") | trim | nindent 12 }}
+            # The MeshConfig the edge follows (--namespace, --mesh-config), as
+            # variables: an edge image from before it followed one ignores
+            # them, where the flags would stop it (a rollback or canary of
+            # an older xdsEdge.image.tag under this chart).
+            - name: OSM_NAMESPACE
+              value: {{ $ctx.Release.Namespace | quote }}
+            - name: OSM_MESH_CONFIG
+              value: {{ $g.meshConfigName | quote }}
           ports:
             {{- include "osm.adminPort" $c | nindent 12 }}
             - name: ads

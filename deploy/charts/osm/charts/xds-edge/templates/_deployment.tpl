@@ -69,7 +69,10 @@ spec:
             - --keepalive-time={{ $l.keepaliveTime }}
             - --keepalive-timeout={{ $l.keepaliveTimeout }}
             - --ack-status-interval={{ $ctx.Values.ackStatusInterval }}
+            {{- /* 0s is the edge's default: left out, so that an older edge image, which refuses 0s, takes its own. */}}
+            {{- if not (has (toString $ctx.Values.certTTL) (list "0s" "0" "")) }}
             - --cert-ttl={{ $ctx.Values.certTTL }}
+            {{- end }}
             {{- if $ctx.Values.debug.enabled }}
             - --debug-addr=:{{ $ctx.Values.debug.port }}
             {{- end }}

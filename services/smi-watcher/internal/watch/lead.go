@@ -81,7 +81,7 @@ func (w *Watcher) Lead(ctx context.Context) error {
 		pending[Item{Kind: o.Kind, Namespace: o.Namespace, Name: o.Name}] = struct{}{}
 	}
 	w.mu.Unlock()
-	for _, s := range w.order {
+	for _, s := range w.srcs.Load().order {
 		for _, obj := range s.informer.GetStore().List() {
 			if it, ok := w.itemOf(s, obj); ok {
 				pending[it] = struct{}{}

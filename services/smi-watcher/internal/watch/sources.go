@@ -25,6 +25,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/meshconfig"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 	"github.com/openservicemesh/osm/libs/smi"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 )
@@ -144,7 +145,7 @@ func (f factories) shutdown() {
 // watched only in controlPlaneNamespace, where the mesh's one MeshConfig
 // lives. OSM's policy kinds are watched when the apiserver serves them;
 // missing lists the ones it does not (see policySources).
-func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (f factories, srcs []*source, missing []string, err error) {
+func newSources(c Clients, resync time.Duration, controlPlaneNamespace string) (f factories, srcs []*source, missing []osmpolicy.Kind, err error) {
 	f = factories{
 		kube:    informers.NewSharedInformerFactoryWithOptions(c.Kube, resync, informers.WithTransform(transform)),
 		access:  accessinformers.NewSharedInformerFactory(c.Access, resync),

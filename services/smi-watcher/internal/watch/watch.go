@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/osmpolicy"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 )
 
@@ -88,6 +90,10 @@ type Options struct {
 	Log *logrus.Entry
 	// Meter records the watcher's metrics; nil records nothing.
 	Meter metric.Meter
+	// KindCheck is how often the watcher asks the apiserver whether it
+	// serves the policy kinds it did not serve at the start; default
+	// DefaultKindCheck.
+	KindCheck time.Duration
 }
 
 // Item names one observed object: its layout kind, namespace and name.
@@ -113,11 +119,13 @@ func (it Item) cacheKey() string {
 
 // Watcher mirrors the observed kinds into KV mesh-observed.
 type Watcher struct {
-	o       Options
-	log     *logrus.Entry
-	facts   factories
-	sources map[string]*source
-	order   []*source
+	o     Options
+	log   *logrus.Entry
+	facts factories
+	// srcs are the observed kinds' sources, replaced whole (never changed
+	// in place) when a policy kind starts being served.
+	srcs    atomic.Pointer[sourceSet]
+	missing []osmpolicy.Kind // policy kinds not served at the start
 	queue   workqueue.TypedRateLimitingInterface[Item]
 	m       *metrics
 
@@ -150,13 +158,15 @@ func New(o Options) (*Watcher, error) {
 	if o.Workers <= 0 {
 		o.Workers = 16
 	}
+	if o.KindCheck <= 0 {
+		o.KindCheck = DefaultKindCheck
+	}
 	w := &Watcher{
 		o:   o,
 		log: o.Log,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[Item](),
 			workqueue.TypedRateLimitingQueueConfig[Item]{}),
-		sources:    map[string]*source{},
 		eventTimes: map[Item]time.Time{},
 		present:    map[string]string{},
 	}
@@ -165,22 +175,62 @@ func New(o Options) (*Watcher, error) {
 		return nil, err
 	}
 	w.m = m
-	var missing []string
-	if w.facts, w.order, missing, err = newSources(c, o.Resync, o.ControlPlaneNamespace); err != nil {
+	var order []*source
+	if w.facts, order, w.missing, err = newSources(c, o.Resync, o.ControlPlaneNamespace); err != nil {
 		return nil, err
 	}
-	if len(missing) > 0 {
-		w.log.WithField("resources", missing).Warn("policy kinds not served by the apiserver are not watched; install their CRDs and restart the watcher")
+	if len(w.missing) > 0 {
+		w.log.WithField("resources", resourceNames(w.missing)).Warn("policy kinds not served by the apiserver (their CRDs are not installed) are not watched yet; the watcher starts watching each once its CRD is installed")
 	}
-	for _, s := range w.order {
-		w.sources[s.kind] = s
-		reg, err := s.informer.AddEventHandler(w.handler(s))
-		if err != nil {
-			return nil, fmt.Errorf("watch: register %s handler: %w", s.kind, err)
+	set := &sourceSet{byKind: map[string]*source{}}
+	for _, s := range order {
+		if err := w.register(s); err != nil {
+			return nil, err
 		}
-		s.registration = reg
+		set = set.with(s)
 	}
+	w.srcs.Store(set)
 	return w, nil
+}
+
+// sourceSet is the watcher's observed kinds: by kind, and in the order
+// they were added.
+type sourceSet struct {
+	byKind map[string]*source
+	order  []*source
+}
+
+// with is a copy of the set with s added.
+func (ss *sourceSet) with(s *source) *sourceSet {
+	out := &sourceSet{byKind: make(map[string]*source, len(ss.byKind)+1), order: append(ss.order[:len(ss.order):len(ss.order)], s)}
+	for k, v := range ss.byKind {
+		out.byKind[k] = v
+	}
+	out.byKind[s.kind] = s
+	return out
+}
+
+// register adds the watcher's event handler to the informer of s.
+func (w *Watcher) register(s *source) error {
+	reg, err := s.informer.AddEventHandler(w.handler(s))
+	if err != nil {
+		return fmt.Errorf("watch: register %s handler: %w", s.kind, err)
+	}
+	s.registration = reg
+	return nil
+}
+
+// addSource starts watching the kind of s while the watcher runs: the
+// source joins the set before its informer starts, so that every event of
+// its initial list finds it; while leading, each of its objects is then
+// written as it arrives.
+func (w *Watcher) addSource(ctx context.Context, s *source) error {
+	if err := w.register(s); err != nil {
+		return err
+	}
+	w.srcs.Store(w.srcs.Load().with(s))
+	w.facts.policy.Start(ctx.Done()) // starts only the informers not yet started
+	return nil
 }
 
 // Run starts the informers and the workers, waits until every informer has
@@ -200,6 +250,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		w.followKinds(ctx, w.o.KindCheck)
+	}()
 	if !w.waitForCacheSync(ctx) {
 		return fmt.Errorf("watch: informer caches did not sync: %w", ctx.Err())
 	}
@@ -216,8 +271,9 @@ func (w *Watcher) Run(ctx context.Context) error {
 // handlers, so that a term that starts afterwards is not handed thousands
 // of stale "add" events (and their latencies) from the initial list.
 func (w *Watcher) waitForCacheSync(ctx context.Context) bool {
-	synced := make([]cache.InformerSynced, 0, 2*len(w.order))
-	for _, s := range w.order {
+	order := w.srcs.Load().order
+	synced := make([]cache.InformerSynced, 0, 2*len(order))
+	for _, s := range order {
 		synced = append(synced, s.informer.HasSynced, s.registration.HasSynced)
 	}
 	return cache.WaitForCacheSync(ctx.Done(), synced...)
@@ -311,7 +367,7 @@ func (w *Watcher) enqueueEvent(it Item) {
 
 // enqueueNamespaceObjects queues every cached object of namespace ns.
 func (w *Watcher) enqueueNamespaceObjects(ns string) {
-	for _, s := range w.order {
+	for _, s := range w.srcs.Load().order {
 		if !s.namespaced {
 			continue
 		}
@@ -360,7 +416,7 @@ func (w *Watcher) processNext(ctx context.Context) bool {
 // desired is the message item should have in the bucket, or nil when the
 // key should be absent.
 func (w *Watcher) desired(it Item) (proto.Message, error) {
-	s, ok := w.sources[it.Kind]
+	s, ok := w.srcs.Load().byKind[it.Kind]
 	if !ok {
 		return nil, nil // a stale key of a kind this watcher does not know
 	}
@@ -393,7 +449,7 @@ func (w *Watcher) desired(it Item) (proto.Message, error) {
 }
 
 func (w *Watcher) inMesh(ns string) bool {
-	obj, exists, err := w.sources[layout.KindNamespace].informer.GetIndexer().GetByKey(ns)
+	obj, exists, err := w.srcs.Load().byKind[layout.KindNamespace].informer.GetIndexer().GetByKey(ns)
 	if err != nil || !exists {
 		return false
 	}

@@ -20,7 +20,10 @@
 // check.
 package policy
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Reasons of rejected policies, usable as Kubernetes Event reasons.
 const (
@@ -69,4 +72,24 @@ func Verdict(kind, namespace, name string, rej *Rejection) string {
 		return obj + " is valid"
 	}
 	return obj + " rejected: " + rej.Message
+}
+
+// warnedVerdict is what the message of an object accepted with a warning
+// says after its name.
+const warnedVerdict = " accepted with a warning: "
+
+// Warned is the message users read about the object kind namespace/name,
+// valid and applied, of which the part warn names does not take effect
+// everywhere: "<Kind> <ns>/<name> accepted with a warning: <field>: <why>".
+// The compiler's PolicyStatus carries it, and the smi-watcher's Warning
+// Event; IsWarned tells it from a rejection.
+func Warned(kind, namespace, name string, warn *Rejection) string {
+	return kind + " " + namespace + "/" + name + warnedVerdict + warn.Message
+}
+
+// IsWarned reports whether msg (an Event's message, which may add to it)
+// is a Warned verdict, not a rejection.
+func IsWarned(msg string) bool {
+	before, _, ok := strings.Cut(msg, warnedVerdict)
+	return ok && !strings.Contains(before, ":")
 }

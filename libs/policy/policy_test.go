@@ -144,3 +144,21 @@ func TestVerdict(t *testing.T) {
 		t.Fatal(got)
 	}
 }
+
+func TestWarned(t *testing.T) {
+	w := Reject("RetryOnIgnoredByProxylessGRPC", "spec.retryPolicy.retryOn", "5xx dropped for proxyless gRPC clients")
+	got := Warned("Retry", "bookbuyer", "retry", w)
+	if got != "Retry bookbuyer/retry accepted with a warning: spec.retryPolicy.retryOn: 5xx dropped for proxyless gRPC clients" {
+		t.Fatal(got)
+	}
+	for msg, want := range map[string]bool{
+		got:                     true,
+		got + " (generation 3)": true,
+		Verdict("Retry", "bookbuyer", "retry", w): false,
+		Verdict("Retry", "bookbuyer", "retry", Reject("X", "spec.a", "value %q", " accepted with a warning: ")): false,
+	} {
+		if IsWarned(msg) != want {
+			t.Errorf("IsWarned(%q) = %v, want %v", msg, !want, want)
+		}
+	}
+}

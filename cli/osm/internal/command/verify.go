@@ -37,6 +37,7 @@ import (
 	"github.com/openservicemesh/osm/libs/edgedebug"
 	"github.com/openservicemesh/osm/libs/osmctx"
 	"github.com/openservicemesh/osm/libs/osmpolicy"
+	"github.com/openservicemesh/osm/libs/policy"
 )
 
 // The categories of osm verify, in the order they run.
@@ -619,7 +620,10 @@ func (v *verifier) policies(ctx context.Context) error {
 type policyKey struct{ kind, ns, name string }
 
 // newestRejections is the newest of the smi-watcher's rejection Events
-// (Warning Events on a policy object) of each object among evs.
+// (Warning Events on a policy object) of each object among evs. An object
+// whose newest Warning Event is an acceptance with a warning
+// (policy.IsWarned: part of it does not take effect for some proxies) is
+// not rejected.
 func newestRejections(evs []corev1.Event) map[policyKey]corev1.Event {
 	newest := map[policyKey]corev1.Event{}
 	for _, e := range evs {
@@ -636,6 +640,11 @@ func newestRejections(evs []corev1.Event) map[policyKey]corev1.Event {
 		k := policyKey{o.Kind, o.Namespace, o.Name}
 		if cur, ok := newest[k]; !ok || eventTime(e).After(eventTime(cur)) {
 			newest[k] = e
+		}
+	}
+	for k, e := range newest {
+		if policy.IsWarned(e.Message) {
+			delete(newest, k)
 		}
 	}
 	return newest

@@ -33,6 +33,11 @@ const (
 	// The object is invalid; it is not applied and the last good compiled
 	// state stays served.
 	PolicyCondition_POLICY_CONDITION_REJECTED PolicyCondition = 2
+	// The object is valid and is part of the compiled configuration, but
+	// part of it cannot take effect for some of its proxies (for example a
+	// Retry's HTTP retryOn conditions, which proxyless gRPC clients do not
+	// read); field_path names that part and the message says for whom.
+	PolicyCondition_POLICY_CONDITION_ACCEPTED_WITH_WARNING PolicyCondition = 3
 )
 
 // Enum value maps for PolicyCondition.
@@ -41,11 +46,13 @@ var (
 		0: "POLICY_CONDITION_UNSPECIFIED",
 		1: "POLICY_CONDITION_ACCEPTED",
 		2: "POLICY_CONDITION_REJECTED",
+		3: "POLICY_CONDITION_ACCEPTED_WITH_WARNING",
 	}
 	PolicyCondition_value = map[string]int32{
-		"POLICY_CONDITION_UNSPECIFIED": 0,
-		"POLICY_CONDITION_ACCEPTED":    1,
-		"POLICY_CONDITION_REJECTED":    2,
+		"POLICY_CONDITION_UNSPECIFIED":           0,
+		"POLICY_CONDITION_ACCEPTED":              1,
+		"POLICY_CONDITION_REJECTED":              2,
+		"POLICY_CONDITION_ACCEPTED_WITH_WARNING": 3,
 	}
 )
 
@@ -152,8 +159,9 @@ type PolicyStatus struct {
 	// Short CamelCase reason, usable as a Kubernetes Event reason, e.g.
 	// "Accepted", "UnknownRuleKind", "RouteNotFound".
 	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	// Path of the offending field when rejected, e.g. "spec.rules[1].kind".
-	// Empty when accepted or when no single field is at fault.
+	// Path of the offending field when rejected or accepted with a warning,
+	// e.g. "spec.rules[1].kind". Empty when accepted or when no single field
+	// is at fault.
 	FieldPath string `protobuf:"bytes,5,opt,name=field_path,json=fieldPath,proto3" json:"field_path,omitempty"`
 	// Human-readable explanation, naming the field and the value.
 	Message string `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
@@ -512,11 +520,12 @@ const file_osm_mesh_v1_status_proto_rawDesc = "" +
 	"\x04time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x1a@\n" +
 	"\x12AckedVersionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*q\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x9d\x01\n" +
 	"\x0fPolicyCondition\x12 \n" +
 	"\x1cPOLICY_CONDITION_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19POLICY_CONDITION_ACCEPTED\x10\x01\x12\x1d\n" +
-	"\x19POLICY_CONDITION_REJECTED\x10\x02*\x8d\x01\n" +
+	"\x19POLICY_CONDITION_REJECTED\x10\x02\x12*\n" +
+	"&POLICY_CONDITION_ACCEPTED_WITH_WARNING\x10\x03*\x8d\x01\n" +
 	"\n" +
 	"ProxyEvent\x12\x1b\n" +
 	"\x17PROXY_EVENT_UNSPECIFIED\x10\x00\x12\x19\n" +

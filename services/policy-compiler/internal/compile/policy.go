@@ -167,8 +167,10 @@ func (p *policies) setSplit(nn model.NN, s *Split) (old *Split, changed bool) {
 // judge records the verdict on the policy object nn of the observed kind
 // key and returns a copy of it, the caller's to stamp and publish, when it
 // differs from the last one (see sameVerdict), nil otherwise. The status
-// names the object's kind as users write it (layout.KindName).
-func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej *Rejection) *meshv1.PolicyStatus {
+// names the object's kind as users write it (layout.KindName). An object
+// rej does not refuse is accepted, with a warning when warn is not nil:
+// the part of it warn names does not take effect everywhere.
+func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv1.ObjectMeta, rej, warn *Rejection) *meshv1.PolicyStatus {
 	kind := layout.KindName(key)
 	st := &meshv1.PolicyStatus{
 		Object:             &meshv1.ObjectRef{ApiVersion: apiVersion, Kind: kind, Namespace: nn.Namespace, Name: nn.Name, Uid: meta.GetUid()},
@@ -180,6 +182,9 @@ func (p *policies) judge(key string, nn model.NN, apiVersion string, meta *meshv
 	if rej != nil {
 		st.Condition = meshv1.PolicyCondition_POLICY_CONDITION_REJECTED
 		st.Reason, st.FieldPath, st.Message = rej.Reason, rej.FieldPath, policy.Verdict(kind, nn.Namespace, nn.Name, rej)
+	} else if warn != nil {
+		st.Condition = meshv1.PolicyCondition_POLICY_CONDITION_ACCEPTED_WITH_WARNING
+		st.Reason, st.FieldPath, st.Message = warn.Reason, warn.FieldPath, policy.Warned(kind, nn.Namespace, nn.Name, warn)
 	}
 	k := policyKey{key, nn}
 	old := p.verdicts[k]
@@ -228,13 +233,26 @@ func review[P interface {
 	*O
 	policyObject
 }, O, V any](p *policies, d *Delta, key string, nn model.NN, obj P, validate func(model.NN, P) (V, *Rejection)) (V, bool) {
+	return reviewWarn(p, d, key, nn, obj, validate, nil)
+}
+
+// reviewWarn is review with warn (nil: none) judging an accepted value:
+// the object is then accepted with the warning it returns, if any.
+func reviewWarn[P interface {
+	*O
+	policyObject
+}, O, V any](p *policies, d *Delta, key string, nn model.NN, obj P, validate func(model.NN, P) (V, *Rejection), warn func(V) *Rejection) (V, bool) {
 	if obj == nil {
 		p.forget(key, nn)
 		var none V
 		return none, true
 	}
 	v, rej := validate(nn, obj)
-	if st := p.judge(key, nn, obj.GetApiVersion(), obj.GetMeta(), rej); st != nil {
+	var w *Rejection
+	if rej == nil && warn != nil {
+		w = warn(v)
+	}
+	if st := p.judge(key, nn, obj.GetApiVersion(), obj.GetMeta(), rej, w); st != nil {
 		d.Statuses = append(d.Statuses, st)
 	}
 	return v, rej == nil

@@ -57,7 +57,9 @@ import (
 // status and are left out), num_retries (at least 1: a Retry with
 // numRetries 0 gets no copy) and the backoff's base interval; it ignores
 // per_try_timeout, which the copy leaves out. A Retry whose conditions
-// include none of gRPC's gets no copy for proxyless clients.
+// include none of gRPC's gets no copy for proxyless clients. A Retry with
+// conditions gRPC does not read is accepted with a warning naming them
+// (retry_proxyless.go), for Envoy sidecars still retry on all of them.
 
 // RetryRouteName is the name of source id's copy of the route of a service
 // port, with its retry policy: "ns/svc|port|retry|srcns/srcsa".
@@ -124,7 +126,7 @@ func ValidateRetry(nn model.NN, r *meshv1.Retry) (*policy.AcceptedRetry, *Reject
 // whose accepted Retries changed.
 func (e *Engine) compileRetryPolicies(d *Delta) {
 	for _, nn := range multimap.Sorted(e.dirty.retry) {
-		r, ok := review(&e.pol, d, layout.KindRetry, nn, e.m.Retry(nn), ValidateRetry)
+		r, ok := reviewWarn(&e.pol, d, layout.KindRetry, nn, e.m.Retry(nn), ValidateRetry, e.retryWarning)
 		if !ok {
 			continue
 		}

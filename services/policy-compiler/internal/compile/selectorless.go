@@ -33,7 +33,7 @@ func (e *Engine) reviewService(nn model.NN, d *Delta) {
 		e.pol.forget(layout.KindService, nn)
 		return
 	}
-	if st := e.pol.judge(layout.KindService, nn, "v1", svc.GetMeta(), selectorlessRejection(nn, svc)); st != nil {
+	if st := e.pol.judge(layout.KindService, nn, "v1", svc.GetMeta(), selectorlessRejection(nn, svc), nil); st != nil {
 		d.Statuses = append(d.Statuses, st)
 	}
 }

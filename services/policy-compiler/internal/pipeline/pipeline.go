@@ -744,5 +744,11 @@ func (c *Compiler) publish(ctx context.Context, statuses []*meshv1.PolicyStatus,
 				"reason": st.GetReason(), "field_path": st.GetFieldPath(),
 			}).Warn("policy rejected")
 		}
+		if st.GetCondition() == meshv1.PolicyCondition_POLICY_CONDITION_ACCEPTED_WITH_WARNING {
+			c.log.WithContext(ctx).WithFields(logrus.Fields{
+				"kind": o.GetKind(), "namespace": o.GetNamespace(), "name": o.GetName(),
+				"reason": st.GetReason(), "field_path": st.GetFieldPath(),
+			}).Info("policy accepted with a warning")
+		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package status brings the policy-compiler's verdicts back to users: it
-// subscribes to mesh.status.policy.> and records every rejection as a
-// Kubernetes Event on the offending object, naming the field and the reason.
+// subscribes to mesh.status.policy.> and records every rejection, and every
+// acceptance with a warning (part of the object cannot take effect for some
+// proxies), as a Warning Event on the object, naming the field and the
+// reason.
 // It is the only place where compiler results reach the Kubernetes API.
 package status
 
@@ -49,15 +51,16 @@ func (r *Reporter) Run(ctx context.Context, nc *nats.Conn) error {
 	return nil
 }
 
-// Handle records one PolicyStatus. Accepted verdicts record nothing: only a
-// rejection needs the user's attention.
+// Handle records one PolicyStatus. Plain acceptances record nothing: only a
+// rejection or a warning needs the user's attention.
 func (r *Reporter) Handle(ctx context.Context, data []byte) {
 	var st meshv1.PolicyStatus
 	if err := proto.Unmarshal(data, &st); err != nil {
 		r.log.WithContext(ctx).WithError(err).Warn("undecodable policy status dropped")
 		return
 	}
-	if st.GetCondition() != meshv1.PolicyCondition_POLICY_CONDITION_REJECTED || !r.active() {
+	warning := st.GetCondition() == meshv1.PolicyCondition_POLICY_CONDITION_ACCEPTED_WITH_WARNING
+	if (st.GetCondition() != meshv1.PolicyCondition_POLICY_CONDITION_REJECTED && !warning) || !r.active() {
 		return
 	}
 	obj := st.GetObject()
@@ -75,15 +78,22 @@ func (r *Reporter) Handle(ctx context.Context, data []byte) {
 	reason := st.GetReason()
 	if reason == "" {
 		reason = "Rejected"
+		if warning {
+			reason = "AcceptedWithWarning"
+		}
 	}
 	r.rec.Event(ref, corev1.EventTypeWarning, reason, Message(&st))
+	msg := "recorded policy rejection"
+	if warning {
+		msg = "recorded policy warning"
+	}
 	r.log.WithContext(ctx).WithFields(logrus.Fields{
 		"kind": obj.GetKind(), "namespace": obj.GetNamespace(), "name": obj.GetName(),
 		"reason": reason, "field": st.GetFieldPath(),
-	}).Info("recorded policy rejection")
+	}).Info(msg)
 }
 
-// Message is the Event message of a rejection: the compiler's
+// Message is the Event message of a rejection or warning: the compiler's
 // explanation, which names the field; a message that does not name it is
 // prefixed with it, so the field appears once.
 func Message(st *meshv1.PolicyStatus) string {

@@ -62,6 +62,15 @@ func TestHandle(t *testing.T) {
 	noObject.Object = nil
 	noReason := rejected()
 	noReason.Reason = ""
+	warned := &meshv1.PolicyStatus{
+		Object:    &meshv1.ObjectRef{ApiVersion: "policy.openservicemesh.io/v1alpha1", Kind: "Retry", Namespace: "bookbuyer", Name: "retry", Uid: "u2"},
+		Condition: meshv1.PolicyCondition_POLICY_CONDITION_ACCEPTED_WITH_WARNING,
+		Reason:    "RetryOnIgnoredByProxylessGRPC",
+		FieldPath: "spec.retryPolicy.retryOn",
+		Message:   "Retry bookbuyer/retry accepted with a warning: spec.retryPolicy.retryOn: 5xx dropped for proxyless gRPC clients",
+	}
+	warnedNoReason := proto.Clone(warned).(*meshv1.PolicyStatus)
+	warnedNoReason.Reason = ""
 	cases := []struct {
 		name   string
 		data   []byte
@@ -74,6 +83,9 @@ func TestHandle(t *testing.T) {
 		{"garbage", []byte{0xff, 0x01}, true, nil},
 		{"no object", marshal(noObject), true, nil},
 		{"no reason", marshal(noReason), true, []string{"Warning Rejected spec.backends[1].weight: weight -10 is negative (generation 4)"}},
+		{"accepted with a warning", marshal(warned), true, []string{"Warning RetryOnIgnoredByProxylessGRPC " + warned.Message}},
+		{"accepted with a warning on a standby", marshal(warned), false, nil},
+		{"accepted with a warning, no reason", marshal(warnedNoReason), true, []string{"Warning AcceptedWithWarning " + warned.Message}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -16,6 +16,7 @@
 //	resource.<type>.<name>        osm.mesh.v1.CompiledResource (type: cluster, endpoint, listener, route, secret)
 //	group.<ns>.<serviceaccount>   osm.mesh.v1.ProxyGroup
 //	set.<name>                    osm.mesh.v1.NameSet (names groups share; a group lists the sets it includes)
+//	accepted.<kind>.<ns>.<name>   osm.mesh.v1.KeptVersion (a rejected policy's last accepted version; the compiler's own, edges ignore it)
 //
 // mesh-trust (writer: cert-authority)
 //
@@ -99,6 +100,21 @@ func GroupKey(namespace, serviceAccount string) string {
 
 // SetKey is the key of the shared name set called name.
 func SetKey(name string) string { return bus.Key("set", name) }
+
+// AcceptedKey is the key, in mesh-compiled, of the last accepted version
+// of a rejected policy object of the observed kind (osm.mesh.v1.KeptVersion).
+func AcceptedKey(kind, namespace, name string) string {
+	return bus.Key(acceptedPrefix, kind, namespace, name)
+}
+
+const acceptedPrefix = "accepted"
+
+// IsAcceptedKey reports whether a mesh-compiled key is an AcceptedKey: a
+// record the policy-compiler keeps for itself, which edges ignore.
+func IsAcceptedKey(key string) bool {
+	parts, err := bus.SplitKey(key)
+	return err == nil && len(parts) == 4 && parts[0] == acceptedPrefix
+}
 
 // Observed is a parsed mesh-observed key.
 type Observed struct {

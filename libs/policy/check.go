@@ -178,8 +178,11 @@ type target struct {
 // TCP ports, and permissive mode.
 //
 // One difference: a rejected object counts here as absent, whereas the
-// compiler keeps serving its last accepted version, which no one but the
-// compiler knows.
+// compiler keeps serving its last accepted version. Check reads the
+// Kubernetes objects only; that version is kept by the policy-compiler
+// (in memory, and in KV mesh-compiled under accepted.<kind>.<ns>.<name>
+// so that a restarted compiler or a new leader serves it too), and the
+// rejection's Warning Event says the object is rejected.
 func Check(m *Mesh, req Request) Decision {
 	svcName := req.ServiceNamespace + "/" + req.Service
 	deny := func(reason, format string, args ...any) Decision {

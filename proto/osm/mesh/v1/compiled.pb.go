@@ -412,9 +412,15 @@ type Generation struct {
 	// xDS version they serve ("<epoch>:<number>.<hash>", or
 	// "<number>.<hash>" in epoch 0), so a proxy that holds state from before
 	// a loss is never taken for one that has seen newer state.
-	Epoch         uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Epoch uint64 `protobuf:"varint,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// True when the compiler that wrote this generation keeps the
+	// `accepted.` records (KeptVersion) current: one that starts or takes
+	// the lease over seeds its compile core with them only then. A compiler
+	// of a release before them leaves it false and the records as they were,
+	// so they may be stale: its successor compiles cold and rewrites them.
+	KeepsAcceptedVersions bool `protobuf:"varint,7,opt,name=keeps_accepted_versions,json=keepsAcceptedVersions,proto3" json:"keeps_accepted_versions,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *Generation) Reset() {
@@ -489,6 +495,119 @@ func (x *Generation) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *Generation) GetKeepsAcceptedVersions() bool {
+	if x != nil {
+		return x.KeepsAcceptedVersions
+	}
+	return false
+}
+
+// KeptVersion is the last accepted version of a policy object whose latest
+// verdict is a rejection, which the compiler keeps serving ("the last good
+// compiled state stays served"). The leading compiler writes it under
+// `accepted.<kind>.<ns>.<name>` in the same commit as the generation that
+// reflects the rejection, and deletes it when the object is accepted again
+// or deleted; a compiler that starts, or takes the lease over, seeds its
+// compile core with these before its first compile, so that it serves
+// what its predecessor served. Edges ignore these keys. Only rejected
+// objects that hold an accepted version have one, so their number grows
+// with the rejections, not with the mesh.
+type KeptVersion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Observed kind of the object as in its mesh-observed key, e.g.
+	// "traffictarget".
+	Kind string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	// Namespace of the object.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Name of the object.
+	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Version of the encoding of `value`. A compiler decodes only the format
+	// it knows and compiles any other object cold (as if it held no
+	// accepted version), so an older compiler ignores a newer one's record.
+	Format uint32 `protobuf:"varint,4,opt,name=format,proto3" json:"format,omitempty"`
+	// The accepted version in the compiler's own form: deterministic JSON of
+	// the value the object was accepted as, after resolving the objects it
+	// names (a TrafficTarget's rules carry the matches of the HTTPRouteGroup
+	// versions it was accepted with).
+	Value []byte `protobuf:"bytes,5,opt,name=value,proto3" json:"value,omitempty"`
+	// Number of the generation that last wrote this record (debugging only).
+	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeptVersion) Reset() {
+	*x = KeptVersion{}
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeptVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeptVersion) ProtoMessage() {}
+
+func (x *KeptVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_osm_mesh_v1_compiled_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeptVersion.ProtoReflect.Descriptor instead.
+func (*KeptVersion) Descriptor() ([]byte, []int) {
+	return file_osm_mesh_v1_compiled_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *KeptVersion) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *KeptVersion) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *KeptVersion) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeptVersion) GetFormat() uint32 {
+	if x != nil {
+		return x.Format
+	}
+	return 0
+}
+
+func (x *KeptVersion) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *KeptVersion) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 var File_osm_mesh_v1_compiled_proto protoreflect.FileDescriptor
 
 const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
@@ -533,7 +652,7 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"generation\x1aX\n" +
 	"\x0eResourcesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\"\xee\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.osm.mesh.v1.ResourceNamesR\x05value:\x028\x01\"\xa6\x02\n" +
 	"\n" +
 	"Generation\x12\x16\n" +
 	"\x06number\x18\x01 \x01(\x04R\x06number\x12%\n" +
@@ -542,7 +661,17 @@ const file_osm_mesh_v1_compiled_proto_rawDesc = "" +
 	"\vcommit_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x12!\n" +
 	"\fchanged_keys\x18\x05 \x01(\rR\vchangedKeys\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\x04R\x05epochB9Z7github.com/openservicemesh/osm/proto/osm/mesh/v1;meshv1b\x06proto3"
+	"\x05epoch\x18\x06 \x01(\x04R\x05epoch\x126\n" +
+	"\x17keeps_accepted_versions\x18\a \x01(\bR\x15keepsAcceptedVersions\"\xa1\x01\n" +
+	"\vKeptVersion\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x16\n" +
+	"\x06format\x18\x04 \x01(\rR\x06format\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\fR\x05value\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generationB9Z7github.com/openservicemesh/osm/proto/osm/mesh/v1;meshv1b\x06proto3"
 
 var (
 	file_osm_mesh_v1_compiled_proto_rawDescOnce sync.Once
@@ -556,7 +685,7 @@ func file_osm_mesh_v1_compiled_proto_rawDescGZIP() []byte {
 	return file_osm_mesh_v1_compiled_proto_rawDescData
 }
 
-var file_osm_mesh_v1_compiled_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_osm_mesh_v1_compiled_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_osm_mesh_v1_compiled_proto_goTypes = []any{
 	(*CompiledResource)(nil),      // 0: osm.mesh.v1.CompiledResource
 	(*ResourceNames)(nil),         // 1: osm.mesh.v1.ResourceNames
@@ -564,20 +693,21 @@ var file_osm_mesh_v1_compiled_proto_goTypes = []any{
 	(*ResourceAliases)(nil),       // 3: osm.mesh.v1.ResourceAliases
 	(*NameSet)(nil),               // 4: osm.mesh.v1.NameSet
 	(*Generation)(nil),            // 5: osm.mesh.v1.Generation
-	nil,                           // 6: osm.mesh.v1.ProxyGroup.ResourcesEntry
-	nil,                           // 7: osm.mesh.v1.ProxyGroup.AliasesEntry
-	nil,                           // 8: osm.mesh.v1.ResourceAliases.NamesEntry
-	nil,                           // 9: osm.mesh.v1.NameSet.ResourcesEntry
-	(*Identity)(nil),              // 10: osm.mesh.v1.Identity
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*KeptVersion)(nil),           // 6: osm.mesh.v1.KeptVersion
+	nil,                           // 7: osm.mesh.v1.ProxyGroup.ResourcesEntry
+	nil,                           // 8: osm.mesh.v1.ProxyGroup.AliasesEntry
+	nil,                           // 9: osm.mesh.v1.ResourceAliases.NamesEntry
+	nil,                           // 10: osm.mesh.v1.NameSet.ResourcesEntry
+	(*Identity)(nil),              // 11: osm.mesh.v1.Identity
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_osm_mesh_v1_compiled_proto_depIdxs = []int32{
-	10, // 0: osm.mesh.v1.ProxyGroup.identity:type_name -> osm.mesh.v1.Identity
-	6,  // 1: osm.mesh.v1.ProxyGroup.resources:type_name -> osm.mesh.v1.ProxyGroup.ResourcesEntry
-	7,  // 2: osm.mesh.v1.ProxyGroup.aliases:type_name -> osm.mesh.v1.ProxyGroup.AliasesEntry
-	8,  // 3: osm.mesh.v1.ResourceAliases.names:type_name -> osm.mesh.v1.ResourceAliases.NamesEntry
-	9,  // 4: osm.mesh.v1.NameSet.resources:type_name -> osm.mesh.v1.NameSet.ResourcesEntry
-	11, // 5: osm.mesh.v1.Generation.commit_time:type_name -> google.protobuf.Timestamp
+	11, // 0: osm.mesh.v1.ProxyGroup.identity:type_name -> osm.mesh.v1.Identity
+	7,  // 1: osm.mesh.v1.ProxyGroup.resources:type_name -> osm.mesh.v1.ProxyGroup.ResourcesEntry
+	8,  // 2: osm.mesh.v1.ProxyGroup.aliases:type_name -> osm.mesh.v1.ProxyGroup.AliasesEntry
+	9,  // 3: osm.mesh.v1.ResourceAliases.names:type_name -> osm.mesh.v1.ResourceAliases.NamesEntry
+	10, // 4: osm.mesh.v1.NameSet.resources:type_name -> osm.mesh.v1.NameSet.ResourcesEntry
+	12, // 5: osm.mesh.v1.Generation.commit_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: osm.mesh.v1.ProxyGroup.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
 	3,  // 7: osm.mesh.v1.ProxyGroup.AliasesEntry.value:type_name -> osm.mesh.v1.ResourceAliases
 	1,  // 8: osm.mesh.v1.NameSet.ResourcesEntry.value:type_name -> osm.mesh.v1.ResourceNames
@@ -600,7 +730,7 @@ func file_osm_mesh_v1_compiled_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_mesh_v1_compiled_proto_rawDesc), len(file_osm_mesh_v1_compiled_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

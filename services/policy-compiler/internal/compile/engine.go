@@ -163,6 +163,12 @@ type Delta struct {
 	// Statuses are policy verdicts that changed since the last Compile
 	// (time and generation unset); they are copies, the caller's to stamp.
 	Statuses []*meshv1.PolicyStatus
+	// Kept are the new or changed last accepted versions of rejected
+	// policy objects, sorted by key; DeletedKept the keys of those that no
+	// longer have one (kept.go). They are written with the generation but
+	// are no part of what edges serve.
+	Kept        []*Kept
+	DeletedKept []string
 	// Invalid are resources that failed validation: compiler bugs. They are
 	// not in Resources, and the last good version (if any) stays.
 	Invalid []error
@@ -466,6 +472,7 @@ func (e *Engine) Compile() *Delta {
 	for _, id := range multimap.Sorted(e.dirty.grp) {
 		e.compileGroup(id, d)
 	}
+	e.recordKept(d)
 	e.dirty.reset()
 	sortByKey(d.Resources)
 	sort.Strings(d.DeletedResources)

@@ -262,20 +262,17 @@ func TestIngressIncrementalEqualsCold(t *testing.T) {
 					}
 				}
 				// A policy rejected (an HTTPRouteGroup deleted under its
-				// users) keeps its last good version, which a cold engine
-				// never saw: compare while everything is accepted.
-				if keptRejections(e) > 0 {
-					continue
+				// users) keeps its last good version: equalsColdOf seeds the
+				// cold engine with it.
+				if len(e.Kept()) > 0 {
+					compared++
 				}
-				compared++
 				equalsColdOf(t, e, live)
 				if t.Failed() {
 					t.Fatalf("step %d: %s", step, objs[i].Key())
 				}
 			}
-			if compared < 20 {
-				t.Errorf("only %d of 60 steps compared with a cold compile", compared)
-			}
+			t.Logf("%d of 60 steps compared with kept versions", compared)
 		})
 	}
 }

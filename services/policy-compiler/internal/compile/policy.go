@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"encoding/json"
 	"reflect"
 
 	"google.golang.org/protobuf/proto"
@@ -48,6 +49,12 @@ type policies struct {
 	splits   accepted[*Split]
 	retries  acceptedRetries
 	verdicts map[policyKey]*meshv1.PolicyStatus
+	// seeds are kept versions given by Seed, not yet reviewed (kept.go).
+	seeds map[policyKey][]byte
+	// reviewed are the objects reviewed since the last recordKept.
+	reviewed set[policyKey]
+	// kept are the kept versions last reported (Delta.Kept).
+	kept map[policyKey]*Kept
 
 	destTargets map[model.Identity]set[model.NN]          // destination → its TrafficTargets
 	srcDests    map[model.Identity]map[model.Identity]int // source → destinations it may reach
@@ -63,6 +70,9 @@ func newPolicies() policies {
 		splits:      accepted[*Split]{},
 		retries:     newAcceptedRetries(),
 		verdicts:    map[policyKey]*meshv1.PolicyStatus{},
+		seeds:       map[policyKey][]byte{},
+		reviewed:    set[policyKey]{},
+		kept:        map[policyKey]*Kept{},
 		destTargets: map[model.Identity]set[model.NN]{},
 		srcDests:    map[model.Identity]map[model.Identity]int{},
 		destSrcs:    map[model.Identity]map[model.Identity]int{},
@@ -227,8 +237,11 @@ type policyObject interface {
 
 // review validates the policy object nn (obj; nil: deleted) of the observed
 // kind key, and adds the verdict to d when it changed. It returns the
-// accepted value (the zero value for a deleted object), and false when the
-// object is rejected: its last accepted version then stays.
+// value to accept (the zero value for a deleted object), and false when the
+// object is rejected: its last accepted version then stays. A rejected
+// object with a seeded version (Engine.Seed, a previous compiler's) returns
+// that version with true, to be accepted in place of this engine's: the
+// verdict stays a rejection.
 func review[P interface {
 	*O
 	policyObject
@@ -242,6 +255,10 @@ func reviewWarn[P interface {
 	*O
 	policyObject
 }, O, V any](p *policies, d *Delta, key string, nn model.NN, obj P, validate func(model.NN, P) (V, *Rejection), warn func(V) *Rejection) (V, bool) {
+	k := policyKey{key, nn}
+	p.reviewed.add(k)
+	seed, seeded := p.seeds[k]
+	delete(p.seeds, k)
 	if obj == nil {
 		p.forget(key, nn)
 		var none V
@@ -254,6 +271,12 @@ func reviewWarn[P interface {
 	}
 	if st := p.judge(key, nn, obj.GetApiVersion(), obj.GetMeta(), rej, w); st != nil {
 		d.Statuses = append(d.Statuses, st)
+	}
+	if rej != nil && seeded {
+		var kept V
+		if json.Unmarshal(seed, &kept) == nil { // Seed checked it decodes
+			return kept, true
+		}
 	}
 	return v, rej == nil
 }

@@ -122,10 +122,10 @@ func (e *Engine) compileUpstreams(d *Delta) {
 		obj := e.m.UpstreamTrafficSetting(nn)
 		up, ok := review(&e.pol, d, layout.KindUpstreamTrafficSetting, nn, obj, e.resolveUpstream)
 		switch {
+		case e.displaced(nn): // never accepted (resolveUpstream), nor seeded
+			e.ups.set(nn, nil)
 		case ok:
 			e.ups.set(nn, up)
-		case e.displaced(nn):
-			e.ups.set(nn, nil)
 		}
 	}
 }

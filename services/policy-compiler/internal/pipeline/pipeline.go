@@ -12,6 +12,12 @@
 // newly active) compiler rebuilds from mesh-observed and writes only the keys
 // whose content hash differs.
 //
+// A rejected policy keeps its last accepted version served. The compiler
+// writes those versions (compile.Kept, under layout.AcceptedKey) with the
+// generation, and on start or takeover seeds its engine with the ones it
+// finds before its first compile, so that a restart or a failover changes
+// nothing that no one edited.
+//
 // Generations are ordered by (epoch, number) (see meshv1.Generation). The
 // compiler continues the epoch it finds in mesh-compiled; when it finds no
 // generation there (a first install, a bucket deleted and recreated, a lost
@@ -121,6 +127,8 @@ type Stats struct {
 	Epochs int
 	// Statuses counts published policy statuses.
 	Statuses int
+	// Kept counts writes and deletes of kept versions (accepted.* keys).
+	Kept int
 }
 
 // Compiler is the policy-compiler's main loop.
@@ -347,7 +355,9 @@ func (c *Compiler) Start(ctx context.Context) error {
 				// output against what mesh-compiled holds.
 				c.log.WithContext(ctx).Warn("mesh-observed was recreated: rebuilding the model from it")
 				w.Stop()
+				kept := c.engine.Kept()
 				c.engine = compile.New(c.o.Engine)
+				c.seed(ctx, kept) // the versions it served stay served
 				c.resync = true
 				initialized = false
 				c.warm.Store(false)
@@ -430,6 +440,8 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 	c.written = map[string]string{}
 	c.genDirty = false // what the bucket holds decides (below)
 	found := false     // a generation record
+	keeps := false     // the generation's writer keeps accepted.* records current
+	var kept []*compile.Kept
 	// keysGen is the highest generation stamped into a key: above the
 	// generation key's, the last compiler died between its key writes and
 	// its generation write.
@@ -456,9 +468,28 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 					c.gen, c.genDirty = keysGen, true
 				}
 				c.count(func(s *Stats) { s.Epoch, s.Generation = c.epoch, c.gen })
-				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "epoch": c.epoch, "generation": c.gen}).Info("compiled state loaded")
+				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "epoch": c.epoch, "generation": c.gen, "kept_versions": len(kept)}).Info("compiled state loaded")
+				switch {
+				case keeps:
+					c.seed(ctx, kept)
+				case len(kept) > 0:
+					// Written before a compiler that does not keep them led:
+					// they may be stale. Compile cold; the resync rewrites them.
+					c.log.WithContext(ctx).WithField("kept_versions", len(kept)).
+						Warn("mesh-compiled's generation was written by a compiler that does not keep the rejected policies' accepted versions: not restoring them")
+				}
 				return nil
 			case bus.EventPut:
+				if layout.IsAcceptedKey(ev.Key) {
+					k, version, err := keptOf(ev.Value)
+					c.written[ev.Key] = version // rewritten or deleted by the resync if it differs
+					if err != nil {
+						c.log.WithContext(ctx).WithError(err).WithField("key", ev.Key).Warn("kept version not restored")
+						continue
+					}
+					kept = append(kept, k)
+					continue
+				}
 				if v, gen, ok := versionOf(ev.Key, ev.Value); ok {
 					c.written[ev.Key] = v
 					keysGen = max(keysGen, gen)
@@ -466,11 +497,37 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 					g := &meshv1.Generation{}
 					if err := ev.Decode(g); err == nil {
 						c.epoch, c.gen, found = g.GetEpoch(), g.GetNumber(), true
+						keeps = g.GetKeepsAcceptedVersions()
 					}
 				}
 			}
 		}
 	}
+}
+
+// seed gives the engine kept versions before its next compile.
+func (c *Compiler) seed(ctx context.Context, kept []*compile.Kept) {
+	for _, err := range c.engine.Seed(kept) {
+		c.log.WithContext(ctx).WithError(err).Warn("kept version not restored")
+	}
+	if len(kept) > 0 {
+		c.log.WithContext(ctx).WithField("kept_versions", len(kept)).Info("restored the last accepted versions of rejected policies")
+	}
+}
+
+// keptOf reads an accepted.* record: the record and its content version,
+// or the error that keeps it from being restored (the version is then
+// still that of its bytes, so the resync replaces it).
+func keptOf(value []byte) (*compile.Kept, string, error) {
+	p := &meshv1.KeptVersion{}
+	if err := proto.Unmarshal(value, p); err != nil {
+		return nil, "undecodable", fmt.Errorf("decode kept version: %w", err)
+	}
+	k, err := compile.KeptFromProto(p)
+	if err != nil {
+		return nil, "foreign", err
+	}
+	return k, k.Version(), nil
 }
 
 // versionOf is the content version of a compiled resource, group or name
@@ -575,6 +632,10 @@ func groupEntry(g *compile.Group) entry {
 	}}
 }
 
+func keptEntry(k *compile.Kept) entry {
+	return entry{k.Key(), k.Version(), func(gen uint64) proto.Message { return k.Proto(gen) }}
+}
+
 func setEntry(s *compile.Set) entry {
 	return entry{s.Key(), s.Version, func(gen uint64) proto.Message {
 		ns := proto.Clone(s.Set).(*meshv1.NameSet)
@@ -603,6 +664,10 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 			puts = append(puts, groupEntry(g))
 			want[g.Key()] = true
 		}
+		for _, k := range c.engine.Kept() {
+			puts = append(puts, keptEntry(k))
+			want[k.Key()] = true
+		}
 		for k := range c.written {
 			if !want[k] {
 				deletes = append(deletes, k)
@@ -618,15 +683,19 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		for _, g := range d.Groups {
 			puts = append(puts, groupEntry(g))
 		}
+		for _, k := range d.Kept {
+			puts = append(puts, keptEntry(k))
+		}
 		deletes = append(append(append(deletes, d.DeletedResources...), d.DeletedSets...), d.DeletedGroups...)
+		deletes = append(deletes, d.DeletedKept...)
 	}
 	next := c.gen
 	if !c.genDirty {
 		next++
 	}
-	var nPut, nDel, nSkip int
+	var nPut, nDel, nSkip, nKept int
 	defer func() {
-		c.count(func(s *Stats) { s.Puts += nPut; s.Deletes += nDel; s.Skipped += nSkip })
+		c.count(func(s *Stats) { s.Puts += nPut; s.Deletes += nDel; s.Skipped += nSkip; s.Kept += nKept })
 		c.o.Metrics.wrote(ctx, nPut, nDel, nSkip)
 	}()
 	if err := c.claim(ctx); err != nil {
@@ -689,7 +758,22 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 	for _, k := range deleted {
 		delete(c.written, k)
 	}
-	nPut, nDel = len(done), len(deleted)
+	for _, q := range done {
+		if layout.IsAcceptedKey(q.key) {
+			nKept++
+		} else {
+			nPut++
+		}
+	}
+	for _, k := range deleted {
+		if layout.IsAcceptedKey(k) {
+			nKept++
+		} else {
+			nDel++
+		}
+	}
+	// Kept versions alone change nothing an edge serves: they are written
+	// (fenced like the rest) without a new generation.
 	// An empty mesh is a complete state too: when mesh-compiled holds no
 	// generation yet, the first compile writes one even with no key, so
 	// that the edges can turn ready on it.
@@ -713,6 +797,8 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 		ObservedRevision: c.lastRev,
 		CommitTime:       timestamppb.Now(),
 		ChangedKeys:      uint32(nPut + nDel),
+
+		KeepsAcceptedVersions: true,
 	}
 	if _, err := c.compiled.Put(ctx, layout.GenerationKey, g); err != nil {
 		return false, err

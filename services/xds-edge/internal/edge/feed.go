@@ -227,6 +227,9 @@ func (f *feed) compiledEvent(ev bus.Event) (rewatch bool) {
 		// A deleted generation record changes nothing: the pool never goes back.
 	case ev.Key == bus.FenceKey:
 		// The compiler's lease term (bus.Store.Claim): nothing to serve.
+	case layout.IsAcceptedKey(ev.Key):
+		// A rejected policy's last accepted version, which the compiler
+		// keeps for its successor: nothing to serve.
 	case ev.Kind == bus.EventPut:
 		if err := f.target.Stage(ev.Key, ev.Value); err != nil {
 			log.WithError(err).Warn("ignored a bad mesh-compiled key")

@@ -209,7 +209,7 @@ func (e *Engine) recordKept(d *Delta) {
 			d.Kept = append(d.Kept, now)
 		}
 	}
-	clear(e.pol.reviewed)
+	e.pol.reviewed = set[policyKey]{} // not clear: a cold compile's buckets would stay
 	sortByKey(d.Kept)
 	sort.Strings(d.DeletedKept)
 }

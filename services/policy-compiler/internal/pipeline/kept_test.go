@@ -220,3 +220,39 @@ func TestKeptVersionsOfAnOlderLeaderAreNotRestored(t *testing.T) {
 		t.Fatal("the new generation does not say its writer keeps the records")
 	}
 }
+
+// TestUpgradeFromAnOlderLeaderMarksTheGeneration: a compiler that takes
+// over from one that does not keep the records, with nothing served to
+// change, still commits a generation saying it keeps them; otherwise a
+// rejection it kept later (written without a generation) would not be
+// restored after its own restart.
+func TestUpgradeFromAnOlderLeaderMarksTheGeneration(t *testing.T) {
+	h := newBookstoreHarness(t, meshv1.SyncState_SYNC_STATE_SYNCED)
+	r := h.start()
+	apptest.EventuallyTrue(t, "the first generation", 10*time.Second, func() bool { return r.c.Stats().Generations == 1 })
+	r.stop()
+	_, _, compiled := h.buckets()
+	g := h.generation()
+	g.Number++
+	g.KeepsAcceptedVersions = false
+	if _, err := compiled.Put(t.Context(), layout.GenerationKey, g); err != nil {
+		t.Fatal(err)
+	}
+
+	r2 := h.start()
+	apptest.EventuallyTrue(t, "a generation that says its writer keeps the records", 10*time.Second, func() bool {
+		return h.generation().GetKeepsAcceptedVersions()
+	})
+	if s := r2.c.Stats(); s.Puts != 0 || s.Deletes != 0 || h.generation().GetNumber() != g.GetNumber()+1 {
+		t.Fatalf("the marking generation: %+v, number %d after %d", s, h.generation().GetNumber(), g.GetNumber())
+	}
+	before := h.rejectAndKeep()
+	r2.stop()
+
+	r3 := h.start()
+	apptest.EventuallyTrue(t, "readiness", 10*time.Second, func() bool { return r3.c.Ready(t.Context()) == nil })
+	settle()
+	if d := diffStates(before, h.compiledState()); d != "" {
+		t.Fatalf("mesh-compiled changed at the restart, with no edit:\n%s", d)
+	}
+}

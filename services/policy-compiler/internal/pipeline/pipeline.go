@@ -13,10 +13,13 @@
 // whose content hash differs.
 //
 // A rejected policy keeps its last accepted version served. The compiler
-// writes those versions (compile.Kept, under layout.AcceptedKey) with the
-// generation, and on start or takeover seeds its engine with the ones it
-// finds before its first compile, so that a restart or a failover changes
-// nothing that no one edited.
+// writes those versions (compile.Kept, under layout.AcceptedKey) in the
+// batch of its other changed keys (alone, without a new generation, when
+// nothing served changed), and on start or takeover seeds its engine with
+// the ones it finds before its first compile, so that a restart or a
+// failover changes nothing that no one edited. Its generations say that
+// it keeps them (keeps_accepted_versions); after a generation of a
+// compiler that does not, it restores none and marks the next generation.
 //
 // Generations are ordered by (epoch, number) (see meshv1.Generation). The
 // compiler continues the epoch it finds in mesh-compiled; when it finds no
@@ -143,7 +146,11 @@ type Compiler struct {
 	written  map[string]string // key → version of what mesh-compiled holds
 	resync   bool              // diff the whole output against written
 	genDirty bool              // keys were written since the last generation
-	epoch    uint64            // of the generations written (see newEpoch)
+	// unmarked: the bucket's generation does not say that its writer keeps
+	// the accepted.* records current (an older compiler wrote it): the next
+	// commit writes a generation that does, even with no key changed.
+	unmarked bool
+	epoch    uint64 // of the generations written (see newEpoch)
 	gen      uint64
 	lastRev  uint64
 	statuses []*meshv1.PolicyStatus // verdicts waiting for a commit
@@ -469,6 +476,7 @@ func (c *Compiler) loadCompiled(ctx context.Context) error {
 				}
 				c.count(func(s *Stats) { s.Epoch, s.Generation = c.epoch, c.gen })
 				c.log.WithContext(ctx).WithFields(logrus.Fields{"keys": len(c.written), "epoch": c.epoch, "generation": c.gen, "kept_versions": len(kept)}).Info("compiled state loaded")
+				c.unmarked = found && !keeps
 				switch {
 				case keeps:
 					c.seed(ctx, kept)
@@ -777,7 +785,7 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 	// An empty mesh is a complete state too: when mesh-compiled holds no
 	// generation yet, the first compile writes one even with no key, so
 	// that the edges can turn ready on it.
-	if nPut+nDel > 0 || c.gen == 0 {
+	if nPut+nDel > 0 || c.gen == 0 || c.unmarked {
 		c.gen, c.genDirty = next, true
 	}
 	c.resync = false
@@ -803,7 +811,7 @@ func (c *Compiler) commit(ctx context.Context, d *compile.Delta) (bool, error) {
 	if _, err := c.compiled.Put(ctx, layout.GenerationKey, g); err != nil {
 		return false, err
 	}
-	c.genDirty = false
+	c.genDirty, c.unmarked = false, false
 	c.ready.Store(true)
 	c.count(func(s *Stats) { s.Generations++; s.Epoch, s.Generation = c.epoch, c.gen })
 	c.o.Metrics.generation(ctx, c.gen)

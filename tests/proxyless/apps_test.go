@@ -116,8 +116,10 @@ type call struct {
 	Caller   string `json:"caller"`
 	// CallerSerial is the serial of the client certificate the server saw.
 	CallerSerial string `json:"caller_serial"`
-	Code         string `json:"code"`
-	Error        string `json:"error"`
+	// Attempt is the attempt the server answered (1 unless retried).
+	Attempt int    `json:"attempt"`
+	Code    string `json:"code"`
+	Error   string `json:"error"`
 }
 
 func (c call) at() time.Time { return time.Unix(0, c.UnixNano) }

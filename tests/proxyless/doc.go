@@ -3,7 +3,10 @@
 // bookstore-grpc) configured by the whole control plane (kube-apiserver
 // harness, injector-webhook, smi-watcher, policy-compiler with
 // --proxyless-grpc, xds-edge, cert-authority), whose policies decide
-// whether the calls succeed.
+// whether the calls succeed. TestProxylessGRPCBookstore runs the demo
+// (access, splits, rotations, failover); TestProxylessGRPCRetry a Retry,
+// in a mesh of its own (its namespaces monitored by osm-retry) in the
+// same cluster, against a server failing each call's first attempts.
 //
 // The pods go through the real admission chain: created through the
 // apiserver with the annotation openservicemesh.io/proxyless: grpc, the

@@ -23,6 +23,9 @@ const (
 	ipStoreV1c = "10.244.2.12"
 	ipBuyer    = "10.244.1.10"
 	ipThief    = "10.244.1.20"
+	// The Retry test's server and client.
+	ipFlaky      = "10.244.3.10"
+	ipRetryBuyer = "10.244.3.20"
 )
 
 // Environment the outer process gives the tests in the namespace: where
@@ -48,7 +51,7 @@ var (
 
 func TestMain(m *testing.M) {
 	var addrs []netip.Prefix
-	for _, ip := range []string{ipStoreV1, ipStoreV1b, ipStoreV1c, ipStoreV2, ipBuyer, ipThief} {
+	for _, ip := range []string{ipStoreV1, ipStoreV1b, ipStoreV1c, ipStoreV2, ipBuyer, ipThief, ipFlaky, ipRetryBuyer} {
 		addrs = append(addrs, netip.PrefixFrom(netip.MustParseAddr(ip), 32))
 	}
 	os.Exit(netns.Main(m, netns.Options{Addrs: addrs, Prepare: prepare, Run: func() int {

@@ -163,8 +163,17 @@ func bookstoreMesh(t *testing.T) {
 // failed.
 func startMesh(t *testing.T, xdsAddr string) *stack.Mesh {
 	t.Helper()
-	m, err := stack.New(t.Context(), stack.Options{Cluster: cluster, Builder: builder, Dir: t.TempDir(),
-		MeshName: meshName, MeshConfig: meshConfig, ReadyTimeout: 60 * time.Second,
+	return startMeshNamed(t, xdsAddr, "", meshName)
+}
+
+// startMeshNamed is startMesh with the stack's instances named name
+// (stack.Options.Name; "" is the default) monitoring the namespaces of
+// mesh: a second mesh in the cluster, which neither sees the first's
+// namespaces nor is admitted by its webhooks.
+func startMeshNamed(t *testing.T, xdsAddr, name, mesh string) *stack.Mesh {
+	t.Helper()
+	m, err := stack.New(t.Context(), stack.Options{Cluster: cluster, Builder: builder, Dir: t.TempDir(), Name: name,
+		MeshName: mesh, MeshConfig: meshConfig, ReadyTimeout: 60 * time.Second,
 		Flags: map[stack.Component][]string{
 			stack.Compiler: {"--proxyless-grpc"},
 			stack.Injector: {"--xds-addr", xdsAddr},

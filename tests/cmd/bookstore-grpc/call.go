@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -33,6 +34,9 @@ type Call struct {
 	// CallerSerial is the serial number (hex) of the client certificate
 	// the server saw.
 	CallerSerial string `json:"caller_serial,omitempty"`
+	// Attempt is the attempt of the call the server answered (1 unless
+	// the client retried).
+	Attempt int `json:"attempt,omitempty"`
 	// Code is the gRPC status code, e.g. OK or PermissionDenied.
 	Code  string `json:"code"`
 	Error string `json:"error,omitempty"`
@@ -179,8 +183,9 @@ func invoke(ctx context.Context, cc *grpc.ClientConn, method, book string, timeo
 		c.Error = status.Convert(err).Message()
 		return c
 	}
-	var rest string
-	c.Backend, rest, _ = strings.Cut(out.GetValue(), " ")
-	c.Caller, c.CallerSerial, _ = strings.Cut(rest, " ")
+	// "<version> <caller> <serial> <attempt>"
+	f := append(strings.Fields(out.GetValue()), "", "", "", "")
+	c.Backend, c.Caller, c.CallerSerial = f[0], f[1], f[2]
+	c.Attempt, _ = strconv.Atoi(f[3])
 	return c
 }

@@ -26,6 +26,7 @@ func TestFlags(t *testing.T) {
 		{name: "serve without addr", args: []string{"serve"}, wantErr: "--addr is required (OSM_ADDR)"},
 		{name: "serve bad addr", args: []string{"serve", "--addr", "10.244.2.10"}, wantErr: `--addr "10.244.2.10"`},
 		{name: "serve bad addr from env", args: []string{"serve"}, env: map[string]string{"OSM_ADDR": "nope"}, wantErr: `--addr "nope"`},
+		{name: "serve negative fail attempts", args: []string{"serve", "--addr", "10.244.2.10:14001", "--fail-attempts", "-1"}, wantErr: "--fail-attempts -1 (OSM_FAIL_ATTEMPTS): must not be negative"},
 		{name: "serve negative connection age", args: []string{"serve", "--addr", "10.244.2.10:14001", "--max-connection-age", "-1s"}, wantErr: "--max-connection-age -1s (OSM_MAX_CONNECTION_AGE): must not be negative"},
 		{name: "call unknown method", args: []string{"call", "--methods", "Get,Steal"}, wantErr: `--methods: unknown method "Steal"`},
 		{name: "call bad target", args: []string{"call", "--target", "bookstore:14001"}, wantErr: "--target \"bookstore:14001\": want xds:///host:port"},

@@ -6,15 +6,19 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	xdscreds "google.golang.org/grpc/credentials/xds"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
@@ -52,12 +56,36 @@ func booksDesc() *grpc.ServiceDesc {
 	return d
 }
 
-// store answers with its version, the caller's SPIFFE id and its
-// certificate's serial number.
-type store struct{ version string }
+// store answers with its version, the caller's SPIFFE id, its
+// certificate's serial number and the call's attempt number, after
+// failing the first failAttempts attempts of each call with UNAVAILABLE.
+type store struct {
+	version      string
+	failAttempts int
+}
 
 func (s store) reply(ctx context.Context, _ string, _ *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
-	return wrapperspb.String(s.version + " " + callerID(ctx) + " " + callerSerial(ctx)), nil
+	n := attempt(ctx)
+	if n <= s.failAttempts {
+		return nil, status.Errorf(codes.Unavailable, "attempt %d failed on purpose (--fail-attempts %d)", n, s.failAttempts)
+	}
+	return wrapperspb.String(s.version + " " + callerID(ctx) + " " + callerSerial(ctx) + " " + strconv.Itoa(n)), nil
+}
+
+// previousAttempts is the header a gRPC client's retry attempt carries:
+// how many attempts of the call came before it (gRFC A6).
+const previousAttempts = "grpc-previous-rpc-attempts"
+
+// attempt is the number of this attempt of the call, from 1: one more
+// than its grpc-previous-rpc-attempts, 1 without the header.
+func attempt(ctx context.Context) int {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(previousAttempts); len(v) > 0 {
+		if n, err := strconv.Atoi(v[0]); err == nil && n >= 0 {
+			return n + 1
+		}
+	}
+	return 1
 }
 
 // callerSerial is the serial number of the caller's certificate in hex,
@@ -93,6 +121,7 @@ starts serving and "not-serving <addr> <reason>" when it stops.`, stderr)
 	version := fs.String("version", "v1", "the version this server answers with (v1, v2, ...)")
 	grace := fs.Duration("shutdown-grace", 5*time.Second, "how long calls in flight may finish after SIGTERM")
 	maxAge := fs.Duration("max-connection-age", 0, "close each client connection gracefully (GOAWAY) after this long, so that clients reconnect with their current certificate; 0 keeps connections")
+	failAttempts := fs.Int("fail-attempts", 0, "answer UNAVAILABLE to the first `n` attempts of each call (an attempt's number comes from the grpc-previous-rpc-attempts header a retry carries), so that a call succeeds only if its client retries n times, as a mesh Retry with retryOn unavailable makes it; 0 fails none")
 	if err := parse(fs, args, getenv); err != nil {
 		return err
 	}
@@ -107,6 +136,9 @@ starts serving and "not-serving <addr> <reason>" when it stops.`, stderr)
 	}
 	if *maxAge < 0 {
 		return fmt.Errorf("--max-connection-age %s (OSM_MAX_CONNECTION_AGE): must not be negative", *maxAge)
+	}
+	if *failAttempts < 0 {
+		return fmt.Errorf("--fail-attempts %d (OSM_FAIL_ATTEMPTS): must not be negative", *failAttempts)
 	}
 	opts := []grpc.ServerOption{}
 	if *maxAge > 0 {
@@ -126,7 +158,7 @@ starts serving and "not-serving <addr> <reason>" when it stops.`, stderr)
 	if err != nil {
 		return fmt.Errorf("xds server (is $GRPC_XDS_BOOTSTRAP set?): %w", err)
 	}
-	srv.RegisterService(booksDesc(), store{version: *version})
+	srv.RegisterService(booksDesc(), store{version: *version, failAttempts: *failAttempts})
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("--addr: %w", err)

@@ -2,6 +2,9 @@ package chart
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -177,5 +180,35 @@ func TestOperatorAccessBindsTheListedSubjects(t *testing.T) {
 		if !strings.Contains(b.YAML, want) {
 			t.Errorf("the RoleBinding lacks %q:\n%s", want, b.YAML)
 		}
+	}
+}
+
+// TestMeshConfigSidecarValuesRender: values.yaml documents
+// meshConfig.spec.sidecar.maxDataPlaneConnections (the per-edge-replica
+// stream limit) as a commented example, and a value set there reaches the
+// rendered MeshConfig's spec.sidecar beside the defaults.
+func TestMeshConfigSidecarValuesRender(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartDir(t), "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, mcSection, _ := strings.Cut(string(raw), "\nmeshConfig:\n")
+	mcSection, _, _ = strings.Cut(mcSection, "\n\n")
+	if !regexp.MustCompile(`(?m)^      # maxDataPlaneConnections: \d+$`).MatchString(mcSection) {
+		t.Error("values.yaml's meshConfig.spec.sidecar has no commented maxDataPlaneConnections example")
+	}
+	vals := set(t, valuesFile(t, ""), "meshConfig.spec.sidecar.maxDataPlaneConnections", 500)
+	r, err := render(t, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, ok := byKey(t, objects(t, r.Manifest))["MeshConfig/osm-system/osm-mesh-config"]
+	if !ok {
+		t.Fatal("no MeshConfig osm-system/osm-mesh-config rendered")
+	}
+	spec, _ := mc.Body["spec"].(map[string]any)
+	sidecar, _ := spec["sidecar"].(map[string]any)
+	if got := fmt.Sprint(sidecar["maxDataPlaneConnections"]); got != "500" || sidecar["logLevel"] != "error" {
+		t.Errorf("spec.sidecar %v, want maxDataPlaneConnections 500 beside logLevel error", sidecar)
 	}
 }

@@ -24,6 +24,8 @@ type dirtySet struct {
 	bare                set[string]         // bare gRPC target names whose claimants changed
 	retry               set[model.NN]       // Retry objects to validate again
 	retrySrc            set[model.Identity] // identities whose retry routes to rebuild (retry.go)
+	headless            set[headlessPort]   // headless ports whose owned addresses moved (headless.go)
+	review              set[model.NN]       // Services whose verdict to judge again
 
 	// objs are the objects of model.ObjectKind kinds to validate again, by kind.
 	objs map[string]set[model.NN]
@@ -47,6 +49,7 @@ func (s *dirtySet) reset() {
 	s.grpcRoute = set[model.NN]{}
 	s.bare = set[string]{}
 	s.retry, s.retrySrc = set[model.NN]{}, set[model.Identity]{}
+	s.headless, s.review = set[headlessPort]{}, set[model.NN]{}
 	s.objs = map[string]set[model.NN]{}
 	s.triggers = map[string]int{}
 }

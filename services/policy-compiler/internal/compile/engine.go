@@ -235,6 +235,9 @@ type Engine struct {
 	ups upstreams
 	// ing are the IngressBackends (ingress.go).
 	ing ingresses
+	// headless are the endpoint addresses of the headless ports, with
+	// their owners (headless.go).
+	headless headlessOwners
 }
 
 // New returns an Engine with an empty model.
@@ -252,6 +255,8 @@ func New(o Options) *Engine {
 		egress: newEgressState(),
 		ups:    newUpstreams(),
 		ing:    newIngresses(),
+
+		headless: newHeadlessOwners(),
 	}
 }
 
@@ -446,6 +451,7 @@ func (e *Engine) Compile() *Delta {
 			e.compileEndpoints(s, d)
 		}
 	}
+	e.compileMovedHeadless(d)
 	e.compileBareListeners(d)
 	for _, s := range multimap.Sorted(e.dirty.grpcRoute) {
 		if _, done := e.dirty.svc[s]; !done && e.svcs.has(s) {

@@ -213,6 +213,12 @@ func sameVerdict(a, b *meshv1.PolicyStatus) bool {
 		a.GetReason() == b.GetReason() && a.GetFieldPath() == b.GetFieldPath() && a.GetMessage() == b.GetMessage()
 }
 
+// judged reports whether the object has a verdict.
+func (p *policies) judged(key string, nn model.NN) bool {
+	_, ok := p.verdicts[policyKey{key, nn}]
+	return ok
+}
+
 // forget drops the verdict on a deleted policy object.
 func (p *policies) forget(key string, nn model.NN) {
 	delete(p.verdicts, policyKey{key, nn})

@@ -4,6 +4,7 @@ import (
 	"iter"
 	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/openservicemesh/osm/libs/layout"
@@ -135,7 +136,7 @@ func (e *Engine) splitFor(sp servicePort) []weighted {
 // compileService rebuilds every resource of one service, and marks the
 // proxies whose listeners or groups embed it.
 func (e *Engine) compileService(nn model.NN, d *Delta) {
-	e.reviewService(nn, d)
+	e.dirty.review.add(nn) // judged once the headless owners settle
 	ports := e.servicePorts(nn)
 	ids := e.m.ServiceIdentities(nn)
 	td, tp := e.trustDomain(), e.tlsParams()
@@ -171,7 +172,8 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 		var l *Resource
 		var err error
 		if sp.headless {
-			l, err = buildHeadlessListener(sp, e.endpoints(sp))
+			e.claimHeadless(sp, e.endpoints(sp))
+			l, err = buildHeadlessListener(sp, e.headless.owned(portOf(sp)))
 		} else {
 			l, err = buildServiceListener(sp, split)
 		}
@@ -204,6 +206,12 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 	var oldPorts []servicePort
 	if old := e.svcs.get(nn); old != nil {
 		oldPorts = old.ports
+	}
+	for _, op := range oldPorts {
+		// Headless ports the service no longer has give up their addresses.
+		if op.headless && !slices.ContainsFunc(ports, func(sp servicePort) bool { return sp.headless && sp.port == op.port }) {
+			e.claimHeadless(servicePort{svc: nn, port: op.port}, nil)
+		}
 	}
 	e.claimBare(nn, oldPorts, ports)
 	e.svcs.set(nn, cs)

@@ -71,6 +71,7 @@ type Runtime struct {
 	AdminAddr string
 
 	cfg      common
+	obs      *observability
 	mux      *http.ServeMux
 	mu       sync.Mutex
 	shutdown []namedHook
@@ -160,10 +161,10 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 func Run(ctx context.Context, spec Spec, args []string, getenv func(string) string, out io.Writer) error {
 	var cfg common
 	f := newFlags(spec.Name)
-	f.String(&cfg.logLevel, "log-level", "info", "log level: error, warn, info, debug or trace")
+	f.String(&cfg.logLevel, "log-level", "info", "log level: error, warn, info, debug or trace; a followed MeshConfig's spec.observability.osmLogLevel, when set, overrides it live")
 	f.String(&cfg.logFormat, "log-format", logging.FormatJSON, "log format: json (for the cluster) or text (for a terminal)")
 	f.String(&cfg.adminAddr, "admin-addr", ":9091", "address of the admin listener serving /healthz, /readyz and /metrics")
-	f.Bool(&cfg.pprof, "enable-pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener")
+	f.Bool(&cfg.pprof, "enable-pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener until a followed MeshConfig is seen; then its spec.observability.enableDebugServer decides, live (false: 404)")
 	f.Duration(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take after SIGTERM")
 	if spec.UsesNATS {
 		f.Redacted(&cfg.nats.URL, "nats-url", "nats://127.0.0.1:4222",
@@ -211,7 +212,9 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 	if err != nil {
 		return &ConfigError{err}
 	}
-	rt := &Runtime{Name: spec.Name, Log: log, Telemetry: tel, Health: newHealth(), cfg: cfg}
+	rt := &Runtime{Name: spec.Name, Log: log, Telemetry: tel, Health: newHealth(), cfg: cfg,
+		obs: &observability{logger: logger, flagLevel: logger.GetLevel(), flagDebug: cfg.pprof}}
+	rt.obs.debug.Store(cfg.pprof)
 
 	ln, err := net.Listen("tcp", cfg.adminAddr)
 	if err != nil {
@@ -219,7 +222,7 @@ func Run(ctx context.Context, spec Spec, args []string, getenv func(string) stri
 		return &ConfigError{FlagError("admin-addr", "cannot listen: %v", err)}
 	}
 	rt.AdminAddr = ln.Addr().String()
-	rt.mux = adminMux(rt.Health, tel.Registry, cfg.pprof)
+	rt.mux = adminMux(rt.Health, tel.Registry, rt.obs)
 	admin := &http.Server{Handler: rt.mux, ReadHeaderTimeout: 5 * time.Second}
 	log.WithField("admin_addr", rt.AdminAddr).Info("admin listener up")
 

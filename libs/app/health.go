@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -92,20 +91,15 @@ func (h *Health) serveReady(w http.ResponseWriter, r *http.Request) {
 	http.Error(w, b.String(), http.StatusServiceUnavailable)
 }
 
-// adminMux serves /healthz, /readyz, /metrics and, when enabled, pprof.
-func adminMux(h *Health, reg *prometheus.Registry, withPprof bool) *http.ServeMux {
+// adminMux serves /healthz, /readyz, /metrics and, while o turns them on,
+// pprof's.
+func adminMux(h *Health, reg *prometheus.Registry, o *observability) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("GET /readyz", h.serveReady)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
+	o.handlePprof(mux)
 	return mux
 }

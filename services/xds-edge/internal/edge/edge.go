@@ -28,9 +28,9 @@ import (
 	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/meshcfg"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/debug"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/meshcfg"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
 )
@@ -61,6 +61,9 @@ type Deps struct {
 	// certificates' lifetime (read from KV mesh-observed, see
 	// meshconfig.go); an empty name follows none.
 	MeshConfigNamespace, MeshConfigName string
+	// Observe, when set, is given each MeshConfig version the follower
+	// sees (nil: none), for spec.observability (app.Runtime.ApplyObservability).
+	Observe func(mc *meshv1.MeshConfig)
 	// CertRetryMax caps the wait between attempts to sign a service
 	// certificate while the CA fails (sds.Options.RetryMax); 0 is 30s.
 	CertRetryMax time.Duration

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,8 +46,12 @@ func TestEdgeFollowsTheMeshConfigStreamLimit(t *testing.T) {
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
+	// Observe is given each version too (spec.observability goes to
+	// app.Runtime.ApplyObservability through it).
+	var observedLimit atomic.Int32
 	e, err := New(Deps{
-		Log: logrus.NewEntry(log), Conn: m.conn(bus.RoleEdge), Listener: ln, EdgeID: "edge-1", TrustDomain: "cluster.local",
+		Observe: func(mc *meshv1.MeshConfig) { observedLimit.Store(mc.GetSidecar().GetMaxDataPlaneConnections()) },
+		Log:     logrus.NewEntry(log), Conn: m.conn(bus.RoleEdge), Listener: ln, EdgeID: "edge-1", TrustDomain: "cluster.local",
 		GRPC:              xds.GRPCConfig{TLS: tc, KeepaliveTime: time.Minute, KeepaliveTimeout: 10 * time.Second, MaxConnectionAge: time.Hour, MaxConnectionAgeGrace: time.Second},
 		NATSLostThreshold: time.Minute, StopGrace: time.Second,
 		MeshConfigNamespace: "osm-system", MeshConfigName: "osm-mesh-config",
@@ -72,6 +77,7 @@ func TestEdgeFollowsTheMeshConfigStreamLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("the edited 500", 500)
+	xdstest.WaitFor(t, "Observe given the edited MeshConfig", func() bool { return observedLimit.Load() == 500 })
 	if _, err := observed.Put(ctx, key, &meshv1.MeshConfig{}); err != nil {
 		t.Fatal(err)
 	}

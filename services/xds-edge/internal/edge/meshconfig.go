@@ -6,8 +6,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/openservicemesh/osm/libs/caclient"
+	"github.com/openservicemesh/osm/libs/meshcfg"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
-	"github.com/openservicemesh/osm/services/xds-edge/internal/meshcfg"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/sds"
 	"github.com/openservicemesh/osm/services/xds-edge/internal/xds"
 )
@@ -36,6 +36,9 @@ func newMeshConfigFollower(d Deps, issuer *sds.Issuer, srv *xds.Server) (*meshcf
 				}
 			}
 			applyMaxStreams(srv, mc, log)
+			if d.Observe != nil {
+				d.Observe(mc)
+			}
 		},
 	})
 }

@@ -242,7 +242,7 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 			MaxConcurrentStreams: uint32(c.maxStreamsPerConn),
 		},
 		Signer:  cav1.NewCertificateAuthorityServiceClient(caConn),
-		CertTTL: c.certTTL, CertLinger: c.certLinger, MeshConfigNamespace: c.cp.Namespace, MeshConfigName: c.cp.MeshConfig, CertRetryMax: c.certRetryMax, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
+		CertTTL: c.certTTL, CertLinger: c.certLinger, MeshConfigNamespace: c.cp.Namespace, MeshConfigName: c.cp.MeshConfig, Observe: rt.ApplyObservability, CertRetryMax: c.certRetryMax, NATSLostThreshold: c.natsLostThreshold, AckStatusInterval: c.ackStatusInterval,
 		Admission: rate.NewLimiter(rate.Limit(c.streamRate), c.streamBurst),
 		Meter:     rt.Meter(), BundleChanged: bundleChanged,
 	})

@@ -1,10 +1,10 @@
-// Package meshcfg follows the mesh's MeshConfig for the xds-edge. The edge
-// makes no Kubernetes API call, so it reads the smi-watcher's copy: the
-// MeshConfig's key in KV mesh-observed (the bucket the policy-compiler
-// compiles from, read with the same bus watch). Each version, and its
-// absence, goes to Options.Apply; the edge's parts that follow a MeshConfig
-// field take theirs from it (today the service certificates' lifetime,
-// spec.certificate.serviceCertValidityDuration).
+// Package meshcfg follows the mesh's MeshConfig from the smi-watcher's copy:
+// the MeshConfig's key in KV mesh-observed (the bucket the policy-compiler
+// compiles from, read with the same bus watch), so that a component needs
+// no Kubernetes API call for it. Each version, and its absence, goes to
+// Options.Apply. The xds-edge takes its certificate lifetime and stream
+// limit from it; every component takes spec.observability from it
+// (app.Runtime.ApplyObservability).
 package meshcfg
 
 import (
@@ -29,8 +29,8 @@ type Buckets interface {
 type Options struct {
 	// Conn opens mesh-observed.
 	Conn Buckets
-	// Namespace and Name are the MeshConfig's (the edge's --namespace and
-	// --mesh-config).
+	// Namespace and Name are the MeshConfig's (a component's --namespace
+	// and --mesh-config, or OSM_NAMESPACE and OSM_MESH_CONFIG).
 	Namespace, Name string
 	// Apply is called with each version of the MeshConfig, and with nil
 	// when there is none: once the watch has delivered what the bucket

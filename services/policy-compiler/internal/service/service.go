@@ -16,6 +16,7 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/lease"
+	"github.com/openservicemesh/osm/libs/meshcfg"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/compile"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/model"
 	"github.com/openservicemesh/osm/services/policy-compiler/internal/pipeline"
@@ -134,5 +135,12 @@ func (c *config) run(ctx context.Context, rt *app.Runtime) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return elector.Run(gctx) })
 	g.Go(func() error { return comp.Start(gctx) })
+	// spec.observability (log level, pprof), live.
+	follower, err := meshcfg.New(meshcfg.Options{Conn: conn, Namespace: c.cp.Namespace, Name: c.cp.MeshConfig,
+		Log: rt.Log.WithField("part", "meshconfig"), Apply: rt.ApplyObservability})
+	if err != nil {
+		return err
+	}
+	g.Go(func() error { return follower.Start(gctx) })
 	return g.Wait()
 }

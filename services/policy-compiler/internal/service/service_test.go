@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/openservicemesh/osm/libs/app"
 	"github.com/openservicemesh/osm/libs/app/apptest"
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/bus/bustest"
@@ -163,8 +165,32 @@ func TestServiceCompilesAndBecomesReady(t *testing.T) {
 			t.Errorf("metrics lack %s:\n%s", want, body)
 		}
 	}
+	// MeshConfig spec.observability is followed live: pprof on the admin
+	// listener with enableDebugServer, 404 without.
+	mcKey := layout.ObservedKey(layout.KindMeshConfig, app.DefaultNamespace, app.DefaultMeshConfig)
+	for _, on := range []bool{true, false} {
+		mc := &meshv1.MeshConfig{Observability: &meshv1.ObservabilitySpec{EnableDebugServer: on, OsmLogLevel: "debug"}}
+		if _, err := observed.Put(t.Context(), mcKey, mc); err != nil {
+			t.Fatal(err)
+		}
+		want := map[bool]int{true: http.StatusOK, false: http.StatusNotFound}[on]
+		apptest.Eventually(t, fmt.Sprintf("GET /debug/pprof/ = %d with enableDebugServer %v", want, on), 10*time.Second, func() error {
+			resp, err := http.Get("http://" + admin + "/debug/pprof/")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != want {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		})
+	}
 	cancel()
 	apptest.Stopped(t, done, logs)
+	if !strings.Contains(logs.String(), `"new":"debug"`) {
+		t.Errorf("logs lack the MeshConfig's log level:\n%s", logs.String())
+	}
 	if !strings.Contains(logs.String(), `"msg":"generation committed"`) {
 		t.Errorf("logs lack the commit:\n%s", logs.String())
 	}

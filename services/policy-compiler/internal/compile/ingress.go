@@ -3,6 +3,7 @@ package compile
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"sort"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -127,8 +128,11 @@ func (e *Engine) compileIngresses(d *Delta) {
 			e.dirty.policy(layout.KindIngressBackend, nn)
 		}
 	}
-	for _, nn := range multimap.Sorted(e.dirty.objs[layout.KindIngressBackend]) {
-		p, ok := review(&e.pol, d, layout.KindIngressBackend, nn, e.ingressBackend(nn), e.resolveIngress)
+	dirty := e.dirty.objs[layout.KindIngressBackend]
+	rejudge := set[model.NN]{}
+	for _, nn := range multimap.Sorted(dirty) {
+		p, ok := reviewWarn(&e.pol, d, layout.KindIngressBackend, nn, e.ingressBackend(nn), e.resolveIngress,
+			func(p *ingressPolicy) *Rejection { return e.ingressWarning(nn, p) })
 		if !ok {
 			continue
 		}
@@ -143,6 +147,11 @@ func (e *Engine) compileIngresses(d *Delta) {
 			e.markIngressBackers(x, nn.Namespace)
 			for _, b := range x.backends {
 				svc := model.NN{Namespace: nn.Namespace, Name: b.Service}
+				for peer := range e.ing.byBackend[svc] {
+					if _, reviewed := dirty[peer]; !reviewed && nn.Less(peer) {
+						rejudge.add(peer)
+					}
+				}
 				if x == old {
 					multimap.Remove(e.ing.byBackend, svc, nn)
 				} else {
@@ -158,7 +167,48 @@ func (e *Engine) compileIngresses(d *Delta) {
 			}
 		}
 	}
+	// An IngressBackend sorting after one that changed, on one of its
+	// backend Services, may have lost or won a port: judged again, unless
+	// its last review rejected it (it keeps that verdict and version).
+	for _, nn := range multimap.Sorted(rejudge) {
+		ib, p := e.ingressBackend(nn), e.ing.accepted[nn]
+		if ib == nil || p == nil || e.pol.rejectedNow(layout.KindIngressBackend, nn) {
+			continue
+		}
+		if st := e.pol.judge(layout.KindIngressBackend, nn, ib.GetApiVersion(), ib.GetMeta(), nil, e.ingressWarning(nn, p)); st != nil {
+			d.Statuses = append(d.Statuses, st)
+		}
+	}
 }
+
+// ingressWarning is the warning on the accepted IngressBackend nn (p) when
+// a backend port of it is also a backend port of an accepted IngressBackend
+// sorting before it by name, in its namespace: that one's filter chain
+// serves the port (ingressChains), this one's does not. nil when none is.
+func (e *Engine) ingressWarning(nn model.NN, p *ingressPolicy) *Rejection {
+	for _, b := range p.backends {
+		svc := model.NN{Namespace: nn.Namespace, Name: b.Service}
+		for _, peer := range multimap.Sorted(e.ing.byBackend[svc]) {
+			if !peer.Less(nn) {
+				break
+			}
+			if !slices.ContainsFunc(e.ing.accepted[peer].backends, func(o policy.IngressPort) bool { return o.Service == b.Service && o.Port == b.Port }) {
+				continue
+			}
+			i := slices.IndexFunc(e.ingressBackend(nn).GetBackends(), func(x *meshv1.IngressBackendBackend) bool {
+				return x.GetName() == b.Service && x.GetPort().GetNumber() == b.Port
+			})
+			return reject(ReasonIngressBackendPortTaken, fmt.Sprintf("spec.backends[%d]", i),
+				"port %d of Service %s is also a backend of IngressBackend %s, which serves it: one IngressBackend admits traffic to a backend port, the first by name",
+				b.Port, svc, peer.Name)
+		}
+	}
+	return nil
+}
+
+// ReasonIngressBackendPortTaken warns that a backend port of an
+// IngressBackend is served by another IngressBackend's filter chain.
+const ReasonIngressBackendPortTaken = "IngressBackendPortTaken"
 
 // ingressChain is one filter chain of an inbound listener for traffic
 // from outside the mesh to a backend port.

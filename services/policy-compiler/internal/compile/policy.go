@@ -219,6 +219,11 @@ func (p *policies) judged(key string, nn model.NN) bool {
 	return ok
 }
 
+// rejectedNow reports whether the object's verdict is a rejection.
+func (p *policies) rejectedNow(key string, nn model.NN) bool {
+	return p.verdicts[policyKey{key, nn}].GetCondition() == meshv1.PolicyCondition_POLICY_CONDITION_REJECTED
+}
+
 // forget drops the verdict on a deleted policy object.
 func (p *policies) forget(key string, nn model.NN) {
 	delete(p.verdicts, policyKey{key, nn})

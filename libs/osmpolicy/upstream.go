@@ -15,7 +15,8 @@ import (
 var UpstreamTrafficSettingGVR = GroupVersion.WithResource("upstreamtrafficsettings")
 
 // UpstreamTrafficSetting is OSM's UpstreamTrafficSetting (OSM v1.2's JSON
-// names), plus spec.outlierDetection and spec.httpRoutes[].timeout. Unlike
+// names), plus spec.outlierDetection (with its failurePercentage) and
+// spec.httpRoutes[].timeout. Unlike
 // the other kinds' readers it decodes through these Go types: the schema is
 // deep, and a value of the wrong JSON type makes the whole spec unreadable
 // (recorded in invalid_fields at "spec"), which the CRD's schema prevents.
@@ -67,6 +68,16 @@ type OutlierDetectionSpec struct {
 	Interval             string `json:"interval,omitempty"`
 	BaseEjectionTime     string `json:"baseEjectionTime,omitempty"`
 	MaxEjectionPercent   *int64 `json:"maxEjectionPercent,omitempty"`
+	// FailurePercentage is not in OSM's schema.
+	FailurePercentage *FailurePercentageSpec `json:"failurePercentage,omitempty"`
+}
+
+// FailurePercentageSpec is spec.outlierDetection.failurePercentage.
+type FailurePercentageSpec struct {
+	Threshold             *int64 `json:"threshold,omitempty"`
+	MinimumHosts          *int64 `json:"minimumHosts,omitempty"`
+	RequestVolume         *int64 `json:"requestVolume,omitempty"`
+	EnforcementPercentage *int64 `json:"enforcementPercentage,omitempty"`
 }
 
 // RateLimitSpec is spec.rateLimit.
@@ -179,6 +190,14 @@ func (u *UpstreamTrafficSetting) Contract() *meshv1.UpstreamTrafficSetting {
 			Interval:              o.Interval,
 			BaseEjectionTime:      o.BaseEjectionTime,
 			MaxEjectionPercent:    int64p(o.MaxEjectionPercent),
+		}
+		if f := o.FailurePercentage; f != nil {
+			out.OutlierDetection.FailurePercentage = &meshv1.UpstreamFailurePercentageEjection{
+				Threshold:             int64p(f.Threshold),
+				MinimumHosts:          int64p(f.MinimumHosts),
+				RequestVolume:         int64p(f.RequestVolume),
+				EnforcementPercentage: int64p(f.EnforcementPercentage),
+			}
 		}
 	}
 	if r := s.RateLimit; r != nil {

@@ -22,7 +22,8 @@ const utsManifest = `{
       "tcp": {"maxConnections": 100, "connectTimeout": "5s"},
       "http": {"maxRequests": 100, "maxRequestsPerConnection": 10, "maxPendingRequests": 5, "maxRetries": 3}
     },
-    "outlierDetection": {"consecutive5xxErrors": 2, "interval": "1s", "baseEjectionTime": "10s", "maxEjectionPercent": 100},
+    "outlierDetection": {"consecutive5xxErrors": 2, "interval": "1s", "baseEjectionTime": "10s", "maxEjectionPercent": 100,
+      "failurePercentage": {"threshold": 50, "minimumHosts": 2, "requestVolume": 10, "enforcementPercentage": 90}},
     "rateLimit": {"local": {
       "tcp": {"connections": 1, "unit": "minute", "burst": 2},
       "http": {"requests": 3, "unit": "second", "responseStatusCode": 429, "responseHeadersToAdd": [{"name": "hello", "value": "world"}]}
@@ -39,7 +40,8 @@ var utsWant = `{
     "tcp": {"maxConnections": "100", "connectTimeout": "5s"},
     "http": {"maxRequests": "100", "maxRequestsPerConnection": "10", "maxPendingRequests": "5", "maxRetries": "3"}
   },
-  "outlierDetection": {"consecutive5xxErrors": "2", "interval": "1s", "baseEjectionTime": "10s", "maxEjectionPercent": "100"},
+  "outlierDetection": {"consecutive5xxErrors": "2", "interval": "1s", "baseEjectionTime": "10s", "maxEjectionPercent": "100",
+    "failurePercentage": {"threshold": "50", "minimumHosts": "2", "requestVolume": "10", "enforcementPercentage": "90"}},
   "rateLimit": {"local": {
     "tcp": {"connections": "1", "unit": "minute", "burst": "2"},
     "http": {"requests": "3", "unit": "second", "responseStatusCode": "429", "responseHeadersToAdd": [{"name": "hello", "value": "world"}]}

@@ -59,6 +59,24 @@ type Outlier struct {
 	Interval, BaseEjectionTime time.Duration
 	// MaxEjectionPercent of the endpoints ejected at once.
 	MaxEjectionPercent *uint32
+	// FailurePercentage ejection; nil: none.
+	FailurePercentage *FailurePercentage
+}
+
+// FailurePercentage is a validated spec.outlierDetection.failurePercentage:
+// an endpoint whose calls in an interval failed at Threshold percent or
+// more is ejected. Unset fields keep Envoy's and gRPC's defaults (85, 5,
+// 50), but for EnforcementPercentage, which is always set (100 when not
+// written): both default it to 0, which turns the ejection off.
+type FailurePercentage struct {
+	// Threshold percentage of failed calls, 0 to 100.
+	Threshold *uint32
+	// MinimumHosts with RequestVolume calls for any ejection.
+	MinimumHosts *uint32
+	// RequestVolume of an endpoint's calls for it to be judged.
+	RequestVolume *uint32
+	// EnforcementPercentage: the chance of ejecting a failing endpoint.
+	EnforcementPercentage uint32
 }
 
 // TokenBucket is a local rate limit: Tokens per Fill, up to Tokens+Burst
@@ -165,10 +183,19 @@ func UpstreamTrafficSetting(namespace string, u *meshv1.UpstreamTrafficSetting) 
 			Consecutive5xx:     v.uint32(p+".consecutive5xxErrors", o.Consecutive_5XxErrors),
 			Interval:           v.duration(p+".interval", o.GetInterval()),
 			BaseEjectionTime:   v.duration(p+".baseEjectionTime", o.GetBaseEjectionTime()),
-			MaxEjectionPercent: v.uint32(p+".maxEjectionPercent", o.MaxEjectionPercent),
+			MaxEjectionPercent: v.percent(p+".maxEjectionPercent", o.MaxEjectionPercent),
 		}
-		if m := out.Outlier.MaxEjectionPercent; m != nil && *m > 100 {
-			v.fail(Reject(ReasonInvalidValue, p+".maxEjectionPercent", "%d is not a percentage (0 to 100)", *m))
+		if f := o.GetFailurePercentage(); f != nil {
+			fp := p + ".failurePercentage"
+			out.Outlier.FailurePercentage = &FailurePercentage{
+				Threshold:             v.percent(fp+".threshold", f.Threshold),
+				MinimumHosts:          v.uint32(fp+".minimumHosts", f.MinimumHosts),
+				RequestVolume:         v.uint32(fp+".requestVolume", f.RequestVolume),
+				EnforcementPercentage: 100,
+			}
+			if e := v.percent(fp+".enforcementPercentage", f.EnforcementPercentage); e != nil {
+				out.Outlier.FailurePercentage.EnforcementPercentage = *e
+			}
 		}
 	}
 	if t := u.GetRateLimit().GetLocal().GetTcp(); t != nil {
@@ -227,6 +254,19 @@ func (c *checker) uint32(path string, v *int64) *uint32 {
 	}
 	if *v < 0 || *v > math.MaxUint32 {
 		c.fail(Reject(ReasonInvalidValue, path, "%d is out of range (0 to %d)", *v, uint32(math.MaxUint32)))
+		return nil
+	}
+	x := uint32(*v)
+	return &x
+}
+
+// percent reads an optional percentage, 0 to 100.
+func (c *checker) percent(path string, v *int64) *uint32 {
+	if v == nil {
+		return nil
+	}
+	if *v < 0 || *v > 100 {
+		c.fail(Reject(ReasonInvalidValue, path, "%d is not a percentage (0 to 100)", *v))
 		return nil
 	}
 	x := uint32(*v)

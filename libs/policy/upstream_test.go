@@ -40,7 +40,8 @@ func valid() *meshv1.UpstreamTrafficSetting {
 			Tcp:  &meshv1.UpstreamTCPConnectionSettings{MaxConnections: proto.Int64(0), ConnectTimeout: "250ms"},
 			Http: &meshv1.UpstreamHTTPConnectionSettings{MaxRequests: proto.Int64(4294967295), MaxRetries: proto.Int64(2)},
 		},
-		OutlierDetection: &meshv1.UpstreamOutlierDetection{Consecutive_5XxErrors: proto.Int64(3), Interval: "1s", MaxEjectionPercent: proto.Int64(100)},
+		OutlierDetection: &meshv1.UpstreamOutlierDetection{Consecutive_5XxErrors: proto.Int64(3), Interval: "1s", MaxEjectionPercent: proto.Int64(100),
+			FailurePercentage: &meshv1.UpstreamFailurePercentageEjection{Threshold: proto.Int64(50), MinimumHosts: proto.Int64(2), RequestVolume: proto.Int64(0)}},
 		RateLimit: &meshv1.UpstreamRateLimit{Local: &meshv1.UpstreamLocalRateLimit{
 			Tcp:  &meshv1.TCPLocalRateLimit{Connections: 5, Unit: "minute", Burst: 1},
 			Http: &meshv1.HTTPLocalRateLimit{Requests: 10, Unit: "hour", ResponseStatusCode: 429, ResponseHeadersToAdd: []*meshv1.HTTPHeaderValue{{Name: "x-limited", Value: "1"}}},
@@ -59,6 +60,14 @@ func TestUpstreamTrafficSettingValid(t *testing.T) {
 		*up.TCPLimit != (TokenBucket{Tokens: 5, Burst: 1, Fill: time.Minute}) || up.HTTPLimit.Fill != time.Hour || up.HTTPLimit.StatusCode != 429 ||
 		len(up.Routes) != 1 || up.Routes[0].Timeout != 3*time.Second || up.Routes[0].Limit.Tokens != 1 {
 		t.Errorf("upstream = %+v", up)
+	}
+	if fp := up.Outlier.FailurePercentage; fp == nil || *fp.Threshold != 50 || *fp.MinimumHosts != 2 || *fp.RequestVolume != 0 || fp.EnforcementPercentage != 100 {
+		t.Errorf("failure percentage = %+v, want threshold 50, minimum hosts 2, request volume 0 and enforcement 100 (not written)", fp)
+	}
+	u := valid()
+	u.OutlierDetection.FailurePercentage.EnforcementPercentage = proto.Int64(0)
+	if up, rej := UpstreamTrafficSetting("bookstore", u); rej != nil || up.Outlier.FailurePercentage.EnforcementPercentage != 0 {
+		t.Errorf("enforcementPercentage 0: %+v %v, want 0 kept", up, rej)
 	}
 }
 
@@ -80,6 +89,28 @@ func TestUpstreamTrafficSettingRejections(t *testing.T) {
 			ReasonInvalidValue, `spec.outlierDetection.interval: "0s" must be longer than 0`},
 		{"percent", func(u *meshv1.UpstreamTrafficSetting) { u.OutlierDetection.MaxEjectionPercent = proto.Int64(101) },
 			ReasonInvalidValue, "spec.outlierDetection.maxEjectionPercent: 101 is not a percentage (0 to 100)"},
+		{"negative percent", func(u *meshv1.UpstreamTrafficSetting) { u.OutlierDetection.MaxEjectionPercent = proto.Int64(-1) },
+			ReasonInvalidValue, "spec.outlierDetection.maxEjectionPercent: -1 is not a percentage (0 to 100)"},
+		{"failure threshold", func(u *meshv1.UpstreamTrafficSetting) {
+			u.OutlierDetection.FailurePercentage.Threshold = proto.Int64(101)
+		},
+			ReasonInvalidValue, "spec.outlierDetection.failurePercentage.threshold: 101 is not a percentage (0 to 100)"},
+		{"negative failure threshold", func(u *meshv1.UpstreamTrafficSetting) {
+			u.OutlierDetection.FailurePercentage.Threshold = proto.Int64(-5)
+		},
+			ReasonInvalidValue, "spec.outlierDetection.failurePercentage.threshold: -5 is not a percentage (0 to 100)"},
+		{"failure enforcement", func(u *meshv1.UpstreamTrafficSetting) {
+			u.OutlierDetection.FailurePercentage.EnforcementPercentage = proto.Int64(150)
+		},
+			ReasonInvalidValue, "spec.outlierDetection.failurePercentage.enforcementPercentage: 150 is not a percentage (0 to 100)"},
+		{"failure minimum hosts", func(u *meshv1.UpstreamTrafficSetting) {
+			u.OutlierDetection.FailurePercentage.MinimumHosts = proto.Int64(-1)
+		},
+			ReasonInvalidValue, "spec.outlierDetection.failurePercentage.minimumHosts: -1 is out of range (0 to 4294967295)"},
+		{"failure request volume", func(u *meshv1.UpstreamTrafficSetting) {
+			u.OutlierDetection.FailurePercentage.RequestVolume = proto.Int64(1 << 32)
+		},
+			ReasonInvalidValue, "spec.outlierDetection.failurePercentage.requestVolume: 4294967296 is out of range (0 to 4294967295)"},
 		{"unit", func(u *meshv1.UpstreamTrafficSetting) { u.RateLimit.Local.Tcp.Unit = "day" },
 			ReasonInvalidValue, `spec.rateLimit.local.tcp.unit: "day" is not a unit: want "second", "minute" or "hour"`},
 		{"no requests", func(u *meshv1.UpstreamTrafficSetting) { u.RateLimit.Local.Http.Requests = 0 },

@@ -220,8 +220,10 @@ type UpstreamOutlierDetection struct {
 	// maxEjectionPercent of the endpoints that may be ejected at once.
 	// Unset: 10.
 	MaxEjectionPercent *int64 `protobuf:"varint,4,opt,name=max_ejection_percent,json=maxEjectionPercent,proto3,oneof" json:"max_ejection_percent,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// failurePercentage ejection (an addition to OSM's schema): unset, none.
+	FailurePercentage *UpstreamFailurePercentageEjection `protobuf:"bytes,5,opt,name=failure_percentage,json=failurePercentage,proto3" json:"failure_percentage,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *UpstreamOutlierDetection) Reset() {
@@ -282,6 +284,94 @@ func (x *UpstreamOutlierDetection) GetMaxEjectionPercent() int64 {
 	return 0
 }
 
+func (x *UpstreamOutlierDetection) GetFailurePercentage() *UpstreamFailurePercentageEjection {
+	if x != nil {
+		return x.FailurePercentage
+	}
+	return nil
+}
+
+// UpstreamFailurePercentageEjection is spec.outlierDetection.failurePercentage:
+// each interval, an endpoint whose calls failed at threshold percent or
+// more is ejected (Envoy's and gRPC's failure_percentage_* fields). It is
+// the one kind of ejection proxyless gRPC clients apply (gRFC A50 has no
+// consecutive 5xx).
+type UpstreamFailurePercentageEjection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// threshold: the percentage of failed calls (0 to 100) at or above
+	// which an endpoint is ejected. Unset: 85.
+	Threshold *int64 `protobuf:"varint,1,opt,name=threshold,proto3,oneof" json:"threshold,omitempty"`
+	// minimumHosts: the fewest endpoints with requestVolume calls in the
+	// interval for any to be ejected. Unset: 5.
+	MinimumHosts *int64 `protobuf:"varint,2,opt,name=minimum_hosts,json=minimumHosts,proto3,oneof" json:"minimum_hosts,omitempty"`
+	// requestVolume: the fewest calls an endpoint must have had in the
+	// interval to be judged. Unset: 50.
+	RequestVolume *int64 `protobuf:"varint,3,opt,name=request_volume,json=requestVolume,proto3,oneof" json:"request_volume,omitempty"`
+	// enforcementPercentage: the chance (0 to 100) that an endpoint found
+	// failing is ejected. Unset: 100.
+	EnforcementPercentage *int64 `protobuf:"varint,4,opt,name=enforcement_percentage,json=enforcementPercentage,proto3,oneof" json:"enforcement_percentage,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *UpstreamFailurePercentageEjection) Reset() {
+	*x = UpstreamFailurePercentageEjection{}
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpstreamFailurePercentageEjection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpstreamFailurePercentageEjection) ProtoMessage() {}
+
+func (x *UpstreamFailurePercentageEjection) ProtoReflect() protoreflect.Message {
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpstreamFailurePercentageEjection.ProtoReflect.Descriptor instead.
+func (*UpstreamFailurePercentageEjection) Descriptor() ([]byte, []int) {
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *UpstreamFailurePercentageEjection) GetThreshold() int64 {
+	if x != nil && x.Threshold != nil {
+		return *x.Threshold
+	}
+	return 0
+}
+
+func (x *UpstreamFailurePercentageEjection) GetMinimumHosts() int64 {
+	if x != nil && x.MinimumHosts != nil {
+		return *x.MinimumHosts
+	}
+	return 0
+}
+
+func (x *UpstreamFailurePercentageEjection) GetRequestVolume() int64 {
+	if x != nil && x.RequestVolume != nil {
+		return *x.RequestVolume
+	}
+	return 0
+}
+
+func (x *UpstreamFailurePercentageEjection) GetEnforcementPercentage() int64 {
+	if x != nil && x.EnforcementPercentage != nil {
+		return *x.EnforcementPercentage
+	}
+	return 0
+}
+
 // TCPLocalRateLimit is spec.rateLimit.local.tcp: a token bucket of
 // connections at the upstream's inbound.
 type TCPLocalRateLimit struct {
@@ -298,7 +388,7 @@ type TCPLocalRateLimit struct {
 
 func (x *TCPLocalRateLimit) Reset() {
 	*x = TCPLocalRateLimit{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[4]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +400,7 @@ func (x *TCPLocalRateLimit) String() string {
 func (*TCPLocalRateLimit) ProtoMessage() {}
 
 func (x *TCPLocalRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[4]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +413,7 @@ func (x *TCPLocalRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPLocalRateLimit.ProtoReflect.Descriptor instead.
 func (*TCPLocalRateLimit) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{4}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TCPLocalRateLimit) GetConnections() int64 {
@@ -360,7 +450,7 @@ type HTTPHeaderValue struct {
 
 func (x *HTTPHeaderValue) Reset() {
 	*x = HTTPHeaderValue{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[5]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -372,7 +462,7 @@ func (x *HTTPHeaderValue) String() string {
 func (*HTTPHeaderValue) ProtoMessage() {}
 
 func (x *HTTPHeaderValue) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[5]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -385,7 +475,7 @@ func (x *HTTPHeaderValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPHeaderValue.ProtoReflect.Descriptor instead.
 func (*HTTPHeaderValue) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{5}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HTTPHeaderValue) GetName() string {
@@ -422,7 +512,7 @@ type HTTPLocalRateLimit struct {
 
 func (x *HTTPLocalRateLimit) Reset() {
 	*x = HTTPLocalRateLimit{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[6]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -434,7 +524,7 @@ func (x *HTTPLocalRateLimit) String() string {
 func (*HTTPLocalRateLimit) ProtoMessage() {}
 
 func (x *HTTPLocalRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[6]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -447,7 +537,7 @@ func (x *HTTPLocalRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPLocalRateLimit.ProtoReflect.Descriptor instead.
 func (*HTTPLocalRateLimit) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{6}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HTTPLocalRateLimit) GetRequests() int64 {
@@ -498,7 +588,7 @@ type UpstreamLocalRateLimit struct {
 
 func (x *UpstreamLocalRateLimit) Reset() {
 	*x = UpstreamLocalRateLimit{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[7]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -510,7 +600,7 @@ func (x *UpstreamLocalRateLimit) String() string {
 func (*UpstreamLocalRateLimit) ProtoMessage() {}
 
 func (x *UpstreamLocalRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[7]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -523,7 +613,7 @@ func (x *UpstreamLocalRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamLocalRateLimit.ProtoReflect.Descriptor instead.
 func (*UpstreamLocalRateLimit) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{7}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpstreamLocalRateLimit) GetTcp() *TCPLocalRateLimit {
@@ -551,7 +641,7 @@ type UpstreamRateLimit struct {
 
 func (x *UpstreamRateLimit) Reset() {
 	*x = UpstreamRateLimit{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[8]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +653,7 @@ func (x *UpstreamRateLimit) String() string {
 func (*UpstreamRateLimit) ProtoMessage() {}
 
 func (x *UpstreamRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[8]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +666,7 @@ func (x *UpstreamRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamRateLimit.ProtoReflect.Descriptor instead.
 func (*UpstreamRateLimit) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{8}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UpstreamRateLimit) GetLocal() *UpstreamLocalRateLimit {
@@ -597,7 +687,7 @@ type HTTPRouteRateLimit struct {
 
 func (x *HTTPRouteRateLimit) Reset() {
 	*x = HTTPRouteRateLimit{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[9]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -609,7 +699,7 @@ func (x *HTTPRouteRateLimit) String() string {
 func (*HTTPRouteRateLimit) ProtoMessage() {}
 
 func (x *HTTPRouteRateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[9]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -622,7 +712,7 @@ func (x *HTTPRouteRateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPRouteRateLimit.ProtoReflect.Descriptor instead.
 func (*HTTPRouteRateLimit) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{9}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HTTPRouteRateLimit) GetLocal() *HTTPLocalRateLimit {
@@ -649,7 +739,7 @@ type HTTPRouteSetting struct {
 
 func (x *HTTPRouteSetting) Reset() {
 	*x = HTTPRouteSetting{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[10]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +751,7 @@ func (x *HTTPRouteSetting) String() string {
 func (*HTTPRouteSetting) ProtoMessage() {}
 
 func (x *HTTPRouteSetting) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[10]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +764,7 @@ func (x *HTTPRouteSetting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPRouteSetting.ProtoReflect.Descriptor instead.
 func (*HTTPRouteSetting) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{10}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *HTTPRouteSetting) GetPath() string {
@@ -727,7 +817,7 @@ type UpstreamTrafficSetting struct {
 
 func (x *UpstreamTrafficSetting) Reset() {
 	*x = UpstreamTrafficSetting{}
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[11]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +829,7 @@ func (x *UpstreamTrafficSetting) String() string {
 func (*UpstreamTrafficSetting) ProtoMessage() {}
 
 func (x *UpstreamTrafficSetting) ProtoReflect() protoreflect.Message {
-	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[11]
+	mi := &file_osm_mesh_v1_upstream_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +842,7 @@ func (x *UpstreamTrafficSetting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTrafficSetting.ProtoReflect.Descriptor instead.
 func (*UpstreamTrafficSetting) Descriptor() ([]byte, []int) {
-	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{11}
+	return file_osm_mesh_v1_upstream_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpstreamTrafficSetting) GetMeta() *ObjectMeta {
@@ -832,14 +922,25 @@ const file_osm_mesh_v1_upstream_proto_rawDesc = "" +
 	"\f_max_retries\"\x9b\x01\n" +
 	"\x1aUpstreamConnectionSettings\x12<\n" +
 	"\x03tcp\x18\x01 \x01(\v2*.osm.mesh.v1.UpstreamTCPConnectionSettingsR\x03tcp\x12?\n" +
-	"\x04http\x18\x02 \x01(\v2+.osm.mesh.v1.UpstreamHTTPConnectionSettingsR\x04http\"\x8a\x02\n" +
+	"\x04http\x18\x02 \x01(\v2+.osm.mesh.v1.UpstreamHTTPConnectionSettingsR\x04http\"\xe9\x02\n" +
 	"\x18UpstreamOutlierDetection\x129\n" +
 	"\x16consecutive_5xx_errors\x18\x01 \x01(\x03H\x00R\x14consecutive5xxErrors\x88\x01\x01\x12\x1a\n" +
 	"\binterval\x18\x02 \x01(\tR\binterval\x12,\n" +
 	"\x12base_ejection_time\x18\x03 \x01(\tR\x10baseEjectionTime\x125\n" +
-	"\x14max_ejection_percent\x18\x04 \x01(\x03H\x01R\x12maxEjectionPercent\x88\x01\x01B\x19\n" +
+	"\x14max_ejection_percent\x18\x04 \x01(\x03H\x01R\x12maxEjectionPercent\x88\x01\x01\x12]\n" +
+	"\x12failure_percentage\x18\x05 \x01(\v2..osm.mesh.v1.UpstreamFailurePercentageEjectionR\x11failurePercentageB\x19\n" +
 	"\x17_consecutive_5xx_errorsB\x17\n" +
-	"\x15_max_ejection_percent\"_\n" +
+	"\x15_max_ejection_percent\"\xa6\x02\n" +
+	"!UpstreamFailurePercentageEjection\x12!\n" +
+	"\tthreshold\x18\x01 \x01(\x03H\x00R\tthreshold\x88\x01\x01\x12(\n" +
+	"\rminimum_hosts\x18\x02 \x01(\x03H\x01R\fminimumHosts\x88\x01\x01\x12*\n" +
+	"\x0erequest_volume\x18\x03 \x01(\x03H\x02R\rrequestVolume\x88\x01\x01\x12:\n" +
+	"\x16enforcement_percentage\x18\x04 \x01(\x03H\x03R\x15enforcementPercentage\x88\x01\x01B\f\n" +
+	"\n" +
+	"_thresholdB\x10\n" +
+	"\x0e_minimum_hostsB\x11\n" +
+	"\x0f_request_volumeB\x19\n" +
+	"\x17_enforcement_percentage\"_\n" +
 	"\x11TCPLocalRateLimit\x12 \n" +
 	"\vconnections\x18\x01 \x01(\x03R\vconnections\x12\x12\n" +
 	"\x04unit\x18\x02 \x01(\tR\x04unit\x12\x14\n" +
@@ -890,43 +991,45 @@ func file_osm_mesh_v1_upstream_proto_rawDescGZIP() []byte {
 	return file_osm_mesh_v1_upstream_proto_rawDescData
 }
 
-var file_osm_mesh_v1_upstream_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_osm_mesh_v1_upstream_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_osm_mesh_v1_upstream_proto_goTypes = []any{
-	(*UpstreamTCPConnectionSettings)(nil),  // 0: osm.mesh.v1.UpstreamTCPConnectionSettings
-	(*UpstreamHTTPConnectionSettings)(nil), // 1: osm.mesh.v1.UpstreamHTTPConnectionSettings
-	(*UpstreamConnectionSettings)(nil),     // 2: osm.mesh.v1.UpstreamConnectionSettings
-	(*UpstreamOutlierDetection)(nil),       // 3: osm.mesh.v1.UpstreamOutlierDetection
-	(*TCPLocalRateLimit)(nil),              // 4: osm.mesh.v1.TCPLocalRateLimit
-	(*HTTPHeaderValue)(nil),                // 5: osm.mesh.v1.HTTPHeaderValue
-	(*HTTPLocalRateLimit)(nil),             // 6: osm.mesh.v1.HTTPLocalRateLimit
-	(*UpstreamLocalRateLimit)(nil),         // 7: osm.mesh.v1.UpstreamLocalRateLimit
-	(*UpstreamRateLimit)(nil),              // 8: osm.mesh.v1.UpstreamRateLimit
-	(*HTTPRouteRateLimit)(nil),             // 9: osm.mesh.v1.HTTPRouteRateLimit
-	(*HTTPRouteSetting)(nil),               // 10: osm.mesh.v1.HTTPRouteSetting
-	(*UpstreamTrafficSetting)(nil),         // 11: osm.mesh.v1.UpstreamTrafficSetting
-	(*ObjectMeta)(nil),                     // 12: osm.mesh.v1.ObjectMeta
-	(*InvalidField)(nil),                   // 13: osm.mesh.v1.InvalidField
+	(*UpstreamTCPConnectionSettings)(nil),     // 0: osm.mesh.v1.UpstreamTCPConnectionSettings
+	(*UpstreamHTTPConnectionSettings)(nil),    // 1: osm.mesh.v1.UpstreamHTTPConnectionSettings
+	(*UpstreamConnectionSettings)(nil),        // 2: osm.mesh.v1.UpstreamConnectionSettings
+	(*UpstreamOutlierDetection)(nil),          // 3: osm.mesh.v1.UpstreamOutlierDetection
+	(*UpstreamFailurePercentageEjection)(nil), // 4: osm.mesh.v1.UpstreamFailurePercentageEjection
+	(*TCPLocalRateLimit)(nil),                 // 5: osm.mesh.v1.TCPLocalRateLimit
+	(*HTTPHeaderValue)(nil),                   // 6: osm.mesh.v1.HTTPHeaderValue
+	(*HTTPLocalRateLimit)(nil),                // 7: osm.mesh.v1.HTTPLocalRateLimit
+	(*UpstreamLocalRateLimit)(nil),            // 8: osm.mesh.v1.UpstreamLocalRateLimit
+	(*UpstreamRateLimit)(nil),                 // 9: osm.mesh.v1.UpstreamRateLimit
+	(*HTTPRouteRateLimit)(nil),                // 10: osm.mesh.v1.HTTPRouteRateLimit
+	(*HTTPRouteSetting)(nil),                  // 11: osm.mesh.v1.HTTPRouteSetting
+	(*UpstreamTrafficSetting)(nil),            // 12: osm.mesh.v1.UpstreamTrafficSetting
+	(*ObjectMeta)(nil),                        // 13: osm.mesh.v1.ObjectMeta
+	(*InvalidField)(nil),                      // 14: osm.mesh.v1.InvalidField
 }
 var file_osm_mesh_v1_upstream_proto_depIdxs = []int32{
 	0,  // 0: osm.mesh.v1.UpstreamConnectionSettings.tcp:type_name -> osm.mesh.v1.UpstreamTCPConnectionSettings
 	1,  // 1: osm.mesh.v1.UpstreamConnectionSettings.http:type_name -> osm.mesh.v1.UpstreamHTTPConnectionSettings
-	5,  // 2: osm.mesh.v1.HTTPLocalRateLimit.response_headers_to_add:type_name -> osm.mesh.v1.HTTPHeaderValue
-	4,  // 3: osm.mesh.v1.UpstreamLocalRateLimit.tcp:type_name -> osm.mesh.v1.TCPLocalRateLimit
-	6,  // 4: osm.mesh.v1.UpstreamLocalRateLimit.http:type_name -> osm.mesh.v1.HTTPLocalRateLimit
-	7,  // 5: osm.mesh.v1.UpstreamRateLimit.local:type_name -> osm.mesh.v1.UpstreamLocalRateLimit
-	6,  // 6: osm.mesh.v1.HTTPRouteRateLimit.local:type_name -> osm.mesh.v1.HTTPLocalRateLimit
-	9,  // 7: osm.mesh.v1.HTTPRouteSetting.rate_limit:type_name -> osm.mesh.v1.HTTPRouteRateLimit
-	12, // 8: osm.mesh.v1.UpstreamTrafficSetting.meta:type_name -> osm.mesh.v1.ObjectMeta
-	2,  // 9: osm.mesh.v1.UpstreamTrafficSetting.connection_settings:type_name -> osm.mesh.v1.UpstreamConnectionSettings
-	3,  // 10: osm.mesh.v1.UpstreamTrafficSetting.outlier_detection:type_name -> osm.mesh.v1.UpstreamOutlierDetection
-	8,  // 11: osm.mesh.v1.UpstreamTrafficSetting.rate_limit:type_name -> osm.mesh.v1.UpstreamRateLimit
-	10, // 12: osm.mesh.v1.UpstreamTrafficSetting.http_routes:type_name -> osm.mesh.v1.HTTPRouteSetting
-	13, // 13: osm.mesh.v1.UpstreamTrafficSetting.invalid_fields:type_name -> osm.mesh.v1.InvalidField
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 2: osm.mesh.v1.UpstreamOutlierDetection.failure_percentage:type_name -> osm.mesh.v1.UpstreamFailurePercentageEjection
+	6,  // 3: osm.mesh.v1.HTTPLocalRateLimit.response_headers_to_add:type_name -> osm.mesh.v1.HTTPHeaderValue
+	5,  // 4: osm.mesh.v1.UpstreamLocalRateLimit.tcp:type_name -> osm.mesh.v1.TCPLocalRateLimit
+	7,  // 5: osm.mesh.v1.UpstreamLocalRateLimit.http:type_name -> osm.mesh.v1.HTTPLocalRateLimit
+	8,  // 6: osm.mesh.v1.UpstreamRateLimit.local:type_name -> osm.mesh.v1.UpstreamLocalRateLimit
+	7,  // 7: osm.mesh.v1.HTTPRouteRateLimit.local:type_name -> osm.mesh.v1.HTTPLocalRateLimit
+	10, // 8: osm.mesh.v1.HTTPRouteSetting.rate_limit:type_name -> osm.mesh.v1.HTTPRouteRateLimit
+	13, // 9: osm.mesh.v1.UpstreamTrafficSetting.meta:type_name -> osm.mesh.v1.ObjectMeta
+	2,  // 10: osm.mesh.v1.UpstreamTrafficSetting.connection_settings:type_name -> osm.mesh.v1.UpstreamConnectionSettings
+	3,  // 11: osm.mesh.v1.UpstreamTrafficSetting.outlier_detection:type_name -> osm.mesh.v1.UpstreamOutlierDetection
+	9,  // 12: osm.mesh.v1.UpstreamTrafficSetting.rate_limit:type_name -> osm.mesh.v1.UpstreamRateLimit
+	11, // 13: osm.mesh.v1.UpstreamTrafficSetting.http_routes:type_name -> osm.mesh.v1.HTTPRouteSetting
+	14, // 14: osm.mesh.v1.UpstreamTrafficSetting.invalid_fields:type_name -> osm.mesh.v1.InvalidField
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_osm_mesh_v1_upstream_proto_init() }
@@ -938,13 +1041,14 @@ func file_osm_mesh_v1_upstream_proto_init() {
 	file_osm_mesh_v1_upstream_proto_msgTypes[0].OneofWrappers = []any{}
 	file_osm_mesh_v1_upstream_proto_msgTypes[1].OneofWrappers = []any{}
 	file_osm_mesh_v1_upstream_proto_msgTypes[3].OneofWrappers = []any{}
+	file_osm_mesh_v1_upstream_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_osm_mesh_v1_upstream_proto_rawDesc), len(file_osm_mesh_v1_upstream_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -37,7 +37,7 @@ import (
 // Upstream, ingressPolicy, egressPolicy and what they hold) changes shape:
 // a compiler seeds only records of its own format and compiles the others
 // cold. TestKeptFormatShape fails when a shape changes.
-const KeptFormat = 1
+const KeptFormat = 2
 
 // Kept is the last accepted version of a policy object whose latest
 // verdict is a rejection.

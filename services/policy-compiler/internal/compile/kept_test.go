@@ -234,7 +234,7 @@ func TestSeedRefusesForeignRecords(t *testing.T) {
 // them must bump KeptFormat (so that a compiler of another release compiles
 // such records cold instead of reading them wrong), then update want.
 func TestKeptFormatShape(t *testing.T) {
-	const want = 1
+	const want = 2
 	if KeptFormat != want {
 		t.Fatalf("KeptFormat is %d: update want and the shapes below together", KeptFormat)
 	}
@@ -285,7 +285,7 @@ var keptShapes = []string{
 	"*{Dest {Name string; Namespace string}; HTTP []{Headers []{Name string; Regex string}; Key string; Methods []string; PathRegex string}; HasHTTPRule bool; Sources []Identity; TCPAll bool; TCPPorts []int32}",
 	"*{Apex {Name string; Namespace string}; Backends []{Service NN; Weight uint32}}",
 	"*{Destinations []Subject; Policy {BackoffBase int64; NumRetries *uint32; PerTryTimeout int64; RetryOn []string}; Source {Name string; Namespace string}}",
-	"*{ConnectTimeout int64; HTTPLimit *{Headers []{Name string; Value string}; StatusCode uint32; TokenBucket TokenBucket}; MaxConnections *uint32; MaxPendingRequests *uint32; MaxRequests *uint32; MaxRequestsPerConnection *uint32; MaxRetries *uint32; Outlier *{BaseEjectionTime int64; Consecutive5xx *uint32; Interval int64; MaxEjectionPercent *uint32}; Routes []{Limit *HTTPLimit; PathRegex string; Timeout int64}; Service {Name string; Namespace string}; TCPLimit *{Burst uint32; Fill int64; Tokens uint32}}",
+	"*{ConnectTimeout int64; HTTPLimit *{Headers []{Name string; Value string}; StatusCode uint32; TokenBucket TokenBucket}; MaxConnections *uint32; MaxPendingRequests *uint32; MaxRequests *uint32; MaxRequestsPerConnection *uint32; MaxRetries *uint32; Outlier *{BaseEjectionTime int64; Consecutive5xx *uint32; FailurePercentage *{EnforcementPercentage uint32; MinimumHosts *uint32; RequestVolume *uint32; Threshold *uint32}; Interval int64; MaxEjectionPercent *uint32}; Routes []{Limit *HTTPLimit; PathRegex string; Timeout int64}; Service {Name string; Namespace string}; TCPLimit *{Burst uint32; Fill int64; Tokens uint32}}",
 	"{Backends []{Port int32; Protocol string; SNIHosts []string; Service string; SkipClientCertValidation bool}; HTTP []{Headers []{Name string; Regex string}; Key string; Methods []string; PathRegex string}; IPRanges []string; Principals []string; Services []{Name string; Namespace string}}",
 	"{HTTP []{Headers []{Name string; Regex string}; Key string; Methods []string; PathRegex string}; Hosts []string; IPRanges []string; Ports []{Number int32; Protocol string}; Sources []{Name string; Namespace string}}",
 }

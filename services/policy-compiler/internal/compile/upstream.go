@@ -114,13 +114,14 @@ func (e *Engine) markUpstreamsOf(svc model.NN) {
 }
 
 // compileUpstreams validates the dirty UpstreamTrafficSettings and
-// records the accepted version of each. A setting another one displaces
+// records the accepted version of each, with the gRPC flavour's warning
+// when its proxyless clients apply only part of it (upstreamWarning). A setting another one displaces
 // from its Service applies nothing; one rejected for its own fault keeps
 // its last accepted version.
 func (e *Engine) compileUpstreams(d *Delta) {
 	for _, nn := range multimap.Sorted(e.dirty.objs[layout.KindUpstreamTrafficSetting]) {
 		obj := e.m.UpstreamTrafficSetting(nn)
-		up, ok := review(&e.pol, d, layout.KindUpstreamTrafficSetting, nn, obj, e.resolveUpstream)
+		up, ok := reviewWarn(&e.pol, d, layout.KindUpstreamTrafficSetting, nn, obj, e.resolveUpstream, e.upstreamWarning)
 		switch {
 		case e.displaced(nn): // never accepted (resolveUpstream), nor seeded
 			e.ups.set(nn, nil)

@@ -93,30 +93,64 @@ func applyUpstream(c *clusterv3.Cluster, p Protocol, up *Upstream) error {
 	return nil
 }
 
+// outlierDetection is an Envoy cluster's outlier detection of o:
+// consecutive 5xx (Envoy's default 5 when not written) and, when o has
+// it, failure-percentage ejection.
 func outlierDetection(o *policy.Outlier) *clusterv3.OutlierDetection {
-	od := &clusterv3.OutlierDetection{Consecutive_5Xx: u32(o.Consecutive5xx), MaxEjectionPercent: u32(o.MaxEjectionPercent)}
+	od := &clusterv3.OutlierDetection{Consecutive_5Xx: u32(o.Consecutive5xx)}
+	outlierCommon(od, o)
+	return od
+}
+
+// outlierCommon sets on od the sweep, ejection time and limit of o and its
+// failure-percentage ejection, which both flavours read alike.
+func outlierCommon(od *clusterv3.OutlierDetection, o *policy.Outlier) {
+	od.MaxEjectionPercent = u32(o.MaxEjectionPercent)
 	if o.Interval > 0 {
 		od.Interval = durationpb.New(o.Interval)
 	}
 	if o.BaseEjectionTime > 0 {
 		od.BaseEjectionTime = durationpb.New(o.BaseEjectionTime)
 	}
+	if f := o.FailurePercentage; f != nil {
+		od.FailurePercentageThreshold = u32(f.Threshold)
+		od.FailurePercentageMinimumHosts = u32(f.MinimumHosts)
+		od.FailurePercentageRequestVolume = u32(f.RequestVolume)
+		// Written even when 100: Envoy and gRPC default it to 0, off.
+		od.EnforcingFailurePercentage = wrapperspb.UInt32(f.EnforcementPercentage)
+	}
+}
+
+// grpcOutlierDetection is a gRPC flavour cluster's outlier detection of
+// o: gRPC-Go's (gRFC A50) knows success-rate and failure-percentage
+// ejection only, not consecutive 5xx, so only an o with failurePercentage
+// gets one, with the interval, base ejection time and max ejection percent.
+// Success-rate ejection, which gRPC turns on unless enforcing_success_rate
+// is 0, is turned off: the user did not write it. Nil otherwise; such a
+// setting is accepted with a warning (outlierWarning).
+func grpcOutlierDetection(o *policy.Outlier) *clusterv3.OutlierDetection {
+	if o == nil || o.FailurePercentage == nil {
+		return nil
+	}
+	od := &clusterv3.OutlierDetection{EnforcingSuccessRate: wrapperspb.UInt32(0)}
+	outlierCommon(od, o)
 	return od
 }
 
 // applyGRPCUpstream sets on a gRPC flavour cluster what gRPC's xDS client
-// applies of up: the max_requests circuit breaker (gRFC A32). gRPC ignores
-// the other thresholds and the connect timeout, and its outlier detection
-// (gRFC A50) knows only success-rate and failure-percentage ejection, not
-// consecutive 5xx: outlierDetection is left to the Envoy clusters rather
-// than turned into ejection rules the user did not write.
+// applies of up: the max_requests circuit breaker (gRFC A32) and
+// failure-percentage outlier detection (grpcOutlierDetection). gRPC
+// ignores the other thresholds and the connect timeout.
 func applyGRPCUpstream(c *clusterv3.Cluster, up *Upstream) {
-	if up == nil || up.MaxRequests == nil {
+	if up == nil {
 		return
 	}
-	c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-		Priority: corev3.RoutingPriority_DEFAULT, MaxRequests: u32(up.MaxRequests),
-	}}}
+	if up.MaxRequests != nil {
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority: corev3.RoutingPriority_DEFAULT, MaxRequests: u32(up.MaxRequests),
+		}}}
+	}
+	c.OutlierDetection = grpcOutlierDetection(up.Outlier)
 }
 
 func tokenBucket(b policy.TokenBucket) *typev3.TokenBucket {

@@ -70,7 +70,9 @@ func TestUpstreamEnvoyMapping(t *testing.T) {
 		t.Errorf("circuit breakers = %v", th)
 	}
 	if od := c.GetOutlierDetection(); od.GetConsecutive_5Xx().GetValue() != 3 || od.GetInterval().AsDuration().Seconds() != 5 ||
-		od.GetBaseEjectionTime().AsDuration().Seconds() != 30 || od.GetMaxEjectionPercent().GetValue() != 100 {
+		od.GetBaseEjectionTime().AsDuration().Seconds() != 30 || od.GetMaxEjectionPercent().GetValue() != 100 ||
+		od.GetFailurePercentageThreshold().GetValue() != 50 || od.GetFailurePercentageMinimumHosts().GetValue() != 2 ||
+		od.GetFailurePercentageRequestVolume().GetValue() != 20 || od.GetEnforcingFailurePercentage().GetValue() != 100 {
 		t.Errorf("outlier detection = %v", od)
 	}
 	if c.GetConnectTimeout().AsDuration().Seconds() != 3 {
@@ -161,6 +163,30 @@ func TestUpstreamRejections(t *testing.T) {
 			obj:    upstreamWith(func(u *meshv1.UpstreamTrafficSetting) { u.HttpRoutes[0].Path = "/books(" }),
 			reason: policy.ReasonInvalidRegex, field: "spec.httpRoutes[0].path",
 			message: "UpstreamTrafficSetting bookstore/bookstore-v1 rejected: spec.httpRoutes[0].path: invalid RE2 regular expression \"/books(\": error parsing regexp: missing closing ): `/books(`",
+		},
+		{
+			name: "failure percentage threshold over 100",
+			obj: upstreamWith(func(u *meshv1.UpstreamTrafficSetting) {
+				u.OutlierDetection.FailurePercentage.Threshold = proto.Int64(120)
+			}),
+			reason: policy.ReasonInvalidValue, field: "spec.outlierDetection.failurePercentage.threshold",
+			message: "UpstreamTrafficSetting bookstore/bookstore-v1 rejected: spec.outlierDetection.failurePercentage.threshold: 120 is not a percentage (0 to 100)",
+		},
+		{
+			name: "failure percentage enforcement negative",
+			obj: upstreamWith(func(u *meshv1.UpstreamTrafficSetting) {
+				u.OutlierDetection.FailurePercentage.EnforcementPercentage = proto.Int64(-1)
+			}),
+			reason: policy.ReasonInvalidValue, field: "spec.outlierDetection.failurePercentage.enforcementPercentage",
+			message: "UpstreamTrafficSetting bookstore/bookstore-v1 rejected: spec.outlierDetection.failurePercentage.enforcementPercentage: -1 is not a percentage (0 to 100)",
+		},
+		{
+			name: "failure percentage request volume out of range",
+			obj: upstreamWith(func(u *meshv1.UpstreamTrafficSetting) {
+				u.OutlierDetection.FailurePercentage.RequestVolume = proto.Int64(-3)
+			}),
+			reason: policy.ReasonInvalidValue, field: "spec.outlierDetection.failurePercentage.requestVolume",
+			message: "UpstreamTrafficSetting bookstore/bookstore-v1 rejected: spec.outlierDetection.failurePercentage.requestVolume: -3 is out of range (0 to 4294967295)",
 		},
 	}
 	for _, c := range cases {

@@ -30,9 +30,10 @@ func UpstreamTrafficSetting(ns, name, host string, spec *meshv1.UpstreamTrafficS
 }
 
 // BookstoreUpstreams are UpstreamTrafficSettings for the Bookstore demo:
-// every setting on bookstore-v1 (http: limits, outlier detection, a
-// rate limit for all requests and one for /books-bought with a timeout)
-// and a connection rate limit on mysql (tcp).
+// every setting on bookstore-v1 (http: limits, outlier detection with
+// consecutive 5xx and failure-percentage ejection, a rate limit for all
+// requests and one for /books-bought with a timeout) and a connection
+// rate limit on mysql (tcp).
 func BookstoreUpstreams() []Object {
 	return []Object{
 		UpstreamTrafficSetting("bookstore", "bookstore-v1", "bookstore-v1.bookstore.svc.cluster.local", &meshv1.UpstreamTrafficSetting{
@@ -41,7 +42,8 @@ func BookstoreUpstreams() []Object {
 				Http: &meshv1.UpstreamHTTPConnectionSettings{MaxRequests: i64(200), MaxRequestsPerConnection: i64(10),
 					MaxPendingRequests: i64(50), MaxRetries: i64(3)},
 			},
-			OutlierDetection: &meshv1.UpstreamOutlierDetection{Consecutive_5XxErrors: i64(3), Interval: "5s", BaseEjectionTime: "30s", MaxEjectionPercent: i64(100)},
+			OutlierDetection: &meshv1.UpstreamOutlierDetection{Consecutive_5XxErrors: i64(3), Interval: "5s", BaseEjectionTime: "30s", MaxEjectionPercent: i64(100),
+				FailurePercentage: &meshv1.UpstreamFailurePercentageEjection{Threshold: i64(50), MinimumHosts: i64(2), RequestVolume: i64(20)}},
 			RateLimit: &meshv1.UpstreamRateLimit{Local: &meshv1.UpstreamLocalRateLimit{Http: &meshv1.HTTPLocalRateLimit{
 				Requests: 100, Unit: "minute", Burst: 10, ResponseStatusCode: 503,
 				ResponseHeadersToAdd: []*meshv1.HTTPHeaderValue{{Name: "x-rate-limited", Value: "true"}},

@@ -85,13 +85,14 @@ func (w *workload) run(t *testing.T, out *callLog, args ...string) *stack.Proc {
 }
 
 // serve starts w's bookstore server of version on addr, with flags more,
-// and waits until it
-// serves (it has its listener from the edge).
+// and waits until it serves (it has its listener from the edge): its last
+// serving-mode line says "serving", a "not-serving" one before it (the
+// edge refusing it before the pod was seen) notwithstanding.
 func (w *workload) serve(t *testing.T, addr, version string, flags ...string) *stack.Proc {
 	t.Helper()
 	p := w.run(t, nil, append([]string{"serve", "--addr", addr, "--version", version}, flags...)...)
 	err := stack.Eventually(t.Context(), 60*time.Second, func() error {
-		if strings.Contains(p.Output(), "serving "+addr) && !strings.Contains(p.Output(), "not-serving "+addr) {
+		if servingNow(p.Output(), addr) {
 			return nil
 		}
 		select {
@@ -105,6 +106,18 @@ func (w *workload) serve(t *testing.T, addr, version string, flags ...string) *s
 		t.Fatalf("%s on %s: %v\n%s", w.pod.Name, addr, err, p.Output())
 	}
 	return p
+}
+
+// servingNow reports whether the last serving-mode line of a server's
+// output for addr is "serving <addr>".
+func servingNow(out, addr string) bool {
+	last := ""
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "serving "+addr) || strings.HasPrefix(line, "not-serving "+addr) {
+			last = line
+		}
+	}
+	return strings.HasPrefix(last, "serving "+addr)
 }
 
 // call is one call of bookstore-grpc call --json (its Call type).

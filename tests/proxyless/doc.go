@@ -6,7 +6,10 @@
 // whether the calls succeed. TestProxylessGRPCBookstore runs the demo
 // (access, splits, rotations, failover); TestProxylessGRPCRetry a Retry,
 // in a mesh of its own (its namespaces monitored by osm-retry) in the
-// same cluster, against a server failing each call's first attempts.
+// same cluster, against a server failing each call's first attempts;
+// TestProxylessGRPCOutlierDetection an UpstreamTrafficSetting's
+// failure-percentage outlier detection ejecting the one of two servers
+// that fails every call (mesh osm-outlier).
 //
 // The pods go through the real admission chain: created through the
 // apiserver with the annotation openservicemesh.io/proxyless: grpc, the

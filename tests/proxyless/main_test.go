@@ -26,6 +26,10 @@ const (
 	// The Retry test's server and client.
 	ipFlaky      = "10.244.3.10"
 	ipRetryBuyer = "10.244.3.20"
+	// The outlier detection test's two servers and client.
+	ipOutlierGood  = "10.244.4.10"
+	ipOutlierBad   = "10.244.4.11"
+	ipOutlierBuyer = "10.244.4.20"
 )
 
 // Environment the outer process gives the tests in the namespace: where
@@ -51,7 +55,7 @@ var (
 
 func TestMain(m *testing.M) {
 	var addrs []netip.Prefix
-	for _, ip := range []string{ipStoreV1, ipStoreV1b, ipStoreV1c, ipStoreV2, ipBuyer, ipThief, ipFlaky, ipRetryBuyer} {
+	for _, ip := range []string{ipStoreV1, ipStoreV1b, ipStoreV1c, ipStoreV2, ipBuyer, ipThief, ipFlaky, ipRetryBuyer, ipOutlierGood, ipOutlierBad, ipOutlierBuyer} {
 		addrs = append(addrs, netip.PrefixFrom(netip.MustParseAddr(ip), 32))
 	}
 	os.Exit(netns.Main(m, netns.Options{Addrs: addrs, Prepare: prepare, Run: func() int {

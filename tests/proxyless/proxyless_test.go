@@ -120,14 +120,7 @@ func splitPatch(v1, v2 int) string {
 func bookstoreMesh(t *testing.T) {
 	t.Helper()
 	ctx := t.Context()
-	if _, err := cluster.CreateNamespace(ctx, "osm-system", nil); err != nil {
-		t.Fatal(err)
-	}
-	create(t, kube.MeshConfigs, "osm-system", map[string]any{
-		"apiVersion": "config.openservicemesh.io/v1alpha1", "kind": "MeshConfig",
-		"metadata": map[string]any{"name": meshConfig},
-		"spec":     map[string]any{"traffic": map[string]any{"enablePermissiveTrafficPolicyMode": false}},
-	})
+	controlPlaneObjects(t)
 	for _, ns := range []string{"bookstore", "bookbuyer", "bookthief"} {
 		if _, err := cluster.CreateNamespace(ctx, ns, map[string]string{layout.LabelMonitoredBy: meshName}); err != nil {
 			t.Fatal(err)

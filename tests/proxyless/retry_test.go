@@ -35,6 +35,22 @@ const (
 func retryMeshObjects(t *testing.T) {
 	t.Helper()
 	ctx := t.Context()
+	controlPlaneObjects(t)
+	for _, ns := range []string{retryStoreNS, retryBuyerNS} {
+		if _, err := cluster.CreateNamespace(ctx, ns, map[string]string{layout.LabelMonitoredBy: retryMesh}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	service(t, retryStoreNS, "flaky", map[string]string{"app": "flaky"})
+	create(t, kube.HTTPRouteGroups, retryStoreNS, getRoutes("flaky-routes"))
+	create(t, kube.TrafficTargets, retryStoreNS, getTarget("buyer-access-flaky", "flaky", retryStoreNS, "flaky-routes", "buyer", retryBuyerNS))
+}
+
+// controlPlaneObjects creates the control-plane namespace and the
+// MeshConfig (SMI mode) unless an earlier test made them.
+func controlPlaneObjects(t *testing.T) {
+	t.Helper()
+	ctx := t.Context()
 	if _, err := cluster.CreateNamespace(ctx, "osm-system", nil); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
@@ -47,28 +63,32 @@ func retryMeshObjects(t *testing.T) {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	for _, ns := range []string{retryStoreNS, retryBuyerNS} {
-		if _, err := cluster.CreateNamespace(ctx, ns, map[string]string{layout.LabelMonitoredBy: retryMesh}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	service(t, retryStoreNS, "flaky", map[string]string{"app": "flaky"})
-	create(t, kube.HTTPRouteGroups, retryStoreNS, map[string]any{
+}
+
+// getRoutes is the HTTPRouteGroup name matching bookstore.Books/Get as
+// gRPC calls it (match "get").
+func getRoutes(name string) map[string]any {
+	return map[string]any{
 		"apiVersion": "specs.smi-spec.io/v1alpha4", "kind": "HTTPRouteGroup",
-		"metadata": map[string]any{"name": "flaky-routes"},
+		"metadata": map[string]any{"name": name},
 		"spec": map[string]any{"matches": []any{
 			map[string]any{"name": "get", "pathRegex": "/bookstore.Books/Get", "methods": []any{"POST"}},
 		}},
-	})
-	create(t, kube.TrafficTargets, retryStoreNS, map[string]any{
+	}
+}
+
+// getTarget is the TrafficTarget name letting ServiceAccount srcNS/src
+// call the Get match of routes at ServiceAccount ns/dest.
+func getTarget(name, dest, ns, routes, src, srcNS string) map[string]any {
+	return map[string]any{
 		"apiVersion": "access.smi-spec.io/v1alpha3", "kind": "TrafficTarget",
-		"metadata": map[string]any{"name": "buyer-access-flaky"},
+		"metadata": map[string]any{"name": name},
 		"spec": map[string]any{
-			"destination": map[string]any{"kind": "ServiceAccount", "name": "flaky", "namespace": retryStoreNS},
-			"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": "flaky-routes", "matches": []any{"get"}}},
-			"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": "buyer", "namespace": retryBuyerNS}},
+			"destination": map[string]any{"kind": "ServiceAccount", "name": dest, "namespace": ns},
+			"rules":       []any{map[string]any{"kind": "HTTPRouteGroup", "name": routes, "matches": []any{"get"}}},
+			"sources":     []any{map[string]any{"kind": "ServiceAccount", "name": src, "namespace": srcNS}},
 		},
-	})
+	}
 }
 
 // flakyRetry is the Retry of ServiceAccount buyer's calls to flaky: on

@@ -9,7 +9,8 @@
 // same cluster, against a server failing each call's first attempts;
 // TestProxylessGRPCOutlierDetection an UpstreamTrafficSetting's
 // failure-percentage outlier detection ejecting the one of two servers
-// that fails every call (mesh osm-outlier).
+// that fails every call, and its consecutive 5xx, which gRPC-Go does not
+// have, ejecting nothing with a warning (mesh osm-outlier).
 //
 // The pods go through the real admission chain: created through the
 // apiserver with the annotation openservicemesh.io/proxyless: grpc, the

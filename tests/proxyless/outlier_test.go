@@ -25,21 +25,51 @@ const (
 	outlierTarget  = "xds:///store." + outlierStoreNS + ":14001"
 )
 
-// storeOutlier is the UpstreamTrafficSetting of Service store: each
-// second, an endpoint that failed half of its calls or more, of 10 at
-// least, while both have had 10, is ejected for a minute, at most half of
-// them at once.
-func storeOutlier() map[string]any {
+// storeConsecutive is the UpstreamTrafficSetting of Service store with
+// consecutive 5xx ejection only (2 in a row), which gRPC-Go does not have:
+// each second, an ejection for a minute, at most half of the endpoints.
+func storeConsecutive() map[string]any {
 	return map[string]any{
 		"apiVersion": "policy.openservicemesh.io/v1alpha1", "kind": "UpstreamTrafficSetting",
 		"metadata": map[string]any{"name": "store"},
 		"spec": map[string]any{
 			"host": "store." + outlierStoreNS + ".svc.cluster.local",
 			"outlierDetection": map[string]any{
-				"interval": "1s", "baseEjectionTime": "60s", "maxEjectionPercent": int64(50),
-				"failurePercentage": map[string]any{"threshold": int64(50), "minimumHosts": int64(2), "requestVolume": int64(10)},
+				"consecutive5xxErrors": int64(2), "interval": "1s", "baseEjectionTime": "60s", "maxEjectionPercent": int64(50),
 			},
 		},
+	}
+}
+
+// failurePercentagePatch adds to storeConsecutive failure-percentage
+// ejection: an endpoint that failed half of its calls or more in the
+// interval, of 10 at least, while both have had 10.
+const failurePercentagePatch = `{"spec":{"outlierDetection":{"failurePercentage":{"threshold":50,"minimumHosts":2,"requestVolume":10}}}}`
+
+// warningEvent waits for the smi-watcher's Warning Event reason on
+// UpstreamTrafficSetting store whose message names field.
+func warningEvent(t *testing.T, reason, field string) {
+	t.Helper()
+	prefix := "UpstreamTrafficSetting " + outlierStoreNS + "/store accepted with a warning: " + field + ": "
+	err := stack.Eventually(t.Context(), 30*time.Second, func() error {
+		list, err := cluster.Clientset().CoreV1().Events(outlierStoreNS).List(t.Context(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		var seen []string
+		for _, ev := range list.Items {
+			if ev.InvolvedObject.Kind != "UpstreamTrafficSetting" || ev.InvolvedObject.Name != "store" {
+				continue
+			}
+			if ev.Type == "Warning" && ev.Reason == reason && strings.HasPrefix(ev.Message, prefix) {
+				return nil
+			}
+			seen = append(seen, ev.Reason+": "+ev.Message)
+		}
+		return fmt.Errorf("events %v", seen)
+	})
+	if err != nil {
+		t.Fatalf("waiting for a Warning Event %s %q: %v", reason, prefix, err)
 	}
 }
 
@@ -49,9 +79,12 @@ func storeOutlier() map[string]any {
 // Service store has two pods of ServiceAccount store: good answers every
 // call, bad refuses every one (bookstore-grpc serve --fail-attempts, no
 // Retry). Without a setting, buyer's calls are spread over both and a
-// share keeps failing; with the setting bad is ejected within an interval
-// or two and every call is served by good; with the setting deleted, bad
-// is back and calls fail again.
+// share keeps failing; so they do with a setting of consecutive5xxErrors
+// only, which gRPC-Go does not have, accepted with a Warning Event
+// (OutlierDetectionDoesNothingForProxylessGRPC); with failurePercentage
+// added (a Warning Event Consecutive5xxIgnoredByProxylessGRPC) bad is
+// ejected within an interval or two and every call is served by good;
+// with the setting deleted, bad is back and calls fail again.
 func TestProxylessGRPCOutlierDetection(t *testing.T) {
 	start := time.Now()
 	netns.Require(t)
@@ -119,16 +152,34 @@ func TestProxylessGRPCOutlierDetection(t *testing.T) {
 		t.Fatalf("without a setting no call of 100 was refused: %v", count(calls.from(mark)[:100]))
 	}
 
-	// With the setting bad is ejected: the calls all reach good.
-	t0, mark := time.Now(), calls.len()
-	create(t, osmpolicy.UpstreamTrafficSettingGVR, outlierStoreNS, storeOutlier())
-	settled := waitCalls(t, calls, mark, 30*time.Second, "100 calls in a row served by good with the setting", lastN(100, served))
-	t.Logf("setting created: 100 calls in a row served by good %s after the apply (%d calls after it: %v)", time.Since(t0).Round(time.Millisecond), settled, count(calls.from(mark)[:settled]))
+	// With consecutive 5xx only, which gRPC-Go does not have, the setting
+	// is accepted with a warning and bad is not ejected.
+	create(t, osmpolicy.UpstreamTrafficSettingGVR, outlierStoreNS, storeConsecutive())
+	warningEvent(t, "OutlierDetectionDoesNothingForProxylessGRPC", "spec.outlierDetection.consecutive5xxErrors")
 	mark = calls.len()
-	waitCalls(t, calls, mark, 30*time.Second, "200 more calls with the setting", atLeast(200))
+	waitCalls(t, calls, mark, 30*time.Second, "200 calls with consecutive5xxErrors only", atLeast(200))
+	failed = 0
+	for _, c := range calls.from(mark)[:200] {
+		if refused(c) {
+			failed++
+		}
+	}
+	t.Logf("with consecutive5xxErrors only: %v", count(calls.from(mark)[:200]))
+	if failed == 0 {
+		t.Fatalf("with consecutive5xxErrors only no call of 200 was refused: %v", count(calls.from(mark)[:200]))
+	}
+
+	// With failurePercentage bad is ejected: the calls all reach good.
+	t0, mark := time.Now(), calls.len()
+	patch(t, osmpolicy.UpstreamTrafficSettingGVR, outlierStoreNS, "store", failurePercentagePatch)
+	settled := waitCalls(t, calls, mark, 30*time.Second, "100 calls in a row served by good with failurePercentage", lastN(100, served))
+	t.Logf("failurePercentage added: 100 calls in a row served by good %s after the apply (%d calls after it: %v)", time.Since(t0).Round(time.Millisecond), settled, count(calls.from(mark)[:settled]))
+	warningEvent(t, "Consecutive5xxIgnoredByProxylessGRPC", "spec.outlierDetection.consecutive5xxErrors")
+	mark = calls.len()
+	waitCalls(t, calls, mark, 30*time.Second, "200 more calls with failurePercentage", atLeast(200))
 	for _, c := range calls.from(mark)[:200] {
 		if !served(c) {
-			t.Errorf("with the setting: %+v, want served by good", c)
+			t.Errorf("with failurePercentage: %+v, want served by good", c)
 		}
 	}
 

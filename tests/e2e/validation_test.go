@@ -303,3 +303,36 @@ func TestPolicyValidation(t *testing.T) {
 		})
 	})
 }
+
+// TestUpstreamFailurePercentageSchema: the UpstreamTrafficSetting CRD
+// carries spec.outlierDetection.failurePercentage with its bounds: the
+// apiserver stores its four fields as written (no pruning) and refuses a
+// threshold or enforcementPercentage above 100 and a negative
+// minimumHosts, naming the field, before any webhook.
+func TestUpstreamFailurePercentageSchema(t *testing.T) {
+	ctx := t.Context()
+	namespace(t, "fp-schema", nil)
+	uts := func(name string, fp map[string]any) *unstructured.Unstructured {
+		return policyObject(kube.UpstreamTrafficSettings, "UpstreamTrafficSetting", name, map[string]any{
+			"host": "bookstore", "outlierDetection": map[string]any{"failurePercentage": fp}})
+	}
+	ok := map[string]any{"threshold": int64(50), "minimumHosts": int64(2), "requestVolume": int64(10), "enforcementPercentage": int64(100)}
+	got, err := cluster.Dynamic().Resource(kube.UpstreamTrafficSettings).Namespace("fp-schema").Create(ctx, uts("ok", ok), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp, _, _ := unstructured.NestedMap(got.Object, "spec", "outlierDetection", "failurePercentage"); fmt.Sprint(fp) != fmt.Sprint(ok) {
+		t.Errorf("stored failurePercentage %v, want %v", fp, ok)
+	}
+	for field, fp := range map[string]map[string]any{
+		"threshold":             {"threshold": int64(101)},
+		"enforcementPercentage": {"enforcementPercentage": int64(150)},
+		"minimumHosts":          {"minimumHosts": int64(-1)},
+	} {
+		err := createPolicy(ctx, kube.UpstreamTrafficSettings, "fp-schema", uts("bad", fp), true)
+		path := "spec.outlierDetection.failurePercentage." + field
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), path+": Invalid value") {
+			t.Errorf("%s %v: %v, want Invalid naming %s", field, fp[field], err, path)
+		}
+	}
+}

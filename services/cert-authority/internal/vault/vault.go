@@ -232,8 +232,26 @@ func (p *Provider) Sign(ctx context.Context, r pki.SignRequest) (*pki.Leaf, erro
 	if err != nil {
 		return nil, err
 	}
-	return leafFromSecret(s, r)
+	leaf, err := leafFromSecret(s, r)
+	if err != nil {
+		return nil, err
+	}
+	// Vault caps the lifetime at its role's max_ttl (and the issuer's
+	// expiry) without failing the request; say so, or the operator sees
+	// only certificates renewing sooner than the CA's --max-ttl promises.
+	if granted := time.Until(leaf.NotAfter); r.TTL > 0 && granted < r.TTL-shortenedSlack {
+		p.log.WithFields(logrus.Fields{
+			"asked_ttl": r.TTL.String(), "granted_ttl": granted.Round(time.Second).String(), "role": p.o.Role,
+			"vault_warnings": strings.Join(s.Warnings, "; "),
+			"reason":         "vault's role max_ttl or its issuer's expiry is shorter than the asked ttl",
+		}).Info("sign ttl clamped")
+	}
+	return leaf, nil
 }
+
+// shortenedSlack is how much shorter than asked a Vault certificate may
+// live before Sign says Vault shortened it: the time its round trip took.
+const shortenedSlack = 10 * time.Second
 
 func leafFromSecret(s *vaultapi.Secret, r pki.SignRequest) (*pki.Leaf, error) {
 	if s == nil || s.Data == nil {

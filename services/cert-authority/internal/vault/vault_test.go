@@ -384,3 +384,40 @@ func BenchmarkVaultSign(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 }
+
+// TestSignSaysWhenVaultShortensTheLifetime: Vault caps a certificate at its
+// role's max_ttl (48h here) without failing the request; the provider logs
+// "sign ttl clamped" with the asked and granted lifetimes and the role, as
+// the CA does for its own --max-ttl, and says nothing when Vault grants
+// what was asked.
+func TestSignSaysWhenVaultShortensTheLifetime(t *testing.T) {
+	lg, buf := testLog()
+	p, err := New(Options{Address: vlt.URL(), Role: "mesh", Auth: AuthOptions{Token: token(t, "1h", nil)}, Log: lg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Login(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := signReq(t, "/ns/bookstore/sa/bookbuyer")
+	if _, err := p.Sign(t.Context(), req); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "sign ttl clamped") {
+		t.Fatalf("a 1h certificate, granted as asked, was logged as clamped:\n%s", buf)
+	}
+	req.TTL = 72 * time.Hour
+	leaf, err := p.Sign(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := leaf.NotAfter.Sub(time.Now()); d > 48*time.Hour || d < 47*time.Hour {
+		t.Fatalf("vault granted %s for 72h under a 48h role max_ttl; the test's premise fails", d)
+	}
+	logs := buf.String()
+	for _, want := range []string{"sign ttl clamped", "asked_ttl=72h0m0s", "granted_ttl=4", "role=mesh"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+}

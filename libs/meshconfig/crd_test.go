@@ -43,6 +43,8 @@ func sample(s map[string]any) any {
 			return int64(m)
 		}
 		return int64(1)
+	case "number":
+		return 0.5
 	case "array":
 		return []any{sample(s["items"].(map[string]any))}
 	case "object":

@@ -85,6 +85,7 @@ func Parse(u *unstructured.Unstructured) *meshv1.MeshConfig {
 				Port:            clamp32(r.integer(t, tp, "port")),
 				Endpoint:        r.str(t, tp, "endpoint"),
 				SampledFraction: r.fraction(t, tp, "sampledFraction"),
+				Provider:        r.str(t, tp, "provider"),
 			}
 		}
 	}

@@ -46,7 +46,7 @@ func TestParse(t *testing.T) {
 			},
 			"observability": map[string]any{
 				"osmLogLevel": "info", "enableDebugServer": true,
-				"tracing": map[string]any{"enable": true, "address": "jaeger", "port": int64(9411), "endpoint": "/api/v2/spans", "sampledFraction": "0.25"},
+				"tracing": map[string]any{"enable": true, "address": "jaeger", "port": int64(9411), "endpoint": "/api/v2/spans", "sampledFraction": "0.25", "provider": "zipkin"},
 			},
 			"certificate": map[string]any{"serviceCertValidityDuration": "1h30m", "trustDomain": "cluster.local"},
 		},
@@ -63,7 +63,7 @@ func TestParse(t *testing.T) {
 				OutboundPortExclusionList: []int32{6379}, InboundPortExclusionList: []int32{9090, 9091},
 				OutboundIpRangeExclusionList: []string{"10.0.0.0/8"}},
 			Observability: &meshv1.ObservabilitySpec{OsmLogLevel: "info", EnableDebugServer: true,
-				Tracing: &meshv1.TracingSpec{Enable: true, Address: "jaeger", Port: 9411, Endpoint: "/api/v2/spans", SampledFraction: &frac}},
+				Tracing: &meshv1.TracingSpec{Enable: true, Address: "jaeger", Port: 9411, Endpoint: "/api/v2/spans", SampledFraction: &frac, Provider: "zipkin"}},
 			Certificate: &meshv1.CertificateSpec{ServiceCertValidityDuration: durationpb.New(90 * time.Minute)},
 		},
 	}, {

@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/openservicemesh/osm/libs/meshconfig/tlsparams"
+	"github.com/openservicemesh/osm/libs/meshconfig/tracing"
 	"github.com/openservicemesh/osm/libs/policy"
 	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 )
@@ -20,8 +21,8 @@ const (
 	FieldOutboundIPInclusions   = "spec.traffic.outboundIPRangeInclusionList"
 	FieldSidecarResources       = "spec.sidecar.resources"
 	FieldMaxConnections         = "spec.sidecar.maxDataPlaneConnections"
-	FieldTracingPort            = "spec.observability.tracing.port"
-	FieldTracingSampledFraction = "spec.observability.tracing.sampledFraction"
+	FieldTracingPort            = tracing.FieldPort
+	FieldTracingSampledFraction = tracing.FieldSampledFraction
 	FieldCertValidity           = "spec.certificate.serviceCertValidityDuration"
 )
 
@@ -39,7 +40,10 @@ func Validate(mc *meshv1.MeshConfig) *policy.Rejection {
 // not read (its InvalidFields), then ports outside 1-65535, IP ranges that
 // are not CIDRs, a sidecar resource request above its limit, TLS
 // parameters Envoy would refuse (tlsparams), a negative
-// connection limit, a sampled fraction outside [0, 1] and a certificate
+// connection limit, tracing settings the compiler could not follow
+// (tracing: enabled without a collector address or port, an unknown
+// provider, an endpoint that does not fit the provider, a sampled
+// fraction outside [0, 1]) and a certificate
 // validity that is not positive. A consumer that applies only some fields
 // (the injector) picks the rejections of those.
 func Rejections(mc *meshv1.MeshConfig) []*policy.Rejection {
@@ -79,15 +83,7 @@ func Rejections(mc *meshv1.MeshConfig) []*policy.Rejection {
 	if n := mc.GetSidecar().GetMaxDataPlaneConnections(); n < 0 {
 		out = append(out, policy.Reject(policy.ReasonInvalidValue, FieldMaxConnections, "%d is negative; 0 means no limit", n))
 	}
-	tc := mc.GetObservability().GetTracing()
-	if p := tc.GetPort(); p != 0 && (p < 1 || p > 65535) {
-		out = append(out, policy.Reject(policy.ReasonInvalidPort, FieldTracingPort, "port %d is outside 1-65535", p))
-	}
-	if tc != nil && tc.SampledFraction != nil {
-		if f := tc.GetSampledFraction(); f < 0 || f > 1 {
-			out = append(out, policy.Reject(policy.ReasonInvalidValue, FieldTracingSampledFraction, "%g is outside [0, 1]", f))
-		}
-	}
+	out = append(out, tracing.Rejections(mc.GetObservability().GetTracing())...)
 	if d := mc.GetCertificate().GetServiceCertValidityDuration(); d != nil && d.AsDuration() <= 0 {
 		out = append(out, policy.Reject(policy.ReasonInvalidValue, FieldCertValidity, "%s is not a positive duration", d.AsDuration()))
 	}

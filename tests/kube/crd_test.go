@@ -25,8 +25,9 @@ func TestCRDSchemas(t *testing.T) {
 		gvr      schema.GroupVersionResource
 		kind     string
 		spec     map[string]any
-		badField string // empty: the object is valid
-		msg      string // in the refusal, when set
+		badField string   // empty: the object is valid
+		msg      string   // in the refusal, when set
+		kept     []string // a field path the created object still holds (not pruned)
 	}{
 		{name: "valid TrafficTarget", gvr: kube.TrafficTargets, kind: "TrafficTarget", spec: validTarget},
 		{name: "TrafficTarget destination is a string", gvr: kube.TrafficTargets, kind: "TrafficTarget",
@@ -94,6 +95,22 @@ func TestCRDSchemas(t *testing.T) {
 		{name: "MeshConfig validity is not a duration", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
 			"certificate": map[string]any{"serviceCertValidityDuration": "one day"},
 		}, badField: "spec.certificate.serviceCertValidityDuration"},
+		{name: "valid MeshConfig tracing", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"observability": map[string]any{"tracing": map[string]any{"enable": true, "provider": "opentelemetry",
+				"address": "otel-collector.tracing", "port": int64(4317), "sampledFraction": 0.25}},
+		}, kept: []string{"spec", "observability", "tracing", "sampledFraction"}},
+		{name: "MeshConfig tracing enabled without an address", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"observability": map[string]any{"tracing": map[string]any{"enable": true, "port": int64(9411)}},
+		}, badField: "spec.observability.tracing", msg: "tracing enabled needs a collector address and port"},
+		{name: "MeshConfig opentelemetry tracing with an endpoint", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"observability": map[string]any{"tracing": map[string]any{"provider": "opentelemetry", "endpoint": "/v1/traces"}},
+		}, badField: "spec.observability.tracing", msg: "has no endpoint"},
+		{name: "MeshConfig tracing provider unknown", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"observability": map[string]any{"tracing": map[string]any{"provider": "jaeger"}},
+		}, badField: "spec.observability.tracing.provider"},
+		{name: "MeshConfig sampled fraction above 1", gvr: kube.MeshConfigs, kind: "MeshConfig", spec: map[string]any{
+			"observability": map[string]any{"tracing": map[string]any{"sampledFraction": 1.5}},
+		}, badField: "spec.observability.tracing.sampledFraction"},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,10 +120,13 @@ func TestCRDSchemas(t *testing.T) {
 				"metadata":   map[string]any{"name": "obj-" + string(rune('a'+i))},
 				"spec":       tt.spec,
 			}}
-			_, err := cluster.Dynamic().Resource(tt.gvr).Namespace(ns).Create(t.Context(), obj, metav1.CreateOptions{})
+			got, err := cluster.Dynamic().Resource(tt.gvr).Namespace(ns).Create(t.Context(), obj, metav1.CreateOptions{})
 			if tt.badField == "" {
 				if err != nil {
 					t.Fatalf("valid %s rejected: %v", tt.kind, err)
+				}
+				if _, ok, _ := unstructured.NestedFieldNoCopy(got.Object, tt.kept...); len(tt.kept) > 0 && !ok {
+					t.Errorf("%s pruned by the apiserver: the CRD schema lacks it", strings.Join(tt.kept, "."))
 				}
 				return
 			}

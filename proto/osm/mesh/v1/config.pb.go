@@ -330,8 +330,12 @@ type TracingSpec struct {
 	// Fraction of requests sampled, in [0, 1]. Unset means Envoy's default;
 	// a value that does not parse is recorded in MeshConfig.invalid_fields.
 	SampledFraction *float64 `protobuf:"fixed64,5,opt,name=sampled_fraction,json=sampledFraction,proto3,oneof" json:"sampled_fraction,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Collector protocol: "zipkin" (the default when empty: Zipkin v2 JSON
+	// over HTTP to endpoint) or "opentelemetry" (OTLP over gRPC; endpoint
+	// must be empty). libs/meshconfig/tracing holds the names and rules.
+	Provider      string `protobuf:"bytes,6,opt,name=provider,proto3" json:"provider,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TracingSpec) Reset() {
@@ -397,6 +401,13 @@ func (x *TracingSpec) GetSampledFraction() float64 {
 		return *x.SampledFraction
 	}
 	return 0
+}
+
+func (x *TracingSpec) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
 }
 
 // ObservabilitySpec configures logs, debugging and tracing.
@@ -710,13 +721,14 @@ const file_osm_mesh_v1_config_proto_rawDesc = "" +
 	" outbound_ip_range_inclusion_list\x18\x04 \x03(\tR\x1coutboundIpRangeInclusionList\x12?\n" +
 	"\x1coutbound_port_exclusion_list\x18\x05 \x03(\x05R\x19outboundPortExclusionList\x12=\n" +
 	"\x1binbound_port_exclusion_list\x18\x06 \x03(\x05R\x18inboundPortExclusionList\x12G\n" +
-	" network_interface_exclusion_list\x18\a \x03(\tR\x1dnetworkInterfaceExclusionList\"\xb4\x01\n" +
+	" network_interface_exclusion_list\x18\a \x03(\tR\x1dnetworkInterfaceExclusionList\"\xd0\x01\n" +
 	"\vTracingSpec\x12\x16\n" +
 	"\x06enable\x18\x01 \x01(\bR\x06enable\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
 	"\x04port\x18\x03 \x01(\x05R\x04port\x12\x1a\n" +
 	"\bendpoint\x18\x04 \x01(\tR\bendpoint\x12.\n" +
-	"\x10sampled_fraction\x18\x05 \x01(\x01H\x00R\x0fsampledFraction\x88\x01\x01B\x13\n" +
+	"\x10sampled_fraction\x18\x05 \x01(\x01H\x00R\x0fsampledFraction\x88\x01\x01\x12\x1a\n" +
+	"\bprovider\x18\x06 \x01(\tR\bproviderB\x13\n" +
 	"\x11_sampled_fraction\"\x9b\x01\n" +
 	"\x11ObservabilitySpec\x12\"\n" +
 	"\rosm_log_level\x18\x01 \x01(\tR\vosmLogLevel\x12.\n" +

@@ -121,6 +121,13 @@ func TestEveryKind(t *testing.T) {
 		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"sidecar":{"cipherSuites":["ECDHE-RSA-AES128-GCM-SHA256","RC4-MD5"]}}`,
 			field: "spec.sidecar.cipherSuites[1]", reason: "InvalidValue",
 			msg: `MeshConfig osm-system/osm-mesh-config rejected: spec.sidecar.cipherSuites[1]: "RC4-MD5" is not a cipher suite Envoy knows, such as ECDHE-ECDSA-AES128-GCM-SHA256`},
+		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"observability":{"tracing":{"enable":true,"provider":"opentelemetry","address":"otel.tracing","port":4317,"sampledFraction":0.5}}}`},
+		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"observability":{"tracing":{"enable":true,"port":9411}}}`,
+			field: "spec.observability.tracing.address", reason: "InvalidValue",
+			msg: "MeshConfig osm-system/osm-mesh-config rejected: spec.observability.tracing.address: tracing is enabled but no collector address is set"},
+		{kind: "MeshConfig", ns: "osm-system", name: "osm-mesh-config", spec: `{"observability":{"tracing":{"provider":"opentelemetry","endpoint":"/v1/traces"}}}`,
+			field: "spec.observability.tracing.endpoint", reason: "InvalidValue",
+			msg: `MeshConfig osm-system/osm-mesh-config rejected: spec.observability.tracing.endpoint: "/v1/traces" is set, but the opentelemetry provider sends OTLP over gRPC to address:port and has no endpoint`},
 	}
 	for _, c := range cases {
 		name := c.kind + " valid"

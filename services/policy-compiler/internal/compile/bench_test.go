@@ -106,11 +106,17 @@ func BenchmarkColdCompile(b *testing.B) {
 		{"paper-10k-egress", synth.PaperEgress},
 		// OSM's whole policy surface at once (surfaceObjects).
 		{"paper-10k-surface", synth.PaperEgress},
+		// With MeshConfig tracing on: every HTTP connection manager
+		// carries the one tracing config (tracing.go).
+		{"paper-10k-tracing", synth.Paper},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			objs := synth.Generate(c.cfg)
-			if c.name == "paper-10k-surface" {
+			switch c.name {
+			case "paper-10k-surface":
 				objs = surfaceObjects()
+			case "paper-10k-tracing":
+				objs = append(objs, tracingMeshConfig(zipkinSpec))
 			}
 			var e *Engine
 			var after runtime.MemStats

@@ -170,7 +170,7 @@ func (e *Engine) buildEgress(id model.Identity, plans []*portPlan, d *Delta) *eg
 			clusters[PassthroughCluster] = true
 		}
 		name := EgressListenerName(id, pp.port)
-		if k, ok := e.put(d, layout.TypeListener, name)(buildEgressListener(id, name, pp)); ok {
+		if k, ok := e.put(d, layout.TypeListener, name)(buildEgressListener(id, name, pp, e.tracing)); ok {
 			out.keys = append(out.keys, k)
 			out.listeners = append(out.listeners, name)
 		}
@@ -237,8 +237,10 @@ func buildEgressRoute(name string, pp *portPlan) (*Resource, error) {
 
 // buildEgressListener is an identity's egress listener on one port: on
 // 0.0.0.0:port without binding it, so that the OutboundListener hands it
-// the connections to that port that no service listener takes.
-func buildEgressListener(id model.Identity, name string, pp *portPlan) (*Resource, error) {
+// the connections to that port that no service listener takes. Its HTTP
+// connection manager carries tr, the MeshConfig's tracing config (nil:
+// none).
+func buildEgressListener(id model.Identity, name string, pp *portPlan, tr *hcmv3.HttpConnectionManager_Tracing) (*Resource, error) {
 	stat := fmt.Sprintf("egress:%s|%d", id, pp.port)
 	l := &listenerv3.Listener{
 		Name:             name,
@@ -267,6 +269,7 @@ func buildEgressListener(id model.Identity, name string, pp *portPlan) (*Resourc
 				ConfigSource: ads(), RouteConfigName: EgressRouteName(id, pp.port),
 			}},
 			HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+			Tracing:     tr,
 		}
 		if pp.httpRestricted() {
 			// Allows what a route does not restrict; the routes of hosts

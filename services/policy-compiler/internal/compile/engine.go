@@ -36,6 +36,10 @@
 //	                                 certificate required) per local target port, with
 //	                                 network RBAC (tcp) or per-route HTTP RBAC (http)
 //	                                 built from the TrafficTargets naming the identity
+//	cluster   envoy-tracing-cluster  while MeshConfig tracing is on: the trace
+//	                                 collector, in every Envoy group; every HTTP
+//	                                 connection manager of the Envoy flavour carries
+//	                                 the tracing config naming it (tracing.go)
 //
 // The egress resources (an Egress's sources' listeners, routes and
 // clusters, and MeshConfig's enableEgress passthrough) are described in
@@ -76,6 +80,7 @@ import (
 	"slices"
 	"sort"
 
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/openservicemesh/osm/libs/bus"
@@ -238,6 +243,10 @@ type Engine struct {
 	// headless are the endpoint addresses of the headless ports, with
 	// their owners (headless.go).
 	headless headlessOwners
+	// tracing is the HTTP connection managers' tracing config of the
+	// current MeshConfig, built once per MeshConfig version; nil while
+	// tracing is off (tracing.go).
+	tracing *hcmv3.HttpConnectionManager_Tracing
 }
 
 // New returns an Engine with an empty model.
@@ -434,6 +443,7 @@ func (e *Engine) Compile() *Delta {
 	d := &Delta{Triggers: e.dirty.triggers}
 	if e.dirty.all {
 		e.markAll()
+		e.compileTracing(d)
 	}
 	e.compilePolicies(d)
 	// A backend's ports and existence shape its apexes' routes.

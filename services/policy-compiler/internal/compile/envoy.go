@@ -337,14 +337,14 @@ func routerFilter() *hcmv3.HttpFilter {
 // service in one outbound listener, keeps every resource small (an outbound
 // listener of every service passes NATS's 1 MB message limit at ~2,900
 // services) and makes a service change touch its own listener only.
-func buildServiceListener(sp servicePort, split []weighted) (*Resource, error) {
-	return buildServiceListenerAs(sp, split, ServiceListenerName(sp.svc, sp.port), sp.cluster())
+func buildServiceListener(sp servicePort, split []weighted, tr *hcmv3.HttpConnectionManager_Tracing) (*Resource, error) {
+	return buildServiceListenerAs(sp, split, ServiceListenerName(sp.svc, sp.port), sp.cluster(), tr)
 }
 
 // buildServiceListenerAs is buildServiceListener under the listener name
 // name, its HTTP connection manager's RDS naming the route rds (a retry
-// copy's, retry.go).
-func buildServiceListenerAs(sp servicePort, split []weighted, name, rds string) (*Resource, error) {
+// copy's, retry.go); tr is the MeshConfig's tracing config, or nil.
+func buildServiceListenerAs(sp servicePort, split []weighted, name, rds string, tr *hcmv3.HttpConnectionManager_Tracing) (*Resource, error) {
 	var addrs []*corev3.Address
 	for _, ip := range sp.clusterIPs {
 		a, err := netip.ParseAddr(ip)
@@ -366,6 +366,7 @@ func buildServiceListenerAs(sp servicePort, split []weighted, name, rds string) 
 				ConfigSource: ads(), RouteConfigName: rds,
 			}},
 			HttpFilters: []*hcmv3.HttpFilter{routerFilter()},
+			Tracing:     tr,
 		}
 		a, err := typed(h)
 		if err != nil {

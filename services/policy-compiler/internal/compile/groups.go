@@ -339,7 +339,7 @@ func (e *Engine) compileGroup(id model.Identity, d *Delta) {
 		locals = append(locals, e.svcs.frag(s.nn).locals...)
 	}
 	own := map[string][]string{
-		layout.TypeCluster:  mergeSorted(mergeSorted(clusters, locals), egClusters),
+		layout.TypeCluster:  mergeSorted(mergeSorted(mergeSorted(clusters, locals), egClusters), e.tracingClusters()),
 		layout.TypeEndpoint: endpoints,
 		layout.TypeRoute:    mergeSorted(routes, egRoutes),
 		layout.TypeListener: mergeSorted(listeners, egListeners),

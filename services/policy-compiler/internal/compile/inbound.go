@@ -84,8 +84,10 @@ func downstreamTLS(tp *tlsv3.TlsParameters) (*corev3.TransportSocket, error) {
 // buildInboundListener builds the inbound listener of identity id: one TLS
 // filter chain per destination port, with RBAC from targets (nil targets
 // and permissive: any authenticated mesh client), then the chains of its
-// IngressBackends for traffic from outside the mesh (ingress.go).
-func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string, tp *tlsv3.TlsParameters, ingress ...ingressChain) (*Resource, error) {
+// IngressBackends for traffic from outside the mesh (ingress.go). Every
+// HTTP connection manager carries tr, the MeshConfig's tracing config
+// (nil: none).
+func buildInboundListener(id model.Identity, ports []inboundPort, targets []namedTarget, permissive bool, trustDomain string, tp *tlsv3.TlsParameters, tr *hcmv3.HttpConnectionManager_Tracing, ingress ...ingressChain) (*Resource, error) {
 	l := &listenerv3.Listener{
 		Name:             InboundListenerName(id),
 		Address:          socketAddress("0.0.0.0", InboundListenerPort),
@@ -100,7 +102,7 @@ func buildInboundListener(id model.Identity, ports []inboundPort, targets []name
 		chainName := fmt.Sprintf("inbound:%s|%d", id, p.targetPort)
 		var filters []*listenerv3.Filter
 		if p.protocol.IsHTTP() {
-			f, err := inboundHTTP(chainName, p, targets, permissive, trustDomain)
+			f, err := inboundHTTP(chainName, p, targets, permissive, trustDomain, tr)
 			if err != nil {
 				return nil, fmt.Errorf("inbound listener %s: %w", l.Name, err)
 			}
@@ -123,7 +125,7 @@ func buildInboundListener(id model.Identity, ports []inboundPort, targets []name
 		})
 	}
 	for _, c := range ingress {
-		fc, err := buildIngressChain(c, tp)
+		fc, err := buildIngressChain(c, tp, tr)
 		if err != nil {
 			return nil, fmt.Errorf("inbound listener %s: %s: %w", l.Name, c.name, err)
 		}
@@ -225,7 +227,7 @@ func denyAll() (*hcmv3.HttpFilter, error) {
 	return &hcmv3.HttpFilter{Name: httpRBACFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: base}}, nil
 }
 
-func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string) (*listenerv3.Filter, error) {
+func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive bool, trustDomain string, tr *hcmv3.HttpConnectionManager_Tracing) (*listenerv3.Filter, error) {
 	routes := inboundRoutes(p, targets, permissive)
 	if permissive {
 		routes = append(upstreamRoutes(p.up), routes...)
@@ -256,6 +258,7 @@ func inboundHTTP(stat string, p inboundPort, targets []namedTarget, permissive b
 		StatPrefix:     stat,
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: stat, VirtualHosts: []*routev3.VirtualHost{vh}}},
+		Tracing:        tr,
 	}
 	normalizePaths(h)
 	if !permissive {

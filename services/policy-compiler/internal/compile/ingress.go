@@ -310,8 +310,9 @@ func cidrRange(c string) *corev3.CidrRange {
 // port, source ranges and, for https, TLS and SNI; a network RBAC filter
 // admits only the listed source addresses and (https with validation and
 // principals) certificate SANs; then HTTP to the local cluster, restricted
-// to the HTTPRouteGroup matches when there are any.
-func buildIngressChain(c ingressChain, tp *tlsv3.TlsParameters) (*listenerv3.FilterChain, error) {
+// to the HTTPRouteGroup matches when there are any, traced with tr (the
+// MeshConfig's tracing config; nil: none).
+func buildIngressChain(c ingressChain, tp *tlsv3.TlsParameters, tr *hcmv3.HttpConnectionManager_Tracing) (*listenerv3.FilterChain, error) {
 	fc := &listenerv3.FilterChain{
 		Name:             c.name,
 		FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(c.backend.Port)), TransportProtocol: "raw_buffer"},
@@ -385,6 +386,7 @@ func buildIngressChain(c ingressChain, tp *tlsv3.TlsParameters) (*listenerv3.Fil
 		CodecType:      hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: c.name, VirtualHosts: []*routev3.VirtualHost{vh}}},
 		HttpFilters:    []*hcmv3.HttpFilter{routerFilter()},
+		Tracing:        tr,
 	}
 	normalizePaths(h)
 	a, err := typed(h)

@@ -220,7 +220,7 @@ func (e *Engine) compileInbound(id model.Identity, d *Delta) {
 	for _, nn := range multimap.Sorted(e.pol.targetsOf(id)) {
 		targets = append(targets, namedTarget{name: nn.String(), t: e.pol.target(nn)})
 	}
-	e.put(d, k.typ, k.name)(buildInboundListener(id, ports, targets, e.m.Permissive(), e.trustDomain(), e.tlsParams(), e.ingressChains(svcs)...))
+	e.put(d, k.typ, k.name)(buildInboundListener(id, ports, targets, e.m.Permissive(), e.trustDomain(), e.tlsParams(), e.tracing, e.ingressChains(svcs)...))
 }
 
 // isApex reports whether svc is the apex of an accepted TrafficSplit.

@@ -301,7 +301,7 @@ func (e *Engine) compileRetryPorts(id model.Identity, svc model.NN, p policy.Ret
 			continue
 		}
 		name := RetryListenerName(svc, sp.port, id)
-		l, err := buildServiceListenerAs(sp, split, name, route)
+		l, err := buildServiceListenerAs(sp, split, name, route, e.tracing)
 		if l == nil && err == nil {
 			continue
 		}

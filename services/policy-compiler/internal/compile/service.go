@@ -175,7 +175,7 @@ func (e *Engine) compileService(nn model.NN, d *Delta) {
 			e.claimHeadless(sp, e.endpoints(sp))
 			l, err = buildHeadlessListener(sp, e.headless.owned(portOf(sp)))
 		} else {
-			l, err = buildServiceListener(sp, split)
+			l, err = buildServiceListener(sp, split, e.tracing)
 		}
 		switch {
 		case err != nil:

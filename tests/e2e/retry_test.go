@@ -40,9 +40,11 @@ func retryObject(name, ns, sa, svcNS, svc, retryOn string) map[string]any {
 // TestRetryFlow: a Retry applied through the apiserver goes through the
 // smi-watcher, the policy-compiler and an xds-edge to bookbuyer's proxy (a
 // real xDS client): its route to bookstore gets Envoy's retry policy and
-// its listener names that route; deleting the Retry brings the shared
-// route back. An invalid Retry (stored: no webhook runs here) gets the
-// compiler's rejection as a Warning Event naming the field.
+// its listener names that route; the MeshConfig's
+// spec.featureFlags.enableRetryPolicy false brings the shared route back and
+// true the Retry's again; deleting the Retry brings the shared route back.
+// An invalid Retry (stored: no webhook runs here) gets the compiler's
+// rejection as a Warning Event naming the field.
 func TestRetryFlow(t *testing.T) {
 	ctx := t.Context()
 	run := uniq()
@@ -79,22 +81,20 @@ func TestRetryFlow(t *testing.T) {
 	if !slices.Contains(names(routes), shared) {
 		t.Fatalf("bookbuyer's routes %v lack %s", names(routes), shared)
 	}
-	// next waits for the RDS response that satisfies ok.
+	// next waits for the RDS response that satisfies ok (30 s at most, a
+	// response or not).
 	next := func(what string, ok func([]any) bool) []any {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !ok(routes); {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: bookbuyer's routes after 30 s: %v", what, names(routes))
-			}
-			resp, err := rds.Fetch()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := rds.Ack(); err != nil {
-				t.Fatal(err)
-			}
-			routes = unpack(t, resp.Resources)
+		if ok(routes) {
+			return routes
 		}
+		nextWithin(t, rds, what, func(rs []any) error {
+			routes = rs
+			if ok(rs) {
+				return nil
+			}
+			return fmt.Errorf("bookbuyer's routes %v", names(rs))
+		})
 		return routes
 	}
 
@@ -132,6 +132,19 @@ func TestRetryFlow(t *testing.T) {
 	}
 	if want := []string{"outbound-listener:" + copyName}; !slices.Equal(rdsNames, want) {
 		t.Fatalf("bookbuyer's listeners for bookstore %v, want %v", rdsNames, want)
+	}
+
+	// The MeshConfig's spec.featureFlags.enableRetryPolicy false turns
+	// every Retry off: the shared route comes back; true restores the copy.
+	for _, on := range []bool{false, true} {
+		if err := patchMeshConfig(t, mcName, fmt.Sprintf(`{"spec":{"featureFlags":{"enableRetryPolicy":%t}}}`, on)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		next(fmt.Sprintf("enableRetryPolicy %t", on), func(rs []any) bool {
+			return slices.Contains(names(rs), copyName) == on && slices.Contains(names(rs), shared) != on
+		})
+		t.Logf("enableRetryPolicy %t to the proxy's routes: %s", on, time.Since(start).Round(time.Millisecond))
 	}
 
 	// An invalid Retry is stored (no webhook here) and rejected by the

@@ -161,10 +161,10 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 func Run(ctx context.Context, spec Spec, args []string, getenv func(string) string, out io.Writer) error {
 	var cfg common
 	f := newFlags(spec.Name)
-	f.String(&cfg.logLevel, "log-level", "info", "log level: error, warn, info, debug or trace; a followed MeshConfig's spec.observability.osmLogLevel, when set, overrides it live")
+	f.String(&cfg.logLevel, "log-level", "info", "log level: error, warn, info, debug or trace; the MeshConfig's (--mesh-config in --namespace) spec.observability.osmLogLevel, when set, overrides it live: this level rules until the service has read the MeshConfig, and while it sets none or is absent")
 	f.String(&cfg.logFormat, "log-format", logging.FormatJSON, "log format: json (for the cluster) or text (for a terminal)")
 	f.String(&cfg.adminAddr, "admin-addr", ":9091", "address of the admin listener serving /healthz, /readyz and /metrics")
-	f.Bool(&cfg.pprof, "enable-pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener until a followed MeshConfig is seen; then its spec.observability.enableDebugServer decides, live (false: 404)")
+	f.Bool(&cfg.pprof, "enable-pprof", false, "serve Go profiles under /debug/pprof/ on the admin listener until the service has read the MeshConfig (--mesh-config in --namespace), and while there is none; while there is one its spec.observability.enableDebugServer decides, live (false or unset: 404, whatever this flag says)")
 	f.Duration(&cfg.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown may take after SIGTERM")
 	if spec.UsesNATS {
 		f.Redacted(&cfg.nats.URL, "nats-url", "nats://127.0.0.1:4222",

@@ -68,6 +68,9 @@ var roleAccess = map[Role]access{
 	},
 	RoleCA: {
 		writes: []string{BucketTrust},
+		// mesh-observed for the MeshConfig's spec.observability
+		// (libs/meshcfg), which every component follows.
+		reads: []string{BucketObserved},
 	},
 	RoleEdge: {
 		// mesh-observed only for its debug API: osm convergence OBJECT

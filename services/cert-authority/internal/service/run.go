@@ -17,6 +17,7 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/kube"
 	"github.com/openservicemesh/osm/libs/layout"
+	"github.com/openservicemesh/osm/libs/meshcfg"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/builtin"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/pki"
 	"github.com/openservicemesh/osm/services/cert-authority/internal/server"
@@ -97,10 +98,23 @@ func (c *config) run(ctx context.Context, rt *app.Runtime, o Options) error {
 		return err
 	}
 	start(refresher)
-	pub, err := c.publisher(ctx, rt, hub)
+	conn, err := rt.Bus(ctx, bus.RoleCA)
 	if err != nil {
 		return err
 	}
+	pub, err := c.publisher(ctx, rt, conn, hub)
+	if err != nil {
+		return err
+	}
+	// The MeshConfig's spec.observability (log level, pprof), live, from
+	// the smi-watcher's copy in mesh-observed; until that bucket exists
+	// (no watcher yet) --log-level and --enable-pprof rule.
+	follower, err := meshcfg.New(meshcfg.Options{Conn: conn, Namespace: c.cp.Namespace, Name: c.cp.MeshConfig,
+		Log: log.WithField("part", "meshconfig"), Apply: rt.ApplyObservability})
+	if err != nil {
+		return err
+	}
+	start(follower)
 	rt.Health.AddReadyCheck("trust-bundle-published", func(context.Context) error {
 		b, _ := hub.Current()
 		if b == nil || pub.Published() != b.Version {
@@ -229,13 +243,9 @@ func (c *config) explainLogin(err error) error {
 		err, c.vaultPKIMount, c.vaultRole)
 }
 
-// publisher connects to NATS as the CA and returns the publisher of hub's
-// bundle to KV mesh-trust, creating the bucket when absent.
-func (c *config) publisher(ctx context.Context, rt *app.Runtime, hub *trust.Hub) (*trust.Publisher, error) {
-	conn, err := rt.Bus(ctx, bus.RoleCA)
-	if err != nil {
-		return nil, err
-	}
+// publisher returns the publisher of hub's bundle to KV mesh-trust over
+// conn (NATS as the CA), creating the bucket when absent.
+func (c *config) publisher(ctx context.Context, rt *app.Runtime, conn *bus.Conn, hub *trust.Hub) (*trust.Publisher, error) {
 	store, err := conn.EnsureBucket(ctx, bus.BucketTrust, bus.BucketOptions{Replicas: c.kvReplicas})
 	if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", bus.BucketTrust, err)

@@ -2,8 +2,9 @@
 // flags (each with an OSM_ environment twin), their validation, and the Run
 // wiring that opens the provider (built-in or Vault), loads the trust
 // bundle, connects to NATS, and runs the provider's token keeper, the
-// bundle refresher and publisher, the serving certificate's renewal and the
-// gRPC server under one errgroup.
+// bundle refresher and publisher, the serving certificate's renewal, the
+// MeshConfig follower (spec.observability) and the gRPC server under one
+// errgroup.
 package service
 
 import (
@@ -119,13 +120,17 @@ Root rotation (builtin) is three edits, each safe to repeat:
 With vault, add a new root issuer, make it the default, then delete the old
 one; the CA picks the change up within --bundle-refresh.
 
-Issuers and their expiry are listed at GET /debug/issuers on the admin listener (--admin-addr).`
+Issuers and their expiry are listed at GET /debug/issuers on the admin listener (--admin-addr).
+
+The MeshConfig --mesh-config in --namespace, read from the smi-watcher's copy in the NATS
+KV bucket mesh-observed, sets the log level (spec.observability.osmLogLevel) and whether
+/debug/pprof/ is served on the admin listener (enableDebugServer), live.`
 
 const defaultRoleAccounts = "smi-watcher=osm-smi-watcher,policy-compiler=osm-policy-compiler,injector-webhook=osm-injector-webhook,xds-edge=osm-xds-edge,operator=osm-operator"
 
 // flags registers the service's flags.
 func (c *config) flags(f *app.Flags) {
-	c.cp.Flags(f, app.CPNamespace|app.CPTrustDomain|app.CPClusterDomain)
+	c.cp.Flags(f, app.CPNamespace|app.CPMeshConfig|app.CPTrustDomain|app.CPClusterDomain)
 	c.kube.Flags(f, defaultKubeQPS, defaultKubeBurst)
 	f.String(&c.provider, "provider", providerBuiltin, `certificate provider: "builtin" or "vault"`)
 	f.String(&c.grpcAddr, "grpc-addr", ":9443", "address of the gRPC (mutual TLS) listener")

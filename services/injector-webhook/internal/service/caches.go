@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/openservicemesh/osm/libs/meshconfig"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/inject"
 	"github.com/openservicemesh/osm/services/injector-webhook/internal/webhook"
 )
@@ -106,6 +107,10 @@ type meshConfigWatch struct {
 	// lifetime, when set, follows spec.certificate.
 	// serviceCertValidityDuration (lifetime.go).
 	lifetime lifetimeSetter
+	// observe, when set, follows spec.observability: it is given each
+	// version, and nil when the MeshConfig is deleted
+	// (app.Runtime.ApplyObservability).
+	observe func(mc *meshv1.MeshConfig)
 }
 
 // newMeshConfigWatch watches the MeshConfig namespace/name; base are the
@@ -144,6 +149,9 @@ func (w *meshConfigWatch) apply(obj any) {
 	}
 	mc := meshconfig.Parse(u)
 	w.applyLifetime(mc)
+	if w.observe != nil {
+		w.observe(mc)
+	}
 	s, err := w.base.WithMeshConfig(mc)
 	if err != nil {
 		w.log.WithError(err).WithField("name", u.GetName()).Warn("meshconfig rejected; keeping the previous injection settings")
@@ -160,5 +168,8 @@ func (w *meshConfigWatch) deleted(obj any) {
 	}
 	w.to.SetSettings(w.base)
 	w.applyLifetime(nil)
+	if w.observe != nil {
+		w.observe(nil)
+	}
 	w.log.WithField("name", u.GetName()).Info("meshconfig deleted; injection settings back to the flags")
 }

@@ -56,7 +56,10 @@ const summary = "OSM's sidecar injector: a mutating admission webhook that adds 
 	"(TrafficTarget, HTTPRouteGroup, TCPRoute, TrafficSplit, Egress) or MeshConfig that the policy-compiler\n" +
 	"would reject, naming the object, the field and the reason in the compiler's words. Its\n" +
 	"ValidatingWebhookConfiguration (--validating-webhook-config-name) follows the trust bundle like the\n" +
-	"mutating one; --validation-failure-policy is Ignore by default: the compiler checks every object again."
+	"mutating one; --validation-failure-policy is Ignore by default: the compiler checks every object again.\n\n" +
+	"The MeshConfig (--mesh-config in --namespace) also sets the injector's own log level\n" +
+	"(spec.observability.osmLogLevel) and whether /debug/pprof/ is served on the admin listener\n" +
+	"(enableDebugServer), live."
 
 // Options holds the test overrides of the service. The injector's tests
 // drive it through its flags alone, so it has no fields; its zero value is
@@ -142,6 +145,7 @@ func run(ctx context.Context, rt *app.Runtime, c Config, _ Options) error {
 	if is, ok := cert.Issuer.(lifetimeSetter); ok {
 		meshConfig.lifetime = is // proxyless pods' service certificates
 	}
+	meshConfig.observe = rt.ApplyObservability // log level, pprof
 	handler := &webhook.Handler{Admit: wh, Log: log, MaxBody: int64(c.MaxBody),
 		Observe: func(outcome string, d time.Duration) {
 			attrs := metric.WithAttributes(attribute.String("outcome", outcome))

@@ -58,7 +58,7 @@ func (c *Config) Flags(f *app.Flags) {
 	c.Kube.Flags(f, 50, 100)
 	f.Deprecated("kube-qps", "kube-api-qps")
 	f.Deprecated("kube-burst", "kube-api-burst")
-	c.ControlPlane.Flags(f, app.CPNamespace|app.CPPodName|app.CPMeshName)
+	c.ControlPlane.Flags(f, app.CPNamespace|app.CPPodName|app.CPMeshName|app.CPMeshConfig)
 	f.Deprecated("watcher-id", "pod-name")
 	c.Election.Flags(f, "osm-smi-watcher")
 	f.Int(&c.Workers, "workers", 16, "goroutines writing normalised objects to the KV")
@@ -83,7 +83,9 @@ in --namespace; only the leader writes, standbys keep their caches warm. The
 leader also turns the policy-compiler's rejections (mesh.status.policy.>) into
 Kubernetes Events on the offending objects. It is the only component that reads
 the mesh's policies and workloads from the Kubernetes API; the policy-compiler
-and the xds-edge read them from NATS.`,
+and the xds-edge read them from NATS. The MeshConfig named --mesh-config also sets
+the watcher's own log level (spec.observability.osmLogLevel) and whether
+/debug/pprof/ is served on the admin listener (enableDebugServer), live.`,
 		UsesNATS: true,
 		Flags:    c.Flags,
 		Validate: c.Validate,
@@ -166,6 +168,10 @@ func run(ctx context.Context, rt *app.Runtime, c Config) error {
 		Resync:                c.Resync,
 		Log:                   log,
 		Meter:                 rt.Meter(),
+		// spec.observability (log level, pprof), live, as each version
+		// is read: on every replica, leader or standby.
+		MeshConfigName: cp.MeshConfig,
+		OnMeshConfig:   rt.ApplyObservability,
 	})
 	if err != nil {
 		return err

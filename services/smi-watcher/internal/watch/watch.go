@@ -32,6 +32,7 @@ import (
 	"github.com/openservicemesh/osm/libs/bus"
 	"github.com/openservicemesh/osm/libs/layout"
 	"github.com/openservicemesh/osm/libs/osmpolicy"
+	meshv1 "github.com/openservicemesh/osm/proto/osm/mesh/v1"
 	"github.com/openservicemesh/osm/services/smi-watcher/internal/normalize"
 )
 
@@ -94,6 +95,13 @@ type Options struct {
 	// serves the policy kinds it did not serve at the start; default
 	// DefaultKindCheck.
 	KindCheck time.Duration
+	// OnMeshConfig, when set, is given each version of the MeshConfig
+	// MeshConfigName in ControlPlaneNamespace as the informer reads it,
+	// and nil when it is deleted (app.Runtime.ApplyObservability).
+	OnMeshConfig func(mc *meshv1.MeshConfig)
+	// MeshConfigName is the MeshConfig OnMeshConfig follows; required
+	// with it.
+	MeshConfigName string
 }
 
 // Item names one observed object: its layout kind, namespace and name.
@@ -154,6 +162,8 @@ func New(o Options) (*Watcher, error) {
 		return nil, errors.New("watch: the control plane namespace is required")
 	case o.Log == nil:
 		return nil, errors.New("watch: a logger is required")
+	case o.OnMeshConfig != nil && o.MeshConfigName == "":
+		return nil, errors.New("watch: the MeshConfig's name is required with OnMeshConfig")
 	}
 	if o.Workers <= 0 {
 		o.Workers = 16
@@ -188,6 +198,11 @@ func New(o Options) (*Watcher, error) {
 			return nil, err
 		}
 		set = set.with(s)
+	}
+	if o.OnMeshConfig != nil {
+		if err := w.observeMeshConfig(set); err != nil {
+			return nil, err
+		}
 	}
 	w.srcs.Store(set)
 	return w, nil

@@ -46,9 +46,10 @@ const (
 	flagListenAddr      = "--listen-addr"
 	flagWebhookConfig   = "--webhook-config-name"
 	envValidatingConfig = "OSM_VALIDATING_WEBHOOK_CONFIG_NAME"
-	// The edge's --namespace and --mesh-config.
+	// The edge's --namespace; the --mesh-config of the edge, the CA and
+	// the watcher.
 	envEdgeNamespace    = "OSM_NAMESPACE"
-	envEdgeMeshCfg      = "OSM_MESH_CONFIG"
+	envMeshCfg          = "OSM_MESH_CONFIG"
 	flagWebhookService  = "--webhook-service-name"
 	flagWebhookPort     = "--webhook-service-port"
 	flagEdgeAckInterval = "--ack-status-interval"
@@ -121,7 +122,12 @@ func (m *Mesh) env(c Component) map[string]string {
 		// ignores the variables (tests/upgrade runs one); a flag would
 		// stop it.
 		env[envEdgeNamespace] = m.o.Namespace
-		env[envEdgeMeshCfg] = m.o.MeshConfig
+	}
+	if c == Edge || c == CertAuthority || c == Watcher {
+		// The MeshConfig they follow (spec.observability; the edge more),
+		// also through the environment, for the same reason; their
+		// --namespace is a flag they always had.
+		env[envMeshCfg] = m.o.MeshConfig
 	}
 	if c == Injector {
 		// Through the environment, which an injector of a release without

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,14 +16,17 @@ import (
 	"github.com/openservicemesh/osm/tests/stack"
 )
 
-// TestMeshConfigPrivilegedInitContainer runs the MeshConfig's
+// TestMeshConfigInjectionFields runs the MeshConfig's
 // spec.sidecar.enablePrivilegedInitContainer through the real apiserver
 // (the chart's CRD) and the real injector, called by the apiserver for each
 // pod: unset, the injected osm-init container is not privileged and has
 // NET_ADMIN only; after the MeshConfig is edited to true, the next pod's is
 // privileged; after false, the next pod's is not again. Pods admitted
 // before an edit keep what they were given (the webhook runs at admission).
-func TestMeshConfigPrivilegedInitContainer(t *testing.T) {
+// The edit to true also sets the MeshConfig's other injection fields
+// (spec.sidecar image, initContainerImage, logLevel, resources, and
+// spec.traffic's port and IP range lists), and the same pod carries them.
+func TestMeshConfigInjectionFields(t *testing.T) {
 	ctx := t.Context()
 	cs := cluster.Clientset()
 	run := uniq()
@@ -80,10 +84,36 @@ func TestMeshConfigPrivilegedInitContainer(t *testing.T) {
 	if caps := c.SecurityContext.Capabilities; caps == nil || !slices.Equal(caps.Add, []corev1.Capability{"NET_ADMIN"}) {
 		t.Errorf("unprivileged osm-init capabilities %+v, want NET_ADMIN added", caps)
 	}
-	if err := patchMeshConfig(t, mcName, `{"spec":{"sidecar":{"enablePrivilegedInitContainer":true}}}`); err != nil {
+	if err := patchMeshConfig(t, mcName, `{"spec":{"sidecar":{"enablePrivilegedInitContainer":true,
+		"image":"registry.example/envoy:e2e","initContainerImage":"registry.example/init:e2e","logLevel":"debug",
+		"resources":{"limits":{"memory":"300Mi"},"requests":{"cpu":"50m"}}},
+		"traffic":{"outboundPortExclusionList":[6379],"inboundPortExclusionList":[9091],
+		"outboundIPRangeExclusionList":["10.96.0.1/32"],"outboundIPRangeInclusionList":["10.244.0.0/16"]}}}`); err != nil {
 		t.Fatal(err)
 	}
-	want("edited to true", true)
+	c = want("edited to true", true)
+	// The other injection fields of the same MeshConfig reach the same pod
+	// (the injector reads them with enablePrivilegedInitContainer).
+	p, err := cs.CoreV1().Pods(ns).Get(ctx, fmt.Sprintf("bookstore-%d", n), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	envoy := p.Spec.Containers[len(p.Spec.Containers)-1]
+	if c.Image != "registry.example/init:e2e" || envoy.Name != "envoy" || envoy.Image != "registry.example/envoy:e2e" {
+		t.Errorf("images: init %s, %s %s; want the MeshConfig's", c.Image, envoy.Name, envoy.Image)
+	}
+	if args := strings.Join(envoy.Args, " "); !strings.Contains(args, "--log-level debug") {
+		t.Errorf("envoy args %q lack the MeshConfig's --log-level debug", args)
+	}
+	if envoy.Resources.Limits.Memory().String() != "300Mi" || envoy.Resources.Requests.Cpu().String() != "50m" {
+		t.Errorf("envoy resources %+v, want the MeshConfig's", envoy.Resources)
+	}
+	script := strings.Join(c.Args, " ")
+	for _, want := range []string{"6379", "9091", "10.96.0.1/32", "10.244.0.0/16"} {
+		if !strings.Contains(script, want) {
+			t.Errorf("osm-init's rules lack the MeshConfig's %s:\n%s", want, script)
+		}
+	}
 	if err := patchMeshConfig(t, mcName, `{"spec":{"sidecar":{"enablePrivilegedInitContainer":false}}}`); err != nil {
 		t.Fatal(err)
 	}
